@@ -1,0 +1,6 @@
+//! Getting a webhook to its endpoint: retry policy, outcome classification, circuit breaker,
+//! and the ledger of pending deliveries kept in a `Store`.
+
+pub mod breaker;
+pub mod outcome;
+pub mod retry;

@@ -1,0 +1,131 @@
+//! The storage the core keeps its state in: proxy-wasm shared data in Envoy, a map in tests.
+//!
+//! The contract mirrors shared data: a value comes with a CAS token, and a write that names a
+//! token fails if the value changed since. There is no delete and no listing, so callers use a
+//! bounded key space.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+pub type Cas = u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError {
+    /// Someone else wrote the key since we read it: read again and retry.
+    CasMismatch,
+    /// The host refused for another reason.
+    Host,
+}
+
+pub trait Store {
+    /// The value and its CAS token; `None` when the key was never written.
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError>;
+    /// Write `value`; with `Some(cas)`, only if the key is unchanged since that read.
+    fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError>;
+}
+
+/// How many times a read-modify-write loop retries a CAS conflict before giving up.
+pub const CAS_RETRIES: usize = 16;
+
+/// Read-modify-write one key under CAS. `update` sees the current value (or `None`) and
+/// returns the new value and a result, or `None` to write nothing.
+pub fn update<S: Store + ?Sized, T>(
+    store: &S,
+    key: &str,
+    mut update: impl FnMut(Option<&[u8]>) -> Option<(Vec<u8>, T)>,
+) -> Result<Option<T>, StoreError> {
+    for _ in 0..CAS_RETRIES {
+        let current = store.get(key)?;
+        let (bytes, cas) = match &current {
+            Some((v, cas)) => (Some(v.as_slice()), Some(*cas)),
+            None => (None, None),
+        };
+        let Some((new, out)) = update(bytes) else {
+            return Ok(None);
+        };
+        match store.set(key, &new, cas) {
+            Ok(()) => return Ok(Some(out)),
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::CasMismatch)
+}
+
+/// An in-memory `Store` with shared data's semantics, for native tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    map: RefCell<HashMap<String, (Vec<u8>, Cas)>>,
+    next_cas: RefCell<Cas>,
+}
+
+impl MemStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.borrow().is_empty()
+    }
+
+    /// Total bytes held, keys included: what Envoy would keep in memory.
+    pub fn bytes(&self) -> usize {
+        self.map.borrow().iter().map(|(k, (v, _))| k.len() + v.len()).sum()
+    }
+}
+
+impl Store for MemStore {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+        Ok(self.map.borrow().get(key).cloned())
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
+        let mut map = self.map.borrow_mut();
+        if let (Some(expected), Some((_, actual))) = (cas, map.get(key)) {
+            if expected != *actual {
+                return Err(StoreError::CasMismatch);
+            }
+        }
+        let mut next = self.next_cas.borrow_mut();
+        *next = next.wrapping_add(1).max(1);
+        map.insert(key.to_string(), (value.to_vec(), *next));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_cas_is_refused() {
+        let s = MemStore::new();
+        s.set("k", b"a", None).unwrap();
+        let (_, cas) = s.get("k").unwrap().unwrap();
+        s.set("k", b"b", Some(cas)).unwrap();
+        assert_eq!(s.set("k", b"c", Some(cas)), Err(StoreError::CasMismatch));
+        assert_eq!(s.get("k").unwrap().unwrap().0, b"b");
+    }
+
+    #[test]
+    fn update_retries_until_it_wins() {
+        let s = MemStore::new();
+        s.set("n", b"1", None).unwrap();
+        let mut interfered = false;
+        let out = update(&s, "n", |cur| {
+            if !interfered {
+                interfered = true;
+                s.set("n", b"5", None).unwrap();
+            }
+            let n: u32 = std::str::from_utf8(cur.unwrap()).unwrap().parse().unwrap();
+            Some(((n + 1).to_string().into_bytes(), n + 1))
+        })
+        .unwrap();
+        assert_eq!(out, Some(6));
+        assert_eq!(s.get("n").unwrap().unwrap().0, b"6");
+    }
+}
