@@ -1,1 +1,374 @@
-//! (being written)
+//! Event identity and the memory of what was already seen, kept in a `Store`.
+//!
+//! An event is a notification reaching a state we have not seen it in. Its identity is
+//! (id, deliveryStatus, retryCount, providerId): OsmoX's send retries go FAILED → PENDING with
+//! `retryCount` + 1, and a provider-chain failover goes back to PENDING with a new
+//! `providerId`, so both are real new transitions although the status repeats. `updatedOn`,
+//! when the response has it, orders observations: a response that left OsmoX before the one
+//! we already acted on is stale and is ignored, so an old poll answered late never re-sends
+//! an older state.
+//!
+//! Memory is bounded: notifications hash into `buckets` keys of at most `BUCKET_ENTRIES`
+//! entries each; a full bucket forgets the notification whose state changed longest ago.
+
+use serde::{Deserialize, Serialize};
+
+use crate::osmox::Notification;
+use crate::store::{self, Store, StoreError};
+
+/// Entries per bucket: small enough that one read stays cheap on every poll.
+pub const BUCKET_ENTRIES: usize = 16;
+
+/// FNV-1a: a stable, dependency-free hash for bucket and id derivation (not for security).
+pub fn fnv1a64(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in *part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // Separate parts so ("ab","c") and ("a","bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The bounded memory of seen notifications.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    buckets: u32,
+}
+
+/// What we remember of one notification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Seen {
+    #[serde(rename = "i")]
+    id: u64,
+    #[serde(rename = "s")]
+    status: u64,
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    retry_count: Option<u64>,
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    provider_id: Option<u64>,
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    updated_on: Option<String>,
+    /// When its state last changed: eviction order. Not bumped by repeats, so polling stays read-only.
+    #[serde(rename = "t")]
+    touched_ms: u64,
+    /// The ledger slot that holds the pending delivery per endpoint, so a newer event
+    /// replaces an older one that is still waiting instead of racing it.
+    #[serde(rename = "d", default, skip_serializing_if = "Vec::is_empty")]
+    slots: Vec<(u32, u32)>,
+}
+
+impl Seen {
+    fn from(n: &Notification, now_ms: u64) -> Self {
+        Seen {
+            id: n.id,
+            status: n.delivery_status.code(),
+            retry_count: n.retry_count,
+            provider_id: n.provider_id,
+            updated_on: n.updated_on.clone(),
+            touched_ms: now_ms,
+            slots: Vec::new(),
+        }
+    }
+
+    /// Same state seen again. A field one observation lacks (a GraphQL query that did not
+    /// select it) does not make it a different event.
+    fn same_event(&self, n: &Notification) -> bool {
+        fn agree(a: Option<u64>, b: Option<u64>) -> bool {
+            a.is_none() || b.is_none() || a == b
+        }
+        self.status == n.delivery_status.code()
+            && agree(self.retry_count, n.retry_count)
+            && agree(self.provider_id, n.provider_id)
+    }
+
+    /// The observation left OsmoX before the one we remember.
+    fn is_older(&self, n: &Notification) -> bool {
+        match (&self.updated_on, &n.updated_on) {
+            // ISO-8601 UTC timestamps of one format order as strings.
+            (Some(ours), Some(theirs)) => theirs < ours,
+            _ => false,
+        }
+    }
+
+    /// Fold in what a duplicate observation adds; true when anything changed.
+    fn merge(&mut self, n: &Notification) -> bool {
+        let before = (self.retry_count, self.provider_id, self.updated_on.clone());
+        self.retry_count = self.retry_count.or(n.retry_count);
+        self.provider_id = self.provider_id.or(n.provider_id);
+        if n.updated_on > self.updated_on {
+            self.updated_on.clone_from(&n.updated_on);
+        }
+        before != (self.retry_count, self.provider_id, self.updated_on.clone())
+    }
+}
+
+/// What an observation means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A new state: deliver it. `slots` are the ledger slots of deliveries still held for
+    /// the previous event, per endpoint key.
+    New { slots: Vec<(u32, u32)> },
+    /// The state we already acted on.
+    Duplicate,
+    /// Older than what we already acted on.
+    Stale,
+}
+
+impl Memory {
+    /// Remembers about `capacity` notifications.
+    pub fn new(capacity: u32) -> Self {
+        let buckets = (capacity as usize / BUCKET_ENTRIES).max(1);
+        Memory {
+            buckets: u32::try_from(buckets).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// How many notifications it remembers at most.
+    pub fn capacity(&self) -> usize {
+        self.buckets as usize * BUCKET_ENTRIES
+    }
+
+    fn key(&self, id: u64) -> String {
+        let bucket = fnv1a64(&[&id.to_le_bytes()]) % u64::from(self.buckets);
+        format!("seen/{bucket}")
+    }
+
+    /// Every key this memory uses, so the host can create them before traffic flows:
+    /// shared data cannot create a key atomically, only update one under CAS.
+    pub fn keys(&self) -> impl Iterator<Item = String> {
+        (0..self.buckets).map(|b| format!("seen/{b}"))
+    }
+
+    /// Decide whether `n` is a new event and remember it. Read-only when nothing changed,
+    /// so steady polling costs one read per notification.
+    pub fn observe<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        n: &Notification,
+        now_ms: u64,
+    ) -> Result<Verdict, StoreError> {
+        let key = self.key(n.id);
+        let mut verdict = Verdict::Duplicate;
+        store::update(store, &key, |current| {
+            let mut bucket = decode(current);
+            let new = match bucket.iter_mut().find(|s| s.id == n.id) {
+                Some(seen) if seen.is_older(n) => {
+                    verdict = Verdict::Stale;
+                    return None;
+                }
+                Some(seen) if seen.same_event(n) => {
+                    verdict = Verdict::Duplicate;
+                    if !seen.merge(n) {
+                        return None;
+                    }
+                    None
+                }
+                Some(seen) => {
+                    let slots = std::mem::take(&mut seen.slots);
+                    *seen = Seen::from(n, now_ms);
+                    seen.slots.clone_from(&slots);
+                    verdict = Verdict::New { slots };
+                    None
+                }
+                None => {
+                    verdict = Verdict::New { slots: Vec::new() };
+                    Some(Seen::from(n, now_ms))
+                }
+            };
+            if let Some(seen) = new {
+                insert(&mut bucket, seen);
+            }
+            Some((encode(&bucket), ()))
+        })?;
+        Ok(verdict)
+    }
+
+    /// Record which ledger slot holds the delivery of `id` to each endpoint key.
+    pub fn record_slots<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        id: u64,
+        slots: &[(u32, u32)],
+    ) -> Result<(), StoreError> {
+        store::update(store, &self.key(id), |current| {
+            let mut bucket = decode(current);
+            let seen = bucket.iter_mut().find(|s| s.id == id)?;
+            for &(endpoint, slot) in slots {
+                match seen.slots.iter_mut().find(|(e, _)| *e == endpoint) {
+                    Some(entry) => entry.1 = slot,
+                    None => seen.slots.push((endpoint, slot)),
+                }
+            }
+            Some((encode(&bucket), ()))
+        })?;
+        Ok(())
+    }
+}
+
+fn decode(bytes: Option<&[u8]>) -> Vec<Seen> {
+    bytes
+        .filter(|b| !b.is_empty())
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_default()
+}
+
+fn encode(bucket: &[Seen]) -> Vec<u8> {
+    serde_json::to_vec(bucket).unwrap_or_default()
+}
+
+/// Add to a bucket, forgetting the entry that changed longest ago when it is full.
+fn insert(bucket: &mut Vec<Seen>, seen: Seen) {
+    if bucket.len() >= BUCKET_ENTRIES {
+        if let Some(oldest) = bucket
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| s.touched_ms)
+            .map(|(i, _)| i)
+        {
+            bucket.swap_remove(oldest);
+        }
+    }
+    bucket.push(seen);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::osmox::DeliveryStatus;
+    use crate::store::MemStore;
+
+    fn n(id: u64, status: DeliveryStatus, retry: u64, provider: u64, updated: &str) -> Notification {
+        Notification {
+            id,
+            delivery_status: status,
+            provider_id: Some(provider),
+            channel_type: Some(1),
+            retry_count: Some(retry),
+            updated_on: Some(updated.to_string()),
+            body: "{}".to_string(),
+        }
+    }
+
+    const T1: &str = "2026-04-20T09:15:02.318Z";
+    const T2: &str = "2026-04-20T09:15:03.000Z";
+    const T3: &str = "2026-04-20T09:15:04.000Z";
+
+    fn fresh() -> Verdict {
+        Verdict::New { slots: vec![] }
+    }
+
+    #[test]
+    fn first_sight_is_new_and_repeat_is_duplicate() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        let a = n(1, DeliveryStatus::Pending, 0, 1, T1);
+        assert_eq!(m.observe(&s, &a, 0).unwrap(), fresh());
+        assert_eq!(m.observe(&s, &a, 1).unwrap(), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn polling_the_same_state_writes_nothing() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        let a = n(1, DeliveryStatus::Success, 0, 1, T1);
+        m.observe(&s, &a, 0).unwrap();
+        let before = s.get(&m.key(1)).unwrap().unwrap().1;
+        m.observe(&s, &a, 5).unwrap();
+        assert_eq!(s.get(&m.key(1)).unwrap().unwrap().1, before);
+    }
+
+    #[test]
+    fn status_change_is_new() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        m.observe(&s, &n(1, DeliveryStatus::InProgress, 0, 1, T1), 0).unwrap();
+        let v = m.observe(&s, &n(1, DeliveryStatus::Success, 0, 1, T2), 1);
+        assert_eq!(v.unwrap(), fresh());
+    }
+
+    #[test]
+    fn osmox_retry_cycle_is_a_new_event_although_status_repeats() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        m.observe(&s, &n(1, DeliveryStatus::Pending, 0, 1, T1), 0).unwrap();
+        let v = m.observe(&s, &n(1, DeliveryStatus::Pending, 1, 1, T2), 1);
+        assert_eq!(v.unwrap(), fresh());
+    }
+
+    #[test]
+    fn provider_failover_is_a_new_event() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        m.observe(&s, &n(1, DeliveryStatus::Pending, 0, 1, T1), 0).unwrap();
+        let v = m.observe(&s, &n(1, DeliveryStatus::Pending, 0, 2, T2), 1);
+        assert_eq!(v.unwrap(), fresh());
+    }
+
+    #[test]
+    fn a_late_answer_with_an_older_state_is_stale() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        m.observe(&s, &n(1, DeliveryStatus::Success, 0, 1, T3), 0).unwrap();
+        let v = m.observe(&s, &n(1, DeliveryStatus::InProgress, 0, 1, T2), 1);
+        assert_eq!(v.unwrap(), Verdict::Stale);
+        // And the remembered state is still the newer one.
+        let again = m.observe(&s, &n(1, DeliveryStatus::Success, 0, 1, T3), 2);
+        assert_eq!(again.unwrap(), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn a_field_missing_from_one_view_does_not_make_a_new_event() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        m.observe(&s, &n(1, DeliveryStatus::Success, 0, 1, T1), 0).unwrap();
+        let mut partial = n(1, DeliveryStatus::Success, 0, 1, T1);
+        partial.retry_count = None;
+        partial.provider_id = None;
+        partial.updated_on = None;
+        assert_eq!(m.observe(&s, &partial, 1).unwrap(), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn slots_recorded_for_an_event_come_back_with_the_next_one() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        m.observe(&s, &n(7, DeliveryStatus::Failed, 0, 1, T1), 0).unwrap();
+        m.record_slots(&s, 7, &[(11, 3), (12, 4)]).unwrap();
+        m.record_slots(&s, 7, &[(11, 5)]).unwrap();
+        let v = m.observe(&s, &n(7, DeliveryStatus::Pending, 1, 1, T2), 1);
+        assert_eq!(
+            v.unwrap(),
+            Verdict::New {
+                slots: vec![(11, 5), (12, 4)]
+            }
+        );
+    }
+
+    #[test]
+    fn memory_is_bounded_and_forgets_the_least_recently_seen() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        assert_eq!(m.capacity(), 1024);
+        for id in 0..20_000u64 {
+            m.observe(&s, &n(id, DeliveryStatus::Success, 0, 1, T1), id).unwrap();
+        }
+        assert!(s.len() <= 1024 / BUCKET_ENTRIES);
+        // The most recent ones are remembered, the first ones forgotten.
+        let recent = n(19_999, DeliveryStatus::Success, 0, 1, T1);
+        assert_eq!(m.observe(&s, &recent, 30_000).unwrap(), Verdict::Duplicate);
+        let forgotten = n(0, DeliveryStatus::Success, 0, 1, T1);
+        assert_eq!(m.observe(&s, &forgotten, 30_001).unwrap(), fresh());
+    }
+
+    #[test]
+    fn keys_cover_every_bucket() {
+        let m = Memory::new(4096);
+        let keys: Vec<String> = m.keys().collect();
+        assert_eq!(keys.len(), 256);
+        for id in 0..1000 {
+            assert!(keys.contains(&m.key(id)));
+        }
+    }
+
+    #[test]
+    fn fnv_separates_parts() {
+        assert_ne!(fnv1a64(&[b"ab", b"c"]), fnv1a64(&[b"a", b"bc"]));
+        assert_eq!(fnv1a64(&[b"x"]), fnv1a64(&[b"x"]));
+    }
+}

@@ -1,1 +1,101 @@
-//! (being written)
+//! Every metric the filter exposes, named once. Envoy shows them as
+//! `wasmcustom.osmox_webhook.<name>` in `/stats` and `osmox_webhook_<name>` in Prometheus.
+
+/// Prefix of every metric name.
+pub const PREFIX: &str = "osmox_webhook.";
+
+macro_rules! metrics {
+    ($( $variant:ident => $name:literal, $kind:ident; )*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Metric { $( $variant, )* }
+
+        impl Metric {
+            pub const ALL: &'static [Metric] = &[ $( Metric::$variant, )* ];
+
+            /// The name after `PREFIX`.
+            pub fn name(self) -> &'static str {
+                match self { $( Metric::$variant => $name, )* }
+            }
+
+            pub fn kind(self) -> MetricKind {
+                match self { $( Metric::$variant => MetricKind::$kind, )* }
+            }
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    /// Moved up and down by every VM; the sum is the process-wide figure.
+    Gauge,
+}
+
+metrics! {
+    ResponsesWatched => "responses_watched", Counter;
+    SkippedTooLarge => "bodies_skipped_too_large", Counter;
+    SkippedNotJson => "bodies_skipped_not_json", Counter;
+    SkippedEncoded => "bodies_skipped_encoded", Counter;
+    SkippedMalformed => "bodies_skipped_malformed", Counter;
+    SkippedStatus => "bodies_skipped_status", Counter;
+    ObjectsSkipped => "objects_skipped", Counter;
+    EventsDetected => "events_detected", Counter;
+    EventsDuplicate => "events_duplicate", Counter;
+    EventsStale => "events_stale", Counter;
+    EventsUnrouted => "events_unrouted", Counter;
+    DeliveriesSent => "deliveries_sent", Counter;
+    DeliveriesSucceeded => "deliveries_succeeded", Counter;
+    DeliveriesFailed => "deliveries_failed", Counter;
+    DeliveredAfterRetry => "deliveries_succeeded_after_retry", Counter;
+    RetriesScheduled => "retries_scheduled", Counter;
+    DeliveriesExhausted => "deliveries_exhausted", Counter;
+    DeliveriesGone => "deliveries_gone", Counter;
+    DeliveriesDropped => "deliveries_dropped", Counter;
+    DeliveriesSuperseded => "deliveries_superseded", Counter;
+    DeliveriesOrphaned => "deliveries_orphaned", Counter;
+    DispatchErrors => "dispatch_errors", Counter;
+    DeadLettersSent => "dead_letters_sent", Counter;
+    CircuitsOpened => "circuits_opened", Counter;
+    StoreConflicts => "store_conflicts", Counter;
+    Pending => "pending", Gauge;
+    InFlight => "in_flight", Gauge;
+    CircuitsOpen => "circuits_open", Gauge;
+}
+
+/// Where the core reports metrics; the host maps it to proxy-wasm stats. A no-op in tests
+/// that do not care.
+pub trait Metrics {
+    fn add(&self, metric: Metric, delta: i64);
+}
+
+/// Counts into a map: for tests.
+#[derive(Debug, Default)]
+pub struct CountingMetrics(std::cell::RefCell<std::collections::HashMap<Metric, i64>>);
+
+impl CountingMetrics {
+    pub fn get(&self, metric: Metric) -> i64 {
+        self.0.borrow().get(&metric).copied().unwrap_or(0)
+    }
+}
+
+impl Metrics for CountingMetrics {
+    fn add(&self, metric: Metric, delta: i64) {
+        *self.0.borrow_mut().entry(metric).or_insert(0) += delta;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_prometheus_safe() {
+        let mut names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+        assert!(names
+            .iter()
+            .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Metric::ALL.len());
+    }
+}

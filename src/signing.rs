@@ -1,4 +1,18 @@
-//! Standard Webhooks signatures. (Being written: interface only.)
+//! Standard Webhooks signatures (<https://www.standardwebhooks.com/>), so receivers can verify
+//! our webhooks with any of the official libraries.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+pub const WEBHOOK_ID: &str = "webhook-id";
+pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
+pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
+
+/// The prefix the Standard Webhooks libraries give secrets; they also accept bare base64.
+const PREFIX: &str = "whsec_";
+/// Shorter keys are weak; longer ones are past what the spec's generators produce.
+const MIN_KEY_LEN: usize = 24;
+const MAX_KEY_LEN: usize = 64;
 
 /// A signing key from a `whsec_<base64>` secret. Never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -7,5 +21,262 @@ pub struct Secret(Vec<u8>);
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Why a secret was refused. Carries no part of the secret, so it is safe to log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretError {
+    Empty,
+    NotBase64,
+    /// The decoded key length, outside 24..=64 bytes.
+    BadLength(usize),
+}
+
+impl std::fmt::Display for SecretError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretError::Empty => f.write_str("webhook secret is empty"),
+            SecretError::NotBase64 => {
+                f.write_str("webhook secret is not whsec_ followed by standard base64")
+            }
+            SecretError::BadLength(n) => write!(
+                f,
+                "webhook secret decodes to {n} bytes; expected {MIN_KEY_LEN} to {MAX_KEY_LEN}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SecretError {}
+
+impl Secret {
+    /// Surrounding whitespace is ignored because secrets often come from files or env vars.
+    pub fn parse(s: &str) -> Result<Secret, SecretError> {
+        let s = s.trim();
+        let encoded = s.strip_prefix(PREFIX).unwrap_or(s);
+        if encoded.is_empty() {
+            return Err(SecretError::Empty);
+        }
+        let key = STANDARD
+            .decode(encoded)
+            .map_err(|_| SecretError::NotBase64)?;
+        if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.len()) {
+            return Err(SecretError::BadLength(key.len()));
+        }
+        Ok(Secret(key))
+    }
+}
+
+/// One `v1,<base64>` signature over `{id}.{timestamp}.{body}`.
+pub fn sign(secret: &Secret, msg_id: &str, timestamp_secs: u64, body: &[u8]) -> String {
+    let mut mac = hmac_sha256::HMAC::new(&secret.0);
+    mac.update(msg_id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp_secs.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize()))
+}
+
+/// The `webhook-signature` value: one signature per secret, so receivers can rotate keys
+/// without a window where webhooks fail to verify. `None` when unsigned.
+pub fn signature_header(
+    secrets: &[Secret],
+    msg_id: &str,
+    timestamp_secs: u64,
+    body: &[u8],
+) -> Option<String> {
+    if secrets.is_empty() {
+        return None;
+    }
+    let sigs: Vec<String> = secrets
+        .iter()
+        .map(|s| sign(s, msg_id, timestamp_secs, body))
+        .collect();
+    Some(sigs.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use standardwebhooks::Webhook;
+    use std::collections::HashMap;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    // The secret from the standardwebhooks crate's own tests (24 bytes).
+    const SECRET_A: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    // 32 bytes of 0x01..=0x20.
+    const SECRET_B: &str = "whsec_AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+    const BODY: &[u8] = br#"{"type":"notification.status_changed","data":{"id":42}}"#;
+
+    fn now_secs() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// Verify with the official crate; `HeaderMap` comes in through inference so the test
+    /// needs no direct `http` dependency.
+    fn verify(
+        secret: &str,
+        id: &str,
+        ts: u64,
+        sig: &str,
+        body: &[u8],
+    ) -> Result<(), standardwebhooks::WebhookError> {
+        let map = HashMap::from([
+            (WEBHOOK_ID.to_string(), id.to_string()),
+            (WEBHOOK_TIMESTAMP.to_string(), ts.to_string()),
+            (WEBHOOK_SIGNATURE.to_string(), sig.to_string()),
+        ]);
+        let headers = (&map).try_into().unwrap();
+        Webhook::new(secret)?.verify(body, &headers)
+    }
+
+    #[test]
+    fn header_names_match_the_official_crate() {
+        assert_eq!(WEBHOOK_ID, standardwebhooks::HEADER_WEBHOOK_ID);
+        assert_eq!(
+            WEBHOOK_TIMESTAMP,
+            standardwebhooks::HEADER_WEBHOOK_TIMESTAMP
+        );
+        assert_eq!(
+            WEBHOOK_SIGNATURE,
+            standardwebhooks::HEADER_WEBHOOK_SIGNATURE
+        );
+    }
+
+    #[test]
+    fn signature_matches_a_pinned_vector_from_the_official_crate() {
+        let secret = Secret::parse(SECRET_A).unwrap();
+        let ours = sign(
+            &secret,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1_614_265_330,
+            b"{\"test\": 2432232314}",
+        );
+        let theirs = Webhook::new(SECRET_A)
+            .unwrap()
+            .sign(
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1_614_265_330,
+                b"{\"test\": 2432232314}",
+            )
+            .unwrap();
+        assert_eq!(ours, theirs);
+        assert_eq!(ours, "v1,78nXHjpFP0tVJQW5D0SBwmVyyW87BV/rL6MgfM/Bw44=");
+    }
+
+    #[test]
+    fn our_signature_verifies_with_the_official_crate() {
+        let ts = now_secs();
+        let secret = Secret::parse(SECRET_A).unwrap();
+        let header = signature_header(&[secret], "msg_1", ts, BODY).unwrap();
+        assert!(header.starts_with("v1,"));
+        assert!(!header.contains(' '));
+        verify(SECRET_A, "msg_1", ts, &header, BODY).unwrap();
+    }
+
+    #[test]
+    fn with_two_secrets_each_one_alone_verifies_the_header() {
+        let ts = now_secs();
+        let secrets = [
+            Secret::parse(SECRET_A).unwrap(),
+            Secret::parse(SECRET_B).unwrap(),
+        ];
+        let header = signature_header(&secrets, "msg_2", ts, BODY).unwrap();
+        assert_eq!(header.split(' ').count(), 2);
+        verify(SECRET_A, "msg_2", ts, &header, BODY).unwrap();
+        verify(SECRET_B, "msg_2", ts, &header, BODY).unwrap();
+    }
+
+    #[test]
+    fn a_tampered_body_fails_verification() {
+        let ts = now_secs();
+        let header =
+            signature_header(&[Secret::parse(SECRET_A).unwrap()], "msg_3", ts, BODY).unwrap();
+        let tampered = br#"{"type":"notification.status_changed","data":{"id":43}}"#;
+        assert!(matches!(
+            verify(SECRET_A, "msg_3", ts, &header, tampered),
+            Err(standardwebhooks::WebhookError::InvalidSignature)
+        ));
+    }
+
+    #[test]
+    fn a_different_message_id_fails_verification() {
+        let ts = now_secs();
+        let header =
+            signature_header(&[Secret::parse(SECRET_A).unwrap()], "msg_4", ts, BODY).unwrap();
+        assert!(matches!(
+            verify(SECRET_A, "msg_5", ts, &header, BODY),
+            Err(standardwebhooks::WebhookError::InvalidSignature)
+        ));
+    }
+
+    #[test]
+    fn a_signature_with_another_secret_fails_verification() {
+        let ts = now_secs();
+        let header =
+            signature_header(&[Secret::parse(SECRET_B).unwrap()], "msg_6", ts, BODY).unwrap();
+        assert!(verify(SECRET_A, "msg_6", ts, &header, BODY).is_err());
+    }
+
+    #[test]
+    fn no_secrets_means_no_signature_header() {
+        assert_eq!(signature_header(&[], "msg_7", 1, BODY), None);
+    }
+
+    #[test]
+    fn parse_accepts_prefixed_and_bare_base64_alike() {
+        let prefixed = Secret::parse(SECRET_A).unwrap();
+        let bare = Secret::parse("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+        assert_eq!(prefixed, bare);
+        assert_eq!(prefixed.0.len(), 24);
+        assert_eq!(
+            Secret::parse(&format!("  {SECRET_B}\n")).unwrap().0.len(),
+            32
+        );
+    }
+
+    #[test]
+    fn parse_refuses_empty_non_base64_and_badly_sized_keys() {
+        assert_eq!(Secret::parse(""), Err(SecretError::Empty));
+        assert_eq!(Secret::parse("whsec_"), Err(SecretError::Empty));
+        assert_eq!(
+            Secret::parse("whsec_not base64!"),
+            Err(SecretError::NotBase64)
+        );
+        // URL-safe alphabet is not standard base64.
+        assert_eq!(
+            Secret::parse("whsec_C2FVsBQIhrscChlQIMV-b5sSYspob7oD"),
+            Err(SecretError::NotBase64)
+        );
+        // 23 bytes.
+        assert_eq!(
+            Secret::parse(&format!("whsec_{}", STANDARD.encode([7u8; 23]))),
+            Err(SecretError::BadLength(23))
+        );
+        // 65 bytes.
+        assert_eq!(
+            Secret::parse(&format!("whsec_{}", STANDARD.encode([7u8; 65]))),
+            Err(SecretError::BadLength(65))
+        );
+        assert!(Secret::parse(&format!("whsec_{}", STANDARD.encode([7u8; 64]))).is_ok());
+    }
+
+    #[test]
+    fn errors_and_debug_never_show_the_secret() {
+        let secret = Secret::parse(SECRET_A).unwrap();
+        assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+        let short = format!("whsec_{}", STANDARD.encode(b"hunter2hunter2"));
+        let err = Secret::parse(&short).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("aHVudGVy"), "{shown}");
+        assert_eq!(
+            err.to_string(),
+            "webhook secret decodes to 14 bytes; expected 24 to 64"
+        );
     }
 }

@@ -1,1 +1,346 @@
-//! (being written)
+//! Per-endpoint circuit breaker and in-flight bound.
+//!
+//! The record lives in proxy-wasm shared data, one per endpoint, and every worker updates it
+//! under CAS; so it is a small serde record and every operation is a pure function of
+//! (record, now, policy). In-flight attempts are leases with a deadline, so an attempt lost
+//! with a crashed VM frees its place by itself.
+
+use serde::{Deserialize, Serialize};
+
+/// A place held by one in-flight attempt.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    #[serde(rename = "s")]
+    pub slot: u32,
+    #[serde(rename = "u")]
+    pub until_ms: u64,
+}
+
+/// Closed when `open_until_ms` is `None`; open until then; half-open after it, until a
+/// verdict. Defaults are skipped so a healthy idle endpoint serializes to `{}`.
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq, Eq)]
+pub struct EndpointState {
+    #[serde(rename = "f", default, skip_serializing_if = "is_zero")]
+    failures: u32,
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    open_until_ms: Option<u64>,
+    /// The slot holding the half-open probe; it always has a lease in `leases`.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    probe: Option<u32>,
+    #[serde(rename = "l", default, skip_serializing_if = "Vec::is_empty")]
+    leases: Vec<Lease>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    /// Consecutive failures that open the breaker (0 behaves as 1).
+    pub failure_threshold: u32,
+    pub open_ms: u64,
+    pub max_in_flight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Granted,
+    /// `max_in_flight` leases are held.
+    Full,
+    Open {
+        until_ms: u64,
+    },
+    /// Half-open and the single probe is out.
+    ProbeBusy,
+}
+
+impl EndpointState {
+    /// Try to take a lease for `slot` until `lease_until_ms` (the caller passes now + timeout +
+    /// margin, so a lease lost with a crashed VM expires). Drops expired leases first. A slot
+    /// holds at most one lease: re-admitting it gives up the old one. Closed: granted if fewer
+    /// than `max_in_flight` live leases. Open: refused. Half-open: one probe at a time.
+    pub fn admit(
+        &mut self,
+        slot: u32,
+        now_ms: u64,
+        lease_until_ms: u64,
+        policy: &BreakerPolicy,
+    ) -> Admit {
+        self.expire(now_ms);
+        self.release(slot);
+        let half_open = match self.open_until_ms {
+            Some(until_ms) if now_ms < until_ms => return Admit::Open { until_ms },
+            Some(_) => true,
+            None => false,
+        };
+        if half_open && self.probe.is_some() {
+            return Admit::ProbeBusy;
+        }
+        if self.leases.len() >= usize::try_from(policy.max_in_flight).unwrap_or(usize::MAX) {
+            return Admit::Full;
+        }
+        self.leases.push(Lease {
+            slot,
+            until_ms: lease_until_ms,
+        });
+        if half_open {
+            self.probe = Some(slot);
+        }
+        Admit::Granted
+    }
+
+    /// Record the attempt's result and release its lease. Success closes the breaker and
+    /// resets failures. A failure counts; at `failure_threshold`, or when the half-open probe
+    /// fails, the breaker opens until `now + open_ms`. Failures of attempts that were already
+    /// in flight when it opened do not extend the open period.
+    pub fn record(&mut self, slot: u32, success: bool, now_ms: u64, policy: &BreakerPolicy) {
+        let was_probe = self.probe == Some(slot);
+        self.release(slot);
+        if success {
+            self.failures = 0;
+            self.open_until_ms = None;
+            self.probe = None;
+            return;
+        }
+        self.failures = self.failures.saturating_add(1);
+        if self.is_open(now_ms) {
+            return;
+        }
+        if was_probe || self.failures >= policy.failure_threshold.max(1) {
+            self.open_until_ms = Some(now_ms.saturating_add(policy.open_ms));
+        }
+    }
+
+    /// Release a lease without a verdict (superseded/cancelled attempts).
+    pub fn release(&mut self, slot: u32) {
+        self.leases.retain(|l| l.slot != slot);
+        if self.probe == Some(slot) {
+            self.probe = None;
+        }
+    }
+
+    /// Open and not yet half-open.
+    pub fn is_open(&self, now_ms: u64) -> bool {
+        self.open_until_ms.is_some_and(|until| now_ms < until)
+    }
+
+    pub fn in_flight(&self, now_ms: u64) -> usize {
+        self.leases.iter().filter(|l| l.until_ms > now_ms).count()
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        self.failures
+    }
+
+    fn expire(&mut self, now_ms: u64) {
+        self.leases.retain(|l| l.until_ms > now_ms);
+        if let Some(p) = self.probe {
+            if !self.leases.iter().any(|l| l.slot == p) {
+                self.probe = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: BreakerPolicy = BreakerPolicy {
+        failure_threshold: 3,
+        open_ms: 10_000,
+        max_in_flight: 2,
+    };
+    const LEASE_MS: u64 = 5_000;
+
+    fn admit(s: &mut EndpointState, slot: u32, now: u64) -> Admit {
+        s.admit(slot, now, now + LEASE_MS, &POLICY)
+    }
+
+    /// A state opened at `now` by `failure_threshold` failures.
+    fn opened_at(now: u64) -> EndpointState {
+        let mut s = EndpointState::default();
+        for slot in 0..POLICY.failure_threshold {
+            assert_eq!(admit(&mut s, slot, now), Admit::Granted);
+            s.record(slot, false, now, &POLICY);
+        }
+        assert!(s.is_open(now));
+        s
+    }
+
+    #[test]
+    fn closed_admits_up_to_max_in_flight_then_is_full() {
+        let mut s = EndpointState::default();
+        assert_eq!(admit(&mut s, 1, 0), Admit::Granted);
+        assert_eq!(admit(&mut s, 2, 0), Admit::Granted);
+        assert_eq!(admit(&mut s, 3, 0), Admit::Full);
+        assert_eq!(s.in_flight(0), 2);
+        s.release(1);
+        assert_eq!(admit(&mut s, 3, 0), Admit::Granted);
+        assert_eq!(s.in_flight(0), 2);
+    }
+
+    #[test]
+    fn readmitting_a_slot_replaces_its_lease() {
+        let mut s = EndpointState::default();
+        assert_eq!(admit(&mut s, 1, 0), Admit::Granted);
+        assert_eq!(admit(&mut s, 1, 100), Admit::Granted);
+        assert_eq!(s.in_flight(100), 1);
+        assert_eq!(
+            s.leases,
+            vec![Lease {
+                slot: 1,
+                until_ms: 100 + LEASE_MS
+            }]
+        );
+    }
+
+    #[test]
+    fn expired_leases_are_reclaimed() {
+        let mut s = EndpointState::default();
+        admit(&mut s, 1, 0);
+        admit(&mut s, 2, 0);
+        assert_eq!(admit(&mut s, 3, LEASE_MS - 1), Admit::Full);
+        assert_eq!(s.in_flight(LEASE_MS), 0);
+        assert_eq!(admit(&mut s, 3, LEASE_MS), Admit::Granted);
+        assert_eq!(
+            s.leases,
+            vec![Lease {
+                slot: 3,
+                until_ms: 2 * LEASE_MS
+            }]
+        );
+    }
+
+    #[test]
+    fn threshold_failures_open_the_breaker() {
+        let mut s = EndpointState::default();
+        for slot in 0..2 {
+            admit(&mut s, slot, 0);
+            s.record(slot, false, 0, &POLICY);
+            assert!(!s.is_open(0));
+        }
+        admit(&mut s, 2, 50);
+        s.record(2, false, 50, &POLICY);
+        assert_eq!(s.consecutive_failures(), 3);
+        assert!(s.is_open(50));
+        assert_eq!(s.in_flight(50), 0);
+    }
+
+    #[test]
+    fn open_refuses_until_open_ms_passes() {
+        let mut s = opened_at(1_000);
+        assert_eq!(admit(&mut s, 9, 1_000), Admit::Open { until_ms: 11_000 });
+        assert_eq!(admit(&mut s, 9, 10_999), Admit::Open { until_ms: 11_000 });
+        assert!(s.is_open(10_999));
+        assert!(!s.is_open(11_000));
+        assert_eq!(admit(&mut s, 9, 11_000), Admit::Granted);
+    }
+
+    #[test]
+    fn half_open_admits_exactly_one_probe() {
+        let mut s = opened_at(0);
+        assert_eq!(admit(&mut s, 1, 10_000), Admit::Granted);
+        assert_eq!(admit(&mut s, 2, 10_000), Admit::ProbeBusy);
+        assert_eq!(admit(&mut s, 3, 10_001), Admit::ProbeBusy);
+        assert_eq!(s.in_flight(10_001), 1);
+    }
+
+    #[test]
+    fn a_lost_probe_expires_and_another_may_probe() {
+        let mut s = opened_at(0);
+        assert_eq!(admit(&mut s, 1, 10_000), Admit::Granted);
+        assert_eq!(admit(&mut s, 2, 10_000 + LEASE_MS), Admit::Granted);
+        assert_eq!(s.probe, Some(2));
+    }
+
+    #[test]
+    fn a_released_probe_lets_another_probe() {
+        let mut s = opened_at(0);
+        admit(&mut s, 1, 10_000);
+        s.release(1);
+        assert_eq!(admit(&mut s, 2, 10_000), Admit::Granted);
+        assert_eq!(admit(&mut s, 3, 10_000), Admit::ProbeBusy);
+    }
+
+    #[test]
+    fn probe_success_closes_the_breaker() {
+        let mut s = opened_at(0);
+        admit(&mut s, 1, 10_000);
+        s.record(1, true, 10_500, &POLICY);
+        assert!(!s.is_open(10_500));
+        assert_eq!(s, EndpointState::default());
+        assert_eq!(admit(&mut s, 2, 10_500), Admit::Granted);
+        assert_eq!(admit(&mut s, 3, 10_500), Admit::Granted);
+    }
+
+    #[test]
+    fn probe_failure_reopens_the_breaker() {
+        let mut s = opened_at(0);
+        admit(&mut s, 1, 10_000);
+        s.record(1, false, 10_500, &POLICY);
+        assert!(s.is_open(10_500));
+        assert_eq!(admit(&mut s, 2, 10_500), Admit::Open { until_ms: 20_500 });
+        assert_eq!(s.probe, None);
+    }
+
+    #[test]
+    fn a_success_resets_the_failure_count() {
+        let mut s = EndpointState::default();
+        for slot in 0..2 {
+            admit(&mut s, slot, 0);
+            s.record(slot, false, 0, &POLICY);
+        }
+        admit(&mut s, 5, 0);
+        s.record(5, true, 0, &POLICY);
+        assert_eq!(s.consecutive_failures(), 0);
+        for slot in 0..2 {
+            admit(&mut s, slot, 0);
+            s.record(slot, false, 0, &POLICY);
+        }
+        assert!(!s.is_open(0));
+        assert_eq!(s.consecutive_failures(), 2);
+    }
+
+    #[test]
+    fn late_failures_while_open_do_not_extend_it() {
+        let mut s = EndpointState::default();
+        admit(&mut s, 7, 0); // in flight before the breaker opens
+        for slot in 0..3 {
+            admit(&mut s, slot, 0);
+            s.record(slot, false, 0, &POLICY);
+        }
+        s.record(7, false, 4_000, &POLICY);
+        assert_eq!(admit(&mut s, 8, 4_000), Admit::Open { until_ms: 10_000 });
+    }
+
+    #[test]
+    fn zero_threshold_opens_on_the_first_failure() {
+        let policy = BreakerPolicy {
+            failure_threshold: 0,
+            ..POLICY
+        };
+        let mut s = EndpointState::default();
+        s.admit(1, 0, LEASE_MS, &policy);
+        assert!(!s.is_open(0));
+        s.record(1, false, 0, &policy);
+        assert!(s.is_open(0));
+    }
+
+    #[test]
+    fn serialized_state_is_small_and_round_trips() {
+        let empty = serde_json::to_string(&EndpointState::default()).unwrap();
+        assert_eq!(empty, "{}");
+        assert!(empty.len() < 40);
+
+        let mut s = opened_at(0);
+        admit(&mut s, 4, 10_000);
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(json, r#"{"f":3,"o":10000,"p":4,"l":[{"s":4,"u":15000}]}"#);
+        let back: EndpointState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        let back: EndpointState = serde_json::from_str("{}").unwrap();
+        assert_eq!(back, EndpointState::default());
+    }
+}

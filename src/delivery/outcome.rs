@@ -1,1 +1,418 @@
-//! (being written)
+//! What a webhook attempt's result means for the delivery: done, try again, or stop.
+
+/// The parts of an async-client response that decide the outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptResponse {
+    /// Envoy reports a reset or connect failure as a response with no headers at all.
+    pub num_headers: usize,
+    pub status: Option<u16>,
+    pub retry_after: Option<String>,
+    /// The 504 was Envoy's local "upstream request timeout", not the endpoint's own answer.
+    pub upstream_timeout: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    Retry(Failure),
+    GiveUp(Failure),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No response: reset, connect error.
+    Transport,
+    /// Envoy gave up waiting for the endpoint.
+    Timeout,
+    Status(u16),
+}
+
+/// A short label for logs and dead-letter reports.
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Transport => f.write_str("transport error"),
+            Failure::Timeout => f.write_str("timeout"),
+            Failure::Status(s) => write!(f, "HTTP {s}"),
+        }
+    }
+}
+
+/// Only 410 Gone is final: the endpoint says it will never want this. Everything else may be
+/// transient (including 4xx from a misconfigured receiver that gets fixed), and redirects are
+/// not followed, so they count as failures too.
+pub fn classify(response: &AttemptResponse) -> Outcome {
+    let status = match response.status {
+        Some(s) if response.num_headers > 0 => s,
+        _ => return Outcome::Retry(Failure::Transport),
+    };
+    match status {
+        200..=299 => Outcome::Delivered,
+        410 => Outcome::GiveUp(Failure::Status(410)),
+        504 if response.upstream_timeout => Outcome::Retry(Failure::Timeout),
+        s => Outcome::Retry(Failure::Status(s)),
+    }
+}
+
+/// How long the endpoint asked us to wait, in ms from `now_unix_ms`. Only 429 and 503 carry a
+/// meaningful `Retry-After`; for anything else, and for a value we cannot read, `None` lets the
+/// normal backoff decide. A date in the past means "now".
+pub fn retry_after_ms(status: u16, header: Option<&str>, now_unix_ms: u64) -> Option<u64> {
+    if status != 429 && status != 503 {
+        return None;
+    }
+    let value = header?.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits but too many for u64: still a valid (absurd) delay, so saturate.
+        let secs = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(secs.saturating_mul(1000));
+    }
+    let now_secs = i64::try_from(now_unix_ms / 1000).unwrap_or(i64::MAX);
+    let at_secs = parse_http_date(value, now_secs)?;
+    let at_ms = u64::try_from(at_secs).unwrap_or(0).saturating_mul(1000);
+    Some(at_ms.saturating_sub(now_unix_ms))
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+const LONG_DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// An HTTP-date (RFC 9110 §5.6.7) as Unix seconds. `now_secs` places RFC 850's two-digit
+/// years. The weekday must be a valid name but is not checked against the date, as the RFC
+/// lets recipients be lenient there.
+fn parse_http_date(s: &str, now_secs: i64) -> Option<i64> {
+    let parts: Vec<&str> = s.split_ascii_whitespace().collect();
+    let (year, month, day, time) = match parts.as_slice() {
+        // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
+        [wkday, day, month, year, time, "GMT"] => {
+            DAYS.contains(&wkday.strip_suffix(',')?).then_some(())?;
+            (
+                digits(year, 4, 4)?,
+                month_number(month)?,
+                digits(day, 2, 2)?,
+                *time,
+            )
+        }
+        // RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
+        [weekday, date, time, "GMT"] => {
+            LONG_DAYS
+                .contains(&weekday.strip_suffix(',')?)
+                .then_some(())?;
+            let mut fields = date.split('-');
+            let day = digits(fields.next()?, 2, 2)?;
+            let month = month_number(fields.next()?)?;
+            let yy = digits(fields.next()?, 2, 2)?;
+            fields.next().is_none().then_some(())?;
+            (full_year(yy, now_secs), month, day, *time)
+        }
+        // asctime: Sun Nov  6 08:49:37 1994
+        [wkday, month, day, time, year] => {
+            DAYS.contains(wkday).then_some(())?;
+            (
+                digits(year, 4, 4)?,
+                month_number(month)?,
+                digits(day, 1, 2)?,
+                *time,
+            )
+        }
+        _ => return None,
+    };
+    let (h, m, sec) = parse_time(time)?;
+    if day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    let days = days_from_civil(i64::from(year), month, day);
+    Some(days * 86_400 + i64::from(h * 3600 + m * 60 + sec))
+}
+
+fn parse_time(s: &str) -> Option<(u32, u32, u32)> {
+    let mut fields = s.split(':');
+    let h = digits(fields.next()?, 2, 2)?;
+    let m = digits(fields.next()?, 2, 2)?;
+    let sec = digits(fields.next()?, 2, 2)?;
+    // 60 allows a leap second.
+    (fields.next().is_none() && h < 24 && m < 60 && sec <= 60).then_some((h, m, sec))
+}
+
+fn digits(s: &str, min: usize, max: usize) -> Option<u32> {
+    let ok = (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    if ok {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn month_number(s: &str) -> Option<u32> {
+    let i = MONTHS.iter().position(|m| *m == s)?;
+    u32::try_from(i + 1).ok()
+}
+
+/// RFC 9110: a two-digit year more than 50 years in the future is in the past century.
+fn full_year(yy: u32, now_secs: i64) -> u32 {
+    let (now_year, _, _) = civil_from_days(now_secs.div_euclid(86_400));
+    let now_year = u32::try_from(now_year).unwrap_or(1970);
+    let year = now_year - now_year % 100 + yy;
+    if year > now_year + 50 {
+        year.saturating_sub(100)
+    } else {
+        year
+    }
+}
+
+fn is_leap(year: u32) -> bool {
+    year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400))
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The inverse of `days_from_civil`: (year, month, day).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        u32::try_from(month).unwrap_or(1),
+        u32::try_from(day).unwrap_or(1),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 1994-11-06T08:49:37Z, the RFC's example date.
+    const RFC_EXAMPLE_SECS: u64 = 784_111_777;
+
+    fn response(status: u16) -> AttemptResponse {
+        AttemptResponse {
+            num_headers: 5,
+            status: Some(status),
+            ..AttemptResponse::default()
+        }
+    }
+
+    #[test]
+    fn statuses_classify_as_delivered_retry_or_give_up() {
+        use Failure::*;
+        use Outcome::*;
+        let table = [
+            (200, Delivered),
+            (201, Delivered),
+            (204, Delivered),
+            (299, Delivered),
+            (301, Retry(Status(301))),
+            (302, Retry(Status(302))),
+            (400, Retry(Status(400))),
+            (401, Retry(Status(401))),
+            (404, Retry(Status(404))),
+            (408, Retry(Status(408))),
+            (409, Retry(Status(409))),
+            (410, GiveUp(Status(410))),
+            (429, Retry(Status(429))),
+            (500, Retry(Status(500))),
+            (502, Retry(Status(502))),
+            (503, Retry(Status(503))),
+            (504, Retry(Status(504))),
+        ];
+        for (status, expected) in table {
+            assert_eq!(classify(&response(status)), expected, "status {status}");
+        }
+    }
+
+    #[test]
+    fn envoy_upstream_timeout_is_a_timeout() {
+        let r = AttemptResponse {
+            upstream_timeout: true,
+            ..response(504)
+        };
+        assert_eq!(classify(&r), Outcome::Retry(Failure::Timeout));
+    }
+
+    #[test]
+    fn upstream_timeout_flag_only_matters_on_504() {
+        let r = AttemptResponse {
+            upstream_timeout: true,
+            ..response(503)
+        };
+        assert_eq!(classify(&r), Outcome::Retry(Failure::Status(503)));
+    }
+
+    #[test]
+    fn no_headers_or_no_status_is_a_transport_error() {
+        let no_headers = AttemptResponse {
+            num_headers: 0,
+            ..response(200)
+        };
+        assert_eq!(classify(&no_headers), Outcome::Retry(Failure::Transport));
+        let no_status = AttemptResponse {
+            status: None,
+            ..response(200)
+        };
+        assert_eq!(classify(&no_status), Outcome::Retry(Failure::Transport));
+    }
+
+    #[test]
+    fn failures_have_short_labels() {
+        assert_eq!(Failure::Transport.to_string(), "transport error");
+        assert_eq!(Failure::Timeout.to_string(), "timeout");
+        assert_eq!(Failure::Status(503).to_string(), "HTTP 503");
+    }
+
+    #[test]
+    fn retry_after_seconds_become_ms() {
+        assert_eq!(retry_after_ms(429, Some("120"), 5), Some(120_000));
+        assert_eq!(retry_after_ms(503, Some(" 0 "), 5), Some(0));
+    }
+
+    #[test]
+    fn retry_after_huge_seconds_saturate() {
+        assert_eq!(
+            retry_after_ms(429, Some("99999999999999999999999999"), 0),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            retry_after_ms(429, Some("18446744073709551615"), 0),
+            Some(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn retry_after_future_date_is_ms_from_now() {
+        let now_ms = (RFC_EXAMPLE_SECS - 90) * 1000 + 250;
+        assert_eq!(
+            retry_after_ms(503, Some("Sun, 06 Nov 1994 08:49:37 GMT"), now_ms),
+            Some(89_750)
+        );
+    }
+
+    #[test]
+    fn retry_after_past_date_is_zero() {
+        let now_ms = (RFC_EXAMPLE_SECS + 3600) * 1000;
+        assert_eq!(
+            retry_after_ms(429, Some("Sun, 06 Nov 1994 08:49:37 GMT"), now_ms),
+            Some(0)
+        );
+        assert_eq!(
+            retry_after_ms(429, Some("Thu, 01 Jan 1970 00:00:00 GMT"), now_ms),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn all_three_http_date_formats_parse_to_the_same_instant() {
+        let now = 1_700_000_000; // 2023: "94" is 1994.
+        for date in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(
+                parse_http_date(date, now),
+                Some(RFC_EXAMPLE_SECS as i64),
+                "{date}"
+            );
+        }
+    }
+
+    #[test]
+    fn rfc850_two_digit_years_pick_the_nearest_past_century() {
+        let now = 1_700_000_000; // 2023-11-14
+                                 // 2073 is exactly 50 years ahead: kept. 2074 is more: previous century.
+        assert_eq!(
+            parse_http_date("Monday, 02-Jan-73 00:00:00 GMT", now),
+            Some(days_from_civil(2073, 1, 2) * 86_400)
+        );
+        assert_eq!(
+            parse_http_date("Tuesday, 01-Jan-74 00:00:00 GMT", now),
+            Some(days_from_civil(1974, 1, 1) * 86_400)
+        );
+    }
+
+    #[test]
+    fn date_arithmetic_matches_known_instants() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(1969, 12, 31), -1);
+        assert_eq!(civil_from_days(11_017), (2000, 3, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(
+            parse_http_date("Tue, 29 Feb 2000 23:59:60 GMT", 0),
+            Some(days_from_civil(2000, 2, 29) * 86_400 + 86_400)
+        );
+        assert_eq!(
+            parse_http_date("Fri, 31 Dec 9999 23:59:59 GMT", 0),
+            Some(253_402_300_799)
+        );
+    }
+
+    #[test]
+    fn garbage_retry_after_is_ignored() {
+        for bad in [
+            "",
+            "soon",
+            "-5",
+            "1.5",
+            "+30",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 6 Nov 1994 08:49:37 GMT",
+            "Sun, 31 Nov 1994 08:49:37 GMT",
+            "Sun, 29 Feb 1900 08:49:37 GMT",
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+            "Sun, 06 Nov 1994 08:49 GMT",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Xyz, 06 Nov 1994 08:49:37 GMT",
+            "Sun 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94-1 08:49:37 GMT",
+            "Sun Nov 32 08:49:37 1994",
+        ] {
+            assert_eq!(retry_after_ms(429, Some(bad), 0), None, "{bad:?}");
+        }
+        assert_eq!(retry_after_ms(429, None, 0), None);
+    }
+
+    #[test]
+    fn retry_after_is_ignored_except_on_429_and_503() {
+        assert_eq!(retry_after_ms(500, Some("120"), 0), None);
+        assert_eq!(retry_after_ms(200, Some("120"), 0), None);
+        assert_eq!(
+            retry_after_ms(502, Some("Sun, 06 Nov 1994 08:49:37 GMT"), 0),
+            None
+        );
+    }
+}

@@ -1,0 +1,468 @@
+//! The ledger of pending deliveries: a fixed array of slots in a `Store`.
+//!
+//! Shared data has no delete, no listing and no atomic create, so the ledger is a bounded
+//! array created once at start (`keys`), and every change is a CAS on one slot. A slot holds
+//! one (notification, endpoint) pair: a newer event for the same pair replaces the one
+//! waiting there, or queues behind the attempt on the wire, so a receiver never gets an older
+//! state after a newer one.
+//!
+//! Keys: `q/m/<i>` the slot's record, `q/b/<i>` the body of the event it delivers,
+//! `q/scan` the shared cursor that spreads retry scans across the VMs that tick.
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{self, Store, StoreError};
+
+/// A free slot's record.
+const FREE: &[u8] = b"-";
+/// A slot being written by its new owner; followed by the time it was taken, so one left
+/// behind by a VM that died mid-write can be reclaimed.
+const FILLING: u8 = b'+';
+/// A slot left in `FILLING` longer than this was abandoned.
+const FILLING_TIMEOUT_MS: u64 = 60_000;
+/// Attempts remembered per delivery for the dead-letter report.
+pub const MAX_HISTORY: usize = 20;
+/// Slots probed to find a free one before the ledger counts as full.
+const ALLOC_PROBES: u32 = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    /// Due at `Slot::at_ms`.
+    #[serde(rename = "w")]
+    Waiting,
+    /// On the wire; `Slot::at_ms` is when the claim lapses if nobody reports back.
+    #[serde(rename = "f")]
+    InFlight,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    #[serde(rename = "t")]
+    pub at_ms: u64,
+    #[serde(rename = "o")]
+    pub outcome: String,
+    #[serde(rename = "d")]
+    pub duration_ms: u64,
+}
+
+/// A newer event that waits for the attempt on the wire to finish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Successor {
+    #[serde(rename = "id")]
+    pub webhook_id: String,
+    #[serde(rename = "b")]
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    #[serde(rename = "s")]
+    pub state: State,
+    #[serde(rename = "at")]
+    pub at_ms: u64,
+    #[serde(rename = "ep")]
+    pub endpoint: String,
+    #[serde(rename = "n")]
+    pub notification: u64,
+    #[serde(rename = "id")]
+    pub webhook_id: String,
+    /// Attempts made for this event.
+    #[serde(rename = "a")]
+    pub attempts: u32,
+    #[serde(rename = "h", default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<AttemptRecord>,
+    #[serde(rename = "nx", default, skip_serializing_if = "Option::is_none")]
+    pub successor: Option<Successor>,
+}
+
+impl Slot {
+    /// A fresh event, due now.
+    pub fn new(endpoint: &str, notification: u64, webhook_id: &str, now_ms: u64) -> Self {
+        Slot {
+            state: State::Waiting,
+            at_ms: now_ms,
+            endpoint: endpoint.to_string(),
+            notification,
+            webhook_id: webhook_id.to_string(),
+            attempts: 0,
+            history: Vec::new(),
+            successor: None,
+        }
+    }
+
+    pub fn is_due(&self, now_ms: u64) -> bool {
+        self.state == State::Waiting && self.at_ms <= now_ms
+    }
+
+    pub fn push_history(&mut self, record: AttemptRecord) {
+        if self.history.len() >= MAX_HISTORY {
+            self.history.remove(1.min(self.history.len() - 1));
+        }
+        self.history.push(record);
+    }
+}
+
+/// What a slot's record holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Free,
+    Filling { since_ms: u64 },
+    Used(Slot),
+}
+
+impl Record {
+    pub fn decode(bytes: Option<&[u8]>) -> Record {
+        match bytes {
+            None | Some(FREE) | Some([]) => Record::Free,
+            Some([FILLING, rest @ ..]) => Record::Filling {
+                since_ms: std::str::from_utf8(rest)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+            },
+            // An unreadable record (a future version) is left alone rather than reused.
+            Some(b) => serde_json::from_slice(b)
+                .map(Record::Used)
+                .unwrap_or(Record::Filling { since_ms: u64::MAX }),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Record::Free => FREE.to_vec(),
+            Record::Filling { since_ms } => format!("+{since_ms}").into_bytes(),
+            Record::Used(slot) => serde_json::to_vec(slot).unwrap_or_else(|_| FREE.to_vec()),
+        }
+    }
+}
+
+/// How an event entered the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// In a free slot.
+    New(u32),
+    /// In place of an older event for the same pair that had not gone out yet.
+    Replaced(u32),
+    /// Behind the older event's attempt on the wire.
+    Queued(u32),
+}
+
+impl Placed {
+    pub fn slot(self) -> u32 {
+        match self {
+            Placed::New(i) | Placed::Replaced(i) | Placed::Queued(i) => i,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerError {
+    /// No free slot: the event is dropped (and counted).
+    Full,
+    Store(StoreError),
+}
+
+impl From<StoreError> for LedgerError {
+    fn from(e: StoreError) -> Self {
+        LedgerError::Store(e)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ledger {
+    slots: u32,
+}
+
+pub fn meta_key(slot: u32) -> String {
+    format!("q/m/{slot}")
+}
+
+pub fn body_key(slot: u32) -> String {
+    format!("q/b/{slot}")
+}
+
+const SCAN_KEY: &str = "q/scan";
+
+impl Ledger {
+    pub fn new(slots: u32) -> Self {
+        Ledger {
+            slots: slots.max(1),
+        }
+    }
+
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// Keys to create (as free) before traffic flows, with their initial value.
+    pub fn keys(&self) -> impl Iterator<Item = (String, &'static [u8])> {
+        std::iter::once((SCAN_KEY.to_string(), b"0".as_slice()))
+            .chain((0..self.slots).map(|i| (meta_key(i), FREE)))
+    }
+
+    pub fn read<S: Store + ?Sized>(&self, store: &S, slot: u32) -> Result<Record, StoreError> {
+        let value = store.get(&meta_key(slot))?;
+        Ok(Record::decode(value.as_ref().map(|(v, _)| v.as_slice())))
+    }
+
+    pub fn body<S: Store + ?Sized>(&self, store: &S, slot: u32) -> Result<Vec<u8>, StoreError> {
+        Ok(store
+            .get(&body_key(slot))?
+            .map(|(v, _)| v)
+            .unwrap_or_default())
+    }
+
+    /// Change one slot's record under CAS. `f` returns the new record and a result, or
+    /// `None` to leave it.
+    pub fn update<S: Store + ?Sized, T>(
+        &self,
+        store: &S,
+        slot: u32,
+        mut f: impl FnMut(Record) -> Option<(Record, T)>,
+    ) -> Result<Option<T>, StoreError> {
+        store::update(store, &meta_key(slot), |cur| {
+            let (rec, out) = f(Record::decode(cur))?;
+            Some((rec.encode(), out))
+        })
+    }
+
+    /// Put an event for (`notification`, `endpoint`) into the ledger. `existing` is the slot
+    /// that held this pair's previous event, if we know one; `probe_from` spreads the search
+    /// for a free slot between callers.
+    pub fn place<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        existing: Option<u32>,
+        fresh: Slot,
+        body: &[u8],
+        probe_from: u32,
+        now_ms: u64,
+    ) -> Result<Placed, LedgerError> {
+        if let Some(slot) = existing.filter(|s| *s < self.slots) {
+            if let Some(placed) = self.place_over(store, slot, &fresh, body, now_ms)? {
+                return Ok(placed);
+            }
+        }
+        let slot = self.take_free(store, probe_from, now_ms)?;
+        store.set(&body_key(slot), body, None)?;
+        store.set(&meta_key(slot), &Record::Used(fresh).encode(), None)?;
+        Ok(Placed::New(slot))
+    }
+
+    /// Replace or queue behind the pair's previous event; `None` when the slot no longer
+    /// holds that pair.
+    fn place_over<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        slot: u32,
+        fresh: &Slot,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<Placed>, StoreError> {
+        let same_pair =
+            |s: &Slot| s.notification == fresh.notification && s.endpoint == fresh.endpoint;
+        // Waiting: take the slot over (FILLING stops a dispatcher from claiming it while the
+        // body changes), then write the newer body and record.
+        let taken = self.update(store, slot, |rec| match rec {
+            Record::Used(s) if same_pair(&s) && s.state == State::Waiting => {
+                Some((Record::Filling { since_ms: now_ms }, true))
+            }
+            Record::Used(mut s) if same_pair(&s) => {
+                s.successor = Some(Successor {
+                    webhook_id: fresh.webhook_id.clone(),
+                    body: String::from_utf8_lossy(body).into_owned(),
+                });
+                Some((Record::Used(s), false))
+            }
+            _ => None,
+        })?;
+        match taken {
+            None => Ok(None),
+            Some(false) => Ok(Some(Placed::Queued(slot))),
+            Some(true) => {
+                store.set(&body_key(slot), body, None)?;
+                store.set(&meta_key(slot), &Record::Used(fresh.clone()).encode(), None)?;
+                Ok(Some(Placed::Replaced(slot)))
+            }
+        }
+    }
+
+    /// Claim a free slot (marking it FILLING) by probing from `from`.
+    fn take_free<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        from: u32,
+        now_ms: u64,
+    ) -> Result<u32, LedgerError> {
+        for k in 0..ALLOC_PROBES.min(self.slots) {
+            let slot = from.wrapping_add(k) % self.slots;
+            let Some((value, cas)) = store.get(&meta_key(slot))? else {
+                continue; // not created yet: never write a key we cannot CAS
+            };
+            if Record::decode(Some(&value)) != Record::Free {
+                continue;
+            }
+            let filling = Record::Filling { since_ms: now_ms }.encode();
+            match store.set(&meta_key(slot), &filling, Some(cas)) {
+                Ok(()) => return Ok(slot),
+                Err(StoreError::CasMismatch) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(LedgerError::Full)
+    }
+
+    /// Take the next `count` slots to scan, shared between every VM that ticks so that
+    /// together they sweep the ledger instead of each scanning the same slots.
+    pub fn next_scan_window<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        count: u32,
+    ) -> Result<std::ops::Range<u32>, StoreError> {
+        let count = count.clamp(1, self.slots);
+        let slots = self.slots;
+        let start = store::update(store, SCAN_KEY, |cur| {
+            let start: u32 = cur
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| s.parse().ok())
+                .filter(|s| *s < slots)
+                .unwrap_or(0);
+            let next = if start + count >= slots {
+                0
+            } else {
+                start + count
+            };
+            Some((next.to_string().into_bytes(), start))
+        })?
+        .unwrap_or(0);
+        Ok(start..(start + count).min(slots))
+    }
+
+    /// A FILLING mark older than the timeout was left by a VM that died mid-write.
+    pub fn is_abandoned(rec: &Record, now_ms: u64) -> bool {
+        matches!(rec, Record::Filling { since_ms } if since_ms.saturating_add(FILLING_TIMEOUT_MS) < now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+
+    fn ledger(n: u32) -> (MemStore, Ledger) {
+        let s = MemStore::new();
+        let l = Ledger::new(n);
+        for (k, v) in l.keys() {
+            s.set(&k, v, None).unwrap();
+        }
+        (s, l)
+    }
+
+    fn used(l: &Ledger, s: &MemStore, slot: u32) -> Slot {
+        match l.read(s, slot).unwrap() {
+            Record::Used(slot) => slot,
+            other => panic!("expected a used slot, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn places_into_a_free_slot_with_its_body() {
+        let (s, l) = ledger(8);
+        let p = l
+            .place(&s, None, Slot::new("crm", 1, "w1", 5), b"{\"id\":1}", 3, 5)
+            .unwrap();
+        assert_eq!(p, Placed::New(3));
+        assert_eq!(used(&l, &s, 3).webhook_id, "w1");
+        assert_eq!(l.body(&s, 3).unwrap(), b"{\"id\":1}");
+    }
+
+    #[test]
+    fn full_ledger_refuses() {
+        let (s, l) = ledger(2);
+        l.place(&s, None, Slot::new("a", 1, "w1", 0), b"1", 0, 0).unwrap();
+        l.place(&s, None, Slot::new("a", 2, "w2", 0), b"2", 0, 0).unwrap();
+        let third = l.place(&s, None, Slot::new("a", 3, "w3", 0), b"3", 0, 0);
+        assert_eq!(third, Err(LedgerError::Full));
+    }
+
+    #[test]
+    fn a_newer_event_replaces_a_waiting_one_for_the_same_pair() {
+        let (s, l) = ledger(4);
+        let first = l.place(&s, None, Slot::new("a", 1, "old", 0), b"old", 0, 0).unwrap();
+        let second = l
+            .place(&s, Some(first.slot()), Slot::new("a", 1, "new", 1), b"new", 2, 1)
+            .unwrap();
+        assert_eq!(second, Placed::Replaced(first.slot()));
+        assert_eq!(used(&l, &s, first.slot()).webhook_id, "new");
+        assert_eq!(l.body(&s, first.slot()).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_newer_event_queues_behind_an_attempt_on_the_wire() {
+        let (s, l) = ledger(4);
+        let first = l.place(&s, None, Slot::new("a", 1, "old", 0), b"old", 0, 0).unwrap();
+        l.update(&s, first.slot(), |rec| match rec {
+            Record::Used(mut slot) => {
+                slot.state = State::InFlight;
+                Some((Record::Used(slot), ()))
+            }
+            _ => None,
+        })
+        .unwrap();
+        let second = l
+            .place(&s, Some(first.slot()), Slot::new("a", 1, "new", 1), b"new", 2, 1)
+            .unwrap();
+        assert_eq!(second, Placed::Queued(first.slot()));
+        let slot = used(&l, &s, first.slot());
+        assert_eq!(slot.webhook_id, "old");
+        assert_eq!(
+            slot.successor,
+            Some(Successor {
+                webhook_id: "new".into(),
+                body: "new".into()
+            })
+        );
+        assert_eq!(l.body(&s, first.slot()).unwrap(), b"old");
+    }
+
+    #[test]
+    fn a_slot_reused_by_another_pair_is_not_overwritten() {
+        let (s, l) = ledger(4);
+        let first = l.place(&s, None, Slot::new("a", 1, "w1", 0), b"1", 0, 0).unwrap();
+        let other = l
+            .place(&s, Some(first.slot()), Slot::new("b", 1, "w2", 0), b"2", 0, 0)
+            .unwrap();
+        assert_ne!(other.slot(), first.slot());
+        assert_eq!(used(&l, &s, first.slot()).webhook_id, "w1");
+    }
+
+    #[test]
+    fn scan_windows_sweep_the_whole_ledger_and_wrap() {
+        let (s, l) = ledger(10);
+        let windows: Vec<_> = (0..4).map(|_| l.next_scan_window(&s, 4).unwrap()).collect();
+        assert_eq!(windows, vec![0..4, 4..8, 8..10, 0..4]);
+    }
+
+    #[test]
+    fn history_is_bounded_and_keeps_the_first_attempt() {
+        let mut slot = Slot::new("a", 1, "w", 0);
+        for t in 0..50 {
+            slot.push_history(AttemptRecord {
+                at_ms: t,
+                outcome: "HTTP 503".into(),
+                duration_ms: 1,
+            });
+        }
+        assert_eq!(slot.history.len(), MAX_HISTORY);
+        assert_eq!(slot.history[0].at_ms, 0);
+        assert_eq!(slot.history.last().unwrap().at_ms, 49);
+    }
+
+    #[test]
+    fn abandoned_filling_is_detected_after_the_timeout() {
+        let rec = Record::decode(Some(b"+1000"));
+        assert_eq!(rec, Record::Filling { since_ms: 1000 });
+        assert!(!Ledger::is_abandoned(&rec, 1000 + FILLING_TIMEOUT_MS));
+        assert!(Ledger::is_abandoned(&rec, 1001 + FILLING_TIMEOUT_MS));
+    }
+}
