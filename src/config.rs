@@ -1,22 +1,1843 @@
-//! TEMPORARY stub matching the agreed compiled form; replaced by the real module.
-use crate::delivery::retry::RetryPolicy;
-use crate::osmox::StatusSet;
+//! The filter's configuration: strict serde structs for the JSON Envoy hands us, compiled into a
+//! validated form the rest of the filter can use without re-checking.
+//!
+//! Every mistake is reported with the JSON path of the field at fault, because the only place an
+//! operator sees it is one line in Envoy's log when the filter refuses to start.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Unexpected, Visitor};
+use serde::Deserialize;
+
+use crate::delivery::retry::{
+    Backoff, RetryPolicy, DEFAULT_INITIAL_DELAY_MS, DEFAULT_JITTER, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_DELAY_MS, DEFAULT_MULTIPLIER,
+};
+use crate::osmox::{DeliveryStatus, StatusSet};
 use crate::signing::Secret;
 
-#[derive(Debug, Clone)]
-pub struct Config { pub endpoints: Vec<Endpoint>, pub watch: Watch, pub retry: RetryPolicy, pub limits: Limits, pub dead_letter: Option<DeadLetter>, pub learn: Option<Learn>, pub tick_ms: u64 }
-#[derive(Debug, Clone)]
-pub struct Endpoint { pub name: String, pub target: Target, pub provider_ids: Option<Vec<u64>>, pub channel_types: Option<Vec<u64>>, pub delivery_statuses: StatusSet, pub timeout_ms: u64, pub headers: Vec<(String, String)>, pub retry: RetryPolicy, pub max_in_flight: u32, pub circuit: CircuitPolicy, pub secrets: Vec<Secret> }
-#[derive(Debug, Clone)]
-pub struct CircuitPolicy { pub failure_threshold: u32, pub open_ms: u64 }
-#[derive(Debug, Clone)]
-pub struct Watch { pub graphql_paths: Vec<String>, pub rest_path_prefixes: Vec<String>, pub max_body_bytes: usize }
-#[derive(Debug, Clone)]
-pub struct Limits { pub max_pending: u32, pub max_remembered: u32 }
-#[derive(Debug, Clone)]
-pub struct Target { pub cluster: String, pub authority: String, pub path: String, pub scheme: String }
-#[derive(Debug, Clone)]
-pub struct DeadLetter { pub target: Target, pub timeout_ms: u64, pub headers: Vec<(String, String)> }
-#[derive(Debug, Clone)]
-pub struct Learn { pub cluster: String, pub allow_private: bool, pub timeout_ms: u64 }
-impl Config { pub fn endpoint(&self, name: &str) -> Option<&Endpoint> { self.endpoints.iter().find(|e| e.name == name) } }
+const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+const MAX_TIMEOUT_MS: u64 = 600_000;
+const DEFAULT_MAX_IN_FLIGHT: u64 = 64;
+const DEFAULT_FAILURE_THRESHOLD: u64 = 5;
+const DEFAULT_OPEN_MS: u64 = 30_000;
+const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+const DEFAULT_MAX_PENDING: u64 = 10_000;
+const DEFAULT_MAX_REMEMBERED: u64 = 65_536;
+const DEFAULT_TICK_MS: u64 = 100;
+const MAX_NAME_LEN: usize = 64;
+const MAX_CHANNEL_TYPE: u64 = 12;
+
+/// Headers the filter sets itself; letting configuration set them would corrupt the request or
+/// forge the signature headers.
+const RESERVED_HEADERS: [&str; 6] = [
+    "content-type",
+    "content-length",
+    "host",
+    "user-agent",
+    "transfer-encoding",
+    "connection",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Compiled form
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub endpoints: Vec<Endpoint>,
+    pub watch: Watch,
+    pub retry: RetryPolicy,
+    pub limits: Limits,
+    pub dead_letter: Option<DeadLetter>,
+    /// `None` when learning is disabled.
+    pub learn: Option<Learn>,
+    /// The root contexts' tick period.
+    pub tick_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub name: String,
+    pub target: Target,
+    /// `None` matches any provider; otherwise sorted and deduplicated.
+    pub provider_ids: Option<Vec<u64>>,
+    /// `None` matches any channel type; otherwise sorted and deduplicated.
+    pub channel_types: Option<Vec<u64>>,
+    pub delivery_statuses: StatusSet,
+    pub timeout_ms: u64,
+    /// Lowercase names, sorted by name.
+    pub headers: Vec<(String, String)>,
+    pub retry: RetryPolicy,
+    pub max_in_flight: u32,
+    pub circuit: CircuitPolicy,
+    /// Signing keys in order `secret`, `secrets...`, `secretEnv`; empty sends unsigned webhooks.
+    pub secrets: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitPolicy {
+    pub failure_threshold: u32,
+    pub open_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    pub graphql_paths: Vec<String>,
+    pub rest_path_prefixes: Vec<String>,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_pending: u32,
+    pub max_remembered: u32,
+}
+
+/// Where an HTTP call goes: proxy-wasm dispatches to a cluster, with the pseudo headers taken
+/// from the configured URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub cluster: String,
+    pub authority: String,
+    /// Path and query, e.g. `/hooks/osmox?src=edge`.
+    pub path: String,
+    pub scheme: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub target: Target,
+    pub timeout_ms: u64,
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Learn {
+    pub cluster: String,
+    pub allow_hosts: Vec<HostPattern>,
+    pub allow_private: bool,
+    pub timeout_ms: u64,
+}
+
+/// An allowed host for learned webhook URLs: an exact name or `*.suffix` (at least one more
+/// label, so `*.example.com` never matches `example.com` itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    /// Lowercase; for a wildcard, the part after `*.`.
+    host: String,
+    wildcard: bool,
+}
+
+impl HostPattern {
+    pub fn parse(pattern: &str) -> Result<HostPattern, String> {
+        let lower = pattern.to_ascii_lowercase();
+        let (host, wildcard) = match lower.strip_prefix("*.") {
+            Some(rest) => (rest, true),
+            None => (lower.as_str(), false),
+        };
+        if is_hostname(host) {
+            Ok(HostPattern {
+                host: host.to_string(),
+                wildcard,
+            })
+        } else {
+            Err(format!(
+                "invalid host pattern {pattern:?}: expected a hostname or *.suffix"
+            ))
+        }
+    }
+
+    /// `host` without a port; compared case-insensitively.
+    pub fn matches(&self, host: &str) -> bool {
+        if !self.wildcard {
+            return host.eq_ignore_ascii_case(&self.host);
+        }
+        let Some(label_len) = host.len().checked_sub(self.host.len() + 1) else {
+            return false;
+        };
+        if label_len == 0 {
+            return false;
+        }
+        match host
+            .get(label_len..)
+            .and_then(|tail| tail.strip_prefix('.'))
+        {
+            Some(suffix) => suffix.eq_ignore_ascii_case(&self.host),
+            None => false,
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.wildcard {
+            f.write_str("*.")?;
+        }
+        f.write_str(&self.host)
+    }
+}
+
+impl Target {
+    pub fn from_url(cluster: &str, url: &str) -> Result<Target, String> {
+        if cluster.is_empty() {
+            return Err("cluster must not be empty".to_string());
+        }
+        let (scheme, authority, path) = parse_url(url)?;
+        Ok(Target {
+            cluster: cluster.to_string(),
+            authority,
+            path,
+            scheme,
+        })
+    }
+}
+
+/// Split an absolute `http(s)` URL into `(scheme, authority, path)` for the `:scheme`,
+/// `:authority` and `:path` pseudo headers. Hand-rolled to keep the wasm module small; it
+/// refuses what those headers cannot carry (fragments) or should not (userinfo credentials).
+pub fn parse_url(url: &str) -> Result<(String, String, String), String> {
+    if url.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if !url.is_ascii() {
+        return Err("must be ASCII (percent-encode other characters)".to_string());
+    }
+    if url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err("must not contain spaces or control characters".to_string());
+    }
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| "must be an absolute http:// or https:// URL".to_string())?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("scheme must be http or https, got {scheme:?}"));
+    }
+    if rest.contains('#') {
+        return Err("fragments (#...) are not allowed".to_string());
+    }
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = match (rest.get(..split), rest.get(split..)) {
+        (Some(a), Some(t)) => (a, t),
+        _ => return Err("malformed URL".to_string()),
+    };
+    if authority.contains('@') {
+        return Err("userinfo (user@) is not allowed".to_string());
+    }
+    check_authority(authority)?;
+    let path = if tail.is_empty() {
+        "/".to_string()
+    } else if tail.starts_with('?') {
+        format!("/{tail}")
+    } else {
+        tail.to_string()
+    };
+    Ok((scheme, authority.to_ascii_lowercase(), path))
+}
+
+fn check_authority(authority: &str) -> Result<(), String> {
+    if authority.is_empty() {
+        return Err("missing host".to_string());
+    }
+    let (host_ok, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (ip, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| "unterminated [IPv6] host".to_string())?;
+        let ok = !ip.is_empty()
+            && ip
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.');
+        let port = match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| "unexpected characters after [IPv6] host".to_string())?,
+            ),
+        };
+        (ok, port)
+    } else {
+        let (host, port) = match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        let ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+        (ok, port)
+    };
+    if !host_ok {
+        return Err("invalid host".to_string());
+    }
+    if let Some(port) = port {
+        let valid = !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|p| p != 0);
+        if !valid {
+            return Err("invalid port".to_string());
+        }
+    }
+    Ok(())
+}
+
+/// A DNS name: dot-separated labels of letters, digits and `-`.
+fn is_hostname(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+impl Config {
+    /// Parse and validate the filter's `configuration`. `env` reads environment variables
+    /// (for `secretEnv`); it is injected so tests need not touch the process environment.
+    pub fn from_json(
+        json: &[u8],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            serde_json::from_slice(json).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        raw.compile(env)
+    }
+
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// Why the configuration was refused. Never carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The JSON does not fit the schema (syntax, unknown field, wrong type): serde's message.
+    Parse(String),
+    /// A value is out of range or inconsistent; `path` is the field, e.g. `endpoints[0].url`.
+    Invalid { path: String, message: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Parse(message) => write!(f, "configuration: {message}"),
+            ConfigError::Invalid { path, message } => write!(f, "{path}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+fn ranged(
+    path: &str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let v = value.unwrap_or(default);
+    if (min..=max).contains(&v) {
+        Ok(v)
+    } else {
+        Err(invalid(path, format!("must be between {min} and {max}")))
+    }
+}
+
+fn ranged_u32(
+    path: &str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u32, ConfigError> {
+    let v = ranged(path, value, default, min, max)?;
+    u32::try_from(v).map_err(|_| invalid(path, format!("must be between {min} and {max}")))
+}
+
+fn timeout(path: &str, value: Option<u64>) -> Result<u64, ConfigError> {
+    ranged(path, value, DEFAULT_TIMEOUT_MS, 1, MAX_TIMEOUT_MS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw serde form
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawConfig {
+    endpoints: Option<Vec<RawEndpoint>>,
+    watch: Option<RawWatch>,
+    retry: Option<RawRetry>,
+    limits: Option<RawLimits>,
+    dead_letter: Option<RawDeadLetter>,
+    learn: Option<RawLearn>,
+    tick_ms: Option<u64>,
+}
+
+// No Debug on raw structs: they hold secrets in the clear.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawEndpoint {
+    name: Option<String>,
+    url: Option<String>,
+    cluster: Option<String>,
+    provider_ids: Option<Vec<u64>>,
+    channel_types: Option<Vec<u64>>,
+    delivery_statuses: Option<Vec<RawStatus>>,
+    timeout_ms: Option<u64>,
+    headers: Option<BTreeMap<String, String>>,
+    retry: Option<RawRetry>,
+    max_in_flight: Option<u64>,
+    circuit_breaker: Option<RawCircuit>,
+    secret: Option<SecretString>,
+    secrets: Option<SecretList>,
+    secret_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawRetry {
+    max_attempts: Option<u64>,
+    initial_delay_ms: Option<u64>,
+    multiplier: Option<f64>,
+    max_delay_ms: Option<u64>,
+    jitter: Option<f64>,
+    schedule: Option<Vec<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCircuit {
+    failure_threshold: Option<u64>,
+    open_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawWatch {
+    graphql_paths: Option<Vec<String>>,
+    rest_path_prefixes: Option<Vec<String>>,
+    max_body_bytes: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawLimits {
+    max_pending: Option<u64>,
+    max_remembered: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawDeadLetter {
+    url: Option<String>,
+    cluster: Option<String>,
+    timeout_ms: Option<u64>,
+    headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawLearn {
+    enabled: Option<bool>,
+    cluster: Option<String>,
+    allow_hosts: Option<Vec<String>>,
+    allow_private: Option<bool>,
+    timeout_ms: Option<u64>,
+}
+
+/// A `deliveryStatuses` element, name or code, kept raw so validation can name its index.
+enum RawStatus {
+    Name(String),
+    Code(u64),
+    Negative(i64),
+}
+
+impl<'de> Deserialize<'de> for RawStatus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawStatus;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a delivery status name or code 1-6")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawStatus, E> {
+                Ok(RawStatus::Name(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawStatus, E> {
+                Ok(RawStatus::Code(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawStatus, E> {
+                Ok(match u64::try_from(v) {
+                    Ok(c) => RawStatus::Code(c),
+                    Err(_) => RawStatus::Negative(v),
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A secret string whose type errors never echo it.
+struct SecretString(String);
+
+impl<'de> Deserialize<'de> for SecretString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = SecretString;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a secret string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretString, E> {
+                Ok(SecretString(v.to_string()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `secrets`: serde's own `Vec` would quote a lone string (a secret) in its type error.
+struct SecretList(Vec<SecretString>);
+
+impl<'de> Deserialize<'de> for SecretList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SecretList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of secret strings")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<SecretList, E> {
+                Err(E::invalid_type(Unexpected::Other("string"), &self))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SecretList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<SecretString>()? {
+                    out.push(s);
+                }
+                Ok(SecretList(out))
+            }
+        }
+        // `deserialize_any` so a string reaches our `visit_str` instead of serde_json's error.
+        d.deserialize_any(V)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compilation
+
+impl RawConfig {
+    fn compile(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let retry = compile_retry("retry", self.retry)?;
+        let learn = self.learn.map(compile_learn).transpose()?.flatten();
+        let raw_endpoints = self
+            .endpoints
+            .ok_or_else(|| invalid("endpoints", "is required"))?;
+        if raw_endpoints.is_empty() && learn.is_none() {
+            return Err(invalid("endpoints", "at least one endpoint is required"));
+        }
+        let mut names = HashSet::new();
+        let mut endpoints = Vec::with_capacity(raw_endpoints.len());
+        for (i, raw) in raw_endpoints.into_iter().enumerate() {
+            let endpoint = raw.compile(&format!("endpoints[{i}]"), &retry, env)?;
+            if !names.insert(endpoint.name.clone()) {
+                return Err(invalid(
+                    format!("endpoints[{i}].name"),
+                    format!("duplicate endpoint name {:?}", endpoint.name),
+                ));
+            }
+            endpoints.push(endpoint);
+        }
+        Ok(Config {
+            endpoints,
+            watch: compile_watch(self.watch)?,
+            retry,
+            limits: compile_limits(self.limits)?,
+            dead_letter: self.dead_letter.map(compile_dead_letter).transpose()?,
+            learn,
+            tick_ms: ranged("tickMs", self.tick_ms, DEFAULT_TICK_MS, 10, 60_000)?,
+        })
+    }
+}
+
+impl RawEndpoint {
+    fn compile(
+        self,
+        p: &str,
+        global_retry: &RetryPolicy,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Endpoint, ConfigError> {
+        let name = self
+            .name
+            .ok_or_else(|| invalid(format!("{p}.name"), "is required"))?;
+        let name_ok = !name.is_empty()
+            && name.len() <= MAX_NAME_LEN
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !name_ok {
+            return Err(invalid(
+                format!("{p}.name"),
+                format!("must be 1-{MAX_NAME_LEN} characters of [A-Za-z0-9_.-]"),
+            ));
+        }
+        let target = compile_target(p, self.url, self.cluster)?;
+        let retry = match self.retry {
+            Some(raw) => compile_retry(&format!("{p}.retry"), Some(raw))?,
+            None => global_retry.clone(),
+        };
+        let circuit = self.circuit_breaker.unwrap_or(RawCircuit {
+            failure_threshold: None,
+            open_ms: None,
+        });
+        Ok(Endpoint {
+            name,
+            target,
+            provider_ids: compile_ids(&format!("{p}.providerIds"), self.provider_ids, None)?,
+            channel_types: compile_ids(
+                &format!("{p}.channelTypes"),
+                self.channel_types,
+                Some(MAX_CHANNEL_TYPE),
+            )?,
+            delivery_statuses: compile_statuses(
+                &format!("{p}.deliveryStatuses"),
+                self.delivery_statuses,
+            )?,
+            timeout_ms: timeout(&format!("{p}.timeoutMs"), self.timeout_ms)?,
+            headers: compile_headers(&format!("{p}.headers"), self.headers)?,
+            retry,
+            max_in_flight: ranged_u32(
+                &format!("{p}.maxInFlight"),
+                self.max_in_flight,
+                DEFAULT_MAX_IN_FLIGHT,
+                1,
+                10_000,
+            )?,
+            circuit: CircuitPolicy {
+                failure_threshold: ranged_u32(
+                    &format!("{p}.circuitBreaker.failureThreshold"),
+                    circuit.failure_threshold,
+                    DEFAULT_FAILURE_THRESHOLD,
+                    1,
+                    1000,
+                )?,
+                open_ms: ranged(
+                    &format!("{p}.circuitBreaker.openMs"),
+                    circuit.open_ms,
+                    DEFAULT_OPEN_MS,
+                    100,
+                    86_400_000,
+                )?,
+            },
+            secrets: compile_secrets(p, self.secret, self.secrets, self.secret_env, env)?,
+        })
+    }
+}
+
+fn compile_target(
+    p: &str,
+    url: Option<String>,
+    cluster: Option<String>,
+) -> Result<Target, ConfigError> {
+    let url = url.ok_or_else(|| invalid(format!("{p}.url"), "is required"))?;
+    let cluster = cluster.ok_or_else(|| invalid(format!("{p}.cluster"), "is required"))?;
+    if cluster.is_empty() {
+        return Err(invalid(format!("{p}.cluster"), "must not be empty"));
+    }
+    Target::from_url(&cluster, &url).map_err(|e| invalid(format!("{p}.url"), e))
+}
+
+fn compile_ids(
+    path: &str,
+    ids: Option<Vec<u64>>,
+    max: Option<u64>,
+) -> Result<Option<Vec<u64>>, ConfigError> {
+    let Some(mut ids) = ids else {
+        return Ok(None);
+    };
+    if ids.is_empty() {
+        return Err(invalid(path, "must not be empty (omit it to match any)"));
+    }
+    if let Some(max) = max {
+        if let Some(j) = ids.iter().position(|&id| id < 1 || id > max) {
+            return Err(invalid(
+                format!("{path}[{j}]"),
+                format!("must be between 1 and {max}"),
+            ));
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(Some(ids))
+}
+
+fn compile_statuses(path: &str, raw: Option<Vec<RawStatus>>) -> Result<StatusSet, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(StatusSet::FINAL);
+    };
+    if raw.is_empty() {
+        return Err(invalid(
+            path,
+            "must not be empty (omit it for SUCCESS and FAILED)",
+        ));
+    }
+    let mut set = StatusSet::default();
+    for (j, item) in raw.into_iter().enumerate() {
+        let status = match &item {
+            RawStatus::Name(name) => DeliveryStatus::from_name(name).ok_or_else(|| {
+                let names: Vec<&str> = DeliveryStatus::ALL.iter().map(|s| s.name()).collect();
+                invalid(
+                    format!("{path}[{j}]"),
+                    format!(
+                        "unknown status {name:?}, expected one of {} or a code 1-6",
+                        names.join(", ")
+                    ),
+                )
+            }),
+            RawStatus::Code(code) => DeliveryStatus::from_code(*code).ok_or_else(|| {
+                invalid(
+                    format!("{path}[{j}]"),
+                    format!("unknown status code {code}, expected 1-6"),
+                )
+            }),
+            RawStatus::Negative(code) => Err(invalid(
+                format!("{path}[{j}]"),
+                format!("unknown status code {code}, expected 1-6"),
+            )),
+        }?;
+        set.insert(status);
+    }
+    Ok(set)
+}
+
+/// RFC 7230 `tchar`.
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+/// Header values are never put in messages: they often carry credentials.
+fn compile_headers(
+    path: &str,
+    raw: Option<BTreeMap<String, String>>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in raw.unwrap_or_default() {
+        let p = format!("{path}[{name:?}]");
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with(':') {
+            return Err(invalid(p, "pseudo-headers cannot be configured"));
+        }
+        if lower.is_empty() || !lower.chars().all(is_tchar) {
+            return Err(invalid(p, "not a valid HTTP header name"));
+        }
+        if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") {
+            return Err(invalid(p, "is set by the filter and cannot be configured"));
+        }
+        if value.contains(['\r', '\n', '\0']) {
+            return Err(invalid(p, "value must not contain CR, LF or NUL"));
+        }
+        if out.insert(lower, value).is_some() {
+            return Err(invalid(
+                p,
+                "duplicate header name (names are case-insensitive)",
+            ));
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// A per-endpoint `retry` replaces the global one entirely: unset fields take the built-in
+/// defaults, not the global block's values, so an endpoint's policy reads in one place.
+fn compile_retry(path: &str, raw: Option<RawRetry>) -> Result<RetryPolicy, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(RetryPolicy::default());
+    };
+    let max_delay_ms = raw.max_delay_ms.unwrap_or(DEFAULT_MAX_DELAY_MS);
+    let jitter = raw.jitter.unwrap_or(DEFAULT_JITTER);
+    let (max_attempts, backoff) = match raw.schedule {
+        Some(schedule) => {
+            let attempts = raw
+                .max_attempts
+                .unwrap_or(schedule.len().saturating_add(1) as u64);
+            (attempts, Backoff::Schedule(schedule))
+        }
+        None => (
+            raw.max_attempts.unwrap_or(u64::from(DEFAULT_MAX_ATTEMPTS)),
+            Backoff::Exponential {
+                initial_delay_ms: raw.initial_delay_ms.unwrap_or(DEFAULT_INITIAL_DELAY_MS),
+                multiplier: raw.multiplier.unwrap_or(DEFAULT_MULTIPLIER),
+            },
+        ),
+    };
+    // An out-of-range u64 becomes u32::MAX, which `try_new` rejects with the range message.
+    let max_attempts = u32::try_from(max_attempts).unwrap_or(u32::MAX);
+    RetryPolicy::try_new(max_attempts, backoff, max_delay_ms, jitter)
+        .map_err(|e| invalid(format!("{path}.{}", e.field()), e.reason()))
+}
+
+fn compile_secrets(
+    p: &str,
+    secret: Option<SecretString>,
+    secrets: Option<SecretList>,
+    secret_env: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Secret>, ConfigError> {
+    let mut out = Vec::new();
+    if let Some(SecretString(s)) = secret {
+        out.push(Secret::parse(&s).map_err(|e| invalid(format!("{p}.secret"), e.to_string()))?);
+    }
+    for (j, SecretString(s)) in secrets
+        .map(|l| l.0)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        out.push(
+            Secret::parse(&s).map_err(|e| invalid(format!("{p}.secrets[{j}]"), e.to_string()))?,
+        );
+    }
+    if let Some(var) = secret_env {
+        let path = format!("{p}.secretEnv");
+        if var.is_empty() {
+            return Err(invalid(path, "must name an environment variable"));
+        }
+        let value = env(&var).filter(|v| !v.is_empty()).ok_or_else(|| {
+            invalid(
+                &path,
+                format!("environment variable {var:?} is not set or empty"),
+            )
+        })?;
+        out.push(
+            Secret::parse(&value)
+                .map_err(|e| invalid(&path, format!("environment variable {var:?}: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+fn compile_paths(path: &str, paths: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    if let Some(j) = paths.iter().position(|s| !s.starts_with('/')) {
+        return Err(invalid(format!("{path}[{j}]"), "must start with \"/\""));
+    }
+    Ok(paths)
+}
+
+fn compile_watch(raw: Option<RawWatch>) -> Result<Watch, ConfigError> {
+    let raw = raw.unwrap_or(RawWatch {
+        graphql_paths: None,
+        rest_path_prefixes: None,
+        max_body_bytes: None,
+    });
+    let graphql_paths = compile_paths(
+        "watch.graphqlPaths",
+        raw.graphql_paths
+            .unwrap_or_else(|| vec!["/graphql".to_string()]),
+    )?;
+    let rest_path_prefixes = compile_paths(
+        "watch.restPathPrefixes",
+        raw.rest_path_prefixes
+            .unwrap_or_else(|| vec!["/notifications".to_string()]),
+    )?;
+    if graphql_paths.is_empty() && rest_path_prefixes.is_empty() {
+        return Err(invalid(
+            "watch",
+            "graphqlPaths and restPathPrefixes must not both be empty",
+        ));
+    }
+    let path = "watch.maxBodyBytes";
+    let max_body_bytes = ranged(
+        path,
+        raw.max_body_bytes,
+        DEFAULT_MAX_BODY_BYTES,
+        1024,
+        64 << 20,
+    )?;
+    Ok(Watch {
+        graphql_paths,
+        rest_path_prefixes,
+        max_body_bytes: usize::try_from(max_body_bytes)
+            .map_err(|_| invalid(path, "does not fit this platform's usize"))?,
+    })
+}
+
+fn compile_limits(raw: Option<RawLimits>) -> Result<Limits, ConfigError> {
+    let raw = raw.unwrap_or(RawLimits {
+        max_pending: None,
+        max_remembered: None,
+    });
+    Ok(Limits {
+        max_pending: ranged_u32(
+            "limits.maxPending",
+            raw.max_pending,
+            DEFAULT_MAX_PENDING,
+            1,
+            1_000_000,
+        )?,
+        max_remembered: ranged_u32(
+            "limits.maxRemembered",
+            raw.max_remembered,
+            DEFAULT_MAX_REMEMBERED,
+            1024,
+            4_000_000,
+        )?,
+    })
+}
+
+fn compile_dead_letter(raw: RawDeadLetter) -> Result<DeadLetter, ConfigError> {
+    Ok(DeadLetter {
+        target: compile_target("deadLetter", raw.url, raw.cluster)?,
+        timeout_ms: timeout("deadLetter.timeoutMs", raw.timeout_ms)?,
+        headers: compile_headers("deadLetter.headers", raw.headers)?,
+    })
+}
+
+/// A disabled `learn` block is not validated further: it is inert, and keeping a half-written
+/// block switched off is a normal way to stage it.
+fn compile_learn(raw: RawLearn) -> Result<Option<Learn>, ConfigError> {
+    if !raw.enabled.unwrap_or(false) {
+        return Ok(None);
+    }
+    let cluster = raw
+        .cluster
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| invalid("learn.cluster", "is required when learn is enabled"))?;
+    let hosts = raw.allow_hosts.unwrap_or_default();
+    if hosts.is_empty() {
+        return Err(invalid(
+            "learn.allowHosts",
+            "must not be empty when learn is enabled",
+        ));
+    }
+    let allow_hosts = hosts
+        .iter()
+        .enumerate()
+        .map(|(j, h)| {
+            HostPattern::parse(h).map_err(|e| invalid(format!("learn.allowHosts[{j}]"), e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Learn {
+        cluster,
+        allow_hosts,
+        allow_private: raw.allow_private.unwrap_or(false),
+        timeout_ms: timeout("learn.timeoutMs", raw.timeout_ms)?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S1: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const S2: &str = "whsec_AgMEBQYHCAkKCwwNDg8QERITFBUWFxgZ";
+    const S3: &str = "whsec_BQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fICEiIyQ=";
+    const S_ENV: &str = "whsec_ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoOEhYaHiImKiw==";
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "CRM_WEBHOOK_SECRET" => Some(S_ENV.to_string()),
+            "EMPTY" => Some(String::new()),
+            "GARBAGE" => Some("whsec_!!!not-base64!!!".to_string()),
+            _ => None,
+        }
+    }
+
+    fn parse(json: &str) -> Config {
+        Config::from_json(json.as_bytes(), &env).unwrap()
+    }
+
+    fn err(json: &str) -> String {
+        Config::from_json(json.as_bytes(), &env)
+            .unwrap_err()
+            .to_string()
+    }
+
+    /// One endpoint with the given extra JSON fields spliced in.
+    fn endpoint(extra: &str) -> String {
+        let sep = if extra.is_empty() { "" } else { ", " };
+        format!(
+            r#"{{"endpoints": [{{"name": "crm", "url": "http://h/x", "cluster": "c"{sep}{extra}}}]}}"#
+        )
+    }
+
+    fn endpoint_err(extra: &str) -> String {
+        err(&endpoint(extra))
+    }
+
+    /// The brief's example, except `retry.maxAttempts`: 8 contradicts its 2-entry schedule.
+    const FULL: &str = r#"{
+      "endpoints": [
+        {
+          "name": "crm",
+          "url": "http://127.0.0.1:8080/hooks/osmox?src=edge",
+          "cluster": "webhook_crm",
+          "providerIds": [11, 10, 11],
+          "channelTypes": [5, 1],
+          "deliveryStatuses": ["SUCCESS", "FAILED", 3],
+          "timeoutMs": 7000,
+          "headers": {"X-Team": "crm", "authorization": "Bearer abc"},
+          "retry": {"maxAttempts": 4, "initialDelayMs": 1000, "multiplier": 3.0, "maxDelayMs": 60000, "jitter": 0.1},
+          "maxInFlight": 32,
+          "circuitBreaker": {"failureThreshold": 7, "openMs": 45000},
+          "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+          "secrets": ["whsec_AgMEBQYHCAkKCwwNDg8QERITFBUWFxgZ", "whsec_BQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fICEiIyQ="],
+          "secretEnv": "CRM_WEBHOOK_SECRET"
+        },
+        {"name": "ops.v2", "url": "HTTPS://Hooks.Example.com", "cluster": "webhook_ops"}
+      ],
+      "watch": {"graphqlPaths": ["/graphql"], "restPathPrefixes": ["/notifications"], "maxBodyBytes": 8388608},
+      "retry": {"maxAttempts": 3, "initialDelayMs": 5000, "multiplier": 2.0, "maxDelayMs": 3600000, "jitter": 0.2, "schedule": [5000, 300000]},
+      "limits": {"maxPending": 10000, "maxRemembered": 65536},
+      "deadLetter": {"url": "http://127.0.0.1:9000/dlq", "cluster": "dead_letter", "timeoutMs": 5000, "headers": {}},
+      "learn": {"enabled": true, "cluster": "webhook_egress", "allowHosts": ["hooks.example.com", "*.Partner.example.com"], "allowPrivate": false, "timeoutMs": 5000},
+      "tickMs": 200
+    }"#;
+
+    fn target(cluster: &str, scheme: &str, authority: &str, path: &str) -> Target {
+        Target {
+            cluster: cluster.to_string(),
+            authority: authority.to_string(),
+            path: path.to_string(),
+            scheme: scheme.to_string(),
+        }
+    }
+
+    #[test]
+    fn full_example_compiles_to_exact_values() {
+        let global =
+            RetryPolicy::try_new(3, Backoff::Schedule(vec![5000, 300_000]), 3_600_000, 0.2)
+                .unwrap();
+        let crm_retry = RetryPolicy::try_new(
+            4,
+            Backoff::Exponential {
+                initial_delay_ms: 1000,
+                multiplier: 3.0,
+            },
+            60_000,
+            0.1,
+        )
+        .unwrap();
+        let expected = Config {
+            endpoints: vec![
+                Endpoint {
+                    name: "crm".to_string(),
+                    target: target(
+                        "webhook_crm",
+                        "http",
+                        "127.0.0.1:8080",
+                        "/hooks/osmox?src=edge",
+                    ),
+                    provider_ids: Some(vec![10, 11]),
+                    channel_types: Some(vec![1, 5]),
+                    delivery_statuses: [
+                        DeliveryStatus::Success,
+                        DeliveryStatus::Failed,
+                        DeliveryStatus::AwaitingConfirmation,
+                    ]
+                    .into_iter()
+                    .collect(),
+                    timeout_ms: 7000,
+                    headers: vec![
+                        ("authorization".to_string(), "Bearer abc".to_string()),
+                        ("x-team".to_string(), "crm".to_string()),
+                    ],
+                    retry: crm_retry,
+                    max_in_flight: 32,
+                    circuit: CircuitPolicy {
+                        failure_threshold: 7,
+                        open_ms: 45_000,
+                    },
+                    secrets: [S1, S2, S3, S_ENV]
+                        .iter()
+                        .map(|s| Secret::parse(s).unwrap())
+                        .collect(),
+                },
+                Endpoint {
+                    name: "ops.v2".to_string(),
+                    target: target("webhook_ops", "https", "hooks.example.com", "/"),
+                    provider_ids: None,
+                    channel_types: None,
+                    delivery_statuses: StatusSet::FINAL,
+                    timeout_ms: 5000,
+                    headers: vec![],
+                    retry: global.clone(),
+                    max_in_flight: 64,
+                    circuit: CircuitPolicy {
+                        failure_threshold: 5,
+                        open_ms: 30_000,
+                    },
+                    secrets: vec![],
+                },
+            ],
+            watch: Watch {
+                graphql_paths: vec!["/graphql".to_string()],
+                rest_path_prefixes: vec!["/notifications".to_string()],
+                max_body_bytes: 8_388_608,
+            },
+            retry: global,
+            limits: Limits {
+                max_pending: 10_000,
+                max_remembered: 65_536,
+            },
+            dead_letter: Some(DeadLetter {
+                target: target("dead_letter", "http", "127.0.0.1:9000", "/dlq"),
+                timeout_ms: 5000,
+                headers: vec![],
+            }),
+            learn: Some(Learn {
+                cluster: "webhook_egress".to_string(),
+                allow_hosts: vec![
+                    HostPattern::parse("hooks.example.com").unwrap(),
+                    HostPattern::parse("*.partner.example.com").unwrap(),
+                ],
+                allow_private: false,
+                timeout_ms: 5000,
+            }),
+            tick_ms: 200,
+        };
+        let config = parse(FULL);
+        assert_eq!(config, expected);
+        assert_eq!(config.endpoint("ops.v2").map(|e| e.max_in_flight), Some(64));
+        assert!(config.endpoint("nope").is_none());
+    }
+
+    #[test]
+    fn brief_example_with_conflicting_max_attempts_is_rejected() {
+        let json = FULL.replace(
+            r#""maxAttempts": 3, "initialDelayMs": 5000"#,
+            r#""maxAttempts": 8, "initialDelayMs": 5000"#,
+        );
+        assert_eq!(
+            err(&json),
+            "retry.maxAttempts: must equal the schedule length + 1 (3)"
+        );
+    }
+
+    #[test]
+    fn minimal_config_gets_every_default() {
+        let config = parse(&endpoint(""));
+        let expected = Config {
+            endpoints: vec![Endpoint {
+                name: "crm".to_string(),
+                target: target("c", "http", "h", "/x"),
+                provider_ids: None,
+                channel_types: None,
+                delivery_statuses: StatusSet::FINAL,
+                timeout_ms: 5000,
+                headers: vec![],
+                retry: RetryPolicy::default(),
+                max_in_flight: 64,
+                circuit: CircuitPolicy {
+                    failure_threshold: 5,
+                    open_ms: 30_000,
+                },
+                secrets: vec![],
+            }],
+            watch: Watch {
+                graphql_paths: vec!["/graphql".to_string()],
+                rest_path_prefixes: vec!["/notifications".to_string()],
+                max_body_bytes: 8 * 1024 * 1024,
+            },
+            retry: RetryPolicy::default(),
+            limits: Limits {
+                max_pending: 10_000,
+                max_remembered: 65_536,
+            },
+            dead_letter: None,
+            learn: None,
+            tick_ms: 100,
+        };
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn endpoint_retry_replaces_global_with_builtin_defaults() {
+        let json = r#"{"endpoints": [{"name": "a", "url": "http://h/", "cluster": "c", "retry": {"jitter": 0.0}}],
+                       "retry": {"maxAttempts": 2, "initialDelayMs": 10}}"#;
+        let config = parse(json);
+        let expected = RetryPolicy::try_new(
+            8,
+            Backoff::Exponential {
+                initial_delay_ms: 5000,
+                multiplier: 2.0,
+            },
+            3_600_000,
+            0.0,
+        )
+        .unwrap();
+        assert_eq!(config.endpoints[0].retry, expected);
+        assert_eq!(config.retry.max_attempts(), 2);
+    }
+
+    #[test]
+    fn schedule_without_max_attempts_implies_one_more_attempt() {
+        let config = parse(&endpoint(r#""retry": {"schedule": [10, 20, 30]}"#));
+        let retry = &config.endpoints[0].retry;
+        assert_eq!(retry.max_attempts(), 4);
+        assert_eq!(retry.backoff(), &Backoff::Schedule(vec![10, 20, 30]));
+    }
+
+    #[test]
+    fn learn_only_config_may_have_no_endpoints() {
+        let config = parse(
+            r#"{"endpoints": [], "learn": {"enabled": true, "cluster": "egress", "allowHosts": ["a.example"]}}"#,
+        );
+        assert!(config.endpoints.is_empty());
+        let learn = config.learn.unwrap();
+        assert_eq!(learn.timeout_ms, 5000);
+        assert!(!learn.allow_private);
+    }
+
+    #[test]
+    fn disabled_learn_compiles_to_none() {
+        let config = parse(
+            r#"{"endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}],
+                "learn": {"enabled": false, "allowHosts": []}}"#,
+        );
+        assert_eq!(config.learn, None);
+    }
+
+    #[test]
+    fn secret_env_lookup_uses_the_callback() {
+        let config = parse(&endpoint(r#""secretEnv": "CRM_WEBHOOK_SECRET""#));
+        assert_eq!(
+            config.endpoints[0].secrets,
+            vec![Secret::parse(S_ENV).unwrap()]
+        );
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let config = parse(FULL);
+        let debug = format!("{config:?}");
+        assert!(debug.contains("Secret(<redacted>)"));
+        for s in [S1, S2, S3, S_ENV] {
+            let b64 = s.trim_start_matches("whsec_");
+            assert!(!debug.contains(b64), "leaked {s}");
+        }
+    }
+
+    // --- rejections -------------------------------------------------------------------------
+
+    #[test]
+    fn rejects_invalid_json() {
+        assert_eq!(
+            err("{"),
+            "configuration: EOF while parsing an object at line 1 column 1"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_top_level_field() {
+        let msg = err(r#"{"endpoints": [], "tickMS": 5}"#);
+        assert!(
+            msg.starts_with("configuration: unknown field `tickMS`, expected one of"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_endpoint_field() {
+        let msg = endpoint_err(r#""timeout": 5"#);
+        assert!(
+            msg.starts_with("configuration: unknown field `timeout`, expected one of"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_nested_fields() {
+        for (json, field) in [
+            (endpoint(r#""retry": {"delay": 1}"#), "delay"),
+            (endpoint(r#""circuitBreaker": {"open": 1}"#), "open"),
+            (
+                r#"{"endpoints": [], "watch": {"paths": []}}"#.to_string(),
+                "paths",
+            ),
+            (
+                r#"{"endpoints": [], "limits": {"max": 1}}"#.to_string(),
+                "max",
+            ),
+            (
+                r#"{"endpoints": [], "deadLetter": {"uri": "x"}}"#.to_string(),
+                "uri",
+            ),
+            (
+                r#"{"endpoints": [], "learn": {"on": true}}"#.to_string(),
+                "on",
+            ),
+        ] {
+            let msg = err(&json);
+            assert!(
+                msg.starts_with(&format!("configuration: unknown field `{field}`")),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_wrong_type() {
+        let msg = endpoint_err(r#""timeoutMs": "5s""#);
+        assert!(
+            msg.starts_with(r#"configuration: invalid type: string "5s", expected u64"#),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn rejects_missing_endpoints() {
+        assert_eq!(err("{}"), "endpoints: is required");
+    }
+
+    #[test]
+    fn rejects_empty_endpoints_without_learn() {
+        assert_eq!(
+            err(r#"{"endpoints": []}"#),
+            "endpoints: at least one endpoint is required"
+        );
+    }
+
+    #[test]
+    fn rejects_duplicate_endpoint_name() {
+        let json = r#"{"endpoints": [
+            {"name": "crm", "url": "http://h/", "cluster": "c"},
+            {"name": "crm", "url": "http://g/", "cluster": "d"}]}"#;
+        assert_eq!(
+            err(json),
+            r#"endpoints[1].name: duplicate endpoint name "crm""#
+        );
+    }
+
+    #[test]
+    fn rejects_bad_endpoint_names() {
+        let msg = "endpoints[0].name: must be 1-64 characters of [A-Za-z0-9_.-]";
+        for name in ["", "has space", "ümlaut", &"a".repeat(65)] {
+            let json = format!(
+                r#"{{"endpoints": [{{"name": "{name}", "url": "http://h", "cluster": "c"}}]}}"#
+            );
+            assert_eq!(err(&json), msg, "{name}");
+        }
+        let missing = r#"{"endpoints": [{"url": "http://h", "cluster": "c"}]}"#;
+        assert_eq!(err(missing), "endpoints[0].name: is required");
+    }
+
+    #[test]
+    fn rejects_missing_url_and_cluster() {
+        assert_eq!(
+            err(r#"{"endpoints": [{"name": "a", "cluster": "c"}]}"#),
+            "endpoints[0].url: is required"
+        );
+        assert_eq!(
+            err(r#"{"endpoints": [{"name": "a", "url": "http://h"}]}"#),
+            "endpoints[0].cluster: is required"
+        );
+        assert_eq!(
+            err(r#"{"endpoints": [{"name": "a", "url": "http://h", "cluster": ""}]}"#),
+            "endpoints[0].cluster: must not be empty"
+        );
+    }
+
+    fn url_err(url: &str) -> String {
+        err(&format!(
+            r#"{{"endpoints": [{{"name": "a", "url": "{url}", "cluster": "c"}}]}}"#
+        ))
+    }
+
+    #[test]
+    fn rejects_bad_scheme() {
+        assert_eq!(
+            url_err("ftp://h/x"),
+            r#"endpoints[0].url: scheme must be http or https, got "ftp""#
+        );
+        assert_eq!(
+            url_err("h:8080/x"),
+            "endpoints[0].url: must be an absolute http:// or https:// URL"
+        );
+    }
+
+    #[test]
+    fn rejects_fragment() {
+        assert_eq!(
+            url_err("http://h/x#frag"),
+            "endpoints[0].url: fragments (#...) are not allowed"
+        );
+    }
+
+    #[test]
+    fn rejects_userinfo() {
+        assert_eq!(
+            url_err("http://user:pw@h/x"),
+            "endpoints[0].url: userinfo (user@) is not allowed"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_authorities() {
+        assert_eq!(url_err("http:///x"), "endpoints[0].url: missing host");
+        assert_eq!(url_err("http://h:0/"), "endpoints[0].url: invalid port");
+        assert_eq!(url_err("http://h:65536/"), "endpoints[0].url: invalid port");
+        assert_eq!(url_err("http://h:/"), "endpoints[0].url: invalid port");
+        assert_eq!(url_err("http://h%41/"), "endpoints[0].url: invalid host");
+        assert_eq!(
+            url_err("http://h x/"),
+            "endpoints[0].url: must not contain spaces or control characters"
+        );
+    }
+
+    #[test]
+    fn parses_urls_into_pseudo_headers() {
+        let ok = |url: &str| parse_url(url).unwrap();
+        let t = |s: &str, a: &str, p: &str| (s.to_string(), a.to_string(), p.to_string());
+        assert_eq!(ok("http://h"), t("http", "h", "/"));
+        assert_eq!(
+            ok("https://H.Example:8443?a=1"),
+            t("https", "h.example:8443", "/?a=1")
+        );
+        assert_eq!(ok("HTTP://h/a/b?c=d&e"), t("http", "h", "/a/b?c=d&e"));
+        assert_eq!(ok("http://[::1]:9000/x"), t("http", "[::1]:9000", "/x"));
+        assert_eq!(
+            parse_url("http://[::1"),
+            Err("unterminated [IPv6] host".to_string())
+        );
+        assert_eq!(
+            Target::from_url("", "http://h"),
+            Err("cluster must not be empty".to_string())
+        );
+    }
+
+    #[test]
+    fn rejects_empty_id_lists() {
+        assert_eq!(
+            endpoint_err(r#""providerIds": []"#),
+            "endpoints[0].providerIds: must not be empty (omit it to match any)"
+        );
+        assert_eq!(
+            endpoint_err(r#""channelTypes": []"#),
+            "endpoints[0].channelTypes: must not be empty (omit it to match any)"
+        );
+    }
+
+    #[test]
+    fn rejects_negative_provider_id() {
+        let msg = endpoint_err(r#""providerIds": [-1]"#);
+        assert!(
+            msg.starts_with("configuration: invalid value: integer `-1`, expected u64"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn rejects_channel_type_out_of_range() {
+        assert_eq!(
+            endpoint_err(r#""channelTypes": [1, 13]"#),
+            "endpoints[0].channelTypes[1]: must be between 1 and 12"
+        );
+        assert_eq!(
+            endpoint_err(r#""channelTypes": [0]"#),
+            "endpoints[0].channelTypes[0]: must be between 1 and 12"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_status_name() {
+        assert_eq!(
+            endpoint_err(r#""deliveryStatuses": ["SUCCESS", "DONE"]"#),
+            "endpoints[0].deliveryStatuses[1]: unknown status \"DONE\", expected one of PENDING, \
+             IN_PROGRESS, AWAITING_CONFIRMATION, QUEUED_CONFIRMATION, SUCCESS, FAILED or a code 1-6"
+        );
+    }
+
+    #[test]
+    fn rejects_status_codes_zero_and_seven() {
+        assert_eq!(
+            endpoint_err(r#""deliveryStatuses": [0]"#),
+            "endpoints[0].deliveryStatuses[0]: unknown status code 0, expected 1-6"
+        );
+        assert_eq!(
+            endpoint_err(r#""deliveryStatuses": [6, 7]"#),
+            "endpoints[0].deliveryStatuses[1]: unknown status code 7, expected 1-6"
+        );
+        assert_eq!(
+            endpoint_err(r#""deliveryStatuses": [-5]"#),
+            "endpoints[0].deliveryStatuses[0]: unknown status code -5, expected 1-6"
+        );
+    }
+
+    #[test]
+    fn rejects_non_scalar_status() {
+        let msg = endpoint_err(r#""deliveryStatuses": [1.5]"#);
+        assert!(
+            msg.starts_with("configuration: invalid type: floating point `1.5`, expected a delivery status name or code 1-6"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn accepts_mixed_status_names_and_codes() {
+        let config = parse(&endpoint(
+            r#""deliveryStatuses": ["PENDING", 2, "PENDING"]"#,
+        ));
+        let expected: StatusSet = [DeliveryStatus::Pending, DeliveryStatus::InProgress]
+            .into_iter()
+            .collect();
+        assert_eq!(config.endpoints[0].delivery_statuses, expected);
+    }
+
+    #[test]
+    fn rejects_empty_statuses() {
+        assert_eq!(
+            endpoint_err(r#""deliveryStatuses": []"#),
+            "endpoints[0].deliveryStatuses: must not be empty (omit it for SUCCESS and FAILED)"
+        );
+    }
+
+    #[test]
+    fn rejects_out_of_range_numbers() {
+        for (extra, msg) in [
+            (
+                r#""timeoutMs": 0"#,
+                "endpoints[0].timeoutMs: must be between 1 and 600000",
+            ),
+            (
+                r#""timeoutMs": 600001"#,
+                "endpoints[0].timeoutMs: must be between 1 and 600000",
+            ),
+            (
+                r#""maxInFlight": 0"#,
+                "endpoints[0].maxInFlight: must be between 1 and 10000",
+            ),
+            (
+                r#""maxInFlight": 10001"#,
+                "endpoints[0].maxInFlight: must be between 1 and 10000",
+            ),
+            (
+                r#""circuitBreaker": {"failureThreshold": 0}"#,
+                "endpoints[0].circuitBreaker.failureThreshold: must be between 1 and 1000",
+            ),
+            (
+                r#""circuitBreaker": {"failureThreshold": 1001}"#,
+                "endpoints[0].circuitBreaker.failureThreshold: must be between 1 and 1000",
+            ),
+            (
+                r#""circuitBreaker": {"openMs": 99}"#,
+                "endpoints[0].circuitBreaker.openMs: must be between 100 and 86400000",
+            ),
+            (
+                r#""circuitBreaker": {"openMs": 86400001}"#,
+                "endpoints[0].circuitBreaker.openMs: must be between 100 and 86400000",
+            ),
+        ] {
+            assert_eq!(endpoint_err(extra), msg);
+        }
+        let ep = r#""endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}]"#;
+        for (extra, msg) in [
+            (r#""tickMs": 9"#, "tickMs: must be between 10 and 60000"),
+            (r#""tickMs": 60001"#, "tickMs: must be between 10 and 60000"),
+            (
+                r#""limits": {"maxPending": 0}"#,
+                "limits.maxPending: must be between 1 and 1000000",
+            ),
+            (
+                r#""limits": {"maxPending": 1000001}"#,
+                "limits.maxPending: must be between 1 and 1000000",
+            ),
+            (
+                r#""limits": {"maxRemembered": 1023}"#,
+                "limits.maxRemembered: must be between 1024 and 4000000",
+            ),
+            (
+                r#""limits": {"maxRemembered": 4000001}"#,
+                "limits.maxRemembered: must be between 1024 and 4000000",
+            ),
+            (
+                r#""watch": {"maxBodyBytes": 1023}"#,
+                "watch.maxBodyBytes: must be between 1024 and 67108864",
+            ),
+            (
+                r#""watch": {"maxBodyBytes": 67108865}"#,
+                "watch.maxBodyBytes: must be between 1024 and 67108864",
+            ),
+            (
+                r#""deadLetter": {"url": "http://d/", "cluster": "d", "timeoutMs": 0}"#,
+                "deadLetter.timeoutMs: must be between 1 and 600000",
+            ),
+            (
+                r#""learn": {"enabled": true, "cluster": "e", "allowHosts": ["a.b"], "timeoutMs": 600001}"#,
+                "learn.timeoutMs: must be between 1 and 600000",
+            ),
+        ] {
+            assert_eq!(err(&format!("{{{ep}, {extra}}}")), msg);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_header_name() {
+        assert_eq!(
+            endpoint_err(r#""headers": {"x bad": "v"}"#),
+            r#"endpoints[0].headers["x bad"]: not a valid HTTP header name"#
+        );
+        assert_eq!(
+            endpoint_err(r#""headers": {"": "v"}"#),
+            r#"endpoints[0].headers[""]: not a valid HTTP header name"#
+        );
+        assert_eq!(
+            endpoint_err(r#""headers": {"x-team": "a", "X-Team": "b"}"#),
+            r#"endpoints[0].headers["x-team"]: duplicate header name (names are case-insensitive)"#
+        );
+    }
+
+    #[test]
+    fn rejects_reserved_headers() {
+        for name in [
+            "Content-Type",
+            "host",
+            "user-agent",
+            "Webhook-Signature",
+            "webhook-id",
+        ] {
+            assert_eq!(
+                endpoint_err(&format!(r#""headers": {{"{name}": "v"}}"#)),
+                format!(
+                    r#"endpoints[0].headers["{name}"]: is set by the filter and cannot be configured"#
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_crlf_and_nul_in_header_value() {
+        for value in [r"a\r\nx-evil: 1", r"a\nb", r"a\u0000b"] {
+            assert_eq!(
+                endpoint_err(&format!(r#""headers": {{"x-ok": "{value}"}}"#)),
+                r#"endpoints[0].headers["x-ok"]: value must not contain CR, LF or NUL"#
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_pseudo_header() {
+        assert_eq!(
+            endpoint_err(r#""headers": {":authority": "evil"}"#),
+            r#"endpoints[0].headers[":authority"]: pseudo-headers cannot be configured"#
+        );
+    }
+
+    #[test]
+    fn rejects_bad_dead_letter_headers_and_target() {
+        let ep = r#""endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}]"#;
+        assert_eq!(
+            err(&format!(
+                r#"{{{ep}, "deadLetter": {{"url": "http://d", "cluster": "d", "headers": {{"Host": "x"}}}}}}"#
+            )),
+            r#"deadLetter.headers["Host"]: is set by the filter and cannot be configured"#
+        );
+        assert_eq!(
+            err(&format!(r#"{{{ep}, "deadLetter": {{"cluster": "d"}}}}"#)),
+            "deadLetter.url: is required"
+        );
+    }
+
+    /// `Secret::parse`'s own message, so these tests survive a change of its wording.
+    fn secret_error(s: &str) -> String {
+        Secret::parse(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn rejects_bad_secret_without_echoing_it() {
+        let bad = "whsec_not*base64";
+        let msg = endpoint_err(&format!(r#""secret": "{bad}""#));
+        assert_eq!(msg, format!("endpoints[0].secret: {}", secret_error(bad)));
+        assert!(!msg.contains("not*base64"), "{msg}");
+        let msg = endpoint_err(&format!(r#""secrets": ["{S1}", "whsec_"]"#));
+        assert_eq!(
+            msg,
+            format!("endpoints[0].secrets[1]: {}", secret_error("whsec_"))
+        );
+    }
+
+    #[test]
+    fn rejects_secrets_string_without_echoing_it() {
+        let msg = endpoint_err(&format!(r#""secrets": "{S1}""#));
+        assert!(
+            msg.starts_with(
+                "configuration: invalid type: string, expected an array of secret strings"
+            ),
+            "{msg}"
+        );
+        assert!(!msg.contains("MfKQ9r8"), "{msg}");
+    }
+
+    #[test]
+    fn rejects_missing_secret_env_var() {
+        assert_eq!(
+            endpoint_err(r#""secretEnv": "NOPE""#),
+            r#"endpoints[0].secretEnv: environment variable "NOPE" is not set or empty"#
+        );
+        assert_eq!(
+            endpoint_err(r#""secretEnv": "EMPTY""#),
+            r#"endpoints[0].secretEnv: environment variable "EMPTY" is not set or empty"#
+        );
+        assert_eq!(
+            endpoint_err(r#""secretEnv": """#),
+            "endpoints[0].secretEnv: must name an environment variable"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_secret_env_value_without_echoing_it() {
+        let msg = endpoint_err(r#""secretEnv": "GARBAGE""#);
+        assert_eq!(
+            msg,
+            format!(
+                r#"endpoints[0].secretEnv: environment variable "GARBAGE": {}"#,
+                secret_error("whsec_!!!not-base64!!!")
+            )
+        );
+        assert!(!msg.contains("not-base64"), "{msg}");
+    }
+
+    #[test]
+    fn rejects_schedule_max_attempts_conflict() {
+        assert_eq!(
+            endpoint_err(r#""retry": {"maxAttempts": 2, "schedule": [1, 2]}"#),
+            "endpoints[0].retry.maxAttempts: must equal the schedule length + 1 (3)"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_retry_values() {
+        for (retry, msg) in [
+            (
+                r#"{"jitter": 1.0}"#,
+                "endpoints[0].retry.jitter: must be a finite number in [0, 1)",
+            ),
+            (
+                r#"{"jitter": -0.1}"#,
+                "endpoints[0].retry.jitter: must be a finite number in [0, 1)",
+            ),
+            (
+                r#"{"maxAttempts": 0}"#,
+                "endpoints[0].retry.maxAttempts: must be between 1 and 100",
+            ),
+            (
+                r#"{"maxAttempts": 4294967297}"#,
+                "endpoints[0].retry.maxAttempts: must be between 1 and 100",
+            ),
+            (
+                r#"{"initialDelayMs": 0}"#,
+                "endpoints[0].retry.initialDelayMs: must be at least 1",
+            ),
+            (
+                r#"{"multiplier": 0.5}"#,
+                "endpoints[0].retry.multiplier: must be a finite number >= 1.0",
+            ),
+            (
+                r#"{"initialDelayMs": 10, "maxDelayMs": 5}"#,
+                "endpoints[0].retry.maxDelayMs: must be >= initialDelayMs (10)",
+            ),
+            (
+                r#"{"schedule": []}"#,
+                "endpoints[0].retry.schedule: must not be empty",
+            ),
+            (
+                r#"{"schedule": [1, 3600001]}"#,
+                "endpoints[0].retry.schedule: entry 1 must be between 1 and maxDelayMs",
+            ),
+        ] {
+            assert_eq!(endpoint_err(&format!(r#""retry": {retry}"#)), msg);
+        }
+        let ep = r#""endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}]"#;
+        assert_eq!(
+            err(&format!(r#"{{{ep}, "retry": {{"schedule": [0]}}}}"#)),
+            "retry.schedule: entry 0 must be between 1 and maxDelayMs"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_watch_paths() {
+        let ep = r#""endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}]"#;
+        assert_eq!(
+            err(&format!(
+                r#"{{{ep}, "watch": {{"graphqlPaths": ["/graphql", "graphql"]}}}}"#
+            )),
+            r#"watch.graphqlPaths[1]: must start with "/""#
+        );
+        assert_eq!(
+            err(&format!(
+                r#"{{{ep}, "watch": {{"graphqlPaths": [], "restPathPrefixes": []}}}}"#
+            )),
+            "watch: graphqlPaths and restPathPrefixes must not both be empty"
+        );
+        let only_rest = parse(&format!(r#"{{{ep}, "watch": {{"graphqlPaths": []}}}}"#));
+        assert_eq!(
+            only_rest.watch.rest_path_prefixes,
+            vec!["/notifications".to_string()]
+        );
+    }
+
+    #[test]
+    fn rejects_incomplete_learn() {
+        let base = r#""endpoints": []"#;
+        assert_eq!(
+            err(&format!(
+                r#"{{{base}, "learn": {{"enabled": true, "allowHosts": ["a.b"]}}}}"#
+            )),
+            "learn.cluster: is required when learn is enabled"
+        );
+        assert_eq!(
+            err(&format!(
+                r#"{{{base}, "learn": {{"enabled": true, "cluster": "e"}}}}"#
+            )),
+            "learn.allowHosts: must not be empty when learn is enabled"
+        );
+        assert_eq!(
+            err(&format!(
+                r#"{{{base}, "learn": {{"enabled": true, "cluster": "e", "allowHosts": ["a.b", "*"]}}}}"#
+            )),
+            r#"learn.allowHosts[1]: invalid host pattern "*": expected a hostname or *.suffix"#
+        );
+    }
+
+    #[test]
+    fn host_patterns_match_case_insensitively() {
+        let wild = HostPattern::parse("*.partner.example.com").unwrap();
+        assert!(wild.matches("a.partner.example.com"));
+        assert!(wild.matches("X.Y.Partner.Example.COM"));
+        assert!(!wild.matches("partner.example.com"));
+        assert!(!wild.matches(".partner.example.com"));
+        assert!(!wild.matches("apartner.example.com"));
+        assert!(!wild.matches("a.partner.example.com.evil"));
+        // The suffix boundary falls inside `é`: no match, and no panic.
+        assert!(!HostPattern::parse("*.x.example.com")
+            .unwrap()
+            .matches("éx.example.com"));
+        let exact = HostPattern::parse("Hooks.Example.com").unwrap();
+        assert!(exact.matches("hooks.example.COM"));
+        assert!(!exact.matches("a.hooks.example.com"));
+        assert_eq!(exact.to_string(), "hooks.example.com");
+        assert_eq!(wild.to_string(), "*.partner.example.com");
+    }
+
+    #[test]
+    fn rejects_malformed_host_patterns() {
+        for p in ["", "*.", "a..b", "*.*.b", "a.*.b", "a_b", "a b", "a:80"] {
+            assert_eq!(
+                HostPattern::parse(p),
+                Err(format!(
+                    "invalid host pattern {p:?}: expected a hostname or *.suffix"
+                )),
+                "{p}"
+            );
+        }
+    }
+}

@@ -242,7 +242,13 @@ mod tests {
     use crate::osmox::DeliveryStatus;
     use crate::store::MemStore;
 
-    fn n(id: u64, status: DeliveryStatus, retry: u64, provider: u64, updated: &str) -> Notification {
+    fn n(
+        id: u64,
+        status: DeliveryStatus,
+        retry: u64,
+        provider: u64,
+        updated: &str,
+    ) -> Notification {
         Notification {
             id,
             delivery_status: status,
@@ -283,7 +289,8 @@ mod tests {
     #[test]
     fn status_change_is_new() {
         let (s, m) = (MemStore::new(), Memory::new(1024));
-        m.observe(&s, &n(1, DeliveryStatus::InProgress, 0, 1, T1), 0).unwrap();
+        m.observe(&s, &n(1, DeliveryStatus::InProgress, 0, 1, T1), 0)
+            .unwrap();
         let v = m.observe(&s, &n(1, DeliveryStatus::Success, 0, 1, T2), 1);
         assert_eq!(v.unwrap(), fresh());
     }
@@ -291,7 +298,8 @@ mod tests {
     #[test]
     fn osmox_retry_cycle_is_a_new_event_although_status_repeats() {
         let (s, m) = (MemStore::new(), Memory::new(1024));
-        m.observe(&s, &n(1, DeliveryStatus::Pending, 0, 1, T1), 0).unwrap();
+        m.observe(&s, &n(1, DeliveryStatus::Pending, 0, 1, T1), 0)
+            .unwrap();
         let v = m.observe(&s, &n(1, DeliveryStatus::Pending, 1, 1, T2), 1);
         assert_eq!(v.unwrap(), fresh());
     }
@@ -299,7 +307,8 @@ mod tests {
     #[test]
     fn provider_failover_is_a_new_event() {
         let (s, m) = (MemStore::new(), Memory::new(1024));
-        m.observe(&s, &n(1, DeliveryStatus::Pending, 0, 1, T1), 0).unwrap();
+        m.observe(&s, &n(1, DeliveryStatus::Pending, 0, 1, T1), 0)
+            .unwrap();
         let v = m.observe(&s, &n(1, DeliveryStatus::Pending, 0, 2, T2), 1);
         assert_eq!(v.unwrap(), fresh());
     }
@@ -307,7 +316,8 @@ mod tests {
     #[test]
     fn a_late_answer_with_an_older_state_is_stale() {
         let (s, m) = (MemStore::new(), Memory::new(1024));
-        m.observe(&s, &n(1, DeliveryStatus::Success, 0, 1, T3), 0).unwrap();
+        m.observe(&s, &n(1, DeliveryStatus::Success, 0, 1, T3), 0)
+            .unwrap();
         let v = m.observe(&s, &n(1, DeliveryStatus::InProgress, 0, 1, T2), 1);
         assert_eq!(v.unwrap(), Verdict::Stale);
         // And the remembered state is still the newer one.
@@ -318,7 +328,8 @@ mod tests {
     #[test]
     fn a_field_missing_from_one_view_does_not_make_a_new_event() {
         let (s, m) = (MemStore::new(), Memory::new(1024));
-        m.observe(&s, &n(1, DeliveryStatus::Success, 0, 1, T1), 0).unwrap();
+        m.observe(&s, &n(1, DeliveryStatus::Success, 0, 1, T1), 0)
+            .unwrap();
         let mut partial = n(1, DeliveryStatus::Success, 0, 1, T1);
         partial.retry_count = None;
         partial.provider_id = None;
@@ -329,7 +340,8 @@ mod tests {
     #[test]
     fn slots_recorded_for_an_event_come_back_with_the_next_one() {
         let (s, m) = (MemStore::new(), Memory::new(1024));
-        m.observe(&s, &n(7, DeliveryStatus::Failed, 0, 1, T1), 0).unwrap();
+        m.observe(&s, &n(7, DeliveryStatus::Failed, 0, 1, T1), 0)
+            .unwrap();
         m.record_slots(&s, 7, &[(11, 3), (12, 4)]).unwrap();
         m.record_slots(&s, 7, &[(11, 5)]).unwrap();
         let v = m.observe(&s, &n(7, DeliveryStatus::Pending, 1, 1, T2), 1);
@@ -346,7 +358,8 @@ mod tests {
         let (s, m) = (MemStore::new(), Memory::new(1024));
         assert_eq!(m.capacity(), 1024);
         for id in 0..20_000u64 {
-            m.observe(&s, &n(id, DeliveryStatus::Success, 0, 1, T1), id).unwrap();
+            m.observe(&s, &n(id, DeliveryStatus::Success, 0, 1, T1), id)
+                .unwrap();
         }
         assert!(s.len() <= 1024 / BUCKET_ENTRIES);
         // The most recent ones are remembered, the first ones forgotten.

@@ -9,6 +9,7 @@ pub mod config;
 pub mod delivery;
 pub mod events;
 pub mod extract;
+pub mod intake;
 pub mod metrics;
 pub mod osmox;
 pub mod routing;

@@ -74,7 +74,11 @@ impl MemStore {
 
     /// Total bytes held, keys included: what Envoy would keep in memory.
     pub fn bytes(&self) -> usize {
-        self.map.borrow().iter().map(|(k, (v, _))| k.len() + v.len()).sum()
+        self.map
+            .borrow()
+            .iter()
+            .map(|(k, (v, _))| k.len() + v.len())
+            .sum()
     }
 }
 

@@ -379,8 +379,10 @@ mod tests {
     #[test]
     fn full_ledger_refuses() {
         let (s, l) = ledger(2);
-        l.place(&s, None, Slot::new("a", 1, "w1", 0), b"1", 0, 0).unwrap();
-        l.place(&s, None, Slot::new("a", 2, "w2", 0), b"2", 0, 0).unwrap();
+        l.place(&s, None, Slot::new("a", 1, "w1", 0), b"1", 0, 0)
+            .unwrap();
+        l.place(&s, None, Slot::new("a", 2, "w2", 0), b"2", 0, 0)
+            .unwrap();
         let third = l.place(&s, None, Slot::new("a", 3, "w3", 0), b"3", 0, 0);
         assert_eq!(third, Err(LedgerError::Full));
     }
@@ -388,9 +390,18 @@ mod tests {
     #[test]
     fn a_newer_event_replaces_a_waiting_one_for_the_same_pair() {
         let (s, l) = ledger(4);
-        let first = l.place(&s, None, Slot::new("a", 1, "old", 0), b"old", 0, 0).unwrap();
+        let first = l
+            .place(&s, None, Slot::new("a", 1, "old", 0), b"old", 0, 0)
+            .unwrap();
         let second = l
-            .place(&s, Some(first.slot()), Slot::new("a", 1, "new", 1), b"new", 2, 1)
+            .place(
+                &s,
+                Some(first.slot()),
+                Slot::new("a", 1, "new", 1),
+                b"new",
+                2,
+                1,
+            )
             .unwrap();
         assert_eq!(second, Placed::Replaced(first.slot()));
         assert_eq!(used(&l, &s, first.slot()).webhook_id, "new");
@@ -400,7 +411,9 @@ mod tests {
     #[test]
     fn a_newer_event_queues_behind_an_attempt_on_the_wire() {
         let (s, l) = ledger(4);
-        let first = l.place(&s, None, Slot::new("a", 1, "old", 0), b"old", 0, 0).unwrap();
+        let first = l
+            .place(&s, None, Slot::new("a", 1, "old", 0), b"old", 0, 0)
+            .unwrap();
         l.update(&s, first.slot(), |rec| match rec {
             Record::Used(mut slot) => {
                 slot.state = State::InFlight;
@@ -410,7 +423,14 @@ mod tests {
         })
         .unwrap();
         let second = l
-            .place(&s, Some(first.slot()), Slot::new("a", 1, "new", 1), b"new", 2, 1)
+            .place(
+                &s,
+                Some(first.slot()),
+                Slot::new("a", 1, "new", 1),
+                b"new",
+                2,
+                1,
+            )
             .unwrap();
         assert_eq!(second, Placed::Queued(first.slot()));
         let slot = used(&l, &s, first.slot());
@@ -428,9 +448,18 @@ mod tests {
     #[test]
     fn a_slot_reused_by_another_pair_is_not_overwritten() {
         let (s, l) = ledger(4);
-        let first = l.place(&s, None, Slot::new("a", 1, "w1", 0), b"1", 0, 0).unwrap();
+        let first = l
+            .place(&s, None, Slot::new("a", 1, "w1", 0), b"1", 0, 0)
+            .unwrap();
         let other = l
-            .place(&s, Some(first.slot()), Slot::new("b", 1, "w2", 0), b"2", 0, 0)
+            .place(
+                &s,
+                Some(first.slot()),
+                Slot::new("b", 1, "w2", 0),
+                b"2",
+                0,
+                0,
+            )
             .unwrap();
         assert_ne!(other.slot(), first.slot());
         assert_eq!(used(&l, &s, first.slot()).webhook_id, "w1");

@@ -2,7 +2,7 @@
 //! and the ledger of pending deliveries kept in a `Store`.
 
 pub mod breaker;
-pub mod engine;
 pub mod ledger;
 pub mod outcome;
 pub mod retry;
+pub mod sender;

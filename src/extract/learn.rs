@@ -1,0 +1,297 @@
+//! Learning webhook registrations from the OsmoX calls that make them, so the filter can
+//! deliver to the URLs OsmoX itself would use without separate configuration.
+
+use serde_json::{Map, Value};
+
+use super::{strip_query, RequestFacts, WatchKind};
+
+/// A change to OsmoX's webhook table seen in traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// The provider's active webhook is now `webhook_url`.
+    Upsert {
+        provider_id: u64,
+        webhook_url: String,
+    },
+    /// The webhook row `webhook_id` was deleted or deactivated (`status: 0`).
+    Delete { webhook_id: u64 },
+}
+
+/// The registration a successful (2xx) webhook call made; the caller checks the HTTP status
+/// and that `path` is a watched REST route.
+///
+/// GraphQL: `facts.webhook_mutation` and an error-free answer with `data.webhook` (or, when
+/// aliased, the one object under `data`) holding `providerId` and `webhookUrl`. REST: `POST`,
+/// `PUT` or `PATCH` to `…/webhooks` or `…/webhooks/<id>` answered by the row (v8 snake_case,
+/// or a v7 JSend envelope), and `DELETE …/webhooks/<id>` with any body. A row with
+/// `status: 0` and an `id` is a `Delete`; with `status` absent it counts as active.
+pub fn extract_registration(
+    kind: WatchKind,
+    method: &str,
+    path: &str,
+    facts: &RequestFacts,
+    body: &[u8],
+) -> Option<Registration> {
+    match kind {
+        WatchKind::Graphql => graphql(facts, body),
+        WatchKind::Rest => rest(method, path, body),
+    }
+}
+
+fn graphql(facts: &RequestFacts, body: &[u8]) -> Option<Registration> {
+    if !facts.webhook_mutation {
+        return None;
+    }
+    let root: Value = serde_json::from_slice(body).ok()?;
+    // v8.5.0 masks every GraphQL error; `errors` alone says the write may not have happened.
+    let failed = match root.get("errors") {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(errors)) => !errors.is_empty(),
+        Some(_) => true,
+    };
+    if failed {
+        return None;
+    }
+    let data = root.get("data")?.as_object()?;
+    let row = match data.get("webhook") {
+        Some(v) => v.as_object()?,
+        None => {
+            let mut rows = data.values().filter_map(Value::as_object);
+            let row = rows.next()?;
+            if rows.next().is_some() {
+                return None;
+            }
+            row
+        }
+    };
+    from_row(row)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    Collection,
+    Item(u64),
+}
+
+/// `…/webhooks` or `…/webhooks/<id>`, ignoring a trailing `/` and the query string.
+fn webhooks_target(path: &str) -> Option<Target> {
+    let mut segments = strip_query(path).trim_end_matches('/').rsplit('/');
+    let last = segments.next()?;
+    if last == "webhooks" {
+        return Some(Target::Collection);
+    }
+    let id = last.parse().ok()?;
+    (segments.next()? == "webhooks").then_some(Target::Item(id))
+}
+
+fn rest(method: &str, path: &str, body: &[u8]) -> Option<Registration> {
+    let target = webhooks_target(path)?;
+    if method.eq_ignore_ascii_case("DELETE") {
+        return match target {
+            Target::Item(webhook_id) => Some(Registration::Delete { webhook_id }),
+            Target::Collection => None,
+        };
+    }
+    if !["POST", "PUT", "PATCH"]
+        .iter()
+        .any(|m| method.eq_ignore_ascii_case(m))
+    {
+        return None;
+    }
+    let root: Value = serde_json::from_slice(body).ok()?;
+    let obj = root.as_object()?;
+    let row = match obj.get("status") {
+        // v7 JSend: `{status: "success", data: {webhook: {…}}}` or `data` being the row.
+        Some(Value::String(status)) => {
+            if status != "success" {
+                return None;
+            }
+            let data = obj.get("data")?.as_object()?;
+            match data.get("webhook") {
+                Some(v) => v.as_object()?,
+                None => data,
+            }
+        }
+        _ => obj,
+    };
+    from_row(row)
+}
+
+/// A webhook row in either spelling.
+fn from_row(row: &Map<String, Value>) -> Option<Registration> {
+    let get = |camel: &str, snake: &str| row.get(camel).or_else(|| row.get(snake));
+    let active = match get("status", "status") {
+        None => true,
+        Some(status) => status.as_u64()? != 0,
+    };
+    if !active {
+        let webhook_id = row.get("id")?.as_u64()?;
+        return Some(Registration::Delete { webhook_id });
+    }
+    let provider_id = get("providerId", "provider_id")?.as_u64()?;
+    let webhook_url = get("webhookUrl", "webhook_url")?.as_str()?;
+    if webhook_url.is_empty() {
+        return None;
+    }
+    Some(Registration::Upsert {
+        provider_id,
+        webhook_url: webhook_url.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const GQL_REGISTER: &str =
+        include_str!("../../tests/fixtures/osmox/graphql-register-webhook-response.json");
+    const GQL_REGISTER_REAL: &str =
+        include_str!("../../tests/fixtures/osmox/graphql-register-webhook-response.real.json");
+    const PROBLEM: &str =
+        include_str!("../../tests/fixtures/osmox/rest-error-problem-json.v8.json");
+
+    fn mutation() -> RequestFacts {
+        RequestFacts {
+            webhook_mutation: true,
+            ..RequestFacts::default()
+        }
+    }
+
+    fn gql(facts: &RequestFacts, body: &[u8]) -> Option<Registration> {
+        extract_registration(WatchKind::Graphql, "POST", "/graphql", facts, body)
+    }
+
+    fn rest(method: &str, path: &str, body: &Value) -> Option<Registration> {
+        let body = serde_json::to_vec(body).unwrap();
+        extract_registration(
+            WatchKind::Rest,
+            method,
+            path,
+            &RequestFacts::default(),
+            &body,
+        )
+    }
+
+    /// A v8 webhook row, snake_case like `rest-create-notification-response.v8.json`.
+    fn v8_row(status: u64) -> Value {
+        json!({
+            "id": 3,
+            "provider_id": 1,
+            "webhook_url": "https://hooks.partner.example.com/osmox/status",
+            "is_verified": 0,
+            "status": status,
+            "created_by": null,
+            "updated_by": null,
+            "created_on": "2026-04-19T14:02:55.140Z",
+            "updated_on": "2026-04-19T14:02:55.140Z"
+        })
+    }
+
+    fn partner_upsert() -> Option<Registration> {
+        Some(Registration::Upsert {
+            provider_id: 1,
+            webhook_url: "https://hooks.partner.example.com/osmox/status".to_string(),
+        })
+    }
+
+    #[test]
+    fn graphql_register_webhook_answer_is_an_upsert() {
+        assert_eq!(gql(&mutation(), GQL_REGISTER.as_bytes()), partner_upsert());
+        assert_eq!(
+            gql(&mutation(), GQL_REGISTER_REAL.as_bytes()),
+            Some(Registration::Upsert {
+                provider_id: 1,
+                webhook_url: "http://127.0.0.1:8089/osmox/webhook".to_string(),
+            })
+        );
+    }
+
+    #[test]
+    fn graphql_answer_without_a_webhook_mutation_teaches_nothing() {
+        assert_eq!(gql(&RequestFacts::default(), GQL_REGISTER.as_bytes()), None);
+    }
+
+    #[test]
+    fn graphql_failed_registration_teaches_nothing() {
+        let masked = br#"{"errors":[{"message":"Cannot read properties of undefined (reading 'protocol')"}],"data":null}"#;
+        assert_eq!(gql(&mutation(), masked), None);
+        let null_webhook = br#"{"errors":[{"message":"x"}],"data":{"webhook":null}}"#;
+        assert_eq!(gql(&mutation(), null_webhook), None);
+        let only_null = br#"{"data":{"webhook":null}}"#;
+        assert_eq!(gql(&mutation(), only_null), None);
+        assert_eq!(gql(&mutation(), b"not json"), None);
+    }
+
+    #[test]
+    fn graphql_aliased_registration_is_found() {
+        let body = br#"{"data":{"w":{"id":3,"providerId":1,"webhookUrl":"https://hooks.partner.example.com/osmox/status","status":1}}}"#;
+        assert_eq!(gql(&mutation(), body), partner_upsert());
+    }
+
+    #[test]
+    fn graphql_row_missing_url_or_provider_teaches_nothing() {
+        let body = br#"{"data":{"webhook":{"id":3,"providerId":1,"status":1}}}"#;
+        assert_eq!(gql(&mutation(), body), None);
+        let body =
+            br#"{"data":{"webhook":{"id":3,"webhookUrl":"https://x.example.com","status":1}}}"#;
+        assert_eq!(gql(&mutation(), body), None);
+    }
+
+    #[test]
+    fn graphql_inactive_row_is_a_delete() {
+        let body = br#"{"data":{"webhook":{"id":3,"providerId":1,"webhookUrl":"https://x.example.com","status":0}}}"#;
+        assert_eq!(
+            gql(&mutation(), body),
+            Some(Registration::Delete { webhook_id: 3 })
+        );
+    }
+
+    #[test]
+    fn rest_create_and_update_are_upserts() {
+        assert_eq!(rest("POST", "/webhooks", &v8_row(1)), partner_upsert());
+        assert_eq!(rest("PUT", "/v1/webhooks/3", &v8_row(1)), partner_upsert());
+        assert_eq!(
+            rest("patch", "/webhooks/3/?x=1", &v8_row(1)),
+            partner_upsert()
+        );
+    }
+
+    #[test]
+    fn rest_v7_jsend_create_is_an_upsert() {
+        let body = json!({"status": "success", "data": {"webhook": {
+            "id": 3, "providerId": 1,
+            "webhookUrl": "https://hooks.partner.example.com/osmox/status", "status": 1}}});
+        assert_eq!(rest("POST", "/webhooks", &body), partner_upsert());
+        let fail = json!({"status": "fail", "data": "Invalid API key"});
+        assert_eq!(rest("POST", "/webhooks", &fail), None);
+    }
+
+    #[test]
+    fn rest_deactivation_is_a_delete() {
+        assert_eq!(
+            rest("PUT", "/webhooks/3", &v8_row(0)),
+            Some(Registration::Delete { webhook_id: 3 })
+        );
+    }
+
+    #[test]
+    fn rest_delete_takes_the_id_from_the_path() {
+        let empty =
+            extract_registration(WatchKind::Rest, "DELETE", "/webhooks/7", &mutation(), b"");
+        assert_eq!(empty, Some(Registration::Delete { webhook_id: 7 }));
+        assert_eq!(rest("DELETE", "/webhooks", &json!({})), None);
+        assert_eq!(rest("DELETE", "/webhooks/abc", &json!({})), None);
+    }
+
+    #[test]
+    fn rest_other_routes_and_methods_teach_nothing() {
+        assert_eq!(rest("GET", "/webhooks", &v8_row(1)), None);
+        assert_eq!(rest("POST", "/notifications", &v8_row(1)), None);
+        assert_eq!(rest("GET", "/webhooks/logs", &v8_row(1)), None);
+        assert_eq!(rest("POST", "/webhooks/logs", &v8_row(1)), None);
+        assert_eq!(rest("POST", "/mywebhooks", &v8_row(1)), None);
+        let problem: Value = serde_json::from_str(PROBLEM).unwrap();
+        assert_eq!(rest("POST", "/webhooks", &problem), None);
+    }
+}

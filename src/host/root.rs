@@ -1,0 +1,211 @@
+//! The root context: loads the configuration, and owns delivery (queue, tick, callouts),
+//! because a callout made from a stream's context dies with the stream.
+
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType, MapType};
+
+use super::http::Watch;
+use super::metrics::EnvoyMetrics;
+use super::shared_store::{ensure, SharedData};
+use crate::config::Config;
+use crate::delivery::ledger::Ledger;
+use crate::delivery::outcome::AttemptResponse;
+use crate::delivery::sender::{Dispatch, Io, Sender};
+use crate::events::Memory;
+
+/// The queue HTTP contexts put filled slots on; whichever root context registered it last
+/// receives them, so each is woken once.
+pub const QUEUE: &str = "deliveries";
+/// Slots each root context sweeps per tick: bounds the main thread's work per tick.
+const SCAN_PER_TICK: u32 = 256;
+/// Slot numbers taken from the queue per wake-up.
+const DEQUEUE_BATCH: usize = 1024;
+
+/// What every context of this VM shares once configured.
+pub struct Shared {
+    pub config: Config,
+    pub metrics: EnvoyMetrics,
+    pub queue: Option<u32>,
+}
+
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub struct Root {
+    context_id: u32,
+    shared: Option<Rc<Shared>>,
+    sender: Option<Sender>,
+}
+
+struct Net;
+
+impl Dispatch for Net {
+    fn dispatch(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u32, String> {
+        hostcalls::dispatch_http_call(
+            cluster,
+            headers.to_vec(),
+            Some(body),
+            vec![],
+            Duration::from_millis(timeout_ms),
+        )
+        .map_err(|status| format!("{status:?}"))
+    }
+}
+
+impl Root {
+    pub fn new(context_id: u32) -> Self {
+        Root {
+            context_id,
+            shared: None,
+            sender: None,
+        }
+    }
+
+    fn with_sender(&mut self, f: impl FnOnce(&mut Sender, &Config, &mut Io)) {
+        let (Some(shared), Some(sender)) = (&self.shared, &mut self.sender) else {
+            return;
+        };
+        let mut net = Net;
+        let mut io = Io {
+            store: &SharedData,
+            metrics: &shared.metrics,
+            net: &mut net,
+            now_ms: now_ms(),
+        };
+        f(sender, &shared.config, &mut io);
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        // A reset with no response has no headers; reading `:status` then would panic.
+        let mut response = AttemptResponse {
+            num_headers,
+            ..AttemptResponse::default()
+        };
+        if num_headers > 0 {
+            if let Ok(headers) = hostcalls::get_map(MapType::HttpCallResponseHeaders) {
+                for (name, value) in headers {
+                    match name.as_str() {
+                        ":status" => response.status = value.parse().ok(),
+                        "retry-after" => response.retry_after = Some(value),
+                        _ => {}
+                    }
+                }
+            }
+            // Envoy answers its own timeout with a local 504 and this body.
+            if response.status == Some(504) && body_size < 64 {
+                let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                response.upstream_timeout = body == b"upstream request timeout";
+            }
+        }
+        self.with_sender(|sender, config, io| {
+            sender.on_response(config, &config.endpoints, io, token, &response);
+        });
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let env = |name: &str| std::env::var(name).ok();
+        let config = match Config::from_json(&raw, &env) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!(
+                    "#{} osmox-webhook-filter: configuration rejected: {e}",
+                    self.context_id
+                );
+                return false;
+            }
+        };
+        // Create every key before traffic: shared data can only CAS keys that exist.
+        for (key, value) in Ledger::new(config.limits.max_pending).keys() {
+            ensure(&key, value);
+        }
+        for key in Memory::new(config.limits.max_remembered).keys() {
+            ensure(&key, b"");
+        }
+        for key in Sender::keys(&config.endpoints) {
+            ensure(&key, b"{}");
+        }
+        let queue = hostcalls::register_shared_queue(QUEUE).ok();
+        if hostcalls::set_tick_period(Duration::from_millis(config.tick_ms)).is_err() {
+            log::error!("#{} could not set the tick period", self.context_id);
+            return false;
+        }
+        log::info!(
+            "#{} osmox-webhook-filter {} configured: {} endpoints, {} pending deliveries max, {} notifications remembered",
+            self.context_id,
+            env!("CARGO_PKG_VERSION"),
+            config.endpoints.len(),
+            config.limits.max_pending,
+            Memory::new(config.limits.max_remembered).capacity(),
+        );
+        self.sender = Some(Sender::new(&config, SCAN_PER_TICK));
+        self.shared = Some(Rc::new(Shared {
+            config,
+            metrics: EnvoyMetrics::define(),
+            queue,
+        }));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        self.with_sender(|sender, config, io| sender.tick(config, &config.endpoints, io));
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        let mut slots = Vec::new();
+        while slots.len() < DEQUEUE_BATCH {
+            match hostcalls::dequeue_shared_queue(queue_id) {
+                Ok(Some(bytes)) => {
+                    if let Ok(b) = <[u8; 4]>::try_from(bytes.as_slice()) {
+                        slots.push(u32::from_le_bytes(b));
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.with_sender(|sender, config, io| {
+            for slot in slots {
+                sender.wake(config, &config.endpoints, io, slot);
+            }
+        });
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let shared = self.shared.clone()?;
+        Some(Box::new(Watch::new(context_id, shared)))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

@@ -1,0 +1,108 @@
+//! From notifications seen in a response to deliveries in the ledger.
+//!
+//! Runs in the HTTP context after the response went to the client. It only records work:
+//! a callout made from a stream dies with it, so the root contexts send.
+
+use crate::config::{Config, Endpoint};
+use crate::delivery::ledger::{Ledger, LedgerError, Placed, Slot};
+use crate::events::{fnv1a64, Memory, Verdict};
+use crate::metrics::{Metric, Metrics};
+use crate::osmox::Notification;
+use crate::routing;
+use crate::store::Store;
+
+/// The key an endpoint is known by in the dedupe memory.
+pub fn endpoint_key(name: &str) -> u32 {
+    // Truncation is the point: a compact, stable key.
+    #[allow(clippy::cast_possible_truncation)]
+    let key = fnv1a64(&[name.as_bytes()]) as u32;
+    key
+}
+
+/// `webhook-id`: derived from the event and the endpoint, so it is the same on every retry
+/// and for the same event seen again after a restart, which lets receivers drop repeats.
+pub fn webhook_id(n: &Notification, endpoint: &str) -> String {
+    let retry = n.retry_count.unwrap_or(0).to_le_bytes();
+    let provider = n.provider_id.unwrap_or(0).to_le_bytes();
+    let updated = n.updated_on.as_deref().unwrap_or("");
+    let hash = fnv1a64(&[
+        &n.id.to_le_bytes(),
+        &n.delivery_status.code().to_le_bytes(),
+        &retry,
+        &provider,
+        updated.as_bytes(),
+        endpoint.as_bytes(),
+    ]);
+    format!("msg_{}_{}_{hash:016x}", n.id, n.delivery_status.code())
+}
+
+/// Record the deliveries `notifications` call for; returns the slots to wake a sender for.
+pub fn take_in<S: Store + ?Sized>(
+    config: &Config,
+    endpoints: &[Endpoint],
+    store: &S,
+    metrics: &dyn Metrics,
+    notifications: &[Notification],
+    now_ms: u64,
+    probe_from: u32,
+) -> Vec<u32> {
+    let memory = Memory::new(config.limits.max_remembered);
+    let ledger = Ledger::new(config.limits.max_pending);
+    let mut wake = Vec::new();
+    for n in notifications {
+        let previous = match memory.observe(store, n, now_ms) {
+            Ok(Verdict::New { slots }) => slots,
+            Ok(Verdict::Duplicate) => {
+                metrics.add(Metric::EventsDuplicate, 1);
+                continue;
+            }
+            Ok(Verdict::Stale) => {
+                metrics.add(Metric::EventsStale, 1);
+                continue;
+            }
+            Err(e) => {
+                metrics.add(Metric::StoreConflicts, 1);
+                log::warn!("notification {}: dedupe memory unavailable: {e:?}", n.id);
+                continue;
+            }
+        };
+        metrics.add(Metric::EventsDetected, 1);
+        let mut placed_slots = Vec::new();
+        for endpoint in routing::route(endpoints, n) {
+            let key = endpoint_key(&endpoint.name);
+            let existing = previous.iter().find(|(k, _)| *k == key).map(|(_, s)| *s);
+            let id = webhook_id(n, &endpoint.name);
+            let fresh = Slot::new(&endpoint.name, n.id, &id, now_ms);
+            let probe = probe_from.wrapping_add(wake.len() as u32);
+            match ledger.place(store, existing, fresh, n.body.as_bytes(), probe, now_ms) {
+                Ok(placed) => {
+                    match placed {
+                        Placed::New(_) => metrics.add(Metric::Pending, 1),
+                        Placed::Replaced(_) => metrics.add(Metric::DeliveriesSuperseded, 1),
+                        Placed::Queued(_) => {}
+                    }
+                    log::debug!("{id}: {placed:?} for endpoint {}", endpoint.name);
+                    placed_slots.push((key, placed.slot()));
+                    wake.push(placed.slot());
+                }
+                Err(LedgerError::Full) => {
+                    metrics.add(Metric::DeliveriesDropped, 1);
+                    log::warn!(
+                        "{id}: dropped, ledger full ({} pending deliveries); raise limits.maxPending",
+                        ledger.slots()
+                    );
+                }
+                Err(LedgerError::Store(e)) => {
+                    metrics.add(Metric::DeliveriesDropped, 1);
+                    log::warn!("{id}: dropped, store error {e:?}");
+                }
+            }
+        }
+        if placed_slots.is_empty() {
+            metrics.add(Metric::EventsUnrouted, 1);
+        } else if memory.record_slots(store, n.id, &placed_slots).is_err() {
+            metrics.add(Metric::StoreConflicts, 1);
+        }
+    }
+    wake
+}
