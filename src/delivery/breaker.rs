@@ -129,6 +129,11 @@ impl EndpointState {
         self.leases.iter().filter(|l| l.until_ms > now_ms).count()
     }
 
+    /// Open or half-open: not yet closed by a success.
+    pub fn is_tripped(&self) -> bool {
+        self.open_until_ms.is_some()
+    }
+
     pub fn consecutive_failures(&self) -> u32 {
         self.failures
     }

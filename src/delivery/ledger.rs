@@ -73,6 +73,10 @@ pub struct Slot {
     pub history: Vec<AttemptRecord>,
     #[serde(rename = "nx", default, skip_serializing_if = "Option::is_none")]
     pub successor: Option<Successor>,
+    /// Refused only because its endpoint had no free lease: the sender that held it back
+    /// may send it as soon as a lease frees, before `at_ms`.
+    #[serde(rename = "hd", default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 impl Slot {
@@ -87,11 +91,17 @@ impl Slot {
             attempts: 0,
             history: Vec::new(),
             successor: None,
+            held: false,
         }
     }
 
     pub fn is_due(&self, now_ms: u64) -> bool {
         self.state == State::Waiting && self.at_ms <= now_ms
+    }
+
+    /// Due, or held back only for a lease that a sender now has.
+    pub fn is_sendable(&self, now_ms: u64, lease_freed: bool) -> bool {
+        self.is_due(now_ms) || (lease_freed && self.held && self.state == State::Waiting)
     }
 
     pub fn push_history(&mut self, record: AttemptRecord) {

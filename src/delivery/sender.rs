@@ -109,7 +109,7 @@ impl Sender {
 
     /// A slot was filled or refilled: try to send it now.
     pub fn wake(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io, slot: u32) {
-        self.try_send(config, endpoints, io, slot);
+        self.try_send(config, endpoints, io, slot, false);
     }
 
     /// Sweep the next window of the ledger for due retries and lapsed claims, then retry
@@ -117,7 +117,7 @@ impl Sender {
     pub fn tick(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io) {
         if let Ok(window) = self.ledger.next_scan_window(io.store, self.scan_per_tick) {
             for slot in window {
-                self.try_send(config, endpoints, io, slot);
+                self.try_send(config, endpoints, io, slot, false);
             }
         }
         self.retry_held(config, endpoints, io, self.scan_per_tick as usize);
@@ -126,7 +126,7 @@ impl Sender {
     fn retry_held(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io, n: usize) {
         for _ in 0..n.min(self.held.len()) {
             if let Some(slot) = self.held.pop_front() {
-                self.try_send(config, endpoints, io, slot);
+                self.try_send(config, endpoints, io, slot, true);
             }
         }
     }
@@ -137,7 +137,15 @@ impl Sender {
         }
     }
 
-    fn try_send(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io, slot: u32) {
+    /// Send `slot` if it is due; `lease_freed` when a lease just came free for held ones.
+    fn try_send(
+        &mut self,
+        config: &Config,
+        endpoints: &[Endpoint],
+        io: &mut Io,
+        slot: u32,
+        lease_freed: bool,
+    ) {
         let now = io.now_ms;
         let record = match self.ledger.read(io.store, slot) {
             Ok(r) => r,
@@ -175,7 +183,7 @@ impl Sender {
             }
             return;
         }
-        if !s.is_due(now) {
+        if !s.is_sendable(now, lease_freed) {
             return;
         }
         let Some(endpoint) = endpoints.iter().find(|e| e.name == s.endpoint) else {
@@ -197,9 +205,12 @@ impl Sender {
         let lease_until = now + endpoint.timeout_ms + LEASE_MARGIN_MS;
         // Claim the slot first: only the sender whose CAS wins goes on.
         let claimed = self.ledger.update(io.store, slot, |rec| match rec {
-            Record::Used(mut x) if x.is_due(now) && x.webhook_id == s.webhook_id => {
+            Record::Used(mut x)
+                if x.is_sendable(now, lease_freed) && x.webhook_id == s.webhook_id =>
+            {
                 x.state = State::InFlight;
                 x.at_ms = lease_until;
+                x.held = false;
                 Some((Record::Used(x), ()))
             }
             _ => None,
@@ -214,8 +225,9 @@ impl Sender {
                     Admit::Open { until_ms } => until_ms,
                     _ => now + FULL_HOLD_MS,
                 };
-                self.unclaim(io, slot, &s.webhook_id, until);
-                if !matches!(refused, Admit::Open { .. }) {
+                let full = !matches!(refused, Admit::Open { .. });
+                self.unclaim(io, slot, &s.webhook_id, until, full);
+                if full {
                     self.hold(slot);
                 }
                 return;
@@ -289,9 +301,9 @@ impl Sender {
         let now = io.now_ms;
         let change = store::update(io.store, &endpoint_key(&endpoint.name), |cur| {
             let mut state = decode_state(cur);
-            let was_open = state.is_open(now);
+            let was_open = state.is_tripped();
             state.record(slot, success, now, &policy);
-            let is_open = state.is_open(now);
+            let is_open = state.is_tripped();
             Some((serde_json::to_vec(&state).ok()?, (was_open, is_open)))
         });
         if let Ok(Some((was_open, is_open))) = change {
@@ -309,11 +321,12 @@ impl Sender {
     }
 
     /// Give a claimed slot back, due at `until`.
-    fn unclaim(&self, io: &mut Io, slot: u32, webhook_id: &str, until: u64) {
+    fn unclaim(&self, io: &mut Io, slot: u32, webhook_id: &str, until: u64, held: bool) {
         let _ = self.ledger.update(io.store, slot, |rec| match rec {
             Record::Used(mut x) if x.webhook_id == webhook_id && x.state == State::InFlight => {
                 x.state = State::Waiting;
                 x.at_ms = until;
+                x.held = held;
                 Some((Record::Used(x), ()))
             }
             _ => None,
@@ -486,7 +499,7 @@ impl Sender {
         }
         if verdict != Verdict::Retrying {
             if promoted {
-                self.try_send(config, endpoints, io, slot);
+                self.try_send(config, endpoints, io, slot, false);
             } else {
                 io.metrics.add(Metric::Pending, -1);
             }

@@ -1,0 +1,544 @@
+//! Whole delivery flows on the pure core: observed notifications go in, requests come out
+//! of a fake network, replies go back in. Time is injected; several senders share one store
+//! the way several Envoy VMs share shared data.
+
+use std::cell::RefCell;
+
+use osmox_webhook_filter::config::Config;
+use osmox_webhook_filter::delivery::outcome::AttemptResponse;
+use osmox_webhook_filter::delivery::sender::{Dispatch, Io, Sender};
+use osmox_webhook_filter::intake;
+use osmox_webhook_filter::metrics::{CountingMetrics, Metric};
+use osmox_webhook_filter::osmox::{DeliveryStatus, Notification};
+use osmox_webhook_filter::store::{MemStore, Store};
+
+#[derive(Debug, Clone)]
+struct Sent {
+    token: u32,
+    cluster: String,
+    headers: Vec<(String, String)>,
+    body: String,
+    timeout_ms: u64,
+}
+
+impl Sent {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct FakeNet {
+    next: u32,
+    sent: Vec<Sent>,
+    refuse: bool,
+}
+
+impl Dispatch for FakeNet {
+    fn dispatch(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u32, String> {
+        if self.refuse {
+            return Err("BadArgument".into());
+        }
+        self.next += 1;
+        self.sent.push(Sent {
+            token: self.next,
+            cluster: cluster.to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: String::from_utf8(body.to_vec()).unwrap(),
+            timeout_ms,
+        });
+        Ok(self.next)
+    }
+}
+
+/// One Envoy's worth of state: the shared store and metrics, and one sender per VM.
+struct World {
+    config: Config,
+    store: MemStore,
+    metrics: CountingMetrics,
+    net: RefCell<FakeNet>,
+    senders: Vec<RefCell<Sender>>,
+    now: u64,
+}
+
+const T0: u64 = 1_800_000_000_000;
+
+impl World {
+    fn new(json: &str, vms: usize) -> World {
+        let config = Config::from_json(json.as_bytes(), &|_| None).unwrap();
+        let store = MemStore::new();
+        for (k, v) in
+            osmox_webhook_filter::delivery::ledger::Ledger::new(config.limits.max_pending).keys()
+        {
+            store.set(&k, v, None).unwrap();
+        }
+        for k in Sender::keys(&config.endpoints) {
+            store.set(&k, b"{}", None).unwrap();
+        }
+        let senders = (0..vms)
+            .map(|_| RefCell::new(Sender::new(&config, 64)))
+            .collect();
+        World {
+            config,
+            store,
+            metrics: CountingMetrics::default(),
+            net: RefCell::new(FakeNet::default()),
+            senders,
+            now: T0,
+        }
+    }
+
+    /// Observe notifications as an HTTP context would, and wake sender `vm` for them.
+    fn observe(&self, vm: usize, ns: &[Notification]) {
+        let wake = intake::take_in(
+            &self.config,
+            &self.config.endpoints,
+            &self.store,
+            &self.metrics,
+            ns,
+            self.now,
+            0,
+        );
+        for slot in wake {
+            self.with(vm, |s, c, io| s.wake(c, &c.endpoints, io, slot));
+        }
+    }
+
+    fn with(&self, vm: usize, f: impl FnOnce(&mut Sender, &Config, &mut Io)) {
+        let mut net = self.net.borrow_mut();
+        let mut io = Io {
+            store: &self.store,
+            metrics: &self.metrics,
+            net: &mut *net,
+            now_ms: self.now,
+        };
+        f(&mut self.senders[vm].borrow_mut(), &self.config, &mut io);
+    }
+
+    fn tick(&self, vm: usize) {
+        self.with(vm, |s, c, io| s.tick(c, &c.endpoints, io));
+    }
+
+    /// Tick every VM until a whole ledger sweep has happened.
+    fn sweep(&self) {
+        let rounds = self.config.limits.max_pending.div_ceil(64) as usize + 1;
+        for _ in 0..rounds {
+            for vm in 0..self.senders.len() {
+                self.tick(vm);
+            }
+        }
+    }
+
+    fn reply(&self, vm: usize, token: u32, status: u16, retry_after: Option<&str>) {
+        let r = AttemptResponse {
+            num_headers: 3,
+            status: Some(status),
+            retry_after: retry_after.map(str::to_string),
+            upstream_timeout: false,
+        };
+        self.with(vm, |s, c, io| s.on_response(c, &c.endpoints, io, token, &r));
+    }
+
+    fn reply_with(&self, vm: usize, token: u32, r: AttemptResponse) {
+        self.with(vm, |s, c, io| s.on_response(c, &c.endpoints, io, token, &r));
+    }
+
+    fn sent(&self) -> Vec<Sent> {
+        self.net.borrow().sent.clone()
+    }
+
+    fn last(&self) -> Sent {
+        self.sent().last().cloned().expect("something was sent")
+    }
+
+    fn m(&self, metric: Metric) -> i64 {
+        self.metrics.get(metric)
+    }
+}
+
+fn note(id: u64, status: DeliveryStatus, updated: &str) -> Notification {
+    Notification {
+        id,
+        delivery_status: status,
+        provider_id: Some(1),
+        channel_type: Some(1),
+        retry_count: Some(0),
+        updated_on: Some(updated.to_string()),
+        body: format!(r#"{{"id":{id},"deliveryStatus":{}}}"#, status.code()),
+    }
+}
+
+const ONE_ENDPOINT: &str = r#"{
+  "endpoints": [{"name": "crm", "url": "http://hooks.local:8080/in?x=1", "cluster": "webhook_crm",
+                 "deliveryStatuses": [1, 2, 5, 6], "headers": {"x-team": "crm"},
+                 "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                 "retry": {"maxAttempts": 3, "initialDelayMs": 1000, "multiplier": 2.0, "maxDelayMs": 60000, "jitter": 0.0}}],
+  "deadLetter": {"url": "http://dlq.local/dead", "cluster": "dlq"},
+  "limits": {"maxPending": 128, "maxRemembered": 1024}
+}"#;
+
+const A: &str = "2026-04-20T09:15:01.000Z";
+const B: &str = "2026-04-20T09:15:02.000Z";
+const C: &str = "2026-04-20T09:15:03.000Z";
+
+#[test]
+fn an_event_is_posted_once_with_the_contract_headers() {
+    let w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    let sent = w.sent();
+    assert_eq!(sent.len(), 1);
+    let s = &sent[0];
+    assert_eq!(s.cluster, "webhook_crm");
+    assert_eq!(s.header(":method"), Some("POST"));
+    assert_eq!(s.header(":path"), Some("/in?x=1"));
+    assert_eq!(s.header(":authority"), Some("hooks.local:8080"));
+    assert_eq!(s.header("content-type"), Some("application/json"));
+    assert_eq!(s.header("x-team"), Some("crm"));
+    assert_eq!(
+        s.header("webhook-timestamp"),
+        Some((T0 / 1000).to_string().as_str())
+    );
+    assert!(s.header("webhook-signature").unwrap().starts_with("v1,"));
+    assert!(s.header("webhook-id").unwrap().starts_with("msg_1_5_"));
+    assert_eq!(s.body, r#"{"id":1,"deliveryStatus":5}"#);
+    assert_eq!(s.timeout_ms, 5000);
+    assert_eq!(w.m(Metric::Pending), 1);
+    w.reply(0, s.token, 204, None);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1);
+    assert_eq!(w.m(Metric::Pending), 0);
+    assert_eq!(w.m(Metric::InFlight), 0);
+    // Seen again: nothing more.
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.sweep();
+    assert_eq!(w.sent().len(), 1);
+    assert_eq!(w.m(Metric::EventsDuplicate), 1);
+}
+
+#[test]
+fn unmatched_status_is_not_posted() {
+    let w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::AwaitingConfirmation, A)]);
+    assert!(w.sent().is_empty());
+    assert_eq!(w.m(Metric::EventsUnrouted), 1);
+}
+
+#[test]
+fn a_503_is_retried_after_the_backoff_with_the_same_webhook_id() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    let first = w.last();
+    w.reply(0, first.token, 503, None);
+    assert_eq!(w.m(Metric::RetriesScheduled), 1);
+    w.now += 999;
+    w.sweep();
+    assert_eq!(w.sent().len(), 1, "not before the 1 s backoff");
+    w.now += 1;
+    w.sweep();
+    let second = w.last();
+    assert_eq!(w.sent().len(), 2);
+    assert_eq!(second.header("webhook-id"), first.header("webhook-id"));
+    assert_eq!(second.body, first.body);
+    // The signature covers this attempt's timestamp.
+    assert_eq!(
+        second.header("webhook-timestamp"),
+        Some(((T0 + 1000) / 1000).to_string().as_str())
+    );
+    w.reply(0, second.token, 200, None);
+    assert_eq!(w.m(Metric::DeliveredAfterRetry), 1);
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
+#[test]
+fn retry_after_on_429_sets_the_next_delay() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    w.reply(0, w.last().token, 429, Some("30"));
+    w.now += 29_999;
+    w.sweep();
+    assert_eq!(w.sent().len(), 1);
+    w.now += 1;
+    w.sweep();
+    assert_eq!(w.sent().len(), 2);
+}
+
+#[test]
+fn gone_stops_at_once_and_reports_to_the_dead_letter_endpoint() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    w.reply(0, w.last().token, 410, None);
+    let report = w.last();
+    assert_eq!(report.cluster, "dlq");
+    assert_eq!(report.header(":path"), Some("/dead"));
+    let json: serde_json::Value = serde_json::from_str(&report.body).unwrap();
+    assert_eq!(json["reason"], "gone");
+    assert_eq!(json["endpoint"]["name"], "crm");
+    assert_eq!(json["endpoint"]["url"], "http://hooks.local:8080/in?x=1");
+    assert_eq!(json["notification"]["id"], 1);
+    assert_eq!(json["attempts"][0]["outcome"], "HTTP 410");
+    assert!(!report.body.contains("whsec_"), "no secret in reports");
+    w.now += 3_600_000;
+    w.sweep();
+    assert_eq!(w.sent().len(), 2, "nothing after the report");
+    assert_eq!(w.m(Metric::DeliveriesGone), 1);
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
+#[test]
+fn exhausted_after_max_attempts_with_every_attempt_reported() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    for _ in 0..3 {
+        let t = w.last().token;
+        w.reply(0, t, 500, None);
+        w.now += 10_000;
+        w.sweep();
+    }
+    let sent = w.sent();
+    assert_eq!(
+        sent.iter().filter(|s| s.cluster == "webhook_crm").count(),
+        3
+    );
+    let report = sent.iter().find(|s| s.cluster == "dlq").unwrap();
+    let json: serde_json::Value = serde_json::from_str(&report.body).unwrap();
+    assert_eq!(json["reason"], "exhausted");
+    assert_eq!(json["attemptCount"], 3);
+    assert_eq!(json["attempts"].as_array().unwrap().len(), 3);
+    assert_eq!(w.m(Metric::DeliveriesExhausted), 1);
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
+#[test]
+fn a_newer_event_replaces_an_older_one_waiting_for_retry() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Pending, A)]);
+    w.reply(0, w.last().token, 503, None);
+    w.observe(0, &[note(1, DeliveryStatus::Success, B)]);
+    let sent = w.sent();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].body, r#"{"id":1,"deliveryStatus":5}"#);
+    assert_eq!(w.m(Metric::DeliveriesSuperseded), 1);
+    w.reply(0, sent[1].token, 200, None);
+    w.now += 60_000;
+    w.sweep();
+    assert_eq!(w.sent().len(), 2, "the older state is never sent again");
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
+#[test]
+fn a_newer_event_waits_behind_the_attempt_on_the_wire() {
+    let w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Pending, A)]);
+    let first = w.last();
+    w.observe(0, &[note(1, DeliveryStatus::InProgress, B)]);
+    w.observe(0, &[note(1, DeliveryStatus::Success, C)]);
+    assert_eq!(
+        w.sent().len(),
+        1,
+        "nothing overtakes the attempt on the wire"
+    );
+    w.reply(0, first.token, 200, None);
+    let next = w.last();
+    assert_eq!(w.sent().len(), 2);
+    assert_eq!(
+        next.body, r#"{"id":1,"deliveryStatus":5}"#,
+        "only the newest queued state"
+    );
+    w.reply(0, next.token, 200, None);
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
+#[test]
+fn an_older_event_that_fails_while_a_newer_one_waits_is_dropped_for_it() {
+    let w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Pending, A)]);
+    let first = w.last();
+    w.observe(0, &[note(1, DeliveryStatus::Success, B)]);
+    w.reply(0, first.token, 503, None);
+    assert_eq!(w.m(Metric::DeliveriesSuperseded), 1);
+    assert_eq!(w.last().body, r#"{"id":1,"deliveryStatus":5}"#);
+}
+
+#[test]
+fn a_late_older_observation_is_stale_and_not_sent() {
+    let w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, B)]);
+    w.observe(0, &[note(1, DeliveryStatus::InProgress, A)]);
+    assert_eq!(w.sent().len(), 1);
+    assert_eq!(w.m(Metric::EventsStale), 1);
+}
+
+#[test]
+fn racing_senders_make_exactly_one_attempt_per_delivery() {
+    let json = ONE_ENDPOINT.replace(
+        r#""headers""#,
+        r#""circuitBreaker": {"failureThreshold": 1000}, "headers""#,
+    );
+    let mut w = World::new(&json, 3);
+    let ns: Vec<_> = (1..=50)
+        .map(|i| note(i, DeliveryStatus::Failed, A))
+        .collect();
+    w.observe(0, &ns);
+    assert_eq!(w.sent().len(), 50);
+    for s in w.sent() {
+        w.reply(0, s.token, 503, None);
+    }
+    w.now += 5_000;
+    // Every VM ticks over the same ledger, interleaved.
+    w.sweep();
+    let retries: Vec<_> = w.sent().into_iter().skip(50).collect();
+    assert_eq!(retries.len(), 50);
+    let mut ids: Vec<_> = retries
+        .iter()
+        .map(|s| s.header("webhook-id").unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50, "no delivery sent twice");
+}
+
+#[test]
+fn max_in_flight_holds_the_rest_until_a_lease_frees() {
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 2, "headers""#);
+    let w = World::new(&json, 1);
+    let ns: Vec<_> = (1..=5)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &ns);
+    assert_eq!(w.sent().len(), 2);
+    let first = w.sent()[0].token;
+    w.reply(0, first, 200, None);
+    assert_eq!(w.sent().len(), 3, "a freed lease lets one more go at once");
+    for s in w.sent().into_iter().skip(1) {
+        w.reply(0, s.token, 200, None);
+    }
+    w.tick(0);
+    assert_eq!(w.sent().len(), 5);
+}
+
+#[test]
+fn an_open_circuit_holds_deliveries_and_probes_with_one() {
+    let json = ONE_ENDPOINT.replace(
+        r#""headers""#,
+        r#""circuitBreaker": {"failureThreshold": 2, "openMs": 10000}, "retry": {"maxAttempts": 20, "initialDelayMs": 100, "maxDelayMs": 100, "jitter": 0.0}, "headers""#,
+    ).replace(r#""retry": {"maxAttempts": 3, "initialDelayMs": 1000, "multiplier": 2.0, "maxDelayMs": 60000, "jitter": 0.0}"#, r#""timeoutMs": 1000"#);
+    let mut w = World::new(&json, 1);
+    let ns: Vec<_> = (1..=3)
+        .map(|i| note(i, DeliveryStatus::Failed, A))
+        .collect();
+    w.observe(0, &ns);
+    for s in w.sent() {
+        w.reply(0, s.token, 500, None);
+    }
+    assert_eq!(w.m(Metric::CircuitsOpened), 1);
+    let before = w.sent().len();
+    w.now += 5_000;
+    w.sweep();
+    assert_eq!(w.sent().len(), before, "held while open");
+    w.now += 5_001;
+    w.sweep();
+    assert_eq!(w.sent().len(), before + 1, "one probe when half-open");
+    let probe = w.last().token;
+    w.reply(0, probe, 200, None);
+    w.now += 1_000;
+    w.sweep();
+    assert_eq!(w.sent().len(), before + 3, "closed again: the rest go");
+    assert_eq!(w.m(Metric::CircuitsOpen), 0);
+}
+
+#[test]
+fn a_claim_lost_with_its_vm_is_retried_by_another() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    assert_eq!(w.sent().len(), 1);
+    // VM 0 is replaced and never hears back. After the timeout and the lease margin another
+    // sender takes over.
+    w.senders[0] = RefCell::new(Sender::new(&w.config, 64));
+    w.now += 5_000;
+    w.sweep();
+    assert_eq!(w.sent().len(), 1);
+    w.now += 10_001;
+    w.sweep();
+    w.now += 2_000;
+    w.sweep();
+    assert_eq!(w.sent().len(), 2);
+    assert_eq!(
+        w.sent()[1].header("webhook-id"),
+        w.sent()[0].header("webhook-id")
+    );
+}
+
+#[test]
+fn a_reset_without_headers_and_an_envoy_timeout_are_retried() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(
+        0,
+        &[
+            note(1, DeliveryStatus::Success, A),
+            note(2, DeliveryStatus::Success, A),
+        ],
+    );
+    let sent = w.sent();
+    w.reply_with(0, sent[0].token, AttemptResponse::default());
+    let timeout = AttemptResponse {
+        num_headers: 2,
+        status: Some(504),
+        retry_after: None,
+        upstream_timeout: true,
+    };
+    w.reply_with(0, sent[1].token, timeout);
+    assert_eq!(w.m(Metric::RetriesScheduled), 2);
+    w.now += 1_000;
+    w.sweep();
+    assert_eq!(w.sent().len(), 4);
+}
+
+#[test]
+fn a_full_ledger_drops_and_counts() {
+    let json = ONE_ENDPOINT.replace(r#""maxPending": 128"#, r#""maxPending": 4"#);
+    let w = World::new(&json, 1);
+    let ns: Vec<_> = (1..=6)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &ns);
+    assert_eq!(w.m(Metric::DeliveriesDropped), 2);
+    assert_eq!(w.m(Metric::Pending), 4);
+}
+
+#[test]
+fn an_unknown_cluster_is_a_failed_attempt_not_a_crash() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.net.borrow_mut().refuse = true;
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    assert_eq!(w.m(Metric::DispatchErrors), 1);
+    assert_eq!(w.m(Metric::RetriesScheduled), 1);
+    w.net.borrow_mut().refuse = false;
+    w.now += 1_000;
+    w.sweep();
+    assert_eq!(w.sent().len(), 1);
+}
+
+#[test]
+fn a_removed_endpoint_drops_its_pending_deliveries() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 503, None);
+    let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
+    w.config = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
+    w.now += 10_000;
+    w.sweep();
+    assert_eq!(w.sent().len(), 1);
+    assert_eq!(w.m(Metric::DeliveriesOrphaned), 1);
+    assert_eq!(w.m(Metric::Pending), 0);
+}
