@@ -2,6 +2,7 @@
 //! of a fake network, replies go back in. Time is injected; several senders share one store
 //! the way several Envoy VMs share shared data.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 use std::cell::RefCell;
 
 use osmox_webhook_filter::config::Config;
