@@ -28,6 +28,8 @@ const DEFAULT_MAX_REMEMBERED: u64 = 65_536;
 const DEFAULT_TICK_MS: u64 = 100;
 const MAX_NAME_LEN: usize = 64;
 const MAX_CHANNEL_TYPE: u64 = 12;
+const DEFAULT_MAX_LEARNED: u64 = 256;
+const MAX_LEARNED: u64 = 10_000;
 
 /// Headers the filter sets itself; letting configuration set them would corrupt the request or
 /// forge the signature headers.
@@ -118,6 +120,11 @@ pub struct Learn {
     pub allow_hosts: Vec<HostPattern>,
     pub allow_private: bool,
     pub timeout_ms: u64,
+    /// For an ORIGINAL_DST egress cluster: the header (lowercase) that carries the learned
+    /// URL's `host:port` to it, since a shared cluster cannot take it from its own config.
+    pub original_dst_header: Option<String>,
+    /// How many providers' webhooks are remembered at most; bounds shared data.
+    pub max_learned: usize,
 }
 
 /// An allowed host for learned webhook URLs: an exact name or `*.suffix` (at least one more
@@ -454,6 +461,8 @@ struct RawLearn {
     allow_hosts: Option<Vec<String>>,
     allow_private: Option<bool>,
     timeout_ms: Option<u64>,
+    original_dst_header: Option<String>,
+    max_learned: Option<u64>,
 }
 
 /// A `deliveryStatuses` element, name or code, kept raw so validation can name its index.
@@ -926,12 +935,36 @@ fn compile_learn(raw: RawLearn) -> Result<Option<Learn>, ConfigError> {
             HostPattern::parse(h).map_err(|e| invalid(format!("learn.allowHosts[{j}]"), e))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let original_dst_header = raw
+        .original_dst_header
+        .map(|name| compile_original_dst_header("learn.originalDstHeader", name))
+        .transpose()?;
+    let path = "learn.maxLearned";
+    let max_learned = ranged(path, raw.max_learned, DEFAULT_MAX_LEARNED, 1, MAX_LEARNED)?;
     Ok(Some(Learn {
         cluster,
         allow_hosts,
         allow_private: raw.allow_private.unwrap_or(false),
         timeout_ms: timeout("learn.timeoutMs", raw.timeout_ms)?,
+        original_dst_header,
+        max_learned: usize::try_from(max_learned)
+            .map_err(|_| invalid(path, "does not fit this platform's usize"))?,
     }))
+}
+
+/// Lowercase only: the name is sent as given, and HTTP/2 forbids uppercase header names.
+fn compile_original_dst_header(path: &str, name: String) -> Result<String, ConfigError> {
+    let token = !name.is_empty() && name.chars().all(|c| is_tchar(c) && !c.is_ascii_uppercase());
+    if !token {
+        return Err(invalid(path, "must be a lowercase HTTP header name"));
+    }
+    if RESERVED_HEADERS.contains(&name.as_str()) || name.starts_with("webhook-") {
+        return Err(invalid(
+            path,
+            "is set by the filter and cannot be configured",
+        ));
+    }
+    Ok(name)
 }
 
 #[cfg(test)]
@@ -1102,6 +1135,8 @@ mod tests {
                 ],
                 allow_private: false,
                 timeout_ms: 5000,
+                original_dst_header: None,
+                max_learned: 256,
             }),
             tick_ms: 200,
         };
@@ -1196,6 +1231,65 @@ mod tests {
         let learn = config.learn.unwrap();
         assert_eq!(learn.timeout_ms, 5000);
         assert!(!learn.allow_private);
+        assert_eq!(learn.original_dst_header, None);
+        assert_eq!(learn.max_learned, 256);
+    }
+
+    #[test]
+    fn learn_takes_original_dst_header_and_max_learned() {
+        let config = parse(
+            r#"{"endpoints": [], "learn": {"enabled": true, "cluster": "egress", "allowHosts": ["a.example"],
+                "originalDstHeader": "x-envoy-original-dst-host", "maxLearned": 10000}}"#,
+        );
+        let learn = config.learn.unwrap();
+        assert_eq!(
+            learn.original_dst_header.as_deref(),
+            Some("x-envoy-original-dst-host")
+        );
+        assert_eq!(learn.max_learned, 10_000);
+    }
+
+    #[test]
+    fn rejects_bad_learn_original_dst_header_and_max_learned() {
+        let learn = r#""enabled": true, "cluster": "e", "allowHosts": ["a.b"]"#;
+        for (extra, msg) in [
+            (
+                r#""originalDstHeader": "X-Envoy-Original-Dst-Host""#,
+                "learn.originalDstHeader: must be a lowercase HTTP header name",
+            ),
+            (
+                r#""originalDstHeader": "x dst""#,
+                "learn.originalDstHeader: must be a lowercase HTTP header name",
+            ),
+            (
+                r#""originalDstHeader": """#,
+                "learn.originalDstHeader: must be a lowercase HTTP header name",
+            ),
+            (
+                r#""originalDstHeader": ":authority""#,
+                "learn.originalDstHeader: must be a lowercase HTTP header name",
+            ),
+            (
+                r#""originalDstHeader": "host""#,
+                "learn.originalDstHeader: is set by the filter and cannot be configured",
+            ),
+            (
+                r#""maxLearned": 0"#,
+                "learn.maxLearned: must be between 1 and 10000",
+            ),
+            (
+                r#""maxLearned": 10001"#,
+                "learn.maxLearned: must be between 1 and 10000",
+            ),
+        ] {
+            assert_eq!(
+                err(&format!(
+                    r#"{{"endpoints": [], "learn": {{{learn}, {extra}}}}}"#
+                )),
+                msg,
+                "{extra}"
+            );
+        }
     }
 
     #[test]

@@ -236,6 +236,44 @@ fn insert(bucket: &mut Vec<Seen>, seen: Seen) {
     bucket.push(seen);
 }
 
+/// Responses this VM already processed in full, by hash of request and body. Steady polling
+/// returns the same bytes again and again; recognising them skips the parse and every
+/// shared-data read. Only a response whose every notification was recorded is remembered,
+/// so one that hit a store error is processed again when it is seen again.
+#[derive(Debug)]
+pub struct RecentResponses {
+    hashes: Vec<u64>,
+    next: usize,
+}
+
+impl RecentResponses {
+    pub fn new(capacity: usize) -> Self {
+        RecentResponses {
+            hashes: vec![0; capacity.max(1)],
+            next: 0,
+        }
+    }
+
+    pub fn hash(request: &[u8], body: &[u8]) -> u64 {
+        // Never 0, which marks an empty entry.
+        fnv1a64(&[request, body]).max(1)
+    }
+
+    pub fn contains(&self, hash: u64) -> bool {
+        self.hashes.contains(&hash)
+    }
+
+    pub fn remember(&mut self, hash: u64) {
+        if self.contains(hash) {
+            return;
+        }
+        if let Some(entry) = self.hashes.get_mut(self.next) {
+            *entry = hash;
+        }
+        self.next = (self.next + 1) % self.hashes.len();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,7 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn memory_is_bounded_and_forgets_the_least_recently_seen() {
+    fn memory_is_bounded_and_forgets_the_longest_unchanged() {
         let (s, m) = (MemStore::new(), Memory::new(1024));
         assert_eq!(m.capacity(), 1024);
         for id in 0..20_000u64 {
@@ -377,6 +415,27 @@ mod tests {
         for id in 0..1000 {
             assert!(keys.contains(&m.key(id)));
         }
+    }
+
+    #[test]
+    fn recent_responses_remember_a_bounded_number() {
+        let mut r = RecentResponses::new(2);
+        let (a, b, c) = (
+            RecentResponses::hash(b"q", b"a"),
+            RecentResponses::hash(b"q", b"b"),
+            RecentResponses::hash(b"q", b"c"),
+        );
+        r.remember(a);
+        r.remember(b);
+        r.remember(a);
+        assert!(r.contains(a) && r.contains(b));
+        r.remember(c);
+        assert!(!r.contains(a), "the oldest is forgotten");
+        assert!(r.contains(b) && r.contains(c));
+        assert_ne!(
+            RecentResponses::hash(b"q1", b"a"),
+            RecentResponses::hash(b"q2", b"a")
+        );
     }
 
     #[test]

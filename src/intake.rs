@@ -36,7 +36,16 @@ pub fn webhook_id(n: &Notification, endpoint: &str) -> String {
     format!("msg_{}_{}_{hash:016x}", n.id, n.delivery_status.code())
 }
 
-/// Record the deliveries `notifications` call for; returns the slots to wake a sender for.
+/// What taking in one response did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Intake {
+    /// Slots to wake a sender for.
+    pub wake: Vec<u32>,
+    /// Every notification was recorded: seeing the same response again can change nothing.
+    pub complete: bool,
+}
+
+/// Record the deliveries `notifications` call for.
 pub fn take_in<S: Store + ?Sized>(
     config: &Config,
     endpoints: &[Endpoint],
@@ -45,10 +54,11 @@ pub fn take_in<S: Store + ?Sized>(
     notifications: &[Notification],
     now_ms: u64,
     probe_from: u32,
-) -> Vec<u32> {
+) -> Intake {
     let memory = Memory::new(config.limits.max_remembered);
     let ledger = Ledger::new(config.limits.max_pending);
     let mut wake = Vec::new();
+    let mut complete = true;
     for n in notifications {
         let previous = match memory.observe(store, n, now_ms) {
             Ok(Verdict::New { slots }) => slots,
@@ -63,6 +73,7 @@ pub fn take_in<S: Store + ?Sized>(
             Err(e) => {
                 metrics.add(Metric::StoreConflicts, 1);
                 log::warn!("notification {}: dedupe memory unavailable: {e:?}", n.id);
+                complete = false;
                 continue;
             }
         };
@@ -93,6 +104,7 @@ pub fn take_in<S: Store + ?Sized>(
                     );
                 }
                 Err(LedgerError::Store(e)) => {
+                    complete = false;
                     metrics.add(Metric::DeliveriesDropped, 1);
                     log::warn!("{id}: dropped, store error {e:?}");
                 }
@@ -104,5 +116,5 @@ pub fn take_in<S: Store + ?Sized>(
             metrics.add(Metric::StoreConflicts, 1);
         }
     }
-    wake
+    Intake { wake, complete }
 }

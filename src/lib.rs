@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod events;
 pub mod extract;
 pub mod intake;
+pub mod learn;
 pub mod metrics;
 pub mod osmox;
 pub mod routing;

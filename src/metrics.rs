@@ -33,6 +33,7 @@ pub enum MetricKind {
 
 metrics! {
     ResponsesWatched => "responses_watched", Counter;
+    ResponsesUnchanged => "responses_unchanged", Counter;
     SkippedTooLarge => "bodies_skipped_too_large", Counter;
     SkippedNotJson => "bodies_skipped_not_json", Counter;
     SkippedEncoded => "bodies_skipped_encoded", Counter;
@@ -57,6 +58,11 @@ metrics! {
     DeadLettersSent => "dead_letters_sent", Counter;
     CircuitsOpened => "circuits_opened", Counter;
     StoreConflicts => "store_conflicts", Counter;
+    RegistrationsLearned => "registrations_learned", Counter;
+    RegistrationsRemoved => "registrations_removed", Counter;
+    RegistrationsRefused => "registrations_refused", Counter;
+    RegistrationsFull => "registrations_full", Counter;
+    LearnedEndpoints => "learned_endpoints", Gauge;
     Pending => "pending", Gauge;
     InFlight => "in_flight", Gauge;
     CircuitsOpen => "circuits_open", Gauge;

@@ -11,6 +11,8 @@ pub enum Registration {
     /// The provider's active webhook is now `webhook_url`.
     Upsert {
         provider_id: u64,
+        /// The webhook row's own id, when the answer selected it: a later delete names it.
+        webhook_id: Option<u64>,
         webhook_url: String,
     },
     /// The webhook row `webhook_id` was deleted or deactivated (`status: 0`).
@@ -84,6 +86,14 @@ fn webhooks_target(path: &str) -> Option<Target> {
     (segments.next()? == "webhooks").then_some(Target::Item(id))
 }
 
+/// A REST call that may change OsmoX's webhook table: worth watching when learning is on.
+pub fn is_webhook_route(method: &str, path: &str) -> bool {
+    let writes = ["POST", "PUT", "PATCH", "DELETE"]
+        .iter()
+        .any(|m| method.eq_ignore_ascii_case(m));
+    writes && webhooks_target(path).is_some()
+}
+
 fn rest(method: &str, path: &str, body: &[u8]) -> Option<Registration> {
     let target = webhooks_target(path)?;
     if method.eq_ignore_ascii_case("DELETE") {
@@ -135,6 +145,7 @@ fn from_row(row: &Map<String, Value>) -> Option<Registration> {
     }
     Some(Registration::Upsert {
         provider_id,
+        webhook_id: row.get("id").and_then(Value::as_u64),
         webhook_url: webhook_url.to_string(),
     })
 }
@@ -191,8 +202,18 @@ mod tests {
     fn partner_upsert() -> Option<Registration> {
         Some(Registration::Upsert {
             provider_id: 1,
+            webhook_id: Some(3),
             webhook_url: "https://hooks.partner.example.com/osmox/status".to_string(),
         })
+    }
+
+    #[test]
+    fn webhook_routes_are_writes_to_the_webhook_table() {
+        assert!(is_webhook_route("POST", "/webhooks"));
+        assert!(is_webhook_route("delete", "/api/v1/webhooks/3?x"));
+        assert!(!is_webhook_route("GET", "/webhooks"));
+        assert!(!is_webhook_route("POST", "/webhooks/logs"));
+        assert!(!is_webhook_route("POST", "/notifications"));
     }
 
     #[test]
@@ -202,6 +223,7 @@ mod tests {
             gql(&mutation(), GQL_REGISTER_REAL.as_bytes()),
             Some(Registration::Upsert {
                 provider_id: 1,
+                webhook_id: Some(1),
                 webhook_url: "http://127.0.0.1:8089/osmox/webhook".to_string(),
             })
         );

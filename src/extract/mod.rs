@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use crate::osmox::{DeliveryStatus, Notification};
 
 pub use graphql::{graphql_request_facts, RequestFacts};
-pub use learn::{extract_registration, Registration};
+pub use learn::{extract_registration, is_webhook_route, Registration};
 
 /// How many levels below the walk's root (GraphQL `data`, the REST body) are searched.
 /// OsmoX nests rows two levels deep at most; the bound keeps hostile bodies cheap.

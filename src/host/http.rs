@@ -10,8 +10,10 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::root::{now_ms, Shared};
 use super::shared_store::SharedData;
+use crate::events::RecentResponses;
 use crate::extract::{self, RequestFacts, WatchKind};
 use crate::intake;
+use crate::learn::{Change, Registry};
 use crate::metrics::{Metric, Metrics};
 
 /// GraphQL request bodies are small; a larger one is not ours to read.
@@ -21,6 +23,12 @@ pub struct Watch {
     context_id: u32,
     shared: Rc<Shared>,
     kind: Option<WatchKind>,
+    /// Read notifications from the body: cleared when the response is not one to parse.
+    notifications: bool,
+    /// A call that may change OsmoX's webhook table, watched when learning is on.
+    registration: bool,
+    method: String,
+    path: String,
     request: Vec<u8>,
     body: Vec<u8>,
 }
@@ -31,12 +39,16 @@ impl Watch {
             context_id,
             shared,
             kind: None,
+            notifications: false,
+            registration: false,
+            method: String::new(),
+            path: String::new(),
             request: Vec::new(),
             body: Vec::new(),
         }
     }
 
-    /// Stop watching this stream, counting why.
+    /// Stop reading this response, counting why.
     fn skip(&mut self, why: Metric) {
         self.shared.metrics.add(why, 1);
         self.kind = None;
@@ -46,6 +58,93 @@ impl Watch {
     fn header(&self, map: MapType, name: &str) -> Option<String> {
         hostcalls::get_map_value(map, name).ok().flatten()
     }
+
+    fn take_notifications(&self, kind: WatchKind, facts: &RequestFacts) {
+        let metrics = &self.shared.metrics;
+        let hash = RecentResponses::hash(&self.request, &self.body);
+        if self.shared.recent.borrow().contains(hash) {
+            metrics.add(Metric::ResponsesUnchanged, 1);
+            return;
+        }
+        let extracted = match extract::extract(kind, &self.body, facts) {
+            Ok(x) => x,
+            Err(e) => {
+                metrics.add(Metric::SkippedMalformed, 1);
+                log::debug!("#{} response not understood: {e}", self.context_id);
+                return;
+            }
+        };
+        if extracted.skipped_objects > 0 {
+            metrics.add(Metric::ObjectsSkipped, extracted.skipped_objects as i64);
+        }
+        let endpoints = self.shared.endpoints();
+        let intake = intake::take_in(
+            &self.shared.config,
+            &endpoints,
+            &SharedData,
+            metrics,
+            &extracted.notifications,
+            now_ms(),
+            self.context_id.wrapping_mul(2_654_435_761),
+        );
+        if intake.complete {
+            self.shared.recent.borrow_mut().remember(hash);
+        }
+        if let Some(queue) = self.shared.queue {
+            for slot in intake.wake {
+                let _ = hostcalls::enqueue_shared_queue(queue, Some(&slot.to_le_bytes()));
+            }
+        }
+    }
+
+    fn learn_registration(&self, kind: WatchKind, facts: &RequestFacts) {
+        let Some(learn) = &self.shared.config.learn else {
+            return;
+        };
+        let Some(reg) =
+            extract::extract_registration(kind, &self.method, &self.path, facts, &self.body)
+        else {
+            return;
+        };
+        let metrics = &self.shared.metrics;
+        match Registry::new(learn.max_learned).apply(&SharedData, &reg, learn) {
+            Ok(Change::Added) => {
+                metrics.add(Metric::RegistrationsLearned, 1);
+                metrics.add(Metric::LearnedEndpoints, 1);
+            }
+            Ok(Change::Changed) => metrics.add(Metric::RegistrationsLearned, 1),
+            Ok(Change::Removed) => {
+                metrics.add(Metric::RegistrationsRemoved, 1);
+                metrics.add(Metric::LearnedEndpoints, -1);
+            }
+            Ok(Change::Unchanged) => {}
+            Ok(Change::Refused(why)) => {
+                metrics.add(Metric::RegistrationsRefused, 1);
+                log::warn!(
+                    "#{} webhook registration not learned: {why}",
+                    self.context_id
+                );
+                return;
+            }
+            Ok(Change::Full) => {
+                metrics.add(Metric::RegistrationsFull, 1);
+                log::warn!(
+                    "#{} webhook registration not learned: learn.maxLearned reached",
+                    self.context_id
+                );
+                return;
+            }
+            Err(e) => {
+                metrics.add(Metric::StoreConflicts, 1);
+                log::warn!(
+                    "#{} webhook registration not learned: {e:?}",
+                    self.context_id
+                );
+                return;
+            }
+        }
+        log::info!("#{} webhook registration learned: {reg:?}", self.context_id);
+    }
 }
 
 impl Context for Watch {}
@@ -54,14 +153,29 @@ impl HttpContext for Watch {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         let method = self.header(MapType::HttpRequestHeaders, ":method");
         let path = self.header(MapType::HttpRequestHeaders, ":path");
-        if let (Some(method), Some(path)) = (method, path) {
-            let watch = &self.shared.config.watch;
-            self.kind = extract::classify(
-                &method,
-                &path,
-                &watch.graphql_paths,
-                &watch.rest_path_prefixes,
-            );
+        let (Some(method), Some(path)) = (method, path) else {
+            return Action::Continue;
+        };
+        let config = &self.shared.config;
+        let watch = &config.watch;
+        self.kind = extract::classify(
+            &method,
+            &path,
+            &watch.graphql_paths,
+            &watch.rest_path_prefixes,
+        );
+        self.notifications = self.kind.is_some();
+        if config.learn.is_some() {
+            if self.kind == Some(WatchKind::Graphql) {
+                self.registration = true;
+            } else if extract::is_webhook_route(&method, &path) {
+                self.kind = Some(WatchKind::Rest);
+                self.registration = true;
+            }
+        }
+        if self.kind.is_some() {
+            self.method = method;
+            self.path = path;
         }
         Action::Continue
     }
@@ -85,18 +199,23 @@ impl HttpContext for Watch {
             self.skip(Metric::SkippedStatus);
             return Action::Continue;
         }
+        let encoding = self.header(MapType::HttpResponseHeaders, "content-encoding");
+        if encoding.is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
+            self.skip(Metric::SkippedEncoded);
+            return Action::Continue;
+        }
         let content_type = self
             .header(MapType::HttpResponseHeaders, "content-type")
             .unwrap_or_default()
             .to_ascii_lowercase();
         if !content_type.contains("json") {
-            self.skip(Metric::SkippedNotJson);
-            return Action::Continue;
-        }
-        let encoding = self.header(MapType::HttpResponseHeaders, "content-encoding");
-        if encoding.is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
-            self.skip(Metric::SkippedEncoded);
-            return Action::Continue;
+            // A registration delete may answer 204 with no body: still worth reading.
+            if !self.registration {
+                self.skip(Metric::SkippedNotJson);
+                return Action::Continue;
+            }
+            self.shared.metrics.add(Metric::SkippedNotJson, 1);
+            self.notifications = false;
         }
         let length = self
             .header(MapType::HttpResponseHeaders, "content-length")
@@ -129,35 +248,11 @@ impl HttpContext for Watch {
             WatchKind::Graphql => extract::graphql_request_facts(&self.request),
             WatchKind::Rest => RequestFacts::default(),
         };
-        let metrics = &self.shared.metrics;
-        let extracted = match extract::extract(kind, &self.body, &facts) {
-            Ok(x) => x,
-            Err(e) => {
-                metrics.add(Metric::SkippedMalformed, 1);
-                log::debug!("#{} response not understood: {e}", self.context_id);
-                return;
-            }
-        };
-        if extracted.skipped_objects > 0 {
-            metrics.add(Metric::ObjectsSkipped, extracted.skipped_objects as i64);
+        if self.registration {
+            self.learn_registration(kind, &facts);
         }
-        if extracted.notifications.is_empty() {
-            return;
-        }
-        let config = &self.shared.config;
-        let wake = intake::take_in(
-            config,
-            &config.endpoints,
-            &SharedData,
-            metrics,
-            &extracted.notifications,
-            now_ms(),
-            self.context_id.wrapping_mul(2_654_435_761),
-        );
-        if let Some(queue) = self.shared.queue {
-            for slot in wake {
-                let _ = hostcalls::enqueue_shared_queue(queue, Some(&slot.to_le_bytes()));
-            }
+        if self.notifications {
+            self.take_notifications(kind, &facts);
         }
     }
 }

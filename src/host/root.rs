@@ -1,6 +1,7 @@
 //! The root context: loads the configuration, and owns delivery (queue, tick, callouts),
 //! because a callout made from a stream's context dies with the stream.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -11,17 +12,20 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 use super::http::Watch;
 use super::metrics::EnvoyMetrics;
 use super::shared_store::{ensure, SharedData};
-use crate::config::Config;
+use crate::config::{Config, Endpoint};
 use crate::delivery::ledger::Ledger;
 use crate::delivery::outcome::AttemptResponse;
 use crate::delivery::sender::{Dispatch, Io, Sender};
-use crate::events::Memory;
+use crate::events::{Memory, RecentResponses};
+use crate::learn::Registry;
 
 /// The queue HTTP contexts put filled slots on; whichever root context registered it last
 /// receives them, so each is woken once.
 pub const QUEUE: &str = "deliveries";
 /// Slots each root context sweeps per tick: bounds the main thread's work per tick.
 const SCAN_PER_TICK: u32 = 256;
+/// Distinct watched responses each VM remembers to skip when they come again unchanged.
+const RECENT_RESPONSES: usize = 256;
 /// Slot numbers taken from the queue per wake-up.
 const DEQUEUE_BATCH: usize = 1024;
 
@@ -30,6 +34,37 @@ pub struct Shared {
     pub config: Config,
     pub metrics: EnvoyMetrics,
     pub queue: Option<u32>,
+    pub recent: RefCell<RecentResponses>,
+    /// Configured plus learned endpoints, with the learned map's version they were built at.
+    endpoints: RefCell<(Option<u32>, Rc<Vec<Endpoint>>)>,
+}
+
+impl Shared {
+    /// Every endpoint deliveries may go to; rebuilt only when the learned map changed.
+    pub fn endpoints(&self) -> Rc<Vec<Endpoint>> {
+        let Some(learn) = &self.config.learn else {
+            return self.endpoints.borrow().1.clone();
+        };
+        let registry = Registry::new(learn.max_learned);
+        let version = registry.version(&SharedData).ok().flatten();
+        if self.endpoints.borrow().0 == version {
+            return self.endpoints.borrow().1.clone();
+        }
+        let mut all = self.config.endpoints.clone();
+        if let Ok(learned) = registry.endpoints(&SharedData, &self.config) {
+            for e in learned {
+                if all.iter().all(|c| c.name != e.name) {
+                    all.push(e);
+                }
+            }
+        }
+        for key in Sender::keys(&all) {
+            ensure(&key, b"{}");
+        }
+        let all = Rc::new(all);
+        *self.endpoints.borrow_mut() = (version, all.clone());
+        all
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -75,10 +110,11 @@ impl Root {
         }
     }
 
-    fn with_sender(&mut self, f: impl FnOnce(&mut Sender, &Config, &mut Io)) {
+    fn with_sender(&mut self, f: impl FnOnce(&mut Sender, &Config, &[Endpoint], &mut Io)) {
         let (Some(shared), Some(sender)) = (&self.shared, &mut self.sender) else {
             return;
         };
+        let endpoints = shared.endpoints();
         let mut net = Net;
         let mut io = Io {
             store: &SharedData,
@@ -86,7 +122,7 @@ impl Root {
             net: &mut net,
             now_ms: now_ms(),
         };
-        f(sender, &shared.config, &mut io);
+        f(sender, &shared.config, &endpoints, &mut io);
     }
 }
 
@@ -122,8 +158,8 @@ impl Context for Root {
                 response.upstream_timeout = body == b"upstream request timeout";
             }
         }
-        self.with_sender(|sender, config, io| {
-            sender.on_response(config, &config.endpoints, io, token, &response);
+        self.with_sender(|sender, config, endpoints, io| {
+            sender.on_response(config, endpoints, io, token, &response);
         });
     }
 }
@@ -155,6 +191,9 @@ impl RootContext for Root {
         for key in Sender::keys(&config.endpoints) {
             ensure(&key, b"{}");
         }
+        if config.learn.is_some() {
+            ensure(Registry::key(), b"");
+        }
         let queue = hostcalls::register_shared_queue(QUEUE).ok();
         if hostcalls::set_tick_period(Duration::from_millis(config.tick_ms)).is_err() {
             log::error!("#{} could not set the tick period", self.context_id);
@@ -169,16 +208,19 @@ impl RootContext for Root {
             Memory::new(config.limits.max_remembered).capacity(),
         );
         self.sender = Some(Sender::new(&config, SCAN_PER_TICK));
+        let configured = Rc::new(config.endpoints.clone());
         self.shared = Some(Rc::new(Shared {
+            endpoints: RefCell::new((None, configured)),
             config,
             metrics: EnvoyMetrics::define(),
             queue,
+            recent: RefCell::new(RecentResponses::new(RECENT_RESPONSES)),
         }));
         true
     }
 
     fn on_tick(&mut self) {
-        self.with_sender(|sender, config, io| sender.tick(config, &config.endpoints, io));
+        self.with_sender(|sender, config, endpoints, io| sender.tick(config, endpoints, io));
     }
 
     fn on_queue_ready(&mut self, queue_id: u32) {
@@ -193,9 +235,9 @@ impl RootContext for Root {
                 _ => break,
             }
         }
-        self.with_sender(|sender, config, io| {
+        self.with_sender(|sender, config, endpoints, io| {
             for slot in slots {
-                sender.wake(config, &config.endpoints, io, slot);
+                sender.wake(config, endpoints, io, slot);
             }
         });
     }

@@ -1,0 +1,977 @@
+//! Webhook URLs learned from OsmoX's own registration traffic, turned into endpoints.
+//!
+//! OsmoX keeps one active webhook per provider and fires it on SUCCESS and FAILED of that
+//! provider's notifications; the registry mirrors exactly that mapping. It lives under one
+//! shared-data key so every VM sees the same endpoints, and is bounded because shared data is
+//! never freed. URLs come from traffic, i.e. from whoever can call OsmoX's webhook API, so each
+//! one passes the SSRF policy in [`check_url`] when learned and again whenever endpoints are
+//! built, so tightening the policy takes effect without forgetting anything.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{CircuitPolicy, Config, Endpoint, Learn, Target};
+use crate::extract::Registration;
+use crate::osmox::StatusSet;
+use crate::store::{self, Cas, Store, StoreError};
+
+/// The shared-data key holding every learned mapping.
+const KEY: &str = "learn/map";
+/// Providers remembered when nobody says otherwise (`learn.maxLearned`'s default).
+pub const DEFAULT_CAPACITY: usize = 256;
+/// Longer URLs are refused: the whole map is rewritten on every change.
+pub const MAX_URL_LEN: usize = 2048;
+/// Learned endpoints are named `learned-<providerId>`.
+pub const NAME_PREFIX: &str = "learned-";
+/// A configured endpoint's defaults; learned ones cannot configure these.
+const MAX_IN_FLIGHT: u32 = 64;
+const CIRCUIT: CircuitPolicy = CircuitPolicy {
+    failure_threshold: 5,
+    open_ms: 30_000,
+};
+
+/// Why a learned URL was refused (each is counted and logged by the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not `http` or `https`.
+    Scheme,
+    /// The host matches no `learn.allowHosts` pattern.
+    NotAllowedHost,
+    /// An IP literal or `localhost` in a loopback, private, link-local or otherwise
+    /// non-public range, while `learn.allowPrivate` is off.
+    PrivateAddress,
+    /// Not an absolute URL we can send to (userinfo, fragment, bad host or port, too long).
+    BadUrl,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::Scheme => "scheme is not http or https",
+            Refusal::NotAllowedHost => "host is not in learn.allowHosts",
+            Refusal::PrivateAddress => "private or loopback address (learn.allowPrivate is off)",
+            Refusal::BadUrl => "not a usable absolute URL",
+        })
+    }
+}
+
+/// A URL that passed the policy, with what an ORIGINAL_DST cluster needs.
+struct Checked {
+    target: Target,
+    /// `host:port`, the port made explicit from the scheme when the URL has none.
+    host_port: String,
+}
+
+/// Check a URL from OsmoX traffic against the learn policy (SSRF guard). Ok → the Target to
+/// POST to (cluster = `learn.cluster`).
+///
+/// The host must always match `learn.allowHosts`. An IP literal (including the numeric forms
+/// resolvers accept, like `2130706433` or `0x7f.1`) or `localhost` must also be public unless
+/// `learn.allowPrivate` is set. IPv6 literals can never match a host pattern, so they are
+/// never learned.
+///
+/// Limit: a *name* that resolves to a private address cannot be caught here, since the filter
+/// does no DNS. The egress cluster must restrict where it connects (e.g. a dynamic forward
+/// proxy with a DNS filter, or an RBAC/network policy on the egress path).
+pub fn check_url(url: &str, learn: &Learn) -> Result<Target, Refusal> {
+    checked(url, learn).map(|c| c.target)
+}
+
+fn checked(url: &str, learn: &Learn) -> Result<Checked, Refusal> {
+    if url.len() > MAX_URL_LEN {
+        return Err(Refusal::BadUrl);
+    }
+    let (scheme, _) = url.split_once("://").ok_or(Refusal::BadUrl)?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(Refusal::Scheme);
+    }
+    let target = Target::from_url(&learn.cluster, url).map_err(|_| Refusal::BadUrl)?;
+    let (host, port) = split_authority(&target.authority).ok_or(Refusal::BadUrl)?;
+    // Private first: it is the more useful reason when both apply.
+    if !learn.allow_private && is_private_host(host)? {
+        return Err(Refusal::PrivateAddress);
+    }
+    if !learn.allow_hosts.iter().any(|p| p.matches(host)) {
+        return Err(Refusal::NotAllowedHost);
+    }
+    let port = match port {
+        Some(port) => port,
+        None if target.scheme == "https" => "443",
+        None => "80",
+    };
+    let host_port = format!("{host}:{port}");
+    Ok(Checked { target, host_port })
+}
+
+/// `(host, port)` of an authority `parse_url` accepted; an IPv6 host keeps its brackets.
+fn split_authority(authority: &str) -> Option<(&str, Option<&str>)> {
+    if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        let host = authority.get(..=end)?;
+        let port = authority.get(end + 1..)?.strip_prefix(':');
+        Some((host, port))
+    } else {
+        Some(match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        })
+    }
+}
+
+/// Whether `host` names a non-public address without DNS: an IP literal or `localhost`.
+/// A host that looks numeric but is no valid address is `BadUrl`, as a browser would have it.
+fn is_private_host(host: &str) -> Result<bool, Refusal> {
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let ip: Ipv6Addr = inner.parse().map_err(|_| Refusal::BadUrl)?;
+        return Ok(is_private_v6(ip));
+    }
+    // A trailing dot names the same host to a resolver.
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.eq_ignore_ascii_case("localhost") || name.to_ascii_lowercase().ends_with(".localhost") {
+        return Ok(true);
+    }
+    let last = name.rsplit('.').next().unwrap_or(name);
+    if !is_numeric_label(last) {
+        return Ok(false);
+    }
+    let ip = parse_ipv4_loose(name).ok_or(Refusal::BadUrl)?;
+    Ok(is_private_v4(ip))
+}
+
+/// A decimal or `0x` hex label: what makes a host an IPv4 address to `inet_aton` and WHATWG.
+fn is_numeric_label(label: &str) -> bool {
+    let hex = label
+        .strip_prefix("0x")
+        .or_else(|| label.strip_prefix("0X"));
+    match hex {
+        Some(digits) => digits.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
+    }
+}
+
+/// IPv4 in every form `inet_aton` accepts (1-4 parts, each decimal, octal or hex, the last
+/// filling the remaining bytes), because the resolver behind the egress cluster accepts them.
+fn parse_ipv4_loose(host: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let (digits, radix) =
+            if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+                (hex, 16)
+            } else if part.len() > 1 && part.starts_with('0') {
+                (part.get(1..)?, 8)
+            } else {
+                (*part, 10)
+            };
+        if digits.is_empty() {
+            // `0x` alone is 0 to inet_aton; treat it as such rather than guess otherwise.
+            if radix == 16 {
+                values.push(0u32);
+                continue;
+            }
+            return None;
+        }
+        values.push(u32::from_str_radix(digits, radix).ok()?);
+    }
+    let (last, init) = values.split_last()?;
+    let mut addr: u32 = 0;
+    for (i, v) in init.iter().enumerate() {
+        if *v > 255 {
+            return None;
+        }
+        addr |= v << (24 - 8 * i);
+    }
+    let last_bits = 8 * (4 - init.len() as u32);
+    if last_bits < 32 && *last >= 1 << last_bits {
+        return None;
+    }
+    Some(Ipv4Addr::from(addr | last))
+}
+
+/// Loopback, private, link-local (incl. cloud metadata 169.254.169.254), CGNAT, "this network"
+/// (0/8), and multicast/reserved/broadcast (224/3): nothing a webhook belongs on.
+fn is_private_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, _, _] = ip.octets();
+    a == 0
+        || a == 10
+        || a == 127
+        || (a == 169 && b == 254)
+        || (a == 172 && (16..=31).contains(&b))
+        || (a == 192 && b == 168)
+        || (a == 100 && (64..=127).contains(&b))
+        || a >= 224
+}
+
+/// Loopback, unspecified, link-local (fe80::/10), site-local (fec0::/10), unique-local
+/// (fc00::/7), multicast, and any IPv4 embedded in a form that reaches it: mapped
+/// (::ffff:0:0/96), compatible (::/96), NAT64 (64:ff9b::/96) and 6to4 (2002::/16).
+fn is_private_v6(ip: Ipv6Addr) -> bool {
+    if ip.is_loopback() || ip.is_unspecified() {
+        return true;
+    }
+    let [s0, s1, s2, s3, s4, s5, s6, s7] = ip.segments();
+    let low96_zero = s2 == 0 && s3 == 0 && s4 == 0 && s5 == 0;
+    let compatible = s0 == 0 && s1 == 0 && low96_zero;
+    let nat64 = s0 == 0x64 && s1 == 0xff9b && low96_zero;
+    let embedded = if let Some(v4) = ip.to_ipv4_mapped() {
+        Some(v4)
+    } else if compatible || nat64 {
+        Some(v4_from(s6, s7))
+    } else if s0 == 0x2002 {
+        Some(v4_from(s1, s2))
+    } else {
+        None
+    };
+    if let Some(v4) = embedded {
+        return is_private_v4(v4);
+    }
+    (s0 & 0xffc0) == 0xfe80
+        || (s0 & 0xffc0) == 0xfec0
+        || (s0 & 0xfe00) == 0xfc00
+        || (s0 & 0xff00) == 0xff00
+}
+
+fn v4_from(hi: u16, lo: u16) -> Ipv4Addr {
+    Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))
+}
+
+/// One learned mapping, stored with short keys because the whole list is rewritten each time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    /// OsmoX `providerId`.
+    p: u64,
+    /// The webhook row's id when known: what a delete names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    w: Option<u64>,
+    /// The URL as OsmoX stored it; checked again whenever endpoints are built.
+    u: String,
+}
+
+/// What `apply` did to the mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A provider got its first webhook.
+    Added,
+    /// A provider's webhook URL changed.
+    Changed,
+    /// A mapping was removed.
+    Removed,
+    /// Nothing that affects delivery changed (same URL, or a delete of an unknown webhook).
+    Unchanged,
+    /// The URL failed the policy; nothing was stored.
+    Refused(Refusal),
+    /// A new provider did not fit in `capacity`; nothing was stored.
+    Full,
+}
+
+/// The learned providerId → webhook URL mappings, kept under one shared-data key as a JSON
+/// list sorted by provider, so an unchanged map keeps its CAS and callers need not rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registry {
+    capacity: usize,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl Registry {
+    /// `capacity`: most providers remembered (`learn.maxLearned`).
+    pub fn new(capacity: usize) -> Self {
+        Registry { capacity }
+    }
+
+    /// So the host can create the key at configure time; an empty value reads as no mappings.
+    pub fn key() -> &'static str {
+        KEY
+    }
+
+    /// Apply a registration (after checking its URL). Upsert replaces the provider's URL (one
+    /// active webhook per provider). Delete removes the mapping whose webhook id matches.
+    ///
+    /// `Registration::Upsert` carries no webhook id yet, so mappings learned through here have
+    /// none and a later `Delete` cannot find them; [`Registry::upsert`] takes the id.
+    pub fn apply<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        reg: &Registration,
+        learn: &Learn,
+    ) -> Result<Change, StoreError> {
+        match reg {
+            Registration::Upsert {
+                provider_id,
+                webhook_id,
+                webhook_url,
+            } => self.upsert(store, *provider_id, *webhook_id, webhook_url, learn),
+            Registration::Delete { webhook_id } => self.remove(store, *webhook_id),
+        }
+    }
+
+    /// Make `url` the provider's webhook. A known `webhook_id` is remembered for deletes and
+    /// taken from any other provider, since OsmoX can move a row to another provider; an
+    /// unknown one keeps the id already stored, since OsmoX updates the provider's row in place.
+    pub fn upsert<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        provider_id: u64,
+        webhook_id: Option<u64>,
+        url: &str,
+        learn: &Learn,
+    ) -> Result<Change, StoreError> {
+        if let Err(refusal) = checked(url, learn) {
+            return Ok(Change::Refused(refusal));
+        }
+        self.modify(store, |entries| {
+            let before = entries.len();
+            if let Some(w) = webhook_id {
+                entries.retain(|e| e.p == provider_id || e.w != Some(w));
+            }
+            let moved = entries.len() != before;
+            if let Some(e) = entries.iter_mut().find(|e| e.p == provider_id) {
+                let w = webhook_id.or(e.w);
+                let change = if e.u == url {
+                    Change::Unchanged
+                } else {
+                    Change::Changed
+                };
+                let write = moved || e.u != url || e.w != w;
+                e.u = url.to_string();
+                e.w = w;
+                return (change, write);
+            }
+            if entries.len() >= self.capacity {
+                return (Change::Full, false);
+            }
+            let at = entries.partition_point(|e| e.p < provider_id);
+            entries.insert(
+                at,
+                Entry {
+                    p: provider_id,
+                    w: webhook_id,
+                    u: url.to_string(),
+                },
+            );
+            (Change::Added, true)
+        })
+    }
+
+    /// Forget the mapping of webhook row `webhook_id`, if one is known.
+    pub fn remove<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        webhook_id: u64,
+    ) -> Result<Change, StoreError> {
+        self.modify(store, |entries| {
+            let before = entries.len();
+            entries.retain(|e| e.w != Some(webhook_id));
+            if entries.len() == before {
+                (Change::Unchanged, false)
+            } else {
+                (Change::Removed, true)
+            }
+        })
+    }
+
+    /// Read-modify-write the map; `f` says what changed and whether to write.
+    fn modify<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        mut f: impl FnMut(&mut Vec<Entry>) -> (Change, bool),
+    ) -> Result<Change, StoreError> {
+        let mut outcome = Change::Unchanged;
+        let written = store::update(store, KEY, |current| {
+            let mut entries = decode(current);
+            let (change, write) = f(&mut entries);
+            outcome = change;
+            if !write {
+                return None;
+            }
+            match serde_json::to_vec(&entries) {
+                Ok(bytes) => Some((bytes, change)),
+                Err(_) => {
+                    outcome = Change::Unchanged;
+                    None
+                }
+            }
+        })?;
+        Ok(written.unwrap_or(outcome))
+    }
+
+    /// The learned endpoints, built fresh from the store: name `learned-<providerId>`, target
+    /// from `check_url` (re-checked: a mapping that no longer passes the policy after a config
+    /// change is skipped), SUCCESS and FAILED of that provider only, the top-level `retry`,
+    /// built-in in-flight and circuit defaults, no secrets (OsmoX has none). At most `capacity`
+    /// of them; none when learning is disabled. A name taken by a configured endpoint is
+    /// skipped, since endpoints are told apart by name.
+    pub fn endpoints<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        config: &Config,
+    ) -> Result<Vec<Endpoint>, StoreError> {
+        let Some(learn) = &config.learn else {
+            return Ok(Vec::new());
+        };
+        let current = store.get(KEY)?;
+        let entries = decode(current.as_ref().map(|(v, _)| v.as_slice()));
+        let mut out = Vec::new();
+        for e in entries.iter().take(self.capacity) {
+            let name = format!("{NAME_PREFIX}{}", e.p);
+            if config.endpoint(&name).is_some() {
+                log::warn!(
+                    "learned webhook for provider {}: skipped, endpoint {name:?} is configured",
+                    e.p
+                );
+                continue;
+            }
+            let c = match checked(&e.u, learn) {
+                Ok(c) => c,
+                Err(refusal) => {
+                    log::warn!("learned webhook for provider {}: skipped, {refusal}", e.p);
+                    continue;
+                }
+            };
+            let headers = match &learn.original_dst_header {
+                Some(header) => vec![(header.clone(), c.host_port)],
+                None => Vec::new(),
+            };
+            out.push(Endpoint {
+                name,
+                target: c.target,
+                provider_ids: Some(vec![e.p]),
+                channel_types: None,
+                delivery_statuses: StatusSet::FINAL,
+                timeout_ms: learn.timeout_ms,
+                headers,
+                retry: config.retry.clone(),
+                max_in_flight: MAX_IN_FLIGHT,
+                circuit: CIRCUIT,
+                secrets: Vec::new(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The CAS/version of the mapping key, so callers can cache `endpoints` and rebuild only
+    /// when it changed. `None` until the key exists.
+    pub fn version<S: Store + ?Sized>(&self, store: &S) -> Result<Option<Cas>, StoreError> {
+        Ok(store.get(KEY)?.map(|(_, cas)| cas))
+    }
+}
+
+/// The stored list; an absent, empty or unreadable value is no mappings (the next write
+/// replaces an unreadable one rather than wedging learning forever).
+fn decode(value: Option<&[u8]>) -> Vec<Entry> {
+    let Some(bytes) = value.filter(|b| !b.is_empty()) else {
+        return Vec::new();
+    };
+    match serde_json::from_slice(bytes) {
+        Ok(entries) => entries,
+        Err(e) => {
+            log::warn!("{KEY}: unreadable learned webhooks ignored: {e}");
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HostPattern;
+    use crate::delivery::retry::{Backoff, RetryPolicy};
+    use crate::store::MemStore;
+
+    fn learn(allow_private: bool) -> Learn {
+        Learn {
+            cluster: "webhook_egress".to_string(),
+            allow_hosts: [
+                "hooks.example.com",
+                "*.partner.example.com",
+                "169.254.169.254",
+            ]
+            .iter()
+            .chain(["127.0.0.1", "10.0.0.5", "localhost", "2130706433"].iter())
+            .map(|h| HostPattern::parse(h).unwrap())
+            .collect(),
+            allow_private,
+            timeout_ms: 7000,
+            original_dst_header: None,
+            max_learned: 256,
+        }
+    }
+
+    fn target(scheme: &str, authority: &str, path: &str) -> Target {
+        Target {
+            cluster: "webhook_egress".to_string(),
+            authority: authority.to_string(),
+            path: path.to_string(),
+            scheme: scheme.to_string(),
+        }
+    }
+
+    #[test]
+    fn check_url_follows_the_policy() {
+        let strict = learn(false);
+        let cases: &[(&str, Result<Target, Refusal>)] = &[
+            (
+                "https://hooks.example.com/osmox?x=1",
+                Ok(target("https", "hooks.example.com", "/osmox?x=1")),
+            ),
+            (
+                "HTTP://A.Partner.Example.com:8443",
+                Ok(target("http", "a.partner.example.com:8443", "/")),
+            ),
+            ("https://evil.example.com/", Err(Refusal::NotAllowedHost)),
+            ("https://partner.example.com/", Err(Refusal::NotAllowedHost)),
+            ("https://hooks.example.com./", Err(Refusal::NotAllowedHost)),
+            ("http://8.8.8.8/", Err(Refusal::NotAllowedHost)),
+            ("http://169.254.169.254/", Err(Refusal::PrivateAddress)),
+            ("http://127.0.0.1:8089/osmox", Err(Refusal::PrivateAddress)),
+            ("http://127.0.0.1./", Err(Refusal::PrivateAddress)),
+            ("http://10.0.0.5/", Err(Refusal::PrivateAddress)),
+            ("http://10.1.2.3/", Err(Refusal::PrivateAddress)),
+            ("http://172.16.0.1/", Err(Refusal::PrivateAddress)),
+            ("http://192.168.1.1/", Err(Refusal::PrivateAddress)),
+            ("http://100.64.0.1/", Err(Refusal::PrivateAddress)),
+            ("http://0.0.0.0/", Err(Refusal::PrivateAddress)),
+            ("http://localhost:9000/", Err(Refusal::PrivateAddress)),
+            ("http://a.localhost/", Err(Refusal::PrivateAddress)),
+            ("http://2130706433/", Err(Refusal::PrivateAddress)),
+            ("http://0x7f.1/", Err(Refusal::PrivateAddress)),
+            ("http://0177.0.0.1/", Err(Refusal::PrivateAddress)),
+            ("http://[::1]/", Err(Refusal::PrivateAddress)),
+            ("http://[::]/", Err(Refusal::PrivateAddress)),
+            ("http://[::ffff:127.0.0.1]/", Err(Refusal::PrivateAddress)),
+            ("http://[::ffff:a9fe:a9fe]/", Err(Refusal::PrivateAddress)),
+            ("http://[fe80::1]/", Err(Refusal::PrivateAddress)),
+            ("http://[fd00::1]/", Err(Refusal::PrivateAddress)),
+            ("http://[64:ff9b::a00:1]/", Err(Refusal::PrivateAddress)),
+            ("http://[2002:7f00:1::]/", Err(Refusal::PrivateAddress)),
+            ("http://[ff02::1]/", Err(Refusal::PrivateAddress)),
+            ("http://224.0.0.1/", Err(Refusal::PrivateAddress)),
+            ("http://[2606:4700::1]/", Err(Refusal::NotAllowedHost)),
+            ("http://[::ffff:8.8.8.8]/", Err(Refusal::NotAllowedHost)),
+            ("http://172.32.0.1/", Err(Refusal::NotAllowedHost)),
+            ("ftp://hooks.example.com/", Err(Refusal::Scheme)),
+            ("javascript://hooks.example.com/", Err(Refusal::Scheme)),
+            ("https://user:pw@hooks.example.com/", Err(Refusal::BadUrl)),
+            ("https://hooks.example.com/#frag", Err(Refusal::BadUrl)),
+            ("https://hooks.example.com:0/", Err(Refusal::BadUrl)),
+            ("hooks.example.com/osmox", Err(Refusal::BadUrl)),
+            ("http://example.256/", Err(Refusal::BadUrl)),
+            ("http://256.0.0.1/", Err(Refusal::BadUrl)),
+            ("http://[zz::1]/", Err(Refusal::BadUrl)),
+            ("", Err(Refusal::BadUrl)),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(&check_url(url, &strict), expected, "{url}");
+        }
+        let long = format!("https://hooks.example.com/{}", "a".repeat(MAX_URL_LEN));
+        assert_eq!(check_url(&long, &strict), Err(Refusal::BadUrl));
+    }
+
+    #[test]
+    fn allow_private_admits_listed_private_hosts_only() {
+        let open = learn(true);
+        assert_eq!(
+            check_url("http://169.254.169.254/latest", &open),
+            Ok(target("http", "169.254.169.254", "/latest"))
+        );
+        assert_eq!(
+            check_url("http://127.0.0.1:8089/osmox/webhook", &open),
+            Ok(target("http", "127.0.0.1:8089", "/osmox/webhook"))
+        );
+        assert_eq!(
+            check_url("http://10.0.0.5/", &open),
+            Ok(target("http", "10.0.0.5", "/"))
+        );
+        assert_eq!(
+            check_url("http://10.0.0.6/", &open),
+            Err(Refusal::NotAllowedHost)
+        );
+        assert_eq!(
+            check_url("http://[::1]/", &open),
+            Err(Refusal::NotAllowedHost)
+        );
+    }
+
+    #[test]
+    fn ipv4_loose_forms_parse_like_inet_aton() {
+        let cases = [
+            ("127.0.0.1", Some([127, 0, 0, 1])),
+            ("2130706433", Some([127, 0, 0, 1])),
+            ("0x7f.1", Some([127, 0, 0, 1])),
+            ("127.1", Some([127, 0, 0, 1])),
+            ("10.0.258", Some([10, 0, 1, 2])),
+            ("0300.0250.1.1", Some([192, 168, 1, 1])),
+            ("0x", Some([0, 0, 0, 0])),
+            ("4294967296", None),
+            ("1.2.3.4.5", None),
+            ("1..2", None),
+            ("08.1.1.1", None),
+            ("1.2.65536", None),
+        ];
+        for (host, expected) in cases {
+            assert_eq!(
+                parse_ipv4_loose(host).map(|ip| ip.octets()),
+                expected,
+                "{host}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_read_as_short_reasons() {
+        assert_eq!(Refusal::Scheme.to_string(), "scheme is not http or https");
+        assert_eq!(
+            Refusal::NotAllowedHost.to_string(),
+            "host is not in learn.allowHosts"
+        );
+        assert_eq!(
+            Refusal::PrivateAddress.to_string(),
+            "private or loopback address (learn.allowPrivate is off)"
+        );
+        assert_eq!(Refusal::BadUrl.to_string(), "not a usable absolute URL");
+    }
+
+    fn upsert(provider_id: u64, url: &str) -> Registration {
+        Registration::Upsert {
+            provider_id,
+            webhook_id: None,
+            webhook_url: url.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_registration_answer_with_its_id_can_be_deleted_by_that_id() {
+        let config = config(r#""allowHosts": ["hooks.example.com"]"#);
+        let l = config.learn.clone().unwrap();
+        let store = MemStore::new();
+        let reg = Registry::new(4);
+        let add = Registration::Upsert {
+            provider_id: 7,
+            webhook_id: Some(42),
+            webhook_url: A.to_string(),
+        };
+        assert_eq!(reg.apply(&store, &add, &l), Ok(Change::Added));
+        let delete = Registration::Delete { webhook_id: 42 };
+        assert_eq!(reg.apply(&store, &delete, &l), Ok(Change::Removed));
+        assert!(reg.endpoints(&store, &config).unwrap().is_empty());
+    }
+
+    fn stored(store: &MemStore) -> String {
+        String::from_utf8(store.get(Registry::key()).unwrap().unwrap().0).unwrap()
+    }
+
+    const A: &str = "https://hooks.example.com/a";
+    const B: &str = "https://x.partner.example.com/b";
+
+    #[test]
+    fn apply_adds_changes_and_keeps_one_webhook_per_provider() {
+        let store = MemStore::new();
+        let reg = Registry::new(4);
+        let l = learn(false);
+        assert_eq!(reg.apply(&store, &upsert(2, A), &l), Ok(Change::Added));
+        assert_eq!(reg.apply(&store, &upsert(1, A), &l), Ok(Change::Added));
+        assert_eq!(reg.apply(&store, &upsert(2, A), &l), Ok(Change::Unchanged));
+        assert_eq!(reg.apply(&store, &upsert(2, B), &l), Ok(Change::Changed));
+        assert_eq!(
+            stored(&store),
+            r#"[{"p":1,"u":"https://hooks.example.com/a"},{"p":2,"u":"https://x.partner.example.com/b"}]"#
+        );
+    }
+
+    #[test]
+    fn apply_refuses_urls_outside_the_policy_without_storing() {
+        let store = MemStore::new();
+        let reg = Registry::default();
+        let l = learn(false);
+        assert_eq!(
+            reg.apply(&store, &upsert(1, "http://169.254.169.254/"), &l),
+            Ok(Change::Refused(Refusal::PrivateAddress))
+        );
+        assert_eq!(
+            reg.apply(&store, &upsert(1, "ftp://hooks.example.com/"), &l),
+            Ok(Change::Refused(Refusal::Scheme))
+        );
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn apply_reports_full_for_a_new_provider_only() {
+        let store = MemStore::new();
+        let reg = Registry::new(2);
+        let l = learn(false);
+        assert_eq!(reg.apply(&store, &upsert(1, A), &l), Ok(Change::Added));
+        assert_eq!(reg.apply(&store, &upsert(2, A), &l), Ok(Change::Added));
+        let version = reg.version(&store).unwrap();
+        assert_eq!(reg.apply(&store, &upsert(3, A), &l), Ok(Change::Full));
+        assert_eq!(reg.apply(&store, &upsert(2, B), &l), Ok(Change::Changed));
+        assert_ne!(reg.version(&store).unwrap(), version);
+        assert_eq!(
+            stored(&store),
+            r#"[{"p":1,"u":"https://hooks.example.com/a"},{"p":2,"u":"https://x.partner.example.com/b"}]"#
+        );
+    }
+
+    #[test]
+    fn delete_removes_the_mapping_with_that_webhook_id() {
+        let store = MemStore::new();
+        let reg = Registry::default();
+        let l = learn(false);
+        assert_eq!(reg.upsert(&store, 1, Some(3), A, &l), Ok(Change::Added));
+        assert_eq!(reg.upsert(&store, 2, Some(4), B, &l), Ok(Change::Added));
+        // An upsert without an id keeps the one already known.
+        assert_eq!(reg.apply(&store, &upsert(1, B), &l), Ok(Change::Changed));
+        let delete = |webhook_id| Registration::Delete { webhook_id };
+        assert_eq!(reg.apply(&store, &delete(9), &l), Ok(Change::Unchanged));
+        assert_eq!(reg.apply(&store, &delete(3), &l), Ok(Change::Removed));
+        assert_eq!(reg.apply(&store, &delete(3), &l), Ok(Change::Unchanged));
+        assert_eq!(
+            stored(&store),
+            r#"[{"p":2,"w":4,"u":"https://x.partner.example.com/b"}]"#
+        );
+    }
+
+    #[test]
+    fn delete_cannot_find_a_mapping_learned_without_an_id() {
+        let store = MemStore::new();
+        let reg = Registry::default();
+        let l = learn(false);
+        assert_eq!(reg.apply(&store, &upsert(1, A), &l), Ok(Change::Added));
+        let delete = Registration::Delete { webhook_id: 3 };
+        assert_eq!(reg.apply(&store, &delete, &l), Ok(Change::Unchanged));
+    }
+
+    #[test]
+    fn a_webhook_row_moved_to_another_provider_leaves_the_first() {
+        let store = MemStore::new();
+        let reg = Registry::default();
+        let l = learn(false);
+        assert_eq!(reg.upsert(&store, 1, Some(3), A, &l), Ok(Change::Added));
+        assert_eq!(reg.upsert(&store, 2, Some(3), A, &l), Ok(Change::Added));
+        assert_eq!(
+            stored(&store),
+            r#"[{"p":2,"w":3,"u":"https://hooks.example.com/a"}]"#
+        );
+    }
+
+    fn config(json_learn: &str) -> Config {
+        let json = format!(
+            r#"{{"endpoints": [{{"name": "learned-9", "url": "http://h/", "cluster": "c"}}],
+                "retry": {{"maxAttempts": 3, "initialDelayMs": 10}},
+                "learn": {{"enabled": true, "cluster": "webhook_egress", "timeoutMs": 7000, {json_learn}}}}}"#
+        );
+        Config::from_json(json.as_bytes(), &|_| None).unwrap()
+    }
+
+    fn learned(provider: u64, target: Target, headers: Vec<(String, String)>) -> Endpoint {
+        Endpoint {
+            name: format!("learned-{provider}"),
+            target,
+            provider_ids: Some(vec![provider]),
+            channel_types: None,
+            delivery_statuses: StatusSet::FINAL,
+            timeout_ms: 7000,
+            headers,
+            retry: RetryPolicy::try_new(
+                3,
+                Backoff::Exponential {
+                    initial_delay_ms: 10,
+                    multiplier: 2.0,
+                },
+                3_600_000,
+                0.2,
+            )
+            .unwrap(),
+            max_in_flight: 64,
+            circuit: CircuitPolicy {
+                failure_threshold: 5,
+                open_ms: 30_000,
+            },
+            secrets: vec![],
+        }
+    }
+
+    #[test]
+    fn endpoints_are_built_with_exact_values() {
+        let config = config(r#""allowHosts": ["hooks.example.com", "*.partner.example.com"]"#);
+        let l = config.learn.clone().unwrap();
+        let store = MemStore::new();
+        let reg = Registry::new(l.max_learned);
+        reg.apply(&store, &upsert(7, B), &l).unwrap();
+        reg.apply(
+            &store,
+            &upsert(1, "http://hooks.example.com:8080/a?b=c"),
+            &l,
+        )
+        .unwrap();
+        assert_eq!(
+            reg.endpoints(&store, &config),
+            Ok(vec![
+                learned(
+                    1,
+                    target("http", "hooks.example.com:8080", "/a?b=c"),
+                    vec![]
+                ),
+                learned(7, target("https", "x.partner.example.com", "/b"), vec![]),
+            ])
+        );
+    }
+
+    #[test]
+    fn endpoints_carry_the_original_dst_header_with_an_explicit_port() {
+        let config = config(
+            r#""allowHosts": ["hooks.example.com", "10.0.0.5"], "allowPrivate": true,
+               "originalDstHeader": "x-envoy-original-dst-host""#,
+        );
+        let l = config.learn.clone().unwrap();
+        let store = MemStore::new();
+        let reg = Registry::default();
+        reg.apply(&store, &upsert(1, "https://hooks.example.com/a"), &l)
+            .unwrap();
+        reg.apply(&store, &upsert(2, "http://10.0.0.5/x"), &l)
+            .unwrap();
+        reg.apply(&store, &upsert(3, "http://10.0.0.5:8089/y"), &l)
+            .unwrap();
+        let header = |v: &str| vec![("x-envoy-original-dst-host".to_string(), v.to_string())];
+        assert_eq!(
+            reg.endpoints(&store, &config),
+            Ok(vec![
+                learned(
+                    1,
+                    target("https", "hooks.example.com", "/a"),
+                    header("hooks.example.com:443")
+                ),
+                learned(2, target("http", "10.0.0.5", "/x"), header("10.0.0.5:80")),
+                learned(
+                    3,
+                    target("http", "10.0.0.5:8089", "/y"),
+                    header("10.0.0.5:8089")
+                ),
+            ])
+        );
+    }
+
+    #[test]
+    fn endpoints_skip_mappings_the_policy_no_longer_allows() {
+        let store = MemStore::new();
+        let reg = Registry::default();
+        let before = config(r#""allowHosts": ["hooks.example.com", "*.partner.example.com"]"#);
+        reg.apply(&store, &upsert(1, A), before.learn.as_ref().unwrap())
+            .unwrap();
+        reg.apply(&store, &upsert(2, B), before.learn.as_ref().unwrap())
+            .unwrap();
+        let after = config(r#""allowHosts": ["*.partner.example.com"]"#);
+        let names: Vec<String> = reg
+            .endpoints(&store, &after)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, vec!["learned-2".to_string()]);
+    }
+
+    #[test]
+    fn endpoints_skip_a_name_a_configured_endpoint_has() {
+        let config = config(r#""allowHosts": ["hooks.example.com"]"#);
+        let store = MemStore::new();
+        let reg = Registry::default();
+        reg.apply(&store, &upsert(9, A), config.learn.as_ref().unwrap())
+            .unwrap();
+        assert_eq!(reg.endpoints(&store, &config), Ok(vec![]));
+    }
+
+    #[test]
+    fn endpoints_are_bounded_by_capacity_and_empty_without_learn() {
+        let config = config(r#""allowHosts": ["hooks.example.com"]"#);
+        let l = config.learn.clone().unwrap();
+        let store = MemStore::new();
+        for p in 1..=3 {
+            Registry::new(3).apply(&store, &upsert(p, A), &l).unwrap();
+        }
+        let names: Vec<String> = Registry::new(2)
+            .endpoints(&store, &config)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(
+            names,
+            vec!["learned-1".to_string(), "learned-2".to_string()]
+        );
+        let off = Config {
+            learn: None,
+            ..config
+        };
+        assert_eq!(Registry::new(3).endpoints(&store, &off), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_removed_provider_yields_no_endpoint() {
+        let config = config(r#""allowHosts": ["hooks.example.com", "*.partner.example.com"]"#);
+        let l = config.learn.clone().unwrap();
+        let store = MemStore::new();
+        let reg = Registry::default();
+        reg.upsert(&store, 1, Some(3), A, &l).unwrap();
+        reg.upsert(&store, 2, Some(4), B, &l).unwrap();
+        reg.remove(&store, 3).unwrap();
+        let names: Vec<String> = reg
+            .endpoints(&store, &config)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, vec!["learned-2".to_string()]);
+    }
+
+    #[test]
+    fn version_changes_only_when_the_map_changes() {
+        let store = MemStore::new();
+        let reg = Registry::default();
+        let l = learn(false);
+        assert_eq!(reg.version(&store), Ok(None));
+        reg.apply(&store, &upsert(1, A), &l).unwrap();
+        let v1 = reg.version(&store).unwrap();
+        assert!(v1.is_some());
+        reg.apply(&store, &upsert(1, A), &l).unwrap();
+        reg.apply(&store, &upsert(2, "ftp://x/"), &l).unwrap();
+        reg.apply(&store, &Registration::Delete { webhook_id: 5 }, &l)
+            .unwrap();
+        assert_eq!(reg.version(&store).unwrap(), v1);
+        reg.apply(&store, &upsert(1, B), &l).unwrap();
+        assert_ne!(reg.version(&store).unwrap(), v1);
+    }
+
+    #[test]
+    fn an_empty_or_unreadable_value_reads_as_no_mappings() {
+        let config = config(r#""allowHosts": ["hooks.example.com"]"#);
+        let l = config.learn.clone().unwrap();
+        let store = MemStore::new();
+        let reg = Registry::default();
+        store.set(Registry::key(), b"", None).unwrap();
+        assert_eq!(reg.endpoints(&store, &config), Ok(vec![]));
+        store.set(Registry::key(), b"{not json", None).unwrap();
+        assert_eq!(reg.endpoints(&store, &config), Ok(vec![]));
+        assert_eq!(reg.apply(&store, &upsert(1, A), &l), Ok(Change::Added));
+        assert_eq!(
+            stored(&store),
+            r#"[{"p":1,"u":"https://hooks.example.com/a"}]"#
+        );
+    }
+
+    #[test]
+    fn learned_defaults_match_a_configured_endpoints_defaults() {
+        let config = config(r#""allowHosts": ["hooks.example.com"]"#);
+        let configured = &config.endpoints[0];
+        assert_eq!(configured.max_in_flight, MAX_IN_FLIGHT);
+        assert_eq!(configured.circuit, CIRCUIT);
+        assert_eq!(DEFAULT_CAPACITY, config.learn.unwrap().max_learned);
+    }
+}
