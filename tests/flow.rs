@@ -2,7 +2,12 @@
 //! of a fake network, replies go back in. Time is injected; several senders share one store
 //! the way several Envoy VMs share shared data.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 use std::cell::RefCell;
 
 use osmox_webhook_filter::config::Config;
@@ -112,7 +117,7 @@ impl World {
             self.now,
             0,
         );
-        for slot in wake {
+        for slot in wake.wake {
             self.with(vm, |s, c, io| s.wake(c, &c.endpoints, io, slot));
         }
     }
