@@ -1,0 +1,223 @@
+"""Checks of the e2e harness itself, with a plain Envoy (no filter) and with a tiny probe
+wasm module (tests/e2e/fixtures/probe_filter), so that harness faults are told apart from
+filter faults."""
+from __future__ import annotations
+
+import concurrent.futures
+import gzip
+import http.client
+import os
+import time
+
+import pytest
+
+from harness import (CLOSE, Behaviour, EnvoyProcess, StubResponse, free_port, load_sample,
+                     port_is_free, request, to_json_bytes)
+
+
+def test_plain_envoy_passes_bytes_through(osmox, make_envoy):
+    envoy = make_envoy(osmox.port)
+    sample = load_sample("graphql-notifications-query-response.json")
+    sent = osmox.set_response("POST", "/graphql", 200, body=to_json_bytes(sample),
+                              headers={"x-upstream": "osmox"})
+    r = envoy.client.graphql("query { notifications { notifications { id } } }",
+                             headers={"x-api-key": "k1"})
+    assert r.status == 200
+    assert r.body == sent
+    assert r.headers["x-upstream"] == "osmox"
+    assert r.headers["content-type"] == "application/json"
+    got = osmox.requests()
+    assert len(got) == 1
+    assert got[0].method == "POST" and got[0].path == "/graphql"
+    assert got[0].header["x-api-key"] == "k1"
+    assert got[0].json()["query"].startswith("query {")
+
+
+def test_plain_envoy_default_404_query_and_status(osmox, make_envoy):
+    envoy = make_envoy(osmox.port)
+    r = envoy.client.get("/nope?x=1")
+    assert r.status == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["instance"] == "/nope"
+    osmox.set_response("POST", "/notifications", 201, body=load_sample("rest-create-notification-response.v8.json"))
+    r = envoy.client.post("/notifications?x=1", {"providerId": 1})
+    assert r.status == 201 and r.json()["id"] == 1042
+    req = osmox.requests()[-1]
+    assert (req.path, req.query) == ("/notifications", "x=1")
+    assert req.json() == {"providerId": 1}
+
+
+def test_plain_envoy_large_and_gzip_bodies_intact(osmox, make_envoy):
+    envoy = make_envoy(osmox.port)
+    big = b'{"pad":"' + b"x" * (3 * 1024 * 1024) + b'"}'
+    osmox.set_response("GET", "/big", 200, body=big)
+    r = envoy.client.get("/big", timeout=20)
+    assert r.status == 200 and len(r.body) == len(big) and r.body == big
+    sent = osmox.set_response("GET", "/gz", 200, body=b'{"a":1}', gzip=True)
+    r = envoy.client.get("/gz")
+    assert r.headers.get("content-encoding") == "gzip"
+    assert r.body == sent and gzip.decompress(r.body) == b'{"a":1}'
+
+
+def test_stub_runtime_changes_and_handler(osmox, make_envoy):
+    envoy = make_envoy(osmox.port)
+    osmox.set_json("GET", "/notifications/1", {"id": 1, "delivery_status": 2})
+    assert envoy.client.get("/notifications/1").json()["delivery_status"] == 2
+    osmox.set_json("GET", "/notifications/1", {"id": 1, "delivery_status": 5})
+    assert envoy.client.get("/notifications/1").json()["delivery_status"] == 5
+    calls = []
+    osmox.set_handler("GET", "/h", lambda req: calls.append(req) or StubResponse(
+        202, [("content-type", "text/plain")], b"n=%d" % len(calls)))
+    assert envoy.client.get("/h").body == b"n=1"
+    assert envoy.client.get("/h").body == b"n=2"
+
+
+def test_receiver_script_default_and_close(make_receiver):
+    rcv = make_receiver("r")
+    rcv.script([Behaviour(503, {"Retry-After": "7"}), CLOSE, Behaviour(200, delay=0.3)])
+    rcv.set_default(204)
+    r = request(rcv.port, "POST", "/hook?a=b", b'{"x":1}', {"content-type": "application/json", "X-T": "1"})
+    assert r.status == 503 and r.headers["retry-after"] == "7"
+    with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+        request(rcv.port, "POST", "/hook", b"{}", timeout=5)
+    t0 = time.monotonic()
+    assert request(rcv.port, "POST", "/hook", b"{}").status == 200
+    assert time.monotonic() - t0 >= 0.3
+    assert request(rcv.port, "POST", "/hook", b"{}").status == 204
+    got = rcv.wait_for(4, timeout=2)
+    assert got[0].path == "/hook?a=b" and got[0].body == b'{"x":1}'
+    assert got[0].headers["x-t"] == "1"
+    assert ("X-T", "1") in got[0].headers_list
+    assert got[0].json() == {"x": 1}
+    assert [g.time for g in got] == sorted(g.time for g in got)
+    with pytest.raises(AssertionError):
+        rcv.wait_for(5, timeout=0.3)
+
+
+def test_receiver_stop_start_same_port(make_receiver):
+    rcv = make_receiver("r")
+    port = rcv.port
+    assert request(port, "GET", "/").status == 200
+    rcv.stop()
+    with pytest.raises(ConnectionRefusedError):
+        request(port, "GET", "/", timeout=2)
+    rcv.start()
+    assert rcv.port == port
+    assert request(port, "GET", "/").status == 200
+    assert rcv.count() == 2
+
+
+def test_envoy_webhook_cluster_outage_statuses(osmox, make_receiver, make_envoy):
+    """The webhook clusters exist with the sizes we asked for; a stopped receiver is refused."""
+    rcv = make_receiver("crm")
+    envoy = make_envoy(osmox.port, clusters={"webhook_crm": rcv})
+    clusters = envoy.admin("GET", "/clusters").body.decode()
+    assert f"webhook_crm::127.0.0.1:{rcv.port}::" in clusters
+    assert "webhook_crm::default_priority::max_requests::10000" in clusters
+    assert "webhook_crm::default_priority::max_pending_requests::10000" in clusters
+
+
+def test_envoy_start_stop_clean(osmox, make_envoy):
+    envoy = make_envoy(osmox.port, concurrency=1)
+    pid, lport, aport = envoy.pid, envoy.listener_port, envoy.admin_port
+    os.kill(pid, 0)  # alive
+    assert envoy.stat("server.concurrency") == 1
+    assert envoy.stat("server.state") == 0  # LIVE
+    envoy.stop()
+    assert envoy.exit_code == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert port_is_free(lport) and port_is_free(aport)
+    envoy.stop()  # idempotent
+
+
+def test_envoy_process_is_session_leader(osmox, make_envoy):
+    envoy = make_envoy(osmox.port)
+    assert os.getsid(envoy.pid) == envoy.pid
+    with open(f"/proc/{envoy.pid}/comm") as f:
+        assert f.read().strip().startswith("envoy")
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_parallel_starts(osmox, make_envoy, n):
+    """Under `-n 2` these run concurrently with each other and with the rest."""
+    envoy = make_envoy(osmox.port)
+    osmox.set_response("GET", "/p", 200, body=b"p%d" % n)
+    assert envoy.client.get("/p").body == b"p%d" % n
+
+
+def test_three_envoys_started_concurrently(osmox, tmp_path):
+    envoys = [EnvoyProcess(tmp_path / f"e{i}", osmox.port, name=f"e{i}") for i in range(3)]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(3) as ex:
+            list(ex.map(lambda e: e.start(), envoys))
+        assert len({e.listener_port for e in envoys} | {e.admin_port for e in envoys}) == 6
+        osmox.set_response("GET", "/x", 200, body=b"ok")
+        for e in envoys:
+            assert e.client.get("/x").body == b"ok"
+    finally:
+        for e in envoys:
+            e.stop()
+
+
+# ------------------------------------------------------------------------------------------
+# With the probe wasm module: filter wiring, custom metrics, LDS reload, refused config.
+# ------------------------------------------------------------------------------------------
+def test_probe_filter_loads_and_counts(osmox, make_envoy, probe_wasm):
+    envoy = make_envoy(osmox.port, {"hello": 1}, wasm_path=probe_wasm)
+    osmox.set_response("GET", "/a", 200, body=b"{}")
+    for _ in range(3):
+        r = envoy.client.get("/a")
+        assert r.status == 200 and r.headers.get("x-probe-filter") == "1"
+    assert envoy.wait_stat("wasmcustom.probe.responses", 3, timeout=5) == 3
+
+
+def test_probe_filter_lds_update(osmox, make_envoy, probe_wasm):
+    envoy = make_envoy(osmox.port, {"v": 1}, wasm_path=probe_wasm)
+    mod0 = envoy.stat("listener_manager.listener_modified")
+    envoy.update_filter_config({"v": 2})
+    assert envoy.stat("listener_manager.listener_modified") == mod0 + 1
+    osmox.set_response("GET", "/a", 200, body=b"{}")
+    assert envoy.client.get("/a").headers.get("x-probe-filter") == "1"
+    # A configuration the module refuses: the LDS update is rejected, the old listener stays.
+    with pytest.raises(AssertionError, match="rejected"):
+        envoy.update_filter_config({"reject": True})
+    assert envoy.stat("listener_manager.lds.update_rejected") == 1
+    assert "field `reject` is not allowed" in envoy.logs()
+    assert envoy.client.get("/a").status == 200
+
+
+def test_probe_filter_bad_config_refused_at_start(osmox, make_envoy, probe_wasm):
+    envoy = make_envoy(osmox.port, {"reject": 1}, wasm_path=probe_wasm, use_lds=False, start=False)
+    log = envoy.expect_start_failure(timeout=20)
+    assert envoy.exit_code not in (None, 0)
+    assert "field `reject` is not allowed" in log
+    assert "Unable to create Wasm plugin osmox_webhook" in log
+
+
+def test_demo_config_runs_filter_only_on_watched_routes(osmox, make_receiver, tmp_path, probe_wasm):
+    """envoy/envoy-demo.yaml, ports rewritten, probe module at its relative wasm path: the filter
+    runs on /graphql and /notifications and is disabled on the catch-all route."""
+    from harness import REPO_ROOT, EnvoyFromConfig
+
+    rcv = make_receiver("demo")
+    lport, aport = free_port(), free_port()
+    text = (REPO_ROOT / "envoy" / "envoy-demo.yaml").read_text()
+    for old, new in (("port_value: 10000", f"port_value: {lport}"), ("port_value: 9901", f"port_value: {aport}"),
+                     ("port_value: 3000", f"port_value: {osmox.port}"), ("port_value: 8089", f"port_value: {rcv.port}")):
+        assert old in text
+        text = text.replace(old, new)
+    (tmp_path / "demo" / "dist").mkdir(parents=True)
+    (tmp_path / "demo" / "dist" / "osmox-webhook-filter.wasm").write_bytes(probe_wasm.read_bytes())
+    envoy = EnvoyFromConfig(tmp_path / "demo", text, lport, aport, name="demo")
+    try:
+        envoy.start()
+        for path in ("/graphql", "/notifications", "/notifications/7", "/healthz", "/webhooks"):
+            osmox.set_response("GET", path, 200, body=b"{}")
+        watched = {p: envoy.client.get(p).headers.get("x-probe-filter") for p in
+                   ("/graphql", "/notifications", "/notifications/7", "/notifications?page=2")}
+        assert watched == dict.fromkeys(watched, "1"), watched
+        for p in ("/healthz", "/webhooks", "/notificationsX"):
+            assert "x-probe-filter" not in envoy.client.get(p).headers, p
+    finally:
+        envoy.stop()
