@@ -256,7 +256,9 @@ def test_repeat_poll_no_duplicate_then_status_change_delivers_once(osmox, make_r
     poll_graphql(envoy)
     poll_graphql(envoy)
     assert_no_more(crm, 3)
-    assert envoy.metric("events_duplicate") >= 3
+    # Each repeat poll was recognised: as an unchanged response by a VM that processed the
+    # same bytes already, or notification by notification by a VM that had not.
+    assert envoy.metric("responses_unchanged") + envoy.metric("events_duplicate") / 7 >= 2
 
     # 1047 moves IN_PROGRESS (2) -> SUCCESS (5), with a later updatedOn.
     rows = copy.deepcopy(rows)
