@@ -56,6 +56,29 @@ pub struct Config {
     pub learn: Option<Learn>,
     /// The root contexts' tick period.
     pub tick_ms: u64,
+    pub role: Role,
+}
+
+/// What this plugin's VMs do. `Both` serves the HTTP filter alone (Istio's WasmPlugin).
+/// With a bootstrap singleton (`envoy.bootstrap.wasm`, `singleton: true`, the same `vm_id`),
+/// the HTTP filter runs as `Observer` and the singleton as `Sender`, so all sending, retries
+/// and ticks run in one root context on the main thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    #[default]
+    Both,
+    Observer,
+    Sender,
+}
+
+impl Role {
+    pub fn observes(self) -> bool {
+        self != Role::Sender
+    }
+
+    pub fn sends(self) -> bool {
+        self != Role::Observer
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -389,6 +412,7 @@ struct RawConfig {
     dead_letter: Option<RawDeadLetter>,
     learn: Option<RawLearn>,
     tick_ms: Option<u64>,
+    role: Option<String>,
 }
 
 // No Debug on raw structs: they hold secrets in the clear.
@@ -576,6 +600,17 @@ impl RawConfig {
             dead_letter: self.dead_letter.map(compile_dead_letter).transpose()?,
             learn,
             tick_ms: ranged("tickMs", self.tick_ms, DEFAULT_TICK_MS, 10, 60_000)?,
+            role: match self.role.as_deref() {
+                None | Some("both") => Role::Both,
+                Some("observer") => Role::Observer,
+                Some("sender") => Role::Sender,
+                Some(_) => {
+                    return Err(invalid(
+                        "role",
+                        "must be \"both\", \"observer\" or \"sender\"".to_string(),
+                    ))
+                }
+            },
         })
     }
 }
@@ -1139,6 +1174,7 @@ mod tests {
                 max_learned: 256,
             }),
             tick_ms: 200,
+            role: Role::Both,
         };
         let config = parse(FULL);
         assert_eq!(config, expected);
@@ -1191,8 +1227,26 @@ mod tests {
             dead_letter: None,
             learn: None,
             tick_ms: 100,
+            role: Role::Both,
         };
         assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn role_names_the_part_a_vm_plays() {
+        let with = |role: &str| {
+            let json = format!(
+                r#"{{"endpoints": [{{"name": "a", "url": "http://h/", "cluster": "c"}}], "role": "{role}"}}"#
+            );
+            Config::from_json(json.as_bytes(), &|_| None).map(|c| c.role)
+        };
+        assert_eq!(with("observer").unwrap(), Role::Observer);
+        assert_eq!(with("sender").unwrap(), Role::Sender);
+        assert_eq!(with("both").unwrap(), Role::Both);
+        assert_eq!(
+            with("leader").unwrap_err().to_string(),
+            r#"role: must be "both", "observer" or "sender""#
+        );
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl Watch {
         if intake.complete {
             self.shared.recent.borrow_mut().remember(hash);
         }
-        if let Some(queue) = self.shared.queue {
+        if let Some(queue) = self.shared.queue() {
             for slot in intake.wake {
                 let _ = hostcalls::enqueue_shared_queue(queue, Some(&slot.to_le_bytes()));
             }

@@ -1,7 +1,7 @@
 //! The root context: loads the configuration, and owns delivery (queue, tick, callouts),
 //! because a callout made from a stream's context dies with the stream.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -33,13 +33,32 @@ const DEQUEUE_BATCH: usize = 1024;
 pub struct Shared {
     pub config: Config,
     pub metrics: EnvoyMetrics,
-    pub queue: Option<u32>,
+    /// The delivery queue: registered by a sending VM, looked up by an observing one (whose
+    /// sender, a bootstrap singleton, may register it after this VM configured).
+    queue: Cell<Option<u32>>,
     pub recent: RefCell<RecentResponses>,
     /// Configured plus learned endpoints, with the learned map's version they were built at.
     endpoints: RefCell<(Option<u32>, Rc<Vec<Endpoint>>)>,
 }
 
 impl Shared {
+    pub fn queue(&self) -> Option<u32> {
+        if self.queue.get().is_none() {
+            let vm_id = hostcalls::get_property(vec!["plugin_vm_id"])
+                .ok()
+                .flatten()
+                .and_then(|b| String::from_utf8(b).ok());
+            if let Some(vm_id) = vm_id {
+                self.queue.set(
+                    hostcalls::resolve_shared_queue(&vm_id, QUEUE)
+                        .ok()
+                        .flatten(),
+                );
+            }
+        }
+        self.queue.get()
+    }
+
     /// Every endpoint deliveries may go to; rebuilt only when the learned map changed.
     pub fn endpoints(&self) -> Rc<Vec<Endpoint>> {
         let Some(learn) = &self.config.learn else {
@@ -81,6 +100,13 @@ pub struct Root {
 }
 
 struct Net;
+
+/// An HTTP context that does nothing.
+struct Inert;
+
+impl Context for Inert {}
+
+impl HttpContext for Inert {}
 
 impl Dispatch for Net {
     fn dispatch(
@@ -194,26 +220,30 @@ impl RootContext for Root {
         if config.learn.is_some() {
             ensure(Registry::key(), b"");
         }
-        let queue = hostcalls::register_shared_queue(QUEUE).ok();
-        if hostcalls::set_tick_period(Duration::from_millis(config.tick_ms)).is_err() {
-            log::error!("#{} could not set the tick period", self.context_id);
-            return false;
+        let mut queue = None;
+        if config.role.sends() {
+            queue = hostcalls::register_shared_queue(QUEUE).ok();
+            if hostcalls::set_tick_period(Duration::from_millis(config.tick_ms)).is_err() {
+                log::error!("#{} could not set the tick period", self.context_id);
+                return false;
+            }
+            self.sender = Some(Sender::new(&config, SCAN_PER_TICK));
         }
         log::info!(
-            "#{} osmox-webhook-filter {} configured: {} endpoints, {} pending deliveries max, {} notifications remembered",
+            "#{} osmox-webhook-filter {} configured as {:?}: {} endpoints, {} pending deliveries max, {} notifications remembered",
             self.context_id,
             env!("CARGO_PKG_VERSION"),
+            config.role,
             config.endpoints.len(),
             config.limits.max_pending,
             Memory::new(config.limits.max_remembered).capacity(),
         );
-        self.sender = Some(Sender::new(&config, SCAN_PER_TICK));
         let configured = Rc::new(config.endpoints.clone());
         self.shared = Some(Rc::new(Shared {
             endpoints: RefCell::new((None, configured)),
             config,
             metrics: EnvoyMetrics::define(),
-            queue,
+            queue: Cell::new(queue),
             recent: RefCell::new(RecentResponses::new(RECENT_RESPONSES)),
         }));
         true
@@ -243,8 +273,14 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let shared = self.shared.clone()?;
-        Some(Box::new(Watch::new(context_id, shared)))
+        // Returning None would make the SDK panic: a VM that must not watch gets an inert
+        // context instead.
+        match &self.shared {
+            Some(shared) if shared.config.role.observes() => {
+                Some(Box::new(Watch::new(context_id, shared.clone())))
+            }
+            _ => Some(Box::new(Inert)),
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {

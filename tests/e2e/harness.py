@@ -735,7 +735,8 @@ class EnvoyProcess:
                  concurrency: int = 2, wasm_path: Path | str | None = None, use_lds: bool = True,
                  log_level: str = "info", component_log_level: str | None = "wasm:debug",
                  env: Mapping[str, str] | None = None, host_env_keys: Sequence[str] = (),
-                 buffer_limit_bytes: int | None = None, name: str = "envoy", cwd: Path | str | None = None):
+                 buffer_limit_bytes: int | None = None, name: str = "envoy", cwd: Path | str | None = None,
+                 bootstrap_extensions: Sequence[dict] = ()):
         self.workdir = Path(workdir)
         self.cwd = Path(cwd) if cwd else self.workdir  # Envoy's working directory
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -751,6 +752,7 @@ class EnvoyProcess:
         self.env = dict(env or {})
         self.host_env_keys = list(host_env_keys)
         self.buffer_limit_bytes = buffer_limit_bytes
+        self.bootstrap_extensions = list(bootstrap_extensions)
         self.name = name
         self.listener_port = 0
         self.admin_port = 0
@@ -763,6 +765,21 @@ class EnvoyProcess:
         self.stdout_path = self.workdir / f"{name}.stdout"
 
     # -- rendering --------------------------------------------------------------------
+    def singleton_service(self, cfg: Mapping[str, Any]) -> dict:
+        """A bootstrap `envoy.bootstrap.wasm` singleton running the filter's module with the
+        same vm_id (so it shares the filter's shared data and queue), e.g. as its sender."""
+        return {"name": "envoy.bootstrap.wasm", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.wasm.v3.WasmService",
+            "singleton": True,
+            "config": {
+                "name": PLUGIN_NAME + "_singleton",
+                "root_id": ROOT_ID,
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                  "value": json.dumps(cfg)},
+                "vm_config": {"vm_id": VM_ID, "runtime": WASM_RUNTIME,
+                              "code": {"local": {"filename": str(self.wasm_path)}}},
+            }}}
+
     def wasm_filter(self, cfg: Mapping[str, Any] | str) -> dict:
         conf = cfg if isinstance(cfg, str) else json.dumps(cfg)
         vm: dict[str, Any] = {
@@ -822,6 +839,8 @@ class EnvoyProcess:
             "admin": {"address": {"socket_address": {"address": HOST, "port_value": self.admin_port}}},
             "static_resources": {"clusters": clusters},
         }
+        if self.bootstrap_extensions:
+            b["bootstrap_extensions"] = self.bootstrap_extensions
         if use_lds:
             b["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3", "path_config_source": {
                 "path": str(self.lds_path), "watched_directory": {"path": str(self.lds_dir)}}}}

@@ -1,0 +1,58 @@
+"""Delivery by an optional bootstrap singleton: the HTTP filter only observes ("role":
+"observer") and one `envoy.bootstrap.wasm` singleton with the same vm_id sends and retries
+("role": "sender"), on Envoy's main thread."""
+from __future__ import annotations
+
+import copy
+
+from harness import clusters_for, endpoint, filter_config
+from test_delivery import (EXPECT_S, TICK_MS, assert_no_more, graphql_body, graphql_rows, ids_statuses,
+                           poll_graphql)
+
+
+def singleton_envoy(make_envoy, osmox, cfg, receivers, with_sender=True, **kw):
+    observer = dict(cfg, role="observer")
+    envoy = make_envoy(osmox.port, observer, clusters=clusters_for(cfg, receivers), start=False, **kw)
+    if with_sender:
+        envoy.bootstrap_extensions = [envoy.singleton_service(dict(cfg, role="sender"))]
+    envoy.start()
+    return envoy
+
+
+def test_a_singleton_sender_delivers_what_observers_see(osmox, make_receiver, make_envoy, filter_wasm):
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS)
+    envoy = singleton_envoy(make_envoy, osmox, cfg, {"crm": crm})
+    osmox.set_json("POST", "/graphql", graphql_body(graphql_rows()))
+    poll_graphql(envoy)
+    got = crm.wait_for(3, EXPECT_S)
+    assert sorted(ids_statuses(got)) == [(1042, 5), (1044, 6), (1048, 5)]
+    poll_graphql(envoy)
+    assert_no_more(crm, 3)
+
+
+def test_the_singleton_retries(osmox, make_receiver, make_envoy, filter_wasm):
+    crm = make_receiver("crm")
+    crm.script([503])
+    ep = endpoint("crm", crm, retry={"maxAttempts": 3, "initialDelayMs": 200, "jitter": 0.0})
+    cfg = filter_config([ep], tick_ms=TICK_MS)
+    envoy = singleton_envoy(make_envoy, osmox, cfg, {"crm": crm})
+    rows = [r for r in graphql_rows() if r["id"] == 1048]
+    osmox.set_json("POST", "/graphql", graphql_body(rows))
+    poll_graphql(envoy)
+    first, second = crm.wait_for(2, EXPECT_S)[:2]
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert second.time - first.time >= 0.2
+    assert envoy.metric("deliveries_succeeded_after_retry") == 1
+
+
+def test_observers_alone_send_nothing(osmox, make_receiver, make_envoy, filter_wasm):
+    """The control: without the singleton, "observer" VMs record deliveries but never send."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS)
+    envoy = singleton_envoy(make_envoy, osmox, cfg, {"crm": crm}, with_sender=False)
+    osmox.set_json("POST", "/graphql", graphql_body(copy.deepcopy(graphql_rows())))
+    poll_graphql(envoy)
+    envoy.wait_metric("events_detected", 7, timeout=EXPECT_S)
+    assert_no_more(crm, 0)
+    assert envoy.metric("pending") == 3
