@@ -55,6 +55,28 @@ enum Call {
     DeadLetter,
 }
 
+/// One attempt's result, as `finish` records it.
+struct Attempt<'a> {
+    slot: u32,
+    webhook_id: &'a str,
+    outcome: Outcome,
+    retry_after_ms: Option<u64>,
+    duration_ms: u64,
+}
+
+impl<'a> Attempt<'a> {
+    /// An attempt that got no reply: never dispatched, or its sender is gone.
+    fn lost(slot: u32, webhook_id: &'a str) -> Self {
+        Attempt {
+            slot,
+            webhook_id,
+            outcome: Outcome::Retry(Failure::Transport),
+            retry_after_ms: None,
+            duration_ms: 0,
+        }
+    }
+}
+
 /// How a delivery left the ledger, or didn't.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
@@ -170,16 +192,7 @@ impl Sender {
                 // The sender that claimed it is gone (VM replaced or crashed): its reply will
                 // never come, so count the attempt as failed and go on.
                 log::warn!("{}: claim lapsed, retrying", s.webhook_id);
-                self.finish(
-                    config,
-                    endpoints,
-                    io,
-                    slot,
-                    &s.webhook_id,
-                    &Outcome::Retry(Failure::Transport),
-                    None,
-                    0,
-                );
+                self.finish(config, endpoints, io, Attempt::lost(slot, &s.webhook_id));
             }
             return;
         }
@@ -263,16 +276,7 @@ impl Sender {
                     endpoint.target.cluster
                 );
                 self.record_breaker(io, endpoint, slot, false);
-                self.finish(
-                    config,
-                    endpoints,
-                    io,
-                    slot,
-                    &s.webhook_id,
-                    &Outcome::Retry(Failure::Transport),
-                    None,
-                    0,
-                );
+                self.finish(config, endpoints, io, Attempt::lost(slot, &s.webhook_id));
             }
         }
     }
@@ -371,32 +375,27 @@ impl Sender {
         if let Some(e) = endpoints.iter().find(|e| e.name == endpoint) {
             self.record_breaker(io, e, slot, outcome == Outcome::Delivered);
         }
-        self.finish(
-            config,
-            endpoints,
-            io,
+        let attempt = Attempt {
             slot,
-            &webhook_id,
-            &outcome,
-            retry_after,
-            duration,
-        );
+            webhook_id: &webhook_id,
+            outcome,
+            retry_after_ms: retry_after,
+            duration_ms: duration,
+        };
+        self.finish(config, endpoints, io, attempt);
         // A lease came free: give held deliveries a chance now rather than next tick.
         self.retry_held(config, endpoints, io, 4);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &mut self,
-        config: &Config,
-        endpoints: &[Endpoint],
-        io: &mut Io,
-        slot: u32,
-        webhook_id: &str,
-        outcome: &Outcome,
-        retry_after_ms: Option<u64>,
-        duration_ms: u64,
-    ) {
+    /// Record a finished attempt and decide what follows: done, retry later, or give up.
+    fn finish(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io, a: Attempt) {
+        let Attempt {
+            slot,
+            webhook_id,
+            ref outcome,
+            retry_after_ms,
+            duration_ms,
+        } = a;
         let now = io.now_ms;
         let store = io.store;
         let ledger = self.ledger;
