@@ -867,7 +867,9 @@ class EnvoyProcess:
     def _spawn(self):
         args = [envoy_bin(), "-c", str(self.bootstrap_path), "--concurrency", str(self.concurrency),
                 "--disable-hot-restart", "--log-path", str(self.log_path), "-l", self.log_level,
-                "--drain-time-s", "1", "--parent-shutdown-time-s", "2"]
+                "--drain-time-s", "1", "--parent-shutdown-time-s", "2",
+                # Flush the log file often, so logs() of a running Envoy is current.
+                "--file-flush-interval-msec", "100"]
         if self.component_log_level:
             args += ["--component-log-level", self.component_log_level]
         env = dict(os.environ)

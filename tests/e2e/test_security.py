@@ -1,0 +1,580 @@
+"""End-to-end security tests: Standard Webhooks signing (static, rotated and env-sourced
+secrets), credential hygiene, header-config refusal, and webhook URLs learned from OsmoX's own
+registration traffic (with the SSRF guard).
+
+client -> Envoy (osmox-webhook-filter) -> OsmoxStub; the filter's webhooks -> Receiver(s).
+The Python `standardwebhooks` package is the independent verifier of every signature.
+
+Learned-registration tests send webhooks through an Envoy ORIGINAL_DST cluster (`egress`) that
+takes its destination from the `x-envoy-original-dst-host` header the filter adds. Tests that
+expect a URL to be *refused* point `egress` at a STATIC loopback trap instead, so that a filter
+bug can never make Envoy connect to a non-loopback address (e.g. 169.254.169.254).
+
+Waits: up to EXPECT_S for something expected, SETTLE_S to show that nothing more comes.
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import os
+import uuid
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from harness import (HOST, USER_AGENT_PREFIX, ReceivedRequest, clusters_for, endpoint, filter_config,
+                     load_sample, wait_until)
+
+EXPECT_S = 10.0
+SETTLE_S = 1.0
+TICK_MS = 50
+ODH = "x-envoy-original-dst-host"  # learn.originalDstHeader and the egress cluster's header
+
+NOTIFICATIONS_QUERY = """query {
+  notifications(options: { limit: 7, offset: 0, sortBy: "createdOn", sortOrder: DESC }) {
+    notifications { id providerId providerChainId channelType applicationId deliveryStatus status
+                    retryCount data result createdBy updatedBy createdOn updatedOn notificationSentOn }
+    total offset limit
+  }
+}"""
+
+# Credentials a client sends to OsmoX (and OsmoX answers with): none may reach a receiver.
+CLIENT_CREDENTIALS = {
+    "authorization": "Bearer client-jwt-e2e-must-not-leak",
+    "x-api-key": "client-api-key-e2e-must-not-leak",
+    "cookie": "a=b; session=client-cookie-e2e-must-not-leak",
+    "proxy-authorization": "Basic cHJveHktZTJlLW11c3Qtbm90LWxlYWs=",
+}
+OSMOX_SET_COOKIE = "osmox_session=upstream-cookie-e2e-must-not-leak; Path=/; HttpOnly"
+LEAK_NAMES = {"authorization", "x-api-key", "cookie", "proxy-authorization", "set-cookie"}
+LEAK_VALUES = list(CLIENT_CREDENTIALS.values()) + ["client-jwt-e2e-must-not-leak", "client-api-key-e2e",
+                                                   "client-cookie-e2e", "upstream-cookie-e2e",
+                                                   "cHJveHktZTJlLW11c3Qtbm90LWxlYWs"]
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------
+def new_secret() -> str:
+    """A fresh Standard Webhooks secret: whsec_ + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
+
+
+def secret_forms(secret: str) -> list[str]:
+    """Spellings of a secret that must never be disclosed: whole, base64 part, and its
+    unpadded base64 (at least 40 chars, so no accidental match)."""
+    b64 = secret.removeprefix("whsec_")
+    return [secret, b64, b64.rstrip("=")]
+
+
+def sample_row(row_id: int, provider_id: int, status: int, updated: str = "2026-04-20T09:20:19.000Z") -> dict:
+    """A notification row shaped like the GraphQL sample (1042), with id/provider/status set."""
+    rows = load_sample("graphql-notifications-query-response.json")["data"]["notifications"]["notifications"]
+    row = copy.deepcopy(next(r for r in rows if r["id"] == 1042))
+    row.update(id=row_id, providerId=provider_id, deliveryStatus=status, updatedOn=updated)
+    return row
+
+
+def graphql_list(rows: list[dict]) -> dict:
+    return {"data": {"notifications": {"notifications": rows, "total": len(rows), "offset": 0, "limit": 7}}}
+
+
+def poll_rows(envoy, osmox, rows: list[dict], headers=None):
+    """The client lists notifications; OsmoX answers with `rows`."""
+    osmox.set_json("POST", "/graphql", graphql_list(rows))
+    r = envoy.client.graphql(NOTIFICATIONS_QUERY, headers=headers)
+    assert r.status == 200, r.body[:500]
+    return r
+
+
+def start(make_envoy, osmox, cfg: dict, receivers: dict, **kw):
+    """Envoy with the filter configured by cfg; receivers: {endpoint name: Receiver}."""
+    return make_envoy(osmox.port, cfg, clusters=clusters_for(cfg, receivers), **kw)
+
+
+def assert_no_more(receiver, count: int, settle: float = SETTLE_S) -> list[ReceivedRequest]:
+    got = receiver.settle(settle)
+    assert len(got) == count, f"{receiver.name}: expected {count} webhook(s), got {len(got)}: {got!r}"
+    return got
+
+
+def ids_statuses(reqs: list[ReceivedRequest]) -> list[tuple[int, int]]:
+    return [(r.json()["id"], r.json()["deliveryStatus"]) for r in reqs]
+
+
+def wait_metric_eq(envoy, short: str, value: int, timeout: float = EXPECT_S):
+    """Wait until one of the filter's metrics equals `value` (e.g. a gauge moved by another VM)."""
+    try:
+        wait_until(lambda: envoy.metric(short) == value, timeout, what=f"{short} == {value}")
+    except TimeoutError as e:
+        raise AssertionError(f"{e}; now {envoy.metric(short)}") from None
+
+
+def signature_entries(req: ReceivedRequest) -> list[str]:
+    return req.headers.get("webhook-signature", "").split(" ")
+
+
+def assert_rejected(secret: str, body: bytes, headers: dict):
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body, headers)
+
+
+def wasm_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if "wasm log" in line]
+
+
+def assert_no_leak(req: ReceivedRequest):
+    """No client/OsmoX credential header (by lowercased name) or value reaches a receiver."""
+    names = {k.lower() for k, _ in req.headers_list}
+    assert not names & LEAK_NAMES, f"credential header(s) {sorted(names & LEAK_NAMES)} reached the receiver"
+    everything = "\n".join(f"{k}: {v}" for k, v in req.headers_list) + "\n" + req.body.decode(errors="replace")
+    for value in LEAK_VALUES:
+        assert value not in everything, f"credential value {value!r} reached the receiver"
+
+
+# -- learning ------------------------------------------------------------------------------
+def original_dst_cluster(name: str = "egress") -> dict:
+    """An ORIGINAL_DST cluster taking host:port from the ODH request header (HTTP/1.1)."""
+    return {
+        "name": name,
+        "type": "ORIGINAL_DST",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "connect_timeout": "1s",
+        "original_dst_lb_config": {"use_http_header": True, "http_header_name": ODH},
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}},
+            }
+        },
+    }
+
+
+def learn_config(endpoints=(), **learn) -> dict:
+    block = {"enabled": True, "cluster": "egress", "allowHosts": [HOST], "allowPrivate": True,
+             "originalDstHeader": ODH}
+    block.update(learn)
+    return filter_config(list(endpoints), tick_ms=TICK_MS, learn=block)
+
+
+def start_learning(make_envoy, osmox, cfg: dict | None = None, **kw):
+    return make_envoy(osmox.port, cfg or learn_config(), extra_clusters=[original_dst_cluster()], **kw)
+
+
+def register_mutation(provider_id: int, url: str) -> str:
+    return (f'mutation {{ webhook(createWebhookInput: {{providerId: {provider_id}, webhookUrl: "{url}"}}) '
+            f'{{ id providerId webhookUrl status }} }}')
+
+
+def register_answer(webhook_id: int, provider_id: int, url: str) -> dict:
+    doc = load_sample("graphql-register-webhook-response.json")
+    doc["data"]["webhook"].update(id=webhook_id, providerId=provider_id, webhookUrl=url)
+    return doc
+
+
+def register_graphql(envoy, osmox, webhook_id: int, provider_id: int, url: str, answer: dict | None = None):
+    """The client registers `url` for `provider_id` through the proxy; OsmoX answers `answer`
+    (default: success, row `webhook_id`)."""
+    sent = osmox.set_json("POST", "/graphql", answer if answer is not None else
+                          register_answer(webhook_id, provider_id, url))
+    r = envoy.client.graphql(register_mutation(provider_id, url))
+    assert r.status == 200 and r.body == sent
+    return r
+
+
+def v8_webhook_row(webhook_id: int, provider_id: int, url: str, status: int = 1) -> dict:
+    return {"id": webhook_id, "provider_id": provider_id, "webhook_url": url, "is_verified": 0, "status": status,
+            "created_by": None, "updated_by": None, "created_on": "2026-04-19T14:02:55.140Z",
+            "updated_on": "2026-04-19T14:02:55.140Z"}
+
+
+def assert_learned_webhook(req: ReceivedRequest, path: str = "/osmox/status"):
+    assert req.method == "POST"
+    assert req.path == path, req.path
+    h = req.headers
+    assert h.get("content-type") == "application/json"
+    assert h.get("user-agent", "").startswith(USER_AGENT_PREFIX)
+    assert h.get("webhook-id") and h.get("webhook-timestamp", "").isdigit()
+    assert_no_leak(req)
+
+
+# ------------------------------------------------------------------------------------------
+# 1-4: signing
+# ------------------------------------------------------------------------------------------
+def test_secret_signs_standard_webhooks(osmox, make_receiver, make_envoy, filter_wasm):
+    crm = make_receiver("crm")
+    secret = new_secret()
+    cfg = filter_config([endpoint("crm", crm, secret=secret)], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    row = sample_row(2001, 1, 5)
+    poll_rows(envoy, osmox, [row])
+    crm.wait_for(1, EXPECT_S)
+    (req,) = assert_no_more(crm, 1)
+    h = req.headers
+    assert h.get("webhook-id"), "webhook-id missing"
+    assert h.get("webhook-timestamp", "").isdigit(), h.get("webhook-timestamp")
+    assert abs(int(h["webhook-timestamp"]) - req.time) <= 5
+    sigs = signature_entries(req)
+    assert len(sigs) == 1 and sigs[0].startswith("v1,"), h.get("webhook-signature")
+    assert len(base64.b64decode(sigs[0][3:])) == 32  # HMAC-SHA256
+    payload = Webhook(secret).verify(req.body, h)  # raises if the signature is wrong
+    assert payload["id"] == 2001 and payload["deliveryStatus"] == 5
+    # The verifier is not trivially satisfied: another key fails.
+    assert_rejected(new_secret(), req.body, h)
+
+
+def test_rotation_two_secrets_each_verifies_alone(osmox, make_receiver, make_envoy, filter_wasm):
+    crm = make_receiver("crm")
+    old, new = new_secret(), new_secret()
+    cfg = filter_config([endpoint("crm", crm, secrets=[old, new])], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    poll_rows(envoy, osmox, [sample_row(2002, 1, 6)])
+    crm.wait_for(1, EXPECT_S)
+    (req,) = assert_no_more(crm, 1)
+    sigs = signature_entries(req)
+    assert len(sigs) == 2, f"expected two space-separated signatures: {req.headers.get('webhook-signature')!r}"
+    assert all(s.startswith("v1,") for s in sigs), sigs
+    assert sigs[0] != sigs[1]
+    assert Webhook(old).verify(req.body, req.headers)["id"] == 2002
+    assert Webhook(new).verify(req.body, req.headers)["id"] == 2002
+    # Each entry alone verifies with exactly one of the two keys.
+    for sig, key, other in ((sigs[0], old, new), (sigs[1], new, old)):
+        single = dict(req.headers, **{"webhook-signature": sig})
+        Webhook(key).verify(req.body, single)
+        assert_rejected(other, req.body, single)
+    assert_rejected(new_secret(), req.body, req.headers)
+
+
+def test_tampered_body_or_id_or_timestamp_fails_verification(osmox, make_receiver, make_envoy, filter_wasm):
+    crm = make_receiver("crm")
+    secret = new_secret()
+    cfg = filter_config([endpoint("crm", crm, secret=secret)], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    poll_rows(envoy, osmox, [sample_row(2003, 1, 5)])
+    crm.wait_for(1, EXPECT_S)
+    (req,) = assert_no_more(crm, 1)
+    Webhook(secret).verify(req.body, req.headers)  # the untouched webhook verifies
+
+    body = bytearray(req.body)
+    at = req.body.index(b"2003")  # a digit of the id: flipping it keeps the body valid UTF-8/JSON
+    body[at] = ord("9") if body[at] != ord("9") else ord("8")
+    assert bytes(body) != req.body
+    assert_rejected(secret, bytes(body), req.headers)
+
+    other_id = dict(req.headers, **{"webhook-id": req.headers["webhook-id"] + "x"})
+    assert_rejected(secret, req.body, other_id)
+    other_ts = dict(req.headers, **{"webhook-timestamp": str(int(req.headers["webhook-timestamp"]) - 1)})
+    assert_rejected(secret, req.body, other_ts)
+
+
+def test_retry_keeps_id_and_resigns_with_new_timestamp(osmox, make_receiver, make_envoy, filter_wasm):
+    crm = make_receiver("crm")
+    crm.script([503])  # then the default 200
+    secret = new_secret()
+    # One retry 1.5 s later: its timestamp (whole seconds) must be later than the first's.
+    cfg = filter_config([endpoint("crm", crm, secret=secret, retry={"schedule": [1500], "jitter": 0})],
+                        tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    poll_rows(envoy, osmox, [sample_row(2004, 1, 5)])
+    crm.wait_for(2, EXPECT_S)
+    first, second = assert_no_more(crm, 2)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert first.body == second.body
+    for req in (first, second):
+        assert Webhook(secret).verify(req.body, req.headers)["id"] == 2004
+    t1, t2 = int(first.headers["webhook-timestamp"]), int(second.headers["webhook-timestamp"])
+    assert t2 >= t1
+    assert t2 > t1, f"the retry ~1.5 s later kept timestamp {t1}: not re-signed"
+    assert first.headers["webhook-signature"] != second.headers["webhook-signature"]
+    envoy.wait_metric("deliveries_succeeded", 1, timeout=EXPECT_S)
+    assert envoy.metric("retries_scheduled") >= 1
+
+
+# ------------------------------------------------------------------------------------------
+# 5: secretEnv
+# ------------------------------------------------------------------------------------------
+ADMIN_PAGES = ["/config_dump", "/config_dump?include_eds", "/stats", "/stats?format=json", "/stats/prometheus",
+               "/server_info", "/clusters", "/listeners"]
+
+
+def test_secret_env_signs_and_is_never_disclosed(osmox, make_receiver, make_envoy, filter_wasm):
+    crm = make_receiver("crm")
+    secret = new_secret()
+    var = f"OSMOX_E2E_SECRET_{uuid.uuid4().hex[:12].upper()}"
+    cfg = filter_config([endpoint("crm", crm, secretEnv=var)], tick_ms=TICK_MS)
+    # Debug logs everywhere: the strictest place for a secret to show up.
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm}, env={var: secret}, host_env_keys=[var],
+                  log_level="debug", component_log_level="wasm:trace")
+    poll_rows(envoy, osmox, [sample_row(2005, 1, 5)])
+    crm.wait_for(1, EXPECT_S)
+    (req,) = assert_no_more(crm, 1)
+    assert Webhook(secret).verify(req.body, req.headers)["id"] == 2005
+    envoy.wait_metric("deliveries_succeeded", 1, timeout=EXPECT_S)
+
+    pages = {p: envoy.admin("GET", p).body.decode(errors="replace") for p in ADMIN_PAGES}
+    assert var in pages["/config_dump"], "config_dump should show the configuration (naming the variable)"
+    assert "osmox_webhook" in pages["/stats"]
+    envoy.stop()  # Envoy flushes its log file only every ~10 s, and at exit
+    logs = envoy.logs()
+    assert "osmox-webhook-filter" in logs  # the filter did log (so the check below means something)
+    on_disk = {p.name: p.read_text(errors="replace") for p in envoy.workdir.rglob("*") if p.is_file()}
+    for form in secret_forms(secret):
+        for page, text in pages.items():
+            assert form not in text, f"the secret appears in admin {page}"
+        assert form not in logs, "the secret appears in Envoy's log"
+        for name, text in on_disk.items():
+            assert form not in text, f"the secret appears in {name}"
+
+
+def _refused_env_case(case: str, var: str, junk_secret: str):
+    """(env, host_env_keys) for a secretEnv that cannot yield a key."""
+    if case == "unset":  # passed to the VM by name, but not in Envoy's environment
+        return {}, [var]
+    if case == "not-passed":  # in Envoy's environment, but not passed to the VM
+        return {var: new_secret()}, []
+    if case == "garbage":  # passed, but not a valid key (decodes to 10 bytes)
+        return {var: junk_secret}, [var]
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["unset", "not-passed", "garbage"])
+def test_secret_env_missing_or_bad_is_refused_naming_secret_env(osmox, make_receiver, make_envoy, filter_wasm,
+                                                                case):
+    crm, ops = make_receiver("crm"), make_receiver("ops")
+    var = f"OSMOX_E2E_SECRET_{uuid.uuid4().hex[:12].upper()}"
+    junk = "whsec_" + base64.b64encode(b"junk-e2e-!").decode()
+    env, keys = _refused_env_case(case, var, junk)
+    literal = new_secret()  # another endpoint's valid secret, which must not be printed either
+    cfg = filter_config([endpoint("ops", ops, secret=literal), endpoint("crm", crm, secretEnv=var)], tick_ms=TICK_MS)
+    envoy = make_envoy(osmox.port, cfg, clusters=clusters_for(cfg, {"crm": crm, "ops": ops}), use_lds=False,
+                       start=False, env=env, host_env_keys=keys)
+    log = envoy.expect_start_failure(timeout=20)
+    assert envoy.exit_code not in (None, 0), "envoy should exit when the filter refuses its configuration"
+    lines = wasm_lines(log)
+    assert any("secretEnv" in line for line in lines), f"no filter log line names secretEnv:\n{log[-3000:]}"
+    assert any("endpoints[1].secretEnv" in line for line in lines), lines
+    for s in [literal, junk, *env.values()]:
+        for form in secret_forms(s):
+            assert form not in log, "a secret appears in Envoy's log"
+
+
+# ------------------------------------------------------------------------------------------
+# 6: credential hygiene
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("api", ["rest", "graphql"])
+def test_client_and_osmox_credentials_never_reach_receiver(osmox, make_receiver, make_envoy, filter_wasm, api):
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm, headers={"x-team": "crm"})], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    if api == "rest":
+        row = load_sample("rest-create-notification-response.v8.json")
+        row["delivery_status"] = 5
+        osmox.set_json("POST", "/notifications", row, status=201, headers=[("Set-Cookie", OSMOX_SET_COOKIE)])
+        r = envoy.client.post("/notifications", {"providerId": 1}, headers=CLIENT_CREDENTIALS)
+        assert r.status == 201
+    else:
+        osmox.set_json("POST", "/graphql", graphql_list([sample_row(2006, 1, 5)]),
+                       headers=[("Set-Cookie", OSMOX_SET_COOKIE)])
+        r = envoy.client.graphql(NOTIFICATIONS_QUERY, headers=CLIENT_CREDENTIALS)
+        assert r.status == 200
+    # The credentials really went through the proxy both ways (so their absence below counts).
+    assert r.headers.get("set-cookie") == OSMOX_SET_COOKIE
+    upstream = osmox.requests()[-1].header
+    for k, v in CLIENT_CREDENTIALS.items():
+        assert upstream.get(k) == v, k
+    crm.wait_for(1, EXPECT_S)
+    (req,) = assert_no_more(crm, 1)
+    assert req.headers.get("x-team") == "crm"
+    assert_no_leak(req)
+
+
+# ------------------------------------------------------------------------------------------
+# 7: header configuration refused at load
+# ------------------------------------------------------------------------------------------
+BAD_HEADERS = {
+    "crlf": ({"x-team": "crm\r\nx-injected: e2e-injected"}, "x-team"),
+    "pseudo-path": ({":path": "/evil"}, ":path"),
+    "webhook-id": ({"webhook-id": "forged"}, "webhook-id"),
+    "content-type": ({"content-type": "text/plain"}, "content-type"),
+    "webhook-signature-mixed-case": ({"Webhook-Signature": "v1,Zm9yZ2Vk"}, "Webhook-Signature"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_HEADERS))
+def test_bad_header_config_is_refused_naming_headers(osmox, make_receiver, make_envoy, filter_wasm, case):
+    crm = make_receiver("crm")
+    headers, name = BAD_HEADERS[case]
+    cfg = filter_config([endpoint("crm", crm, headers=headers)], tick_ms=TICK_MS)
+    envoy = make_envoy(osmox.port, cfg, clusters=clusters_for(cfg, {"crm": crm}), use_lds=False, start=False)
+    log = envoy.expect_start_failure(timeout=20)
+    assert envoy.exit_code not in (None, 0), "envoy should exit when the filter refuses its configuration"
+    lines = wasm_lines(log)
+    naming = [line for line in lines if "endpoints[0].headers" in line]
+    assert naming, f"no filter log line names endpoints[0].headers:\n{log[-3000:]}"
+    assert any(name in line for line in naming), naming
+    assert not any("e2e-injected" in line for line in lines), "the header value was printed"
+
+
+# ------------------------------------------------------------------------------------------
+# 8-11: learned registrations
+# ------------------------------------------------------------------------------------------
+def test_graphql_registration_is_learned_and_fires_on_final_states(osmox, make_receiver, make_envoy, filter_wasm):
+    a = make_receiver("A")
+    envoy = start_learning(make_envoy, osmox)
+    url_a = a.url("/osmox/status")
+    register_graphql(envoy, osmox, 3, 1, url_a)  # with the client's Authorization: Bearer …
+    envoy.wait_metric("registrations_learned", 1, timeout=EXPECT_S)
+    wait_metric_eq(envoy, "learned_endpoints", 1)
+    assert envoy.metric("registrations_refused") == 0
+
+    rows = [sample_row(3001, 1, 5), sample_row(3002, 2, 5), sample_row(3003, 1, 1), sample_row(3004, 1, 6),
+            sample_row(3005, 1, 3)]
+    poll_rows(envoy, osmox, rows, headers=CLIENT_CREDENTIALS)
+    a.wait_for(2, EXPECT_S)
+    got = assert_no_more(a, 2)
+    assert sorted(ids_statuses(got)) == [(3001, 5), (3004, 6)]
+    for req in got:
+        assert_learned_webhook(req)
+        assert "webhook-signature" not in req.headers  # OsmoX webhooks carry no secret
+    envoy.wait_metric("deliveries_succeeded", 2, timeout=EXPECT_S)
+    assert envoy.metric("registrations_learned") == 1
+
+
+def test_changed_registration_moves_deliveries(osmox, make_receiver, make_envoy, filter_wasm):
+    a, b = make_receiver("A"), make_receiver("B")
+    envoy = start_learning(make_envoy, osmox)
+    register_graphql(envoy, osmox, 3, 1, a.url("/osmox/status"))
+    envoy.wait_metric("registrations_learned", 1, timeout=EXPECT_S)
+    poll_rows(envoy, osmox, [sample_row(3101, 1, 5)])
+    a.wait_for(1, EXPECT_S)
+
+    register_graphql(envoy, osmox, 4, 1, b.url("/osmox/status-b"))
+    envoy.wait_metric("registrations_learned", 2, timeout=EXPECT_S)
+    wait_metric_eq(envoy, "learned_endpoints", 1)  # still one provider
+    poll_rows(envoy, osmox, [sample_row(3102, 1, 5), sample_row(3103, 1, 6)])
+    b.wait_for(2, EXPECT_S)
+    got_b = assert_no_more(b, 2)
+    assert sorted(ids_statuses(got_b)) == [(3102, 5), (3103, 6)]
+    for req in got_b:
+        assert_learned_webhook(req, "/osmox/status-b")
+    got_a = assert_no_more(a, 1, settle=0)
+    assert ids_statuses(got_a) == [(3101, 5)]
+
+
+@pytest.mark.parametrize("status", [200, 204])
+def test_rest_delete_stops_deliveries(osmox, make_receiver, make_envoy, filter_wasm, status):
+    a = make_receiver("A")
+    envoy = start_learning(make_envoy, osmox)
+    register_graphql(envoy, osmox, 3, 1, a.url("/osmox/status"))
+    envoy.wait_metric("registrations_learned", 1, timeout=EXPECT_S)
+    poll_rows(envoy, osmox, [sample_row(3201, 1, 5)])
+    a.wait_for(1, EXPECT_S)
+
+    # A delete OsmoX refused (unscripted: 404 problem+json) removes nothing.
+    assert envoy.client.request("DELETE", "/webhooks/3", headers={"x-api-key": "k"}).status == 404
+    poll_rows(envoy, osmox, [sample_row(3204, 1, 6)])
+    a.wait_for(2, EXPECT_S)
+    assert envoy.metric("registrations_removed") == 0
+
+    if status == 204:
+        osmox.set_response("DELETE", "/webhooks/3", 204, body=b"", content_type=None)
+    else:
+        osmox.set_json("DELETE", "/webhooks/3", {"affected": 1}, status=200)
+    r = envoy.client.request("DELETE", "/webhooks/3", headers={"x-api-key": "k"})
+    assert r.status == status
+    envoy.wait_metric("registrations_removed", 1, timeout=EXPECT_S)
+    wait_metric_eq(envoy, "learned_endpoints", 0)
+    poll_rows(envoy, osmox, [sample_row(3202, 1, 5)])
+    envoy.wait_metric("events_unrouted", 1, timeout=EXPECT_S)  # seen, and routed nowhere
+    assert_no_more(a, 2)
+
+    # Control: the pipeline is alive; a new registration delivers again.
+    register_graphql(envoy, osmox, 5, 1, a.url("/osmox/status"))
+    envoy.wait_metric("registrations_learned", 2, timeout=EXPECT_S)
+    poll_rows(envoy, osmox, [sample_row(3203, 1, 5)])
+    a.wait_for(3, EXPECT_S)
+    got = assert_no_more(a, 3)
+    assert ids_statuses(got) == [(3201, 5), (3204, 6), (3203, 5)]
+
+
+def test_private_and_unlisted_registrations_are_refused(osmox, make_receiver, make_envoy, filter_wasm):
+    # `egress` is a STATIC trap on loopback: whatever the filter learns, nothing leaves the box.
+    trap = make_receiver("trap")
+    cfg = learn_config(allowPrivate=False, allowHosts=[HOST, "169.254.169.254"])
+    envoy = make_envoy(osmox.port, cfg, clusters={"egress": trap})
+    refused = [
+        (3, 1, "http://169.254.169.254/latest/meta-data"),      # allowed host, but link-local metadata
+        (4, 2, "http://hooks.not-allowed.example.com/osmox/status"),  # not on allowHosts
+        (5, 3, trap.url("/osmox/status")),                      # 127.0.0.1 allowed, but loopback
+    ]
+    for i, (wid, pid, url) in enumerate(refused, start=1):
+        register_graphql(envoy, osmox, wid, pid, url)
+        envoy.wait_metric("registrations_refused", i, timeout=EXPECT_S)
+    assert envoy.metric("registrations_refused") == 3
+    assert envoy.metric("registrations_learned") == 0
+    assert envoy.metric("learned_endpoints") == 0
+
+    poll_rows(envoy, osmox, [sample_row(3300 + pid, pid, 5) for _, pid, _ in refused])
+    envoy.wait_metric("events_unrouted", 3, timeout=EXPECT_S)
+    assert_no_more(trap, 0)
+    assert envoy.metric("deliveries_sent") == 0
+    assert envoy.stat("cluster.egress.upstream_rq_total", 0) == 0
+    envoy.stop()  # Envoy flushes its log file only every ~10 s, and at exit
+    refusals = [line for line in wasm_lines(envoy.logs()) if "registration not learned" in line]
+    assert len(refusals) == 3, refusals
+    assert sum("learn.allowPrivate" in line for line in refusals) == 2, refusals
+    assert sum("learn.allowHosts" in line for line in refusals) == 1, refusals
+
+
+FAILED_GRAPHQL = {
+    "errors-null-webhook": lambda url: {
+        "errors": [{"message": "Cannot read properties of undefined (reading 'protocol')"}],
+        "data": {"webhook": None}},
+    "errors-null-data": lambda url: {
+        "errors": [{"message": "Cannot read properties of undefined (reading 'protocol')"}], "data": None},
+    # Partial data next to errors: the write may not have happened, so nothing is learned.
+    "errors-with-row": lambda url: dict(register_answer(3, 1, url),
+                                        errors=[{"message": "Cannot read properties of undefined"}]),
+}
+
+
+@pytest.mark.parametrize("case", ["graphql-" + k for k in FAILED_GRAPHQL] + ["rest-409"])
+def test_failed_registration_teaches_nothing(osmox, make_receiver, make_envoy, filter_wasm, case):
+    a = make_receiver("A")
+    envoy = start_learning(make_envoy, osmox)
+    url = a.url("/osmox/status")
+    if case == "rest-409":
+        # A conflict answer that even carries a usable row: a non-2xx must teach nothing.
+        osmox.set_json("POST", "/webhooks", v8_webhook_row(3, 1, url), status=409)
+        r = envoy.client.post("/webhooks", {"providerId": 1, "webhookUrl": url}, headers={"x-api-key": "k"})
+        assert r.status == 409
+    else:
+        register_graphql(envoy, osmox, 3, 1, url, answer=FAILED_GRAPHQL[case.removeprefix("graphql-")](url))
+    envoy.wait_metric("responses_watched", 1, timeout=EXPECT_S)
+    poll_rows(envoy, osmox, [sample_row(3401, 1, 5)])
+    envoy.wait_metric("events_detected", 1, timeout=EXPECT_S)
+    got = a.settle(SETTLE_S)
+    assert envoy.metric("registrations_learned") == 0, "a failed registration was learned"
+    assert envoy.metric("learned_endpoints") == 0
+    assert got == [], f"a failed registration's URL got webhooks: {got!r}"
+    assert envoy.metric("events_unrouted") == 1
+
+    # Control: the same registration answered 201 by REST is learned and delivers.
+    osmox.set_json("POST", "/webhooks", v8_webhook_row(3, 1, url), status=201)
+    assert envoy.client.post("/webhooks", {"providerId": 1, "webhookUrl": url}).status == 201
+    envoy.wait_metric("registrations_learned", 1, timeout=EXPECT_S)
+    poll_rows(envoy, osmox, [sample_row(3402, 1, 5)])
+    a.wait_for(1, EXPECT_S)
+    (req,) = assert_no_more(a, 1)
+    assert ids_statuses([req]) == [(3402, 5)]
+    assert_learned_webhook(req)
+
+
+def test_learn_config_with_no_endpoints_and_original_dst_cluster_starts(osmox, make_envoy, filter_wasm):
+    """`endpoints: []` is allowed with learning on (and refused without it)."""
+    envoy = start_learning(make_envoy, osmox)
+    assert envoy.metric("learned_endpoints") == 0
+    bad = make_envoy(osmox.port, filter_config([], tick_ms=TICK_MS), use_lds=False, start=False, name="nolearn")
+    log = bad.expect_start_failure(timeout=20)
+    assert any("endpoints" in line for line in wasm_lines(log)), log[-3000:]
+
