@@ -53,7 +53,7 @@ pub fn take_in<S: Store + ?Sized>(
     metrics: &dyn Metrics,
     notifications: &[Notification],
     now_ms: u64,
-    probe_from: u32,
+    seed: u64,
 ) -> Intake {
     let memory = Memory::new(config.limits.max_remembered);
     let ledger = Ledger::new(config.limits.max_pending);
@@ -84,8 +84,7 @@ pub fn take_in<S: Store + ?Sized>(
             let existing = previous.iter().find(|(k, _)| *k == key).map(|(_, s)| *s);
             let id = webhook_id(n, &endpoint.name);
             let fresh = Slot::new(&endpoint.name, n.id, &id, now_ms);
-            let probe = probe_from.wrapping_add(wake.len() as u32);
-            match ledger.place(store, existing, fresh, n.body.as_bytes(), probe, now_ms) {
+            match ledger.place(store, existing, fresh, n.body.as_bytes(), seed, now_ms) {
                 Ok(placed) => {
                     match placed {
                         Placed::New(_) => metrics.add(Metric::Pending, 1),
@@ -99,7 +98,7 @@ pub fn take_in<S: Store + ?Sized>(
                 Err(LedgerError::Full) => {
                     metrics.add(Metric::DeliveriesDropped, 1);
                     log::warn!(
-                        "{id}: dropped, ledger full ({} pending deliveries); raise limits.maxPending",
+                        "{id}: dropped, the ledger of {} slots is (nearly) full; raise limits.maxPending",
                         ledger.slots()
                     );
                 }

@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 
 use osmox_webhook_filter::config::Config;
+use osmox_webhook_filter::delivery::ledger::Ledger;
 use osmox_webhook_filter::delivery::outcome::AttemptResponse;
 use osmox_webhook_filter::delivery::sender::{Dispatch, Io, Sender};
 use osmox_webhook_filter::intake;
@@ -81,6 +82,11 @@ struct World {
 
 const T0: u64 = 1_800_000_000_000;
 
+fn sender(config: &Config, id: usize) -> Sender {
+    let ledger = Ledger::new(config.limits.max_pending);
+    Sender::new(id as u32 + 1, ledger, 64)
+}
+
 impl World {
     fn new(json: &str, vms: usize) -> World {
         let config = Config::from_json(json.as_bytes(), &|_| None).unwrap();
@@ -94,7 +100,7 @@ impl World {
             store.set(&k, b"{}", None).unwrap();
         }
         let senders = (0..vms)
-            .map(|_| RefCell::new(Sender::new(&config, 64)))
+            .map(|vm| RefCell::new(sender(&config, vm)))
             .collect();
         World {
             config,
@@ -115,7 +121,7 @@ impl World {
             &self.metrics,
             ns,
             self.now,
-            0,
+            self.now ^ ns.len() as u64,
         );
         for slot in wake.wake {
             self.with(vm, |s, c, io| s.wake(c, &c.endpoints, io, slot));
@@ -470,7 +476,7 @@ fn a_claim_lost_with_its_vm_is_retried_by_another() {
     assert_eq!(w.sent().len(), 1);
     // VM 0 is replaced and never hears back. After the timeout and the lease margin another
     // sender takes over.
-    w.senders[0] = RefCell::new(Sender::new(&w.config, 64));
+    w.senders[0] = RefCell::new(sender(&w.config, 99));
     w.now += 5_000;
     w.sweep();
     assert_eq!(w.sent().len(), 1);

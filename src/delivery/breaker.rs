@@ -2,14 +2,28 @@
 //!
 //! The record lives in proxy-wasm shared data, one per endpoint, and every worker updates it
 //! under CAS; so it is a small serde record and every operation is a pure function of
-//! (record, now, policy). In-flight attempts are leases with a deadline, so an attempt lost
-//! with a crashed VM frees its place by itself.
+//! (record, now, policy). In-flight attempts are counted per sender (a root context), each
+//! count with a deadline that its sender pushes forward as it sends: the record stays as small
+//! as the number of VMs however many attempts are out, and the count of a sender lost with a
+//! crashed or replaced VM frees its places by itself once its deadline passes.
 
 use serde::{Deserialize, Serialize};
 
-/// A place held by one in-flight attempt.
+/// The attempts one sender has in flight to this endpoint.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Lease {
+pub struct Holder {
+    #[serde(rename = "h")]
+    pub sender: u32,
+    #[serde(rename = "n")]
+    pub count: u32,
+    /// Past this, the sender is presumed gone and its places free.
+    #[serde(rename = "u")]
+    pub until_ms: u64,
+}
+
+/// The half-open probe on the wire.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
     #[serde(rename = "s")]
     pub slot: u32,
     #[serde(rename = "u")]
@@ -24,11 +38,10 @@ pub struct EndpointState {
     failures: u32,
     #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
     open_until_ms: Option<u64>,
-    /// The slot holding the half-open probe; it always has a lease in `leases`.
     #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
-    probe: Option<u32>,
+    probe: Option<Probe>,
     #[serde(rename = "l", default, skip_serializing_if = "Vec::is_empty")]
-    leases: Vec<Lease>,
+    holders: Vec<Holder>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -46,7 +59,7 @@ pub struct BreakerPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
     Granted,
-    /// `max_in_flight` leases are held.
+    /// `max_in_flight` attempts are out.
     Full,
     Open {
         until_ms: u64,
@@ -56,19 +69,18 @@ pub enum Admit {
 }
 
 impl EndpointState {
-    /// Try to take a lease for `slot` until `lease_until_ms` (the caller passes now + timeout +
-    /// margin, so a lease lost with a crashed VM expires). Drops expired leases first. A slot
-    /// holds at most one lease: re-admitting it gives up the old one. Closed: granted if fewer
-    /// than `max_in_flight` live leases. Open: refused. Half-open: one probe at a time.
+    /// Take a place for `sender`'s attempt on `slot`, which ends by `lease_until_ms` (the
+    /// caller passes now + timeout + margin). Closed: granted while fewer than `max_in_flight`
+    /// are out. Open: refused. Half-open: one probe at a time.
     pub fn admit(
         &mut self,
+        sender: u32,
         slot: u32,
         now_ms: u64,
         lease_until_ms: u64,
         policy: &BreakerPolicy,
     ) -> Admit {
         self.expire(now_ms);
-        self.release(slot);
         let half_open = match self.open_until_ms {
             Some(until_ms) if now_ms < until_ms => return Admit::Open { until_ms },
             Some(_) => true,
@@ -77,26 +89,43 @@ impl EndpointState {
         if half_open && self.probe.is_some() {
             return Admit::ProbeBusy;
         }
-        if self.leases.len() >= usize::try_from(policy.max_in_flight).unwrap_or(usize::MAX) {
+        if self.in_flight(now_ms) >= u64::from(policy.max_in_flight) {
             return Admit::Full;
         }
-        self.leases.push(Lease {
-            slot,
-            until_ms: lease_until_ms,
-        });
+        match self.holders.iter_mut().find(|h| h.sender == sender) {
+            Some(h) => {
+                h.count = h.count.saturating_add(1);
+                h.until_ms = h.until_ms.max(lease_until_ms);
+            }
+            None => self.holders.push(Holder {
+                sender,
+                count: 1,
+                until_ms: lease_until_ms,
+            }),
+        }
         if half_open {
-            self.probe = Some(slot);
+            self.probe = Some(Probe {
+                slot,
+                until_ms: lease_until_ms,
+            });
         }
         Admit::Granted
     }
 
-    /// Record the attempt's result and release its lease. Success closes the breaker and
+    /// Record the attempt's result and give back its place. Success closes the breaker and
     /// resets failures. A failure counts; at `failure_threshold`, or when the half-open probe
     /// fails, the breaker opens until `now + open_ms`. Failures of attempts that were already
     /// in flight when it opened do not extend the open period.
-    pub fn record(&mut self, slot: u32, success: bool, now_ms: u64, policy: &BreakerPolicy) {
-        let was_probe = self.probe == Some(slot);
-        self.release(slot);
+    pub fn record(
+        &mut self,
+        sender: u32,
+        slot: u32,
+        success: bool,
+        now_ms: u64,
+        policy: &BreakerPolicy,
+    ) {
+        let was_probe = self.probe.is_some_and(|p| p.slot == slot);
+        self.release(sender, slot);
         if success {
             self.failures = 0;
             self.open_until_ms = None;
@@ -112,10 +141,13 @@ impl EndpointState {
         }
     }
 
-    /// Release a lease without a verdict (superseded/cancelled attempts).
-    pub fn release(&mut self, slot: u32) {
-        self.leases.retain(|l| l.slot != slot);
-        if self.probe == Some(slot) {
+    /// Give back a place without a verdict.
+    pub fn release(&mut self, sender: u32, slot: u32) {
+        if let Some(h) = self.holders.iter_mut().find(|h| h.sender == sender) {
+            h.count = h.count.saturating_sub(1);
+        }
+        self.holders.retain(|h| h.count > 0);
+        if self.probe.is_some_and(|p| p.slot == slot) {
             self.probe = None;
         }
     }
@@ -125,8 +157,12 @@ impl EndpointState {
         self.open_until_ms.is_some_and(|until| now_ms < until)
     }
 
-    pub fn in_flight(&self, now_ms: u64) -> usize {
-        self.leases.iter().filter(|l| l.until_ms > now_ms).count()
+    pub fn in_flight(&self, now_ms: u64) -> u64 {
+        self.holders
+            .iter()
+            .filter(|h| h.until_ms > now_ms)
+            .map(|h| u64::from(h.count))
+            .sum()
     }
 
     /// Open or half-open: not yet closed by a success.
@@ -139,11 +175,9 @@ impl EndpointState {
     }
 
     fn expire(&mut self, now_ms: u64) {
-        self.leases.retain(|l| l.until_ms > now_ms);
-        if let Some(p) = self.probe {
-            if !self.leases.iter().any(|l| l.slot == p) {
-                self.probe = None;
-            }
+        self.holders.retain(|h| h.until_ms > now_ms);
+        if self.probe.is_some_and(|p| p.until_ms <= now_ms) {
+            self.probe = None;
         }
     }
 }
@@ -158,9 +192,11 @@ mod tests {
         max_in_flight: 2,
     };
     const LEASE_MS: u64 = 5_000;
+    const A: u32 = 11;
+    const B: u32 = 22;
 
     fn admit(s: &mut EndpointState, slot: u32, now: u64) -> Admit {
-        s.admit(slot, now, now + LEASE_MS, &POLICY)
+        s.admit(A, slot, now, now + LEASE_MS, &POLICY)
     }
 
     /// A state opened at `now` by `failure_threshold` failures.
@@ -168,53 +204,75 @@ mod tests {
         let mut s = EndpointState::default();
         for slot in 0..POLICY.failure_threshold {
             assert_eq!(admit(&mut s, slot, now), Admit::Granted);
-            s.record(slot, false, now, &POLICY);
+            s.record(A, slot, false, now, &POLICY);
         }
         assert!(s.is_open(now));
         s
     }
 
     #[test]
-    fn closed_admits_up_to_max_in_flight_then_is_full() {
+    fn closed_admits_up_to_max_in_flight_across_senders_then_is_full() {
         let mut s = EndpointState::default();
-        assert_eq!(admit(&mut s, 1, 0), Admit::Granted);
-        assert_eq!(admit(&mut s, 2, 0), Admit::Granted);
-        assert_eq!(admit(&mut s, 3, 0), Admit::Full);
+        assert_eq!(s.admit(A, 1, 0, LEASE_MS, &POLICY), Admit::Granted);
+        assert_eq!(s.admit(B, 2, 0, LEASE_MS, &POLICY), Admit::Granted);
+        assert_eq!(s.admit(A, 3, 0, LEASE_MS, &POLICY), Admit::Full);
         assert_eq!(s.in_flight(0), 2);
-        s.release(1);
-        assert_eq!(admit(&mut s, 3, 0), Admit::Granted);
+        s.release(B, 2);
+        assert_eq!(s.admit(A, 3, 0, LEASE_MS, &POLICY), Admit::Granted);
         assert_eq!(s.in_flight(0), 2);
     }
 
     #[test]
-    fn readmitting_a_slot_replaces_its_lease() {
+    fn the_record_holds_one_entry_per_sender_however_many_are_out() {
+        let policy = BreakerPolicy {
+            max_in_flight: 1000,
+            ..POLICY
+        };
         let mut s = EndpointState::default();
-        assert_eq!(admit(&mut s, 1, 0), Admit::Granted);
-        assert_eq!(admit(&mut s, 1, 100), Admit::Granted);
-        assert_eq!(s.in_flight(100), 1);
+        for slot in 0..500 {
+            assert_eq!(
+                s.admit(A, slot, slot.into(), 10_000, &policy),
+                Admit::Granted
+            );
+        }
+        assert_eq!(s.in_flight(0), 500);
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(json, r#"{"l":[{"h":11,"n":500,"u":10000}]}"#);
+    }
+
+    #[test]
+    fn a_lost_senders_places_free_themselves_after_its_deadline() {
+        let mut s = EndpointState::default();
+        s.admit(A, 1, 0, LEASE_MS, &POLICY);
+        s.admit(A, 2, 0, LEASE_MS, &POLICY);
         assert_eq!(
-            s.leases,
-            vec![Lease {
-                slot: 1,
-                until_ms: 100 + LEASE_MS
+            s.admit(B, 3, LEASE_MS - 1, 2 * LEASE_MS, &POLICY),
+            Admit::Full
+        );
+        assert_eq!(s.in_flight(LEASE_MS), 0);
+        assert_eq!(
+            s.admit(B, 3, LEASE_MS, 2 * LEASE_MS, &POLICY),
+            Admit::Granted
+        );
+        assert_eq!(
+            s.holders,
+            vec![Holder {
+                sender: B,
+                count: 1,
+                until_ms: 2 * LEASE_MS
             }]
         );
     }
 
     #[test]
-    fn expired_leases_are_reclaimed() {
+    fn a_sending_sender_keeps_its_deadline_moving() {
         let mut s = EndpointState::default();
-        admit(&mut s, 1, 0);
-        admit(&mut s, 2, 0);
-        assert_eq!(admit(&mut s, 3, LEASE_MS - 1), Admit::Full);
-        assert_eq!(s.in_flight(LEASE_MS), 0);
-        assert_eq!(admit(&mut s, 3, LEASE_MS), Admit::Granted);
+        s.admit(A, 1, 0, LEASE_MS, &POLICY);
+        s.admit(A, 2, 4_000, 4_000 + LEASE_MS, &POLICY);
         assert_eq!(
-            s.leases,
-            vec![Lease {
-                slot: 3,
-                until_ms: 2 * LEASE_MS
-            }]
+            s.in_flight(LEASE_MS),
+            2,
+            "the first attempt's deadline no longer rules"
         );
     }
 
@@ -223,11 +281,11 @@ mod tests {
         let mut s = EndpointState::default();
         for slot in 0..2 {
             admit(&mut s, slot, 0);
-            s.record(slot, false, 0, &POLICY);
+            s.record(A, slot, false, 0, &POLICY);
             assert!(!s.is_open(0));
         }
         admit(&mut s, 2, 50);
-        s.record(2, false, 50, &POLICY);
+        s.record(A, 2, false, 50, &POLICY);
         assert_eq!(s.consecutive_failures(), 3);
         assert!(s.is_open(50));
         assert_eq!(s.in_flight(50), 0);
@@ -248,7 +306,7 @@ mod tests {
         let mut s = opened_at(0);
         assert_eq!(admit(&mut s, 1, 10_000), Admit::Granted);
         assert_eq!(admit(&mut s, 2, 10_000), Admit::ProbeBusy);
-        assert_eq!(admit(&mut s, 3, 10_001), Admit::ProbeBusy);
+        assert_eq!(s.admit(B, 3, 10_001, 20_000, &POLICY), Admit::ProbeBusy);
         assert_eq!(s.in_flight(10_001), 1);
     }
 
@@ -257,14 +315,14 @@ mod tests {
         let mut s = opened_at(0);
         assert_eq!(admit(&mut s, 1, 10_000), Admit::Granted);
         assert_eq!(admit(&mut s, 2, 10_000 + LEASE_MS), Admit::Granted);
-        assert_eq!(s.probe, Some(2));
+        assert_eq!(s.probe.map(|p| p.slot), Some(2));
     }
 
     #[test]
     fn a_released_probe_lets_another_probe() {
         let mut s = opened_at(0);
         admit(&mut s, 1, 10_000);
-        s.release(1);
+        s.release(A, 1);
         assert_eq!(admit(&mut s, 2, 10_000), Admit::Granted);
         assert_eq!(admit(&mut s, 3, 10_000), Admit::ProbeBusy);
     }
@@ -273,7 +331,7 @@ mod tests {
     fn probe_success_closes_the_breaker() {
         let mut s = opened_at(0);
         admit(&mut s, 1, 10_000);
-        s.record(1, true, 10_500, &POLICY);
+        s.record(A, 1, true, 10_500, &POLICY);
         assert!(!s.is_open(10_500));
         assert_eq!(s, EndpointState::default());
         assert_eq!(admit(&mut s, 2, 10_500), Admit::Granted);
@@ -284,7 +342,7 @@ mod tests {
     fn probe_failure_reopens_the_breaker() {
         let mut s = opened_at(0);
         admit(&mut s, 1, 10_000);
-        s.record(1, false, 10_500, &POLICY);
+        s.record(A, 1, false, 10_500, &POLICY);
         assert!(s.is_open(10_500));
         assert_eq!(admit(&mut s, 2, 10_500), Admit::Open { until_ms: 20_500 });
         assert_eq!(s.probe, None);
@@ -295,14 +353,14 @@ mod tests {
         let mut s = EndpointState::default();
         for slot in 0..2 {
             admit(&mut s, slot, 0);
-            s.record(slot, false, 0, &POLICY);
+            s.record(A, slot, false, 0, &POLICY);
         }
         admit(&mut s, 5, 0);
-        s.record(5, true, 0, &POLICY);
+        s.record(A, 5, true, 0, &POLICY);
         assert_eq!(s.consecutive_failures(), 0);
         for slot in 0..2 {
             admit(&mut s, slot, 0);
-            s.record(slot, false, 0, &POLICY);
+            s.record(A, slot, false, 0, &POLICY);
         }
         assert!(!s.is_open(0));
         assert_eq!(s.consecutive_failures(), 2);
@@ -314,9 +372,9 @@ mod tests {
         admit(&mut s, 7, 0); // in flight before the breaker opens
         for slot in 0..3 {
             admit(&mut s, slot, 0);
-            s.record(slot, false, 0, &POLICY);
+            s.record(A, slot, false, 0, &POLICY);
         }
-        s.record(7, false, 4_000, &POLICY);
+        s.record(A, 7, false, 4_000, &POLICY);
         assert_eq!(admit(&mut s, 8, 4_000), Admit::Open { until_ms: 10_000 });
     }
 
@@ -327,9 +385,9 @@ mod tests {
             ..POLICY
         };
         let mut s = EndpointState::default();
-        s.admit(1, 0, LEASE_MS, &policy);
+        s.admit(A, 1, 0, LEASE_MS, &policy);
         assert!(!s.is_open(0));
-        s.record(1, false, 0, &policy);
+        s.record(A, 1, false, 0, &policy);
         assert!(s.is_open(0));
     }
 
@@ -337,12 +395,14 @@ mod tests {
     fn serialized_state_is_small_and_round_trips() {
         let empty = serde_json::to_string(&EndpointState::default()).unwrap();
         assert_eq!(empty, "{}");
-        assert!(empty.len() < 40);
 
         let mut s = opened_at(0);
         admit(&mut s, 4, 10_000);
         let json = serde_json::to_string(&s).unwrap();
-        assert_eq!(json, r#"{"f":3,"o":10000,"p":4,"l":[{"s":4,"u":15000}]}"#);
+        assert_eq!(
+            json,
+            r#"{"f":3,"o":10000,"p":{"s":4,"u":15000},"l":[{"h":11,"n":1,"u":15000}]}"#
+        );
         let back: EndpointState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
         let back: EndpointState = serde_json::from_str("{}").unwrap();

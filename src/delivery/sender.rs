@@ -88,6 +88,8 @@ enum Verdict {
 }
 
 pub struct Sender {
+    /// Names this sender's places in the endpoints' in-flight counts.
+    id: u32,
     ledger: Ledger,
     calls: HashMap<u32, Call>,
     held: VecDeque<u32>,
@@ -111,9 +113,12 @@ fn url(t: &Target) -> String {
 }
 
 impl Sender {
-    pub fn new(config: &Config, scan_per_tick: u32) -> Self {
+    /// `id` should be unique among the senders sharing a store (random is fine); `ledger` is
+    /// `Ledger::new(limits.maxPending)`, possibly sweeping a larger high-water mark.
+    pub fn new(id: u32, ledger: Ledger, scan_per_tick: u32) -> Self {
         Sender {
-            ledger: Ledger::new(config.limits.max_pending),
+            id,
+            ledger,
             calls: HashMap::new(),
             held: VecDeque::new(),
             scan_per_tick,
@@ -153,8 +158,10 @@ impl Sender {
         }
     }
 
+    /// Remember a slot to retry when a lease frees. A slot held twice is tried twice, which
+    /// is harmless; checking for it would cost O(held) on every refusal.
     fn hold(&mut self, slot: u32) {
-        if self.held.len() < MAX_HELD && !self.held.contains(&slot) {
+        if self.held.len() < MAX_HELD {
             self.held.push_back(slot);
         }
     }
@@ -283,11 +290,12 @@ impl Sender {
 
     fn admit(&self, io: &mut Io, endpoint: &Endpoint, slot: u32, lease_until: u64) -> Admit {
         let policy = breaker_policy(endpoint);
+        let sender = self.id;
         let now = io.now_ms;
         let mut verdict = Admit::Full;
         let result = store::update(io.store, &endpoint_key(&endpoint.name), |cur| {
             let mut state = decode_state(cur);
-            verdict = state.admit(slot, now, lease_until, &policy);
+            verdict = state.admit(sender, slot, now, lease_until, &policy);
             match verdict {
                 Admit::Granted => Some((serde_json::to_vec(&state).ok()?, ())),
                 _ => None,
@@ -302,11 +310,12 @@ impl Sender {
 
     fn record_breaker(&self, io: &mut Io, endpoint: &Endpoint, slot: u32, success: bool) {
         let policy = breaker_policy(endpoint);
+        let sender = self.id;
         let now = io.now_ms;
         let change = store::update(io.store, &endpoint_key(&endpoint.name), |cur| {
             let mut state = decode_state(cur);
             let was_open = state.is_tripped();
-            state.record(slot, success, now, &policy);
+            state.record(sender, slot, success, now, &policy);
             let is_open = state.is_tripped();
             Some((serde_json::to_vec(&state).ok()?, (was_open, is_open)))
         });

@@ -85,7 +85,7 @@ impl Watch {
             metrics,
             &extracted.notifications,
             now_ms(),
-            self.context_id.wrapping_mul(2_654_435_761),
+            hash ^ u64::from(self.context_id),
         );
         if intake.complete {
             self.shared.recent.borrow_mut().remember(hash);

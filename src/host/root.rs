@@ -86,6 +86,18 @@ impl Shared {
     }
 }
 
+/// A random id for this VM's sender: root contexts of different VMs share context ids.
+fn sender_id(context_id: u32) -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ms());
+    h.write_u32(context_id);
+    // Truncation is fine: any 32 bits of a random hash.
+    #[allow(clippy::cast_possible_truncation)]
+    let id = h.finish() as u32;
+    id
+}
+
 pub fn now_ms() -> u64 {
     hostcalls::get_current_time()
         .ok()
@@ -227,7 +239,12 @@ impl RootContext for Root {
                 log::error!("#{} could not set the tick period", self.context_id);
                 return false;
             }
-            self.sender = Some(Sender::new(&config, SCAN_PER_TICK));
+            let ledger = Ledger::new(config.limits.max_pending).sweeping_high_water(&SharedData);
+            self.sender = Some(Sender::new(
+                sender_id(self.context_id),
+                ledger,
+                SCAN_PER_TICK,
+            ));
         }
         log::info!(
             "#{} osmox-webhook-filter {} configured as {:?}: {} endpoints, {} pending deliveries max, {} notifications remembered",

@@ -1,0 +1,679 @@
+"""End-to-end tests of retries: client -> Envoy (osmox-webhook-filter) -> OsmoX stub, and the
+filter's webhooks -> receivers that fail, stall, come and go.
+
+Every wait is bounded. A "2xx-answered delivery" is a request the receiver answered 2xx
+promptly (TrackingReceiver records the behaviour it answered each request with).
+Needs dist/osmox-webhook-filter.wasm (./build.sh).
+"""
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import email.utils
+import json
+import time
+
+import pytest
+
+from harness import (ALL_STATUS_NAMES, HOST, Behaviour, Receiver, clusters_for, endpoint, filter_config, ordered,
+                     to_json_bytes)
+from retry_helpers import (NOTIFICATIONS_QUERY, ReadyPoller, TrackingReceiver, by_webhook_id, notification_row,
+                           notifications_page, ok_counts, summarize)
+
+TICK_MS = 50
+EXPECT_S = 10.0
+SETTLE_S = 1.5
+SMALL_LEDGER = {"maxPending": 512}
+HOOK_PATH = "/hooks/osmox?src=edge"
+SUCCESS, FAILED, PENDING = 5, 6, 1
+
+
+# ------------------------------------------------------------------------------------------
+# fixtures and helpers
+# ------------------------------------------------------------------------------------------
+@pytest.fixture
+def make_tracking():
+    """Factory: make_tracking(name, decide=None, default=200) -> started TrackingReceiver."""
+    made: list[Receiver] = []
+
+    def make(name: str = "receiver", **kw) -> TrackingReceiver:
+        r = TrackingReceiver(name, **kw).start()
+        made.append(r)
+        return r
+
+    try:
+        yield make
+    finally:
+        for r in made:
+            r.stop()
+
+
+def config(endpoints: list[dict], **kw) -> dict:
+    kw.setdefault("limits", dict(SMALL_LEDGER))
+    return filter_config(endpoints, tick_ms=TICK_MS, **kw)
+
+
+def start(make_envoy, osmox, cfg: dict, receivers: dict, extra: dict | None = None, **kw):
+    """Envoy with the filter configured by cfg; receivers: {endpoint name: Receiver};
+    extra: {cluster: Receiver} for clusters that are not endpoints (dead letters)."""
+    clusters = clusters_for(cfg, receivers)
+    clusters.update({k: v.port for k, v in (extra or {}).items()})
+    return make_envoy(osmox.port, cfg, clusters=clusters, **kw)
+
+
+def dead_letter(rcv: Receiver, cluster: str = "dead_letter") -> dict:
+    return {"url": f"http://{HOST}:{rcv.port}/dlq", "cluster": cluster}
+
+
+def observe(envoy, osmox, rows: list[dict]):
+    """Have OsmoX answer a `notifications` page holding `rows`, and poll it through Envoy."""
+    osmox.set_json("POST", "/graphql", notifications_page(rows))
+    r = envoy.client.graphql(NOTIFICATIONS_QUERY, variables={"offset": 0})
+    assert r.status == 200, r.body[:300]
+    return r
+
+
+def serve_pages(osmox, pages: dict[int, bytes]):
+    """Answer /graphql by the request's `offset` variable, so pages can be polled concurrently."""
+    from harness import StubResponse
+
+    def handler(req):
+        offset = int(req.json().get("variables", {}).get("offset", 0))
+        body = pages.get(offset)
+        if body is None:
+            return StubResponse(404, [("Content-Type", "application/json")], b'{"errors":[{"message":"no page"}]}')
+        return StubResponse(200, [("Content-Type", "application/json")], body)
+
+    osmox.set_handler("POST", "/graphql", handler)
+
+
+def poll_page(envoy, offset: int):
+    r = envoy.client.graphql(NOTIFICATIONS_QUERY, variables={"offset": offset}, timeout=30)
+    assert r.status == 200, r.body[:300]
+
+
+def metrics(envoy, *names: str) -> dict[str, int]:
+    s = envoy.stats()
+    out = {}
+    for n in names:
+        v = s.get("wasmcustom.osmox_webhook." + n, 0)
+        out[n] = v if isinstance(v, int) else 0
+    return out
+
+
+def wait_gauge(envoy, name: str, value: int, timeout: float = EXPECT_S):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = envoy.metric(name)
+        if v == value:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"gauge {name} is {v}, expected {value} within {timeout}s")
+        time.sleep(0.05)
+
+
+def assert_one_ok_per_id(answers, expect_ids: int | None = None):
+    counts = ok_counts(answers)
+    dups = {k: v for k, v in counts.items() if v != 1}
+    assert not dups, f"webhook-ids with more than one 2xx-answered delivery: {dups}"
+    if expect_ids is not None:
+        assert len(counts) == expect_ids, f"expected {expect_ids} delivered webhook-ids, got {len(counts)}"
+    return counts
+
+
+def settle(rcv: TrackingReceiver, seconds: float):
+    """Wait a bounded time for stragglers; every answer so far."""
+    time.sleep(seconds)
+    return rcv.answers()
+
+
+# Envoy writes --log-path through a buffered file flushed every --file-flush-interval-msec
+# (10 s by default), so a line logged now may take that long to appear.
+LOG_FLUSH_S = 15.0
+
+
+def wait_log_lines(envoy, pred, what: str, timeout: float = LOG_FLUSH_S) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in envoy.logs().splitlines() if pred(line)]
+        if lines:
+            return lines
+        if time.monotonic() >= deadline:
+            tail = "\n".join(envoy.logs().splitlines()[-15:])
+            raise AssertionError(f"no log line with {what} within {timeout}s; log tail:\n{tail}")
+        time.sleep(0.2)
+
+
+# ------------------------------------------------------------------------------------------
+# 1. receiver down, then up
+# ------------------------------------------------------------------------------------------
+def test_receiver_down_then_up_delivers_every_event_exactly_once(osmox, make_tracking, make_envoy, filter_wasm):
+    crm = make_tracking("crm")
+    cfg = config([endpoint("crm", crm,
+                           retry={"maxAttempts": 50, "initialDelayMs": 200, "multiplier": 2.0,
+                                  "maxDelayMs": 1000, "jitter": 0.2},
+                           circuitBreaker={"failureThreshold": 5, "openMs": 500})])
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    crm.stop()
+
+    rows = [notification_row(2000 + i, SUCCESS if i % 2 else FAILED) for i in range(8)]
+    observe(envoy, osmox, rows)
+    envoy.wait_metric("events_detected", 8, timeout=EXPECT_S)
+    envoy.wait_metric("deliveries_failed", 5, timeout=EXPECT_S)  # attempts failed while it was down
+    time.sleep(1.0)
+    assert crm.count() == 0
+    down = metrics(envoy, "deliveries_sent", "deliveries_failed", "retries_scheduled", "circuits_opened")
+
+    crm.start()
+    crm.wait_ok_ids(8, timeout=20)
+    got = settle(crm, SETTLE_S)
+    assert all(a.ok for a in got), summarize(got)  # the receiver answers 200 once up
+    assert_one_ok_per_id(got, expect_ids=8)
+    by_id = {r["id"]: r for r in rows}
+    for wid, answers in by_webhook_id(got).items():
+        body = answers[0].json()
+        assert ordered(body) == ordered(by_id[body["id"]]), body
+    assert sorted(a.json()["id"] for a in got) == sorted(by_id)
+    envoy.wait_metric("deliveries_succeeded", 8, timeout=EXPECT_S)
+    wait_gauge(envoy, "pending", 0)
+    after = metrics(envoy, "deliveries_succeeded", "deliveries_dropped", "deliveries_exhausted")
+    assert after == {"deliveries_succeeded": 8, "deliveries_dropped": 0, "deliveries_exhausted": 0}, (down, after)
+
+
+# ------------------------------------------------------------------------------------------
+# 2. 503 then 200
+# ------------------------------------------------------------------------------------------
+def test_503_then_200_retries_once_with_same_id_and_body_after_the_delay(osmox, make_tracking, make_envoy,
+                                                                       filter_wasm):
+    crm = make_tracking("crm")
+    crm.script([503])
+    initial_ms = 1000
+    cfg = config([endpoint("crm", crm, retry={"maxAttempts": 3, "initialDelayMs": initial_ms, "multiplier": 2.0,
+                                              "maxDelayMs": 10_000, "jitter": 0})])
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    row = notification_row(3001, SUCCESS)
+    observe(envoy, osmox, [row])
+
+    crm.wait_ok_ids(1, timeout=EXPECT_S)
+    got = settle(crm, SETTLE_S)
+    assert [a.beh.status for a in got] == [503, 200], summarize(got)
+    first, second = got
+    assert first.webhook_id and first.webhook_id == second.webhook_id
+    assert first.req.body == second.req.body
+    assert ordered(second.json()) == ordered(row)
+    gap = second.req.time - first.req.time
+    assert gap >= initial_ms / 1000, f"retry came {gap:.3f}s after the first attempt, before initialDelayMs"
+    assert gap < initial_ms / 1000 + 2.0, f"retry came {gap:.3f}s after the first attempt: far too late"
+    ts1, ts2 = int(first.req.headers["webhook-timestamp"]), int(second.req.headers["webhook-timestamp"])
+    assert ts2 >= ts1, (ts1, ts2)
+    envoy.wait_metric("deliveries_succeeded", 1, timeout=EXPECT_S)
+    m = metrics(envoy, "deliveries_sent", "deliveries_succeeded", "deliveries_succeeded_after_retry",
+                "deliveries_failed", "retries_scheduled")
+    assert m == {"deliveries_sent": 2, "deliveries_succeeded": 1, "deliveries_succeeded_after_retry": 1,
+                 "deliveries_failed": 1, "retries_scheduled": 1}, m
+
+
+def test_webhook_timestamp_is_per_attempt(osmox, make_tracking, make_envoy, filter_wasm):
+    crm = make_tracking("crm")
+    crm.script([500])
+    cfg = config([endpoint("crm", crm, retry={"maxAttempts": 3, "initialDelayMs": 2100, "multiplier": 1.0,
+                                              "maxDelayMs": 10_000, "jitter": 0})])
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    observe(envoy, osmox, [notification_row(3002, FAILED)])
+    crm.wait_ok_ids(1, timeout=EXPECT_S)
+    first, second = crm.answers()
+    assert first.webhook_id == second.webhook_id
+    ts1, ts2 = int(first.req.headers["webhook-timestamp"]), int(second.req.headers["webhook-timestamp"])
+    assert ts2 - ts1 >= 2, f"webhook-timestamp not renewed per attempt: {ts1} then {ts2}"
+
+
+# ------------------------------------------------------------------------------------------
+# 3. Retry-After
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("status,form", [(429, "seconds"), (503, "seconds"), (429, "http-date")])
+def test_retry_after_sets_the_next_delay(osmox, make_tracking, make_envoy, filter_wasm, status, form):
+    def decide(req, n):
+        if n != 1:
+            return None
+        if form == "seconds":
+            value = "2"
+        else:
+            value = email.utils.formatdate(time.time() + 3, usegmt=True)  # whole seconds: >= now + 2
+        return Behaviour(status, {"Retry-After": value})
+
+    crm = make_tracking("crm", decide=decide)
+    cfg = config([endpoint("crm", crm, retry={"maxAttempts": 3, "initialDelayMs": 100, "multiplier": 1.0,
+                                              "maxDelayMs": 60_000, "jitter": 0})])
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    observe(envoy, osmox, [notification_row(3101, SUCCESS)])
+    crm.wait_ok_ids(1, timeout=EXPECT_S)
+    got = settle(crm, 0.5)
+    assert [a.beh.status for a in got] == [status, 200], summarize(got)
+    gap = got[1].req.time - got[0].req.time
+    assert gap >= 2.0, f"Retry-After ({form}) not honoured: retry after {gap:.3f}s"
+    assert gap < 5.0, f"retry after {gap:.3f}s: far later than Retry-After asked"
+    assert got[0].webhook_id == got[1].webhook_id
+
+
+def test_retry_after_is_capped_by_max_delay(osmox, make_tracking, make_envoy, filter_wasm):
+    crm = make_tracking("crm")
+    crm.script([Behaviour(429, {"Retry-After": "3600"})])
+    cfg = config([endpoint("crm", crm, retry={"maxAttempts": 3, "initialDelayMs": 100, "multiplier": 1.0,
+                                              "maxDelayMs": 1500, "jitter": 0})])
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    observe(envoy, osmox, [notification_row(3102, SUCCESS)])
+    crm.wait_ok_ids(1, timeout=EXPECT_S)
+    first, second = crm.answers()
+    gap = second.req.time - first.req.time
+    assert 1.5 <= gap < 3.5, f"Retry-After 3600 with maxDelayMs 1500: retry after {gap:.3f}s"
+
+
+# ------------------------------------------------------------------------------------------
+# 4. 410 Gone
+# ------------------------------------------------------------------------------------------
+def test_410_stops_at_once_and_reports_gone_without_secrets(osmox, make_tracking, make_envoy, filter_wasm):
+    crm = make_tracking("crm", default=410)
+    dlq = make_tracking("dlq")
+    key = b"e2e-gone-secret-key-0123456789ab"
+    secret = "whsec_" + base64.b64encode(key).decode()
+    auth = "Bearer endpoint-token-must-not-leak"
+    ep = endpoint("crm", crm, secret=secret, headers={"authorization": auth, "x-team": "crm"},
+                  retry={"maxAttempts": 10, "initialDelayMs": 100, "multiplier": 1.0, "maxDelayMs": 1000,
+                         "jitter": 0})
+    cfg = config([ep], deadLetter=dead_letter(dlq))
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm}, extra={"dead_letter": dlq})
+    row = notification_row(4001, FAILED)
+    observe(envoy, osmox, [row])
+
+    dlq.wait_for(1, EXPECT_S)
+    time.sleep(2.0)  # 20 backoffs of 100 ms: a retry would have come by now
+    got = crm.answers()
+    assert len(got) == 1, f"410 must not be retried: {summarize(got)}"
+    wid = got[0].webhook_id
+    assert got[0].req.headers.get("webhook-signature", "").startswith("v1,")  # the webhook itself is signed
+
+    (dl,) = dlq.requests()
+    assert dl.method == "POST" and dl.path == "/dlq"
+    report = dl.json()
+    assert isinstance(report.get("type"), str) and report["type"]
+    assert report["reason"] == "gone"
+    assert report["webhookId"] == wid
+    assert report["endpoint"] == {"name": "crm", "url": ep["url"]}
+    assert ordered(report["notification"]) == ordered(row)
+    assert report["attemptCount"] == 1
+    assert len(report["attempts"]) == 1
+    a = report["attempts"][0]
+    assert set(a) >= {"at", "outcome", "durationMs"}
+    assert "410" in str(a["outcome"]), a
+    assert isinstance(a["durationMs"], int) and a["durationMs"] >= 0
+    assert abs(a["at"] / 1000 - got[0].req.time) < 5, (a["at"], got[0].req.time)
+
+    raw = dl.body.decode() + json.dumps(dl.headers_list)
+    for needle in (secret, secret[len("whsec_"):], key.decode(), auth, "endpoint-token-must-not-leak"):
+        assert needle not in raw, f"secret material {needle!r} in the dead-letter report"
+    assert "webhook-signature" not in dl.headers and "authorization" not in dl.headers
+
+    m = metrics(envoy, "deliveries_gone", "dead_letters_sent", "retries_scheduled", "deliveries_exhausted",
+                "deliveries_sent")
+    assert m == {"deliveries_gone": 1, "dead_letters_sent": 1, "retries_scheduled": 0,
+                 "deliveries_exhausted": 0, "deliveries_sent": 1}, m
+    wait_gauge(envoy, "pending", 0)
+
+
+# ------------------------------------------------------------------------------------------
+# 5. timeout
+# ------------------------------------------------------------------------------------------
+def test_receiver_slower_than_timeout_is_retried_and_delivered(osmox, make_tracking, make_envoy, filter_wasm):
+    crm = make_tracking("crm", decide=lambda req, n: Behaviour(200, delay=1.0) if n == 1 else None)
+    cfg = config([endpoint("crm", crm, timeoutMs=300,
+                           retry={"maxAttempts": 5, "initialDelayMs": 200, "multiplier": 1.0, "maxDelayMs": 1000,
+                                  "jitter": 0})])
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    observe(envoy, osmox, [notification_row(5001, SUCCESS)])
+    crm.wait_answers(lambda a: any(x.ok and x.n >= 2 for x in a), EXPECT_S, "a prompt retry")
+    envoy.wait_metric("deliveries_succeeded", 1, timeout=EXPECT_S)
+    got = settle(crm, SETTLE_S)
+    assert len(got) == 2, summarize(got)
+    first, second = got
+    assert first.webhook_id == second.webhook_id
+    gap = second.req.time - first.req.time
+    # Envoy gave up at timeoutMs (300 ms) + retry delay (200 ms), not after the 1 s answer.
+    assert gap < 1.0, f"retry {gap:.3f}s after the first attempt: timeoutMs not enforced?"
+    assert gap >= 0.45, f"retry {gap:.3f}s after the first attempt: before timeout + delay"
+    m = metrics(envoy, "retries_scheduled", "deliveries_failed", "deliveries_succeeded",
+                "deliveries_succeeded_after_retry")
+    assert m["retries_scheduled"] >= 1 and m["deliveries_failed"] >= 1, m
+    assert m["deliveries_succeeded"] == 1 and m["deliveries_succeeded_after_retry"] == 1, m
+    # the first attempt was classified as a timeout (the sender's debug line names the outcome)
+    wait_log_lines(envoy, lambda line: first.webhook_id in line and "Timeout" in line,
+                   f"{first.webhook_id} and Timeout")
+
+
+# ------------------------------------------------------------------------------------------
+# 6. exhausted
+# ------------------------------------------------------------------------------------------
+def test_max_attempts_exhausted_reports_dead_letter_and_warns(osmox, make_tracking, make_envoy, filter_wasm):
+    crm = make_tracking("crm", default=500)
+    dlq = make_tracking("dlq")
+    ep = endpoint("crm", crm, retry={"maxAttempts": 3, "initialDelayMs": 200, "multiplier": 1.0,
+                                     "maxDelayMs": 1000, "jitter": 0},
+                  circuitBreaker={"failureThreshold": 100, "openMs": 1000})
+    cfg = config([ep], deadLetter=dead_letter(dlq))
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm}, extra={"dead_letter": dlq})
+    row = notification_row(6001, FAILED)
+    observe(envoy, osmox, [row])
+
+    dlq.wait_for(1, EXPECT_S)
+    time.sleep(1.5)  # several more backoffs: nothing else may come
+    got = crm.answers()
+    assert len(got) == 3, f"expected exactly 3 attempts: {summarize(got)}"
+    wid = got[0].webhook_id
+    assert wid and all(a.webhook_id == wid for a in got)
+    assert len({a.req.body for a in got}) == 1
+    (dl,) = dlq.requests()
+    report = dl.json()
+    assert report["reason"] == "exhausted"
+    assert report["webhookId"] == wid
+    assert report["endpoint"] == {"name": "crm", "url": ep["url"]}
+    assert report["attemptCount"] == 3
+    assert len(report["attempts"]) == 3
+    assert all("500" in str(a["outcome"]) for a in report["attempts"]), report["attempts"]
+    ats = [a["at"] for a in report["attempts"]]
+    assert ats == sorted(ats) and ats[2] - ats[0] >= 400, ats
+    assert ordered(report["notification"]) == ordered(row)
+
+    m = metrics(envoy, "deliveries_exhausted", "dead_letters_sent", "deliveries_failed", "retries_scheduled",
+                "deliveries_succeeded", "deliveries_gone")
+    assert m == {"deliveries_exhausted": 1, "dead_letters_sent": 1, "deliveries_failed": 3, "retries_scheduled": 2,
+                 "deliveries_succeeded": 0, "deliveries_gone": 0}, m
+    wait_gauge(envoy, "pending", 0)
+    wait_log_lines(envoy, lambda line: ("[warning]" in line or "[warn]" in line) and wid in line,
+                   f"a warning naming {wid}")
+
+
+# ------------------------------------------------------------------------------------------
+# 7. concurrency 4, flaky receiver
+# ------------------------------------------------------------------------------------------
+def test_concurrency_4_flaky_receiver_delivers_each_id_once(osmox, make_tracking, make_envoy, filter_wasm):
+    crm = make_tracking("crm", decide=lambda req, n: 503 if n % 2 else 200)
+    cfg = config([endpoint("crm", crm, retry={"maxAttempts": 40, "initialDelayMs": 50, "multiplier": 2.0,
+                                              "maxDelayMs": 400, "jitter": 0.5},
+                           circuitBreaker={"failureThreshold": 1000, "openMs": 1000})])
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm}, concurrency=4)
+    n_pages, per_page = 10, 30
+    pages, rows = {}, []
+    for p in range(n_pages):
+        page = [notification_row(70_000 + p * per_page + i, SUCCESS if i % 3 else FAILED) for i in range(per_page)]
+        rows += page
+        pages[p * per_page] = to_json_bytes(notifications_page(page, total=n_pages * per_page, offset=p * per_page))
+    serve_pages(osmox, pages)
+    offsets = [o for o in pages for _ in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda o: poll_page(envoy, o), offsets))
+    total = len(rows)
+    envoy.wait_metric("events_detected", total, timeout=EXPECT_S)
+    # At most 300 of 512 ledger slots are ever in use, so nothing may be dropped. (The ledger's
+    # free-slot search starts from the HTTP context id, which repeats on every worker, so
+    # concurrent pages can collide on one 64-slot window: see the backlog test.)
+    dropped = envoy.metric("deliveries_dropped")
+    assert dropped == 0, (f"{dropped} event(s) dropped as 'ledger full' with {total} events and maxPending 512: "
+                          f"{metrics(envoy, 'pending', 'deliveries_succeeded', 'events_detected')}")
+    try:
+        crm.wait_ok_ids(total, timeout=60)
+    except AssertionError as e:
+        m = metrics(envoy, "events_detected", "events_duplicate", "pending", "in_flight", "deliveries_sent",
+                    "deliveries_succeeded", "deliveries_dropped", "deliveries_exhausted", "store_conflicts",
+                    "retries_scheduled")
+        seen = {a.json()["id"] for a in crm.ok_answers()}
+        missing = sorted(r["id"] for r in rows if r["id"] not in seen)
+        raise AssertionError(f"{e}\nnever delivered: {missing}\nmetrics: {m}") from None
+    got = settle(crm, 2.0)
+    counts = assert_one_ok_per_id(got, expect_ids=total)
+    delivered = sorted((a.json()["id"], a.json()["deliveryStatus"]) for a in got if a.ok)
+    assert delivered == sorted((r["id"], r["deliveryStatus"]) for r in rows)
+    # the same webhook-id always carries the same body
+    for wid, answers in by_webhook_id(got).items():
+        assert len({a.req.body for a in answers}) == 1, wid
+    assert any(a.beh.status == 503 for a in got)
+    envoy.wait_metric("deliveries_succeeded", total, timeout=EXPECT_S)
+    wait_gauge(envoy, "pending", 0)
+    m = metrics(envoy, "deliveries_succeeded", "deliveries_exhausted", "deliveries_dropped", "events_detected")
+    assert m == {"deliveries_succeeded": total, "deliveries_exhausted": 0, "deliveries_dropped": 0,
+                 "events_detected": total}, (m, len(counts))
+
+
+# ------------------------------------------------------------------------------------------
+# 8. backlog of 20,000
+# ------------------------------------------------------------------------------------------
+def test_backlog_of_20000_drains_and_admin_stays_responsive(osmox, make_tracking, make_envoy, filter_wasm):
+    """20,000 events pile up while the receiver is down; once it is up they all go, and the
+    admin interface (main thread, which also ticks a root context) stays responsive.
+
+    Problems are collected and asserted together at the end, so one run shows ingest, drain
+    and latency figures even when an earlier stage already went wrong."""
+    n_pages, per_page = 40, 500
+    total = n_pages * per_page
+    crm = make_tracking("crm")
+    cfg = config([endpoint("crm", crm, maxInFlight=256,
+                           retry={"maxAttempts": 100, "initialDelayMs": 1000, "multiplier": 2.0,
+                                  "maxDelayMs": 3000, "jitter": 0.2},
+                           circuitBreaker={"failureThreshold": 5, "openMs": 1000})],
+                 limits={"maxPending": 25_000, "maxRemembered": 131_072})
+    # Info level, as in production: 20,000 debug lines per stage would load the main thread too.
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm}, component_log_level=None)
+    crm.stop()
+    problems: list[str] = []
+
+    pages = {}
+    for p in range(n_pages):
+        page = [notification_row(100_000 + p * per_page + i, FAILED) for i in range(per_page)]
+        pages[p * per_page] = to_json_bytes(notifications_page(page, total=total, offset=p * per_page))
+    serve_pages(osmox, pages)
+    t_ingest = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda o: poll_page(envoy, o), pages))
+    envoy.wait_metric("events_detected", total, timeout=60)
+    ingest_s = time.monotonic() - t_ingest
+    before = metrics(envoy, "deliveries_dropped", "pending", "deliveries_sent", "circuits_opened",
+                     "events_detected", "store_conflicts")
+    assert before["events_detected"] == total, before
+    if before["deliveries_dropped"]:
+        problems.append(f"{before['deliveries_dropped']} of {total} events dropped although limits.maxPending is "
+                        f"25000 (ledger reported full): {before}")
+    accepted = total - before["deliveries_dropped"]
+    if before["pending"] != accepted:
+        problems.append(f"pending gauge {before['pending']} != {accepted} accepted events")
+
+    # A control: an idle Envoy without the filter, polled the same way at the same time. If it
+    # is slow too, the machine is saturated; if only the filter's Envoy is, its main thread is.
+    control = make_envoy(osmox.port, None, name="control", concurrency=1)
+    crm.start()
+    t0 = time.monotonic()
+    poller = ReadyPoller(envoy.admin_port, every=0.2)
+    control_poller = ReadyPoller(control.admin_port, every=0.2)
+    try:
+        crm.wait_ok_ids(accepted, timeout=180)
+        drain_s = time.monotonic() - t0
+    finally:
+        polls = poller.stop()
+        control_polls = control_poller.stop()
+    control_worst = max((p[1] for p in control_polls), default=0.0)
+    bad = [p for p in polls if (p[2], p[3]) != (200, "LIVE")]
+    assert not bad, f"admin /ready failed while draining: {bad[:5]}"
+    assert len(polls) >= 3, f"too few /ready polls: {polls}"
+    latencies = [p[1] for p in polls]
+    worst = max(latencies)
+    if worst >= 1.0:
+        slow = [(time.strftime("%H:%M:%S", time.localtime(p[0])) + f".{int(p[0] * 1000) % 1000:03d}", round(p[1], 3))
+                for p in sorted(polls, key=lambda p: p[1])[-5:]]
+        problems.append(f"admin /ready took {worst:.3f}s while draining (polls: {len(latencies)}, "
+                        f"slowest [(start, seconds)]: {slow}); an idle Envoy without the filter polled at the "
+                        f"same time answered within {control_worst:.3f}s")
+
+    got = settle(crm, 2.0)
+    assert_one_ok_per_id(got)
+    ids = {a.json()["id"] for a in got if a.ok}
+    missing = set(range(100_000, 100_000 + total)) - ids
+    if missing:
+        problems.append(f"{len(missing)} of {total} events never delivered (e.g. {sorted(missing)[:5]})")
+    wait_gauge(envoy, "pending", 0, timeout=EXPECT_S)
+    m = metrics(envoy, "deliveries_succeeded", "deliveries_dropped", "deliveries_exhausted", "circuits_opened",
+                "deliveries_sent", "in_flight")
+    if m["deliveries_exhausted"] or m["deliveries_succeeded"] != len(ids):
+        problems.append(f"metrics after draining: {m}")
+    print(f"\nbacklog: ingest {ingest_s:.1f}s, drain {drain_s:.1f}s of {accepted} accepted, /ready polls "
+          f"{len(latencies)}, max {worst * 1000:.0f} ms (idle control Envoy: max {control_worst * 1000:.0f} ms), requests {len(got)}, metrics {m}, before {before}")
+    assert not problems, "\n".join(problems)
+
+
+# ------------------------------------------------------------------------------------------
+# 9. configuration update keeps pending retries
+# ------------------------------------------------------------------------------------------
+def test_config_update_keeps_pending_retries_and_uses_new_headers(osmox, make_tracking, make_envoy, filter_wasm):
+    crm = make_tracking("crm")
+
+    def cfg_with(team: str) -> dict:
+        return config([endpoint("crm", crm, headers={"x-team": team},
+                                retry={"maxAttempts": 100, "initialDelayMs": 300, "multiplier": 1.5,
+                                       "maxDelayMs": 1000, "jitter": 0.2},
+                                circuitBreaker={"failureThreshold": 5, "openMs": 500})])
+
+    envoy = start(make_envoy, osmox, cfg_with("v1"), {"crm": crm})
+    crm.stop()
+    rows = [notification_row(9000 + i, SUCCESS) for i in range(5)]
+    observe(envoy, osmox, rows)
+    envoy.wait_metric("deliveries_failed", 5, timeout=EXPECT_S)
+    assert envoy.metric("pending") == 5
+
+    envoy.update_filter_config(cfg_with("v2"))
+    time.sleep(1.0)
+    crm.start()
+    crm.wait_ok_ids(5, timeout=20)
+    got = settle(crm, SETTLE_S)
+    assert_one_ok_per_id(got, expect_ids=5)
+    assert sorted(a.json()["id"] for a in got if a.ok) == [r["id"] for r in rows]
+    teams = sorted({a.req.headers.get("x-team") for a in got})
+    assert teams == ["v2"], f"headers not taken from the current configuration: x-team {teams}; {summarize(got)}"
+    wait_gauge(envoy, "pending", 0)
+
+
+def test_config_update_shrinking_max_pending_keeps_pending_retries(osmox, make_tracking, make_envoy, filter_wasm):
+    """Lowering limits.maxPending (still above the number pending) must not strand the
+    deliveries that wait in slots beyond the new size."""
+    crm = make_tracking("crm")
+
+    def cfg_with(max_pending: int) -> dict:
+        return config([endpoint("crm", crm, retry={"maxAttempts": 100, "initialDelayMs": 300, "multiplier": 1.0,
+                                                   "maxDelayMs": 1000, "jitter": 0},
+                                circuitBreaker={"failureThreshold": 1000, "openMs": 500})],
+                      limits={"maxPending": max_pending})
+
+    envoy = start(make_envoy, osmox, cfg_with(512), {"crm": crm})
+    crm.stop()
+    rows = [notification_row(9100 + i, SUCCESS) for i in range(20)]
+    observe(envoy, osmox, rows)
+    envoy.wait_metric("deliveries_failed", 20, timeout=EXPECT_S)
+    assert envoy.metric("pending") == 20
+
+    envoy.update_filter_config(cfg_with(32))  # room for all 20
+    time.sleep(1.0)
+    crm.start()
+    try:
+        crm.wait_ok_ids(20, timeout=15)
+    except AssertionError as e:
+        m = metrics(envoy, "pending", "deliveries_dropped", "deliveries_orphaned")
+        raise AssertionError(f"{e}\nafter lowering maxPending 512 -> 32 with 20 pending: {m}") from None
+    got = settle(crm, SETTLE_S)
+    assert_one_ok_per_id(got, expect_ids=20)
+    wait_gauge(envoy, "pending", 0)
+
+
+# ------------------------------------------------------------------------------------------
+# 10. circuit breaker
+# ------------------------------------------------------------------------------------------
+def test_circuit_breaker_holds_probes_once_then_releases(osmox, make_tracking, make_envoy, filter_wasm):
+    probe_delay = 0.5
+
+    def decide(req, n):
+        if n <= 3:
+            return 500
+        if n == 4:
+            return Behaviour(200, delay=probe_delay)  # the half-open probe: slow on purpose
+        return 200
+
+    crm = make_tracking("crm", decide=decide)
+    cfg = config([endpoint("crm", crm, maxInFlight=64,
+                           retry={"maxAttempts": 30, "initialDelayMs": 100, "multiplier": 1.0,
+                                  "maxDelayMs": 1000, "jitter": 0},
+                           circuitBreaker={"failureThreshold": 3, "openMs": 2000})])
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    first = notification_row(10_000, FAILED)
+    observe(envoy, osmox, [first])
+    envoy.wait_metric("circuits_opened", 1, timeout=EXPECT_S)
+    assert crm.count() == 3, summarize(crm.answers())
+    t3 = crm.answers()[2].req.time
+    assert envoy.metric("circuits_open") == 1
+
+    more = [notification_row(10_001 + i, SUCCESS) for i in range(9)]
+    observe(envoy, osmox, [first] + more)
+    envoy.wait_metric("events_detected", 10, timeout=EXPECT_S)
+    # While open (2 s from the third failure) nothing reaches the receiver.
+    while time.time() < t3 + 1.5:
+        assert crm.count() == 3, f"attempt while the circuit is open: {summarize(crm.answers())}"
+        time.sleep(0.05)
+
+    crm.wait_ok_ids(10, timeout=EXPECT_S)
+    got = settle(crm, SETTLE_S)
+    assert [a.beh.status for a in got[:3]] == [500, 500, 500]
+    probe, after = got[3], got[4:]
+    assert probe.req.time >= t3 + 1.95, f"probe {probe.req.time - t3:.3f}s after the breaker opened (openMs 2 s)"
+    assert after, "no deliveries after the probe"
+    early = [a for a in after if a.req.time < probe.req.time + probe_delay - 0.05]
+    assert not early, (f"{len(early)} request(s) while the half-open probe was out: "
+                       f"{[(round(a.req.time - probe.req.time, 3), a.webhook_id) for a in early]}")
+    assert_one_ok_per_id(got, expect_ids=10)
+    m = metrics(envoy, "deliveries_dropped", "deliveries_succeeded", "circuits_opened", "deliveries_exhausted")
+    assert m == {"deliveries_dropped": 0, "deliveries_succeeded": 10, "circuits_opened": 1,
+                 "deliveries_exhausted": 0}, m
+    wait_gauge(envoy, "circuits_open", 0)
+    wait_gauge(envoy, "pending", 0)
+
+
+# ------------------------------------------------------------------------------------------
+# 11. supersede
+# ------------------------------------------------------------------------------------------
+def test_newer_state_supersedes_older_one_waiting_for_retry(osmox, make_tracking, make_envoy, filter_wasm):
+    crm = make_tracking("crm", default=Behaviour(503, delay=0.2))
+    cfg = config([endpoint("crm", crm, deliveryStatuses=ALL_STATUS_NAMES,
+                           retry={"maxAttempts": 50, "initialDelayMs": 500, "multiplier": 1.0,
+                                  "maxDelayMs": 1000, "jitter": 0},
+                           circuitBreaker={"failureThreshold": 1000, "openMs": 1000})])
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    nid = 11_001
+    states = [
+        notification_row(nid, FAILED, retry_count=0, updated_ms=1_776_672_001_000),
+        notification_row(nid, PENDING, retry_count=1, updated_ms=1_776_672_002_000),  # OsmoX's own retry
+        notification_row(nid, SUCCESS, retry_count=1, updated_ms=1_776_672_003_000),
+    ]
+    observe(envoy, osmox, [states[0]])
+    crm.wait_for(1, EXPECT_S)
+    time.sleep(0.05)
+    observe(envoy, osmox, [states[1]])  # while the first attempt is on the wire (answer takes 0.2 s)
+    time.sleep(0.6)
+    observe(envoy, osmox, [states[2]])  # while the PENDING one waits for its retry
+    envoy.wait_metric("events_detected", 3, timeout=EXPECT_S)
+    time.sleep(0.5)
+    crm.set_default(200)
+    crm.wait_answers(lambda a: any(x.ok and x.json()["deliveryStatus"] == SUCCESS for x in a), EXPECT_S,
+                     "SUCCESS answered 2xx")
+    got = settle(crm, 2.0)
+    seq = [(a.json()["deliveryStatus"], a.json()["retryCount"], a.beh.status) for a in got]
+    ok = [a for a in got if a.ok]
+    assert ok and ok[-1].json()["deliveryStatus"] == SUCCESS, f"last 2xx is not the newest state: {seq}"
+    assert ordered(ok[-1].json()) == ordered(states[2])
+    first_success = next(i for i, a in enumerate(got) if a.json()["deliveryStatus"] == SUCCESS)
+    older_after = [s for s in seq[first_success:] if s[0] != SUCCESS]
+    assert not older_after, f"an older state arrived after the newest: {seq}"
+    assert sum(1 for a in ok if a.json()["deliveryStatus"] == SUCCESS) == 1, seq
+    assert envoy.metric("deliveries_superseded") >= 1, seq
+    wait_gauge(envoy, "pending", 0)
