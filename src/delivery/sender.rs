@@ -23,6 +23,8 @@ const LEASE_MARGIN_MS: u64 = 10_000;
 const FULL_HOLD_MS: u64 = 200;
 /// Slots a sender remembers locally to retry as soon as its endpoint frees a lease.
 const MAX_HELD: usize = 4096;
+/// Held deliveries retried per tick.
+const HELD_PER_TICK: usize = 32;
 
 /// The network, as the sender needs it.
 pub trait Dispatch {
@@ -147,7 +149,9 @@ impl Sender {
                 self.try_send(config, endpoints, io, slot, false);
             }
         }
-        self.retry_held(config, endpoints, io, self.scan_per_tick as usize);
+        // Replies free leases and retry held deliveries at once; this only covers leases that
+        // freed elsewhere (another VM's replies, lapsed deadlines).
+        self.retry_held(config, endpoints, io, HELD_PER_TICK);
     }
 
     fn retry_held(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io, n: usize) {
