@@ -5,7 +5,8 @@
 #   ./build.sh test          build, cargo test, envoy --mode validate envoy/*.yaml, e2e tests (pytest -n 2)
 #   ./build.sh demo [--keep] build, then run the demo story (OsmoX stand-in :3000, receiver :8089,
 #                            Envoy :10000, admin :9901); --keep leaves it running until Ctrl-C
-#   ./build.sh bench         (not yet)
+#   ./build.sh bench         the benchmark: plain Envoy against Envoy with the filter, delivery,
+#                            memory, size, core micro-benchmarks; writes BENCHMARKS.md
 #
 # Environment: ENVOY_BIN overrides the Envoy binary (default .venv/bin/envoy);
 # CARGO_TARGET_DIR is respected; PYTEST_ARGS adds arguments to the e2e pytest run.
@@ -102,6 +103,19 @@ cmd_test() {
     "$VENV/bin/python" -m pytest -n 2 tests/e2e -p no:cacheprovider ${PYTEST_ARGS:-}
 }
 
+cmd_bench() {
+    if ! command -v wrk >/dev/null || ! command -v wasm-opt >/dev/null; then
+        if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+            log "apt-get install wrk binaryen"
+            apt-get install -y -q wrk binaryen >/dev/null 2>&1 \
+                || { apt-get update -q >/dev/null && apt-get install -y -q wrk binaryen >/dev/null; }
+        fi
+    fi
+    build
+    ensure_venv
+    ENVOY_BIN="$(envoy_bin)" exec "$VENV/bin/python" "$ROOT/tests/bench/run.py" "$@"
+}
+
 cmd_demo() {
     build
     ensure_venv
@@ -112,7 +126,7 @@ case "${1:-build}" in
     build) build ;;
     test) cmd_test ;;
     demo) shift; cmd_demo "$@" ;;
-    bench) echo "build.sh bench: not yet" >&2; exit 1 ;;
-    -h|--help|help) sed -n '2,11p' "$0" ;;
+    bench) shift; cmd_bench "$@" ;;
+    -h|--help|help) sed -n '2,12p' "$0" ;;
     *) die "unknown command '$1' (build | test | demo [--keep] | bench)" ;;
 esac
