@@ -407,6 +407,46 @@ mod tests {
         assert_eq!(m.observe(&s, &forgotten, 30_001).unwrap(), fresh());
     }
 
+    /// The stored format is kept across versions: a VM loading a newer module reads the
+    /// buckets an older one left in shared data.
+    #[test]
+    fn buckets_keep_their_stored_format() {
+        let mut full = Seen::from(&n(7, DeliveryStatus::Failed, 2, 3, T1), 99);
+        full.slots = vec![(11, 5), (12, 4)];
+        let bare = Seen::from(
+            &Notification {
+                id: 8,
+                delivery_status: DeliveryStatus::Success,
+                provider_id: None,
+                channel_type: None,
+                retry_count: None,
+                updated_on: None,
+                body: "{}".to_string(),
+            },
+            100,
+        );
+        let bucket = vec![full, bare];
+        let json = r#"[{"i":7,"s":6,"r":2,"p":3,"u":"2026-04-20T09:15:02.318Z","t":99,"d":[[11,5],[12,4]]},{"i":8,"s":5,"t":100}]"#;
+        assert_eq!(String::from_utf8(encode(&bucket)).unwrap(), json);
+        assert_eq!(decode(Some(json.as_bytes())), bucket);
+        assert_eq!(encode(&[]), b"[]");
+        // Unknown keys are ignored; an unreadable bucket reads as empty.
+        let extra = r#"[{"i":8,"s":5,"t":100,"x":null}]"#;
+        assert_eq!(decode(Some(extra.as_bytes())), bucket[1..].to_vec());
+        for bad in [
+            "",
+            "{",
+            "{}",
+            r#"[{"i":8,"s":5}]"#,
+            r#"[{"i":8,"s":5,"t":100,"d":[[1]]}]"#,
+            r#"[{"i":8,"s":5,"t":100,"d":[[1,4294967296]]}]"#,
+            r#"[{"i":8,"s":5,"t":100,"u":5}]"#,
+        ] {
+            assert_eq!(decode(Some(bad.as_bytes())), vec![], "{bad}");
+        }
+        assert_eq!(decode(None), vec![]);
+    }
+
     #[test]
     fn keys_cover_every_bucket() {
         let m = Memory::new(4096);

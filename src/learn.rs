@@ -393,13 +393,7 @@ impl Registry {
             if !write {
                 return None;
             }
-            match serde_json::to_vec(&entries) {
-                Ok(bytes) => Some((bytes, change)),
-                Err(_) => {
-                    outcome = Change::Unchanged;
-                    None
-                }
-            }
+            Some((encode(&entries), change))
         })?;
         Ok(written.unwrap_or(outcome))
     }
@@ -463,6 +457,10 @@ impl Registry {
     pub fn version<S: Store + ?Sized>(&self, store: &S) -> Result<Option<Cas>, StoreError> {
         Ok(store.get(KEY)?.map(|(_, cas)| cas))
     }
+}
+
+fn encode(entries: &[Entry]) -> Vec<u8> {
+    serde_json::to_vec(entries).unwrap_or_default()
 }
 
 /// The stored list; an absent, empty or unreadable value is no mappings (the next write
@@ -964,6 +962,35 @@ mod tests {
             stored(&store),
             r#"[{"p":1,"u":"https://hooks.example.com/a"}]"#
         );
+    }
+
+    #[test]
+    fn stored_entries_keep_their_format() {
+        let entries = vec![
+            Entry {
+                p: 1,
+                w: None,
+                u: "https://a/\"q\"".to_string(),
+            },
+            Entry {
+                p: 2,
+                w: Some(9),
+                u: "https://b/".to_string(),
+            },
+        ];
+        let json = r#"[{"p":1,"u":"https://a/\"q\""},{"p":2,"w":9,"u":"https://b/"}]"#;
+        assert_eq!(String::from_utf8(encode(&entries)).unwrap(), json);
+        assert_eq!(decode(Some(json.as_bytes())), entries);
+        let with_null = r#"[{"p":1,"w":null,"u":"https://a/\"q\"","x":0}]"#;
+        assert_eq!(decode(Some(with_null.as_bytes())), entries[..1].to_vec());
+        for bad in [
+            r#"[{"p":1}]"#,
+            r#"[{"p":-1,"u":"x"}]"#,
+            r#"{"p":1,"u":"x"}"#,
+            "[",
+        ] {
+            assert_eq!(decode(Some(bad.as_bytes())), vec![], "{bad}");
+        }
     }
 
     #[test]

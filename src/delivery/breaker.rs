@@ -407,5 +407,14 @@ mod tests {
         assert_eq!(back, s);
         let back: EndpointState = serde_json::from_str("{}").unwrap();
         assert_eq!(back, EndpointState::default());
+        let back: EndpointState =
+            serde_json::from_str(r#"{"f":1,"o":null,"x":[],"l":[]}"#).unwrap();
+        assert_eq!(
+            back,
+            EndpointState {
+                failures: 1,
+                ..EndpointState::default()
+            }
+        );
     }
 }

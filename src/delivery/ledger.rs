@@ -576,6 +576,55 @@ mod tests {
         assert_eq!(slot.history.last().unwrap().at_ms, 49);
     }
 
+    /// The stored format is kept across versions: a VM loading a newer module reads the
+    /// records an older one left in shared data.
+    #[test]
+    fn records_keep_their_stored_format() {
+        let fresh = Record::Used(Slot::new("crm", 42, "w1", 5));
+        let json = r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","a":0}"#;
+        assert_eq!(String::from_utf8(fresh.encode()).unwrap(), json);
+        assert_eq!(Record::decode(Some(json.as_bytes())), fresh);
+
+        let mut slot = Slot::new("ops.v2", 7, "msg_\"7\"", 1_700_000_000_000);
+        slot.state = State::InFlight;
+        slot.attempts = 3;
+        for t in [1, 2] {
+            slot.push_history(AttemptRecord {
+                at_ms: t,
+                outcome: "HTTP 503 \u{e9}\n".into(),
+                duration_ms: 12,
+            });
+        }
+        slot.successor = Some(Successor {
+            webhook_id: "w2".into(),
+            body: "{\"id\":7,\"note\":\"a\\tb\"}".into(),
+        });
+        slot.held = true;
+        let full = Record::Used(slot);
+        let json = r#"{"s":"f","at":1700000000000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}"},"hd":true}"#;
+        assert_eq!(String::from_utf8(full.encode()).unwrap(), json);
+        assert_eq!(Record::decode(Some(json.as_bytes())), full);
+
+        assert_eq!(Record::Free.encode(), b"-");
+        assert_eq!(Record::Filling { since_ms: 9 }.encode(), b"+9");
+        // Unknown keys are ignored; an unreadable record is left alone.
+        let extra = r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","a":0,"zz":[1]}"#;
+        assert_eq!(Record::decode(Some(extra.as_bytes())), fresh);
+        let unreadable = Record::Filling { since_ms: u64::MAX };
+        for bad in [
+            r#"{"s":"x","at":5,"ep":"crm","n":42,"id":"w1","a":0}"#,
+            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1"}"#,
+            r#"{"s":"w","at":-5,"ep":"crm","n":42,"id":"w1","a":0}"#,
+            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","a":4294967296}"#,
+            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","a":0,"h":[{"t":1}]}"#,
+            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","a":0,"hd":1}"#,
+            r#"["w"]"#,
+            "{",
+        ] {
+            assert_eq!(Record::decode(Some(bad.as_bytes())), unreadable, "{bad}");
+        }
+    }
+
     #[test]
     fn abandoned_filling_is_detected_after_the_timeout() {
         let rec = Record::decode(Some(b"+1000"));
