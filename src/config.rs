@@ -1,4 +1,4 @@
-//! The filter's configuration: strict serde structs for the JSON Envoy hands us, compiled into a
+//! The filter's configuration: the JSON Envoy hands us, read strictly by hand and compiled into a
 //! validated form the rest of the filter can use without re-checking.
 //!
 //! Every mistake is reported with the JSON path of the field at fault, because the only place an

@@ -11,9 +11,10 @@
 //! Memory is bounded: notifications hash into `buckets` keys of at most `BUCKET_ENTRIES`
 //! entries each; a full bucket forgets the notification whose state changed longest ago.
 
-use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::osmox::Notification;
+use crate::record::{self, Out};
 use crate::store::{self, Store, StoreError};
 
 /// Entries per bucket: small enough that one read stays cheap on every poll.
@@ -41,24 +42,17 @@ pub struct Memory {
 }
 
 /// What we remember of one notification.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 struct Seen {
-    #[serde(rename = "i")]
     id: u64,
-    #[serde(rename = "s")]
     status: u64,
-    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     retry_count: Option<u64>,
-    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     provider_id: Option<u64>,
-    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
     updated_on: Option<String>,
     /// When its state last changed: eviction order. Not bumped by repeats, so polling stays read-only.
-    #[serde(rename = "t")]
     touched_ms: u64,
     /// The ledger slot that holds the pending delivery per endpoint, so a newer event
     /// replaces an older one that is still waiting instead of racing it.
-    #[serde(rename = "d", default, skip_serializing_if = "Vec::is_empty")]
     slots: Vec<(u32, u32)>,
 }
 
@@ -210,15 +204,82 @@ impl Memory {
     }
 }
 
+/// A bucket as stored: a JSON array of short-keyed objects, optional keys left out.
 fn decode(bytes: Option<&[u8]>) -> Vec<Seen> {
     bytes
         .filter(|b| !b.is_empty())
-        .and_then(|b| serde_json::from_slice(b).ok())
+        .and_then(record::parse)
+        .and_then(|v| record::list(&v, Seen::read))
         .unwrap_or_default()
 }
 
 fn encode(bucket: &[Seen]) -> Vec<u8> {
-    serde_json::to_vec(bucket).unwrap_or_default()
+    let mut out = Out::default();
+    out.begin_array();
+    for seen in bucket {
+        seen.write(&mut out);
+    }
+    out.end_array();
+    out.into_bytes()
+}
+
+impl Seen {
+    fn write(&self, out: &mut Out) {
+        out.begin_object();
+        out.key("i");
+        out.uint(self.id);
+        out.key("s");
+        out.uint(self.status);
+        if let Some(r) = self.retry_count {
+            out.key("r");
+            out.uint(r);
+        }
+        if let Some(p) = self.provider_id {
+            out.key("p");
+            out.uint(p);
+        }
+        if let Some(u) = &self.updated_on {
+            out.key("u");
+            out.string(u);
+        }
+        out.key("t");
+        out.uint(self.touched_ms);
+        if !self.slots.is_empty() {
+            out.key("d");
+            out.begin_array();
+            for &(endpoint, slot) in &self.slots {
+                out.begin_array();
+                out.uint(endpoint.into());
+                out.uint(slot.into());
+                out.end_array();
+            }
+            out.end_array();
+        }
+        out.end_object();
+    }
+
+    fn read(v: &Value) -> Option<Seen> {
+        let o = record::object(v)?;
+        Some(Seen {
+            id: o.uint("i")?,
+            status: o.uint("s")?,
+            retry_count: o.optional("r", record::uint)?,
+            provider_id: o.optional("p", record::uint)?,
+            updated_on: o.optional("u", record::string)?,
+            touched_ms: o.uint("t")?,
+            slots: o
+                .optional("d", |d| record::list(d, read_pair))?
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// An `[endpoint, slot]` pair.
+fn read_pair(v: &Value) -> Option<(u32, u32)> {
+    match record::array(v)? {
+        [endpoint, slot] => Some((record::uint32(endpoint)?, record::uint32(slot)?)),
+        _ => None,
+    }
 }
 
 /// Add to a bucket, forgetting the entry that changed longest ago when it is full.

@@ -10,11 +10,12 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::config::{CircuitPolicy, Config, Endpoint, Learn, Target};
 use crate::extract::Registration;
 use crate::osmox::StatusSet;
+use crate::record::{self, Out};
 use crate::store::{self, Cas, Store, StoreError};
 
 /// The shared-data key holding every learned mapping.
@@ -241,12 +242,11 @@ fn v4_from(hi: u16, lo: u16) -> Ipv4Addr {
 }
 
 /// One learned mapping, stored with short keys because the whole list is rewritten each time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     /// OsmoX `providerId`.
     p: u64,
     /// The webhook row's id when known: what a delete names.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     w: Option<u64>,
     /// The URL as OsmoX stored it; checked again whenever endpoints are built.
     u: String,
@@ -459,8 +459,33 @@ impl Registry {
     }
 }
 
+/// The stored list: `[{"p":..,"w":..,"u":..}]`, `w` left out when unknown.
 fn encode(entries: &[Entry]) -> Vec<u8> {
-    serde_json::to_vec(entries).unwrap_or_default()
+    let mut out = Out::default();
+    out.begin_array();
+    for e in entries {
+        out.begin_object();
+        out.key("p");
+        out.uint(e.p);
+        if let Some(w) = e.w {
+            out.key("w");
+            out.uint(w);
+        }
+        out.key("u");
+        out.string(&e.u);
+        out.end_object();
+    }
+    out.end_array();
+    out.into_bytes()
+}
+
+fn read_entry(v: &Value) -> Option<Entry> {
+    let o = record::object(v)?;
+    Some(Entry {
+        p: o.uint("p")?,
+        w: o.optional("w", record::uint)?,
+        u: o.string("u")?,
+    })
 }
 
 /// The stored list; an absent, empty or unreadable value is no mappings (the next write
@@ -469,10 +494,10 @@ fn decode(value: Option<&[u8]>) -> Vec<Entry> {
     let Some(bytes) = value.filter(|b| !b.is_empty()) else {
         return Vec::new();
     };
-    match serde_json::from_slice(bytes) {
-        Ok(entries) => entries,
-        Err(e) => {
-            log::warn!("{KEY}: unreadable learned webhooks ignored: {e}");
+    match record::parse(bytes).and_then(|v| record::list(&v, read_entry)) {
+        Some(entries) => entries,
+        None => {
+            log::warn!("{KEY}: unreadable learned webhooks ignored");
             Vec::new()
         }
     }

@@ -11,9 +11,10 @@
 //! the most slots any configuration ever had, so a smaller `maxPending` after an update still
 //! sweeps (and so delivers) what waits in the slots above it.
 
-use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::events::fnv1a64;
+use crate::record::{self, Out};
 use crate::store::{self, Store, StoreError};
 
 /// A free slot's record.
@@ -29,57 +30,41 @@ pub const MAX_HISTORY: usize = 20;
 /// probes an event is dropped only when about 93 % of the slots or more are taken.
 const ALLOC_PROBES: u64 = 64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Due at `Slot::at_ms`.
-    #[serde(rename = "w")]
     Waiting,
     /// On the wire; `Slot::at_ms` is when the claim lapses if nobody reports back.
-    #[serde(rename = "f")]
     InFlight,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRecord {
-    #[serde(rename = "t")]
     pub at_ms: u64,
-    #[serde(rename = "o")]
     pub outcome: String,
-    #[serde(rename = "d")]
     pub duration_ms: u64,
 }
 
 /// A newer event that waits for the attempt on the wire to finish.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Successor {
-    #[serde(rename = "id")]
     pub webhook_id: String,
-    #[serde(rename = "b")]
     pub body: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
-    #[serde(rename = "s")]
     pub state: State,
-    #[serde(rename = "at")]
     pub at_ms: u64,
-    #[serde(rename = "ep")]
     pub endpoint: String,
-    #[serde(rename = "n")]
     pub notification: u64,
-    #[serde(rename = "id")]
     pub webhook_id: String,
     /// Attempts made for this event.
-    #[serde(rename = "a")]
     pub attempts: u32,
-    #[serde(rename = "h", default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<AttemptRecord>,
-    #[serde(rename = "nx", default, skip_serializing_if = "Option::is_none")]
     pub successor: Option<Successor>,
     /// Refused only because its endpoint had no free lease: the sender that held it back
     /// may send it as soon as a lease frees, before `at_ms`.
-    #[serde(rename = "hd", default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
 }
 
@@ -116,6 +101,118 @@ impl Slot {
     }
 }
 
+// The stored form: short keys, and the optional ones left out when empty.
+
+impl State {
+    fn tag(self) -> &'static str {
+        match self {
+            State::Waiting => "w",
+            State::InFlight => "f",
+        }
+    }
+
+    fn read(v: &Value) -> Option<State> {
+        match v.as_str()? {
+            "w" => Some(State::Waiting),
+            "f" => Some(State::InFlight),
+            _ => None,
+        }
+    }
+}
+
+impl AttemptRecord {
+    fn write(&self, out: &mut Out) {
+        out.begin_object();
+        out.key("t");
+        out.uint(self.at_ms);
+        out.key("o");
+        out.string(&self.outcome);
+        out.key("d");
+        out.uint(self.duration_ms);
+        out.end_object();
+    }
+
+    fn read(v: &Value) -> Option<AttemptRecord> {
+        let o = record::object(v)?;
+        Some(AttemptRecord {
+            at_ms: o.uint("t")?,
+            outcome: o.string("o")?,
+            duration_ms: o.uint("d")?,
+        })
+    }
+}
+
+impl Successor {
+    fn write(&self, out: &mut Out) {
+        out.begin_object();
+        out.key("id");
+        out.string(&self.webhook_id);
+        out.key("b");
+        out.string(&self.body);
+        out.end_object();
+    }
+
+    fn read(v: &Value) -> Option<Successor> {
+        let o = record::object(v)?;
+        Some(Successor {
+            webhook_id: o.string("id")?,
+            body: o.string("b")?,
+        })
+    }
+}
+
+impl Slot {
+    fn write(&self, out: &mut Out) {
+        out.begin_object();
+        out.key("s");
+        out.string(self.state.tag());
+        out.key("at");
+        out.uint(self.at_ms);
+        out.key("ep");
+        out.string(&self.endpoint);
+        out.key("n");
+        out.uint(self.notification);
+        out.key("id");
+        out.string(&self.webhook_id);
+        out.key("a");
+        out.uint(self.attempts.into());
+        if !self.history.is_empty() {
+            out.key("h");
+            out.begin_array();
+            for a in &self.history {
+                a.write(out);
+            }
+            out.end_array();
+        }
+        if let Some(next) = &self.successor {
+            out.key("nx");
+            next.write(out);
+        }
+        if self.held {
+            out.key("hd");
+            out.boolean(true);
+        }
+        out.end_object();
+    }
+
+    fn read(v: &Value) -> Option<Slot> {
+        let o = record::object(v)?;
+        Some(Slot {
+            state: State::read(o.get("s")?)?,
+            at_ms: o.uint("at")?,
+            endpoint: o.string("ep")?,
+            notification: o.uint("n")?,
+            webhook_id: o.string("id")?,
+            attempts: o.uint32("a")?,
+            history: o
+                .optional("h", |h| record::list(h, AttemptRecord::read))?
+                .unwrap_or_default(),
+            successor: o.optional("nx", Successor::read)?,
+            held: o.optional("hd", Value::as_bool)?.unwrap_or(false),
+        })
+    }
+}
+
 /// What a slot's record holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -135,9 +232,10 @@ impl Record {
                     .unwrap_or(0),
             },
             // An unreadable record (a future version) is left alone rather than reused.
-            Some(b) => serde_json::from_slice(b)
-                .map(Record::Used)
-                .unwrap_or(Record::Filling { since_ms: u64::MAX }),
+            Some(b) => record::parse(b)
+                .as_ref()
+                .and_then(Slot::read)
+                .map_or(Record::Filling { since_ms: u64::MAX }, Record::Used),
         }
     }
 
@@ -145,7 +243,11 @@ impl Record {
         match self {
             Record::Free => FREE.to_vec(),
             Record::Filling { since_ms } => format!("+{since_ms}").into_bytes(),
-            Record::Used(slot) => serde_json::to_vec(slot).unwrap_or_else(|_| FREE.to_vec()),
+            Record::Used(slot) => {
+                let mut out = Out::default();
+                slot.write(&mut out);
+                out.into_bytes()
+            }
         }
     }
 }

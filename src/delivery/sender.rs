@@ -297,7 +297,7 @@ impl Sender {
             let mut state = decode_state(cur);
             verdict = state.admit(sender, slot, now, lease_until, &policy);
             match verdict {
-                Admit::Granted => Some((serde_json::to_vec(&state).ok()?, ())),
+                Admit::Granted => Some((state.encode(), ())),
                 _ => None,
             }
         });
@@ -317,7 +317,7 @@ impl Sender {
             let was_open = state.is_tripped();
             state.record(sender, slot, success, now, &policy);
             let is_open = state.is_tripped();
-            Some((serde_json::to_vec(&state).ok()?, (was_open, is_open)))
+            Some((state.encode(), (was_open, is_open)))
         });
         if let Ok(Some((was_open, is_open))) = change {
             if !was_open && is_open {
@@ -572,9 +572,7 @@ impl Sender {
 }
 
 fn decode_state(bytes: Option<&[u8]>) -> EndpointState {
-    bytes
-        .and_then(|b| serde_json::from_slice(b).ok())
-        .unwrap_or_default()
+    bytes.and_then(EndpointState::decode).unwrap_or_default()
 }
 
 /// POST one attempt: the stored body, signed with this attempt's timestamp.
