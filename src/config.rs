@@ -5,7 +5,7 @@
 //! operator sees it is one line in Envoy's log when the filter refuses to start.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -173,7 +173,8 @@ impl HostPattern {
             })
         } else {
             Err(format!(
-                "invalid host pattern {pattern:?}: expected a hostname or *.suffix"
+                "invalid host pattern {}: expected a hostname or *.suffix",
+                Quoted(pattern)
             ))
         }
     }
@@ -205,6 +206,30 @@ impl fmt::Display for HostPattern {
             f.write_str("*.")?;
         }
         f.write_str(&self.host)
+    }
+}
+
+/// A string in double quotes for messages, escaped as `{:?}` escapes ASCII (`\"`, `\\`,
+/// `\n`, `\u{1b}`, ...); other characters are written as they are. Written by hand because
+/// `{:?}` links Unicode tables into the wasm module.
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                '\0' => f.write_str("\\0")?,
+                c if c.is_ascii_control() => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+                c => f.write_char(c)?,
+            }
+        }
+        f.write_str("\"")
     }
 }
 
@@ -241,7 +266,10 @@ pub fn parse_url(url: &str) -> Result<(String, String, String), String> {
         .ok_or_else(|| "must be an absolute http:// or https:// URL".to_string())?;
     let scheme = scheme.to_ascii_lowercase();
     if scheme != "http" && scheme != "https" {
-        return Err(format!("scheme must be http or https, got {scheme:?}"));
+        return Err(format!(
+            "scheme must be http or https, got {}",
+            Quoted(&scheme)
+        ));
     }
     if rest.contains('#') {
         return Err("fragments (#...) are not allowed".to_string());
@@ -611,7 +639,7 @@ fn string_map(path: &str, node: &Node) -> Result<BTreeMap<String, String>, Confi
     };
     let mut out = BTreeMap::new();
     for (key, value) in entries {
-        let value = string(&format!("{path}[{key:?}]"), value)?;
+        let value = string(&format!("{path}[{}]", Quoted(key)), value)?;
         out.insert(key.clone(), value);
     }
     Ok(out)
@@ -956,7 +984,7 @@ impl RawConfig {
             if !names.insert(endpoint.name.clone()) {
                 return Err(invalid(
                     format!("endpoints[{i}].name"),
-                    format!("duplicate endpoint name {:?}", endpoint.name),
+                    format!("duplicate endpoint name \"{}\"", endpoint.name),
                 ));
             }
             endpoints.push(endpoint);
@@ -1113,7 +1141,8 @@ fn compile_statuses(path: &str, raw: Option<Vec<RawStatus>>) -> Result<StatusSet
                 invalid(
                     format!("{path}[{j}]"),
                     format!(
-                        "unknown status {name:?}, expected one of {} or a code 1-6",
+                        "unknown status {}, expected one of {} or a code 1-6",
+                        Quoted(name),
                         names.join(", ")
                     ),
                 )
@@ -1146,7 +1175,7 @@ fn compile_headers(
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in raw.unwrap_or_default() {
-        let p = format!("{path}[{name:?}]");
+        let p = format!("{path}[{}]", Quoted(&name));
         let lower = name.to_ascii_lowercase();
         if lower.starts_with(':') {
             return Err(invalid(p, "pseudo-headers cannot be configured"));
@@ -1223,12 +1252,13 @@ fn compile_secrets(
         let value = env(&var).filter(|v| !v.is_empty()).ok_or_else(|| {
             invalid(
                 &path,
-                format!("environment variable {var:?} is not set or empty"),
+                format!("environment variable {} is not set or empty", Quoted(&var)),
             )
         })?;
         out.push(
-            Secret::parse(&value)
-                .map_err(|e| invalid(&path, format!("environment variable {var:?}: {e}")))?,
+            Secret::parse(&value).map_err(|e| {
+                invalid(&path, format!("environment variable {}: {e}", Quoted(&var)))
+            })?,
         );
     }
     Ok(out)
@@ -2458,6 +2488,22 @@ mod tests {
         assert!(!exact.matches("a.hooks.example.com"));
         assert_eq!(exact.to_string(), "hooks.example.com");
         assert_eq!(wild.to_string(), "*.partner.example.com");
+    }
+
+    #[test]
+    fn quoted_escapes_ascii_as_debug_does() {
+        for s in [
+            "plain",
+            "",
+            "a\"b",
+            "back\\slash",
+            "\n\r\t\0",
+            "\u{1b}[31m\u{7f}\u{1}",
+            "ümlaut é",
+            "'single'",
+        ] {
+            assert_eq!(Quoted(s).to_string(), format!("{s:?}"), "{s}");
+        }
     }
 
     #[test]

@@ -419,7 +419,7 @@ impl Registry {
             let name = format!("{NAME_PREFIX}{}", e.p);
             if config.endpoint(&name).is_some() {
                 log::warn!(
-                    "learned webhook for provider {}: skipped, endpoint {name:?} is configured",
+                    "learned webhook for provider {}: skipped, endpoint \"{name}\" is configured",
                     e.p
                 );
                 continue;

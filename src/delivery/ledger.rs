@@ -263,6 +263,17 @@ pub enum Placed {
     Queued(u32),
 }
 
+/// For logs.
+impl std::fmt::Display for Placed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Placed::New(i) => write!(f, "new in slot {i}"),
+            Placed::Replaced(i) => write!(f, "replaced the waiting event in slot {i}"),
+            Placed::Queued(i) => write!(f, "queued behind the attempt in slot {i}"),
+        }
+    }
+}
+
 impl Placed {
     pub fn slot(self) -> u32 {
         match self {

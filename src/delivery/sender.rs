@@ -209,7 +209,7 @@ impl Sender {
         let Some(endpoint) = endpoints.iter().find(|e| e.name == s.endpoint) else {
             io.metrics.add(Metric::DeliveriesOrphaned, 1);
             log::warn!(
-                "{}: endpoint {:?} is no longer configured; delivery dropped",
+                "{}: endpoint \"{}\" is no longer configured; delivery dropped",
                 s.webhook_id,
                 s.endpoint
             );
@@ -408,6 +408,10 @@ impl Sender {
         let now = io.now_ms;
         let store = io.store;
         let ledger = self.ledger;
+        let label = match outcome {
+            Outcome::Delivered => "delivered".to_string(),
+            Outcome::Retry(f) | Outcome::GiveUp(f) => f.to_string(),
+        };
         let policy = |name: &str| endpoints.iter().find(|e| e.name == name).map(|e| &e.retry);
         let result = ledger.update(store, slot, |rec| {
             let Record::Used(mut s) = rec else {
@@ -419,10 +423,7 @@ impl Sender {
             s.attempts += 1;
             s.push_history(AttemptRecord {
                 at_ms: now,
-                outcome: match outcome {
-                    Outcome::Delivered => "delivered".to_string(),
-                    Outcome::Retry(f) | Outcome::GiveUp(f) => f.to_string(),
-                },
+                outcome: label.clone(),
                 duration_ms,
             });
             let verdict = match outcome {
@@ -482,7 +483,7 @@ impl Sender {
             Verdict::Retrying => {
                 io.metrics.add(Metric::DeliveriesFailed, 1);
                 io.metrics.add(Metric::RetriesScheduled, 1);
-                log::debug!("{webhook_id}: {outcome:?}, retry at {}", slot_after.at_ms);
+                log::debug!("{webhook_id}: {label}, retry at {}", slot_after.at_ms);
             }
             Verdict::Superseded => {
                 io.metrics.add(Metric::DeliveriesFailed, 1);
