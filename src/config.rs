@@ -4,7 +4,7 @@
 //! Every mistake is reported with the JSON path of the field at fault, because the only place an
 //! operator sees it is one line in Envoy's log when the filter refuses to start.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -977,11 +977,10 @@ impl RawConfig {
         if raw_endpoints.is_empty() && learn.is_none() {
             return Err(invalid("endpoints", "at least one endpoint is required"));
         }
-        let mut names = HashSet::new();
-        let mut endpoints = Vec::with_capacity(raw_endpoints.len());
+        let mut endpoints: Vec<Endpoint> = Vec::with_capacity(raw_endpoints.len());
         for (i, raw) in raw_endpoints.into_iter().enumerate() {
             let endpoint = raw.compile(&format!("endpoints[{i}]"), &retry, env)?;
-            if !names.insert(endpoint.name.clone()) {
+            if endpoints.iter().any(|e| e.name == endpoint.name) {
                 return Err(invalid(
                     format!("endpoints[{i}].name"),
                     format!("duplicate endpoint name \"{}\"", endpoint.name),
