@@ -538,6 +538,11 @@ fn type_error(path: &str, expected: &str, got: &Node) -> ConfigError {
     }
 }
 
+/// The path of element `j` of the array at `path`.
+fn index(path: &str, j: usize) -> String {
+    format!("{path}[{j}]")
+}
+
 /// `key`'s path inside the object at `base` (`""` for the top level).
 fn join(base: &str, key: &str) -> String {
     if base.is_empty() {
@@ -627,7 +632,7 @@ fn list<T>(
     items
         .iter()
         .enumerate()
-        .map(|(j, n)| item(&format!("{path}[{j}]"), n))
+        .map(|(j, n)| item(&index(path, j), n))
         .collect()
 }
 
@@ -1020,7 +1025,7 @@ impl RawEndpoint {
     ) -> Result<Endpoint, ConfigError> {
         let name = self
             .name
-            .ok_or_else(|| invalid(format!("{p}.name"), "is required"))?;
+            .ok_or_else(|| invalid(join(p, "name"), "is required"))?;
         let name_ok = !name.is_empty()
             && name.len() <= MAX_NAME_LEN
             && name
@@ -1028,13 +1033,13 @@ impl RawEndpoint {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !name_ok {
             return Err(invalid(
-                format!("{p}.name"),
+                join(p, "name"),
                 format!("must be 1-{MAX_NAME_LEN} characters of [A-Za-z0-9_.-]"),
             ));
         }
         let target = compile_target(p, self.url, self.cluster)?;
         let retry = match self.retry {
-            Some(raw) => compile_retry(&format!("{p}.retry"), Some(raw))?,
+            Some(raw) => compile_retry(&join(p, "retry"), Some(raw))?,
             None => global_retry.clone(),
         };
         let circuit = self.circuit_breaker.unwrap_or(RawCircuit {
@@ -1044,21 +1049,21 @@ impl RawEndpoint {
         Ok(Endpoint {
             name,
             target,
-            provider_ids: compile_ids(&format!("{p}.providerIds"), self.provider_ids, None)?,
+            provider_ids: compile_ids(&join(p, "providerIds"), self.provider_ids, None)?,
             channel_types: compile_ids(
-                &format!("{p}.channelTypes"),
+                &join(p, "channelTypes"),
                 self.channel_types,
                 Some(MAX_CHANNEL_TYPE),
             )?,
             delivery_statuses: compile_statuses(
-                &format!("{p}.deliveryStatuses"),
+                &join(p, "deliveryStatuses"),
                 self.delivery_statuses,
             )?,
-            timeout_ms: timeout(&format!("{p}.timeoutMs"), self.timeout_ms)?,
-            headers: compile_headers(&format!("{p}.headers"), self.headers)?,
+            timeout_ms: timeout(&join(p, "timeoutMs"), self.timeout_ms)?,
+            headers: compile_headers(&join(p, "headers"), self.headers)?,
             retry,
             max_in_flight: ranged_u32(
-                &format!("{p}.maxInFlight"),
+                &join(p, "maxInFlight"),
                 self.max_in_flight,
                 DEFAULT_MAX_IN_FLIGHT,
                 1,
@@ -1066,14 +1071,14 @@ impl RawEndpoint {
             )?,
             circuit: CircuitPolicy {
                 failure_threshold: ranged_u32(
-                    &format!("{p}.circuitBreaker.failureThreshold"),
+                    &join(p, "circuitBreaker.failureThreshold"),
                     circuit.failure_threshold,
                     DEFAULT_FAILURE_THRESHOLD,
                     1,
                     1000,
                 )?,
                 open_ms: ranged(
-                    &format!("{p}.circuitBreaker.openMs"),
+                    &join(p, "circuitBreaker.openMs"),
                     circuit.open_ms,
                     DEFAULT_OPEN_MS,
                     100,
@@ -1090,12 +1095,12 @@ fn compile_target(
     url: Option<String>,
     cluster: Option<String>,
 ) -> Result<Target, ConfigError> {
-    let url = url.ok_or_else(|| invalid(format!("{p}.url"), "is required"))?;
-    let cluster = cluster.ok_or_else(|| invalid(format!("{p}.cluster"), "is required"))?;
+    let url = url.ok_or_else(|| invalid(join(p, "url"), "is required"))?;
+    let cluster = cluster.ok_or_else(|| invalid(join(p, "cluster"), "is required"))?;
     if cluster.is_empty() {
-        return Err(invalid(format!("{p}.cluster"), "must not be empty"));
+        return Err(invalid(join(p, "cluster"), "must not be empty"));
     }
-    Target::from_url(&cluster, &url).map_err(|e| invalid(format!("{p}.url"), e))
+    Target::from_url(&cluster, &url).map_err(|e| invalid(join(p, "url"), e))
 }
 
 fn compile_ids(
@@ -1112,7 +1117,7 @@ fn compile_ids(
     if let Some(max) = max {
         if let Some(j) = ids.iter().position(|&id| id < 1 || id > max) {
             return Err(invalid(
-                format!("{path}[{j}]"),
+                index(path, j),
                 format!("must be between 1 and {max}"),
             ));
         }
@@ -1138,7 +1143,7 @@ fn compile_statuses(path: &str, raw: Option<Vec<RawStatus>>) -> Result<StatusSet
             RawStatus::Name(name) => DeliveryStatus::from_name(name).ok_or_else(|| {
                 let names: Vec<&str> = DeliveryStatus::ALL.iter().map(|s| s.name()).collect();
                 invalid(
-                    format!("{path}[{j}]"),
+                    index(path, j),
                     format!(
                         "unknown status {}, expected one of {} or a code 1-6",
                         Quoted(name),
@@ -1148,12 +1153,12 @@ fn compile_statuses(path: &str, raw: Option<Vec<RawStatus>>) -> Result<StatusSet
             }),
             RawStatus::Code(code) => DeliveryStatus::from_code(*code).ok_or_else(|| {
                 invalid(
-                    format!("{path}[{j}]"),
+                    index(path, j),
                     format!("unknown status code {code}, expected 1-6"),
                 )
             }),
             RawStatus::Negative(code) => Err(invalid(
-                format!("{path}[{j}]"),
+                index(path, j),
                 format!("unknown status code {code}, expected 1-6"),
             )),
         }?;
@@ -1224,7 +1229,7 @@ fn compile_retry(path: &str, raw: Option<RawRetry>) -> Result<RetryPolicy, Confi
     // An out-of-range u64 becomes u32::MAX, which `try_new` rejects with the range message.
     let max_attempts = u32::try_from(max_attempts).unwrap_or(u32::MAX);
     RetryPolicy::try_new(max_attempts, backoff, max_delay_ms, jitter)
-        .map_err(|e| invalid(format!("{path}.{}", e.field()), e.reason()))
+        .map_err(|e| invalid(join(path, e.field()), e.reason()))
 }
 
 fn compile_secrets(
@@ -1236,7 +1241,7 @@ fn compile_secrets(
 ) -> Result<Vec<Secret>, ConfigError> {
     let mut out = Vec::new();
     if let Some(s) = secret {
-        out.push(Secret::parse(&s).map_err(|e| invalid(format!("{p}.secret"), e.to_string()))?);
+        out.push(Secret::parse(&s).map_err(|e| invalid(join(p, "secret"), e.to_string()))?);
     }
     for (j, s) in secrets.unwrap_or_default().into_iter().enumerate() {
         out.push(
@@ -1244,7 +1249,7 @@ fn compile_secrets(
         );
     }
     if let Some(var) = secret_env {
-        let path = format!("{p}.secretEnv");
+        let path = join(p, "secretEnv");
         if var.is_empty() {
             return Err(invalid(path, "must name an environment variable"));
         }
@@ -1265,7 +1270,7 @@ fn compile_secrets(
 
 fn compile_paths(path: &str, paths: Vec<String>) -> Result<Vec<String>, ConfigError> {
     if let Some(j) = paths.iter().position(|s| !s.starts_with('/')) {
-        return Err(invalid(format!("{path}[{j}]"), "must start with \"/\""));
+        return Err(invalid(index(path, j), "must start with \"/\""));
     }
     Ok(paths)
 }
