@@ -11,10 +11,8 @@
 //! Memory is bounded: notifications hash into `buckets` keys of at most `BUCKET_ENTRIES`
 //! entries each; a full bucket forgets the notification whose state changed longest ago.
 
-use serde_json::Value;
-
 use crate::osmox::Notification;
-use crate::record::{self, Out};
+use crate::record::{Out, Reader};
 use crate::store::{self, Store, StoreError};
 
 /// Entries per bucket: small enough that one read stays cheap on every poll.
@@ -208,8 +206,7 @@ impl Memory {
 fn decode(bytes: Option<&[u8]>) -> Vec<Seen> {
     bytes
         .filter(|b| !b.is_empty())
-        .and_then(record::parse)
-        .and_then(|v| record::list(&v, Seen::read))
+        .and_then(|b| Reader::document(b, |r| r.list(Seen::read)))
         .unwrap_or_default()
 }
 
@@ -258,26 +255,44 @@ impl Seen {
         out.end_object();
     }
 
-    fn read(v: &Value) -> Option<Seen> {
-        let o = record::object(v)?;
+    fn read(r: &mut Reader) -> Option<Seen> {
+        let (mut id, mut status, mut touched_ms) = (None, None, None);
+        let (mut retry_count, mut provider_id, mut updated_on, mut slots) =
+            (None, None, None, None);
+        r.object(|r, key| {
+            match key {
+                "i" => id = Some(r.uint()?),
+                "s" => status = Some(r.uint()?),
+                "r" => retry_count = r.optional(Reader::uint)?,
+                "p" => provider_id = r.optional(Reader::uint)?,
+                "u" => updated_on = r.optional(Reader::string)?,
+                "t" => touched_ms = Some(r.uint()?),
+                "d" => slots = r.optional(|r| r.list(read_pair))?,
+                _ => r.skip()?,
+            }
+            Some(())
+        })?;
         Some(Seen {
-            id: o.uint("i")?,
-            status: o.uint("s")?,
-            retry_count: o.optional("r", record::uint)?,
-            provider_id: o.optional("p", record::uint)?,
-            updated_on: o.optional("u", record::string)?,
-            touched_ms: o.uint("t")?,
-            slots: o
-                .optional("d", |d| record::list(d, read_pair))?
-                .unwrap_or_default(),
+            id: id?,
+            status: status?,
+            retry_count,
+            provider_id,
+            updated_on,
+            touched_ms: touched_ms?,
+            slots: slots.unwrap_or_default(),
         })
     }
 }
 
 /// An `[endpoint, slot]` pair.
-fn read_pair(v: &Value) -> Option<(u32, u32)> {
-    match record::array(v)? {
-        [endpoint, slot] => Some((record::uint32(endpoint)?, record::uint32(slot)?)),
+fn read_pair(r: &mut Reader) -> Option<(u32, u32)> {
+    let mut pair = Vec::with_capacity(2);
+    r.array(|r| {
+        pair.push(r.uint32()?);
+        Some(())
+    })?;
+    match pair.as_slice() {
+        [endpoint, slot] => Some((*endpoint, *slot)),
         _ => None,
     }
 }

@@ -10,12 +10,10 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use serde_json::Value;
-
 use crate::config::{CircuitPolicy, Config, Endpoint, Learn, Target};
 use crate::extract::Registration;
 use crate::osmox::StatusSet;
-use crate::record::{self, Out};
+use crate::record::{Out, Reader};
 use crate::store::{self, Cas, Store, StoreError};
 
 /// The shared-data key holding every learned mapping.
@@ -479,13 +477,18 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn read_entry(v: &Value) -> Option<Entry> {
-    let o = record::object(v)?;
-    Some(Entry {
-        p: o.uint("p")?,
-        w: o.optional("w", record::uint)?,
-        u: o.string("u")?,
-    })
+fn read_entry(r: &mut Reader) -> Option<Entry> {
+    let (mut p, mut w, mut u) = (None, None, None);
+    r.object(|r, key| {
+        match key {
+            "p" => p = Some(r.uint()?),
+            "w" => w = r.optional(Reader::uint)?,
+            "u" => u = Some(r.string()?),
+            _ => r.skip()?,
+        }
+        Some(())
+    })?;
+    Some(Entry { p: p?, w, u: u? })
 }
 
 /// The stored list; an absent, empty or unreadable value is no mappings (the next write
@@ -494,7 +497,7 @@ fn decode(value: Option<&[u8]>) -> Vec<Entry> {
     let Some(bytes) = value.filter(|b| !b.is_empty()) else {
         return Vec::new();
     };
-    match record::parse(bytes).and_then(|v| record::list(&v, read_entry)) {
+    match Reader::document(bytes, |r| r.list(read_entry)) {
         Some(entries) => entries,
         None => {
             log::warn!("{KEY}: unreadable learned webhooks ignored");

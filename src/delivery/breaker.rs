@@ -7,9 +7,7 @@
 //! as the number of VMs however many attempts are out, and the count of a sender lost with a
 //! crashed or replaced VM frees its places by itself once its deadline passes.
 
-use serde_json::Value;
-
-use crate::record::{self, Out};
+use crate::record::{Out, Reader};
 
 /// The attempts one sender has in flight to this endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,33 +79,54 @@ impl EndpointState {
 
     /// `None` when the bytes are not a readable state.
     pub fn decode(bytes: &[u8]) -> Option<EndpointState> {
-        let v = record::parse(bytes)?;
-        let o = record::object(&v)?;
-        Some(EndpointState {
-            failures: o.optional("f", record::uint32)?.unwrap_or(0),
-            open_until_ms: o.optional("o", record::uint)?,
-            probe: o.optional("p", read_probe)?,
-            holders: o
-                .optional("l", |l| record::list(l, read_holder))?
-                .unwrap_or_default(),
+        Reader::document(bytes, |r| {
+            let mut state = EndpointState::default();
+            r.object(|r, key| {
+                match key {
+                    "f" => state.failures = r.optional(Reader::uint32)?.unwrap_or(0),
+                    "o" => state.open_until_ms = r.optional(Reader::uint)?,
+                    "p" => state.probe = r.optional(read_probe)?,
+                    "l" => state.holders = r.optional(|r| r.list(read_holder))?.unwrap_or_default(),
+                    _ => r.skip()?,
+                }
+                Some(())
+            })?;
+            Some(state)
         })
     }
 }
 
-fn read_probe(v: &Value) -> Option<Probe> {
-    let o = record::object(v)?;
+fn read_probe(r: &mut Reader) -> Option<Probe> {
+    let (mut slot, mut until_ms) = (None, None);
+    r.object(|r, key| {
+        match key {
+            "s" => slot = Some(r.uint32()?),
+            "u" => until_ms = Some(r.uint()?),
+            _ => r.skip()?,
+        }
+        Some(())
+    })?;
     Some(Probe {
-        slot: o.uint32("s")?,
-        until_ms: o.uint("u")?,
+        slot: slot?,
+        until_ms: until_ms?,
     })
 }
 
-fn read_holder(v: &Value) -> Option<Holder> {
-    let o = record::object(v)?;
+fn read_holder(r: &mut Reader) -> Option<Holder> {
+    let (mut sender, mut count, mut until_ms) = (None, None, None);
+    r.object(|r, key| {
+        match key {
+            "h" => sender = Some(r.uint32()?),
+            "n" => count = Some(r.uint32()?),
+            "u" => until_ms = Some(r.uint()?),
+            _ => r.skip()?,
+        }
+        Some(())
+    })?;
     Some(Holder {
-        sender: o.uint32("h")?,
-        count: o.uint32("n")?,
-        until_ms: o.uint("u")?,
+        sender: sender?,
+        count: count?,
+        until_ms: until_ms?,
     })
 }
 

@@ -11,10 +11,8 @@
 //! the most slots any configuration ever had, so a smaller `maxPending` after an update still
 //! sweeps (and so delivers) what waits in the slots above it.
 
-use serde_json::Value;
-
 use crate::events::fnv1a64;
-use crate::record::{self, Out};
+use crate::record::{Out, Reader};
 use crate::store::{self, Store, StoreError};
 
 /// A free slot's record.
@@ -111,8 +109,8 @@ impl State {
         }
     }
 
-    fn read(v: &Value) -> Option<State> {
-        match v.as_str()? {
+    fn read(r: &mut Reader) -> Option<State> {
+        match r.string()?.as_str() {
             "w" => Some(State::Waiting),
             "f" => Some(State::InFlight),
             _ => None,
@@ -132,12 +130,21 @@ impl AttemptRecord {
         out.end_object();
     }
 
-    fn read(v: &Value) -> Option<AttemptRecord> {
-        let o = record::object(v)?;
+    fn read(r: &mut Reader) -> Option<AttemptRecord> {
+        let (mut at_ms, mut outcome, mut duration_ms) = (None, None, None);
+        r.object(|r, key| {
+            match key {
+                "t" => at_ms = Some(r.uint()?),
+                "o" => outcome = Some(r.string()?),
+                "d" => duration_ms = Some(r.uint()?),
+                _ => r.skip()?,
+            }
+            Some(())
+        })?;
         Some(AttemptRecord {
-            at_ms: o.uint("t")?,
-            outcome: o.string("o")?,
-            duration_ms: o.uint("d")?,
+            at_ms: at_ms?,
+            outcome: outcome?,
+            duration_ms: duration_ms?,
         })
     }
 }
@@ -152,11 +159,19 @@ impl Successor {
         out.end_object();
     }
 
-    fn read(v: &Value) -> Option<Successor> {
-        let o = record::object(v)?;
+    fn read(r: &mut Reader) -> Option<Successor> {
+        let (mut webhook_id, mut body) = (None, None);
+        r.object(|r, key| {
+            match key {
+                "id" => webhook_id = Some(r.string()?),
+                "b" => body = Some(r.string()?),
+                _ => r.skip()?,
+            }
+            Some(())
+        })?;
         Some(Successor {
-            webhook_id: o.string("id")?,
-            body: o.string("b")?,
+            webhook_id: webhook_id?,
+            body: body?,
         })
     }
 }
@@ -195,20 +210,35 @@ impl Slot {
         out.end_object();
     }
 
-    fn read(v: &Value) -> Option<Slot> {
-        let o = record::object(v)?;
+    fn read(r: &mut Reader) -> Option<Slot> {
+        let (mut state, mut at_ms, mut endpoint, mut notification) = (None, None, None, None);
+        let (mut webhook_id, mut attempts) = (None, None);
+        let (mut history, mut successor, mut held) = (None, None, None);
+        r.object(|r, key| {
+            match key {
+                "s" => state = Some(State::read(r)?),
+                "at" => at_ms = Some(r.uint()?),
+                "ep" => endpoint = Some(r.string()?),
+                "n" => notification = Some(r.uint()?),
+                "id" => webhook_id = Some(r.string()?),
+                "a" => attempts = Some(r.uint32()?),
+                "h" => history = r.optional(|r| r.list(AttemptRecord::read))?,
+                "nx" => successor = r.optional(Successor::read)?,
+                "hd" => held = r.optional(Reader::boolean)?,
+                _ => r.skip()?,
+            }
+            Some(())
+        })?;
         Some(Slot {
-            state: State::read(o.get("s")?)?,
-            at_ms: o.uint("at")?,
-            endpoint: o.string("ep")?,
-            notification: o.uint("n")?,
-            webhook_id: o.string("id")?,
-            attempts: o.uint32("a")?,
-            history: o
-                .optional("h", |h| record::list(h, AttemptRecord::read))?
-                .unwrap_or_default(),
-            successor: o.optional("nx", Successor::read)?,
-            held: o.optional("hd", Value::as_bool)?.unwrap_or(false),
+            state: state?,
+            at_ms: at_ms?,
+            endpoint: endpoint?,
+            notification: notification?,
+            webhook_id: webhook_id?,
+            attempts: attempts?,
+            history: history.unwrap_or_default(),
+            successor,
+            held: held.unwrap_or(false),
         })
     }
 }
@@ -232,9 +262,7 @@ impl Record {
                     .unwrap_or(0),
             },
             // An unreadable record (a future version) is left alone rather than reused.
-            Some(b) => record::parse(b)
-                .as_ref()
-                .and_then(Slot::read)
+            Some(b) => Reader::document(b, Slot::read)
                 .map_or(Record::Filling { since_ms: u64::MAX }, Record::Used),
         }
     }
