@@ -483,7 +483,8 @@ impl Sender {
             Verdict::Retrying => {
                 io.metrics.add(Metric::DeliveriesFailed, 1);
                 io.metrics.add(Metric::RetriesScheduled, 1);
-                log::debug!("{webhook_id}: {label}, retry at {}", slot_after.at_ms);
+                // `Retry(Timeout)`: the end-to-end tests look for this line.
+                log::debug!("{webhook_id}: {outcome:?}, retry at {}", slot_after.at_ms);
             }
             Verdict::Superseded => {
                 io.metrics.add(Metric::DeliveriesFailed, 1);
