@@ -1,13 +1,13 @@
-//! The filter's configuration: strict serde structs for the JSON Envoy hands us, compiled into a
+//! The filter's configuration: the JSON Envoy hands us, read strictly by hand and compiled into a
 //! validated form the rest of the filter can use without re-checking.
 //!
 //! Every mistake is reported with the JSON path of the field at fault, because the only place an
 //! operator sees it is one line in Envoy's log when the filter refuses to start.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt;
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
 
-use serde::de::{self, Deserializer, SeqAccess, Unexpected, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::delivery::retry::{
@@ -173,7 +173,8 @@ impl HostPattern {
             })
         } else {
             Err(format!(
-                "invalid host pattern {pattern:?}: expected a hostname or *.suffix"
+                "invalid host pattern {}: expected a hostname or *.suffix",
+                Quoted(pattern)
             ))
         }
     }
@@ -205,6 +206,30 @@ impl fmt::Display for HostPattern {
             f.write_str("*.")?;
         }
         f.write_str(&self.host)
+    }
+}
+
+/// A string in double quotes for messages, escaped as `{:?}` escapes ASCII (`\"`, `\\`,
+/// `\n`, `\u{1b}`, ...); other characters are written as they are. Written by hand because
+/// `{:?}` links Unicode tables into the wasm module.
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                '\0' => f.write_str("\\0")?,
+                c if c.is_ascii_control() => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+                c => f.write_char(c)?,
+            }
+        }
+        f.write_str("\"")
     }
 }
 
@@ -241,7 +266,10 @@ pub fn parse_url(url: &str) -> Result<(String, String, String), String> {
         .ok_or_else(|| "must be an absolute http:// or https:// URL".to_string())?;
     let scheme = scheme.to_ascii_lowercase();
     if scheme != "http" && scheme != "https" {
-        return Err(format!("scheme must be http or https, got {scheme:?}"));
+        return Err(format!(
+            "scheme must be http or https, got {}",
+            Quoted(&scheme)
+        ));
     }
     if rest.contains('#') {
         return Err("fragments (#...) are not allowed".to_string());
@@ -329,9 +357,9 @@ impl Config {
         json: &[u8],
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
+        let node: Node =
             serde_json::from_slice(json).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        raw.compile(env)
+        RawConfig::read(&node)?.compile(env)
     }
 
     pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
@@ -345,7 +373,7 @@ impl Config {
 /// Why the configuration was refused. Never carries a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
-    /// The JSON does not fit the schema (syntax, unknown field, wrong type): serde's message.
+    /// The JSON is malformed or does not fit the schema (syntax, unknown or repeated field).
     Parse(String),
     /// A value is out of range or inconsistent; `path` is the field, e.g. `endpoints[0].url`.
     Invalid { path: String, message: String },
@@ -400,10 +428,229 @@ fn timeout(path: &str, value: Option<u64>) -> Result<u64, ConfigError> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Raw serde form
+// Raw form: the JSON tree, read by hand
+//
+// Read by hand rather than with serde derive, which made up a large part of the wasm module.
+// Objects are strict: an unknown or repeated key is refused, and, as with serde's `Option`, a
+// `null` field counts as absent. Type errors name the field's path and the kind of value it
+// holds, never the value, so a secret put in the wrong place is not echoed.
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A parsed JSON value. Unlike `serde_json::Value`, an object keeps repeated keys, so a field
+/// given twice is refused rather than silently taking the last value.
+enum Node {
+    Null,
+    Bool(bool),
+    /// A non-negative integer.
+    Int(u64),
+    /// A negative integer.
+    Neg(i64),
+    Float(f64),
+    Str(String),
+    Arr(Vec<Node>),
+    Obj(Vec<(String, Node)>),
+}
+
+impl Node {
+    /// What the value is, for type errors.
+    fn kind(&self) -> &'static str {
+        match self {
+            Node::Null => "null",
+            Node::Bool(_) => "a boolean",
+            Node::Int(_) => "an integer",
+            Node::Neg(_) => "a negative integer",
+            Node::Float(_) => "a floating-point number",
+            Node::Str(_) => "a string",
+            Node::Arr(_) => "an array",
+            Node::Obj(_) => "an object",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
+        Ok(Node::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
+        Ok(Node::Bool(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
+        Ok(Node::Int(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
+        Ok(match u64::try_from(v) {
+            Ok(u) => Node::Int(u),
+            Err(_) => Node::Neg(v),
+        })
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
+        Ok(Node::Float(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
+        Ok(Node::Str(v.to_string()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Node, E> {
+        Ok(Node::Str(v))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Arr(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry()? {
+            entries.push(entry);
+        }
+        Ok(Node::Obj(entries))
+    }
+}
+
+fn type_error(path: &str, expected: &str, got: &Node) -> ConfigError {
+    let message = format!("expected {expected}, got {}", got.kind());
+    if path.is_empty() {
+        ConfigError::Parse(message)
+    } else {
+        invalid(path, message)
+    }
+}
+
+/// The path of element `j` of the array at `path`.
+fn index(path: &str, j: usize) -> String {
+    format!("{path}[{j}]")
+}
+
+/// `key`'s path inside the object at `base` (`""` for the top level).
+fn join(base: &str, key: &str) -> String {
+    if base.is_empty() {
+        key.to_string()
+    } else {
+        format!("{base}.{key}")
+    }
+}
+
+/// The non-null entries of the object at `path`, after refusing unknown and repeated keys.
+fn fields<'a>(
+    path: &str,
+    node: &'a Node,
+    known: &[&str],
+) -> Result<Vec<(&'a str, &'a Node)>, ConfigError> {
+    let Node::Obj(entries) = node else {
+        return Err(type_error(path, "an object", node));
+    };
+    let at = if path.is_empty() {
+        String::new()
+    } else {
+        format!(" at {path}")
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, (key, value)) in entries.iter().enumerate() {
+        if !known.contains(&key.as_str()) {
+            let mut expected = String::new();
+            for (j, name) in known.iter().enumerate() {
+                expected.push_str(if j == 0 { "`" } else { ", `" });
+                expected.push_str(name);
+                expected.push('`');
+            }
+            return Err(ConfigError::Parse(format!(
+                "unknown field `{key}`, expected one of {expected}{at}"
+            )));
+        }
+        if entries.iter().take(i).any(|(k, _)| k == key) {
+            return Err(ConfigError::Parse(format!("duplicate field `{key}`{at}")));
+        }
+        if !matches!(value, Node::Null) {
+            out.push((key.as_str(), value));
+        }
+    }
+    Ok(out)
+}
+
+fn uint(path: &str, node: &Node) -> Result<u64, ConfigError> {
+    match node {
+        Node::Int(v) => Ok(*v),
+        other => Err(type_error(path, "a non-negative integer", other)),
+    }
+}
+
+fn number(path: &str, node: &Node) -> Result<f64, ConfigError> {
+    match node {
+        Node::Int(v) => Ok(*v as f64),
+        Node::Neg(v) => Ok(*v as f64),
+        Node::Float(v) => Ok(*v),
+        other => Err(type_error(path, "a number", other)),
+    }
+}
+
+fn boolean(path: &str, node: &Node) -> Result<bool, ConfigError> {
+    match node {
+        Node::Bool(v) => Ok(*v),
+        other => Err(type_error(path, "a boolean", other)),
+    }
+}
+
+fn string(path: &str, node: &Node) -> Result<String, ConfigError> {
+    match node {
+        Node::Str(v) => Ok(v.clone()),
+        other => Err(type_error(path, "a string", other)),
+    }
+}
+
+/// Each element of the array at `path`, read by `item` with its own path.
+fn list<T>(
+    path: &str,
+    node: &Node,
+    expected: &str,
+    item: impl Fn(&str, &Node) -> Result<T, ConfigError>,
+) -> Result<Vec<T>, ConfigError> {
+    let Node::Arr(items) = node else {
+        return Err(type_error(path, expected, node));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(j, n)| item(&index(path, j), n))
+        .collect()
+}
+
+/// An object of strings; a repeated name keeps its last value. Values (often credentials)
+/// are never put in messages.
+fn string_map(path: &str, node: &Node) -> Result<BTreeMap<String, String>, ConfigError> {
+    let Node::Obj(entries) = node else {
+        return Err(type_error(path, "an object of strings", node));
+    };
+    let mut out = BTreeMap::new();
+    for (key, value) in entries {
+        let value = string(&format!("{path}[{}]", Quoted(key)), value)?;
+        out.insert(key.clone(), value);
+    }
+    Ok(out)
+}
+
+#[derive(Default)]
 struct RawConfig {
     endpoints: Option<Vec<RawEndpoint>>,
     watch: Option<RawWatch>,
@@ -415,9 +662,40 @@ struct RawConfig {
     role: Option<String>,
 }
 
+impl RawConfig {
+    fn read(node: &Node) -> Result<RawConfig, ConfigError> {
+        const KNOWN: &[&str] = &[
+            "endpoints",
+            "watch",
+            "retry",
+            "limits",
+            "deadLetter",
+            "learn",
+            "tickMs",
+            "role",
+        ];
+        let mut raw = RawConfig::default();
+        for (key, v) in fields("", node, KNOWN)? {
+            match key {
+                "endpoints" => {
+                    raw.endpoints = Some(list(key, v, "an array of endpoints", RawEndpoint::read)?);
+                }
+                "watch" => raw.watch = Some(RawWatch::read(key, v)?),
+                "retry" => raw.retry = Some(RawRetry::read(key, v)?),
+                "limits" => raw.limits = Some(RawLimits::read(key, v)?),
+                "deadLetter" => raw.dead_letter = Some(RawDeadLetter::read(key, v)?),
+                "learn" => raw.learn = Some(RawLearn::read(key, v)?),
+                "tickMs" => raw.tick_ms = Some(uint(key, v)?),
+                "role" => raw.role = Some(string(key, v)?),
+                _ => {}
+            }
+        }
+        Ok(raw)
+    }
+}
+
 // No Debug on raw structs: they hold secrets in the clear.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Default)]
 struct RawEndpoint {
     name: Option<String>,
     url: Option<String>,
@@ -430,13 +708,72 @@ struct RawEndpoint {
     retry: Option<RawRetry>,
     max_in_flight: Option<u64>,
     circuit_breaker: Option<RawCircuit>,
-    secret: Option<SecretString>,
-    secrets: Option<SecretList>,
+    secret: Option<String>,
+    secrets: Option<Vec<String>>,
     secret_env: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+impl RawEndpoint {
+    fn read(path: &str, node: &Node) -> Result<RawEndpoint, ConfigError> {
+        const KNOWN: &[&str] = &[
+            "name",
+            "url",
+            "cluster",
+            "providerIds",
+            "channelTypes",
+            "deliveryStatuses",
+            "timeoutMs",
+            "headers",
+            "retry",
+            "maxInFlight",
+            "circuitBreaker",
+            "secret",
+            "secrets",
+            "secretEnv",
+        ];
+        const IDS: &str = "an array of non-negative integers";
+        let mut raw = RawEndpoint::default();
+        for (key, v) in fields(path, node, KNOWN)? {
+            let p = &join(path, key);
+            match key {
+                "name" => raw.name = Some(string(p, v)?),
+                "url" => raw.url = Some(string(p, v)?),
+                "cluster" => raw.cluster = Some(string(p, v)?),
+                "providerIds" => raw.provider_ids = Some(list(p, v, IDS, uint)?),
+                "channelTypes" => raw.channel_types = Some(list(p, v, IDS, uint)?),
+                "deliveryStatuses" => {
+                    raw.delivery_statuses = Some(list(
+                        p,
+                        v,
+                        "an array of delivery statuses",
+                        RawStatus::read,
+                    )?);
+                }
+                "timeoutMs" => raw.timeout_ms = Some(uint(p, v)?),
+                "headers" => raw.headers = Some(string_map(p, v)?),
+                "retry" => raw.retry = Some(RawRetry::read(p, v)?),
+                "maxInFlight" => raw.max_in_flight = Some(uint(p, v)?),
+                "circuitBreaker" => raw.circuit_breaker = Some(RawCircuit::read(p, v)?),
+                "secret" => raw.secret = Some(secret(p, v)?),
+                "secrets" => {
+                    raw.secrets = Some(list(p, v, "an array of secret strings", secret)?);
+                }
+                "secretEnv" => raw.secret_env = Some(string(p, v)?),
+                _ => {}
+            }
+        }
+        Ok(raw)
+    }
+}
+
+fn secret(path: &str, node: &Node) -> Result<String, ConfigError> {
+    match node {
+        Node::Str(v) => Ok(v.clone()),
+        other => Err(type_error(path, "a secret string", other)),
+    }
+}
+
+#[derive(Default)]
 struct RawRetry {
     max_attempts: Option<u64>,
     initial_delay_ms: Option<u64>,
@@ -446,30 +783,103 @@ struct RawRetry {
     schedule: Option<Vec<u64>>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+impl RawRetry {
+    fn read(path: &str, node: &Node) -> Result<RawRetry, ConfigError> {
+        const KNOWN: &[&str] = &[
+            "maxAttempts",
+            "initialDelayMs",
+            "multiplier",
+            "maxDelayMs",
+            "jitter",
+            "schedule",
+        ];
+        let mut raw = RawRetry::default();
+        for (key, v) in fields(path, node, KNOWN)? {
+            let p = &join(path, key);
+            match key {
+                "maxAttempts" => raw.max_attempts = Some(uint(p, v)?),
+                "initialDelayMs" => raw.initial_delay_ms = Some(uint(p, v)?),
+                "multiplier" => raw.multiplier = Some(number(p, v)?),
+                "maxDelayMs" => raw.max_delay_ms = Some(uint(p, v)?),
+                "jitter" => raw.jitter = Some(number(p, v)?),
+                "schedule" => {
+                    raw.schedule = Some(list(p, v, "an array of non-negative integers", uint)?);
+                }
+                _ => {}
+            }
+        }
+        Ok(raw)
+    }
+}
+
+#[derive(Default)]
 struct RawCircuit {
     failure_threshold: Option<u64>,
     open_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+impl RawCircuit {
+    fn read(path: &str, node: &Node) -> Result<RawCircuit, ConfigError> {
+        let mut raw = RawCircuit::default();
+        for (key, v) in fields(path, node, &["failureThreshold", "openMs"])? {
+            let p = &join(path, key);
+            match key {
+                "failureThreshold" => raw.failure_threshold = Some(uint(p, v)?),
+                "openMs" => raw.open_ms = Some(uint(p, v)?),
+                _ => {}
+            }
+        }
+        Ok(raw)
+    }
+}
+
+#[derive(Default)]
 struct RawWatch {
     graphql_paths: Option<Vec<String>>,
     rest_path_prefixes: Option<Vec<String>>,
     max_body_bytes: Option<u64>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+impl RawWatch {
+    fn read(path: &str, node: &Node) -> Result<RawWatch, ConfigError> {
+        const KNOWN: &[&str] = &["graphqlPaths", "restPathPrefixes", "maxBodyBytes"];
+        const PATHS: &str = "an array of strings";
+        let mut raw = RawWatch::default();
+        for (key, v) in fields(path, node, KNOWN)? {
+            let p = &join(path, key);
+            match key {
+                "graphqlPaths" => raw.graphql_paths = Some(list(p, v, PATHS, string)?),
+                "restPathPrefixes" => raw.rest_path_prefixes = Some(list(p, v, PATHS, string)?),
+                "maxBodyBytes" => raw.max_body_bytes = Some(uint(p, v)?),
+                _ => {}
+            }
+        }
+        Ok(raw)
+    }
+}
+
+#[derive(Default)]
 struct RawLimits {
     max_pending: Option<u64>,
     max_remembered: Option<u64>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+impl RawLimits {
+    fn read(path: &str, node: &Node) -> Result<RawLimits, ConfigError> {
+        let mut raw = RawLimits::default();
+        for (key, v) in fields(path, node, &["maxPending", "maxRemembered"])? {
+            let p = &join(path, key);
+            match key {
+                "maxPending" => raw.max_pending = Some(uint(p, v)?),
+                "maxRemembered" => raw.max_remembered = Some(uint(p, v)?),
+                _ => {}
+            }
+        }
+        Ok(raw)
+    }
+}
+
+#[derive(Default)]
 struct RawDeadLetter {
     url: Option<String>,
     cluster: Option<String>,
@@ -477,8 +887,25 @@ struct RawDeadLetter {
     headers: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+impl RawDeadLetter {
+    fn read(path: &str, node: &Node) -> Result<RawDeadLetter, ConfigError> {
+        const KNOWN: &[&str] = &["url", "cluster", "timeoutMs", "headers"];
+        let mut raw = RawDeadLetter::default();
+        for (key, v) in fields(path, node, KNOWN)? {
+            let p = &join(path, key);
+            match key {
+                "url" => raw.url = Some(string(p, v)?),
+                "cluster" => raw.cluster = Some(string(p, v)?),
+                "timeoutMs" => raw.timeout_ms = Some(uint(p, v)?),
+                "headers" => raw.headers = Some(string_map(p, v)?),
+                _ => {}
+            }
+        }
+        Ok(raw)
+    }
+}
+
+#[derive(Default)]
 struct RawLearn {
     enabled: Option<bool>,
     cluster: Option<String>,
@@ -489,6 +916,37 @@ struct RawLearn {
     max_learned: Option<u64>,
 }
 
+impl RawLearn {
+    fn read(path: &str, node: &Node) -> Result<RawLearn, ConfigError> {
+        const KNOWN: &[&str] = &[
+            "enabled",
+            "cluster",
+            "allowHosts",
+            "allowPrivate",
+            "timeoutMs",
+            "originalDstHeader",
+            "maxLearned",
+        ];
+        let mut raw = RawLearn::default();
+        for (key, v) in fields(path, node, KNOWN)? {
+            let p = &join(path, key);
+            match key {
+                "enabled" => raw.enabled = Some(boolean(p, v)?),
+                "cluster" => raw.cluster = Some(string(p, v)?),
+                "allowHosts" => {
+                    raw.allow_hosts = Some(list(p, v, "an array of strings", string)?);
+                }
+                "allowPrivate" => raw.allow_private = Some(boolean(p, v)?),
+                "timeoutMs" => raw.timeout_ms = Some(uint(p, v)?),
+                "originalDstHeader" => raw.original_dst_header = Some(string(p, v)?),
+                "maxLearned" => raw.max_learned = Some(uint(p, v)?),
+                _ => {}
+            }
+        }
+        Ok(raw)
+    }
+}
+
 /// A `deliveryStatuses` element, name or code, kept raw so validation can name its index.
 enum RawStatus {
     Name(String),
@@ -496,74 +954,18 @@ enum RawStatus {
     Negative(i64),
 }
 
-impl<'de> Deserialize<'de> for RawStatus {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = RawStatus;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a delivery status name or code 1-6")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawStatus, E> {
-                Ok(RawStatus::Name(v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawStatus, E> {
-                Ok(RawStatus::Code(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawStatus, E> {
-                Ok(match u64::try_from(v) {
-                    Ok(c) => RawStatus::Code(c),
-                    Err(_) => RawStatus::Negative(v),
-                })
-            }
+impl RawStatus {
+    fn read(path: &str, node: &Node) -> Result<RawStatus, ConfigError> {
+        match node {
+            Node::Str(name) => Ok(RawStatus::Name(name.clone())),
+            Node::Int(code) => Ok(RawStatus::Code(*code)),
+            Node::Neg(code) => Ok(RawStatus::Negative(*code)),
+            other => Err(type_error(
+                path,
+                "a delivery status name or code 1-6",
+                other,
+            )),
         }
-        d.deserialize_any(V)
-    }
-}
-
-/// A secret string whose type errors never echo it.
-struct SecretString(String);
-
-impl<'de> Deserialize<'de> for SecretString {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = SecretString;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a secret string")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretString, E> {
-                Ok(SecretString(v.to_string()))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// `secrets`: serde's own `Vec` would quote a lone string (a secret) in its type error.
-struct SecretList(Vec<SecretString>);
-
-impl<'de> Deserialize<'de> for SecretList {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = SecretList;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array of secret strings")
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<SecretList, E> {
-                Err(E::invalid_type(Unexpected::Other("string"), &self))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SecretList, A::Error> {
-                let mut out = Vec::new();
-                while let Some(s) = seq.next_element::<SecretString>()? {
-                    out.push(s);
-                }
-                Ok(SecretList(out))
-            }
-        }
-        // `deserialize_any` so a string reaches our `visit_str` instead of serde_json's error.
-        d.deserialize_any(V)
     }
 }
 
@@ -580,14 +982,13 @@ impl RawConfig {
         if raw_endpoints.is_empty() && learn.is_none() {
             return Err(invalid("endpoints", "at least one endpoint is required"));
         }
-        let mut names = HashSet::new();
-        let mut endpoints = Vec::with_capacity(raw_endpoints.len());
+        let mut endpoints: Vec<Endpoint> = Vec::with_capacity(raw_endpoints.len());
         for (i, raw) in raw_endpoints.into_iter().enumerate() {
             let endpoint = raw.compile(&format!("endpoints[{i}]"), &retry, env)?;
-            if !names.insert(endpoint.name.clone()) {
+            if endpoints.iter().any(|e| e.name == endpoint.name) {
                 return Err(invalid(
                     format!("endpoints[{i}].name"),
-                    format!("duplicate endpoint name {:?}", endpoint.name),
+                    format!("duplicate endpoint name \"{}\"", endpoint.name),
                 ));
             }
             endpoints.push(endpoint);
@@ -624,7 +1025,7 @@ impl RawEndpoint {
     ) -> Result<Endpoint, ConfigError> {
         let name = self
             .name
-            .ok_or_else(|| invalid(format!("{p}.name"), "is required"))?;
+            .ok_or_else(|| invalid(join(p, "name"), "is required"))?;
         let name_ok = !name.is_empty()
             && name.len() <= MAX_NAME_LEN
             && name
@@ -632,13 +1033,13 @@ impl RawEndpoint {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !name_ok {
             return Err(invalid(
-                format!("{p}.name"),
+                join(p, "name"),
                 format!("must be 1-{MAX_NAME_LEN} characters of [A-Za-z0-9_.-]"),
             ));
         }
         let target = compile_target(p, self.url, self.cluster)?;
         let retry = match self.retry {
-            Some(raw) => compile_retry(&format!("{p}.retry"), Some(raw))?,
+            Some(raw) => compile_retry(&join(p, "retry"), Some(raw))?,
             None => global_retry.clone(),
         };
         let circuit = self.circuit_breaker.unwrap_or(RawCircuit {
@@ -648,21 +1049,21 @@ impl RawEndpoint {
         Ok(Endpoint {
             name,
             target,
-            provider_ids: compile_ids(&format!("{p}.providerIds"), self.provider_ids, None)?,
+            provider_ids: compile_ids(&join(p, "providerIds"), self.provider_ids, None)?,
             channel_types: compile_ids(
-                &format!("{p}.channelTypes"),
+                &join(p, "channelTypes"),
                 self.channel_types,
                 Some(MAX_CHANNEL_TYPE),
             )?,
             delivery_statuses: compile_statuses(
-                &format!("{p}.deliveryStatuses"),
+                &join(p, "deliveryStatuses"),
                 self.delivery_statuses,
             )?,
-            timeout_ms: timeout(&format!("{p}.timeoutMs"), self.timeout_ms)?,
-            headers: compile_headers(&format!("{p}.headers"), self.headers)?,
+            timeout_ms: timeout(&join(p, "timeoutMs"), self.timeout_ms)?,
+            headers: compile_headers(&join(p, "headers"), self.headers)?,
             retry,
             max_in_flight: ranged_u32(
-                &format!("{p}.maxInFlight"),
+                &join(p, "maxInFlight"),
                 self.max_in_flight,
                 DEFAULT_MAX_IN_FLIGHT,
                 1,
@@ -670,14 +1071,14 @@ impl RawEndpoint {
             )?,
             circuit: CircuitPolicy {
                 failure_threshold: ranged_u32(
-                    &format!("{p}.circuitBreaker.failureThreshold"),
+                    &join(p, "circuitBreaker.failureThreshold"),
                     circuit.failure_threshold,
                     DEFAULT_FAILURE_THRESHOLD,
                     1,
                     1000,
                 )?,
                 open_ms: ranged(
-                    &format!("{p}.circuitBreaker.openMs"),
+                    &join(p, "circuitBreaker.openMs"),
                     circuit.open_ms,
                     DEFAULT_OPEN_MS,
                     100,
@@ -694,12 +1095,12 @@ fn compile_target(
     url: Option<String>,
     cluster: Option<String>,
 ) -> Result<Target, ConfigError> {
-    let url = url.ok_or_else(|| invalid(format!("{p}.url"), "is required"))?;
-    let cluster = cluster.ok_or_else(|| invalid(format!("{p}.cluster"), "is required"))?;
+    let url = url.ok_or_else(|| invalid(join(p, "url"), "is required"))?;
+    let cluster = cluster.ok_or_else(|| invalid(join(p, "cluster"), "is required"))?;
     if cluster.is_empty() {
-        return Err(invalid(format!("{p}.cluster"), "must not be empty"));
+        return Err(invalid(join(p, "cluster"), "must not be empty"));
     }
-    Target::from_url(&cluster, &url).map_err(|e| invalid(format!("{p}.url"), e))
+    Target::from_url(&cluster, &url).map_err(|e| invalid(join(p, "url"), e))
 }
 
 fn compile_ids(
@@ -716,7 +1117,7 @@ fn compile_ids(
     if let Some(max) = max {
         if let Some(j) = ids.iter().position(|&id| id < 1 || id > max) {
             return Err(invalid(
-                format!("{path}[{j}]"),
+                index(path, j),
                 format!("must be between 1 and {max}"),
             ));
         }
@@ -742,21 +1143,22 @@ fn compile_statuses(path: &str, raw: Option<Vec<RawStatus>>) -> Result<StatusSet
             RawStatus::Name(name) => DeliveryStatus::from_name(name).ok_or_else(|| {
                 let names: Vec<&str> = DeliveryStatus::ALL.iter().map(|s| s.name()).collect();
                 invalid(
-                    format!("{path}[{j}]"),
+                    index(path, j),
                     format!(
-                        "unknown status {name:?}, expected one of {} or a code 1-6",
+                        "unknown status {}, expected one of {} or a code 1-6",
+                        Quoted(name),
                         names.join(", ")
                     ),
                 )
             }),
             RawStatus::Code(code) => DeliveryStatus::from_code(*code).ok_or_else(|| {
                 invalid(
-                    format!("{path}[{j}]"),
+                    index(path, j),
                     format!("unknown status code {code}, expected 1-6"),
                 )
             }),
             RawStatus::Negative(code) => Err(invalid(
-                format!("{path}[{j}]"),
+                index(path, j),
                 format!("unknown status code {code}, expected 1-6"),
             )),
         }?;
@@ -777,7 +1179,7 @@ fn compile_headers(
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in raw.unwrap_or_default() {
-        let p = format!("{path}[{name:?}]");
+        let p = format!("{path}[{}]", Quoted(&name));
         let lower = name.to_ascii_lowercase();
         if lower.starts_with(':') {
             return Err(invalid(p, "pseudo-headers cannot be configured"));
@@ -827,44 +1229,40 @@ fn compile_retry(path: &str, raw: Option<RawRetry>) -> Result<RetryPolicy, Confi
     // An out-of-range u64 becomes u32::MAX, which `try_new` rejects with the range message.
     let max_attempts = u32::try_from(max_attempts).unwrap_or(u32::MAX);
     RetryPolicy::try_new(max_attempts, backoff, max_delay_ms, jitter)
-        .map_err(|e| invalid(format!("{path}.{}", e.field()), e.reason()))
+        .map_err(|e| invalid(join(path, e.field()), e.reason()))
 }
 
 fn compile_secrets(
     p: &str,
-    secret: Option<SecretString>,
-    secrets: Option<SecretList>,
+    secret: Option<String>,
+    secrets: Option<Vec<String>>,
     secret_env: Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<Secret>, ConfigError> {
     let mut out = Vec::new();
-    if let Some(SecretString(s)) = secret {
-        out.push(Secret::parse(&s).map_err(|e| invalid(format!("{p}.secret"), e.to_string()))?);
+    if let Some(s) = secret {
+        out.push(Secret::parse(&s).map_err(|e| invalid(join(p, "secret"), e.to_string()))?);
     }
-    for (j, SecretString(s)) in secrets
-        .map(|l| l.0)
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
+    for (j, s) in secrets.unwrap_or_default().into_iter().enumerate() {
         out.push(
             Secret::parse(&s).map_err(|e| invalid(format!("{p}.secrets[{j}]"), e.to_string()))?,
         );
     }
     if let Some(var) = secret_env {
-        let path = format!("{p}.secretEnv");
+        let path = join(p, "secretEnv");
         if var.is_empty() {
             return Err(invalid(path, "must name an environment variable"));
         }
         let value = env(&var).filter(|v| !v.is_empty()).ok_or_else(|| {
             invalid(
                 &path,
-                format!("environment variable {var:?} is not set or empty"),
+                format!("environment variable {} is not set or empty", Quoted(&var)),
             )
         })?;
         out.push(
-            Secret::parse(&value)
-                .map_err(|e| invalid(&path, format!("environment variable {var:?}: {e}")))?,
+            Secret::parse(&value).map_err(|e| {
+                invalid(&path, format!("environment variable {}: {e}", Quoted(&var)))
+            })?,
         );
     }
     Ok(out)
@@ -872,7 +1270,7 @@ fn compile_secrets(
 
 fn compile_paths(path: &str, paths: Vec<String>) -> Result<Vec<String>, ConfigError> {
     if let Some(j) = paths.iter().position(|s| !s.starts_with('/')) {
-        return Err(invalid(format!("{path}[{j}]"), "must start with \"/\""));
+        return Err(invalid(index(path, j), "must start with \"/\""));
     }
     Ok(paths)
 }
@@ -1434,12 +1832,122 @@ mod tests {
     }
 
     #[test]
-    fn rejects_wrong_type() {
-        let msg = endpoint_err(r#""timeoutMs": "5s""#);
+    fn unknown_fields_name_the_object_they_are_in() {
+        assert_eq!(
+            endpoint_err(r#""retry": {"delay": 1}"#),
+            "configuration: unknown field `delay`, expected one of `maxAttempts`, \
+             `initialDelayMs`, `multiplier`, `maxDelayMs`, `jitter`, `schedule` at endpoints[0].retry"
+        );
+        // Even with a null value: the key itself is wrong.
+        let msg = err(r#"{"endpoints": [], "tickMS": null}"#);
         assert!(
-            msg.starts_with(r#"configuration: invalid type: string "5s", expected u64"#),
+            msg.starts_with("configuration: unknown field `tickMS`, expected one of `endpoints`,"),
             "{msg}"
         );
+        assert!(!msg.contains(" at "), "{msg}");
+    }
+
+    #[test]
+    fn rejects_repeated_fields() {
+        assert_eq!(
+            err(r#"{"endpoints": [], "tickMs": 100, "tickMs": 200}"#),
+            "configuration: duplicate field `tickMs`"
+        );
+        assert_eq!(
+            endpoint_err(r#""name": "again""#),
+            "configuration: duplicate field `name` at endpoints[0]"
+        );
+        assert_eq!(
+            endpoint_err(r#""retry": {"jitter": null, "jitter": 0.5}"#),
+            "configuration: duplicate field `jitter` at endpoints[0].retry"
+        );
+    }
+
+    #[test]
+    fn a_repeated_header_name_keeps_its_last_value() {
+        let config = parse(&endpoint(r#""headers": {"x-a": "1", "x-a": "2"}"#));
+        assert_eq!(
+            config.endpoints[0].headers,
+            vec![("x-a".to_string(), "2".to_string())]
+        );
+    }
+
+    #[test]
+    fn null_fields_count_as_absent() {
+        let config = parse(&endpoint(
+            r#""timeoutMs": null, "retry": null, "secrets": null, "headers": null"#,
+        ));
+        assert_eq!(config, parse(&endpoint("")));
+        let config = parse(
+            r#"{"endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}], "watch": {"graphqlPaths": null},
+                "learn": null, "deadLetter": null, "role": null, "tickMs": null}"#,
+        );
+        assert_eq!(config.watch.graphql_paths, vec!["/graphql".to_string()]);
+        assert_eq!(config.learn, None);
+        assert_eq!(config.tick_ms, 100);
+        assert_eq!(err(r#"{"endpoints": null}"#), "endpoints: is required");
+    }
+
+    #[test]
+    fn numbers_are_read_as_serde_read_them() {
+        let config = parse(&endpoint(
+            r#""retry": {"multiplier": 3, "jitter": 0, "maxAttempts": 2}, "timeoutMs": 7000"#,
+        ));
+        let retry = &config.endpoints[0].retry;
+        assert_eq!(retry.max_attempts(), 2);
+        assert_eq!(
+            retry.backoff(),
+            &Backoff::Exponential {
+                initial_delay_ms: 5000,
+                multiplier: 3.0
+            }
+        );
+        assert_eq!(config.endpoints[0].timeout_ms, 7000);
+        assert_eq!(
+            endpoint_err(r#""retry": {"multiplier": -2}"#),
+            "endpoints[0].retry.multiplier: must be a finite number >= 1.0"
+        );
+    }
+
+    #[test]
+    fn rejects_wrong_type() {
+        assert_eq!(
+            endpoint_err(r#""timeoutMs": "5s""#),
+            "endpoints[0].timeoutMs: expected a non-negative integer, got a string"
+        );
+        assert_eq!(
+            endpoint_err(r#""timeoutMs": 5.0"#),
+            "endpoints[0].timeoutMs: expected a non-negative integer, got a floating-point number"
+        );
+        assert_eq!(
+            endpoint_err(r#""retry": {"jitter": "0.1"}"#),
+            "endpoints[0].retry.jitter: expected a number, got a string"
+        );
+        assert_eq!(
+            err(r#"{"endpoints": [], "learn": {"enabled": "yes"}}"#),
+            "learn.enabled: expected a boolean, got a string"
+        );
+        assert_eq!(
+            err(r#"{"endpoints": {}}"#),
+            "endpoints: expected an array of endpoints, got an object"
+        );
+        assert_eq!(
+            err(r#"{"endpoints": [[]]}"#),
+            "endpoints[0]: expected an object, got an array"
+        );
+        assert_eq!(
+            endpoint_err(r#""circuitBreaker": 5"#),
+            "endpoints[0].circuitBreaker: expected an object, got an integer"
+        );
+        assert_eq!(
+            endpoint_err(r#""headers": {"x-a": 1}"#),
+            r#"endpoints[0].headers["x-a"]: expected a string, got an integer"#
+        );
+        assert_eq!(
+            err(r#"{"endpoints": [], "watch": {"graphqlPaths": ["/g", null]}}"#),
+            "watch.graphqlPaths[1]: expected a string, got null"
+        );
+        assert_eq!(err("[]"), "configuration: expected an object, got an array");
     }
 
     #[test]
@@ -1577,10 +2085,9 @@ mod tests {
 
     #[test]
     fn rejects_negative_provider_id() {
-        let msg = endpoint_err(r#""providerIds": [-1]"#);
-        assert!(
-            msg.starts_with("configuration: invalid value: integer `-1`, expected u64"),
-            "{msg}"
+        assert_eq!(
+            endpoint_err(r#""providerIds": [3, -1]"#),
+            "endpoints[0].providerIds[1]: expected a non-negative integer, got a negative integer"
         );
     }
 
@@ -1623,10 +2130,15 @@ mod tests {
 
     #[test]
     fn rejects_non_scalar_status() {
-        let msg = endpoint_err(r#""deliveryStatuses": [1.5]"#);
-        assert!(
-            msg.starts_with("configuration: invalid type: floating point `1.5`, expected a delivery status name or code 1-6"),
-            "{msg}"
+        assert_eq!(
+            endpoint_err(r#""deliveryStatuses": [1.5]"#),
+            "endpoints[0].deliveryStatuses[0]: expected a delivery status name or code 1-6, \
+             got a floating-point number"
+        );
+        assert_eq!(
+            endpoint_err(r#""deliveryStatuses": [1, true]"#),
+            "endpoints[0].deliveryStatuses[1]: expected a delivery status name or code 1-6, \
+             got a boolean"
         );
     }
 
@@ -1816,13 +2328,19 @@ mod tests {
     #[test]
     fn rejects_secrets_string_without_echoing_it() {
         let msg = endpoint_err(&format!(r#""secrets": "{S1}""#));
-        assert!(
-            msg.starts_with(
-                "configuration: invalid type: string, expected an array of secret strings"
-            ),
-            "{msg}"
+        assert_eq!(
+            msg,
+            "endpoints[0].secrets: expected an array of secret strings, got a string"
         );
         assert!(!msg.contains("MfKQ9r8"), "{msg}");
+        assert_eq!(
+            endpoint_err(r#""secret": 5"#),
+            "endpoints[0].secret: expected a secret string, got an integer"
+        );
+        assert_eq!(
+            endpoint_err(&format!(r#""secrets": ["{S1}", 5]"#)),
+            "endpoints[0].secrets[1]: expected a secret string, got an integer"
+        );
     }
 
     #[test]
@@ -1974,6 +2492,22 @@ mod tests {
         assert!(!exact.matches("a.hooks.example.com"));
         assert_eq!(exact.to_string(), "hooks.example.com");
         assert_eq!(wild.to_string(), "*.partner.example.com");
+    }
+
+    #[test]
+    fn quoted_escapes_ascii_as_debug_does() {
+        for s in [
+            "plain",
+            "",
+            "a\"b",
+            "back\\slash",
+            "\n\r\t\0",
+            "\u{1b}[31m\u{7f}\u{1}",
+            "ümlaut é",
+            "'single'",
+        ] {
+            assert_eq!(Quoted(s).to_string(), format!("{s:?}"), "{s}");
+        }
     }
 
     #[test]

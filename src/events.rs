@@ -11,9 +11,8 @@
 //! Memory is bounded: notifications hash into `buckets` keys of at most `BUCKET_ENTRIES`
 //! entries each; a full bucket forgets the notification whose state changed longest ago.
 
-use serde::{Deserialize, Serialize};
-
 use crate::osmox::Notification;
+use crate::record::{Out, Reader};
 use crate::store::{self, Store, StoreError};
 
 /// Entries per bucket: small enough that one read stays cheap on every poll.
@@ -66,24 +65,17 @@ pub struct Memory {
 }
 
 /// What we remember of one notification.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 struct Seen {
-    #[serde(rename = "i")]
     id: u64,
-    #[serde(rename = "s")]
     status: u64,
-    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     retry_count: Option<u64>,
-    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     provider_id: Option<u64>,
-    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
     updated_on: Option<String>,
     /// When its state last changed: eviction order. Not bumped by repeats, so polling stays read-only.
-    #[serde(rename = "t")]
     touched_ms: u64,
     /// The ledger slot that holds the pending delivery per endpoint, so a newer event
     /// replaces an older one that is still waiting instead of racing it.
-    #[serde(rename = "d", default, skip_serializing_if = "Vec::is_empty")]
     slots: Vec<(u32, u32)>,
 }
 
@@ -235,15 +227,99 @@ impl Memory {
     }
 }
 
+/// A bucket as stored: a JSON array of short-keyed objects, optional keys left out.
 fn decode(bytes: Option<&[u8]>) -> Vec<Seen> {
     bytes
         .filter(|b| !b.is_empty())
-        .and_then(|b| serde_json::from_slice(b).ok())
+        .and_then(|b| Reader::document(b, |r| r.list(Seen::read)))
         .unwrap_or_default()
 }
 
 fn encode(bucket: &[Seen]) -> Vec<u8> {
-    serde_json::to_vec(bucket).unwrap_or_default()
+    let mut out = Out::default();
+    out.begin_array();
+    for seen in bucket {
+        seen.write(&mut out);
+    }
+    out.end_array();
+    out.into_bytes()
+}
+
+impl Seen {
+    fn write(&self, out: &mut Out) {
+        out.begin_object();
+        out.key("i");
+        out.uint(self.id);
+        out.key("s");
+        out.uint(self.status);
+        if let Some(r) = self.retry_count {
+            out.key("r");
+            out.uint(r);
+        }
+        if let Some(p) = self.provider_id {
+            out.key("p");
+            out.uint(p);
+        }
+        if let Some(u) = &self.updated_on {
+            out.key("u");
+            out.string(u);
+        }
+        out.key("t");
+        out.uint(self.touched_ms);
+        if !self.slots.is_empty() {
+            out.key("d");
+            out.begin_array();
+            for &(endpoint, slot) in &self.slots {
+                out.begin_array();
+                out.uint(endpoint.into());
+                out.uint(slot.into());
+                out.end_array();
+            }
+            out.end_array();
+        }
+        out.end_object();
+    }
+
+    fn read(r: &mut Reader) -> Option<Seen> {
+        let (mut id, mut status, mut touched_ms) = (None, None, None);
+        let (mut retry_count, mut provider_id, mut updated_on, mut slots) =
+            (None, None, None, None);
+        r.object(|r, key| {
+            match key {
+                "i" => id = Some(r.uint()?),
+                "s" => status = Some(r.uint()?),
+                "r" => retry_count = r.optional(Reader::uint)?,
+                "p" => provider_id = r.optional(Reader::uint)?,
+                "u" => updated_on = r.optional(Reader::string)?,
+                "t" => touched_ms = Some(r.uint()?),
+                "d" => slots = r.optional(|r| r.list(read_pair))?,
+                _ => r.skip()?,
+            }
+            Some(())
+        })?;
+        Some(Seen {
+            id: id?,
+            status: status?,
+            retry_count,
+            provider_id,
+            updated_on,
+            touched_ms: touched_ms?,
+            slots: slots.unwrap_or_default(),
+        })
+    }
+}
+
+/// An `[endpoint, slot]` pair.
+fn read_pair(r: &mut Reader) -> Option<(u32, u32)> {
+    let mut pair = Vec::with_capacity(2);
+    r.array(|r| {
+        pair.push(r.uint32()?);
+        Some(())
+    })?;
+    match pair.as_slice() {
+        [endpoint, slot] => Some((*endpoint, *slot)),
+        _ => None,
+    }
 }
 
 /// Add to a bucket, forgetting the entry that changed longest ago when it is full.
@@ -431,6 +507,46 @@ mod tests {
         assert_eq!(m.observe(&s, &recent, 30_000).unwrap(), Verdict::Duplicate);
         let forgotten = n(0, DeliveryStatus::Success, 0, 1, T1);
         assert_eq!(m.observe(&s, &forgotten, 30_001).unwrap(), fresh());
+    }
+
+    /// The stored format is kept across versions: a VM loading a newer module reads the
+    /// buckets an older one left in shared data.
+    #[test]
+    fn buckets_keep_their_stored_format() {
+        let mut full = Seen::from(&n(7, DeliveryStatus::Failed, 2, 3, T1), 99);
+        full.slots = vec![(11, 5), (12, 4)];
+        let bare = Seen::from(
+            &Notification {
+                id: 8,
+                delivery_status: DeliveryStatus::Success,
+                provider_id: None,
+                channel_type: None,
+                retry_count: None,
+                updated_on: None,
+                body: "{}".to_string(),
+            },
+            100,
+        );
+        let bucket = vec![full, bare];
+        let json = r#"[{"i":7,"s":6,"r":2,"p":3,"u":"2026-04-20T09:15:02.318Z","t":99,"d":[[11,5],[12,4]]},{"i":8,"s":5,"t":100}]"#;
+        assert_eq!(String::from_utf8(encode(&bucket)).unwrap(), json);
+        assert_eq!(decode(Some(json.as_bytes())), bucket);
+        assert_eq!(encode(&[]), b"[]");
+        // Unknown keys are ignored; an unreadable bucket reads as empty.
+        let extra = r#"[{"i":8,"s":5,"t":100,"x":null}]"#;
+        assert_eq!(decode(Some(extra.as_bytes())), bucket[1..].to_vec());
+        for bad in [
+            "",
+            "{",
+            "{}",
+            r#"[{"i":8,"s":5}]"#,
+            r#"[{"i":8,"s":5,"t":100,"d":[[1]]}]"#,
+            r#"[{"i":8,"s":5,"t":100,"d":[[1,4294967296]]}]"#,
+            r#"[{"i":8,"s":5,"t":100,"u":5}]"#,
+        ] {
+            assert_eq!(decode(Some(bad.as_bytes())), vec![], "{bad}");
+        }
+        assert_eq!(decode(None), vec![]);
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub fn take_in<S: Store + ?Sized>(
                         Placed::Replaced(_) => metrics.add(Metric::DeliveriesSuperseded, 1),
                         Placed::Queued(_) => {}
                     }
-                    log::debug!("{id}: {placed:?} for endpoint {}", endpoint.name);
+                    log::debug!("{id}: {placed} for endpoint {}", endpoint.name);
                     placed_slots.push((key, placed.slot()));
                     wake.push(placed.slot());
                 }

@@ -10,11 +10,10 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::{CircuitPolicy, Config, Endpoint, Learn, Target};
 use crate::extract::Registration;
 use crate::osmox::StatusSet;
+use crate::record::{Out, Reader};
 use crate::store::{self, Cas, Store, StoreError};
 
 /// The shared-data key holding every learned mapping.
@@ -241,12 +240,11 @@ fn v4_from(hi: u16, lo: u16) -> Ipv4Addr {
 }
 
 /// One learned mapping, stored with short keys because the whole list is rewritten each time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     /// OsmoX `providerId`.
     p: u64,
     /// The webhook row's id when known: what a delete names.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     w: Option<u64>,
     /// The URL as OsmoX stored it; checked again whenever endpoints are built.
     u: String,
@@ -393,13 +391,7 @@ impl Registry {
             if !write {
                 return None;
             }
-            match serde_json::to_vec(&entries) {
-                Ok(bytes) => Some((bytes, change)),
-                Err(_) => {
-                    outcome = Change::Unchanged;
-                    None
-                }
-            }
+            Some((encode(&entries), change))
         })?;
         Ok(written.unwrap_or(outcome))
     }
@@ -425,7 +417,7 @@ impl Registry {
             let name = format!("{NAME_PREFIX}{}", e.p);
             if config.endpoint(&name).is_some() {
                 log::warn!(
-                    "learned webhook for provider {}: skipped, endpoint {name:?} is configured",
+                    "learned webhook for provider {}: skipped, endpoint \"{name}\" is configured",
                     e.p
                 );
                 continue;
@@ -465,16 +457,50 @@ impl Registry {
     }
 }
 
+/// The stored list: `[{"p":..,"w":..,"u":..}]`, `w` left out when unknown.
+fn encode(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Out::default();
+    out.begin_array();
+    for e in entries {
+        out.begin_object();
+        out.key("p");
+        out.uint(e.p);
+        if let Some(w) = e.w {
+            out.key("w");
+            out.uint(w);
+        }
+        out.key("u");
+        out.string(&e.u);
+        out.end_object();
+    }
+    out.end_array();
+    out.into_bytes()
+}
+
+fn read_entry(r: &mut Reader) -> Option<Entry> {
+    let (mut p, mut w, mut u) = (None, None, None);
+    r.object(|r, key| {
+        match key {
+            "p" => p = Some(r.uint()?),
+            "w" => w = r.optional(Reader::uint)?,
+            "u" => u = Some(r.string()?),
+            _ => r.skip()?,
+        }
+        Some(())
+    })?;
+    Some(Entry { p: p?, w, u: u? })
+}
+
 /// The stored list; an absent, empty or unreadable value is no mappings (the next write
 /// replaces an unreadable one rather than wedging learning forever).
 fn decode(value: Option<&[u8]>) -> Vec<Entry> {
     let Some(bytes) = value.filter(|b| !b.is_empty()) else {
         return Vec::new();
     };
-    match serde_json::from_slice(bytes) {
-        Ok(entries) => entries,
-        Err(e) => {
-            log::warn!("{KEY}: unreadable learned webhooks ignored: {e}");
+    match Reader::document(bytes, |r| r.list(read_entry)) {
+        Some(entries) => entries,
+        None => {
+            log::warn!("{KEY}: unreadable learned webhooks ignored");
             Vec::new()
         }
     }
@@ -964,6 +990,35 @@ mod tests {
             stored(&store),
             r#"[{"p":1,"u":"https://hooks.example.com/a"}]"#
         );
+    }
+
+    #[test]
+    fn stored_entries_keep_their_format() {
+        let entries = vec![
+            Entry {
+                p: 1,
+                w: None,
+                u: "https://a/\"q\"".to_string(),
+            },
+            Entry {
+                p: 2,
+                w: Some(9),
+                u: "https://b/".to_string(),
+            },
+        ];
+        let json = r#"[{"p":1,"u":"https://a/\"q\""},{"p":2,"w":9,"u":"https://b/"}]"#;
+        assert_eq!(String::from_utf8(encode(&entries)).unwrap(), json);
+        assert_eq!(decode(Some(json.as_bytes())), entries);
+        let with_null = r#"[{"p":1,"w":null,"u":"https://a/\"q\"","x":0}]"#;
+        assert_eq!(decode(Some(with_null.as_bytes())), entries[..1].to_vec());
+        for bad in [
+            r#"[{"p":1}]"#,
+            r#"[{"p":-1,"u":"x"}]"#,
+            r#"{"p":1,"u":"x"}"#,
+            "[",
+        ] {
+            assert_eq!(decode(Some(bad.as_bytes())), vec![], "{bad}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod intake;
 pub mod learn;
 pub mod metrics;
 pub mod osmox;
+mod record;
 pub mod routing;
 pub mod signing;
 pub mod store;

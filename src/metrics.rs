@@ -104,4 +104,12 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), Metric::ALL.len());
     }
+
+    /// The host keeps its metric ids in a list indexed by `metric as usize`.
+    #[test]
+    fn all_lists_metrics_in_declaration_order() {
+        for (i, m) in Metric::ALL.iter().enumerate() {
+            assert_eq!(*m as usize, i, "{m:?}");
+        }
+    }
 }

@@ -1,10 +1,7 @@
 //! OsmoX's vocabulary: delivery statuses and the view of a notification the filter acts on.
 
-use serde::Serialize;
-
 /// `deliveryStatus` as OsmoX v8.5 sends it (1–6). The DB column comment saying 0–4 is stale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DeliveryStatus {
     Pending = 1,
     InProgress = 2,

@@ -1,51 +1,133 @@
 //! Per-endpoint circuit breaker and in-flight bound.
 //!
 //! The record lives in proxy-wasm shared data, one per endpoint, and every worker updates it
-//! under CAS; so it is a small serde record and every operation is a pure function of
+//! under CAS; so it is a small JSON record and every operation is a pure function of
 //! (record, now, policy). In-flight attempts are counted per sender (a root context), each
 //! count with a deadline that its sender pushes forward as it sends: the record stays as small
 //! as the number of VMs however many attempts are out, and the count of a sender lost with a
 //! crashed or replaced VM frees its places by itself once its deadline passes.
 
-use serde::{Deserialize, Serialize};
+use crate::record::{Out, Reader};
 
 /// The attempts one sender has in flight to this endpoint.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Holder {
-    #[serde(rename = "h")]
     pub sender: u32,
-    #[serde(rename = "n")]
     pub count: u32,
     /// Past this, the sender is presumed gone and its places free.
-    #[serde(rename = "u")]
     pub until_ms: u64,
 }
 
 /// The half-open probe on the wire.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Probe {
-    #[serde(rename = "s")]
     pub slot: u32,
-    #[serde(rename = "u")]
     pub until_ms: u64,
 }
 
 /// Closed when `open_until_ms` is `None`; open until then; half-open after it, until a
 /// verdict. Defaults are skipped so a healthy idle endpoint serializes to `{}`.
-#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq, Eq)]
+#[derive(Default, Clone, Debug, PartialEq, Eq)]
 pub struct EndpointState {
-    #[serde(rename = "f", default, skip_serializing_if = "is_zero")]
     failures: u32,
-    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
     open_until_ms: Option<u64>,
-    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     probe: Option<Probe>,
-    #[serde(rename = "l", default, skip_serializing_if = "Vec::is_empty")]
     holders: Vec<Holder>,
 }
 
-fn is_zero(n: &u32) -> bool {
-    *n == 0
+impl EndpointState {
+    /// The stored form: `{"f":..,"o":..,"p":{"s":..,"u":..},"l":[{"h":..,"n":..,"u":..}]}`,
+    /// each key left out at its default, so a healthy idle endpoint is `{}`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Out::default();
+        out.begin_object();
+        if self.failures != 0 {
+            out.key("f");
+            out.uint(self.failures.into());
+        }
+        if let Some(until) = self.open_until_ms {
+            out.key("o");
+            out.uint(until);
+        }
+        if let Some(probe) = &self.probe {
+            out.key("p");
+            out.begin_object();
+            out.key("s");
+            out.uint(probe.slot.into());
+            out.key("u");
+            out.uint(probe.until_ms);
+            out.end_object();
+        }
+        if !self.holders.is_empty() {
+            out.key("l");
+            out.begin_array();
+            for h in &self.holders {
+                out.begin_object();
+                out.key("h");
+                out.uint(h.sender.into());
+                out.key("n");
+                out.uint(h.count.into());
+                out.key("u");
+                out.uint(h.until_ms);
+                out.end_object();
+            }
+            out.end_array();
+        }
+        out.end_object();
+        out.into_bytes()
+    }
+
+    /// `None` when the bytes are not a readable state.
+    pub fn decode(bytes: &[u8]) -> Option<EndpointState> {
+        Reader::document(bytes, |r| {
+            let mut state = EndpointState::default();
+            r.object(|r, key| {
+                match key {
+                    "f" => state.failures = r.optional(Reader::uint32)?.unwrap_or(0),
+                    "o" => state.open_until_ms = r.optional(Reader::uint)?,
+                    "p" => state.probe = r.optional(read_probe)?,
+                    "l" => state.holders = r.optional(|r| r.list(read_holder))?.unwrap_or_default(),
+                    _ => r.skip()?,
+                }
+                Some(())
+            })?;
+            Some(state)
+        })
+    }
+}
+
+fn read_probe(r: &mut Reader) -> Option<Probe> {
+    let (mut slot, mut until_ms) = (None, None);
+    r.object(|r, key| {
+        match key {
+            "s" => slot = Some(r.uint32()?),
+            "u" => until_ms = Some(r.uint()?),
+            _ => r.skip()?,
+        }
+        Some(())
+    })?;
+    Some(Probe {
+        slot: slot?,
+        until_ms: until_ms?,
+    })
+}
+
+fn read_holder(r: &mut Reader) -> Option<Holder> {
+    let (mut sender, mut count, mut until_ms) = (None, None, None);
+    r.object(|r, key| {
+        match key {
+            "h" => sender = Some(r.uint32()?),
+            "n" => count = Some(r.uint32()?),
+            "u" => until_ms = Some(r.uint()?),
+            _ => r.skip()?,
+        }
+        Some(())
+    })?;
+    Some(Holder {
+        sender: sender?,
+        count: count?,
+        until_ms: until_ms?,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,7 +318,7 @@ mod tests {
             );
         }
         assert_eq!(s.in_flight(0), 500);
-        let json = serde_json::to_string(&s).unwrap();
+        let json = String::from_utf8(s.encode()).unwrap();
         assert_eq!(json, r#"{"l":[{"h":11,"n":500,"u":10000}]}"#);
     }
 
@@ -393,19 +475,37 @@ mod tests {
 
     #[test]
     fn serialized_state_is_small_and_round_trips() {
-        let empty = serde_json::to_string(&EndpointState::default()).unwrap();
+        let empty = String::from_utf8(EndpointState::default().encode()).unwrap();
         assert_eq!(empty, "{}");
 
         let mut s = opened_at(0);
         admit(&mut s, 4, 10_000);
-        let json = serde_json::to_string(&s).unwrap();
+        let json = String::from_utf8(s.encode()).unwrap();
         assert_eq!(
             json,
             r#"{"f":3,"o":10000,"p":{"s":4,"u":15000},"l":[{"h":11,"n":1,"u":15000}]}"#
         );
-        let back: EndpointState = serde_json::from_str(&json).unwrap();
+        let back = EndpointState::decode(json.as_bytes()).unwrap();
         assert_eq!(back, s);
-        let back: EndpointState = serde_json::from_str("{}").unwrap();
+        let back = EndpointState::decode(b"{}").unwrap();
         assert_eq!(back, EndpointState::default());
+        let back = EndpointState::decode(br#"{"f":1,"o":null,"x":[],"l":[]}"#).unwrap();
+        assert_eq!(
+            back,
+            EndpointState {
+                failures: 1,
+                ..EndpointState::default()
+            }
+        );
+        for bad in [
+            "",
+            "[]",
+            r#"{"f":-1}"#,
+            r#"{"f":4294967296}"#,
+            r#"{"p":{"s":1}}"#,
+            r#"{"l":[{"h":1,"n":1}]}"#,
+        ] {
+            assert_eq!(EndpointState::decode(bad.as_bytes()), None, "{bad}");
+        }
     }
 }

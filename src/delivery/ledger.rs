@@ -11,9 +11,8 @@
 //! the most slots any configuration ever had, so a smaller `maxPending` after an update still
 //! sweeps (and so delivers) what waits in the slots above it.
 
-use serde::{Deserialize, Serialize};
-
 use crate::events::fnv1a64;
+use crate::record::{Out, Reader};
 use crate::store::{self, Store, StoreError};
 
 /// A free slot's record.
@@ -29,57 +28,41 @@ pub const MAX_HISTORY: usize = 20;
 /// probes an event is dropped only when about 93 % of the slots or more are taken.
 const ALLOC_PROBES: u64 = 64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Due at `Slot::at_ms`.
-    #[serde(rename = "w")]
     Waiting,
     /// On the wire; `Slot::at_ms` is when the claim lapses if nobody reports back.
-    #[serde(rename = "f")]
     InFlight,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRecord {
-    #[serde(rename = "t")]
     pub at_ms: u64,
-    #[serde(rename = "o")]
     pub outcome: String,
-    #[serde(rename = "d")]
     pub duration_ms: u64,
 }
 
 /// A newer event that waits for the attempt on the wire to finish.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Successor {
-    #[serde(rename = "id")]
     pub webhook_id: String,
-    #[serde(rename = "b")]
     pub body: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
-    #[serde(rename = "s")]
     pub state: State,
-    #[serde(rename = "at")]
     pub at_ms: u64,
-    #[serde(rename = "ep")]
     pub endpoint: String,
-    #[serde(rename = "n")]
     pub notification: u64,
-    #[serde(rename = "id")]
     pub webhook_id: String,
     /// Attempts made for this event.
-    #[serde(rename = "a")]
     pub attempts: u32,
-    #[serde(rename = "h", default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<AttemptRecord>,
-    #[serde(rename = "nx", default, skip_serializing_if = "Option::is_none")]
     pub successor: Option<Successor>,
     /// Refused only because its endpoint had no free lease: the sender that held it back
     /// may send it as soon as a lease frees, before `at_ms`.
-    #[serde(rename = "hd", default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
 }
 
@@ -116,6 +99,150 @@ impl Slot {
     }
 }
 
+// The stored form: short keys, and the optional ones left out when empty.
+
+impl State {
+    fn tag(self) -> &'static str {
+        match self {
+            State::Waiting => "w",
+            State::InFlight => "f",
+        }
+    }
+
+    fn read(r: &mut Reader) -> Option<State> {
+        match r.string()?.as_str() {
+            "w" => Some(State::Waiting),
+            "f" => Some(State::InFlight),
+            _ => None,
+        }
+    }
+}
+
+impl AttemptRecord {
+    fn write(&self, out: &mut Out) {
+        out.begin_object();
+        out.key("t");
+        out.uint(self.at_ms);
+        out.key("o");
+        out.string(&self.outcome);
+        out.key("d");
+        out.uint(self.duration_ms);
+        out.end_object();
+    }
+
+    fn read(r: &mut Reader) -> Option<AttemptRecord> {
+        let (mut at_ms, mut outcome, mut duration_ms) = (None, None, None);
+        r.object(|r, key| {
+            match key {
+                "t" => at_ms = Some(r.uint()?),
+                "o" => outcome = Some(r.string()?),
+                "d" => duration_ms = Some(r.uint()?),
+                _ => r.skip()?,
+            }
+            Some(())
+        })?;
+        Some(AttemptRecord {
+            at_ms: at_ms?,
+            outcome: outcome?,
+            duration_ms: duration_ms?,
+        })
+    }
+}
+
+impl Successor {
+    fn write(&self, out: &mut Out) {
+        out.begin_object();
+        out.key("id");
+        out.string(&self.webhook_id);
+        out.key("b");
+        out.string(&self.body);
+        out.end_object();
+    }
+
+    fn read(r: &mut Reader) -> Option<Successor> {
+        let (mut webhook_id, mut body) = (None, None);
+        r.object(|r, key| {
+            match key {
+                "id" => webhook_id = Some(r.string()?),
+                "b" => body = Some(r.string()?),
+                _ => r.skip()?,
+            }
+            Some(())
+        })?;
+        Some(Successor {
+            webhook_id: webhook_id?,
+            body: body?,
+        })
+    }
+}
+
+impl Slot {
+    fn write(&self, out: &mut Out) {
+        out.begin_object();
+        out.key("s");
+        out.string(self.state.tag());
+        out.key("at");
+        out.uint(self.at_ms);
+        out.key("ep");
+        out.string(&self.endpoint);
+        out.key("n");
+        out.uint(self.notification);
+        out.key("id");
+        out.string(&self.webhook_id);
+        out.key("a");
+        out.uint(self.attempts.into());
+        if !self.history.is_empty() {
+            out.key("h");
+            out.begin_array();
+            for a in &self.history {
+                a.write(out);
+            }
+            out.end_array();
+        }
+        if let Some(next) = &self.successor {
+            out.key("nx");
+            next.write(out);
+        }
+        if self.held {
+            out.key("hd");
+            out.boolean(true);
+        }
+        out.end_object();
+    }
+
+    fn read(r: &mut Reader) -> Option<Slot> {
+        let (mut state, mut at_ms, mut endpoint, mut notification) = (None, None, None, None);
+        let (mut webhook_id, mut attempts) = (None, None);
+        let (mut history, mut successor, mut held) = (None, None, None);
+        r.object(|r, key| {
+            match key {
+                "s" => state = Some(State::read(r)?),
+                "at" => at_ms = Some(r.uint()?),
+                "ep" => endpoint = Some(r.string()?),
+                "n" => notification = Some(r.uint()?),
+                "id" => webhook_id = Some(r.string()?),
+                "a" => attempts = Some(r.uint32()?),
+                "h" => history = r.optional(|r| r.list(AttemptRecord::read))?,
+                "nx" => successor = r.optional(Successor::read)?,
+                "hd" => held = r.optional(Reader::boolean)?,
+                _ => r.skip()?,
+            }
+            Some(())
+        })?;
+        Some(Slot {
+            state: state?,
+            at_ms: at_ms?,
+            endpoint: endpoint?,
+            notification: notification?,
+            webhook_id: webhook_id?,
+            attempts: attempts?,
+            history: history.unwrap_or_default(),
+            successor,
+            held: held.unwrap_or(false),
+        })
+    }
+}
+
 /// What a slot's record holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -135,9 +262,8 @@ impl Record {
                     .unwrap_or(0),
             },
             // An unreadable record (a future version) is left alone rather than reused.
-            Some(b) => serde_json::from_slice(b)
-                .map(Record::Used)
-                .unwrap_or(Record::Filling { since_ms: u64::MAX }),
+            Some(b) => Reader::document(b, Slot::read)
+                .map_or(Record::Filling { since_ms: u64::MAX }, Record::Used),
         }
     }
 
@@ -145,7 +271,11 @@ impl Record {
         match self {
             Record::Free => FREE.to_vec(),
             Record::Filling { since_ms } => format!("+{since_ms}").into_bytes(),
-            Record::Used(slot) => serde_json::to_vec(slot).unwrap_or_else(|_| FREE.to_vec()),
+            Record::Used(slot) => {
+                let mut out = Out::default();
+                slot.write(&mut out);
+                out.into_bytes()
+            }
         }
     }
 }
@@ -159,6 +289,17 @@ pub enum Placed {
     Replaced(u32),
     /// Behind the older event's attempt on the wire.
     Queued(u32),
+}
+
+/// For logs.
+impl std::fmt::Display for Placed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Placed::New(i) => write!(f, "new in slot {i}"),
+            Placed::Replaced(i) => write!(f, "replaced the waiting event in slot {i}"),
+            Placed::Queued(i) => write!(f, "queued behind the attempt in slot {i}"),
+        }
+    }
 }
 
 impl Placed {
@@ -574,6 +715,55 @@ mod tests {
         assert_eq!(slot.history.len(), MAX_HISTORY);
         assert_eq!(slot.history[0].at_ms, 0);
         assert_eq!(slot.history.last().unwrap().at_ms, 49);
+    }
+
+    /// The stored format is kept across versions: a VM loading a newer module reads the
+    /// records an older one left in shared data.
+    #[test]
+    fn records_keep_their_stored_format() {
+        let fresh = Record::Used(Slot::new("crm", 42, "w1", 5));
+        let json = r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","a":0}"#;
+        assert_eq!(String::from_utf8(fresh.encode()).unwrap(), json);
+        assert_eq!(Record::decode(Some(json.as_bytes())), fresh);
+
+        let mut slot = Slot::new("ops.v2", 7, "msg_\"7\"", 1_700_000_000_000);
+        slot.state = State::InFlight;
+        slot.attempts = 3;
+        for t in [1, 2] {
+            slot.push_history(AttemptRecord {
+                at_ms: t,
+                outcome: "HTTP 503 \u{e9}\n".into(),
+                duration_ms: 12,
+            });
+        }
+        slot.successor = Some(Successor {
+            webhook_id: "w2".into(),
+            body: "{\"id\":7,\"note\":\"a\\tb\"}".into(),
+        });
+        slot.held = true;
+        let full = Record::Used(slot);
+        let json = r#"{"s":"f","at":1700000000000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}"},"hd":true}"#;
+        assert_eq!(String::from_utf8(full.encode()).unwrap(), json);
+        assert_eq!(Record::decode(Some(json.as_bytes())), full);
+
+        assert_eq!(Record::Free.encode(), b"-");
+        assert_eq!(Record::Filling { since_ms: 9 }.encode(), b"+9");
+        // Unknown keys are ignored; an unreadable record is left alone.
+        let extra = r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","a":0,"zz":[1]}"#;
+        assert_eq!(Record::decode(Some(extra.as_bytes())), fresh);
+        let unreadable = Record::Filling { since_ms: u64::MAX };
+        for bad in [
+            r#"{"s":"x","at":5,"ep":"crm","n":42,"id":"w1","a":0}"#,
+            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1"}"#,
+            r#"{"s":"w","at":-5,"ep":"crm","n":42,"id":"w1","a":0}"#,
+            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","a":4294967296}"#,
+            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","a":0,"h":[{"t":1}]}"#,
+            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","a":0,"hd":1}"#,
+            r#"["w"]"#,
+            "{",
+        ] {
+            assert_eq!(Record::decode(Some(bad.as_bytes())), unreadable, "{bad}");
+        }
     }
 
     #[test]

@@ -213,7 +213,7 @@ impl Sender {
         let Some(endpoint) = endpoints.iter().find(|e| e.name == s.endpoint) else {
             io.metrics.add(Metric::DeliveriesOrphaned, 1);
             log::warn!(
-                "{}: endpoint {:?} is no longer configured; delivery dropped",
+                "{}: endpoint \"{}\" is no longer configured; delivery dropped",
                 s.webhook_id,
                 s.endpoint
             );
@@ -301,7 +301,7 @@ impl Sender {
             let mut state = decode_state(cur);
             verdict = state.admit(sender, slot, now, lease_until, &policy);
             match verdict {
-                Admit::Granted => Some((serde_json::to_vec(&state).ok()?, ())),
+                Admit::Granted => Some((state.encode(), ())),
                 _ => None,
             }
         });
@@ -321,7 +321,7 @@ impl Sender {
             let was_open = state.is_tripped();
             state.record(sender, slot, success, now, &policy);
             let is_open = state.is_tripped();
-            Some((serde_json::to_vec(&state).ok()?, (was_open, is_open)))
+            Some((state.encode(), (was_open, is_open)))
         });
         if let Ok(Some((was_open, is_open))) = change {
             if !was_open && is_open {
@@ -412,6 +412,10 @@ impl Sender {
         let now = io.now_ms;
         let store = io.store;
         let ledger = self.ledger;
+        let label = match outcome {
+            Outcome::Delivered => "delivered".to_string(),
+            Outcome::Retry(f) | Outcome::GiveUp(f) => f.to_string(),
+        };
         let policy = |name: &str| endpoints.iter().find(|e| e.name == name).map(|e| &e.retry);
         let result = ledger.update(store, slot, |rec| {
             let Record::Used(mut s) = rec else {
@@ -423,10 +427,7 @@ impl Sender {
             s.attempts += 1;
             s.push_history(AttemptRecord {
                 at_ms: now,
-                outcome: match outcome {
-                    Outcome::Delivered => "delivered".to_string(),
-                    Outcome::Retry(f) | Outcome::GiveUp(f) => f.to_string(),
-                },
+                outcome: label.clone(),
                 duration_ms,
             });
             let verdict = match outcome {
@@ -486,6 +487,7 @@ impl Sender {
             Verdict::Retrying => {
                 io.metrics.add(Metric::DeliveriesFailed, 1);
                 io.metrics.add(Metric::RetriesScheduled, 1);
+                // `Retry(Timeout)`: the end-to-end tests look for this line.
                 log::debug!("{webhook_id}: {outcome:?}, retry at {}", slot_after.at_ms);
             }
             Verdict::Superseded => {
@@ -576,9 +578,7 @@ impl Sender {
 }
 
 fn decode_state(bytes: Option<&[u8]>) -> EndpointState {
-    bytes
-        .and_then(|b| serde_json::from_slice(b).ok())
-        .unwrap_or_default()
+    bytes.and_then(EndpointState::decode).unwrap_or_default()
 }
 
 /// POST one attempt: the stored body, signed with this attempt's timestamp.

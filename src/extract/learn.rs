@@ -19,6 +19,27 @@ pub enum Registration {
     Delete { webhook_id: u64 },
 }
 
+/// For logs.
+impl std::fmt::Display for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Registration::Upsert {
+                provider_id,
+                webhook_id,
+                webhook_url,
+            } => {
+                write!(f, "provider {provider_id} webhook ")?;
+                match webhook_id {
+                    Some(id) => write!(f, "{id}")?,
+                    None => f.write_str("(id unknown)")?,
+                }
+                write!(f, " at {webhook_url}")
+            }
+            Registration::Delete { webhook_id } => write!(f, "webhook {webhook_id} deleted"),
+        }
+    }
+}
+
 /// The registration a successful (2xx) webhook call made; the caller checks the HTTP status
 /// and that `path` is a watched REST route.
 ///

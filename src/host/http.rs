@@ -143,7 +143,7 @@ impl Watch {
                 return;
             }
         }
-        log::info!("#{} webhook registration learned: {reg:?}", self.context_id);
+        log::info!("#{} webhook registration learned: {reg}", self.context_id);
     }
 }
 

@@ -1,7 +1,5 @@
 //! The core's metrics as Envoy stats (`wasmcustom.osmox_webhook.*`).
 
-use std::collections::HashMap;
-
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
@@ -9,7 +7,8 @@ use crate::metrics::{Metric, MetricKind, Metrics, PREFIX};
 
 #[derive(Default)]
 pub struct EnvoyMetrics {
-    ids: HashMap<Metric, u32>,
+    /// Envoy's id per metric, in `Metric::ALL` order (`metric as usize`).
+    ids: Vec<Option<u32>>,
 }
 
 impl EnvoyMetrics {
@@ -17,15 +16,13 @@ impl EnvoyMetrics {
     pub fn define() -> Self {
         let ids = Metric::ALL
             .iter()
-            .filter_map(|m| {
+            .map(|m| {
                 let kind = match m.kind() {
                     MetricKind::Counter => MetricType::Counter,
                     MetricKind::Gauge => MetricType::Gauge,
                 };
                 let name = format!("{PREFIX}{}", m.name());
-                hostcalls::define_metric(kind, &name)
-                    .ok()
-                    .map(|id| (*m, id))
+                hostcalls::define_metric(kind, &name).ok()
             })
             .collect();
         EnvoyMetrics { ids }
@@ -34,7 +31,7 @@ impl EnvoyMetrics {
 
 impl Metrics for EnvoyMetrics {
     fn add(&self, metric: Metric, delta: i64) {
-        if let Some(id) = self.ids.get(&metric) {
+        if let Some(Some(id)) = self.ids.get(metric as usize) {
             let _ = hostcalls::increment_metric(*id, delta);
         }
     }
