@@ -177,7 +177,10 @@ fn main() {
 
     // -- extraction -----------------------------------------------------------------
     let mut extract_row = |name: &str, kind: WatchKind, body: &[u8], note: String| {
-        let found = extract(kind, body, &none).expect("sample parses").notifications.len();
+        let found = extract(kind, body, &none)
+            .expect("sample parses")
+            .notifications
+            .len();
         let ns = measure(|| {
             let x = extract(black_box(kind), black_box(body), black_box(&none));
             black_box(x.ok());
@@ -213,8 +216,14 @@ fn main() {
         "generated".into(),
     );
     for (file, label) in [
-        ("rest-notifications-list-response.v8.json", "extract rest v8 list"),
-        ("rest-create-notification-response.v8.json", "extract rest v8 row"),
+        (
+            "rest-notifications-list-response.v8.json",
+            "extract rest v8 list",
+        ),
+        (
+            "rest-create-notification-response.v8.json",
+            "extract rest v8 row",
+        ),
         (
             "rest-notifications-list-response.real.json",
             "extract rest list (real)",
@@ -307,7 +316,11 @@ fn main() {
         1_000,
         7,
     );
-    assert_eq!(first.wake.len(), notes.len(), "first sight places every event");
+    assert_eq!(
+        first.wake.len(),
+        notes.len(),
+        "first sight places every event"
+    );
     let ns = measure(|| {
         let r = intake::take_in(
             black_box(&config),
