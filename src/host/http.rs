@@ -220,8 +220,14 @@ impl HttpContext for Watch {
         let length = self
             .header(MapType::HttpResponseHeaders, "content-length")
             .and_then(|l| l.parse::<usize>().ok());
-        if length.is_some_and(|l| l > self.shared.config.watch.max_body_bytes) {
-            self.skip(Metric::SkippedTooLarge);
+        match length {
+            Some(l) if l > self.shared.config.watch.max_body_bytes => {
+                self.skip(Metric::SkippedTooLarge)
+            }
+            // Exactly the size announced: a Vec left to double would reach up to twice the
+            // body, and a wasm VM's memory never shrinks back.
+            Some(l) => self.body.reserve_exact(l),
+            None => {}
         }
         Action::Continue
     }
