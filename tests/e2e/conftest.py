@@ -46,11 +46,12 @@ def osmox():
 
 @pytest.fixture
 def make_receiver():
-    """Factory: make_receiver(name='receiver', default=200) -> started Receiver."""
+    """Factory: make_receiver(name='receiver', default=200, cls=Receiver) -> started receiver
+    (cls may be a Receiver subclass)."""
     made: list[Receiver] = []
 
-    def make(name: str = "receiver", **kw) -> Receiver:
-        r = Receiver(name, **kw).start()
+    def make(name: str = "receiver", cls: type[Receiver] = Receiver, **kw) -> Receiver:
+        r = cls(name, **kw).start()
         made.append(r)
         return r
 

@@ -440,11 +440,8 @@ class Behaviour:
 CLOSE = Behaviour(close=True)
 
 
-@dataclass
-class ReceivedRequest:
-    time: float  # time.time() at arrival (after the body was read)
-    method: str
-    path: str  # path + query, as sent
+class _Message:
+    """Headers (as received, and lower-cased) and a raw body."""
     headers_list: list[tuple[str, str]]
     body: bytes
 
@@ -459,6 +456,15 @@ class ReceivedRequest:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+@dataclass
+class ReceivedRequest(_Message):
+    time: float  # time.time() at arrival (after the body was read)
+    method: str
+    path: str  # path + query, as sent
+    headers_list: list[tuple[str, str]]
+    body: bytes
 
     def __repr__(self):
         b = self.body[:200]
@@ -570,21 +576,10 @@ class Receiver(_ServerBase):
 # HTTP client with timeouts, returning raw bytes
 # --------------------------------------------------------------------------------------
 @dataclass
-class Response:
+class Response(_Message):
     status: int
     headers_list: list[tuple[str, str]]
     body: bytes
-
-    @property
-    def headers(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for k, v in self.headers_list:
-            k = k.lower()
-            out[k] = f"{out[k]}, {v}" if k in out else v
-        return out
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 def request(port: int, method: str, path: str, body: bytes | str | Any | None = None,

@@ -32,20 +32,9 @@ SUCCESS, FAILED, PENDING = 5, 6, 1
 # fixtures and helpers
 # ------------------------------------------------------------------------------------------
 @pytest.fixture
-def make_tracking():
+def make_tracking(make_receiver):
     """Factory: make_tracking(name, decide=None, default=200) -> started TrackingReceiver."""
-    made: list[Receiver] = []
-
-    def make(name: str = "receiver", **kw) -> TrackingReceiver:
-        r = TrackingReceiver(name, **kw).start()
-        made.append(r)
-        return r
-
-    try:
-        yield make
-    finally:
-        for r in made:
-            r.stop()
+    return lambda name="receiver", **kw: make_receiver(name, cls=TrackingReceiver, **kw)
 
 
 def config(endpoints: list[dict], **kw) -> dict:
