@@ -90,10 +90,10 @@ impl Watch {
         if intake.complete {
             self.shared.recent.borrow_mut().remember(hash);
         }
-        if let Some(queue) = self.shared.queue() {
-            for slot in intake.wake {
-                let _ = hostcalls::enqueue_shared_queue(queue, Some(&slot.to_le_bytes()));
-            }
+        // One item per response, not per delivery: each item wakes the sender's VM once.
+        if let (Some(queue), false) = (self.shared.queue(), intake.wake.is_empty()) {
+            let slots: Vec<u8> = intake.wake.iter().flat_map(|s| s.to_le_bytes()).collect();
+            let _ = hostcalls::enqueue_shared_queue(queue, Some(&slots));
         }
     }
 

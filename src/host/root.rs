@@ -26,7 +26,7 @@ pub const QUEUE: &str = "deliveries";
 const SCAN_PER_TICK: u32 = 256;
 /// Distinct watched responses each VM remembers to skip when they come again unchanged.
 const RECENT_RESPONSES: usize = 256;
-/// Slot numbers taken from the queue per wake-up.
+/// Slot numbers taken from the queue per wake-up, at least (items hold a response's slots).
 const DEQUEUE_BATCH: usize = 1024;
 
 /// What every context of this VM shares once configured.
@@ -274,11 +274,11 @@ impl RootContext for Root {
         let mut slots = Vec::new();
         while slots.len() < DEQUEUE_BATCH {
             match hostcalls::dequeue_shared_queue(queue_id) {
-                Ok(Some(bytes)) => {
-                    if let Ok(b) = <[u8; 4]>::try_from(bytes.as_slice()) {
-                        slots.push(u32::from_le_bytes(b));
-                    }
-                }
+                Ok(Some(bytes)) => slots.extend(
+                    bytes
+                        .chunks_exact(4)
+                        .filter_map(|b| <[u8; 4]>::try_from(b).ok().map(u32::from_le_bytes)),
+                ),
                 _ => break,
             }
         }
