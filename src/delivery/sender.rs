@@ -180,69 +180,40 @@ impl Sender {
         lease_freed: bool,
     ) {
         let now = io.now_ms;
-        let record = match self.ledger.read(io.store, slot) {
-            Ok(r) => r,
+        // Claim in one read-modify-write: only the sender whose CAS wins goes on. Anything
+        // else the record shows is handled below, from what the claim saw.
+        let mut seen = Record::Free;
+        let claimed = self.ledger.update(io.store, slot, |rec| {
+            let due = match &rec {
+                Record::Used(x) if x.is_sendable(now, lease_freed) => {
+                    endpoints.iter().find(|e| e.name == x.endpoint)
+                }
+                _ => None,
+            };
+            match (rec, due) {
+                (Record::Used(mut x), Some(endpoint)) => {
+                    let snapshot = x.clone();
+                    x.state = State::InFlight;
+                    x.at_ms = lease_until(now, endpoint);
+                    x.held = false;
+                    Some((Record::Used(x), snapshot))
+                }
+                (rec, _) => {
+                    seen = rec;
+                    None
+                }
+            }
+        });
+        let s = match claimed {
+            Ok(Some(s)) => s,
+            Ok(None) => return self.not_claimed(config, endpoints, io, slot, seen, lease_freed),
             Err(_) => return,
         };
-        let s = match record {
-            Record::Used(s) => s,
-            rec @ Record::Filling { .. } => {
-                if Ledger::is_abandoned(&rec, now) {
-                    self.free_if(io, slot, |r| *r == rec);
-                }
-                return;
-            }
-            Record::Free => return,
-        };
-        if s.state == State::InFlight {
-            let ours = self
-                .calls
-                .values()
-                .any(|c| matches!(c, Call::Webhook { slot: x, .. } if *x == slot));
-            if s.at_ms < now && !ours {
-                // The sender that claimed it is gone (VM replaced or crashed): its reply will
-                // never come, so count the attempt as failed and go on.
-                log::warn!("{}: claim lapsed, retrying", s.webhook_id);
-                self.finish(config, endpoints, io, Attempt::lost(slot, &s.webhook_id));
-            }
-            return;
-        }
-        if !s.is_sendable(now, lease_freed) {
-            return;
-        }
         let Some(endpoint) = endpoints.iter().find(|e| e.name == s.endpoint) else {
-            io.metrics.add(Metric::DeliveriesOrphaned, 1);
-            log::warn!(
-                "{}: endpoint \"{}\" is no longer configured; delivery dropped",
-                s.webhook_id,
-                s.endpoint
-            );
-            if self.free_if(
-                io,
-                slot,
-                |r| matches!(r, Record::Used(x) if x.webhook_id == s.webhook_id),
-            ) {
-                io.metrics.add(Metric::Pending, -1);
-            }
             return;
         };
-        let lease_until = now + endpoint.timeout_ms + LEASE_MARGIN_MS;
-        // Claim the slot first: only the sender whose CAS wins goes on.
-        let claimed = self.ledger.update(io.store, slot, |rec| match rec {
-            Record::Used(mut x)
-                if x.is_sendable(now, lease_freed) && x.webhook_id == s.webhook_id =>
-            {
-                x.state = State::InFlight;
-                x.at_ms = lease_until;
-                x.held = false;
-                Some((Record::Used(x), ()))
-            }
-            _ => None,
-        });
-        if !matches!(claimed, Ok(Some(()))) {
-            return;
-        }
-        match self.admit(io, endpoint, slot, lease_until) {
+        let claim_lapses = lease_until(now, endpoint);
+        match self.admit(io, endpoint, slot, claim_lapses) {
             Admit::Granted => {}
             refused => {
                 let until = match refused {
@@ -288,6 +259,58 @@ impl Sender {
                 );
                 self.record_breaker(io, endpoint, slot, false);
                 self.finish(config, endpoints, io, Attempt::lost(slot, &s.webhook_id));
+            }
+        }
+    }
+
+    /// A slot the claim did not take: free, being filled, on the wire, not due yet, or due
+    /// for an endpoint that is no longer configured.
+    fn not_claimed(
+        &mut self,
+        config: &Config,
+        endpoints: &[Endpoint],
+        io: &mut Io,
+        slot: u32,
+        record: Record,
+        lease_freed: bool,
+    ) {
+        let now = io.now_ms;
+        let s = match record {
+            Record::Used(s) => s,
+            rec @ Record::Filling { .. } => {
+                if Ledger::is_abandoned(&rec, now) {
+                    self.free_if(io, slot, |r| *r == rec);
+                }
+                return;
+            }
+            Record::Free => return,
+        };
+        if s.state == State::InFlight {
+            let ours = self
+                .calls
+                .values()
+                .any(|c| matches!(c, Call::Webhook { slot: x, .. } if *x == slot));
+            if s.at_ms < now && !ours {
+                // The sender that claimed it is gone (VM replaced or crashed): its reply will
+                // never come, so count the attempt as failed and go on.
+                log::warn!("{}: claim lapsed, retrying", s.webhook_id);
+                self.finish(config, endpoints, io, Attempt::lost(slot, &s.webhook_id));
+            }
+            return;
+        }
+        if s.is_sendable(now, lease_freed) && endpoints.iter().all(|e| e.name != s.endpoint) {
+            io.metrics.add(Metric::DeliveriesOrphaned, 1);
+            log::warn!(
+                "{}: endpoint \"{}\" is no longer configured; delivery dropped",
+                s.webhook_id,
+                s.endpoint
+            );
+            if self.free_if(
+                io,
+                slot,
+                |r| matches!(r, Record::Used(x) if x.webhook_id == s.webhook_id),
+            ) {
+                io.metrics.add(Metric::Pending, -1);
             }
         }
     }
@@ -575,6 +598,11 @@ impl Sender {
             Err(e) => log::warn!("{}: dead-letter report not sent: {e}", s.webhook_id),
         }
     }
+}
+
+/// When a claim made now lapses if its sender never reports back.
+fn lease_until(now_ms: u64, endpoint: &Endpoint) -> u64 {
+    now_ms + endpoint.timeout_ms + LEASE_MARGIN_MS
 }
 
 fn decode_state(bytes: Option<&[u8]>) -> EndpointState {
