@@ -98,7 +98,7 @@ pub struct Sender {
     scan_per_tick: u32,
 }
 
-fn endpoint_key(name: &str) -> String {
+fn breaker_key(name: &str) -> String {
     format!("ep/{name}")
 }
 
@@ -129,7 +129,7 @@ impl Sender {
 
     /// Keys the sender needs created before traffic: one breaker record per endpoint.
     pub fn keys(endpoints: &[Endpoint]) -> impl Iterator<Item = String> + '_ {
-        endpoints.iter().map(|e| endpoint_key(&e.name))
+        endpoints.iter().map(|e| breaker_key(&e.name))
     }
 
     pub fn in_flight(&self) -> usize {
@@ -320,7 +320,7 @@ impl Sender {
         let sender = self.id;
         let now = io.now_ms;
         let mut verdict = Admit::Full;
-        let result = store::update(io.store, &endpoint_key(&endpoint.name), |cur| {
+        let result = store::update(io.store, &breaker_key(&endpoint.name), |cur| {
             let mut state = decode_state(cur);
             verdict = state.admit(sender, slot, now, lease_until, &policy);
             match verdict {
@@ -339,7 +339,7 @@ impl Sender {
         let policy = breaker_policy(endpoint);
         let sender = self.id;
         let now = io.now_ms;
-        let change = store::update(io.store, &endpoint_key(&endpoint.name), |cur| {
+        let change = store::update(io.store, &breaker_key(&endpoint.name), |cur| {
             let mut state = decode_state(cur);
             let was_open = state.is_tripped();
             state.record(sender, slot, success, now, &policy);
