@@ -12,6 +12,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::config::{CircuitPolicy, Config, Endpoint, Learn, Target};
 use crate::extract::Registration;
+use crate::metrics::{Metric, Metrics};
 use crate::osmox::StatusSet;
 use crate::record::{Out, Reader};
 use crate::store::{self, Cas, Store, StoreError};
@@ -296,6 +297,45 @@ impl Registry {
     ///
     /// `Registration::Upsert` carries no webhook id yet, so mappings learned through here have
     /// none and a later `Delete` cannot find them; [`Registry::upsert`] takes the id.
+    /// `apply`, counted in the learning metrics and logged: what the host calls for every
+    /// registration seen in traffic.
+    pub fn apply_counted<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        reg: &Registration,
+        learn: &Learn,
+        metrics: &dyn Metrics,
+    ) -> Result<Change, StoreError> {
+        let result = self.apply(store, reg, learn);
+        let counts: &[(Metric, i64)] = match &result {
+            Ok(Change::Added) => &[
+                (Metric::RegistrationsLearned, 1),
+                (Metric::LearnedEndpoints, 1),
+            ],
+            Ok(Change::Changed) => &[(Metric::RegistrationsLearned, 1)],
+            Ok(Change::Removed) => &[
+                (Metric::RegistrationsRemoved, 1),
+                (Metric::LearnedEndpoints, -1),
+            ],
+            Ok(Change::Unchanged) => &[],
+            Ok(Change::Refused(_)) => &[(Metric::RegistrationsRefused, 1)],
+            Ok(Change::Full) => &[(Metric::RegistrationsFull, 1)],
+            Err(_) => &[(Metric::StoreConflicts, 1)],
+        };
+        for (metric, delta) in counts {
+            metrics.add(*metric, *delta);
+        }
+        match &result {
+            Ok(Change::Refused(why)) => log::warn!("webhook registration not learned: {why}"),
+            Ok(Change::Full) => {
+                log::warn!("webhook registration not learned: learn.maxLearned reached")
+            }
+            Err(e) => log::warn!("webhook registration not learned: {e:?}"),
+            Ok(_) => log::info!("webhook registration learned: {reg}"),
+        }
+        result
+    }
+
     pub fn apply<S: Store + ?Sized>(
         &self,
         store: &S,
@@ -672,6 +712,43 @@ mod tests {
             webhook_id: None,
             webhook_url: url.to_string(),
         }
+    }
+
+    #[test]
+    fn applied_registrations_are_counted_by_outcome() {
+        use crate::metrics::CountingMetrics;
+        let config = config(r#""allowHosts": ["hooks.example.com"]"#);
+        let l = config.learn.clone().unwrap();
+        let (store, m) = (MemStore::new(), CountingMetrics::default());
+        let reg = Registry::new(4);
+        let add = Registration::Upsert {
+            provider_id: 7,
+            webhook_id: Some(42),
+            webhook_url: A.to_string(),
+        };
+        let refused = Registration::Upsert {
+            provider_id: 8,
+            webhook_id: None,
+            webhook_url: "http://169.254.169.254/".to_string(),
+        };
+        let delete = Registration::Delete { webhook_id: 42 };
+        assert_eq!(reg.apply_counted(&store, &add, &l, &m), Ok(Change::Added));
+        assert_eq!(
+            reg.apply_counted(&store, &add, &l, &m),
+            Ok(Change::Unchanged)
+        );
+        assert!(matches!(
+            reg.apply_counted(&store, &refused, &l, &m),
+            Ok(Change::Refused(_))
+        ));
+        assert_eq!(
+            reg.apply_counted(&store, &delete, &l, &m),
+            Ok(Change::Removed)
+        );
+        assert_eq!(m.get(Metric::RegistrationsLearned), 1);
+        assert_eq!(m.get(Metric::RegistrationsRefused), 1);
+        assert_eq!(m.get(Metric::RegistrationsRemoved), 1);
+        assert_eq!(m.get(Metric::LearnedEndpoints), 0);
     }
 
     #[test]

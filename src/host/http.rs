@@ -13,7 +13,7 @@ use super::shared_store::SharedData;
 use crate::events::RecentResponses;
 use crate::extract::{self, RequestFacts, WatchKind};
 use crate::intake;
-use crate::learn::{Change, Registry};
+use crate::learn::Registry;
 use crate::metrics::{Metric, Metrics};
 
 /// GraphQL request bodies are small; a larger one is not ours to read.
@@ -106,44 +106,8 @@ impl Watch {
         else {
             return;
         };
-        let metrics = &self.shared.metrics;
-        match Registry::new(learn.max_learned).apply(&SharedData, &reg, learn) {
-            Ok(Change::Added) => {
-                metrics.add(Metric::RegistrationsLearned, 1);
-                metrics.add(Metric::LearnedEndpoints, 1);
-            }
-            Ok(Change::Changed) => metrics.add(Metric::RegistrationsLearned, 1),
-            Ok(Change::Removed) => {
-                metrics.add(Metric::RegistrationsRemoved, 1);
-                metrics.add(Metric::LearnedEndpoints, -1);
-            }
-            Ok(Change::Unchanged) => {}
-            Ok(Change::Refused(why)) => {
-                metrics.add(Metric::RegistrationsRefused, 1);
-                log::warn!(
-                    "#{} webhook registration not learned: {why}",
-                    self.context_id
-                );
-                return;
-            }
-            Ok(Change::Full) => {
-                metrics.add(Metric::RegistrationsFull, 1);
-                log::warn!(
-                    "#{} webhook registration not learned: learn.maxLearned reached",
-                    self.context_id
-                );
-                return;
-            }
-            Err(e) => {
-                metrics.add(Metric::StoreConflicts, 1);
-                log::warn!(
-                    "#{} webhook registration not learned: {e:?}",
-                    self.context_id
-                );
-                return;
-            }
-        }
-        log::info!("#{} webhook registration learned: {reg}", self.context_id);
+        let registry = Registry::new(learn.max_learned);
+        let _ = registry.apply_counted(&SharedData, &reg, learn, &self.shared.metrics);
     }
 }
 
