@@ -1,4 +1,10 @@
 //! The core's metrics as Envoy stats (`wasmcustom.osmox_webhook.*`).
+//!
+//! Every hostcall leaves and re-enters the VM, which costs Envoy more than most of what the
+//! filter does per response; so counts are added up inside the VM and handed to Envoy once
+//! per tick. Stats therefore trail the traffic by at most one `tickMs`.
+
+use std::cell::RefCell;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
@@ -9,12 +15,14 @@ use crate::metrics::{Metric, MetricKind, Metrics, PREFIX};
 pub struct EnvoyMetrics {
     /// Envoy's id per metric, in `Metric::ALL` order (`metric as usize`).
     ids: Vec<Option<u32>>,
+    /// Deltas not yet handed to Envoy, in the same order.
+    unflushed: RefCell<Vec<i64>>,
 }
 
 impl EnvoyMetrics {
     /// Define every metric once per VM; a metric the host refuses becomes a no-op.
     pub fn define() -> Self {
-        let ids = Metric::ALL
+        let ids: Vec<Option<u32>> = Metric::ALL
             .iter()
             .map(|m| {
                 let kind = match m.kind() {
@@ -25,14 +33,26 @@ impl EnvoyMetrics {
                 hostcalls::define_metric(kind, &name).ok()
             })
             .collect();
-        EnvoyMetrics { ids }
+        let unflushed = RefCell::new(vec![0; ids.len()]);
+        EnvoyMetrics { ids, unflushed }
+    }
+
+    /// Hand the counted deltas to Envoy.
+    pub fn flush(&self) {
+        let mut unflushed = self.unflushed.borrow_mut();
+        for (id, delta) in self.ids.iter().zip(unflushed.iter_mut()) {
+            if let (Some(id), true) = (id, *delta != 0) {
+                let _ = hostcalls::increment_metric(*id, *delta);
+            }
+            *delta = 0;
+        }
     }
 }
 
 impl Metrics for EnvoyMetrics {
     fn add(&self, metric: Metric, delta: i64) {
-        if let Some(Some(id)) = self.ids.get(metric as usize) {
-            let _ = hostcalls::increment_metric(*id, delta);
+        if let Some(d) = self.unflushed.borrow_mut().get_mut(metric as usize) {
+            *d = d.saturating_add(delta);
         }
     }
 }

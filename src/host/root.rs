@@ -164,7 +164,22 @@ impl Root {
     }
 }
 
+/// Format log lines only when Envoy would print them: at `Trace`, every `debug!` on the
+/// delivery path would be formatted and handed to the host just to be dropped there.
+pub fn follow_log_level() {
+    if let Ok(level) = hostcalls::get_log_level() {
+        proxy_wasm::set_log_level(level);
+    }
+}
+
 impl Context for Root {
+    fn on_done(&mut self) -> bool {
+        if let Some(shared) = &self.shared {
+            shared.metrics.flush();
+        }
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token: u32,
@@ -204,6 +219,7 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        follow_log_level();
         let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
             .ok()
             .flatten()
@@ -232,13 +248,14 @@ impl RootContext for Root {
         if config.learn.is_some() {
             ensure(Registry::key(), b"");
         }
+        // Every VM ticks: metrics are handed to Envoy on the tick, even where nothing is sent.
+        if hostcalls::set_tick_period(Duration::from_millis(config.tick_ms)).is_err() {
+            log::error!("#{} could not set the tick period", self.context_id);
+            return false;
+        }
         let mut queue = None;
         if config.role.sends() {
             queue = hostcalls::register_shared_queue(QUEUE).ok();
-            if hostcalls::set_tick_period(Duration::from_millis(config.tick_ms)).is_err() {
-                log::error!("#{} could not set the tick period", self.context_id);
-                return false;
-            }
             let ledger = Ledger::new(config.limits.max_pending).sweeping_high_water(&SharedData);
             self.sender = Some(Sender::new(
                 sender_id(self.context_id),
@@ -267,7 +284,11 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        follow_log_level();
         self.with_sender(|sender, config, endpoints, io| sender.tick(config, endpoints, io));
+        if let Some(shared) = &self.shared {
+            shared.metrics.flush();
+        }
     }
 
     fn on_queue_ready(&mut self, queue_id: u32) {

@@ -39,6 +39,8 @@ WASM_RUNTIME = "envoy.wasm.runtime.v8"
 # The filter defines its metrics as "osmox_webhook.<name>"; Envoy shows them at /stats as
 # "wasmcustom.osmox_webhook.<name>".
 METRIC_PREFIX = "wasmcustom.osmox_webhook."
+# The filter flushes its counts to Envoy every tick; tests run with tickMs 50.
+METRIC_SETTLE_S = 0.25
 METRICS = {
     "responses_watched": "responses_watched",
     "bodies_skipped_too_large": "bodies_skipped_too_large",
@@ -1025,7 +1027,11 @@ class EnvoyProcess:
         return self.stats().get(name, default)
 
     def metric(self, short: str) -> int:
-        """One of the filter's metrics by short name (see METRICS); 0 when not defined yet."""
+        """One of the filter's metrics by short name (see METRICS); 0 when not defined yet.
+
+        The filter hands its counts to Envoy once per tick (tickMs, 50 ms in these tests), so
+        this waits a few ticks first: a read right after an event would see the old value."""
+        time.sleep(METRIC_SETTLE_S)
         v = self.stat(metric_name(short), 0)
         return v if isinstance(v, int) else 0
 

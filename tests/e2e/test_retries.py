@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from harness import (ALL_STATUS_NAMES, HOST, Behaviour, Receiver, clusters_for, endpoint, filter_config, ordered,
-                     to_json_bytes)
+from harness import (ALL_STATUS_NAMES, HOST, METRIC_SETTLE_S, Behaviour, Receiver, clusters_for, endpoint,
+                     filter_config, ordered, to_json_bytes)
 from retry_helpers import (NOTIFICATIONS_QUERY, ReadyPoller, TrackingReceiver, by_webhook_id, notification_row,
                            notifications_page, ok_counts, summarize)
 
@@ -82,6 +82,7 @@ def poll_page(envoy, offset: int):
 
 
 def metrics(envoy, *names: str) -> dict[str, int]:
+    time.sleep(METRIC_SETTLE_S)  # counts reach Envoy once per tick
     s = envoy.stats()
     out = {}
     for n in names:
