@@ -55,18 +55,23 @@ impl Watch {
         self.body = Vec::new();
     }
 
-    fn header(&self, map: MapType, name: &str) -> Option<String> {
-        hostcalls::get_map_value(map, name).ok().flatten()
+    fn request_facts(&self, kind: WatchKind) -> RequestFacts {
+        match kind {
+            WatchKind::Graphql => extract::graphql_request_facts(&self.request),
+            WatchKind::Rest => RequestFacts::default(),
+        }
     }
 
-    fn take_notifications(&self, kind: WatchKind, facts: &RequestFacts) {
+    /// `facts` when already read; otherwise read only if the response must be parsed.
+    fn take_notifications(&self, kind: WatchKind, facts: Option<RequestFacts>) {
         let metrics = &self.shared.metrics;
         let hash = RecentResponses::hash(&self.request, &self.body);
         if self.shared.recent.borrow().contains(hash) {
             metrics.add(Metric::ResponsesUnchanged, 1);
             return;
         }
-        let extracted = match extract::extract(kind, &self.body, facts) {
+        let facts = facts.unwrap_or_else(|| self.request_facts(kind));
+        let extracted = match extract::extract(kind, &self.body, &facts) {
             Ok(x) => x,
             Err(e) => {
                 metrics.add(Metric::SkippedMalformed, 1);
@@ -111,13 +116,41 @@ impl Watch {
     }
 }
 
+/// The response headers the watch decides on.
+#[derive(Default)]
+struct ResponseHeaders {
+    status: Option<String>,
+    encoding: Option<String>,
+    content_type: Option<String>,
+    length: Option<String>,
+}
+
+impl ResponseHeaders {
+    fn read() -> Self {
+        let mut h = ResponseHeaders::default();
+        for (name, value) in hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default() {
+            let field = match name.as_str() {
+                ":status" => &mut h.status,
+                "content-encoding" => &mut h.encoding,
+                "content-type" => &mut h.content_type,
+                "content-length" => &mut h.length,
+                _ => continue,
+            };
+            field.get_or_insert(value);
+        }
+        h
+    }
+}
+
 impl Context for Watch {}
 
 impl HttpContext for Watch {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        let method = self.header(MapType::HttpRequestHeaders, ":method");
-        let path = self.header(MapType::HttpRequestHeaders, ":path");
-        let (Some(method), Some(path)) = (method, path) else {
+        // Two lookups: measured cheaper here than reading the whole map, which a client may
+        // fill with cookies and tokens.
+        let method = hostcalls::get_map_value(MapType::HttpRequestHeaders, ":method");
+        let path = hostcalls::get_map_value(MapType::HttpRequestHeaders, ":path");
+        let (Ok(Some(method)), Ok(Some(path))) = (method, path) else {
             return Action::Continue;
         };
         let config = &self.shared.config;
@@ -158,21 +191,23 @@ impl HttpContext for Watch {
             return Action::Continue;
         }
         self.shared.metrics.add(Metric::ResponsesWatched, 1);
-        let status = self.header(MapType::HttpResponseHeaders, ":status");
-        if !status.is_some_and(|s| s.starts_with('2')) {
+        // One hostcall for the whole map: each lookup leaves and re-enters the VM.
+        let headers = ResponseHeaders::read();
+        if !headers.status.is_some_and(|s| s.starts_with('2')) {
             self.skip(Metric::SkippedStatus);
             return Action::Continue;
         }
-        let encoding = self.header(MapType::HttpResponseHeaders, "content-encoding");
-        if encoding.is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
+        if headers
+            .encoding
+            .is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
+        {
             self.skip(Metric::SkippedEncoded);
             return Action::Continue;
         }
-        let content_type = self
-            .header(MapType::HttpResponseHeaders, "content-type")
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if !content_type.contains("json") {
+        let json = headers
+            .content_type
+            .is_some_and(|t| t.to_ascii_lowercase().contains("json"));
+        if !json {
             // A registration delete may answer 204 with no body: still worth reading.
             if !self.registration {
                 self.skip(Metric::SkippedNotJson);
@@ -181,9 +216,7 @@ impl HttpContext for Watch {
             self.shared.metrics.add(Metric::SkippedNotJson, 1);
             self.notifications = false;
         }
-        let length = self
-            .header(MapType::HttpResponseHeaders, "content-length")
-            .and_then(|l| l.parse::<usize>().ok());
+        let length = headers.length.and_then(|l| l.parse::<usize>().ok());
         match length {
             Some(l) if l > self.shared.config.watch.max_body_bytes => {
                 self.skip(Metric::SkippedTooLarge)
@@ -214,15 +247,13 @@ impl HttpContext for Watch {
         let Some(kind) = self.kind else {
             return;
         };
-        let facts = match kind {
-            WatchKind::Graphql => extract::graphql_request_facts(&self.request),
-            WatchKind::Rest => RequestFacts::default(),
-        };
+        let mut facts = None;
         if self.registration {
-            self.learn_registration(kind, &facts);
+            let f = facts.insert(self.request_facts(kind));
+            self.learn_registration(kind, f);
         }
         if self.notifications {
-            self.take_notifications(kind, &facts);
+            self.take_notifications(kind, facts);
         }
     }
 }
