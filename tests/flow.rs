@@ -554,3 +554,65 @@ fn a_removed_endpoint_drops_its_pending_deliveries() {
     assert_eq!(w.m(Metric::DeliveriesOrphaned), 1);
     assert_eq!(w.m(Metric::Pending), 0);
 }
+
+/// The shared sweep cursor: which window the next sweeping tick takes.
+fn cursor(w: &World) -> String {
+    let (bytes, _) = w.store.get("q/scan").unwrap().unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn an_idle_sender_sweeps_one_window_in_ten_ticks_and_a_wake_makes_it_busy() {
+    // 128 slots in windows of 64: a ledger's worth is 2 windows.
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    for _ in 0..2 {
+        w.tick(0);
+        w.now += 100;
+    }
+    assert!(w.senders[0].borrow().is_idle(w.now));
+    let mut moves = 0;
+    for _ in 0..30 {
+        let before = cursor(&w);
+        w.tick(0);
+        w.now += 100;
+        moves += usize::from(cursor(&w) != before);
+    }
+    assert_eq!(moves, 3, "one window per 10 ticks while idle");
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    assert!(!w.senders[0].borrow().is_idle(w.now));
+    let before = cursor(&w);
+    w.tick(0);
+    assert_ne!(cursor(&w), before, "a woken sender sweeps on its next tick");
+}
+
+#[test]
+fn idle_senders_still_find_work_that_no_live_sender_knows_of() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    for _ in 0..4 {
+        for vm in 0..2 {
+            w.tick(vm);
+        }
+        w.now += 100;
+    }
+    assert!((0..2).all(|vm| w.senders[vm].borrow().is_idle(w.now)));
+    // A delivery recorded by a VM that vanished before it could wake anyone.
+    let placed = intake::take_in(
+        &w.config,
+        &w.config.endpoints,
+        &w.store,
+        &w.metrics,
+        &[note(7, DeliveryStatus::Success, A)],
+        w.now,
+        7,
+    );
+    assert_eq!(placed.wake.len(), 1);
+    // Idle: a window every 10 ticks per VM, two windows to cover: found within 10 ticks.
+    for _ in 0..10 {
+        for vm in 0..2 {
+            w.tick(vm);
+        }
+        w.now += 100;
+    }
+    assert_eq!(w.sent().len(), 1);
+    assert!(w.sent()[0].body.contains(r#""id":7"#));
+}

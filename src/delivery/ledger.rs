@@ -360,6 +360,11 @@ impl Ledger {
         self.slots
     }
 
+    /// Slots a sweep covers: this configuration's, or more after a larger one.
+    pub fn swept(&self) -> u32 {
+        self.scan
+    }
+
     /// Keys to create (as free) before traffic flows, with their initial value.
     pub fn keys(&self) -> impl Iterator<Item = (String, &'static [u8])> {
         [

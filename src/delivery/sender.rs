@@ -25,6 +25,12 @@ const FULL_HOLD_MS: u64 = 200;
 const MAX_HELD: usize = 4096;
 /// Held deliveries retried per tick.
 const HELD_PER_TICK: usize = 32;
+/// A sender whose sweeps found nothing for a whole ledger's worth of windows sweeps one
+/// window every this many ticks: an idle ledger would otherwise cost every VM a read per
+/// slot of a window, every tick. New work wakes senders through the queue, and a sender
+/// that schedules a retry sweeps at full speed until it is due, so what the slow sweep
+/// finds late is only work no live sender knows of (a retry whose VM is gone).
+const IDLE_EVERY: u32 = 10;
 
 /// The network, as the sender needs it.
 pub trait Dispatch {
@@ -96,6 +102,12 @@ pub struct Sender {
     calls: HashMap<u32, Call>,
     held: VecDeque<u32>,
     scan_per_tick: u32,
+    /// Sweep every tick until then at least: a retry this sender scheduled is due.
+    busy_until_ms: u64,
+    /// Windows swept in a row that held no delivery.
+    empty_windows: u32,
+    /// Ticks an idle sender still skips before its next window.
+    idle_skip: u32,
 }
 
 fn breaker_key(name: &str) -> String {
@@ -124,6 +136,9 @@ impl Sender {
             calls: HashMap::new(),
             held: VecDeque::new(),
             scan_per_tick,
+            busy_until_ms: 0,
+            empty_windows: 0,
+            idle_skip: 0,
         }
     }
 
@@ -138,15 +153,41 @@ impl Sender {
 
     /// A slot was filled or refilled: try to send it now.
     pub fn wake(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io, slot: u32) {
+        self.empty_windows = 0;
         self.try_send(config, endpoints, io, slot, false);
+    }
+
+    /// Whether this sender is idle: it swept a whole ledger's worth of empty windows, holds
+    /// nothing back and awaits no retry of its own.
+    pub fn is_idle(&self, now_ms: u64) -> bool {
+        let pass = self.ledger.swept().div_ceil(self.scan_per_tick.max(1));
+        self.empty_windows >= pass && self.held.is_empty() && now_ms >= self.busy_until_ms
+    }
+
+    /// Whether this tick sweeps: every tick while busy, one in `IDLE_EVERY` when idle.
+    fn sweeps(&mut self, now_ms: u64) -> bool {
+        if !self.is_idle(now_ms) || self.idle_skip == 0 {
+            self.idle_skip = IDLE_EVERY - 1;
+            return true;
+        }
+        self.idle_skip -= 1;
+        false
     }
 
     /// Sweep the next window of the ledger for due retries and lapsed claims, then retry
     /// what this sender held back. The work is bounded by the window, not by the backlog.
     pub fn tick(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io) {
-        if let Ok(window) = self.ledger.next_scan_window(io.store, self.scan_per_tick) {
-            for slot in window {
-                self.try_send(config, endpoints, io, slot, false);
+        if self.sweeps(io.now_ms) {
+            if let Ok(window) = self.ledger.next_scan_window(io.store, self.scan_per_tick) {
+                let mut occupied = false;
+                for slot in window {
+                    occupied |= self.try_send(config, endpoints, io, slot, false);
+                }
+                self.empty_windows = if occupied {
+                    0
+                } else {
+                    self.empty_windows.saturating_add(1)
+                };
             }
         }
         // Replies free leases and retry held deliveries at once; this only covers leases that
@@ -171,6 +212,7 @@ impl Sender {
     }
 
     /// Send `slot` if it is due; `lease_freed` when a lease just came free for held ones.
+    /// Returns whether the slot holds a delivery (or could not be read).
     fn try_send(
         &mut self,
         config: &Config,
@@ -178,7 +220,7 @@ impl Sender {
         io: &mut Io,
         slot: u32,
         lease_freed: bool,
-    ) {
+    ) -> bool {
         let now = io.now_ms;
         // Claim in one read-modify-write: only the sender whose CAS wins goes on. Anything
         // else the record shows is handled below, from what the claim saw.
@@ -206,11 +248,15 @@ impl Sender {
         });
         let s = match claimed {
             Ok(Some(s)) => s,
-            Ok(None) => return self.not_claimed(config, endpoints, io, slot, seen, lease_freed),
-            Err(_) => return,
+            Ok(None) => {
+                let occupied = seen != Record::Free;
+                self.not_claimed(config, endpoints, io, slot, seen, lease_freed);
+                return occupied;
+            }
+            Err(_) => return true,
         };
         let Some(endpoint) = endpoints.iter().find(|e| e.name == s.endpoint) else {
-            return;
+            return true;
         };
         let claim_lapses = lease_until(now, endpoint);
         match self.admit(io, endpoint, slot, claim_lapses) {
@@ -225,7 +271,7 @@ impl Sender {
                 if full {
                     self.hold(slot);
                 }
-                return;
+                return true;
             }
         }
         let body = self.ledger.body(io.store, slot).unwrap_or_default();
@@ -261,6 +307,7 @@ impl Sender {
                 self.finish(config, endpoints, io, Attempt::lost(slot, &s.webhook_id));
             }
         }
+        true
     }
 
     /// A slot the claim did not take: free, being filled, on the wire, not due yet, or due
@@ -508,6 +555,8 @@ impl Sender {
                 log::debug!("{webhook_id}: delivered");
             }
             Verdict::Retrying => {
+                // Sweep at full speed until the retry is due.
+                self.busy_until_ms = self.busy_until_ms.max(slot_after.at_ms);
                 io.metrics.add(Metric::DeliveriesFailed, 1);
                 io.metrics.add(Metric::RetriesScheduled, 1);
                 // `Retry(Timeout)`: the end-to-end tests look for this line.
