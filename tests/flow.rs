@@ -616,3 +616,73 @@ fn idle_senders_still_find_work_that_no_live_sender_knows_of() {
     assert_eq!(w.sent().len(), 1);
     assert!(w.sent()[0].body.contains(r#""id":7"#));
 }
+
+/// The breaker record of endpoint `crm`, as stored.
+fn breaker_record(w: &World) -> String {
+    let (bytes, _) = w.store.get("ep/crm").unwrap().unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn spare_places_never_exceed_max_in_flight_across_senders_and_go_back_when_idle() {
+    // maxInFlight 16: places are taken two at a time.
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 16, "headers""#);
+    let mut w = World::new(&json, 2);
+    let first: Vec<_> = (1..=20)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    let second: Vec<_> = (21..=40)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &first);
+    w.observe(1, &second);
+    assert_eq!(
+        w.sent().len(),
+        16,
+        "the bound holds with places taken in blocks"
+    );
+    // Replies come back; freed places (kept as spares or given back) send the rest. Tokens
+    // are unique, so each reply goes to both VMs: the one that did not send it ignores it.
+    let mut replied = 0;
+    for _ in 0..10 {
+        let sent = w.sent();
+        for s in &sent[replied..] {
+            for vm in 0..2 {
+                w.reply(vm, s.token, 200, None);
+            }
+        }
+        replied = sent.len();
+        for vm in 0..2 {
+            w.tick(vm);
+        }
+        w.now += 100;
+    }
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 40);
+    // Two quiet ticks: every spare place goes back to the record.
+    for _ in 0..2 {
+        for vm in 0..2 {
+            w.tick(vm);
+        }
+        w.now += 100;
+    }
+    assert_eq!(breaker_record(&w), "{}");
+}
+
+#[test]
+fn a_failure_is_recorded_at_once_and_ends_block_reuse_until_a_success_clears_it() {
+    let json = ONE_ENDPOINT.replace(
+        r#""headers""#,
+        r#""maxInFlight": 64, "circuitBreaker": {"failureThreshold": 3, "openMs": 10000}, "headers""#,
+    );
+    let w = World::new(&json, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 500, None);
+    assert!(
+        breaker_record(&w).contains(r#""f":1"#),
+        "{}",
+        breaker_record(&w)
+    );
+    w.observe(0, &[note(2, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 200, None);
+    assert_eq!(breaker_record(&w), "{}", "a success resets the failures");
+}

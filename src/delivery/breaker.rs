@@ -162,26 +162,49 @@ impl EndpointState {
         lease_until_ms: u64,
         policy: &BreakerPolicy,
     ) -> Admit {
+        self.admit_up_to(sender, slot, now_ms, lease_until_ms, policy, 1)
+            .0
+    }
+
+    /// `admit`, taking up to `want` places at once while the breaker is closed and clean
+    /// (no failures counted): the sender keeps the extra ones to send without touching the
+    /// record. Returns the verdict and how many places were taken (0 unless granted).
+    pub fn admit_up_to(
+        &mut self,
+        sender: u32,
+        slot: u32,
+        now_ms: u64,
+        lease_until_ms: u64,
+        policy: &BreakerPolicy,
+        want: u32,
+    ) -> (Admit, u32) {
         self.expire(now_ms);
         let half_open = match self.open_until_ms {
-            Some(until_ms) if now_ms < until_ms => return Admit::Open { until_ms },
+            Some(until_ms) if now_ms < until_ms => return (Admit::Open { until_ms }, 0),
             Some(_) => true,
             None => false,
         };
         if half_open && self.probe.is_some() {
-            return Admit::ProbeBusy;
+            return (Admit::ProbeBusy, 0);
         }
-        if self.in_flight(now_ms) >= u64::from(policy.max_in_flight) {
-            return Admit::Full;
+        let free = u64::from(policy.max_in_flight).saturating_sub(self.in_flight(now_ms));
+        if free == 0 {
+            return (Admit::Full, 0);
         }
+        let want = if half_open || self.failures > 0 {
+            1
+        } else {
+            want.max(1)
+        };
+        let taken = u32::try_from(free.min(u64::from(want))).unwrap_or(1);
         match self.holders.iter_mut().find(|h| h.sender == sender) {
             Some(h) => {
-                h.count = h.count.saturating_add(1);
+                h.count = h.count.saturating_add(taken);
                 h.until_ms = h.until_ms.max(lease_until_ms);
             }
             None => self.holders.push(Holder {
                 sender,
-                count: 1,
+                count: taken,
                 until_ms: lease_until_ms,
             }),
         }
@@ -191,7 +214,21 @@ impl EndpointState {
                 until_ms: lease_until_ms,
             });
         }
-        Admit::Granted
+        (Admit::Granted, taken)
+    }
+
+    /// Closed with no failures counted: places taken now may be reused for later sends
+    /// without asking again.
+    pub fn is_clean(&self) -> bool {
+        self.failures == 0 && self.open_until_ms.is_none()
+    }
+
+    /// Give back `n` places `sender` holds without using them.
+    pub fn give_back(&mut self, sender: u32, n: u32) {
+        if let Some(h) = self.holders.iter_mut().find(|h| h.sender == sender) {
+            h.count = h.count.saturating_sub(n);
+        }
+        self.holders.retain(|h| h.count > 0);
     }
 
     /// Record the attempt's result and give back its place. Success closes the breaker and
@@ -225,10 +262,7 @@ impl EndpointState {
 
     /// Give back a place without a verdict.
     pub fn release(&mut self, sender: u32, slot: u32) {
-        if let Some(h) = self.holders.iter_mut().find(|h| h.sender == sender) {
-            h.count = h.count.saturating_sub(1);
-        }
-        self.holders.retain(|h| h.count > 0);
+        self.give_back(sender, 1);
         if self.probe.is_some_and(|p| p.slot == slot) {
             self.probe = None;
         }
@@ -507,5 +541,33 @@ mod tests {
         ] {
             assert_eq!(EndpointState::decode(bad.as_bytes()), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn places_come_in_blocks_only_while_clean_and_never_beyond_the_bound() {
+        let policy = BreakerPolicy {
+            max_in_flight: 5,
+            ..POLICY
+        };
+        let mut s = EndpointState::default();
+        assert_eq!(
+            s.admit_up_to(A, 1, 0, LEASE_MS, &policy, 4),
+            (Admit::Granted, 4)
+        );
+        assert_eq!(
+            s.admit_up_to(B, 2, 0, LEASE_MS, &policy, 4),
+            (Admit::Granted, 1),
+            "only what is left of the bound"
+        );
+        assert_eq!(s.admit_up_to(B, 3, 0, LEASE_MS, &policy, 4).0, Admit::Full);
+        s.give_back(A, 3);
+        assert_eq!(s.in_flight(0), 2);
+        s.record(A, 1, false, 0, &policy);
+        assert!(!s.is_clean());
+        assert_eq!(
+            s.admit_up_to(A, 4, 0, LEASE_MS, &policy, 4),
+            (Admit::Granted, 1),
+            "one at a time once a failure is counted"
+        );
     }
 }

@@ -31,6 +31,30 @@ const HELD_PER_TICK: usize = 32;
 /// that schedules a retry sweeps at full speed until it is due, so what the slow sweep
 /// finds late is only work no live sender knows of (a retry whose VM is gone).
 const IDLE_EVERY: u32 = 10;
+/// Places taken beyond the asking attempt stay usable this long past its lease.
+const SPARE_MARGIN_MS: u64 = 5_000;
+
+/// Places an endpoint's breaker record gave this sender beyond the attempts that asked.
+/// While the breaker is clean, a sender takes places in blocks and reuses them as replies
+/// come back, so a webhook costs no shared-data round trip on the breaker record; the
+/// bound still holds, since spare places count as in flight. What it gives up: another
+/// VM's failures are seen (and this sender's successes stop resetting them) only when
+/// its spares run out, at most a block of sends later.
+#[derive(Debug, Default)]
+struct Spare {
+    count: u32,
+    /// The breaker record's deadline for this sender's places.
+    until_ms: u64,
+    /// The record was closed without failures when the places were taken.
+    clean: bool,
+    /// A spare was taken or returned since the last tick.
+    used: bool,
+}
+
+/// Places asked for at once: an eighth of the bound, so VMs share it fairly.
+fn block(e: &Endpoint) -> u32 {
+    (e.max_in_flight / 8).clamp(1, 16)
+}
 
 /// The network, as the sender needs it.
 pub trait Dispatch {
@@ -108,6 +132,8 @@ pub struct Sender {
     empty_windows: u32,
     /// Ticks an idle sender still skips before its next window.
     idle_skip: u32,
+    /// Per endpoint name.
+    spares: HashMap<String, Spare>,
 }
 
 fn breaker_key(name: &str) -> String {
@@ -139,6 +165,7 @@ impl Sender {
             busy_until_ms: 0,
             empty_windows: 0,
             idle_skip: 0,
+            spares: HashMap::new(),
         }
     }
 
@@ -193,6 +220,26 @@ impl Sender {
         // Replies free leases and retry held deliveries at once; this only covers leases that
         // freed elsewhere (another VM's replies, lapsed deadlines).
         self.retry_held(config, endpoints, io, HELD_PER_TICK);
+        self.return_idle_spares(io);
+    }
+
+    /// Give back spare places not used since the last tick, so other VMs may use them.
+    fn return_idle_spares(&mut self, io: &mut Io) {
+        let (sender, now) = (self.id, io.now_ms);
+        for (name, spare) in &mut self.spares {
+            if spare.until_ms <= now {
+                spare.count = 0; // lapsed in the record already
+            }
+            if spare.count > 0 && !spare.used {
+                let n = std::mem::take(&mut spare.count);
+                let _ = store::update(io.store, &breaker_key(name), |cur| {
+                    let mut state = decode_state(cur);
+                    state.give_back(sender, n);
+                    Some((state.encode(), ()))
+                });
+            }
+            spare.used = false;
+        }
     }
 
     fn retry_held(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io, n: usize) {
@@ -362,38 +409,74 @@ impl Sender {
         }
     }
 
-    fn admit(&self, io: &mut Io, endpoint: &Endpoint, slot: u32, lease_until: u64) -> Admit {
+    fn admit(&mut self, io: &mut Io, endpoint: &Endpoint, slot: u32, lease_until: u64) -> Admit {
+        let spare = self.spares.entry(endpoint.name.clone()).or_default();
+        if spare.count > 0 && spare.clean && spare.until_ms >= lease_until {
+            spare.count -= 1;
+            spare.used = true;
+            return Admit::Granted;
+        }
         let policy = breaker_policy(endpoint);
-        let sender = self.id;
-        let now = io.now_ms;
-        let mut verdict = Admit::Full;
+        let (sender, now, want) = (self.id, io.now_ms, block(endpoint));
+        let until = lease_until.saturating_add(SPARE_MARGIN_MS);
+        let mut verdict = (Admit::Full, 0, false);
         let result = store::update(io.store, &breaker_key(&endpoint.name), |cur| {
             let mut state = decode_state(cur);
-            verdict = state.admit(sender, slot, now, lease_until, &policy);
-            match verdict {
+            let (admit, taken) = state.admit_up_to(sender, slot, now, until, &policy, want);
+            verdict = (admit, taken, state.is_clean());
+            match admit {
                 Admit::Granted => Some((state.encode(), ())),
                 _ => None,
             }
         });
-        match result {
-            Ok(_) => verdict,
+        match (result, verdict) {
+            (Ok(_), (Admit::Granted, taken, clean)) => {
+                spare.count += taken.saturating_sub(1);
+                spare.until_ms = spare.until_ms.max(until);
+                spare.clean = clean;
+                spare.used = true;
+                Admit::Granted
+            }
+            (Ok(_), (refused, _, _)) => refused,
             // Without the breaker record we cannot bound the endpoint: hold and try later.
-            Err(_) => Admit::Full,
+            (Err(_), _) => Admit::Full,
         }
     }
 
-    fn record_breaker(&self, io: &mut Io, endpoint: &Endpoint, slot: u32, success: bool) {
+    fn record_breaker(&mut self, io: &mut Io, endpoint: &Endpoint, slot: u32, success: bool) {
+        let spare = self.spares.entry(endpoint.name.clone()).or_default();
+        let (sender, block) = (self.id, block(endpoint));
+        if success && spare.clean && spare.until_ms > io.now_ms {
+            // Keep the place for the next send; give back only what exceeds a block.
+            spare.count += 1;
+            spare.used = true;
+            let excess = spare.count.saturating_sub(block);
+            if excess > 0 {
+                spare.count = block;
+                let _ = store::update(io.store, &breaker_key(&endpoint.name), |cur| {
+                    let mut state = decode_state(cur);
+                    state.give_back(sender, excess);
+                    Some((state.encode(), ()))
+                });
+            }
+            return;
+        }
         let policy = breaker_policy(endpoint);
-        let sender = self.id;
         let now = io.now_ms;
+        // A verdict the record must see: give the spares back with it.
+        let returned = std::mem::take(&mut spare.count);
         let change = store::update(io.store, &breaker_key(&endpoint.name), |cur| {
             let mut state = decode_state(cur);
             let was_open = state.is_tripped();
+            state.give_back(sender, returned);
             state.record(sender, slot, success, now, &policy);
             let is_open = state.is_tripped();
-            Some((state.encode(), (was_open, is_open)))
+            Some((state.encode(), (was_open, is_open, state.is_clean())))
         });
-        if let Ok(Some((was_open, is_open))) = change {
+        if let Ok(Some((_, _, clean))) = change {
+            spare.clean = clean;
+        }
+        if let Ok(Some((was_open, is_open, _))) = change {
             if !was_open && is_open {
                 io.metrics.add(Metric::CircuitsOpened, 1);
                 io.metrics.add(Metric::CircuitsOpen, 1);
