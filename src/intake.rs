@@ -83,8 +83,14 @@ pub fn take_in<S: Store + ?Sized>(
             let key = endpoint_key(&endpoint.name);
             let existing = previous.iter().find(|(k, _)| *k == key).map(|(_, s)| *s);
             let id = webhook_id(n, &endpoint.name);
-            let fresh = Slot::new(&endpoint.name, n.id, &id, now_ms);
-            match ledger.place(store, existing, fresh, n.body.as_bytes(), seed, now_ms) {
+            let fresh = Slot::new(
+                &endpoint.name,
+                n.id,
+                &id,
+                n.body.clone().into_bytes(),
+                now_ms,
+            );
+            match ledger.place(store, existing, fresh, seed) {
                 Ok(placed) => {
                     match placed {
                         Placed::New(_) => metrics.add(Metric::Pending, 1),

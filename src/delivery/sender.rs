@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::config::{Config, Endpoint, Target};
 use crate::delivery::breaker::{Admit, BreakerPolicy, EndpointState};
-use crate::delivery::ledger::{body_key, AttemptRecord, Ledger, Record, Slot, State};
+use crate::delivery::ledger::{AttemptRecord, Ledger, Record, Slot, State};
 use crate::delivery::outcome::{self, AttemptResponse, Failure, Outcome};
 use crate::delivery::retry;
 use crate::events::fnv1a64;
@@ -321,8 +321,7 @@ impl Sender {
                 return true;
             }
         }
-        let body = self.ledger.body(io.store, slot).unwrap_or_default();
-        let sent = send_webhook(io, endpoint, &s.webhook_id, &body);
+        let sent = send_webhook(io, endpoint, &s.webhook_id, &s.body);
         match sent {
             Ok(token) => {
                 io.metrics.add(Metric::DeliveriesSent, 1);
@@ -369,15 +368,8 @@ impl Sender {
         lease_freed: bool,
     ) {
         let now = io.now_ms;
-        let s = match record {
-            Record::Used(s) => s,
-            rec @ Record::Filling { .. } => {
-                if Ledger::is_abandoned(&rec, now) {
-                    self.free_if(io, slot, |r| *r == rec);
-                }
-                return;
-            }
-            Record::Free => return,
+        let Record::Used(s) = record else {
+            return;
         };
         if s.state == State::InFlight {
             let ours = self
@@ -598,35 +590,24 @@ impl Sender {
                         Some(d) => {
                             s.state = State::Waiting;
                             s.at_ms = now.saturating_add(d);
-                            return Some((
-                                Record::Used(s.clone()),
-                                (Verdict::Retrying, s, false, None),
-                            ));
+                            return Some((Record::Used(s.clone()), (Verdict::Retrying, s, false)));
                         }
                         None => Verdict::Exhausted,
                     }
                 }
             };
-            // The delivery is over. A newer event queued behind it takes the slot; keep the
-            // finished one's body first if the dead-letter report needs it.
-            let reported = matches!(verdict, Verdict::Exhausted | Verdict::Gone)
-                .then(|| ledger.body(store, slot).unwrap_or_default());
+            // The delivery is over. A newer event queued behind it takes the slot.
             let (next, promoted) = match s.successor.take() {
                 Some(succ) => {
-                    if store
-                        .set(&body_key(slot), succ.body.as_bytes(), None)
-                        .is_err()
-                    {
-                        return None;
-                    }
-                    let fresh = Slot::new(&s.endpoint, s.notification, &succ.webhook_id, now);
+                    let body = succ.body.into_bytes();
+                    let fresh = Slot::new(&s.endpoint, s.notification, &succ.webhook_id, body, now);
                     (Record::Used(fresh), true)
                 }
                 None => (Record::Free, false),
             };
-            Some((next, (verdict, s, promoted, reported)))
+            Some((next, (verdict, s, promoted)))
         });
-        let Ok(Some((verdict, slot_after, promoted, reported))) = result else {
+        let Ok(Some((verdict, slot_after, promoted))) = result else {
             return;
         };
         match verdict {
@@ -662,8 +643,7 @@ impl Sender {
                     slot_after.endpoint,
                     slot_after.attempts
                 );
-                let body = reported.unwrap_or_default();
-                self.dead_letter(config, endpoints, io, &slot_after, &body, why);
+                self.dead_letter(config, endpoints, io, &slot_after, &slot_after.body, why);
             }
         }
         if verdict != Verdict::Retrying {
