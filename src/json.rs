@@ -152,6 +152,76 @@ impl<'a> Value<'a> {
     }
 }
 
+/// A minified JSON writer: `,` is placed by looking at the last byte written.
+#[derive(Default)]
+pub struct Out(String);
+
+impl Out {
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0.into_bytes()
+    }
+
+    /// A `,` before a value or key that follows another one.
+    fn sep(&mut self) {
+        if !matches!(self.0.as_bytes().last(), None | Some(b'{' | b'[' | b':')) {
+            self.0.push(',');
+        }
+    }
+
+    pub fn begin_object(&mut self) {
+        self.sep();
+        self.0.push('{');
+    }
+
+    pub fn end_object(&mut self) {
+        self.0.push('}');
+    }
+
+    pub fn begin_array(&mut self) {
+        self.sep();
+        self.0.push('[');
+    }
+
+    pub fn end_array(&mut self) {
+        self.0.push(']');
+    }
+
+    /// A key: a short ASCII name that needs no escaping.
+    pub fn key(&mut self, key: &str) {
+        self.sep();
+        self.0.push('"');
+        self.0.push_str(key);
+        self.0.push_str("\":");
+    }
+
+    pub fn uint(&mut self, v: u64) {
+        self.sep();
+        write_u64(&mut self.0, v);
+    }
+
+    pub fn boolean(&mut self, v: bool) {
+        self.sep();
+        self.0.push_str(if v { "true" } else { "false" });
+    }
+
+    pub fn null(&mut self) {
+        self.sep();
+        self.0.push_str("null");
+    }
+
+    /// A string, escaped as serde_json escapes it.
+    pub fn string(&mut self, v: &str) {
+        self.sep();
+        write_str(&mut self.0, v);
+    }
+
+    /// A parsed value, minified.
+    pub fn value(&mut self, v: &Value<'_>) {
+        self.sep();
+        v.write(&mut self.0);
+    }
+}
+
 fn write_raw_str(out: &mut String, s: Str<'_>) {
     out.push('"');
     out.push_str(s.raw);
@@ -1057,6 +1127,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn out(f: impl FnOnce(&mut Out)) -> String {
+        let mut o = Out::default();
+        f(&mut o);
+        String::from_utf8(o.into_bytes()).unwrap()
+    }
+
+    #[test]
+    fn writes_integers_and_strings_as_serde_json_does() {
+        for v in [0, 7, 10, 1_700_000_000_000, u64::MAX] {
+            assert_eq!(out(|o| o.uint(v)), v.to_string());
+        }
+        for s in ["", "plain", "q\"b\\s/", "\n\r\t\u{1}\u{7f}", "é😀"] {
+            assert_eq!(out(|o| o.string(s)), serde_json::to_string(s).unwrap());
+        }
+        let nested = out(|o| {
+            o.begin_array();
+            o.begin_object();
+            o.key("a");
+            o.uint(1);
+            o.key("b");
+            o.begin_array();
+            o.boolean(true);
+            o.boolean(false);
+            o.end_array();
+            o.end_object();
+            o.uint(2);
+            o.end_array();
+        });
+        assert_eq!(nested, r#"[{"a":1,"b":[true,false]},2]"#);
+        let doc = ok(r#"{ "n" : 129.00 }"#);
+        let with_values = out(|o| {
+            o.begin_object();
+            o.key("x");
+            o.null();
+            o.key("doc");
+            o.value(&doc);
+            o.end_object();
+        });
+        assert_eq!(with_values, r#"{"x":null,"doc":{"n":129.00}}"#);
     }
 
     #[test]
