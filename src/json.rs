@@ -117,6 +117,23 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// A number written as an integer that fits an `i64`, as serde_json's `as_i64`: `-0`
+    /// is a float there, so it is not one here either.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Number(raw) if *raw != "-0" => raw.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Any number, as the nearest `f64`.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Number(raw) => raw.parse().ok(),
+            _ => None,
+        }
+    }
+
     /// Append the value minified: strings and numbers byte for byte from the source, only
     /// the whitespace between tokens dropped.
     pub fn write(&self, out: &mut String) {
@@ -1056,6 +1073,8 @@ mod tests {
             let ours = ok(src);
             let theirs: serde_json::Value = serde_json::from_str(src).unwrap();
             assert_eq!(ours.as_u64(), theirs.as_u64(), "{src}");
+            assert_eq!(ours.as_i64(), theirs.as_i64(), "{src}");
+            assert_eq!(ours.as_f64(), theirs.as_f64(), "{src}");
         }
         assert_eq!(ok("\"5\"").as_u64(), None);
     }
