@@ -11,8 +11,10 @@
 //! What is accepted matches serde_json: no trailing commas, comments, `NaN`/`Infinity`,
 //! leading zeros or raw control characters in strings; `\u` escapes must be valid, surrogates
 //! in pairs; whitespace is space, tab, CR and LF only; nothing but whitespace may follow the
-//! top value; a number too large for an `f64` is refused; containers nest at most
-//! [`MAX_DEPTH`] deep, so a hostile body cannot exhaust the wasm stack.
+//! top value; containers nest at most [`MAX_DEPTH`] deep, so a hostile body cannot exhaust the
+//! wasm stack. A number that rounds to infinity as an `f64` is refused too, decided exactly;
+//! serde_json, whose float parsing is not exact, also refuses a few numbers a hair below that
+//! (`1.7976931348623158e308`, which rounds to `f64::MAX`).
 //!
 //! Repeated keys: an object keeps every member, in document order. [`Object::get`] answers
 //! with the *last* one, as serde_json and JavaScript's `JSON.parse` do; iterating sees them
@@ -126,10 +128,13 @@ impl<'a> Value<'a> {
         }
     }
 
-    /// Any number, as the nearest `f64`.
+    /// Any number as an `f64`: the nearest one when its digits fit (up to 38 significant
+    /// digits without exponent, or up to 2^53 scaled by at most 10^±22, which covers every
+    /// setting the filter reads), otherwise within a few units in the last place. Written here
+    /// rather than with `str::parse`, whose exact algorithm and tables cost 17 KB of wasm.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
-            Value::Number(raw) => raw.parse().ok(),
+            Value::Number(raw) => Some(Decimal::of(raw).to_f64()),
             _ => None,
         }
     }
@@ -547,7 +552,7 @@ pub(crate) fn number_end(src: &[u8], start: usize) -> Result<usize, Fail> {
     } else {
         i = digits(i);
     }
-    // More digits than any finite f64 needs before the point, or an exponent, may overflow.
+    // More digits than any finite f64 has before the point, or an exponent, may overflow.
     let mut may_overflow = i - int_start > 300;
     if src.get(i) == Some(&b'.') {
         need_digit(i + 1)?;
@@ -566,14 +571,144 @@ pub(crate) fn number_end(src: &[u8], start: usize) -> Result<usize, Fail> {
         let finite = src
             .get(start..i)
             .and_then(|b| std::str::from_utf8(b).ok())
-            .and_then(|s| s.parse::<f64>().ok())
-            .is_some_and(f64::is_finite);
+            .is_some_and(|s| !Decimal::of(s).overflows());
         if !finite {
             // Where serde_json reports it: the number's last byte.
             return Err((Code::NumberOutOfRange, i - 1));
         }
     }
     Ok(i)
+}
+
+/// A valid JSON number's value as decimal digits: ±0.d₁d₂d₃… × 10^`point`, where the digits
+/// are those of `mantissa` (the text before any exponent, `.` skipped) after `lead` zeros.
+struct Decimal<'a> {
+    negative: bool,
+    mantissa: &'a str,
+    lead: usize,
+    point: i64,
+    /// Every digit is zero.
+    zero: bool,
+}
+
+/// The least value that rounds to infinity as an `f64`, 2^1024 − 2^970: its 309 digits.
+const OVERFLOW_DIGITS: &str = concat!(
+    "179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017",
+    "977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273",
+    "854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704",
+    "342711559699508093042880177904174497792",
+);
+
+impl<'a> Decimal<'a> {
+    /// `raw` must be valid JSON number syntax.
+    fn of(raw: &'a str) -> Self {
+        let negative = raw.starts_with('-');
+        let body = raw.trim_start_matches('-');
+        let (mantissa, exponent) = body.split_once(['e', 'E']).unwrap_or((body, "0"));
+        let exponent = exponent.trim_start_matches('+');
+        let (exp_negative, exp_digits) = match exponent.strip_prefix('-') {
+            Some(digits) => (true, digits),
+            None => (false, exponent),
+        };
+        // Saturates far beyond any exponent that matters (|point| > 10^15 is 0 or infinite).
+        let exp = exp_digits.bytes().fold(0i64, |e, d| {
+            e.saturating_mul(10)
+                .saturating_add(i64::from(d - b'0'))
+                .min(1 << 50)
+        });
+        let exp = if exp_negative { -exp } else { exp };
+        let int_len = mantissa.find('.').unwrap_or(mantissa.len());
+        let lead = mantissa
+            .bytes()
+            .filter(u8::is_ascii_digit)
+            .take_while(|&d| d == b'0')
+            .count();
+        let digits = mantissa.bytes().filter(u8::is_ascii_digit).count();
+        let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        Decimal {
+            negative,
+            mantissa,
+            lead,
+            point: to_i64(int_len)
+                .saturating_sub(to_i64(lead))
+                .saturating_add(exp),
+            zero: lead == digits,
+        }
+    }
+
+    /// The significant digits, as ASCII, trailing zeros included.
+    fn digits(&self) -> impl Iterator<Item = u8> + 'a {
+        self.mantissa
+            .bytes()
+            .filter(u8::is_ascii_digit)
+            .skip(self.lead)
+    }
+
+    /// Whether the value rounds to infinity as an `f64` (serde_json refuses such numbers).
+    fn overflows(&self) -> bool {
+        if self.zero || self.point < 309 {
+            return false;
+        }
+        if self.point > 309 {
+            return true;
+        }
+        // The same number of digits before the point: compare digit by digit.
+        let mut limit = OVERFLOW_DIGITS.bytes();
+        for d in self.digits() {
+            match limit.next() {
+                Some(l) if d != l => return d > l,
+                Some(_) => {}
+                None if d != b'0' => return true,
+                None => {}
+            }
+        }
+        // Equal so far: the limit itself rounds up; a shorter value is below it.
+        limit.next().is_none()
+    }
+
+    fn to_f64(&self) -> f64 {
+        let magnitude = if self.zero {
+            0.0
+        } else {
+            let mut m: u128 = 0;
+            let mut used: i64 = 0;
+            for d in self.digits().take(38) {
+                m = m * 10 + u128::from(d - b'0');
+                used += 1;
+            }
+            // The value is m × 10^scale, up to the digits past the 38th.
+            scale(m, self.point.saturating_sub(used))
+        };
+        if self.negative {
+            -magnitude
+        } else {
+            magnitude
+        }
+    }
+}
+
+/// m × 10^e as an `f64`: one rounding when m and 10^|e| are both exact (m ≤ 2^53,
+/// |e| ≤ 22; or e = 0), else a few.
+fn scale(m: u128, mut e: i64) -> f64 {
+    /// 10^k for k ≤ 22, exact.
+    fn pow10(k: i64) -> f64 {
+        (0..k).fold(1.0, |p, _| p * 10.0)
+    }
+    let mut v = m as f64;
+    if m <= 1 << 53 && (-22..=22).contains(&e) {
+        return if e < 0 { v / pow10(-e) } else { v * pow10(e) };
+    }
+    while e > 0 && v.is_finite() {
+        let k = e.min(22);
+        v *= pow10(k);
+        e -= k;
+    }
+    while e < 0 && v != 0.0 {
+        let k = (-e).min(22);
+        v /= pow10(k);
+        e += k;
+    }
+    v
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1077,6 +1212,87 @@ mod tests {
             assert_eq!(ours.as_f64(), theirs.as_f64(), "{src}");
         }
         assert_eq!(ok("\"5\"").as_u64(), None);
+    }
+
+    #[test]
+    fn overflow_is_decided_exactly_at_the_rounding_boundary() {
+        let limit = format!("{}.{}e308", &OVERFLOW_DIGITS[..1], &OVERFLOW_DIGITS[1..]);
+        let below = format!("{}1e308", &limit[..limit.len() - 5]);
+        let mut cases = vec![
+            "1e308".to_string(),
+            "1e309".to_string(),
+            "-1e309".to_string(),
+            "1.7976931348623157e308".to_string(),
+            "1.7976931348623158e308".to_string(),
+            "1.7976931348623159e308".to_string(),
+            "0.0000017976931348623159e314".to_string(),
+            "179.76931348623159e306".to_string(),
+            "1e-400".to_string(),
+            "0e999999999999999999999".to_string(),
+            "0.000e400".to_string(),
+            "1e99999999999999999999".to_string(),
+            "1e-99999999999999999999".to_string(),
+            format!("{}0", &OVERFLOW_DIGITS[..308]),
+            OVERFLOW_DIGITS.to_string(),
+            format!("{OVERFLOW_DIGITS}0.000001"),
+            limit.clone(),
+            below.clone(),
+            format!("{limit}0000"),
+            format!("{}00001e308", &limit[..limit.len() - 4]),
+        ];
+        cases.push("9".repeat(400));
+        for case in &cases {
+            let want = !case.parse::<f64>().unwrap().is_finite();
+            assert_eq!(Decimal::of(case).overflows(), want, "{case}");
+            assert_eq!(parse(case.as_bytes()).is_err(), want, "{case}");
+        }
+        assert!(Decimal::of(&limit).overflows());
+        assert!(!Decimal::of(&below).overflows());
+        // The one known difference: serde_json's float parsing is not exact, and it also
+        // refuses a few numbers just below the boundary that round to f64::MAX.
+        assert!(!serde_accepts(b"1.7976931348623158e308"));
+        assert!(parse(b"1.7976931348623158e308").is_ok());
+    }
+
+    #[test]
+    fn floats_are_read_exactly_when_their_digits_fit() {
+        for src in [
+            "0.2",
+            "2.0",
+            "1.5",
+            "0.1",
+            "-0.0",
+            "3.14159",
+            "1e-5",
+            "25e-2",
+            "123456789.125",
+            "-2.5e3",
+            "1e22",
+            "9007199254740993",
+            "18446744073709551616",
+            "12345678901234567890123456789",
+            "0.000001",
+        ] {
+            let want: f64 = src.parse().unwrap();
+            let got = ok(src).as_f64().unwrap();
+            assert_eq!(got.to_bits(), want.to_bits(), "{src}");
+        }
+        for src in [
+            "1.7976931348623157e308",
+            "2.2250738585072014e-308",
+            "123456789012345678901234567890123456789012345",
+            "0.1234567890123456789012345678901234567890123",
+            "6.02214076e23",
+            "1e-300",
+        ] {
+            let want: f64 = src.parse().unwrap();
+            let got = ok(src).as_f64().unwrap();
+            assert!(
+                ((got - want) / want).abs() < 1e-14,
+                "{src}: {got} vs {want}"
+            );
+        }
+        assert_eq!(ok("1e-400").as_f64(), Some(0.0));
     }
 
     #[test]
