@@ -3,8 +3,8 @@
 //!
 //! Serde derive made up a large part of the wasm module. These records are a handful of short
 //! keys, so they are written straight into a buffer ([`Out`]) and read back by a small pull
-//! reader: no tree, so a steady poll that only reads a bucket stays cheap. The reader lexes
-//! strings and numbers with `json`'s lexer, so records and responses follow one grammar.
+//! reader: no tree, so a steady poll that only reads a bucket stays cheap. Strings and skipped
+//! numbers go through `json`'s lexer, so records and responses follow one grammar.
 //! Reading follows what the derived code accepted: unknown keys are skipped, an optional key
 //! may be absent or `null`, and a required key missing or any key of the wrong type makes the
 //! record unreadable (`None`).
@@ -72,15 +72,23 @@ impl<'a> Reader<'a> {
         hit
     }
 
-    /// A non-negative integer (no fraction or exponent), as serde reads a `u64`.
+    /// A non-negative integer (no fraction or exponent), as serde reads a `u64`. Read digit
+    /// by digit rather than through `json::number_end`: records are mostly integers, and this
+    /// is the hot loop of reading one.
     pub fn uint(&mut self) -> Option<u64> {
         self.ws();
         let start = self.pos;
-        let end = json::number_end(self.bytes, start).ok()?;
-        let digits = std::str::from_utf8(self.bytes.get(start..end)?).ok()?;
-        // Refuses a sign, a fraction, an exponent and anything past `u64::MAX`.
-        let v = digits.parse().ok()?;
-        self.pos = end;
+        let mut v: u64 = 0;
+        while let Some(c @ b'0'..=b'9') = self.peek() {
+            v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            self.pos += 1;
+        }
+        let len = self.pos - start;
+        // JSON allows no leading zero; a fraction or exponent makes it a float.
+        let leading_zero = len > 1 && self.bytes.get(start) == Some(&b'0');
+        if len == 0 || leading_zero || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
         Some(v)
     }
 
