@@ -7,13 +7,11 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
-
 use crate::delivery::retry::{
     Backoff, RetryPolicy, DEFAULT_INITIAL_DELAY_MS, DEFAULT_JITTER, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_DELAY_MS, DEFAULT_MULTIPLIER,
 };
+use crate::json::{self, Value};
 use crate::osmox::{DeliveryStatus, StatusSet};
 use crate::signing::Secret;
 
@@ -357,9 +355,8 @@ impl Config {
         json: &[u8],
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let node: Node =
-            serde_json::from_slice(json).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        RawConfig::read(&node)?.compile(env)
+        let root = json::parse(json).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        RawConfig::read(&root)?.compile(env)
     }
 
     pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
@@ -430,107 +427,29 @@ fn timeout(path: &str, value: Option<u64>) -> Result<u64, ConfigError> {
 // ---------------------------------------------------------------------------------------------
 // Raw form: the JSON tree, read by hand
 //
-// Read by hand rather than with serde derive, which made up a large part of the wasm module.
-// Objects are strict: an unknown or repeated key is refused, and, as with serde's `Option`, a
-// `null` field counts as absent. Type errors name the field's path and the kind of value it
-// holds, never the value, so a secret put in the wrong place is not echoed.
+// Read by hand from `json`'s tree rather than with serde, which made up a large part of the
+// wasm module. Objects are strict: an unknown or repeated key is refused (the tree keeps every
+// member, so a field given twice is seen rather than silently taking the last value), and, as
+// with serde's `Option`, a `null` field counts as absent. Type errors name the field's path and
+// the kind of value it holds, never the value, so a secret put in the wrong place is not
+// echoed.
 
-/// A parsed JSON value. Unlike `serde_json::Value`, an object keeps repeated keys, so a field
-/// given twice is refused rather than silently taking the last value.
-enum Node {
-    Null,
-    Bool(bool),
-    /// A non-negative integer.
-    Int(u64),
-    /// A negative integer.
-    Neg(i64),
-    Float(f64),
-    Str(String),
-    Arr(Vec<Node>),
-    Obj(Vec<(String, Node)>),
-}
-
-impl Node {
-    /// What the value is, for type errors.
-    fn kind(&self) -> &'static str {
-        match self {
-            Node::Null => "null",
-            Node::Bool(_) => "a boolean",
-            Node::Int(_) => "an integer",
-            Node::Neg(_) => "a negative integer",
-            Node::Float(_) => "a floating-point number",
-            Node::Str(_) => "a string",
-            Node::Arr(_) => "an array",
-            Node::Obj(_) => "an object",
-        }
+/// What a value is, for type errors. Numbers are told apart as serde_json tells them.
+fn kind(value: &Value<'_>) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) if value.as_u64().is_some() => "an integer",
+        Value::Number(_) if value.as_i64().is_some() => "a negative integer",
+        Value::Number(_) => "a floating-point number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NodeVisitor)
-    }
-}
-
-struct NodeVisitor;
-
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
-        Ok(Node::Null)
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
-        Ok(Node::Bool(v))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
-        Ok(Node::Int(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
-        Ok(match u64::try_from(v) {
-            Ok(u) => Node::Int(u),
-            Err(_) => Node::Neg(v),
-        })
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
-        Ok(Node::Float(v))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
-        Ok(Node::Str(v.to_string()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Node, E> {
-        Ok(Node::Str(v))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Node::Arr(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(entry) = map.next_entry()? {
-            entries.push(entry);
-        }
-        Ok(Node::Obj(entries))
-    }
-}
-
-fn type_error(path: &str, expected: &str, got: &Node) -> ConfigError {
-    let message = format!("expected {expected}, got {}", got.kind());
+fn type_error(path: &str, expected: &str, got: &Value<'_>) -> ConfigError {
+    let message = format!("expected {expected}, got {}", kind(got));
     if path.is_empty() {
         ConfigError::Parse(message)
     } else {
@@ -553,12 +472,13 @@ fn join(base: &str, key: &str) -> String {
 }
 
 /// The non-null entries of the object at `path`, after refusing unknown and repeated keys.
-fn fields<'a>(
+/// Each key comes back as its name in `known`.
+fn fields<'a, 'j>(
     path: &str,
-    node: &'a Node,
-    known: &[&str],
-) -> Result<Vec<(&'a str, &'a Node)>, ConfigError> {
-    let Node::Obj(entries) = node else {
+    node: &'a Value<'j>,
+    known: &[&'static str],
+) -> Result<Vec<(&'static str, &'a Value<'j>)>, ConfigError> {
+    let Value::Object(obj) = node else {
         return Err(type_error(path, "an object", node));
     };
     let at = if path.is_empty() {
@@ -566,9 +486,10 @@ fn fields<'a>(
     } else {
         format!(" at {path}")
     };
-    let mut out = Vec::with_capacity(entries.len());
-    for (i, (key, value)) in entries.iter().enumerate() {
-        if !known.contains(&key.as_str()) {
+    let mut seen: Vec<&'static str> = Vec::with_capacity(obj.members().len());
+    let mut out = Vec::with_capacity(obj.members().len());
+    for (key, value) in obj.members() {
+        let Some(name) = known.iter().copied().find(|name| key.is(name)) else {
             let mut expected = String::new();
             for (j, name) in known.iter().enumerate() {
                 expected.push_str(if j == 0 { "`" } else { ", `" });
@@ -576,45 +497,41 @@ fn fields<'a>(
                 expected.push('`');
             }
             return Err(ConfigError::Parse(format!(
-                "unknown field `{key}`, expected one of {expected}{at}"
+                "unknown field `{}`, expected one of {expected}{at}",
+                key.text()
             )));
+        };
+        if seen.contains(&name) {
+            return Err(ConfigError::Parse(format!("duplicate field `{name}`{at}")));
         }
-        if entries.iter().take(i).any(|(k, _)| k == key) {
-            return Err(ConfigError::Parse(format!("duplicate field `{key}`{at}")));
-        }
-        if !matches!(value, Node::Null) {
-            out.push((key.as_str(), value));
+        seen.push(name);
+        if !matches!(value, Value::Null) {
+            out.push((name, value));
         }
     }
     Ok(out)
 }
 
-fn uint(path: &str, node: &Node) -> Result<u64, ConfigError> {
-    match node {
-        Node::Int(v) => Ok(*v),
-        other => Err(type_error(path, "a non-negative integer", other)),
-    }
+fn uint(path: &str, node: &Value<'_>) -> Result<u64, ConfigError> {
+    node.as_u64()
+        .ok_or_else(|| type_error(path, "a non-negative integer", node))
 }
 
-fn number(path: &str, node: &Node) -> Result<f64, ConfigError> {
-    match node {
-        Node::Int(v) => Ok(*v as f64),
-        Node::Neg(v) => Ok(*v as f64),
-        Node::Float(v) => Ok(*v),
-        other => Err(type_error(path, "a number", other)),
-    }
+fn number(path: &str, node: &Value<'_>) -> Result<f64, ConfigError> {
+    node.as_f64()
+        .ok_or_else(|| type_error(path, "a number", node))
 }
 
-fn boolean(path: &str, node: &Node) -> Result<bool, ConfigError> {
+fn boolean(path: &str, node: &Value<'_>) -> Result<bool, ConfigError> {
     match node {
-        Node::Bool(v) => Ok(*v),
+        Value::Bool(v) => Ok(*v),
         other => Err(type_error(path, "a boolean", other)),
     }
 }
 
-fn string(path: &str, node: &Node) -> Result<String, ConfigError> {
+fn string(path: &str, node: &Value<'_>) -> Result<String, ConfigError> {
     match node {
-        Node::Str(v) => Ok(v.clone()),
+        Value::String(v) => Ok(v.text().into_owned()),
         other => Err(type_error(path, "a string", other)),
     }
 }
@@ -622,11 +539,11 @@ fn string(path: &str, node: &Node) -> Result<String, ConfigError> {
 /// Each element of the array at `path`, read by `item` with its own path.
 fn list<T>(
     path: &str,
-    node: &Node,
+    node: &Value<'_>,
     expected: &str,
-    item: impl Fn(&str, &Node) -> Result<T, ConfigError>,
+    item: impl Fn(&str, &Value<'_>) -> Result<T, ConfigError>,
 ) -> Result<Vec<T>, ConfigError> {
-    let Node::Arr(items) = node else {
+    let Value::Array(items) = node else {
         return Err(type_error(path, expected, node));
     };
     items
@@ -638,14 +555,15 @@ fn list<T>(
 
 /// An object of strings; a repeated name keeps its last value. Values (often credentials)
 /// are never put in messages.
-fn string_map(path: &str, node: &Node) -> Result<BTreeMap<String, String>, ConfigError> {
-    let Node::Obj(entries) = node else {
+fn string_map(path: &str, node: &Value<'_>) -> Result<BTreeMap<String, String>, ConfigError> {
+    let Value::Object(obj) = node else {
         return Err(type_error(path, "an object of strings", node));
     };
     let mut out = BTreeMap::new();
-    for (key, value) in entries {
-        let value = string(&format!("{path}[{}]", Quoted(key)), value)?;
-        out.insert(key.clone(), value);
+    for (key, value) in obj.members() {
+        let key = key.text();
+        let value = string(&format!("{path}[{}]", Quoted(&key)), value)?;
+        out.insert(key.into_owned(), value);
     }
     Ok(out)
 }
@@ -663,7 +581,7 @@ struct RawConfig {
 }
 
 impl RawConfig {
-    fn read(node: &Node) -> Result<RawConfig, ConfigError> {
+    fn read(node: &Value<'_>) -> Result<RawConfig, ConfigError> {
         const KNOWN: &[&str] = &[
             "endpoints",
             "watch",
@@ -714,7 +632,7 @@ struct RawEndpoint {
 }
 
 impl RawEndpoint {
-    fn read(path: &str, node: &Node) -> Result<RawEndpoint, ConfigError> {
+    fn read(path: &str, node: &Value<'_>) -> Result<RawEndpoint, ConfigError> {
         const KNOWN: &[&str] = &[
             "name",
             "url",
@@ -766,9 +684,9 @@ impl RawEndpoint {
     }
 }
 
-fn secret(path: &str, node: &Node) -> Result<String, ConfigError> {
+fn secret(path: &str, node: &Value<'_>) -> Result<String, ConfigError> {
     match node {
-        Node::Str(v) => Ok(v.clone()),
+        Value::String(v) => Ok(v.text().into_owned()),
         other => Err(type_error(path, "a secret string", other)),
     }
 }
@@ -784,7 +702,7 @@ struct RawRetry {
 }
 
 impl RawRetry {
-    fn read(path: &str, node: &Node) -> Result<RawRetry, ConfigError> {
+    fn read(path: &str, node: &Value<'_>) -> Result<RawRetry, ConfigError> {
         const KNOWN: &[&str] = &[
             "maxAttempts",
             "initialDelayMs",
@@ -819,7 +737,7 @@ struct RawCircuit {
 }
 
 impl RawCircuit {
-    fn read(path: &str, node: &Node) -> Result<RawCircuit, ConfigError> {
+    fn read(path: &str, node: &Value<'_>) -> Result<RawCircuit, ConfigError> {
         let mut raw = RawCircuit::default();
         for (key, v) in fields(path, node, &["failureThreshold", "openMs"])? {
             let p = &join(path, key);
@@ -841,7 +759,7 @@ struct RawWatch {
 }
 
 impl RawWatch {
-    fn read(path: &str, node: &Node) -> Result<RawWatch, ConfigError> {
+    fn read(path: &str, node: &Value<'_>) -> Result<RawWatch, ConfigError> {
         const KNOWN: &[&str] = &["graphqlPaths", "restPathPrefixes", "maxBodyBytes"];
         const PATHS: &str = "an array of strings";
         let mut raw = RawWatch::default();
@@ -865,7 +783,7 @@ struct RawLimits {
 }
 
 impl RawLimits {
-    fn read(path: &str, node: &Node) -> Result<RawLimits, ConfigError> {
+    fn read(path: &str, node: &Value<'_>) -> Result<RawLimits, ConfigError> {
         let mut raw = RawLimits::default();
         for (key, v) in fields(path, node, &["maxPending", "maxRemembered"])? {
             let p = &join(path, key);
@@ -888,7 +806,7 @@ struct RawDeadLetter {
 }
 
 impl RawDeadLetter {
-    fn read(path: &str, node: &Node) -> Result<RawDeadLetter, ConfigError> {
+    fn read(path: &str, node: &Value<'_>) -> Result<RawDeadLetter, ConfigError> {
         const KNOWN: &[&str] = &["url", "cluster", "timeoutMs", "headers"];
         let mut raw = RawDeadLetter::default();
         for (key, v) in fields(path, node, KNOWN)? {
@@ -917,7 +835,7 @@ struct RawLearn {
 }
 
 impl RawLearn {
-    fn read(path: &str, node: &Node) -> Result<RawLearn, ConfigError> {
+    fn read(path: &str, node: &Value<'_>) -> Result<RawLearn, ConfigError> {
         const KNOWN: &[&str] = &[
             "enabled",
             "cluster",
@@ -955,16 +873,14 @@ enum RawStatus {
 }
 
 impl RawStatus {
-    fn read(path: &str, node: &Node) -> Result<RawStatus, ConfigError> {
-        match node {
-            Node::Str(name) => Ok(RawStatus::Name(name.clone())),
-            Node::Int(code) => Ok(RawStatus::Code(*code)),
-            Node::Neg(code) => Ok(RawStatus::Negative(*code)),
-            other => Err(type_error(
-                path,
-                "a delivery status name or code 1-6",
-                other,
-            )),
+    fn read(path: &str, node: &Value<'_>) -> Result<RawStatus, ConfigError> {
+        if let Value::String(name) = node {
+            return Ok(RawStatus::Name(name.text().into_owned()));
+        }
+        match (node.as_u64(), node.as_i64()) {
+            (Some(code), _) => Ok(RawStatus::Code(code)),
+            (None, Some(code)) => Ok(RawStatus::Negative(code)),
+            (None, None) => Err(type_error(path, "a delivery status name or code 1-6", node)),
         }
     }
 }
@@ -1860,6 +1776,45 @@ mod tests {
         assert_eq!(
             endpoint_err(r#""retry": {"jitter": null, "jitter": 0.5}"#),
             "configuration: duplicate field `jitter` at endpoints[0].retry"
+        );
+        // A key is compared once its escapes are decoded.
+        assert_eq!(
+            err(r#"{"endpoints": [], "tickMs": 100, "tick\u004ds": 200}"#),
+            "configuration: duplicate field `tickMs`"
+        );
+    }
+
+    #[test]
+    fn numbers_are_told_apart_as_serde_json_tells_them() {
+        let got = |v: &str| endpoint_err(&format!(r#""timeoutMs": {v}"#));
+        let want = |kind: &str| {
+            format!("endpoints[0].timeoutMs: expected a non-negative integer, got {kind}")
+        };
+        assert_eq!(got("-5"), want("a negative integer"));
+        assert_eq!(got("-9223372036854775808"), want("a negative integer"));
+        for float in [
+            "-0",
+            "1e3",
+            "5.0",
+            "18446744073709551616",
+            "-9223372036854775809",
+        ] {
+            assert_eq!(got(float), want("a floating-point number"), "{float}");
+        }
+        assert_eq!(
+            endpoint_err(r#""deliveryStatuses": [1.5]"#),
+            "endpoints[0].deliveryStatuses[0]: expected a delivery status name or code 1-6, \
+             got a floating-point number"
+        );
+        let config = parse(&endpoint(
+            r#""retry": {"multiplier": 1.50E+0, "jitter": 25e-2}"#,
+        ));
+        assert_eq!(
+            config.endpoints[0].retry.backoff(),
+            &Backoff::Exponential {
+                initial_delay_ms: 5000,
+                multiplier: 1.5
+            }
         );
     }
 

@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod events;
 pub mod extract;
 pub mod intake;
+mod json;
 pub mod learn;
 pub mod metrics;
 pub mod osmox;

@@ -2,90 +2,19 @@
 //! learned webhooks), written and read by hand.
 //!
 //! Serde derive made up a large part of the wasm module. These records are a handful of short
-//! keys, so they are written straight into a buffer and read back by a small pull reader:
-//! no tree, so a steady poll that only reads a bucket stays cheap. Reading follows what the
-//! derived code accepted: unknown keys are skipped, an optional key may be absent or `null`,
-//! and a required key missing or any key of the wrong type makes the record unreadable
-//! (`None`).
+//! keys, so they are written straight into a buffer ([`Out`]) and read back by a small pull
+//! reader: no tree, so a steady poll that only reads a bucket stays cheap. Strings and skipped
+//! numbers go through `json`'s lexer, so records and responses follow one grammar.
+//! Reading follows what the derived code accepted: unknown keys are skipped, an optional key
+//! may be absent or `null`, and a required key missing or any key of the wrong type makes the
+//! record unreadable (`None`).
 
 use std::borrow::Cow;
 
-/// A JSON writer for records: `,` is placed by looking at the last byte written.
-#[derive(Default)]
-pub struct Out(Vec<u8>);
+use crate::json;
 
-impl Out {
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-
-    /// A `,` before a value or key that follows another one.
-    fn sep(&mut self) {
-        if !matches!(self.0.last(), None | Some(b'{' | b'[' | b':')) {
-            self.0.push(b',');
-        }
-    }
-
-    pub fn begin_object(&mut self) {
-        self.sep();
-        self.0.push(b'{');
-    }
-
-    pub fn end_object(&mut self) {
-        self.0.push(b'}');
-    }
-
-    pub fn begin_array(&mut self) {
-        self.sep();
-        self.0.push(b'[');
-    }
-
-    pub fn end_array(&mut self) {
-        self.0.push(b']');
-    }
-
-    /// A key: a short ASCII name that needs no escaping.
-    pub fn key(&mut self, key: &str) {
-        self.sep();
-        self.0.push(b'"');
-        self.0.extend_from_slice(key.as_bytes());
-        self.0.extend_from_slice(b"\":");
-    }
-
-    pub fn uint(&mut self, mut v: u64) {
-        self.sep();
-        let mut digits = [0u8; 20];
-        let mut start = digits.len();
-        for d in digits.iter_mut().rev() {
-            // `v % 10` is below 10.
-            #[allow(clippy::cast_possible_truncation)]
-            let digit = (v % 10) as u8;
-            *d = b'0' + digit;
-            start -= 1;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.0
-            .extend_from_slice(digits.get(start..).unwrap_or_default());
-    }
-
-    pub fn boolean(&mut self, v: bool) {
-        self.sep();
-        self.0
-            .extend_from_slice(if v { b"true".as_slice() } else { b"false" });
-    }
-
-    /// A string, escaped as serde_json escapes it.
-    pub fn string(&mut self, v: &str) {
-        self.sep();
-        // Writing a `str` into a `Vec` cannot fail.
-        if serde_json::to_writer(&mut self.0, v).is_err() {
-            self.0.extend_from_slice(b"\"\"");
-        }
-    }
-}
+/// Records are written with the crate's JSON writer.
+pub use crate::json::Out;
 
 /// Nesting deeper than this is refused (as serde_json does past 128), so a corrupt record
 /// cannot exhaust the stack.
@@ -116,7 +45,7 @@ impl<'a> Reader<'a> {
     }
 
     fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        while self.peek().is_some_and(json::is_ws) {
             self.pos += 1;
         }
     }
@@ -143,7 +72,9 @@ impl<'a> Reader<'a> {
         hit
     }
 
-    /// A non-negative integer (no fraction or exponent), as serde reads a `u64`.
+    /// A non-negative integer (no fraction or exponent), as serde reads a `u64`. Read digit
+    /// by digit rather than through `json::number_end`: records are mostly integers, and this
+    /// is the hot loop of reading one.
     pub fn uint(&mut self) -> Option<u64> {
         self.ws();
         let start = self.pos;
@@ -181,85 +112,18 @@ impl<'a> Reader<'a> {
 
     /// A string, borrowed when it has no escapes.
     fn str(&mut self) -> Option<Cow<'a, str>> {
-        if !self.eat(b'"') {
+        self.ws();
+        if self.peek() != Some(b'"') {
             return None;
         }
-        let start = self.pos;
-        loop {
-            match self.peek()? {
-                b'"' => break,
-                b'\\' => return self.unescape(start),
-                c if c < 0x20 => return None,
-                _ => self.pos += 1,
-            }
-        }
-        let s = std::str::from_utf8(self.bytes.get(start..self.pos)?).ok()?;
-        self.pos += 1;
-        Some(Cow::Borrowed(s))
-    }
-
-    /// The rest of a string from `start` that has an escape at `self.pos`.
-    fn unescape(&mut self, start: usize) -> Option<Cow<'a, str>> {
-        let mut out = self.bytes.get(start..self.pos)?.to_vec();
-        loop {
-            let c = self.peek()?;
-            self.pos += 1;
-            match c {
-                b'"' => break,
-                b'\\' => {
-                    let e = self.peek()?;
-                    self.pos += 1;
-                    let plain = match e {
-                        b'"' => b'"',
-                        b'\\' => b'\\',
-                        b'/' => b'/',
-                        b'b' => 0x08,
-                        b'f' => 0x0c,
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'u' => {
-                            let ch = self.unicode_escape()?;
-                            let mut buf = [0u8; 4];
-                            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                            continue;
-                        }
-                        _ => return None,
-                    };
-                    out.push(plain);
-                }
-                c if c < 0x20 => return None,
-                c => out.push(c),
-            }
-        }
-        String::from_utf8(out).ok().map(Cow::Owned)
-    }
-
-    /// After `\u`: four hex digits, and a second `\uXXXX` for a surrogate pair.
-    fn unicode_escape(&mut self) -> Option<char> {
-        let hi = self.hex4()?;
-        if !(0xd800..0xdc00).contains(&hi) {
-            return char::from_u32(hi);
-        }
-        if !self.bytes.get(self.pos..)?.starts_with(b"\\u") {
-            return None;
-        }
-        self.pos += 2;
-        let lo = self.hex4()?;
-        if !(0xdc00..0xe000).contains(&lo) {
-            return None;
-        }
-        char::from_u32(0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00))
-    }
-
-    fn hex4(&mut self) -> Option<u32> {
-        let digits = self.bytes.get(self.pos..self.pos + 4)?;
-        if !digits.iter().all(u8::is_ascii_hexdigit) {
-            return None;
-        }
-        let v = u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()?;
-        self.pos += 4;
-        Some(v)
+        let (close, escaped) = json::string_end(self.bytes, self.pos).ok()?;
+        let raw = std::str::from_utf8(self.bytes.get(self.pos + 1..close)?).ok()?;
+        self.pos = close + 1;
+        Some(if escaped {
+            Cow::Owned(json::unescape(raw))
+        } else {
+            Cow::Borrowed(raw)
+        })
     }
 
     /// `null`, consumed; false (nothing consumed) for anything else.
@@ -359,34 +223,7 @@ impl<'a> Reader<'a> {
 
     /// Any JSON number.
     fn number(&mut self) -> Option<()> {
-        let digits = |r: &mut Self| {
-            let start = r.pos;
-            while matches!(r.peek(), Some(b'0'..=b'9')) {
-                r.pos += 1;
-            }
-            r.pos > start
-        };
-        if self.peek() == Some(b'-') {
-            self.pos += 1;
-        }
-        if !digits(self) {
-            return None;
-        }
-        if self.peek() == Some(b'.') {
-            self.pos += 1;
-            if !digits(self) {
-                return None;
-            }
-        }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
-            self.pos += 1;
-            if matches!(self.peek(), Some(b'+' | b'-')) {
-                self.pos += 1;
-            }
-            if !digits(self) {
-                return None;
-            }
-        }
+        self.pos = json::number_end(self.bytes, self.pos).ok()?;
         Some(())
     }
 }
@@ -394,37 +231,6 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn out(f: impl FnOnce(&mut Out)) -> String {
-        let mut o = Out::default();
-        f(&mut o);
-        String::from_utf8(o.into_bytes()).unwrap()
-    }
-
-    #[test]
-    fn writes_integers_and_strings_as_serde_json_does() {
-        for v in [0, 7, 10, 1_700_000_000_000, u64::MAX] {
-            assert_eq!(out(|o| o.uint(v)), v.to_string());
-        }
-        for s in ["", "plain", "q\"b\\s/", "\n\r\t\u{1}\u{7f}", "é😀"] {
-            assert_eq!(out(|o| o.string(s)), serde_json::to_string(s).unwrap());
-        }
-        let nested = out(|o| {
-            o.begin_array();
-            o.begin_object();
-            o.key("a");
-            o.uint(1);
-            o.key("b");
-            o.begin_array();
-            o.boolean(true);
-            o.boolean(false);
-            o.end_array();
-            o.end_object();
-            o.uint(2);
-            o.end_array();
-        });
-        assert_eq!(nested, r#"[{"a":1,"b":[true,false]},2]"#);
-    }
 
     fn uint(s: &str) -> Option<u64> {
         Reader::document(s.as_bytes(), Reader::uint)

@@ -29,27 +29,60 @@ pub const CAS_RETRIES: usize = 16;
 
 /// Read-modify-write one key under CAS. `update` sees the current value (or `None`) and
 /// returns the new value and a result, or `None` to write nothing.
+///
+/// A thin generic shell around `update_dyn`, inlined into its callers: the loop is compiled
+/// once rather than once per caller's closure and result type.
+#[inline]
 pub fn update<S: Store + ?Sized, T>(
     store: &S,
     key: &str,
     mut update: impl FnMut(Option<&[u8]>) -> Option<(Vec<u8>, T)>,
 ) -> Result<Option<T>, StoreError> {
+    let mut result = None;
+    let wrote = update_dyn(&ByRef(store), key, &mut |current| {
+        let (new, out) = update(current)?;
+        // A lost CAS race runs `update` again, and the next result replaces this one.
+        result = Some(out);
+        Some(new)
+    })?;
+    Ok(if wrote { result } else { None })
+}
+
+/// Sees the current value and returns the value to write, or `None` to write nothing.
+type Rewrite<'a> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'a;
+
+/// `update`'s loop: whether a value was written (false when `update` declined).
+fn update_dyn(store: &dyn Store, key: &str, update: &mut Rewrite<'_>) -> Result<bool, StoreError> {
     for _ in 0..CAS_RETRIES {
         let current = store.get(key)?;
         let (bytes, cas) = match &current {
             Some((v, cas)) => (Some(v.as_slice()), Some(*cas)),
             None => (None, None),
         };
-        let Some((new, out)) = update(bytes) else {
-            return Ok(None);
+        let Some(new) = update(bytes) else {
+            return Ok(false);
         };
         match store.set(key, &new, cas) {
-            Ok(()) => return Ok(Some(out)),
+            Ok(()) => return Ok(true),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
         }
     }
     Err(StoreError::CasMismatch)
+}
+
+/// A store behind a reference, so that an unsized `S` (such as `dyn Store`) can be passed on
+/// as a `&dyn Store`.
+struct ByRef<'a, S: ?Sized>(&'a S);
+
+impl<S: Store + ?Sized> Store for ByRef<'_, S> {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+        self.0.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
+        self.0.set(key, value, cas)
+    }
 }
 
 /// An in-memory `Store` with shared data's semantics, for native tests and benchmarks.
@@ -131,5 +164,46 @@ mod tests {
         .unwrap();
         assert_eq!(out, Some(6));
         assert_eq!(s.get("n").unwrap().unwrap().0, b"6");
+    }
+
+    #[test]
+    fn update_that_declines_after_a_lost_race_writes_and_returns_nothing() {
+        let s = MemStore::new();
+        s.set("n", b"1", None).unwrap();
+        let mut calls = 0;
+        let out = update(&s, "n", |_| {
+            calls += 1;
+            if calls == 1 {
+                // Lose the race once: the first answer must not be returned.
+                s.set("n", b"5", None).unwrap();
+                Some((b"2".to_vec(), "first"))
+            } else {
+                None
+            }
+        })
+        .unwrap();
+        assert_eq!(out, None);
+        assert_eq!(calls, 2);
+        assert_eq!(s.get("n").unwrap().unwrap().0, b"5");
+    }
+
+    #[test]
+    fn update_gives_up_after_cas_retries_and_works_through_dyn_store() {
+        let s = MemStore::new();
+        let store: &dyn Store = &s;
+        let mut calls = 0;
+        let out = update(store, "k", |_| {
+            calls += 1;
+            s.set("k", b"other", None).unwrap();
+            Some((b"mine".to_vec(), ()))
+        });
+        // The key did not exist at the first read, so the first write (no CAS) wins.
+        assert_eq!(out, Ok(Some(())));
+        assert_eq!(calls, 1);
+        let out = update(store, "k", |_| {
+            s.set("k", b"other", None).unwrap();
+            Some((b"mine".to_vec(), ()))
+        });
+        assert_eq!(out, Err(StoreError::CasMismatch));
     }
 }

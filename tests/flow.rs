@@ -299,6 +299,26 @@ fn gone_stops_at_once_and_reports_to_the_dead_letter_endpoint() {
     assert_eq!(json["endpoint"]["url"], "http://hooks.local:8080/in?x=1");
     assert_eq!(json["notification"]["id"], 1);
     assert_eq!(json["attempts"][0]["outcome"], "HTTP 410");
+    let keys =
+        |v: &serde_json::Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(
+        keys(&json),
+        [
+            "type",
+            "reason",
+            "webhookId",
+            "endpoint",
+            "attempts",
+            "attemptCount",
+            "notification"
+        ]
+    );
+    assert_eq!(json["type"], "webhook.delivery.failed");
+    assert_eq!(keys(&json["endpoint"]), ["name", "url"]);
+    assert_eq!(keys(&json["attempts"][0]), ["at", "outcome", "durationMs"]);
+    assert!(json["attempts"][0]["at"].is_u64());
+    assert!(json["attempts"][0]["durationMs"].is_u64());
+    assert_eq!(json["attemptCount"], 1);
     assert!(!report.body.contains("whsec_"), "no secret in reports");
     w.now += 3_600_000;
     w.sweep();

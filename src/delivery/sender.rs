@@ -668,29 +668,51 @@ impl Sender {
         let Some(dl) = &config.dead_letter else {
             return;
         };
-        let notification: serde_json::Value =
-            serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
         let endpoint_url = endpoints
             .iter()
             .find(|e| e.name == s.endpoint)
             .map(|e| url(&e.target));
-        let attempts: Vec<serde_json::Value> = s
-            .history
-            .iter()
-            .map(|a| serde_json::json!({"at": a.at_ms, "outcome": a.outcome, "durationMs": a.duration_ms}))
-            .collect();
-        let report = serde_json::json!({
-            "type": "webhook.delivery.failed",
-            "reason": reason,
-            "webhookId": s.webhook_id,
-            "endpoint": {"name": s.endpoint, "url": endpoint_url},
-            "attempts": attempts,
-            "attemptCount": s.attempts,
-            "notification": notification,
-        });
-        let Ok(bytes) = serde_json::to_vec(&report) else {
-            return;
-        };
+        let mut report = crate::json::Out::default();
+        report.begin_object();
+        report.key("type");
+        report.string("webhook.delivery.failed");
+        report.key("reason");
+        report.string(reason);
+        report.key("webhookId");
+        report.string(&s.webhook_id);
+        report.key("endpoint");
+        report.begin_object();
+        report.key("name");
+        report.string(&s.endpoint);
+        report.key("url");
+        match &endpoint_url {
+            Some(u) => report.string(u),
+            None => report.null(),
+        }
+        report.end_object();
+        report.key("attempts");
+        report.begin_array();
+        for a in &s.history {
+            report.begin_object();
+            report.key("at");
+            report.uint(a.at_ms);
+            report.key("outcome");
+            report.string(&a.outcome);
+            report.key("durationMs");
+            report.uint(a.duration_ms);
+            report.end_object();
+        }
+        report.end_array();
+        report.key("attemptCount");
+        report.uint(u64::from(s.attempts));
+        // The stored body as it was sent, or `null` if it is somehow not JSON.
+        report.key("notification");
+        match crate::json::parse(body) {
+            Ok(notification) => report.value(&notification),
+            Err(_) => report.null(),
+        }
+        report.end_object();
+        let bytes = report.into_bytes();
         let mut headers: Vec<(&str, &str)> = vec![
             (":method", "POST"),
             (":path", &dl.target.path),

@@ -5,7 +5,7 @@
 //! comments, commas and strings), tracks brace/paren depth and the current operation, and
 //! looks for the two fields the filter cares about.
 
-use serde_json::{Map, Value};
+use crate::json::{self, Object, Value};
 
 /// Facts from the request that the response alone cannot tell.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub struct RequestFacts {
 /// Facts from a GraphQL request body `{query, variables, operationName}`; a body that is not
 /// such an object gives the default (nothing known).
 pub fn graphql_request_facts(request_body: &[u8]) -> RequestFacts {
-    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(request_body) else {
+    let Ok(Value::Object(request)) = json::parse(request_body) else {
         return RequestFacts::default();
     };
     let Some(query) = request.get("query").and_then(Value::as_str) else {
@@ -33,7 +33,7 @@ pub fn graphql_request_facts(request_body: &[u8]) -> RequestFacts {
     };
     let variables = request.get("variables").and_then(Value::as_object);
     let operation = request.get("operationName").and_then(Value::as_str);
-    scan(query, variables, operation)
+    scan(&query, variables, operation.as_deref())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,11 +70,7 @@ impl Definition<'_> {
     }
 }
 
-fn scan(
-    query: &str,
-    variables: Option<&Map<String, Value>>,
-    operation: Option<&str>,
-) -> RequestFacts {
+fn scan(query: &str, variables: Option<&Object<'_>>, operation: Option<&str>) -> RequestFacts {
     let toks = tokens(query);
     let mut facts = RequestFacts::default();
     let mut seen_notification = false;
@@ -195,12 +191,12 @@ fn argument<'a>(toks: &[Tok<'a>], open: usize, name: &str) -> Option<ArgValue<'a
     None
 }
 
-fn resolve(value: ArgValue<'_>, variables: Option<&Map<String, Value>>) -> Option<u64> {
+fn resolve(value: ArgValue<'_>, variables: Option<&Object<'_>>) -> Option<u64> {
     match value {
         ArgValue::Literal(s) => s.trim().parse().ok(),
         ArgValue::Variable(v) => match variables?.get(v)? {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.trim().parse().ok(),
+            n @ Value::Number(_) => n.as_u64(),
+            Value::String(s) => s.text().trim().parse().ok(),
             _ => None,
         },
     }
@@ -296,7 +292,7 @@ mod tests {
         facts_with(json!({ "query": query }))
     }
 
-    fn facts_with(request: Value) -> RequestFacts {
+    fn facts_with(request: serde_json::Value) -> RequestFacts {
         graphql_request_facts(&serde_json::to_vec(&request).unwrap())
     }
 

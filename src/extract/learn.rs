@@ -1,9 +1,8 @@
 //! Learning webhook registrations from the OsmoX calls that make them, so the filter can
 //! deliver to the URLs OsmoX itself would use without separate configuration.
 
-use serde_json::{Map, Value};
-
 use super::{strip_query, RequestFacts, WatchKind};
+use crate::json::{self, Object, Value};
 
 /// A change to OsmoX's webhook table seen in traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +64,7 @@ fn graphql(facts: &RequestFacts, body: &[u8]) -> Option<Registration> {
     if !facts.webhook_mutation {
         return None;
     }
-    let root: Value = serde_json::from_slice(body).ok()?;
+    let root = json::parse(body).ok()?;
     // v8.5.0 masks every GraphQL error; `errors` alone says the write may not have happened.
     let failed = match root.get("errors") {
         None | Some(Value::Null) => false,
@@ -79,7 +78,7 @@ fn graphql(facts: &RequestFacts, body: &[u8]) -> Option<Registration> {
     let row = match data.get("webhook") {
         Some(v) => v.as_object()?,
         None => {
-            let mut rows = data.values().filter_map(Value::as_object);
+            let mut rows = data.members().iter().filter_map(|(_, v)| v.as_object());
             let row = rows.next()?;
             if rows.next().is_some() {
                 return None;
@@ -129,12 +128,12 @@ fn rest(method: &str, path: &str, body: &[u8]) -> Option<Registration> {
     {
         return None;
     }
-    let root: Value = serde_json::from_slice(body).ok()?;
+    let root = json::parse(body).ok()?;
     let obj = root.as_object()?;
     let row = match obj.get("status") {
         // v7 JSend: `{status: "success", data: {webhook: {…}}}` or `data` being the row.
         Some(Value::String(status)) => {
-            if status != "success" {
+            if !status.is("success") {
                 return None;
             }
             let data = obj.get("data")?.as_object()?;
@@ -149,7 +148,7 @@ fn rest(method: &str, path: &str, body: &[u8]) -> Option<Registration> {
 }
 
 /// A webhook row in either spelling.
-fn from_row(row: &Map<String, Value>) -> Option<Registration> {
+fn from_row(row: &Object<'_>) -> Option<Registration> {
     let get = |camel: &str, snake: &str| row.get(camel).or_else(|| row.get(snake));
     let active = match get("status", "status") {
         None => true,
@@ -167,7 +166,7 @@ fn from_row(row: &Map<String, Value>) -> Option<Registration> {
     Some(Registration::Upsert {
         provider_id,
         webhook_id: row.get("id").and_then(Value::as_u64),
-        webhook_url: webhook_url.to_string(),
+        webhook_url: webhook_url.into_owned(),
     })
 }
 
@@ -194,7 +193,7 @@ mod tests {
         extract_registration(WatchKind::Graphql, "POST", "/graphql", facts, body)
     }
 
-    fn rest(method: &str, path: &str, body: &Value) -> Option<Registration> {
+    fn rest(method: &str, path: &str, body: &serde_json::Value) -> Option<Registration> {
         let body = serde_json::to_vec(body).unwrap();
         extract_registration(
             WatchKind::Rest,
@@ -206,7 +205,7 @@ mod tests {
     }
 
     /// A v8 webhook row, snake_case like `rest-create-notification-response.v8.json`.
-    fn v8_row(status: u64) -> Value {
+    fn v8_row(status: u64) -> serde_json::Value {
         json!({
             "id": 3,
             "provider_id": 1,
@@ -334,7 +333,7 @@ mod tests {
         assert_eq!(rest("GET", "/webhooks/logs", &v8_row(1)), None);
         assert_eq!(rest("POST", "/webhooks/logs", &v8_row(1)), None);
         assert_eq!(rest("POST", "/mywebhooks", &v8_row(1)), None);
-        let problem: Value = serde_json::from_str(PROBLEM).unwrap();
+        let problem: serde_json::Value = serde_json::from_str(PROBLEM).unwrap();
         assert_eq!(rest("POST", "/webhooks", &problem), None);
     }
 }

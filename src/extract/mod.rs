@@ -12,9 +12,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::{Map, Value};
-
+use crate::json::{self, Object, Value};
 use crate::osmox::{DeliveryStatus, Notification};
 
 pub use graphql::{graphql_request_facts, RequestFacts};
@@ -71,7 +69,7 @@ pub(crate) fn strip_query(path: &str) -> &str {
 /// Why a body could not be searched at all (as opposed to holding no notifications).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExtractError {
-    /// Not valid JSON (or nested deeper than serde_json's recursion limit).
+    /// Not valid JSON (or nested deeper than the parser allows, as serde_json: 127 levels).
     NotJson,
     /// Valid JSON whose top level is not an object; OsmoX never answers like that.
     NotObject,
@@ -112,7 +110,7 @@ pub fn extract(
     body: &[u8],
     facts: &RequestFacts,
 ) -> Result<Extracted, ExtractError> {
-    let root: Value = serde_json::from_slice(body).map_err(|_| ExtractError::NotJson)?;
+    let root = json::parse(body).map_err(|_| ExtractError::NotJson)?;
     let Value::Object(root) = root else {
         return Err(ExtractError::NotObject);
     };
@@ -126,8 +124,8 @@ pub fn extract(
                     .notification_alias
                     .as_deref()
                     .unwrap_or("notification");
-                for (k, v) in data.iter().take(MAX_MEMBERS) {
-                    let id_override = if k == key {
+                for (k, v) in data.members().iter().take(MAX_MEMBERS) {
+                    let id_override = if k.is(key) {
                         facts.notification_id_arg
                     } else {
                         None
@@ -184,17 +182,78 @@ pub fn to_camel_case(key: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-fn is_notification(obj: &Map<String, Value>) -> bool {
-    obj.contains_key("deliveryStatus") || obj.contains_key("delivery_status")
+fn is_notification(obj: &Object<'_>) -> bool {
+    obj.members()
+        .iter()
+        .any(|(k, _)| k.is("deliveryStatus") || k.is("delivery_status"))
 }
 
-/// A field under its camelCase (GraphQL, v7) or snake_case (REST v8) name.
-fn field<'a>(obj: &'a Map<String, Value>, camel: &str, snake: &str) -> Option<&'a Value> {
-    obj.get(camel).or_else(|| obj.get(snake))
+/// The fields a notification is read from, each under its camelCase (GraphQL, v7) or
+/// snake_case (REST v8) name; found in one pass over the row rather than a lookup each.
+#[derive(Default)]
+struct Fields<'r, 'j> {
+    /// Indexed by `Field`.
+    camel: [Option<&'r Value<'j>>; Field::COUNT],
+    snake: [Option<&'r Value<'j>>; Field::COUNT],
 }
 
-fn u64_field(obj: &Map<String, Value>, camel: &str, snake: &str) -> Option<u64> {
-    field(obj, camel, snake).and_then(Value::as_u64)
+#[derive(Clone, Copy)]
+enum Field {
+    Id,
+    NotificationId,
+    DeliveryStatus,
+    ProviderId,
+    ChannelType,
+    RetryCount,
+    UpdatedOn,
+}
+
+impl Field {
+    const COUNT: usize = 7;
+}
+
+impl<'r, 'j> Fields<'r, 'j> {
+    fn of(obj: &'r Object<'j>) -> Self {
+        let mut f = Fields::default();
+        for (key, value) in obj.members() {
+            let (camel, field) = match key.text().as_ref() {
+                "id" => (true, Field::Id),
+                "notificationId" => (true, Field::NotificationId),
+                "notification_id" => (false, Field::NotificationId),
+                "deliveryStatus" => (true, Field::DeliveryStatus),
+                "delivery_status" => (false, Field::DeliveryStatus),
+                "providerId" => (true, Field::ProviderId),
+                "provider_id" => (false, Field::ProviderId),
+                "channelType" => (true, Field::ChannelType),
+                "channel_type" => (false, Field::ChannelType),
+                "retryCount" => (true, Field::RetryCount),
+                "retry_count" => (false, Field::RetryCount),
+                "updatedOn" => (true, Field::UpdatedOn),
+                "updated_on" => (false, Field::UpdatedOn),
+                _ => continue,
+            };
+            let slots = if camel { &mut f.camel } else { &mut f.snake };
+            // A repeated key: the last one, as `Object::get`.
+            if let Some(slot) = slots.get_mut(field as usize) {
+                *slot = Some(value);
+            }
+        }
+        f
+    }
+
+    /// The camelCase spelling wins over the snake_case one.
+    fn get(&self, field: Field) -> Option<&'r Value<'j>> {
+        let i = field as usize;
+        self.camel
+            .get(i)
+            .copied()
+            .flatten()
+            .or_else(|| self.snake.get(i).copied().flatten())
+    }
+
+    fn u64(&self, field: Field) -> Option<u64> {
+        self.get(field).and_then(Value::as_u64)
+    }
 }
 
 #[derive(Default)]
@@ -205,7 +264,7 @@ struct Collector {
 }
 
 impl Collector {
-    fn visit(&mut self, v: &Value, depth: usize, id_override: Option<u64>) {
+    fn visit(&mut self, v: &Value<'_>, depth: usize, id_override: Option<u64>) {
         if depth > MAX_DEPTH {
             return;
         }
@@ -221,15 +280,15 @@ impl Collector {
         }
     }
 
-    fn visit_members(&mut self, obj: &Map<String, Value>, depth: usize) {
-        for (k, v) in obj.iter().take(MAX_MEMBERS) {
-            if k != "data" && k != "result" {
+    fn visit_members(&mut self, obj: &Object<'_>, depth: usize) {
+        for (k, v) in obj.members().iter().take(MAX_MEMBERS) {
+            if !k.is("data") && !k.is("result") {
                 self.visit(v, depth + 1, None);
             }
         }
     }
 
-    fn take(&mut self, obj: &Map<String, Value>, id_override: Option<u64>) {
+    fn take(&mut self, obj: &Object<'_>, id_override: Option<u64>) {
         match notification(obj, id_override) {
             Some(n) => {
                 if self.seen.insert(n.id) {
@@ -242,70 +301,220 @@ impl Collector {
 }
 
 /// The notification an object describes, or `None` when it lacks a usable id or status.
-fn notification(obj: &Map<String, Value>, id_override: Option<u64>) -> Option<Notification> {
+fn notification(obj: &Object<'_>, id_override: Option<u64>) -> Option<Notification> {
+    let f = Fields::of(obj);
     // An archived row has its own `id`; the notification's is in `notificationId`.
     let id = match id_override {
         Some(id) => id,
-        None => match field(obj, "notificationId", "notification_id") {
+        None => match f.get(Field::NotificationId) {
             Some(original) => original.as_u64()?,
-            None => obj.get("id")?.as_u64()?,
+            None => f.u64(Field::Id)?,
         },
     };
-    let code = field(obj, "deliveryStatus", "delivery_status")?.as_u64()?;
+    let code = f.u64(Field::DeliveryStatus)?;
     let delivery_status = DeliveryStatus::from_code(code)?;
-    let body = serde_json::to_string(&WebhookBody { obj, id }).ok()?;
+    let body = webhook_body(obj, id);
     Some(Notification {
         id,
         delivery_status,
-        provider_id: u64_field(obj, "providerId", "provider_id"),
-        channel_type: u64_field(obj, "channelType", "channel_type"),
-        retry_count: u64_field(obj, "retryCount", "retry_count"),
-        updated_on: field(obj, "updatedOn", "updated_on")
+        provider_id: f.u64(Field::ProviderId),
+        channel_type: f.u64(Field::ChannelType),
+        retry_count: f.u64(Field::RetryCount),
+        updated_on: f
+            .get(Field::UpdatedOn)
             .and_then(Value::as_str)
-            .map(str::to_owned),
+            .map(Cow::into_owned),
         body,
     })
 }
 
-/// Serializes a row as OsmoX's webhook would: keys in observed order, top-level keys in
-/// camelCase, values untouched, `id` set to the identity, no `notificationId`. Written as a
-/// `Serialize` view so `data`/`result` payloads are not cloned.
-struct WebhookBody<'a> {
-    obj: &'a Map<String, Value>,
-    id: u64,
-}
-
-impl Serialize for WebhookBody<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(None)?;
-        let mut written: HashSet<Cow<'_, str>> = HashSet::with_capacity(self.obj.len() + 1);
-        if !self.obj.contains_key("id") {
-            map.serialize_entry("id", &self.id)?;
-            written.insert(Cow::Borrowed("id"));
+/// A row as OsmoX's webhook would send it: keys in observed order, top-level keys in
+/// camelCase, `id` set to the identity, no `notificationId`, values copied byte for byte
+/// (minified). A repeated key is written once, at its first position, with its last value
+/// (what serde_json's ordered map did); `provider_id` next to `providerId` would repeat a key
+/// too, so the one already in camelCase wins, as in `Fields::get`.
+fn webhook_body(obj: &Object<'_>, id: u64) -> String {
+    let members = obj.members();
+    let raw = Keys::new(members.iter().map(|(k, _)| k.text()));
+    let camel = Keys::new(raw.iter().map(|(_, k)| to_camel_case(k)));
+    let mut out = String::with_capacity(256);
+    out.push('{');
+    if raw.first(key_hash("id"), "id").is_none() {
+        out.push_str("\"id\":");
+        json::write_u64(&mut out, id);
+    }
+    let rows = raw.iter().zip(camel.iter()).zip(members);
+    for (i, (((hash, key), (camel_hash, camel_key)), (_, value))) in rows.enumerate() {
+        let once = raw.once(hash);
+        if (!once && raw.first(hash, key) != Some(i)) || camel_key == "notificationId" {
+            continue;
         }
-        for (k, v) in self.obj {
-            let key = to_camel_case(k);
-            // `provider_id` next to `providerId` would repeat a key: the camelCase one wins,
-            // as in `field`.
-            let shadowed = key != k.as_str() && self.obj.contains_key(key.as_ref());
-            if key == "notificationId" || shadowed || written.contains(&key) {
+        if camel_key != key {
+            let shadowed = raw.first(camel_hash, camel_key).is_some();
+            // Another snake_case key camel-cases the same and came first.
+            let taken = !camel.once(camel_hash)
+                && camel
+                    .first(camel_hash, camel_key)
+                    .is_some_and(|j| raw.key(j) != key);
+            if shadowed || taken {
                 continue;
             }
-            if key == "id" {
-                map.serialize_entry("id", &self.id)?;
-            } else {
-                map.serialize_entry(key.as_ref(), v)?;
-            }
-            written.insert(key);
         }
-        map.end()
+        if out.len() > 1 {
+            out.push(',');
+        }
+        json::write_str(&mut out, camel_key);
+        out.push(':');
+        if camel_key == "id" {
+            json::write_u64(&mut out, id);
+        } else {
+            let last = if once { None } else { raw.last(hash, key) };
+            let last = last.and_then(|j| members.get(j)).map_or(value, |(_, v)| v);
+            last.write(&mut out);
+        }
     }
+    out.push('}');
+    out
+}
+
+/// An object's keys, with where each first and last occurs. Keys are compared by a hash
+/// first, and a 128-bit filter of the hashes answers most questions (is this key repeated,
+/// is that one present) without a search. Small objects are searched linearly; a large one (a
+/// hostile body) through a sorted index, so a row of many keys costs O(n log n), not O(n²).
+struct Keys<'k> {
+    /// Each key with its hash.
+    keys: Vec<(u64, Cow<'k, str>)>,
+    /// The filter bit of every key.
+    present: u128,
+    /// The filter bits of more than one key: a key whose bit is not here occurs once.
+    repeated: u128,
+    /// Indices into `keys`, sorted by hash, key, then index; only for large objects.
+    sorted: Option<Vec<usize>>,
+}
+
+impl<'k> Keys<'k> {
+    /// Objects up to this size are searched linearly.
+    const LINEAR: usize = 32;
+
+    fn new(keys: impl Iterator<Item = Cow<'k, str>>) -> Self {
+        let keys: Vec<(u64, Cow<'k, str>)> = keys.map(|k| (key_hash(&k), k)).collect();
+        let (mut present, mut repeated) = (0u128, 0u128);
+        for (hash, _) in &keys {
+            let bit = filter_bit(*hash);
+            repeated |= present & bit;
+            present |= bit;
+        }
+        let sorted = (keys.len() > Self::LINEAR).then(|| {
+            let mut order: Vec<usize> = (0..keys.len()).collect();
+            heapsort(&mut order, |&a, &b| (keys.get(a), a) < (keys.get(b), b));
+            order
+        });
+        Keys {
+            keys,
+            present,
+            repeated,
+            sorted,
+        }
+    }
+
+    /// Whether the key with this hash certainly occurs only once.
+    fn once(&self, hash: u64) -> bool {
+        self.repeated & filter_bit(hash) == 0
+    }
+
+    fn key(&self, i: usize) -> &str {
+        self.keys.get(i).map_or("", |(_, k)| k.as_ref())
+    }
+
+    /// Each key with its hash, in document order.
+    fn iter(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.keys.iter().map(|(h, k)| (*h, k.as_ref()))
+    }
+
+    /// The indices of `key` in `sorted`, in document order.
+    fn run<'s>(&self, sorted: &'s [usize], hash: u64, key: &str) -> &'s [usize] {
+        let at = |i: &usize| self.keys.get(*i).map(|(h, k)| (*h, k.as_ref()));
+        let start = sorted.partition_point(|i| at(i) < Some((hash, key)));
+        let end = sorted.partition_point(|i| at(i) <= Some((hash, key)));
+        sorted.get(start..end).unwrap_or_default()
+    }
+
+    /// Where `key`, whose hash is `hash`, first occurs.
+    fn first(&self, hash: u64, key: &str) -> Option<usize> {
+        if self.present & filter_bit(hash) == 0 {
+            return None;
+        }
+        match &self.sorted {
+            Some(sorted) => self.run(sorted, hash, key).first().copied(),
+            None => self.keys.iter().position(|(h, k)| *h == hash && k == key),
+        }
+    }
+
+    fn last(&self, hash: u64, key: &str) -> Option<usize> {
+        match &self.sorted {
+            Some(sorted) => self.run(sorted, hash, key).last().copied(),
+            None => self.keys.iter().rposition(|(h, k)| *h == hash && k == key),
+        }
+    }
+}
+
+/// Sort `v` by `less` in place. Heapsort: O(n log n) at worst, in a few hundred bytes of wasm
+/// where the standard library's sorts cost about 10 KB.
+fn heapsort<T>(v: &mut [T], less: impl Fn(&T, &T) -> bool) {
+    let before = |v: &[T], a: usize, b: usize| match (v.get(a), v.get(b)) {
+        (Some(x), Some(y)) => less(x, y),
+        _ => false,
+    };
+    // Restore the max-heap below `root` within `v[..end]`.
+    let sift_down = |v: &mut [T], mut root: usize, end: usize| loop {
+        let mut child = 2 * root + 1;
+        if child >= end {
+            break;
+        }
+        if child + 1 < end && before(v, child, child + 1) {
+            child += 1;
+        }
+        if !before(v, root, child) {
+            break;
+        }
+        v.swap(root, child);
+        root = child;
+    };
+    let len = v.len();
+    for root in (0..len / 2).rev() {
+        sift_down(v, root, len);
+    }
+    for end in (1..len).rev() {
+        v.swap(0, end);
+        sift_down(v, 0, end);
+    }
+}
+
+fn filter_bit(hash: u64) -> u128 {
+    1 << (hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57)
+}
+
+/// A key's hash, in constant time: keys shorter than 8 bytes exactly, longer ones by their
+/// length and first and last 8 bytes. It only has to tell most keys of a row apart.
+fn key_hash(key: &str) -> u64 {
+    let b = key.as_bytes();
+    let word = |chunk: Option<&[u8]>| {
+        chunk
+            .and_then(|c| <[u8; 8]>::try_from(c).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let len = b.len() as u64;
+    if b.len() < 8 {
+        return b.iter().fold(len, |h, &x| h << 8 | u64::from(x));
+    }
+    let last = b.get(b.len() - 8..);
+    word(b.get(..8)) ^ word(last).rotate_left(29) ^ len.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     const GQL_LIST: &str =
         include_str!("../../tests/fixtures/osmox/graphql-notifications-query-response.json");
@@ -856,6 +1065,129 @@ mod tests {
             r#"{"id":1,"deliveryStatus":1,"providerId":3}"#
         );
         assert_eq!(x.notifications[0].provider_id, Some(3));
+    }
+
+    #[test]
+    fn numbers_and_payloads_are_copied_byte_for_byte() {
+        let body = br#"{"id":1,"delivery_status":1,"amount":129.00,
+            "data":{"price":1.50E+3,"text":"caf\u00e9 \/ \"q\"","n":[ -0 , 1e-2 ]}}"#;
+        let x = run(WatchKind::Rest, body);
+        assert_eq!(
+            x.notifications[0].body,
+            r#"{"id":1,"deliveryStatus":1,"amount":129.00,"data":{"price":1.50E+3,"text":"caf\u00e9 \/ \"q\"","n":[-0,1e-2]}}"#
+        );
+    }
+
+    /// The body as the serde_json version of the filter built it (kept here as the oracle):
+    /// a preserve_order map, camelCased keys, the shadowing and repeat rules.
+    fn serde_body(row: &str, id: u64) -> String {
+        let obj: serde_json::Map<String, Value> = serde_json::from_str(row).unwrap();
+        let mut out = serde_json::Map::new();
+        if !obj.contains_key("id") {
+            out.insert("id".into(), json!(id));
+        }
+        for (k, v) in &obj {
+            let key = to_camel_case(k);
+            let shadowed = key != k.as_str() && obj.contains_key(key.as_ref());
+            if key == "notificationId" || shadowed || out.contains_key(key.as_ref()) {
+                continue;
+            }
+            let v = if key == "id" { json!(id) } else { v.clone() };
+            out.insert(key.into_owned(), v);
+        }
+        serde_json::to_string(&out).unwrap()
+    }
+
+    #[test]
+    fn webhook_body_keeps_the_serde_json_rules_for_repeated_and_twin_keys() {
+        const POOL: &[&str] = &[
+            r#""id":9"#,
+            r#""id":10"#,
+            r#""notificationId":7"#,
+            r#""notification_id":7"#,
+            r#""provider_id":2"#,
+            r#""providerId":3"#,
+            r#""a_b":1"#,
+            r#""a_B":2"#,
+            r#""aB":3"#,
+            r#""x":1"#,
+            r#""x":{"y_z":[1.50,"s"]}"#,
+            r#""id":5"#,
+            r#""a_b":6"#,
+            r#""updated_on":"2026-04-20T09:15:02.318Z""#,
+            r#""_private":null"#,
+            r#""trailing_":true"#,
+        ];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut below = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for round in 0..600 {
+            let mut members: Vec<String> = (0..below(10))
+                .map(|_| POOL[below(POOL.len())].to_string())
+                .collect();
+            // Every other row is large enough for the sorted index.
+            if round % 2 == 1 {
+                for f in 0..40 {
+                    let at = below(members.len() + 1);
+                    let filler = if f % 2 == 0 {
+                        format!(r#""k{f}":{f}"#)
+                    } else {
+                        format!(r#""f_{f}":{f}"#)
+                    };
+                    members.insert(at, filler);
+                }
+            }
+            let row = format!("{{{}}}", members.join(","));
+            let parsed = json::parse(row.as_bytes()).unwrap();
+            let ours = webhook_body(parsed.as_object().unwrap(), 42);
+            let reread: Value = serde_json::from_str(&ours).unwrap();
+            assert_eq!(
+                serde_json::to_string(&reread).unwrap(),
+                serde_body(&row, 42),
+                "{row}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_row_of_many_colliding_keys_costs_n_log_n() {
+        // Same length, first and last 8 bytes: one hash for all. Quadratic work would take
+        // minutes here.
+        let n = 60_000;
+        let mut body = String::from(r#"{"id":1,"delivery_status":2"#);
+        for i in 0..n {
+            body.push_str(&format!(r#","aaaaaaaa{i:08}zzzzzzzz":{i}"#));
+        }
+        body.push_str(r#","aaaaaaaa00000007zzzzzzzz":"last"}"#);
+        let start = std::time::Instant::now();
+        let x = run(WatchKind::Rest, body.as_bytes());
+        assert!(start.elapsed() < std::time::Duration::from_secs(20));
+        let written: serde_json::Map<String, Value> =
+            serde_json::from_str(&x.notifications[0].body).unwrap();
+        assert_eq!(written.len(), n + 2);
+        assert_eq!(written["aaaaaaaa00000007zzzzzzzz"], "last");
+        assert_eq!(written["aaaaaaaa00000008zzzzzzzz"], 8);
+    }
+
+    #[test]
+    fn heapsort_sorts() {
+        let mut seed: u64 = 7;
+        for len in 0..70 {
+            let mut v: Vec<u64> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    seed >> 60
+                })
+                .collect();
+            let mut want = v.clone();
+            want.sort();
+            heapsort(&mut v, |a, b| a < b);
+            assert_eq!(v, want);
+        }
     }
 
     #[test]

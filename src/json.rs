@@ -1,0 +1,1433 @@
+//! JSON: a strict RFC 8259 parser into a tree that borrows from the source, and a minified
+//! writer.
+//!
+//! serde_json built an owned tree with a `String` per key and printed numbers anew, and with
+//! serde it made up a large part of the wasm module. The filter only reads a few fields and
+//! copies the rest of a notification through, so a borrowed tree is enough: strings are
+//! slices of the source (decoded only when asked, and only when they hold escapes), numbers
+//! keep their source text (`129.00` stays `129.00`), and any value writes back out minified
+//! from its source bytes.
+//!
+//! What is accepted matches serde_json: no trailing commas, comments, `NaN`/`Infinity`,
+//! leading zeros or raw control characters in strings; `\u` escapes must be valid, surrogates
+//! in pairs; whitespace is space, tab, CR and LF only; nothing but whitespace may follow the
+//! top value; containers nest at most [`MAX_DEPTH`] deep, so a hostile body cannot exhaust the
+//! wasm stack. A number that rounds to infinity as an `f64` is refused too, decided exactly;
+//! serde_json, whose float parsing is not exact, also refuses a few numbers a hair below that
+//! (`1.7976931348623158e308`, which rounds to `f64::MAX`).
+//!
+//! Repeated keys: an object keeps every member, in document order. [`Object::get`] answers
+//! with the *last* one, as serde_json and JavaScript's `JSON.parse` do; iterating sees them
+//! all; writing an object back copies them all as they were.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The deepest nesting of arrays and objects accepted: serde_json's limit (128) refuses the
+/// 128th level, so at most 127 containers are open at once.
+pub const MAX_DEPTH: usize = 127;
+
+/// A JSON string as it appears in the source, between its quotes.
+#[derive(Debug, Clone, Copy)]
+pub struct Str<'a> {
+    raw: &'a str,
+    /// Holds a `\` escape: its text differs from `raw`.
+    escaped: bool,
+}
+
+impl<'a> Str<'a> {
+    /// The decoded text: borrowed from the source unless it holds escapes.
+    pub fn text(self) -> Cow<'a, str> {
+        if self.escaped {
+            Cow::Owned(unescape(self.raw))
+        } else {
+            Cow::Borrowed(self.raw)
+        }
+    }
+
+    /// Whether the decoded text is `s`, without allocating for an unescaped string.
+    pub fn is(self, s: &str) -> bool {
+        if self.escaped {
+            unescape(self.raw) == s
+        } else {
+            self.raw == s
+        }
+    }
+}
+
+/// A parsed JSON value, borrowing from the source.
+#[derive(Debug, Clone)]
+pub enum Value<'a> {
+    Null,
+    Bool(bool),
+    /// The number's source text, valid JSON number syntax.
+    Number(&'a str),
+    String(Str<'a>),
+    Array(Vec<Value<'a>>),
+    Object(Object<'a>),
+}
+
+/// An object's members in document order, repeated keys included.
+#[derive(Debug, Clone, Default)]
+pub struct Object<'a> {
+    members: Vec<(Str<'a>, Value<'a>)>,
+}
+
+impl<'a> Object<'a> {
+    /// The value of `key`; the last one when the key is repeated.
+    pub fn get(&self, key: &str) -> Option<&Value<'a>> {
+        self.members
+            .iter()
+            .rev()
+            .find(|(k, _)| k.is(key))
+            .map(|(_, v)| v)
+    }
+
+    /// Every member in document order.
+    pub fn members(&self) -> &[(Str<'a>, Value<'a>)] {
+        &self.members
+    }
+}
+
+impl<'a> Value<'a> {
+    /// `key`'s value when this is an object (see [`Object::get`]).
+    pub fn get(&self, key: &str) -> Option<&Value<'a>> {
+        self.as_object()?.get(key)
+    }
+
+    pub fn as_object(&self) -> Option<&Object<'a>> {
+        match self {
+            Value::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// A string's decoded text.
+    pub fn as_str(&self) -> Option<Cow<'a, str>> {
+        match self {
+            Value::String(s) => Some(s.text()),
+            _ => None,
+        }
+    }
+
+    /// A number written as a non-negative integer that fits a `u64` (no fraction or
+    /// exponent: `5.0` is not one), as serde_json's `as_u64`.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Value::Number(raw) => raw.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// A number written as an integer that fits an `i64`, as serde_json's `as_i64`: `-0`
+    /// is a float there, so it is not one here either.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Number(raw) if *raw != "-0" => raw.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Any number as an `f64`: the nearest one when its digits fit (up to 38 significant
+    /// digits without exponent, or up to 2^53 scaled by at most 10^±22, which covers every
+    /// setting the filter reads), otherwise within a few units in the last place. Written here
+    /// rather than with `str::parse`, whose exact algorithm and tables cost 17 KB of wasm.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Number(raw) => Some(Decimal::of(raw).to_f64()),
+            _ => None,
+        }
+    }
+
+    /// Append the value minified: strings and numbers byte for byte from the source, only
+    /// the whitespace between tokens dropped.
+    pub fn write(&self, out: &mut String) {
+        match self {
+            Value::Null => out.push_str("null"),
+            Value::Bool(true) => out.push_str("true"),
+            Value::Bool(false) => out.push_str("false"),
+            Value::Number(raw) => out.push_str(raw),
+            Value::String(s) => write_raw_str(out, *s),
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    item.write(out);
+                }
+                out.push(']');
+            }
+            Value::Object(obj) => {
+                out.push('{');
+                for (i, (key, value)) in obj.members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_raw_str(out, *key);
+                    out.push(':');
+                    value.write(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+/// A minified JSON writer: `,` is placed by looking at the last byte written.
+#[derive(Default)]
+pub struct Out(String);
+
+impl Out {
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0.into_bytes()
+    }
+
+    /// A `,` before a value or key that follows another one.
+    fn sep(&mut self) {
+        if !matches!(self.0.as_bytes().last(), None | Some(b'{' | b'[' | b':')) {
+            self.0.push(',');
+        }
+    }
+
+    pub fn begin_object(&mut self) {
+        self.sep();
+        self.0.push('{');
+    }
+
+    pub fn end_object(&mut self) {
+        self.0.push('}');
+    }
+
+    pub fn begin_array(&mut self) {
+        self.sep();
+        self.0.push('[');
+    }
+
+    pub fn end_array(&mut self) {
+        self.0.push(']');
+    }
+
+    /// A key: a short ASCII name that needs no escaping.
+    pub fn key(&mut self, key: &str) {
+        self.sep();
+        self.0.push('"');
+        self.0.push_str(key);
+        self.0.push_str("\":");
+    }
+
+    pub fn uint(&mut self, v: u64) {
+        self.sep();
+        write_u64(&mut self.0, v);
+    }
+
+    pub fn boolean(&mut self, v: bool) {
+        self.sep();
+        self.0.push_str(if v { "true" } else { "false" });
+    }
+
+    pub fn null(&mut self) {
+        self.sep();
+        self.0.push_str("null");
+    }
+
+    /// A string, escaped as serde_json escapes it.
+    pub fn string(&mut self, v: &str) {
+        self.sep();
+        write_str(&mut self.0, v);
+    }
+
+    /// A parsed value, minified.
+    pub fn value(&mut self, v: &Value<'_>) {
+        self.sep();
+        v.write(&mut self.0);
+    }
+}
+
+fn write_raw_str(out: &mut String, s: Str<'_>) {
+    out.push('"');
+    out.push_str(s.raw);
+    out.push('"');
+}
+
+/// Append `s` as a JSON string, escaped as serde_json escapes it: `"`, `\` and control
+/// characters only.
+pub fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut plain = 0;
+    let mut i = 0;
+    loop {
+        i = plain_run_end(bytes, i);
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
+        i += 1;
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // `b` is ASCII, so both slices fall on character boundaries.
+        out.push_str(s.get(plain..i - 1).unwrap_or_default());
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            for nibble in [b >> 4, b & 0xf] {
+                out.push(char::from(
+                    HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+                ));
+            }
+        } else {
+            out.push_str(escape);
+        }
+        plain = i;
+    }
+    out.push_str(s.get(plain..).unwrap_or_default());
+    out.push('"');
+}
+
+/// Append `v` in decimal.
+pub fn write_u64(out: &mut String, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    for d in digits.iter_mut().rev() {
+        // `v % 10` is below 10.
+        #[allow(clippy::cast_possible_truncation)]
+        let digit = (v % 10) as u8;
+        *d = b'0' + digit;
+        start -= 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &d in digits.get(start..).unwrap_or_default() {
+        out.push(char::from(d));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// Why a document was refused, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Error {
+    code: Code,
+    /// 1-based.
+    line: usize,
+    /// 1-based column of the byte at fault; at the end of input, the length of the last line.
+    column: usize,
+}
+
+/// What went wrong; the messages are serde_json's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Code {
+    EofValue,
+    EofString,
+    EofList,
+    EofObject,
+    ExpectedValue,
+    ExpectedColon,
+    ExpectedListEnd,
+    ExpectedObjectEnd,
+    KeyMustBeString,
+    InvalidNumber,
+    NumberOutOfRange,
+    InvalidEscape,
+    InvalidUnicode,
+    ControlCharacter,
+    TrailingComma,
+    TrailingCharacters,
+    RecursionLimit,
+}
+
+impl Code {
+    fn message(self) -> &'static str {
+        match self {
+            Code::EofValue => "EOF while parsing a value",
+            Code::EofString => "EOF while parsing a string",
+            Code::EofList => "EOF while parsing a list",
+            Code::EofObject => "EOF while parsing an object",
+            Code::ExpectedValue => "expected value",
+            Code::ExpectedColon => "expected `:`",
+            Code::ExpectedListEnd => "expected `,` or `]`",
+            Code::ExpectedObjectEnd => "expected `,` or `}`",
+            Code::KeyMustBeString => "key must be a string",
+            Code::InvalidNumber => "invalid number",
+            Code::NumberOutOfRange => "number out of range",
+            Code::InvalidEscape => "invalid escape",
+            Code::InvalidUnicode => "invalid unicode code point",
+            Code::ControlCharacter => {
+                "control character (\\u0000-\\u001F) found while parsing a string"
+            }
+            Code::TrailingComma => "trailing comma",
+            Code::TrailingCharacters => "trailing characters",
+            Code::RecursionLimit => "recursion limit exceeded",
+        }
+    }
+}
+
+/// A failure at a byte offset (the input's length for its end); the line and column are
+/// worked out only when the whole parse fails.
+pub(crate) type Fail = (Code, usize);
+
+impl Error {
+    fn at(src: &[u8], (code, offset): Fail) -> Error {
+        let seen = src.get(..offset).unwrap_or(src);
+        let line_start = seen.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let line = 1 + seen.iter().filter(|&&b| b == b'\n').count();
+        let column = offset - line_start + usize::from(offset < src.len());
+        Error { code, line, column }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} at line {} column {}",
+            self.code.message(),
+            self.line,
+            self.column
+        )
+    }
+}
+
+impl std::error::Error for Error {}
+
+// ---------------------------------------------------------------------------------------------
+// Lexing, shared with the record reader
+
+pub(crate) fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The string whose opening quote is at `open`: the index of its closing quote, and whether
+/// it holds escapes. Escapes are checked, not decoded; UTF-8 is the caller's to check.
+pub(crate) fn string_end(src: &[u8], open: usize) -> Result<(usize, bool), Fail> {
+    let mut i = open + 1;
+    let mut escaped = false;
+    loop {
+        i = plain_run_end(src, i);
+        match src.get(i) {
+            None => return Err((Code::EofString, i)),
+            Some(b'"') => return Ok((i, escaped)),
+            Some(b'\\') => {
+                escaped = true;
+                i = escape_end(src, i)?;
+            }
+            Some(0..=0x1f) => return Err((Code::ControlCharacter, i)),
+            Some(_) => i += 1,
+        }
+    }
+}
+
+/// Skip eight bytes at a time while none of them is `"`, `\\` or a control character: most
+/// of a body is string content, so this is where parsing spends its time.
+fn plain_run_end(src: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Bytes of `w` that are zero, or (for `below`) less than n <= 0x80, get their high bit set.
+    let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS;
+    let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGHS;
+    while let Some(chunk) = src.get(i..i + 8) {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let w = u64::from_ne_bytes(bytes);
+        let special = zero(w ^ (ONES * u64::from(b'"')))
+            | zero(w ^ (ONES * u64::from(b'\\')))
+            | below(w, 0x20);
+        if special != 0 {
+            break;
+        }
+        i += 8;
+    }
+    i
+}
+
+/// Check the escape whose `\` is at `at`; the index after it.
+fn escape_end(src: &[u8], at: usize) -> Result<usize, Fail> {
+    match src.get(at + 1) {
+        None => Err((Code::EofString, at + 1)),
+        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(at + 2),
+        Some(b'u') => match hex4(src, at + 2)? {
+            0xd800..=0xdbff => {
+                let low = at + 6;
+                if src.get(low..low + 2) != Some(b"\\u") {
+                    return Err((Code::InvalidUnicode, low));
+                }
+                match hex4(src, low + 2)? {
+                    0xdc00..=0xdfff => Ok(low + 6),
+                    _ => Err((Code::InvalidUnicode, low)),
+                }
+            }
+            0xdc00..=0xdfff => Err((Code::InvalidUnicode, at)),
+            _ => Ok(at + 6),
+        },
+        Some(_) => Err((Code::InvalidEscape, at + 1)),
+    }
+}
+
+/// The four hex digits at `at`.
+fn hex4(src: &[u8], at: usize) -> Result<u32, Fail> {
+    let mut v = 0u32;
+    for i in at..at + 4 {
+        let digit = match src.get(i) {
+            None => return Err((Code::EofString, i)),
+            Some(&b) => char::from(b).to_digit(16),
+        };
+        v = v * 16 + digit.ok_or((Code::InvalidEscape, i))?;
+    }
+    Ok(v)
+}
+
+/// Decode the escapes of a string that [`string_end`] accepted.
+pub(crate) fn unescape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(rest.get(..i).unwrap_or_default());
+        let b = rest.as_bytes();
+        let (ch, len) = match b.get(i + 1) {
+            Some(b'b') => ('\u{8}', 2),
+            Some(b'f') => ('\u{c}', 2),
+            Some(b'n') => ('\n', 2),
+            Some(b'r') => ('\r', 2),
+            Some(b't') => ('\t', 2),
+            Some(b'u') => {
+                let unit = |at: usize| hex4(b, at).unwrap_or(0xfffd);
+                let hi = unit(i + 2);
+                if (0xd800..0xdc00).contains(&hi) {
+                    let lo = unit(i + 8);
+                    let c = 0x10000 + ((hi - 0xd800) << 10) + (lo.wrapping_sub(0xdc00) & 0x3ff);
+                    (char::from_u32(c).unwrap_or('\u{fffd}'), 12)
+                } else {
+                    (char::from_u32(hi).unwrap_or('\u{fffd}'), 6)
+                }
+            }
+            // `"`, `\` and `/` stand for themselves.
+            Some(&c) => (char::from(c), 2),
+            None => break,
+        };
+        out.push(ch);
+        rest = rest.get(i + len..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The number starting at `start`: the index after it. A number too large for an `f64` is
+/// refused, as serde_json does.
+pub(crate) fn number_end(src: &[u8], start: usize) -> Result<usize, Fail> {
+    let digits = |mut i: usize| {
+        while src.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    };
+    let need_digit = |i: usize| match src.get(i) {
+        Some(b'0'..=b'9') => Ok(()),
+        Some(_) => Err((Code::InvalidNumber, i)),
+        None => Err((Code::EofValue, i)),
+    };
+    let mut i = start;
+    if src.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    need_digit(i)?;
+    let int_start = i;
+    if src.get(i) == Some(&b'0') {
+        i += 1;
+        if src.get(i).is_some_and(u8::is_ascii_digit) {
+            return Err((Code::InvalidNumber, i));
+        }
+    } else {
+        i = digits(i);
+    }
+    // More digits than any finite f64 has before the point, or an exponent, may overflow.
+    let mut may_overflow = i - int_start > 300;
+    if src.get(i) == Some(&b'.') {
+        need_digit(i + 1)?;
+        i = digits(i + 1);
+    }
+    if matches!(src.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(src.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        need_digit(i)?;
+        i = digits(i);
+        may_overflow = true;
+    }
+    if may_overflow {
+        let finite = src
+            .get(start..i)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .is_some_and(|s| !Decimal::of(s).overflows());
+        if !finite {
+            // Where serde_json reports it: the number's last byte.
+            return Err((Code::NumberOutOfRange, i - 1));
+        }
+    }
+    Ok(i)
+}
+
+/// A valid JSON number's value as decimal digits: ±0.d₁d₂d₃… × 10^`point`, where the digits
+/// are those of `mantissa` (the text before any exponent, `.` skipped) after `lead` zeros.
+struct Decimal<'a> {
+    negative: bool,
+    mantissa: &'a str,
+    lead: usize,
+    point: i64,
+    /// Every digit is zero.
+    zero: bool,
+}
+
+/// The least value that rounds to infinity as an `f64`, 2^1024 − 2^970: its 309 digits.
+const OVERFLOW_DIGITS: &str = concat!(
+    "179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017",
+    "977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273",
+    "854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704",
+    "342711559699508093042880177904174497792",
+);
+
+impl<'a> Decimal<'a> {
+    /// `raw` must be valid JSON number syntax.
+    fn of(raw: &'a str) -> Self {
+        let negative = raw.starts_with('-');
+        let body = raw.trim_start_matches('-');
+        let (mantissa, exponent) = body.split_once(['e', 'E']).unwrap_or((body, "0"));
+        let exponent = exponent.trim_start_matches('+');
+        let (exp_negative, exp_digits) = match exponent.strip_prefix('-') {
+            Some(digits) => (true, digits),
+            None => (false, exponent),
+        };
+        // Saturates far beyond any exponent that matters (|point| > 10^15 is 0 or infinite).
+        let exp = exp_digits.bytes().fold(0i64, |e, d| {
+            e.saturating_mul(10)
+                .saturating_add(i64::from(d - b'0'))
+                .min(1 << 50)
+        });
+        let exp = if exp_negative { -exp } else { exp };
+        let int_len = mantissa.find('.').unwrap_or(mantissa.len());
+        let lead = mantissa
+            .bytes()
+            .filter(u8::is_ascii_digit)
+            .take_while(|&d| d == b'0')
+            .count();
+        let digits = mantissa.bytes().filter(u8::is_ascii_digit).count();
+        let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        Decimal {
+            negative,
+            mantissa,
+            lead,
+            point: to_i64(int_len)
+                .saturating_sub(to_i64(lead))
+                .saturating_add(exp),
+            zero: lead == digits,
+        }
+    }
+
+    /// The significant digits, as ASCII, trailing zeros included.
+    fn digits(&self) -> impl Iterator<Item = u8> + 'a {
+        self.mantissa
+            .bytes()
+            .filter(u8::is_ascii_digit)
+            .skip(self.lead)
+    }
+
+    /// Whether the value rounds to infinity as an `f64` (serde_json refuses such numbers).
+    fn overflows(&self) -> bool {
+        if self.zero || self.point < 309 {
+            return false;
+        }
+        if self.point > 309 {
+            return true;
+        }
+        // The same number of digits before the point: compare digit by digit.
+        let mut limit = OVERFLOW_DIGITS.bytes();
+        for d in self.digits() {
+            match limit.next() {
+                Some(l) if d != l => return d > l,
+                Some(_) => {}
+                None if d != b'0' => return true,
+                None => {}
+            }
+        }
+        // Equal so far: the limit itself rounds up; a shorter value is below it.
+        limit.next().is_none()
+    }
+
+    fn to_f64(&self) -> f64 {
+        let magnitude = if self.zero {
+            0.0
+        } else {
+            let mut m: u128 = 0;
+            let mut used: i64 = 0;
+            for d in self.digits().take(38) {
+                m = m * 10 + u128::from(d - b'0');
+                used += 1;
+            }
+            // The value is m × 10^scale, up to the digits past the 38th.
+            scale(m, self.point.saturating_sub(used))
+        };
+        if self.negative {
+            -magnitude
+        } else {
+            magnitude
+        }
+    }
+}
+
+/// m × 10^e as an `f64`: one rounding when m and 10^|e| are both exact (m ≤ 2^53,
+/// |e| ≤ 22; or e = 0), else a few.
+fn scale(m: u128, mut e: i64) -> f64 {
+    /// 10^k for k ≤ 22, exact.
+    fn pow10(k: i64) -> f64 {
+        (0..k).fold(1.0, |p, _| p * 10.0)
+    }
+    let mut v = m as f64;
+    if m <= 1 << 53 && (-22..=22).contains(&e) {
+        return if e < 0 { v / pow10(-e) } else { v * pow10(e) };
+    }
+    while e > 0 && v.is_finite() {
+        let k = e.min(22);
+        v *= pow10(k);
+        e -= k;
+    }
+    while e < 0 && v != 0.0 {
+        let k = (-e).min(22);
+        v /= pow10(k);
+        e += k;
+    }
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+
+/// Parse a whole document.
+pub fn parse(src: &[u8]) -> Result<Value<'_>, Error> {
+    // Checked once here, so that every string is a slice of `text` with no check of its own.
+    // Outside strings only ASCII is valid, so this refuses nothing that serde_json accepts.
+    let text = std::str::from_utf8(src)
+        .map_err(|e| Error::at(src, (Code::InvalidUnicode, e.valid_up_to())))?;
+    let mut p = Parser {
+        src,
+        text,
+        pos: 0,
+        depth: 0,
+        items: Vec::new(),
+        members: Vec::new(),
+    };
+    p.document().map_err(|fail| Error::at(src, fail))
+}
+
+struct Parser<'a> {
+    src: &'a [u8],
+    /// `src`, known to be UTF-8.
+    text: &'a str,
+    pos: usize,
+    depth: usize,
+    /// The open arrays' elements and open objects' members, so each container is allocated
+    /// once at its exact size rather than grown as it is read.
+    items: Vec<Value<'a>>,
+    members: Vec<(Str<'a>, Value<'a>)>,
+}
+
+impl<'a> Parser<'a> {
+    fn document(&mut self) -> Result<Value<'a>, Fail> {
+        let value = self.value()?;
+        match self.next() {
+            None => Ok(value),
+            Some(_) => Err((Code::TrailingCharacters, self.pos)),
+        }
+    }
+
+    /// Skip whitespace; the next byte, not consumed.
+    fn next(&mut self) -> Option<u8> {
+        while let Some(&b) = self.src.get(self.pos) {
+            if !is_ws(b) {
+                return Some(b);
+            }
+            self.pos += 1;
+        }
+        None
+    }
+
+    fn fail<T>(&self, code: Code) -> Result<T, Fail> {
+        Err((code, self.pos))
+    }
+
+    fn value(&mut self) -> Result<Value<'a>, Fail> {
+        match self.next() {
+            None => self.fail(Code::EofValue),
+            Some(b'{') => self.object(),
+            Some(b'[') => self.array(),
+            Some(b'"') => self.string().map(Value::String),
+            Some(b't') => self.literal("true", Value::Bool(true)),
+            Some(b'f') => self.literal("false", Value::Bool(false)),
+            Some(b'n') => self.literal("null", Value::Null),
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.pos;
+                self.pos = number_end(self.src, start)?;
+                // The span is ASCII: '-', digits, '.', 'e', '+'.
+                let raw = self.text(start, self.pos)?;
+                Ok(Value::Number(raw))
+            }
+            Some(_) => self.fail(Code::ExpectedValue),
+        }
+    }
+
+    fn text(&self, start: usize, end: usize) -> Result<&'a str, Fail> {
+        // Cut next to ASCII bytes (quotes, number bounds), so always on char boundaries.
+        self.text
+            .get(start..end)
+            .ok_or((Code::InvalidUnicode, start))
+    }
+
+    fn literal(&mut self, word: &str, value: Value<'a>) -> Result<Value<'a>, Fail> {
+        for expected in word.bytes() {
+            match self.src.get(self.pos) {
+                None => return self.fail(Code::EofValue),
+                Some(&b) if b == expected => self.pos += 1,
+                Some(_) => return self.fail(Code::ExpectedValue),
+            }
+        }
+        Ok(value)
+    }
+
+    /// The string at `self.pos` (its opening quote).
+    fn string(&mut self) -> Result<Str<'a>, Fail> {
+        let (close, escaped) = string_end(self.src, self.pos)?;
+        let raw = self.text(self.pos + 1, close)?;
+        self.pos = close + 1;
+        Ok(Str { raw, escaped })
+    }
+
+    fn enter(&mut self) -> Result<(), Fail> {
+        self.depth += 1;
+        self.pos += 1;
+        if self.depth > MAX_DEPTH {
+            return self.fail(Code::RecursionLimit);
+        }
+        Ok(())
+    }
+
+    fn array(&mut self) -> Result<Value<'a>, Fail> {
+        self.enter()?;
+        let base = self.items.len();
+        match self.next() {
+            None => return self.fail(Code::EofList),
+            Some(b']') => self.pos += 1,
+            Some(_) => loop {
+                let item = self.value()?;
+                self.items.push(item);
+                match self.next() {
+                    None => return self.fail(Code::EofList),
+                    Some(b',') => {
+                        self.pos += 1;
+                        if self.next() == Some(b']') {
+                            return self.fail(Code::TrailingComma);
+                        }
+                    }
+                    Some(b']') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    Some(_) => return self.fail(Code::ExpectedListEnd),
+                }
+            },
+        }
+        self.depth -= 1;
+        let items = self.items.drain(base..).collect();
+        Ok(Value::Array(items))
+    }
+
+    fn object(&mut self) -> Result<Value<'a>, Fail> {
+        self.enter()?;
+        let base = self.members.len();
+        if self.next() == Some(b'}') {
+            self.pos += 1;
+        } else {
+            loop {
+                let key = match self.next() {
+                    None => return self.fail(Code::EofObject),
+                    Some(b'"') => self.string()?,
+                    Some(b'}') => return self.fail(Code::TrailingComma),
+                    Some(_) => return self.fail(Code::KeyMustBeString),
+                };
+                match self.next() {
+                    None => return self.fail(Code::EofObject),
+                    Some(b':') => self.pos += 1,
+                    Some(_) => return self.fail(Code::ExpectedColon),
+                }
+                let value = self.value()?;
+                self.members.push((key, value));
+                match self.next() {
+                    None => return self.fail(Code::EofObject),
+                    Some(b',') => self.pos += 1,
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    Some(_) => return self.fail(Code::ExpectedObjectEnd),
+                }
+            }
+        }
+        self.depth -= 1;
+        let members = self.members.drain(base..).collect();
+        Ok(Value::Object(Object { members }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(src: &str) -> Value<'_> {
+        parse(src.as_bytes()).unwrap()
+    }
+
+    fn minified(v: &Value<'_>) -> String {
+        let mut out = String::new();
+        v.write(&mut out);
+        out
+    }
+
+    /// Our tree as serde_json's, numbers read by serde_json from their source text.
+    fn to_serde(v: &Value<'_>) -> serde_json::Value {
+        match v {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Number(raw) => serde_json::from_str(raw).unwrap(),
+            Value::String(s) => serde_json::Value::String(s.text().into_owned()),
+            Value::Array(items) => serde_json::Value::Array(items.iter().map(to_serde).collect()),
+            Value::Object(obj) => {
+                let mut map = serde_json::Map::new();
+                for (k, v) in obj.members() {
+                    map.insert(k.text().into_owned(), to_serde(v));
+                }
+                serde_json::Value::Object(map)
+            }
+        }
+    }
+
+    fn serde_accepts(src: &[u8]) -> bool {
+        serde_json::from_slice::<serde_json::Value>(src).is_ok()
+    }
+
+    /// The source without whitespace outside strings.
+    fn strip_ws(src: &str) -> String {
+        let mut out = String::new();
+        let mut in_str = false;
+        let mut escape = false;
+        for c in src.chars() {
+            if in_str {
+                out.push(c);
+                if escape {
+                    escape = false;
+                } else if c == '\\' {
+                    escape = true;
+                } else if c == '"' {
+                    in_str = false;
+                }
+            } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+                out.push(c);
+                in_str = c == '"';
+            }
+        }
+        out
+    }
+
+    fn fixtures() -> Vec<(String, String)> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/osmox");
+        let mut out: Vec<(String, String)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| {
+                (
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        assert!(out.len() >= 15, "fixtures found: {}", out.len());
+        out
+    }
+
+    #[test]
+    fn fixtures_read_as_serde_json_reads_them_and_write_back_minified() {
+        for (name, src) in fixtures() {
+            let ours = ok(&src);
+            let theirs: serde_json::Value = serde_json::from_str(&src).unwrap();
+            assert_eq!(to_serde(&ours), theirs, "{name}");
+            // Same key order too (serde_json keeps it with preserve_order).
+            assert_eq!(
+                serde_json::to_string(&to_serde(&ours)).unwrap(),
+                serde_json::to_string(&theirs).unwrap(),
+                "{name}"
+            );
+            let written = minified(&ours);
+            assert_eq!(written, strip_ws(&src), "{name}");
+            let reread: serde_json::Value = serde_json::from_str(&written).unwrap();
+            assert_eq!(reread, theirs, "{name}");
+        }
+    }
+
+    /// A deterministic xorshift, so failures reproduce.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn mutated_fixtures_are_accepted_exactly_when_serde_json_accepts_them() {
+        const BYTES: &[u8] = b"{}[]\",:\\/-+.0123456789eEtrufalsn \t\n\r\x00\x1f\x7fu\xc3\xa9\xff";
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut accepted = 0;
+        for (name, src) in fixtures() {
+            let src = src.into_bytes();
+            for _ in 0..1500 {
+                let mut m = src.clone();
+                for _ in 0..=rng.below(3) {
+                    let at = rng.below(m.len());
+                    let b = BYTES[rng.below(BYTES.len())];
+                    match rng.below(3) {
+                        0 => m[at] = b,
+                        1 => m.insert(at, b),
+                        _ => {
+                            m.remove(at);
+                        }
+                    }
+                }
+                let ours = parse(&m);
+                assert_eq!(
+                    ours.is_ok(),
+                    serde_accepts(&m),
+                    "{name}: {}",
+                    String::from_utf8_lossy(&m)
+                );
+                if let Ok(v) = ours {
+                    accepted += 1;
+                    let theirs: serde_json::Value = serde_json::from_slice(&m).unwrap();
+                    assert_eq!(to_serde(&v), theirs, "{name}");
+                }
+            }
+        }
+        assert!(
+            accepted > 1000,
+            "too few mutations stayed valid: {accepted}"
+        );
+    }
+
+    #[test]
+    fn malformed_documents_are_refused_like_serde_json() {
+        let bad: &[&[u8]] = &[
+            b"",
+            b" ",
+            b"{",
+            b"}",
+            b"[",
+            b"[1,]",
+            b"[,1]",
+            b"[1 2]",
+            b"{\"a\":1,}",
+            b"{,}",
+            b"{\"a\" 1}",
+            b"{\"a\":}",
+            b"{a:1}",
+            b"{'a':1}",
+            b"{1:1}",
+            b"[1]]",
+            b"{} {}",
+            b"1 2",
+            b"nul",
+            b"nulll",
+            b"tru",
+            b"True",
+            b"NaN",
+            b"Infinity",
+            b"-Infinity",
+            b"[NaN]",
+            b"01",
+            b"-01",
+            b"00",
+            b"1.",
+            b".5",
+            b"-",
+            b"+1",
+            b"1e",
+            b"1e+",
+            b"1.e5",
+            b"0x10",
+            b"1e400",
+            b"-1e400",
+            b"\"abc",
+            b"\"\\\"",
+            b"\"\\x\"",
+            b"\"\\u12\"",
+            b"\"\\u12g4\"",
+            b"\"\\ud83d\"",
+            b"\"\\ud83d\\u0041\"",
+            b"\"\\ude00\"",
+            b"\"\\ud83dx\"",
+            b"\"tab\tinside\"",
+            b"\"nl\ninside\"",
+            b"\"\x00\"",
+            b"\"\xff\"",
+            b"\"\xc3\"",
+            b"\xef\xbb\xbf{}",
+            b"/* c */ {}",
+            b"{} // c",
+            b"[1,2,3,]",
+            b"\x0c{}",
+            b"\xc2\xa0{}",
+            b"{\"a\":1}x",
+        ];
+        for src in bad {
+            let shown = String::from_utf8_lossy(src);
+            assert!(!serde_accepts(src), "serde_json accepts {shown:?}");
+            assert!(parse(src).is_err(), "accepted {shown:?}");
+        }
+    }
+
+    #[test]
+    fn edge_documents_are_accepted_like_serde_json() {
+        let good = [
+            "0",
+            "-0",
+            "-0.0e-0",
+            "1E+2",
+            "1e-400",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+            "\"\"",
+            "\"\\u0000\"",
+            "\"\\ud83d\\ude00\\/\\b\\f\\n\\r\\t\\\"\\\\\"",
+            "\"\u{7f}\u{2028}é😀\"",
+            " \t\r\n[ 1 , { \"a\" : [ ] } , null , true , false ] \t\r\n",
+            "{\"\":{}}",
+            "{\"a\":1,\"a\":2}",
+        ];
+        for src in good {
+            let theirs: serde_json::Value = serde_json::from_str(src).unwrap();
+            assert_eq!(to_serde(&ok(src)), theirs, "{src}");
+        }
+    }
+
+    #[test]
+    fn nesting_stops_where_serde_json_stops() {
+        for depth in [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, 10_000] {
+            let arrays = "[".repeat(depth) + &"]".repeat(depth);
+            let objects = "{\"a\":".repeat(depth) + "1" + &"}".repeat(depth);
+            for src in [arrays, objects] {
+                assert_eq!(parse(src.as_bytes()).is_ok(), depth <= MAX_DEPTH, "{depth}");
+                assert_eq!(serde_accepts(src.as_bytes()), depth <= MAX_DEPTH, "{depth}");
+            }
+        }
+        let open = "[".repeat(MAX_DEPTH + 1);
+        assert_eq!(
+            parse(open.as_bytes()).unwrap_err().to_string(),
+            format!(
+                "recursion limit exceeded at line 1 column {}",
+                MAX_DEPTH + 1
+            )
+        );
+    }
+
+    #[test]
+    fn repeated_keys_are_kept_and_the_last_is_looked_up() {
+        let v = ok(r#"{"a":1,"b":2,"a":3}"#);
+        let obj = v.as_object().unwrap();
+        assert_eq!(obj.members().len(), 3);
+        assert_eq!(v.get("a").and_then(Value::as_u64), Some(3));
+        let keys: Vec<Cow<'_, str>> = obj.members().iter().map(|(k, _)| k.text()).collect();
+        assert_eq!(keys, ["a", "b", "a"]);
+        assert_eq!(minified(&v), r#"{"a":1,"b":2,"a":3}"#);
+        // serde_json keeps the first position and the last value: so does `to_serde`.
+        let theirs: serde_json::Value = serde_json::from_str(r#"{"a":1,"b":2,"a":3}"#).unwrap();
+        assert_eq!(to_serde(&v), theirs);
+        // An escaped key is the same key.
+        assert_eq!(
+            ok(r#"{"id":1,"i\u0064":2}"#)
+                .get("id")
+                .and_then(Value::as_u64),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn numbers_keep_their_source_text() {
+        let v = ok(r#"{"price":129.00,"big":1.50E+3,"n":-0}"#);
+        let raw = |k: &str| match v.get(k) {
+            Some(Value::Number(raw)) => raw.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(raw("price"), "129.00");
+        assert_eq!(raw("big"), "1.50E+3");
+        assert_eq!(raw("n"), "-0");
+    }
+
+    #[test]
+    fn number_accessors_match_serde_json() {
+        for src in [
+            "0",
+            "7",
+            "-7",
+            "-0",
+            "5.0",
+            "1e2",
+            "-1.5",
+            "18446744073709551615",
+            "18446744073709551616",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "129.00",
+            "1e-400",
+        ] {
+            let ours = ok(src);
+            let theirs: serde_json::Value = serde_json::from_str(src).unwrap();
+            assert_eq!(ours.as_u64(), theirs.as_u64(), "{src}");
+            assert_eq!(ours.as_i64(), theirs.as_i64(), "{src}");
+            assert_eq!(ours.as_f64(), theirs.as_f64(), "{src}");
+        }
+        assert_eq!(ok("\"5\"").as_u64(), None);
+    }
+
+    #[test]
+    fn overflow_is_decided_exactly_at_the_rounding_boundary() {
+        let limit = format!("{}.{}e308", &OVERFLOW_DIGITS[..1], &OVERFLOW_DIGITS[1..]);
+        let below = format!("{}1e308", &limit[..limit.len() - 5]);
+        let mut cases = vec![
+            "1e308".to_string(),
+            "1e309".to_string(),
+            "-1e309".to_string(),
+            "1.7976931348623157e308".to_string(),
+            "1.7976931348623158e308".to_string(),
+            "1.7976931348623159e308".to_string(),
+            "0.0000017976931348623159e314".to_string(),
+            "179.76931348623159e306".to_string(),
+            "1e-400".to_string(),
+            "0e999999999999999999999".to_string(),
+            "0.000e400".to_string(),
+            "1e99999999999999999999".to_string(),
+            "1e-99999999999999999999".to_string(),
+            format!("{}0", &OVERFLOW_DIGITS[..308]),
+            OVERFLOW_DIGITS.to_string(),
+            format!("{OVERFLOW_DIGITS}0.000001"),
+            limit.clone(),
+            below.clone(),
+            format!("{limit}0000"),
+            format!("{}00001e308", &limit[..limit.len() - 4]),
+        ];
+        cases.push("9".repeat(400));
+        for case in &cases {
+            let want = !case.parse::<f64>().unwrap().is_finite();
+            assert_eq!(Decimal::of(case).overflows(), want, "{case}");
+            assert_eq!(parse(case.as_bytes()).is_err(), want, "{case}");
+        }
+        assert!(Decimal::of(&limit).overflows());
+        assert!(!Decimal::of(&below).overflows());
+        // The one known difference: serde_json's float parsing is not exact, and it also
+        // refuses a few numbers just below the boundary that round to f64::MAX.
+        assert!(!serde_accepts(b"1.7976931348623158e308"));
+        assert!(parse(b"1.7976931348623158e308").is_ok());
+    }
+
+    #[test]
+    fn floats_are_read_exactly_when_their_digits_fit() {
+        for src in [
+            "0.2",
+            "2.0",
+            "1.5",
+            "0.1",
+            "-0.0",
+            "3.14159",
+            "1e-5",
+            "25e-2",
+            "123456789.125",
+            "-2.5e3",
+            "1e22",
+            "9007199254740993",
+            "18446744073709551616",
+            "12345678901234567890123456789",
+            "0.000001",
+        ] {
+            let want: f64 = src.parse().unwrap();
+            let got = ok(src).as_f64().unwrap();
+            assert_eq!(got.to_bits(), want.to_bits(), "{src}");
+        }
+        for src in [
+            "1.7976931348623157e308",
+            "2.2250738585072014e-308",
+            "123456789012345678901234567890123456789012345",
+            "0.1234567890123456789012345678901234567890123",
+            "6.02214076e23",
+            "1e-300",
+        ] {
+            let want: f64 = src.parse().unwrap();
+            let got = ok(src).as_f64().unwrap();
+            assert!(
+                ((got - want) / want).abs() < 1e-14,
+                "{src}: {got} vs {want}"
+            );
+        }
+        assert_eq!(ok("1e-400").as_f64(), Some(0.0));
+    }
+
+    #[test]
+    fn strings_borrow_unless_escaped_and_decode_like_serde_json() {
+        let v = ok(r#"["plain é", "a\"b\\c\/d\u00e9\ud83d\ude00\u0000\b\f\n\r\t"]"#);
+        let Value::Array(items) = &v else { panic!() };
+        assert!(matches!(items[0].as_str(), Some(Cow::Borrowed("plain é"))));
+        let decoded = items[1].as_str().unwrap();
+        assert!(matches!(decoded, Cow::Owned(_)));
+        assert_eq!(decoded, "a\"b\\c/dé😀\u{0}\u{8}\u{c}\n\r\t");
+        let theirs: Vec<String> = serde_json::from_str(&minified(&v)).unwrap();
+        assert_eq!(theirs[1], decoded);
+        // Written back as in the source, escapes and all.
+        assert_eq!(
+            minified(&items[1]),
+            r#""a\"b\\c\/d\u00e9\ud83d\ude00\u0000\b\f\n\r\t""#
+        );
+        let Value::String(s) = &items[1] else {
+            panic!()
+        };
+        assert!(s.is("a\"b\\c/dé😀\u{0}\u{8}\u{c}\n\r\t"));
+        assert!(!s.is("a"));
+    }
+
+    #[test]
+    fn errors_say_what_and_where_as_serde_json_does() {
+        for src in [
+            "{",
+            "",
+            "[1,",
+            "{\"a\" 1}",
+            "{\"a\":1,}",
+            "[1 2]",
+            "{\"a\":1 \"b\"}",
+            "[1]\n x",
+            "{\n\"a\": x}",
+            "\"abc",
+            "01",
+            "1e400",
+            "[1,\n -1e400]",
+            "\"\\x\"",
+            "{1:2}",
+        ] {
+            let ours = parse(src.as_bytes()).unwrap_err().to_string();
+            let theirs = serde_json::from_str::<serde_json::Value>(src)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(ours, theirs, "{src:?}");
+        }
+    }
+
+    #[test]
+    fn string_scan_finds_specials_at_every_offset() {
+        for len in 0..24 {
+            for at in 0..len {
+                for special in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                    let mut body = vec![b'a'; len];
+                    body[at] = special;
+                    let mut src = b"\"".to_vec();
+                    src.extend_from_slice(&body);
+                    src.extend_from_slice(b"\"");
+                    let ours = parse(&src).is_ok();
+                    assert_eq!(ours, serde_accepts(&src), "{len} {at} {special}");
+                    if special == b'"' {
+                        assert_eq!(string_end(&src, 0).unwrap().0, at + 1);
+                    }
+                }
+            }
+        }
+    }
+
+    fn out(f: impl FnOnce(&mut Out)) -> String {
+        let mut o = Out::default();
+        f(&mut o);
+        String::from_utf8(o.into_bytes()).unwrap()
+    }
+
+    #[test]
+    fn writes_integers_and_strings_as_serde_json_does() {
+        for v in [0, 7, 10, 1_700_000_000_000, u64::MAX] {
+            assert_eq!(out(|o| o.uint(v)), v.to_string());
+        }
+        for s in ["", "plain", "q\"b\\s/", "\n\r\t\u{1}\u{7f}", "é😀"] {
+            assert_eq!(out(|o| o.string(s)), serde_json::to_string(s).unwrap());
+        }
+        let nested = out(|o| {
+            o.begin_array();
+            o.begin_object();
+            o.key("a");
+            o.uint(1);
+            o.key("b");
+            o.begin_array();
+            o.boolean(true);
+            o.boolean(false);
+            o.end_array();
+            o.end_object();
+            o.uint(2);
+            o.end_array();
+        });
+        assert_eq!(nested, r#"[{"a":1,"b":[true,false]},2]"#);
+        let doc = ok(r#"{ "n" : 129.00 }"#);
+        let with_values = out(|o| {
+            o.begin_object();
+            o.key("x");
+            o.null();
+            o.key("doc");
+            o.value(&doc);
+            o.end_object();
+        });
+        assert_eq!(with_values, r#"{"x":null,"doc":{"n":129.00}}"#);
+    }
+
+    #[test]
+    fn write_str_escapes_as_serde_json_does() {
+        let all_controls: String = (0u8..0x20).map(char::from).collect();
+        for s in [
+            "",
+            "plain",
+            "q\"b\\s/",
+            "\n\r\t\u{1}\u{7f}",
+            "é😀\u{2028}",
+            &all_controls,
+        ] {
+            let mut out = String::new();
+            write_str(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap());
+        }
+    }
+
+    #[test]
+    fn write_u64_writes_decimal() {
+        for v in [0, 7, 10, 1_700_000_000_000, u64::MAX] {
+            let mut out = String::new();
+            write_u64(&mut out, v);
+            assert_eq!(out, v.to_string());
+        }
+    }
+}
