@@ -63,6 +63,7 @@ METRIC = "wasmcustom.osmox_webhook."
 
 UNDER_TEST_CONCURRENCY = 2
 BURST = 10000  # events per delivery-throughput burst
+WARM_BURSTS = 3  # measured bursts, after a first one on the freshly started Envoy (reported apart)
 STANDIN_CONCURRENCY = 1
 WRK_THREADS = 1
 WRK_CONNECTIONS = 16
@@ -807,7 +808,7 @@ class Bench:
                                              "pct": round(v, 1)} for a, b, v in top]
             prof[sc.key] = entry
             log(f"profile {sc.key}: " + " | ".join(entry.get("dso", [])[:4]) +
-                f" | hottest JIT code region {entry.get('jit_top_regions', [{}])[0].get('pct')}%")
+                f" | hottest JIT code region {(entry.get('jit_top_regions') or [{}])[0].get('pct')}%")
         self.save()
 
     # -- delivery ----------------------------------------------------------------------
@@ -845,7 +846,7 @@ class Bench:
         base_rss = d.rss()
         # (a) throughput: bursts of BURST events (responses of 100 new notifications each)
         bursts = []
-        for i in range(2):
+        for i in range(1 + WARM_BURSTS):
             n = BURST
             m0 = metrics(d)
             r0 = received(rcv)
@@ -870,7 +871,7 @@ class Bench:
             t_end = next(t for t, c in curve if c >= delivered)
             per_s = [c2 - c1 for (_, c1), (_, c2) in zip(curve, curve[10:])]
             bursts.append({
-                "events": n, "delivered": delivered, "seconds": t_end,
+                "cold": i == 0, "events": n, "delivered": delivered, "seconds": t_end,
                 "webhooks_per_s": delivered / t_end if t_end else None,
                 "peak_1s_webhooks": max(per_s) if per_s else None,
                 "under_test_cpu_s": round(d.cpu() - c0, 2),
@@ -880,7 +881,7 @@ class Bench:
                 f"{delivered / max(t_end, 1e-9):.0f}/s (peak 1 s: {bursts[-1]['peak_1s_webhooks']})")
             self.wait_idle(d)
         out["bursts"] = bursts
-        out["webhooks_per_s"] = median([b["webhooks_per_s"] for b in bursts])
+        out["webhooks_per_s"] = median([b["webhooks_per_s"] for b in bursts if not b.get("cold")])
         self.save()
 
         # (c) outage: receiver down -> 10,000 events (RSS) -> 20,000 -> receiver up -> drain
@@ -1365,8 +1366,12 @@ def render(results: dict) -> str:
     d = results.get("delivery", {})
     if d.get("webhooks_per_s") is not None:
         ok = d["webhooks_per_s"] >= 5000
-        add(f"| Webhooks delivered ≥ 5,000/s (bursts of {d['bursts'][0]['events']:,} events, `--concurrency 2`) | "
-            f"{d['webhooks_per_s']:,.0f}/s | {verdict(ok)} | |")
+        warm = [b for b in d["bursts"] if not b.get("cold")]
+        cold = [b for b in d["bursts"] if b.get("cold")]
+        add(f"| Webhooks delivered ≥ 5,000/s (median of {len(warm)} bursts of {d['bursts'][0]['events']:,} events, "
+            f"`--concurrency 2`) | {d['webhooks_per_s']:,.0f}/s"
+            + (f" (first burst after start: {cold[0]['webhooks_per_s']:,.0f}/s)" if cold else "")
+            + f" | {verdict(ok)} | |")
         targets.append(("delivery ≥ 5,000/s", ok))
     lat = results.get("latency", {})
     if lat.get("p50_ms") is not None:
@@ -1461,7 +1466,8 @@ def render(results: dict) -> str:
         add("|---|---|")
         for i, b in enumerate(d.get("bursts", [])):
             md = b.get("metrics_delta", {})
-            add(f"| Burst {i + 1}: {b['events']:,} new events → delivered | {b['delivered']:,} in {b['seconds']:.2f} s = "
+            first = " (first after Envoy started)" if b.get("cold") else ""
+            add(f"| Burst {i + 1}{first}: {b['events']:,} new events → delivered | {b['delivered']:,} in {b['seconds']:.2f} s = "
                 f"**{b['webhooks_per_s']:,.0f}/s** (best 1 s: {b['peak_1s_webhooks']:,}); Envoy CPU "
                 f"{b['under_test_cpu_s']} s; dropped {md.get('deliveries_dropped', 0)}, "
                 f"failed {md.get('deliveries_failed', 0)} |")
@@ -1706,6 +1712,23 @@ def observations(results: dict) -> list[str]:
                    "the per-byte work is the unchanged-response hash over request + body (native row `response hash`"
                    + (f": {h['mb_per_s']:.0f} MB/s on this machine" if h and h.get("mb_per_s") else "") + ")"
                    + ". Copying the chunks out of Envoy (`get_buffer`) shows as libc memmove/kernel copies." + same)
+    ins = results.get("instructions", {}).get("per_request", {})
+    if all(v in ins for v in ("plain", "noop", "forward", "filter")):
+        pl, no, fw, fi = (ins[v] for v in ("plain", "noop", "forward", "filter"))
+        if "s3" in pl:
+            out.append(f"Instructions, steady polling (s3): plain {pl['s3']:,}; any proxy-wasm module on the stream "
+                       f"(do-nothing) +{no['s3'] - pl['s3']:,}; the filter +{fi['s3'] - pl['s3']:,} "
+                       f"(×{fi['s3'] / pl['s3']:.2f}). The filter's share beyond the do-nothing module, "
+                       f"{fi['s3'] - no['s3']:,}, is mostly reading what it must see through hostcalls (request "
+                       "headers, the GraphQL request body, response headers, the response body: each call leaves and "
+                       "re-enters V8, and each returned buffer is allocated by a call back into the module) plus "
+                       "hashing request and body.")
+        if "s4" in pl:
+            floor = fw["s4"] - pl["s4"]
+            out.append(f"Instructions, one webhook per response (s4): plain {pl['s4']:,}; forward-only module "
+                       f"+{floor:,} (the least a webhook per response costs Envoy: queue, callbacks, async HTTP "
+                       f"client); the filter +{fi['s4'] - pl['s4']:,}, i.e. {fi['s4'] - fw['s4']:,} beyond that floor "
+                       "for parsing, dedupe memory and ledger in shared data, breaker, signing and retry bookkeeping.")
     d = results.get("delivery", {})
     for i, b in enumerate(d.get("bursts", [])):
         if b.get("delivered"):
