@@ -12,7 +12,6 @@
 //! entries each; a full bucket forgets the notification whose state changed longest ago.
 
 use crate::osmox::Notification;
-use crate::record::{Out, Reader};
 use crate::store::{self, Store, StoreError};
 
 /// Entries per bucket: small enough that one read stays cheap on every poll.
@@ -227,98 +226,138 @@ impl Memory {
     }
 }
 
-/// A bucket as stored: a JSON array of short-keyed objects, optional keys left out.
+/// First byte of a stored bucket: its format. Anything else reads as an empty bucket.
+const BUCKET_FORMAT: u8 = 1;
+const HAS_RETRY: u8 = 1;
+const HAS_PROVIDER: u8 = 2;
+const HAS_UPDATED: u8 = 4;
+
+/// A bucket as stored: `BUCKET_FORMAT`, then each entry as little-endian fields: id u64,
+/// status u64, a flags byte, retry count u64 and provider id u64 when flagged, touched_ms
+/// u64, updated_on (u16 length, bytes) when flagged, then u16 slot count and (endpoint u32,
+/// slot u32) pairs. Binary because every new event reads and rewrites a whole bucket: as
+/// JSON, a full memory made detecting an event 4.5 times slower than an empty one.
 fn decode(bytes: Option<&[u8]>) -> Vec<Seen> {
-    bytes
-        .filter(|b| !b.is_empty())
-        .and_then(|b| Reader::document(b, |r| r.list(Seen::read)))
-        .unwrap_or_default()
+    let mut r = match bytes {
+        Some([BUCKET_FORMAT, rest @ ..]) => Bytes(rest),
+        _ => return Vec::new(),
+    };
+    let mut bucket = Vec::with_capacity(BUCKET_ENTRIES);
+    while !r.0.is_empty() {
+        match Seen::read(&mut r) {
+            Some(seen) => bucket.push(seen),
+            None => return Vec::new(),
+        }
+    }
+    bucket
 }
 
 fn encode(bucket: &[Seen]) -> Vec<u8> {
-    let mut out = Out::default();
-    out.begin_array();
+    let mut out = Vec::with_capacity(1 + bucket.len() * 64);
+    out.push(BUCKET_FORMAT);
     for seen in bucket {
         seen.write(&mut out);
     }
-    out.end_array();
-    out.into_bytes()
+    out
+}
+
+/// Reads a stored bucket front to back; `None` when it ends early.
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1)?.first().copied()
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
 }
 
 impl Seen {
-    fn write(&self, out: &mut Out) {
-        out.begin_object();
-        out.key("i");
-        out.uint(self.id);
-        out.key("s");
-        out.uint(self.status);
-        if let Some(r) = self.retry_count {
-            out.key("r");
-            out.uint(r);
+    fn write(&self, out: &mut Vec<u8>) {
+        let flag = |present: bool, bit: u8| if present { bit } else { 0 };
+        out.extend_from_slice(&self.id.to_le_bytes());
+        out.extend_from_slice(&self.status.to_le_bytes());
+        out.push(
+            flag(self.retry_count.is_some(), HAS_RETRY)
+                | flag(self.provider_id.is_some(), HAS_PROVIDER)
+                | flag(self.updated_on.is_some(), HAS_UPDATED),
+        );
+        for v in [self.retry_count, self.provider_id].into_iter().flatten() {
+            out.extend_from_slice(&v.to_le_bytes());
         }
-        if let Some(p) = self.provider_id {
-            out.key("p");
-            out.uint(p);
-        }
+        out.extend_from_slice(&self.touched_ms.to_le_bytes());
         if let Some(u) = &self.updated_on {
-            out.key("u");
-            out.string(u);
-        }
-        out.key("t");
-        out.uint(self.touched_ms);
-        if !self.slots.is_empty() {
-            out.key("d");
-            out.begin_array();
-            for &(endpoint, slot) in &self.slots {
-                out.begin_array();
-                out.uint(endpoint.into());
-                out.uint(slot.into());
-                out.end_array();
+            // OsmoX timestamps are 24 bytes; a longer value is cut at 64 KiB, not refused.
+            let mut end = u.len().min(usize::from(u16::MAX));
+            while !u.is_char_boundary(end) {
+                end -= 1;
             }
-            out.end_array();
+            let cut = u.get(..end).unwrap_or_default();
+            out.extend_from_slice(&u16::try_from(cut.len()).unwrap_or(0).to_le_bytes());
+            out.extend_from_slice(cut.as_bytes());
         }
-        out.end_object();
+        // One pair per endpoint: far below the u16 count.
+        let slots = self
+            .slots
+            .get(..usize::from(u16::MAX))
+            .unwrap_or(&self.slots);
+        out.extend_from_slice(&u16::try_from(slots.len()).unwrap_or(0).to_le_bytes());
+        for &(endpoint, slot) in slots {
+            out.extend_from_slice(&endpoint.to_le_bytes());
+            out.extend_from_slice(&slot.to_le_bytes());
+        }
     }
 
-    fn read(r: &mut Reader) -> Option<Seen> {
-        let (mut id, mut status, mut touched_ms) = (None, None, None);
-        let (mut retry_count, mut provider_id, mut updated_on, mut slots) =
-            (None, None, None, None);
-        r.object(|r, key| {
-            match key {
-                "i" => id = Some(r.uint()?),
-                "s" => status = Some(r.uint()?),
-                "r" => retry_count = r.optional(Reader::uint)?,
-                "p" => provider_id = r.optional(Reader::uint)?,
-                "u" => updated_on = r.optional(Reader::string)?,
-                "t" => touched_ms = Some(r.uint()?),
-                "d" => slots = r.optional(|r| r.list(read_pair))?,
-                _ => r.skip()?,
-            }
-            Some(())
-        })?;
+    fn read(r: &mut Bytes) -> Option<Seen> {
+        let id = r.u64()?;
+        let status = r.u64()?;
+        let flags = r.u8()?;
+        let retry_count = if flags & HAS_RETRY != 0 {
+            Some(r.u64()?)
+        } else {
+            None
+        };
+        let provider_id = if flags & HAS_PROVIDER != 0 {
+            Some(r.u64()?)
+        } else {
+            None
+        };
+        let touched_ms = r.u64()?;
+        let updated_on = if flags & HAS_UPDATED != 0 {
+            let len = r.u16()?;
+            Some(String::from_utf8(r.take(usize::from(len))?.to_vec()).ok()?)
+        } else {
+            None
+        };
+        let count = r.u16()?;
+        let slots = (0..count)
+            .map(|_| Some((r.u32()?, r.u32()?)))
+            .collect::<Option<Vec<_>>>()?;
         Some(Seen {
-            id: id?,
-            status: status?,
+            id,
+            status,
             retry_count,
             provider_id,
             updated_on,
-            touched_ms: touched_ms?,
-            slots: slots.unwrap_or_default(),
+            touched_ms,
+            slots,
         })
-    }
-}
-
-/// An `[endpoint, slot]` pair.
-fn read_pair(r: &mut Reader) -> Option<(u32, u32)> {
-    let mut pair = Vec::with_capacity(2);
-    r.array(|r| {
-        pair.push(r.uint32()?);
-        Some(())
-    })?;
-    match pair.as_slice() {
-        [endpoint, slot] => Some((*endpoint, *slot)),
-        _ => None,
     }
 }
 
@@ -528,23 +567,43 @@ mod tests {
             100,
         );
         let bucket = vec![full, bare];
-        let json = r#"[{"i":7,"s":6,"r":2,"p":3,"u":"2026-04-20T09:15:02.318Z","t":99,"d":[[11,5],[12,4]]},{"i":8,"s":5,"t":100}]"#;
-        assert_eq!(String::from_utf8(encode(&bucket)).unwrap(), json);
-        assert_eq!(decode(Some(json.as_bytes())), bucket);
-        assert_eq!(encode(&[]), b"[]");
-        // Unknown keys are ignored; an unreadable bucket reads as empty.
-        let extra = r#"[{"i":8,"s":5,"t":100,"x":null}]"#;
-        assert_eq!(decode(Some(extra.as_bytes())), bucket[1..].to_vec());
-        for bad in [
-            "",
-            "{",
-            "{}",
-            r#"[{"i":8,"s":5}]"#,
-            r#"[{"i":8,"s":5,"t":100,"d":[[1]]}]"#,
-            r#"[{"i":8,"s":5,"t":100,"d":[[1,4294967296]]}]"#,
-            r#"[{"i":8,"s":5,"t":100,"u":5}]"#,
+        let mut stored = vec![BUCKET_FORMAT];
+        for part in [
+            &7u64.to_le_bytes()[..],
+            &6u64.to_le_bytes(),
+            &[HAS_RETRY | HAS_PROVIDER | HAS_UPDATED],
+            &2u64.to_le_bytes(),
+            &3u64.to_le_bytes(),
+            &99u64.to_le_bytes(),
+            &24u16.to_le_bytes(),
+            T1.as_bytes(),
+            &2u16.to_le_bytes(),
+            &11u32.to_le_bytes(),
+            &5u32.to_le_bytes(),
+            &12u32.to_le_bytes(),
+            &4u32.to_le_bytes(),
+            &8u64.to_le_bytes(),
+            &5u64.to_le_bytes(),
+            &[0],
+            &100u64.to_le_bytes(),
+            &0u16.to_le_bytes(),
         ] {
-            assert_eq!(decode(Some(bad.as_bytes())), vec![], "{bad}");
+            stored.extend_from_slice(part);
+        }
+        assert_eq!(encode(&bucket), stored);
+        assert_eq!(decode(Some(&stored)), bucket);
+        assert_eq!(encode(&[]), [BUCKET_FORMAT]);
+        assert_eq!(decode(Some(&[BUCKET_FORMAT])), vec![]);
+        // An unreadable bucket (cut short, another format, the JSON of earlier builds)
+        // reads as empty.
+        for bad in [
+            &stored[..stored.len() - 1],
+            &stored[..10],
+            &[],
+            &[2, 0],
+            br#"[{"i":8,"s":5,"t":100}]"#,
+        ] {
+            assert_eq!(decode(Some(bad)), vec![], "{bad:?}");
         }
         assert_eq!(decode(None), vec![]);
     }
