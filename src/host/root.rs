@@ -26,8 +26,10 @@ pub const QUEUE: &str = "deliveries";
 const SCAN_PER_TICK: u32 = 256;
 /// Distinct watched responses each VM remembers to skip when they come again unchanged.
 const RECENT_RESPONSES: usize = 256;
-/// Slot numbers taken from the queue per wake-up, at least (items hold a response's slots).
-const DEQUEUE_BATCH: usize = 1024;
+/// Deliveries sent per wake-up at most; the rest of the item goes back on the queue. A
+/// wake-up runs on a worker thread between its streams, so this bounds how long it holds
+/// them up.
+const SLOTS_PER_WAKE: usize = 32;
 
 /// What every context of this VM shares once configured.
 pub struct Shared {
@@ -146,6 +148,27 @@ impl Root {
             shared: None,
             sender: None,
         }
+    }
+
+    /// Take one item off the delivery queue and send what it wakes, at most
+    /// `SLOTS_PER_WAKE`; the rest goes back on the queue as a new item.
+    fn wake_from(&mut self, queue_id: u32) {
+        let Ok(Some(item)) = hostcalls::dequeue_shared_queue(queue_id) else {
+            return;
+        };
+        let (now, later) = item.split_at(item.len().min(SLOTS_PER_WAKE * 4));
+        if !later.is_empty() {
+            let _ = hostcalls::enqueue_shared_queue(queue_id, Some(later));
+        }
+        let slots: Vec<u32> = now
+            .chunks_exact(4)
+            .filter_map(|b| <[u8; 4]>::try_from(b).ok().map(u32::from_le_bytes))
+            .collect();
+        self.with_sender(|sender, config, endpoints, io| {
+            for slot in slots {
+                sender.wake(config, endpoints, io, slot);
+            }
+        });
     }
 
     fn with_sender(&mut self, f: impl FnOnce(&mut Sender, &Config, &[Endpoint], &mut Io)) {
@@ -286,28 +309,22 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         follow_log_level();
         self.with_sender(|sender, config, endpoints, io| sender.tick(config, endpoints, io));
+        // An item whose wake-up never came (its VM was replaced) waits for the next one;
+        // take it here instead. What its slots hold is swept from the ledger anyway.
+        if let Some(queue) = self.shared.as_ref().and_then(|s| s.queue()) {
+            if self.sender.is_some() {
+                self.wake_from(queue);
+            }
+        }
         if let Some(shared) = &self.shared {
             shared.metrics.flush();
         }
     }
 
+    /// Envoy calls this once per item enqueued, so taking one item per call leaves the
+    /// worker's event loop free between items.
     fn on_queue_ready(&mut self, queue_id: u32) {
-        let mut slots = Vec::new();
-        while slots.len() < DEQUEUE_BATCH {
-            match hostcalls::dequeue_shared_queue(queue_id) {
-                Ok(Some(bytes)) => slots.extend(
-                    bytes
-                        .chunks_exact(4)
-                        .filter_map(|b| <[u8; 4]>::try_from(b).ok().map(u32::from_le_bytes)),
-                ),
-                _ => break,
-            }
-        }
-        self.with_sender(|sender, config, endpoints, io| {
-            for slot in slots {
-                sender.wake(config, endpoints, io, slot);
-            }
-        });
+        self.wake_from(queue_id);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
