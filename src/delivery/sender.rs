@@ -231,12 +231,7 @@ impl Sender {
                 spare.count = 0; // lapsed in the record already
             }
             if spare.count > 0 && !spare.used {
-                let n = std::mem::take(&mut spare.count);
-                let _ = store::update(io.store, &breaker_key(name), |cur| {
-                    let mut state = decode_state(cur);
-                    state.give_back(sender, n);
-                    Some((state.encode(), ()))
-                });
+                give_back(io, name, sender, std::mem::take(&mut spare.count));
             }
             spare.used = false;
         }
@@ -445,11 +440,7 @@ impl Sender {
             let excess = spare.count.saturating_sub(block);
             if excess > 0 {
                 spare.count = block;
-                let _ = store::update(io.store, &breaker_key(&endpoint.name), |cur| {
-                    let mut state = decode_state(cur);
-                    state.give_back(sender, excess);
-                    Some((state.encode(), ()))
-                });
+                give_back(io, &endpoint.name, sender, excess);
             }
             return;
         }
@@ -465,10 +456,8 @@ impl Sender {
             let is_open = state.is_tripped();
             Some((state.encode(), (was_open, is_open, state.is_clean())))
         });
-        if let Ok(Some((_, _, clean))) = change {
+        if let Ok(Some((was_open, is_open, clean))) = change {
             spare.clean = clean;
-        }
-        if let Ok(Some((was_open, is_open, _))) = change {
             if !was_open && is_open {
                 io.metrics.add(Metric::CircuitsOpened, 1);
                 io.metrics.add(Metric::CircuitsOpen, 1);
@@ -735,6 +724,15 @@ impl Sender {
 }
 
 /// When a claim made now lapses if its sender never reports back.
+/// Give `n` unused places on endpoint `name`'s breaker record back to the others.
+fn give_back(io: &mut Io, name: &str, sender: u32, n: u32) {
+    let _ = store::update(io.store, &breaker_key(name), |cur| {
+        let mut state = decode_state(cur);
+        state.give_back(sender, n);
+        Some((state.encode(), ()))
+    });
+}
+
 fn lease_until(now_ms: u64, endpoint: &Endpoint) -> u64 {
     now_ms + endpoint.timeout_ms + LEASE_MARGIN_MS
 }

@@ -311,10 +311,14 @@ impl RootContext for Root {
         self.with_sender(|sender, config, endpoints, io| sender.tick(config, endpoints, io));
         // An item whose wake-up never came (its VM was replaced) waits for the next one;
         // take it here instead. What its slots hold is swept from the ledger anyway.
-        if let Some(queue) = self.shared.as_ref().and_then(|s| s.queue()) {
-            if self.sender.is_some() {
-                self.wake_from(queue);
-            }
+        // (Only a sending VM: `queue()` looks the queue up by hostcalls until it exists.)
+        let queue = self
+            .sender
+            .as_ref()
+            .and(self.shared.as_ref())
+            .and_then(|s| s.queue());
+        if let Some(queue) = queue {
+            self.wake_from(queue);
         }
         if let Some(shared) = &self.shared {
             shared.metrics.flush();
