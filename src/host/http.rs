@@ -11,7 +11,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use super::root::{now_ms, Shared};
 use super::shared_store::SharedData;
 use crate::events::RecentResponses;
-use crate::extract::{self, RequestFacts, WatchKind};
+use crate::extract::{self, BodyPlan, RequestFacts, ResponseHead, WatchKind};
 use crate::intake;
 use crate::learn::Registry;
 use crate::metrics::{Metric, Metrics};
@@ -116,30 +116,21 @@ impl Watch {
     }
 }
 
-/// The response headers the watch decides on.
-#[derive(Default)]
-struct ResponseHeaders {
-    status: Option<String>,
-    encoding: Option<String>,
-    content_type: Option<String>,
-    length: Option<String>,
-}
-
-impl ResponseHeaders {
-    fn read() -> Self {
-        let mut h = ResponseHeaders::default();
-        for (name, value) in hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default() {
-            let field = match name.as_str() {
-                ":status" => &mut h.status,
-                "content-encoding" => &mut h.encoding,
-                "content-type" => &mut h.content_type,
-                "content-length" => &mut h.length,
-                _ => continue,
-            };
-            field.get_or_insert(value);
-        }
-        h
+/// The headers the core decides on, in one hostcall for the whole map: each lookup
+/// leaves and re-enters the VM.
+fn read_response_head() -> ResponseHead {
+    let mut h = ResponseHead::default();
+    for (name, value) in hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default() {
+        let field = match name.as_str() {
+            ":status" => &mut h.status,
+            "content-encoding" => &mut h.content_encoding,
+            "content-type" => &mut h.content_type,
+            "content-length" => &mut h.content_length,
+            _ => continue,
+        };
+        field.get_or_insert(value);
     }
+    h
 }
 
 impl Context for Watch {}
@@ -191,40 +182,22 @@ impl HttpContext for Watch {
             return Action::Continue;
         }
         self.shared.metrics.add(Metric::ResponsesWatched, 1);
-        // One hostcall for the whole map: each lookup leaves and re-enters the VM.
-        let headers = ResponseHeaders::read();
-        if !headers.status.is_some_and(|s| s.starts_with('2')) {
-            self.skip(Metric::SkippedStatus);
-            return Action::Continue;
-        }
-        if headers
-            .encoding
-            .is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
-        {
-            self.skip(Metric::SkippedEncoded);
-            return Action::Continue;
-        }
-        let json = headers
-            .content_type
-            .is_some_and(|t| t.to_ascii_lowercase().contains("json"));
-        if !json {
-            // A registration delete may answer 204 with no body: still worth reading.
-            if !self.registration {
-                self.skip(Metric::SkippedNotJson);
+        let plan =
+            read_response_head().plan(self.registration, self.shared.config.watch.max_body_bytes);
+        let length = match plan {
+            BodyPlan::Skip(why) => {
+                self.skip(why);
                 return Action::Continue;
             }
-            self.shared.metrics.add(Metric::SkippedNotJson, 1);
-            self.notifications = false;
-        }
-        let length = headers.length.and_then(|l| l.parse::<usize>().ok());
-        match length {
-            Some(l) if l > self.shared.config.watch.max_body_bytes => {
-                self.skip(Metric::SkippedTooLarge)
+            BodyPlan::Read { length } => length,
+            BodyPlan::RegistrationOnly { length } => {
+                self.shared.metrics.add(Metric::SkippedNotJson, 1);
+                self.notifications = false;
+                length
             }
-            // Exactly the size announced: a Vec left to double would reach up to twice the
-            // body, and a wasm VM's memory never shrinks back.
-            Some(l) => self.body.reserve_exact(l),
-            None => {}
+        };
+        if let Some(l) = length {
+            self.body.reserve_exact(l);
         }
         Action::Continue
     }
