@@ -459,6 +459,84 @@ fn max_in_flight_holds_the_rest_until_a_lease_frees() {
     assert_eq!(w.sent().len(), 5);
 }
 
+/// A burst far beyond `maxInFlight` (the delivery benchmark's shape: 10,000 events at once)
+/// goes out as fast as replies come back: every refused delivery waits in the sender's
+/// memory for a place, none is left for the slow ledger sweep.
+#[test]
+fn a_burst_beyond_max_in_flight_goes_out_as_replies_come_back_without_ticks() {
+    let json = ONE_ENDPOINT
+        .replace(r#""headers""#, r#""maxInFlight": 8, "headers""#)
+        .replace(r#""maxPending": 128"#, r#""maxPending": 6000"#)
+        .replace(r#""maxRemembered": 1024"#, r#""maxRemembered": 8192"#);
+    let w = World::new(&json, 1);
+    let ns: Vec<_> = (1..=5000)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    for page in ns.chunks(100) {
+        w.observe(0, page);
+    }
+    assert_eq!(w.sent().len(), 8);
+    let mut answered = 0;
+    // Reply to everything on the wire, as the network would, and never tick.
+    for _ in 0..10_000 {
+        let sent = w.sent();
+        if answered == sent.len() {
+            break;
+        }
+        for s in &sent[answered..] {
+            w.reply(0, s.token, 200, None);
+        }
+        answered = sent.len();
+    }
+    assert_eq!(w.sent().len(), 5000);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 5000);
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
+/// After an outage (every attempt failed, the breaker opened), the backlog goes out as fast
+/// as replies come back once the retries are due: one tick starts it, the ledger sweep
+/// (64 slots a tick here) is not what paces it.
+#[test]
+fn a_backlog_of_retries_drains_as_replies_come_back_not_as_the_sweep_finds_it() {
+    let json = ONE_ENDPOINT
+        .replace(
+            r#""headers""#,
+            r#""maxInFlight": 8, "circuitBreaker": {"failureThreshold": 5, "openMs": 1000}, "headers""#,
+        )
+        .replace(r#""maxPending": 128"#, r#""maxPending": 3000"#)
+        .replace(r#""maxRemembered": 1024"#, r#""maxRemembered": 4096"#);
+    let mut w = World::new(&json, 1);
+    let ns: Vec<_> = (1..=2000)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    for page in ns.chunks(100) {
+        w.observe(0, page);
+    }
+    // The outage: every attempt on the wire fails; the breaker opens after five.
+    let answer_all = |w: &World, status: u16, answered: &mut usize| {
+        for _ in 0..10_000 {
+            let sent = w.sent();
+            if *answered == sent.len() {
+                break;
+            }
+            for s in &sent[*answered..] {
+                w.reply(0, s.token, status, None);
+            }
+            *answered = sent.len();
+        }
+    };
+    let mut answered = 0;
+    answer_all(&w, 503, &mut answered);
+    let failed = w.sent().len();
+    assert!(failed < 20, "an open breaker stops the attempts: {failed}");
+    // The receiver is back; the retries (1 s) and the open period (1 s) are over.
+    w.now += 2_000;
+    w.tick(0);
+    answer_all(&w, 200, &mut answered);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 2000);
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
 #[test]
 fn an_open_circuit_holds_deliveries_and_probes_with_one() {
     let json = ONE_ENDPOINT.replace(
