@@ -400,10 +400,10 @@ def receiver_config(port: int, admin_port: int) -> str:
     return _bootstrap(admin_port, _listener("receiver", port, routes, []))
 
 
-def _sub_once(text: str, pattern: str, repl: str) -> str:
+def _sub(text: str, pattern: str, repl: str, count: int = 1) -> str:
     new, n = re.subn(pattern, repl, text)
-    if n != 1:
-        raise RuntimeError(f"envoy/envoy-demo.yaml changed shape: {pattern!r} matched {n} times")
+    if n != count:
+        raise RuntimeError(f"envoy/envoy-demo.yaml changed shape: {pattern!r} matched {n} times, not {count}")
     return new
 
 
@@ -427,36 +427,59 @@ def _drop_block(text: str, start: str) -> str:
     return "\n".join(out)
 
 
+def _drop_sender(text: str) -> str:
+    """Remove the bootstrap singleton: the file's last top-level key."""
+    head, sep, rest = text.partition("\nbootstrap_extensions:\n")
+    if not sep or any(line and line[0] not in " -#" for line in rest.split("\n")):
+        raise RuntimeError("envoy/envoy-demo.yaml changed shape: bootstrap_extensions is not the last key")
+    return head + "\n"
+
+
+# The filter's JSON configuration blocks in envoy/envoy-demo.yaml: the HTTP filter's
+# ("observer") first, then the bootstrap singleton's ("sender").
+CONFIG_BLOCK = re.compile(r"\n([ ]*)value: \|\n((?:\1[ ]+.*\n)+)")
+
+
 def shipped_filter_json() -> dict:
-    text = SHIPPED.read_text()
-    m = re.search(r"\n([ ]*)value: \|\n((?:\1[ ]+.*\n)+)", text)
+    """The HTTP filter's configuration as shipped."""
+    m = CONFIG_BLOCK.search(SHIPPED.read_text())
     if not m:
         raise RuntimeError("envoy/envoy-demo.yaml: filter configuration block not found")
     return json.loads(m.group(2))
 
 
+FILTER_ONLY = "filter-only"  # the HTTP filter alone, "role": "both" (e.g. Istio's WasmPlugin)
+
+
 def under_test_config(*, listener: int, admin: int, osmox: int, receiver: int, wasm: Path | None,
-                      mutate: Callable[[dict], None] | None = None) -> str:
-    """envoy/envoy-demo.yaml with ports rewritten; wasm=None drops the filter (plain Envoy)."""
+                      mutate: Callable[[dict], None] | None = None, layout: str = "shipped") -> str:
+    """envoy/envoy-demo.yaml with ports rewritten; wasm=None drops the filter and its sender
+    (plain Envoy); layout FILTER_ONLY drops the bootstrap sender and lets the HTTP filter send."""
     text = SHIPPED.read_text()
-    text = _sub_once(text, r"port_value: 9901\b", f"port_value: {admin}")
-    text = _sub_once(text, r"port_value: 10000\b", f"port_value: {listener}")
-    text = _sub_once(text, r"port_value: 3000\b", f"port_value: {osmox}")
-    text = _sub_once(text, r"port_value: 8089\b", f"port_value: {receiver}")
+    text = _sub(text, r"port_value: 9901\b", f"port_value: {admin}")
+    text = _sub(text, r"port_value: 10000\b", f"port_value: {listener}")
+    text = _sub(text, r"port_value: 3000\b", f"port_value: {osmox}")
+    text = _sub(text, r"port_value: 8089\b", f"port_value: {receiver}")
+    if wasm is None or layout == FILTER_ONLY:
+        text = _drop_sender(text)
     if wasm is None:
         text = _drop_block(text, "- name: envoy.filters.http.wasm")
         text = _drop_block(text, "typed_per_filter_config:")
         return text
-    text = _sub_once(text, r"filename: dist/osmox-webhook-filter\.wasm", f"filename: {wasm}")
-    m = re.search(r"\n([ ]*)value: \|\n((?:\1[ ]+.*\n)+)", text)
-    assert m
-    cfg = json.loads(m.group(2))
-    for ep in cfg["endpoints"]:
-        ep["url"] = re.sub(r"//127\.0\.0\.1:8089/", f"//127.0.0.1:{receiver}/", ep["url"])
-    if mutate:
-        mutate(cfg)
-    indent = m.group(1) + "  "
-    return text[:m.start(2)] + indent + json.dumps(cfg, separators=(",", ":")) + "\n" + text[m.end(2):]
+    blocks = list(CONFIG_BLOCK.finditer(text))
+    if len(blocks) != (1 if layout == FILTER_ONLY else 2):
+        raise RuntimeError(f"envoy/envoy-demo.yaml changed shape: {len(blocks)} filter configurations")
+    for m in reversed(blocks):  # from the end, so earlier offsets stay valid
+        cfg = json.loads(m.group(2))
+        for ep in cfg["endpoints"]:
+            ep["url"] = re.sub(r"//127\.0\.0\.1:8089/", f"//127.0.0.1:{receiver}/", ep["url"])
+        if mutate:
+            mutate(cfg)
+        if layout == FILTER_ONLY:
+            cfg["role"] = "both"
+        indent = m.group(1) + "  "
+        text = text[:m.start(2)] + indent + json.dumps(cfg, separators=(",", ":")) + "\n" + text[m.end(2):]
+    return _sub(text, r"filename: dist/osmox-webhook-filter\.wasm", f"filename: {wasm}", len(blocks))
 
 
 class Envoy(h.EnvoyFromConfig):
@@ -571,11 +594,11 @@ class Bench:
                 pass
 
     def under_test(self, name: str, wasm: bool, receiver: Envoy | h.Receiver | int,
-                   mutate: Callable[[dict], None] | None = None) -> Envoy:
+                   mutate: Callable[[dict], None] | None = None, layout: str = "shipped") -> Envoy:
         rport = receiver if isinstance(receiver, int) else (receiver.listen if isinstance(receiver, Envoy) else receiver.port)
         return self.start(name, lambda lp, ap: under_test_config(
             listener=lp, admin=ap, osmox=self.standin.listen, receiver=rport,
-            wasm=self.wasm if wasm else None, mutate=mutate), UNDER_TEST_CONCURRENCY)
+            wasm=self.wasm if wasm else None, mutate=mutate, layout=layout), UNDER_TEST_CONCURRENCY)
 
     def setup_common(self):
         rows10 = make_rows(10, 5001)
@@ -620,6 +643,9 @@ class Bench:
                      "plain", "filter"),
             Scenario("s4", "Changing states: GET /notifications/<n>, every response a new notification "
                      "(SUCCESS) -> one webhook each", "/notifications/1", wrk_script(w, "s4"), "plain", "filter"),
+            Scenario("s4f", "Changing states as in s4, the HTTP filter alone sending (\"role\": \"both\", no "
+                     "bootstrap singleton: the layout for Istio's WasmPlugin)", "/notifications/1", wrk_script(w, "s4f"),
+                     "plain", "filter_only"),
             Scenario("s4u", "New notification in every response, routed to no endpoint (detection and dedupe "
                      "memory only: no ledger, no webhook)", "/notifications/1", wrk_script(w, "s4u"), "plain",
                      "filter_unrouted"),
@@ -639,13 +665,17 @@ class Bench:
         plain = self.under_test("plain", False, self.receiver)
         plain2 = self.under_test("plain2", False, self.receiver) if any(s.b == "plain2" for s in scen) else None
         filt = self.under_test("filter", True, self.receiver)
+        filter_only = None
+        if any(s.b == "filter_only" for s in scen):
+            filter_only = self.under_test("filter_only", True, self.receiver, layout=FILTER_ONLY)
         unrouted = None
         if any(s.b == "filter_unrouted" for s in scen):
             def no_success(cfg):
                 for ep in cfg["endpoints"]:
                     ep["deliveryStatuses"] = ["FAILED"]
             unrouted = self.under_test("filter_unrouted", True, self.receiver, no_success)
-        targets = {"plain": plain, "plain2": plain2, "filter": filt, "filter_unrouted": unrouted}
+        targets = {"plain": plain, "plain2": plain2, "filter": filt, "filter_only": filter_only,
+                   "filter_unrouted": unrouted}
         log(f"A/B: plain pid {plain.pid}, filter pid {filt.pid}, stand-in pid {self.standin.pid}, "
             f"receiver pid {self.receiver.pid}; {self.rounds} rounds x {self.seconds:g} s per side")
         out = self.results.setdefault("ab", {})
@@ -684,7 +714,7 @@ class Bench:
                     rec[side] = res
                     if side == "b" and fb is not None:
                         b_seconds += res["duration_us"] / 1e6
-                        if sc.key == "s4":
+                        if sc.key in ("s4", "s4f"):
                             self.wait_idle(fb, timeout=15)  # let the round's webhooks go before the next A
                 rec["ratio_rps"] = rec["b"]["rps"] / rec["a"]["rps"]
                 rec["ratio_p50"] = rec["b"]["p50_us"] / max(1, rec["a"]["p50_us"])
@@ -701,7 +731,7 @@ class Bench:
                 delta = {k: m1.get(k, 0) - m0.get(k, 0) for k in m1 if m1.get(k, 0) != m0.get(k, 0)}
                 summary["filter_metrics_delta"] = delta
                 summary["receiver_2xx_delta"] = r1 - r0
-                if sc.key in ("s4", "s4u"):
+                if sc.key in ("s4", "s4f", "s4u"):
                     summary["webhooks_per_s"] = (r1 - r0) / max(1e-9, b_seconds)
                     summary["events_per_s"] = delta.get("events_detected", 0) / max(1e-9, b_seconds)
             out[sc.key] = {"title": sc.title, "note": sc.note, "a": sc.a, "b": sc.b, "rounds": rounds, **summary}
@@ -711,7 +741,7 @@ class Bench:
         self.results["idle_rss_kib"] = {"plain": plain.rss(), "filter": filt.rss()}
         if self.args.profile and "s3" in wanted:
             self.profile(filt)
-        for e in (plain, plain2, filt, unrouted):
+        for e in (plain, plain2, filt, filter_only, unrouted):
             if e is not None:
                 self.stop(e)
 
@@ -829,8 +859,11 @@ class Bench:
             conn.close()
         return time.monotonic() - t0
 
-    def delivery(self):
-        out = self.results.setdefault("delivery", {})
+    def delivery(self, layout: str = "shipped"):
+        """Bursts of events, then an outage backlog drained, in the shipped layout (observers
+        in the workers, one sender on the main thread) or FILTER_ONLY (every worker sends)."""
+        key = "delivery" if layout == "shipped" else "delivery_filter_only"
+        out = self.results.setdefault(key, {})
 
         def mutate(cfg):
             cfg["limits"]["maxPending"] = 25000
@@ -841,8 +874,8 @@ class Bench:
         out["config"] = {"maxPending": 25000, "circuitBreaker": {"failureThreshold": 5, "openMs": 1000},
                          "maxInFlight": shipped["endpoints"][0].get("maxInFlight", "default (64)"),
                          "retry": shipped["endpoints"][0].get("retry"), "tickMs": shipped.get("tickMs")}
-        rcv = self.start("receiver2", receiver_config, STANDIN_CONCURRENCY)
-        d = self.under_test("delivery", True, rcv, mutate)
+        rcv = self.start(f"{key}-receiver", receiver_config, STANDIN_CONCURRENCY)
+        d = self.under_test(key, True, rcv, mutate, layout)
         base_rss = d.rss()
         # (a) throughput: bursts of BURST events (responses of 100 new notifications each)
         bursts = []
@@ -877,7 +910,7 @@ class Bench:
                 "under_test_cpu_s": round(d.cpu() - c0, 2),
                 "metrics_delta": {k: m1.get(k, 0) - m0.get(k, 0) for k in m1 if m1.get(k, 0) != m0.get(k, 0)},
             })
-            log(f"delivery burst {i + 1}: {delivered}/{n} delivered in {t_end:.2f} s = "
+            log(f"{key} burst {i + 1}: {delivered}/{n} delivered in {t_end:.2f} s = "
                 f"{delivered / max(t_end, 1e-9):.0f}/s (peak 1 s: {bursts[-1]['peak_1s_webhooks']})")
             self.wait_idle(d)
         out["bursts"] = bursts
@@ -906,9 +939,9 @@ class Bench:
         if rss10 is None:  # never reached 10,000 pending: report the most it held
             best = max(feed_curve, key=lambda x: x["pending"])
             rss10, pend10 = best["rss_kib"], best["pending"]
-        log(f"outage: fed 20000 events, pending {pending}, dropped {m1.get('deliveries_dropped', 0) - m0.get('deliveries_dropped', 0)}; "
+        log(f"{key} outage: fed 20000 events, pending {pending}, dropped {m1.get('deliveries_dropped', 0) - m0.get('deliveries_dropped', 0)}; "
             f"RSS {base_rss} KiB idle, {rss10} KiB at {pend10} pending")
-        rcv2 = self.start("receiver3", receiver_config, STANDIN_CONCURRENCY, listen=rcv.listen)
+        rcv2 = self.start(f"{key}-receiver-up", receiver_config, STANDIN_CONCURRENCY, listen=rcv.listen)
         t_up = time.monotonic()
         c0 = d.cpu()
         curve = []
@@ -935,7 +968,7 @@ class Bench:
             "metrics_delta": {k: m2.get(k, 0) - m0.get(k, 0) for k in m2 if m2.get(k, 0) != m0.get(k, 0)},
             "curve": curve[:: max(1, len(curve) // 60)],
         }
-        log(f"drain: {curve[-1][1]} delivered, pending 0 after {drained:.2f} s (first delivery at {first} s)")
+        log(f"{key} drain: {curve[-1][1]} delivered, pending 0 after {drained:.2f} s (first delivery at {first} s)")
         self.stop(d)
         self.stop(rcv2)
         self.save()
@@ -1116,8 +1149,11 @@ r.stop()
                 cfg["referenceMode"] = name
             return mutate
 
-        variants = [("plain", None, None), ("noop", ref, mode("noop")), ("forward", ref, mode("forward")),
-                    ("filter", self.wasm, quiet_ticks)]
+        # The reference modules run as HTTP filters alone; the filter as shipped (its sends on the
+        # main thread's singleton) and as the HTTP filter alone. Callgrind counts every thread.
+        variants = [("plain", None, None, FILTER_ONLY), ("noop", ref, mode("noop"), FILTER_ONLY),
+                    ("forward", ref, mode("forward"), FILTER_ONLY), ("filter", self.wasm, quiet_ticks, "shipped"),
+                    ("filter_only", self.wasm, quiet_ticks, FILTER_ONLY)]
         gql_headers = {"content-type": "application/json", "authorization": "Bearer bench"}
         scenarios = [
             ("s2", "GET", "/providers", None, {}),
@@ -1153,12 +1189,12 @@ r.stop()
             finally:
                 c.close()
 
-        for name, wasm, mutate in variants:
+        for name, wasm, mutate, layout in variants:
             os.environ["ENVOY_BIN"] = str(wrapper)
             try:
-                env = self.start(f"cg-{name}", lambda lp, ap, wasm=wasm, mutate=mutate: under_test_config(
+                env = self.start(f"cg-{name}", lambda lp, ap, wasm=wasm, mutate=mutate, layout=layout: under_test_config(
                     listener=lp, admin=ap, osmox=self.standin.listen, receiver=self.receiver.listen,
-                    wasm=wasm, mutate=mutate), 1)
+                    wasm=wasm, mutate=mutate, layout=layout), 1)
             finally:
                 os.environ.pop("ENVOY_BIN", None)
             try:
@@ -1382,6 +1418,8 @@ def render(results: dict) -> str:
         add(f"| Webhooks delivered ≥ 5,000/s (median of {len(warm)} bursts of {d['bursts'][0]['events']:,} events, "
             f"`--concurrency 2`) | {d['webhooks_per_s']:,.0f}/s"
             + (f" (first burst after start: {cold[0]['webhooks_per_s']:,.0f}/s)" if cold else "")
+            + (f"; the HTTP filter alone, no singleton: {results['delivery_filter_only']['webhooks_per_s']:,.0f}/s"
+               if results.get("delivery_filter_only", {}).get("webhooks_per_s") else "")
             + f" | {verdict(ok)} | |")
         targets.append(("delivery ≥ 5,000/s", ok))
     lat = results.get("latency", {})
@@ -1419,8 +1457,9 @@ def render(results: dict) -> str:
         add("| # | Scenario | A req/s | B req/s | **ratio** (min–max) | A p50 / p99 | B p50 / p99 | p50 ratio | "
             "p99 ratio | Envoy CPU/req A → B | errors |")
         add("|---|---|---:|---:|---:|---|---|---:|---:|---|---:|")
-        order = ["aa", "s2", "s3", "s3n", "s4", "s4u", "s5_1m", "s5_5m"]
-        num = {"aa": "A/A", "s2": "2", "s3": "3", "s3n": "3b", "s4": "4", "s4u": "4b", "s5_1m": "5", "s5_5m": "5"}
+        order = ["aa", "s2", "s3", "s3n", "s4", "s4f", "s4u", "s5_1m", "s5_5m"]
+        num = {"aa": "A/A", "s2": "2", "s3": "3", "s3n": "3b", "s4": "4", "s4f": "4f", "s4u": "4b", "s5_1m": "5",
+               "s5_5m": "5"}
         for k in order:
             if k not in ab:
                 continue
@@ -1431,11 +1470,13 @@ def render(results: dict) -> str:
                 f"{s['ratio_p50']:.3f} | {s['ratio_p99']:.3f} | {s['a_cpu_us_per_req']:.1f} → {s['b_cpu_us_per_req']:.1f} µs "
                 f"(×{s['ratio_cpu_per_req']:.2f}) | {s['errors']} |")
         add("")
-        if "s4" in ab and ab["s4"].get("webhooks_per_s") is not None:
-            s4 = ab["s4"]
+        for k in ("s4", "s4f"):
+            if ab.get(k, {}).get("webhooks_per_s") is None:
+                continue
+            s4 = ab[k]
             s4["events_per_s"] = s4.get("events_per_s", 0)
             md = s4.get("filter_metrics_delta", {})
-            add(f"Scenario 4: during the B (filter) rounds, {s4['events_per_s']:,.0f} events/s were detected and "
+            add(f"Scenario {num[k]}: during the B (filter) rounds, {s4['events_per_s']:,.0f} events/s were detected and "
                 f"{s4['webhooks_per_s']:,.0f} webhooks/s reached the receiver (received {s4['receiver_2xx_delta']:,} in "
                 f"total incl. the drain after each round; events {md.get('events_detected', 0):,}, "
                 f"dropped {md.get('deliveries_dropped', 0):,}, failed {md.get('deliveries_failed', 0):,}, "
@@ -1462,7 +1503,11 @@ def render(results: dict) -> str:
         add("")
 
     # -- delivery
-    if d:
+    layouts = [(k, t) for k, t in (
+        ("delivery", "As shipped: HTTP filters observe, one bootstrap singleton on the main thread sends"),
+        ("delivery_filter_only", "The HTTP filter alone (`\"role\": \"both\"`, no singleton): every worker sends"))
+        if results.get(k)]
+    if layouts:
         add("## Delivery")
         add("")
         cfg = d.get("config", {})
@@ -1471,30 +1516,35 @@ def render(results: dict) -> str:
             "shortened so the drain time measures the filter rather than the breaker's wait; the bursts had no failures). "
             f"`maxInFlight`: {cfg.get('maxInFlight')}; retry {json.dumps(cfg.get('retry'))}; tickMs {cfg.get('tickMs')}. "
             "Receiver: an Envoy answering 200 (direct_response). Events come from the stand-in's Lua route: "
-            "GraphQL pages of 100 new notifications each, posted back to back by one Python client.")
+            "GraphQL pages of 100 new notifications each, posted back to back by one Python client. "
+            "Both layouts of the deploy guide, one after the other.")
         add("")
-        add("| Measurement | Result |")
-        add("|---|---|")
-        for i, b in enumerate(d.get("bursts", [])):
-            md = b.get("metrics_delta", {})
-            first = " (first after Envoy started)" if b.get("cold") else ""
-            add(f"| Burst {i + 1}{first}: {b['events']:,} new events → delivered | {b['delivered']:,} in {b['seconds']:.2f} s = "
-                f"**{b['webhooks_per_s']:,.0f}/s** (best 1 s: {b['peak_1s_webhooks']:,}); Envoy CPU "
-                f"{b['under_test_cpu_s']} s; dropped {md.get('deliveries_dropped', 0)}, "
-                f"failed {md.get('deliveries_failed', 0)} |")
-        o = d.get("outage")
-        if o:
-            md = o.get("metrics_delta", {})
-            add(f"| Outage: receiver down, 20,000 events, receiver up → pending 0 | **{o['seconds_to_drain']:.2f} s** "
-                f"(first delivery {o['seconds_to_first_delivery']} s after up; {o['delivered_after_up']:,} delivered; "
-                f"{(o.get('webhooks_per_s_after_first') or 0):,.0f}/s once flowing); pending before up "
-                f"{o['pending_before_up']:,}; dropped {md.get('deliveries_dropped', 0)}, exhausted "
-                f"{md.get('deliveries_exhausted', 0)}, circuits opened {md.get('circuits_opened', 0)} |")
-        if lat:
-            add(f"| Response end → receiver got the POST ({lat['received']}/{lat['events']} events at "
-                f"{lat['rate_per_s']}/s, Python receiver) | p50 **{lat['p50_ms']:.2f} ms**, p90 {lat['p90_ms']:.2f} ms, "
-                f"p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms |")
-        add("")
+        for key, title in layouts:
+            dl = results[key]
+            add(f"**{title}**")
+            add("")
+            add("| Measurement | Result |")
+            add("|---|---|")
+            for i, b in enumerate(dl.get("bursts", [])):
+                md = b.get("metrics_delta", {})
+                first = " (first after Envoy started)" if b.get("cold") else ""
+                add(f"| Burst {i + 1}{first}: {b['events']:,} new events → delivered | {b['delivered']:,} in "
+                    f"{b['seconds']:.2f} s = **{b['webhooks_per_s']:,.0f}/s** (best 1 s: {b['peak_1s_webhooks']:,}); "
+                    f"Envoy CPU {b['under_test_cpu_s']} s; dropped {md.get('deliveries_dropped', 0)}, "
+                    f"failed {md.get('deliveries_failed', 0)} |")
+            o = dl.get("outage")
+            if o:
+                md = o.get("metrics_delta", {})
+                add(f"| Outage: receiver down, 20,000 events, receiver up → pending 0 | **{o['seconds_to_drain']:.2f} s** "
+                    f"(first delivery {o['seconds_to_first_delivery']} s after up; {o['delivered_after_up']:,} delivered; "
+                    f"{(o.get('webhooks_per_s_after_first') or 0):,.0f}/s once flowing); pending before up "
+                    f"{o['pending_before_up']:,}; dropped {md.get('deliveries_dropped', 0)}, exhausted "
+                    f"{md.get('deliveries_exhausted', 0)}, circuits opened {md.get('circuits_opened', 0)} |")
+            if lat and key == "delivery":
+                add(f"| Response end → receiver got the POST ({lat['received']}/{lat['events']} events at "
+                    f"{lat['rate_per_s']}/s, Python receiver) | p50 **{lat['p50_ms']:.2f} ms**, p90 {lat['p90_ms']:.2f} ms, "
+                    f"p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms |")
+            add("")
     elif lat:
         add("## Delivery latency")
         add("")
@@ -1553,30 +1603,35 @@ def render(results: dict) -> str:
                 "*do-nothing module*: every callback the proxy-wasm SDK exports, doing nothing (the cost of any "
                 "proxy-wasm filter on a stream); *forward-only module*: one webhook per response through the shared "
                 "queue and `dispatch_http_call`, fixed body, no parsing, no shared data, no signing (the least one "
-                "webhook per response can cost); both in `tests/bench/reference_filter`. The filter runs as shipped "
-                "but with `tickMs` 60000, so ticks do not land in per-request figures (deliveries leave on the queue's "
-                "wake-up); the tick is measured on its own below.")
+                "webhook per response can cost); both in `tests/bench/reference_filter`, run as the HTTP filter alone. "
+                "The filter runs as shipped (*filter*: sends from the bootstrap singleton on the main thread) and as "
+                "the HTTP filter alone (*filter, HTTP filter alone*: each worker sends), both with `tickMs` 60000, so "
+                "ticks do not land in per-request figures (deliveries leave on the queue's wake-up); the tick is "
+                "measured on its own below.")
             add("")
             pr = ins["per_request"]
             titles = {"s2": "GET /providers (route not watched; disabled per route)",
                       "s3": "Steady polling: POST /graphql, 10 notifications, states unchanged",
                       "s4": "GET /notifications/<n>: a new notification per response, one webhook each"}
-            add("| Scenario | plain | do-nothing module | forward-only module | filter | filter − plain | filter ÷ plain |")
-            add("|---|---:|---:|---:|---:|---:|---:|")
+            add("| Scenario | plain | do-nothing module | forward-only module | filter | filter, HTTP filter alone | "
+                "filter − plain | filter ÷ plain |")
+            add("|---|---:|---:|---:|---:|---:|---:|---:|")
             for key, title in titles.items():
                 row = [pr.get(v, {}).get(key) for v in ("plain", "noop", "forward", "filter")]
                 if None in row:
                     continue
-                plain, _, _, filt = row
+                plain, filt = row[0], row[3]
+                alone = pr.get("filter_only", {}).get(key)
                 add(f"| {title} | " + " | ".join(f"{x:,}" for x in row) +
-                    f" | {filt - plain:+,} | **{filt / plain:.2f}** |")
+                    f" | {f'{alone:,}' if alone else '–'} | {filt - plain:+,} | **{filt / plain:.2f}** |")
             add("")
             tick = ins.get("filter_tick_per_s")
             if tick:
-                add(f"Ticks (filter as shipped, `tickMs` 100, 2 VMs at `--concurrency 1`, no traffic): "
+                add(f"Ticks (filter as shipped, `tickMs` 100, `--concurrency 1`: the HTTP filter's root contexts on "
+                    f"the worker and the main thread observe, the singleton sends; no traffic): "
                     f"{tick['after_burst']:,} instructions/s in the {INSTR_IDLE_S:g} s right after a burst of webhooks "
-                    f"(senders sweep the whole ledger once more), {tick['idle']:,}/s once idle "
-                    f"({INSTR_SETTLE_S:g} s later; idle senders sweep one window in ten ticks).")
+                    f"(the sender sweeps the whole ledger once more), {tick['idle']:,}/s once idle "
+                    f"({INSTR_SETTLE_S:g} s later; an idle sender sweeps one window in ten ticks).")
                 add("")
 
     # -- profile
@@ -1786,7 +1841,7 @@ def main() -> int:
     ap.add_argument("--wait-quiet", type=float, default=60.0,
                     help="before starting, wait up to this many seconds for other processes to use < 0.3 cores")
     ap.add_argument("--quick", action="store_true", help="2 rounds x 2 s, fewer latency events: a smoke run")
-    ap.add_argument("--only", default="", help="comma list of sections: aa,s2,s3,s3n,s4,s4u,s5,s6,s7,s8,s9,profile")
+    ap.add_argument("--only", default="", help="comma list of sections: aa,s2,s3,s3n,s4,s4f,s4u,s5,s6,s7,s8,s9,profile")
     ap.add_argument("--no-profile", dest="profile", action="store_false")
     ap.add_argument("--latency-events", type=int, default=500)
     ap.add_argument("--latency-rate", type=float, default=100.0)
@@ -1805,13 +1860,13 @@ def main() -> int:
     if not h.filter_wasm_path().exists():
         print(f"{h.filter_wasm_path()} missing: run ./build.sh first", file=sys.stderr)
         return 2
-    wanted = set(filter(None, args.only.split(","))) or {"aa", "s2", "s3", "s3n", "s4", "s4u", "s5", "s6", "s7", "s8",
-                                                        "s9", "profile"}
+    wanted = set(filter(None, args.only.split(","))) or {"aa", "s2", "s3", "s3n", "s4", "s4f", "s4u", "s5", "s6",
+                                                        "s7", "s8", "s9", "profile"}
     if "profile" not in wanted:
         args.profile = False
     if "profile" in wanted and args.profile:
         wanted.add("s3")
-    ab_keys = {k for k in wanted if k in ("aa", "s2", "s3", "s3n", "s4", "s4u")}
+    ab_keys = {k for k in wanted if k in ("aa", "s2", "s3", "s3n", "s4", "s4f", "s4u")}
     if "s5" in wanted:
         ab_keys |= {"s5_1m", "s5_5m"}
     b = Bench(args)
@@ -1835,6 +1890,7 @@ def main() -> int:
         if "s6" in wanted:
             b.latency()
             b.delivery()
+            b.delivery(FILTER_ONLY)
         if "s9" in wanted:
             b.instructions()
         if "s8" in wanted:

@@ -56,3 +56,41 @@ def test_observers_alone_send_nothing(osmox, make_receiver, make_envoy, filter_w
     envoy.wait_metric("events_detected", 7, timeout=EXPECT_S)
     assert_no_more(crm, 0)
     assert envoy.metric("pending") == 3
+
+
+def test_the_shipped_config_delivers_signed_webhooks_from_its_singleton(osmox, make_receiver, tmp_path,
+                                                                        filter_wasm):
+    """envoy/envoy-demo.yaml as shipped, ports rewritten, the real module at its relative path:
+    its HTTP filters only observe, so what arrives was sent by its bootstrap singleton."""
+    import json
+    import re
+
+    from harness import REPO_ROOT, EnvoyFromConfig, free_port
+    from standardwebhooks.webhooks import Webhook
+
+    text = (REPO_ROOT / "envoy" / "envoy-demo.yaml").read_text()
+    configs = [json.loads(m.group(2)) for m in re.finditer(r"\n([ ]*)value: \|\n((?:\1[ ]+.*\n)+)", text)]
+    assert [c.get("role") for c in configs] == ["observer", "sender"]
+    assert dict(configs[0], role=None) == dict(configs[1], role=None), "the two copies differ beyond role"
+    secret = configs[0]["endpoints"][0]["secret"]
+    rcv = make_receiver("demo")
+    lport, aport = free_port(), free_port()
+    for old, new in (("port_value: 10000", f"port_value: {lport}"), ("port_value: 9901", f"port_value: {aport}"),
+                     ("port_value: 3000", f"port_value: {osmox.port}"), ("port_value: 8089", f"port_value: {rcv.port}")):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    (tmp_path / "demo" / "dist").mkdir(parents=True)
+    (tmp_path / "demo" / "dist" / "osmox-webhook-filter.wasm").write_bytes(filter_wasm.read_bytes())
+    envoy = EnvoyFromConfig(tmp_path / "demo", text, lport, aport, name="demo")
+    try:
+        envoy.start()
+        osmox.set_json("POST", "/graphql", graphql_body(graphql_rows()))
+        poll_graphql(envoy)
+        got = rcv.wait_for(7, EXPECT_S)  # the shipped config routes every status
+        assert sorted(Webhook(secret).verify(r.body, r.headers)["id"] for r in got) == sorted(
+            r["id"] for r in graphql_rows())
+        assert all(r.path == "/webhooks/osmox?src=demo" for r in got)
+        poll_graphql(envoy)
+        assert_no_more(rcv, 7)
+    finally:
+        envoy.stop()
