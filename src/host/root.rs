@@ -12,15 +12,18 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 use super::http::Watch;
 use super::metrics::EnvoyMetrics;
 use super::shared_store::{ensure, SharedData};
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Endpoint, Role};
 use crate::delivery::ledger::Ledger;
 use crate::delivery::outcome::AttemptResponse;
 use crate::delivery::sender::{Dispatch, Io, Sender};
 use crate::events::{Memory, RecentResponses};
 use crate::learn::Registry;
 
-/// The queue HTTP contexts put filled slots on; whichever root context registered it last
-/// receives them, so each is woken once.
+/// The queue HTTP contexts put filled slots on, registered by a singleton sender (observers
+/// look it up by name). Envoy hands each item to whichever root context registered a name
+/// last, so with every VM sending ("both"), each registers a queue of its own, named after
+/// its sender, for its own HTTP contexts: the wake-ups then spread over the workers as the
+/// traffic does, instead of all landing on the last VM to register.
 pub const QUEUE: &str = "deliveries";
 /// Slots each root context sweeps per tick: bounds the main thread's work per tick.
 const SCAN_PER_TICK: u32 = 256;
@@ -278,13 +281,14 @@ impl RootContext for Root {
         }
         let mut queue = None;
         if config.role.sends() {
-            queue = hostcalls::register_shared_queue(QUEUE).ok();
+            let id = sender_id(self.context_id);
+            queue = match config.role {
+                Role::Sender => hostcalls::register_shared_queue(QUEUE),
+                _ => hostcalls::register_shared_queue(&format!("{QUEUE}/{id:08x}")),
+            }
+            .ok();
             let ledger = Ledger::new(config.limits.max_pending).sweeping_high_water(&SharedData);
-            self.sender = Some(Sender::new(
-                sender_id(self.context_id),
-                ledger,
-                SCAN_PER_TICK,
-            ));
+            self.sender = Some(Sender::new(id, ledger, SCAN_PER_TICK));
         }
         log::info!(
             "#{} osmox-webhook-filter {} configured as {:?}: {} endpoints, {} pending deliveries max, {} notifications remembered",
