@@ -889,10 +889,13 @@ class Bench:
             feeder = threading.Thread(target=self.feed, args=(d, n))
             feeder.start()
             last = r0
+            fed = None  # (seconds, delivered) at the first sample after the feed ended
             while time.monotonic() - t0 < 120:
                 time.sleep(0.1)
                 got = received(rcv)
                 curve.append((round(time.monotonic() - t0, 2), got - r0))
+                if fed is None and not feeder.is_alive():
+                    fed = curve[-1]
                 m = metrics(d)
                 if not feeder.is_alive() and m.get("pending", 0) <= 0 and got == last:
                     break
@@ -903,9 +906,14 @@ class Bench:
             # end = first sample at the final count
             t_end = next(t for t, c in curve if c >= delivered)
             per_s = [c2 - c1 for (_, c1), (_, c2) in zip(curve, curve[10:])]
+            # Once the client stopped posting pages, only the sending is left on the box.
+            after_feed = None
+            if fed is not None and t_end > fed[0] + 0.3 and delivered > fed[1]:
+                after_feed = (delivered - fed[1]) / (t_end - fed[0])
             bursts.append({
                 "cold": i == 0, "events": n, "delivered": delivered, "seconds": t_end,
                 "webhooks_per_s": delivered / t_end if t_end else None,
+                "feed_seconds": fed[0] if fed else None, "after_feed_webhooks_per_s": after_feed,
                 "peak_1s_webhooks": max(per_s) if per_s else None,
                 "under_test_cpu_s": round(d.cpu() - c0, 2),
                 "metrics_delta": {k: m1.get(k, 0) - m0.get(k, 0) for k in m1 if m1.get(k, 0) != m0.get(k, 0)},
@@ -915,6 +923,8 @@ class Bench:
             self.wait_idle(d)
         out["bursts"] = bursts
         out["webhooks_per_s"] = median([b["webhooks_per_s"] for b in bursts if not b.get("cold")])
+        after = [b["after_feed_webhooks_per_s"] for b in bursts if not b.get("cold") and b["after_feed_webhooks_per_s"]]
+        out["after_feed_webhooks_per_s"] = median(after) if after else None
         self.save()
 
         # (c) outage: receiver down -> 10,000 events (RSS) -> 20,000 -> receiver up -> drain
@@ -1418,6 +1428,8 @@ def render(results: dict) -> str:
         add(f"| Webhooks delivered ≥ 5,000/s (median of {len(warm)} bursts of {d['bursts'][0]['events']:,} events, "
             f"`--concurrency 2`) | {d['webhooks_per_s']:,.0f}/s"
             + (f" (first burst after start: {cold[0]['webhooks_per_s']:,.0f}/s)" if cold else "")
+            + (f"; from the client's last page to the last webhook: {d['after_feed_webhooks_per_s']:,.0f}/s"
+               if d.get("after_feed_webhooks_per_s") else "")
             + (f"; the HTTP filter alone, no singleton: {results['delivery_filter_only']['webhooks_per_s']:,.0f}/s"
                if results.get("delivery_filter_only", {}).get("webhooks_per_s") else "")
             + f" | {verdict(ok)} | |")
@@ -1529,7 +1541,9 @@ def render(results: dict) -> str:
                 md = b.get("metrics_delta", {})
                 first = " (first after Envoy started)" if b.get("cold") else ""
                 add(f"| Burst {i + 1}{first}: {b['events']:,} new events → delivered | {b['delivered']:,} in "
-                    f"{b['seconds']:.2f} s = **{b['webhooks_per_s']:,.0f}/s** (best 1 s: {b['peak_1s_webhooks']:,}); "
+                    f"{b['seconds']:.2f} s = **{b['webhooks_per_s']:,.0f}/s** (best 1 s: {b['peak_1s_webhooks']:,}"
+                    + (f"; the client's last page at {b['feed_seconds']:.1f} s, then {b['after_feed_webhooks_per_s']:,.0f}/s"
+                       if b.get("after_feed_webhooks_per_s") else "") + "); "
                     f"Envoy CPU {b['under_test_cpu_s']} s; dropped {md.get('deliveries_dropped', 0)}, "
                     f"failed {md.get('deliveries_failed', 0)} |")
             o = dl.get("outage")
