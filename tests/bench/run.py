@@ -1697,10 +1697,12 @@ def render(results: dict) -> str:
             f"{bodies['8k']:,} bytes; 1 MB page {bodies['1m']:,} bytes ({bodies['1m_rows']:,} notifications); 5 MB page "
             f"{bodies['5m']:,} bytes ({bodies['5m_rows']:,} notifications); non-watched `/providers` "
             f"{bodies['small']:,} bytes; 3b serves the 8 KB page as `text/plain`.")
-    add("- Envoy under test: `envoy/envoy-demo.yaml` with only its ports (and the wasm path) rewritten; "
-        "*plain* = the same file with the `envoy.filters.http.wasm` filter and the per-route "
-        "`typed_per_filter_config` removed. Both (and a second plain Envoy for A/A) run at the same time; "
-        "an idle Envoy costs nothing measurable.")
+    add("- Envoy under test: `envoy/envoy-demo.yaml` with only its ports (and the wasm path) rewritten: the "
+        "HTTP filter observes and a bootstrap singleton on the main thread sends. *plain* = the same file with "
+        "the `envoy.filters.http.wasm` filter, the per-route `typed_per_filter_config` and the singleton removed; "
+        "*HTTP filter alone* (4f, the second delivery table) = the singleton removed and the HTTP filter's "
+        "`role` set to `both`. They (and a second plain Envoy for A/A) run at the same time; an idle Envoy "
+        "costs nothing measurable.")
     add("- Scenario 4 bodies are made per request by a Lua filter in the stand-in (REST v8 row, new id each "
         "time, deliveryStatus SUCCESS), so every response is a new event; webhooks go to the receiver Envoy.")
     add("- Large pages (5) are the same bytes on every poll: after the first one the filter recognises the "
