@@ -400,10 +400,10 @@ def receiver_config(port: int, admin_port: int) -> str:
     return _bootstrap(admin_port, _listener("receiver", port, routes, []))
 
 
-def _sub(text: str, pattern: str, repl: str, count: int = 1) -> str:
+def _sub_once(text: str, pattern: str, repl: str) -> str:
     new, n = re.subn(pattern, repl, text)
-    if n != count:
-        raise RuntimeError(f"envoy/envoy-demo.yaml changed shape: {pattern!r} matched {n} times, not {count}")
+    if n != 1:
+        raise RuntimeError(f"envoy/envoy-demo.yaml changed shape: {pattern!r} matched {n} times")
     return new
 
 
@@ -427,59 +427,60 @@ def _drop_block(text: str, start: str) -> str:
     return "\n".join(out)
 
 
-def _drop_sender(text: str) -> str:
-    """Remove the bootstrap singleton: the file's last top-level key."""
-    head, sep, rest = text.partition("\nbootstrap_extensions:\n")
-    if not sep or any(line and line[0] not in " -#" for line in rest.split("\n")):
-        raise RuntimeError("envoy/envoy-demo.yaml changed shape: bootstrap_extensions is not the last key")
-    return head + "\n"
-
-
-# The filter's JSON configuration blocks in envoy/envoy-demo.yaml: the HTTP filter's
-# ("observer") first, then the bootstrap singleton's ("sender").
+# The filter's JSON configuration block in envoy/envoy-demo.yaml.
 CONFIG_BLOCK = re.compile(r"\n([ ]*)value: \|\n((?:\1[ ]+.*\n)+)")
 
 
 def shipped_filter_json() -> dict:
-    """The HTTP filter's configuration as shipped."""
     m = CONFIG_BLOCK.search(SHIPPED.read_text())
     if not m:
         raise RuntimeError("envoy/envoy-demo.yaml: filter configuration block not found")
     return json.loads(m.group(2))
 
 
-FILTER_ONLY = "filter-only"  # the HTTP filter alone, "role": "both" (e.g. Istio's WasmPlugin)
+# The deploy guide's optional layout: the HTTP filter only observes ("role": "observer") and
+# one bootstrap WasmService singleton on the main thread (same module, vm_id and
+# configuration, "role": "sender") sends.
+SINGLETON = "singleton"
 
 
 def under_test_config(*, listener: int, admin: int, osmox: int, receiver: int, wasm: Path | None,
                       mutate: Callable[[dict], None] | None = None, layout: str = "shipped") -> str:
-    """envoy/envoy-demo.yaml with ports rewritten; wasm=None drops the filter and its sender
-    (plain Envoy); layout FILTER_ONLY drops the bootstrap sender and lets the HTTP filter send."""
+    """envoy/envoy-demo.yaml with ports rewritten; wasm=None drops the filter (plain Envoy);
+    layout SINGLETON adds the bootstrap sender and makes the HTTP filter an observer."""
     text = SHIPPED.read_text()
-    text = _sub(text, r"port_value: 9901\b", f"port_value: {admin}")
-    text = _sub(text, r"port_value: 10000\b", f"port_value: {listener}")
-    text = _sub(text, r"port_value: 3000\b", f"port_value: {osmox}")
-    text = _sub(text, r"port_value: 8089\b", f"port_value: {receiver}")
-    if wasm is None or layout == FILTER_ONLY:
-        text = _drop_sender(text)
+    text = _sub_once(text, r"port_value: 9901\b", f"port_value: {admin}")
+    text = _sub_once(text, r"port_value: 10000\b", f"port_value: {listener}")
+    text = _sub_once(text, r"port_value: 3000\b", f"port_value: {osmox}")
+    text = _sub_once(text, r"port_value: 8089\b", f"port_value: {receiver}")
     if wasm is None:
         text = _drop_block(text, "- name: envoy.filters.http.wasm")
         text = _drop_block(text, "typed_per_filter_config:")
         return text
-    blocks = list(CONFIG_BLOCK.finditer(text))
-    if len(blocks) != (1 if layout == FILTER_ONLY else 2):
-        raise RuntimeError(f"envoy/envoy-demo.yaml changed shape: {len(blocks)} filter configurations")
-    for m in reversed(blocks):  # from the end, so earlier offsets stay valid
-        cfg = json.loads(m.group(2))
-        for ep in cfg["endpoints"]:
-            ep["url"] = re.sub(r"//127\.0\.0\.1:8089/", f"//127.0.0.1:{receiver}/", ep["url"])
-        if mutate:
-            mutate(cfg)
-        if layout == FILTER_ONLY:
-            cfg["role"] = "both"
-        indent = m.group(1) + "  "
-        text = text[:m.start(2)] + indent + json.dumps(cfg, separators=(",", ":")) + "\n" + text[m.end(2):]
-    return _sub(text, r"filename: dist/osmox-webhook-filter\.wasm", f"filename: {wasm}", len(blocks))
+    text = _sub_once(text, r"filename: dist/osmox-webhook-filter\.wasm", f"filename: {wasm}")
+    m = CONFIG_BLOCK.search(text)
+    assert m
+    cfg = json.loads(m.group(2))
+    for ep in cfg["endpoints"]:
+        ep["url"] = re.sub(r"//127\.0\.0\.1:8089/", f"//127.0.0.1:{receiver}/", ep["url"])
+    if mutate:
+        mutate(cfg)
+    bootstrap = ""
+    if layout == SINGLETON:
+        vm_id, root_id = re.search(r"\bvm_id: (\S+)", text), re.search(r"\broot_id: (\S+)", text)
+        assert vm_id and root_id
+        service = {"name": "envoy.bootstrap.wasm", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.wasm.v3.WasmService", "singleton": True,
+            "config": {"name": "osmox_webhook_sender", "root_id": root_id.group(1),
+                       "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                         "value": json.dumps(dict(cfg, role="sender"))},
+                       "vm_config": {"vm_id": vm_id.group(1), "runtime": "envoy.wasm.runtime.v8",
+                                     "code": {"local": {"filename": str(wasm)}}}}}}
+        bootstrap = "\nbootstrap_extensions: " + json.dumps([service]) + "\n"
+        cfg = dict(cfg, role="observer")
+    indent = m.group(1) + "  "
+    return (text[:m.start(2)] + indent + json.dumps(cfg, separators=(",", ":")) + "\n" + text[m.end(2):]
+            + bootstrap)
 
 
 class Envoy(h.EnvoyFromConfig):
@@ -643,9 +644,9 @@ class Bench:
                      "plain", "filter"),
             Scenario("s4", "Changing states: GET /notifications/<n>, every response a new notification "
                      "(SUCCESS) -> one webhook each", "/notifications/1", wrk_script(w, "s4"), "plain", "filter"),
-            Scenario("s4f", "Changing states as in s4, the HTTP filter alone sending (\"role\": \"both\", no "
-                     "bootstrap singleton: the layout for Istio's WasmPlugin)", "/notifications/1", wrk_script(w, "s4f"),
-                     "plain", "filter_only"),
+            Scenario("s4s", "Changing states as in s4, in the deploy guide's optional layout: the HTTP filter "
+                     "observes, a bootstrap singleton on the main thread sends", "/notifications/1",
+                     wrk_script(w, "s4s"), "plain", "filter_singleton"),
             Scenario("s4u", "New notification in every response, routed to no endpoint (detection and dedupe "
                      "memory only: no ledger, no webhook)", "/notifications/1", wrk_script(w, "s4u"), "plain",
                      "filter_unrouted"),
@@ -665,16 +666,16 @@ class Bench:
         plain = self.under_test("plain", False, self.receiver)
         plain2 = self.under_test("plain2", False, self.receiver) if any(s.b == "plain2" for s in scen) else None
         filt = self.under_test("filter", True, self.receiver)
-        filter_only = None
-        if any(s.b == "filter_only" for s in scen):
-            filter_only = self.under_test("filter_only", True, self.receiver, layout=FILTER_ONLY)
+        singleton = None
+        if any(s.b == "filter_singleton" for s in scen):
+            singleton = self.under_test("filter_singleton", True, self.receiver, layout=SINGLETON)
         unrouted = None
         if any(s.b == "filter_unrouted" for s in scen):
             def no_success(cfg):
                 for ep in cfg["endpoints"]:
                     ep["deliveryStatuses"] = ["FAILED"]
             unrouted = self.under_test("filter_unrouted", True, self.receiver, no_success)
-        targets = {"plain": plain, "plain2": plain2, "filter": filt, "filter_only": filter_only,
+        targets = {"plain": plain, "plain2": plain2, "filter": filt, "filter_singleton": singleton,
                    "filter_unrouted": unrouted}
         log(f"A/B: plain pid {plain.pid}, filter pid {filt.pid}, stand-in pid {self.standin.pid}, "
             f"receiver pid {self.receiver.pid}; {self.rounds} rounds x {self.seconds:g} s per side")
@@ -714,7 +715,7 @@ class Bench:
                     rec[side] = res
                     if side == "b" and fb is not None:
                         b_seconds += res["duration_us"] / 1e6
-                        if sc.key in ("s4", "s4f"):
+                        if sc.key in ("s4", "s4s"):
                             self.wait_idle(fb, timeout=15)  # let the round's webhooks go before the next A
                 rec["ratio_rps"] = rec["b"]["rps"] / rec["a"]["rps"]
                 rec["ratio_p50"] = rec["b"]["p50_us"] / max(1, rec["a"]["p50_us"])
@@ -731,7 +732,7 @@ class Bench:
                 delta = {k: m1.get(k, 0) - m0.get(k, 0) for k in m1 if m1.get(k, 0) != m0.get(k, 0)}
                 summary["filter_metrics_delta"] = delta
                 summary["receiver_2xx_delta"] = r1 - r0
-                if sc.key in ("s4", "s4f", "s4u"):
+                if sc.key in ("s4", "s4s", "s4u"):
                     summary["webhooks_per_s"] = (r1 - r0) / max(1e-9, b_seconds)
                     summary["events_per_s"] = delta.get("events_detected", 0) / max(1e-9, b_seconds)
             out[sc.key] = {"title": sc.title, "note": sc.note, "a": sc.a, "b": sc.b, "rounds": rounds, **summary}
@@ -741,7 +742,7 @@ class Bench:
         self.results["idle_rss_kib"] = {"plain": plain.rss(), "filter": filt.rss()}
         if self.args.profile and "s3" in wanted:
             self.profile(filt)
-        for e in (plain, plain2, filt, filter_only, unrouted):
+        for e in (plain, plain2, filt, singleton, unrouted):
             if e is not None:
                 self.stop(e)
 
@@ -860,9 +861,9 @@ class Bench:
         return time.monotonic() - t0
 
     def delivery(self, layout: str = "shipped"):
-        """Bursts of events, then an outage backlog drained, in the shipped layout (observers
-        in the workers, one sender on the main thread) or FILTER_ONLY (every worker sends)."""
-        key = "delivery" if layout == "shipped" else "delivery_filter_only"
+        """Bursts of events, then an outage backlog drained, in the shipped layout (every
+        worker observes and sends) or SINGLETON (one sender on the main thread)."""
+        key = "delivery" if layout == "shipped" else "delivery_singleton"
         out = self.results.setdefault(key, {})
 
         def mutate(cfg):
@@ -1161,9 +1162,9 @@ r.stop()
 
         # The reference modules run as HTTP filters alone; the filter as shipped (its sends on the
         # main thread's singleton) and as the HTTP filter alone. Callgrind counts every thread.
-        variants = [("plain", None, None, FILTER_ONLY), ("noop", ref, mode("noop"), FILTER_ONLY),
-                    ("forward", ref, mode("forward"), FILTER_ONLY), ("filter", self.wasm, quiet_ticks, "shipped"),
-                    ("filter_only", self.wasm, quiet_ticks, FILTER_ONLY)]
+        variants = [("plain", None, None, "shipped"), ("noop", ref, mode("noop"), "shipped"),
+                    ("forward", ref, mode("forward"), "shipped"), ("filter", self.wasm, quiet_ticks, "shipped"),
+                    ("filter_singleton", self.wasm, quiet_ticks, SINGLETON)]
         gql_headers = {"content-type": "application/json", "authorization": "Bearer bench"}
         scenarios = [
             ("s2", "GET", "/providers", None, {}),
@@ -1430,8 +1431,8 @@ def render(results: dict) -> str:
             + (f" (first burst after start: {cold[0]['webhooks_per_s']:,.0f}/s)" if cold else "")
             + (f"; from the client's last page to the last webhook: {d['after_feed_webhooks_per_s']:,.0f}/s"
                if d.get("after_feed_webhooks_per_s") else "")
-            + (f"; the HTTP filter alone, no singleton: {results['delivery_filter_only']['webhooks_per_s']:,.0f}/s"
-               if results.get("delivery_filter_only", {}).get("webhooks_per_s") else "")
+            + (f"; with the singleton sender: {results['delivery_singleton']['webhooks_per_s']:,.0f}/s"
+               if results.get("delivery_singleton", {}).get("webhooks_per_s") else "")
             + f" | {verdict(ok)} | |")
         targets.append(("delivery ≥ 5,000/s", ok))
     lat = results.get("latency", {})
@@ -1469,8 +1470,8 @@ def render(results: dict) -> str:
         add("| # | Scenario | A req/s | B req/s | **ratio** (min–max) | A p50 / p99 | B p50 / p99 | p50 ratio | "
             "p99 ratio | Envoy CPU/req A → B | errors |")
         add("|---|---|---:|---:|---:|---|---|---:|---:|---|---:|")
-        order = ["aa", "s2", "s3", "s3n", "s4", "s4f", "s4u", "s5_1m", "s5_5m"]
-        num = {"aa": "A/A", "s2": "2", "s3": "3", "s3n": "3b", "s4": "4", "s4f": "4f", "s4u": "4b", "s5_1m": "5",
+        order = ["aa", "s2", "s3", "s3n", "s4", "s4s", "s4u", "s5_1m", "s5_5m"]
+        num = {"aa": "A/A", "s2": "2", "s3": "3", "s3n": "3b", "s4": "4", "s4s": "4s", "s4u": "4b", "s5_1m": "5",
                "s5_5m": "5"}
         for k in order:
             if k not in ab:
@@ -1482,7 +1483,7 @@ def render(results: dict) -> str:
                 f"{s['ratio_p50']:.3f} | {s['ratio_p99']:.3f} | {s['a_cpu_us_per_req']:.1f} → {s['b_cpu_us_per_req']:.1f} µs "
                 f"(×{s['ratio_cpu_per_req']:.2f}) | {s['errors']} |")
         add("")
-        for k in ("s4", "s4f"):
+        for k in ("s4", "s4s"):
             if ab.get(k, {}).get("webhooks_per_s") is None:
                 continue
             s4 = ab[k]
@@ -1516,8 +1517,9 @@ def render(results: dict) -> str:
 
     # -- delivery
     layouts = [(k, t) for k, t in (
-        ("delivery", "As shipped: HTTP filters observe, one bootstrap singleton on the main thread sends"),
-        ("delivery_filter_only", "The HTTP filter alone (`\"role\": \"both\"`, no singleton): every worker sends"))
+        ("delivery", "As shipped: the HTTP filter alone, every worker observes and sends what it observed"),
+        ("delivery_singleton", "Singleton layout: the HTTP filters observe, one bootstrap singleton on the main "
+                               "thread sends"))
         if results.get(k)]
     if layouts:
         add("## Delivery")
@@ -1617,17 +1619,17 @@ def render(results: dict) -> str:
                 "*do-nothing module*: every callback the proxy-wasm SDK exports, doing nothing (the cost of any "
                 "proxy-wasm filter on a stream); *forward-only module*: one webhook per response through the shared "
                 "queue and `dispatch_http_call`, fixed body, no parsing, no shared data, no signing (the least one "
-                "webhook per response can cost); both in `tests/bench/reference_filter`, run as the HTTP filter alone. "
-                "The filter runs as shipped (*filter*: sends from the bootstrap singleton on the main thread) and as "
-                "the HTTP filter alone (*filter, HTTP filter alone*: each worker sends), both with `tickMs` 60000, so "
-                "ticks do not land in per-request figures (deliveries leave on the queue's wake-up); the tick is "
-                "measured on its own below.")
+                "webhook per response can cost); both in `tests/bench/reference_filter`. The filter runs as shipped "
+                "(*filter*: the HTTP filter alone, the worker sends) and in the singleton layout (*filter, singleton "
+                "sender*: sends from a bootstrap singleton on the main thread), both with `tickMs` 60000, so ticks do "
+                "not land in per-request figures (deliveries leave on the queue's wake-up); the tick is measured on "
+                "its own below.")
             add("")
             pr = ins["per_request"]
             titles = {"s2": "GET /providers (route not watched; disabled per route)",
                       "s3": "Steady polling: POST /graphql, 10 notifications, states unchanged",
                       "s4": "GET /notifications/<n>: a new notification per response, one webhook each"}
-            add("| Scenario | plain | do-nothing module | forward-only module | filter | filter, HTTP filter alone | "
+            add("| Scenario | plain | do-nothing module | forward-only module | filter | filter, singleton sender | "
                 "filter − plain | filter ÷ plain |")
             add("|---|---:|---:|---:|---:|---:|---:|---:|")
             for key, title in titles.items():
@@ -1635,17 +1637,16 @@ def render(results: dict) -> str:
                 if None in row:
                     continue
                 plain, filt = row[0], row[3]
-                alone = pr.get("filter_only", {}).get(key)
+                alone = pr.get("filter_singleton", {}).get(key)
                 add(f"| {title} | " + " | ".join(f"{x:,}" for x in row) +
                     f" | {f'{alone:,}' if alone else '–'} | {filt - plain:+,} | **{filt / plain:.2f}** |")
             add("")
             tick = ins.get("filter_tick_per_s")
             if tick:
-                add(f"Ticks (filter as shipped, `tickMs` 100, `--concurrency 1`: the HTTP filter's root contexts on "
-                    f"the worker and the main thread observe, the singleton sends; no traffic): "
+                add(f"Ticks (filter as shipped, `tickMs` 100, 2 VMs at `--concurrency 1`, no traffic): "
                     f"{tick['after_burst']:,} instructions/s in the {INSTR_IDLE_S:g} s right after a burst of webhooks "
-                    f"(the sender sweeps the whole ledger once more), {tick['idle']:,}/s once idle "
-                    f"({INSTR_SETTLE_S:g} s later; an idle sender sweeps one window in ten ticks).")
+                    f"(senders sweep the whole ledger once more), {tick['idle']:,}/s once idle "
+                    f"({INSTR_SETTLE_S:g} s later; idle senders sweep one window in ten ticks).")
                 add("")
 
     # -- profile
@@ -1698,11 +1699,11 @@ def render(results: dict) -> str:
             f"{bodies['5m']:,} bytes ({bodies['5m_rows']:,} notifications); non-watched `/providers` "
             f"{bodies['small']:,} bytes; 3b serves the 8 KB page as `text/plain`.")
     add("- Envoy under test: `envoy/envoy-demo.yaml` with only its ports (and the wasm path) rewritten: the "
-        "HTTP filter observes and a bootstrap singleton on the main thread sends. *plain* = the same file with "
-        "the `envoy.filters.http.wasm` filter, the per-route `typed_per_filter_config` and the singleton removed; "
-        "*HTTP filter alone* (4f, the second delivery table) = the singleton removed and the HTTP filter's "
-        "`role` set to `both`. They (and a second plain Envoy for A/A) run at the same time; an idle Envoy "
-        "costs nothing measurable.")
+        "HTTP filter alone, every worker observing and sending. *plain* = the same file with the "
+        "`envoy.filters.http.wasm` filter and the per-route `typed_per_filter_config` removed; *singleton* "
+        "(4s, the second delivery table) = the HTTP filter's `role` set to `observer` plus a bootstrap "
+        "`WasmService` singleton with the same module, vm_id and configuration and `role` `sender`. They (and a "
+        "second plain Envoy for A/A) run at the same time; an idle Envoy costs nothing measurable.")
     add("- Scenario 4 bodies are made per request by a Lua filter in the stand-in (REST v8 row, new id each "
         "time, deliveryStatus SUCCESS), so every response is a new event; webhooks go to the receiver Envoy.")
     add("- Large pages (5) are the same bytes on every poll: after the first one the filter recognises the "
@@ -1857,7 +1858,7 @@ def main() -> int:
     ap.add_argument("--wait-quiet", type=float, default=60.0,
                     help="before starting, wait up to this many seconds for other processes to use < 0.3 cores")
     ap.add_argument("--quick", action="store_true", help="2 rounds x 2 s, fewer latency events: a smoke run")
-    ap.add_argument("--only", default="", help="comma list of sections: aa,s2,s3,s3n,s4,s4f,s4u,s5,s6,s7,s8,s9,profile")
+    ap.add_argument("--only", default="", help="comma list of sections: aa,s2,s3,s3n,s4,s4s,s4u,s5,s6,s7,s8,s9,profile")
     ap.add_argument("--no-profile", dest="profile", action="store_false")
     ap.add_argument("--latency-events", type=int, default=500)
     ap.add_argument("--latency-rate", type=float, default=100.0)
@@ -1876,13 +1877,13 @@ def main() -> int:
     if not h.filter_wasm_path().exists():
         print(f"{h.filter_wasm_path()} missing: run ./build.sh first", file=sys.stderr)
         return 2
-    wanted = set(filter(None, args.only.split(","))) or {"aa", "s2", "s3", "s3n", "s4", "s4f", "s4u", "s5", "s6",
+    wanted = set(filter(None, args.only.split(","))) or {"aa", "s2", "s3", "s3n", "s4", "s4s", "s4u", "s5", "s6",
                                                         "s7", "s8", "s9", "profile"}
     if "profile" not in wanted:
         args.profile = False
     if "profile" in wanted and args.profile:
         wanted.add("s3")
-    ab_keys = {k for k in wanted if k in ("aa", "s2", "s3", "s3n", "s4", "s4f", "s4u")}
+    ab_keys = {k for k in wanted if k in ("aa", "s2", "s3", "s3n", "s4", "s4s", "s4u")}
     if "s5" in wanted:
         ab_keys |= {"s5_1m", "s5_5m"}
     b = Bench(args)
@@ -1906,7 +1907,7 @@ def main() -> int:
         if "s6" in wanted:
             b.latency()
             b.delivery()
-            b.delivery(FILTER_ONLY)
+            b.delivery(SINGLETON)
         if "s9" in wanted:
             b.instructions()
         if "s8" in wanted:

@@ -12,13 +12,14 @@ import concurrent.futures
 import copy
 import gzip
 import json
+import re
 import time
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from harness import (ALL_STATUS_NAMES, USER_AGENT_PREFIX, ReceivedRequest, camelize_top_level, clusters_for,
-                     endpoint, filter_config, load_sample, ordered, to_json_bytes)
+from harness import (ALL_STATUS_NAMES, REPO_ROOT, USER_AGENT_PREFIX, EnvoyFromConfig, ReceivedRequest, camelize_top_level,
+                     clusters_for, endpoint, filter_config, free_port, load_sample, ordered, to_json_bytes)
 
 EXPECT_S = 10.0
 SETTLE_S = 1.0
@@ -480,3 +481,32 @@ def test_notification_by_id_answered_from_archive_never_posts_archive_id(osmox, 
     got = crm.settle(SETTLE_S)
     assert all(json.loads(r.body).get("id") != 9001 for r in got), got
     # A later live row with the same id 9001 would be another notification; nothing else is asserted.
+
+
+def test_the_shipped_config_delivers_signed_webhooks(osmox, make_receiver, tmp_path, filter_wasm):
+    """envoy/envoy-demo.yaml as shipped, ports rewritten, the real module at its relative path:
+    every routed event arrives once, signed with the configured secret, at the configured URL."""
+    text = (REPO_ROOT / "envoy" / "envoy-demo.yaml").read_text()
+    config = json.loads(re.search(r"\n([ ]*)value: \|\n((?:\1[ ]+.*\n)+)", text).group(2))
+    secret = config["endpoints"][0]["secret"]
+    rcv = make_receiver("demo")
+    lport, aport = free_port(), free_port()
+    for old, new in (("port_value: 10000", f"port_value: {lport}"), ("port_value: 9901", f"port_value: {aport}"),
+                     ("port_value: 3000", f"port_value: {osmox.port}"), ("port_value: 8089", f"port_value: {rcv.port}")):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    (tmp_path / "demo" / "dist").mkdir(parents=True)
+    (tmp_path / "demo" / "dist" / "osmox-webhook-filter.wasm").write_bytes(filter_wasm.read_bytes())
+    envoy = EnvoyFromConfig(tmp_path / "demo", text, lport, aport, name="demo")
+    try:
+        envoy.start()
+        osmox.set_json("POST", "/graphql", graphql_body(graphql_rows()))
+        poll_graphql(envoy)
+        got = rcv.wait_for(7, EXPECT_S)  # the shipped config routes every status
+        assert sorted(Webhook(secret).verify(r.body, r.headers)["id"] for r in got) == sorted(
+            r["id"] for r in graphql_rows())
+        assert all(r.path == "/webhooks/osmox?src=demo" for r in got)
+        poll_graphql(envoy)
+        assert_no_more(rcv, 7)
+    finally:
+        envoy.stop()
