@@ -1111,3 +1111,19 @@ class EnvoyFromConfig(EnvoyProcess):
             self.stop()
             raise
         return self
+
+
+def shipped_config_envoy(workdir: Path, wasm: Path, osmox_port: int, receiver_port: int) -> EnvoyFromConfig:
+    """envoy/envoy-demo.yaml as shipped, its four ports rewritten (the listener and admin to
+    free ones) and `wasm` placed at the relative path the file names; not started."""
+    lport, aport = free_port(), free_port()
+    text = (REPO_ROOT / "envoy" / "envoy-demo.yaml").read_text()
+    for old, new in (("port_value: 10000", f"port_value: {lport}"), ("port_value: 9901", f"port_value: {aport}"),
+                     ("port_value: 3000", f"port_value: {osmox_port}"),
+                     ("port_value: 8089", f"port_value: {receiver_port}")):
+        assert text.count(old) == 1, f"envoy/envoy-demo.yaml changed shape: {old!r}"
+        text = text.replace(old, new)
+    (workdir / "dist").mkdir(parents=True)
+    (workdir / "dist" / "osmox-webhook-filter.wasm").write_bytes(wasm.read_bytes())
+    return EnvoyFromConfig(workdir, text, lport, aport, name="shipped")
+

@@ -18,8 +18,8 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from harness import (ALL_STATUS_NAMES, REPO_ROOT, USER_AGENT_PREFIX, EnvoyFromConfig, ReceivedRequest, camelize_top_level,
-                     clusters_for, endpoint, filter_config, free_port, load_sample, ordered, to_json_bytes)
+from harness import (ALL_STATUS_NAMES, REPO_ROOT, USER_AGENT_PREFIX, ReceivedRequest, camelize_top_level, clusters_for,
+                     endpoint, filter_config, load_sample, ordered, shipped_config_envoy, to_json_bytes)
 
 EXPECT_S = 10.0
 SETTLE_S = 1.0
@@ -490,14 +490,7 @@ def test_the_shipped_config_delivers_signed_webhooks(osmox, make_receiver, tmp_p
     config = json.loads(re.search(r"\n([ ]*)value: \|\n((?:\1[ ]+.*\n)+)", text).group(2))
     secret = config["endpoints"][0]["secret"]
     rcv = make_receiver("demo")
-    lport, aport = free_port(), free_port()
-    for old, new in (("port_value: 10000", f"port_value: {lport}"), ("port_value: 9901", f"port_value: {aport}"),
-                     ("port_value: 3000", f"port_value: {osmox.port}"), ("port_value: 8089", f"port_value: {rcv.port}")):
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    (tmp_path / "demo" / "dist").mkdir(parents=True)
-    (tmp_path / "demo" / "dist" / "osmox-webhook-filter.wasm").write_bytes(filter_wasm.read_bytes())
-    envoy = EnvoyFromConfig(tmp_path / "demo", text, lport, aport, name="demo")
+    envoy = shipped_config_envoy(tmp_path / "demo", filter_wasm, osmox.port, rcv.port)
     try:
         envoy.start()
         osmox.set_json("POST", "/graphql", graphql_body(graphql_rows()))

@@ -198,18 +198,10 @@ def test_probe_filter_bad_config_refused_at_start(osmox, make_envoy, probe_wasm)
 def test_demo_config_runs_filter_only_on_watched_routes(osmox, make_receiver, tmp_path, probe_wasm):
     """envoy/envoy-demo.yaml, ports rewritten, probe module at its relative wasm path: the filter
     runs on /graphql and /notifications and is disabled on the catch-all route."""
-    from harness import REPO_ROOT, EnvoyFromConfig
+    from harness import shipped_config_envoy
 
     rcv = make_receiver("demo")
-    lport, aport = free_port(), free_port()
-    text = (REPO_ROOT / "envoy" / "envoy-demo.yaml").read_text()
-    for old, new in (("port_value: 10000", f"port_value: {lport}"), ("port_value: 9901", f"port_value: {aport}"),
-                     ("port_value: 3000", f"port_value: {osmox.port}"), ("port_value: 8089", f"port_value: {rcv.port}")):
-        assert old in text
-        text = text.replace(old, new)
-    (tmp_path / "demo" / "dist").mkdir(parents=True)
-    (tmp_path / "demo" / "dist" / "osmox-webhook-filter.wasm").write_bytes(probe_wasm.read_bytes())
-    envoy = EnvoyFromConfig(tmp_path / "demo", text, lport, aport, name="demo")
+    envoy = shipped_config_envoy(tmp_path / "demo", probe_wasm, osmox.port, rcv.port)
     try:
         envoy.start()
         for path in ("/graphql", "/notifications", "/notifications/7", "/healthz", "/webhooks"):
