@@ -21,9 +21,9 @@ use crate::learn::Registry;
 
 /// The queue HTTP contexts put filled slots on, registered by a singleton sender (observers
 /// look it up by name). Envoy hands each item to whichever root context registered a name
-/// last, so with every VM sending ("both"), each registers a queue of its own, named after
-/// its sender, for its own HTTP contexts: the wake-ups then spread over the workers as the
-/// traffic does, instead of all landing on the last VM to register.
+/// last, so with every VM sending ("both"), each registers a queue of its own (see
+/// `own_queue_name`) for its own HTTP contexts: the wake-ups then spread over the workers as
+/// the traffic does, instead of all landing on the last VM to register.
 pub const QUEUE: &str = "deliveries";
 /// Slots each root context sweeps per tick: bounds the main thread's work per tick.
 const SCAN_PER_TICK: u32 = 256;
@@ -101,6 +101,24 @@ fn sender_id(context_id: u32) -> u32 {
     #[allow(clippy::cast_possible_truncation)]
     let id = h.finish() as u32;
     id
+}
+
+thread_local! {
+    /// Drawn once per VM instance, which outlives its root contexts.
+    static VM_TAG: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// This VM's own delivery queue. The name stays the same when a configuration update gives
+/// the VM a new root context, so re-registering points the queue (and any items on it) at
+/// the new one: Envoy keeps registered queues as long as the vm_id lives, and a fresh name
+/// per root context would leave one behind per update.
+fn own_queue_name(context_id: u32) -> String {
+    let tag = VM_TAG.with(|t| {
+        let tag = t.get().unwrap_or_else(|| sender_id(context_id));
+        t.set(Some(tag));
+        tag
+    });
+    format!("{QUEUE}/{tag:08x}")
 }
 
 pub fn now_ms() -> u64 {
@@ -281,14 +299,17 @@ impl RootContext for Root {
         }
         let mut queue = None;
         if config.role.sends() {
-            let id = sender_id(self.context_id);
             queue = match config.role {
                 Role::Sender => hostcalls::register_shared_queue(QUEUE),
-                _ => hostcalls::register_shared_queue(&format!("{QUEUE}/{id:08x}")),
+                _ => hostcalls::register_shared_queue(&own_queue_name(self.context_id)),
             }
             .ok();
             let ledger = Ledger::new(config.limits.max_pending).sweeping_high_water(&SharedData);
-            self.sender = Some(Sender::new(id, ledger, SCAN_PER_TICK));
+            self.sender = Some(Sender::new(
+                sender_id(self.context_id),
+                ledger,
+                SCAN_PER_TICK,
+            ));
         }
         log::info!(
             "#{} osmox-webhook-filter {} configured as {:?}: {} endpoints, {} pending deliveries max, {} notifications remembered",
