@@ -79,7 +79,9 @@ pub fn take_in<S: Store + ?Sized>(
         };
         metrics.add(Metric::EventsDetected, 1);
         let mut placed_slots = Vec::new();
+        let mut routed = false;
         for endpoint in routing::route(endpoints, n) {
+            routed = true;
             let key = endpoint_key(&endpoint.name);
             let existing = previous.iter().find(|(k, _)| *k == key).map(|(_, s)| *s);
             let id = webhook_id(n, &endpoint.name);
@@ -115,9 +117,12 @@ pub fn take_in<S: Store + ?Sized>(
                 }
             }
         }
-        if placed_slots.is_empty() {
+        // An event whose every delivery was dropped was routed: the drops are counted above.
+        if !routed {
             metrics.add(Metric::EventsUnrouted, 1);
-        } else if memory.record_slots(store, n.id, &placed_slots).is_err() {
+        } else if !placed_slots.is_empty()
+            && memory.record_slots(store, n.id, &placed_slots).is_err()
+        {
             metrics.add(Metric::StoreConflicts, 1);
         }
     }

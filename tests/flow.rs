@@ -624,6 +624,11 @@ fn a_full_ledger_drops_and_counts() {
     w.observe(0, &ns);
     assert_eq!(w.m(Metric::DeliveriesDropped), 2);
     assert_eq!(w.m(Metric::Pending), 4);
+    assert_eq!(
+        w.m(Metric::EventsUnrouted),
+        0,
+        "dropped events were routed; unrouted counts events no endpoint wants"
+    );
 }
 
 #[test]
