@@ -1775,8 +1775,13 @@ def observations(results: dict) -> list[str]:
         out.append(f"Client latency with a new event per response: p99 {fmt_us(ab['s4']['a_p99_us'])} plain → "
                    f"{fmt_us(ab['s4']['b_p99_us'])} with delivery, {fmt_us(ab['s4u']['b_p99_us'])} with detection only. "
                    "The filter never holds a response, so the p99 growth is time the worker threads spend in filter "
-                   "callbacks between requests. Candidates to check: delivery work done by root contexts on worker "
-                   "threads (queue wake-ups and ticks, in batches), and shared-data lock contention between the VMs.")
+                   "callbacks between requests: here the box is saturated and every response costs a webhook."
+                   + (f" With the sending moved to a singleton on the main thread (4s): p99 "
+                      f"{fmt_us(ab['s4s']['b_p99_us'])}, {ab['s4s']['b_rps']:,.0f} req/s against "
+                      f"{ab['s4']['b_rps']:,.0f}, {ab['s4s'].get('filter_metrics_delta', {}).get('deliveries_dropped', 0):,} "
+                      "deliveries dropped (the main thread fell behind and the ledger filled) against "
+                      f"{ab['s4'].get('filter_metrics_delta', {}).get('deliveries_dropped', 0):,}."
+                      if "s4s" in ab else ""))
     for k in ("s5_1m", "s5_5m"):
         if k in ab:
             s5 = ab[k]
