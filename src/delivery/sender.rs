@@ -24,6 +24,9 @@ const LEASE_MARGIN_MS: u64 = 10_000;
 const FULL_HOLD_MS: u64 = 200;
 /// Held deliveries retried per tick.
 const HELD_PER_TICK: usize = 32;
+/// Deliveries come due moved to `held` per tick at most, so that a whole ledger coming due
+/// at once (an open breaker closing) costs a bounded tick; replies draw from `held`.
+const RELEASE_PER_TICK: usize = 4096;
 /// A sender whose sweeps found nothing for a whole ledger's worth of windows sweeps one
 /// window every this many ticks: an idle ledger would otherwise cost every VM a read per
 /// slot of a window, every tick. New work wakes senders through the queue, and a sender
@@ -252,7 +255,10 @@ impl Sender {
 
     /// Move the slots that came due to the back of `held`.
     fn release_due(&mut self, now_ms: u64) {
-        while let Some(&Reverse((at_ms, slot))) = self.due.peek() {
+        for _ in 0..RELEASE_PER_TICK {
+            let Some(&Reverse((at_ms, slot))) = self.due.peek() else {
+                break;
+            };
             if at_ms > now_ms {
                 break;
             }
