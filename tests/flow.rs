@@ -537,6 +537,60 @@ fn a_backlog_of_retries_drains_as_replies_come_back_not_as_the_sweep_finds_it() 
     assert_eq!(w.m(Metric::Pending), 0);
 }
 
+/// A sender whose memory of held deliveries went stale (another VM's sweep and replies
+/// delivered them) and that has nothing on the wire gets no replies to pull its held queue:
+/// one tick must still reach the deliveries behind the stale entries.
+#[test]
+fn stale_held_entries_do_not_stall_the_deliveries_behind_them() {
+    let json = ONE_ENDPOINT
+        .replace(r#""headers""#, r#""maxInFlight": 8, "headers""#)
+        .replace(r#""maxPending": 128"#, r#""maxPending": 200"#);
+    let mut w = World::new(&json, 2);
+    let answer_all = |w: &World, answered: &mut usize| {
+        for _ in 0..10_000 {
+            let sent = w.sent();
+            if *answered == sent.len() {
+                break;
+            }
+            for s in &sent[*answered..] {
+                // Tokens are global: the VM that did not send it ignores the reply.
+                w.reply(0, s.token, 200, None);
+                w.reply(1, s.token, 200, None);
+            }
+            *answered = sent.len();
+        }
+    };
+    let first: Vec<_> = (1..=120)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &first);
+    assert_eq!(w.sent().len(), 8);
+    // VM 1's sweeps find VM 0's waiting deliveries and, with every place taken, hold them.
+    w.now += 1_000;
+    for _ in 0..4 {
+        w.tick(1);
+    }
+    // VM 0's replies deliver all of them: VM 1's memory of them is stale now.
+    let mut answered = 0;
+    answer_all(&w, &mut answered);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 120);
+    // New deliveries reach VM 1 while VM 0 holds every place, so VM 1 holds them too.
+    let busy: Vec<_> = (121..=128)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &busy);
+    let behind: Vec<_> = (129..=158)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(1, &behind);
+    assert_eq!(w.sent().len(), 128);
+    answer_all(&w, &mut answered);
+    // VM 1 has nothing on the wire: one tick starts it, its own replies do the rest.
+    w.tick(1);
+    answer_all(&w, &mut answered);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 158);
+}
+
 #[test]
 fn an_open_circuit_holds_deliveries_and_probes_with_one() {
     let json = ONE_ENDPOINT.replace(

@@ -22,8 +22,12 @@ use crate::store::{self, Store};
 const LEASE_MARGIN_MS: u64 = 10_000;
 /// How long a delivery refused by a full endpoint waits before it is tried again.
 const FULL_HOLD_MS: u64 = 200;
-/// Held deliveries retried per tick.
+/// Held deliveries sent per tick at most.
 const HELD_PER_TICK: usize = 32;
+/// Entries a retry of held deliveries may read per send it asks for: held entries go stale
+/// when another sender delivers them, and a sender with nothing on the wire gets no replies
+/// to go on, so skipping stale ones must not use up its turn; this bounds the reads.
+const HELD_READS_PER_SEND: usize = 16;
 /// Deliveries come due moved to `held` per tick at most, so that a whole ledger coming due
 /// at once (an open breaker closing) costs a bounded tick; replies draw from `held`.
 const RELEASE_PER_TICK: usize = 4096;
@@ -108,6 +112,24 @@ impl<'a> Attempt<'a> {
             retry_after_ms: None,
             duration_ms: 0,
         }
+    }
+}
+
+/// What `try_send` did with a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tried {
+    /// Claimed and dispatched (or failed to dispatch, and that attempt is recorded).
+    Sent,
+    /// Claimed, then refused a place: held or scheduled again.
+    Refused,
+    /// Not claimed: free, not due, on the wire, or unreadable (`occupied` unless free).
+    Skipped { occupied: bool },
+}
+
+impl Tried {
+    /// Whether the slot holds a delivery (or could not be read).
+    fn occupied(self) -> bool {
+        !matches!(self, Tried::Skipped { occupied: false })
     }
 }
 
@@ -215,7 +237,7 @@ impl Sender {
             if let Ok(window) = self.ledger.next_scan_window(io.store, self.scan_per_tick) {
                 let mut occupied = false;
                 for slot in window {
-                    occupied |= self.try_send(config, endpoints, io, slot, false);
+                    occupied |= self.try_send(config, endpoints, io, slot, false).occupied();
                 }
                 self.empty_windows = if occupied {
                     0
@@ -245,10 +267,20 @@ impl Sender {
         }
     }
 
+    /// Send up to `n` held deliveries, stopping at the first refusal (no place is free).
     fn retry_held(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io, n: usize) {
-        for _ in 0..n.min(self.held.len()) {
-            if let Some(slot) = self.held.pop_front() {
-                self.try_send(config, endpoints, io, slot, true);
+        let mut sent = 0;
+        for _ in 0..n.saturating_mul(HELD_READS_PER_SEND) {
+            let Some(slot) = self.held.pop_front() else {
+                break;
+            };
+            match self.try_send(config, endpoints, io, slot, true) {
+                Tried::Sent => sent += 1,
+                Tried::Refused => break,
+                Tried::Skipped { .. } => {}
+            }
+            if sent == n {
+                break;
             }
         }
     }
@@ -285,7 +317,6 @@ impl Sender {
     }
 
     /// Send `slot` if it is due; `lease_freed` when a lease just came free for held ones.
-    /// Returns whether the slot holds a delivery (or could not be read).
     fn try_send(
         &mut self,
         config: &Config,
@@ -293,7 +324,7 @@ impl Sender {
         io: &mut Io,
         slot: u32,
         lease_freed: bool,
-    ) -> bool {
+    ) -> Tried {
         let now = io.now_ms;
         // Claim in one read-modify-write: only the sender whose CAS wins goes on. Anything
         // else the record shows is handled below, from what the claim saw.
@@ -324,12 +355,12 @@ impl Sender {
             Ok(None) => {
                 let occupied = seen != Record::Free;
                 self.not_claimed(config, endpoints, io, slot, seen, lease_freed);
-                return occupied;
+                return Tried::Skipped { occupied };
             }
-            Err(_) => return true,
+            Err(_) => return Tried::Skipped { occupied: true },
         };
         let Some(endpoint) = endpoints.iter().find(|e| e.name == s.endpoint) else {
-            return true;
+            return Tried::Skipped { occupied: true };
         };
         let claim_lapses = lease_until(now, endpoint);
         match self.admit(io, endpoint, slot, claim_lapses) {
@@ -346,7 +377,7 @@ impl Sender {
                 } else {
                     self.schedule(until, slot);
                 }
-                return true;
+                return Tried::Refused;
             }
         }
         let sent = send_webhook(io, endpoint, &s.webhook_id, &s.body);
@@ -381,7 +412,7 @@ impl Sender {
                 self.finish(config, endpoints, io, Attempt::lost(slot, &s.webhook_id));
             }
         }
-        true
+        Tried::Sent
     }
 
     /// A slot the claim did not take: free, being filled, on the wire, not due yet, or due
