@@ -56,4 +56,3 @@ def test_observers_alone_send_nothing(osmox, make_receiver, make_envoy, filter_w
     envoy.wait_metric("events_detected", 7, timeout=EXPECT_S)
     assert_no_more(crm, 0)
     assert envoy.metric("pending") == 3
-
