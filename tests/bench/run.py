@@ -341,6 +341,15 @@ ROUTER = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 
 
+# Stand-ins read the whole request before they answer, as real servers do: Envoy's
+# direct_response answers at the request headers, and a client whose request body was still
+# going out when the response came must close that connection, so every POST would have
+# paid a new TCP connection on both sides (measured: 10,000 webhooks, 10,000 connections).
+READ_REQUEST = {"name": "envoy.filters.http.buffer", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+    "max_request_bytes": 1 << 20}}
+
+
 def _listener(name: str, port: int, routes: list, http_filters: list, max_body: int = 4096) -> dict:
     return {
         "name": name,
@@ -351,7 +360,7 @@ def _listener(name: str, port: int, routes: list, http_filters: list, max_body: 
                 "@type": HCM, "stat_prefix": name, "codec_type": "AUTO",
                 "route_config": {"name": name, "max_direct_response_body_size_bytes": max_body,
                                  "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}]},
-                "http_filters": http_filters + [ROUTER],
+                "http_filters": [READ_REQUEST] + http_filters + [ROUTER],
             },
         }]}],
     }
