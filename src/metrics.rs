@@ -44,6 +44,7 @@ metrics! {
     EventsDuplicate => "events_duplicate", Counter;
     EventsStale => "events_stale", Counter;
     EventsUnrouted => "events_unrouted", Counter;
+    WakeupsToPeers => "wakeups_to_peers", Counter;
     DeliveriesSent => "deliveries_sent", Counter;
     DeliveriesSucceeded => "deliveries_succeeded", Counter;
     DeliveriesFailed => "deliveries_failed", Counter;

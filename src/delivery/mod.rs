@@ -4,5 +4,6 @@
 pub mod breaker;
 pub mod ledger;
 pub mod outcome;
+pub mod peers;
 pub mod retry;
 pub mod sender;

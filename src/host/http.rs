@@ -96,9 +96,14 @@ impl Watch {
             self.shared.recent.borrow_mut().remember(hash);
         }
         // One item per response, not per delivery: each item wakes the sender's VM once.
-        if let (Some(queue), false) = (self.shared.queue(), intake.wake.is_empty()) {
+        if intake.wake.is_empty() {
+            return;
+        }
+        if let Some((queue, peer)) = self.shared.wake_queue() {
             let slots: Vec<u8> = intake.wake.iter().flat_map(|s| s.to_le_bytes()).collect();
-            let _ = hostcalls::enqueue_shared_queue(queue, Some(&slots));
+            if hostcalls::enqueue_shared_queue(queue, Some(&slots)).is_ok() && peer {
+                metrics.add(Metric::WakeupsToPeers, 1);
+            }
         }
     }
 

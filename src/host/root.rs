@@ -15,6 +15,7 @@ use super::shared_store::{ensure, SharedData};
 use crate::config::{Config, Endpoint, Role};
 use crate::delivery::ledger::Ledger;
 use crate::delivery::outcome::AttemptResponse;
+use crate::delivery::peers::{self, Rotation, PEERS_KEY};
 use crate::delivery::sender::{Dispatch, Io, Sender};
 use crate::events::{Memory, RecentResponses};
 use crate::learn::Registry;
@@ -22,8 +23,8 @@ use crate::learn::Registry;
 /// The queue HTTP contexts put filled slots on, registered by a singleton sender (observers
 /// look it up by name). Envoy hands each item to whichever root context registered a name
 /// last, so with every VM sending ("both"), each registers a queue of its own (see
-/// `own_queue_name`) for its own HTTP contexts: the wake-ups then spread over the workers as
-/// the traffic does, instead of all landing on the last VM to register.
+/// `queue_name`), and HTTP contexts hand their items to the live VMs' queues in turn
+/// (`peers`): the wake-ups spread over the workers even when the traffic does not.
 pub const QUEUE: &str = "deliveries";
 /// Slots each root context sweeps per tick: bounds the main thread's work per tick.
 const SCAN_PER_TICK: u32 = 256;
@@ -41,19 +42,25 @@ pub struct Shared {
     /// The delivery queue: registered by a sending VM, looked up by an observing one (whose
     /// sender, a bootstrap singleton, may register it after this VM configured).
     queue: Cell<Option<u32>>,
+    /// With every VM sending: the live senders' queues, taken in turn.
+    rotation: RefCell<Option<Rotation>>,
     pub recent: RefCell<RecentResponses>,
     /// Configured plus learned endpoints, with the learned map's version they were built at.
     endpoints: RefCell<(Option<u32>, Rc<Vec<Endpoint>>)>,
 }
 
 impl Shared {
-    pub fn queue(&self) -> Option<u32> {
+    /// The queue for the next item of wake-ups, and whether it belongs to another VM.
+    pub fn wake_queue(&self) -> Option<(u32, bool)> {
+        if let Some(rotation) = self.rotation.borrow_mut().as_mut() {
+            return Some(rotation.next_queue());
+        }
+        self.queue().map(|q| (q, false))
+    }
+
+    fn queue(&self) -> Option<u32> {
         if self.queue.get().is_none() {
-            let vm_id = hostcalls::get_property(vec!["plugin_vm_id"])
-                .ok()
-                .flatten()
-                .and_then(|b| String::from_utf8(b).ok());
-            if let Some(vm_id) = vm_id {
+            if let Some(vm_id) = plugin_vm_id() {
                 self.queue.set(
                     hostcalls::resolve_shared_queue(&vm_id, QUEUE)
                         .ok()
@@ -108,17 +115,28 @@ thread_local! {
     static VM_TAG: Cell<Option<u32>> = const { Cell::new(None) };
 }
 
-/// This VM's own delivery queue. The name stays the same when a configuration update gives
-/// the VM a new root context, so re-registering points the queue (and any items on it) at
-/// the new one: Envoy keeps registered queues as long as the vm_id lives, and a fresh name
-/// per root context would leave one behind per update.
-fn own_queue_name(context_id: u32) -> String {
-    let tag = VM_TAG.with(|t| {
+/// This VM's tag: names its own delivery queue and its entry among the live senders.
+fn vm_tag(context_id: u32) -> u32 {
+    VM_TAG.with(|t| {
         let tag = t.get().unwrap_or_else(|| sender_id(context_id));
         t.set(Some(tag));
         tag
-    });
+    })
+}
+
+/// A sending VM's own delivery queue. The name stays the same when a configuration update
+/// gives the VM a new root context, so re-registering points the queue (and any items on
+/// it) at the new one: Envoy keeps registered queues as long as the vm_id lives, and a fresh
+/// name per root context would leave one behind per update.
+fn queue_name(tag: u32) -> String {
     format!("{QUEUE}/{tag:08x}")
+}
+
+fn plugin_vm_id() -> Option<String> {
+    hostcalls::get_property(vec!["plugin_vm_id"])
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
 }
 
 pub fn now_ms() -> u64 {
@@ -132,6 +150,8 @@ pub struct Root {
     context_id: u32,
     shared: Option<Rc<Shared>>,
     sender: Option<Sender>,
+    /// When this VM next says it is alive to the other senders (every VM sending only).
+    beat_at_ms: Option<u64>,
 }
 
 struct Net;
@@ -168,6 +188,35 @@ impl Root {
             context_id,
             shared: None,
             sender: None,
+            beat_at_ms: None,
+        }
+    }
+
+    /// Say this VM is alive, and take the live senders' queues for the rotation.
+    fn beat(&mut self, now: u64) {
+        let (Some(at), Some(shared)) = (self.beat_at_ms, &self.shared) else {
+            return;
+        };
+        if now < at {
+            return;
+        }
+        self.beat_at_ms = Some(now + peers::BEAT_MS);
+        let (Ok(tags), Some(vm_id)) = (
+            peers::beat(&SharedData, vm_tag(self.context_id), now),
+            plugin_vm_id(),
+        ) else {
+            return;
+        };
+        let queues: Vec<u32> = tags
+            .into_iter()
+            .filter_map(|tag| {
+                hostcalls::resolve_shared_queue(&vm_id, &queue_name(tag))
+                    .ok()
+                    .flatten()
+            })
+            .collect();
+        if let Some(rotation) = shared.rotation.borrow_mut().as_mut() {
+            rotation.set_peers(queues);
         }
     }
 
@@ -292,18 +341,24 @@ impl RootContext for Root {
         if config.learn.is_some() {
             ensure(Registry::key(), b"");
         }
+        ensure(PEERS_KEY, b"");
         // Every VM ticks: metrics are handed to Envoy on the tick, even where nothing is sent.
         if hostcalls::set_tick_period(Duration::from_millis(config.tick_ms)).is_err() {
             log::error!("#{} could not set the tick period", self.context_id);
             return false;
         }
         let mut queue = None;
+        let mut rotation = None;
         if config.role.sends() {
             queue = match config.role {
                 Role::Sender => hostcalls::register_shared_queue(QUEUE),
-                _ => hostcalls::register_shared_queue(&own_queue_name(self.context_id)),
+                _ => hostcalls::register_shared_queue(&queue_name(vm_tag(self.context_id))),
             }
             .ok();
+            if config.role == Role::Both {
+                rotation = queue.map(Rotation::new);
+                self.beat_at_ms = Some(0);
+            }
             let ledger = Ledger::new(config.limits.max_pending).sweeping_high_water(&SharedData);
             self.sender = Some(Sender::new(
                 sender_id(self.context_id),
@@ -326,6 +381,7 @@ impl RootContext for Root {
             config,
             metrics: EnvoyMetrics::define(),
             queue: Cell::new(queue),
+            rotation: RefCell::new(rotation),
             recent: RefCell::new(RecentResponses::new(RECENT_RESPONSES)),
         }));
         true
@@ -333,6 +389,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         follow_log_level();
+        self.beat(now_ms());
         self.with_sender(|sender, config, endpoints, io| sender.tick(config, endpoints, io));
         // An item whose wake-up never came (its VM was replaced) waits for the next one;
         // take it here instead. What its slots hold is swept from the ledger anyway.

@@ -11,6 +11,7 @@ import collections
 import concurrent.futures
 import copy
 import gzip
+import http.client
 import json
 import re
 import time
@@ -18,7 +19,7 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from harness import (ALL_STATUS_NAMES, REPO_ROOT, USER_AGENT_PREFIX, ReceivedRequest, camelize_top_level, clusters_for,
+from harness import (ALL_STATUS_NAMES, HOST, REPO_ROOT, USER_AGENT_PREFIX, ReceivedRequest, camelize_top_level, clusters_for,
                      endpoint, filter_config, load_sample, ordered, shipped_config_envoy, to_json_bytes)
 
 EXPECT_S = 10.0
@@ -302,6 +303,41 @@ def test_concurrency_4_parallel_polls_no_duplicates(osmox, make_receiver, make_e
     dups = {k: v for k, v in counts.items() if v != 1}
     assert not dups, f"duplicate deliveries: {dups}"
     assert set(counts) == expected
+
+
+def test_one_client_connection_is_sent_for_by_every_worker(osmox, make_receiver, make_envoy, filter_wasm):
+    """Traffic on one connection is observed by one worker; its wake-ups still go to every
+    live sending VM in turn, so the other worker sends too, and nothing goes out twice."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm, deliveryStatuses=ALL_STATUS_NAMES)], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm}, concurrency=2)
+    row = graphql_rows()[0]
+    conn = http.client.HTTPConnection(HOST, envoy.client.port, timeout=10)
+    expected = []
+    try:
+        # The VMs learn of each other within a beat (1 s): poll until both have sent, at
+        # most 60 polls. Each poll reveals one new event; the webhook is awaited before the
+        # next, so one worker alone would reuse one connection to the receiver.
+        for step in range(60):
+            row = dict(row, deliveryStatus=[2, 3, 4, 5, 6][step % 5],
+                       updatedOn=f"2026-04-22T10:00:{step:02d}.000Z")
+            expected.append((row["id"], row["deliveryStatus"]))
+            osmox.set_json("POST", "/graphql", graphql_body([row]))
+            conn.request("POST", "/graphql", body=to_json_bytes({"query": NOTIFICATIONS_QUERY}),
+                         headers={"content-type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 200
+            crm.wait_for(len(expected), EXPECT_S)
+            if step >= 10 and len({q.peer for q in crm.requests()}) >= 2:
+                break
+            time.sleep(0.05)
+    finally:
+        conn.close()
+    got = assert_no_more(crm, len(expected))
+    assert ids_statuses(got) == expected
+    assert len({q.peer for q in got}) >= 2, "every webhook came over one connection: one worker sent them all"
+    assert envoy.metric("wakeups_to_peers") >= 1
 
 
 # ------------------------------------------------------------------------------------------
