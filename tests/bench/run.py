@@ -1526,7 +1526,8 @@ def render(results: dict) -> str:
 
     # -- delivery
     layouts = [(k, t) for k, t in (
-        ("delivery", "As shipped: the HTTP filter alone, every worker observes and sends what it observed"),
+        ("delivery", "As shipped: the HTTP filter alone, every worker observes and sends (wake-ups spread over the "
+                     "live workers)"),
         ("delivery_singleton", "Singleton layout: the HTTP filters observe, one bootstrap singleton on the main "
                                "thread sends"))
         if results.get(k)]
@@ -1713,6 +1714,10 @@ def render(results: dict) -> str:
         "(4s, the second delivery table) = the HTTP filter's `role` set to `observer` plus a bootstrap "
         "`WasmService` singleton with the same module, vm_id and configuration and `role` `sender`. They (and a "
         "second plain Envoy for A/A) run at the same time; an idle Envoy costs nothing measurable.")
+    add("- The stand-ins (OsmoX and the receiver) read the whole request before they answer (a buffer filter "
+        "in front of `direct_response`), as real servers do: otherwise the proxy must close every connection "
+        "whose request body was still going out when the answer came, and every POST (GraphQL polls, webhooks) "
+        "paid a new TCP connection on both sides. Figures of runs before this change are not comparable.")
     add("- Scenario 4 bodies are made per request by a Lua filter in the stand-in (REST v8 row, new id each "
         "time, deliveryStatus SUCCESS), so every response is a new event; webhooks go to the receiver Envoy.")
     add("- Large pages (5) are the same bytes on every poll: after the first one the filter recognises the "
