@@ -38,14 +38,20 @@ pub enum WatchKind {
 /// GraphQL: `POST` to exactly one of `graphql_paths`. REST: any method on a path equal to a
 /// prefix or below it (`prefix/…`), so list, by-id and create calls are all seen. A prefix
 /// that is empty or only `/` matches nothing: it would watch every route.
+///
+/// `method` `None`: not read. Reading it costs a hostcall on every poll, and a GraphQL call
+/// is told apart by its body instead: any request to a GraphQL path is then `Graphql`, and
+/// the host watches it only if the request carries a body (a `GET` does not; OsmoX's
+/// GraphQL server refuses other methods).
 pub fn classify(
-    method: &str,
+    method: Option<&str>,
     path: &str,
     graphql_paths: &[String],
     rest_path_prefixes: &[String],
 ) -> Option<WatchKind> {
     let path = strip_query(path);
-    if method.eq_ignore_ascii_case("POST") && graphql_paths.iter().any(|p| p == path) {
+    let post = method.is_none_or(|m| m.eq_ignore_ascii_case("POST"));
+    if post && graphql_paths.iter().any(|p| p == path) {
         return Some(WatchKind::Graphql);
     }
     let under = |prefix: &String| {
@@ -614,14 +620,35 @@ mod tests {
             ("GET", "/", None),
         ];
         for (method, path, want) in cases {
-            assert_eq!(classify(method, path, &gql, &rest), want, "{method} {path}");
+            assert_eq!(
+                classify(Some(method), path, &gql, &rest),
+                want,
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn classify_without_the_method_takes_any_request_to_a_graphql_path() {
+        let gql = vec!["/graphql".to_string()];
+        let rest = vec!["/notifications".to_string()];
+        let cases = [
+            ("/graphql", Some(WatchKind::Graphql)),
+            ("/graphql?x=1", Some(WatchKind::Graphql)),
+            ("/graphql/extra", None),
+            ("/notifications/14", Some(WatchKind::Rest)),
+            ("/providers", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(classify(None, path, &gql, &rest), want, "{path}");
         }
     }
 
     #[test]
     fn classify_ignores_empty_and_root_prefixes() {
         let rest = vec![String::new(), "/".to_string()];
-        assert_eq!(classify("GET", "/anything", &[], &rest), None);
+        assert_eq!(classify(Some("GET"), "/anything", &[], &rest), None);
+        assert_eq!(classify(None, "/anything", &[], &rest), None);
     }
 
     #[test]

@@ -352,6 +352,21 @@ def _control_poll_delivers(envoy, osmox, crm, already: int = 0):
     assert_no_more(crm, already + 3)
 
 
+def test_a_get_to_the_graphql_path_is_not_watched(osmox, make_receiver, make_envoy, filter_wasm):
+    """A GraphQL call is a POST; the filter tells it by its body instead of reading the
+    method (a hostcall on every poll), so a GET with notifications in its answer is passed
+    on and not read."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    sent = osmox.set_json("GET", "/graphql", graphql_body(graphql_rows()))
+    r = envoy.client.get("/graphql")
+    assert r.status == 200 and r.body == sent
+    assert_no_more(crm, 0)
+    assert envoy.metric("responses_watched") == 0
+    _control_poll_delivers(envoy, osmox, crm)
+
+
 def test_large_watched_response_passes_intact_and_is_skipped(osmox, make_receiver, make_envoy, filter_wasm):
     crm = make_receiver("crm")
     cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS,
