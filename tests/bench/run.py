@@ -1450,6 +1450,23 @@ def render(results: dict) -> str:
         add(f"| Response end → webhook at receiver: p50 ≤ 5 ms | p50 {lat['p50_ms']:.2f} ms, p99 "
             f"{lat['p99_ms']:.2f} ms | {verdict(ok)} | |")
         targets.append(("delivery delay p50", ok))
+    o = d.get("outage", {})
+    if o.get("feed_curve"):
+        cap = d.get("config", {}).get("maxPending")
+        peak = max(x["pending"] for x in o["feed_curve"])
+        dropped = o.get("metrics_delta", {}).get("deliveries_dropped", 0)
+        ok = cap is not None and peak <= cap
+        add(f"| Memory grows only as configured: the retry backlog stays within `limits.maxPending` under load | "
+            f"{peak:,} pending at most of {cap:,} allowed, with 20,000 events fed while the receiver was down "
+            f"({dropped:,} dropped, counted in `deliveries_dropped`); Envoy RSS {o['rss_kib_idle'] / 1024:.1f} → "
+            f"{o['rss_kib_10k_pending'] / 1024:.1f} MiB at {o['pending_at_10k_feed']:,} pending | {verdict(ok)} | |")
+        targets.append(("retry backlog within maxPending", ok))
+    mod = results.get("module", {})
+    if mod.get("wasm_opt_oz_bytes"):
+        ok = mod["wasm_opt_oz_bytes"] <= 200 * 1024
+        add(f"| Module ≤ 200 KB after `wasm-opt -Oz` | {mod['wasm_opt_oz_bytes']:,} bytes "
+            f"({mod['wasm_opt_oz_bytes'] / 1024:.0f} KiB; raw {mod['raw_bytes']:,}) | {verdict(ok)} | |")
+        targets.append(("module size", ok))
     add("")
     if noise is not None:
         add(f"Noise floor (A/A, plain vs an identical plain Envoy, same rounds): per-round throughput ratios "
@@ -1552,8 +1569,10 @@ def render(results: dict) -> str:
             for i, b in enumerate(dl.get("bursts", [])):
                 md = b.get("metrics_delta", {})
                 first = " (first after Envoy started)" if b.get("cold") else ""
+                peak = b.get("peak_1s_webhooks")
+                peak = f"{peak:,}" if peak is not None else "none, the burst took under 1 s"
                 add(f"| Burst {i + 1}{first}: {b['events']:,} new events → delivered | {b['delivered']:,} in "
-                    f"{b['seconds']:.2f} s = **{b['webhooks_per_s']:,.0f}/s** (best 1 s: {b['peak_1s_webhooks']:,}"
+                    f"{b['seconds']:.2f} s = **{b['webhooks_per_s']:,.0f}/s** (best 1 s: {peak}"
                     + (f"; the client's last page at {b['feed_seconds']:.1f} s, then {b['after_feed_webhooks_per_s']:,.0f}/s"
                        if b.get("after_feed_webhooks_per_s") else "") + "); "
                     f"Envoy CPU {b['under_test_cpu_s']} s; dropped {md.get('deliveries_dropped', 0)}, "
