@@ -3,9 +3,13 @@
 //! With every VM sending, each sends what its own streams observed. Traffic that arrives on
 //! one connection lands on one worker, which then sends every webhook while the others
 //! idle: measured at `--concurrency 2`, one client connection got 5,500 webhooks/s and two
-//! got 6,800/s. So each sending VM says it is alive in one shared key, and its HTTP
-//! contexts hand their wake-ups to the live VMs in turn, their own included. The ledger
-//! stays the truth: a wake-up handed to a VM that died since is found by the sweep.
+//! got 6,800/s. So each sending VM says it is alive in one shared key, and while its own
+//! sender has deliveries waiting for an in-flight place, its HTTP contexts hand their
+//! wake-ups to the live VMs in turn, their own included. Otherwise they keep them: a
+//! wake-up that crosses threads costs both workers (measured with a webhook in every
+//! response on every worker, handing every item on in turn cost 10 % more CPU per request
+//! and twice the clients' p99). The ledger stays the truth: a wake-up handed to a VM that
+//! died since is found by the sweep.
 
 use crate::store::{self, Store, StoreError};
 
@@ -72,8 +76,8 @@ pub fn beat<S: Store + ?Sized>(store: &S, tag: u32, now_ms: u64) -> Result<Vec<u
     Ok(written.unwrap_or_default())
 }
 
-/// Where an HTTP context's wake-ups go: the live senders' queues in turn, starting with
-/// its own VM's. Without peers it is the VM's own queue every time.
+/// Where an HTTP context's wake-ups go: its own VM's queue, or, while that VM's sender is
+/// backlogged, the live senders' queues in turn. Without peers it is the own queue always.
 #[derive(Debug, Clone)]
 pub struct Rotation {
     own: u32,
@@ -104,7 +108,10 @@ impl Rotation {
     }
 
     /// The queue for the next item, and whether it is another VM's.
-    pub fn next_queue(&mut self) -> (u32, bool) {
+    pub fn next_queue(&mut self, backlogged: bool) -> (u32, bool) {
+        if !backlogged {
+            return (self.own, false);
+        }
         let queue = self.queues.get(self.next).copied().unwrap_or(self.own);
         self.next = (self.next + 1) % self.queues.len().max(1);
         (queue, queue != self.own)
@@ -161,12 +168,12 @@ mod tests {
     }
 
     #[test]
-    fn wake_ups_go_to_each_live_queue_in_turn_own_first() {
+    fn a_backlogged_vm_hands_wake_ups_to_each_live_queue_in_turn() {
         let mut r = Rotation::new(10);
-        assert_eq!(r.next_queue(), (10, false));
-        assert_eq!(r.next_queue(), (10, false));
+        assert_eq!(r.next_queue(true), (10, false));
+        assert_eq!(r.next_queue(true), (10, false));
         r.set_peers([11, 10, 12]);
-        let got: Vec<_> = (0..6).map(|_| r.next_queue()).collect();
+        let got: Vec<_> = (0..6).map(|_| r.next_queue(true)).collect();
         let own_first = [(10, false), (11, true), (12, true)];
         // Wherever the turn stood, three in a row cover every queue once.
         let mut firsts = got[..3].to_vec();
@@ -179,11 +186,20 @@ mod tests {
     fn losing_peers_falls_back_to_the_own_queue() {
         let mut r = Rotation::new(10);
         r.set_peers([11, 12]);
-        r.next_queue();
-        r.next_queue();
+        r.next_queue(true);
+        r.next_queue(true);
         r.set_peers([]);
         for _ in 0..3 {
-            assert_eq!(r.next_queue(), (10, false));
+            assert_eq!(r.next_queue(true), (10, false));
+        }
+    }
+
+    #[test]
+    fn a_vm_that_keeps_up_keeps_its_wake_ups() {
+        let mut r = Rotation::new(10);
+        r.set_peers([11, 12]);
+        for _ in 0..5 {
+            assert_eq!(r.next_queue(false), (10, false));
         }
     }
 }

@@ -207,6 +207,11 @@ impl Sender {
         self.calls.len()
     }
 
+    /// Deliveries wait here for an in-flight place: other senders could take new ones.
+    pub fn backlogged(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     /// A slot was filled or refilled: try to send it now.
     pub fn wake(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io, slot: u32) {
         self.empty_windows = 0;

@@ -23,8 +23,9 @@ use crate::learn::Registry;
 /// The queue HTTP contexts put filled slots on, registered by a singleton sender (observers
 /// look it up by name). Envoy hands each item to whichever root context registered a name
 /// last, so with every VM sending ("both"), each registers a queue of its own (see
-/// `queue_name`), and HTTP contexts hand their items to the live VMs' queues in turn
-/// (`peers`): the wake-ups spread over the workers even when the traffic does not.
+/// `queue_name`), and HTTP contexts hand their items to the live VMs' queues in turn while
+/// their own VM is backlogged (`peers`): the sending spreads over the workers even when the
+/// traffic does not.
 pub const QUEUE: &str = "deliveries";
 /// Slots each root context sweeps per tick: bounds the main thread's work per tick.
 const SCAN_PER_TICK: u32 = 256;
@@ -42,8 +43,10 @@ pub struct Shared {
     /// The delivery queue: registered by a sending VM, looked up by an observing one (whose
     /// sender, a bootstrap singleton, may register it after this VM configured).
     queue: Cell<Option<u32>>,
-    /// With every VM sending: the live senders' queues, taken in turn.
+    /// With every VM sending: the live senders' queues, taken in turn while this VM's
+    /// sender is backlogged.
     rotation: RefCell<Option<Rotation>>,
+    backlogged: Cell<bool>,
     pub recent: RefCell<RecentResponses>,
     /// Configured plus learned endpoints, with the learned map's version they were built at.
     endpoints: RefCell<(Option<u32>, Rc<Vec<Endpoint>>)>,
@@ -53,7 +56,7 @@ impl Shared {
     /// The queue for the next item of wake-ups, and whether it belongs to another VM.
     pub fn wake_queue(&self) -> Option<(u32, bool)> {
         if let Some(rotation) = self.rotation.borrow_mut().as_mut() {
-            return Some(rotation.next_queue());
+            return Some(rotation.next_queue(self.backlogged.get()));
         }
         self.queue().map(|q| (q, false))
     }
@@ -254,6 +257,7 @@ impl Root {
             now_ms: now_ms(),
         };
         f(sender, &shared.config, &endpoints, &mut io);
+        shared.backlogged.set(sender.backlogged());
     }
 }
 
@@ -382,6 +386,7 @@ impl RootContext for Root {
             metrics: EnvoyMetrics::define(),
             queue: Cell::new(queue),
             rotation: RefCell::new(rotation),
+            backlogged: Cell::new(false),
             recent: RefCell::new(RecentResponses::new(RECENT_RESPONSES)),
         }));
         true

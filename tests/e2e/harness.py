@@ -467,7 +467,6 @@ class ReceivedRequest(_Message):
     path: str  # path + query, as sent
     headers_list: list[tuple[str, str]]
     body: bytes
-    peer: tuple[str, int] | None = None  # the sender's address: one per connection
 
     def __repr__(self):
         b = self.body[:200]
@@ -484,8 +483,7 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
     def _handle(self):
         rcv: Receiver = self.server.owner
         body = _read_body(self.rfile, self.headers)
-        req = ReceivedRequest(time.time(), self.command, self.path, list(self.headers.items()), body,
-                              tuple(self.client_address))
+        req = ReceivedRequest(time.time(), self.command, self.path, list(self.headers.items()), body)
         beh = rcv._record_and_pick(req)
         if beh.delay:
             time.sleep(beh.delay)
