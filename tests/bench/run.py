@@ -1543,8 +1543,8 @@ def render(results: dict) -> str:
 
     # -- delivery
     layouts = [(k, t) for k, t in (
-        ("delivery", "As shipped: the HTTP filter alone, every worker observes and sends (wake-ups spread over the "
-                     "live workers)"),
+        ("delivery", "As shipped: the HTTP filter alone, every worker observes and sends (a backlogged worker "
+                     "hands new wake-ups to the others)"),
         ("delivery_singleton", "Singleton layout: the HTTP filters observe, one bootstrap singleton on the main "
                                "thread sends"))
         if results.get(k)]
