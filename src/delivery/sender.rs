@@ -793,7 +793,6 @@ impl Sender {
     }
 }
 
-/// When a claim made now lapses if its sender never reports back.
 /// Give `n` unused places on endpoint `name`'s breaker record back to the others.
 fn give_back(io: &mut Io, name: &str, sender: u32, n: u32) {
     let _ = store::update(io.store, &breaker_key(name), |cur| {
@@ -803,6 +802,7 @@ fn give_back(io: &mut Io, name: &str, sender: u32, n: u32) {
     });
 }
 
+/// When a claim made now lapses if its sender never reports back.
 fn lease_until(now_ms: u64, endpoint: &Endpoint) -> u64 {
     now_ms + endpoint.timeout_ms + LEASE_MARGIN_MS
 }
