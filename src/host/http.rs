@@ -126,10 +126,14 @@ impl Watch {
 }
 
 /// The headers the core decides on, in one hostcall for the whole map: each lookup
-/// leaves and re-enters the VM.
+/// leaves and re-enters the VM. Values as bytes: an upstream may send any byte above 0x7f in
+/// a header value (Envoy passes them on), and the SDK's text reading panics on what is not
+/// UTF-8, which would kill the VM and fail the response. Names are safe: Envoy refuses a
+/// response whose header names are not tokens.
 fn read_response_head() -> ResponseHead {
     let mut h = ResponseHead::default();
-    for (name, value) in hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default() {
+    for (name, value) in hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap_or_default()
+    {
         let field = match name.as_str() {
             ":status" => &mut h.status,
             "content-encoding" => &mut h.content_encoding,
@@ -137,9 +141,18 @@ fn read_response_head() -> ResponseHead {
             "content-length" => &mut h.content_length,
             _ => continue,
         };
-        field.get_or_insert(value);
+        field.get_or_insert_with(|| String::from_utf8_lossy(&value).into_owned());
     }
     h
+}
+
+/// A request header's value; `None` when absent or not UTF-8 (no OsmoX route or method is).
+/// Read as bytes for the reason given at `read_response_head`.
+fn request_header(name: &str) -> Option<String> {
+    match hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name) {
+        Ok(Some(value)) => String::from_utf8(value).ok(),
+        _ => None,
+    }
 }
 
 impl Context for Watch {}
@@ -150,14 +163,14 @@ impl HttpContext for Watch {
         // with cookies and tokens. The method only when learning needs it: a lookup costs
         // about 5 % of plain Envoy's instructions for a poll (see `extract::classify`).
         let config = &self.shared.config;
-        let Ok(Some(path)) = hostcalls::get_map_value(MapType::HttpRequestHeaders, ":path") else {
+        let Some(path) = request_header(":path") else {
             return Action::Continue;
         };
         let method = match config.learn {
             None => None,
-            Some(_) => match hostcalls::get_map_value(MapType::HttpRequestHeaders, ":method") {
-                Ok(Some(method)) => Some(method),
-                _ => return Action::Continue,
+            Some(_) => match request_header(":method") {
+                Some(method) => Some(method),
+                None => return Action::Continue,
             },
         };
         let watch = &config.watch;

@@ -290,11 +290,19 @@ impl Context for Root {
             ..AttemptResponse::default()
         };
         if num_headers > 0 {
-            if let Ok(headers) = hostcalls::get_map(MapType::HttpCallResponseHeaders) {
+            // Values as bytes: a receiver may answer with any byte in a header value, and
+            // the SDK's text reading would panic on it and kill the sender's VM.
+            if let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders) {
                 for (name, value) in headers {
                     match name.as_str() {
-                        ":status" => response.status = value.parse().ok(),
-                        "retry-after" => response.retry_after = Some(value),
+                        ":status" => {
+                            response.status = std::str::from_utf8(&value)
+                                .ok()
+                                .and_then(|s| s.parse().ok());
+                        }
+                        "retry-after" => {
+                            response.retry_after = Some(String::from_utf8_lossy(&value).into());
+                        }
                         _ => {}
                     }
                 }

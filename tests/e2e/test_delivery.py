@@ -19,7 +19,7 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from harness import (ALL_STATUS_NAMES, HOST, REPO_ROOT, USER_AGENT_PREFIX, ReceivedRequest, camelize_top_level, clusters_for,
+from harness import (ALL_STATUS_NAMES, Behaviour, HOST, REPO_ROOT, USER_AGENT_PREFIX, ReceivedRequest, camelize_top_level, clusters_for,
                      endpoint, filter_config, load_sample, ordered, shipped_config_envoy, to_json_bytes)
 
 EXPECT_S = 10.0
@@ -429,6 +429,53 @@ def test_non_json_response_passes_intact_and_is_skipped(osmox, make_receiver, ma
     envoy.wait_metric("bodies_skipped_not_json", 1, timeout=EXPECT_S)
     assert_no_more(crm, 0)
     _control_poll_delivers(envoy, osmox, crm)
+
+
+def test_a_header_value_that_is_not_utf8_breaks_nothing(osmox, make_receiver, make_envoy, filter_wasm):
+    """HTTP allows bytes above 0x7f in header values and Envoy passes them on. The SDK's text
+    reading of headers panics on them, which killed the VM: the client got a 503 for OsmoX's
+    answer and the worker watched nothing more. Header values are now read as bytes."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    rows = graphql_rows()
+    # The stand-in writes header values as Latin-1: one 0xE9 byte, not UTF-8.
+    sent = osmox.set_response("POST", "/graphql", 200, body=graphql_body(rows), headers={"x-note": "caf\u00e9"},
+                              content_type="application/json; charset=caf\u00e9")
+    r = poll_graphql(envoy)
+    assert r.body == sent and r.headers.get("x-note") == "caf\u00e9"
+    crm.wait_for(3, EXPECT_S)  # the sample's default deliveries: its body was read
+    # The VM lives on: the next answer is read and delivered too.
+    later = dict(rows[0], id=990001, deliveryStatus=5)
+    osmox.set_json("POST", "/graphql", graphql_body([later]))
+    poll_graphql(envoy)
+    got = crm.wait_for(4, EXPECT_S)
+    assert_no_more(crm, 4)
+    assert got[3].json()["id"] == later["id"]
+
+
+def test_a_receiver_header_value_that_is_not_utf8_breaks_nothing(osmox, make_receiver, make_envoy, filter_wasm):
+    """A receiver is not ours: its answer's header values may hold any byte. Reading them as
+    text killed the sender's VM at the first such answer, and every later delivery with it.
+    A Retry-After that is not text is not understood, so the ordinary backoff applies."""
+    crm = make_receiver("crm")
+    crm.script([Behaviour(503, {"Retry-After": "1\u00e9"})])
+    crm.set_default(200, headers={"x-note": "caf\u00e9"})
+    cfg = filter_config([endpoint("crm", crm, deliveryStatuses=["SUCCESS"],
+                                  retry={"initialDelayMs": 100, "maxDelayMs": 200, "maxAttempts": 3})],
+                        tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    rows = [r for r in graphql_rows() if r["deliveryStatus"] == 5][:1]
+    osmox.set_json("POST", "/graphql", graphql_body(rows))
+    poll_graphql(envoy)
+    got = crm.wait_for(2, EXPECT_S)  # the 503, then the retry answered 200 with the odd header
+    assert [r.json()["id"] for r in got[:2]] == [rows[0]["id"]] * 2
+    envoy.wait_metric("deliveries_succeeded", 1, timeout=EXPECT_S)
+    later = dict(rows[0], id=rows[0]["id"] + 100000)
+    osmox.set_json("POST", "/graphql", graphql_body([later]))
+    poll_graphql(envoy)
+    envoy.wait_metric("deliveries_succeeded", 2, timeout=EXPECT_S)
+    assert [r.json()["id"] for r in assert_no_more(crm, 3)][2] == later["id"]
 
 
 # ------------------------------------------------------------------------------------------
