@@ -843,3 +843,193 @@ fn a_failure_is_recorded_at_once_and_ends_block_reuse_until_a_success_clears_it(
     w.reply(0, w.last().token, 200, None);
     assert_eq!(breaker_record(&w), "{}", "a success resets the failures");
 }
+
+/// A deterministic xorshift, so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Every node of a document, by its path of member names and array indexes.
+fn node_paths(
+    v: &serde_json::Value,
+    at: &mut Vec<serde_json::Value>,
+    out: &mut Vec<Vec<serde_json::Value>>,
+) {
+    out.push(at.clone());
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, child) in m {
+                at.push(serde_json::Value::from(k.as_str()));
+                node_paths(child, at, out);
+                at.pop();
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, child) in a.iter().enumerate() {
+                at.push(serde_json::Value::from(i));
+                node_paths(child, at, out);
+                at.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The node at `path`, if an earlier mutation left it there.
+fn node_mut<'a>(
+    v: &'a mut serde_json::Value,
+    path: &[serde_json::Value],
+) -> Option<&'a mut serde_json::Value> {
+    path.iter().try_fold(v, |node, step| match step {
+        serde_json::Value::String(k) => node.get_mut(k.as_str()),
+        step => node.get_mut(step.as_u64()? as usize),
+    })
+}
+
+/// OsmoX's answers carry what clients put into notifications, so the whole path from a
+/// response to a webhook must take any document without a panic (tests run with overflow
+/// checks on) and send only JSON. Each fixture is mutated thousands of ways: values swapped
+/// for other types and extreme numbers, keys renamed to the ones extraction looks for.
+#[test]
+fn hostile_documents_never_panic_and_every_webhook_is_a_json_object() {
+    use osmox_webhook_filter::extract::{self, RequestFacts, WatchKind};
+    use serde_json::{json, Value};
+
+    let fixtures: [(WatchKind, &str); 4] = [
+        (
+            WatchKind::Graphql,
+            include_str!("fixtures/osmox/graphql-notifications-query-response.json"),
+        ),
+        (
+            WatchKind::Rest,
+            include_str!("fixtures/osmox/rest-notifications-list-response.v8.json"),
+        ),
+        (
+            WatchKind::Rest,
+            include_str!("fixtures/osmox/rest-create-notification-response.v7-jsend.json"),
+        ),
+        (
+            WatchKind::Rest,
+            include_str!("fixtures/osmox/rest-create-notification-response.v8.json"),
+        ),
+    ];
+    let deep = (0..200).fold(json!(1), |v, _| json!([v]));
+    let palette = [
+        Value::Null,
+        json!(true),
+        json!(0),
+        json!(-1),
+        json!(1.5),
+        json!(-0.0),
+        json!(1e308),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        serde_json::from_str::<Value>("18446744073709551616").unwrap(),
+        serde_json::from_str::<Value>("123456789012345678901234567890").unwrap(),
+        json!("5"),
+        json!(""),
+        json!("x".repeat(5000)),
+        json!("\u{1F600}\u{0}\"\\\n"),
+        json!([]),
+        json!({}),
+        json!({"id": 7, "deliveryStatus": 5}),
+        json!([{"id": 8, "delivery_status": 6}, {"id": 8, "deliveryStatus": 5}]),
+        deep,
+    ];
+    let keys = [
+        "id",
+        "deliveryStatus",
+        "delivery_status",
+        "data",
+        "result",
+        "status",
+        "items",
+        "notifications",
+    ];
+    let all_statuses = r#"{"endpoints": [{"name": "all", "url": "http://h.local/in", "cluster": "c",
+        "deliveryStatuses": [1, 2, 3, 4, 5, 6]}], "limits": {"maxPending": 256, "maxRemembered": 1024}}"#;
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let (mut parsed, mut sent) = (0, 0);
+    for (kind, src) in fixtures {
+        let original: Value = serde_json::from_str(src).unwrap();
+        let mut paths = Vec::new();
+        node_paths(&original, &mut Vec::new(), &mut paths);
+        for _ in 0..600 {
+            let mut doc = original.clone();
+            for _ in 0..=rng.below(3) {
+                let path = &paths[rng.below(paths.len())];
+                if path.is_empty() {
+                    continue;
+                }
+                let (parent, last) = path.split_at(path.len() - 1);
+                let Some(parent) = node_mut(&mut doc, parent) else {
+                    continue;
+                };
+                match (rng.below(3), parent, &last[0]) {
+                    (0, Value::Object(m), Value::String(k)) => {
+                        if let Some(v) = m.remove(k.as_str()) {
+                            m.insert(keys[rng.below(keys.len())].to_string(), v);
+                        }
+                    }
+                    (_, parent, _) => {
+                        if let Some(node) = match (parent, &last[0]) {
+                            (Value::Object(m), Value::String(k)) => m.get_mut(k.as_str()),
+                            (Value::Array(a), Value::Number(i)) => {
+                                a.get_mut(i.as_u64().unwrap() as usize)
+                            }
+                            _ => None,
+                        } {
+                            *node = palette[rng.below(palette.len())].clone();
+                        }
+                    }
+                }
+            }
+            let bytes = serde_json::to_vec(&doc).unwrap();
+            let Ok(found) = extract::extract(kind, &bytes, &RequestFacts::default()) else {
+                continue;
+            };
+            parsed += 1;
+            let w = World::new(all_statuses, 1);
+            w.observe(0, &found.notifications);
+            for s in w.sent() {
+                let body: Value = serde_json::from_str(&s.body)
+                    .unwrap_or_else(|e| panic!("webhook body is not JSON ({e}): {}", s.body));
+                assert!(
+                    body.is_object(),
+                    "webhook body is not an object: {}",
+                    s.body
+                );
+                let id = s.header("webhook-id").unwrap();
+                let n = found
+                    .notifications
+                    .iter()
+                    .find(|n| {
+                        id.starts_with(&format!("msg_{}_{}_", n.id, n.delivery_status.code()))
+                    })
+                    .unwrap_or_else(|| panic!("{id} is no notification of the document"));
+                assert_eq!(s.body, n.body);
+                sent += 1;
+            }
+            // Facts and registrations read the same kind of input.
+            let _ = extract::graphql_request_facts(&bytes);
+            let _ = extract::extract_registration(
+                kind,
+                "POST",
+                "/webhooks",
+                &RequestFacts::default(),
+                &bytes,
+            );
+        }
+    }
+    assert!(
+        parsed > 2000 && sent > 4000,
+        "too few mutations reached delivery: {parsed} parsed, {sent} sent"
+    );
+}
