@@ -18,7 +18,7 @@ use crate::osmox::{DeliveryStatus, Notification};
 
 pub use graphql::{graphql_request_facts, RequestFacts};
 pub use learn::{extract_registration, is_webhook_route, Registration};
-pub use response_head::{BodyPlan, ResponseHead};
+pub use response_head::{judge_unread, sniff, BodyPlan, ResponseHead};
 
 /// How many levels below the walk's root (GraphQL `data`, the REST body) are searched.
 /// OsmoX nests rows two levels deep at most; the bound keeps hostile bodies cheap.

@@ -60,6 +60,35 @@ impl ResponseHead {
     }
 }
 
+/// What a body's first bytes say of it: `Some` to skip it, counted there; `None` when it may
+/// be JSON, or nothing but whitespace has come yet.
+pub fn sniff(start: &[u8]) -> Option<Metric> {
+    const GZIP: &[u8] = &[0x1f, 0x8b];
+    const ZSTD: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+    if start.starts_with(GZIP) || start.starts_with(ZSTD) {
+        return Some(Metric::SkippedEncoded);
+    }
+    // Every document extraction can use is an object or an array.
+    match start.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{' | b'[') | None => None,
+        Some(_) => Some(Metric::SkippedNotJson),
+    }
+}
+
+/// Whether to skip a whole response whose headers were never read: the HTTP context leaves
+/// them unread unless learning needs them, since a steady poll then costs no header hostcall,
+/// and Envoy shows no headers after `on_http_response_headers`. Its status comes from the
+/// stream's record; encoding and type from the body's first bytes. `Some`: skip, counted there.
+pub fn judge_unread(status: Option<u64>, body: &[u8]) -> Option<Metric> {
+    if !status.is_some_and(|s| (200..300).contains(&s)) {
+        return Some(Metric::SkippedStatus);
+    }
+    sniff(body).or_else(|| {
+        let blank = body.iter().all(u8::is_ascii_whitespace);
+        blank.then_some(Metric::SkippedNotJson)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +189,44 @@ mod tests {
             BodyPlan::Skip(Metric::SkippedStatus),
             "no :status"
         );
+    }
+
+    #[test]
+    fn an_unread_response_is_judged_by_its_status_and_first_bytes() {
+        let gzip = [0x1f, 0x8b, 0x08, 0x00];
+        let zstd = [0x28, 0xb5, 0x2f, 0xfd, 0x00];
+        let cases: [(Option<u64>, &[u8], Option<Metric>); 12] = [
+            (Some(200), b"{\"data\":{}}", None),
+            (Some(201), b" \r\n\t[{\"id\":1}]", None),
+            (Some(299), b"{", None), // left for the parser to refuse
+            (Some(304), b"", Some(Metric::SkippedStatus)),
+            (Some(500), b"{\"data\":{}}", Some(Metric::SkippedStatus)),
+            (Some(199), b"{}", Some(Metric::SkippedStatus)),
+            (None, b"{}", Some(Metric::SkippedStatus)),
+            (Some(200), &gzip, Some(Metric::SkippedEncoded)),
+            (Some(200), &zstd, Some(Metric::SkippedEncoded)),
+            (
+                Some(200),
+                b"<html>maintenance</html>",
+                Some(Metric::SkippedNotJson),
+            ),
+            (Some(200), b"\"a string\"", Some(Metric::SkippedNotJson)),
+            (Some(204), b"", Some(Metric::SkippedNotJson)),
+        ];
+        assert_eq!(
+            judge_unread(Some(200), b" \n"),
+            Some(Metric::SkippedNotJson)
+        );
+        // A first chunk of blanks decides nothing yet.
+        assert_eq!(sniff(b"  "), None);
+        assert_eq!(sniff(b"  x"), Some(Metric::SkippedNotJson));
+        for (status, body, want) in cases {
+            assert_eq!(
+                judge_unread(status, body),
+                want,
+                "{status:?} {}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 }

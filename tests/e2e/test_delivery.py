@@ -13,6 +13,7 @@ import copy
 import gzip
 import http.client
 import json
+import os
 import re
 import time
 
@@ -404,16 +405,36 @@ def test_malformed_json_response_passes_intact_and_is_skipped(osmox, make_receiv
     _control_poll_delivers(envoy, osmox, crm)
 
 
-def test_gzip_response_passes_intact_and_is_skipped(osmox, make_receiver, make_envoy, filter_wasm):
+@pytest.mark.parametrize("size", ["one_chunk", "many_chunks"])
+def test_gzip_response_passes_intact_and_is_skipped(osmox, make_receiver, make_envoy, filter_wasm, size):
+    """One chunk: the headers are read in on_log. Several: at the first chunk, before the
+    rest is copied."""
     crm = make_receiver("crm")
     cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS)
     envoy = start(make_envoy, osmox, cfg, {"crm": crm})
-    plain = to_json_bytes(graphql_body(graphql_rows()))
+    rows = graphql_rows()
+    if size == "many_chunks":  # ~400 KB compressed: random text barely compresses
+        rows = [dict(r, data={"noise": base64.b64encode(os.urandom(300_000)).decode()}) if i == 0 else r
+                for i, r in enumerate(rows)]
+    plain = to_json_bytes(graphql_body(rows))
     sent = osmox.set_response("POST", "/graphql", 200, body=plain, gzip=True)
     r = poll_graphql(envoy)
     assert r.headers.get("content-encoding") == "gzip"
     assert r.body == sent and gzip.decompress(r.body) == plain
     envoy.wait_metric("bodies_skipped_encoded", 1, timeout=EXPECT_S)
+    assert_no_more(crm, 0)
+    _control_poll_delivers(envoy, osmox, crm)
+
+
+def test_an_error_status_is_skipped_even_with_notifications_in_its_body(osmox, make_receiver, make_envoy,
+                                                                        filter_wasm):
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    sent = osmox.set_response("POST", "/graphql", 500, body=graphql_body(graphql_rows()))
+    r = envoy.client.graphql(NOTIFICATIONS_QUERY)
+    assert r.status == 500 and r.body == sent
+    envoy.wait_metric("bodies_skipped_status", 1, timeout=EXPECT_S)
     assert_no_more(crm, 0)
     _control_poll_delivers(envoy, osmox, crm)
 
