@@ -34,20 +34,48 @@ pub fn fnv1a64(parts: &[&[u8]]) -> u64 {
 
 /// A hash of a whole response, eight bytes per step: this runs over every watched body on
 /// the client's path (after the response), where a byte-at-a-time FNV was the hottest loop.
+/// The body comes as the chunks the proxy saw, split wherever the reads fell: the hash is
+/// that of their concatenation, so the same response hashes the same however it arrived.
 /// Not for security; collisions of 64-bit values are not a practical concern here.
-fn words_hash(seed: u64, bytes: &[u8]) -> u64 {
+fn words_hash<C: AsRef<[u8]>>(seed: u64, parts: &[C]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = seed ^ (bytes.len() as u64).wrapping_mul(K);
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        h = (h ^ u64::from_le_bytes(word))
+    let step = |h: u64, word: [u8; 8]| {
+        (h ^ u64::from_le_bytes(word))
             .wrapping_mul(K)
-            .rotate_left(29);
+            .rotate_left(29)
+    };
+    let total: usize = parts.iter().map(|p| p.as_ref().len()).sum();
+    let mut h = seed ^ (total as u64).wrapping_mul(K);
+    // Bytes of a word that a chunk boundary split, waiting for the next chunk.
+    let (mut carry, mut carried) = ([0u8; 8], 0);
+    for part in parts {
+        let mut bytes = part.as_ref();
+        if carried > 0 {
+            let take = (8 - carried).min(bytes.len());
+            let (head, rest) = bytes.split_at(take);
+            for (c, b) in carry.iter_mut().skip(carried).zip(head) {
+                *c = *b;
+            }
+            carried += take;
+            bytes = rest;
+            if carried < 8 {
+                continue;
+            }
+            h = step(h, carry);
+        }
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            h = step(h, w);
+        }
+        for (c, b) in carry.iter_mut().zip(words.remainder()) {
+            *c = *b;
+        }
+        carried = words.remainder().len();
     }
     let mut tail = [0u8; 8];
-    for (t, b) in tail.iter_mut().zip(chunks.remainder()) {
+    for (t, b) in tail.iter_mut().zip(carry.iter().take(carried)) {
         *t = *b;
     }
     h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(K);
@@ -394,9 +422,10 @@ impl RecentResponses {
         }
     }
 
-    pub fn hash(request: &[u8], body: &[u8]) -> u64 {
+    /// `body`: the response's chunks, as they came.
+    pub fn hash<C: AsRef<[u8]>>(request: &[u8], body: &[C]) -> u64 {
         // Never 0, which marks an empty entry.
-        let h = words_hash(words_hash(0x243f_6a88_85a3_08d3, request), body);
+        let h = words_hash(words_hash(0x243f_6a88_85a3_08d3, &[request]), body);
         h.max(1)
     }
 
@@ -619,12 +648,45 @@ mod tests {
     }
 
     #[test]
+    fn a_response_hashes_the_same_however_it_was_chunked() {
+        let body: Vec<u8> = (0..200u32).map(|i| (i * 7 + i / 3) as u8).collect();
+        let whole = RecentResponses::hash(b"q", &[&body[..]]);
+        for len in [0, 1, 3, 7, 8, 9, 199] {
+            let changed = RecentResponses::hash(b"q", &[&body[..len]]);
+            assert_ne!(whole, changed, "a prefix of {len} bytes");
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..500 {
+            // Split at up to five random points, empty chunks included.
+            let mut cuts: Vec<usize> = (0..5)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed % 201) as usize
+                })
+                .collect();
+            cuts.sort_unstable();
+            let mut parts = Vec::new();
+            let mut at = 0;
+            for cut in cuts.into_iter().chain([body.len()]) {
+                parts.push(&body[at..cut]);
+                at = cut;
+            }
+            assert_eq!(RecentResponses::hash(b"q", &parts), whole, "{parts:?}");
+        }
+        let mut flipped = body.clone();
+        flipped[123] ^= 1;
+        assert_ne!(RecentResponses::hash(b"q", &[&flipped[..]]), whole);
+    }
+
+    #[test]
     fn recent_responses_remember_a_bounded_number() {
         let mut r = RecentResponses::new(2);
         let (a, b, c) = (
-            RecentResponses::hash(b"q", b"a"),
-            RecentResponses::hash(b"q", b"b"),
-            RecentResponses::hash(b"q", b"c"),
+            RecentResponses::hash(b"q", &[b"a"]),
+            RecentResponses::hash(b"q", &[b"b"]),
+            RecentResponses::hash(b"q", &[b"c"]),
         );
         r.remember(a);
         r.remember(b);
@@ -634,8 +696,8 @@ mod tests {
         assert!(!r.contains(a), "the oldest is forgotten");
         assert!(r.contains(b) && r.contains(c));
         assert_ne!(
-            RecentResponses::hash(b"q1", b"a"),
-            RecentResponses::hash(b"q2", b"a")
+            RecentResponses::hash(b"q1", &[b"a"]),
+            RecentResponses::hash(b"q2", &[b"a"])
         );
     }
 

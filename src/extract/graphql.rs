@@ -36,6 +36,15 @@ pub fn graphql_request_facts(request_body: &[u8]) -> RequestFacts {
     scan(&query, variables, operation.as_deref())
 }
 
+/// Whether a GraphQL request body can hold a `webhook(…)` mutation: the query must spell the
+/// field's name, or escape characters (a JSON string may spell it with `\u` escapes). A
+/// necessary condition that costs a scan instead of a parse, so that with learning on an
+/// ordinary poll needs neither the parse nor its response's headers.
+pub fn may_register(request_body: &[u8]) -> bool {
+    let has = |needle: &[u8]| request_body.windows(needle.len()).any(|w| w == needle);
+    has(b"webhook") || has(b"\\u")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tok<'a> {
     Name(&'a str),
@@ -402,6 +411,23 @@ mod tests {
         let f = facts_with(json!({"query": q, "operationName": "RegisterWebhook"}));
         assert!(f.webhook_mutation);
         assert_eq!(f.notification_id_arg, None);
+    }
+
+    #[test]
+    fn only_a_body_that_spells_or_escapes_webhook_may_register() {
+        let body = |q: &str| serde_json::to_vec(&json!({ "query": q })).unwrap();
+        let escaped = br#"{"query":"mutation { \u0077ebhook(createWebhookInput: {providerId: 1, webhookUrl: \"https://h\"}) { id } }"}"#;
+        assert!(graphql_request_facts(escaped).webhook_mutation);
+        assert!(may_register(escaped));
+        for q in [
+            "mutation { webhook(createWebhookInput: {providerId: 1}) { id } }",
+            "query { webhooks { id } }",
+        ] {
+            assert!(may_register(&body(q)), "{q}");
+        }
+        let poll = body("query { notifications(options: {limit: 10}) { notifications { id } } }");
+        assert!(!may_register(&poll));
+        assert!(!may_register(b""));
     }
 
     #[test]

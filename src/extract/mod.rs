@@ -16,7 +16,7 @@ use std::fmt;
 use crate::json::{self, Object, Value};
 use crate::osmox::{DeliveryStatus, Notification};
 
-pub use graphql::{graphql_request_facts, RequestFacts};
+pub use graphql::{graphql_request_facts, may_register, RequestFacts};
 pub use learn::{extract_registration, is_webhook_route, Registration};
 pub use response_head::{judge_unread, sniff, BodyPlan, ResponseHead};
 

@@ -16,13 +16,11 @@ pub struct ResponseHead {
 pub enum BodyPlan {
     /// Do not read the body; count it under this metric.
     Skip(Metric),
-    /// Read it for notifications (and a registration, if the request was one). `length` is
-    /// the announced size, to reserve exactly: a buffer left to double would reach twice the
-    /// body, and a wasm VM's memory never shrinks back.
-    Read { length: Option<usize> },
+    /// Read it for notifications (and a registration, if the request was one).
+    Read,
     /// Not JSON, so no notifications (counted as `SkippedNotJson`), but the answer to a
     /// registration: a delete may answer 204 with no body and is still worth reading.
-    RegistrationOnly { length: Option<usize> },
+    RegistrationOnly,
 }
 
 impl ResponseHead {
@@ -53,9 +51,9 @@ impl ResponseHead {
             return BodyPlan::Skip(Metric::SkippedTooLarge);
         }
         if json {
-            BodyPlan::Read { length }
+            BodyPlan::Read
         } else {
-            BodyPlan::RegistrationOnly { length }
+            BodyPlan::RegistrationOnly
         }
     }
 }
@@ -111,15 +109,11 @@ mod tests {
     fn plans_follow_status_encoding_type_and_length() {
         let json = Some("application/json; charset=utf-8");
         let cases = [
-            (
-                head("200", None, json, Some("10")),
-                false,
-                BodyPlan::Read { length: Some(10) },
-            ),
+            (head("200", None, json, Some("10")), false, BodyPlan::Read),
             (
                 head("201", Some("identity"), Some("Application/JSON"), None),
                 false,
-                BodyPlan::Read { length: None },
+                BodyPlan::Read,
             ),
             (
                 head(
@@ -129,7 +123,7 @@ mod tests {
                     Some("x"),
                 ),
                 false,
-                BodyPlan::Read { length: None },
+                BodyPlan::Read,
             ),
             (
                 head("304", None, json, None),
@@ -159,7 +153,7 @@ mod tests {
             (
                 head("204", None, None, Some("0")),
                 true,
-                BodyPlan::RegistrationOnly { length: Some(0) },
+                BodyPlan::RegistrationOnly,
             ),
             (
                 head("200", None, json, Some("101")),
@@ -171,11 +165,7 @@ mod tests {
                 true,
                 BodyPlan::Skip(Metric::SkippedTooLarge),
             ),
-            (
-                head("200", None, json, Some("100")),
-                false,
-                BodyPlan::Read { length: Some(100) },
-            ),
+            (head("200", None, json, Some("100")), false, BodyPlan::Read),
         ];
         for (h, registration, want) in cases {
             assert_eq!(
