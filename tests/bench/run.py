@@ -1844,10 +1844,10 @@ def observations(results: dict) -> list[str]:
             out.append(f"Instructions, steady polling (s3): plain {pl['s3']:,}; any proxy-wasm module on the stream "
                        f"(do-nothing) +{no['s3'] - pl['s3']:,}; the filter +{fi['s3'] - pl['s3']:,} "
                        f"(×{fi['s3'] / pl['s3']:.2f}). The filter's share beyond the do-nothing module, "
-                       f"{fi['s3'] - no['s3']:,}, is mostly reading what it must see through hostcalls (request "
-                       "headers, the GraphQL request body, response headers, the response body: each call leaves and "
-                       "re-enters V8, and each returned buffer is allocated by a call back into the module) plus "
-                       "hashing request and body.")
+                       f"{fi['s3'] - no['s3']:,}, is mostly reading what it must see through hostcalls (the "
+                       "path, the GraphQL request body and the response body, not the response headers; each call "
+                       "leaves and re-enters V8, and each returned buffer is allocated by a call back into the "
+                       "module) plus hashing request and body.")
         if "s4" in pl:
             floor = fw["s4"] - pl["s4"]
             out.append(f"Instructions, one webhook per response (s4): plain {pl['s4']:,}; forward-only module "
