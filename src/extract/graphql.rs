@@ -41,8 +41,13 @@ pub fn graphql_request_facts(request_body: &[u8]) -> RequestFacts {
 /// necessary condition that costs a scan instead of a parse, so that with learning on an
 /// ordinary poll needs neither the parse nor its response's headers.
 pub fn may_register(request_body: &[u8]) -> bool {
-    let has = |needle: &[u8]| request_body.windows(needle.len()).any(|w| w == needle);
-    has(b"webhook") || has(b"\\u")
+    let at = |i: usize, needle: &[u8]| request_body.get(i..i + needle.len()) == Some(needle);
+    // One pass, testing only where a needle could start.
+    (0..request_body.len()).any(|i| match request_body.get(i) {
+        Some(b'w') => at(i, b"webhook"),
+        Some(b'\\') => at(i, b"\\u"),
+        _ => false,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
