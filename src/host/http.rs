@@ -40,10 +40,8 @@ pub struct Watch {
     notifications: bool,
     /// A call that may change OsmoX's webhook table, watched when learning is on.
     registration: bool,
-    /// The request carried a body: what makes a request to a GraphQL path a GraphQL call
-    /// when its method was not read.
-    request_body: bool,
-    /// The whole GraphQL request body is in `request`.
+    /// The whole GraphQL request body is in `request`. A request to a GraphQL path with no
+    /// body bytes (neither in `request` nor lost to a gap) is a GET, not a GraphQL call.
     request_complete: bool,
     /// Part of the GraphQL request body was not read (too large, or refused): what was read
     /// is dropped and no more is.
@@ -64,7 +62,6 @@ impl Watch {
             kind: None,
             notifications: false,
             registration: false,
-            request_body: false,
             request_complete: false,
             request_gap: false,
             head: Head::Awaited,
@@ -174,10 +171,10 @@ impl Watch {
 }
 
 /// The headers a registration's answer is judged by, in one hostcall for the whole map: each
-/// lookup leaves and re-enters the VM. Values as bytes: an upstream may send any byte above 0x7f in
-/// a header value (Envoy passes them on), and the SDK's text reading panics on what is not
-/// UTF-8, which would kill the VM and fail the response. Names are safe: Envoy refuses a
-/// response whose header names are not tokens.
+/// lookup leaves and re-enters the VM. Values as bytes: an upstream may send any byte above
+/// 0x7f in a header value (Envoy passes them on), and the SDK's text reading panics on what
+/// is not UTF-8, which would kill the VM and fail the response. Names are safe: Envoy
+/// refuses a response whose header names are not tokens.
 fn read_response_head() -> ResponseHead {
     let mut h = ResponseHead::default();
     for (name, value) in hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap_or_default()
@@ -291,7 +288,6 @@ impl HttpContext for Watch {
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
-        self.request_body |= size > 0;
         if self.kind != Some(WatchKind::Graphql) || self.request_gap {
             return Action::Continue;
         }
@@ -314,7 +310,8 @@ impl HttpContext for Watch {
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        if self.kind == Some(WatchKind::Graphql) && !self.request_body {
+        let no_body = self.request.is_empty() && !self.request_gap;
+        if self.kind == Some(WatchKind::Graphql) && no_body {
             self.kind = None; // a GET, not a GraphQL call
         }
         if self.kind.is_none() {
