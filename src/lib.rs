@@ -5,6 +5,7 @@
 //! tested natively. `host` adapts it to proxy-wasm contexts and only exists on wasm32.
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod config;
 pub mod delivery;
 pub mod events;

@@ -10,7 +10,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::root::{now_ms, Shared};
 use super::shared_store::SharedData;
-use crate::events::RecentResponses;
+use crate::body::Body;
 use crate::extract::{self, BodyPlan, RequestFacts, ResponseHead, WatchKind};
 use crate::intake;
 use crate::learn::Registry;
@@ -51,7 +51,6 @@ pub struct Watch {
     path: String,
     request: Vec<u8>,
     body: Body,
-    body_len: usize,
 }
 
 impl Watch {
@@ -69,7 +68,6 @@ impl Watch {
             path: String::new(),
             request: Vec::new(),
             body: Body::Empty,
-            body_len: 0,
         }
     }
 
@@ -78,7 +76,6 @@ impl Watch {
         self.shared.metrics.add(why, 1);
         self.kind = None;
         self.body = Body::Empty;
-        self.body_len = 0;
     }
 
     /// Read the response headers (learning's path) and follow their plan.
@@ -191,45 +188,6 @@ fn read_response_head() -> ResponseHead {
     h
 }
 
-/// A watched response's body as the host handed it over: joined only when it must be
-/// parsed, so a body seen before is never copied again (a 5 MB poll took a third fewer
-/// instructions than with one growing buffer); one chunk, the usual case, needs no list.
-enum Body {
-    Empty,
-    One(Vec<u8>),
-    Chunks(Vec<Vec<u8>>),
-}
-
-impl Body {
-    fn push(&mut self, chunk: Vec<u8>) {
-        *self = match std::mem::replace(self, Body::Empty) {
-            Body::Empty => Body::One(chunk),
-            Body::One(first) => Body::Chunks(vec![first, chunk]),
-            Body::Chunks(mut all) => {
-                all.push(chunk);
-                Body::Chunks(all)
-            }
-        };
-    }
-
-    /// The same for the same bytes, however they were chunked.
-    fn hash(&self, request: &[u8]) -> u64 {
-        match self {
-            Body::Empty => RecentResponses::hash::<&[u8]>(request, &[]),
-            Body::One(one) => RecentResponses::hash(request, std::slice::from_ref(one)),
-            Body::Chunks(all) => RecentResponses::hash(request, all),
-        }
-    }
-
-    fn join(self) -> Vec<u8> {
-        match self {
-            Body::Empty => Vec::new(),
-            Body::One(one) => one,
-            Body::Chunks(all) => all.concat(),
-        }
-    }
-}
-
 /// The response's status from the stream's record, which `on_log` can still read (its
 /// header map is empty there). Envoy gives the number as 8 little-endian bytes.
 fn response_code() -> Option<u64> {
@@ -336,20 +294,19 @@ impl HttpContext for Watch {
         if self.kind.is_none() || size == 0 {
             return Action::Continue;
         }
-        if self.body_len + size > self.shared.config.watch.max_body_bytes {
+        if self.body.len() + size > self.shared.config.watch.max_body_bytes {
             self.skip(Metric::SkippedTooLarge);
             return Action::Continue;
         }
         let Ok(Some(chunk)) = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size) else {
             return Action::Continue;
         };
-        if matches!(self.body, Body::Empty) && self.head == Head::Unread {
+        if self.body.is_empty() && self.head == Head::Unread {
             if let Some(why) = extract::sniff(&chunk) {
                 self.skip(why);
                 return Action::Continue;
             }
         }
-        self.body_len += chunk.len();
         self.body.push(chunk);
         Action::Continue
     }
@@ -361,7 +318,7 @@ impl HttpContext for Watch {
         if self.head == Head::Awaited {
             return; // the stream ended before a response: nothing to read
         }
-        let body = std::mem::replace(&mut self.body, Body::Empty);
+        let body = std::mem::take(&mut self.body);
         if !self.registration {
             if self.notifications {
                 self.take_notifications(kind, None, body);
