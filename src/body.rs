@@ -3,7 +3,43 @@
 //! third fewer instructions than with one growing buffer); one chunk, the usual case, needs
 //! no list.
 
+use std::cell::Cell;
+
 use crate::events::RecentResponses;
+
+/// The bytes of watched bodies one VM holds at once, across all its streams. Each stream's
+/// own bound (`watch.maxBodyBytes`) does not bound the sum: a few hundred large responses in
+/// flight together once exhausted a VM's memory, which killed it and cut those responses
+/// short. A stream takes a chunk's size before copying it and gives back all it took when it
+/// lets go of its bodies.
+#[derive(Debug, Default)]
+pub struct Budget {
+    held: Cell<usize>,
+}
+
+impl Budget {
+    pub const fn new() -> Self {
+        Budget { held: Cell::new(0) }
+    }
+
+    /// Whether `bytes` more fit under `limit`; when they do, they are now held.
+    pub fn take(&self, bytes: usize, limit: usize) -> bool {
+        let held = self.held.get().saturating_add(bytes);
+        let fits = held <= limit;
+        if fits {
+            self.held.set(held);
+        }
+        fits
+    }
+
+    pub fn give_back(&self, bytes: usize) {
+        self.held.set(self.held.get().saturating_sub(bytes));
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.get()
+    }
+}
 
 #[derive(Debug, Default)]
 pub enum Body {
@@ -76,6 +112,20 @@ mod tests {
         assert_eq!(split.hash(b"q"), whole.hash(b"q"));
         assert_ne!(split.hash(b"other query"), whole.hash(b"q"));
         assert_eq!(split.join(), b"{\"data\":{\"n\":[1,2,3]}}");
+    }
+
+    #[test]
+    fn a_budget_holds_up_to_its_limit_and_takes_back_what_is_given() {
+        let budget = Budget::new();
+        assert!(budget.take(60, 100));
+        assert!(budget.take(40, 100));
+        assert!(!budget.take(1, 100), "full");
+        assert_eq!(budget.held(), 100, "a refused take holds nothing");
+        budget.give_back(60);
+        assert!(budget.take(50, 100));
+        assert!(!budget.take(usize::MAX, 1000), "no overflow past the limit");
+        budget.give_back(usize::MAX);
+        assert_eq!(budget.held(), 0);
     }
 
     #[test]

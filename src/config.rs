@@ -21,6 +21,10 @@ const DEFAULT_MAX_IN_FLIGHT: u64 = 64;
 const DEFAULT_FAILURE_THRESHOLD: u64 = 5;
 const DEFAULT_OPEN_MS: u64 = 30_000;
 const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+/// Sixteen bodies at the default size, or thousands of ordinary polls, in flight on one
+/// worker; with the largest bound (512 MiB), the biggest body (64 MiB) and its parse, a VM
+/// stays well under the 1 GiB Envoy lets it have.
+const DEFAULT_MAX_BUFFERED_BYTES: u64 = 128 * 1024 * 1024;
 const DEFAULT_MAX_PENDING: u64 = 10_000;
 const DEFAULT_MAX_REMEMBERED: u64 = 65_536;
 const DEFAULT_TICK_MS: u64 = 100;
@@ -109,6 +113,8 @@ pub struct Watch {
     pub graphql_paths: Vec<String>,
     pub rest_path_prefixes: Vec<String>,
     pub max_body_bytes: usize,
+    /// What one VM may hold of watched bodies at once, across all its streams.
+    pub max_buffered_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -756,11 +762,17 @@ struct RawWatch {
     graphql_paths: Option<Vec<String>>,
     rest_path_prefixes: Option<Vec<String>>,
     max_body_bytes: Option<u64>,
+    max_buffered_bytes: Option<u64>,
 }
 
 impl RawWatch {
     fn read(path: &str, node: &Value<'_>) -> Result<RawWatch, ConfigError> {
-        const KNOWN: &[&str] = &["graphqlPaths", "restPathPrefixes", "maxBodyBytes"];
+        const KNOWN: &[&str] = &[
+            "graphqlPaths",
+            "restPathPrefixes",
+            "maxBodyBytes",
+            "maxBufferedBytes",
+        ];
         const PATHS: &str = "an array of strings";
         let mut raw = RawWatch::default();
         for (key, v) in fields(path, node, KNOWN)? {
@@ -769,6 +781,7 @@ impl RawWatch {
                 "graphqlPaths" => raw.graphql_paths = Some(list(p, v, PATHS, string)?),
                 "restPathPrefixes" => raw.rest_path_prefixes = Some(list(p, v, PATHS, string)?),
                 "maxBodyBytes" => raw.max_body_bytes = Some(uint(p, v)?),
+                "maxBufferedBytes" => raw.max_buffered_bytes = Some(uint(p, v)?),
                 _ => {}
             }
         }
@@ -1196,6 +1209,7 @@ fn compile_watch(raw: Option<RawWatch>) -> Result<Watch, ConfigError> {
         graphql_paths: None,
         rest_path_prefixes: None,
         max_body_bytes: None,
+        max_buffered_bytes: None,
     });
     let graphql_paths = compile_paths(
         "watch.graphqlPaths",
@@ -1221,11 +1235,28 @@ fn compile_watch(raw: Option<RawWatch>) -> Result<Watch, ConfigError> {
         1024,
         64 << 20,
     )?;
+    let buffered_path = "watch.maxBufferedBytes";
+    let max_buffered_bytes = ranged(
+        buffered_path,
+        raw.max_buffered_bytes,
+        DEFAULT_MAX_BUFFERED_BYTES,
+        1 << 20,
+        512 << 20,
+    )?;
+    if max_buffered_bytes < max_body_bytes {
+        return Err(invalid(
+            buffered_path,
+            "must not be smaller than watch.maxBodyBytes",
+        ));
+    }
+    let size = |path, n: u64| {
+        usize::try_from(n).map_err(|_| invalid(path, "does not fit this platform's usize"))
+    };
     Ok(Watch {
         graphql_paths,
         rest_path_prefixes,
-        max_body_bytes: usize::try_from(max_body_bytes)
-            .map_err(|_| invalid(path, "does not fit this platform's usize"))?,
+        max_body_bytes: size(path, max_body_bytes)?,
+        max_buffered_bytes: size(buffered_path, max_buffered_bytes)?,
     })
 }
 
@@ -1465,6 +1496,7 @@ mod tests {
                 graphql_paths: vec!["/graphql".to_string()],
                 rest_path_prefixes: vec!["/notifications".to_string()],
                 max_body_bytes: 8_388_608,
+                max_buffered_bytes: 128 << 20,
             },
             retry: global,
             limits: Limits {
@@ -1532,6 +1564,7 @@ mod tests {
                 graphql_paths: vec!["/graphql".to_string()],
                 rest_path_prefixes: vec!["/notifications".to_string()],
                 max_body_bytes: 8 * 1024 * 1024,
+                max_buffered_bytes: 128 << 20,
             },
             retry: RetryPolicy::default(),
             limits: Limits {
@@ -2181,6 +2214,18 @@ mod tests {
             (
                 r#""watch": {"maxBodyBytes": 67108865}"#,
                 "watch.maxBodyBytes: must be between 1024 and 67108864",
+            ),
+            (
+                r#""watch": {"maxBufferedBytes": 1048575}"#,
+                "watch.maxBufferedBytes: must be between 1048576 and 536870912",
+            ),
+            (
+                r#""watch": {"maxBufferedBytes": 536870913}"#,
+                "watch.maxBufferedBytes: must be between 1048576 and 536870912",
+            ),
+            (
+                r#""watch": {"maxBodyBytes": 2097152, "maxBufferedBytes": 1048576}"#,
+                "watch.maxBufferedBytes: must not be smaller than watch.maxBodyBytes",
             ),
             (
                 r#""deadLetter": {"url": "http://d/", "cluster": "d", "timeoutMs": 0}"#,

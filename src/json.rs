@@ -12,7 +12,8 @@
 //! leading zeros or raw control characters in strings; `\u` escapes must be valid, surrogates
 //! in pairs; whitespace is space, tab, CR and LF only; nothing but whitespace may follow the
 //! top value; containers nest at most [`MAX_DEPTH`] deep, so a hostile body cannot exhaust the
-//! wasm stack. A number that rounds to infinity as an `f64` is refused too, decided exactly;
+//! wasm stack, and a document holds at most [`MAX_VALUES`] values, so it cannot exhaust the
+//! VM's memory either. A number that rounds to infinity as an `f64` is refused too, decided exactly;
 //! serde_json, whose float parsing is not exact, also refuses a few numbers a hair below that
 //! (`1.7976931348623158e308`, which rounds to `f64::MAX`).
 //!
@@ -26,6 +27,12 @@ use std::fmt;
 /// The deepest nesting of arrays and objects accepted: serde_json's limit (128) refuses the
 /// 128th level, so at most 127 containers are open at once.
 pub const MAX_DEPTH: usize = 127;
+
+/// The most values (containers, members' values and scalars) one document may hold. A tree
+/// costs up to 28 bytes a value in wasm32 while it is built, against as little as two bytes
+/// of source (`0,`): uncapped, one 64 MiB body of zeros would need over a GiB and kill the VM
+/// (Envoy caps a VM's memory at 1 GiB). Two million is tens of MB of real OsmoX pages.
+pub const MAX_VALUES: usize = 1 << 21;
 
 /// A JSON string as it appears in the source, between its quotes.
 #[derive(Debug, Clone, Copy)]
@@ -346,6 +353,7 @@ pub(crate) enum Code {
     TrailingComma,
     TrailingCharacters,
     RecursionLimit,
+    TooManyValues,
 }
 
 impl Code {
@@ -369,6 +377,7 @@ impl Code {
             }
             Code::TrailingComma => "trailing comma",
             Code::TrailingCharacters => "trailing characters",
+            Code::TooManyValues => "more values than a document may hold",
             Code::RecursionLimit => "recursion limit exceeded",
         }
     }
@@ -725,6 +734,7 @@ pub fn parse(src: &[u8]) -> Result<Value<'_>, Error> {
         text,
         pos: 0,
         depth: 0,
+        values: 0,
         items: Vec::new(),
         members: Vec::new(),
     };
@@ -737,6 +747,8 @@ struct Parser<'a> {
     text: &'a str,
     pos: usize,
     depth: usize,
+    /// Values read so far, against [`MAX_VALUES`].
+    values: usize,
     /// The open arrays' elements and open objects' members, so each container is allocated
     /// once at its exact size rather than grown as it is read.
     items: Vec<Value<'a>>,
@@ -768,6 +780,10 @@ impl<'a> Parser<'a> {
     }
 
     fn value(&mut self) -> Result<Value<'a>, Fail> {
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            return self.fail(Code::TooManyValues);
+        }
         match self.next() {
             None => self.fail(Code::EofValue),
             Some(b'{') => self.object(),
@@ -1151,6 +1167,23 @@ mod tests {
                 MAX_DEPTH + 1
             )
         );
+    }
+
+    #[test]
+    fn a_document_holds_at_most_max_values() {
+        // The array itself is one value, so it may hold `MAX_VALUES - 1` elements.
+        let zeros = |n: usize| format!("[{}0]", "0,".repeat(n - 1));
+        let full = zeros(MAX_VALUES - 1);
+        assert!(matches!(parse(full.as_bytes()), Ok(Value::Array(a)) if a.len() == MAX_VALUES - 1));
+        let over = zeros(MAX_VALUES);
+        let err = parse(over.as_bytes()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("more values than a document may hold"),
+            "{err}"
+        );
+        // Members' values count as well as elements.
+        let members = format!("{{{}\"a\":0}}", "\"a\":0,".repeat(MAX_VALUES - 1));
+        assert!(parse(members.as_bytes()).is_err());
     }
 
     #[test]

@@ -39,6 +39,7 @@ metrics! {
     SkippedEncoded => "bodies_skipped_encoded", Counter;
     SkippedMalformed => "bodies_skipped_malformed", Counter;
     SkippedStatus => "bodies_skipped_status", Counter;
+    SkippedBufferFull => "bodies_skipped_buffer_full", Counter;
     ObjectsSkipped => "objects_skipped", Counter;
     EventsDetected => "events_detected", Counter;
     EventsDuplicate => "events_duplicate", Counter;

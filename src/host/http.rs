@@ -10,7 +10,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::root::{now_ms, Shared};
 use super::shared_store::SharedData;
-use crate::body::Body;
+use crate::body::{Body, Budget};
 use crate::extract::{self, BodyPlan, RequestFacts, ResponseHead, WatchKind};
 use crate::intake;
 use crate::learn::Registry;
@@ -18,6 +18,11 @@ use crate::metrics::{Metric, Metrics};
 
 /// GraphQL request bodies are small; a larger one is not ours to read.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// What this VM's streams hold of watched bodies (`watch.maxBufferedBytes`).
+    static BUFFERED: Budget = const { Budget::new() };
+}
 
 /// Where the response's headers stand. Envoy shows them only in `on_http_response_headers`,
 /// and reading them there cost 21k instructions per steady poll, 12 % of what plain Envoy
@@ -51,6 +56,8 @@ pub struct Watch {
     path: String,
     request: Vec<u8>,
     body: Body,
+    /// The bytes of `request` and `body` taken from `BUFFERED`.
+    held: usize,
 }
 
 impl Watch {
@@ -68,14 +75,34 @@ impl Watch {
             path: String::new(),
             request: Vec::new(),
             body: Body::Empty,
+            held: 0,
         }
+    }
+
+    /// Whether `bytes` more of a watched body fit in what the VM may hold; if so, they count
+    /// as this stream's until `let_go`.
+    fn hold(&mut self, bytes: usize) -> bool {
+        let limit = self.shared.config.watch.max_buffered_bytes;
+        let fits = BUFFERED.with(|b| b.take(bytes, limit));
+        if fits {
+            self.held += bytes;
+        }
+        fits
+    }
+
+    /// Drop the copied bodies and give their bytes back.
+    fn let_go(&mut self) {
+        self.request = Vec::new();
+        self.body = Body::Empty;
+        BUFFERED.with(|b| b.give_back(self.held));
+        self.held = 0;
     }
 
     /// Stop reading this response, counting why.
     fn skip(&mut self, why: Metric) {
         self.shared.metrics.add(why, 1);
         self.kind = None;
-        self.body = Body::Empty;
+        self.let_go();
     }
 
     /// Read the response headers (learning's path) and follow their plan.
@@ -151,6 +178,29 @@ impl Watch {
             if hostcalls::enqueue_shared_queue(queue, Some(&slots)).is_ok() && peer {
                 metrics.add(Metric::WakeupsToPeers, 1);
             }
+        }
+    }
+
+    /// The whole response is in: read what it says.
+    fn read_response(&mut self) {
+        let Some(kind) = self.kind else {
+            return;
+        };
+        if self.head == Head::Awaited {
+            return; // the stream ended before a response: nothing to read
+        }
+        let body = std::mem::take(&mut self.body);
+        if !self.registration {
+            if self.notifications {
+                self.take_notifications(kind, None, body);
+            }
+            return;
+        }
+        let body = body.join();
+        let facts = self.request_facts(kind);
+        self.learn_registration(kind, &facts, &body);
+        if self.notifications {
+            self.take_notifications(kind, Some(facts), Body::One(body));
         }
     }
 
@@ -250,7 +300,7 @@ impl HttpContext for Watch {
             return Action::Continue;
         }
         if size > 0 {
-            let fits = self.request.len() + size <= MAX_REQUEST_BYTES;
+            let fits = self.request.len() + size <= MAX_REQUEST_BYTES && self.hold(size);
             let chunk = fits
                 .then(|| hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size))
                 .and_then(|r| r.ok().flatten());
@@ -258,7 +308,7 @@ impl HttpContext for Watch {
                 Some(chunk) => self.request.extend_from_slice(&chunk),
                 None => {
                     self.request_gap = true;
-                    self.request = Vec::new();
+                    self.let_go();
                     return Action::Continue;
                 }
             }
@@ -298,6 +348,10 @@ impl HttpContext for Watch {
             self.skip(Metric::SkippedTooLarge);
             return Action::Continue;
         }
+        if !self.hold(size) {
+            self.skip(Metric::SkippedBufferFull);
+            return Action::Continue;
+        }
         let Ok(Some(chunk)) = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size) else {
             return Action::Continue;
         };
@@ -312,24 +366,14 @@ impl HttpContext for Watch {
     }
 
     fn on_log(&mut self) {
-        let Some(kind) = self.kind else {
-            return;
-        };
-        if self.head == Head::Awaited {
-            return; // the stream ended before a response: nothing to read
-        }
-        let body = std::mem::take(&mut self.body);
-        if !self.registration {
-            if self.notifications {
-                self.take_notifications(kind, None, body);
-            }
-            return;
-        }
-        let body = body.join();
-        let facts = self.request_facts(kind);
-        self.learn_registration(kind, &facts, &body);
-        if self.notifications {
-            self.take_notifications(kind, Some(facts), Body::One(body));
-        }
+        self.read_response();
+        self.let_go();
+    }
+}
+
+impl Drop for Watch {
+    /// A stream that never reached `on_log` still gives its bytes back.
+    fn drop(&mut self) {
+        self.let_go();
     }
 }

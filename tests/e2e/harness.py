@@ -291,6 +291,12 @@ class StubResponse:
     status: int = 200
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    # When set, all but the body's last byte is sent, then the last byte once this is set
+    # (waiting HOLD_MAX_S at most): keeps many answers in flight at once.
+    hold: threading.Event | None = None
+
+
+HOLD_MAX_S = 30.0
 
 
 PROBLEM_404 = {
@@ -327,8 +333,13 @@ class _StubHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD" and resp.body:
             view = memoryview(resp.body)
-            for i in range(0, len(view), 256 * 1024):
-                self.wfile.write(view[i:i + 256 * 1024])
+            last = len(view) - 1 if resp.hold is not None else len(view)
+            for i in range(0, last, 256 * 1024):
+                self.wfile.write(view[i:min(i + 256 * 1024, last)])
+            if resp.hold is not None:
+                self.wfile.flush()
+                resp.hold.wait(HOLD_MAX_S)
+                self.wfile.write(view[last:])
         self.wfile.flush()
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
@@ -352,7 +363,8 @@ class OsmoxStub(_ServerBase):
     # -- scripting --------------------------------------------------------------------
     def set_response(self, method: str, path: str, status: int = 200, body: bytes | str | Any = b"",
                      headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-                     content_type: str | None = "application/json", gzip: bool = False) -> bytes:
+                     content_type: str | None = "application/json", gzip: bool = False,
+                     hold: threading.Event | None = None) -> bytes:
         """Script the answer to METHOD path. `body` may be bytes, str, or a JSON-able object.
 
         Returns the exact body bytes that will be sent (compressed if gzip=True), so tests can
@@ -374,7 +386,7 @@ class OsmoxStub(_ServerBase):
             items = headers.items() if isinstance(headers, Mapping) else headers
             hdrs.extend((str(k), str(v)) for k, v in items)
         with self._lock:
-            self._routes[(method.upper(), path)] = StubResponse(status, hdrs, raw)
+            self._routes[(method.upper(), path)] = StubResponse(status, hdrs, raw, hold)
         return raw
 
     def set_json(self, method: str, path: str, obj: Any, status: int = 200, **kw) -> bytes:

@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import re
+import threading
 import time
 
 import pytest
@@ -389,6 +390,45 @@ def test_large_watched_response_passes_intact_and_is_skipped(osmox, make_receive
     envoy.wait_metric("bodies_skipped_too_large", 1, timeout=EXPECT_S)
     assert_no_more(crm, 0)
     _control_poll_delivers(envoy, osmox, crm)
+
+
+def test_bodies_in_flight_together_stay_within_what_a_vm_may_hold(osmox, make_receiver, make_envoy, filter_wasm):
+    """Each body's own bound does not bound their sum: 140 large answers in flight together
+    once exhausted a VM's memory, which killed it and cut those answers short. Past
+    watch.maxBufferedBytes a body is skipped and counted, and every client gets every byte."""
+    crm = make_receiver("crm")
+    mib = 1 << 20
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS,
+                        watch={"graphqlPaths": ["/graphql"], "restPathPrefixes": ["/notifications"],
+                               "maxBodyBytes": mib, "maxBufferedBytes": mib})
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm}, concurrency=1)  # one VM, one budget
+    rows = graphql_rows()
+    for r in rows:
+        r["data"]["pad"] = "p" * (420 * 1024 // len(rows))
+    release = threading.Event()
+    sent = osmox.set_json("POST", "/graphql", graphql_body(rows), hold=release)
+    assert 2 * len(sent) < mib < 3 * len(sent)  # two bodies fit, a third does not
+    clients = 6
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        try:
+            answers = [pool.submit(envoy.client.graphql, NOTIFICATIONS_QUERY, timeout=40) for _ in range(clients)]
+            # All but the last byte of every answer has passed: two bodies are held, and
+            # each of the others was skipped when its next chunk did not fit.
+            envoy.wait_metric("bodies_skipped_buffer_full", clients - 2, timeout=EXPECT_S)
+        finally:
+            release.set()
+        got = [a.result(timeout=40) for a in answers]
+    assert all(r.status == 200 and r.body == sent for r in got)
+    envoy.wait_metric("responses_unchanged", 1, timeout=EXPECT_S)  # the second held body
+    crm.wait_for(3, EXPECT_S)  # the first held body, read to its end and delivered
+    assert_no_more(crm, 3)
+    assert envoy.metric("bodies_skipped_buffer_full") == clients - 2
+    assert "Function: proxy_on_" not in envoy.logs() and "panicked" not in envoy.logs()
+    # What was held was given back: a new answer is read and delivered.
+    later = dict(graphql_rows()[0], id=990002, deliveryStatus=5)
+    osmox.set_json("POST", "/graphql", graphql_body([later]))
+    poll_graphql(envoy)
+    assert crm.wait_for(4, EXPECT_S)[3].json()["id"] == later["id"]
 
 
 def test_malformed_json_response_passes_intact_and_is_skipped(osmox, make_receiver, make_envoy, filter_wasm):
