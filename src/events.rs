@@ -11,7 +11,7 @@
 //! Memory is bounded: notifications hash into `buckets` keys of at most `BUCKET_ENTRIES`
 //! entries each; a full bucket forgets the notification whose state changed longest ago.
 
-use crate::osmox::Notification;
+use crate::osmox::{DeliveryStatus, Notification};
 use crate::store::{self, Store, StoreError};
 
 /// Entries per bucket: small enough that one read stays cheap on every poll.
@@ -122,21 +122,30 @@ impl Seen {
     /// Same state seen again. A field one observation lacks (a GraphQL query that did not
     /// select it) does not make it a different event.
     fn same_event(&self, n: &Notification) -> bool {
+        self.status == n.delivery_status.code() && self.same_attempt(n)
+    }
+
+    /// The same send attempt, as far as the views tell.
+    fn same_attempt(&self, n: &Notification) -> bool {
         fn agree(a: Option<u64>, b: Option<u64>) -> bool {
             a.is_none() || b.is_none() || a == b
         }
-        self.status == n.delivery_status.code()
-            && agree(self.retry_count, n.retry_count)
-            && agree(self.provider_id, n.provider_id)
+        agree(self.retry_count, n.retry_count) && agree(self.provider_id, n.provider_id)
     }
 
-    /// The observation left OsmoX before the one we remember.
+    /// The observation left OsmoX before the one we remember: by `updatedOn` when both
+    /// have it and it differs; otherwise when it shows the same attempt at an earlier stage
+    /// (a late answer that did not select `updatedOn` must not send an older state after a
+    /// newer one).
     fn is_older(&self, n: &Notification) -> bool {
-        match (&self.updated_on, &n.updated_on) {
+        if let (Some(ours), Some(theirs)) = (&self.updated_on, &n.updated_on) {
             // ISO-8601 UTC timestamps of one format order as strings.
-            (Some(ours), Some(theirs)) => theirs < ours,
-            _ => false,
+            if theirs != ours {
+                return theirs < ours;
+            }
         }
+        let ours = DeliveryStatus::from_code(self.status).map(DeliveryStatus::stage);
+        self.same_attempt(n) && ours.is_some_and(|ours| n.delivery_status.stage() < ours)
     }
 
     /// Fold in what a duplicate observation adds; true when anything changed.
@@ -214,7 +223,11 @@ impl Memory {
                 }
                 Some(seen) => {
                     let slots = std::mem::take(&mut seen.slots);
+                    // A new state is no older than the one it follows: without a time of
+                    // its own it keeps that one's, which still orders later views.
+                    let updated_on = n.updated_on.clone().or(seen.updated_on.take());
                     *seen = Seen::from(n, now_ms);
+                    seen.updated_on = updated_on;
                     seen.slots.clone_from(&slots);
                     verdict = Verdict::New { slots };
                     None
@@ -531,6 +544,52 @@ mod tests {
         // And the remembered state is still the newer one.
         let again = m.observe(&s, &n(1, DeliveryStatus::Success, 0, 1, T3), 2);
         assert_eq!(again.unwrap(), Verdict::Duplicate);
+    }
+
+    /// A review's sequence: SUCCESS, then a late answer that did not select `updatedOn`
+    /// showing IN_PROGRESS, then SUCCESS again. That sent SUCCESS, IN_PROGRESS, SUCCESS.
+    #[test]
+    fn a_late_answer_without_a_time_is_ordered_by_stage() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        m.observe(&s, &n(1, DeliveryStatus::InProgress, 0, 1, T1), 0)
+            .unwrap();
+        m.observe(&s, &n(1, DeliveryStatus::Success, 0, 1, T2), 1)
+            .unwrap();
+        let mut late = n(1, DeliveryStatus::InProgress, 0, 1, T1);
+        late.updated_on = None;
+        assert_eq!(m.observe(&s, &late, 2).unwrap(), Verdict::Stale);
+        late.retry_count = None; // nor does a view that cannot tell the attempt move it back
+        assert_eq!(m.observe(&s, &late, 3).unwrap(), Verdict::Stale);
+        let again = n(1, DeliveryStatus::Success, 0, 1, T2);
+        assert_eq!(m.observe(&s, &again, 4).unwrap(), Verdict::Duplicate);
+        // A resend (retryCount + 1) goes back to PENDING for real, time or not.
+        let mut resend = n(1, DeliveryStatus::Pending, 1, 1, T1);
+        resend.updated_on = None;
+        assert!(matches!(
+            m.observe(&s, &resend, 5).unwrap(),
+            Verdict::New { .. }
+        ));
+    }
+
+    /// A new state seen without `updatedOn` keeps the time of the state it follows, so a
+    /// late answer carrying that older state is still known as stale.
+    #[test]
+    fn a_new_state_without_a_time_keeps_the_last_known_one() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        m.observe(&s, &n(1, DeliveryStatus::AwaitingConfirmation, 0, 1, T2), 0)
+            .unwrap();
+        let mut success = n(1, DeliveryStatus::Success, 0, 1, T3);
+        success.updated_on = None;
+        assert!(matches!(
+            m.observe(&s, &success, 1).unwrap(),
+            Verdict::New { .. }
+        ));
+        // An older state at a time before the one kept: stale by time.
+        let older = n(1, DeliveryStatus::InProgress, 0, 1, T1);
+        assert_eq!(m.observe(&s, &older, 2).unwrap(), Verdict::Stale);
+        // The same SUCCESS seen later with its time: the same event.
+        let timed = n(1, DeliveryStatus::Success, 0, 1, T3);
+        assert_eq!(m.observe(&s, &timed, 3).unwrap(), Verdict::Duplicate);
     }
 
     #[test]

@@ -19,18 +19,19 @@ pub fn endpoint_key(name: &str) -> u32 {
     key
 }
 
-/// `webhook-id`: derived from the event and the endpoint, so it is the same on every retry
-/// and for the same event seen again after a restart, which lets receivers drop repeats.
+/// `webhook-id`: derived from the event's identity and the endpoint, so it is the same on
+/// every retry and for the same event seen again after a restart, which lets receivers drop
+/// repeats. Not from `updatedOn`: OsmoX moves it when it saves a SUCCESS's result, after the
+/// state changed, so two views of one event can differ there. A view that lacks
+/// `retryCount` or `providerId` still hashes differently from one that has them.
 pub fn webhook_id(n: &Notification, endpoint: &str) -> String {
     let retry = n.retry_count.unwrap_or(0).to_le_bytes();
     let provider = n.provider_id.unwrap_or(0).to_le_bytes();
-    let updated = n.updated_on.as_deref().unwrap_or("");
     let hash = fnv1a64(&[
         &n.id.to_le_bytes(),
         &n.delivery_status.code().to_le_bytes(),
         &retry,
         &provider,
-        updated.as_bytes(),
         endpoint.as_bytes(),
     ]);
     format!("msg_{}_{}_{hash:016x}", n.id, n.delivery_status.code())
@@ -127,4 +128,42 @@ pub fn take_in<S: Store + ?Sized>(
         }
     }
     Intake { wake, complete }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::osmox::DeliveryStatus;
+
+    fn seen(updated_on: &str, result: &str) -> Notification {
+        Notification {
+            id: 504,
+            delivery_status: DeliveryStatus::Success,
+            provider_id: Some(1),
+            channel_type: Some(1),
+            retry_count: Some(0),
+            updated_on: Some(updated_on.into()),
+            body: format!(r#"{{"id":504,"deliveryStatus":5,"result":{result}}}"#),
+        }
+    }
+
+    #[test]
+    fn a_webhook_id_names_the_event_not_the_view() {
+        // OsmoX saves a SUCCESS's result after the state, moving `updatedOn`.
+        let early = seen("2026-01-01T00:00:01.000Z", "null");
+        let late = seen("2026-01-01T00:00:01.012Z", r#"{"messageId":"m"}"#);
+        assert_eq!(webhook_id(&early, "crm"), webhook_id(&late, "crm"));
+        assert!(webhook_id(&early, "crm").starts_with("msg_504_5_"));
+        assert_ne!(webhook_id(&early, "crm"), webhook_id(&early, "erp"));
+        let retried = Notification {
+            retry_count: Some(1),
+            ..early.clone()
+        };
+        assert_ne!(webhook_id(&early, "crm"), webhook_id(&retried, "crm"));
+        let failed_over = Notification {
+            provider_id: Some(2),
+            ..early.clone()
+        };
+        assert_ne!(webhook_id(&early, "crm"), webhook_id(&failed_over, "crm"));
+    }
 }

@@ -33,6 +33,19 @@ impl DeliveryStatus {
         self as u64
     }
 
+    /// How far one send attempt (one `retryCount` on one provider) has come. OsmoX only
+    /// moves a notification forward through these within an attempt (a resend bumps
+    /// `retryCount`, a failover changes `providerId`), so a view of the same attempt at an
+    /// earlier stage is an older view. Confirmation may go back and forth between 3 and 4.
+    pub fn stage(self) -> u8 {
+        match self {
+            DeliveryStatus::Pending => 0,
+            DeliveryStatus::InProgress => 1,
+            DeliveryStatus::AwaitingConfirmation | DeliveryStatus::QueuedConfirmation => 2,
+            DeliveryStatus::Success | DeliveryStatus::Failed => 3,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "PENDING",
