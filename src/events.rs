@@ -98,6 +98,7 @@ struct Seen {
     status: u64,
     retry_count: Option<u64>,
     provider_id: Option<u64>,
+    channel_type: Option<u64>,
     updated_on: Option<String>,
     /// When its state last changed: eviction order. Not bumped by repeats, so polling stays read-only.
     touched_ms: u64,
@@ -113,6 +114,7 @@ impl Seen {
             status: n.delivery_status.code(),
             retry_count: n.retry_count,
             provider_id: n.provider_id,
+            channel_type: n.channel_type,
             updated_on: n.updated_on.clone(),
             touched_ms: now_ms,
             slots: Vec::new(),
@@ -148,16 +150,33 @@ impl Seen {
         self.same_attempt(n) && ours.is_some_and(|ours| n.delivery_status.stage() < ours)
     }
 
+    fn routed(&self) -> Routed {
+        Routed {
+            provider_id: self.provider_id,
+            channel_type: self.channel_type,
+        }
+    }
+
     /// Fold in what a duplicate observation adds; true when anything changed.
     fn merge(&mut self, n: &Notification) -> bool {
-        let before = (self.retry_count, self.provider_id, self.updated_on.clone());
+        let before = (self.retry_count, self.routed(), self.updated_on.clone());
         self.retry_count = self.retry_count.or(n.retry_count);
         self.provider_id = self.provider_id.or(n.provider_id);
+        self.channel_type = self.channel_type.or(n.channel_type);
         if n.updated_on > self.updated_on {
             self.updated_on.clone_from(&n.updated_on);
         }
-        before != (self.retry_count, self.provider_id, self.updated_on.clone())
+        before != (self.retry_count, self.routed(), self.updated_on.clone())
     }
+}
+
+/// The fields endpoints filter on besides the status, as the views of an event so far had
+/// them: a view that lacks one (a query that did not select it) matches no endpoint that
+/// filters on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed {
+    pub provider_id: Option<u64>,
+    pub channel_type: Option<u64>,
 }
 
 /// What an observation means.
@@ -166,6 +185,12 @@ pub enum Verdict {
     /// A new state: deliver it. `slots` are the ledger slots of deliveries still held for
     /// the previous event, per endpoint key.
     New { slots: Vec<(u32, u32)> },
+    /// The state already acted on, now seen with a field its earlier views lacked (`before`):
+    /// endpoints that filter on it, passed over then, may take the event now.
+    Filled {
+        before: Routed,
+        slots: Vec<(u32, u32)>,
+    },
     /// The state we already acted on.
     Duplicate,
     /// Older than what we already acted on.
@@ -215,10 +240,19 @@ impl Memory {
                     return None;
                 }
                 Some(seen) if seen.same_event(n) => {
-                    verdict = Verdict::Duplicate;
+                    let before = seen.routed();
                     if !seen.merge(n) {
+                        verdict = Verdict::Duplicate;
                         return None;
                     }
+                    verdict = if seen.routed() == before {
+                        Verdict::Duplicate
+                    } else {
+                        Verdict::Filled {
+                            before,
+                            slots: seen.slots.clone(),
+                        }
+                    };
                     None
                 }
                 Some(seen) => {
@@ -272,9 +306,11 @@ const BUCKET_FORMAT: u8 = 1;
 const HAS_RETRY: u8 = 1;
 const HAS_PROVIDER: u8 = 2;
 const HAS_UPDATED: u8 = 4;
+/// Added after the first builds: their buckets never have it.
+const HAS_CHANNEL: u8 = 8;
 
 /// A bucket as stored: `BUCKET_FORMAT`, then each entry as little-endian fields: id u64,
-/// status u64, a flags byte, retry count u64 and provider id u64 when flagged, touched_ms
+/// status u64, a flags byte, retry count, provider id and channel type (u64 each) when flagged, touched_ms
 /// u64, updated_on (u16 length, bytes) when flagged, then u16 slot count and (endpoint u32,
 /// slot u32) pairs. Binary because every new event reads and rewrites a whole bucket: as
 /// JSON, a full memory made detecting an event 4.5 times slower than an empty one.
@@ -337,9 +373,11 @@ impl Seen {
         out.push(
             flag(self.retry_count.is_some(), HAS_RETRY)
                 | flag(self.provider_id.is_some(), HAS_PROVIDER)
-                | flag(self.updated_on.is_some(), HAS_UPDATED),
+                | flag(self.updated_on.is_some(), HAS_UPDATED)
+                | flag(self.channel_type.is_some(), HAS_CHANNEL),
         );
-        for v in [self.retry_count, self.provider_id].into_iter().flatten() {
+        let numbers = [self.retry_count, self.provider_id, self.channel_type];
+        for v in numbers.into_iter().flatten() {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&self.touched_ms.to_le_bytes());
@@ -379,6 +417,11 @@ impl Seen {
         } else {
             None
         };
+        let channel_type = if flags & HAS_CHANNEL != 0 {
+            Some(r.u64()?)
+        } else {
+            None
+        };
         let touched_ms = r.u64()?;
         let updated_on = if flags & HAS_UPDATED != 0 {
             let len = r.u16()?;
@@ -395,6 +438,7 @@ impl Seen {
             status,
             retry_count,
             provider_id,
+            channel_type,
             updated_on,
             touched_ms,
             slots,
@@ -659,9 +703,10 @@ mod tests {
         for part in [
             &7u64.to_le_bytes()[..],
             &6u64.to_le_bytes(),
-            &[HAS_RETRY | HAS_PROVIDER | HAS_UPDATED],
+            &[HAS_RETRY | HAS_PROVIDER | HAS_UPDATED | HAS_CHANNEL],
             &2u64.to_le_bytes(),
             &3u64.to_le_bytes(),
+            &1u64.to_le_bytes(),
             &99u64.to_le_bytes(),
             &24u16.to_le_bytes(),
             T1.as_bytes(),

@@ -246,6 +246,59 @@ fn unmatched_status_is_not_posted() {
     assert_eq!(w.m(Metric::EventsUnrouted), 1);
 }
 
+/// A review's case: the first answer to show an event did not select `providerId`, so an
+/// endpoint filtering on providers passed it over; the full row that came later was a
+/// duplicate, and that endpoint never got the event.
+#[test]
+fn a_field_a_later_view_adds_routes_the_event_to_the_endpoints_that_filter_on_it() {
+    let w = World::new(
+        r#"{"endpoints": [
+            {"name": "all", "url": "http://h/a", "cluster": "c"},
+            {"name": "sms", "url": "http://h/b", "cluster": "c", "providerIds": [1], "channelTypes": [5]},
+            {"name": "other", "url": "http://h/c", "cluster": "c", "providerIds": [2]}
+        ]}"#,
+        1,
+    );
+    let thin = Notification {
+        provider_id: None,
+        channel_type: None,
+        updated_on: None,
+        body: r#"{"id":501,"deliveryStatus":5}"#.into(),
+        ..note(501, DeliveryStatus::Success, A)
+    };
+    w.observe(0, std::slice::from_ref(&thin));
+    let paths = |w: &World| -> Vec<String> {
+        w.sent()
+            .iter()
+            .map(|s| s.header(":path").unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(paths(&w), ["/a"]);
+    // The provider, then the channel, come in views of their own: only then does "sms" match.
+    let provider_only = Notification {
+        provider_id: Some(1),
+        ..thin.clone()
+    };
+    w.observe(0, std::slice::from_ref(&provider_only));
+    assert_eq!(paths(&w), ["/a"], "the channel is still unknown");
+    let full = Notification {
+        body: r#"{"id":501,"deliveryStatus":5,"providerId":1,"channelType":5}"#.into(),
+        ..note(501, DeliveryStatus::Success, A)
+    };
+    let full = Notification {
+        channel_type: Some(5),
+        ..full
+    };
+    w.observe(0, std::slice::from_ref(&full));
+    assert_eq!(paths(&w), ["/a", "/b"]);
+    assert_eq!(w.last().body, full.body);
+    // Nothing more for any of them, however often it is seen again.
+    w.observe(0, &[thin, provider_only, full]);
+    w.sweep();
+    assert_eq!(paths(&w), ["/a", "/b"]);
+    assert_eq!(w.m(Metric::EventsDetected), 1);
+}
+
 #[test]
 fn a_503_is_retried_after_the_backoff_with_the_same_webhook_id() {
     let mut w = World::new(ONE_ENDPOINT, 1);
