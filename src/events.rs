@@ -14,6 +14,9 @@
 use crate::osmox::{DeliveryStatus, Notification};
 use crate::store::{self, Store, StoreError};
 
+/// Where the dedupe memory's bucket count is kept (see [`Memory::settle`]).
+pub const LAYOUT_KEY: &str = "seen/layout";
+
 /// Entries per bucket: small enough that one read stays cheap on every poll.
 pub const BUCKET_ENTRIES: usize = 16;
 
@@ -204,6 +207,25 @@ impl Memory {
         Memory {
             buckets: u32::try_from(buckets).unwrap_or(u32::MAX),
         }
+    }
+
+    /// The memory already laid out in `store` for this `vm_id`, or one for `capacity`, laid
+    /// out now. A notification's bucket is its hash modulo the bucket count: a count that
+    /// changed with a configuration update would look most notifications up where they were
+    /// never seen, and deliver them again. So the first configuration sets the layout and it
+    /// holds while Envoy keeps the shared data (until a restart).
+    pub fn settle<S: Store + ?Sized>(store: &S, capacity: u32) -> Memory {
+        if let Ok(Some((bytes, _))) = store.get(LAYOUT_KEY) {
+            if let Ok(count) = <[u8; 4]>::try_from(bytes.as_slice()) {
+                let buckets = u32::from_le_bytes(count);
+                if buckets > 0 {
+                    return Memory { buckets };
+                }
+            }
+        }
+        let memory = Memory::new(capacity);
+        let _ = store.set(LAYOUT_KEY, &memory.buckets.to_le_bytes(), None);
+        memory
     }
 
     /// How many notifications it remembers at most.
@@ -739,6 +761,24 @@ mod tests {
             assert_eq!(decode(Some(bad)), vec![], "{bad:?}");
         }
         assert_eq!(decode(None), vec![]);
+    }
+
+    #[test]
+    fn the_first_layout_holds_until_the_shared_data_goes() {
+        let s = MemStore::new();
+        let first = Memory::settle(&s, 65_536);
+        assert_eq!(first.capacity(), 65_536);
+        let note = n(42, DeliveryStatus::Success, 0, 1, T1);
+        first.observe(&s, &note, 0).unwrap();
+        // A configuration update asks for another size: the layout stays, so the
+        // notification is still found where it was remembered.
+        let updated = Memory::settle(&s, 131_072);
+        assert_eq!(updated.capacity(), 65_536);
+        assert_eq!(updated.observe(&s, &note, 1).unwrap(), Verdict::Duplicate);
+        // An unreadable layout is laid out anew.
+        s.set(LAYOUT_KEY, b"?", None).unwrap();
+        assert_eq!(Memory::settle(&s, 2048).capacity(), 2048);
+        assert_eq!(Memory::settle(&s, 4096).capacity(), 2048);
     }
 
     #[test]

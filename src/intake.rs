@@ -76,16 +76,19 @@ pub struct Intake {
 }
 
 /// Record the deliveries `notifications` call for.
+// One call per response, from the HTTP context and the tests alike; a struct to bundle
+// these would be built anew at every call site for nothing.
+#[allow(clippy::too_many_arguments)]
 pub fn take_in<S: Store + ?Sized>(
     config: &Config,
     endpoints: &[Endpoint],
+    memory: Memory,
     store: &S,
     metrics: &dyn Metrics,
     notifications: &[Notification],
     now_ms: u64,
     seed: u64,
 ) -> Intake {
-    let memory = Memory::new(config.limits.max_remembered);
     let ledger = Ledger::new(config.limits.max_pending);
     let mut wake = Vec::new();
     let mut complete = true;

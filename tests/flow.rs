@@ -14,6 +14,7 @@ use osmox_webhook_filter::config::Config;
 use osmox_webhook_filter::delivery::ledger::Ledger;
 use osmox_webhook_filter::delivery::outcome::AttemptResponse;
 use osmox_webhook_filter::delivery::sender::{Dispatch, Io, Sender};
+use osmox_webhook_filter::events::Memory;
 use osmox_webhook_filter::intake;
 use osmox_webhook_filter::metrics::{CountingMetrics, Metric};
 use osmox_webhook_filter::osmox::{DeliveryStatus, Notification};
@@ -117,6 +118,7 @@ impl World {
         let wake = intake::take_in(
             &self.config,
             &self.config.endpoints,
+            Memory::new(self.config.limits.max_remembered),
             &self.store,
             &self.metrics,
             ns,
@@ -809,6 +811,7 @@ fn idle_senders_still_find_work_that_no_live_sender_knows_of() {
     let placed = intake::take_in(
         &w.config,
         &w.config.endpoints,
+        Memory::new(w.config.limits.max_remembered),
         &w.store,
         &w.metrics,
         &[note(7, DeliveryStatus::Success, A)],

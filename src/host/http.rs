@@ -160,6 +160,7 @@ impl Watch {
         let intake = intake::take_in(
             &self.shared.config,
             &endpoints,
+            self.shared.memory,
             &SharedData,
             metrics,
             &extracted.notifications,

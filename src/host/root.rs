@@ -39,6 +39,8 @@ const SLOTS_PER_WAKE: usize = 32;
 /// What every context of this VM shares once configured.
 pub struct Shared {
     pub config: Config,
+    /// The dedupe memory as laid out in shared data, which may predate `config`.
+    pub memory: Memory,
     pub metrics: EnvoyMetrics,
     /// The delivery queue: registered by a sending VM, looked up by an observing one (whose
     /// sender, a bootstrap singleton, may register it after this VM configured).
@@ -344,7 +346,16 @@ impl RootContext for Root {
         for (key, value) in Ledger::new(config.limits.max_pending).keys() {
             ensure(&key, value);
         }
-        for key in Memory::new(config.limits.max_remembered).keys() {
+        let memory = Memory::settle(&SharedData, config.limits.max_remembered);
+        if memory.capacity() != Memory::new(config.limits.max_remembered).capacity() {
+            log::warn!(
+                "#{} limits.maxRemembered {} takes effect when Envoy restarts (or under a new vm_id): the dedupe memory keeps the layout it was created with ({} notifications), so that nothing is delivered again",
+                self.context_id,
+                config.limits.max_remembered,
+                memory.capacity(),
+            );
+        }
+        for key in memory.keys() {
             ensure(&key, b"");
         }
         for key in Sender::keys(&config.endpoints) {
@@ -385,12 +396,13 @@ impl RootContext for Root {
             config.role,
             config.endpoints.len(),
             config.limits.max_pending,
-            Memory::new(config.limits.max_remembered).capacity(),
+            memory.capacity(),
         );
         let configured = Rc::new(config.endpoints.clone());
         self.shared = Some(Rc::new(Shared {
             endpoints: RefCell::new((None, configured)),
             config,
+            memory,
             metrics: EnvoyMetrics::define(),
             queue: Cell::new(queue),
             rotation: RefCell::new(rotation),

@@ -310,6 +310,7 @@ fn main() {
     let first = intake::take_in(
         &config,
         &config.endpoints,
+        Memory::new(config.limits.max_remembered),
         &store,
         &metrics,
         &notes,
@@ -325,6 +326,7 @@ fn main() {
         let r = intake::take_in(
             black_box(&config),
             &config.endpoints,
+            Memory::new(config.limits.max_remembered),
             &store,
             &metrics,
             black_box(&notes),
@@ -359,6 +361,7 @@ fn main() {
         let r = intake::take_in(
             &config,
             &config.endpoints,
+            Memory::new(config.limits.max_remembered),
             &store,
             &metrics,
             std::slice::from_ref(&n),
@@ -401,6 +404,7 @@ fn main() {
         let intake = intake::take_in(
             &config,
             &config.endpoints,
+            Memory::new(config.limits.max_remembered),
             &store,
             &metrics,
             std::slice::from_ref(&n),

@@ -595,6 +595,26 @@ def test_config_update_takes_effect(osmox, make_receiver, make_envoy, filter_was
     assert ids_statuses([req]) == [(1048, 6)]
 
 
+def test_a_new_max_remembered_in_an_update_sends_nothing_again(osmox, make_receiver, make_envoy, filter_wasm):
+    """A review found every remembered notification delivered again after an update changed
+    limits.maxRemembered: a notification's bucket is its hash modulo the bucket count. The
+    layout now holds until Envoy restarts, and the update says so in the log."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS, limits={"maxRemembered": 65_536})
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    osmox.set_json("POST", "/graphql", graphql_body(graphql_rows()))
+    poll_graphql(envoy)
+    crm.wait_for(3, EXPECT_S)
+    for polls, remembered in enumerate((131_072, 100_000), start=1):
+        envoy.update_filter_config(filter_config([endpoint("crm", crm)], tick_ms=TICK_MS,
+                                                 limits={"maxRemembered": remembered}))
+        poll_graphql(envoy)
+        envoy.wait_metric("events_duplicate", 7 * polls, timeout=EXPECT_S)  # every row of the poll
+        assert_no_more(crm, 3)
+    assert "limits.maxRemembered 100000 takes effect when Envoy restarts" in envoy.logs()
+    assert envoy.metric("events_detected") == 7
+
+
 # ------------------------------------------------------------------------------------------
 # Archived notifications
 # ------------------------------------------------------------------------------------------
