@@ -184,8 +184,10 @@ impl RetryPolicy {
     /// attempt made yet the answer is `Some(0)`: the first attempt is not delayed.
     ///
     /// `retry_after_ms` is a Retry-After the receiver sent (only for 429/503): the receiver
-    /// knows its load better than our curve, so it replaces the computed delay unjittered,
-    /// capped at `max_delay_ms` so a hostile value cannot park a delivery forever.
+    /// knows its load better than our curve, so it may lengthen the delay (capped at
+    /// `max_delay_ms`, so a hostile value cannot park a delivery forever), but not shorten
+    /// it: a `Retry-After: 0` from a shedding load balancer would spend every attempt within
+    /// seconds, all of a burst's retries in the same tick.
     ///
     /// `jitter_unit` is a number in [0, 1) from the caller (see `jitter_unit`), mapped to a
     /// factor in [1 - jitter, 1 + jitter] to spread retries of a burst of failures.
@@ -201,9 +203,6 @@ impl RetryPolicy {
         if attempts_made == 0 {
             return Some(0);
         }
-        if let Some(retry_after) = retry_after_ms {
-            return Some(retry_after.min(self.max_delay_ms));
-        }
         let base = match &self.backoff {
             Backoff::Exponential {
                 initial_delay_ms,
@@ -214,7 +213,11 @@ impl RetryPolicy {
                 schedule.get(index).copied()?.min(self.max_delay_ms)
             }
         };
-        Some(self.jittered(base, jitter_unit))
+        let delay = self.jittered(base, jitter_unit);
+        Some(match retry_after_ms {
+            Some(retry_after) => delay.max(retry_after.min(self.max_delay_ms)),
+            None => delay,
+        })
     }
 
     /// `min(initial * multiplier^(k-1), max_delay)` computed in f64 so a huge exponent
@@ -413,11 +416,18 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_replaces_delay_and_is_capped() {
+    fn retry_after_lengthens_the_delay_but_never_shortens_it() {
         let p = exp(5, 1000, 2.0, 60_000, 0.2);
         assert_eq!(p.next_delay_ms(1, Some(42_000), 0.99), Some(42_000));
-        assert_eq!(p.next_delay_ms(3, Some(0), 0.0), Some(0));
+        // Shorter than the backoff (4000 ms, jittered down to 3200): the backoff holds.
+        assert_eq!(p.next_delay_ms(3, Some(0), 0.0), Some(3200));
+        assert_eq!(p.next_delay_ms(3, Some(1000), 0.0), Some(3200));
         assert_eq!(p.next_delay_ms(1, Some(u64::MAX), 0.0), Some(60_000));
+        assert_eq!(
+            p.next_delay_ms(5, Some(0), 0.0),
+            None,
+            "nor does it add attempts"
+        );
     }
 
     #[test]

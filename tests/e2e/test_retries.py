@@ -258,6 +258,22 @@ def test_retry_after_is_capped_by_max_delay(osmox, make_tracking, make_envoy, fi
     assert 1.5 <= gap < 3.5, f"Retry-After 3600 with maxDelayMs 1500: retry after {gap:.3f}s"
 
 
+def test_a_shorter_retry_after_does_not_shorten_the_backoff(osmox, make_tracking, make_envoy, filter_wasm):
+    """A review saw `Retry-After: 0` from a 503 spend five attempts in 0.4 s: a load
+    balancer shedding load must not use up the retry window. It may lengthen, not shorten."""
+    crm = make_tracking("crm")
+    crm.script([Behaviour(503, {"Retry-After": "0"}), Behaviour(429, {"Retry-After": "1"})])
+    cfg = config([endpoint("crm", crm, retry={"maxAttempts": 3, "initialDelayMs": 1500, "multiplier": 1.0,
+                                              "maxDelayMs": 60_000, "jitter": 0})])
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    observe(envoy, osmox, [notification_row(3103, SUCCESS)])
+    crm.wait_ok_ids(1, timeout=EXPECT_S)
+    first, second, third = crm.answers()
+    for earlier, later in ((first, second), (second, third)):
+        gap = later.req.time - earlier.req.time
+        assert 1.5 <= gap < 3.5, f"backoff 1.5 s, Retry-After shorter: retry after {gap:.3f}s"
+
+
 # ------------------------------------------------------------------------------------------
 # 4. 410 Gone
 # ------------------------------------------------------------------------------------------
