@@ -58,6 +58,7 @@ metrics! {
     DeliveriesOrphaned => "deliveries_orphaned", Counter;
     DispatchErrors => "dispatch_errors", Counter;
     DeadLettersSent => "dead_letters_sent", Counter;
+    DeadLettersFailed => "dead_letters_failed", Counter;
     CircuitsOpened => "circuits_opened", Counter;
     StoreConflicts => "store_conflicts", Counter;
     RegistrationsLearned => "registrations_learned", Counter;

@@ -382,6 +382,34 @@ fn gone_stops_at_once_and_reports_to_the_dead_letter_endpoint() {
     assert_eq!(w.m(Metric::Pending), 0);
 }
 
+/// A review: 410s tripped the circuit breaker, holding every other delivery to the
+/// endpoint; and a dead-letter report that failed was counted as sent and never mentioned.
+#[test]
+fn gone_answers_do_not_open_the_circuit_and_a_failed_report_is_counted() {
+    let w = World::new(ONE_ENDPOINT, 1);
+    for id in 1..=7 {
+        w.observe(0, &[note(id, DeliveryStatus::Failed, A)]);
+        let attempt = w
+            .sent()
+            .into_iter()
+            .rev()
+            .find(|s| s.cluster == "webhook_crm")
+            .unwrap();
+        assert!(
+            attempt.body.contains(&format!(r#""id":{id}"#)),
+            "sent at once: {id}"
+        );
+        w.reply(0, attempt.token, 410, None);
+        let report = w.last();
+        assert_eq!(report.cluster, "dlq");
+        w.reply(0, report.token, if id == 7 { 500 } else { 202 }, None);
+    }
+    assert_eq!(w.m(Metric::DeliveriesGone), 7);
+    assert_eq!(w.m(Metric::CircuitsOpened), 0);
+    assert_eq!(w.m(Metric::DeadLettersSent), 7);
+    assert_eq!(w.m(Metric::DeadLettersFailed), 1);
+}
+
 #[test]
 fn exhausted_after_max_attempts_with_every_attempt_reported() {
     let mut w = World::new(ONE_ENDPOINT, 1);

@@ -90,7 +90,8 @@ enum Call {
         webhook_id: String,
         started_ms: u64,
     },
-    DeadLetter,
+    /// A report on the delivery with this `webhook-id`.
+    DeadLetter(String),
 }
 
 /// One attempt's result, as `finish` records it.
@@ -573,23 +574,32 @@ impl Sender {
         let Some(call) = self.calls.remove(&token) else {
             return;
         };
-        let Call::Webhook {
-            slot,
-            endpoint,
-            webhook_id,
-            started_ms,
-        } = call
-        else {
-            return; // dead-letter reports are sent once, best effort
+        let outcome = outcome::classify(response);
+        let (slot, endpoint, webhook_id, started_ms) = match call {
+            Call::Webhook {
+                slot,
+                endpoint,
+                webhook_id,
+                started_ms,
+            } => (slot, endpoint, webhook_id, started_ms),
+            // Sent once, best effort: a failure is only made known.
+            Call::DeadLetter(webhook_id) => {
+                if let Outcome::Retry(failure) | Outcome::GiveUp(failure) = outcome {
+                    io.metrics.add(Metric::DeadLettersFailed, 1);
+                    log::warn!("{webhook_id}: dead-letter report failed: {failure}");
+                }
+                return;
+            }
         };
         io.metrics.add(Metric::InFlight, -1);
-        let outcome = outcome::classify(response);
         let retry_after = response.status.and_then(|status| {
             outcome::retry_after_ms(status, response.retry_after.as_deref(), io.now_ms)
         });
         let duration = io.now_ms.saturating_sub(started_ms);
         if let Some(e) = endpoints.iter().find(|e| e.name == endpoint) {
-            self.record_breaker(io, e, slot, outcome == Outcome::Delivered);
+            // A 410 is a live receiver's clear answer, not a sign that it is down.
+            let answered = matches!(outcome, Outcome::Delivered | Outcome::GiveUp(_));
+            self.record_breaker(io, e, slot, answered);
         }
         let attempt = Attempt {
             slot,
@@ -786,9 +796,13 @@ impl Sender {
         {
             Ok(token) => {
                 io.metrics.add(Metric::DeadLettersSent, 1);
-                self.calls.insert(token, Call::DeadLetter);
+                self.calls
+                    .insert(token, Call::DeadLetter(s.webhook_id.clone()));
             }
-            Err(e) => log::warn!("{}: dead-letter report not sent: {e}", s.webhook_id),
+            Err(e) => {
+                io.metrics.add(Metric::DeadLettersFailed, 1);
+                log::warn!("{}: dead-letter report not sent: {e}", s.webhook_id);
+            }
         }
     }
 }
