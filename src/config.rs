@@ -568,8 +568,11 @@ fn string_map(path: &str, node: &Value<'_>) -> Result<BTreeMap<String, String>, 
     let mut out = BTreeMap::new();
     for (key, value) in obj.members() {
         let key = key.text();
-        let value = string(&format!("{path}[{}]", Quoted(&key)), value)?;
-        out.insert(key.into_owned(), value);
+        let p = format!("{path}[{}]", Quoted(&key));
+        let value = string(&p, value)?;
+        if out.insert(key.into_owned(), value).is_some() {
+            return Err(invalid(p, "given twice"));
+        }
     }
     Ok(out)
 }
@@ -656,6 +659,16 @@ impl RawEndpoint {
             "secretEnv",
         ];
         const IDS: &str = "an array of non-negative integers";
+        // Elsewhere null means absent; here that would turn a secret a template failed to
+        // fill in into unsigned webhooks, silently.
+        if let Value::Object(obj) = node {
+            for key in ["secret", "secrets", "secretEnv"] {
+                if matches!(obj.get(key), Some(Value::Null)) {
+                    let why = "is null; omit it to send unsigned webhooks";
+                    return Err(invalid(join(path, key), why));
+                }
+            }
+        }
         let mut raw = RawEndpoint::default();
         for (key, v) in fields(path, node, KNOWN)? {
             let p = &join(path, key);
@@ -1119,8 +1132,12 @@ fn compile_headers(
         if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") {
             return Err(invalid(p, "is set by the filter and cannot be configured"));
         }
-        if value.contains(['\r', '\n', '\0']) {
-            return Err(invalid(p, "value must not contain CR, LF or NUL"));
+        // Envoy refuses such a value when it sends: every attempt would fail.
+        if value.chars().any(|c| c.is_ascii_control() && c != '\t') {
+            return Err(invalid(
+                p,
+                "value must not contain control characters (tab aside)",
+            ));
         }
         if out.insert(lower, value).is_some() {
             return Err(invalid(
@@ -1172,6 +1189,10 @@ fn compile_secrets(
     if let Some(s) = secret {
         out.push(Secret::parse(&s).map_err(|e| invalid(join(p, "secret"), e.to_string()))?);
     }
+    if secrets.as_ref().is_some_and(Vec::is_empty) {
+        let why = "must not be empty; omit it to send unsigned webhooks";
+        return Err(invalid(join(p, "secrets"), why));
+    }
     for (j, s) in secrets.unwrap_or_default().into_iter().enumerate() {
         out.push(
             Secret::parse(&s).map_err(|e| invalid(format!("{p}.secrets[{j}]"), e.to_string()))?,
@@ -1200,6 +1221,10 @@ fn compile_secrets(
 fn compile_paths(path: &str, paths: Vec<String>) -> Result<Vec<String>, ConfigError> {
     if let Some(j) = paths.iter().position(|s| !s.starts_with('/')) {
         return Err(invalid(index(path, j), "must start with \"/\""));
+    }
+    if let Some(j) = paths.iter().position(|s| s.contains(['?', '#'])) {
+        let why = "must not hold a query or fragment: paths are matched without them";
+        return Err(invalid(index(path, j), why));
     }
     Ok(paths)
 }
@@ -1852,18 +1877,59 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_header_name_keeps_its_last_value() {
-        let config = parse(&endpoint(r#""headers": {"x-a": "1", "x-a": "2"}"#));
+    fn a_repeated_header_name_is_refused() {
         assert_eq!(
-            config.endpoints[0].headers,
-            vec![("x-a".to_string(), "2".to_string())]
+            endpoint_err(r#""headers": {"x-a": "1", "x-a": "2"}"#),
+            r#"endpoints[0].headers["x-a"]: given twice"#
+        );
+    }
+
+    /// A review: `"secret": null` from a template that failed to fill it in sent unsigned
+    /// webhooks without a word.
+    #[test]
+    fn a_null_or_empty_secret_is_refused() {
+        for (field, why) in [
+            (
+                r#""secret": null"#,
+                "endpoints[0].secret: is null; omit it to send unsigned webhooks",
+            ),
+            (
+                r#""secrets": null"#,
+                "endpoints[0].secrets: is null; omit it to send unsigned webhooks",
+            ),
+            (
+                r#""secretEnv": null"#,
+                "endpoints[0].secretEnv: is null; omit it to send unsigned webhooks",
+            ),
+            (
+                r#""secrets": []"#,
+                "endpoints[0].secrets: must not be empty; omit it to send unsigned webhooks",
+            ),
+        ] {
+            assert_eq!(endpoint_err(field), why, "{field}");
+        }
+    }
+
+    #[test]
+    fn header_values_with_control_characters_and_paths_with_queries_are_refused() {
+        for value in [r"a\u007f", r"a\u0001", r"a\u001b[0m"] {
+            assert_eq!(
+                endpoint_err(&format!(r#""headers": {{"x-d": "{value}"}}"#)),
+                r#"endpoints[0].headers["x-d"]: value must not contain control characters (tab aside)"#
+            );
+        }
+        let tab = parse(&endpoint(r#""headers": {"x-d": "a\tb"}"#));
+        assert_eq!(tab.endpoints[0].headers[0].1, "a\tb");
+        assert_eq!(
+            err(r#"{"endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}], "watch": {"graphqlPaths": ["/graphql?x=1"]}}"#),
+            "watch.graphqlPaths[0]: must not hold a query or fragment: paths are matched without them"
         );
     }
 
     #[test]
     fn null_fields_count_as_absent() {
         let config = parse(&endpoint(
-            r#""timeoutMs": null, "retry": null, "secrets": null, "headers": null"#,
+            r#""timeoutMs": null, "retry": null, "headers": null"#,
         ));
         assert_eq!(config, parse(&endpoint("")));
         let config = parse(
@@ -2275,11 +2341,11 @@ mod tests {
     }
 
     #[test]
-    fn rejects_crlf_and_nul_in_header_value() {
+    fn rejects_cr_lf_and_nul_in_header_values() {
         for value in [r"a\r\nx-evil: 1", r"a\nb", r"a\u0000b"] {
             assert_eq!(
                 endpoint_err(&format!(r#""headers": {{"x-ok": "{value}"}}"#)),
-                r#"endpoints[0].headers["x-ok"]: value must not contain CR, LF or NUL"#
+                r#"endpoints[0].headers["x-ok"]: value must not contain control characters (tab aside)"#
             );
         }
     }
