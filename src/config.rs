@@ -1911,13 +1911,7 @@ mod tests {
     }
 
     #[test]
-    fn header_values_with_control_characters_and_paths_with_queries_are_refused() {
-        for value in [r"a\u007f", r"a\u0001", r"a\u001b[0m"] {
-            assert_eq!(
-                endpoint_err(&format!(r#""headers": {{"x-d": "{value}"}}"#)),
-                r#"endpoints[0].headers["x-d"]: value must not contain control characters (tab aside)"#
-            );
-        }
+    fn a_tab_in_a_header_value_passes_and_a_query_in_a_path_does_not() {
         let tab = parse(&endpoint(r#""headers": {"x-d": "a\tb"}"#));
         assert_eq!(tab.endpoints[0].headers[0].1, "a\tb");
         assert_eq!(
@@ -2341,8 +2335,13 @@ mod tests {
     }
 
     #[test]
-    fn rejects_cr_lf_and_nul_in_header_values() {
-        for value in [r"a\r\nx-evil: 1", r"a\nb", r"a\u0000b"] {
+    fn rejects_control_characters_in_header_values() {
+        // DEL and the rest were accepted once, and then failed every attempt in Envoy.
+        let more = [r"a\u007f", r"a\u0001", r"a\u001b[0m"];
+        for value in [r"a\r\nx-evil: 1", r"a\nb", r"a\u0000b"]
+            .into_iter()
+            .chain(more)
+        {
             assert_eq!(
                 endpoint_err(&format!(r#""headers": {{"x-ok": "{value}"}}"#)),
                 r#"endpoints[0].headers["x-ok"]: value must not contain control characters (tab aside)"#
