@@ -398,6 +398,23 @@ impl RootContext for Root {
             config.limits.max_pending,
             memory.capacity(),
         );
+        // Whether each endpoint signs: an operator should not have to infer it from the
+        // receivers' side.
+        for e in &config.endpoints {
+            match e.secrets.len() {
+                0 => log::info!(
+                    "#{} endpoint {}: unsigned (no secret)",
+                    self.context_id,
+                    e.name
+                ),
+                keys => log::info!(
+                    "#{} endpoint {}: signed with {keys} key(s), via cluster {}",
+                    self.context_id,
+                    e.name,
+                    e.target.cluster
+                ),
+            }
+        }
         let configured = Rc::new(config.endpoints.clone());
         self.shared = Some(Rc::new(Shared {
             endpoints: RefCell::new((None, configured)),
