@@ -43,6 +43,8 @@ struct FakeNet {
     next: u32,
     sent: Vec<Sent>,
     refuse: bool,
+    /// A cluster Envoy does not know: calls to it are refused.
+    unknown_cluster: Option<&'static str>,
 }
 
 impl Dispatch for FakeNet {
@@ -53,7 +55,7 @@ impl Dispatch for FakeNet {
         body: &[u8],
         timeout_ms: u64,
     ) -> Result<u32, String> {
-        if self.refuse {
+        if self.refuse || self.unknown_cluster == Some(cluster) {
             return Err("BadArgument".into());
         }
         self.next += 1;
@@ -779,6 +781,29 @@ fn an_unknown_cluster_is_a_failed_attempt_not_a_crash() {
     w.now += 1_000;
     w.sweep();
     assert_eq!(w.sent().len(), 1);
+}
+
+/// A review: a report on a delivery to a cluster Envoy does not know called every attempt a
+/// transport error, which sends the operator to the network instead of the configuration.
+#[test]
+fn attempts_envoy_refused_are_reported_as_not_dispatched() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.net.borrow_mut().unknown_cluster = Some("webhook_crm");
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    for _ in 0..3 {
+        w.now += 60_000;
+        w.sweep();
+    }
+    assert_eq!(w.m(Metric::DispatchErrors), 3);
+    assert_eq!(w.m(Metric::DeliveriesExhausted), 1);
+    let report: serde_json::Value = serde_json::from_str(&w.last().body).unwrap();
+    let outcomes: Vec<&str> = report["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["not dispatched (see Envoy's log)"; 3]);
 }
 
 #[test]

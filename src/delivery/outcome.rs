@@ -25,6 +25,8 @@ pub enum Failure {
     /// Envoy gave up waiting for the endpoint.
     Timeout,
     Status(u16),
+    /// Envoy refused to make the call (an unknown cluster, a header it will not send).
+    NotDispatched,
 }
 
 /// A short label for logs and dead-letter reports.
@@ -34,6 +36,7 @@ impl std::fmt::Display for Failure {
             Failure::Transport => f.write_str("transport error"),
             Failure::Timeout => f.write_str("timeout"),
             Failure::Status(s) => write!(f, "HTTP {s}"),
+            Failure::NotDispatched => f.write_str("not dispatched (see Envoy's log)"),
         }
     }
 }

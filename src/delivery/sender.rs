@@ -105,11 +105,11 @@ struct Attempt<'a> {
 
 impl<'a> Attempt<'a> {
     /// An attempt that got no reply: never dispatched, or its sender is gone.
-    fn lost(slot: u32, webhook_id: &'a str) -> Self {
+    fn lost(slot: u32, webhook_id: &'a str, why: Failure) -> Self {
         Attempt {
             slot,
             webhook_id,
-            outcome: Outcome::Retry(Failure::Transport),
+            outcome: Outcome::Retry(why),
             retry_after_ms: None,
             duration_ms: 0,
         }
@@ -415,7 +415,8 @@ impl Sender {
                     endpoint.target.cluster
                 );
                 self.record_breaker(io, endpoint, slot, false);
-                self.finish(config, endpoints, io, Attempt::lost(slot, &s.webhook_id));
+                let attempt = Attempt::lost(slot, &s.webhook_id, Failure::NotDispatched);
+                self.finish(config, endpoints, io, attempt);
             }
         }
         Tried::Sent
@@ -445,7 +446,8 @@ impl Sender {
                 // The sender that claimed it is gone (VM replaced or crashed): its reply will
                 // never come, so count the attempt as failed and go on.
                 log::warn!("{}: claim lapsed, retrying", s.webhook_id);
-                self.finish(config, endpoints, io, Attempt::lost(slot, &s.webhook_id));
+                let attempt = Attempt::lost(slot, &s.webhook_id, Failure::Transport);
+                self.finish(config, endpoints, io, attempt);
             }
             return;
         }
