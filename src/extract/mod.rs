@@ -337,7 +337,8 @@ fn notification(obj: &Object<'_>, id_override: Option<u64>) -> Option<Notificati
 }
 
 /// A row as OsmoX's webhook would send it: keys in observed order, top-level keys in
-/// camelCase, `id` set to the identity, no `notificationId`, values copied byte for byte
+/// camelCase, `id` set to the identity, no `notificationId` and no `__typename` (a GraphQL
+/// artefact OsmoX's own webhook never has), values copied byte for byte
 /// (minified). A repeated key is written once, at its first position, with its last value
 /// (what serde_json's ordered map did); `provider_id` next to `providerId` would repeat a key
 /// too, so the one already in camelCase wins, as in `Fields::get`.
@@ -354,7 +355,8 @@ fn webhook_body(obj: &Object<'_>, id: u64) -> String {
     let rows = raw.iter().zip(camel.iter()).zip(members);
     for (i, (((hash, key), (camel_hash, camel_key)), (_, value))) in rows.enumerate() {
         let once = raw.once(hash);
-        if (!once && raw.first(hash, key) != Some(i)) || camel_key == "notificationId" {
+        let dropped = camel_key == "notificationId" || key == "__typename";
+        if (!once && raw.first(hash, key) != Some(i)) || dropped {
             continue;
         }
         if camel_key != key {
@@ -1107,6 +1109,14 @@ mod tests {
         );
     }
 
+    /// A review: a query that selected `__typename` passed it on to receivers.
+    #[test]
+    fn graphql_typename_is_not_sent() {
+        let body = br#"{"data":{"notification":{"__typename":"Notification","id":502,"deliveryStatus":5}}}"#;
+        let x = run(WatchKind::Graphql, body);
+        assert_eq!(x.notifications[0].body, r#"{"id":502,"deliveryStatus":5}"#);
+    }
+
     /// The body as the serde_json version of the filter built it (kept here as the oracle):
     /// a preserve_order map, camelCased keys, the shadowing and repeat rules.
     fn serde_body(row: &str, id: u64) -> String {
@@ -1118,7 +1128,8 @@ mod tests {
         for (k, v) in &obj {
             let key = to_camel_case(k);
             let shadowed = key != k.as_str() && obj.contains_key(key.as_ref());
-            if key == "notificationId" || shadowed || out.contains_key(key.as_ref()) {
+            let dropped = key == "notificationId" || k == "__typename";
+            if dropped || shadowed || out.contains_key(key.as_ref()) {
                 continue;
             }
             let v = if key == "id" { json!(id) } else { v.clone() };
@@ -1146,6 +1157,7 @@ mod tests {
             r#""updated_on":"2026-04-20T09:15:02.318Z""#,
             r#""_private":null"#,
             r#""trailing_":true"#,
+            r#""__typename":"Notification""#,
         ];
         let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
         let mut below = |n: usize| {
