@@ -13,6 +13,7 @@ use crate::delivery::retry::{
 };
 use crate::json::{self, Value};
 use crate::osmox::{DeliveryStatus, StatusSet};
+use crate::payload::Payload;
 use crate::signing::Secret;
 
 const DEFAULT_TIMEOUT_MS: u64 = 5_000;
@@ -100,6 +101,7 @@ pub struct Endpoint {
     pub circuit: CircuitPolicy,
     /// Signing keys in order `secret`, `secrets...`, `secretEnv`; empty sends unsigned webhooks.
     pub secrets: Vec<Secret>,
+    pub payload: Payload,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -638,6 +640,7 @@ struct RawEndpoint {
     secret: Option<String>,
     secrets: Option<Vec<String>>,
     secret_env: Option<String>,
+    payload: Option<String>,
 }
 
 impl RawEndpoint {
@@ -657,6 +660,7 @@ impl RawEndpoint {
             "secret",
             "secrets",
             "secretEnv",
+            "payload",
         ];
         const IDS: &str = "an array of non-negative integers";
         // Elsewhere null means absent; here that would turn a secret a template failed to
@@ -696,6 +700,7 @@ impl RawEndpoint {
                     raw.secrets = Some(list(p, v, "an array of secret strings", secret)?);
                 }
                 "secretEnv" => raw.secret_env = Some(string(p, v)?),
+                "payload" => raw.payload = Some(string(p, v)?),
                 _ => {}
             }
         }
@@ -1028,6 +1033,15 @@ impl RawEndpoint {
                 )?,
             },
             secrets: compile_secrets(p, self.secret, self.secrets, self.secret_env, env)?,
+            payload: match self.payload.as_deref() {
+                None => Payload::default(),
+                Some(name) => Payload::from_name(name).ok_or_else(|| {
+                    invalid(
+                        join(p, "payload"),
+                        "must be \"notification\" or \"envelope\"",
+                    )
+                })?,
+            },
         })
     }
 }
@@ -1429,7 +1443,8 @@ mod tests {
           "circuitBreaker": {"failureThreshold": 7, "openMs": 45000},
           "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
           "secrets": ["whsec_AgMEBQYHCAkKCwwNDg8QERITFBUWFxgZ", "whsec_BQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fICEiIyQ="],
-          "secretEnv": "CRM_WEBHOOK_SECRET"
+          "secretEnv": "CRM_WEBHOOK_SECRET",
+          "payload": "envelope"
         },
         {"name": "ops.v2", "url": "HTTPS://Hooks.Example.com", "cluster": "webhook_ops"}
       ],
@@ -1499,6 +1514,7 @@ mod tests {
                         .iter()
                         .map(|s| Secret::parse(s).unwrap())
                         .collect(),
+                    payload: Payload::Envelope,
                 },
                 Endpoint {
                     name: "ops.v2".to_string(),
@@ -1515,6 +1531,7 @@ mod tests {
                         open_ms: 30_000,
                     },
                     secrets: vec![],
+                    payload: Payload::Notification,
                 },
             ],
             watch: Watch {
@@ -1584,6 +1601,7 @@ mod tests {
                     open_ms: 30_000,
                 },
                 secrets: vec![],
+                payload: Payload::Notification,
             }],
             watch: Watch {
                 graphql_paths: vec!["/graphql".to_string()],
@@ -1908,6 +1926,20 @@ mod tests {
         ] {
             assert_eq!(endpoint_err(field), why, "{field}");
         }
+    }
+
+    #[test]
+    fn payload_is_notification_or_envelope() {
+        assert_eq!(
+            parse(&endpoint("")).endpoints[0].payload,
+            Payload::Notification
+        );
+        let wrapped = parse(&endpoint(r#""payload": "envelope""#));
+        assert_eq!(wrapped.endpoints[0].payload, Payload::Envelope);
+        assert_eq!(
+            endpoint_err(r#""payload": "standard""#),
+            r#"endpoints[0].payload: must be "notification" or "envelope""#
+        );
     }
 
     #[test]

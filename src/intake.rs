@@ -128,7 +128,7 @@ pub fn take_in<S: Store + ?Sized>(
                 &endpoint.name,
                 n.id,
                 &id,
-                n.body.clone().into_bytes(),
+                endpoint.payload.body(n, now_ms).into_bytes(),
                 now_ms,
             );
             match ledger.place(store, existing, fresh, seed) {

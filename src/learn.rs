@@ -14,6 +14,7 @@ use crate::config::{CircuitPolicy, Config, Endpoint, Learn, Target};
 use crate::extract::Registration;
 use crate::metrics::{Metric, Metrics};
 use crate::osmox::StatusSet;
+use crate::payload::Payload;
 use crate::record::{Out, Reader};
 use crate::store::{self, Cas, Store, StoreError};
 
@@ -485,6 +486,7 @@ impl Registry {
                 max_in_flight: MAX_IN_FLIGHT,
                 circuit: CIRCUIT,
                 secrets: Vec::new(),
+                payload: Payload::Notification,
             });
         }
         Ok(out)
@@ -899,6 +901,7 @@ mod tests {
                 open_ms: 30_000,
             },
             secrets: vec![],
+            payload: Payload::Notification,
         }
     }
 

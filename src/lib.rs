@@ -15,6 +15,7 @@ mod json;
 pub mod learn;
 pub mod metrics;
 pub mod osmox;
+pub mod payload;
 mod record;
 pub mod routing;
 pub mod signing;

@@ -412,6 +412,45 @@ fn gone_answers_do_not_open_the_circuit_and_a_failed_report_is_counted() {
     assert_eq!(w.m(Metric::DeadLettersFailed), 1);
 }
 
+/// Standard Webhooks recommends `{type, timestamp, data}`; OsmoX's own webhook sends the bare
+/// row. An endpoint chooses; a dead-letter report still carries the notification itself.
+#[test]
+fn an_endpoint_may_take_the_standard_webhooks_envelope() {
+    let w = World::new(
+        r#"{"endpoints": [
+            {"name": "bare", "url": "http://h/a", "cluster": "c"},
+            {"name": "wrapped", "url": "http://h/b", "cluster": "c", "payload": "envelope",
+             "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+        ], "deadLetter": {"url": "http://dlq.local/dead", "cluster": "dlq"}}"#,
+        1,
+    );
+    let n = note(7, DeliveryStatus::Success, A);
+    w.observe(0, std::slice::from_ref(&n));
+    let sent = w.sent();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].body, n.body);
+    let wrapped: serde_json::Value = serde_json::from_str(&sent[1].body).unwrap();
+    assert_eq!(wrapped["type"], "notification.success");
+    assert_eq!(wrapped["timestamp"], "2027-01-15T08:00:00.000Z"); // T0, when it was seen
+    assert_eq!(
+        wrapped["data"],
+        serde_json::from_str::<serde_json::Value>(&n.body).unwrap()
+    );
+    // The signature covers the body as sent, envelope included.
+    let wh = standardwebhooks::Webhook::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let id = sent[1].header("webhook-id").unwrap();
+    let ts: i64 = sent[1]
+        .header("webhook-timestamp")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expected = wh.sign(id, ts, sent[1].body.as_bytes()).unwrap();
+    assert_eq!(sent[1].header("webhook-signature"), Some(expected.as_str()));
+    w.reply(0, sent[1].token, 410, None);
+    let report: serde_json::Value = serde_json::from_str(&w.last().body).unwrap();
+    assert_eq!(report["notification"], wrapped["data"]);
+}
+
 #[test]
 fn exhausted_after_max_attempts_with_every_attempt_reported() {
     let mut w = World::new(ONE_ENDPOINT, 1);

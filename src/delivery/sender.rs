@@ -14,7 +14,9 @@ use crate::delivery::ledger::{AttemptRecord, Ledger, Record, Slot, State};
 use crate::delivery::outcome::{self, AttemptResponse, Failure, Outcome};
 use crate::delivery::retry;
 use crate::events::fnv1a64;
+use crate::json::Value;
 use crate::metrics::{Metric, Metrics};
+use crate::payload::Payload;
 use crate::signing;
 use crate::store::{self, Store};
 
@@ -776,11 +778,21 @@ impl Sender {
         report.end_array();
         report.key("attemptCount");
         report.uint(u64::from(s.attempts));
-        // The stored body as it was sent, or `null` if it is somehow not JSON.
+        // The notification from the stored body as it was sent (inside its envelope, for an
+        // endpoint that wraps it), or `null` if that is somehow not JSON.
         report.key("notification");
-        match crate::json::parse(body) {
-            Ok(notification) => report.value(&notification),
-            Err(_) => report.null(),
+        let enveloped = endpoints
+            .iter()
+            .any(|e| e.name == s.endpoint && e.payload == Payload::Envelope);
+        let sent = crate::json::parse(body);
+        let notification = match &sent {
+            Ok(Value::Object(envelope)) if enveloped => envelope.get("data"),
+            Ok(whole) => Some(whole),
+            Err(_) => None,
+        };
+        match notification {
+            Some(notification) => report.value(notification),
+            None => report.null(),
         }
         report.end_object();
         let bytes = report.into_bytes();

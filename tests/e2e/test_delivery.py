@@ -10,6 +10,7 @@ import base64
 import collections
 import concurrent.futures
 import copy
+import datetime
 import gzip
 import http.client
 import json
@@ -166,6 +167,27 @@ def test_rest_v8_webhook_is_signed_standard_webhooks(osmox, make_receiver, make_
     assert req.headers.get("webhook-signature", "").startswith("v1,")
     payload = Webhook(secret).verify(req.body, req.headers)  # raises if the signature is wrong
     assert payload["id"] == 1042 and payload["deliveryStatus"] == 6
+
+
+def test_an_envelope_endpoint_gets_a_signed_standard_webhooks_payload(osmox, make_receiver, make_envoy, filter_wasm):
+    """`payload: envelope` wraps the notification as Standard Webhooks recommends; the
+    signature covers the envelope, and the official verifier accepts it."""
+    crm = make_receiver("crm")
+    secret = "whsec_" + base64.b64encode(b"e2e-envelope-secret-0123456789ab").decode()
+    cfg = filter_config([endpoint("crm", crm, secret=secret, payload="envelope")], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    row = load_sample("rest-create-notification-response.v8.json")
+    row["delivery_status"] = 6
+    osmox.set_json("POST", "/notifications", row, status=201)
+    before = time.time()
+    assert envoy.client.post("/notifications", {"providerId": 1}).status == 201
+    (req,) = crm.wait_for(1, EXPECT_S)
+    payload = Webhook(secret).verify(req.body, req.headers)  # raises if the signature is wrong
+    assert list(payload) == ["type", "timestamp", "data"]
+    assert payload["type"] == "notification.failed"
+    seen = datetime.datetime.fromisoformat(payload["timestamp"].replace("Z", "+00:00")).timestamp()
+    assert before - 1 <= seen <= time.time() + 1
+    assert payload["data"]["id"] == 1042 and payload["data"]["deliveryStatus"] == 6
 
 
 def test_rest_v7_jsend_create_delivers_notification_object(osmox, make_receiver, make_envoy, filter_wasm):

@@ -1,0 +1,152 @@
+//! What a webhook's body is: the notification as OsmoX's own webhook sends it (the default,
+//! so the filter can replace that webhook without a change on the receiving side), or the
+//! notification in the envelope the Standard Webhooks spec recommends, which names the event.
+
+use crate::json;
+use crate::osmox::Notification;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Payload {
+    #[default]
+    Notification,
+    /// `{"type":"notification.<status>","timestamp":"<RFC 3339>","data":<notification>}`.
+    Envelope,
+}
+
+impl Payload {
+    pub fn from_name(name: &str) -> Option<Payload> {
+        match name {
+            "notification" => Some(Payload::Notification),
+            "envelope" => Some(Payload::Envelope),
+            _ => None,
+        }
+    }
+
+    /// The body for `n`, observed at `observed_ms` (Unix milliseconds).
+    pub fn body(self, n: &Notification, observed_ms: u64) -> String {
+        match self {
+            Payload::Notification => n.body.clone(),
+            Payload::Envelope => {
+                let mut out = String::with_capacity(n.body.len() + 96);
+                out.push_str("{\"type\":");
+                json::write_str(&mut out, &event_type(n));
+                out.push_str(",\"timestamp\":\"");
+                out.push_str(&rfc3339_ms(observed_ms));
+                out.push_str("\",\"data\":");
+                out.push_str(&n.body);
+                out.push('}');
+                out
+            }
+        }
+    }
+}
+
+/// `notification.success`, `notification.in_progress`, …: the status OsmoX reports, lowercased.
+pub fn event_type(n: &Notification) -> String {
+    format!(
+        "notification.{}",
+        n.delivery_status.name().to_ascii_lowercase()
+    )
+}
+
+/// Unix milliseconds as RFC 3339 UTC with milliseconds, e.g. `2027-01-15T08:00:00.000Z`.
+pub fn rfc3339_ms(ms: u64) -> String {
+    let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    let (h, m, s, milli) = (
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000,
+    );
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`,
+/// for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::osmox::DeliveryStatus;
+
+    fn note(status: DeliveryStatus) -> Notification {
+        Notification {
+            id: 7,
+            delivery_status: status,
+            provider_id: Some(1),
+            channel_type: Some(1),
+            retry_count: Some(0),
+            updated_on: None,
+            body: r#"{"id":7,"deliveryStatus":5,"result":{"ok":true}}"#.into(),
+        }
+    }
+
+    #[test]
+    fn the_default_body_is_the_notification() {
+        let n = note(DeliveryStatus::Success);
+        assert_eq!(Payload::default().body(&n, 0), n.body);
+    }
+
+    #[test]
+    fn an_envelope_names_the_event_and_carries_the_notification() {
+        let n = note(DeliveryStatus::InProgress);
+        let body = Payload::Envelope.body(&n, 1_800_000_000_123);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["type"], "notification.in_progress");
+        assert_eq!(v["timestamp"], "2027-01-15T08:00:00.123Z");
+        assert_eq!(
+            v["data"],
+            serde_json::from_str::<serde_json::Value>(&n.body).unwrap()
+        );
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["type", "timestamp", "data"]);
+        assert_eq!(Payload::from_name("envelope"), Some(Payload::Envelope));
+        assert_eq!(Payload::from_name("Envelope"), None);
+    }
+
+    #[test]
+    fn timestamps_match_the_calendar() {
+        for (ms, text) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+            (951_868_799_999, "2000-02-29T23:59:59.999Z"),
+            (1_709_251_199_000, "2024-02-29T23:59:59.000Z"),
+            (4_102_444_800_000, "2100-01-01T00:00:00.000Z"),
+            (4_107_542_400_000, "2100-03-01T00:00:00.000Z"),
+        ] {
+            assert_eq!(rfc3339_ms(ms), text, "{ms}");
+        }
+        // Every day boundary of four centuries agrees with a day-by-day count.
+        let (mut y, mut m, mut d) = (1970u64, 1u64, 1u64);
+        for days in 0..146_097u64 {
+            assert_eq!(civil_from_days(days), (y, m, d), "{days}");
+            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+            let len = match m {
+                2 if leap => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            d += 1;
+            if d > len {
+                (d, m) = (1, m + 1);
+                if m > 12 {
+                    (m, y) = (1, y + 1);
+                }
+            }
+        }
+    }
+}
