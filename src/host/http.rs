@@ -259,6 +259,10 @@ impl Context for Watch {}
 
 impl HttpContext for Watch {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        #[cfg(feature = "fault-injection")]
+        if request_header("x-osmox-filter-fault").is_some() {
+            core::arch::wasm32::unreachable();
+        }
         // Lookups: measured cheaper here than reading the whole map, which a client may fill
         // with cookies and tokens. The method only when learning needs it: a lookup costs
         // about 5 % of plain Envoy's instructions for a poll (see `extract::classify`).

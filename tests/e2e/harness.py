@@ -745,7 +745,8 @@ class EnvoyProcess:
                  log_level: str = "info", component_log_level: str | None = "wasm:debug",
                  env: Mapping[str, str] | None = None, host_env_keys: Sequence[str] = (),
                  buffer_limit_bytes: int | None = None, name: str = "envoy", cwd: Path | str | None = None,
-                 bootstrap_extensions: Sequence[dict] = ()):
+                 bootstrap_extensions: Sequence[dict] = (), failure_policy: str = "FAIL_OPEN",
+                 reload_config: Mapping[str, Any] | None = None):
         self.workdir = Path(workdir)
         self.cwd = Path(cwd) if cwd else self.workdir  # Envoy's working directory
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -762,6 +763,8 @@ class EnvoyProcess:
         self.host_env_keys = list(host_env_keys)
         self.buffer_limit_bytes = buffer_limit_bytes
         self.bootstrap_extensions = list(bootstrap_extensions)
+        self.failure_policy = failure_policy
+        self.reload_config = dict(reload_config or {})
         self.name = name
         self.listener_port = 0
         self.admin_port = 0
@@ -805,7 +808,8 @@ class EnvoyProcess:
                 "config": {
                     "name": PLUGIN_NAME,
                     "root_id": ROOT_ID,
-                    "failure_policy": "FAIL_OPEN",
+                    "failure_policy": self.failure_policy,
+                    **({"reload_config": self.reload_config} if self.reload_config else {}),
                     "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": conf},
                     "vm_config": vm,
                 },

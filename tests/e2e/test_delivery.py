@@ -637,6 +637,56 @@ def test_a_new_max_remembered_in_an_update_sends_nothing_again(osmox, make_recei
     assert envoy.metric("events_detected") == 7
 
 
+FAULT = {"x-osmox-filter-fault": "1"}  # traps the VM in a `fault-injection` build
+
+
+@pytest.mark.parametrize("policy", ["FAIL_RELOAD", "FAIL_OPEN"])
+def test_after_a_vm_crash(osmox, make_receiver, make_envoy, fault_wasm, policy):
+    """No input is known to crash the VM; a test build traps on a header to show what the
+    deploy guide says happens if one ever did. FAIL_RELOAD (shipped, with a 50 ms reload
+    backoff): requests until the reload get a 503, then a fresh VM watches again and sends
+    what the old one owed, from shared data. FAIL_OPEN: traffic passes at once, and what was
+    owed is still sent (by the main thread's VM), but that worker watches nothing more until
+    Envoy restarts."""
+    crm = make_receiver("crm")
+    crm.script([503])  # the first attempt fails: a retry is owed when the VM dies
+    cfg = filter_config([endpoint("crm", crm, deliveryStatuses=["SUCCESS"],
+                                  retry={"initialDelayMs": 1000, "maxDelayMs": 1000, "maxAttempts": 3, "jitter": 0})],
+                        tick_ms=TICK_MS, limits={"maxPending": 128})
+    reload = {"backoff": {"base_interval": "0.05s", "max_interval": "1s"}} if policy == "FAIL_RELOAD" else None
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm}, concurrency=1, wasm_path=fault_wasm,
+                  failure_policy=policy, reload_config=reload)
+    rows = [r for r in graphql_rows() if r["deliveryStatus"] == 5][:1]
+    osmox.set_json("POST", "/graphql", graphql_body(rows))
+    poll_graphql(envoy)
+    (failed,) = crm.wait_for(1, EXPECT_S)
+    assert envoy.client.graphql(NOTIFICATIONS_QUERY, headers=FAULT).status == 503  # the stream it was on
+    later = dict(rows[0], id=990004)
+    sent = osmox.set_json("POST", "/graphql", graphql_body([later]))
+    answers = []
+    deadline = time.monotonic() + EXPECT_S
+    while time.monotonic() < deadline:
+        r = envoy.client.graphql(NOTIFICATIONS_QUERY)
+        answers.append(r.status)
+        if r.status == 200:
+            assert r.body == sent
+            break
+        time.sleep(0.02)
+    assert answers[-1] == 200, answers
+    if policy == "FAIL_OPEN":
+        assert answers == [200]
+        (retried,) = crm.wait_for(2, EXPECT_S)[1:]
+        assert retried.headers["webhook-id"] == failed.headers["webhook-id"]
+        assert_no_more(crm, 2, settle=2.0)  # the new event was not seen
+        return
+    assert set(answers[:-1]) <= {503} and len(answers) <= 10, answers  # a few, for ~50 ms
+    got = crm.wait_for(3, EXPECT_S)
+    by_id = {r.json()["id"]: r for r in got[1:]}
+    assert sorted(by_id) == sorted([rows[0]["id"], later["id"]])
+    assert by_id[rows[0]["id"]].headers["webhook-id"] == failed.headers["webhook-id"]
+    assert envoy.stats().get("wasm.osmox_webhook.vm_reload_success", 0) >= 1
+
+
 # ------------------------------------------------------------------------------------------
 # Archived notifications
 # ------------------------------------------------------------------------------------------
