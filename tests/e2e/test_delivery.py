@@ -660,6 +660,9 @@ def test_after_a_vm_crash(osmox, make_receiver, make_envoy, fault_wasm, policy):
     osmox.set_json("POST", "/graphql", graphql_body(rows))
     poll_graphql(envoy)
     (failed,) = crm.wait_for(1, EXPECT_S)
+    # The 503 is recorded and a retry is waiting in shared data (not still on the wire, whose
+    # claim would lapse only after the attempt's timeout).
+    envoy.wait_metric("retries_scheduled", 1, timeout=EXPECT_S)
     assert envoy.client.graphql(NOTIFICATIONS_QUERY, headers=FAULT).status == 503  # the stream it was on
     later = dict(rows[0], id=990004)
     sent = osmox.set_json("POST", "/graphql", graphql_body([later]))
