@@ -22,6 +22,9 @@ const DEFAULT_MAX_IN_FLIGHT: u64 = 64;
 const DEFAULT_FAILURE_THRESHOLD: u64 = 5;
 const DEFAULT_OPEN_MS: u64 = 30_000;
 const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+/// GraphQL request bodies are small; a larger one is not read. It counts against
+/// `watch.maxBufferedBytes` with its answer.
+pub const MAX_GRAPHQL_REQUEST_BYTES: usize = 64 * 1024;
 /// Sixteen bodies at the default size, or thousands of ordinary polls, in flight on one
 /// worker; with the largest bound (512 MiB), the biggest body (64 MiB) and its parse, a VM
 /// stays well under the 1 GiB Envoy lets it have.
@@ -1282,10 +1285,10 @@ fn compile_watch(raw: Option<RawWatch>) -> Result<Watch, ConfigError> {
         1 << 20,
         512 << 20,
     )?;
-    if max_buffered_bytes < max_body_bytes {
+    if max_buffered_bytes < max_body_bytes + MAX_GRAPHQL_REQUEST_BYTES as u64 {
         return Err(invalid(
             buffered_path,
-            "must not be smaller than watch.maxBodyBytes",
+            "must hold watch.maxBodyBytes and a GraphQL request (64 KiB) besides",
         ));
     }
     let size = |path, n: u64| {
@@ -2316,8 +2319,8 @@ mod tests {
                 "watch.maxBufferedBytes: must be between 1048576 and 536870912",
             ),
             (
-                r#""watch": {"maxBodyBytes": 2097152, "maxBufferedBytes": 1048576}"#,
-                "watch.maxBufferedBytes: must not be smaller than watch.maxBodyBytes",
+                r#""watch": {"maxBodyBytes": 1048576, "maxBufferedBytes": 1048576}"#,
+                "watch.maxBufferedBytes: must hold watch.maxBodyBytes and a GraphQL request (64 KiB) besides",
             ),
             (
                 r#""deadLetter": {"url": "http://d/", "cluster": "d", "timeoutMs": 0}"#,

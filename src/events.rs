@@ -103,6 +103,9 @@ struct Seen {
     provider_id: Option<u64>,
     channel_type: Option<u64>,
     updated_on: Option<String>,
+    /// `updated_on` is the previous state's, kept because this one was seen without a time:
+    /// a lower bound, not this state's own time.
+    time_inherited: bool,
     /// When its state last changed: eviction order. Not bumped by repeats, so polling stays read-only.
     touched_ms: u64,
     /// The ledger slot that holds the pending delivery per endpoint, so a newer event
@@ -119,6 +122,7 @@ impl Seen {
             provider_id: n.provider_id,
             channel_type: n.channel_type,
             updated_on: n.updated_on.clone(),
+            time_inherited: false,
             touched_ms: now_ms,
             slots: Vec::new(),
         }
@@ -130,7 +134,7 @@ impl Seen {
         self.status == n.delivery_status.code() && self.same_attempt(n)
     }
 
-    /// The same send attempt, as far as the views tell.
+    /// The same send attempt, as far as the views tell: a field one lacks agrees.
     fn same_attempt(&self, n: &Notification) -> bool {
         fn agree(a: Option<u64>, b: Option<u64>) -> bool {
             a.is_none() || b.is_none() || a == b
@@ -138,19 +142,32 @@ impl Seen {
         agree(self.retry_count, n.retry_count) && agree(self.provider_id, n.provider_id)
     }
 
-    /// The observation left OsmoX before the one we remember: by `updatedOn` when both
-    /// have it and it differs; otherwise when it shows the same attempt at an earlier stage
-    /// (a late answer that did not select `updatedOn` must not send an older state after a
-    /// newer one).
+    /// The same send attempt for certain: every attempt field the view has, we have too,
+    /// with the same value. (A remembered view without `retryCount` cannot tell a resend.)
+    fn surely_same_attempt(&self, n: &Notification) -> bool {
+        fn within(ours: Option<u64>, theirs: Option<u64>) -> bool {
+            theirs.is_none() || ours == theirs
+        }
+        within(self.retry_count, n.retry_count) && within(self.provider_id, n.provider_id)
+    }
+
+    /// The observation left OsmoX before the one we remember. By `updatedOn` when both have
+    /// it: earlier is older, later is newer (unless ours is only the previous state's time,
+    /// a lower bound: then not after it is older, and after it cannot tell). Otherwise, when
+    /// it surely shows the same attempt at an earlier stage: a late answer that did not
+    /// select `updatedOn` must not send an older state after a newer one.
     fn is_older(&self, n: &Notification) -> bool {
         if let (Some(ours), Some(theirs)) = (&self.updated_on, &n.updated_on) {
             // ISO-8601 UTC timestamps of one format order as strings.
-            if theirs != ours {
-                return theirs < ours;
+            if theirs < ours || (self.time_inherited && theirs == ours) {
+                return true;
+            }
+            if theirs > ours && !self.time_inherited {
+                return false;
             }
         }
         let ours = DeliveryStatus::from_code(self.status).map(DeliveryStatus::stage);
-        self.same_attempt(n) && ours.is_some_and(|ours| n.delivery_status.stage() < ours)
+        self.surely_same_attempt(n) && ours.is_some_and(|ours| n.delivery_status.stage() < ours)
     }
 
     fn routed(&self) -> Routed {
@@ -166,8 +183,10 @@ impl Seen {
         self.retry_count = self.retry_count.or(n.retry_count);
         self.provider_id = self.provider_id.or(n.provider_id);
         self.channel_type = self.channel_type.or(n.channel_type);
-        if n.updated_on > self.updated_on {
+        // This state's own time replaces a kept one; otherwise the later time wins.
+        if n.updated_on.is_some() && (self.time_inherited || n.updated_on > self.updated_on) {
             self.updated_on.clone_from(&n.updated_on);
+            self.time_inherited = false;
         }
         before != (self.retry_count, self.routed(), self.updated_on.clone())
     }
@@ -281,9 +300,12 @@ impl Memory {
                     let slots = std::mem::take(&mut seen.slots);
                     // A new state is no older than the one it follows: without a time of
                     // its own it keeps that one's, which still orders later views.
-                    let updated_on = n.updated_on.clone().or(seen.updated_on.take());
+                    let kept = seen.updated_on.take().filter(|_| n.updated_on.is_none());
                     *seen = Seen::from(n, now_ms);
-                    seen.updated_on = updated_on;
+                    if kept.is_some() {
+                        seen.updated_on = kept;
+                        seen.time_inherited = true;
+                    }
                     seen.slots.clone_from(&slots);
                     verdict = Verdict::New { slots };
                     None
@@ -328,8 +350,9 @@ const BUCKET_FORMAT: u8 = 1;
 const HAS_RETRY: u8 = 1;
 const HAS_PROVIDER: u8 = 2;
 const HAS_UPDATED: u8 = 4;
-/// Added after the first builds: their buckets never have it.
+/// Added after the first builds: their buckets never have these.
 const HAS_CHANNEL: u8 = 8;
+const TIME_INHERITED: u8 = 16;
 
 /// A bucket as stored: `BUCKET_FORMAT`, then each entry as little-endian fields: id u64,
 /// status u64, a flags byte, retry count, provider id and channel type (u64 each) when flagged, touched_ms
@@ -396,7 +419,8 @@ impl Seen {
             flag(self.retry_count.is_some(), HAS_RETRY)
                 | flag(self.provider_id.is_some(), HAS_PROVIDER)
                 | flag(self.updated_on.is_some(), HAS_UPDATED)
-                | flag(self.channel_type.is_some(), HAS_CHANNEL),
+                | flag(self.channel_type.is_some(), HAS_CHANNEL)
+                | flag(self.time_inherited, TIME_INHERITED),
         );
         let numbers = [self.retry_count, self.provider_id, self.channel_type];
         for v in numbers.into_iter().flatten() {
@@ -462,6 +486,7 @@ impl Seen {
             provider_id,
             channel_type,
             updated_on,
+            time_inherited: flags & TIME_INHERITED != 0,
             touched_ms,
             slots,
         })
@@ -550,6 +575,7 @@ mod tests {
     const T1: &str = "2026-04-20T09:15:02.318Z";
     const T2: &str = "2026-04-20T09:15:03.000Z";
     const T3: &str = "2026-04-20T09:15:04.000Z";
+    const T4: &str = "2026-04-20T09:15:05.000Z";
 
     fn fresh() -> Verdict {
         Verdict::New { slots: vec![] }
@@ -637,6 +663,66 @@ mod tests {
         ));
     }
 
+    /// A review of the first version of the rule above: the kept time was taken for the new
+    /// state's own, so a late view timed between the two passed as newer, and SUCCESS was
+    /// sent again after it. A kept time is a lower bound only.
+    #[test]
+    fn a_kept_time_is_only_a_lower_bound() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        m.observe(&s, &n(1, DeliveryStatus::InProgress, 0, 1, T1), 0)
+            .unwrap();
+        let mut success = n(1, DeliveryStatus::Success, 0, 1, T1);
+        success.updated_on = None;
+        assert!(matches!(
+            m.observe(&s, &success, 1).unwrap(),
+            Verdict::New { .. }
+        ));
+        let late = n(1, DeliveryStatus::AwaitingConfirmation, 0, 1, T2);
+        assert_eq!(m.observe(&s, &late, 2).unwrap(), Verdict::Stale);
+        let timed = n(1, DeliveryStatus::Success, 0, 1, T3);
+        assert_eq!(m.observe(&s, &timed, 3).unwrap(), Verdict::Duplicate);
+        // Once the state's own time is known, a view after it is newer again.
+        let next = n(1, DeliveryStatus::Pending, 1, 1, T4);
+        assert!(matches!(
+            m.observe(&s, &next, 4).unwrap(),
+            Verdict::New { .. }
+        ));
+        // A resend seen without a time keeps FAILED's: a late FAILED at that time is stale.
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        m.observe(&s, &n(2, DeliveryStatus::Failed, 0, 1, T3), 0)
+            .unwrap();
+        let mut resend = n(2, DeliveryStatus::Pending, 1, 1, T3);
+        resend.updated_on = None;
+        assert!(matches!(
+            m.observe(&s, &resend, 1).unwrap(),
+            Verdict::New { .. }
+        ));
+        let late_failed = n(2, DeliveryStatus::Failed, 0, 1, T3);
+        assert_eq!(m.observe(&s, &late_failed, 2).unwrap(), Verdict::Stale);
+    }
+
+    /// A review: a remembered view without `retryCount` took every later stage for the
+    /// same attempt, so a whole resend cycle was called stale.
+    #[test]
+    fn a_remembered_view_without_a_retry_count_cannot_call_a_resend_stale() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        let mut thin = n(1, DeliveryStatus::Failed, 0, 1, T1);
+        (thin.retry_count, thin.updated_on) = (None, None);
+        m.observe(&s, &thin, 0).unwrap();
+        for (i, status) in [
+            DeliveryStatus::Pending,
+            DeliveryStatus::InProgress,
+            DeliveryStatus::Failed,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let times = [T1, T2, T3];
+            let v = m.observe(&s, &n(1, status, 1, 1, times[i]), i as u64 + 1);
+            assert!(matches!(v.unwrap(), Verdict::New { .. }), "{status:?}");
+        }
+    }
+
     /// A new state seen without `updatedOn` keeps the time of the state it follows, so a
     /// late answer carrying that older state is still known as stale.
     #[test]
@@ -708,6 +794,7 @@ mod tests {
     fn buckets_keep_their_stored_format() {
         let mut full = Seen::from(&n(7, DeliveryStatus::Failed, 2, 3, T1), 99);
         full.slots = vec![(11, 5), (12, 4)];
+        full.time_inherited = true;
         let bare = Seen::from(
             &Notification {
                 id: 8,
@@ -725,7 +812,7 @@ mod tests {
         for part in [
             &7u64.to_le_bytes()[..],
             &6u64.to_le_bytes(),
-            &[HAS_RETRY | HAS_PROVIDER | HAS_UPDATED | HAS_CHANNEL],
+            &[HAS_RETRY | HAS_PROVIDER | HAS_UPDATED | HAS_CHANNEL | TIME_INHERITED],
             &2u64.to_le_bytes(),
             &3u64.to_le_bytes(),
             &1u64.to_le_bytes(),

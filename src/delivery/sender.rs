@@ -778,15 +778,13 @@ impl Sender {
         report.end_array();
         report.key("attemptCount");
         report.uint(u64::from(s.attempts));
-        // The notification from the stored body as it was sent (inside its envelope, for an
-        // endpoint that wraps it), or `null` if that is somehow not JSON.
+        // The notification from the stored body as it was sent (inside its envelope, when it
+        // was wrapped: told by its shape, since the endpoint's `payload` may have changed
+        // since), or `null` if that is somehow not JSON.
         report.key("notification");
-        let enveloped = endpoints
-            .iter()
-            .any(|e| e.name == s.endpoint && e.payload == Payload::Envelope);
         let sent = crate::json::parse(body);
         let notification = match &sent {
-            Ok(Value::Object(envelope)) if enveloped => envelope.get("data"),
+            Ok(Value::Object(o)) if Payload::is_envelope(o) => o.get("data"),
             Ok(whole) => Some(whole),
             Err(_) => None,
         };

@@ -11,13 +11,11 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use super::root::{now_ms, Shared};
 use super::shared_store::SharedData;
 use crate::body::{Body, Budget};
+use crate::config::MAX_GRAPHQL_REQUEST_BYTES;
 use crate::extract::{self, BodyPlan, RequestFacts, ResponseHead, WatchKind};
 use crate::intake;
 use crate::learn::Registry;
 use crate::metrics::{Metric, Metrics};
-
-/// GraphQL request bodies are small; a larger one is not ours to read.
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 thread_local! {
     /// What this VM's streams hold of watched bodies (`watch.maxBufferedBytes`).
@@ -305,7 +303,7 @@ impl HttpContext for Watch {
             return Action::Continue;
         }
         if size > 0 {
-            let fits = self.request.len() + size <= MAX_REQUEST_BYTES && self.hold(size);
+            let fits = self.request.len() + size <= MAX_GRAPHQL_REQUEST_BYTES && self.hold(size);
             let chunk = fits
                 .then(|| hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size))
                 .and_then(|r| r.ok().flatten());

@@ -422,7 +422,7 @@ def test_bodies_in_flight_together_stay_within_what_a_vm_may_hold(osmox, make_re
     mib = 1 << 20
     cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS,
                         watch={"graphqlPaths": ["/graphql"], "restPathPrefixes": ["/notifications"],
-                               "maxBodyBytes": mib, "maxBufferedBytes": mib})
+                               "maxBodyBytes": mib - 64 * 1024, "maxBufferedBytes": mib})
     envoy = start(make_envoy, osmox, cfg, {"crm": crm}, concurrency=1)  # one VM, one budget
     rows = graphql_rows()
     for r in rows:
