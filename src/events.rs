@@ -129,9 +129,22 @@ impl Seen {
     }
 
     /// Same state seen again. A field one observation lacks (a GraphQL query that did not
-    /// select it) does not make it a different event.
+    /// select it) does not make it a different event; nor does anything when the view has
+    /// the status and the very `updatedOn` of the state we remember: it is the same saved row.
     fn same_event(&self, n: &Notification) -> bool {
-        self.status == n.delivery_status.code() && self.same_attempt(n)
+        let same_row =
+            !self.time_inherited && self.updated_on.is_some() && self.updated_on == n.updated_on;
+        self.status == n.delivery_status.code() && (same_row || self.same_attempt(n))
+    }
+
+    /// The view names the attempt we remember: it has every attempt field we have, equal.
+    /// Only then is its time this state's own (a view without `retryCount` may be of the
+    /// same status in another attempt).
+    fn names_attempt(&self, n: &Notification) -> bool {
+        fn covers(ours: Option<u64>, theirs: Option<u64>) -> bool {
+            ours.is_none() || ours == theirs
+        }
+        covers(self.retry_count, n.retry_count) && covers(self.provider_id, n.provider_id)
     }
 
     /// The same send attempt, as far as the views tell: a field one lacks agrees.
@@ -166,6 +179,11 @@ impl Seen {
                 return false;
             }
         }
+        // The times cannot tell. Nothing follows SUCCESS in OsmoX: no resend, no failover.
+        let success = DeliveryStatus::Success.code();
+        if self.status == success && n.delivery_status.code() != success {
+            return true;
+        }
         let ours = DeliveryStatus::from_code(self.status).map(DeliveryStatus::stage);
         self.surely_same_attempt(n) && ours.is_some_and(|ours| n.delivery_status.stage() < ours)
     }
@@ -183,8 +201,10 @@ impl Seen {
         self.retry_count = self.retry_count.or(n.retry_count);
         self.provider_id = self.provider_id.or(n.provider_id);
         self.channel_type = self.channel_type.or(n.channel_type);
-        // This state's own time replaces a kept one; otherwise the later time wins.
-        if n.updated_on.is_some() && (self.time_inherited || n.updated_on > self.updated_on) {
+        // This state's own time replaces a kept one; otherwise the later time wins. Only from
+        // a view that names the attempt: it could be of the same status in another one.
+        let later = self.time_inherited || n.updated_on > self.updated_on;
+        if n.updated_on.is_some() && later && self.names_attempt(n) {
             self.updated_on.clone_from(&n.updated_on);
             self.time_inherited = false;
         }
@@ -645,14 +665,14 @@ mod tests {
         let (s, m) = (MemStore::new(), Memory::new(1024));
         m.observe(&s, &n(1, DeliveryStatus::InProgress, 0, 1, T1), 0)
             .unwrap();
-        m.observe(&s, &n(1, DeliveryStatus::Success, 0, 1, T2), 1)
+        m.observe(&s, &n(1, DeliveryStatus::AwaitingConfirmation, 0, 1, T2), 1)
             .unwrap();
         let mut late = n(1, DeliveryStatus::InProgress, 0, 1, T1);
         late.updated_on = None;
         assert_eq!(m.observe(&s, &late, 2).unwrap(), Verdict::Stale);
         late.retry_count = None; // nor does a view that cannot tell the attempt move it back
         assert_eq!(m.observe(&s, &late, 3).unwrap(), Verdict::Stale);
-        let again = n(1, DeliveryStatus::Success, 0, 1, T2);
+        let again = n(1, DeliveryStatus::AwaitingConfirmation, 0, 1, T2);
         assert_eq!(m.observe(&s, &again, 4).unwrap(), Verdict::Duplicate);
         // A resend (retryCount + 1) goes back to PENDING for real, time or not.
         let mut resend = n(1, DeliveryStatus::Pending, 1, 1, T1);
@@ -663,28 +683,53 @@ mod tests {
         ));
     }
 
+    /// Nothing follows SUCCESS in OsmoX: when times cannot tell, a view of any other status is
+    /// older, whatever fields it lacks (a review: IN_PROGRESS after a SUCCESS seen without
+    /// `providerId`). An explicitly later `updatedOn` is still believed.
+    #[test]
+    fn nothing_follows_success() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        let mut success = n(1, DeliveryStatus::Success, 0, 1, T3);
+        success.provider_id = None;
+        m.observe(&s, &success, 0).unwrap();
+        let mut late = n(1, DeliveryStatus::InProgress, 0, 1, T1);
+        late.updated_on = None;
+        assert_eq!(m.observe(&s, &late, 1).unwrap(), Verdict::Stale);
+        let failed = n(1, DeliveryStatus::Failed, 0, 1, T3);
+        assert_eq!(m.observe(&s, &failed, 2).unwrap(), Verdict::Stale);
+        let pending = n(1, DeliveryStatus::Pending, 1, 2, T4);
+        assert!(matches!(
+            m.observe(&s, &pending, 3).unwrap(),
+            Verdict::New { .. }
+        ));
+    }
+
     /// A review of the first version of the rule above: the kept time was taken for the new
-    /// state's own, so a late view timed between the two passed as newer, and SUCCESS was
-    /// sent again after it. A kept time is a lower bound only.
+    /// state's own, so a late view timed between the two passed as newer and was sent after
+    /// it. A kept time is a lower bound only, until a view that names the attempt gives the
+    /// state's own.
     #[test]
     fn a_kept_time_is_only_a_lower_bound() {
         let (s, m) = (MemStore::new(), Memory::new(1024));
         m.observe(&s, &n(1, DeliveryStatus::InProgress, 0, 1, T1), 0)
             .unwrap();
-        let mut success = n(1, DeliveryStatus::Success, 0, 1, T1);
-        success.updated_on = None;
+        let mut awaiting = n(1, DeliveryStatus::AwaitingConfirmation, 0, 1, T1);
+        awaiting.updated_on = None;
         assert!(matches!(
-            m.observe(&s, &success, 1).unwrap(),
+            m.observe(&s, &awaiting, 1).unwrap(),
             Verdict::New { .. }
         ));
-        let late = n(1, DeliveryStatus::AwaitingConfirmation, 0, 1, T2);
-        assert_eq!(m.observe(&s, &late, 2).unwrap(), Verdict::Stale);
-        let timed = n(1, DeliveryStatus::Success, 0, 1, T3);
-        assert_eq!(m.observe(&s, &timed, 3).unwrap(), Verdict::Duplicate);
-        // Once the state's own time is known, a view after it is newer again.
+        // A view without `retryCount` may be of another attempt: its time is not adopted.
+        let mut thin = n(1, DeliveryStatus::AwaitingConfirmation, 0, 1, T4);
+        (thin.retry_count, thin.provider_id) = (None, None);
+        assert_eq!(m.observe(&s, &thin, 2).unwrap(), Verdict::Duplicate);
+        let own = n(1, DeliveryStatus::AwaitingConfirmation, 0, 1, T3);
+        assert_eq!(m.observe(&s, &own, 3).unwrap(), Verdict::Duplicate);
+        let late = n(1, DeliveryStatus::InProgress, 0, 1, T2);
+        assert_eq!(m.observe(&s, &late, 4).unwrap(), Verdict::Stale);
         let next = n(1, DeliveryStatus::Pending, 1, 1, T4);
         assert!(matches!(
-            m.observe(&s, &next, 4).unwrap(),
+            m.observe(&s, &next, 5).unwrap(),
             Verdict::New { .. }
         ));
         // A resend seen without a time keeps FAILED's: a late FAILED at that time is stale.
@@ -701,26 +746,26 @@ mod tests {
         assert_eq!(m.observe(&s, &late_failed, 2).unwrap(), Verdict::Stale);
     }
 
-    /// A review: a remembered view without `retryCount` took every later stage for the
-    /// same attempt, so a whole resend cycle was called stale.
+    /// A review: a view with the status and the very `updatedOn` of the remembered state is
+    /// that saved row, even when its provider differs from one a thin view filled in.
     #[test]
-    fn a_remembered_view_without_a_retry_count_cannot_call_a_resend_stale() {
+    fn the_same_saved_row_is_never_a_new_event() {
         let (s, m) = (MemStore::new(), Memory::new(1024));
-        let mut thin = n(1, DeliveryStatus::Failed, 0, 1, T1);
-        (thin.retry_count, thin.updated_on) = (None, None);
-        m.observe(&s, &thin, 0).unwrap();
-        for (i, status) in [
-            DeliveryStatus::Pending,
-            DeliveryStatus::InProgress,
-            DeliveryStatus::Failed,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let times = [T1, T2, T3];
-            let v = m.observe(&s, &n(1, status, 1, 1, times[i]), i as u64 + 1);
-            assert!(matches!(v.unwrap(), Verdict::New { .. }), "{status:?}");
-        }
+        let mut first = n(1, DeliveryStatus::InProgress, 0, 1, T1);
+        (first.retry_count, first.provider_id) = (None, None);
+        assert!(matches!(
+            m.observe(&s, &first, 0).unwrap(),
+            Verdict::New { .. }
+        ));
+        let mut other = n(1, DeliveryStatus::InProgress, 0, 2, T1);
+        (other.retry_count, other.updated_on) = (None, None);
+        m.observe(&s, &other, 1).unwrap();
+        let mut row = n(1, DeliveryStatus::InProgress, 0, 1, T1);
+        row.retry_count = None;
+        assert!(!matches!(
+            m.observe(&s, &row, 2).unwrap(),
+            Verdict::New { .. }
+        ));
     }
 
     /// A new state seen without `updatedOn` keeps the time of the state it follows, so a

@@ -609,12 +609,12 @@ def test_config_update_takes_effect(osmox, make_receiver, make_envoy, filter_was
     assert_no_more(crm, 0)
     envoy.update_filter_config(filter_config([endpoint("crm", crm, providerIds=[7])], tick_ms=TICK_MS))
     rows = graphql_rows()
-    rows[0]["deliveryStatus"] = 6  # 1048, provider 7: a new (id, status)
+    rows[0] = dict(rows[0], id=990005, deliveryStatus=6)  # provider 7: a new event
     osmox.set_json("POST", "/graphql", graphql_body(rows))
     poll_graphql(envoy)
     crm.wait_for(1, EXPECT_S)
     (req,) = assert_no_more(crm, 1)
-    assert ids_statuses([req]) == [(1048, 6)]
+    assert ids_statuses([req]) == [(990005, 6)]
 
 
 def test_a_new_max_remembered_in_an_update_sends_nothing_again(osmox, make_receiver, make_envoy, filter_wasm):
