@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+mod calendar;
 pub mod config;
 pub mod delivery;
 pub mod events;

@@ -100,47 +100,37 @@ def filter_wasm() -> Path:
     return p
 
 
-@pytest.fixture(scope="session")
-def fault_wasm() -> Path:
-    """The filter built with the `fault-injection` feature (a request carrying
-    `x-osmox-filter-fault` traps the VM), built once into its own target dir, lock-protected
-    against parallel xdist workers."""
-    target = harness.REPO_ROOT / "target" / "e2e-fault"
+def _build_wasm(what: str, crate_dir: Path, target: Path, name: str, *args: str) -> Path:
+    """Build a wasm32 release module once into its own target dir, lock-protected against
+    parallel xdist workers; fails the test (not skips it) when the build fails."""
     target.mkdir(parents=True, exist_ok=True)
-    wasm = target / "wasm32-wasip1" / "release" / "osmox_webhook_filter.wasm"
+    wasm = target / "wasm32-wasip1" / "release" / name
     with open(target / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             r = subprocess.run(
-                ["cargo", "build", "--release", "--target", "wasm32-wasip1", "--quiet",
-                 "--features", "fault-injection"],
-                cwd=harness.REPO_ROOT, env=dict(os.environ, CARGO_TARGET_DIR=str(target)),
+                ["cargo", "build", "--release", "--target", "wasm32-wasip1", "--quiet", *args],
+                cwd=crate_dir, env=dict(os.environ, CARGO_TARGET_DIR=str(target)),
                 capture_output=True, text=True, timeout=600,
             )
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     if r.returncode != 0 or not wasm.exists():
-        pytest.fail(f"building the fault-injection filter failed:\n{r.stderr[-3000:]}", pytrace=False)
+        pytest.fail(f"building {what} failed:\n{r.stderr[-3000:]}", pytrace=False)
     return wasm
+
+
+@pytest.fixture(scope="session")
+def fault_wasm() -> Path:
+    """The filter built with the `fault-injection` feature: a request carrying
+    `x-osmox-filter-fault` traps the VM."""
+    return _build_wasm("the fault-injection filter", harness.REPO_ROOT, harness.REPO_ROOT / "target" / "e2e-fault",
+                       "osmox_webhook_filter.wasm", "--features", "fault-injection")
 
 
 @pytest.fixture(scope="session")
 def probe_wasm(tmp_path_factory) -> Path:
-    """A tiny proxy-wasm module (tests/e2e/fixtures/probe_filter), built once, lock-protected
-    against parallel xdist workers. It refuses any configuration containing "reject"."""
+    """A tiny proxy-wasm module (tests/e2e/fixtures/probe_filter). It refuses any
+    configuration containing "reject"."""
     target = Path(os.environ.get("PROBE_TARGET_DIR", harness.REPO_ROOT / "target" / "e2e-probe"))
-    target.mkdir(parents=True, exist_ok=True)
-    wasm = target / "wasm32-wasip1" / "release" / "probe_filter.wasm"
-    with open(target / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            r = subprocess.run(
-                ["cargo", "build", "--release", "--target", "wasm32-wasip1", "--quiet"],
-                cwd=PROBE_DIR, env=dict(os.environ, CARGO_TARGET_DIR=str(target)),
-                capture_output=True, text=True, timeout=600,
-            )
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    if r.returncode != 0 or not wasm.exists():
-        pytest.fail(f"building the probe filter failed:\n{r.stderr[-3000:]}", pytrace=False)
-    return wasm
+    return _build_wasm("the probe filter", PROBE_DIR, target, "probe_filter.wasm")
