@@ -12,6 +12,7 @@
 //! entries each; a full bucket forgets the notification whose state changed longest ago.
 
 use crate::osmox::{DeliveryStatus, Notification};
+use crate::routing::Routed;
 use crate::store::{self, Store, StoreError};
 
 /// Where the dedupe memory's bucket count is kept (see [`Memory::settle`]).
@@ -210,15 +211,6 @@ impl Seen {
         }
         before != (self.retry_count, self.routed(), self.updated_on.clone())
     }
-}
-
-/// The fields endpoints filter on besides the status, as the views of an event so far had
-/// them: a view that lacks one (a query that did not select it) matches no endpoint that
-/// filters on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Routed {
-    pub provider_id: Option<u64>,
-    pub channel_type: Option<u64>,
 }
 
 /// What an observation means.

@@ -5,7 +5,7 @@
 
 use crate::config::{Config, Endpoint};
 use crate::delivery::ledger::{Ledger, LedgerError, Placed, Slot};
-use crate::events::{fnv1a64, Memory, Routed, Verdict};
+use crate::events::{fnv1a64, Memory, Verdict};
 use crate::metrics::{Metric, Metrics};
 use crate::osmox::Notification;
 use crate::routing;
@@ -35,35 +35,6 @@ pub fn webhook_id(n: &Notification, endpoint: &str) -> String {
         endpoint.as_bytes(),
     ]);
     format!("msg_{}_{}_{hash:016x}", n.id, n.delivery_status.code())
-}
-
-/// The endpoints an event goes to. For an event already acted on, now seen with a field its
-/// earlier views lacked (`before`): only those that take it with everything known of it and
-/// did not with what those views had, since the others were served (or passed over) then.
-fn targets<'a>(
-    endpoints: &'a [Endpoint],
-    n: &'a Notification,
-    before: Option<Routed>,
-) -> impl Iterator<Item = &'a Endpoint> + 'a {
-    let views = before.map(|before| {
-        let known = |field: Option<u64>, earlier: Option<u64>| field.or(earlier);
-        let all = Notification {
-            provider_id: known(n.provider_id, before.provider_id),
-            channel_type: known(n.channel_type, before.channel_type),
-            body: String::new(),
-            ..n.clone()
-        };
-        let earlier = Notification {
-            provider_id: before.provider_id,
-            channel_type: before.channel_type,
-            ..all.clone()
-        };
-        (all, earlier)
-    });
-    endpoints.iter().filter(move |e| match &views {
-        None => routing::matches(e, n),
-        Some((all, earlier)) => routing::matches(e, all) && !routing::matches(e, earlier),
-    })
 }
 
 /// What taking in one response did.
@@ -119,7 +90,7 @@ pub fn take_in<S: Store + ?Sized>(
         };
         let mut placed_slots = Vec::new();
         let mut routed = false;
-        for endpoint in targets(endpoints, n, merged) {
+        for endpoint in routing::route(endpoints, n, merged) {
             routed = true;
             let key = endpoint_key(&endpoint.name);
             let existing = previous.iter().find(|(k, _)| *k == key).map(|(_, s)| *s);

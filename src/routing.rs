@@ -1,28 +1,66 @@
 //! Which endpoints an event goes to.
 
 use crate::config::Endpoint;
-use crate::osmox::Notification;
+use crate::osmox::{DeliveryStatus, Notification};
+
+/// The fields endpoints filter on besides the status, as a view (or the views of an event so
+/// far) had them: one that lacks a field (a query that did not select it) matches no endpoint
+/// that filters on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed {
+    pub provider_id: Option<u64>,
+    pub channel_type: Option<u64>,
+}
+
+impl Routed {
+    pub fn of(n: &Notification) -> Routed {
+        Routed {
+            provider_id: n.provider_id,
+            channel_type: n.channel_type,
+        }
+    }
+
+    /// What `self` knows, and what `earlier` knew where `self` does not.
+    fn or(self, earlier: Routed) -> Routed {
+        Routed {
+            provider_id: self.provider_id.or(earlier.provider_id),
+            channel_type: self.channel_type.or(earlier.channel_type),
+        }
+    }
+}
 
 /// True when every filter the endpoint sets accepts the notification. An absent filter
 /// accepts anything; a set filter rejects a notification that lacks the field.
 pub fn matches(endpoint: &Endpoint, n: &Notification) -> bool {
-    fn accepts(filter: &Option<Vec<u64>>, value: Option<u64>) -> bool {
+    accepts(endpoint, n.delivery_status, Routed::of(n))
+}
+
+fn accepts(endpoint: &Endpoint, status: DeliveryStatus, fields: Routed) -> bool {
+    fn allows(filter: &Option<Vec<u64>>, value: Option<u64>) -> bool {
         match filter {
             None => true,
             Some(allowed) => value.is_some_and(|v| allowed.binary_search(&v).is_ok()),
         }
     }
-    endpoint.delivery_statuses.contains(n.delivery_status)
-        && accepts(&endpoint.provider_ids, n.provider_id)
-        && accepts(&endpoint.channel_types, n.channel_type)
+    endpoint.delivery_statuses.contains(status)
+        && allows(&endpoint.provider_ids, fields.provider_id)
+        && allows(&endpoint.channel_types, fields.channel_type)
 }
 
-/// The endpoints an event goes to, in configuration order.
+/// The endpoints an event goes to, in configuration order. For an event already acted on,
+/// now seen with a field its earlier views lacked (`before`: what they had), only those that
+/// take it with everything known of it and did not with what those views had: the others
+/// were served (or passed over) then.
 pub fn route<'a>(
     endpoints: &'a [Endpoint],
     n: &'a Notification,
+    before: Option<Routed>,
 ) -> impl Iterator<Item = &'a Endpoint> + 'a {
-    endpoints.iter().filter(move |e| matches(e, n))
+    let status = n.delivery_status;
+    endpoints.iter().filter(move |e| match before {
+        None => matches(e, n),
+        Some(before) => accepts(e, status, Routed::of(n).or(before)) && !accepts(e, status, before),
+    })
 }
 
 #[cfg(test)]
@@ -56,7 +94,7 @@ mod tests {
     }
 
     fn names(eps: &[Endpoint], n: &Notification) -> Vec<String> {
-        route(eps, n).map(|e| e.name.clone()).collect()
+        route(eps, n, None).map(|e| e.name.clone()).collect()
     }
 
     #[test]
@@ -92,6 +130,29 @@ mod tests {
         let eps = endpoints(r#""providerIds": [10]"#);
         let n = note(DeliveryStatus::Success, None, Some(1));
         assert_eq!(names(&eps, &n), ["all"]);
+    }
+
+    /// An event acted on when its views lacked the provider: once a view shows it, only the
+    /// endpoints passed over for the lack take it now.
+    #[test]
+    fn a_filled_field_routes_only_to_the_endpoints_it_opens() {
+        let eps = endpoints(r#""providerIds": [10]"#);
+        let thin = Routed {
+            provider_id: None,
+            channel_type: Some(1),
+        };
+        let full = note(DeliveryStatus::Success, Some(10), None);
+        let filled = |n: &Notification, before| -> Vec<String> {
+            route(&eps, n, Some(before))
+                .map(|e| e.name.clone())
+                .collect()
+        };
+        assert_eq!(filled(&full, thin), ["filtered"]);
+        let other = note(DeliveryStatus::Success, Some(11), None);
+        assert!(filled(&other, thin).is_empty());
+        // The earlier views already had all of it: nothing new to route.
+        let known = Routed::of(&full);
+        assert!(filled(&full, known).is_empty());
     }
 
     #[test]
