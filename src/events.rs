@@ -138,31 +138,31 @@ impl Seen {
         self.status == n.delivery_status.code() && (same_row || self.same_attempt(n))
     }
 
-    /// The view names the attempt we remember: it has every attempt field we have, equal.
-    /// Only then is its time this state's own (a view without `retryCount` may be of the
-    /// same status in another attempt).
-    fn names_attempt(&self, n: &Notification) -> bool {
-        fn covers(ours: Option<u64>, theirs: Option<u64>) -> bool {
-            ours.is_none() || ours == theirs
-        }
-        covers(self.retry_count, n.retry_count) && covers(self.provider_id, n.provider_id)
+    /// Whether `rule(ours, theirs)` holds for both fields that tell an attempt apart
+    /// (`retryCount`, `providerId`). Views lack fields: the three questions below differ
+    /// only in what a missing one means.
+    fn attempt_fields(&self, n: &Notification, rule: fn(Option<u64>, Option<u64>) -> bool) -> bool {
+        rule(self.retry_count, n.retry_count) && rule(self.provider_id, n.provider_id)
     }
 
-    /// The same send attempt, as far as the views tell: a field one lacks agrees.
+    /// The same send attempt, as far as the views tell: a field either lacks agrees.
     fn same_attempt(&self, n: &Notification) -> bool {
-        fn agree(a: Option<u64>, b: Option<u64>) -> bool {
-            a.is_none() || b.is_none() || a == b
-        }
-        agree(self.retry_count, n.retry_count) && agree(self.provider_id, n.provider_id)
+        self.attempt_fields(n, |ours, theirs| {
+            ours.is_none() || theirs.is_none() || ours == theirs
+        })
     }
 
     /// The same send attempt for certain: every attempt field the view has, we have too,
     /// with the same value. (A remembered view without `retryCount` cannot tell a resend.)
     fn surely_same_attempt(&self, n: &Notification) -> bool {
-        fn within(ours: Option<u64>, theirs: Option<u64>) -> bool {
-            theirs.is_none() || ours == theirs
-        }
-        within(self.retry_count, n.retry_count) && within(self.provider_id, n.provider_id)
+        self.attempt_fields(n, |ours, theirs| theirs.is_none() || ours == theirs)
+    }
+
+    /// The view names the attempt we remember: it has every attempt field we have, equal.
+    /// Only then is its time this state's own (a view without `retryCount` may be of the
+    /// same status in another attempt).
+    fn names_attempt(&self, n: &Notification) -> bool {
+        self.attempt_fields(n, |ours, theirs| ours.is_none() || ours == theirs)
     }
 
     /// The observation left OsmoX before the one we remember. By `updatedOn` when both have
