@@ -99,7 +99,7 @@ pub struct Memory {
 #[derive(Debug, Clone, PartialEq)]
 struct Seen {
     id: u64,
-    status: u64,
+    status: DeliveryStatus,
     retry_count: Option<u64>,
     provider_id: Option<u64>,
     channel_type: Option<u64>,
@@ -118,7 +118,7 @@ impl Seen {
     fn from(n: &Notification, now_ms: u64) -> Self {
         Seen {
             id: n.id,
-            status: n.delivery_status.code(),
+            status: n.delivery_status,
             retry_count: n.retry_count,
             provider_id: n.provider_id,
             channel_type: n.channel_type,
@@ -135,7 +135,7 @@ impl Seen {
     fn same_event(&self, n: &Notification) -> bool {
         let same_row =
             !self.time_inherited && self.updated_on.is_some() && self.updated_on == n.updated_on;
-        self.status == n.delivery_status.code() && (same_row || self.same_attempt(n))
+        self.status == n.delivery_status && (same_row || self.same_attempt(n))
     }
 
     /// Whether `rule(ours, theirs)` holds for both fields that tell an attempt apart
@@ -181,12 +181,11 @@ impl Seen {
             }
         }
         // The times cannot tell. Nothing follows SUCCESS in OsmoX: no resend, no failover.
-        let success = DeliveryStatus::Success.code();
-        if self.status == success && n.delivery_status.code() != success {
+        let success = DeliveryStatus::Success;
+        if self.status == success && n.delivery_status != success {
             return true;
         }
-        let ours = DeliveryStatus::from_code(self.status).map(DeliveryStatus::stage);
-        self.surely_same_attempt(n) && ours.is_some_and(|ours| n.delivery_status.stage() < ours)
+        self.surely_same_attempt(n) && n.delivery_status.stage() < self.status.stage()
     }
 
     fn routed(&self) -> Routed {
@@ -426,7 +425,7 @@ impl Seen {
     fn write(&self, out: &mut Vec<u8>) {
         let flag = |present: bool, bit: u8| if present { bit } else { 0 };
         out.extend_from_slice(&self.id.to_le_bytes());
-        out.extend_from_slice(&self.status.to_le_bytes());
+        out.extend_from_slice(&self.status.code().to_le_bytes());
         out.push(
             flag(self.retry_count.is_some(), HAS_RETRY)
                 | flag(self.provider_id.is_some(), HAS_PROVIDER)
@@ -463,7 +462,8 @@ impl Seen {
 
     fn read(r: &mut Bytes) -> Option<Seen> {
         let id = r.u64()?;
-        let status = r.u64()?;
+        // Only codes this build wrote: another makes the bucket unreadable, hence empty.
+        let status = DeliveryStatus::from_code(r.u64()?)?;
         let flags = r.u8()?;
         let retry_count = if flags & HAS_RETRY != 0 {
             Some(r.u64()?)
@@ -873,9 +873,12 @@ mod tests {
         assert_eq!(decode(Some(&stored)), bucket);
         assert_eq!(encode(&[]), [BUCKET_FORMAT]);
         assert_eq!(decode(Some(&[BUCKET_FORMAT])), vec![]);
-        // An unreadable bucket (cut short, another format, the JSON of earlier builds)
-        // reads as empty.
+        // An unreadable bucket (cut short, another format, the JSON of earlier builds, a
+        // status no build writes) reads as empty.
+        let mut unknown_status = stored.clone();
+        unknown_status[9] = 9; // the first entry's status, after the format byte and id
         for bad in [
+            &unknown_status[..],
             &stored[..stored.len() - 1],
             &stored[..10],
             &[],
