@@ -650,6 +650,9 @@ class Bench:
                      "/providers", wrk_script(w, "s2"), "plain", "filter"),
             Scenario("s3", f"Steady polling: POST /graphql, 10 notifications ({kb}), states unchanged",
                      "/graphql", wrk_script(w, "s3", "POST", GRAPHQL_REQUEST, gql), "plain", "filter"),
+            Scenario("s3r", f"Floor of s3: a reference module that only copies out the path, the request body and "
+                     f"the response body ({kb}), as any filter watching these polls must", "/graphql",
+                     wrk_script(w, "s3r", "POST", GRAPHQL_REQUEST, gql), "plain", "read_only"),
             Scenario("s3n", "Watched route, response not JSON (an HTML page, skipped at its first chunk; "
                      "cost floor of a watched stream)", "/graphql",
                      wrk_script(w, "s3n", "POST", GRAPHQL_REQUEST, dict(gql, **{"x-bench-body": "notjson"})),
@@ -687,8 +690,17 @@ class Bench:
                 for ep in cfg["endpoints"]:
                     ep["deliveryStatuses"] = ["FAILED"]
             unrouted = self.under_test("filter_unrouted", True, self.receiver, no_success)
+        read_only = None
+        if any(s.b == "read_only" for s in scen):
+            ref = build_reference_filter()
+            if ref is not None:
+                read_only = self.start("read_only", lambda lp, ap: under_test_config(
+                    listener=lp, admin=ap, osmox=self.standin.listen, receiver=self.receiver.listen, wasm=ref,
+                    mutate=lambda cfg: cfg.update(referenceMode="read")), UNDER_TEST_CONCURRENCY)
+            else:
+                scen = [s for s in scen if s.b != "read_only"]
         targets = {"plain": plain, "plain2": plain2, "filter": filt, "filter_singleton": singleton,
-                   "filter_unrouted": unrouted}
+                   "filter_unrouted": unrouted, "read_only": read_only}
         log(f"A/B: plain pid {plain.pid}, filter pid {filt.pid}, stand-in pid {self.standin.pid}, "
             f"receiver pid {self.receiver.pid}; {self.rounds} rounds x {self.seconds:g} s per side")
         out = self.results.setdefault("ab", {})
@@ -754,7 +766,7 @@ class Bench:
         self.results["idle_rss_kib"] = {"plain": plain.rss(), "filter": filt.rss()}
         if self.args.profile and "s3" in wanted:
             self.profile(filt)
-        for e in (plain, plain2, filt, singleton, unrouted):
+        for e in (plain, plain2, filt, singleton, unrouted, read_only):
             if e is not None:
                 self.stop(e)
 
@@ -1175,7 +1187,8 @@ r.stop()
         # The reference modules run as HTTP filters alone; the filter as shipped (its sends on the
         # main thread's singleton) and as the HTTP filter alone. Callgrind counts every thread.
         variants = [("plain", None, None, "shipped"), ("noop", ref, mode("noop"), "shipped"),
-                    ("forward", ref, mode("forward"), "shipped"), ("filter", self.wasm, quiet_ticks, "shipped"),
+                    ("read", ref, mode("read"), "shipped"), ("forward", ref, mode("forward"), "shipped"),
+                    ("filter", self.wasm, quiet_ticks, "shipped"),
                     ("filter_singleton", self.wasm, quiet_ticks, SINGLETON)]
         gql_headers = {"content-type": "application/json", "authorization": "Bearer bench"}
         scenarios = [
@@ -1338,6 +1351,18 @@ def instructions_note(results: dict, key: str) -> str:
     return f"; instructions per request under callgrind: filter ÷ plain {filt / plain:.3f}"
 
 
+def read_floor_note(results: dict) -> str:
+    """What a module that only reads what the filter must read reached in the same run (row 3r)."""
+    s3r = results.get("ab", {}).get("s3r")
+    if not s3r:
+        return ""
+    per = results.get("instructions", {}).get("per_request", {})
+    plain, read = per.get("plain", {}).get("s3"), per.get("read", {}).get("s3")
+    counted = f", instructions ÷ plain {read / plain:.3f}" if plain and read else ""
+    return (f"; the floor, a module that only copies out the path and both bodies (row 3r): "
+            f"{s3r['ratio_rps']:.3f} ({s3r['ratio_rps_min']:.3f}–{s3r['ratio_rps_max']:.3f}){counted}")
+
+
 def render(results: dict) -> str:
     m = results.get("machine", {})
     run = results.get("run", {})
@@ -1430,8 +1455,8 @@ def render(results: dict) -> str:
         s3 = ab["s3"]
         ok = s3["ratio_rps"] >= 0.90
         add(f"| Steady polling (10-notification GraphQL page): throughput ≥ 0.90 × plain | {fmt_ratio(s3['ratio_rps'])} | "
-            f"{verdict(ok)}{beyond_noise(s3['ratio_rps'], 0.90, 's3')}{instructions_note(results, 's3')} | "
-            f"{s3['ratio_cpu_per_req']:.2f} |")
+            f"{verdict(ok)}{beyond_noise(s3['ratio_rps'], 0.90, 's3')}{instructions_note(results, 's3')}"
+            f"{read_floor_note(results)} | {s3['ratio_cpu_per_req']:.2f} |")
         targets.append(("steady polling, throughput", ok))
     d = results.get("delivery", {})
     if d.get("webhooks_per_s") is not None:
@@ -1499,8 +1524,8 @@ def render(results: dict) -> str:
         add("| # | Scenario | A req/s | B req/s | **ratio** (min–max) | A p50 / p99 | B p50 / p99 | p50 ratio | "
             "p99 ratio | Envoy CPU/req A → B | errors |")
         add("|---|---|---:|---:|---:|---|---|---:|---:|---|---:|")
-        order = ["aa", "s2", "s3", "s3n", "s4", "s4s", "s4u", "s5_1m", "s5_5m"]
-        num = {"aa": "A/A", "s2": "2", "s3": "3", "s3n": "3b", "s4": "4", "s4s": "4s", "s4u": "4b", "s5_1m": "5",
+        order = ["aa", "s2", "s3", "s3r", "s3n", "s4", "s4s", "s4u", "s5_1m", "s5_5m"]
+        num = {"aa": "A/A", "s2": "2", "s3": "3", "s3r": "3r", "s3n": "3b", "s4": "4", "s4s": "4s", "s4u": "4b", "s5_1m": "5",
                "s5_5m": "5"}
         for k in order:
             if k not in ab:
@@ -1649,9 +1674,11 @@ def render(results: dict) -> str:
                 "every thread of that Envoy (V8, JIT-compiled wasm, Envoy, libc; not the kernel). Counts repeat to "
                 "about 0.1 % between runs whatever else the machine does, so these are the steadiest figures here. "
                 "*do-nothing module*: every callback the proxy-wasm SDK exports, doing nothing (the cost of any "
-                "proxy-wasm filter on a stream); *forward-only module*: one webhook per response through the shared "
+                "proxy-wasm filter on a stream); *read-only module*: copies out the path, the request body and the "
+                "response body chunk by chunk and drops them (what any filter that watches these responses must "
+                "read, and nothing else); *forward-only module*: one webhook per response through the shared "
                 "queue and `dispatch_http_call`, fixed body, no parsing, no shared data, no signing (the least one "
-                "webhook per response can cost); both in `tests/bench/reference_filter`. The filter runs as shipped "
+                "webhook per response can cost); all three in `tests/bench/reference_filter`. The filter runs as shipped "
                 "(*filter*: the HTTP filter alone, the worker sends) and in the singleton layout (*filter, singleton "
                 "sender*: sends from a bootstrap singleton on the main thread), both with `tickMs` 60000, so ticks do "
                 "not land in per-request figures (deliveries leave on the queue's wake-up); the tick is measured on "
@@ -1661,14 +1688,14 @@ def render(results: dict) -> str:
             titles = {"s2": "GET /providers (route not watched; disabled per route)",
                       "s3": "Steady polling: POST /graphql, 10 notifications, states unchanged",
                       "s4": "GET /notifications/<n>: a new notification per response, one webhook each"}
-            add("| Scenario | plain | do-nothing module | forward-only module | filter | filter, singleton sender | "
-                "filter − plain | filter ÷ plain |")
-            add("|---|---:|---:|---:|---:|---:|---:|---:|")
+            add("| Scenario | plain | do-nothing module | read-only module | forward-only module | filter | "
+                "filter, singleton sender | filter − plain | filter ÷ plain |")
+            add("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
             for key, title in titles.items():
-                row = [pr.get(v, {}).get(key) for v in ("plain", "noop", "forward", "filter")]
+                row = [pr.get(v, {}).get(key) for v in ("plain", "noop", "read", "forward", "filter")]
                 if None in row:
                     continue
-                plain, filt = row[0], row[3]
+                plain, filt = row[0], row[4]
                 alone = pr.get("filter_singleton", {}).get(key)
                 add(f"| {title} | " + " | ".join(f"{x:,}" for x in row) +
                     f" | {f'{alone:,}' if alone else '–'} | {filt - plain:+,} | **{filt / plain:.2f}** |")
@@ -1838,16 +1865,16 @@ def observations(results: dict) -> list[str]:
                    + (f": {h['mb_per_s']:.0f} MB/s on this machine" if h and h.get("mb_per_s") else "") + ")"
                    + ". Copying the chunks out of Envoy (`get_buffer`) shows as libc memmove/kernel copies." + same)
     ins = results.get("instructions", {}).get("per_request", {})
-    if all(v in ins for v in ("plain", "noop", "forward", "filter")):
-        pl, no, fw, fi = (ins[v] for v in ("plain", "noop", "forward", "filter"))
+    if all(v in ins for v in ("plain", "noop", "read", "forward", "filter")):
+        pl, no, rd, fw, fi = (ins[v] for v in ("plain", "noop", "read", "forward", "filter"))
         if "s3" in pl:
             out.append(f"Instructions, steady polling (s3): plain {pl['s3']:,}; any proxy-wasm module on the stream "
-                       f"(do-nothing) +{no['s3'] - pl['s3']:,}; the filter +{fi['s3'] - pl['s3']:,} "
-                       f"(×{fi['s3'] / pl['s3']:.2f}). The filter's share beyond the do-nothing module, "
-                       f"{fi['s3'] - no['s3']:,}, is mostly reading what it must see through hostcalls (the "
-                       "path, the GraphQL request body and the response body, not the response headers; each call "
-                       "leaves and re-enters V8, and each returned buffer is allocated by a call back into the "
-                       "module) plus hashing request and body.")
+                       f"(do-nothing) +{no['s3'] - pl['s3']:,}; reading what a watcher must see (read-only module: "
+                       f"the path, the GraphQL request body and the response body, each through a hostcall that "
+                       f"leaves V8 and calls back into the module to allocate the copy) +{rd['s3'] - no['s3']:,} "
+                       f"more, ×{rd['s3'] / pl['s3']:.2f} of plain in all; the filter +{fi['s3'] - pl['s3']:,} "
+                       f"(×{fi['s3'] / pl['s3']:.2f}), i.e. {fi['s3'] - rd['s3']:,} beyond the read-only floor for "
+                       "hashing request and body, the recent-response lookup and its bookkeeping.")
         if "s4" in pl:
             floor = fw["s4"] - pl["s4"]
             out.append(f"Instructions, one webhook per response (s4): plain {pl['s4']:,}; forward-only module "
@@ -1900,7 +1927,7 @@ def main() -> int:
     ap.add_argument("--wait-quiet", type=float, default=60.0,
                     help="before starting, wait up to this many seconds for other processes to use < 0.3 cores")
     ap.add_argument("--quick", action="store_true", help="2 rounds x 2 s, fewer latency events: a smoke run")
-    ap.add_argument("--only", default="", help="comma list of sections: aa,s2,s3,s3n,s4,s4s,s4u,s5,s6,s7,s8,s9,profile")
+    ap.add_argument("--only", default="", help="comma list of sections: aa,s2,s3,s3r,s3n,s4,s4s,s4u,s5,s6,s7,s8,s9,profile")
     ap.add_argument("--no-profile", dest="profile", action="store_false")
     ap.add_argument("--latency-events", type=int, default=500)
     ap.add_argument("--latency-rate", type=float, default=100.0)
@@ -1919,13 +1946,13 @@ def main() -> int:
     if not h.filter_wasm_path().exists():
         print(f"{h.filter_wasm_path()} missing: run ./build.sh first", file=sys.stderr)
         return 2
-    wanted = set(filter(None, args.only.split(","))) or {"aa", "s2", "s3", "s3n", "s4", "s4s", "s4u", "s5", "s6",
+    wanted = set(filter(None, args.only.split(","))) or {"aa", "s2", "s3", "s3r", "s3n", "s4", "s4s", "s4u", "s5", "s6",
                                                         "s7", "s8", "s9", "profile"}
     if "profile" not in wanted:
         args.profile = False
     if "profile" in wanted and args.profile:
         wanted.add("s3")
-    ab_keys = {k for k in wanted if k in ("aa", "s2", "s3", "s3n", "s4", "s4s", "s4u")}
+    ab_keys = {k for k in wanted if k in ("aa", "s2", "s3", "s3r", "s3n", "s4", "s4s", "s4u")}
     if "s5" in wanted:
         ab_keys |= {"s5_1m", "s5_5m"}
     b = Bench(args)

@@ -6,14 +6,17 @@
 //! * `"forward"`: one POST per watched response to cluster `webhook_demo`, sent from the root
 //!   context through the shared queue as the filter does, with a fixed body: no parsing, no
 //!   shared data, no signing. The least one webhook per response can cost.
+//! * `"read"`: copies out what the filter must see of every stream and nothing more: the
+//!   `:path`, the request body and the response body, chunk by chunk, then drops them. The
+//!   least a filter that watches GraphQL polls can cost, whatever it does with the bytes.
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { queue: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { queue: None, read: false }) });
 }}
 
 const BODY: &[u8] = br#"{"id":1,"deliveryStatus":5}"#;
@@ -21,6 +24,7 @@ const BODY: &[u8] = br#"{"id":1,"deliveryStatus":5}"#;
 struct Root {
     /// Set in forward mode.
     queue: Option<u32>,
+    read: bool,
 }
 
 impl Context for Root {
@@ -34,6 +38,7 @@ impl RootContext for Root {
             .flatten()
             .unwrap_or_default();
         let forward = String::from_utf8_lossy(&config).contains(r#""referenceMode":"forward""#);
+        self.read = String::from_utf8_lossy(&config).contains(r#""referenceMode":"read""#);
         if forward {
             self.queue = hostcalls::register_shared_queue("reference").ok();
         }
@@ -59,7 +64,11 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream { queue: self.queue }))
+        Some(Box::new(Stream {
+            queue: self.queue,
+            read: self.read,
+            seen: Vec::new(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -69,11 +78,46 @@ impl RootContext for Root {
 
 struct Stream {
     queue: Option<u32>,
+    /// Set in read mode.
+    read: bool,
+    /// What read mode copied out; dropped with the stream.
+    seen: Vec<Vec<u8>>,
+}
+
+impl Stream {
+    fn copy(&mut self, buffer: BufferType, size: usize) {
+        if self.read && size > 0 {
+            if let Ok(Some(bytes)) = hostcalls::get_buffer(buffer, 0, size) {
+                self.seen.push(bytes);
+            }
+        }
+    }
 }
 
 impl Context for Stream {}
 
 impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        if self.read {
+            if let Ok(Some(path)) =
+                hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path")
+            {
+                self.seen.push(path);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, size: usize, _: bool) -> Action {
+        self.copy(BufferType::HttpRequestBody, size);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, _: bool) -> Action {
+        self.copy(BufferType::HttpResponseBody, size);
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
         if let Some(queue) = self.queue {
             let _ = hostcalls::enqueue_shared_queue(queue, Some(b"1"));
