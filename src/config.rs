@@ -1220,16 +1220,16 @@ fn compile_secrets(
         if var.is_empty() {
             return Err(invalid(path, "must name an environment variable"));
         }
+        // The name is not quoted back: a secret pasted here by mistake would reach the log.
         let value = env(&var).filter(|v| !v.is_empty()).ok_or_else(|| {
             invalid(
                 &path,
-                format!("environment variable {} is not set or empty", Quoted(&var)),
+                "names an environment variable that is not set or empty",
             )
         })?;
         out.push(
-            Secret::parse(&value).map_err(|e| {
-                invalid(&path, format!("environment variable {}: {e}", Quoted(&var)))
-            })?,
+            Secret::parse(&value)
+                .map_err(|e| invalid(&path, format!("the environment variable it names: {e}")))?,
         );
     }
     Ok(out)
@@ -1336,20 +1336,9 @@ fn compile_dead_letter(raw: RawDeadLetter) -> Result<DeadLetter, ConfigError> {
 /// A disabled `learn` block is not validated further: it is inert, and keeping a half-written
 /// block switched off is a normal way to stage it.
 fn compile_learn(raw: RawLearn) -> Result<Option<Learn>, ConfigError> {
-    if !raw.enabled.unwrap_or(false) {
-        return Ok(None);
-    }
-    let cluster = raw
-        .cluster
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| invalid("learn.cluster", "is required when learn is enabled"))?;
+    // Values given are checked even while learning is off, so that a typo does not wait for
+    // the day someone turns it on; only the fields learning needs are optional then.
     let hosts = raw.allow_hosts.unwrap_or_default();
-    if hosts.is_empty() {
-        return Err(invalid(
-            "learn.allowHosts",
-            "must not be empty when learn is enabled",
-        ));
-    }
     let allow_hosts = hosts
         .iter()
         .enumerate()
@@ -1363,11 +1352,25 @@ fn compile_learn(raw: RawLearn) -> Result<Option<Learn>, ConfigError> {
         .transpose()?;
     let path = "learn.maxLearned";
     let max_learned = ranged(path, raw.max_learned, DEFAULT_MAX_LEARNED, 1, MAX_LEARNED)?;
+    let timeout_ms = timeout("learn.timeoutMs", raw.timeout_ms)?;
+    if !raw.enabled.unwrap_or(false) {
+        return Ok(None);
+    }
+    let cluster = raw
+        .cluster
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| invalid("learn.cluster", "is required when learn is enabled"))?;
+    if allow_hosts.is_empty() {
+        return Err(invalid(
+            "learn.allowHosts",
+            "must not be empty when learn is enabled",
+        ));
+    }
     Ok(Some(Learn {
         cluster,
         allow_hosts,
         allow_private: raw.allow_private.unwrap_or(false),
-        timeout_ms: timeout("learn.timeoutMs", raw.timeout_ms)?,
+        timeout_ms,
         original_dst_header,
         max_learned: usize::try_from(max_learned)
             .map_err(|_| invalid(path, "does not fit this platform's usize"))?,
@@ -1746,6 +1749,23 @@ mod tests {
                 "learn": {"enabled": false, "allowHosts": []}}"#,
         );
         assert_eq!(config.learn, None);
+        // What it does hold is checked all the same.
+        let bad = [
+            (r#""allowHosts": ["not a host!"]"#, "learn.allowHosts[0]"),
+            (r#""maxLearned": 0"#, "learn.maxLearned"),
+            (r#""timeoutMs": 0"#, "learn.timeoutMs"),
+            (
+                r#""originalDstHeader": "Bad Header""#,
+                "learn.originalDstHeader",
+            ),
+        ];
+        for (field, path) in bad {
+            let msg = err(&format!(
+                r#"{{"endpoints": [{{"name": "a", "url": "http://h", "cluster": "c"}}],
+                    "learn": {{"enabled": false, {field}}}}}"#
+            ));
+            assert!(msg.starts_with(&format!("{path}: ")), "{field}: {msg}");
+        }
     }
 
     #[test]
@@ -2447,12 +2467,15 @@ mod tests {
     fn rejects_missing_secret_env_var() {
         assert_eq!(
             endpoint_err(r#""secretEnv": "NOPE""#),
-            r#"endpoints[0].secretEnv: environment variable "NOPE" is not set or empty"#
+            "endpoints[0].secretEnv: names an environment variable that is not set or empty"
         );
         assert_eq!(
             endpoint_err(r#""secretEnv": "EMPTY""#),
-            r#"endpoints[0].secretEnv: environment variable "EMPTY" is not set or empty"#
+            "endpoints[0].secretEnv: names an environment variable that is not set or empty"
         );
+        // A secret pasted in place of the variable's name is not echoed to the log.
+        let pasted = endpoint_err(&format!(r#""secretEnv": "{S1}""#));
+        assert!(!pasted.contains(S1), "{pasted}");
         assert_eq!(
             endpoint_err(r#""secretEnv": """#),
             "endpoints[0].secretEnv: must name an environment variable"
@@ -2465,7 +2488,7 @@ mod tests {
         assert_eq!(
             msg,
             format!(
-                r#"endpoints[0].secretEnv: environment variable "GARBAGE": {}"#,
+                "endpoints[0].secretEnv: the environment variable it names: {}",
                 secret_error("whsec_!!!not-base64!!!")
             )
         );

@@ -106,7 +106,9 @@ pub fn take_in<S: Store + ?Sized>(
                 Ok(placed) => {
                     match placed {
                         Placed::New(_) => metrics.add(Metric::Pending, 1),
-                        Placed::Replaced(_) => metrics.add(Metric::DeliveriesSuperseded, 1),
+                        Placed::Replaced(_) | Placed::Requeued(_) => {
+                            metrics.add(Metric::DeliveriesSuperseded, 1)
+                        }
                         Placed::Queued(_) => {}
                     }
                     log::debug!("{id}: {placed} for endpoint {}", endpoint.name);

@@ -511,6 +511,11 @@ fn a_newer_event_waits_behind_the_attempt_on_the_wire() {
         next.body, r#"{"id":1,"deliveryStatus":5}"#,
         "only the newest queued state"
     );
+    assert_eq!(
+        w.m(Metric::DeliveriesSuperseded),
+        1,
+        "the IN_PROGRESS that never went out is counted"
+    );
     w.reply(0, next.token, 200, None);
     assert_eq!(w.m(Metric::Pending), 0);
 }

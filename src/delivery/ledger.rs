@@ -306,6 +306,9 @@ pub enum Placed {
     Replaced(u32),
     /// Behind the older event's attempt on the wire.
     Queued(u32),
+    /// Behind the attempt on the wire, in place of an event that was queued there and so
+    /// never goes out.
+    Requeued(u32),
 }
 
 /// For logs.
@@ -315,6 +318,12 @@ impl std::fmt::Display for Placed {
             Placed::New(i) => write!(f, "new in slot {i}"),
             Placed::Replaced(i) => write!(f, "replaced the waiting event in slot {i}"),
             Placed::Queued(i) => write!(f, "queued behind the attempt in slot {i}"),
+            Placed::Requeued(i) => {
+                write!(
+                    f,
+                    "replaced the event queued behind the attempt in slot {i}"
+                )
+            }
         }
     }
 }
@@ -322,7 +331,7 @@ impl std::fmt::Display for Placed {
 impl Placed {
     pub fn slot(self) -> u32 {
         match self {
-            Placed::New(i) | Placed::Replaced(i) | Placed::Queued(i) => i,
+            Placed::New(i) | Placed::Replaced(i) | Placed::Queued(i) | Placed::Requeued(i) => i,
         }
     }
 }
@@ -471,11 +480,15 @@ impl Ledger {
                 Some((Record::Used(fresh.clone()), Placed::Replaced(slot)))
             }
             Record::Used(mut s) if same_pair(&s) => {
+                let placed = match s.successor {
+                    Some(_) => Placed::Requeued(slot),
+                    None => Placed::Queued(slot),
+                };
                 s.successor = Some(Successor {
                     webhook_id: fresh.webhook_id.clone(),
                     body: String::from_utf8_lossy(&fresh.body).into_owned(),
                 });
-                Some((Record::Used(s), Placed::Queued(slot)))
+                Some((Record::Used(s), placed))
             }
             _ => None,
         })
@@ -663,6 +676,18 @@ mod tests {
             })
         );
         assert_eq!(slot.body, b"old");
+        // A third event takes the queued one's place: that one never goes out, and says so.
+        let third = l
+            .place(
+                &s,
+                Some(first.slot()),
+                Slot::new("a", 1, "newest", b"newest".to_vec(), 3),
+                4,
+            )
+            .unwrap();
+        assert_eq!(third, Placed::Requeued(first.slot()));
+        let successor = used(&l, &s, first.slot()).successor.unwrap();
+        assert_eq!(successor.webhook_id, "newest");
     }
 
     #[test]

@@ -54,12 +54,11 @@ pub fn classify(
     if post && graphql_paths.iter().any(|p| p == path) {
         return Some(WatchKind::Graphql);
     }
+    // `/` trims to the empty prefix, which every path is under.
     let under = |prefix: &String| {
         let prefix = prefix.trim_end_matches('/');
-        !prefix.is_empty()
-            && path
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     };
     rest_path_prefixes
         .iter()
@@ -647,10 +646,20 @@ mod tests {
     }
 
     #[test]
-    fn classify_ignores_empty_and_root_prefixes() {
-        let rest = vec![String::new(), "/".to_string()];
-        assert_eq!(classify(Some("GET"), "/anything", &[], &rest), None);
-        assert_eq!(classify(None, "/anything", &[], &rest), None);
+    fn classify_takes_the_root_prefix_as_every_path() {
+        let rest = vec!["/".to_string()];
+        for path in ["/", "/anything", "/api/v1/notifications?page=2"] {
+            assert_eq!(
+                classify(None, path, &[], &rest),
+                Some(WatchKind::Rest),
+                "{path}"
+            );
+        }
+        let gql = vec!["/graphql".to_string()];
+        assert_eq!(
+            classify(None, "/graphql", &gql, &rest),
+            Some(WatchKind::Graphql)
+        );
     }
 
     #[test]
