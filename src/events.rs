@@ -109,6 +109,9 @@ struct Seen {
     time_inherited: bool,
     /// When its state last changed: eviction order. Not bumped by repeats, so polling stays read-only.
     touched_ms: u64,
+    /// Counts the notification's events, bumped under the same CAS that decides one is new:
+    /// the order in which workers that take in two events at once must place them.
+    generation: Generation,
     /// The ledger slot that holds the pending delivery per endpoint, so a newer event
     /// replaces an older one that is still waiting instead of racing it.
     slots: Vec<(u32, u32)>,
@@ -125,6 +128,7 @@ impl Seen {
             updated_on: n.updated_on.clone(),
             time_inherited: false,
             touched_ms: now_ms,
+            generation: Generation::FIRST,
             slots: Vec::new(),
         }
     }
@@ -212,17 +216,45 @@ impl Seen {
     }
 }
 
+/// Where an event stands among its notification's events. Two workers can take in two
+/// events of one notification at once, each deciding under CAS but placing its deliveries
+/// after: the ledger keeps the later generation, whichever is placed last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Generation(pub u32);
+
+impl Generation {
+    pub const FIRST: Generation = Generation(1);
+
+    fn next(self) -> Generation {
+        Generation(self.0.wrapping_add(1))
+    }
+}
+
+/// What became of recording an event's slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recording {
+    Recorded,
+    /// A later event of the notification was observed after this one.
+    LaterEvent,
+    /// The memory no longer holds the notification (a full bucket forgot it).
+    Forgotten,
+}
+
 /// What an observation means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// A new state: deliver it. `slots` are the ledger slots of deliveries still held for
     /// the previous event, per endpoint key.
-    New { slots: Vec<(u32, u32)> },
+    New {
+        slots: Vec<(u32, u32)>,
+        generation: Generation,
+    },
     /// The state already acted on, now seen with a field its earlier views lacked (`before`):
     /// endpoints that filter on it, passed over then, may take the event now.
     Filled {
         before: Routed,
         slots: Vec<(u32, u32)>,
+        generation: Generation,
     },
     /// The state we already acted on.
     Duplicate,
@@ -303,6 +335,7 @@ impl Memory {
                         Verdict::Filled {
                             before,
                             slots: seen.slots.clone(),
+                            generation: seen.generation,
                         }
                     };
                     None
@@ -312,17 +345,22 @@ impl Memory {
                     // A new state is no older than the one it follows: without a time of
                     // its own it keeps that one's, which still orders later views.
                     let kept = seen.updated_on.take().filter(|_| n.updated_on.is_none());
+                    let generation = seen.generation.next();
                     *seen = Seen::from(n, now_ms);
+                    seen.generation = generation;
                     if kept.is_some() {
                         seen.updated_on = kept;
                         seen.time_inherited = true;
                     }
                     seen.slots.clone_from(&slots);
-                    verdict = Verdict::New { slots };
+                    verdict = Verdict::New { slots, generation };
                     None
                 }
                 None => {
-                    verdict = Verdict::New { slots: Vec::new() };
+                    verdict = Verdict::New {
+                        slots: Vec::new(),
+                        generation: Generation::FIRST,
+                    };
                     Some(Seen::from(n, now_ms))
                 }
             };
@@ -334,16 +372,24 @@ impl Memory {
         Ok(verdict)
     }
 
-    /// Record which ledger slot holds the delivery of `id` to each endpoint key.
+    /// Record which ledger slot holds the delivery of `id`'s event of `generation` to each
+    /// endpoint key. Nothing is recorded when a later event of `id` was observed meanwhile:
+    /// its taker did not know these slots, so what they hold would race it.
     pub fn record_slots<S: Store + ?Sized>(
         &self,
         store: &S,
         id: u64,
+        generation: Generation,
         slots: &[(u32, u32)],
-    ) -> Result<(), StoreError> {
-        store::update(store, &self.key(id), |current| {
+    ) -> Result<Recording, StoreError> {
+        let mut outcome = Recording::Forgotten;
+        let recorded = store::update(store, &self.key(id), |current| {
             let mut bucket = decode(current);
             let seen = bucket.iter_mut().find(|s| s.id == id)?;
+            if seen.generation != generation {
+                outcome = Recording::LaterEvent;
+                return None;
+            }
             for &(endpoint, slot) in slots {
                 match seen.slots.iter_mut().find(|(e, _)| *e == endpoint) {
                     Some(entry) => entry.1 = slot,
@@ -352,7 +398,11 @@ impl Memory {
             }
             Some((encode(&bucket), ()))
         })?;
-        Ok(())
+        Ok(if recorded.is_some() {
+            Recording::Recorded
+        } else {
+            outcome
+        })
     }
 }
 
@@ -364,6 +414,7 @@ const HAS_UPDATED: u8 = 4;
 /// Added after the first builds: their buckets never have these.
 const HAS_CHANNEL: u8 = 8;
 const TIME_INHERITED: u8 = 16;
+const HAS_GENERATION: u8 = 32;
 
 /// A bucket as stored: `BUCKET_FORMAT`, then each entry as little-endian fields: id u64,
 /// status u64, a flags byte, retry count, provider id and channel type (u64 each) when flagged, touched_ms
@@ -431,13 +482,15 @@ impl Seen {
                 | flag(self.provider_id.is_some(), HAS_PROVIDER)
                 | flag(self.updated_on.is_some(), HAS_UPDATED)
                 | flag(self.channel_type.is_some(), HAS_CHANNEL)
-                | flag(self.time_inherited, TIME_INHERITED),
+                | flag(self.time_inherited, TIME_INHERITED)
+                | HAS_GENERATION,
         );
         let numbers = [self.retry_count, self.provider_id, self.channel_type];
         for v in numbers.into_iter().flatten() {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&self.touched_ms.to_le_bytes());
+        out.extend_from_slice(&self.generation.0.to_le_bytes());
         if let Some(u) = &self.updated_on {
             // OsmoX timestamps are 24 bytes; a longer value is cut at 64 KiB, not refused.
             let mut end = u.len().min(usize::from(u16::MAX));
@@ -481,6 +534,12 @@ impl Seen {
             None
         };
         let touched_ms = r.u64()?;
+        // Earlier builds kept no generation: their entries count as the first.
+        let generation = if flags & HAS_GENERATION != 0 {
+            Generation(r.u32()?)
+        } else {
+            Generation::FIRST
+        };
         let updated_on = if flags & HAS_UPDATED != 0 {
             let len = r.u16()?;
             Some(String::from_utf8(r.take(usize::from(len))?.to_vec()).ok()?)
@@ -500,6 +559,7 @@ impl Seen {
             updated_on,
             time_inherited: flags & TIME_INHERITED != 0,
             touched_ms,
+            generation,
             slots,
         })
     }
@@ -589,15 +649,19 @@ mod tests {
     const T3: &str = "2026-04-20T09:15:04.000Z";
     const T4: &str = "2026-04-20T09:15:05.000Z";
 
-    fn fresh() -> Verdict {
-        Verdict::New { slots: vec![] }
+    /// A new event, the notification's `generation`-th, with no slots held.
+    fn fresh(generation: u32) -> Verdict {
+        Verdict::New {
+            slots: vec![],
+            generation: Generation(generation),
+        }
     }
 
     #[test]
     fn first_sight_is_new_and_repeat_is_duplicate() {
         let (s, m) = (MemStore::new(), Memory::new(1024));
         let a = n(1, DeliveryStatus::Pending, 0, 1, T1);
-        assert_eq!(m.observe(&s, &a, 0).unwrap(), fresh());
+        assert_eq!(m.observe(&s, &a, 0).unwrap(), fresh(1));
         assert_eq!(m.observe(&s, &a, 1).unwrap(), Verdict::Duplicate);
     }
 
@@ -617,7 +681,7 @@ mod tests {
         m.observe(&s, &n(1, DeliveryStatus::InProgress, 0, 1, T1), 0)
             .unwrap();
         let v = m.observe(&s, &n(1, DeliveryStatus::Success, 0, 1, T2), 1);
-        assert_eq!(v.unwrap(), fresh());
+        assert_eq!(v.unwrap(), fresh(2));
     }
 
     #[test]
@@ -626,7 +690,7 @@ mod tests {
         m.observe(&s, &n(1, DeliveryStatus::Pending, 0, 1, T1), 0)
             .unwrap();
         let v = m.observe(&s, &n(1, DeliveryStatus::Pending, 1, 1, T2), 1);
-        assert_eq!(v.unwrap(), fresh());
+        assert_eq!(v.unwrap(), fresh(2));
     }
 
     #[test]
@@ -635,7 +699,7 @@ mod tests {
         m.observe(&s, &n(1, DeliveryStatus::Pending, 0, 1, T1), 0)
             .unwrap();
         let v = m.observe(&s, &n(1, DeliveryStatus::Pending, 0, 2, T2), 1);
-        assert_eq!(v.unwrap(), fresh());
+        assert_eq!(v.unwrap(), fresh(2));
     }
 
     #[test]
@@ -798,15 +862,34 @@ mod tests {
         let (s, m) = (MemStore::new(), Memory::new(1024));
         m.observe(&s, &n(7, DeliveryStatus::Failed, 0, 1, T1), 0)
             .unwrap();
-        m.record_slots(&s, 7, &[(11, 3), (12, 4)]).unwrap();
-        m.record_slots(&s, 7, &[(11, 5)]).unwrap();
+        let first = Generation::FIRST;
+        let record = |slots: &[(u32, u32)]| m.record_slots(&s, 7, first, slots).unwrap();
+        assert_eq!(record(&[(11, 3), (12, 4)]), Recording::Recorded);
+        assert_eq!(record(&[(11, 5)]), Recording::Recorded);
         let v = m.observe(&s, &n(7, DeliveryStatus::Pending, 1, 1, T2), 1);
         assert_eq!(
             v.unwrap(),
             Verdict::New {
-                slots: vec![(11, 5), (12, 4)]
+                slots: vec![(11, 5), (12, 4)],
+                generation: Generation(2)
             }
         );
+    }
+
+    #[test]
+    fn slots_of_an_event_overtaken_meanwhile_are_not_recorded() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        m.observe(&s, &n(7, DeliveryStatus::InProgress, 0, 1, T1), 0)
+            .unwrap();
+        // Another worker takes in SUCCESS before this one records IN_PROGRESS's slots.
+        m.observe(&s, &n(7, DeliveryStatus::Success, 0, 1, T2), 1)
+            .unwrap();
+        let late = m.record_slots(&s, 7, Generation::FIRST, &[(11, 3)]);
+        assert_eq!(late.unwrap(), Recording::LaterEvent);
+        let ours = m.record_slots(&s, 7, Generation(2), &[(11, 4)]);
+        assert_eq!(ours.unwrap(), Recording::Recorded);
+        let forgotten = m.record_slots(&s, 8, Generation::FIRST, &[(11, 5)]);
+        assert_eq!(forgotten.unwrap(), Recording::Forgotten);
     }
 
     #[test]
@@ -822,7 +905,7 @@ mod tests {
         let recent = n(19_999, DeliveryStatus::Success, 0, 1, T1);
         assert_eq!(m.observe(&s, &recent, 30_000).unwrap(), Verdict::Duplicate);
         let forgotten = n(0, DeliveryStatus::Success, 0, 1, T1);
-        assert_eq!(m.observe(&s, &forgotten, 30_001).unwrap(), fresh());
+        assert_eq!(m.observe(&s, &forgotten, 30_001).unwrap(), fresh(1));
     }
 
     /// The stored format is kept across versions: a VM loading a newer module reads the
@@ -845,6 +928,7 @@ mod tests {
             100,
         );
         let bucket = vec![full, bare];
+        // As builds before generations stored it: still read, each entry as the first.
         let mut stored = vec![BUCKET_FORMAT];
         for part in [
             &7u64.to_le_bytes()[..],
@@ -869,8 +953,37 @@ mod tests {
         ] {
             stored.extend_from_slice(part);
         }
-        assert_eq!(encode(&bucket), stored);
         assert_eq!(decode(Some(&stored)), bucket);
+        // As stored now: the generation follows `touched_ms`.
+        let mut current = vec![BUCKET_FORMAT];
+        let flags = HAS_RETRY | HAS_PROVIDER | HAS_UPDATED | HAS_CHANNEL | TIME_INHERITED;
+        for part in [
+            &7u64.to_le_bytes()[..],
+            &6u64.to_le_bytes(),
+            &[flags | HAS_GENERATION],
+            &2u64.to_le_bytes(),
+            &3u64.to_le_bytes(),
+            &1u64.to_le_bytes(),
+            &99u64.to_le_bytes(),
+            &1u32.to_le_bytes(),
+            &24u16.to_le_bytes(),
+            T1.as_bytes(),
+            &2u16.to_le_bytes(),
+            &11u32.to_le_bytes(),
+            &5u32.to_le_bytes(),
+            &12u32.to_le_bytes(),
+            &4u32.to_le_bytes(),
+            &8u64.to_le_bytes(),
+            &5u64.to_le_bytes(),
+            &[HAS_GENERATION],
+            &100u64.to_le_bytes(),
+            &1u32.to_le_bytes(),
+            &0u16.to_le_bytes(),
+        ] {
+            current.extend_from_slice(part);
+        }
+        assert_eq!(encode(&bucket), current);
+        assert_eq!(decode(Some(&current)), bucket);
         assert_eq!(encode(&[]), [BUCKET_FORMAT]);
         assert_eq!(decode(Some(&[BUCKET_FORMAT])), vec![]);
         // An unreadable bucket (cut short, another format, the JSON of earlier builds, a

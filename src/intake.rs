@@ -4,8 +4,8 @@
 //! a callout made from a stream dies with it, so the root contexts send.
 
 use crate::config::{Config, Endpoint};
-use crate::delivery::ledger::{Ledger, LedgerError, Placed, Slot};
-use crate::events::{fnv1a64, Memory, Verdict};
+use crate::delivery::ledger::{Ledger, LedgerError, Placed, Record, Slot, State};
+use crate::events::{fnv1a64, Memory, Recording, Verdict};
 use crate::metrics::{Metric, Metrics};
 use crate::osmox::Notification;
 use crate::routing;
@@ -64,14 +64,18 @@ pub fn take_in<S: Store + ?Sized>(
     let mut wake = Vec::new();
     let mut complete = true;
     for n in notifications {
-        let (previous, merged) = match memory.observe(store, n, now_ms) {
-            Ok(Verdict::New { slots }) => {
+        let (previous, merged, generation) = match memory.observe(store, n, now_ms) {
+            Ok(Verdict::New { slots, generation }) => {
                 metrics.add(Metric::EventsDetected, 1);
-                (slots, None)
+                (slots, None, generation)
             }
-            Ok(Verdict::Filled { before, slots }) => {
+            Ok(Verdict::Filled {
+                before,
+                slots,
+                generation,
+            }) => {
                 metrics.add(Metric::EventsDuplicate, 1);
-                (slots, Some(before))
+                (slots, Some(before), generation)
             }
             Ok(Verdict::Duplicate) => {
                 metrics.add(Metric::EventsDuplicate, 1);
@@ -89,6 +93,8 @@ pub fn take_in<S: Store + ?Sized>(
             }
         };
         let mut placed_slots = Vec::new();
+        // Slots this event took afresh, by webhook-id.
+        let mut taken = Vec::new();
         let mut routed = false;
         for endpoint in routing::route(endpoints, n, merged) {
             routed = true;
@@ -101,15 +107,23 @@ pub fn take_in<S: Store + ?Sized>(
                 &id,
                 endpoint.payload.body(n, now_ms).into_bytes(),
                 now_ms,
-            );
+            )
+            .of_generation(generation);
             match ledger.place(store, existing, fresh, seed) {
+                Ok(placed @ Placed::Outdated(_)) => {
+                    metrics.add(Metric::DeliveriesSuperseded, 1);
+                    log::debug!("{id}: {placed} for endpoint {}", endpoint.name);
+                }
                 Ok(placed) => {
                     match placed {
-                        Placed::New(_) => metrics.add(Metric::Pending, 1),
+                        Placed::New(slot) => {
+                            metrics.add(Metric::Pending, 1);
+                            taken.push((slot, id.clone()));
+                        }
                         Placed::Replaced(_) | Placed::Requeued(_) => {
                             metrics.add(Metric::DeliveriesSuperseded, 1)
                         }
-                        Placed::Queued(_) => {}
+                        Placed::Queued(_) | Placed::Outdated(_) => {}
                     }
                     log::debug!("{id}: {placed} for endpoint {}", endpoint.name);
                     placed_slots.push((key, placed.slot()));
@@ -132,13 +146,44 @@ pub fn take_in<S: Store + ?Sized>(
         // An event whose every delivery was dropped was routed: the drops are counted above.
         if !routed && merged.is_none() {
             metrics.add(Metric::EventsUnrouted, 1);
-        } else if !placed_slots.is_empty()
-            && memory.record_slots(store, n.id, &placed_slots).is_err()
-        {
-            metrics.add(Metric::StoreConflicts, 1);
+        } else if !placed_slots.is_empty() {
+            match memory.record_slots(store, n.id, generation, &placed_slots) {
+                Ok(Recording::Recorded | Recording::Forgotten) => {}
+                Ok(Recording::LaterEvent) => {
+                    withdraw(&ledger, store, metrics, &taken, &mut wake);
+                }
+                Err(_) => metrics.add(Metric::StoreConflicts, 1),
+            }
         }
     }
     Intake { wake, complete }
+}
+
+/// Take back the deliveries an event put in fresh slots, once a later event of the same
+/// notification turned out to be observed meanwhile by another worker, which knew nothing
+/// of these slots: sent, they could reach the receiver after the later event. One already
+/// on the wire cannot be taken back.
+fn withdraw<S: Store + ?Sized>(
+    ledger: &Ledger,
+    store: &S,
+    metrics: &dyn Metrics,
+    taken: &[(u32, String)],
+    wake: &mut Vec<u32>,
+) {
+    for (slot, id) in taken {
+        let freed = ledger.update(store, *slot, |rec| match rec {
+            Record::Used(s) if s.webhook_id == *id && s.state == State::Waiting => {
+                Some((Record::Free, ()))
+            }
+            _ => None,
+        });
+        if let Ok(Some(())) = freed {
+            metrics.add(Metric::Pending, -1);
+            metrics.add(Metric::DeliveriesSuperseded, 1);
+            wake.retain(|w| w != slot);
+            log::debug!("{id}: withdrawn for a later event taken in at the same time");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1186,3 +1186,177 @@ fn hostile_documents_never_panic_and_every_webhook_is_a_json_object() {
         "too few mutations reached delivery: {parsed} parsed, {sent} sent"
     );
 }
+
+// ---- two VMs interleaved through shared data ----
+
+/// A store that, the first time a ledger slot is read, lets "another VM" run to completion
+/// first: the interleaving of two workers' `on_log` between the dedupe CAS and the ledger write.
+struct Interleave<'a> {
+    inner: &'a MemStore,
+    hook: RefCell<Option<Box<dyn FnOnce() + 'a>>>,
+}
+
+impl Store for Interleave<'_> {
+    fn get(
+        &self,
+        key: &str,
+    ) -> Result<
+        Option<(Vec<u8>, osmox_webhook_filter::store::Cas)>,
+        osmox_webhook_filter::store::StoreError,
+    > {
+        if key.starts_with("q/m/") {
+            if let Some(h) = self.hook.borrow_mut().take() {
+                h();
+            }
+        }
+        self.inner.get(key)
+    }
+    fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: Option<osmox_webhook_filter::store::Cas>,
+    ) -> Result<(), osmox_webhook_filter::store::StoreError> {
+        self.inner.set(key, value, cas)
+    }
+}
+
+impl World {
+    /// VM `a` observes `first`; between its dedupe write and its ledger write, VM `b`
+    /// observes `second` completely. Each VM then wakes its own sender (b's first, as b's
+    /// on_log finished first).
+    fn observe_racing(&self, a: usize, first: Notification, b: usize, second: Notification) {
+        let wake_b: RefCell<Vec<u32>> = RefCell::new(Vec::new());
+        let store = Interleave {
+            inner: &self.store,
+            hook: RefCell::new(Some(Box::new(|| {
+                let got = intake::take_in(
+                    &self.config,
+                    &self.config.endpoints,
+                    Memory::new(self.config.limits.max_remembered),
+                    &self.store,
+                    &self.metrics,
+                    std::slice::from_ref(&second),
+                    self.now,
+                    7,
+                );
+                *wake_b.borrow_mut() = got.wake;
+            }))),
+        };
+        let got_a = intake::take_in(
+            &self.config,
+            &self.config.endpoints,
+            Memory::new(self.config.limits.max_remembered),
+            &store,
+            &self.metrics,
+            std::slice::from_ref(&first),
+            self.now,
+            3,
+        );
+        for slot in wake_b.borrow().iter() {
+            self.with(b, |s, c, io| s.wake(c, &c.endpoints, io, *slot));
+        }
+        for slot in got_a.wake {
+            self.with(a, |s, c, io| s.wake(c, &c.endpoints, io, slot));
+        }
+    }
+}
+
+/// The previous event of the notification is still waiting in its slot (here: its retry);
+/// VM 0 sees IN_PROGRESS, VM 1 sees SUCCESS at the same moment.
+#[test]
+fn two_workers_racing_over_a_waiting_slot_keep_the_newer_event() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Pending, A)]);
+    w.reply(0, w.last().token, 503, None); // PENDING waits for its retry in slot X
+    w.observe_racing(
+        0,
+        note(1, DeliveryStatus::InProgress, B),
+        1,
+        note(1, DeliveryStatus::Success, C),
+    );
+    for s in w.sent().iter().skip(1) {
+        w.reply(0, s.token, 200, None);
+        w.reply(1, s.token, 200, None);
+    }
+    w.now += 60_000;
+    w.sweep();
+    let bodies: Vec<_> = w.sent().iter().map(|s| s.body.clone()).collect();
+    assert_eq!(
+        bodies,
+        [
+            r#"{"id":1,"deliveryStatus":1}"#,
+            r#"{"id":1,"deliveryStatus":5}"#
+        ],
+        "the last webhook is the newest state (SUCCESS); IN_PROGRESS, placed last, is dropped"
+    );
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
+/// Nothing pending for the notification: both VMs take a free slot each and the two states
+/// go out independently.
+#[test]
+fn two_workers_racing_on_a_new_notification_send_only_the_newer_event() {
+    let w = World::new(ONE_ENDPOINT, 2);
+    w.observe_racing(
+        0,
+        note(1, DeliveryStatus::InProgress, B),
+        1,
+        note(1, DeliveryStatus::Success, C),
+    );
+    let bodies: Vec<_> = w.sent().iter().map(|s| s.body.clone()).collect();
+    assert_eq!(
+        bodies,
+        [r#"{"id":1,"deliveryStatus":5}"#],
+        "the receiver never gets an older state after a newer one"
+    );
+    assert_eq!(w.m(Metric::DeliveriesSuperseded), 1);
+    w.reply(1, w.last().token, 200, None);
+    assert_eq!(
+        w.m(Metric::Pending),
+        0,
+        "the withdrawn slot is no longer pending"
+    );
+}
+
+/// The previous event is on the wire: both newer states queue behind it, and the older one
+/// overwrites the newer as the successor.
+#[test]
+fn two_workers_racing_behind_an_attempt_on_the_wire_keep_the_newer_event() {
+    let w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Pending, A)]);
+    let first = w.last(); // PENDING on the wire
+    w.observe_racing(
+        0,
+        note(1, DeliveryStatus::InProgress, B),
+        1,
+        note(1, DeliveryStatus::Success, C),
+    );
+    w.reply(0, first.token, 200, None);
+    w.reply(0, w.last().token, 200, None);
+    let bodies: Vec<_> = w.sent().iter().map(|s| s.body.clone()).collect();
+    assert_eq!(
+        bodies,
+        [
+            r#"{"id":1,"deliveryStatus":1}"#,
+            r#"{"id":1,"deliveryStatus":5}"#
+        ]
+    );
+}
+
+#[test]
+fn the_in_flight_gauge_returns_to_zero_after_a_lapsed_claim() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.senders[0] = RefCell::new(sender(&w.config, 99)); // VM 0 replaced mid-flight
+    w.now += 15_001;
+    w.sweep();
+    w.now += 2_000;
+    w.sweep();
+    assert_eq!(w.sent().len(), 2);
+    let last = w.last();
+    w.reply(0, last.token, 200, None);
+    w.reply(1, last.token, 200, None);
+    assert_eq!(w.m(Metric::Pending), 0);
+    assert_eq!(w.m(Metric::InFlight), 0, "nothing is in flight");
+}

@@ -11,7 +11,7 @@
 //! the most slots any configuration ever had, so a smaller `maxPending` after an update still
 //! sweeps (and so delivers) what waits in the slots above it.
 
-use crate::events::fnv1a64;
+use crate::events::{fnv1a64, Generation};
 use crate::record::{Out, Reader};
 use crate::store::{self, Store, StoreError};
 
@@ -46,6 +46,7 @@ pub struct AttemptRecord {
 pub struct Successor {
     pub webhook_id: String,
     pub body: String,
+    pub generation: Generation,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +63,8 @@ pub struct Slot {
     /// Refused only because its endpoint had no free lease: the sender that held it back
     /// may send it as soon as a lease frees, before `at_ms`.
     pub held: bool,
+    /// Of the event this slot delivers: a slot never takes an event older than its own.
+    pub generation: Generation,
     /// The webhook body.
     pub body: Vec<u8>,
 }
@@ -85,8 +88,13 @@ impl Slot {
             history: Vec::new(),
             successor: None,
             held: false,
+            generation: Generation::FIRST,
             body,
         }
+    }
+
+    pub fn of_generation(self, generation: Generation) -> Self {
+        Slot { generation, ..self }
     }
 
     pub fn is_due(&self, now_ms: u64) -> bool {
@@ -163,15 +171,18 @@ impl Successor {
         out.string(&self.webhook_id);
         out.key("b");
         out.string(&self.body);
+        out.key("g");
+        out.uint(self.generation.0.into());
         out.end_object();
     }
 
     fn read(r: &mut Reader) -> Option<Successor> {
-        let (mut webhook_id, mut body) = (None, None);
+        let (mut webhook_id, mut body, mut generation) = (None, None, None);
         r.object(|r, key| {
             match key {
                 "id" => webhook_id = Some(r.string()?),
                 "b" => body = Some(r.string()?),
+                "g" => generation = Some(Generation(r.uint32()?)),
                 _ => r.skip()?,
             }
             Some(())
@@ -179,6 +190,8 @@ impl Successor {
         Some(Successor {
             webhook_id: webhook_id?,
             body: body?,
+            // Earlier builds wrote none.
+            generation: generation.unwrap_or(Generation::FIRST),
         })
     }
 }
@@ -214,13 +227,15 @@ impl Slot {
             out.key("hd");
             out.boolean(true);
         }
+        out.key("g");
+        out.uint(self.generation.0.into());
         out.end_object();
     }
 
     fn read(r: &mut Reader) -> Option<Slot> {
         let (mut state, mut at_ms, mut endpoint, mut notification) = (None, None, None, None);
         let (mut webhook_id, mut attempts) = (None, None);
-        let (mut history, mut successor, mut held) = (None, None, None);
+        let (mut history, mut successor, mut held, mut generation) = (None, None, None, None);
         r.object(|r, key| {
             match key {
                 "s" => state = Some(State::read(r)?),
@@ -232,6 +247,7 @@ impl Slot {
                 "h" => history = r.optional(|r| r.list(AttemptRecord::read))?,
                 "nx" => successor = r.optional(Successor::read)?,
                 "hd" => held = r.optional(Reader::boolean)?,
+                "g" => generation = Some(Generation(r.uint32()?)),
                 _ => r.skip()?,
             }
             Some(())
@@ -246,6 +262,8 @@ impl Slot {
             history: history.unwrap_or_default(),
             successor,
             held: held.unwrap_or(false),
+            // Earlier builds wrote none.
+            generation: generation.unwrap_or(Generation::FIRST),
             body: Vec::new(),
         })
     }
@@ -309,6 +327,9 @@ pub enum Placed {
     /// Behind the attempt on the wire, in place of an event that was queued there and so
     /// never goes out.
     Requeued(u32),
+    /// Not placed: the slot already holds a later event of the pair (another worker took it
+    /// in at the same time and placed it first).
+    Outdated(u32),
 }
 
 /// For logs.
@@ -324,6 +345,7 @@ impl std::fmt::Display for Placed {
                     "replaced the event queued behind the attempt in slot {i}"
                 )
             }
+            Placed::Outdated(i) => write!(f, "dropped for the later event in slot {i}"),
         }
     }
 }
@@ -331,7 +353,11 @@ impl std::fmt::Display for Placed {
 impl Placed {
     pub fn slot(self) -> u32 {
         match self {
-            Placed::New(i) | Placed::Replaced(i) | Placed::Queued(i) | Placed::Requeued(i) => i,
+            Placed::New(i)
+            | Placed::Replaced(i)
+            | Placed::Queued(i)
+            | Placed::Requeued(i)
+            | Placed::Outdated(i) => i,
         }
     }
 }
@@ -464,8 +490,8 @@ impl Ledger {
         Ok(Placed::New(slot))
     }
 
-    /// Replace or queue behind the pair's previous event; `None` when the slot no longer
-    /// holds that pair.
+    /// Replace or queue behind the pair's previous event, unless the slot holds a later one;
+    /// `None` when the slot no longer holds that pair.
     fn place_over<S: Store + ?Sized>(
         &self,
         store: &S,
@@ -474,7 +500,16 @@ impl Ledger {
     ) -> Result<Option<Placed>, StoreError> {
         let same_pair =
             |s: &Slot| s.notification == fresh.notification && s.endpoint == fresh.endpoint;
-        self.update(store, slot, |rec| match rec {
+        let later = |s: &Slot| {
+            let queued = s.successor.as_ref().map(|q| q.generation);
+            s.generation > fresh.generation || queued > Some(fresh.generation)
+        };
+        let mut outdated = false;
+        let placed = self.update(store, slot, |rec| match rec {
+            Record::Used(s) if same_pair(&s) && later(&s) => {
+                outdated = true;
+                None
+            }
             // Waiting: the newer event takes its place.
             Record::Used(s) if same_pair(&s) && s.state == State::Waiting => {
                 Some((Record::Used(fresh.clone()), Placed::Replaced(slot)))
@@ -487,11 +522,13 @@ impl Ledger {
                 s.successor = Some(Successor {
                     webhook_id: fresh.webhook_id.clone(),
                     body: String::from_utf8_lossy(&fresh.body).into_owned(),
+                    generation: fresh.generation,
                 });
                 Some((Record::Used(s), placed))
             }
             _ => None,
-        })
+        })?;
+        Ok(placed.or(outdated.then_some(Placed::Outdated(slot))))
     }
 
     /// Fill a free slot with `record`, probing at random from `seed`. Random probes keep
@@ -672,7 +709,8 @@ mod tests {
             slot.successor,
             Some(Successor {
                 webhook_id: "new".into(),
-                body: "new".into()
+                body: "new".into(),
+                generation: Generation::FIRST,
             })
         );
         assert_eq!(slot.body, b"old");
@@ -688,6 +726,46 @@ mod tests {
         assert_eq!(third, Placed::Requeued(first.slot()));
         let successor = used(&l, &s, first.slot()).successor.unwrap();
         assert_eq!(successor.webhook_id, "newest");
+    }
+
+    #[test]
+    fn an_earlier_generation_never_takes_the_place_of_a_later_one() {
+        let (s, l) = ledger(4);
+        let event =
+            |id: &str, g: u32| Slot::new("a", 1, id, id.into(), 0).of_generation(Generation(g));
+        let first = l.place(&s, None, event("third", 3), 0).unwrap();
+        // Waiting: the earlier event, placed last, is dropped.
+        let late = l
+            .place(&s, Some(first.slot()), event("second", 2), 1)
+            .unwrap();
+        assert_eq!(late, Placed::Outdated(first.slot()));
+        assert_eq!(used(&l, &s, first.slot()).webhook_id, "third");
+        // On the wire: nor does it queue behind a later event, or replace a later successor.
+        l.update(&s, first.slot(), |rec| match rec {
+            Record::Used(mut slot) => {
+                slot.state = State::InFlight;
+                Some((Record::Used(slot), ()))
+            }
+            _ => None,
+        })
+        .unwrap();
+        let behind = l
+            .place(&s, Some(first.slot()), event("second", 2), 2)
+            .unwrap();
+        assert_eq!(behind, Placed::Outdated(first.slot()));
+        let next = l
+            .place(&s, Some(first.slot()), event("fifth", 5), 3)
+            .unwrap();
+        assert_eq!(next, Placed::Queued(first.slot()));
+        let over = l
+            .place(&s, Some(first.slot()), event("fourth", 4), 4)
+            .unwrap();
+        assert_eq!(over, Placed::Outdated(first.slot()));
+        let successor = used(&l, &s, first.slot()).successor.unwrap();
+        assert_eq!(
+            (successor.webhook_id.as_str(), successor.generation),
+            ("fifth", Generation(5))
+        );
     }
 
     #[test]
@@ -736,9 +814,12 @@ mod tests {
     fn records_keep_their_stored_format() {
         let fresh = Record::Used(Slot::new("crm", 42, "w1", b"{\"id\":42}".to_vec(), 5));
         let stored =
-            "{\"s\":\"w\",\"at\":5,\"ep\":\"crm\",\"n\":42,\"id\":\"w1\",\"a\":0}\n{\"id\":42}";
+            "{\"s\":\"w\",\"at\":5,\"ep\":\"crm\",\"n\":42,\"id\":\"w1\",\"a\":0,\"g\":1}\n{\"id\":42}";
         assert_eq!(String::from_utf8(fresh.encode()).unwrap(), stored);
         assert_eq!(Record::decode(Some(stored.as_bytes())), fresh);
+        // Before generations: read as the first.
+        let earlier = stored.replace(",\"g\":1", "");
+        assert_eq!(Record::decode(Some(earlier.as_bytes())), fresh);
 
         // The body follows the record byte for byte, newlines and all.
         let body = b"{\n  \"id\": 7\n}".to_vec();
@@ -755,10 +836,11 @@ mod tests {
         slot.successor = Some(Successor {
             webhook_id: "w2".into(),
             body: "{\"id\":7,\"note\":\"a\\tb\"}".into(),
+            generation: Generation(3),
         });
         slot.held = true;
         let full = Record::Used(slot);
-        let json = r#"{"s":"f","at":1700000000000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}"},"hd":true}"#;
+        let json = r#"{"s":"f","at":1700000000000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}","g":3},"hd":true,"g":1}"#;
         let stored = format!("{json}\n{{\n  \"id\": 7\n}}");
         assert_eq!(String::from_utf8(full.encode()).unwrap(), stored);
         assert_eq!(Record::decode(Some(stored.as_bytes())), full);

@@ -448,6 +448,8 @@ impl Sender {
                 // The sender that claimed it is gone (VM replaced or crashed): its reply will
                 // never come, so count the attempt as failed and go on.
                 log::warn!("{}: claim lapsed, retrying", s.webhook_id);
+                // Its sender counted it in flight and will never count it out.
+                io.metrics.add(Metric::InFlight, -1);
                 let attempt = Attempt::lost(slot, &s.webhook_id, Failure::Transport);
                 self.finish(config, endpoints, io, attempt);
             }
@@ -672,7 +674,8 @@ impl Sender {
             let (next, promoted) = match s.successor.take() {
                 Some(succ) => {
                     let body = succ.body.into_bytes();
-                    let fresh = Slot::new(&s.endpoint, s.notification, &succ.webhook_id, body, now);
+                    let fresh = Slot::new(&s.endpoint, s.notification, &succ.webhook_id, body, now)
+                        .of_generation(succ.generation);
                     (Record::Used(fresh), true)
                 }
                 None => (Record::Free, false),
