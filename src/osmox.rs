@@ -99,9 +99,114 @@ pub struct Notification {
     pub channel_type: Option<u64>,
     /// Bumped by OsmoX on every send retry (FAILED → PENDING cycles).
     pub retry_count: Option<u64>,
-    /// ISO-8601 `updatedOn`, when the response selected it: orders observations.
+    /// `updatedOn` as [`utc_timestamp`] reads it, when the response selected it: orders
+    /// observations.
     pub updated_on: Option<String>,
     /// The webhook body: the object as observed, top-level keys in camelCase, `id` set to
     /// `self.id`, with no `notificationId`.
     pub body: String,
+}
+
+/// An `updatedOn` as one form that orders as text: `YYYY-MM-DDTHH:MM:SS.mmmZ`, what OsmoX
+/// sends (JavaScript's `toISOString`). Other fractions are cut or padded to milliseconds and
+/// `+00:00` reads as `Z`. Anything else is `None`, as if the field were absent: the value
+/// orders events, and text that is not a time (a field a client aliased there, or an offset
+/// this cannot compare) would hold back every later event of the notification.
+pub fn utc_timestamp(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let (head, rest) = (b.get(..19)?, b.get(19..)?);
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        let mut v = 0u32;
+        for d in head.get(r)? {
+            v = v * 10 + u32::from(d.checked_sub(b'0').filter(|d| *d <= 9)?);
+        }
+        Some(v)
+    };
+    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    let t = head.get(10).copied()?;
+    if separators.iter().any(|&(i, c)| head.get(i) != Some(&c)) || !matches!(t, b'T' | b't') {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    let valid = (1..=12).contains(&month)
+        && (1..=crate::calendar::days_in_month(year, month)).contains(&day)
+        && hour < 24
+        && minute < 60
+        && second < 61;
+    if !valid {
+        return None;
+    }
+    let (fraction, zone) = match rest.strip_prefix(b".") {
+        Some(r) => {
+            let n = r.iter().take_while(|c| c.is_ascii_digit()).count();
+            r.split_at_checked(n)
+                .filter(|(f, _)| (1..=9).contains(&f.len()))?
+        }
+        None => (&b""[..], rest),
+    };
+    if !matches!(zone, b"Z" | b"z" | b"+00:00") {
+        return None;
+    }
+    let mut out = String::with_capacity(24);
+    out.push_str(std::str::from_utf8(head.get(..10)?).ok()?);
+    out.push('T');
+    out.push_str(std::str::from_utf8(head.get(11..)?).ok()?);
+    out.push('.');
+    for i in 0..3 {
+        out.push(char::from(fraction.get(i).copied().unwrap_or(b'0')));
+    }
+    out.push('Z');
+    Some(out)
+}
+
+#[cfg(test)]
+mod timestamp_tests {
+    use super::utc_timestamp;
+
+    #[test]
+    fn osmox_times_read_as_they_are() {
+        for t in ["2026-04-20T09:15:02.318Z", "2024-02-29T23:59:60.000Z"] {
+            assert_eq!(utc_timestamp(t).as_deref(), Some(t));
+        }
+    }
+
+    #[test]
+    fn other_utc_forms_read_as_milliseconds_so_they_order_as_text() {
+        let cases = [
+            ("2026-04-20T09:15:02Z", "2026-04-20T09:15:02.000Z"),
+            ("2026-04-20T09:15:02.3Z", "2026-04-20T09:15:02.300Z"),
+            ("2026-04-20T09:15:02.318999Z", "2026-04-20T09:15:02.318Z"),
+            ("2026-04-20t09:15:02.318z", "2026-04-20T09:15:02.318Z"),
+            ("2026-04-20T09:15:02.318+00:00", "2026-04-20T09:15:02.318Z"),
+        ];
+        for (given, read) in cases {
+            assert_eq!(utc_timestamp(given).as_deref(), Some(read), "{given}");
+        }
+        // Without the normal form, "…02Z" would order after "…02.318Z".
+        assert!(utc_timestamp("2026-04-20T09:15:02Z") < utc_timestamp("2026-04-20T09:15:02.318Z"));
+    }
+
+    #[test]
+    fn what_is_not_a_utc_time_reads_as_absent() {
+        for t in [
+            "",
+            "system",
+            "zzzz",
+            "2026-04-20",
+            "2026-04-20 09:15:02.318Z",
+            "2026-13-20T09:15:02.318Z",
+            "2026-02-30T09:15:02.318Z",
+            "2026-04-20T24:00:00.000Z",
+            "2026-04-20T09:15:02.318",
+            "2026-04-20T09:15:02.318+02:00",
+            "2026-04-20T09:15:02.Z",
+            "2026-04-20T09:15:02.1234567890Z",
+            "2026-04-20T09:15:02.318Zjunk",
+            "+2026-04-20T09:15:02.318Z",
+            "2026-04-2é09:15:02.318Z",
+        ] {
+            assert_eq!(utc_timestamp(t), None, "{t}");
+        }
+    }
 }

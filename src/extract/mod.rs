@@ -330,7 +330,7 @@ fn notification(obj: &Object<'_>, id_override: Option<u64>) -> Option<Notificati
         updated_on: f
             .get(Field::UpdatedOn)
             .and_then(Value::as_str)
-            .map(Cow::into_owned),
+            .and_then(|t| crate::osmox::utc_timestamp(&t)),
         body,
     })
 }
@@ -711,6 +711,17 @@ mod tests {
         assert_eq!(x.notifications[0].provider_id, None);
         assert_eq!(x.notifications[0].retry_count, None);
         assert_eq!(x.notifications[0].updated_on, None);
+    }
+
+    #[test]
+    fn an_updated_on_that_is_not_a_utc_time_is_no_time() {
+        let body = br#"{"id": 7, "deliveryStatus": 2, "updatedOn": "system"}"#;
+        assert_eq!(run(WatchKind::Rest, body).notifications[0].updated_on, None);
+        let body = br#"{"id": 7, "deliveryStatus": 2, "updated_on": "2026-04-20T09:15:02Z"}"#;
+        let n = &run(WatchKind::Rest, body).notifications[0];
+        assert_eq!(n.updated_on.as_deref(), Some("2026-04-20T09:15:02.000Z"));
+        // The body keeps what OsmoX sent.
+        assert!(n.body.contains(r#""updatedOn":"2026-04-20T09:15:02Z""#), "{}", n.body);
     }
 
     #[test]
