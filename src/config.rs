@@ -987,6 +987,15 @@ impl RawEndpoint {
                 format!("must be 1-{MAX_NAME_LEN} characters of [A-Za-z0-9_.-]"),
             ));
         }
+        // Deliveries find their endpoint by name: one left in the ledger by a configured
+        // `learned-9` would go to the learned endpoint of that name once the other is removed.
+        if name.starts_with(crate::learn::NAME_PREFIX) {
+            let why = format!(
+                "must not start with \"{}\": it names learned endpoints",
+                crate::learn::NAME_PREFIX
+            );
+            return Err(invalid(join(p, "name"), why));
+        }
         let target = compile_target(p, self.url, self.cluster)?;
         let retry = match self.retry {
             Some(raw) => compile_retry(&join(p, "retry"), Some(raw))?,

@@ -441,8 +441,7 @@ impl Registry {
     /// from `check_url` (re-checked: a mapping that no longer passes the policy after a config
     /// change is skipped), SUCCESS and FAILED of that provider only, the top-level `retry`,
     /// built-in in-flight and circuit defaults, no secrets (OsmoX has none). At most `capacity`
-    /// of them; none when learning is disabled. A name taken by a configured endpoint is
-    /// skipped, since endpoints are told apart by name.
+    /// of them; none when learning is disabled. Configured names cannot take the prefix.
     pub fn endpoints<S: Store + ?Sized>(
         &self,
         store: &S,
@@ -456,13 +455,6 @@ impl Registry {
         let mut out = Vec::new();
         for e in entries.iter().take(self.capacity) {
             let name = format!("{NAME_PREFIX}{}", e.p);
-            if config.endpoint(&name).is_some() {
-                log::warn!(
-                    "learned webhook for provider {}: skipped, endpoint \"{name}\" is configured",
-                    e.p
-                );
-                continue;
-            }
             let c = match checked(&e.u, learn) {
                 Ok(c) => c,
                 Err(refusal) => {
@@ -869,7 +861,7 @@ mod tests {
 
     fn config(json_learn: &str) -> Config {
         let json = format!(
-            r#"{{"endpoints": [{{"name": "learned-9", "url": "http://h/", "cluster": "c"}}],
+            r#"{{"endpoints": [{{"name": "crm", "url": "http://h/", "cluster": "c"}}],
                 "retry": {{"maxAttempts": 3, "initialDelayMs": 10}},
                 "learn": {{"enabled": true, "cluster": "webhook_egress", "timeoutMs": 7000, {json_learn}}}}}"#
         );
@@ -985,13 +977,13 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_skip_a_name_a_configured_endpoint_has() {
-        let config = config(r#""allowHosts": ["hooks.example.com"]"#);
-        let store = MemStore::new();
-        let reg = Registry::default();
-        reg.apply(&store, &upsert(9, A), config.learn.as_ref().unwrap())
-            .unwrap();
-        assert_eq!(reg.endpoints(&store, &config), Ok(vec![]));
+    fn a_configured_endpoint_cannot_take_a_learned_name() {
+        let json = r#"{"endpoints": [{"name": "learned-9", "url": "http://h/", "cluster": "c"}]}"#;
+        let err = Config::from_json(json.as_bytes(), &|_| None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "endpoints[0].name: must not start with \"learned-\": it names learned endpoints"
+        );
     }
 
     #[test]

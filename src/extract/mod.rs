@@ -721,7 +721,11 @@ mod tests {
         let n = &run(WatchKind::Rest, body).notifications[0];
         assert_eq!(n.updated_on.as_deref(), Some("2026-04-20T09:15:02.000Z"));
         // The body keeps what OsmoX sent.
-        assert!(n.body.contains(r#""updatedOn":"2026-04-20T09:15:02Z""#), "{}", n.body);
+        assert!(
+            n.body.contains(r#""updatedOn":"2026-04-20T09:15:02Z""#),
+            "{}",
+            n.body
+        );
     }
 
     #[test]
