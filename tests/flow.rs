@@ -1360,3 +1360,24 @@ fn the_in_flight_gauge_returns_to_zero_after_a_lapsed_claim() {
     assert_eq!(w.m(Metric::Pending), 0);
     assert_eq!(w.m(Metric::InFlight), 0, "nothing is in flight");
 }
+
+/// A root context Envoy replaces (a configuration update) awaits its replies and sends
+/// nothing new: a newer event queued behind its attempt is left to the senders that stay.
+#[test]
+fn a_closing_sender_finishes_its_attempt_and_leaves_the_next_to_the_others() {
+    let w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Pending, A)]);
+    let first = w.last();
+    w.with(0, |s, _, _| s.close());
+    w.observe(0, &[note(1, DeliveryStatus::Success, B)]);
+    w.reply(0, first.token, 200, None);
+    assert_eq!(w.sent().len(), 1, "the closing sender sends nothing new");
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1);
+    w.sweep();
+    let sent = w.sent();
+    assert_eq!(sent.len(), 2, "the sender that stays finds the newer event");
+    assert_eq!(sent[1].body, r#"{"id":1,"deliveryStatus":5}"#);
+    w.reply(1, sent[1].token, 200, None);
+    assert_eq!(w.m(Metric::Pending), 0);
+    assert_eq!(w.m(Metric::InFlight), 0);
+}

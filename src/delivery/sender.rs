@@ -165,6 +165,9 @@ pub struct Sender {
     idle_skip: u32,
     /// Per endpoint name.
     spares: HashMap<String, Spare>,
+    /// Its root context is being replaced: it only awaits the replies it is owed, and leaves
+    /// every new send to the senders that stay.
+    closing: bool,
 }
 
 fn breaker_key(name: &str) -> String {
@@ -198,6 +201,7 @@ impl Sender {
             empty_windows: 0,
             idle_skip: 0,
             spares: HashMap::new(),
+            closing: false,
         }
     }
 
@@ -208,6 +212,11 @@ impl Sender {
 
     pub fn in_flight(&self) -> usize {
         self.calls.len()
+    }
+
+    /// Send nothing more; what is due waits in the ledger for the other senders' sweeps.
+    pub fn close(&mut self) {
+        self.closing = true;
     }
 
     /// Deliveries wait here for an in-flight place: other senders could take new ones.
@@ -241,6 +250,9 @@ impl Sender {
     /// Sweep the next window of the ledger for due retries and lapsed claims, then retry
     /// what this sender held back. The work is bounded by the window, not by the backlog.
     pub fn tick(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io) {
+        if self.closing {
+            return; // a window swept without sending would pass over what waits there
+        }
         if self.sweeps(io.now_ms) {
             if let Ok(window) = self.ledger.next_scan_window(io.store, self.scan_per_tick) {
                 let mut occupied = false;
@@ -333,6 +345,9 @@ impl Sender {
         slot: u32,
         lease_freed: bool,
     ) -> Tried {
+        if self.closing {
+            return Tried::Skipped { occupied: true };
+        }
         let now = io.now_ms;
         // Claim in one read-modify-write: only the sender whose CAS wins goes on. Anything
         // else the record shows is handled below, from what the claim saw.

@@ -157,6 +157,9 @@ pub struct Root {
     sender: Option<Sender>,
     /// When this VM next says it is alive to the other senders (every VM sending only).
     beat_at_ms: Option<u64>,
+    /// Envoy is replacing this root context (a configuration update) and waits, at our
+    /// word, until the replies to its callouts are in: dropped, they would be sent again.
+    closing: bool,
 }
 
 struct Net;
@@ -194,6 +197,7 @@ impl Root {
             shared: None,
             sender: None,
             beat_at_ms: None,
+            closing: false,
         }
     }
 
@@ -276,7 +280,22 @@ impl Context for Root {
         if let Some(shared) = &self.shared {
             shared.metrics.flush();
         }
-        true
+        let Some(sender) = &mut self.sender else {
+            return true;
+        };
+        if sender.in_flight() == 0 {
+            return true;
+        }
+        // Envoy would cancel the callouts with this context: receivers that already took
+        // the webhooks would get them again once the claims lapsed. Finish in `done()`.
+        log::info!(
+            "#{} configuration replaced: awaiting {} replies before closing",
+            self.context_id,
+            sender.in_flight()
+        );
+        sender.close();
+        self.closing = true;
+        false
     }
 
     fn on_http_call_response(
@@ -321,6 +340,12 @@ impl Context for Root {
         self.with_sender(|sender, config, endpoints, io| {
             sender.on_response(config, endpoints, io, token, &response);
         });
+        if self.closing && self.sender.as_ref().is_none_or(|s| s.in_flight() == 0) {
+            if let Some(shared) = &self.shared {
+                shared.metrics.flush();
+            }
+            let _ = hostcalls::done();
+        }
     }
 }
 
@@ -430,6 +455,9 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        if self.closing {
+            return; // the senders that stay sweep; this one only awaits its replies
+        }
         follow_log_level();
         self.beat(now_ms());
         self.with_sender(|sender, config, endpoints, io| sender.tick(config, endpoints, io));
@@ -452,7 +480,9 @@ impl RootContext for Root {
     /// Envoy calls this once per item enqueued, so taking one item per call leaves the
     /// worker's event loop free between items.
     fn on_queue_ready(&mut self, queue_id: u32) {
-        self.wake_from(queue_id);
+        if !self.closing {
+            self.wake_from(queue_id);
+        }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -617,6 +617,33 @@ def test_config_update_takes_effect(osmox, make_receiver, make_envoy, filter_was
     assert ids_statuses([req]) == [(990005, 6)]
 
 
+def test_an_update_awaits_the_replies_owed_to_the_configuration_it_replaces(
+        osmox, make_receiver, make_envoy, filter_wasm):
+    """A review found that an update cancelled the callouts of the root context it replaced:
+    receivers that had taken the webhooks got them again once the claims lapsed, timeoutMs +
+    10 s later, each costing an attempt. The replaced root context now holds Envoy off until
+    its replies are in, and sends nothing new meanwhile."""
+    crm = make_receiver("crm")
+    crm.set_default(200, delay=2.0)
+
+    def cfg(team: str) -> dict:
+        retry = {"maxAttempts": 3, "initialDelayMs": 100}
+        return filter_config([endpoint("crm", crm, headers={"x-team": team}, timeoutMs=2500, retry=retry)],
+                             tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg("v1"), {"crm": crm})
+    osmox.set_json("POST", "/graphql", graphql_body(graphql_rows()))
+    poll_graphql(envoy)
+    crm.wait_for(3, EXPECT_S)  # all three held by the receiver for 2 s
+    envoy.update_filter_config(cfg("v2"))
+    crm.set_default(200)
+    envoy.wait_metric("deliveries_succeeded", 3, timeout=EXPECT_S)
+    # A lapsed claim is retried timeoutMs + 10 s after it was made, then 100 ms later.
+    assert_no_more(crm, 3, settle=14.0)
+    assert envoy.metric("deliveries_failed") == 0
+    assert envoy.metric("in_flight") == 0
+    assert "configuration replaced: awaiting" in envoy.logs()
+
+
 def test_a_new_max_remembered_in_an_update_sends_nothing_again(osmox, make_receiver, make_envoy, filter_wasm):
     """A review found every remembered notification delivered again after an update changed
     limits.maxRemembered: a notification's bucket is its hash modulo the bucket count. The
