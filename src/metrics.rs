@@ -40,6 +40,8 @@ metrics! {
     SkippedMalformed => "bodies_skipped_malformed", Counter;
     SkippedStatus => "bodies_skipped_status", Counter;
     SkippedBufferFull => "bodies_skipped_buffer_full", Counter;
+    SkippedAliased => "bodies_skipped_aliased", Counter;
+    SkippedNoQuery => "bodies_skipped_no_query", Counter;
     ObjectsSkipped => "objects_skipped", Counter;
     EventsDetected => "events_detected", Counter;
     EventsDuplicate => "events_duplicate", Counter;

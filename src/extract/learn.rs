@@ -1,7 +1,7 @@
 //! Learning webhook registrations from the OsmoX calls that make them, so the filter can
 //! deliver to the URLs OsmoX itself would use without separate configuration.
 
-use super::{strip_query, RequestFacts, WatchKind};
+use super::{strip_query, Document, RequestFacts, WatchKind};
 use crate::json::{self, Object, Value};
 
 /// A change to OsmoX's webhook table seen in traffic.
@@ -42,8 +42,9 @@ impl std::fmt::Display for Registration {
 /// The registration a successful (2xx) webhook call made; the caller checks the HTTP status
 /// and that `path` is a watched REST route.
 ///
-/// GraphQL: `facts.webhook_mutation` and an error-free answer with `data.webhook` (or, when
-/// aliased, the one object under `data`) holding `providerId` and `webhookUrl`. REST: `POST`,
+/// GraphQL: a query read whole that renames no key the filter reads, one directive-free
+/// `webhook(…)` field in the mutation's selection set (`facts.webhook_key`), and an
+/// error-free answer holding `providerId` and `webhookUrl` under that field's key. REST: `POST`,
 /// `PUT` or `PATCH` to `…/webhooks` or `…/webhooks/<id>` answered by the row (v8 snake_case,
 /// or a v7 JSend envelope), and `DELETE …/webhooks/<id>` with any body. A row with
 /// `status: 0` and an `id` is a `Delete`; with `status` absent it counts as active.
@@ -61,7 +62,8 @@ pub fn extract_registration(
 }
 
 fn graphql(facts: &RequestFacts, body: &[u8]) -> Option<Registration> {
-    if !facts.webhook_mutation {
+    let key = facts.webhook_key.as_deref()?;
+    if facts.document != Document::Plain {
         return None;
     }
     let root = json::parse(body).ok()?;
@@ -74,18 +76,8 @@ fn graphql(facts: &RequestFacts, body: &[u8]) -> Option<Registration> {
     if failed {
         return None;
     }
-    let data = root.get("data")?.as_object()?;
-    let row = match data.get("webhook") {
-        Some(v) => v.as_object()?,
-        None => {
-            let mut rows = data.members().iter().filter_map(|(_, v)| v.as_object());
-            let row = rows.next()?;
-            if rows.next().is_some() {
-                return None;
-            }
-            row
-        }
-    };
+    // Only the webhook field's own answer: any other field may hold what the client chose.
+    let row = root.get("data")?.as_object()?.get(key)?.as_object()?;
     from_row(row)
 }
 
@@ -173,6 +165,7 @@ fn from_row(row: &Object<'_>) -> Option<Registration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::extract::graphql_request_facts;
     use serde_json::json;
 
     const GQL_REGISTER: &str =
@@ -184,7 +177,8 @@ mod tests {
 
     fn mutation() -> RequestFacts {
         RequestFacts {
-            webhook_mutation: true,
+            document: Document::Plain,
+            webhook_key: Some("webhook".to_string()),
             ..RequestFacts::default()
         }
     }
@@ -268,7 +262,39 @@ mod tests {
     #[test]
     fn graphql_aliased_registration_is_found() {
         let body = br#"{"data":{"w":{"id":3,"providerId":1,"webhookUrl":"https://hooks.partner.example.com/osmox/status","status":1}}}"#;
-        assert_eq!(gql(&mutation(), body), partner_upsert());
+        let aliased = RequestFacts {
+            webhook_key: Some("w".to_string()),
+            ..mutation()
+        };
+        assert_eq!(gql(&aliased, body), partner_upsert());
+        // Only under the webhook field's own key.
+        assert_eq!(gql(&mutation(), body), None);
+    }
+
+    /// A review: `webhook(…) @skip(if: true)` counted as a registration, and the one object
+    /// under `data` (another, aliased field chosen by the client) was learned.
+    #[test]
+    fn graphql_skipped_webhook_field_teaches_nothing() {
+        let q = r#"mutation { webhook(createWebhookInput: {providerId: 1, webhookUrl: "x"}) @skip(if: true) { id }
+                 r: createNotification(createNotificationInput: {providerId: 7, channelType: 1, data: {}}) { providerId webhookUrl: createdBy } }"#;
+        let facts = graphql_request_facts(&serde_json::to_vec(&json!({ "query": q })).unwrap());
+        let answer =
+            br#"{"data":{"r":{"providerId":7,"webhookUrl":"https://hooks.example.com/attacker"}}}"#;
+        assert_eq!(gql(&facts, answer), None);
+        // Without the directive and the alias the same shape is a registration.
+        let q = r#"mutation { w: webhook(createWebhookInput: {providerId: 7, webhookUrl: "x"}) { providerId webhookUrl } }"#;
+        let facts = graphql_request_facts(&serde_json::to_vec(&json!({ "query": q })).unwrap());
+        let answer =
+            br#"{"data":{"w":{"providerId":7,"webhookUrl":"https://hooks.example.com/a"}}}"#;
+        assert!(gql(&facts, answer).is_some());
+    }
+
+    #[test]
+    fn graphql_aliases_inside_the_registration_teach_nothing() {
+        let q = r#"mutation { webhook(createWebhookInput: {providerId: 1, webhookUrl: "x"}) { providerId webhookUrl: createdBy } }"#;
+        let facts = graphql_request_facts(&serde_json::to_vec(&json!({ "query": q })).unwrap());
+        let answer = br#"{"data":{"webhook":{"providerId":1,"webhookUrl":"https://hooks.example.com/attacker"}}}"#;
+        assert_eq!(gql(&facts, answer), None);
     }
 
     #[test]

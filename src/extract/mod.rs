@@ -14,9 +14,10 @@ use std::collections::HashSet;
 use std::fmt;
 
 use crate::json::{self, Object, Value};
+use crate::metrics::Metric;
 use crate::osmox::{DeliveryStatus, Notification};
 
-pub use graphql::{graphql_request_facts, may_register, RequestFacts};
+pub use graphql::{graphql_request_facts, may_register, Document, NotificationField, RequestFacts};
 pub use learn::{extract_registration, is_webhook_route, Registration};
 pub use response_head::{judge_unread, sniff, BodyPlan, ResponseHead};
 
@@ -80,6 +81,22 @@ pub enum ExtractError {
     NotJson,
     /// Valid JSON whose top level is not an object; OsmoX never answers like that.
     NotObject,
+    /// GraphQL: the query renames a key the filter reads (`Document::Aliased`).
+    Aliased,
+    /// GraphQL: the query text was not read (`Document::Unread`), so neither its aliases nor
+    /// a `notification` field's requested id are known.
+    QueryUnread,
+}
+
+impl ExtractError {
+    /// The metric a body skipped for this reason counts in.
+    pub fn metric(self) -> Metric {
+        match self {
+            ExtractError::NotJson | ExtractError::NotObject => Metric::SkippedMalformed,
+            ExtractError::Aliased => Metric::SkippedAliased,
+            ExtractError::QueryUnread => Metric::SkippedNoQuery,
+        }
+    }
 }
 
 impl fmt::Display for ExtractError {
@@ -87,6 +104,8 @@ impl fmt::Display for ExtractError {
         f.write_str(match self {
             ExtractError::NotJson => "response body is not JSON",
             ExtractError::NotObject => "response body is not a JSON object",
+            ExtractError::Aliased => "GraphQL query renames a key the filter reads",
+            ExtractError::QueryUnread => "GraphQL query text not read",
         })
     }
 }
@@ -107,7 +126,10 @@ pub struct Extracted {
 /// Every notification in an OsmoX response body.
 ///
 /// An object is a notification when it has `deliveryStatus` or `delivery_status`. GraphQL is
-/// searched under `data` only, so a response with `errors` still yields its partial data;
+/// read only when the query was read and renames no key the filter reads
+/// (`Document::Plain`); it is searched under `data` only, so a response with `errors` still
+/// yields its partial data, and the answer to a `notification(notificationId: N)` field is
+/// notification N, or skipped when N is unknown;
 /// REST is searched from the top, except that a JSend envelope (`status` is a string) is
 /// searched under `data` when it is `"success"` and not at all otherwise. `data` and `result`
 /// fields below the root are never entered: in OsmoX they hold caller and provider payloads,
@@ -117,6 +139,13 @@ pub fn extract(
     body: &[u8],
     facts: &RequestFacts,
 ) -> Result<Extracted, ExtractError> {
+    if kind == WatchKind::Graphql {
+        match facts.document {
+            Document::Plain => {}
+            Document::Aliased => return Err(ExtractError::Aliased),
+            Document::Unread => return Err(ExtractError::QueryUnread),
+        }
+    }
     let root = json::parse(body).map_err(|_| ExtractError::NotJson)?;
     let Value::Object(root) = root else {
         return Err(ExtractError::NotObject);
@@ -125,19 +154,16 @@ pub fn extract(
     match kind {
         WatchKind::Graphql => {
             if let Some(Value::Object(data)) = root.get("data") {
-                // `notification(notificationId: N)` may answer an archived row under the
-                // archive's own id: N is the identity the caller asked about.
-                let key = facts
-                    .notification_alias
-                    .as_deref()
-                    .unwrap_or("notification");
                 for (k, v) in data.members().iter().take(MAX_MEMBERS) {
-                    let id_override = if k.is(key) {
-                        facts.notification_id_arg
-                    } else {
-                        None
-                    };
-                    found.visit(v, 1, id_override);
+                    // `notification(notificationId: N)` may answer an archived row under the
+                    // archive's own id: N is the identity the caller asked about, and without
+                    // it the answer is not delivered under a wrong id.
+                    let field = facts.notification_fields.iter().find(|f| k.is(&f.key));
+                    match field.map(|f| f.id) {
+                        None => found.visit(v, 1, None),
+                        Some(Some(id)) => found.visit(v, 1, Some(id)),
+                        Some(None) => found.pass_over(v),
+                    }
                 }
             }
         }
@@ -217,27 +243,57 @@ enum Field {
 
 impl Field {
     const COUNT: usize = 7;
+
+    /// The field a row's key holds, and whether the key is the camelCase spelling.
+    fn of_key(key: &str) -> Option<(bool, Field)> {
+        Some(match key {
+            "id" => (true, Field::Id),
+            "notificationId" => (true, Field::NotificationId),
+            "notification_id" => (false, Field::NotificationId),
+            "deliveryStatus" => (true, Field::DeliveryStatus),
+            "delivery_status" => (false, Field::DeliveryStatus),
+            "providerId" => (true, Field::ProviderId),
+            "provider_id" => (false, Field::ProviderId),
+            "channelType" => (true, Field::ChannelType),
+            "channel_type" => (false, Field::ChannelType),
+            "retryCount" => (true, Field::RetryCount),
+            "retry_count" => (false, Field::RetryCount),
+            "updatedOn" => (true, Field::UpdatedOn),
+            "updated_on" => (false, Field::UpdatedOn),
+            _ => return None,
+        })
+    }
+}
+
+/// Fields holding free-form JSON (a notification's caller payload and provider result):
+/// never searched, since anyone may put notification-shaped objects in them.
+pub(crate) const FREE_FORM_KEYS: &[&str] = &["data", "result"];
+
+/// Keys read by name besides a row's fields (`Field::of_key`): where answers are found
+/// (`notification` gets the archive-id correction; the lists are named to be safe), and
+/// what a registration is read from (`learn::from_row`).
+const STRUCTURE_KEYS: &[&str] = &[
+    "notification",
+    "notifications",
+    "archivedNotifications",
+    "webhook",
+    "webhookUrl",
+    "webhook_url",
+    "status",
+];
+
+/// Whether the filter reads a key of a GraphQL answer by its name: a GraphQL alias that
+/// renames another field to it makes the answer untrusted.
+pub(crate) fn is_read_key(key: &str) -> bool {
+    Field::of_key(key).is_some() || FREE_FORM_KEYS.contains(&key) || STRUCTURE_KEYS.contains(&key)
 }
 
 impl<'r, 'j> Fields<'r, 'j> {
     fn of(obj: &'r Object<'j>) -> Self {
         let mut f = Fields::default();
         for (key, value) in obj.members() {
-            let (camel, field) = match key.text().as_ref() {
-                "id" => (true, Field::Id),
-                "notificationId" => (true, Field::NotificationId),
-                "notification_id" => (false, Field::NotificationId),
-                "deliveryStatus" => (true, Field::DeliveryStatus),
-                "delivery_status" => (false, Field::DeliveryStatus),
-                "providerId" => (true, Field::ProviderId),
-                "provider_id" => (false, Field::ProviderId),
-                "channelType" => (true, Field::ChannelType),
-                "channel_type" => (false, Field::ChannelType),
-                "retryCount" => (true, Field::RetryCount),
-                "retry_count" => (false, Field::RetryCount),
-                "updatedOn" => (true, Field::UpdatedOn),
-                "updated_on" => (false, Field::UpdatedOn),
-                _ => continue,
+            let Some((camel, field)) = Field::of_key(&key.text()) else {
+                continue;
             };
             let slots = if camel { &mut f.camel } else { &mut f.snake };
             // A repeated key: the last one, as `Object::get`.
@@ -289,9 +345,16 @@ impl Collector {
 
     fn visit_members(&mut self, obj: &Object<'_>, depth: usize) {
         for (k, v) in obj.members().iter().take(MAX_MEMBERS) {
-            if !k.is("data") && !k.is("result") {
+            if !FREE_FORM_KEYS.iter().any(|f| k.is(f)) {
                 self.visit(v, depth + 1, None);
             }
+        }
+    }
+
+    /// A notification that cannot be given its identity: counted, not taken.
+    fn pass_over(&mut self, v: &Value<'_>) {
+        if v.as_object().is_some_and(is_notification) {
+            self.skipped += 1;
         }
     }
 
@@ -564,8 +627,16 @@ mod tests {
         serde_json::to_vec(&v["body"]).unwrap()
     }
 
+    /// Facts of a query that was read and renames nothing.
+    fn plain() -> RequestFacts {
+        RequestFacts {
+            document: Document::Plain,
+            ..RequestFacts::default()
+        }
+    }
+
     fn run(kind: WatchKind, body: &[u8]) -> Extracted {
-        extract(kind, body, &RequestFacts::default()).unwrap()
+        extract(kind, body, &plain()).unwrap()
     }
 
     /// (id, status code, provider, channel, retry count) per notification.
@@ -965,8 +1036,11 @@ mod tests {
     #[test]
     fn notification_query_answer_takes_the_requested_id() {
         let facts = RequestFacts {
-            notification_id_arg: Some(1042),
-            ..RequestFacts::default()
+            notification_fields: vec![NotificationField {
+                key: "notification".to_string(),
+                id: Some(1042),
+            }],
+            ..plain()
         };
         let x = extract(WatchKind::Graphql, ARCHIVED_ANSWER, &facts).unwrap();
         assert_eq!(summary(&x), vec![(1042, 5, Some(1), None, None)]);
@@ -992,9 +1066,74 @@ mod tests {
         let body = br#"{"data":{"n":{"id":9001,"deliveryStatus":5}}}"#;
         let x = extract(WatchKind::Graphql, body, &facts).unwrap();
         assert_eq!(summary(&x), vec![(1042, 5, None, None, None)]);
-        // Without the request facts the archive's own id is all there is.
-        let x = run(WatchKind::Graphql, body);
-        assert_eq!(x.notifications[0].id, 9001);
+    }
+
+    /// A review: without the query text (a persisted query sent by its hash, a request over
+    /// the read limit) the archive-id correction was lost, and the answer went out under the
+    /// archive's id. Nor can aliases be checked: the whole answer is skipped.
+    #[test]
+    fn without_the_query_text_a_graphql_answer_is_skipped() {
+        let apq = br#"{"variables":{"n":5},"extensions":{"persistedQuery":{"version":1,"sha256Hash":"abc"}}}"#;
+        let facts = graphql_request_facts(apq);
+        let answer = br#"{"data":{"notification":{"id":77,"deliveryStatus":5,"providerId":1}}}"#;
+        let got = extract(WatchKind::Graphql, answer, &facts);
+        assert_eq!(got, Err(ExtractError::QueryUnread));
+        assert_eq!(ExtractError::QueryUnread.metric(), Metric::SkippedNoQuery);
+        let list = br#"{"data":{"notifications":{"notifications":[{"id":1,"deliveryStatus":5}]}}}"#;
+        let got = extract(WatchKind::Graphql, list, &RequestFacts::default());
+        assert_eq!(got, Err(ExtractError::QueryUnread));
+        // REST has no query and no aliases: unaffected.
+        let rest = br#"{"id":1,"delivery_status":5}"#;
+        let x = extract(WatchKind::Rest, rest, &RequestFacts::default()).unwrap();
+        assert_eq!(x.notifications.len(), 1);
+    }
+
+    /// A `notification` field whose id is unknown (a variable's default in the query) is
+    /// not delivered under the archive's id: counted as skipped, the rest still read.
+    #[test]
+    fn a_notification_answer_without_its_requested_id_is_skipped() {
+        let request = br#"{"query":"query Q($v: Int = 5) { notification(notificationId: $v) { id deliveryStatus } notifications { notifications { id deliveryStatus } } }"}"#;
+        let facts = graphql_request_facts(request);
+        let body = br#"{"data":{"notification":{"id":77,"deliveryStatus":5},
+            "notifications":{"notifications":[{"id":8,"deliveryStatus":6}]}}}"#;
+        let x = extract(WatchKind::Graphql, body, &facts).unwrap();
+        assert_eq!(summary(&x), vec![(8, 6, None, None, None)]);
+        assert_eq!(x.skipped_objects, 1);
+    }
+
+    /// A review: a second `notification` field's archived answer went out under the
+    /// archive's id (only the first field was corrected).
+    #[test]
+    fn every_notification_field_gets_its_requested_id() {
+        let request = br#"{"query":"{ a: notification(notificationId: 5) { id deliveryStatus } b: notification(notificationId: 6) { id deliveryStatus } }"}"#;
+        let facts = graphql_request_facts(request);
+        let body =
+            br#"{"data":{"a":{"id":77,"deliveryStatus":5},"b":{"id":78,"deliveryStatus":6}}}"#;
+        let x = extract(WatchKind::Graphql, body, &facts).unwrap();
+        assert_eq!(
+            summary(&x),
+            vec![(5, 5, None, None, None), (6, 6, None, None, None)]
+        );
+    }
+
+    /// A review: aliases let a client forge a status (`deliveryStatus: channelType`) or walk
+    /// its own payload (`payload: data`) into notifications. Such answers are not read.
+    #[test]
+    fn an_answer_to_an_aliased_query_is_skipped() {
+        let ids = |query: &str, body: &[u8]| {
+            let request = serde_json::to_vec(&json!({ "query": query })).unwrap();
+            extract(WatchKind::Graphql, body, &graphql_request_facts(&request))
+        };
+        let forged = br#"{"data":{"notifications":{"notifications":[{"id":1042,"providerId":1,"deliveryStatus":5}]}}}"#;
+        let q = "query { notifications { notifications { id providerId deliveryStatus: channelType } } }";
+        assert_eq!(ids(q, forged), Err(ExtractError::Aliased));
+        let payload = br#"{"data":{"notifications":{"notifications":[{"id":1,"payload":{"x":{"id":999,"deliveryStatus":5,"providerId":7}}}]}}}"#;
+        let q = "query { notifications { notifications { id payload: data } } }";
+        assert_eq!(ids(q, payload), Err(ExtractError::Aliased));
+        assert_eq!(ExtractError::Aliased.metric(), Metric::SkippedAliased);
+        // A harmless alias is still read.
+        let q = "query { notifications { notifications { id providerId deliveryStatus } } }";
+        assert_eq!(ids(q, forged).unwrap().notifications.len(), 1);
     }
 
     #[test]
@@ -1018,11 +1157,11 @@ mod tests {
     #[test]
     fn malformed_json_is_an_error() {
         assert_eq!(
-            extract(WatchKind::Rest, b"{\"id\":1,", &RequestFacts::default()),
+            extract(WatchKind::Rest, b"{\"id\":1,", &plain()),
             Err(ExtractError::NotJson)
         );
         assert_eq!(
-            extract(WatchKind::Graphql, b"", &RequestFacts::default()),
+            extract(WatchKind::Graphql, b"", &plain()),
             Err(ExtractError::NotJson)
         );
         assert_eq!(
@@ -1035,11 +1174,11 @@ mod tests {
     fn non_object_top_level_is_an_error() {
         for kind in [WatchKind::Rest, WatchKind::Graphql] {
             assert_eq!(
-                extract(kind, b"[1,2,3]", &RequestFacts::default()),
+                extract(kind, b"[1,2,3]", &plain()),
                 Err(ExtractError::NotObject)
             );
             assert_eq!(
-                extract(kind, b"\"x\"", &RequestFacts::default()),
+                extract(kind, b"\"x\"", &plain()),
                 Err(ExtractError::NotObject)
             );
         }

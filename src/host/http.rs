@@ -146,7 +146,7 @@ impl Watch {
         let extracted = match extract::extract(kind, &body, &facts) {
             Ok(x) => x,
             Err(e) => {
-                metrics.add(Metric::SkippedMalformed, 1);
+                metrics.add(e.metric(), 1);
                 log::debug!("#{} response not understood: {e}", self.context_id);
                 return;
             }

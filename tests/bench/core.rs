@@ -32,7 +32,9 @@ use osmox_webhook_filter::delivery::ledger::Ledger;
 use osmox_webhook_filter::delivery::outcome::AttemptResponse;
 use osmox_webhook_filter::delivery::sender::{Dispatch, Io, Sender};
 use osmox_webhook_filter::events::{Memory, RecentResponses};
-use osmox_webhook_filter::extract::{extract, graphql_request_facts, RequestFacts, WatchKind};
+use osmox_webhook_filter::extract::{
+    extract, graphql_request_facts, Document, RequestFacts, WatchKind,
+};
 use osmox_webhook_filter::intake;
 use osmox_webhook_filter::metrics::CountingMetrics;
 use osmox_webhook_filter::routing::matches;
@@ -172,7 +174,11 @@ fn measure(mut f: impl FnMut()) -> f64 {
 fn main() {
     let config = Config::from_json(CONFIG.as_bytes(), &|_| None).expect("bench config");
     let endpoint = &config.endpoints[0];
-    let none = RequestFacts::default();
+    // A read query that renames nothing, as a poll's.
+    let none = RequestFacts {
+        document: Document::Plain,
+        ..RequestFacts::default()
+    };
     let mut rows: Vec<Row> = Vec::new();
 
     // -- extraction -----------------------------------------------------------------
