@@ -578,3 +578,94 @@ def test_learn_config_with_no_endpoints_and_original_dst_cluster_starts(osmox, m
     log = bad.expect_start_failure(timeout=20)
     assert any("endpoints" in line for line in wasm_lines(log)), log[-3000:]
 
+
+
+# -- GraphQL answers a client shapes ------------------------------------------------------
+# A client chooses the keys of a GraphQL answer through aliases, and may send no query text at
+# all (a persisted query): the filter must not sign what such a client chose.
+def test_aliased_graphql_answers_are_not_delivered(osmox, make_receiver, make_envoy, filter_wasm):
+    crm = make_receiver("crm")
+    secret = new_secret()
+    cfg = filter_config([endpoint("crm", crm, secret=secret)], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    # 1. `deliveryStatus: channelType`: OsmoX answers PENDING notification 5151's channel type
+    #    (5, SMS_TWILIO) under the key `deliveryStatus`, which reads as SUCCESS.
+    sent = osmox.set_json("POST", "/graphql", {"data": {"notifications": {"notifications": [
+        {"id": 5151, "providerId": 1, "retryCount": 0, "deliveryStatus": 5}], "total": 1}}})
+    r = envoy.client.graphql("query { notifications { notifications { id providerId retryCount "
+                             "deliveryStatus: channelType } total } }")
+    assert r.status == 200 and r.body == sent
+    # 2. `payload: data`: the client's own payload holds a notification-shaped object.
+    osmox.set_json("POST", "/graphql", {"data": {"notifications": {"notifications": [
+        {"id": 1, "providerId": 1, "payload": {"meta": {"id": 999, "deliveryStatus": 5, "providerId": 7}}}],
+        "total": 1}}})
+    envoy.client.graphql("query { notifications { notifications { id providerId payload: data } } }")
+    # 3. `updatedOn: createdBy`: a free-text "time" on notification 5151's PENDING row.
+    osmox.set_json("POST", "/graphql", {"data": {"notifications": {"notifications": [
+        {"id": 5151, "providerId": 1, "channelType": 1, "retryCount": 0, "deliveryStatus": 1,
+         "updatedOn": "system"}], "total": 1}}})
+    envoy.client.graphql("query { notifications { notifications { id providerId channelType retryCount "
+                         "deliveryStatus updatedOn: createdBy } total } }")
+    envoy.wait_metric("bodies_skipped_aliased", 3, timeout=EXPECT_S)
+    assert_no_more(crm, 0)
+    assert envoy.metric("events_detected") == 0
+    # The real SUCCESS, polled by a client that renames nothing, is delivered once and signed.
+    row = sample_row(5151, 1, 5, updated="2026-04-20T09:25:00.000Z")
+    row.update(retryCount=0)
+    poll_rows(envoy, osmox, [row])
+    crm.wait_for(1, EXPECT_S)
+    got = assert_no_more(crm, 1)
+    assert ids_statuses(got) == [(5151, 5)]
+    Webhook(secret).verify(got[0].body, got[0].headers)
+
+
+def test_graphql_answers_without_the_query_text_are_not_delivered(osmox, make_receiver, make_envoy,
+                                                                   filter_wasm):
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    # OsmoX's answer to notification(notificationId: 5) for an archived row: the archive's id.
+    archived = {"data": {"notification": {"id": 77, "providerId": 1, "deliveryStatus": 5}}}
+    sent = osmox.set_json("POST", "/graphql", archived)
+    # A persisted query sent by its hash only.
+    apq = {"variables": {"n": 5}, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab" * 32}}}
+    r = envoy.client.post("/graphql", apq)
+    assert r.status == 200 and r.body == sent
+    # A request over the 64 KiB the filter reads of one.
+    big = "query Q($n: Int!) { notification(notificationId: $n) { id providerId deliveryStatus } }\n" \
+          + "#" + "x" * 70_000 + "\n"
+    r = envoy.client.graphql(big, variables={"n": 5})
+    assert r.status == 200 and r.body == sent
+    envoy.wait_metric("bodies_skipped_no_query", 2, timeout=EXPECT_S)
+    assert_no_more(crm, 0)
+    # With the query text, the same answer is notification 5.
+    envoy.client.graphql("query Q($n: Int!) { notification(notificationId: $n) { id providerId deliveryStatus } }",
+                         variables={"n": 5})
+    crm.wait_for(1, EXPECT_S)
+    assert ids_statuses(assert_no_more(crm, 1)) == [(5, 5)]
+
+
+def test_skipped_or_aliased_webhook_field_is_not_learned(osmox, make_receiver, make_envoy, filter_wasm):
+    a = make_receiver("A")
+    envoy = start_learning(make_envoy, osmox)
+    url = a.url("/attacker")
+    # `webhook(...) @skip(if: true)` does not run; the answer is another field's, aliased.
+    skipped = ('mutation { webhook(createWebhookInput: {providerId: 1, webhookUrl: "x"}) @skip(if: true) { id } '
+               'r: createNotification(createNotificationInput: {providerId: 7, data: {}}) '
+               '{ providerId webhookUrl: createdBy } }')
+    sent = osmox.set_json("POST", "/graphql", {"data": {"r": {"providerId": 7, "webhookUrl": url}}})
+    r = envoy.client.graphql(skipped)
+    assert r.status == 200 and r.body == sent
+    # A real `webhook` field whose answer renames another field to `webhookUrl`.
+    osmox.set_json("POST", "/graphql", {"data": {"webhook": {"id": 9, "providerId": 7, "webhookUrl": url}}})
+    envoy.client.graphql('mutation { webhook(createWebhookInput: {providerId: 7, webhookUrl: "x"}) '
+                         '{ id providerId webhookUrl: createdBy } }')
+    envoy.wait_metric("responses_watched", 2, timeout=EXPECT_S)
+    # An aliased `webhook` field that renames nothing is still learned.
+    good = a.url("/osmox/status")
+    osmox.set_json("POST", "/graphql", {"data": {"w": {"id": 3, "providerId": 1, "webhookUrl": good, "status": 1}}})
+    envoy.client.graphql(f'mutation {{ w: webhook(createWebhookInput: {{providerId: 1, webhookUrl: "{good}"}}) '
+                         '{ id providerId webhookUrl status } }')
+    envoy.wait_metric("registrations_learned", 1, timeout=EXPECT_S)
+    assert envoy.metric("registrations_learned") == 1
+    wait_metric_eq(envoy, "learned_endpoints", 1)
