@@ -928,60 +928,44 @@ mod tests {
             100,
         );
         let bucket = vec![full, bare];
-        // As builds before generations stored it: still read, each entry as the first.
-        let mut stored = vec![BUCKET_FORMAT];
-        for part in [
-            &7u64.to_le_bytes()[..],
-            &6u64.to_le_bytes(),
-            &[HAS_RETRY | HAS_PROVIDER | HAS_UPDATED | HAS_CHANNEL | TIME_INHERITED],
-            &2u64.to_le_bytes(),
-            &3u64.to_le_bytes(),
-            &1u64.to_le_bytes(),
-            &99u64.to_le_bytes(),
-            &24u16.to_le_bytes(),
-            T1.as_bytes(),
-            &2u16.to_le_bytes(),
-            &11u32.to_le_bytes(),
-            &5u32.to_le_bytes(),
-            &12u32.to_le_bytes(),
-            &4u32.to_le_bytes(),
-            &8u64.to_le_bytes(),
-            &5u64.to_le_bytes(),
-            &[0],
-            &100u64.to_le_bytes(),
-            &0u16.to_le_bytes(),
-        ] {
-            stored.extend_from_slice(part);
-        }
+        // As stored now (`generations`), and as builds before generations stored it: still
+        // read, each entry as the first.
+        let layout = |generations: bool| {
+            let (g, first) = if generations {
+                (HAS_GENERATION, &1u32.to_le_bytes()[..])
+            } else {
+                (0, &[][..])
+            };
+            let mut out = vec![BUCKET_FORMAT];
+            for part in [
+                &7u64.to_le_bytes()[..],
+                &6u64.to_le_bytes(),
+                &[HAS_RETRY | HAS_PROVIDER | HAS_UPDATED | HAS_CHANNEL | TIME_INHERITED | g],
+                &2u64.to_le_bytes(),
+                &3u64.to_le_bytes(),
+                &1u64.to_le_bytes(),
+                &99u64.to_le_bytes(),
+                first,
+                &24u16.to_le_bytes(),
+                T1.as_bytes(),
+                &2u16.to_le_bytes(),
+                &11u32.to_le_bytes(),
+                &5u32.to_le_bytes(),
+                &12u32.to_le_bytes(),
+                &4u32.to_le_bytes(),
+                &8u64.to_le_bytes(),
+                &5u64.to_le_bytes(),
+                &[g],
+                &100u64.to_le_bytes(),
+                first,
+                &0u16.to_le_bytes(),
+            ] {
+                out.extend_from_slice(part);
+            }
+            out
+        };
+        let (stored, current) = (layout(false), layout(true));
         assert_eq!(decode(Some(&stored)), bucket);
-        // As stored now: the generation follows `touched_ms`.
-        let mut current = vec![BUCKET_FORMAT];
-        let flags = HAS_RETRY | HAS_PROVIDER | HAS_UPDATED | HAS_CHANNEL | TIME_INHERITED;
-        for part in [
-            &7u64.to_le_bytes()[..],
-            &6u64.to_le_bytes(),
-            &[flags | HAS_GENERATION],
-            &2u64.to_le_bytes(),
-            &3u64.to_le_bytes(),
-            &1u64.to_le_bytes(),
-            &99u64.to_le_bytes(),
-            &1u32.to_le_bytes(),
-            &24u16.to_le_bytes(),
-            T1.as_bytes(),
-            &2u16.to_le_bytes(),
-            &11u32.to_le_bytes(),
-            &5u32.to_le_bytes(),
-            &12u32.to_le_bytes(),
-            &4u32.to_le_bytes(),
-            &8u64.to_le_bytes(),
-            &5u64.to_le_bytes(),
-            &[HAS_GENERATION],
-            &100u64.to_le_bytes(),
-            &1u32.to_le_bytes(),
-            &0u16.to_le_bytes(),
-        ] {
-            current.extend_from_slice(part);
-        }
         assert_eq!(encode(&bucket), current);
         assert_eq!(decode(Some(&current)), bucket);
         assert_eq!(encode(&[]), [BUCKET_FORMAT]);

@@ -661,6 +661,18 @@ mod tests {
         assert_eq!(third, Err(LedgerError::Full));
     }
 
+    /// As a sender's claim leaves it.
+    fn on_the_wire(l: &Ledger, s: &MemStore, slot: u32) {
+        l.update(s, slot, |rec| match rec {
+            Record::Used(mut slot) => {
+                slot.state = State::InFlight;
+                Some((Record::Used(slot), ()))
+            }
+            _ => None,
+        })
+        .unwrap();
+    }
+
     #[test]
     fn a_newer_event_replaces_a_waiting_one_for_the_same_pair() {
         let (s, l) = ledger(4);
@@ -686,14 +698,7 @@ mod tests {
         let first = l
             .place(&s, None, Slot::new("a", 1, "old", b"old".to_vec(), 0), 0)
             .unwrap();
-        l.update(&s, first.slot(), |rec| match rec {
-            Record::Used(mut slot) => {
-                slot.state = State::InFlight;
-                Some((Record::Used(slot), ()))
-            }
-            _ => None,
-        })
-        .unwrap();
+        on_the_wire(&l, &s, first.slot());
         let second = l
             .place(
                 &s,
@@ -741,14 +746,7 @@ mod tests {
         assert_eq!(late, Placed::Outdated(first.slot()));
         assert_eq!(used(&l, &s, first.slot()).webhook_id, "third");
         // On the wire: nor does it queue behind a later event, or replace a later successor.
-        l.update(&s, first.slot(), |rec| match rec {
-            Record::Used(mut slot) => {
-                slot.state = State::InFlight;
-                Some((Record::Used(slot), ()))
-            }
-            _ => None,
-        })
-        .unwrap();
+        on_the_wire(&l, &s, first.slot());
         let behind = l
             .place(&s, Some(first.slot()), event("second", 2), 2)
             .unwrap();
