@@ -114,10 +114,24 @@ struct Seen {
     generation: Generation,
     /// The ledger slot that holds the pending delivery per endpoint, so a newer event
     /// replaces an older one that is still waiting instead of racing it.
-    slots: Vec<(u32, u32)>,
+    slots: Vec<Held>,
+}
+
+/// The ledger slot that holds the delivery of one of the notification's events to one
+/// endpoint, and that event's generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    endpoint: u32,
+    slot: u32,
+    generation: Generation,
 }
 
 impl Seen {
+    /// (endpoint key, slot) of every delivery held for the notification.
+    fn held(&self) -> Vec<(u32, u32)> {
+        self.slots.iter().map(|h| (h.endpoint, h.slot)).collect()
+    }
+
     fn from(n: &Notification, now_ms: u64) -> Self {
         Seen {
             id: n.id,
@@ -230,14 +244,18 @@ impl Generation {
     }
 }
 
-/// What became of recording an event's slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recording {
-    Recorded,
-    /// A later event of the notification was observed after this one.
-    LaterEvent,
-    /// The memory no longer holds the notification (a full bucket forgot it).
-    Forgotten,
+/// What recording an event's slots found: slots to take back from the ledger if they still
+/// wait there. Two workers that take in two events of one notification at once each place
+/// their deliveries without knowing the other's fresh slots; whichever records second
+/// learns of them here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recording {
+    /// (endpoint key, slot) of this event's deliveries to endpoints a later event holds:
+    /// not to go out after it.
+    pub withdrawn: Vec<(u32, u32)>,
+    /// (endpoint key, slot) of an earlier event's deliveries to endpoints this event now
+    /// holds elsewhere.
+    pub displaced: Vec<(u32, u32)>,
 }
 
 /// What an observation means.
@@ -334,14 +352,14 @@ impl Memory {
                     } else {
                         Verdict::Filled {
                             before,
-                            slots: seen.slots.clone(),
+                            slots: seen.held(),
                             generation: seen.generation,
                         }
                     };
                     None
                 }
                 Some(seen) => {
-                    let slots = std::mem::take(&mut seen.slots);
+                    let held = std::mem::take(&mut seen.slots);
                     // A new state is no older than the one it follows: without a time of
                     // its own it keeps that one's, which still orders later views.
                     let kept = seen.updated_on.take().filter(|_| n.updated_on.is_none());
@@ -352,8 +370,11 @@ impl Memory {
                         seen.updated_on = kept;
                         seen.time_inherited = true;
                     }
-                    seen.slots.clone_from(&slots);
-                    verdict = Verdict::New { slots, generation };
+                    seen.slots = held;
+                    verdict = Verdict::New {
+                        slots: seen.held(),
+                        generation,
+                    };
                     None
                 }
                 None => {
@@ -373,8 +394,8 @@ impl Memory {
     }
 
     /// Record which ledger slot holds the delivery of `id`'s event of `generation` to each
-    /// endpoint key. Nothing is recorded when a later event of `id` was observed meanwhile:
-    /// its taker did not know these slots, so what they hold would race it.
+    /// endpoint key, unless a later event holds that endpoint already. Nothing is recorded
+    /// for a notification the memory forgot meanwhile.
     pub fn record_slots<S: Store + ?Sized>(
         &self,
         store: &S,
@@ -382,27 +403,40 @@ impl Memory {
         generation: Generation,
         slots: &[(u32, u32)],
     ) -> Result<Recording, StoreError> {
-        let mut outcome = Recording::Forgotten;
-        let recorded = store::update(store, &self.key(id), |current| {
+        let mut found = Recording::default();
+        store::update(store, &self.key(id), |current| {
+            found = Recording::default();
             let mut bucket = decode(current);
             let seen = bucket.iter_mut().find(|s| s.id == id)?;
-            if seen.generation != generation {
-                outcome = Recording::LaterEvent;
-                return None;
-            }
+            let mut changed = false;
             for &(endpoint, slot) in slots {
-                match seen.slots.iter_mut().find(|(e, _)| *e == endpoint) {
-                    Some(entry) => entry.1 = slot,
-                    None => seen.slots.push((endpoint, slot)),
+                let ours = Held {
+                    endpoint,
+                    slot,
+                    generation,
+                };
+                match seen.slots.iter_mut().find(|h| h.endpoint == endpoint) {
+                    Some(h) if h.generation > generation => {
+                        if h.slot != slot {
+                            found.withdrawn.push((endpoint, slot));
+                        }
+                    }
+                    Some(h) => {
+                        if h.slot != slot {
+                            found.displaced.push((endpoint, h.slot));
+                        }
+                        changed |= *h != ours;
+                        *h = ours;
+                    }
+                    None => {
+                        seen.slots.push(ours);
+                        changed = true;
+                    }
                 }
             }
-            Some((encode(&bucket), ()))
+            changed.then(|| (encode(&bucket), ()))
         })?;
-        Ok(if recorded.is_some() {
-            Recording::Recorded
-        } else {
-            outcome
-        })
+        Ok(found)
     }
 }
 
@@ -418,8 +452,8 @@ const HAS_GENERATION: u8 = 32;
 
 /// A bucket as stored: `BUCKET_FORMAT`, then each entry as little-endian fields: id u64,
 /// status u64, a flags byte, retry count, provider id and channel type (u64 each) when flagged, touched_ms
-/// u64, updated_on (u16 length, bytes) when flagged, then u16 slot count and (endpoint u32,
-/// slot u32) pairs. Binary because every new event reads and rewrites a whole bucket: as
+/// u64, the generation u32 when flagged, updated_on (u16 length, bytes) when flagged, then
+/// u16 slot count and (endpoint u32, slot u32, and when flagged generation u32). Binary because every new event reads and rewrites a whole bucket: as
 /// JSON, a full memory made detecting an event 4.5 times slower than an empty one.
 fn decode(bytes: Option<&[u8]>) -> Vec<Seen> {
     let mut r = match bytes {
@@ -507,9 +541,10 @@ impl Seen {
             .get(..usize::from(u16::MAX))
             .unwrap_or(&self.slots);
         out.extend_from_slice(&u16::try_from(slots.len()).unwrap_or(0).to_le_bytes());
-        for &(endpoint, slot) in slots {
-            out.extend_from_slice(&endpoint.to_le_bytes());
-            out.extend_from_slice(&slot.to_le_bytes());
+        for h in slots {
+            out.extend_from_slice(&h.endpoint.to_le_bytes());
+            out.extend_from_slice(&h.slot.to_le_bytes());
+            out.extend_from_slice(&h.generation.0.to_le_bytes());
         }
     }
 
@@ -547,8 +582,21 @@ impl Seen {
             None
         };
         let count = r.u16()?;
+        let has_generations = flags & HAS_GENERATION != 0;
         let slots = (0..count)
-            .map(|_| Some((r.u32()?, r.u32()?)))
+            .map(|_| {
+                let (endpoint, slot) = (r.u32()?, r.u32()?);
+                let generation = if has_generations {
+                    Generation(r.u32()?)
+                } else {
+                    Generation::FIRST
+                };
+                Some(Held {
+                    endpoint,
+                    slot,
+                    generation,
+                })
+            })
             .collect::<Option<Vec<_>>>()?;
         Some(Seen {
             id,
@@ -864,8 +912,13 @@ mod tests {
             .unwrap();
         let first = Generation::FIRST;
         let record = |slots: &[(u32, u32)]| m.record_slots(&s, 7, first, slots).unwrap();
-        assert_eq!(record(&[(11, 3), (12, 4)]), Recording::Recorded);
-        assert_eq!(record(&[(11, 5)]), Recording::Recorded);
+        assert_eq!(record(&[(11, 3), (12, 4)]), Recording::default());
+        // The event moved to another slot for endpoint 11: slot 3 is no longer its.
+        let moved = Recording {
+            displaced: vec![(11, 3)],
+            ..Recording::default()
+        };
+        assert_eq!(record(&[(11, 5)]), moved);
         let v = m.observe(&s, &n(7, DeliveryStatus::Pending, 1, 1, T2), 1);
         assert_eq!(
             v.unwrap(),
@@ -876,20 +929,41 @@ mod tests {
         );
     }
 
+    /// Two workers take in IN_PROGRESS (generation 1) and SUCCESS (2) at once; neither knew
+    /// the other's fresh slots when it placed its deliveries.
     #[test]
-    fn slots_of_an_event_overtaken_meanwhile_are_not_recorded() {
+    fn whichever_event_records_second_learns_of_the_other() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        let (early, late) = (Generation::FIRST, Generation(2));
+        m.observe(&s, &n(7, DeliveryStatus::InProgress, 0, 1, T1), 0)
+            .unwrap();
+        m.observe(&s, &n(7, DeliveryStatus::Success, 0, 1, T2), 1)
+            .unwrap();
+        // The later records first: the earlier's slot for that endpoint is withdrawn, and
+        // one for an endpoint the later event does not take is kept.
+        assert_eq!(
+            m.record_slots(&s, 7, late, &[(11, 4)]).unwrap(),
+            Recording::default()
+        );
+        let found = m.record_slots(&s, 7, early, &[(11, 3), (12, 5)]).unwrap();
+        assert_eq!(found.withdrawn, vec![(11, 3)]);
+        assert_eq!(found.displaced, vec![]);
+        // The earlier records first: the later finds its slot and displaces it.
         let (s, m) = (MemStore::new(), Memory::new(1024));
         m.observe(&s, &n(7, DeliveryStatus::InProgress, 0, 1, T1), 0)
             .unwrap();
-        // Another worker takes in SUCCESS before this one records IN_PROGRESS's slots.
         m.observe(&s, &n(7, DeliveryStatus::Success, 0, 1, T2), 1)
             .unwrap();
-        let late = m.record_slots(&s, 7, Generation::FIRST, &[(11, 3)]);
-        assert_eq!(late.unwrap(), Recording::LaterEvent);
-        let ours = m.record_slots(&s, 7, Generation(2), &[(11, 4)]);
-        assert_eq!(ours.unwrap(), Recording::Recorded);
-        let forgotten = m.record_slots(&s, 8, Generation::FIRST, &[(11, 5)]);
-        assert_eq!(forgotten.unwrap(), Recording::Forgotten);
+        assert_eq!(
+            m.record_slots(&s, 7, early, &[(11, 3)]).unwrap(),
+            Recording::default()
+        );
+        let found = m.record_slots(&s, 7, late, &[(11, 4)]).unwrap();
+        assert_eq!(found.displaced, vec![(11, 3)]);
+        assert_eq!(found.withdrawn, vec![]);
+        // A notification the memory forgot records nothing.
+        let forgotten = m.record_slots(&s, 8, early, &[(11, 5)]).unwrap();
+        assert_eq!(forgotten, Recording::default());
     }
 
     #[test]
@@ -913,7 +987,12 @@ mod tests {
     #[test]
     fn buckets_keep_their_stored_format() {
         let mut full = Seen::from(&n(7, DeliveryStatus::Failed, 2, 3, T1), 99);
-        full.slots = vec![(11, 5), (12, 4)];
+        let held = |endpoint, slot| Held {
+            endpoint,
+            slot,
+            generation: Generation::FIRST,
+        };
+        full.slots = vec![held(11, 5), held(12, 4)];
         full.time_inherited = true;
         let bare = Seen::from(
             &Notification {
@@ -951,8 +1030,10 @@ mod tests {
                 &2u16.to_le_bytes(),
                 &11u32.to_le_bytes(),
                 &5u32.to_le_bytes(),
+                first,
                 &12u32.to_le_bytes(),
                 &4u32.to_le_bytes(),
+                first,
                 &8u64.to_le_bytes(),
                 &5u64.to_le_bytes(),
                 &[g],

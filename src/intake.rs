@@ -5,7 +5,7 @@
 
 use crate::config::{Config, Endpoint};
 use crate::delivery::ledger::{Ledger, LedgerError, Placed, Record, Slot, State};
-use crate::events::{fnv1a64, Memory, Recording, Verdict};
+use crate::events::{fnv1a64, Memory, Verdict};
 use crate::metrics::{Metric, Metrics};
 use crate::osmox::Notification;
 use crate::routing;
@@ -93,8 +93,6 @@ pub fn take_in<S: Store + ?Sized>(
             }
         };
         let mut placed_slots = Vec::new();
-        // Slots this event took afresh, by webhook-id.
-        let mut taken = Vec::new();
         let mut routed = false;
         for endpoint in routing::route(endpoints, n, merged) {
             routed = true;
@@ -116,10 +114,7 @@ pub fn take_in<S: Store + ?Sized>(
                 }
                 Ok(placed) => {
                     match placed {
-                        Placed::New(slot) => {
-                            metrics.add(Metric::Pending, 1);
-                            taken.push((slot, id.clone()));
-                        }
+                        Placed::New(_) => metrics.add(Metric::Pending, 1),
                         Placed::Replaced(_) | Placed::Requeued(_) => {
                             metrics.add(Metric::DeliveriesSuperseded, 1)
                         }
@@ -148,9 +143,19 @@ pub fn take_in<S: Store + ?Sized>(
             metrics.add(Metric::EventsUnrouted, 1);
         } else if !placed_slots.is_empty() {
             match memory.record_slots(store, n.id, generation, &placed_slots) {
-                Ok(Recording::Recorded | Recording::Forgotten) => {}
-                Ok(Recording::LaterEvent) => {
-                    withdraw(&ledger, store, metrics, &taken, &mut wake);
+                Ok(found) => {
+                    let pair =
+                        |s: &Slot, key| s.notification == n.id && endpoint_key(&s.endpoint) == key;
+                    for (key, slot) in found.withdrawn {
+                        take_back(&ledger, store, metrics, slot, &mut wake, |s| {
+                            pair(s, key) && s.generation == generation
+                        });
+                    }
+                    for (key, slot) in found.displaced {
+                        take_back(&ledger, store, metrics, slot, &mut wake, |s| {
+                            pair(s, key) && s.generation < generation
+                        });
+                    }
                 }
                 Err(_) => metrics.add(Metric::StoreConflicts, 1),
             }
@@ -159,30 +164,28 @@ pub fn take_in<S: Store + ?Sized>(
     Intake { wake, complete }
 }
 
-/// Take back the deliveries an event put in fresh slots, once a later event of the same
-/// notification turned out to be observed meanwhile by another worker, which knew nothing
-/// of these slots: sent, they could reach the receiver after the later event. One already
-/// on the wire cannot be taken back.
-fn withdraw<S: Store + ?Sized>(
+/// Free `slot` if it still waits (not on the wire) with an event `which` picks: two workers
+/// took in two events of one notification at once, and this delivery, sent, could reach the
+/// receiver after the later one. One already on the wire cannot be taken back.
+fn take_back<S: Store + ?Sized>(
     ledger: &Ledger,
     store: &S,
     metrics: &dyn Metrics,
-    taken: &[(u32, String)],
+    slot: u32,
     wake: &mut Vec<u32>,
+    which: impl Fn(&Slot) -> bool,
 ) {
-    for (slot, id) in taken {
-        let freed = ledger.update(store, *slot, |rec| match rec {
-            Record::Used(s) if s.webhook_id == *id && s.state == State::Waiting => {
-                Some((Record::Free, ()))
-            }
-            _ => None,
-        });
-        if let Ok(Some(())) = freed {
-            metrics.add(Metric::Pending, -1);
-            metrics.add(Metric::DeliveriesSuperseded, 1);
-            wake.retain(|w| w != slot);
-            log::debug!("{id}: withdrawn for a later event taken in at the same time");
+    let freed = ledger.update(store, slot, |rec| match rec {
+        Record::Used(s) if s.state == State::Waiting && which(&s) => {
+            Some((Record::Free, s.webhook_id))
         }
+        _ => None,
+    });
+    if let Ok(Some(id)) = freed {
+        metrics.add(Metric::Pending, -1);
+        metrics.add(Metric::DeliveriesSuperseded, 1);
+        wake.retain(|w| *w != slot);
+        log::debug!("{id}: taken back for a later event taken in at the same time");
     }
 }
 

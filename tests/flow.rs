@@ -1386,3 +1386,149 @@ fn a_closing_sender_finishes_its_attempt_and_leaves_the_next_to_the_others() {
     assert_eq!(w.m(Metric::Pending), 0);
     assert_eq!(w.m(Metric::InFlight), 0);
 }
+// ---- two workers at once, when the later event does not reach every endpoint ----
+
+const FINAL_ONLY: &str = r#"{
+  "endpoints": [{"name": "crm", "url": "http://hooks.local:8080/in", "cluster": "webhook_crm",
+                 "retry": {"maxAttempts": 3, "initialDelayMs": 1000, "multiplier": 2.0, "maxDelayMs": 60000, "jitter": 0.0}}],
+  "limits": {"maxPending": 128, "maxRemembered": 1024}
+}"#;
+
+/// Default `deliveryStatuses` (SUCCESS and FAILED only). VM 0 takes in FAILED (retryCount 0);
+/// at the same moment VM 1 takes in OsmoX's resend, PENDING with retryCount 1, which this
+/// endpoint does not take. FAILED is withdrawn "for the later event", which never goes to
+/// this endpoint: the endpoint gets nothing for the failed attempt.
+#[test]
+fn an_event_raced_by_a_later_one_that_no_endpoint_takes_is_still_delivered() {
+    let w = World::new(FINAL_ONLY, 2);
+    let failed = note(1, DeliveryStatus::Failed, B);
+    let mut resend = note(1, DeliveryStatus::Pending, C);
+    resend.retry_count = Some(1);
+    w.observe_racing(0, failed, 1, resend);
+    w.sweep();
+    let bodies: Vec<_> = w.sent().iter().map(|s| s.body.clone()).collect();
+    assert_eq!(
+        bodies,
+        [r#"{"id":1,"deliveryStatus":6}"#],
+        "FAILED must reach the endpoint: the later event is not routed to it"
+    );
+}
+
+/// The same with a Filled verdict: VM 0 sees the SUCCESS it already acted on, now with the
+/// providerId a filtering endpoint needs; VM 1 at once takes in a later state that endpoint
+/// does not take.
+#[test]
+fn a_filled_event_raced_by_a_later_one_still_reaches_the_newly_matching_endpoint() {
+    let json = r#"{
+      "endpoints": [{"name": "all", "url": "http://h/a", "cluster": "c", "deliveryStatuses": [5, 6]},
+                    {"name": "p1", "url": "http://h/b", "cluster": "c", "deliveryStatuses": [6], "providerIds": [1]}],
+      "limits": {"maxPending": 128, "maxRemembered": 1024}
+    }"#;
+    let w = World::new(json, 2);
+    let mut bare = note(1, DeliveryStatus::Failed, B);
+    bare.provider_id = None;
+    w.observe(0, &[bare]); // "all" gets FAILED; "p1" cannot tell
+    let full = note(1, DeliveryStatus::Failed, B); // now with providerId 1: p1 takes it
+    let mut resend = note(1, DeliveryStatus::Pending, C);
+    resend.retry_count = Some(1);
+    w.observe_racing(0, full, 1, resend);
+    w.sweep();
+    let to_p1 = w
+        .sent()
+        .iter()
+        .filter(|s| s.headers.iter().any(|(k, v)| k == ":path" && v == "/b"))
+        .count();
+    assert_eq!(to_p1, 1, "p1 must get FAILED once");
+}
+
+/// A store that runs `hook` just before the `nth` read of `key`.
+struct HookAt<'a> {
+    inner: &'a MemStore,
+    key: String,
+    nth: std::cell::Cell<u32>,
+    hook: RefCell<Option<Box<dyn FnOnce() + 'a>>>,
+}
+
+impl Store for HookAt<'_> {
+    fn get(
+        &self,
+        key: &str,
+    ) -> Result<
+        Option<(Vec<u8>, osmox_webhook_filter::store::Cas)>,
+        osmox_webhook_filter::store::StoreError,
+    > {
+        if key == self.key {
+            let n = self.nth.get();
+            self.nth.set(n.saturating_sub(1));
+            if n == 1 {
+                if let Some(h) = self.hook.borrow_mut().take() {
+                    h();
+                }
+            }
+        }
+        self.inner.get(key)
+    }
+    fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: Option<osmox_webhook_filter::store::Cas>,
+    ) -> Result<(), osmox_webhook_filter::store::StoreError> {
+        self.inner.set(key, value, cas)
+    }
+}
+
+/// VM 0 dies with its attempt on the wire. Once the claim lapsed, VMs 1 and 2 (two worker
+/// threads) both come across the slot: each read it as a lapsed claim before either wrote.
+/// Each subtracts the dead VM's attempt from in_flight; only one finishes it.
+#[test]
+fn two_senders_finding_one_lapsed_claim_count_it_out_once() {
+    use osmox_webhook_filter::delivery::ledger::Record;
+    let mut w = World::new(ONE_ENDPOINT, 3);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    assert_eq!(w.m(Metric::InFlight), 1);
+    let ledger = Ledger::new(w.config.limits.max_pending);
+    let slot = (0..w.config.limits.max_pending)
+        .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(_)))
+        .unwrap();
+    w.senders[0] = RefCell::new(sender(&w.config, 99)); // VM 0 crashed mid-flight
+    w.now += 15_001;
+    let other_net = RefCell::new(FakeNet::default());
+    let store = HookAt {
+        inner: &w.store,
+        key: format!("q/m/{slot}"),
+        // VM 1's claim reads once; its finish reads again: VM 2 runs in between.
+        nth: std::cell::Cell::new(2),
+        hook: RefCell::new(Some(Box::new(|| {
+            let mut net = other_net.borrow_mut();
+            let mut io = Io {
+                store: &w.store,
+                metrics: &w.metrics,
+                net: &mut *net,
+                now_ms: w.now,
+            };
+            let c = &w.config;
+            w.senders[2]
+                .borrow_mut()
+                .wake(c, &c.endpoints, &mut io, slot);
+        }))),
+    };
+    {
+        let mut net = w.net.borrow_mut();
+        let mut io = Io {
+            store: &store,
+            metrics: &w.metrics,
+            net: &mut *net,
+            now_ms: w.now,
+        };
+        let c = &w.config;
+        w.senders[1]
+            .borrow_mut()
+            .wake(c, &c.endpoints, &mut io, slot);
+    }
+    assert_eq!(
+        w.m(Metric::InFlight),
+        0,
+        "one lost attempt, counted out once"
+    );
+}

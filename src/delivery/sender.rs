@@ -462,11 +462,13 @@ impl Sender {
             if s.at_ms < now && !ours {
                 // The sender that claimed it is gone (VM replaced or crashed): its reply will
                 // never come, so count the attempt as failed and go on.
-                log::warn!("{}: claim lapsed, retrying", s.webhook_id);
-                // Its sender counted it in flight and will never count it out.
-                io.metrics.add(Metric::InFlight, -1);
                 let attempt = Attempt::lost(slot, &s.webhook_id, Failure::Transport);
-                self.finish(config, endpoints, io, attempt);
+                // Its sender counted it in flight and will never count it out; of the senders
+                // that come across the lapsed claim, the one that finishes it does.
+                if self.finish(config, endpoints, io, attempt) {
+                    log::warn!("{}: claim lapsed, retrying", s.webhook_id);
+                    io.metrics.add(Metric::InFlight, -1);
+                }
             }
             return;
         }
@@ -635,7 +637,8 @@ impl Sender {
     }
 
     /// Record a finished attempt and decide what follows: done, retry later, or give up.
-    fn finish(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io, a: Attempt) {
+    /// False when the slot no longer shows that attempt on the wire (another sender finished it).
+    fn finish(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io, a: Attempt) -> bool {
         let Attempt {
             slot,
             webhook_id,
@@ -698,7 +701,7 @@ impl Sender {
             Some((next, (verdict, s, promoted)))
         });
         let Ok(Some((verdict, slot_after, promoted))) = result else {
-            return;
+            return false;
         };
         match verdict {
             Verdict::Delivered { after_retry } => {
@@ -744,6 +747,7 @@ impl Sender {
                 io.metrics.add(Metric::Pending, -1);
             }
         }
+        true
     }
 
     /// Report an abandoned delivery to the dead-letter endpoint, once, best effort.
