@@ -6,7 +6,7 @@
 //! comments, commas and strings), tracks brace/paren depth and the current operation, and
 //! looks for aliases and the two fields the filter cares about.
 
-use super::{is_read_key, FREE_FORM_KEYS};
+use super::{is_guarded_alias, FREE_FORM_KEYS};
 use crate::json::{self, Object, Value};
 
 /// Facts from the request that the response alone cannot tell.
@@ -121,6 +121,8 @@ fn scan(query: &str, variables: Option<&Object<'_>>, operation: Option<&str>) ->
         ..RequestFacts::default()
     };
     let mut webhooks = 0usize;
+    // (key, field) of every field at the top of any definition: what `data` may hold.
+    let mut top: Vec<(&str, &str)> = Vec::new();
     let mut braces = 0usize;
     let mut parens = 0usize;
     let mut definition: Option<Definition<'_>> = None;
@@ -168,6 +170,11 @@ fn scan(query: &str, variables: Option<&Object<'_>>, operation: Option<&str>) ->
                 expect_name = true;
             }
             Tok::Name(name) if braces > 0 && parens == 0 => {
+                if braces == 1 {
+                    if let Some(key) = top_field(&toks, i) {
+                        top.push((key, name));
+                    }
+                }
                 let has_args = toks.get(i + 1) == Some(&Tok::Punct(b'('));
                 let directive = i
                     .checked_sub(1)
@@ -207,7 +214,70 @@ fn scan(query: &str, variables: Option<&Object<'_>>, operation: Option<&str>) ->
     if webhooks > 1 {
         facts.webhook_key = None;
     }
+    // A key another field also answers under (in a fragment, or an operation, that may be the
+    // one that runs) does not surely hold the `notification` answer: its id is not known.
+    for field in &mut facts.notification_fields {
+        if top
+            .iter()
+            .any(|(k, f)| *k == field.key && *f != "notification")
+        {
+            field.id = None;
+        }
+    }
     facts
+}
+
+/// The key the field named at `at` answers under, when that name is a field's (not an alias,
+/// a directive, a fragment spread or a type condition).
+fn top_field<'a>(toks: &[Tok<'a>], at: usize) -> Option<&'a str> {
+    let Some(Tok::Name(name)) = toks.get(at) else {
+        return None;
+    };
+    if toks.get(at + 1) == Some(&Tok::Punct(b':')) {
+        return None; // an alias: its field follows
+    }
+    let before = |n: usize| at.checked_sub(n).and_then(|j| toks.get(j)).copied();
+    match (before(2), before(1)) {
+        (Some(Tok::Name(alias)), Some(Tok::Punct(b':'))) => Some(alias),
+        (_, Some(Tok::Punct(b'@' | b'.'))) => None, // a directive, a fragment spread
+        (Some(Tok::Punct(b'.')), Some(Tok::Name("on"))) => None, // a type condition
+        _ => Some(name),
+    }
+}
+
+/// Whether a GraphQL request was sent as OsmoX's server reads it the way the filter does: a
+/// `POST` of one JSON document in UTF-8, not encoded. The server also takes a form-encoded
+/// body, a GET's query string, other charsets and compressed bodies, each of which can run
+/// another query than the JSON reading of the bytes shows.
+pub fn is_json_post(
+    method: Option<&[u8]>,
+    content_type: Option<&[u8]>,
+    content_encoding: Option<&[u8]>,
+) -> bool {
+    let identity =
+        content_encoding.is_none_or(|e| e.trim_ascii().eq_ignore_ascii_case(b"identity"));
+    let Some(content_type) = content_type else {
+        return false;
+    };
+    let mut parts = content_type.split(|b| *b == b';');
+    let essence = parts.next().unwrap_or_default().trim_ascii();
+    let utf8 = parts.all(|param| {
+        let (name, value) = match param.iter().position(|b| *b == b'=') {
+            Some(eq) => (param.get(..eq), param.get(eq + 1..)),
+            None => (Some(param), None),
+        };
+        let name = name.unwrap_or_default().trim_ascii();
+        let value = value.unwrap_or_default().trim_ascii();
+        let value = value
+            .strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
+            .unwrap_or(value);
+        !name.eq_ignore_ascii_case(b"charset") || value.eq_ignore_ascii_case(b"utf-8")
+    });
+    method == Some(b"POST".as_slice())
+        && essence.eq_ignore_ascii_case(b"application/json")
+        && utf8
+        && identity
 }
 
 impl RequestFacts {
@@ -230,7 +300,7 @@ fn untrusted_alias(toks: &[Tok<'_>], colon: usize) -> bool {
     let before = colon.checked_sub(1).and_then(|i| toks.get(i));
     match (before, toks.get(colon + 1)) {
         (Some(Tok::Name(alias)), Some(Tok::Name(field))) => {
-            alias != field && (is_read_key(alias) || FREE_FORM_KEYS.contains(field))
+            alias != field && (is_guarded_alias(alias) || FREE_FORM_KEYS.contains(field))
         }
         _ => true,
     }
@@ -707,5 +777,84 @@ mod tests {
         let apq = br#"{"variables":{"n":5},"extensions":{"persistedQuery":{"version":1,"sha256Hash":"abc"}}}"#;
         assert_eq!(graphql_request_facts(apq).document, Document::Unread);
         assert_eq!(graphql_request_facts(b"").document, Document::Unread);
+    }
+
+    /// A second review: OsmoX's server also reads form-encoded bodies, a GET's query string,
+    /// any `utf-*` charset and compressed bodies, and each can run another query than the
+    /// JSON reading of the bytes shows.
+    #[test]
+    fn only_a_json_post_in_utf8_is_read_as_the_server_reads_it() {
+        let post = Some(b"POST".as_slice());
+        for content_type in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+        ] {
+            assert!(
+                is_json_post(post, Some(content_type.as_bytes()), None),
+                "{content_type}"
+            );
+            assert!(is_json_post(
+                post,
+                Some(content_type.as_bytes()),
+                Some(b"identity")
+            ));
+        }
+        for content_type in [
+            "application/x-www-form-urlencoded",
+            "application/json; charset=utf-7",
+            "application/json; charset=utf-16",
+            "application/graphql",
+            "text/plain",
+            "application/json, text/plain",
+            "",
+        ] {
+            assert!(
+                !is_json_post(post, Some(content_type.as_bytes()), None),
+                "{content_type}"
+            );
+        }
+        let json = Some(b"application/json".as_slice());
+        assert!(!is_json_post(post, None, None));
+        assert!(!is_json_post(post, json, Some(b"gzip")));
+        assert!(!is_json_post(post, json, Some(b"br")));
+        assert!(!is_json_post(Some(b"GET"), json, None));
+        assert!(!is_json_post(Some(b"post"), json, None));
+        assert!(!is_json_post(None, json, None));
+    }
+
+    /// A second review: a fragment (spread only by an operation that does not run) named `n`
+    /// a `notification(notificationId: 5)`, and the client's own new notification, answered
+    /// under `n` by the mutation that ran, went out as notification 5.
+    #[test]
+    fn a_key_another_field_may_answer_under_has_no_known_id() {
+        let q = "query A { ...F } fragment F on Query { n: notification(notificationId: 5) { id } } \
+                 mutation B { n: createNotification(createNotificationInput: {providerId: 7}) { id } }";
+        let f = facts_with(json!({ "query": q, "operationName": "B" }));
+        assert_eq!(first_key(&f), Some("n"));
+        assert_eq!(first_id(&f), None);
+        // Spreads, inline fragments and directives name no key.
+        let q = "query { n: notification(notificationId: 5) { ...on Notification { id } ...G @include(if: true) { id } } }";
+        assert_eq!(first_id(&facts(q)), Some(5));
+    }
+
+    /// A second review: `provider_Id: channelType` is camel-cased into the body's `providerId`.
+    #[test]
+    fn an_alias_that_spells_a_guarded_key_another_way_is_untrusted() {
+        for alias in [
+            "provider_Id",
+            "updated_On",
+            "delivery_Status",
+            "applicationId",
+            "createdOn",
+            "providerChainId",
+        ] {
+            let q =
+                format!("{{ notifications {{ notifications {{ id {alias}: channelType }} }} }}");
+            assert_eq!(facts(&q).document, Document::Aliased, "{alias}");
+        }
+        let q = "{ notifications { notifications { id provider: channelType created_by_app: createdBy } } }";
+        assert_eq!(facts(q).document, Document::Plain);
     }
 }

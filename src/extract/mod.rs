@@ -17,7 +17,9 @@ use crate::json::{self, Object, Value};
 use crate::metrics::Metric;
 use crate::osmox::{DeliveryStatus, Notification};
 
-pub use graphql::{graphql_request_facts, may_register, Document, NotificationField, RequestFacts};
+pub use graphql::{
+    graphql_request_facts, is_json_post, may_register, Document, NotificationField, RequestFacts,
+};
 pub use learn::{extract_registration, is_webhook_route, Registration};
 pub use response_head::{judge_unread, sniff, BodyPlan, ResponseHead};
 
@@ -265,9 +267,31 @@ impl Field {
     }
 }
 
-/// Fields holding free-form JSON (a notification's caller payload and provider result):
-/// never searched, since anyone may put notification-shaped objects in them.
-pub(crate) const FREE_FORM_KEYS: &[&str] = &["data", "result"];
+/// Fields holding free-form JSON (a notification's caller payload and provider result, a
+/// provider's configuration): never searched, since their writers may put
+/// notification-shaped objects in them.
+pub(crate) const FREE_FORM_KEYS: &[&str] = &["data", "result", "configuration"];
+
+/// OsmoX's `Notification` fields (GraphQL): they make up the webhook body, so an alias that
+/// renames another field to one of them would put words in OsmoX's mouth.
+const NOTIFICATION_FIELDS: &[&str] = &[
+    "id",
+    "providerId",
+    "providerChainId",
+    "channelType",
+    "applicationId",
+    "deliveryStatus",
+    "status",
+    "retryCount",
+    "data",
+    "result",
+    "createdBy",
+    "updatedBy",
+    "createdOn",
+    "updatedOn",
+    "notificationSentOn",
+    "notificationId",
+];
 
 /// Keys read by name besides a row's fields (`Field::of_key`): where answers are found
 /// (`notification` gets the archive-id correction; the lists are named to be safe), and
@@ -286,6 +310,14 @@ const STRUCTURE_KEYS: &[&str] = &[
 /// renames another field to it makes the answer untrusted.
 pub(crate) fn is_read_key(key: &str) -> bool {
     Field::of_key(key).is_some() || FREE_FORM_KEYS.contains(&key) || STRUCTURE_KEYS.contains(&key)
+}
+
+/// Whether an alias may not rename a field to `alias`: a key the filter reads, or a
+/// notification field of the body, in any spelling the body's camelCase makes of it
+/// (`provider_Id` becomes `providerId`).
+pub(crate) fn is_guarded_alias(alias: &str) -> bool {
+    let camel = to_camel_case(alias);
+    is_read_key(alias) || is_read_key(&camel) || NOTIFICATION_FIELDS.contains(&camel.as_ref())
 }
 
 impl<'r, 'j> Fields<'r, 'j> {
@@ -782,6 +814,14 @@ mod tests {
         assert_eq!(x.notifications[0].provider_id, None);
         assert_eq!(x.notifications[0].retry_count, None);
         assert_eq!(x.notifications[0].updated_on, None);
+    }
+
+    /// A second review: a provider's `configuration` (JSON an admin sets) was searched.
+    #[test]
+    fn a_provider_configuration_is_never_searched() {
+        let body = br#"{"data":{"providers":{"providers":[{"providerId":1,"configuration":{"id":1042,"deliveryStatus":5,"providerId":1}}]}}}"#;
+        assert!(run(WatchKind::Graphql, body).notifications.is_empty());
+        assert!(run(WatchKind::Rest, body).notifications.is_empty());
     }
 
     #[test]

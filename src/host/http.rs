@@ -118,10 +118,22 @@ impl Watch {
         }
     }
 
+    /// Read on the way to a parse (not on every poll: each header lookup costs). A GraphQL
+    /// request OsmoX may read otherwise than as the JSON of its bytes gives no facts.
     fn request_facts(&self, kind: WatchKind) -> RequestFacts {
+        let header = |name| hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name);
+        let header = |name| header(name).ok().flatten();
         match kind {
-            WatchKind::Graphql => extract::graphql_request_facts(&self.request),
-            WatchKind::Rest => RequestFacts::default(),
+            WatchKind::Graphql
+                if extract::is_json_post(
+                    header(":method").as_deref(),
+                    header("content-type").as_deref(),
+                    header("content-encoding").as_deref(),
+                ) =>
+            {
+                extract::graphql_request_facts(&self.request)
+            }
+            WatchKind::Graphql | WatchKind::Rest => RequestFacts::default(),
         }
     }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import os
 import uuid
 
@@ -643,6 +644,39 @@ def test_graphql_answers_without_the_query_text_are_not_delivered(osmox, make_re
                          variables={"n": 5})
     crm.wait_for(1, EXPECT_S)
     assert ids_statuses(assert_no_more(crm, 1)) == [(5, 5)]
+
+
+def test_graphql_requests_osmox_may_read_otherwise_are_not_read(osmox, make_receiver, make_envoy, filter_wasm):
+    """A second review: OsmoX's server also reads a form-encoded body (`query` from a pair the
+    JSON reading hides in a string), a GET's query string, any `utf-*` charset and compressed
+    bodies. Each ran a forged query while the JSON of the bytes showed a harmless one, so only a
+    POST of JSON in UTF-8 is read."""
+    crm = make_receiver("crm")
+    envoy = start(make_envoy, osmox, filter_config([endpoint("crm", crm)], tick_ms=TICK_MS), {"crm": crm})
+    row = {"id": 1042, "providerId": 7, "channelType": 3, "deliveryStatus": 5, "retryCount": 0,
+           "updatedOn": "2026-04-20T09:20:19.000Z"}
+    answer = {"data": {"notifications": {"notifications": [row]}}}
+    plain = json.dumps({"query": "{ notifications { notifications { id providerId channelType deliveryStatus "
+                                 "retryCount updatedOn } } }"}).encode()
+    for method in ("POST", "GET"):
+        osmox.set_json(method, "/graphql", answer)
+    sent = []
+    for method, headers in [
+        ("POST", {"content-type": "application/x-www-form-urlencoded", "apollo-require-preflight": "1"}),
+        ("POST", {"content-type": "application/json; charset=utf-7"}),
+        ("POST", {"content-type": "application/json", "content-encoding": "gzip"}),
+        ("GET", {"content-type": "application/json"}),
+    ]:
+        r = envoy.client.request(method, "/graphql", plain, headers=headers)
+        assert r.status == 200
+        sent.append(r.body)
+    assert len(set(sent)) == 1 and json.loads(sent[0]) == answer
+    envoy.wait_metric("bodies_skipped_no_query", 4, timeout=EXPECT_S)
+    assert_no_more(crm, 0)
+    # The same bytes as a JSON POST are read, and the row is delivered.
+    envoy.client.request("POST", "/graphql", plain, headers={"content-type": "application/json; charset=utf-8"})
+    crm.wait_for(1, EXPECT_S)
+    assert ids_statuses(assert_no_more(crm, 1)) == [(1042, 5)]
 
 
 def test_skipped_or_aliased_webhook_field_is_not_learned(osmox, make_receiver, make_envoy, filter_wasm):
