@@ -117,13 +117,13 @@ struct Seen {
     slots: Vec<Held>,
 }
 
-/// The ledger slot that holds the delivery of one of the notification's events to one
-/// endpoint, and that event's generation.
+/// The ledger slot that holds the delivery of one of a notification's events to one endpoint
+/// (by endpoint key), and that event's generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Held {
-    endpoint: u32,
-    slot: u32,
-    generation: Generation,
+pub struct Held {
+    pub endpoint: u32,
+    pub slot: u32,
+    pub generation: Generation,
 }
 
 impl Seen {
@@ -233,29 +233,16 @@ impl Seen {
 /// Where an event stands among its notification's events. Two workers can take in two
 /// events of one notification at once, each deciding under CAS but placing its deliveries
 /// after: the ledger keeps the later generation, whichever is placed last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Generation(pub u32);
 
 impl Generation {
     pub const FIRST: Generation = Generation(1);
 
+    /// Four billion events of one notification do not happen; should they, the count stays.
     fn next(self) -> Generation {
-        Generation(self.0.wrapping_add(1))
+        Generation(self.0.saturating_add(1))
     }
-}
-
-/// What recording an event's slots found: slots to take back from the ledger if they still
-/// wait there. Two workers that take in two events of one notification at once each place
-/// their deliveries without knowing the other's fresh slots; whichever records second
-/// learns of them here.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Recording {
-    /// (endpoint key, slot) of this event's deliveries to endpoints a later event holds:
-    /// not to go out after it.
-    pub withdrawn: Vec<(u32, u32)>,
-    /// (endpoint key, slot) of an earlier event's deliveries to endpoints this event now
-    /// holds elsewhere.
-    pub displaced: Vec<(u32, u32)>,
 }
 
 /// What an observation means.
@@ -396,16 +383,21 @@ impl Memory {
     /// Record which ledger slot holds the delivery of `id`'s event of `generation` to each
     /// endpoint key, unless a later event holds that endpoint already. Nothing is recorded
     /// for a notification the memory forgot meanwhile.
+    ///
+    /// Returns the deliveries to take back if they still wait: two workers that take in two
+    /// events of one notification at once each place theirs without knowing the other's fresh
+    /// slots, and whichever records second learns of them here. Ours, for an endpoint a later
+    /// event holds; or the earlier event's, for an endpoint ours now holds elsewhere.
     pub fn record_slots<S: Store + ?Sized>(
         &self,
         store: &S,
         id: u64,
         generation: Generation,
         slots: &[(u32, u32)],
-    ) -> Result<Recording, StoreError> {
-        let mut found = Recording::default();
+    ) -> Result<Vec<Held>, StoreError> {
+        let mut take_back = Vec::new();
         store::update(store, &self.key(id), |current| {
-            found = Recording::default();
+            take_back.clear(); // a lost CAS race runs this again
             let mut bucket = decode(current);
             let seen = bucket.iter_mut().find(|s| s.id == id)?;
             let mut changed = false;
@@ -418,12 +410,12 @@ impl Memory {
                 match seen.slots.iter_mut().find(|h| h.endpoint == endpoint) {
                     Some(h) if h.generation > generation => {
                         if h.slot != slot {
-                            found.withdrawn.push((endpoint, slot));
+                            take_back.push(ours);
                         }
                     }
                     Some(h) => {
                         if h.slot != slot {
-                            found.displaced.push((endpoint, h.slot));
+                            take_back.push(*h);
                         }
                         changed |= *h != ours;
                         *h = ours;
@@ -436,7 +428,7 @@ impl Memory {
             }
             changed.then(|| (encode(&bucket), ()))
         })?;
-        Ok(found)
+        Ok(take_back)
     }
 }
 
@@ -905,6 +897,14 @@ mod tests {
         assert_eq!(m.observe(&s, &partial, 1).unwrap(), Verdict::Duplicate);
     }
 
+    fn held(endpoint: u32, slot: u32, generation: u32) -> Held {
+        Held {
+            endpoint,
+            slot,
+            generation: Generation(generation),
+        }
+    }
+
     #[test]
     fn slots_recorded_for_an_event_come_back_with_the_next_one() {
         let (s, m) = (MemStore::new(), Memory::new(1024));
@@ -912,13 +912,10 @@ mod tests {
             .unwrap();
         let first = Generation::FIRST;
         let record = |slots: &[(u32, u32)]| m.record_slots(&s, 7, first, slots).unwrap();
-        assert_eq!(record(&[(11, 3), (12, 4)]), Recording::default());
-        // The event moved to another slot for endpoint 11: slot 3 is no longer its.
-        let moved = Recording {
-            displaced: vec![(11, 3)],
-            ..Recording::default()
-        };
-        assert_eq!(record(&[(11, 5)]), moved);
+        assert_eq!(record(&[(11, 3), (12, 4)]), vec![]);
+        // The event moved to another slot for endpoint 11 (slot 3 went to another pair):
+        // slot 3 is offered back, under this generation, which the ledger checks.
+        assert_eq!(record(&[(11, 5)]), vec![held(11, 3, 1)]);
         let v = m.observe(&s, &n(7, DeliveryStatus::Pending, 1, 1, T2), 1);
         assert_eq!(
             v.unwrap(),
@@ -933,37 +930,28 @@ mod tests {
     /// the other's fresh slots when it placed its deliveries.
     #[test]
     fn whichever_event_records_second_learns_of_the_other() {
-        let (s, m) = (MemStore::new(), Memory::new(1024));
         let (early, late) = (Generation::FIRST, Generation(2));
-        m.observe(&s, &n(7, DeliveryStatus::InProgress, 0, 1, T1), 0)
-            .unwrap();
-        m.observe(&s, &n(7, DeliveryStatus::Success, 0, 1, T2), 1)
-            .unwrap();
-        // The later records first: the earlier's slot for that endpoint is withdrawn, and
-        // one for an endpoint the later event does not take is kept.
-        assert_eq!(
-            m.record_slots(&s, 7, late, &[(11, 4)]).unwrap(),
-            Recording::default()
-        );
+        let both_observed = || {
+            let (s, m) = (MemStore::new(), Memory::new(1024));
+            m.observe(&s, &n(7, DeliveryStatus::InProgress, 0, 1, T1), 0)
+                .unwrap();
+            m.observe(&s, &n(7, DeliveryStatus::Success, 0, 1, T2), 1)
+                .unwrap();
+            (s, m)
+        };
+        // The later records first: the earlier's slot for that endpoint is to be taken back,
+        // and one for an endpoint the later event does not take is kept.
+        let (s, m) = both_observed();
+        assert_eq!(m.record_slots(&s, 7, late, &[(11, 4)]).unwrap(), vec![]);
         let found = m.record_slots(&s, 7, early, &[(11, 3), (12, 5)]).unwrap();
-        assert_eq!(found.withdrawn, vec![(11, 3)]);
-        assert_eq!(found.displaced, vec![]);
-        // The earlier records first: the later finds its slot and displaces it.
-        let (s, m) = (MemStore::new(), Memory::new(1024));
-        m.observe(&s, &n(7, DeliveryStatus::InProgress, 0, 1, T1), 0)
-            .unwrap();
-        m.observe(&s, &n(7, DeliveryStatus::Success, 0, 1, T2), 1)
-            .unwrap();
-        assert_eq!(
-            m.record_slots(&s, 7, early, &[(11, 3)]).unwrap(),
-            Recording::default()
-        );
+        assert_eq!(found, vec![held(11, 3, 1)]);
+        // The earlier records first: the later finds the earlier's slot.
+        let (s, m) = both_observed();
+        assert_eq!(m.record_slots(&s, 7, early, &[(11, 3)]).unwrap(), vec![]);
         let found = m.record_slots(&s, 7, late, &[(11, 4)]).unwrap();
-        assert_eq!(found.displaced, vec![(11, 3)]);
-        assert_eq!(found.withdrawn, vec![]);
+        assert_eq!(found, vec![held(11, 3, 1)]);
         // A notification the memory forgot records nothing.
-        let forgotten = m.record_slots(&s, 8, early, &[(11, 5)]).unwrap();
-        assert_eq!(forgotten, Recording::default());
+        assert_eq!(m.record_slots(&s, 8, early, &[(11, 5)]).unwrap(), vec![]);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! a callout made from a stream dies with it, so the root contexts send.
 
 use crate::config::{Config, Endpoint};
-use crate::delivery::ledger::{Ledger, LedgerError, Placed, Record, Slot, State};
-use crate::events::{fnv1a64, Memory, Verdict};
+use crate::delivery::ledger::{Ledger, LedgerError, Placed, Slot};
+use crate::events::{fnv1a64, Generation, Memory, Verdict};
 use crate::metrics::{Metric, Metrics};
 use crate::osmox::Notification;
 use crate::routing;
@@ -108,21 +108,19 @@ pub fn take_in<S: Store + ?Sized>(
             )
             .of_generation(generation);
             match ledger.place(store, existing, fresh, seed) {
-                Ok(placed @ Placed::Outdated(_)) => {
-                    metrics.add(Metric::DeliveriesSuperseded, 1);
-                    log::debug!("{id}: {placed} for endpoint {}", endpoint.name);
-                }
                 Ok(placed) => {
                     match placed {
                         Placed::New(_) => metrics.add(Metric::Pending, 1),
-                        Placed::Replaced(_) | Placed::Requeued(_) => {
-                            metrics.add(Metric::DeliveriesSuperseded, 1)
+                        Placed::Replaced(_) | Placed::Requeued(_) | Placed::Outdated(_) => {
+                            metrics.add(Metric::DeliveriesSuperseded, 1);
                         }
-                        Placed::Queued(_) | Placed::Outdated(_) => {}
+                        Placed::Queued(_) => {}
                     }
                     log::debug!("{id}: {placed} for endpoint {}", endpoint.name);
-                    placed_slots.push((key, placed.slot()));
-                    wake.push(placed.slot());
+                    if let Some(slot) = placed.held_slot() {
+                        placed_slots.push((key, slot));
+                        wake.push(slot);
+                    }
                 }
                 Err(LedgerError::Full) => {
                     metrics.add(Metric::DeliveriesDropped, 1);
@@ -142,50 +140,70 @@ pub fn take_in<S: Store + ?Sized>(
         if !routed && merged.is_none() {
             metrics.add(Metric::EventsUnrouted, 1);
         } else if !placed_slots.is_empty() {
-            match memory.record_slots(store, n.id, generation, &placed_slots) {
-                Ok(found) => {
-                    let pair =
-                        |s: &Slot, key| s.notification == n.id && endpoint_key(&s.endpoint) == key;
-                    for (key, slot) in found.withdrawn {
-                        take_back(&ledger, store, metrics, slot, &mut wake, |s| {
-                            pair(s, key) && s.generation == generation
-                        });
-                    }
-                    for (key, slot) in found.displaced {
-                        take_back(&ledger, store, metrics, slot, &mut wake, |s| {
-                            pair(s, key) && s.generation < generation
-                        });
-                    }
-                }
-                Err(_) => metrics.add(Metric::StoreConflicts, 1),
-            }
+            let recorded = Recorded {
+                memory,
+                ledger: &ledger,
+                store,
+                metrics,
+            };
+            complete &= recorded.settle(n.id, generation, &placed_slots, &mut wake);
         }
     }
     Intake { wake, complete }
 }
 
-/// Free `slot` if it still waits (not on the wire) with an event `which` picks: two workers
-/// took in two events of one notification at once, and this delivery, sent, could reach the
-/// receiver after the later one. One already on the wire cannot be taken back.
-fn take_back<S: Store + ?Sized>(
-    ledger: &Ledger,
-    store: &S,
-    metrics: &dyn Metrics,
-    slot: u32,
-    wake: &mut Vec<u32>,
-    which: impl Fn(&Slot) -> bool,
-) {
-    let freed = ledger.update(store, slot, |rec| match rec {
-        Record::Used(s) if s.state == State::Waiting && which(&s) => {
-            Some((Record::Free, s.webhook_id))
+/// Where an event's deliveries are recorded, and taken back when another worker's event
+/// turns out to supersede them.
+struct Recorded<'a, S: Store + ?Sized> {
+    memory: Memory,
+    ledger: &'a Ledger,
+    store: &'a S,
+    metrics: &'a dyn Metrics,
+}
+
+impl<S: Store + ?Sized> Recorded<'_, S> {
+    /// Record the slots of notification `id`'s event of `generation`, and free what two
+    /// workers taking in two of its events at once would otherwise send out of order: sent,
+    /// such a delivery could reach the receiver after the later event. One already on the
+    /// wire cannot be taken back. False on a store error.
+    fn settle(
+        &self,
+        id: u64,
+        generation: Generation,
+        slots: &[(u32, u32)],
+        wake: &mut Vec<u32>,
+    ) -> bool {
+        let take_back = match self.memory.record_slots(self.store, id, generation, slots) {
+            Ok(take_back) => take_back,
+            Err(_) => {
+                self.metrics.add(Metric::StoreConflicts, 1);
+                return false;
+            }
+        };
+        let mut ok = true;
+        for held in take_back {
+            let which = |s: &Slot| {
+                s.notification == id
+                    && endpoint_key(&s.endpoint) == held.endpoint
+                    && s.generation == held.generation
+            };
+            match self.ledger.withdraw(self.store, held.slot, which) {
+                Ok(Some(webhook_id)) => {
+                    self.metrics.add(Metric::Pending, -1);
+                    self.metrics.add(Metric::DeliveriesSuperseded, 1);
+                    wake.retain(|w| *w != held.slot);
+                    log::debug!(
+                        "{webhook_id}: taken back for a later event taken in at the same time"
+                    );
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    self.metrics.add(Metric::StoreConflicts, 1);
+                    ok = false;
+                }
+            }
         }
-        _ => None,
-    });
-    if let Ok(Some(id)) = freed {
-        metrics.add(Metric::Pending, -1);
-        metrics.add(Metric::DeliveriesSuperseded, 1);
-        wake.retain(|w| *w != slot);
-        log::debug!("{id}: taken back for a later event taken in at the same time");
+        ok
     }
 }
 
@@ -204,6 +222,54 @@ mod tests {
             updated_on: Some(updated_on.into()),
             body: format!(r#"{{"id":504,"deliveryStatus":5,"result":{result}}}"#),
         }
+    }
+
+    /// Two workers take in IN_PROGRESS (generation 1) and SUCCESS (2) at once. IN_PROGRESS
+    /// is placed and recorded in a fresh slot first; SUCCESS, which knew nothing of that slot,
+    /// learns of it when it records its own and takes it back before it goes out.
+    #[test]
+    fn the_later_event_takes_back_the_earlier_one_it_learns_of_on_recording() {
+        use crate::delivery::ledger::Record;
+        use crate::metrics::CountingMetrics;
+        use crate::store::MemStore;
+        let store = MemStore::new();
+        let ledger = Ledger::new(16);
+        for (k, v) in ledger.keys() {
+            store.set(&k, v, None).unwrap();
+        }
+        let memory = Memory::new(1024);
+        let metrics = CountingMetrics::default();
+        let recorded = Recorded {
+            memory,
+            ledger: &ledger,
+            store: &store,
+            metrics: &metrics,
+        };
+        let mut early = seen("2026-01-01T00:00:01.000Z", "null");
+        early.delivery_status = DeliveryStatus::InProgress;
+        let late = seen("2026-01-01T00:00:02.000Z", "null");
+        for n in [&early, &late] {
+            memory.observe(&store, n, 0).unwrap();
+        }
+        let key = endpoint_key("crm");
+        let place = |id: &str, g: u32| {
+            let slot = Slot::new("crm", 504, id, b"{}".to_vec(), 0).of_generation(Generation(g));
+            ledger
+                .place(&store, None, slot, u64::from(g))
+                .unwrap()
+                .slot()
+        };
+        let mut wake = Vec::new();
+        let y = place("in-progress", 1);
+        assert!(recorded.settle(504, Generation(1), &[(key, y)], &mut wake));
+        assert!(matches!(ledger.read(&store, y).unwrap(), Record::Used(_)));
+        let z = place("success", 2);
+        wake.extend([y, z]);
+        assert!(recorded.settle(504, Generation(2), &[(key, z)], &mut wake));
+        assert_eq!(ledger.read(&store, y).unwrap(), Record::Free);
+        assert_eq!(wake, vec![z]);
+        assert_eq!(metrics.get(Metric::DeliveriesSuperseded), 1);
+        assert_eq!(metrics.get(Metric::Pending), -1);
     }
 
     #[test]

@@ -1268,7 +1268,8 @@ impl World {
 }
 
 /// The previous event of the notification is still waiting in its slot (here: its retry);
-/// VM 0 sees IN_PROGRESS, VM 1 sees SUCCESS at the same moment.
+/// VM 0 sees IN_PROGRESS, VM 1 sees SUCCESS at the same moment. A review found IN_PROGRESS,
+/// placed last, overwriting SUCCESS; the slot now keeps the later generation.
 #[test]
 fn two_workers_racing_over_a_waiting_slot_keep_the_newer_event() {
     let mut w = World::new(ONE_ENDPOINT, 2);
@@ -1298,8 +1299,8 @@ fn two_workers_racing_over_a_waiting_slot_keep_the_newer_event() {
     assert_eq!(w.m(Metric::Pending), 0);
 }
 
-/// Nothing pending for the notification: both VMs take a free slot each and the two states
-/// go out independently.
+/// Nothing pending for the notification: each VM takes a free slot. A review found the two
+/// states going out in either order; the earlier is now taken back when it records.
 #[test]
 fn two_workers_racing_on_a_new_notification_send_only_the_newer_event() {
     let w = World::new(ONE_ENDPOINT, 2);
@@ -1324,8 +1325,8 @@ fn two_workers_racing_on_a_new_notification_send_only_the_newer_event() {
     );
 }
 
-/// The previous event is on the wire: both newer states queue behind it, and the older one
-/// overwrites the newer as the successor.
+/// The previous event is on the wire: both newer states queue behind it. A review found the
+/// older overwriting the newer as the successor; it is now refused.
 #[test]
 fn two_workers_racing_behind_an_attempt_on_the_wire_keep_the_newer_event() {
     let w = World::new(ONE_ENDPOINT, 2);
@@ -1396,8 +1397,8 @@ const FINAL_ONLY: &str = r#"{
 
 /// Default `deliveryStatuses` (SUCCESS and FAILED only). VM 0 takes in FAILED (retryCount 0);
 /// at the same moment VM 1 takes in OsmoX's resend, PENDING with retryCount 1, which this
-/// endpoint does not take. FAILED is withdrawn "for the later event", which never goes to
-/// this endpoint: the endpoint gets nothing for the failed attempt.
+/// endpoint does not take. A review found FAILED taken back for the later event, which never
+/// goes to this endpoint; only what a later event holds at the same endpoint is taken back.
 #[test]
 fn an_event_raced_by_a_later_one_that_no_endpoint_takes_is_still_delivered() {
     let w = World::new(FINAL_ONLY, 2);
@@ -1480,7 +1481,7 @@ impl Store for HookAt<'_> {
 
 /// VM 0 dies with its attempt on the wire. Once the claim lapsed, VMs 1 and 2 (two worker
 /// threads) both come across the slot: each read it as a lapsed claim before either wrote.
-/// Each subtracts the dead VM's attempt from in_flight; only one finishes it.
+/// Only the one that finishes it takes the dead VM's attempt out of in_flight.
 #[test]
 fn two_senders_finding_one_lapsed_claim_count_it_out_once() {
     use osmox_webhook_filter::delivery::ledger::Record;

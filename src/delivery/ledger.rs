@@ -93,6 +93,7 @@ impl Slot {
         }
     }
 
+    #[must_use]
     pub fn of_generation(self, generation: Generation) -> Self {
         Slot { generation, ..self }
     }
@@ -360,6 +361,14 @@ impl Placed {
             | Placed::Outdated(i) => i,
         }
     }
+
+    /// The slot that now holds the event; `None` when it was not placed.
+    pub fn held_slot(self) -> Option<u32> {
+        match self {
+            Placed::Outdated(_) => None,
+            placed => Some(placed.slot()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -469,6 +478,22 @@ impl Ledger {
         })
     }
 
+    /// Free `slot` if it holds a delivery that waits (is not on the wire) and `which` picks
+    /// it; its webhook-id when it did.
+    pub fn withdraw<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        slot: u32,
+        which: impl Fn(&Slot) -> bool,
+    ) -> Result<Option<String>, StoreError> {
+        self.update(store, slot, |rec| match rec {
+            Record::Used(s) if s.state == State::Waiting && which(&s) => {
+                Some((Record::Free, s.webhook_id))
+            }
+            _ => None,
+        })
+    }
+
     /// Put an event for (`notification`, `endpoint`) into the ledger. `existing` is the slot
     /// that held this pair's previous event, if we know one; `seed` picks where the search
     /// for a free slot probes, and should differ between calls.
@@ -501,8 +526,10 @@ impl Ledger {
         let same_pair =
             |s: &Slot| s.notification == fresh.notification && s.endpoint == fresh.endpoint;
         let later = |s: &Slot| {
-            let queued = s.successor.as_ref().map(|q| q.generation);
-            s.generation > fresh.generation || queued > Some(fresh.generation)
+            s.generation > fresh.generation
+                || s.successor
+                    .as_ref()
+                    .is_some_and(|q| q.generation > fresh.generation)
         };
         let mut outdated = false;
         let placed = self.update(store, slot, |rec| match rec {
