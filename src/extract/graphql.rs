@@ -22,6 +22,9 @@ pub struct RequestFacts {
     /// `None` when there is no such field, more than one, or it carries a directive
     /// (`@skip`, `@include`: it may not have run) or sits inside a fragment.
     pub webhook_key: Option<String>,
+    /// The document selects `archivedNotifications` (under any key): a row there has the
+    /// archive's own `id`, so only a `notificationId` names the notification.
+    pub archived: bool,
 }
 
 /// What the query text tells about the keys of its answer. A GraphQL client chooses the
@@ -121,8 +124,9 @@ fn scan(query: &str, variables: Option<&Object<'_>>, operation: Option<&str>) ->
         ..RequestFacts::default()
     };
     let mut webhooks = 0usize;
-    // (key, field) of every field at the top of any definition: what `data` may hold.
-    let mut top: Vec<(&str, &str)> = Vec::new();
+    // (key, field) of every field of any definition, at any depth: inline fragments put
+    // fields of the root deeper, and a conservative reading costs only the id correction.
+    let mut keys: Vec<(&str, &str)> = Vec::new();
     let mut braces = 0usize;
     let mut parens = 0usize;
     let mut definition: Option<Definition<'_>> = None;
@@ -170,10 +174,9 @@ fn scan(query: &str, variables: Option<&Object<'_>>, operation: Option<&str>) ->
                 expect_name = true;
             }
             Tok::Name(name) if braces > 0 && parens == 0 => {
-                if braces == 1 {
-                    if let Some(key) = top_field(&toks, i) {
-                        top.push((key, name));
-                    }
+                if let Some(key) = answer_key(&toks, i) {
+                    keys.push((key, name));
+                    facts.archived |= name == "archivedNotifications";
                 }
                 let has_args = toks.get(i + 1) == Some(&Tok::Punct(b'('));
                 let directive = i
@@ -217,7 +220,7 @@ fn scan(query: &str, variables: Option<&Object<'_>>, operation: Option<&str>) ->
     // A key another field also answers under (in a fragment, or an operation, that may be the
     // one that runs) does not surely hold the `notification` answer: its id is not known.
     for field in &mut facts.notification_fields {
-        if top
+        if keys
             .iter()
             .any(|(k, f)| *k == field.key && *f != "notification")
         {
@@ -229,7 +232,7 @@ fn scan(query: &str, variables: Option<&Object<'_>>, operation: Option<&str>) ->
 
 /// The key the field named at `at` answers under, when that name is a field's (not an alias,
 /// a directive, a fragment spread or a type condition).
-fn top_field<'a>(toks: &[Tok<'a>], at: usize) -> Option<&'a str> {
+fn answer_key<'a>(toks: &[Tok<'a>], at: usize) -> Option<&'a str> {
     let Some(Tok::Name(name)) = toks.get(at) else {
         return None;
     };
@@ -239,8 +242,10 @@ fn top_field<'a>(toks: &[Tok<'a>], at: usize) -> Option<&'a str> {
     let before = |n: usize| at.checked_sub(n).and_then(|j| toks.get(j)).copied();
     match (before(2), before(1)) {
         (Some(Tok::Name(alias)), Some(Tok::Punct(b':'))) => Some(alias),
-        (_, Some(Tok::Punct(b'@' | b'.'))) => None, // a directive, a fragment spread
-        (Some(Tok::Punct(b'.')), Some(Tok::Name("on"))) => None, // a type condition
+        // A directive, a fragment spread, a type condition.
+        (_, Some(Tok::Punct(b'@' | b'.'))) | (Some(Tok::Punct(b'.')), Some(Tok::Name("on"))) => {
+            None
+        }
         _ => Some(name),
     }
 }

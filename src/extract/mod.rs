@@ -152,7 +152,10 @@ pub fn extract(
     let Value::Object(root) = root else {
         return Err(ExtractError::NotObject);
     };
-    let mut found = Collector::default();
+    let mut found = Collector {
+        archived: kind == WatchKind::Graphql && facts.archived,
+        ..Collector::default()
+    };
     match kind {
         WatchKind::Graphql => {
             if let Some(Value::Object(data)) = root.get("data") {
@@ -356,6 +359,9 @@ struct Collector {
     notifications: Vec<Notification>,
     skipped: usize,
     seen: HashSet<u64>,
+    /// Rows may be archive rows, whose `id` is the archive's: only `notificationId` (or the
+    /// id a `notification` field asked for) names the notification.
+    archived: bool,
 }
 
 impl Collector {
@@ -391,7 +397,7 @@ impl Collector {
     }
 
     fn take(&mut self, obj: &Object<'_>, id_override: Option<u64>) {
-        match notification(obj, id_override) {
+        match notification(obj, id_override, !self.archived) {
             Some(n) => {
                 if self.seen.insert(n.id) {
                     self.notifications.push(n);
@@ -402,15 +408,17 @@ impl Collector {
     }
 }
 
-/// The notification an object describes, or `None` when it lacks a usable id or status.
-fn notification(obj: &Object<'_>, id_override: Option<u64>) -> Option<Notification> {
+/// The notification an object describes, or `None` when it lacks a usable id or status
+/// (or has only its own `id` where that may be an archive row's: `own_id` false).
+fn notification(obj: &Object<'_>, id_override: Option<u64>, own_id: bool) -> Option<Notification> {
     let f = Fields::of(obj);
     // An archived row has its own `id`; the notification's is in `notificationId`.
     let id = match id_override {
         Some(id) => id,
         None => match f.get(Field::NotificationId) {
             Some(original) => original.as_u64()?,
-            None => f.u64(Field::Id)?,
+            None if own_id => f.u64(Field::Id)?,
+            None => return None,
         },
     };
     let code = f.u64(Field::DeliveryStatus)?;
@@ -814,6 +822,31 @@ mod tests {
         assert_eq!(x.notifications[0].provider_id, None);
         assert_eq!(x.notifications[0].retry_count, None);
         assert_eq!(x.notifications[0].updated_on, None);
+    }
+
+    /// A third review: an archived row whose query did not select `notificationId` went out
+    /// under the archive row's own id, which may be another live notification's.
+    #[test]
+    fn an_archived_row_without_its_notification_id_is_skipped() {
+        let request = br#"{"query":"{ a: archivedNotifications { archivedNotifications { id providerId deliveryStatus } } notifications { notifications { notificationId id deliveryStatus } } }"}"#;
+        let facts = graphql_request_facts(request);
+        assert_eq!((facts.document, facts.archived), (Document::Plain, true));
+        let body = br#"{"data":{"a":{"archivedNotifications":[{"id":7,"providerId":7,"deliveryStatus":5}]},"notifications":{"notifications":[{"notificationId":1042,"id":8,"deliveryStatus":5}]}}}"#;
+        let x = extract(WatchKind::Graphql, body, &facts).unwrap();
+        assert_eq!(summary(&x), vec![(1042, 5, None, None, None)]);
+        assert_eq!(x.skipped_objects, 1);
+    }
+
+    /// A third review: the operation that ran answered `n` through an inline fragment at its
+    /// root, while a fragment it did not spread named `n` a `notification(notificationId: 5)`.
+    #[test]
+    fn a_key_answered_inside_an_inline_fragment_takes_no_other_fields_id() {
+        let request = br#"{"operationName":"A","query":"mutation A { ... on Mutation { n: createNotification(createNotificationInput: {providerId: 7}) { id providerId deliveryStatus } } } query B { ...F } fragment F on Query { n: notification(notificationId: 5) { id deliveryStatus } }"}"#;
+        let facts = graphql_request_facts(request);
+        let body = br#"{"data":{"n":{"id":2001,"providerId":7,"deliveryStatus":5}}}"#;
+        let x = extract(WatchKind::Graphql, body, &facts).unwrap();
+        assert!(x.notifications.is_empty(), "{:?}", summary(&x));
+        assert_eq!(x.skipped_objects, 1);
     }
 
     /// A second review: a provider's `configuration` (JSON an admin sets) was searched.
