@@ -125,7 +125,8 @@ enum Tried {
     Sent,
     /// Claimed, then refused a place: held or scheduled again.
     Refused,
-    /// Not claimed: free, not due, on the wire, or unreadable (`occupied` unless free).
+    /// Not claimed: free, not due, on the wire, unreadable, or this sender is closing
+    /// (`occupied` unless free).
     Skipped { occupied: bool },
 }
 
@@ -217,6 +218,15 @@ impl Sender {
     /// Send nothing more; what is due waits in the ledger for the other senders' sweeps.
     pub fn close(&mut self) {
         self.closing = true;
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Closing, and no reply is owed any more.
+    pub fn drained(&self) -> bool {
+        self.closing && self.calls.is_empty()
     }
 
     /// Deliveries wait here for an in-flight place: other senders could take new ones.

@@ -157,9 +157,6 @@ pub struct Root {
     sender: Option<Sender>,
     /// When this VM next says it is alive to the other senders (every VM sending only).
     beat_at_ms: Option<u64>,
-    /// Envoy is replacing this root context (a configuration update) and waits, at our
-    /// word, until the replies to its callouts are in: dropped, they would be sent again.
-    closing: bool,
 }
 
 struct Net;
@@ -197,7 +194,17 @@ impl Root {
             shared: None,
             sender: None,
             beat_at_ms: None,
-            closing: false,
+        }
+    }
+
+    /// Envoy is replacing this root context and waits for its replies (`on_done`).
+    fn closing(&self) -> bool {
+        self.sender.as_ref().is_some_and(Sender::is_closing)
+    }
+
+    fn flush_metrics(&self) {
+        if let Some(shared) = &self.shared {
+            shared.metrics.flush();
         }
     }
 
@@ -276,25 +283,23 @@ pub fn follow_log_level() {
 }
 
 impl Context for Root {
+    /// Envoy is replacing this root context (a configuration update). It would cancel the
+    /// callouts with it, and receivers that already took those webhooks would get them again
+    /// once the claims lapsed; so it waits, at our word, until the replies are in (`done()`).
     fn on_done(&mut self) -> bool {
-        if let Some(shared) = &self.shared {
-            shared.metrics.flush();
-        }
+        self.flush_metrics();
         let Some(sender) = &mut self.sender else {
             return true;
         };
         if sender.in_flight() == 0 {
             return true;
         }
-        // Envoy would cancel the callouts with this context: receivers that already took
-        // the webhooks would get them again once the claims lapsed. Finish in `done()`.
         log::info!(
             "#{} configuration replaced: awaiting {} replies before closing",
             self.context_id,
             sender.in_flight()
         );
         sender.close();
-        self.closing = true;
         false
     }
 
@@ -340,11 +345,11 @@ impl Context for Root {
         self.with_sender(|sender, config, endpoints, io| {
             sender.on_response(config, endpoints, io, token, &response);
         });
-        if self.closing && self.sender.as_ref().is_none_or(|s| s.in_flight() == 0) {
-            if let Some(shared) = &self.shared {
-                shared.metrics.flush();
+        if self.sender.as_ref().is_some_and(Sender::drained) {
+            self.flush_metrics();
+            if let Err(e) = hostcalls::done() {
+                log::warn!("#{} closing: Envoy refused done(): {e:?}", self.context_id);
             }
-            let _ = hostcalls::done();
         }
     }
 }
@@ -455,7 +460,7 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        if self.closing {
+        if self.closing() {
             return; // the senders that stay sweep; this one only awaits its replies
         }
         follow_log_level();
@@ -472,15 +477,13 @@ impl RootContext for Root {
         if let Some(queue) = queue {
             self.wake_from(queue);
         }
-        if let Some(shared) = &self.shared {
-            shared.metrics.flush();
-        }
+        self.flush_metrics();
     }
 
     /// Envoy calls this once per item enqueued, so taking one item per call leaves the
     /// worker's event loop free between items.
     fn on_queue_ready(&mut self, queue_id: u32) {
-        if !self.closing {
+        if !self.closing() {
             self.wake_from(queue_id);
         }
     }
