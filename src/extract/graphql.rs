@@ -250,18 +250,36 @@ fn answer_key<'a>(toks: &[Tok<'a>], at: usize) -> Option<&'a str> {
     }
 }
 
+/// The request headers that tell how OsmoX's server reads a GraphQL request's body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestHead<'a> {
+    pub method: Option<&'a [u8]>,
+    pub content_type: Option<&'a [u8]>,
+    pub content_encoding: Option<&'a [u8]>,
+}
+
+/// Facts from a GraphQL request: none (`Document::Unread`) unless OsmoX's server reads its
+/// body as the filter does.
+pub fn read_graphql_request(head: &RequestHead<'_>, body: &[u8]) -> RequestFacts {
+    if is_json_post(head) {
+        graphql_request_facts(body)
+    } else {
+        RequestFacts::default()
+    }
+}
+
 /// Whether a GraphQL request was sent as OsmoX's server reads it the way the filter does: a
 /// `POST` of one JSON document in UTF-8, not encoded. The server also takes a form-encoded
 /// body, a GET's query string, other charsets and compressed bodies, each of which can run
 /// another query than the JSON reading of the bytes shows.
-pub fn is_json_post(
-    method: Option<&[u8]>,
-    content_type: Option<&[u8]>,
-    content_encoding: Option<&[u8]>,
-) -> bool {
-    let identity =
-        content_encoding.is_none_or(|e| e.trim_ascii().eq_ignore_ascii_case(b"identity"));
-    let Some(content_type) = content_type else {
+fn is_json_post(head: &RequestHead<'_>) -> bool {
+    let identity = head
+        .content_encoding
+        .is_none_or(|e| e.trim_ascii().eq_ignore_ascii_case(b"identity"));
+    if head.method != Some(b"POST".as_slice()) || !identity {
+        return false;
+    }
+    let Some(content_type) = head.content_type else {
         return false;
     };
     let mut parts = content_type.split(|b| *b == b';');
@@ -279,10 +297,7 @@ pub fn is_json_post(
             .unwrap_or(value);
         !name.eq_ignore_ascii_case(b"charset") || value.eq_ignore_ascii_case(b"utf-8")
     });
-    method == Some(b"POST".as_slice())
-        && essence.eq_ignore_ascii_case(b"application/json")
-        && utf8
-        && identity
+    essence.eq_ignore_ascii_case(b"application/json") && utf8
 }
 
 impl RequestFacts {
@@ -789,6 +804,18 @@ mod tests {
     /// JSON reading of the bytes shows.
     #[test]
     fn only_a_json_post_in_utf8_is_read_as_the_server_reads_it() {
+        let is_json_post = |method: Option<&[u8]>,
+                            content_type: Option<&[u8]>,
+                            content_encoding| {
+            let head = RequestHead {
+                method,
+                content_type,
+                content_encoding,
+            };
+            let read = read_graphql_request(&head, br#"{"query": "{ notifications { total } }"}"#);
+            assert_eq!(is_json_post(&head), read.document == Document::Plain);
+            is_json_post(&head)
+        };
         let post = Some(b"POST".as_slice());
         for content_type in [
             "application/json",

@@ -18,7 +18,8 @@ use crate::metrics::Metric;
 use crate::osmox::{DeliveryStatus, Notification};
 
 pub use graphql::{
-    graphql_request_facts, is_json_post, may_register, Document, NotificationField, RequestFacts,
+    graphql_request_facts, may_register, read_graphql_request, Document, NotificationField,
+    RequestFacts, RequestHead,
 };
 pub use learn::{extract_registration, is_webhook_route, Registration};
 pub use response_head::{judge_unread, sniff, BodyPlan, ResponseHead};

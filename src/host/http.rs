@@ -12,7 +12,7 @@ use super::root::{now_ms, Shared};
 use super::shared_store::SharedData;
 use crate::body::{Body, Budget};
 use crate::config::MAX_GRAPHQL_REQUEST_BYTES;
-use crate::extract::{self, BodyPlan, RequestFacts, ResponseHead, WatchKind};
+use crate::extract::{self, BodyPlan, RequestFacts, RequestHead, ResponseHead, WatchKind};
 use crate::intake;
 use crate::learn::Registry;
 use crate::metrics::{Metric, Metrics};
@@ -118,22 +118,26 @@ impl Watch {
         }
     }
 
-    /// Read on the way to a parse (not on every poll: each header lookup costs). A GraphQL
-    /// request OsmoX may read otherwise than as the JSON of its bytes gives no facts.
+    /// Read on the way to a parse (not on every poll: each header lookup costs).
     fn request_facts(&self, kind: WatchKind) -> RequestFacts {
-        let header = |name| hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name);
-        let header = |name| header(name).ok().flatten();
         match kind {
-            WatchKind::Graphql
-                if extract::is_json_post(
-                    header(":method").as_deref(),
-                    header("content-type").as_deref(),
-                    header("content-encoding").as_deref(),
-                ) =>
-            {
-                extract::graphql_request_facts(&self.request)
+            WatchKind::Graphql => {
+                let header = |name| {
+                    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+                        .ok()
+                        .flatten()
+                };
+                let method = header(":method");
+                let content_type = header("content-type");
+                let content_encoding = header("content-encoding");
+                let head = RequestHead {
+                    method: method.as_deref(),
+                    content_type: content_type.as_deref(),
+                    content_encoding: content_encoding.as_deref(),
+                };
+                extract::read_graphql_request(&head, &self.request)
             }
-            WatchKind::Graphql | WatchKind::Rest => RequestFacts::default(),
+            WatchKind::Rest => RequestFacts::default(),
         }
     }
 
