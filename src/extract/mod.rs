@@ -276,9 +276,11 @@ impl Field {
 /// notification-shaped objects in them.
 pub(crate) const FREE_FORM_KEYS: &[&str] = &["data", "result", "configuration"];
 
-/// OsmoX's `Notification` fields (GraphQL): they make up the webhook body, so an alias that
-/// renames another field to one of them would put words in OsmoX's mouth.
-const NOTIFICATION_FIELDS: &[&str] = &[
+/// The keys OsmoX's own webhook sends: a notification's own fields. The webhook body holds
+/// no other (a relation a client selected, such as a provider's details with its
+/// credentials, or a key an alias made up), and an alias that renames another field to one
+/// of them would put words in OsmoX's mouth.
+const WEBHOOK_KEYS: &[&str] = &[
     "id",
     "providerId",
     "providerChainId",
@@ -294,7 +296,6 @@ const NOTIFICATION_FIELDS: &[&str] = &[
     "createdOn",
     "updatedOn",
     "notificationSentOn",
-    "notificationId",
 ];
 
 /// Keys read by name besides a row's fields (`Field::of_key`): where answers are found
@@ -321,7 +322,7 @@ pub(crate) fn is_read_key(key: &str) -> bool {
 /// (`provider_Id` becomes `providerId`).
 pub(crate) fn is_guarded_alias(alias: &str) -> bool {
     let camel = to_camel_case(alias);
-    is_read_key(alias) || is_read_key(&camel) || NOTIFICATION_FIELDS.contains(&camel.as_ref())
+    is_read_key(alias) || is_read_key(&camel) || WEBHOOK_KEYS.contains(&camel.as_ref())
 }
 
 impl<'r, 'j> Fields<'r, 'j> {
@@ -440,8 +441,8 @@ fn notification(obj: &Object<'_>, id_override: Option<u64>, own_id: bool) -> Opt
 }
 
 /// A row as OsmoX's webhook would send it: keys in observed order, top-level keys in
-/// camelCase, `id` set to the identity, no `notificationId` and no `__typename` (a GraphQL
-/// artefact OsmoX's own webhook never has), values copied byte for byte
+/// camelCase and only those OsmoX's webhook sends (`WEBHOOK_KEYS`: no `notificationId`, no
+/// `__typename`, no relation), `id` set to the identity, values copied byte for byte
 /// (minified). A repeated key is written once, at its first position, with its last value
 /// (what serde_json's ordered map did); `provider_id` next to `providerId` would repeat a key
 /// too, so the one already in camelCase wins, as in `Fields::get`.
@@ -458,7 +459,7 @@ fn webhook_body(obj: &Object<'_>, id: u64) -> String {
     let rows = raw.iter().zip(camel.iter()).zip(members);
     for (i, (((hash, key), (camel_hash, camel_key)), (_, value))) in rows.enumerate() {
         let once = raw.once(hash);
-        let dropped = camel_key == "notificationId" || key == "__typename";
+        let dropped = !WEBHOOK_KEYS.contains(&camel_key);
         if (!once && raw.first(hash, key) != Some(i)) || dropped {
             continue;
         }
@@ -1337,12 +1338,25 @@ mod tests {
 
     #[test]
     fn numbers_and_payloads_are_copied_byte_for_byte() {
-        let body = br#"{"id":1,"delivery_status":1,"amount":129.00,
+        let body = br#"{"id":1,"delivery_status":1,"result":129.00,
             "data":{"price":1.50E+3,"text":"caf\u00e9 \/ \"q\"","n":[ -0 , 1e-2 ]}}"#;
         let x = run(WatchKind::Rest, body);
         assert_eq!(
             x.notifications[0].body,
-            r#"{"id":1,"deliveryStatus":1,"amount":129.00,"data":{"price":1.50E+3,"text":"caf\u00e9 \/ \"q\"","n":[-0,1e-2]}}"#
+            r#"{"id":1,"deliveryStatus":1,"result":129.00,"data":{"price":1.50E+3,"text":"caf\u00e9 \/ \"q\"","n":[-0,1e-2]}}"#
+        );
+    }
+
+    /// A third review: a query that selected a relation (a provider's details, with its
+    /// credentials in `configuration`) passed it on to receivers. The body holds only the keys
+    /// OsmoX's own webhook sends.
+    #[test]
+    fn only_the_keys_osmox_webhook_sends_are_sent() {
+        let body = br#"{"data":{"notifications":{"notifications":[{"id":7,"deliveryStatus":5,"providerDetails":{"configuration":{"SMTP_PASSWORD":"hunter2"}},"x":"made up","createdBy":"app"}]}}}"#;
+        let x = run(WatchKind::Graphql, body);
+        assert_eq!(
+            x.notifications[0].body,
+            r#"{"id":7,"deliveryStatus":5,"createdBy":"app"}"#
         );
     }
 
@@ -1365,7 +1379,7 @@ mod tests {
         for (k, v) in &obj {
             let key = to_camel_case(k);
             let shadowed = key != k.as_str() && obj.contains_key(key.as_ref());
-            let dropped = key == "notificationId" || k == "__typename";
+            let dropped = !WEBHOOK_KEYS.contains(&key.as_ref());
             if dropped || shadowed || out.contains_key(key.as_ref()) {
                 continue;
             }
@@ -1373,6 +1387,18 @@ mod tests {
             out.insert(key.into_owned(), v);
         }
         serde_json::to_string(&out).unwrap()
+    }
+
+    fn snake_case(camel: &str) -> String {
+        camel
+            .chars()
+            .flat_map(|c| {
+                let lower = c.to_ascii_lowercase();
+                (c.is_ascii_uppercase().then_some('_'))
+                    .into_iter()
+                    .chain([lower])
+            })
+            .collect()
     }
 
     #[test]
@@ -1384,13 +1410,14 @@ mod tests {
             r#""notification_id":7"#,
             r#""provider_id":2"#,
             r#""providerId":3"#,
-            r#""a_b":1"#,
-            r#""a_B":2"#,
-            r#""aB":3"#,
-            r#""x":1"#,
-            r#""x":{"y_z":[1.50,"s"]}"#,
+            r#""created_by":1"#,
+            r#""created_By":2"#,
+            r#""createdBy":3"#,
+            r#""result":1"#,
+            r#""result":{"y_z":[1.50,"s"]}"#,
             r#""id":5"#,
-            r#""a_b":6"#,
+            r#""created_by":6"#,
+            r#""x":7"#,
             r#""updated_on":"2026-04-20T09:15:02.318Z""#,
             r#""_private":null"#,
             r#""trailing_":true"#,
@@ -1411,10 +1438,11 @@ mod tests {
             if round % 2 == 1 {
                 for f in 0..40 {
                     let at = below(members.len() + 1);
-                    let filler = if f % 2 == 0 {
-                        format!(r#""k{f}":{f}"#)
-                    } else {
-                        format!(r#""f_{f}":{f}"#)
+                    let key = WEBHOOK_KEYS[f % WEBHOOK_KEYS.len()];
+                    let filler = match f % 3 {
+                        0 => format!(r#""k{f}":{f}"#), // not OsmoX's: dropped
+                        1 => format!(r#""{key}":{f}"#),
+                        _ => format!(r#""{}":{f}"#, snake_case(key)),
                     };
                     members.insert(at, filler);
                 }
@@ -1444,11 +1472,8 @@ mod tests {
         let start = std::time::Instant::now();
         let x = run(WatchKind::Rest, body.as_bytes());
         assert!(start.elapsed() < std::time::Duration::from_secs(20));
-        let written: serde_json::Map<String, Value> =
-            serde_json::from_str(&x.notifications[0].body).unwrap();
-        assert_eq!(written.len(), n + 2);
-        assert_eq!(written["aaaaaaaa00000007zzzzzzzz"], "last");
-        assert_eq!(written["aaaaaaaa00000008zzzzzzzz"], 8);
+        // None of those keys is OsmoX's: the body holds only the notification's own.
+        assert_eq!(x.notifications[0].body, r#"{"id":1,"deliveryStatus":2}"#);
     }
 
     #[test]
