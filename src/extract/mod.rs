@@ -164,11 +164,12 @@ pub fn extract(
                     // `notification(notificationId: N)` may answer an archived row under the
                     // archive's own id: N is the identity the caller asked about, and without
                     // it the answer is not delivered under a wrong id.
-                    let field = facts.notification_fields.iter().find(|f| k.is(&f.key));
-                    match field.map(|f| f.id) {
+                    match facts.notification_fields.iter().find(|f| k.is(&f.key)) {
                         None => found.visit(v, 1, None),
-                        Some(Some(id)) => found.visit(v, 1, Some(id)),
-                        Some(None) => found.pass_over(v),
+                        Some(NotificationField { id: Some(id), .. }) => {
+                            found.visit(v, 1, Some(*id));
+                        }
+                        Some(_) => found.pass_over(v), // the id it asked for is not known
                     }
                 }
             }
@@ -272,9 +273,10 @@ impl Field {
 }
 
 /// Fields holding free-form JSON (a notification's caller payload and provider result, a
-/// provider's configuration): never searched, since their writers may put
-/// notification-shaped objects in them.
-pub(crate) const FREE_FORM_KEYS: &[&str] = &["data", "result", "configuration"];
+/// provider's configuration, an application's recipient whitelist): never searched, since
+/// their writers may put notification-shaped objects in them.
+pub(crate) const FREE_FORM_KEYS: &[&str] =
+    &["data", "result", "configuration", "whitelistRecipients"];
 
 /// The keys OsmoX's own webhook sends: a notification's own fields. The webhook body holds
 /// no other (a relation a client selected, such as a provider's details with its
@@ -857,6 +859,9 @@ mod tests {
         let body = br#"{"data":{"providers":{"providers":[{"providerId":1,"configuration":{"id":1042,"deliveryStatus":5,"providerId":1}}]}}}"#;
         assert!(run(WatchKind::Graphql, body).notifications.is_empty());
         assert!(run(WatchKind::Rest, body).notifications.is_empty());
+        // Nor an application's recipient whitelist (JSON too).
+        let body = br#"{"data":{"applications":{"applications":[{"applicationId":1,"whitelistRecipients":{"1":[{"id":1042,"deliveryStatus":5}]}}]}}}"#;
+        assert!(run(WatchKind::Graphql, body).notifications.is_empty());
     }
 
     #[test]
