@@ -18,7 +18,7 @@ use osmox_webhook_filter::events::Memory;
 use osmox_webhook_filter::intake;
 use osmox_webhook_filter::metrics::{CountingMetrics, Metric};
 use osmox_webhook_filter::osmox::{DeliveryStatus, Notification};
-use osmox_webhook_filter::store::{MemStore, Store};
+use osmox_webhook_filter::store::{Cas, MemStore, Store, StoreError};
 
 #[derive(Debug, Clone)]
 struct Sent {
@@ -1194,34 +1194,46 @@ fn hostile_documents_never_panic_and_every_webhook_is_a_json_object() {
 
 // ---- two VMs interleaved through shared data ----
 
-/// A store that, the first time a ledger slot is read, lets "another VM" run to completion
-/// first: the interleaving of two workers' `on_log` between the dedupe CAS and the ledger write.
-struct Interleave<'a> {
+/// A store that runs `hook` ("another VM") just before the `nth` read of a key `matches`
+/// picks: the interleavings of two workers around shared data.
+struct HookAt<'a> {
     inner: &'a MemStore,
+    matches: Box<dyn Fn(&str) -> bool + 'a>,
+    nth: std::cell::Cell<u32>,
     hook: RefCell<Option<Box<dyn FnOnce() + 'a>>>,
 }
 
-impl Store for Interleave<'_> {
-    fn get(
-        &self,
-        key: &str,
-    ) -> Result<
-        Option<(Vec<u8>, osmox_webhook_filter::store::Cas)>,
-        osmox_webhook_filter::store::StoreError,
-    > {
-        if key.starts_with("q/m/") {
-            if let Some(h) = self.hook.borrow_mut().take() {
-                h();
+impl<'a> HookAt<'a> {
+    fn new(
+        inner: &'a MemStore,
+        matches: impl Fn(&str) -> bool + 'a,
+        nth: u32,
+        hook: impl FnOnce() + 'a,
+    ) -> Self {
+        HookAt {
+            inner,
+            matches: Box::new(matches),
+            nth: std::cell::Cell::new(nth),
+            hook: RefCell::new(Some(Box::new(hook))),
+        }
+    }
+}
+
+impl Store for HookAt<'_> {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+        if (self.matches)(key) {
+            let n = self.nth.get();
+            self.nth.set(n.saturating_sub(1));
+            if n == 1 {
+                if let Some(h) = self.hook.borrow_mut().take() {
+                    h();
+                }
             }
         }
         self.inner.get(key)
     }
-    fn set(
-        &self,
-        key: &str,
-        value: &[u8],
-        cas: Option<osmox_webhook_filter::store::Cas>,
-    ) -> Result<(), osmox_webhook_filter::store::StoreError> {
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
         self.inner.set(key, value, cas)
     }
 }
@@ -1232,9 +1244,12 @@ impl World {
     /// on_log finished first).
     fn observe_racing(&self, a: usize, first: Notification, b: usize, second: Notification) {
         let wake_b: RefCell<Vec<u32>> = RefCell::new(Vec::new());
-        let store = Interleave {
-            inner: &self.store,
-            hook: RefCell::new(Some(Box::new(|| {
+        // VM b runs at VM a's first ledger read: after a's dedupe write, before its placing.
+        let store = HookAt::new(
+            &self.store,
+            |key| key.starts_with("q/m/"),
+            1,
+            || {
                 let got = intake::take_in(
                     &self.config,
                     &self.config.endpoints,
@@ -1246,8 +1261,8 @@ impl World {
                     7,
                 );
                 *wake_b.borrow_mut() = got.wake;
-            }))),
-        };
+            },
+        );
         let got_a = intake::take_in(
             &self.config,
             &self.config.endpoints,
@@ -1442,43 +1457,6 @@ fn a_filled_event_raced_by_a_later_one_still_reaches_the_newly_matching_endpoint
     assert_eq!(to_p1, 1, "p1 must get FAILED once");
 }
 
-/// A store that runs `hook` just before the `nth` read of `key`.
-struct HookAt<'a> {
-    inner: &'a MemStore,
-    key: String,
-    nth: std::cell::Cell<u32>,
-    hook: RefCell<Option<Box<dyn FnOnce() + 'a>>>,
-}
-
-impl Store for HookAt<'_> {
-    fn get(
-        &self,
-        key: &str,
-    ) -> Result<
-        Option<(Vec<u8>, osmox_webhook_filter::store::Cas)>,
-        osmox_webhook_filter::store::StoreError,
-    > {
-        if key == self.key {
-            let n = self.nth.get();
-            self.nth.set(n.saturating_sub(1));
-            if n == 1 {
-                if let Some(h) = self.hook.borrow_mut().take() {
-                    h();
-                }
-            }
-        }
-        self.inner.get(key)
-    }
-    fn set(
-        &self,
-        key: &str,
-        value: &[u8],
-        cas: Option<osmox_webhook_filter::store::Cas>,
-    ) -> Result<(), osmox_webhook_filter::store::StoreError> {
-        self.inner.set(key, value, cas)
-    }
-}
-
 /// VM 0 dies with its attempt on the wire. Once the claim lapsed, VMs 1 and 2 (two worker
 /// threads) both come across the slot: each read it as a lapsed claim before either wrote.
 /// Only the one that finishes it takes the dead VM's attempt out of in_flight.
@@ -1495,12 +1473,13 @@ fn two_senders_finding_one_lapsed_claim_count_it_out_once() {
     w.senders[0] = RefCell::new(sender(&w.config, 99)); // VM 0 crashed mid-flight
     w.now += 15_001;
     let other_net = RefCell::new(FakeNet::default());
-    let store = HookAt {
-        inner: &w.store,
-        key: format!("q/m/{slot}"),
-        // VM 1's claim reads once; its finish reads again: VM 2 runs in between.
-        nth: std::cell::Cell::new(2),
-        hook: RefCell::new(Some(Box::new(|| {
+    // VM 1's claim reads the slot once and its finish again: VM 2 runs in between.
+    let key = format!("q/m/{slot}");
+    let store = HookAt::new(
+        &w.store,
+        |k| k == key,
+        2,
+        || {
             let mut net = other_net.borrow_mut();
             let mut io = Io {
                 store: &w.store,
@@ -1512,8 +1491,8 @@ fn two_senders_finding_one_lapsed_claim_count_it_out_once() {
             w.senders[2]
                 .borrow_mut()
                 .wake(c, &c.endpoints, &mut io, slot);
-        }))),
-    };
+        },
+    );
     {
         let mut net = w.net.borrow_mut();
         let mut io = Io {
