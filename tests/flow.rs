@@ -1182,6 +1182,7 @@ fn hostile_documents_never_panic_and_every_webhook_is_a_json_object() {
                 "POST",
                 "/webhooks",
                 &RequestFacts::default(),
+                Some(&bytes),
                 &bytes,
             );
         }

@@ -273,10 +273,17 @@ pub fn read_graphql_request(head: &RequestHead<'_>, body: &[u8]) -> RequestFacts
 /// body, a GET's query string, other charsets and compressed bodies, each of which can run
 /// another query than the JSON reading of the bytes shows.
 fn is_json_post(head: &RequestHead<'_>) -> bool {
+    head.method == Some(b"POST".as_slice()) && is_json_body(head)
+}
+
+/// Whether a request's body is one JSON document in UTF-8, not encoded: read as its bytes
+/// show, as the server reads it (which also takes form-encoded bodies, other charsets and
+/// compressed ones).
+pub fn is_json_body(head: &RequestHead<'_>) -> bool {
     let identity = head
         .content_encoding
         .is_none_or(|e| e.trim_ascii().eq_ignore_ascii_case(b"identity"));
-    if head.method != Some(b"POST".as_slice()) || !identity {
+    if !identity {
         return false;
     }
     let Some(content_type) = head.content_type else {

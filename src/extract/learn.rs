@@ -48,16 +48,19 @@ impl std::fmt::Display for Registration {
 /// `PUT` or `PATCH` to `…/webhooks` or `…/webhooks/<id>` answered by the row (v8 snake_case,
 /// or a v7 JSend envelope), and `DELETE …/webhooks/<id>` with any body. A row with
 /// `status: 0` and an `id` is a `Delete`; with `status` absent it counts as active.
+/// `request` is the REST request's body when it is JSON the filter reads as the server does
+/// (`is_json_body`): OsmoX removes a webhook by the id in it (`DELETE /webhooks {"id": 3}`).
 pub fn extract_registration(
     kind: WatchKind,
     method: &str,
     path: &str,
     facts: &RequestFacts,
+    request: Option<&[u8]>,
     body: &[u8],
 ) -> Option<Registration> {
     match kind {
         WatchKind::Graphql => graphql(facts, body),
-        WatchKind::Rest => rest(method, path, body),
+        WatchKind::Rest => rest(method, path, request, body),
     }
 }
 
@@ -106,12 +109,23 @@ pub fn is_webhook_route(method: &str, path: &str) -> bool {
     writes && webhooks_target(path).is_some()
 }
 
-fn rest(method: &str, path: &str, body: &[u8]) -> Option<Registration> {
+fn rest(method: &str, path: &str, request: Option<&[u8]>, body: &[u8]) -> Option<Registration> {
     let target = webhooks_target(path)?;
     if method.eq_ignore_ascii_case("DELETE") {
         return match target {
             Target::Item(webhook_id) => Some(Registration::Delete { webhook_id }),
-            Target::Collection => None,
+            Target::Collection => {
+                let id = request
+                    .and_then(|r| json::parse(r).ok())
+                    .and_then(|r| r.as_object()?.get("id")?.as_u64());
+                if id.is_none() {
+                    log::warn!(
+                        "a webhook was removed by a DELETE /webhooks whose body is not JSON naming its id: \
+                         its learned mapping, if any, stays until re-registered or Envoy restarts"
+                    );
+                }
+                id.map(|webhook_id| Registration::Delete { webhook_id })
+            }
         };
     }
     if !["POST", "PUT", "PATCH"]
@@ -184,7 +198,7 @@ mod tests {
     }
 
     fn gql(facts: &RequestFacts, body: &[u8]) -> Option<Registration> {
-        extract_registration(WatchKind::Graphql, "POST", "/graphql", facts, body)
+        extract_registration(WatchKind::Graphql, "POST", "/graphql", facts, None, body)
     }
 
     fn rest(method: &str, path: &str, body: &serde_json::Value) -> Option<Registration> {
@@ -194,6 +208,7 @@ mod tests {
             method,
             path,
             &RequestFacts::default(),
+            None,
             &body,
         )
     }
@@ -345,11 +360,41 @@ mod tests {
 
     #[test]
     fn rest_delete_takes_the_id_from_the_path() {
-        let empty =
-            extract_registration(WatchKind::Rest, "DELETE", "/webhooks/7", &mutation(), b"");
+        let empty = extract_registration(
+            WatchKind::Rest,
+            "DELETE",
+            "/webhooks/7",
+            &mutation(),
+            None,
+            b"",
+        );
         assert_eq!(empty, Some(Registration::Delete { webhook_id: 7 }));
         assert_eq!(rest("DELETE", "/webhooks", &json!({})), None);
         assert_eq!(rest("DELETE", "/webhooks/abc", &json!({})), None);
+    }
+
+    /// A final review: OsmoX v8 removes a webhook by `DELETE /webhooks` with its id in the
+    /// request body, answering `true`; the mapping stayed and deliveries went on.
+    #[test]
+    fn rest_delete_of_the_collection_takes_the_id_from_the_request() {
+        let delete = |request: Option<&[u8]>| {
+            extract_registration(
+                WatchKind::Rest,
+                "DELETE",
+                "/webhooks",
+                &mutation(),
+                request,
+                b"true",
+            )
+        };
+        assert_eq!(
+            delete(Some(br#"{"id": 3}"#)),
+            Some(Registration::Delete { webhook_id: 3 })
+        );
+        // Not read as JSON (the host passes none), or naming no id: nothing to remove by.
+        assert_eq!(delete(None), None);
+        assert_eq!(delete(Some(br#"{"webhookId": 3}"#)), None);
+        assert_eq!(delete(Some(b"id=3")), None);
     }
 
     #[test]

@@ -18,8 +18,8 @@ use crate::metrics::Metric;
 use crate::osmox::{DeliveryStatus, Notification};
 
 pub use graphql::{
-    graphql_request_facts, may_register, read_graphql_request, Document, NotificationField,
-    RequestFacts, RequestHead,
+    graphql_request_facts, is_json_body, may_register, read_graphql_request, Document,
+    NotificationField, RequestFacts, RequestHead,
 };
 pub use learn::{extract_registration, is_webhook_route, Registration};
 pub use response_head::{judge_unread, sniff, BodyPlan, ResponseHead};
@@ -40,8 +40,8 @@ pub enum WatchKind {
 }
 
 /// GraphQL: `POST` to exactly one of `graphql_paths`. REST: any method on a path equal to a
-/// prefix or below it (`prefix/…`), so list, by-id and create calls are all seen. A prefix
-/// that is empty or only `/` matches nothing: it would watch every route.
+/// prefix or below it (`prefix/…`), so list, by-id and create calls are all seen. The prefix
+/// `/` matches every path.
 ///
 /// `method` `None`: not read. Reading it costs a hostcall on every poll, and a GraphQL call
 /// is told apart by its body instead: any request to a GraphQL path is then `Graphql`, and
@@ -273,10 +273,20 @@ impl Field {
 }
 
 /// Fields holding free-form JSON (a notification's caller payload and provider result, a
-/// provider's configuration, an application's recipient whitelist): never searched, since
-/// their writers may put notification-shaped objects in them.
-pub(crate) const FREE_FORM_KEYS: &[&str] =
-    &["data", "result", "configuration", "whitelistRecipients"];
+/// provider's configuration, an application's recipient whitelist, the bodies a webhook log
+/// keeps of a partner's exchange), in both spellings: never searched, since their writers
+/// may put notification-shaped objects in them.
+pub(crate) const FREE_FORM_KEYS: &[&str] = &[
+    "data",
+    "result",
+    "configuration",
+    "whitelistRecipients",
+    "whitelist_recipients",
+    "requestBody",
+    "request_body",
+    "responseBody",
+    "response_body",
+];
 
 /// The keys OsmoX's own webhook sends: a notification's own fields. The webhook body holds
 /// no other (a relation a client selected, such as a provider's details with its
@@ -858,6 +868,10 @@ mod tests {
     fn a_provider_configuration_is_never_searched() {
         let body = br#"{"data":{"providers":{"providers":[{"providerId":1,"configuration":{"id":1042,"deliveryStatus":5,"providerId":1}}]}}}"#;
         assert!(run(WatchKind::Graphql, body).notifications.is_empty());
+        assert!(run(WatchKind::Rest, body).notifications.is_empty());
+        // Nor a webhook log's record of a partner's reply (REST, snake_case).
+        let body =
+            br#"{"items":[{"id":1,"webhook_id":3,"response_body":{"id":77,"delivery_status":6}}]}"#;
         assert!(run(WatchKind::Rest, body).notifications.is_empty());
         // Nor an application's recipient whitelist (JSON too).
         let body = br#"{"data":{"applications":{"applications":[{"applicationId":1,"whitelistRecipients":{"1":[{"id":1042,"deliveryStatus":5}]}}]}}}"#;

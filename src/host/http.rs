@@ -122,20 +122,8 @@ impl Watch {
     fn request_facts(&self, kind: WatchKind) -> RequestFacts {
         match kind {
             WatchKind::Graphql => {
-                let header = |name| {
-                    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-                        .ok()
-                        .flatten()
-                };
-                let method = header(":method");
-                let content_type = header("content-type");
-                let content_encoding = header("content-encoding");
-                let head = RequestHead {
-                    method: method.as_deref(),
-                    content_type: content_type.as_deref(),
-                    content_encoding: content_encoding.as_deref(),
-                };
-                extract::read_graphql_request(&head, &self.request)
+                let head = OwnedRequestHead::read();
+                extract::read_graphql_request(&head.view(), &self.request)
             }
             WatchKind::Rest => RequestFacts::default(),
         }
@@ -223,12 +211,49 @@ impl Watch {
         let Some(learn) = &self.shared.config.learn else {
             return;
         };
-        let Some(reg) = extract::extract_registration(kind, &self.method, &self.path, facts, body)
-        else {
+        // A REST delete names the webhook in its request body.
+        let request = (kind == WatchKind::Rest && !self.request_gap)
+            .then(OwnedRequestHead::read)
+            .filter(|head| extract::is_json_body(&head.view()))
+            .map(|_| self.request.as_slice());
+        let registration =
+            extract::extract_registration(kind, &self.method, &self.path, facts, request, body);
+        let Some(reg) = registration else {
             return;
         };
         let registry = Registry::new(learn.max_learned);
         let _ = registry.apply_counted(&SharedData, &reg, learn, &self.shared.metrics);
+    }
+}
+
+/// The request headers that tell how the server reads its body, read only on the way to a
+/// parse: each lookup leaves and re-enters the VM.
+struct OwnedRequestHead {
+    method: Option<Vec<u8>>,
+    content_type: Option<Vec<u8>>,
+    content_encoding: Option<Vec<u8>>,
+}
+
+impl OwnedRequestHead {
+    fn read() -> Self {
+        let header = |name| {
+            hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+                .ok()
+                .flatten()
+        };
+        OwnedRequestHead {
+            method: header(":method"),
+            content_type: header("content-type"),
+            content_encoding: header("content-encoding"),
+        }
+    }
+
+    fn view(&self) -> RequestHead<'_> {
+        RequestHead {
+            method: self.method.as_deref(),
+            content_type: self.content_type.as_deref(),
+            content_encoding: self.content_encoding.as_deref(),
+        }
     }
 }
 
@@ -315,7 +340,11 @@ impl HttpContext for Watch {
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
-        if self.kind != Some(WatchKind::Graphql) || self.request_gap {
+        // A GraphQL call, or a REST call to OsmoX's webhooks (a delete names its webhook in
+        // the body).
+        let reads = self.kind == Some(WatchKind::Graphql)
+            || (self.kind == Some(WatchKind::Rest) && self.registration);
+        if !reads || self.request_gap {
             return Action::Continue;
         }
         if size > 0 {

@@ -462,6 +462,29 @@ def test_changed_registration_moves_deliveries(osmox, make_receiver, make_envoy,
     assert ids_statuses(got_a) == [(3101, 5)]
 
 
+def test_rest_delete_by_the_id_in_its_body_stops_deliveries(osmox, make_receiver, make_envoy, filter_wasm):
+    """A final review: OsmoX v8 removes a webhook by `DELETE /webhooks` naming its id in the
+    JSON request body, and answers `true`. The filter kept the mapping and went on sending."""
+    a = make_receiver("A")
+    envoy = start_learning(make_envoy, osmox)
+    register_graphql(envoy, osmox, 3, 1, a.url("/osmox/status"))
+    envoy.wait_metric("registrations_learned", 1, timeout=EXPECT_S)
+    osmox.set_json("DELETE", "/webhooks", True)
+    # A form-encoded body is not read as the server reads it: nothing is removed by it.
+    r = envoy.client.request("DELETE", "/webhooks", b"id=3",
+                             headers={"x-api-key": "k", "content-type": "application/x-www-form-urlencoded"})
+    assert r.status == 200
+    envoy.wait_metric("responses_watched", 1, timeout=EXPECT_S)
+    assert envoy.metric("registrations_removed") == 0
+    r = envoy.client.request("DELETE", "/webhooks", {"id": 3}, headers={"x-api-key": "k"})
+    assert r.status == 200
+    envoy.wait_metric("registrations_removed", 1, timeout=EXPECT_S)
+    wait_metric_eq(envoy, "learned_endpoints", 0)
+    poll_rows(envoy, osmox, [sample_row(3301, 1, 5)])
+    envoy.wait_metric("events_unrouted", 1, timeout=EXPECT_S)
+    assert_no_more(a, 0)
+
+
 @pytest.mark.parametrize("status", [200, 204])
 def test_rest_delete_stops_deliveries(osmox, make_receiver, make_envoy, filter_wasm, status):
     a = make_receiver("A")
