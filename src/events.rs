@@ -400,6 +400,11 @@ impl Memory {
             take_back.clear(); // a lost CAS race runs this again
             let mut bucket = decode(current);
             let seen = bucket.iter_mut().find(|s| s.id == id)?;
+            // Counted higher than the notification's own count: the memory forgot it since
+            // and learned it anew (counting from the first), so the counts do not compare.
+            if generation > seen.generation {
+                return None;
+            }
             let mut changed = false;
             for &(endpoint, slot) in slots {
                 let ours = Held {

@@ -1513,3 +1513,577 @@ fn two_senders_finding_one_lapsed_claim_count_it_out_once() {
         "one lost attempt, counted out once"
     );
 }
+
+// ======== review 4 (ordering) ========
+
+fn bodies_for(w: &World, id: u64) -> Vec<String> {
+    let prefix = format!(r#"{{"id":{id},"#);
+    w.sent()
+        .iter()
+        .map(|s| s.body.clone())
+        .filter(|b| b.starts_with(&prefix))
+        .collect()
+}
+
+/// VM 0 takes in IN_PROGRESS (generation 2) and places it; before it records, a full bucket
+/// forgets notification 1 and VM 1 re-learns it with SUCCESS (generation 1 of the new entry).
+/// A review found VM 0's late record comparing generations of two entries and taking back
+/// SUCCESS; a record counted higher than the entry now records nothing.
+#[test]
+fn a_late_record_from_before_the_entry_was_forgotten_keeps_the_newer_event() {
+    use osmox_webhook_filter::events::fnv1a64;
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    let memory = Memory::new(w.config.limits.max_remembered);
+    let buckets = u64::from(w.config.limits.max_remembered) / 16;
+    let bucket = |id: u64| fnv1a64(&[&id.to_le_bytes()]) % buckets;
+    w.observe(0, &[note(1, DeliveryStatus::Pending, A)]);
+    w.reply(0, w.last().token, 200, None); // generation 1 delivered
+    let mates: Vec<u64> = (2..)
+        .filter(|id| bucket(*id) == bucket(1))
+        .take(16)
+        .collect();
+    let wake_b: RefCell<Vec<u32>> = RefCell::new(Vec::new());
+    let got_a = {
+        let store = HookAt::new(
+            &w.store,
+            |k| k.starts_with("seen/"),
+            2, // VM 0's record_slots read: after its observe and its placing
+            || {
+                for (i, id) in mates.iter().enumerate() {
+                    let mut n = note(*id, DeliveryStatus::QueuedConfirmation, A);
+                    n.body = "{}".into();
+                    memory.observe(&w.store, &n, w.now + 1 + i as u64).unwrap();
+                }
+                let got = intake::take_in(
+                    &w.config,
+                    &w.config.endpoints,
+                    memory,
+                    &w.store,
+                    &w.metrics,
+                    &[note(1, DeliveryStatus::Success, C)],
+                    w.now + 100,
+                    7,
+                );
+                *wake_b.borrow_mut() = got.wake;
+            },
+        );
+        intake::take_in(
+            &w.config,
+            &w.config.endpoints,
+            memory,
+            &store,
+            &w.metrics,
+            &[note(1, DeliveryStatus::InProgress, B)],
+            w.now,
+            3,
+        )
+    };
+    w.now += 1_000;
+    for slot in wake_b.borrow().iter() {
+        w.with(1, |s, c, io| s.wake(c, &c.endpoints, io, *slot));
+    }
+    for slot in got_a.wake {
+        w.with(0, |s, c, io| s.wake(c, &c.endpoints, io, slot));
+    }
+    for _ in 0..3 {
+        for s in w.sent() {
+            w.reply(0, s.token, 200, None);
+            w.reply(1, s.token, 200, None);
+        }
+        w.sweep();
+    }
+    let bodies = bodies_for(&w, 1);
+    assert!(
+        bodies.iter().any(|b| b == r#"{"id":1,"deliveryStatus":5}"#),
+        "the newest state seen (SUCCESS) must be delivered; sent: {bodies:?}"
+    );
+}
+
+/// The documented exception (a sweep claims the earlier event's fresh slot before it is
+/// taken back), one step further: a review found the earlier attempt failing and retried
+/// after the later event was delivered. Taken back on the wire, it now ends on failure.
+#[test]
+fn an_earlier_event_claimed_before_its_take_back_is_not_retried_after_the_newer() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    let wake_b: RefCell<Vec<u32>> = RefCell::new(Vec::new());
+    {
+        let store = HookAt::new(
+            &w.store,
+            |k| k.starts_with("seen/"),
+            2, // VM 0 placed IN_PROGRESS and is about to record it
+            || {
+                w.sweep(); // a sender's sweep claims and sends IN_PROGRESS
+                let got = intake::take_in(
+                    &w.config,
+                    &w.config.endpoints,
+                    Memory::new(w.config.limits.max_remembered),
+                    &w.store,
+                    &w.metrics,
+                    &[note(1, DeliveryStatus::Success, C)],
+                    w.now,
+                    7,
+                );
+                *wake_b.borrow_mut() = got.wake;
+            },
+        );
+        intake::take_in(
+            &w.config,
+            &w.config.endpoints,
+            Memory::new(w.config.limits.max_remembered),
+            &store,
+            &w.metrics,
+            &[note(1, DeliveryStatus::InProgress, B)],
+            w.now,
+            3,
+        );
+    }
+    for slot in wake_b.borrow().iter() {
+        w.with(1, |s, c, io| s.wake(c, &c.endpoints, io, *slot));
+    }
+    let sent = w.sent();
+    assert_eq!(sent.len(), 2, "both on the wire (the documented exception)");
+    for s in &sent {
+        let status = if s.body.contains(":5}") { 200 } else { 503 };
+        w.reply(0, s.token, status, None);
+        w.reply(1, s.token, status, None);
+    }
+    w.now += 60_000;
+    w.sweep();
+    let bodies = bodies_for(&w, 1);
+    assert_eq!(
+        bodies.last().map(String::as_str),
+        Some(r#"{"id":1,"deliveryStatus":5}"#),
+        "after SUCCESS was delivered, IN_PROGRESS must not be retried; sent: {bodies:?}"
+    );
+}
+
+// ---- a step-by-step scheduler: each worker on its own thread, paused before chosen store ops ----
+
+mod stepped {
+    use std::collections::HashMap;
+    use std::sync::mpsc;
+    use std::sync::Mutex;
+
+    use osmox_webhook_filter::metrics::{Metric, Metrics};
+    use osmox_webhook_filter::store::{Cas, Store, StoreError};
+
+    /// Key → (value, its CAS), and the last CAS handed out.
+    type Entries = (HashMap<String, (Vec<u8>, Cas)>, Cas);
+
+    /// An in-memory store that threads can share.
+    #[derive(Default)]
+    pub struct SyncStore {
+        map: Mutex<Entries>,
+    }
+
+    impl Store for SyncStore {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+            Ok(self.map.lock().unwrap().0.get(key).cloned())
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
+            let mut g = self.map.lock().unwrap();
+            if let (Some(expected), Some((_, actual))) = (cas, g.0.get(key)) {
+                if expected != *actual {
+                    return Err(StoreError::CasMismatch);
+                }
+            }
+            g.1 = g.1.wrapping_add(1).max(1);
+            let next = g.1;
+            g.0.insert(key.to_string(), (value.to_vec(), next));
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    pub struct SyncMetrics(Mutex<HashMap<Metric, i64>>);
+    impl Metrics for SyncMetrics {
+        fn add(&self, m: Metric, d: i64) {
+            *self.0.lock().unwrap().entry(m).or_insert(0) += d;
+        }
+    }
+
+    pub enum Msg {
+        Op(String),
+        Done,
+    }
+
+    /// The worker's side: asks before every store operation.
+    pub struct Gated<'a> {
+        pub inner: &'a SyncStore,
+        pub ask: mpsc::Sender<Msg>,
+        pub permit: mpsc::Receiver<()>,
+    }
+
+    impl Store for Gated<'_> {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+            self.ask.send(Msg::Op(format!("get {key}"))).unwrap();
+            self.permit.recv().unwrap();
+            self.inner.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
+            self.ask.send(Msg::Op(format!("set {key}"))).unwrap();
+            self.permit.recv().unwrap();
+            self.inner.set(key, value, cas)
+        }
+    }
+
+    /// The controller's side of one worker.
+    pub struct Worker {
+        from: mpsc::Receiver<Msg>,
+        permit: mpsc::Sender<()>,
+        stashed: bool,
+        pub done: bool,
+    }
+
+    pub fn pair(inner: &SyncStore) -> (Gated<'_>, Worker) {
+        let (ask, from) = mpsc::channel();
+        let (permit, permit_rx) = mpsc::channel();
+        (
+            Gated {
+                inner,
+                ask,
+                permit: permit_rx,
+            },
+            Worker {
+                from,
+                permit,
+                stashed: false,
+                done: false,
+            },
+        )
+    }
+
+    impl Worker {
+        /// Let the worker run until just before its next operation that `stop` picks (e.g.
+        /// "get q/m/"), or to its end.
+        pub fn run_until(&mut self, stop: &str) {
+            if self.stashed {
+                self.stashed = false;
+                self.permit.send(()).unwrap();
+            }
+            loop {
+                match self.from.recv().unwrap() {
+                    Msg::Op(op) => {
+                        if !stop.is_empty() && op.starts_with(stop) {
+                            self.stashed = true;
+                            return;
+                        }
+                        self.permit.send(()).unwrap();
+                    }
+                    Msg::Done => {
+                        self.done = true;
+                        return;
+                    }
+                }
+            }
+        }
+        pub fn finish(&mut self) {
+            self.run_until("");
+            assert!(self.done);
+        }
+    }
+
+    /// Signals the end of a worker's run.
+    pub fn done(g: &Gated) {
+        g.ask.send(Msg::Done).unwrap();
+    }
+}
+
+/// Three workers and a sender refused a place: VM 0 takes in PENDING (g1), VM 1 IN_PROGRESS
+/// (g2) before VM 0 records PENDING's fresh slot X, VM 2 SUCCESS (g3) after. A sender claims
+/// X, SUCCESS queues behind that claim, the sender is refused a place (maxInFlight) and gives
+/// X back: Waiting, PENDING, with SUCCESS as successor. VM 1 then records and takes back
+/// PENDING (generation 1) from X. A review found `withdraw` freeing the slot, successor and
+/// all; a slot with a successor is now left alone.
+#[test]
+fn a_take_back_never_frees_a_newer_event_queued_as_successor() {
+    use osmox_webhook_filter::delivery::ledger::Record;
+    use stepped::*;
+    let json = r#"{
+      "endpoints": [{"name": "crm", "url": "http://hooks.local:8080/in", "cluster": "webhook_crm",
+                     "deliveryStatuses": [1, 2, 5, 6], "maxInFlight": 1,
+                     "retry": {"maxAttempts": 3, "initialDelayMs": 1000, "multiplier": 2.0, "maxDelayMs": 60000, "jitter": 0.0}}],
+      "limits": {"maxPending": 128, "maxRemembered": 1024}
+    }"#;
+    let config = Config::from_json(json.as_bytes(), &|_| None).unwrap();
+    let store = SyncStore::default();
+    let ledger = Ledger::new(config.limits.max_pending);
+    for (k, v) in ledger.keys() {
+        store.set(&k, v, None).unwrap();
+    }
+    for k in Sender::keys(&config.endpoints) {
+        store.set(&k, b"{}", None).unwrap();
+    }
+    let metrics = SyncMetrics::default();
+    let memory = Memory::new(config.limits.max_remembered);
+    let now = T0;
+    let mut net_a = FakeNet::default();
+    let mut sender_a = sender(&config, 0);
+    let mut sender_b = sender(&config, 1);
+    // Notification 2 on the wire by sender A: the endpoint's one place is taken.
+    let wake = intake::take_in(
+        &config,
+        &config.endpoints,
+        memory,
+        &store,
+        &metrics,
+        &[note(2, DeliveryStatus::Pending, A)],
+        now,
+        1,
+    )
+    .wake;
+    {
+        let mut io = Io {
+            store: &store,
+            metrics: &metrics,
+            net: &mut net_a,
+            now_ms: now,
+        };
+        for slot in wake {
+            sender_a.wake(&config, &config.endpoints, &mut io, slot);
+        }
+    }
+    assert_eq!(net_a.sent.len(), 1);
+    let take_in = |g: &stepped::Gated, n: Notification, seed: u64| {
+        let got = intake::take_in(
+            &config,
+            &config.endpoints,
+            memory,
+            g,
+            &metrics,
+            &[n],
+            now,
+            seed,
+        );
+        stepped::done(g);
+        got.wake
+    };
+    let mut net_b = FakeNet::default();
+    std::thread::scope(|scope| {
+        let (g0, mut w0) = pair(&store);
+        let (g1, mut w1) = pair(&store);
+        let (g2, mut w2) = pair(&store);
+        let (g3, mut w3) = pair(&store);
+        let t0 = scope.spawn(move || take_in(&g0, note(1, DeliveryStatus::Pending, A), 3));
+        let t1 = scope.spawn(move || take_in(&g1, note(1, DeliveryStatus::InProgress, B), 5));
+        let t2 = scope.spawn(move || take_in(&g2, note(1, DeliveryStatus::Success, C), 7));
+        w0.run_until("get q/m/"); // PENDING observed: g1
+        w1.run_until("get q/m/"); // IN_PROGRESS observed: g2, knows no slot
+        w0.finish(); // PENDING placed in X and recorded
+        let x = t0.join().unwrap()[0];
+        w2.run_until("get q/m/"); // SUCCESS observed: g3, knows X
+        let (config, sender_b, net_b) = (&config, &mut sender_b, &mut net_b);
+        let metrics = &metrics;
+        let t3 = scope.spawn(move || {
+            let mut io = Io {
+                store: &g3,
+                metrics,
+                net: net_b,
+                now_ms: now,
+            };
+            sender_b.wake(config, &config.endpoints, &mut io, x);
+            stepped::done(&g3);
+        });
+        w3.run_until("get ep/"); // sender B claimed X, asks for a place
+        w2.run_until("get seen/"); // SUCCESS queued behind the claim, not yet recorded
+        w3.finish(); // refused: X given back, Waiting, with SUCCESS as successor
+        t3.join().unwrap();
+        match ledger.read(&store, x).unwrap() {
+            Record::Used(s) => assert!(s.successor.is_some(), "{s:?}"),
+            other => panic!("{other:?}"),
+        }
+        w1.finish(); // IN_PROGRESS: fresh slot Y, recorded; takes back PENDING in X
+        t1.join().unwrap();
+        w2.finish(); // SUCCESS recorded in X; takes back IN_PROGRESS in Y
+        t2.join().unwrap();
+    });
+    // The endpoint's place comes back; every sender sweeps the whole ledger for a minute.
+    let mut io_net = FakeNet::default();
+    let r = AttemptResponse {
+        num_headers: 3,
+        status: Some(200),
+        retry_after: None,
+        upstream_timeout: false,
+    };
+    {
+        let token = net_a.sent[0].token;
+        let mut io = Io {
+            store: &store,
+            metrics: &metrics,
+            net: &mut net_a,
+            now_ms: now,
+        };
+        sender_a.on_response(&config, &config.endpoints, &mut io, token, &r);
+    }
+    for step in 1..=40u64 {
+        for s in [&mut sender_a, &mut sender_b] {
+            let mut io = Io {
+                store: &store,
+                metrics: &metrics,
+                net: &mut io_net,
+                now_ms: now + step * 1_000,
+            };
+            s.tick(&config, &config.endpoints, &mut io);
+        }
+    }
+    let bodies: Vec<String> = net_a
+        .sent
+        .iter()
+        .chain(&net_b.sent)
+        .chain(&io_net.sent)
+        .map(|s| s.body.clone())
+        .filter(|b| b.starts_with(r#"{"id":1,"#))
+        .collect();
+    assert_eq!(
+        bodies.last().map(String::as_str),
+        Some(r#"{"id":1,"deliveryStatus":5}"#),
+        "SUCCESS, the newest state, must be delivered; sent for notification 1: {bodies:?}"
+    );
+}
+
+/// The same race, SUCCESS recording first.
+#[test]
+fn the_same_race_with_success_recording_first_delivers_success() {
+    use osmox_webhook_filter::delivery::ledger::Record;
+    use stepped::*;
+    let json = r#"{
+      "endpoints": [{"name": "crm", "url": "http://hooks.local:8080/in", "cluster": "webhook_crm",
+                     "deliveryStatuses": [1, 2, 5, 6], "maxInFlight": 1,
+                     "retry": {"maxAttempts": 3, "initialDelayMs": 1000, "multiplier": 2.0, "maxDelayMs": 60000, "jitter": 0.0}}],
+      "limits": {"maxPending": 128, "maxRemembered": 1024}
+    }"#;
+    let config = Config::from_json(json.as_bytes(), &|_| None).unwrap();
+    let store = SyncStore::default();
+    let ledger = Ledger::new(config.limits.max_pending);
+    for (k, v) in ledger.keys() {
+        store.set(&k, v, None).unwrap();
+    }
+    for k in Sender::keys(&config.endpoints) {
+        store.set(&k, b"{}", None).unwrap();
+    }
+    let metrics = SyncMetrics::default();
+    let memory = Memory::new(config.limits.max_remembered);
+    let now = T0;
+    let mut net_a = FakeNet::default();
+    let mut sender_a = sender(&config, 0);
+    let mut sender_b = sender(&config, 1);
+    // Notification 2 on the wire by sender A: the endpoint's one place is taken.
+    let wake = intake::take_in(
+        &config,
+        &config.endpoints,
+        memory,
+        &store,
+        &metrics,
+        &[note(2, DeliveryStatus::Pending, A)],
+        now,
+        1,
+    )
+    .wake;
+    {
+        let mut io = Io {
+            store: &store,
+            metrics: &metrics,
+            net: &mut net_a,
+            now_ms: now,
+        };
+        for slot in wake {
+            sender_a.wake(&config, &config.endpoints, &mut io, slot);
+        }
+    }
+    assert_eq!(net_a.sent.len(), 1);
+    let take_in = |g: &stepped::Gated, n: Notification, seed: u64| {
+        let got = intake::take_in(
+            &config,
+            &config.endpoints,
+            memory,
+            g,
+            &metrics,
+            &[n],
+            now,
+            seed,
+        );
+        stepped::done(g);
+        got.wake
+    };
+    let mut net_b = FakeNet::default();
+    std::thread::scope(|scope| {
+        let (g0, mut w0) = pair(&store);
+        let (g1, mut w1) = pair(&store);
+        let (g2, mut w2) = pair(&store);
+        let (g3, mut w3) = pair(&store);
+        let t0 = scope.spawn(move || take_in(&g0, note(1, DeliveryStatus::Pending, A), 3));
+        let t1 = scope.spawn(move || take_in(&g1, note(1, DeliveryStatus::InProgress, B), 5));
+        let t2 = scope.spawn(move || take_in(&g2, note(1, DeliveryStatus::Success, C), 7));
+        w0.run_until("get q/m/"); // PENDING observed: g1
+        w1.run_until("get q/m/"); // IN_PROGRESS observed: g2, knows no slot
+        w0.finish(); // PENDING placed in X and recorded
+        let x = t0.join().unwrap()[0];
+        w2.run_until("get q/m/"); // SUCCESS observed: g3, knows X
+        let (config, sender_b, net_b) = (&config, &mut sender_b, &mut net_b);
+        let metrics = &metrics;
+        let t3 = scope.spawn(move || {
+            let mut io = Io {
+                store: &g3,
+                metrics,
+                net: net_b,
+                now_ms: now,
+            };
+            sender_b.wake(config, &config.endpoints, &mut io, x);
+            stepped::done(&g3);
+        });
+        w3.run_until("get ep/"); // sender B claimed X, asks for a place
+        w2.run_until("get seen/"); // SUCCESS queued behind the claim, not yet recorded
+        w3.finish(); // refused: X given back, Waiting, with SUCCESS as successor
+        t3.join().unwrap();
+        match ledger.read(&store, x).unwrap() {
+            Record::Used(s) => assert!(s.successor.is_some(), "{s:?}"),
+            other => panic!("{other:?}"),
+        }
+        w2.finish();
+        t2.join().unwrap();
+        w1.finish();
+        t1.join().unwrap();
+    });
+    // The endpoint's place comes back; every sender sweeps the whole ledger for a minute.
+    let mut io_net = FakeNet::default();
+    let r = AttemptResponse {
+        num_headers: 3,
+        status: Some(200),
+        retry_after: None,
+        upstream_timeout: false,
+    };
+    {
+        let token = net_a.sent[0].token;
+        let mut io = Io {
+            store: &store,
+            metrics: &metrics,
+            net: &mut net_a,
+            now_ms: now,
+        };
+        sender_a.on_response(&config, &config.endpoints, &mut io, token, &r);
+    }
+    for step in 1..=40u64 {
+        for s in [&mut sender_a, &mut sender_b] {
+            let mut io = Io {
+                store: &store,
+                metrics: &metrics,
+                net: &mut io_net,
+                now_ms: now + step * 1_000,
+            };
+            s.tick(&config, &config.endpoints, &mut io);
+        }
+    }
+    let bodies: Vec<String> = net_a
+        .sent
+        .iter()
+        .chain(&net_b.sent)
+        .chain(&io_net.sent)
+        .map(|s| s.body.clone())
+        .filter(|b| b.starts_with(r#"{"id":1,"#))
+        .collect();
+    assert_eq!(
+        bodies.last().map(String::as_str),
+        Some(r#"{"id":1,"deliveryStatus":5}"#),
+        "SUCCESS, the newest state, must be delivered; sent for notification 1: {bodies:?}"
+    );
+}

@@ -65,6 +65,9 @@ pub struct Slot {
     pub held: bool,
     /// Of the event this slot delivers: a slot never takes an event older than its own.
     pub generation: Generation,
+    /// A later event of the notification was taken in by another worker while this one was
+    /// on the wire: a failed attempt ends it rather than retry (`Ledger::withdraw`).
+    pub superseded: bool,
     /// The webhook body.
     pub body: Vec<u8>,
 }
@@ -89,6 +92,7 @@ impl Slot {
             successor: None,
             held: false,
             generation: Generation::FIRST,
+            superseded: false,
             body,
         }
     }
@@ -230,6 +234,10 @@ impl Slot {
         }
         out.key("g");
         out.uint(self.generation.0.into());
+        if self.superseded {
+            out.key("sp");
+            out.boolean(true);
+        }
         out.end_object();
     }
 
@@ -237,6 +245,7 @@ impl Slot {
         let (mut state, mut at_ms, mut endpoint, mut notification) = (None, None, None, None);
         let (mut webhook_id, mut attempts) = (None, None);
         let (mut history, mut successor, mut held, mut generation) = (None, None, None, None);
+        let mut superseded = None;
         r.object(|r, key| {
             match key {
                 "s" => state = Some(State::read(r)?),
@@ -249,6 +258,7 @@ impl Slot {
                 "nx" => successor = r.optional(Successor::read)?,
                 "hd" => held = r.optional(Reader::boolean)?,
                 "g" => generation = Some(Generation(r.uint32()?)),
+                "sp" => superseded = r.optional(Reader::boolean)?,
                 _ => r.skip()?,
             }
             Some(())
@@ -265,6 +275,7 @@ impl Slot {
             held: held.unwrap_or(false),
             // Earlier builds wrote none.
             generation: generation.unwrap_or(Generation::FIRST),
+            superseded: superseded.unwrap_or(false),
             body: Vec::new(),
         })
     }
@@ -478,20 +489,28 @@ impl Ledger {
         })
     }
 
-    /// Free `slot` if it holds a delivery that waits (is not on the wire) and `which` picks
-    /// it; its webhook-id when it did.
+    /// Take back the delivery `slot` holds if `which` picks it: freed when it waits, its
+    /// webhook-id returned; marked `superseded` when it is on the wire, so that a failed
+    /// attempt ends it instead of retrying an older state after a newer one. A slot with a
+    /// newer event queued behind it is left alone: freeing it would drop that event too.
     pub fn withdraw<S: Store + ?Sized>(
         &self,
         store: &S,
         slot: u32,
         which: impl Fn(&Slot) -> bool,
     ) -> Result<Option<String>, StoreError> {
-        self.update(store, slot, |rec| match rec {
-            Record::Used(s) if s.state == State::Waiting && which(&s) => {
-                Some((Record::Free, s.webhook_id))
+        let taken = self.update(store, slot, |rec| match rec {
+            Record::Used(s) if s.successor.is_some() || !which(&s) => None,
+            Record::Used(s) if s.state == State::Waiting => {
+                Some((Record::Free, Some(s.webhook_id)))
+            }
+            Record::Used(mut s) if !s.superseded => {
+                s.superseded = true;
+                Some((Record::Used(s), None))
             }
             _ => None,
-        })
+        })?;
+        Ok(taken.flatten())
     }
 
     /// Put an event for (`notification`, `endpoint`) into the ledger. `existing` is the slot

@@ -682,7 +682,7 @@ impl Sender {
                     after_retry: s.attempts > 1,
                 },
                 Outcome::GiveUp(_) => Verdict::Gone,
-                Outcome::Retry(_) if s.successor.is_some() => Verdict::Superseded,
+                Outcome::Retry(_) if s.successor.is_some() || s.superseded => Verdict::Superseded,
                 Outcome::Retry(_) => {
                     let seed = fnv1a64(&[s.webhook_id.as_bytes(), &s.attempts.to_le_bytes()]);
                     let delay = policy(&s.endpoint).and_then(|p| {
