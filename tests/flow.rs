@@ -1797,153 +1797,16 @@ mod stepped {
 /// all; a slot with a successor is now left alone.
 #[test]
 fn a_take_back_never_frees_a_newer_event_queued_as_successor() {
-    use osmox_webhook_filter::delivery::ledger::Record;
-    use stepped::*;
-    let json = r#"{
-      "endpoints": [{"name": "crm", "url": "http://hooks.local:8080/in", "cluster": "webhook_crm",
-                     "deliveryStatuses": [1, 2, 5, 6], "maxInFlight": 1,
-                     "retry": {"maxAttempts": 3, "initialDelayMs": 1000, "multiplier": 2.0, "maxDelayMs": 60000, "jitter": 0.0}}],
-      "limits": {"maxPending": 128, "maxRemembered": 1024}
-    }"#;
-    let config = Config::from_json(json.as_bytes(), &|_| None).unwrap();
-    let store = SyncStore::default();
-    let ledger = Ledger::new(config.limits.max_pending);
-    for (k, v) in ledger.keys() {
-        store.set(&k, v, None).unwrap();
-    }
-    for k in Sender::keys(&config.endpoints) {
-        store.set(&k, b"{}", None).unwrap();
-    }
-    let metrics = SyncMetrics::default();
-    let memory = Memory::new(config.limits.max_remembered);
-    let now = T0;
-    let mut net_a = FakeNet::default();
-    let mut sender_a = sender(&config, 0);
-    let mut sender_b = sender(&config, 1);
-    // Notification 2 on the wire by sender A: the endpoint's one place is taken.
-    let wake = intake::take_in(
-        &config,
-        &config.endpoints,
-        memory,
-        &store,
-        &metrics,
-        &[note(2, DeliveryStatus::Pending, A)],
-        now,
-        1,
-    )
-    .wake;
-    {
-        let mut io = Io {
-            store: &store,
-            metrics: &metrics,
-            net: &mut net_a,
-            now_ms: now,
-        };
-        for slot in wake {
-            sender_a.wake(&config, &config.endpoints, &mut io, slot);
-        }
-    }
-    assert_eq!(net_a.sent.len(), 1);
-    let take_in = |g: &stepped::Gated, n: Notification, seed: u64| {
-        let got = intake::take_in(
-            &config,
-            &config.endpoints,
-            memory,
-            g,
-            &metrics,
-            &[n],
-            now,
-            seed,
-        );
-        stepped::done(g);
-        got.wake
-    };
-    let mut net_b = FakeNet::default();
-    std::thread::scope(|scope| {
-        let (g0, mut w0) = pair(&store);
-        let (g1, mut w1) = pair(&store);
-        let (g2, mut w2) = pair(&store);
-        let (g3, mut w3) = pair(&store);
-        let t0 = scope.spawn(move || take_in(&g0, note(1, DeliveryStatus::Pending, A), 3));
-        let t1 = scope.spawn(move || take_in(&g1, note(1, DeliveryStatus::InProgress, B), 5));
-        let t2 = scope.spawn(move || take_in(&g2, note(1, DeliveryStatus::Success, C), 7));
-        w0.run_until("get q/m/"); // PENDING observed: g1
-        w1.run_until("get q/m/"); // IN_PROGRESS observed: g2, knows no slot
-        w0.finish(); // PENDING placed in X and recorded
-        let x = t0.join().unwrap()[0];
-        w2.run_until("get q/m/"); // SUCCESS observed: g3, knows X
-        let (config, sender_b, net_b) = (&config, &mut sender_b, &mut net_b);
-        let metrics = &metrics;
-        let t3 = scope.spawn(move || {
-            let mut io = Io {
-                store: &g3,
-                metrics,
-                net: net_b,
-                now_ms: now,
-            };
-            sender_b.wake(config, &config.endpoints, &mut io, x);
-            stepped::done(&g3);
-        });
-        w3.run_until("get ep/"); // sender B claimed X, asks for a place
-        w2.run_until("get seen/"); // SUCCESS queued behind the claim, not yet recorded
-        w3.finish(); // refused: X given back, Waiting, with SUCCESS as successor
-        t3.join().unwrap();
-        match ledger.read(&store, x).unwrap() {
-            Record::Used(s) => assert!(s.successor.is_some(), "{s:?}"),
-            other => panic!("{other:?}"),
-        }
-        w1.finish(); // IN_PROGRESS: fresh slot Y, recorded; takes back PENDING in X
-        t1.join().unwrap();
-        w2.finish(); // SUCCESS recorded in X; takes back IN_PROGRESS in Y
-        t2.join().unwrap();
-    });
-    // The endpoint's place comes back; every sender sweeps the whole ledger for a minute.
-    let mut io_net = FakeNet::default();
-    let r = AttemptResponse {
-        num_headers: 3,
-        status: Some(200),
-        retry_after: None,
-        upstream_timeout: false,
-    };
-    {
-        let token = net_a.sent[0].token;
-        let mut io = Io {
-            store: &store,
-            metrics: &metrics,
-            net: &mut net_a,
-            now_ms: now,
-        };
-        sender_a.on_response(&config, &config.endpoints, &mut io, token, &r);
-    }
-    for step in 1..=40u64 {
-        for s in [&mut sender_a, &mut sender_b] {
-            let mut io = Io {
-                store: &store,
-                metrics: &metrics,
-                net: &mut io_net,
-                now_ms: now + step * 1_000,
-            };
-            s.tick(&config, &config.endpoints, &mut io);
-        }
-    }
-    let bodies: Vec<String> = net_a
-        .sent
-        .iter()
-        .chain(&net_b.sent)
-        .chain(&io_net.sent)
-        .map(|s| s.body.clone())
-        .filter(|b| b.starts_with(r#"{"id":1,"#))
-        .collect();
-    assert_eq!(
-        bodies.last().map(String::as_str),
-        Some(r#"{"id":1,"deliveryStatus":5}"#),
-        "SUCCESS, the newest state, must be delivered; sent for notification 1: {bodies:?}"
-    );
+    successor_race(false);
 }
 
 /// The same race, SUCCESS recording first.
 #[test]
 fn the_same_race_with_success_recording_first_delivers_success() {
+    successor_race(true);
+}
+
+fn successor_race(success_records_first: bool) {
     use osmox_webhook_filter::delivery::ledger::Record;
     use stepped::*;
     let json = r#"{
@@ -2039,10 +1902,17 @@ fn the_same_race_with_success_recording_first_delivers_success() {
             Record::Used(s) => assert!(s.successor.is_some(), "{s:?}"),
             other => panic!("{other:?}"),
         }
-        w2.finish();
-        t2.join().unwrap();
-        w1.finish();
-        t1.join().unwrap();
+        if success_records_first {
+            w2.finish();
+            t2.join().unwrap();
+            w1.finish();
+            t1.join().unwrap();
+        } else {
+            w1.finish(); // IN_PROGRESS: fresh slot Y, recorded; takes back PENDING in X
+            t1.join().unwrap();
+            w2.finish(); // SUCCESS recorded in X; takes back IN_PROGRESS in Y
+            t2.join().unwrap();
+        }
     });
     // The endpoint's place comes back; every sender sweeps the whole ledger for a minute.
     let mut io_net = FakeNet::default();
