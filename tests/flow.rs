@@ -1383,6 +1383,26 @@ fn the_in_flight_gauge_returns_to_zero_after_a_lapsed_claim() {
     assert_eq!(w.m(Metric::InFlight), 0, "nothing is in flight");
 }
 
+/// A closing sender gives its places back as its replies come in: the endpoint's whole
+/// `maxInFlight` stays with the senders that stay (a review found them kept until they lapsed).
+#[test]
+fn a_closing_sender_gives_its_places_back() {
+    let json = r#"{
+      "endpoints": [{"name": "crm", "url": "http://hooks.local:8080/in", "cluster": "webhook_crm",
+                     "maxInFlight": 1}],
+      "limits": {"maxPending": 128, "maxRemembered": 1024}
+    }"#;
+    let w = World::new(json, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    let first = w.last();
+    w.with(0, |s, _, io| s.close(io));
+    w.reply(0, first.token, 200, None);
+    // VM 1 takes in another notification: the one place is free for it at once.
+    w.observe(1, &[note(2, DeliveryStatus::Success, A)]);
+    assert_eq!(w.sent().len(), 2, "the place came back with the reply");
+    assert_eq!(w.last().body, r#"{"id":2,"deliveryStatus":5}"#);
+}
+
 /// A root context Envoy replaces (a configuration update) awaits its replies and sends
 /// nothing new: a newer event queued behind its attempt is left to the senders that stay.
 #[test]
@@ -1390,7 +1410,7 @@ fn a_closing_sender_finishes_its_attempt_and_leaves_the_next_to_the_others() {
     let w = World::new(ONE_ENDPOINT, 2);
     w.observe(0, &[note(1, DeliveryStatus::Pending, A)]);
     let first = w.last();
-    w.with(0, |s, _, _| s.close());
+    w.with(0, |s, _, io| s.close(io));
     w.observe(0, &[note(1, DeliveryStatus::Success, B)]);
     w.reply(0, first.token, 200, None);
     assert_eq!(w.sent().len(), 1, "the closing sender sends nothing new");

@@ -215,9 +215,11 @@ impl Sender {
         self.calls.len()
     }
 
-    /// Send nothing more; what is due waits in the ledger for the other senders' sweeps.
-    pub fn close(&mut self) {
+    /// Send nothing more; what is due waits in the ledger for the other senders' sweeps,
+    /// and the places this sender holds spare go back to them (now, and as replies come).
+    pub fn close(&mut self, io: &mut Io) {
         self.closing = true;
+        self.return_spares(io, true);
     }
 
     pub fn is_closing(&self) -> bool {
@@ -285,12 +287,17 @@ impl Sender {
 
     /// Give back spare places not used since the last tick, so other VMs may use them.
     fn return_idle_spares(&mut self, io: &mut Io) {
+        self.return_spares(io, false);
+    }
+
+    /// Give back spare places: `all`, or those not used since the last tick.
+    fn return_spares(&mut self, io: &mut Io, all: bool) {
         let (sender, now) = (self.id, io.now_ms);
         for (name, spare) in &mut self.spares {
             if spare.until_ms <= now {
                 spare.count = 0; // lapsed in the record already
             }
-            if spare.count > 0 && !spare.used {
+            if spare.count > 0 && (all || !spare.used) {
                 give_back(io, name, sender, std::mem::take(&mut spare.count));
             }
             spare.used = false;
@@ -642,6 +649,10 @@ impl Sender {
             duration_ms: duration,
         };
         self.finish(config, endpoints, io, attempt);
+        if self.closing {
+            self.return_spares(io, true); // this sender sends nothing more
+            return;
+        }
         // A lease came free: give held deliveries a chance now rather than next tick.
         self.retry_held(config, endpoints, io, 4);
     }

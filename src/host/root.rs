@@ -288,18 +288,15 @@ impl Context for Root {
     /// once the claims lapsed; so it waits, at our word, until the replies are in (`done()`).
     fn on_done(&mut self) -> bool {
         self.flush_metrics();
-        let Some(sender) = &mut self.sender else {
-            return true;
-        };
-        if sender.in_flight() == 0 {
+        let owed = self.sender.as_ref().map_or(0, Sender::in_flight);
+        if owed == 0 {
             return true;
         }
         log::info!(
-            "#{} configuration replaced: awaiting {} replies before closing",
-            self.context_id,
-            sender.in_flight()
+            "#{} configuration replaced: awaiting {owed} replies before closing",
+            self.context_id
         );
-        sender.close();
+        self.with_sender(|sender, _, _, io| sender.close(io));
         false
     }
 
