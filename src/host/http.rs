@@ -211,8 +211,9 @@ impl Watch {
         let Some(learn) = &self.shared.config.learn else {
             return;
         };
-        // A REST delete names the webhook in its request body.
-        let request = (kind == WatchKind::Rest && !self.request_gap)
+        // A REST delete names the webhook in its request body; nothing else needs it.
+        let delete = kind == WatchKind::Rest && self.method.eq_ignore_ascii_case("DELETE");
+        let request = (delete && !self.request_gap)
             .then(OwnedRequestHead::read)
             .filter(|head| extract::is_json_body(&head.view()))
             .map(|_| self.request.as_slice());
