@@ -8,7 +8,7 @@ use crate::delivery::ledger::{Ledger, LedgerError, Placed, Slot};
 use crate::events::{fnv1a64, Generation, Memory, Verdict};
 use crate::metrics::{Metric, Metrics};
 use crate::osmox::Notification;
-use crate::routing;
+use crate::routing::{self, Routed};
 use crate::store::Store;
 
 /// The key an endpoint is known by in the dedupe memory.
@@ -37,6 +37,9 @@ pub fn webhook_id(n: &Notification, endpoint: &str) -> String {
     format!("msg_{}_{}_{hash:016x}", n.id, n.delivery_status.code())
 }
 
+/// A store error left a notification's intake unfinished.
+struct Incomplete;
+
 /// What taking in one response did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Intake {
@@ -61,107 +64,157 @@ pub fn take_in<S: Store + ?Sized>(
     seed: u64,
 ) -> Intake {
     let ledger = Ledger::new(config.limits.max_pending);
-    let mut wake = Vec::new();
-    let mut complete = true;
+    let recording = Recording {
+        memory,
+        ledger: &ledger,
+        store,
+        metrics,
+        now_ms,
+        seed,
+    };
+    let mut intake = Intake {
+        wake: Vec::new(),
+        complete: true,
+    };
     for n in notifications {
-        let (previous, merged, generation) = match memory.observe(store, n, now_ms) {
+        recording.take_in(endpoints, n, &mut intake);
+    }
+    intake
+}
+
+/// A notification's event as the dedupe memory judged it new (or newly filled in).
+struct Event {
+    /// Per endpoint key, the slot still held for the notification's previous event.
+    previous: Vec<(u32, u32)>,
+    /// For an event seen before with less: how it was routed then.
+    before: Option<Routed>,
+    generation: Generation,
+}
+
+/// Where a response's events are judged, their deliveries placed in the ledger, and taken
+/// back when another worker's event turns out to supersede them.
+struct Recording<'a, S: Store + ?Sized> {
+    memory: Memory,
+    ledger: &'a Ledger,
+    store: &'a S,
+    metrics: &'a dyn Metrics,
+    now_ms: u64,
+    seed: u64,
+}
+
+impl<S: Store + ?Sized> Recording<'_, S> {
+    fn take_in(&self, endpoints: &[Endpoint], n: &Notification, intake: &mut Intake) {
+        let Some(event) = self.judge(n, &mut intake.complete) else {
+            return;
+        };
+        let mut placed_slots = Vec::new();
+        let mut routed = false;
+        for endpoint in routing::route(endpoints, n, event.before) {
+            routed = true;
+            let key = endpoint_key(&endpoint.name);
+            let previous = event
+                .previous
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, s)| *s);
+            match self.place(endpoint, n, previous, event.generation) {
+                Ok(Some(slot)) => {
+                    placed_slots.push((key, slot));
+                    intake.wake.push(slot);
+                }
+                Ok(None) => {}
+                Err(Incomplete) => intake.complete = false,
+            }
+        }
+        // An event whose every delivery was dropped was routed: the drops are counted.
+        if !routed && event.before.is_none() {
+            self.metrics.add(Metric::EventsUnrouted, 1);
+        } else if !placed_slots.is_empty() {
+            intake.complete &= self.settle(n.id, event.generation, &placed_slots, &mut intake.wake);
+        }
+    }
+
+    /// The dedupe memory's verdict on `n`, counted; `None` when there is nothing to deliver.
+    fn judge(&self, n: &Notification, complete: &mut bool) -> Option<Event> {
+        match self.memory.observe(self.store, n, self.now_ms) {
             Ok(Verdict::New { slots, generation }) => {
-                metrics.add(Metric::EventsDetected, 1);
-                (slots, None, generation)
+                self.metrics.add(Metric::EventsDetected, 1);
+                Some(Event {
+                    previous: slots,
+                    before: None,
+                    generation,
+                })
             }
             Ok(Verdict::Filled {
                 before,
                 slots,
                 generation,
             }) => {
-                metrics.add(Metric::EventsDuplicate, 1);
-                (slots, Some(before), generation)
+                self.metrics.add(Metric::EventsDuplicate, 1);
+                Some(Event {
+                    previous: slots,
+                    before: Some(before),
+                    generation,
+                })
             }
             Ok(Verdict::Duplicate) => {
-                metrics.add(Metric::EventsDuplicate, 1);
-                continue;
+                self.metrics.add(Metric::EventsDuplicate, 1);
+                None
             }
             Ok(Verdict::Stale) => {
-                metrics.add(Metric::EventsStale, 1);
-                continue;
+                self.metrics.add(Metric::EventsStale, 1);
+                None
             }
             Err(e) => {
-                metrics.add(Metric::StoreConflicts, 1);
+                self.metrics.add(Metric::StoreConflicts, 1);
                 log::warn!("notification {}: dedupe memory unavailable: {e:?}", n.id);
-                complete = false;
-                continue;
+                *complete = false;
+                None
             }
-        };
-        let mut placed_slots = Vec::new();
-        let mut routed = false;
-        for endpoint in routing::route(endpoints, n, merged) {
-            routed = true;
-            let key = endpoint_key(&endpoint.name);
-            let existing = previous.iter().find(|(k, _)| *k == key).map(|(_, s)| *s);
-            let id = webhook_id(n, &endpoint.name);
-            let fresh = Slot::new(
-                &endpoint.name,
-                n.id,
-                &id,
-                endpoint.payload.body(n, now_ms).into_bytes(),
-                now_ms,
-            )
-            .of_generation(generation);
-            match ledger.place(store, existing, fresh, seed) {
-                Ok(placed) => {
-                    match placed {
-                        Placed::New(_) => metrics.add(Metric::Pending, 1),
-                        Placed::Replaced(_) | Placed::Requeued(_) | Placed::Outdated(_) => {
-                            metrics.add(Metric::DeliveriesSuperseded, 1);
-                        }
-                        Placed::Queued(_) => {}
-                    }
-                    log::debug!("{id}: {placed} for endpoint {}", endpoint.name);
-                    if let Some(slot) = placed.held_slot() {
-                        placed_slots.push((key, slot));
-                        wake.push(slot);
-                    }
-                }
-                Err(LedgerError::Full) => {
-                    metrics.add(Metric::DeliveriesDropped, 1);
-                    log::warn!(
-                        "{id}: dropped, the ledger of {} slots is (nearly) full; raise limits.maxPending",
-                        ledger.slots()
-                    );
-                }
-                Err(LedgerError::Store(e)) => {
-                    complete = false;
-                    metrics.add(Metric::DeliveriesDropped, 1);
-                    log::warn!("{id}: dropped, store error {e:?}");
-                }
-            }
-        }
-        // An event whose every delivery was dropped was routed: the drops are counted above.
-        if !routed && merged.is_none() {
-            metrics.add(Metric::EventsUnrouted, 1);
-        } else if !placed_slots.is_empty() {
-            let recorded = Recorded {
-                memory,
-                ledger: &ledger,
-                store,
-                metrics,
-            };
-            complete &= recorded.settle(n.id, generation, &placed_slots, &mut wake);
         }
     }
-    Intake { wake, complete }
-}
 
-/// Where an event's deliveries are recorded, and taken back when another worker's event
-/// turns out to supersede them.
-struct Recorded<'a, S: Store + ?Sized> {
-    memory: Memory,
-    ledger: &'a Ledger,
-    store: &'a S,
-    metrics: &'a dyn Metrics,
-}
+    /// Place `n`'s delivery to `endpoint` in the ledger, replacing the one still held in
+    /// `previous`. The slot it now holds, if any.
+    fn place(
+        &self,
+        endpoint: &Endpoint,
+        n: &Notification,
+        previous: Option<u32>,
+        generation: Generation,
+    ) -> Result<Option<u32>, Incomplete> {
+        let id = webhook_id(n, &endpoint.name);
+        let body = endpoint.payload.body(n, self.now_ms).into_bytes();
+        let fresh =
+            Slot::new(&endpoint.name, n.id, &id, body, self.now_ms).of_generation(generation);
+        match self.ledger.place(self.store, previous, fresh, self.seed) {
+            Ok(placed) => {
+                match placed {
+                    Placed::New(_) => self.metrics.add(Metric::Pending, 1),
+                    Placed::Replaced(_) | Placed::Requeued(_) | Placed::Outdated(_) => {
+                        self.metrics.add(Metric::DeliveriesSuperseded, 1);
+                    }
+                    Placed::Queued(_) => {}
+                }
+                log::debug!("{id}: {placed} for endpoint {}", endpoint.name);
+                Ok(placed.held_slot())
+            }
+            Err(LedgerError::Full) => {
+                self.metrics.add(Metric::DeliveriesDropped, 1);
+                log::warn!(
+                    "{id}: dropped, the ledger of {} slots is (nearly) full; raise limits.maxPending",
+                    self.ledger.slots()
+                );
+                Ok(None)
+            }
+            Err(LedgerError::Store(e)) => {
+                self.metrics.add(Metric::DeliveriesDropped, 1);
+                log::warn!("{id}: dropped, store error {e:?}");
+                Err(Incomplete)
+            }
+        }
+    }
 
-impl<S: Store + ?Sized> Recorded<'_, S> {
     /// Record the slots of notification `id`'s event of `generation`, and free what two
     /// workers taking in two of its events at once would otherwise send out of order: sent,
     /// such a delivery could reach the receiver after the later event. One already on the
@@ -239,11 +292,13 @@ mod tests {
         }
         let memory = Memory::new(1024);
         let metrics = CountingMetrics::default();
-        let recorded = Recorded {
+        let recorded = Recording {
             memory,
             ledger: &ledger,
             store: &store,
             metrics: &metrics,
+            now_ms: 0,
+            seed: 0,
         };
         let mut early = seen("2026-01-01T00:00:01.000Z", "null");
         early.delivery_status = DeliveryStatus::InProgress;

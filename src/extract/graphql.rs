@@ -119,115 +119,158 @@ impl Definition<'_> {
 
 fn scan(query: &str, variables: Option<&Object<'_>>, operation: Option<&str>) -> RequestFacts {
     let toks = tokens(query);
-    let mut facts = RequestFacts {
-        document: Document::Plain,
-        ..RequestFacts::default()
+    let mut scan = Scan {
+        toks: &toks,
+        variables,
+        operation,
+        facts: RequestFacts {
+            document: Document::Plain,
+            ..RequestFacts::default()
+        },
+        webhooks: 0,
+        keys: Vec::new(),
+        braces: 0,
+        parens: 0,
+        definition: None,
+        expect_name: false,
     };
-    let mut webhooks = 0usize;
-    // (key, field) of every field of any definition, at any depth: inline fragments put
-    // fields of the root deeper, and a conservative reading costs only the id correction.
-    let mut keys: Vec<(&str, &str)> = Vec::new();
-    let mut braces = 0usize;
-    let mut parens = 0usize;
-    let mut definition: Option<Definition<'_>> = None;
-    let mut expect_name = false;
     for (i, tok) in toks.iter().enumerate() {
-        let naming = std::mem::take(&mut expect_name);
-        match *tok {
-            Tok::Punct(b'(') => parens += 1,
-            Tok::Punct(b')') => parens = parens.saturating_sub(1),
+        scan.step(i, *tok);
+    }
+    scan.finish()
+}
+
+/// The scan's state as it walks the tokens once.
+struct Scan<'t, 'a, 'v> {
+    toks: &'t [Tok<'a>],
+    variables: Option<&'v Object<'v>>,
+    operation: Option<&'v str>,
+    facts: RequestFacts,
+    /// `webhook(…)` fields of executed mutations.
+    webhooks: usize,
+    /// (key, field) of every field of any definition, at any depth: inline fragments put
+    /// fields of the root deeper, and a conservative reading costs only the id correction.
+    keys: Vec<(&'a str, &'a str)>,
+    braces: usize,
+    parens: usize,
+    definition: Option<Definition<'a>>,
+    /// The previous token opened a definition, so a name now is that definition's name.
+    expect_name: bool,
+}
+
+impl<'a> Scan<'_, 'a, '_> {
+    fn step(&mut self, i: usize, tok: Tok<'a>) {
+        let naming = std::mem::take(&mut self.expect_name);
+        match tok {
+            Tok::Punct(b'(') => self.parens += 1,
+            Tok::Punct(b')') => self.parens = self.parens.saturating_sub(1),
             // Every operation and fragment, executed or not: a conservative reading.
-            Tok::Punct(b':') if parens == 0 && untrusted_alias(&toks, i) => {
-                facts.document = Document::Aliased;
+            Tok::Punct(b':') if self.parens == 0 && untrusted_alias(self.toks, i) => {
+                self.facts.document = Document::Aliased;
             }
             // Braces inside arguments are input objects, not selection sets.
-            Tok::Punct(b'{') if parens == 0 => {
-                if braces == 0 && definition.is_none() {
-                    definition = Some(Definition {
+            Tok::Punct(b'{') if self.parens == 0 => {
+                if self.braces == 0 && self.definition.is_none() {
+                    self.definition = Some(Definition {
                         kind: OpKind::Query,
                         name: None,
                     });
                 }
-                braces += 1;
+                self.braces += 1;
             }
-            Tok::Punct(b'}') if parens == 0 => {
-                braces = braces.saturating_sub(1);
-                if braces == 0 {
-                    definition = None;
+            Tok::Punct(b'}') if self.parens == 0 => {
+                self.braces = self.braces.saturating_sub(1);
+                if self.braces == 0 {
+                    self.definition = None;
                 }
             }
-            Tok::Name(name) if braces == 0 && parens == 0 => {
-                if naming {
-                    if let Some(d) = definition.as_mut() {
-                        d.name = Some(name);
-                    }
-                    continue;
-                }
-                let kind = match name {
-                    "query" => OpKind::Query,
-                    "mutation" => OpKind::Mutation,
-                    "subscription" => OpKind::Subscription,
-                    "fragment" => OpKind::Fragment,
-                    _ => continue,
-                };
-                definition = Some(Definition { kind, name: None });
-                expect_name = true;
+            Tok::Name(name) if self.braces == 0 && self.parens == 0 => {
+                self.top_level_name(name, naming);
             }
-            Tok::Name(name) if braces > 0 && parens == 0 => {
-                if let Some(key) = answer_key(&toks, i) {
-                    keys.push((key, name));
-                    facts.archived |= name == "archivedNotifications";
-                }
-                let has_args = toks.get(i + 1) == Some(&Tok::Punct(b'('));
-                let directive = i
-                    .checked_sub(1)
-                    .and_then(|p| toks.get(p))
-                    .is_some_and(|t| *t == Tok::Punct(b'@'));
-                let Some(d) = definition.filter(|d| d.executed(operation)) else {
-                    continue;
-                };
-                if !has_args || directive {
-                    continue;
-                }
-                let key = || alias(&toks, i).unwrap_or_else(|| name.to_string());
-                match name {
-                    "notification" => {
-                        let id = argument(&toks, i + 1, "notificationId")
-                            .and_then(|v| resolve(v, variables));
-                        facts.note_notification(key(), id);
-                    }
-                    "webhook" if d.kind == OpKind::Mutation => {
-                        webhooks += 1;
-                        // Only a field of the operation's own selection set, with no
-                        // directive, surely ran when the answer has its key.
-                        let directed = after_arguments(&toks, i + 1)
-                            .and_then(|j| toks.get(j))
-                            .is_none_or(|t| *t == Tok::Punct(b'@'));
-                        if braces == 1 && !directed {
-                            facts.webhook_key = Some(key());
-                        }
-                    }
-                    _ => {}
+            Tok::Name(name) if self.braces > 0 && self.parens == 0 => self.field(i, name),
+            _ => {}
+        }
+    }
+
+    /// A name outside any selection set: a definition's keyword, or the name after it.
+    fn top_level_name(&mut self, name: &'a str, naming: bool) {
+        if naming {
+            if let Some(d) = self.definition.as_mut() {
+                d.name = Some(name);
+            }
+            return;
+        }
+        let kind = match name {
+            "query" => OpKind::Query,
+            "mutation" => OpKind::Mutation,
+            "subscription" => OpKind::Subscription,
+            "fragment" => OpKind::Fragment,
+            _ => return,
+        };
+        self.definition = Some(Definition { kind, name: None });
+        self.expect_name = true;
+    }
+
+    /// A name inside a selection set (a field, an alias, a directive or a type name).
+    fn field(&mut self, i: usize, name: &'a str) {
+        let toks = self.toks;
+        if let Some(key) = answer_key(toks, i) {
+            self.keys.push((key, name));
+            self.facts.archived |= name == "archivedNotifications";
+        }
+        let has_args = toks.get(i + 1) == Some(&Tok::Punct(b'('));
+        let directive = i
+            .checked_sub(1)
+            .and_then(|p| toks.get(p))
+            .is_some_and(|t| *t == Tok::Punct(b'@'));
+        let Some(d) = self.definition.filter(|d| d.executed(self.operation)) else {
+            return;
+        };
+        if !has_args || directive {
+            return;
+        }
+        let key = || alias(toks, i).unwrap_or_else(|| name.to_string());
+        match name {
+            "notification" => {
+                let id = argument(toks, i + 1, "notificationId")
+                    .and_then(|v| resolve(v, self.variables));
+                self.facts.note_notification(key(), id);
+            }
+            "webhook" if d.kind == OpKind::Mutation => {
+                self.webhooks += 1;
+                // Only a field of the operation's own selection set, with no directive,
+                // surely ran when the answer has its key.
+                let directed = after_arguments(toks, i + 1)
+                    .and_then(|j| toks.get(j))
+                    .is_none_or(|t| *t == Tok::Punct(b'@'));
+                if self.braces == 1 && !directed {
+                    self.facts.webhook_key = Some(key());
                 }
             }
             _ => {}
         }
     }
-    // Several registrations in one mutation: which one holds is not the filter's to guess.
-    if webhooks > 1 {
-        facts.webhook_key = None;
-    }
-    // A key another field also answers under (in a fragment, or an operation, that may be the
-    // one that runs) does not surely hold the `notification` answer: its id is not known.
-    for field in &mut facts.notification_fields {
-        if keys
-            .iter()
-            .any(|(k, f)| *k == field.key && *f != "notification")
-        {
-            field.id = None;
+
+    fn finish(self) -> RequestFacts {
+        let mut facts = self.facts;
+        // Several registrations in one mutation: which one holds is not the filter's to guess.
+        if self.webhooks > 1 {
+            facts.webhook_key = None;
         }
+        // A key another field also answers under (in a fragment, or an operation, that may be
+        // the one that runs) does not surely hold the `notification` answer: its id is not
+        // known.
+        for field in &mut facts.notification_fields {
+            if self
+                .keys
+                .iter()
+                .any(|(k, f)| *k == field.key && *f != "notification")
+            {
+                field.id = None;
+            }
+        }
+        facts
     }
-    facts
 }
 
 /// The key the field named at `at` answers under, when that name is a field's (not an alias,
