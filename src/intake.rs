@@ -7,7 +7,7 @@ use crate::config::{Config, Endpoint};
 use crate::delivery::ledger::{Ledger, LedgerError, Placed, Slot};
 use crate::events::{fnv1a64, Generation, Memory, Verdict};
 use crate::metrics::{Metric, Metrics};
-use crate::osmox::Notification;
+use crate::osmox::{DeliveryStatus, Notification};
 use crate::routing::{self, Routed};
 use crate::store::Store;
 
@@ -21,18 +21,26 @@ pub fn endpoint_key(name: &str) -> u32 {
 
 /// `webhook-id`: derived from the event's identity and the endpoint, so it is the same on
 /// every retry and for the same event seen again after a restart, which lets receivers drop
-/// repeats. Not from `updatedOn`: OsmoX moves it when it saves a SUCCESS's result, after the
-/// state changed, so two views of one event can differ there. A view that lacks
-/// `retryCount` or `providerId` still hashes differently from one that has them.
+/// repeats. A final state's id leaves out `updatedOn`: OsmoX moves it when it saves a
+/// SUCCESS's result, after the state changed, so two views of one event can differ there.
+/// An earlier state's id takes it in: a notification can come back to a state with the same
+/// `retryCount` and provider (confirmation goes 3 → 4 → 3; a failed enqueue 1 → 2 → 1), and
+/// that later event must not reuse the id a receiver has already seen. A view that lacks
+/// `retryCount`, `providerId` or `updatedOn` still hashes differently from one that has them.
 pub fn webhook_id(n: &Notification, endpoint: &str) -> String {
     let retry = n.retry_count.unwrap_or(0).to_le_bytes();
     let provider = n.provider_id.unwrap_or(0).to_le_bytes();
+    let time = match n.delivery_status {
+        DeliveryStatus::Success | DeliveryStatus::Failed => "",
+        _ => n.updated_on.as_deref().unwrap_or(""),
+    };
     let hash = fnv1a64(&[
         &n.id.to_le_bytes(),
         &n.delivery_status.code().to_le_bytes(),
         &retry,
         &provider,
         endpoint.as_bytes(),
+        time.as_bytes(),
     ]);
     format!("msg_{}_{}_{hash:016x}", n.id, n.delivery_status.code())
 }
@@ -263,7 +271,6 @@ impl<S: Store + ?Sized> Recording<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::osmox::DeliveryStatus;
 
     fn seen(updated_on: &str, result: &str) -> Notification {
         Notification {
@@ -345,5 +352,34 @@ mod tests {
             ..early.clone()
         };
         assert_ne!(webhook_id(&early, "crm"), webhook_id(&failed_over, "crm"));
+    }
+
+    /// Confirmation goes 3 → 4 → 3 with one `retryCount`: the second 3 is another event, and
+    /// a receiver that drops repeats by id must not drop it.
+    #[test]
+    fn a_state_come_back_to_is_a_new_id() {
+        let at = |status, time: &str| Notification {
+            delivery_status: status,
+            ..seen(time, "null")
+        };
+        let first = at(
+            DeliveryStatus::AwaitingConfirmation,
+            "2026-01-01T00:00:01.000Z",
+        );
+        let again = at(
+            DeliveryStatus::AwaitingConfirmation,
+            "2026-01-01T00:00:09.000Z",
+        );
+        assert_ne!(webhook_id(&first, "crm"), webhook_id(&again, "crm"));
+        assert_eq!(
+            webhook_id(&first, "crm"),
+            webhook_id(&first.clone(), "crm"),
+            "the same view, seen again after a restart, keeps its id"
+        );
+        let (failed, failed_later) = (
+            at(DeliveryStatus::Failed, "2026-01-01T00:00:01.000Z"),
+            at(DeliveryStatus::Failed, "2026-01-01T00:00:01.030Z"),
+        );
+        assert_eq!(webhook_id(&failed, "crm"), webhook_id(&failed_later, "crm"));
     }
 }

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 
 use osmox_webhook_filter::config::Config;
 use osmox_webhook_filter::delivery::ledger::Ledger;
-use osmox_webhook_filter::delivery::outcome::AttemptResponse;
+use osmox_webhook_filter::delivery::outcome::{AttemptResponse, Failure};
 use osmox_webhook_filter::delivery::sender::{Dispatch, Io, Sender};
 use osmox_webhook_filter::events::Memory;
 use osmox_webhook_filter::intake;
@@ -162,7 +162,7 @@ impl World {
             num_headers: 3,
             status: Some(status),
             retry_after: retry_after.map(str::to_string),
-            upstream_timeout: false,
+            local_failure: None,
         };
         self.with(vm, |s, c, io| s.on_response(c, &c.endpoints, io, token, &r));
     }
@@ -788,7 +788,7 @@ fn a_reset_without_headers_and_an_envoy_timeout_are_retried() {
         num_headers: 2,
         status: Some(504),
         retry_after: None,
-        upstream_timeout: true,
+        local_failure: Some(Failure::Timeout),
     };
     w.reply_with(0, sent[1].token, timeout);
     assert_eq!(w.m(Metric::RetriesScheduled), 2);
@@ -1940,7 +1940,7 @@ fn successor_race(success_records_first: bool) {
         num_headers: 3,
         status: Some(200),
         retry_after: None,
-        upstream_timeout: false,
+        local_failure: None,
     };
     {
         let token = net_a.sent[0].token;
@@ -1976,4 +1976,31 @@ fn successor_race(success_records_first: bool) {
         Some(r#"{"id":1,"deliveryStatus":5}"#),
         "SUCCESS, the newest state, must be delivered; sent for notification 1: {bodies:?}"
     );
+}
+
+/// OsmoX's confirmation goes 3 → 4 → 3 → 4 with one `retryCount`: four events, and a receiver
+/// that drops repeats by `webhook-id` must get four ids to apply all four.
+#[test]
+fn a_state_come_back_to_goes_out_under_a_new_webhook_id() {
+    let json = ONE_ENDPOINT.replace("[1, 2, 5, 6]", "[3, 4, 5, 6]");
+    let w = World::new(&json, 1);
+    const D: &str = "2026-04-20T09:15:04.000Z";
+    for (status, at) in [
+        (DeliveryStatus::AwaitingConfirmation, A),
+        (DeliveryStatus::QueuedConfirmation, B),
+        (DeliveryStatus::AwaitingConfirmation, C),
+        (DeliveryStatus::QueuedConfirmation, D),
+    ] {
+        w.observe(0, &[note(1, status, at)]);
+        let s = w.last();
+        w.reply(0, s.token, 200, None);
+    }
+    let ids: Vec<String> = w
+        .sent()
+        .iter()
+        .map(|s| s.header("webhook-id").unwrap().to_string())
+        .collect();
+    assert_eq!(w.m(Metric::EventsDetected), 4);
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 4, "an id repeats across events: {ids:?}");
 }

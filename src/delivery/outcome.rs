@@ -9,8 +9,9 @@ pub struct AttemptResponse {
     pub num_headers: usize,
     pub status: Option<u16>,
     pub retry_after: Option<String>,
-    /// The 504 was Envoy's local "upstream request timeout", not the endpoint's own answer.
-    pub upstream_timeout: bool,
+    /// The answer was Envoy's own, for an endpoint it did not reach or hear back from in
+    /// time (see `envoy_local_reply`), not the endpoint's.
+    pub local_failure: Option<Failure>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,11 +52,32 @@ pub fn classify(response: &AttemptResponse) -> Outcome {
         Some(s) if response.num_headers > 0 => s,
         _ => return Outcome::Retry(Failure::Transport),
     };
+    if let Some(failure) = response.local_failure {
+        return Outcome::Retry(failure);
+    }
     match status {
         200..=299 => Outcome::Delivered,
         410 => Outcome::GiveUp(Failure::Status(410)),
-        504 if response.upstream_timeout => Outcome::Retry(Failure::Timeout),
         s => Outcome::Retry(Failure::Status(s)),
+    }
+}
+
+/// The longest body `envoy_local_reply` needs to see; the host reads no more of a 503 or 504.
+pub const LOCAL_REPLY_MAX_BYTES: usize = 512;
+
+/// What Envoy's own local reply to a webhook call says happened. Envoy answers a refused or
+/// closed connection, or a cluster with no host, with a 503 of its own, and its timeout with
+/// a 504: by status alone, "receiver down" would read as "receiver answered 503". Its bodies
+/// tell them apart.
+pub fn envoy_local_reply(status: u16, body: &[u8]) -> Option<Failure> {
+    match status {
+        504 if body == b"upstream request timeout" => Some(Failure::Timeout),
+        503 if body.starts_with(b"upstream connect error or disconnect/reset before headers")
+            || body == b"no healthy upstream" =>
+        {
+            Some(Failure::Transport)
+        }
+        _ => None,
     }
 }
 
@@ -219,21 +241,32 @@ mod tests {
     }
 
     #[test]
-    fn envoy_upstream_timeout_is_a_timeout() {
-        let r = AttemptResponse {
-            upstream_timeout: true,
-            ..response(504)
-        };
-        assert_eq!(classify(&r), Outcome::Retry(Failure::Timeout));
+    fn envoy_local_replies_are_told_from_the_endpoints_answers() {
+        let refused = b"upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: delayed connect error: Connection refused";
+        let table: [(u16, &[u8], Option<Failure>); 7] = [
+            (504, b"upstream request timeout", Some(Failure::Timeout)),
+            (503, refused, Some(Failure::Transport)),
+            (503, b"no healthy upstream", Some(Failure::Transport)),
+            // The endpoint's own answers, with these statuses or these words.
+            (503, b"upstream request timeout", None),
+            (504, refused, None),
+            (503, b"Service Unavailable", None),
+            (504, b"", None),
+        ];
+        for (status, body, expected) in table {
+            assert_eq!(envoy_local_reply(status, body), expected, "{status}");
+        }
     }
 
     #[test]
-    fn upstream_timeout_flag_only_matters_on_504() {
-        let r = AttemptResponse {
-            upstream_timeout: true,
-            ..response(503)
-        };
-        assert_eq!(classify(&r), Outcome::Retry(Failure::Status(503)));
+    fn a_local_reply_is_classified_by_what_it_says() {
+        for failure in [Failure::Timeout, Failure::Transport] {
+            let r = AttemptResponse {
+                local_failure: Some(failure),
+                ..response(503)
+            };
+            assert_eq!(classify(&r), Outcome::Retry(failure));
+        }
     }
 
     #[test]

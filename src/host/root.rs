@@ -14,7 +14,7 @@ use super::metrics::EnvoyMetrics;
 use super::shared_store::{ensure, SharedData};
 use crate::config::{Config, Endpoint, Role};
 use crate::delivery::ledger::Ledger;
-use crate::delivery::outcome::AttemptResponse;
+use crate::delivery::outcome::{envoy_local_reply, AttemptResponse, LOCAL_REPLY_MAX_BYTES};
 use crate::delivery::peers::{self, Rotation, PEERS_KEY};
 use crate::delivery::sender::{Dispatch, Io, Sender};
 use crate::events::{Memory, RecentResponses};
@@ -330,13 +330,16 @@ impl Context for Root {
                     }
                 }
             }
-            // Envoy answers its own timeout with a local 504 and this body.
-            if response.status == Some(504) && body_size < 64 {
-                let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                response.upstream_timeout = body == b"upstream request timeout";
+            // Envoy's own replies for an endpoint it did not reach are short 503s and 504s.
+            if let Some(status @ (503 | 504)) = response.status {
+                if body_size <= LOCAL_REPLY_MAX_BYTES {
+                    let body =
+                        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default();
+                    response.local_failure = envoy_local_reply(status, &body);
+                }
             }
         }
         self.with_sender(|sender, config, endpoints, io| {

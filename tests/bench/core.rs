@@ -397,7 +397,7 @@ fn main() {
         num_headers: 3,
         status: Some(200),
         retry_after: None,
-        upstream_timeout: false,
+        local_failure: None,
     };
     let before = metrics.get(osmox_webhook_filter::metrics::Metric::DeliveriesSucceeded);
     let mut cycles = 0u64;

@@ -397,6 +397,31 @@ def test_max_attempts_exhausted_reports_dead_letter_and_warns(osmox, make_tracki
                    f"a warning naming {wid}")
 
 
+def test_dead_letter_tells_a_receiver_down_from_its_own_503(osmox, make_tracking, make_envoy, filter_wasm):
+    """Envoy answers a refused or closed connection with a 503 of its own: reports must say
+    `transport error` there, and `HTTP 503` only where the receiver said so."""
+    from harness import free_port
+    closer = make_tracking("closer", default=Behaviour(close=True))
+    busy = make_tracking("busy", default=503)
+    dlq = make_tracking("dlq")
+    down_port = free_port()
+    retry = {"maxAttempts": 2, "initialDelayMs": 100, "multiplier": 1.0, "maxDelayMs": 1000, "jitter": 0}
+    cfg = config([
+        {"name": "down", "url": f"http://{HOST}:{down_port}/hook", "cluster": "webhook_down", "retry": retry},
+        endpoint("closer", closer, retry=retry),
+        endpoint("busy", busy, retry=retry),
+    ], deadLetter=dead_letter(dlq))
+    down = type("Closed", (), {"port": down_port})()
+    envoy = start(make_envoy, osmox, cfg, {"closer": closer, "busy": busy},
+                  extra={"dead_letter": dlq, "webhook_down": down})
+    observe(envoy, osmox, [notification_row(6101, SUCCESS)])
+
+    reports = dlq.wait_for(3, EXPECT_S)
+    outcomes = {r.json()["endpoint"]["name"]: [a["outcome"] for a in r.json()["attempts"]] for r in reports}
+    assert outcomes == {"down": ["transport error"] * 2, "closer": ["transport error"] * 2,
+                        "busy": ["HTTP 503"] * 2}, outcomes
+
+
 # ------------------------------------------------------------------------------------------
 # 7. concurrency 4, flaky receiver
 # ------------------------------------------------------------------------------------------
