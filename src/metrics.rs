@@ -55,6 +55,7 @@ metrics! {
     RetriesScheduled => "retries_scheduled", Counter;
     DeliveriesExhausted => "deliveries_exhausted", Counter;
     DeliveriesGone => "deliveries_gone", Counter;
+    DeliveriesExpired => "deliveries_expired", Counter;
     DeliveriesDropped => "deliveries_dropped", Counter;
     DeliveriesSuperseded => "deliveries_superseded", Counter;
     DeliveriesOrphaned => "deliveries_orphaned", Counter;

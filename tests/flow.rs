@@ -2004,3 +2004,70 @@ fn a_state_come_back_to_goes_out_under_a_new_webhook_id() {
     let distinct: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!(distinct.len(), 4, "an id repeats across events: {ids:?}");
 }
+
+/// A receiver down for hours, with the default policy and circuit breaker. While the circuit
+/// is open its deliveries wait without spending attempts; once their retry window (the
+/// schedule at full jitter, 762 s, and a 5 s timeout per attempt: 802 s) has passed, the next
+/// refusal ends them, so a dead endpoint cannot keep them, and fill the ledger all endpoints
+/// share, for hours. The few that were half-open probes late in the window keep the rest of
+/// their schedule: all are over within two windows.
+#[test]
+fn an_open_circuit_holds_deliveries_no_longer_than_their_retry_window() {
+    let mut w = World::new(
+        r#"{"endpoints": [{"name": "crm", "url": "http://h/a", "cluster": "c"}],
+            "deadLetter": {"url": "http://dlq.local/dead", "cluster": "dlq"},
+            "limits": {"maxPending": 1024, "maxRemembered": 1024}}"#,
+        1,
+    );
+    let window = 762_000 + 8 * 5_000;
+    let taken_in = w.now;
+    let ns: Vec<_> = (1..=50)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &ns);
+    let mut answered = 0;
+    let mut pending_after_window = None;
+    let mut over_at = None;
+    for _ in 0..3 * 3600 {
+        let sent = w.sent();
+        for s in &sent[answered..] {
+            w.reply(0, s.token, if s.cluster == "dlq" { 200 } else { 503 }, None);
+        }
+        answered = sent.len();
+        let elapsed = w.now - taken_in;
+        if elapsed == window + 31_000 {
+            // One `openMs` after the window, and a tick.
+            pending_after_window = Some(w.m(Metric::Pending));
+        }
+        if w.m(Metric::Pending) == 0 {
+            over_at = Some(elapsed);
+            break;
+        }
+        w.now += 1000;
+        w.tick(0);
+    }
+    let over_at = over_at.expect("deliveries still held after 3 hours");
+    assert!(over_at <= 2 * window, "over {over_at} ms after taken in");
+    let pending_after_window = pending_after_window.expect("still pending past the window");
+    assert!(
+        pending_after_window < 5,
+        "{pending_after_window} of 50 still held one openMs past the window"
+    );
+    let (expired, exhausted) = (
+        w.m(Metric::DeliveriesExpired),
+        w.m(Metric::DeliveriesExhausted),
+    );
+    assert_eq!(expired + exhausted, 50);
+    assert!(expired >= 45, "{expired} expired");
+    let reports: Vec<_> = w
+        .sent()
+        .into_iter()
+        .filter(|s| s.cluster == "dlq")
+        .collect();
+    assert_eq!(reports.len(), 50);
+    let expired_reports = reports
+        .iter()
+        .filter(|r| r.body.contains(r#""reason":"expired""#))
+        .count();
+    assert_eq!(expired_reports as i64, expired);
+}

@@ -53,6 +53,9 @@ pub struct Successor {
 pub struct Slot {
     pub state: State,
     pub at_ms: u64,
+    /// When the event was taken in (for a successor, when it took the slot): its retry
+    /// window runs from here, circuit holds included.
+    pub taken_in_ms: u64,
     pub endpoint: String,
     pub notification: u64,
     pub webhook_id: String,
@@ -84,6 +87,7 @@ impl Slot {
         Slot {
             state: State::Waiting,
             at_ms: now_ms,
+            taken_in_ms: now_ms,
             endpoint: endpoint.to_string(),
             notification,
             webhook_id: webhook_id.to_string(),
@@ -208,6 +212,8 @@ impl Slot {
         out.string(self.state.tag());
         out.key("at");
         out.uint(self.at_ms);
+        out.key("c");
+        out.uint(self.taken_in_ms);
         out.key("ep");
         out.string(&self.endpoint);
         out.key("n");
@@ -245,11 +251,12 @@ impl Slot {
         let (mut state, mut at_ms, mut endpoint, mut notification) = (None, None, None, None);
         let (mut webhook_id, mut attempts) = (None, None);
         let (mut history, mut successor, mut held, mut generation) = (None, None, None, None);
-        let mut superseded = None;
+        let (mut superseded, mut taken_in_ms) = (None, None);
         r.object(|r, key| {
             match key {
                 "s" => state = Some(State::read(r)?),
                 "at" => at_ms = Some(r.uint()?),
+                "c" => taken_in_ms = Some(r.uint()?),
                 "ep" => endpoint = Some(r.string()?),
                 "n" => notification = Some(r.uint()?),
                 "id" => webhook_id = Some(r.string()?),
@@ -263,14 +270,19 @@ impl Slot {
             }
             Some(())
         })?;
+        let history: Vec<AttemptRecord> = history.unwrap_or_default();
+        let at_ms = at_ms?;
+        // Earlier builds wrote none: the first attempt is the nearest they tell.
+        let taken_in_ms = taken_in_ms.unwrap_or(history.first().map_or(at_ms, |a| a.at_ms));
         Some(Slot {
             state: state?,
-            at_ms: at_ms?,
+            at_ms,
+            taken_in_ms,
             endpoint: endpoint?,
             notification: notification?,
             webhook_id: webhook_id?,
             attempts: attempts?,
-            history: history.unwrap_or_default(),
+            history,
             successor,
             held: held.unwrap_or(false),
             // Earlier builds wrote none.
@@ -858,11 +870,14 @@ mod tests {
     fn records_keep_their_stored_format() {
         let fresh = Record::Used(Slot::new("crm", 42, "w1", b"{\"id\":42}".to_vec(), 5));
         let stored =
-            "{\"s\":\"w\",\"at\":5,\"ep\":\"crm\",\"n\":42,\"id\":\"w1\",\"a\":0,\"g\":1}\n{\"id\":42}";
+            "{\"s\":\"w\",\"at\":5,\"c\":5,\"ep\":\"crm\",\"n\":42,\"id\":\"w1\",\"a\":0,\"g\":1}\n{\"id\":42}";
         assert_eq!(String::from_utf8(fresh.encode()).unwrap(), stored);
         assert_eq!(Record::decode(Some(stored.as_bytes())), fresh);
         // Before generations: read as the first.
         let earlier = stored.replace(",\"g\":1", "");
+        assert_eq!(Record::decode(Some(earlier.as_bytes())), fresh);
+        // Before the taken-in time: the due time, or the first attempt's.
+        let earlier = stored.replace(",\"c\":5", "");
         assert_eq!(Record::decode(Some(earlier.as_bytes())), fresh);
 
         // The body follows the record byte for byte, newlines and all.
@@ -884,10 +899,15 @@ mod tests {
         });
         slot.held = true;
         let full = Record::Used(slot);
-        let json = r#"{"s":"f","at":1700000000000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}","g":3},"hd":true,"g":1}"#;
+        let json = r#"{"s":"f","at":1700000000000,"c":1700000000000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}","g":3},"hd":true,"g":1}"#;
         let stored = format!("{json}\n{{\n  \"id\": 7\n}}");
         assert_eq!(String::from_utf8(full.encode()).unwrap(), stored);
         assert_eq!(Record::decode(Some(stored.as_bytes())), full);
+        let earlier = stored.replace(",\"c\":1700000000000", "");
+        let Record::Used(read) = Record::decode(Some(earlier.as_bytes())) else {
+            panic!("unreadable");
+        };
+        assert_eq!(read.taken_in_ms, 1);
 
         assert_eq!(Record::Free.encode(), b"-");
         // Unknown keys are ignored; an unreadable record is left alone.

@@ -179,6 +179,14 @@ impl RetryPolicy {
         self.jitter
     }
 
+    /// The longest the schedule itself can take from the first attempt to the last: every
+    /// delay at full jitter, none lengthened by a `Retry-After`.
+    pub fn schedule_span_ms(&self) -> u64 {
+        (1..self.max_attempts)
+            .filter_map(|k| self.next_delay_ms(k, None, 1.0))
+            .fold(0, u64::saturating_add)
+    }
+
     /// Delay before the next attempt after `attempts_made` attempts failed (1 = the first
     /// attempt failed); `None` once `attempts_made >= max_attempts` (exhausted). With no
     /// attempt made yet the answer is `Some(0)`: the first attempt is not delayed.
@@ -305,6 +313,20 @@ mod tests {
         (1..p.max_attempts())
             .map(|k| p.next_delay_ms(k, None, 0.5).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn the_schedule_span_takes_every_delay_at_full_jitter() {
+        // 5 + 10 + ... + 320 s = 635 s, each up to 20 % longer.
+        assert_eq!(RetryPolicy::default().schedule_span_ms(), 762_000);
+        // Capped delays stay capped: 1 + 2 + 3 + 3 s.
+        assert_eq!(
+            exp(5, 1_000, 2.0, 3_000, 0.5).schedule_span_ms(),
+            1_500 + 3_000 * 3
+        );
+        let schedule = RetryPolicy::try_new(3, Backoff::Schedule(vec![700, 300]), 1_000, 0.0);
+        assert_eq!(schedule.unwrap().schedule_span_ms(), 1_000);
+        assert_eq!(exp(1, 1_000, 2.0, 3_000, 0.0).schedule_span_ms(), 0);
     }
 
     #[test]

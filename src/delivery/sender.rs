@@ -125,6 +125,8 @@ enum Tried {
     Sent,
     /// Claimed, then refused a place: held or scheduled again.
     Refused,
+    /// Claimed and ended without an attempt: its circuit held it past its retry window.
+    Ended,
     /// Not claimed: free, not due, on the wire, unreadable, or this sender is closing
     /// (`occupied` unless free).
     Skipped { occupied: bool },
@@ -137,14 +139,24 @@ impl Tried {
     }
 }
 
-/// How a delivery left the ledger, or didn't.
+/// What an attempt's outcome did to its delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
-    Delivered { after_retry: bool },
     Retrying,
+    Ended(End),
+}
+
+/// How a delivery left the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Delivered {
+        after_retry: bool,
+    },
     Exhausted,
     Gone,
     Superseded,
+    /// Held by an open circuit past its retry window.
+    Expired,
 }
 
 pub struct Sender {
@@ -314,7 +326,7 @@ impl Sender {
             match self.try_send(config, endpoints, io, slot, true) {
                 Tried::Sent => sent += 1,
                 Tried::Refused => break,
-                Tried::Skipped { .. } => {}
+                Tried::Ended | Tried::Skipped { .. } => {}
             }
             if sent == n {
                 break;
@@ -405,6 +417,10 @@ impl Sender {
         let claim_lapses = lease_until(now, endpoint);
         match self.admit(io, endpoint, slot, claim_lapses) {
             Admit::Granted => {}
+            Admit::Open { .. } if now >= retry_deadline(endpoint, &s) => {
+                self.expire(config, endpoints, io, slot, &s.webhook_id);
+                return Tried::Ended;
+            }
             refused => {
                 let until = match refused {
                     Admit::Open { until_ms } => until_ms,
@@ -688,12 +704,12 @@ impl Sender {
                 outcome: label.clone(),
                 duration_ms,
             });
-            let verdict = match outcome {
-                Outcome::Delivered => Verdict::Delivered {
+            let end = match outcome {
+                Outcome::Delivered => End::Delivered {
                     after_retry: s.attempts > 1,
                 },
-                Outcome::GiveUp(_) => Verdict::Gone,
-                Outcome::Retry(_) if s.successor.is_some() || s.superseded => Verdict::Superseded,
+                Outcome::GiveUp(_) => End::Gone,
+                Outcome::Retry(_) if s.successor.is_some() || s.superseded => End::Superseded,
                 Outcome::Retry(_) => {
                     let seed = fnv1a64(&[s.webhook_id.as_bytes(), &s.attempts.to_le_bytes()]);
                     let delay = policy(&s.endpoint).and_then(|p| {
@@ -705,70 +721,117 @@ impl Sender {
                             s.at_ms = now.saturating_add(d);
                             return Some((Record::Used(s.clone()), (Verdict::Retrying, s, false)));
                         }
-                        None => Verdict::Exhausted,
+                        None => End::Exhausted,
                     }
                 }
             };
             // The delivery is over. A newer event queued behind it takes the slot.
-            let (next, promoted) = match s.successor.take() {
-                Some(succ) => {
-                    let body = succ.body.into_bytes();
-                    let fresh = Slot::new(&s.endpoint, s.notification, &succ.webhook_id, body, now)
-                        .of_generation(succ.generation);
-                    (Record::Used(fresh), true)
-                }
-                None => (Record::Free, false),
-            };
-            Some((next, (verdict, s, promoted)))
+            let (next, promoted) = ended(&mut s, now);
+            Some((next, (Verdict::Ended(end), s, promoted)))
         });
         let Ok(Some((verdict, slot_after, promoted))) = result else {
             return false;
         };
+        if *outcome != Outcome::Delivered {
+            io.metrics.add(Metric::DeliveriesFailed, 1);
+        }
         match verdict {
-            Verdict::Delivered { after_retry } => {
+            Verdict::Retrying => {
+                // Sweep at full speed until the retry is due.
+                self.busy_until_ms = self.busy_until_ms.max(slot_after.at_ms);
+                self.schedule(slot_after.at_ms, slot);
+                io.metrics.add(Metric::RetriesScheduled, 1);
+                // `Retry(Timeout)`: the end-to-end tests look for this line.
+                log::debug!("{webhook_id}: {outcome:?}, retry at {}", slot_after.at_ms);
+            }
+            Verdict::Ended(end) => {
+                self.conclude(config, endpoints, io, slot, end, &slot_after, promoted);
+            }
+        }
+        true
+    }
+
+    /// End, without an attempt, a delivery that an open circuit held past its retry window:
+    /// otherwise a long outage would keep every delivery to the endpoint, and fill the ledger
+    /// that all endpoints share.
+    fn expire(
+        &mut self,
+        config: &Config,
+        endpoints: &[Endpoint],
+        io: &mut Io,
+        slot: u32,
+        webhook_id: &str,
+    ) {
+        let now = io.now_ms;
+        let result = self.ledger.update(io.store, slot, |rec| {
+            let Record::Used(mut s) = rec else {
+                return None;
+            };
+            if s.webhook_id != webhook_id || s.state != State::InFlight {
+                return None;
+            }
+            let (next, promoted) = ended(&mut s, now);
+            Some((next, (s, promoted)))
+        });
+        if let Ok(Some((slot_after, promoted))) = result {
+            self.conclude(
+                config,
+                endpoints,
+                io,
+                slot,
+                End::Expired,
+                &slot_after,
+                promoted,
+            );
+        }
+    }
+
+    /// Count and report a delivery that left `slot`, and send the newer event `promoted` to
+    /// it.
+    // The sender's usual four, and the three facts of the ending.
+    #[allow(clippy::too_many_arguments)]
+    fn conclude(
+        &mut self,
+        config: &Config,
+        endpoints: &[Endpoint],
+        io: &mut Io,
+        slot: u32,
+        end: End,
+        s: &Slot,
+        promoted: bool,
+    ) {
+        let webhook_id = &s.webhook_id;
+        let why = match end {
+            End::Delivered { after_retry } => {
                 io.metrics.add(Metric::DeliveriesSucceeded, 1);
                 if after_retry {
                     io.metrics.add(Metric::DeliveredAfterRetry, 1);
                 }
                 log::debug!("{webhook_id}: delivered");
+                None
             }
-            Verdict::Retrying => {
-                // Sweep at full speed until the retry is due.
-                self.busy_until_ms = self.busy_until_ms.max(slot_after.at_ms);
-                self.schedule(slot_after.at_ms, slot);
-                io.metrics.add(Metric::DeliveriesFailed, 1);
-                io.metrics.add(Metric::RetriesScheduled, 1);
-                // `Retry(Timeout)`: the end-to-end tests look for this line.
-                log::debug!("{webhook_id}: {outcome:?}, retry at {}", slot_after.at_ms);
-            }
-            Verdict::Superseded => {
-                io.metrics.add(Metric::DeliveriesFailed, 1);
+            End::Superseded => {
                 io.metrics.add(Metric::DeliveriesSuperseded, 1);
+                None
             }
-            Verdict::Exhausted | Verdict::Gone => {
-                io.metrics.add(Metric::DeliveriesFailed, 1);
-                let (metric, why) = if verdict == Verdict::Gone {
-                    (Metric::DeliveriesGone, "gone")
-                } else {
-                    (Metric::DeliveriesExhausted, "exhausted")
-                };
-                io.metrics.add(metric, 1);
-                log::warn!(
-                    "{webhook_id}: delivery to {} {why} after {} attempts",
-                    slot_after.endpoint,
-                    slot_after.attempts
-                );
-                self.dead_letter(config, endpoints, io, &slot_after, &slot_after.body, why);
-            }
+            End::Gone => Some((Metric::DeliveriesGone, "gone")),
+            End::Exhausted => Some((Metric::DeliveriesExhausted, "exhausted")),
+            End::Expired => Some((Metric::DeliveriesExpired, "expired")),
+        };
+        if let Some((metric, why)) = why {
+            io.metrics.add(metric, 1);
+            log::warn!(
+                "{webhook_id}: delivery to {} {why} after {} attempts",
+                s.endpoint,
+                s.attempts
+            );
+            self.dead_letter(config, endpoints, io, s, &s.body, why);
         }
-        if verdict != Verdict::Retrying {
-            if promoted {
-                self.try_send(config, endpoints, io, slot, false);
-            } else {
-                io.metrics.add(Metric::Pending, -1);
-            }
+        if promoted {
+            self.try_send(config, endpoints, io, slot, false);
+        } else {
+            io.metrics.add(Metric::Pending, -1);
         }
-        true
     }
 
     /// Report an abandoned delivery to the dead-letter endpoint, once, best effort.
@@ -860,6 +923,32 @@ impl Sender {
             }
         }
     }
+}
+
+/// What a slot holds once its delivery ends: the newer event queued behind it, if any (and
+/// whether there was one), or nothing.
+fn ended(s: &mut Slot, now_ms: u64) -> (Record, bool) {
+    match s.successor.take() {
+        Some(next) => {
+            let body = next.body.into_bytes();
+            let fresh = Slot::new(&s.endpoint, s.notification, &next.webhook_id, body, now_ms)
+                .of_generation(next.generation);
+            (Record::Used(fresh), true)
+        }
+        None => (Record::Free, false),
+    }
+}
+
+/// When a delivery's retry window closes: its policy's whole schedule and one timeout per
+/// attempt, from when it was taken in. An open circuit holds a delivery without spending its
+/// attempts only until then.
+fn retry_deadline(endpoint: &Endpoint, s: &Slot) -> u64 {
+    let timeouts = endpoint
+        .timeout_ms
+        .saturating_mul(u64::from(endpoint.retry.max_attempts()));
+    s.taken_in_ms
+        .saturating_add(endpoint.retry.schedule_span_ms())
+        .saturating_add(timeouts)
 }
 
 /// Give `n` unused places on endpoint `name`'s breaker record back to the others.

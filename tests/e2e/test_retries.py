@@ -670,6 +670,36 @@ def test_circuit_breaker_holds_probes_once_then_releases(osmox, make_tracking, m
     wait_gauge(envoy, "pending", 0)
 
 
+def test_an_open_circuit_holds_deliveries_only_within_their_retry_window(osmox, make_tracking, make_envoy,
+                                                                          filter_wasm):
+    """Retry window 500 ms (100 ms of schedule, 2 x 200 ms of timeouts); the first failure opens
+    the circuit for 1.5 s. The held deliveries are past their window when it half-opens: all
+    but the probe end as `expired`, dead-lettered, without another attempt."""
+    crm = make_tracking("crm", default=503)
+    dlq = make_tracking("dlq")
+    ep = endpoint("crm", crm, timeoutMs=200,
+                  retry={"maxAttempts": 2, "initialDelayMs": 100, "multiplier": 1.0, "maxDelayMs": 100,
+                         "jitter": 0},
+                  circuitBreaker={"failureThreshold": 1, "openMs": 1500})
+    cfg = config([ep], deadLetter=dead_letter(dlq))
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm}, extra={"dead_letter": dlq})
+    observe(envoy, osmox, [notification_row(12_000 + i, SUCCESS) for i in range(6)])
+
+    reports = dlq.wait_for(6, EXPECT_S)
+    reasons = sorted(r.json()["reason"] for r in reports)
+    m = metrics(envoy, "deliveries_expired", "deliveries_exhausted", "dead_letters_sent")
+    assert m["deliveries_expired"] + m["deliveries_exhausted"] == 6, m
+    assert m["deliveries_expired"] >= 4, m
+    assert reasons == sorted(["expired"] * m["deliveries_expired"] + ["exhausted"] * m["deliveries_exhausted"])
+    for r in reports:
+        report = r.json()
+        if report["reason"] == "expired":
+            assert report["attemptCount"] == 1, report
+    # The first attempts, and at most the probes: the expired ones were not tried again.
+    assert crm.count() == 6 + m["deliveries_exhausted"], summarize(crm.answers())
+    wait_gauge(envoy, "pending", 0)
+
+
 # ------------------------------------------------------------------------------------------
 # 11. supersede
 # ------------------------------------------------------------------------------------------
