@@ -16,7 +16,9 @@ use crate::osmox::{DeliveryStatus, StatusSet};
 use crate::payload::Payload;
 use crate::signing::Secret;
 
-const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// Svix's: a receiver that does its work before answering gets 15 s before the attempt
+/// counts as failed and the event goes again.
+const DEFAULT_TIMEOUT_MS: u64 = 15_000;
 const MAX_TIMEOUT_MS: u64 = 600_000;
 const DEFAULT_MAX_IN_FLIGHT: u64 = 64;
 const DEFAULT_FAILURE_THRESHOLD: u64 = 5;
@@ -1537,7 +1539,7 @@ mod tests {
                     provider_ids: None,
                     channel_types: None,
                     delivery_statuses: StatusSet::FINAL,
-                    timeout_ms: 5000,
+                    timeout_ms: 15_000,
                     headers: vec![],
                     retry: global.clone(),
                     max_in_flight: 64,
@@ -1607,7 +1609,7 @@ mod tests {
                 provider_ids: None,
                 channel_types: None,
                 delivery_statuses: StatusSet::FINAL,
-                timeout_ms: 5000,
+                timeout_ms: 15_000,
                 headers: vec![],
                 retry: RetryPolicy::default(),
                 max_in_flight: 64,
@@ -1688,7 +1690,7 @@ mod tests {
         );
         assert!(config.endpoints.is_empty());
         let learn = config.learn.unwrap();
-        assert_eq!(learn.timeout_ms, 5000);
+        assert_eq!(learn.timeout_ms, 15_000);
         assert!(!learn.allow_private);
         assert_eq!(learn.original_dst_header, None);
         assert_eq!(learn.max_learned, 256);

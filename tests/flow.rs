@@ -198,7 +198,7 @@ fn note(id: u64, status: DeliveryStatus, updated: &str) -> Notification {
 
 const ONE_ENDPOINT: &str = r#"{
   "endpoints": [{"name": "crm", "url": "http://hooks.local:8080/in?x=1", "cluster": "webhook_crm",
-                 "deliveryStatuses": [1, 2, 5, 6], "headers": {"x-team": "crm"},
+                 "deliveryStatuses": [1, 2, 5, 6], "headers": {"x-team": "crm"}, "timeoutMs": 5000,
                  "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
                  "retry": {"maxAttempts": 3, "initialDelayMs": 1000, "multiplier": 2.0, "maxDelayMs": 60000, "jitter": 0.0}}],
   "deadLetter": {"url": "http://dlq.local/dead", "cluster": "dlq"},
@@ -725,7 +725,9 @@ fn an_open_circuit_holds_deliveries_and_probes_with_one() {
     let json = ONE_ENDPOINT.replace(
         r#""headers""#,
         r#""circuitBreaker": {"failureThreshold": 2, "openMs": 10000}, "retry": {"maxAttempts": 20, "initialDelayMs": 100, "maxDelayMs": 100, "jitter": 0.0}, "headers""#,
-    ).replace(r#""retry": {"maxAttempts": 3, "initialDelayMs": 1000, "multiplier": 2.0, "maxDelayMs": 60000, "jitter": 0.0}"#, r#""timeoutMs": 1000"#);
+    )
+    .replace(r#""timeoutMs": 5000,"#, "")
+    .replace(r#""retry": {"maxAttempts": 3, "initialDelayMs": 1000, "multiplier": 2.0, "maxDelayMs": 60000, "jitter": 0.0}"#, r#""timeoutMs": 1000"#);
     let mut w = World::new(&json, 1);
     let ns: Vec<_> = (1..=3)
         .map(|i| note(i, DeliveryStatus::Failed, A))
@@ -2007,7 +2009,7 @@ fn a_state_come_back_to_goes_out_under_a_new_webhook_id() {
 
 /// A receiver down for hours, with the default policy and circuit breaker. While the circuit
 /// is open its deliveries wait without spending attempts; once their retry window (the
-/// schedule at full jitter, 762 s, and a 5 s timeout per attempt: 802 s) has passed, the next
+/// schedule at full jitter, 762 s, and a 15 s timeout per attempt: 882 s) has passed, the next
 /// refusal ends them, so a dead endpoint cannot keep them, and fill the ledger all endpoints
 /// share, for hours. The few that were half-open probes late in the window keep the rest of
 /// their schedule: all are over within two windows.
@@ -2019,7 +2021,7 @@ fn an_open_circuit_holds_deliveries_no_longer_than_their_retry_window() {
             "limits": {"maxPending": 1024, "maxRemembered": 1024}}"#,
         1,
     );
-    let window = 762_000 + 8 * 5_000;
+    let window = 762_000 + 8 * 15_000;
     let taken_in = w.now;
     let ns: Vec<_> = (1..=50)
         .map(|i| note(i, DeliveryStatus::Success, A))
