@@ -2073,3 +2073,29 @@ fn an_open_circuit_holds_deliveries_no_longer_than_their_retry_window() {
         .count();
     assert_eq!(expired_reports as i64, expired);
 }
+
+/// Shared data may hold what this build never writes (another version's record, or a
+/// corrupted one): an attempt count at `u32::MAX` ends the delivery rather than overflow,
+/// which would trap the VM (or, wrapped, hand the delivery a fresh set of retries).
+#[test]
+fn a_stored_attempt_count_at_its_limit_ends_the_delivery() {
+    let w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    let token = w.last().token;
+    let keys: Vec<String> = Ledger::new(w.config.limits.max_pending)
+        .keys()
+        .map(|(k, _)| k)
+        .collect();
+    let rewritten = keys.iter().find_map(|k| {
+        let (value, cas) = w.store.get(k).unwrap()?;
+        let text = String::from_utf8(value).ok()?;
+        text.contains(r#""a":0"#).then(|| {
+            let forged = text.replace(r#""a":0"#, &format!(r#""a":{}"#, u32::MAX));
+            w.store.set(k, forged.as_bytes(), Some(cas)).unwrap();
+        })
+    });
+    assert!(rewritten.is_some(), "the in-flight record was found");
+    w.reply(0, token, 503, None);
+    assert_eq!(w.m(Metric::DeliveriesExhausted), 1);
+    assert_eq!(w.m(Metric::Pending), 0);
+}

@@ -444,7 +444,7 @@ impl Sender {
                 log::debug!(
                     "{}: attempt {} sent to {}",
                     s.webhook_id,
-                    s.attempts + 1,
+                    s.attempts.saturating_add(1),
                     endpoint.name
                 );
                 self.calls.insert(
@@ -698,7 +698,7 @@ impl Sender {
             if s.webhook_id != webhook_id || s.state != State::InFlight {
                 return None;
             }
-            s.attempts += 1;
+            s.attempts = s.attempts.saturating_add(1);
             s.push_history(AttemptRecord {
                 at_ms: now,
                 outcome: label.clone(),
