@@ -11,6 +11,9 @@ pub enum Payload {
     #[default]
     Notification,
     /// `{"type":"notification.<status>","timestamp":"<RFC 3339>","data":<notification>}`.
+    /// The timestamp is when the event happened: the notification's `updatedOn` when the view
+    /// has it (the same on every view of that state, so a body rebuilt after a restart is the
+    /// same), else when the filter saw it.
     Envelope,
 }
 
@@ -41,7 +44,11 @@ impl Payload {
                 out.push_str("{\"type\":");
                 json::write_str(&mut out, &event_type(n));
                 out.push_str(",\"timestamp\":\"");
-                out.push_str(&rfc3339_ms(observed_ms));
+                match &n.updated_on {
+                    // Already RFC 3339 UTC to the millisecond (`osmox::utc_timestamp`).
+                    Some(at) => out.push_str(at),
+                    None => out.push_str(&rfc3339_ms(observed_ms)),
+                }
                 out.push_str("\",\"data\":");
                 out.push_str(&n.body);
                 out.push('}');
@@ -111,6 +118,17 @@ mod tests {
         assert_eq!(keys, ["type", "timestamp", "data"]);
         assert_eq!(Payload::from_name("envelope"), Some(Payload::Envelope));
         assert_eq!(Payload::from_name("Envelope"), None);
+    }
+
+    #[test]
+    fn an_envelope_is_stamped_with_the_events_own_time_when_known() {
+        let n = Notification {
+            updated_on: Some("2026-04-20T09:15:01.250Z".into()),
+            ..note(DeliveryStatus::Success)
+        };
+        let body = Payload::Envelope.body(&n, 1_800_000_000_123);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["timestamp"], "2026-04-20T09:15:01.250Z");
     }
 
     /// A dead-letter report unwraps a stored body by its shape: the endpoint's `payload` may

@@ -431,7 +431,7 @@ fn an_endpoint_may_take_the_standard_webhooks_envelope() {
     assert_eq!(sent[0].body, n.body);
     let wrapped: serde_json::Value = serde_json::from_str(&sent[1].body).unwrap();
     assert_eq!(wrapped["type"], "notification.success");
-    assert_eq!(wrapped["timestamp"], "2027-01-15T08:00:00.000Z"); // T0, when it was seen
+    assert_eq!(wrapped["timestamp"], A, "the event's own updatedOn");
     assert_eq!(
         wrapped["data"],
         serde_json::from_str::<serde_json::Value>(&n.body).unwrap()

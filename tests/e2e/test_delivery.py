@@ -179,15 +179,25 @@ def test_an_envelope_endpoint_gets_a_signed_standard_webhooks_payload(osmox, mak
     row = load_sample("rest-create-notification-response.v8.json")
     row["delivery_status"] = 6
     osmox.set_json("POST", "/notifications", row, status=201)
-    before = time.time()
     assert envoy.client.post("/notifications", {"providerId": 1}).status == 201
     (req,) = crm.wait_for(1, EXPECT_S)
     payload = Webhook(secret).verify(req.body, req.headers)  # raises if the signature is wrong
     assert list(payload) == ["type", "timestamp", "data"]
     assert payload["type"] == "notification.failed"
-    seen = datetime.datetime.fromisoformat(payload["timestamp"].replace("Z", "+00:00")).timestamp()
-    assert before - 1 <= seen <= time.time() + 1
+    assert payload["timestamp"] == row["updated_on"], "the event's own time"
     assert payload["data"]["id"] == 1042 and payload["data"]["deliveryStatus"] == 6
+
+    # A view without `updatedOn` is stamped when the filter saw it.
+    row2 = dict(row, id=1043)
+    del row2["updated_on"]
+    osmox.set_json("POST", "/notifications", row2, status=201)
+    before = time.time()
+    assert envoy.client.post("/notifications", {"providerId": 1}).status == 201
+    req2 = crm.wait_for(2, EXPECT_S)[1]
+    payload2 = Webhook(secret).verify(req2.body, req2.headers)
+    seen = datetime.datetime.fromisoformat(payload2["timestamp"].replace("Z", "+00:00")).timestamp()
+    assert before - 1 <= seen <= time.time() + 1
+    assert payload2["data"]["id"] == 1043
 
 
 def test_rest_v7_jsend_create_delivers_notification_object(osmox, make_receiver, make_envoy, filter_wasm):
