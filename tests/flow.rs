@@ -14,7 +14,7 @@ use osmox_webhook_filter::config::Config;
 use osmox_webhook_filter::delivery::ledger::Ledger;
 use osmox_webhook_filter::delivery::outcome::{AttemptResponse, Failure};
 use osmox_webhook_filter::delivery::sender::{Dispatch, Io, Sender};
-use osmox_webhook_filter::events::Memory;
+use osmox_webhook_filter::events::{Memory, Verdict};
 use osmox_webhook_filter::intake;
 use osmox_webhook_filter::metrics::{CountingMetrics, Metric};
 use osmox_webhook_filter::osmox::{DeliveryStatus, Notification};
@@ -2098,4 +2098,114 @@ fn a_stored_attempt_count_at_its_limit_ends_the_delivery() {
     w.reply(0, token, 503, None);
     assert_eq!(w.m(Metric::DeliveriesExhausted), 1);
     assert_eq!(w.m(Metric::Pending), 0);
+}
+
+// Behaviours a mutation review found no test pinned down: each test below fails when the
+// named condition in the code is dropped or loosened.
+
+/// A sender never counts its own attempt lost while Envoy still owes it the reply, however
+/// late the callback: resending would deliver twice.
+#[test]
+fn a_sender_waits_for_its_own_late_reply_rather_than_resend() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    let token = w.last().token;
+    w.now += 60_000; // far past the timeout and the lease margin
+    w.sweep();
+    assert_eq!(
+        w.sent().len(),
+        1,
+        "its own attempt, still owed a reply, went again"
+    );
+    w.reply(0, token, 200, None);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1);
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
+#[test]
+fn a_first_attempt_success_is_not_counted_as_after_retry() {
+    let w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 200, None);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1);
+    assert_eq!(w.m(Metric::DeliveredAfterRetry), 0);
+}
+
+/// One bucket of the dedupe memory holds 16 notifications: a 17th forgets the one longest
+/// unchanged, which is then new again.
+#[test]
+fn a_memory_bucket_holds_exactly_its_size() {
+    let (store, memory) = (MemStore::new(), Memory::new(16));
+    assert_eq!(memory.capacity(), 16, "one bucket");
+    for id in 0..17u64 {
+        let n = note(id, DeliveryStatus::Success, A);
+        memory.observe(&store, &n, T0 + id).unwrap();
+    }
+    let again = memory
+        .observe(&store, &note(0, DeliveryStatus::Success, A), T0 + 100)
+        .unwrap();
+    assert!(matches!(again, Verdict::New { .. }), "{again:?}");
+}
+
+/// A path with a fragment could never match a request's `:path`: refused at load, like `?`.
+#[test]
+fn a_watched_path_with_a_fragment_is_refused() {
+    let json = r##"{"endpoints": [{"name": "crm", "url": "http://h/x", "cluster": "c"}],
+                   "watch": {"graphqlPaths": ["/graphql#x"]}}"##;
+    let err = Config::from_json(json.as_bytes(), &|_| None).unwrap_err();
+    assert!(err.to_string().contains("graphqlPaths"), "{err}");
+}
+
+/// A spare place is reused only while its lease in the shared record outlasts the new
+/// attempt's: otherwise the record forgets that attempt, and another worker's burst goes past
+/// `maxInFlight`.
+#[test]
+fn a_spare_place_whose_lease_ends_first_is_not_reused() {
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 16, "headers""#);
+    let mut w = World::new(&json, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.now += 100;
+    w.reply(0, w.last().token, 200, None); // VM 0 keeps its places as spares
+    w.now = T0 + 19_000; // the spares' lease (20 s) is about to end
+    w.observe(0, &[note(2, DeliveryStatus::Success, A)]);
+    w.now = T0 + 21_000; // it has ended; notification 2 is still on the wire
+    let burst: Vec<_> = (100..=130)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(1, &burst);
+    let on_wire = w.sent().len() - 1; // notification 1 was answered
+    assert!(
+        on_wire <= 16,
+        "{on_wire} attempts on the wire with maxInFlight 16"
+    );
+}
+
+/// The two confirmation states share a stage: seen without times, either after the other is
+/// a new event, not a stale view.
+#[test]
+fn confirmation_states_without_times_follow_each_other() {
+    let (store, memory) = (MemStore::new(), Memory::new(1024));
+    let untimed = |id, status| Notification {
+        updated_on: None,
+        ..note(id, status, A)
+    };
+    let pairs = [
+        (
+            DeliveryStatus::AwaitingConfirmation,
+            DeliveryStatus::QueuedConfirmation,
+        ),
+        (
+            DeliveryStatus::QueuedConfirmation,
+            DeliveryStatus::AwaitingConfirmation,
+        ),
+    ];
+    for (id, (first, then)) in pairs.into_iter().enumerate() {
+        let id = id as u64 + 1;
+        memory.observe(&store, &untimed(id, first), T0).unwrap();
+        let v = memory.observe(&store, &untimed(id, then), T0 + 1).unwrap();
+        assert!(
+            matches!(v, Verdict::New { .. }),
+            "{first:?} then {then:?}: {v:?}"
+        );
+    }
 }
