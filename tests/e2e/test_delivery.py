@@ -223,6 +223,13 @@ def test_rest_pending_create_is_not_delivered_by_default(osmox, make_receiver, m
     assert envoy.client.post("/notifications", {"providerId": 1}).status == 201
     envoy.wait_metric("responses_watched", 1, timeout=EXPECT_S)
     assert_no_more(crm, 0)
+    # Control: the same create answered as SUCCESS is delivered.
+    row = load_sample("rest-create-notification-response.v8.json")
+    row["delivery_status"] = 5
+    osmox.set_json("POST", "/notifications", row, status=201)
+    assert envoy.client.post("/notifications", {"providerId": 1}).status == 201
+    (req,) = crm.wait_for(1, EXPECT_S)
+    assert req.json()["deliveryStatus"] == 5
 
 
 # ------------------------------------------------------------------------------------------
@@ -774,8 +781,8 @@ def test_notification_by_id_answered_from_archive_never_posts_archive_id(osmox, 
         poll_graphql(envoy, NOTIFICATION_BY_ID_VARS, variables={"id": 1042})
     envoy.wait_metric("responses_watched", 1, timeout=EXPECT_S)
     got = crm.settle(SETTLE_S)
-    assert all(json.loads(r.body).get("id") != 9001 for r in got), got
-    # A later live row with the same id 9001 would be another notification; nothing else is asserted.
+    # Delivered as the notification it is (1042), never under the archive row's own id.
+    assert [json.loads(r.body)["id"] for r in got] == [1042], got
 
 
 def test_the_shipped_config_delivers_signed_webhooks(osmox, make_receiver, tmp_path, filter_wasm):
