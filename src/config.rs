@@ -39,15 +39,21 @@ const MAX_CHANNEL_TYPE: u64 = 12;
 const DEFAULT_MAX_LEARNED: u64 = 256;
 const MAX_LEARNED: u64 = 10_000;
 
-/// Headers the filter sets itself; letting configuration set them would corrupt the request or
-/// forge the signature headers.
-const RESERVED_HEADERS: [&str; 6] = [
+/// Headers the filter sets itself, and hop-by-hop headers: letting configuration set them
+/// would corrupt the request or forge the signature headers.
+const RESERVED_HEADERS: [&str; 12] = [
     "content-type",
     "content-length",
     "host",
     "user-agent",
     "transfer-encoding",
     "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -1160,6 +1166,15 @@ fn compile_headers(
         if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") {
             return Err(invalid(p, "is set by the filter and cannot be configured"));
         }
+        // Envoy's router obeys these on the webhook call itself: `x-envoy-retry-on` would
+        // multiply attempts past `maxAttempts` and `maxInFlight`, and a timeout header would
+        // override `timeoutMs`.
+        if lower.starts_with("x-envoy-") {
+            return Err(invalid(
+                p,
+                "x-envoy-* headers steer Envoy's own retries and timeouts; use retry and timeoutMs",
+            ));
+        }
         // Envoy refuses such a value when it sends: every attempt would fail.
         if value.chars().any(|c| c.is_ascii_control() && c != '\t') {
             return Err(invalid(
@@ -1185,6 +1200,8 @@ fn compile_retry(path: &str, raw: Option<RawRetry>) -> Result<RetryPolicy, Confi
     };
     let max_delay_ms = raw.max_delay_ms.unwrap_or(DEFAULT_MAX_DELAY_MS);
     let jitter = raw.jitter.unwrap_or(DEFAULT_JITTER);
+    // With a schedule, `initialDelayMs` and `multiplier` are ignored rather than refused: the
+    // brief's own example gives them alongside it.
     let (max_attempts, backoff) = match raw.schedule {
         Some(schedule) => {
             let attempts = raw
@@ -1235,7 +1252,7 @@ fn compile_secrets(
         let value = env(&var).filter(|v| !v.is_empty()).ok_or_else(|| {
             invalid(
                 &path,
-                "names an environment variable that is not set or empty",
+                "names an environment variable that is not set or empty in the VM (is it listed in vm_config.environment_variables.host_env_keys?)",
             )
         })?;
         out.push(
@@ -2390,11 +2407,28 @@ mod tests {
             "user-agent",
             "Webhook-Signature",
             "webhook-id",
+            "Upgrade",
+            "te",
+            "keep-alive",
         ] {
             assert_eq!(
                 endpoint_err(&format!(r#""headers": {{"{name}": "v"}}"#)),
                 format!(
                     r#"endpoints[0].headers["{name}"]: is set by the filter and cannot be configured"#
+                )
+            );
+        }
+    }
+
+    /// Envoy's router obeys these on the webhook call: a review saw `x-envoy-retry-on` turn
+    /// one attempt into four on the wire.
+    #[test]
+    fn rejects_headers_that_steer_envoy() {
+        for name in ["x-envoy-retry-on", "X-Envoy-Upstream-Rq-Timeout-Ms"] {
+            assert_eq!(
+                endpoint_err(&format!(r#""headers": {{"{name}": "5xx"}}"#)),
+                format!(
+                    r#"endpoints[0].headers["{name}"]: x-envoy-* headers steer Envoy's own retries and timeouts; use retry and timeoutMs"#
                 )
             );
         }
@@ -2478,11 +2512,11 @@ mod tests {
     fn rejects_missing_secret_env_var() {
         assert_eq!(
             endpoint_err(r#""secretEnv": "NOPE""#),
-            "endpoints[0].secretEnv: names an environment variable that is not set or empty"
+            "endpoints[0].secretEnv: names an environment variable that is not set or empty in the VM (is it listed in vm_config.environment_variables.host_env_keys?)"
         );
         assert_eq!(
             endpoint_err(r#""secretEnv": "EMPTY""#),
-            "endpoints[0].secretEnv: names an environment variable that is not set or empty"
+            "endpoints[0].secretEnv: names an environment variable that is not set or empty in the VM (is it listed in vm_config.environment_variables.host_env_keys?)"
         );
         // A secret pasted in place of the variable's name is not echoed to the log.
         let pasted = endpoint_err(&format!(r#""secretEnv": "{S1}""#));
