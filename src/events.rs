@@ -307,6 +307,11 @@ impl Memory {
 
     /// Every key this memory uses, so the host can create them before traffic flows:
     /// shared data cannot create a key atomically, only update one under CAS.
+    /// How many keys hold the memory.
+    pub fn buckets(&self) -> u32 {
+        self.buckets
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = String> {
         (0..self.buckets).map(|b| format!("seen/{b}"))
     }

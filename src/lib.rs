@@ -13,6 +13,7 @@ pub mod events;
 pub mod extract;
 pub mod intake;
 mod json;
+pub mod layout;
 pub mod learn;
 pub mod metrics;
 pub mod osmox;

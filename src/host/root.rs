@@ -18,6 +18,7 @@ use crate::delivery::outcome::{envoy_local_reply, AttemptResponse, LOCAL_REPLY_M
 use crate::delivery::peers::{self, Rotation, PEERS_KEY};
 use crate::delivery::sender::{Dispatch, Io, Sender};
 use crate::events::{Memory, RecentResponses};
+use crate::layout::{self, LaidOut};
 use crate::learn::Registry;
 
 /// The queue HTTP contexts put filled slots on, registered by a singleton sender (observers
@@ -354,6 +355,42 @@ impl Context for Root {
     }
 }
 
+/// Create every ledger and dedupe-memory key before traffic (shared data can only CAS keys
+/// that exist), unless the marker says an earlier VM under this `vm_id` did.
+fn lay_out(max_pending: u32, memory: &Memory, context_id: u32) {
+    let ledger = Ledger::new(max_pending);
+    let needed = LaidOut {
+        slots: ledger.slots(),
+        buckets: memory.buckets(),
+    };
+    let done = LaidOut::decode(
+        hostcalls::get_shared_data(layout::KEY)
+            .ok()
+            .and_then(|(value, _)| value)
+            .as_deref(),
+    );
+    if done.covers(needed) {
+        return;
+    }
+    for (key, value) in ledger.keys() {
+        ensure(&key, value);
+    }
+    for key in memory.keys() {
+        ensure(&key, b"");
+    }
+    let marker = done.union(needed).encode();
+    if hostcalls::set_shared_data(layout::KEY, Some(&marker), None).is_err() {
+        log::warn!(
+            "#{context_id} could not record the shared-data layout; later VMs check every key"
+        );
+    }
+    log::info!(
+        "#{context_id} laid out {} ledger slots and {} memory buckets in shared data",
+        needed.slots,
+        needed.buckets
+    );
+}
+
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         follow_log_level();
@@ -372,10 +409,6 @@ impl RootContext for Root {
                 return false;
             }
         };
-        // Create every key before traffic: shared data can only CAS keys that exist.
-        for (key, value) in Ledger::new(config.limits.max_pending).keys() {
-            ensure(&key, value);
-        }
         let memory = Memory::settle(&SharedData, config.limits.max_remembered);
         if memory.capacity() != Memory::new(config.limits.max_remembered).capacity() {
             log::warn!(
@@ -385,9 +418,7 @@ impl RootContext for Root {
                 memory.capacity(),
             );
         }
-        for key in memory.keys() {
-            ensure(&key, b"");
-        }
+        lay_out(config.limits.max_pending, &memory, self.context_id);
         for key in Sender::keys(&config.endpoints) {
             ensure(&key, b"{}");
         }

@@ -588,6 +588,35 @@ def test_config_update_keeps_pending_retries_and_uses_new_headers(osmox, make_tr
     wait_gauge(envoy, "pending", 0)
 
 
+def test_shared_data_is_laid_out_once_not_by_every_vm_and_update(osmox, make_tracking, make_envoy, filter_wasm):
+    """Every VM (the main thread's and each worker's) checked every pre-created key again, on
+    every configuration update: seconds of frozen threads at the largest limits. Only the
+    first lays them out; a larger ledger lays out again."""
+    crm = make_tracking("crm")
+
+    def cfg_with(max_pending: int, team: str) -> dict:
+        return config([endpoint("crm", crm, headers={"x-team": team})],
+                      limits={"maxPending": max_pending, "maxRemembered": 4096})
+
+    def laid_out() -> list[str]:
+        return [line for line in envoy.logs().splitlines() if "laid out" in line]
+
+    envoy = start(make_envoy, osmox, cfg_with(2048, "v1"), {"crm": crm})
+    observe(envoy, osmox, [notification_row(9500, SUCCESS)])
+    crm.wait_ok_ids(1, timeout=EXPECT_S)
+    envoy.update_filter_config(cfg_with(2048, "v2"))  # the same layout
+    observe(envoy, osmox, [notification_row(9501, SUCCESS)])
+    crm.wait_ok_ids(2, timeout=EXPECT_S)
+    envoy.update_filter_config(cfg_with(4096, "v3"))  # a larger ledger
+    observe(envoy, osmox, [notification_row(9502, SUCCESS)])
+    crm.wait_ok_ids(3, timeout=EXPECT_S)
+    # Envoy writes its log in order: once the last layout's line is there, so is any other.
+    wait_log_lines(envoy, lambda line: "laid out 4096 ledger slots" in line, "the larger layout")
+    lines = laid_out()
+    assert len(lines) == 2, lines
+    assert "laid out 2048 ledger slots and 256 memory buckets" in lines[0], lines
+
+
 def test_config_update_shrinking_max_pending_keeps_pending_retries(osmox, make_tracking, make_envoy, filter_wasm):
     """Lowering limits.maxPending (still above the number pending) must not strand the
     deliveries that wait in slots beyond the new size."""
