@@ -381,6 +381,22 @@ impl Config {
     pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
         self.endpoints.iter().find(|e| e.name == name)
     }
+
+    /// Tells apart configurations that deliver differently (endpoints with their URLs,
+    /// headers, policies and keys; the dead letter), so a bootstrap singleton sender, which an
+    /// LDS update never reaches, can notice that the observers' configuration moved on.
+    pub fn delivery_fingerprint(&self) -> u64 {
+        // Secrets print redacted; their digests stand in for them.
+        let described = format!("{:?} {:?}", self.endpoints, self.dead_letter);
+        let digests: Vec<[u8; 8]> = self
+            .endpoints
+            .iter()
+            .flat_map(|e| e.secrets.iter().map(Secret::digest))
+            .collect();
+        let mut parts: Vec<&[u8]> = vec![described.as_bytes()];
+        parts.extend(digests.iter().map(|d| d.as_slice()));
+        crate::events::fnv1a64(&parts)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1614,6 +1630,39 @@ mod tests {
             err(&json),
             "retry.maxAttempts: must equal the schedule length + 1 (3)"
         );
+    }
+
+    /// A singleton sender compares its fingerprint with the observers': equal across what only
+    /// watching or ticking concerns, different for anything that changes a delivery.
+    #[test]
+    fn the_delivery_fingerprint_follows_what_deliveries_depend_on() {
+        let base = r#"{"endpoints": [{"name": "crm", "url": "http://h/x", "cluster": "c",
+            "headers": {"x-team": "a"}, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}]ROLE}"#;
+        let print = |json: &str| parse(json).delivery_fingerprint();
+        let observer = print(&base.replace("ROLE", r#", "role": "observer", "tickMs": 50"#));
+        assert_eq!(
+            print(&base.replace("ROLE", r#", "role": "sender""#)),
+            observer
+        );
+        let changed = [
+            base.replace(r#""x-team": "a""#, r#""x-team": "b""#),
+            base.replace("http://h/x", "http://h/y"),
+            base.replace(
+                "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSx",
+            ),
+            base.replace(
+                r#""cluster": "c","#,
+                r#""cluster": "c", "timeoutMs": 1000,"#,
+            ),
+            base.replace(
+                "ROLE",
+                r#", "deadLetter": {"url": "http://d/", "cluster": "d"}"#,
+            ),
+        ];
+        for json in changed {
+            assert_ne!(print(&json.replace("ROLE", "")), observer, "{json}");
+        }
     }
 
     #[test]

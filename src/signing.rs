@@ -24,6 +24,17 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl Secret {
+    /// A digest that tells keys apart without revealing them (SHA-256, cut to 8 bytes), for
+    /// comparing two VMs' configurations through shared data.
+    pub fn digest(&self) -> [u8; 8] {
+        let full = hmac_sha256::Hash::hash(&self.0);
+        let mut out = [0u8; 8];
+        out.copy_from_slice(full.get(..8).unwrap_or(&[0; 8]));
+        out
+    }
+}
+
 /// Why a secret was refused. Carries no part of the secret, so it is safe to log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretError {

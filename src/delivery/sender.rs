@@ -508,7 +508,7 @@ impl Sender {
         if s.is_sendable(now, lease_freed) && endpoints.iter().all(|e| e.name != s.endpoint) {
             io.metrics.add(Metric::DeliveriesOrphaned, 1);
             log::warn!(
-                "{}: endpoint \"{}\" is no longer configured; delivery dropped",
+                "{}: endpoint \"{}\" is not in this sender's configuration (removed; or, with a bootstrap singleton sender, added only to the observers'); delivery dropped",
                 s.webhook_id,
                 s.endpoint
             );

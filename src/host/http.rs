@@ -176,11 +176,14 @@ impl Watch {
         if intake.wake.is_empty() {
             return;
         }
-        if let Some((queue, peer)) = self.shared.wake_queue() {
-            let slots: Vec<u8> = intake.wake.iter().flat_map(|s| s.to_le_bytes()).collect();
-            if hostcalls::enqueue_shared_queue(queue, Some(&slots)).is_ok() && peer {
-                metrics.add(Metric::WakeupsToPeers, 1);
+        match self.shared.wake_queue() {
+            Some((queue, peer)) => {
+                let slots: Vec<u8> = intake.wake.iter().flat_map(|s| s.to_le_bytes()).collect();
+                if hostcalls::enqueue_shared_queue(queue, Some(&slots)).is_ok() && peer {
+                    metrics.add(Metric::WakeupsToPeers, 1);
+                }
             }
+            None => self.shared.warn_no_sender(now_ms()),
         }
     }
 

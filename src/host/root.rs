@@ -53,6 +53,8 @@ pub struct Shared {
     pub recent: RefCell<RecentResponses>,
     /// Configured plus learned endpoints, with the learned map's version they were built at.
     endpoints: RefCell<(Option<u32>, Rc<Vec<Endpoint>>)>,
+    /// When this VM last warned that no sender takes its deliveries.
+    no_sender_warned_ms: Cell<Option<u64>>,
 }
 
 impl Shared {
@@ -62,6 +64,22 @@ impl Shared {
             return Some(rotation.next_queue(self.backlogged.get()));
         }
         self.queue().map(|q| (q, false))
+    }
+
+    /// An observer whose deliveries no sender takes: say so, once a minute, rather than let
+    /// `pending` grow in silence.
+    pub fn warn_no_sender(&self, now_ms: u64) {
+        let due = self
+            .no_sender_warned_ms
+            .get()
+            .is_none_or(|at| now_ms.saturating_sub(at) >= 60_000);
+        if due {
+            self.no_sender_warned_ms.set(Some(now_ms));
+            log::warn!(
+                "role \"{:?}\": no sender has registered the \"{QUEUE}\" queue under this vm_id; deliveries wait in the ledger. Run the bootstrap singleton sender with the same vm_id (README, deploy step 7) or use role \"both\"",
+                self.config.role
+            );
+        }
     }
 
     fn queue(&self) -> Option<u32> {
@@ -158,7 +176,18 @@ pub struct Root {
     sender: Option<Sender>,
     /// When this VM next says it is alive to the other senders (every VM sending only).
     beat_at_ms: Option<u64>,
+    /// Whether it said that, as a sender only, its HTTP contexts watch nothing.
+    warned_inert: Cell<bool>,
+    /// A singleton sender's check that the observers deliver by its configuration: when it
+    /// next looks, and the observers' fingerprint it last warned about.
+    drift_check_at_ms: u64,
+    drift_warned: Option<u64>,
 }
+
+/// Where observers publish their configuration's `delivery_fingerprint`.
+const OBSERVED_CONFIG_KEY: &str = "config/observed";
+/// How often a singleton sender compares it with its own.
+const DRIFT_CHECK_MS: u64 = 5_000;
 
 struct Net;
 
@@ -189,12 +218,43 @@ impl Dispatch for Net {
 }
 
 impl Root {
+    /// A bootstrap singleton sender keeps the configuration Envoy started with: an LDS
+    /// update reaches only the observers. Say so when theirs delivers differently.
+    fn check_drift(&mut self, now: u64) {
+        let Some(shared) = self.shared.as_ref() else {
+            return;
+        };
+        if shared.config.role != Role::Sender || now < self.drift_check_at_ms {
+            return;
+        }
+        self.drift_check_at_ms = now + DRIFT_CHECK_MS;
+        let theirs = hostcalls::get_shared_data(OBSERVED_CONFIG_KEY)
+            .ok()
+            .and_then(|(value, _)| value)
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let Some(theirs) = theirs else {
+            return;
+        };
+        if theirs == shared.config.delivery_fingerprint() || self.drift_warned == Some(theirs) {
+            return;
+        }
+        self.drift_warned = Some(theirs);
+        log::warn!(
+            "#{} the observers' configuration delivers differently from this singleton sender's (endpoints, their URLs, headers, policies or keys, or the dead letter): an LDS update does not reach a bootstrap extension, so deliveries go by the configuration Envoy started with, and those for endpoints it lacks are dropped. Put the same configuration in the bootstrap and restart Envoy",
+            self.context_id
+        );
+    }
+
     pub fn new(context_id: u32) -> Self {
         Root {
             context_id,
             shared: None,
             sender: None,
             beat_at_ms: None,
+            warned_inert: Cell::new(false),
+            drift_check_at_ms: 0,
+            drift_warned: None,
         }
     }
 
@@ -426,6 +486,10 @@ impl RootContext for Root {
             ensure(Registry::key(), b"");
         }
         ensure(PEERS_KEY, b"");
+        if config.role == Role::Observer {
+            let print = config.delivery_fingerprint().to_string();
+            let _ = hostcalls::set_shared_data(OBSERVED_CONFIG_KEY, Some(print.as_bytes()), None);
+        }
         // Every VM ticks: metrics are handed to Envoy on the tick, even where nothing is sent.
         if hostcalls::set_tick_period(Duration::from_millis(config.tick_ms)).is_err() {
             log::error!("#{} could not set the tick period", self.context_id);
@@ -459,22 +523,19 @@ impl RootContext for Root {
             config.limits.max_pending,
             memory.capacity(),
         );
-        // Whether each endpoint signs: an operator should not have to infer it from the
-        // receivers' side.
+        // Whether each endpoint signs, and its cluster: an operator should not have to infer
+        // either from the receivers' side (and a cluster Envoy lacks shows only at send).
         for e in &config.endpoints {
-            match e.secrets.len() {
-                0 => log::info!(
-                    "#{} endpoint {}: unsigned (no secret)",
-                    self.context_id,
-                    e.name
-                ),
-                keys => log::info!(
-                    "#{} endpoint {}: signed with {keys} key(s), via cluster {}",
-                    self.context_id,
-                    e.name,
-                    e.target.cluster
-                ),
-            }
+            let signing = match e.secrets.len() {
+                0 => "unsigned (no secret)".to_string(),
+                keys => format!("signed with {keys} key(s)"),
+            };
+            log::info!(
+                "#{} endpoint {}: {signing}, via cluster {}",
+                self.context_id,
+                e.name,
+                e.target.cluster
+            );
         }
         let configured = Rc::new(config.endpoints.clone());
         self.shared = Some(Rc::new(Shared {
@@ -486,6 +547,7 @@ impl RootContext for Root {
             rotation: RefCell::new(rotation),
             backlogged: Cell::new(false),
             recent: RefCell::new(RecentResponses::new(RECENT_RESPONSES)),
+            no_sender_warned_ms: Cell::new(None),
         }));
         true
     }
@@ -496,6 +558,7 @@ impl RootContext for Root {
         }
         follow_log_level();
         self.beat(now_ms());
+        self.check_drift(now_ms());
         self.with_sender(|sender, config, endpoints, io| sender.tick(config, endpoints, io));
         // An item whose wake-up never came (its VM was replaced) waits for the next one;
         // take it here instead. What its slots hold is swept from the ledger anyway.
@@ -526,7 +589,16 @@ impl RootContext for Root {
             Some(shared) if shared.config.role.observes() => {
                 Some(Box::new(Watch::new(context_id, shared.clone())))
             }
-            _ => Some(Box::new(Inert)),
+            Some(_) => {
+                if !self.warned_inert.replace(true) {
+                    log::warn!(
+                        "#{} role \"sender\" on an HTTP filter watches nothing: it belongs to the bootstrap singleton; give the HTTP filter role \"observer\" (or \"both\")",
+                        self.context_id
+                    );
+                }
+                Some(Box::new(Inert))
+            }
+            None => Some(Box::new(Inert)),
         }
     }
 

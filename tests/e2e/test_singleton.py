@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 from harness import clusters_for, endpoint, filter_config
 from test_delivery import (EXPECT_S, TICK_MS, assert_no_more, graphql_body, graphql_rows, ids_statuses,
@@ -56,3 +57,44 @@ def test_observers_alone_send_nothing(osmox, make_receiver, make_envoy, filter_w
     envoy.wait_metric("events_detected", 7, timeout=EXPECT_S)
     assert_no_more(crm, 0)
     assert envoy.metric("pending") == 3
+    # Not in silence: the observer says no sender takes its deliveries.
+    wait_log(envoy, lambda line: "[warning]" in line and 'registered the "deliveries" queue' in line)
+
+
+def test_a_singleton_warns_when_the_observers_configuration_moves_on(osmox, make_receiver, make_envoy,
+                                                                     filter_wasm):
+    """An LDS update never reaches a bootstrap extension: after one that changes an endpoint,
+    the singleton still delivers by the configuration Envoy started with, and says so."""
+    crm = make_receiver("crm")
+    v1 = filter_config([endpoint("crm", crm, headers={"x-team": "v1"})], tick_ms=TICK_MS)
+    envoy = singleton_envoy(make_envoy, osmox, v1, {"crm": crm})
+    drift = 'the observers\' configuration delivers differently from this singleton sender\'s'
+    v2 = filter_config([endpoint("crm", crm, headers={"x-team": "v2"})], tick_ms=TICK_MS)
+    envoy.update_filter_config(dict(v2, role="observer"))
+    osmox.set_json("POST", "/graphql", graphql_body(graphql_rows()))
+    poll_graphql(envoy)
+    got = crm.wait_for(3, EXPECT_S)
+    assert {r.headers.get("x-team") for r in got} == {"v1"}, "the limit this warning is about"
+    wait_log(envoy, lambda line: "[warning]" in line and drift in line)
+    # Said once per change, not every few seconds.
+    time.sleep(6)
+    assert sum(drift in line for line in envoy.logs().splitlines()) == 1
+
+
+def test_a_sender_role_on_the_http_filter_says_it_watches_nothing(osmox, make_receiver, make_envoy, filter_wasm):
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS, role="sender")
+    envoy = make_envoy(osmox.port, cfg, clusters=clusters_for(cfg, {"crm": crm}))
+    osmox.set_json("POST", "/graphql", graphql_body(copy.deepcopy(graphql_rows())))
+    poll_graphql(envoy)
+    wait_log(envoy, lambda line: "[warning]" in line and 'role "sender" on an HTTP filter watches nothing' in line)
+    assert envoy.metric("responses_watched") == 0
+    assert_no_more(crm, 0)
+
+
+def wait_log(envoy, pred, timeout: float = 15.0):
+    """Envoy flushes its log file every few seconds: wait for the line."""
+    deadline = time.monotonic() + timeout
+    while not any(pred(line) for line in envoy.logs().splitlines()):
+        assert time.monotonic() < deadline, "log line not found; tail:\n" + "\n".join(envoy.logs().splitlines()[-10:])
+        time.sleep(0.2)
