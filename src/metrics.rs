@@ -63,6 +63,7 @@ metrics! {
     DeadLettersSent => "dead_letters_sent", Counter;
     DeadLettersFailed => "dead_letters_failed", Counter;
     CircuitsOpened => "circuits_opened", Counter;
+    EndpointsGone => "endpoints_gone", Counter;
     StoreConflicts => "store_conflicts", Counter;
     RegistrationsLearned => "registrations_learned", Counter;
     RegistrationsRemoved => "registrations_removed", Counter;

@@ -384,32 +384,62 @@ fn gone_stops_at_once_and_reports_to_the_dead_letter_endpoint() {
     assert_eq!(w.m(Metric::Pending), 0);
 }
 
-/// A review: 410s tripped the circuit breaker, holding every other delivery to the
-/// endpoint; and a dead-letter report that failed was counted as sent and never mentioned.
+/// Standard Webhooks: a 410 says the endpoint wants no more webhooks from this source, so it
+/// is disabled, not retried and not sent later events; each of those ends as gone, reported
+/// without an attempt. (An earlier review: 410s must not trip the circuit breaker; and a
+/// dead-letter report that failed must be counted.)
 #[test]
-fn gone_answers_do_not_open_the_circuit_and_a_failed_report_is_counted() {
+fn a_gone_answer_disables_the_endpoint_and_each_later_delivery_is_reported() {
     let w = World::new(ONE_ENDPOINT, 1);
+    let attempts = || {
+        w.sent()
+            .into_iter()
+            .filter(|s| s.cluster == "webhook_crm")
+            .collect::<Vec<_>>()
+    };
     for id in 1..=7 {
         w.observe(0, &[note(id, DeliveryStatus::Failed, A)]);
-        let attempt = w
-            .sent()
-            .into_iter()
-            .rev()
-            .find(|s| s.cluster == "webhook_crm")
-            .unwrap();
-        assert!(
-            attempt.body.contains(&format!(r#""id":{id}"#)),
-            "sent at once: {id}"
-        );
-        w.reply(0, attempt.token, 410, None);
+        if id == 1 {
+            let attempt = attempts().pop().unwrap();
+            w.reply(0, attempt.token, 410, None);
+        }
         let report = w.last();
         assert_eq!(report.cluster, "dlq");
+        let json: serde_json::Value = serde_json::from_str(&report.body).unwrap();
+        assert_eq!(json["reason"], "gone");
+        assert_eq!(json["notification"]["id"], id);
+        assert_eq!(json["attemptCount"], if id == 1 { 1 } else { 0 });
         w.reply(0, report.token, if id == 7 { 500 } else { 202 }, None);
     }
+    assert_eq!(
+        attempts().len(),
+        1,
+        "only the first event reached the endpoint"
+    );
+    assert_eq!(w.m(Metric::EndpointsGone), 1);
     assert_eq!(w.m(Metric::DeliveriesGone), 7);
     assert_eq!(w.m(Metric::CircuitsOpened), 0);
     assert_eq!(w.m(Metric::DeadLettersSent), 7);
     assert_eq!(w.m(Metric::DeadLettersFailed), 1);
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
+/// The disabling holds for the target that answered 410: a configuration that gives the
+/// endpoint another URL sends to it again.
+#[test]
+fn a_gone_endpoint_given_a_new_url_gets_webhooks_again() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    w.reply(0, w.last().token, 410, None);
+    w.reply(0, w.last().token, 202, None); // the report
+    let moved = ONE_ENDPOINT.replace("/in?x=1", "/v2/in");
+    w.config = Config::from_json(moved.as_bytes(), &|_| None).unwrap();
+    w.observe(0, &[note(2, DeliveryStatus::Failed, A)]);
+    let attempt = w.last();
+    assert_eq!(attempt.cluster, "webhook_crm");
+    assert_eq!(attempt.header(":path"), Some("/v2/in"));
+    w.reply(0, attempt.token, 200, None);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1);
 }
 
 /// Standard Webhooks recommends `{type, timestamp, data}`; OsmoX's own webhook sends the bare

@@ -33,10 +33,13 @@ pub struct EndpointState {
     open_until_ms: Option<u64>,
     probe: Option<Probe>,
     holders: Vec<Holder>,
+    /// The endpoint answered 410 Gone at this target (`BreakerPolicy::target`): it wants no
+    /// more webhooks there. A configuration that moves it elsewhere lifts this.
+    gone: Option<u64>,
 }
 
 impl EndpointState {
-    /// The stored form: `{"f":..,"o":..,"p":{"s":..,"u":..},"l":[{"h":..,"n":..,"u":..}]}`,
+    /// The stored form: `{"f":..,"o":..,"p":{"s":..,"u":..},"l":[{"h":..,"n":..,"u":..}],"g":..}`,
     /// each key left out at its default, so a healthy idle endpoint is `{}`.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Out::default();
@@ -73,6 +76,10 @@ impl EndpointState {
             }
             out.end_array();
         }
+        if let Some(target) = self.gone {
+            out.key("g");
+            out.uint(target);
+        }
         out.end_object();
         out.into_bytes()
     }
@@ -87,6 +94,7 @@ impl EndpointState {
                     "o" => state.open_until_ms = r.optional(Reader::uint)?,
                     "p" => state.probe = r.optional(read_probe)?,
                     "l" => state.holders = r.optional(|r| r.list(read_holder))?.unwrap_or_default(),
+                    "g" => state.gone = r.optional(Reader::uint)?,
                     _ => r.skip()?,
                 }
                 Some(())
@@ -136,6 +144,8 @@ pub struct BreakerPolicy {
     pub failure_threshold: u32,
     pub open_ms: u64,
     pub max_in_flight: u32,
+    /// Where the endpoint's webhooks go now (a hash of its cluster and URL).
+    pub target: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +158,8 @@ pub enum Admit {
     },
     /// Half-open and the single probe is out.
     ProbeBusy,
+    /// The endpoint answered 410 Gone at its current target.
+    Gone,
 }
 
 impl EndpointState {
@@ -179,6 +191,12 @@ impl EndpointState {
         want: u32,
     ) -> (Admit, u32) {
         self.expire(now_ms);
+        match self.gone {
+            Some(target) if target == policy.target => return (Admit::Gone, 0),
+            // The configuration moved the endpoint since: whatever answered 410 is not there.
+            Some(_) => self.gone = None,
+            None => {}
+        }
         let half_open = match self.open_until_ms {
             Some(until_ms) if now_ms < until_ms => return (Admit::Open { until_ms }, 0),
             Some(_) => true,
@@ -220,7 +238,19 @@ impl EndpointState {
     /// Closed with no failures counted: places taken now may be reused for later sends
     /// without asking again.
     pub fn is_clean(&self) -> bool {
-        self.failures == 0 && self.open_until_ms.is_none()
+        self.failures == 0 && self.open_until_ms.is_none() && self.gone.is_none()
+    }
+
+    /// The endpoint answered 410 Gone at `policy.target`: refuse every attempt there from now
+    /// on (`Admit::Gone`). As a live receiver's answer, it also closes the breaker.
+    pub fn mark_gone(&mut self, sender: u32, slot: u32, now_ms: u64, policy: &BreakerPolicy) {
+        self.record(sender, slot, true, now_ms, policy);
+        self.gone = Some(policy.target);
+    }
+
+    /// Whether the endpoint, at `policy.target`, said it wants no more webhooks.
+    pub fn is_gone(&self, policy: &BreakerPolicy) -> bool {
+        self.gone == Some(policy.target)
     }
 
     /// Give back `n` places `sender` holds without using them.
@@ -306,6 +336,7 @@ mod tests {
         failure_threshold: 3,
         open_ms: 10_000,
         max_in_flight: 2,
+        target: 7,
     };
     const LEASE_MS: u64 = 5_000;
     const A: u32 = 11;
@@ -324,6 +355,27 @@ mod tests {
         }
         assert!(s.is_open(now));
         s
+    }
+
+    /// Standard Webhooks: a 410 means the endpoint wants no more webhooks from this source.
+    /// Refused from then on at that target, through a round trip in shared data; a new
+    /// target (the configuration moved the endpoint) is admitted again.
+    #[test]
+    fn gone_refuses_the_target_that_said_so_and_no_other() {
+        let mut s = EndpointState::default();
+        assert_eq!(admit(&mut s, 1, 0), Admit::Granted);
+        s.mark_gone(A, 1, 0, &POLICY);
+        assert!(s.is_gone(&POLICY) && !s.is_clean() && s.in_flight(0) == 0);
+        let mut s = EndpointState::decode(&s.encode()).unwrap();
+        assert_eq!(admit(&mut s, 2, 1), Admit::Gone);
+        assert_eq!(s.admit(B, 3, 1, 1 + LEASE_MS, &POLICY), Admit::Gone);
+        let moved = BreakerPolicy {
+            target: 8,
+            ..POLICY
+        };
+        assert!(!s.is_gone(&moved));
+        assert_eq!(s.admit(A, 4, 2, 2 + LEASE_MS, &moved), Admit::Granted);
+        assert!(!s.is_gone(&POLICY), "lifted for good once moved");
     }
 
     #[test]

@@ -192,6 +192,7 @@ fn breaker_policy(e: &Endpoint) -> BreakerPolicy {
         failure_threshold: e.circuit.failure_threshold,
         open_ms: e.circuit.open_ms,
         max_in_flight: e.max_in_flight,
+        target: fnv1a64(&[e.target.cluster.as_bytes(), url(&e.target).as_bytes()]),
     }
 }
 
@@ -418,7 +419,11 @@ impl Sender {
         match self.admit(io, endpoint, slot, claim_lapses) {
             Admit::Granted => {}
             Admit::Open { .. } if now >= retry_deadline(endpoint, &s) => {
-                self.expire(config, endpoints, io, slot, &s.webhook_id);
+                self.end_unsent(config, endpoints, io, slot, &s.webhook_id, End::Expired);
+                return Tried::Ended;
+            }
+            Admit::Gone => {
+                self.end_unsent(config, endpoints, io, slot, &s.webhook_id, End::Gone);
                 return Tried::Ended;
             }
             refused => {
@@ -597,6 +602,35 @@ impl Sender {
         }
     }
 
+    /// The endpoint answered 410 Gone: Standard Webhooks asks the sender to disable it. Every
+    /// sender refuses it from now on, until the configuration moves it to another target.
+    fn mark_gone(&mut self, io: &mut Io, endpoint: &Endpoint, slot: u32) {
+        let spare = self.spares.entry(endpoint.name.clone()).or_default();
+        let returned = std::mem::take(&mut spare.count);
+        let (sender, now, policy) = (self.id, io.now_ms, breaker_policy(endpoint));
+        let change = store::update(io.store, &breaker_key(&endpoint.name), |cur| {
+            let mut state = decode_state(cur);
+            let (was_open, was_gone) = (state.is_tripped(), state.is_gone(&policy));
+            state.give_back(sender, returned);
+            state.mark_gone(sender, slot, now, &policy);
+            Some((state.encode(), (was_open, was_gone)))
+        });
+        spare.clean = false;
+        if let Ok(Some((was_open, was_gone))) = change {
+            if was_open {
+                io.metrics.add(Metric::CircuitsOpen, -1);
+            }
+            if !was_gone {
+                io.metrics.add(Metric::EndpointsGone, 1);
+                log::warn!(
+                    "endpoint {}: answered 410 Gone, so it gets no more webhooks at {}: its deliveries end as gone until the configuration gives it another URL or cluster (or Envoy restarts)",
+                    endpoint.name,
+                    url(&endpoint.target)
+                );
+            }
+        }
+    }
+
     /// Give a claimed slot back, due at `until`.
     fn unclaim(&self, io: &mut Io, slot: u32, webhook_id: &str, until: u64, held: bool) {
         let _ = self.ledger.update(io.store, slot, |rec| match rec {
@@ -653,9 +687,11 @@ impl Sender {
         });
         let duration = io.now_ms.saturating_sub(started_ms);
         if let Some(e) = endpoints.iter().find(|e| e.name == endpoint) {
-            // A 410 is a live receiver's clear answer, not a sign that it is down.
-            let answered = matches!(outcome, Outcome::Delivered | Outcome::GiveUp(_));
-            self.record_breaker(io, e, slot, answered);
+            if let Outcome::GiveUp(_) = outcome {
+                self.mark_gone(io, e, slot);
+            } else {
+                self.record_breaker(io, e, slot, outcome == Outcome::Delivered);
+            }
         }
         let attempt = Attempt {
             slot,
@@ -751,16 +787,17 @@ impl Sender {
         true
     }
 
-    /// End, without an attempt, a delivery that an open circuit held past its retry window:
-    /// otherwise a long outage would keep every delivery to the endpoint, and fill the ledger
-    /// that all endpoints share.
-    fn expire(
+    /// End a claimed delivery without an attempt: its endpoint answered 410 Gone, or an open
+    /// circuit held it past its retry window (otherwise a long outage would keep every
+    /// delivery to the endpoint, and fill the ledger that all endpoints share).
+    fn end_unsent(
         &mut self,
         config: &Config,
         endpoints: &[Endpoint],
         io: &mut Io,
         slot: u32,
         webhook_id: &str,
+        end: End,
     ) {
         let now = io.now_ms;
         let result = self.ledger.update(io.store, slot, |rec| {
@@ -774,15 +811,7 @@ impl Sender {
             Some((next, (s, promoted)))
         });
         if let Ok(Some((slot_after, promoted))) = result {
-            self.conclude(
-                config,
-                endpoints,
-                io,
-                slot,
-                End::Expired,
-                &slot_after,
-                promoted,
-            );
+            self.conclude(config, endpoints, io, slot, end, &slot_after, promoted);
         }
     }
 

@@ -320,10 +320,20 @@ def test_410_stops_at_once_and_reports_gone_without_secrets(osmox, make_tracking
     assert "webhook-signature" not in dl.headers and "authorization" not in dl.headers
 
     m = metrics(envoy, "deliveries_gone", "dead_letters_sent", "retries_scheduled", "deliveries_exhausted",
-                "deliveries_sent")
+                "deliveries_sent", "endpoints_gone")
     assert m == {"deliveries_gone": 1, "dead_letters_sent": 1, "retries_scheduled": 0,
-                 "deliveries_exhausted": 0, "deliveries_sent": 1}, m
+                 "deliveries_exhausted": 0, "deliveries_sent": 1, "endpoints_gone": 1}, m
     wait_gauge(envoy, "pending", 0)
+
+    # Standard Webhooks: the endpoint is disabled. A later event is not sent to it; it ends
+    # as gone, reported without an attempt, and the log says why.
+    observe(envoy, osmox, [row, notification_row(4002, FAILED)])
+    reports = dlq.wait_for(2, EXPECT_S)
+    later = reports[1].json()
+    assert later["reason"] == "gone" and later["attemptCount"] == 0 and later["attempts"] == [], later
+    assert later["notification"]["id"] == 4002
+    assert crm.count() == 1, summarize(crm.answers())
+    wait_log_lines(envoy, lambda line: "[warning]" in line and "answered 410 Gone" in line, "the disabling")
 
 
 # ------------------------------------------------------------------------------------------
