@@ -383,11 +383,15 @@ impl Config {
     }
 
     /// Tells apart configurations that deliver differently (endpoints with their URLs,
-    /// headers, policies and keys; the dead letter), so a bootstrap singleton sender, which an
-    /// LDS update never reaches, can notice that the observers' configuration moved on.
+    /// headers, policies and keys; the dead letter; learning, and the top-level retry policy
+    /// learned endpoints use), so a bootstrap singleton sender, which an LDS update never
+    /// reaches, can notice that the observers' configuration moved on.
     pub fn delivery_fingerprint(&self) -> u64 {
         // Secrets print redacted; their digests stand in for them.
-        let described = format!("{:?} {:?}", self.endpoints, self.dead_letter);
+        let described = format!(
+            "{:?} {:?} {:?} {:?}",
+            self.endpoints, self.dead_letter, self.learn, self.retry
+        );
         let digests: Vec<[u8; 8]> = self
             .endpoints
             .iter()
@@ -1658,6 +1662,11 @@ mod tests {
             base.replace(
                 "ROLE",
                 r#", "deadLetter": {"url": "http://d/", "cluster": "d"}"#,
+            ),
+            base.replace("ROLE", r#", "retry": {"maxAttempts": 3}"#),
+            base.replace(
+                "ROLE",
+                r#", "learn": {"enabled": true, "cluster": "e", "allowHosts": ["a.example"]}"#,
             ),
         ];
         for json in changed {

@@ -155,7 +155,8 @@ enum End {
     Exhausted,
     Gone,
     Superseded,
-    /// Held by an open circuit past its retry window.
+    /// Past its retry window: held that long by an open circuit, or its next attempt would
+    /// come after it.
     Expired,
 }
 
@@ -726,7 +727,7 @@ impl Sender {
             Outcome::Delivered => "delivered".to_string(),
             Outcome::Retry(f) | Outcome::GiveUp(f) => f.to_string(),
         };
-        let policy = |name: &str| endpoints.iter().find(|e| e.name == name).map(|e| &e.retry);
+        let endpoint = |name: &str| endpoints.iter().find(|e| e.name == name);
         let result = ledger.update(store, slot, |rec| {
             let Record::Used(mut s) = rec else {
                 return None;
@@ -748,15 +749,20 @@ impl Sender {
                 Outcome::Retry(_) if s.successor.is_some() || s.superseded => End::Superseded,
                 Outcome::Retry(_) => {
                     let seed = fnv1a64(&[s.webhook_id.as_bytes(), &s.attempts.to_le_bytes()]);
-                    let delay = policy(&s.endpoint).and_then(|p| {
-                        p.next_delay_ms(s.attempts, retry_after_ms, retry::jitter_unit(seed))
+                    let next = endpoint(&s.endpoint).and_then(|e| {
+                        let jitter = retry::jitter_unit(seed);
+                        let delay = e.retry.next_delay_ms(s.attempts, retry_after_ms, jitter)?;
+                        Some((now.saturating_add(delay), retry_deadline(e, &s)))
                     });
-                    match delay {
-                        Some(d) => {
+                    match next {
+                        Some((at_ms, deadline)) if at_ms <= deadline => {
                             s.state = State::Waiting;
-                            s.at_ms = now.saturating_add(d);
+                            s.at_ms = at_ms;
                             return Some((Record::Used(s.clone()), (Verdict::Retrying, s, false)));
                         }
+                        // A `Retry-After`, or holds by an open circuit, put the next
+                        // attempt past the window.
+                        Some(_) => End::Expired,
                         None => End::Exhausted,
                     }
                 }
@@ -970,7 +976,8 @@ fn ended(s: &mut Slot, now_ms: u64) -> (Record, bool) {
 
 /// When a delivery's retry window closes: its policy's whole schedule and one timeout per
 /// attempt, from when it was taken in. An open circuit holds a delivery without spending its
-/// attempts only until then.
+/// attempts only until then, and no retry (however long a `Retry-After` asks for) is
+/// scheduled after it: the window bounds how long a delivery occupies the ledger.
 fn retry_deadline(endpoint: &Endpoint, s: &Slot) -> u64 {
     let timeouts = endpoint
         .timeout_ms

@@ -28,8 +28,9 @@ pub use response_head::{judge_unread, sniff, BodyPlan, ResponseHead};
 /// OsmoX nests rows two levels deep at most; the bound keeps hostile bodies cheap.
 pub const MAX_DEPTH: usize = 16;
 
-/// Members of one array or object that are looked at; the rest are ignored. OsmoX pages are
-/// far smaller, so this only bounds the work a hostile or runaway body can cause.
+/// Members of one array or object that are looked at; notifications among the rest are only
+/// counted as skipped. OsmoX pages are far smaller, so this only bounds the work a hostile or
+/// runaway body can cause.
 pub const MAX_MEMBERS: usize = 10_000;
 
 /// What kind of OsmoX call a request is, decided from method + path (path without query string).
@@ -381,6 +382,8 @@ struct Collector {
 impl Collector {
     fn visit(&mut self, v: &Value<'_>, depth: usize, id_override: Option<u64>) {
         if depth > MAX_DEPTH {
+            // Past the bound nothing is searched; a notification right here is still counted.
+            self.pass_over(v);
             return;
         }
         match v {
@@ -390,15 +393,25 @@ impl Collector {
                 for item in items.iter().take(MAX_MEMBERS) {
                     self.visit(item, depth + 1, None);
                 }
+                for item in items.iter().skip(MAX_MEMBERS) {
+                    self.pass_over(item);
+                }
             }
             _ => {}
         }
     }
 
     fn visit_members(&mut self, obj: &Object<'_>, depth: usize) {
-        for (k, v) in obj.members().iter().take(MAX_MEMBERS) {
-            if !FREE_FORM_KEYS.iter().any(|f| k.is(f)) {
+        let searched = |k: &json::Str<'_>| !FREE_FORM_KEYS.iter().any(|f| k.is(f));
+        let members = obj.members();
+        for (k, v) in members.iter().take(MAX_MEMBERS) {
+            if searched(k) {
                 self.visit(v, depth + 1, None);
+            }
+        }
+        for (k, v) in members.iter().skip(MAX_MEMBERS) {
+            if searched(k) {
+                self.pass_over(v);
             }
         }
     }
@@ -1322,6 +1335,7 @@ mod tests {
         let x = run(WatchKind::Rest, &body);
         assert_eq!(x.notifications.len(), MAX_MEMBERS);
         assert_eq!(x.notifications.last().unwrap().id, MAX_MEMBERS as u64);
+        assert_eq!(x.skipped_objects, 5, "the rows past the bound are counted");
     }
 
     #[test]
@@ -1341,7 +1355,8 @@ mod tests {
             WatchKind::Graphql,
             &serde_json::to_vec(&json!({ "data": deep })).unwrap(),
         );
-        assert_eq!(missed, Extracted::default());
+        assert!(missed.notifications.is_empty());
+        assert_eq!(missed.skipped_objects, 1, "counted, not searched");
     }
 
     #[test]
