@@ -25,14 +25,19 @@ pub fn endpoint_key(name: &str) -> u32 {
 /// SUCCESS's result, after the state changed, so two views of one event can differ there.
 /// An earlier state's id takes it in: a notification can come back to a state with the same
 /// `retryCount` and provider (confirmation goes 3 → 4 → 3; a failed enqueue 1 → 2 → 1), and
-/// that later event must not reuse the id a receiver has already seen. A view that lacks
+/// that later event must not reuse the id a receiver has already seen. Without `updatedOn`,
+/// the event's `generation` in the dedupe memory stands in: distinct while the memory
+/// remembers the notification, though an event seen again after it forgot may then get
+/// another id (a receiver sees a repeat, rather than drops a new event). A view that lacks
 /// `retryCount`, `providerId` or `updatedOn` still hashes differently from one that has them.
-pub fn webhook_id(n: &Notification, endpoint: &str) -> String {
+pub fn webhook_id(n: &Notification, endpoint: &str, generation: Generation) -> String {
     let retry = n.retry_count.unwrap_or(0).to_le_bytes();
     let provider = n.provider_id.unwrap_or(0).to_le_bytes();
-    let time = match n.delivery_status {
-        DeliveryStatus::Success | DeliveryStatus::Failed => "",
-        _ => n.updated_on.as_deref().unwrap_or(""),
+    let count = generation.0.to_le_bytes();
+    let time: &[u8] = match (n.delivery_status, n.updated_on.as_deref()) {
+        (DeliveryStatus::Success | DeliveryStatus::Failed, _) => b"",
+        (_, Some(at)) => at.as_bytes(),
+        (_, None) => &count,
     };
     let hash = fnv1a64(&[
         &n.id.to_le_bytes(),
@@ -40,7 +45,7 @@ pub fn webhook_id(n: &Notification, endpoint: &str) -> String {
         &retry,
         &provider,
         endpoint.as_bytes(),
-        time.as_bytes(),
+        time,
     ]);
     format!("msg_{}_{}_{hash:016x}", n.id, n.delivery_status.code())
 }
@@ -191,7 +196,7 @@ impl<S: Store + ?Sized> Recording<'_, S> {
         previous: Option<u32>,
         generation: Generation,
     ) -> Result<Option<u32>, Incomplete> {
-        let id = webhook_id(n, &endpoint.name);
+        let id = webhook_id(n, &endpoint.name, generation);
         let body = endpoint.payload.body(n, self.now_ms).into_bytes();
         let fresh =
             Slot::new(&endpoint.name, n.id, &id, body, self.now_ms).of_generation(generation);
@@ -272,6 +277,8 @@ impl<S: Store + ?Sized> Recording<'_, S> {
 mod tests {
     use super::*;
 
+    const G1: Generation = Generation::FIRST;
+
     fn seen(updated_on: &str, result: &str) -> Notification {
         Notification {
             id: 504,
@@ -339,19 +346,25 @@ mod tests {
         // OsmoX saves a SUCCESS's result after the state, moving `updatedOn`.
         let early = seen("2026-01-01T00:00:01.000Z", "null");
         let late = seen("2026-01-01T00:00:01.012Z", r#"{"messageId":"m"}"#);
-        assert_eq!(webhook_id(&early, "crm"), webhook_id(&late, "crm"));
-        assert!(webhook_id(&early, "crm").starts_with("msg_504_5_"));
-        assert_ne!(webhook_id(&early, "crm"), webhook_id(&early, "erp"));
+        assert_eq!(webhook_id(&early, "crm", G1), webhook_id(&late, "crm", G1));
+        assert!(webhook_id(&early, "crm", G1).starts_with("msg_504_5_"));
+        assert_ne!(webhook_id(&early, "crm", G1), webhook_id(&early, "erp", G1));
         let retried = Notification {
             retry_count: Some(1),
             ..early.clone()
         };
-        assert_ne!(webhook_id(&early, "crm"), webhook_id(&retried, "crm"));
+        assert_ne!(
+            webhook_id(&early, "crm", G1),
+            webhook_id(&retried, "crm", G1)
+        );
         let failed_over = Notification {
             provider_id: Some(2),
             ..early.clone()
         };
-        assert_ne!(webhook_id(&early, "crm"), webhook_id(&failed_over, "crm"));
+        assert_ne!(
+            webhook_id(&early, "crm", G1),
+            webhook_id(&failed_over, "crm", G1)
+        );
     }
 
     /// Confirmation goes 3 → 4 → 3 with one `retryCount`: the second 3 is another event, and
@@ -370,16 +383,33 @@ mod tests {
             DeliveryStatus::AwaitingConfirmation,
             "2026-01-01T00:00:09.000Z",
         );
-        assert_ne!(webhook_id(&first, "crm"), webhook_id(&again, "crm"));
+        assert_ne!(webhook_id(&first, "crm", G1), webhook_id(&again, "crm", G1));
         assert_eq!(
-            webhook_id(&first, "crm"),
-            webhook_id(&first.clone(), "crm"),
+            webhook_id(&first, "crm", G1),
+            webhook_id(&first.clone(), "crm", G1),
             "the same view, seen again after a restart, keeps its id"
         );
         let (failed, failed_later) = (
             at(DeliveryStatus::Failed, "2026-01-01T00:00:01.000Z"),
             at(DeliveryStatus::Failed, "2026-01-01T00:00:01.030Z"),
         );
-        assert_eq!(webhook_id(&failed, "crm"), webhook_id(&failed_later, "crm"));
+        assert_eq!(
+            webhook_id(&failed, "crm", G1),
+            webhook_id(&failed_later, "crm", G1)
+        );
+        // Without `updatedOn` the event's count in the dedupe memory tells them apart.
+        let untimed = Notification {
+            updated_on: None,
+            ..first.clone()
+        };
+        let third = Generation(3);
+        assert_ne!(
+            webhook_id(&untimed, "crm", G1),
+            webhook_id(&untimed, "crm", third)
+        );
+        assert_eq!(
+            webhook_id(&first, "crm", G1),
+            webhook_id(&first, "crm", third)
+        );
     }
 }

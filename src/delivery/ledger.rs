@@ -53,9 +53,13 @@ pub struct Successor {
 pub struct Slot {
     pub state: State,
     pub at_ms: u64,
-    /// When the event was taken in (for a successor, when it took the slot): its retry
-    /// window runs from here, circuit holds included.
-    pub taken_in_ms: u64,
+    /// When the delivery's retry window opened: its first attempt, or the first time an open
+    /// circuit held it, whichever came first. `None` until then: time spent waiting for a
+    /// free in-flight place on an endpoint that answers is not the endpoint failing.
+    pub window_from_ms: Option<u64>,
+    /// How much longer than the schedule's own delays `Retry-After` answers made it wait: the
+    /// window grows by that much.
+    pub extended_ms: u64,
     pub endpoint: String,
     pub notification: u64,
     pub webhook_id: String,
@@ -87,7 +91,8 @@ impl Slot {
         Slot {
             state: State::Waiting,
             at_ms: now_ms,
-            taken_in_ms: now_ms,
+            window_from_ms: None,
+            extended_ms: 0,
             endpoint: endpoint.to_string(),
             notification,
             webhook_id: webhook_id.to_string(),
@@ -212,8 +217,14 @@ impl Slot {
         out.string(self.state.tag());
         out.key("at");
         out.uint(self.at_ms);
-        out.key("c");
-        out.uint(self.taken_in_ms);
+        if let Some(from) = self.window_from_ms {
+            out.key("c");
+            out.uint(from);
+        }
+        if self.extended_ms > 0 {
+            out.key("x");
+            out.uint(self.extended_ms);
+        }
         out.key("ep");
         out.string(&self.endpoint);
         out.key("n");
@@ -251,12 +262,13 @@ impl Slot {
         let (mut state, mut at_ms, mut endpoint, mut notification) = (None, None, None, None);
         let (mut webhook_id, mut attempts) = (None, None);
         let (mut history, mut successor, mut held, mut generation) = (None, None, None, None);
-        let (mut superseded, mut taken_in_ms) = (None, None);
+        let (mut superseded, mut window_from_ms, mut extended_ms) = (None, None, None);
         r.object(|r, key| {
             match key {
                 "s" => state = Some(State::read(r)?),
                 "at" => at_ms = Some(r.uint()?),
-                "c" => taken_in_ms = Some(r.uint()?),
+                "c" => window_from_ms = Some(r.uint()?),
+                "x" => extended_ms = Some(r.uint()?),
                 "ep" => endpoint = Some(r.string()?),
                 "n" => notification = Some(r.uint()?),
                 "id" => webhook_id = Some(r.string()?),
@@ -271,13 +283,12 @@ impl Slot {
             Some(())
         })?;
         let history: Vec<AttemptRecord> = history.unwrap_or_default();
-        let at_ms = at_ms?;
-        // Earlier builds wrote none: the first attempt is the nearest they tell.
-        let taken_in_ms = taken_in_ms.unwrap_or(history.first().map_or(at_ms, |a| a.at_ms));
         Some(Slot {
             state: state?,
-            at_ms,
-            taken_in_ms,
+            at_ms: at_ms?,
+            // Earlier builds wrote none: the window opens at the next attempt or hold.
+            window_from_ms,
+            extended_ms: extended_ms.unwrap_or(0),
             endpoint: endpoint?,
             notification: notification?,
             webhook_id: webhook_id?,
@@ -294,6 +305,9 @@ impl Slot {
 }
 
 /// What a slot's record holds.
+// A record lives briefly, one per ledger update; boxing the slot would add an allocation to
+// every decode for no saving.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Free,
@@ -870,14 +884,11 @@ mod tests {
     fn records_keep_their_stored_format() {
         let fresh = Record::Used(Slot::new("crm", 42, "w1", b"{\"id\":42}".to_vec(), 5));
         let stored =
-            "{\"s\":\"w\",\"at\":5,\"c\":5,\"ep\":\"crm\",\"n\":42,\"id\":\"w1\",\"a\":0,\"g\":1}\n{\"id\":42}";
+            "{\"s\":\"w\",\"at\":5,\"ep\":\"crm\",\"n\":42,\"id\":\"w1\",\"a\":0,\"g\":1}\n{\"id\":42}";
         assert_eq!(String::from_utf8(fresh.encode()).unwrap(), stored);
         assert_eq!(Record::decode(Some(stored.as_bytes())), fresh);
         // Before generations: read as the first.
         let earlier = stored.replace(",\"g\":1", "");
-        assert_eq!(Record::decode(Some(earlier.as_bytes())), fresh);
-        // Before the taken-in time: the due time, or the first attempt's.
-        let earlier = stored.replace(",\"c\":5", "");
         assert_eq!(Record::decode(Some(earlier.as_bytes())), fresh);
 
         // The body follows the record byte for byte, newlines and all.
@@ -898,16 +909,19 @@ mod tests {
             generation: Generation(3),
         });
         slot.held = true;
+        slot.window_from_ms = Some(1);
+        slot.extended_ms = 1_795_000;
         let full = Record::Used(slot);
-        let json = r#"{"s":"f","at":1700000000000,"c":1700000000000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}","g":3},"hd":true,"g":1}"#;
+        let json = r#"{"s":"f","at":1700000000000,"c":1,"x":1795000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}","g":3},"hd":true,"g":1}"#;
         let stored = format!("{json}\n{{\n  \"id\": 7\n}}");
         assert_eq!(String::from_utf8(full.encode()).unwrap(), stored);
         assert_eq!(Record::decode(Some(stored.as_bytes())), full);
-        let earlier = stored.replace(",\"c\":1700000000000", "");
+        // Before the retry window: not yet open, not extended.
+        let earlier = stored.replace(",\"c\":1,\"x\":1795000", "");
         let Record::Used(read) = Record::decode(Some(earlier.as_bytes())) else {
             panic!("unreadable");
         };
-        assert_eq!(read.taken_in_ms, 1);
+        assert_eq!((read.window_from_ms, read.extended_ms), (None, 0));
 
         assert_eq!(Record::Free.encode(), b"-");
         // Unknown keys are ignored; an unreadable record is left alone.

@@ -24,6 +24,10 @@ use crate::store::{self, Store};
 const LEASE_MARGIN_MS: u64 = 10_000;
 /// How long a delivery refused by a full endpoint waits before it is tried again.
 const FULL_HOLD_MS: u64 = 200;
+/// Dead-letter reports one sender has on the wire at most. Deliveries that end without an
+/// attempt (expired, gone) would otherwise send a report each, all at once: thousands after
+/// an outage, past the dead-letter cluster's own limits.
+const MAX_REPORTS_OUT: usize = 64;
 /// Held deliveries sent per tick at most.
 const HELD_PER_TICK: usize = 32;
 /// Entries a retry of held deliveries may read per send it asks for: held entries go stale
@@ -182,6 +186,8 @@ pub struct Sender {
     /// Its root context is being replaced: it only awaits the replies it is owed, and leaves
     /// every new send to the senders that stay.
     closing: bool,
+    /// Dead-letter reports on the wire.
+    reports_out: usize,
 }
 
 fn breaker_key(name: &str) -> String {
@@ -217,6 +223,7 @@ impl Sender {
             idle_skip: 0,
             spares: HashMap::new(),
             closing: false,
+            reports_out: 0,
         }
     }
 
@@ -417,23 +424,18 @@ impl Sender {
             return Tried::Skipped { occupied: true };
         };
         let claim_lapses = lease_until(now, endpoint);
-        match self.admit(io, endpoint, slot, claim_lapses) {
-            Admit::Granted => {}
-            Admit::Open { .. } if now >= retry_deadline(endpoint, &s) => {
-                self.end_unsent(config, endpoints, io, slot, &s.webhook_id, End::Expired);
-                return Tried::Ended;
-            }
-            Admit::Gone => {
-                self.end_unsent(config, endpoints, io, slot, &s.webhook_id, End::Gone);
-                return Tried::Ended;
-            }
+        let past_window = retry_deadline(endpoint, &s).is_some_and(|d| now >= d);
+        let end = match self.admit(io, endpoint, slot, claim_lapses) {
+            Admit::Granted => None,
+            Admit::Open { .. } if past_window => Some(End::Expired),
+            Admit::Gone => Some(End::Gone),
             refused => {
-                let until = match refused {
-                    Admit::Open { until_ms } => until_ms,
-                    _ => now + FULL_HOLD_MS,
+                let (until, full) = match refused {
+                    Admit::Open { until_ms } => (until_ms, false),
+                    _ => (now + FULL_HOLD_MS, true),
                 };
-                let full = !matches!(refused, Admit::Open { .. });
-                self.unclaim(io, slot, &s.webhook_id, until, full);
+                // Held by an open circuit: the endpoint is failing, so the window opens.
+                self.unclaim(io, slot, &s.webhook_id, until, full, !full);
                 if full {
                     self.hold(slot);
                 } else {
@@ -441,6 +443,17 @@ impl Sender {
                 }
                 return Tried::Refused;
             }
+        };
+        if let Some(end) = end {
+            if config.dead_letter.is_some() && self.reports_out >= MAX_REPORTS_OUT {
+                // Its report would join too many on the wire: end it on a later tick.
+                let until = now + FULL_HOLD_MS;
+                self.unclaim(io, slot, &s.webhook_id, until, false, false);
+                self.schedule(until, slot);
+                return Tried::Refused;
+            }
+            self.end_unsent(config, endpoints, io, slot, &s.webhook_id, end);
+            return Tried::Ended;
         }
         let sent = send_webhook(io, endpoint, &s.webhook_id, &s.body);
         match sent {
@@ -632,13 +645,26 @@ impl Sender {
         }
     }
 
-    /// Give a claimed slot back, due at `until`.
-    fn unclaim(&self, io: &mut Io, slot: u32, webhook_id: &str, until: u64, held: bool) {
+    /// Give a claimed slot back, due at `until`; `open_window` opens its retry window now if
+    /// it is not open yet.
+    fn unclaim(
+        &self,
+        io: &mut Io,
+        slot: u32,
+        webhook_id: &str,
+        until: u64,
+        held: bool,
+        open_window: bool,
+    ) {
+        let now = io.now_ms;
         let _ = self.ledger.update(io.store, slot, |rec| match rec {
             Record::Used(mut x) if x.webhook_id == webhook_id && x.state == State::InFlight => {
                 x.state = State::Waiting;
                 x.at_ms = until;
                 x.held = held;
+                if open_window {
+                    x.window_from_ms = x.window_from_ms.or(Some(now));
+                }
                 Some((Record::Used(x), ()))
             }
             _ => None,
@@ -675,6 +701,7 @@ impl Sender {
             } => (slot, endpoint, webhook_id, started_ms),
             // Sent once, best effort: a failure is only made known.
             Call::DeadLetter(webhook_id) => {
+                self.reports_out = self.reports_out.saturating_sub(1);
                 if let Outcome::Retry(failure) | Outcome::GiveUp(failure) = outcome {
                     io.metrics.add(Metric::DeadLettersFailed, 1);
                     log::warn!("{webhook_id}: dead-letter report failed: {failure}");
@@ -736,6 +763,7 @@ impl Sender {
                 return None;
             }
             s.attempts = s.attempts.saturating_add(1);
+            s.window_from_ms = s.window_from_ms.or(Some(now.saturating_sub(duration_ms)));
             s.push_history(AttemptRecord {
                 at_ms: now,
                 outcome: label.clone(),
@@ -752,7 +780,12 @@ impl Sender {
                     let next = endpoint(&s.endpoint).and_then(|e| {
                         let jitter = retry::jitter_unit(seed);
                         let delay = e.retry.next_delay_ms(s.attempts, retry_after_ms, jitter)?;
-                        Some((now.saturating_add(delay), retry_deadline(e, &s)))
+                        // What a `Retry-After` asked beyond the schedule widens the window.
+                        let scheduled = e.retry.next_delay_ms(s.attempts, None, jitter)?;
+                        s.extended_ms = s
+                            .extended_ms
+                            .saturating_add(delay.saturating_sub(scheduled));
+                        Some((now.saturating_add(delay), retry_deadline(e, &s)?))
                     });
                     match next {
                         Some((at_ms, deadline)) if at_ms <= deadline => {
@@ -949,6 +982,7 @@ impl Sender {
         {
             Ok(token) => {
                 io.metrics.add(Metric::DeadLettersSent, 1);
+                self.reports_out += 1;
                 self.calls
                     .insert(token, Call::DeadLetter(s.webhook_id.clone()));
             }
@@ -978,13 +1012,16 @@ fn ended(s: &mut Slot, now_ms: u64) -> (Record, bool) {
 /// attempt, from when it was taken in. An open circuit holds a delivery without spending its
 /// attempts only until then, and no retry (however long a `Retry-After` asks for) is
 /// scheduled after it: the window bounds how long a delivery occupies the ledger.
-fn retry_deadline(endpoint: &Endpoint, s: &Slot) -> u64 {
+fn retry_deadline(endpoint: &Endpoint, s: &Slot) -> Option<u64> {
     let timeouts = endpoint
         .timeout_ms
         .saturating_mul(u64::from(endpoint.retry.max_attempts()));
-    s.taken_in_ms
-        .saturating_add(endpoint.retry.schedule_span_ms())
-        .saturating_add(timeouts)
+    let from = s.window_from_ms?;
+    Some(
+        from.saturating_add(endpoint.retry.schedule_span_ms())
+            .saturating_add(timeouts)
+            .saturating_add(s.extended_ms),
+    )
 }
 
 /// Give `n` unused places on endpoint `name`'s breaker record back to the others.
