@@ -117,6 +117,14 @@ struct Seen {
     slots: Vec<Held>,
 }
 
+/// Where a delivery of one of a notification's events waits: its endpoint (by endpoint key)
+/// and its ledger slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub endpoint: u32,
+    pub slot: u32,
+}
+
 /// The ledger slot that holds the delivery of one of a notification's events to one endpoint
 /// (by endpoint key), and that event's generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,9 +135,15 @@ pub struct Held {
 }
 
 impl Seen {
-    /// (endpoint key, slot) of every delivery held for the notification.
-    fn held(&self) -> Vec<(u32, u32)> {
-        self.slots.iter().map(|h| (h.endpoint, h.slot)).collect()
+    /// Where every delivery held for the notification waits.
+    fn held(&self) -> Vec<Place> {
+        self.slots
+            .iter()
+            .map(|h| Place {
+                endpoint: h.endpoint,
+                slot: h.slot,
+            })
+            .collect()
     }
 
     fn from(n: &Notification, now_ms: u64) -> Self {
@@ -251,14 +265,14 @@ pub enum Verdict {
     /// A new state: deliver it. `slots` are the ledger slots of deliveries still held for
     /// the previous event, per endpoint key.
     New {
-        slots: Vec<(u32, u32)>,
+        slots: Vec<Place>,
         generation: Generation,
     },
     /// The state already acted on, now seen with a field its earlier views lacked (`before`):
     /// endpoints that filter on it, passed over then, may take the event now.
     Filled {
         before: Routed,
-        slots: Vec<(u32, u32)>,
+        slots: Vec<Place>,
         generation: Generation,
     },
     /// The state we already acted on.
@@ -398,7 +412,7 @@ impl Memory {
         store: &S,
         id: u64,
         generation: Generation,
-        slots: &[(u32, u32)],
+        slots: &[Place],
     ) -> Result<Vec<Held>, StoreError> {
         let mut take_back = Vec::new();
         store::update(store, &self.key(id), |current| {
@@ -411,7 +425,7 @@ impl Memory {
                 return None;
             }
             let mut changed = false;
-            for &(endpoint, slot) in slots {
+            for &Place { endpoint, slot } in slots {
                 let ours = Held {
                     endpoint,
                     slot,
@@ -907,6 +921,10 @@ mod tests {
         assert_eq!(m.observe(&s, &partial, 1).unwrap(), Verdict::Duplicate);
     }
 
+    fn at(endpoint: u32, slot: u32) -> Place {
+        Place { endpoint, slot }
+    }
+
     fn held(endpoint: u32, slot: u32, generation: u32) -> Held {
         Held {
             endpoint,
@@ -921,16 +939,16 @@ mod tests {
         m.observe(&s, &n(7, DeliveryStatus::Failed, 0, 1, T1), 0)
             .unwrap();
         let first = Generation::FIRST;
-        let record = |slots: &[(u32, u32)]| m.record_slots(&s, 7, first, slots).unwrap();
-        assert_eq!(record(&[(11, 3), (12, 4)]), vec![]);
+        let record = |slots: &[Place]| m.record_slots(&s, 7, first, slots).unwrap();
+        assert_eq!(record(&[at(11, 3), at(12, 4)]), vec![]);
         // The event moved to another slot for endpoint 11 (slot 3 went to another pair):
         // slot 3 is offered back, under this generation, which the ledger checks.
-        assert_eq!(record(&[(11, 5)]), vec![held(11, 3, 1)]);
+        assert_eq!(record(&[at(11, 5)]), vec![held(11, 3, 1)]);
         let v = m.observe(&s, &n(7, DeliveryStatus::Pending, 1, 1, T2), 1);
         assert_eq!(
             v.unwrap(),
             Verdict::New {
-                slots: vec![(11, 5), (12, 4)],
+                slots: vec![at(11, 5), at(12, 4)],
                 generation: Generation(2)
             }
         );
@@ -952,16 +970,18 @@ mod tests {
         // The later records first: the earlier's slot for that endpoint is to be taken back,
         // and one for an endpoint the later event does not take is kept.
         let (s, m) = both_observed();
-        assert_eq!(m.record_slots(&s, 7, late, &[(11, 4)]).unwrap(), vec![]);
-        let found = m.record_slots(&s, 7, early, &[(11, 3), (12, 5)]).unwrap();
+        assert_eq!(m.record_slots(&s, 7, late, &[at(11, 4)]).unwrap(), vec![]);
+        let found = m
+            .record_slots(&s, 7, early, &[at(11, 3), at(12, 5)])
+            .unwrap();
         assert_eq!(found, vec![held(11, 3, 1)]);
         // The earlier records first: the later finds the earlier's slot.
         let (s, m) = both_observed();
-        assert_eq!(m.record_slots(&s, 7, early, &[(11, 3)]).unwrap(), vec![]);
-        let found = m.record_slots(&s, 7, late, &[(11, 4)]).unwrap();
+        assert_eq!(m.record_slots(&s, 7, early, &[at(11, 3)]).unwrap(), vec![]);
+        let found = m.record_slots(&s, 7, late, &[at(11, 4)]).unwrap();
         assert_eq!(found, vec![held(11, 3, 1)]);
         // A notification the memory forgot records nothing.
-        assert_eq!(m.record_slots(&s, 8, early, &[(11, 5)]).unwrap(), vec![]);
+        assert_eq!(m.record_slots(&s, 8, early, &[at(11, 5)]).unwrap(), vec![]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use crate::config::{Config, Endpoint};
 use crate::delivery::ledger::{Ledger, LedgerError, Placed, Slot};
-use crate::events::{fnv1a64, Generation, Memory, Verdict};
+use crate::events::{fnv1a64, Generation, Memory, Place, Verdict};
 use crate::metrics::{Metric, Metrics};
 use crate::osmox::{DeliveryStatus, Notification};
 use crate::routing::{self, Routed};
@@ -97,8 +97,8 @@ pub fn take_in<S: Store + ?Sized>(
 
 /// A notification's event as the dedupe memory judged it new (or newly filled in).
 struct Event {
-    /// Per endpoint key, the slot still held for the notification's previous event.
-    previous: Vec<(u32, u32)>,
+    /// Where the notification's previous event still waits, per endpoint.
+    previous: Vec<Place>,
     /// For an event seen before with less: how it was routed then.
     before: Option<Routed>,
     generation: Generation,
@@ -120,7 +120,7 @@ impl<S: Store + ?Sized> Recording<'_, S> {
         let Some(event) = self.judge(n, &mut intake.complete) else {
             return;
         };
-        let mut placed_slots = Vec::new();
+        let mut placed = Vec::new();
         let mut routed = false;
         for endpoint in routing::route(endpoints, n, event.before) {
             routed = true;
@@ -128,11 +128,14 @@ impl<S: Store + ?Sized> Recording<'_, S> {
             let previous = event
                 .previous
                 .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, s)| *s);
+                .find(|p| p.endpoint == key)
+                .map(|p| p.slot);
             match self.place(endpoint, n, previous, event.generation) {
                 Ok(Some(slot)) => {
-                    placed_slots.push((key, slot));
+                    placed.push(Place {
+                        endpoint: key,
+                        slot,
+                    });
                     intake.wake.push(slot);
                 }
                 Ok(None) => {}
@@ -142,8 +145,8 @@ impl<S: Store + ?Sized> Recording<'_, S> {
         // An event whose every delivery was dropped was routed: the drops are counted.
         if !routed && event.before.is_none() {
             self.metrics.add(Metric::EventsUnrouted, 1);
-        } else if !placed_slots.is_empty() {
-            intake.complete &= self.settle(n.id, event.generation, &placed_slots, &mut intake.wake);
+        } else if !placed.is_empty() {
+            intake.complete &= self.settle(n.id, event.generation, &placed, &mut intake.wake);
         }
     }
 
@@ -236,7 +239,7 @@ impl<S: Store + ?Sized> Recording<'_, S> {
         &self,
         id: u64,
         generation: Generation,
-        slots: &[(u32, u32)],
+        slots: &[Place],
         wake: &mut Vec<u32>,
     ) -> bool {
         let take_back = match self.memory.record_slots(self.store, id, generation, slots) {
@@ -330,11 +333,27 @@ mod tests {
         };
         let mut wake = Vec::new();
         let y = place("in-progress", 1);
-        assert!(recorded.settle(504, Generation(1), &[(key, y)], &mut wake));
+        assert!(recorded.settle(
+            504,
+            Generation(1),
+            &[Place {
+                endpoint: key,
+                slot: y
+            }],
+            &mut wake
+        ));
         assert!(matches!(ledger.read(&store, y).unwrap(), Record::Used(_)));
         let z = place("success", 2);
         wake.extend([y, z]);
-        assert!(recorded.settle(504, Generation(2), &[(key, z)], &mut wake));
+        assert!(recorded.settle(
+            504,
+            Generation(2),
+            &[Place {
+                endpoint: key,
+                slot: z
+            }],
+            &mut wake
+        ));
         assert_eq!(ledger.read(&store, y).unwrap(), Record::Free);
         assert_eq!(wake, vec![z]);
         assert_eq!(metrics.get(Metric::DeliveriesSuperseded), 1);
