@@ -241,7 +241,7 @@ impl Root {
         }
         self.drift_warned = Some(theirs);
         log::warn!(
-            "#{} the observers' configuration delivers differently from this singleton sender's (endpoints, their URLs, headers, policies or keys, or the dead letter): an LDS update does not reach a bootstrap extension, so deliveries go by the configuration Envoy started with, and those for endpoints it lacks are dropped. Put the same configuration in the bootstrap and restart Envoy",
+            "#{} the observers' configuration delivers differently from this singleton sender's (endpoints, their URLs, headers, policies or keys, the dead letter, or learning): an LDS update does not reach a bootstrap extension, so deliveries go by the configuration Envoy started with, and those for endpoints it lacks are dropped. Put the same configuration in the bootstrap and restart Envoy",
             self.context_id
         );
     }
