@@ -2351,3 +2351,46 @@ fn reports_of_deliveries_ended_unsent_are_bounded_on_the_wire() {
     assert_eq!(reports(&w).len(), 2000);
     assert!(most_out <= 64, "{most_out} reports on the wire at once");
 }
+
+/// A review: once a delivery has failed, its retry may wait behind a backlog for a free
+/// in-flight place (the endpoint answers again, slowly). That wait widens its window, so one
+/// more failure after it does not end it as expired with attempts left.
+#[test]
+fn waiting_for_a_place_after_a_failure_does_not_use_up_the_window() {
+    let mut w = World::new(&OUTAGE.replace(" MORE", r#", "maxInFlight": 1"#), 1);
+    let ns: Vec<_> = (1..=300)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &ns);
+    // The receiver takes 10 s each; it answers 503 from 20 s to 60 s, and once more, much
+    // later, to one of the deliveries that failed then.
+    let (mut answered, mut failed_early, mut second_blip) = (0, Vec::new(), false);
+    for sec in 1..=8000u64 {
+        w.now += 1000;
+        if sec % 10 == 0 {
+            let sent = w.sent();
+            for s in &sent[answered..] {
+                let id = s.header("webhook-id").unwrap_or("").to_string();
+                let webhook = s.cluster != "dlq";
+                let mut status = 200;
+                if webhook && (20..=60).contains(&sec) {
+                    failed_early.push(id);
+                    status = 503;
+                } else if webhook && sec > 900 && !second_blip && failed_early.contains(&id) {
+                    second_blip = true;
+                    status = 503;
+                }
+                w.reply(0, s.token, status, None);
+            }
+            answered = sent.len();
+        }
+        w.tick(0);
+        if w.m(Metric::Pending) == 0 {
+            break;
+        }
+    }
+    assert!(second_blip, "the scenario ran");
+    assert_eq!(w.m(Metric::Pending), 0);
+    assert_eq!(w.m(Metric::DeliveriesExpired), 0, "{:?}", reports(&w));
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 300);
+}

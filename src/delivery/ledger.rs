@@ -57,9 +57,12 @@ pub struct Slot {
     /// circuit held it, whichever came first. `None` until then: time spent waiting for a
     /// free in-flight place on an endpoint that answers is not the endpoint failing.
     pub window_from_ms: Option<u64>,
-    /// How much longer than the schedule's own delays `Retry-After` answers made it wait: the
-    /// window grows by that much.
+    /// How much longer than the schedule's own delays it had to wait, for `Retry-After`
+    /// answers or for free in-flight places once its window was open: the window grows by
+    /// that much.
     pub extended_ms: u64,
+    /// Since when it has waited for a free in-flight place (its endpoint answers, slowly).
+    pub waiting_since_ms: Option<u64>,
     pub endpoint: String,
     pub notification: u64,
     pub webhook_id: String,
@@ -93,6 +96,7 @@ impl Slot {
             at_ms: now_ms,
             window_from_ms: None,
             extended_ms: 0,
+            waiting_since_ms: None,
             endpoint: endpoint.to_string(),
             notification,
             webhook_id: webhook_id.to_string(),
@@ -225,6 +229,10 @@ impl Slot {
             out.key("x");
             out.uint(self.extended_ms);
         }
+        if let Some(since) = self.waiting_since_ms {
+            out.key("w");
+            out.uint(since);
+        }
         out.key("ep");
         out.string(&self.endpoint);
         out.key("n");
@@ -263,12 +271,14 @@ impl Slot {
         let (mut webhook_id, mut attempts) = (None, None);
         let (mut history, mut successor, mut held, mut generation) = (None, None, None, None);
         let (mut superseded, mut window_from_ms, mut extended_ms) = (None, None, None);
+        let mut waiting_since_ms = None;
         r.object(|r, key| {
             match key {
                 "s" => state = Some(State::read(r)?),
                 "at" => at_ms = Some(r.uint()?),
                 "c" => window_from_ms = Some(r.uint()?),
                 "x" => extended_ms = Some(r.uint()?),
+                "w" => waiting_since_ms = Some(r.uint()?),
                 "ep" => endpoint = Some(r.string()?),
                 "n" => notification = Some(r.uint()?),
                 "id" => webhook_id = Some(r.string()?),
@@ -289,6 +299,7 @@ impl Slot {
             // Earlier builds wrote none: the window opens at the next attempt or hold.
             window_from_ms,
             extended_ms: extended_ms.unwrap_or(0),
+            waiting_since_ms,
             endpoint: endpoint?,
             notification: notification?,
             webhook_id: webhook_id?,

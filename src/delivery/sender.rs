@@ -143,6 +143,19 @@ impl Tried {
     }
 }
 
+/// Why a claimed delivery goes back unsent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// No free in-flight place: the endpoint answers, slowly. Not counted against its window.
+    Places,
+    /// Half-open, and the probe is out.
+    Probe,
+    /// The circuit is open.
+    Circuit,
+    /// Ending it would send one dead-letter report too many at once.
+    Reports,
+}
+
 /// What an attempt's outcome did to its delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
@@ -399,6 +412,14 @@ impl Sender {
             };
             match (rec, due) {
                 (Record::Used(mut x), Some(endpoint)) => {
+                    // Waiting for a free place is not the endpoint failing: it widens an open
+                    // window by as long.
+                    if let Some(since) = x.waiting_since_ms.take() {
+                        if x.window_from_ms.is_some() {
+                            let waited = now.saturating_sub(since);
+                            x.extended_ms = x.extended_ms.saturating_add(waited);
+                        }
+                    }
                     let snapshot = x.clone();
                     x.state = State::InFlight;
                     x.at_ms = lease_until(now, endpoint);
@@ -430,16 +451,15 @@ impl Sender {
             Admit::Open { .. } if past_window => Some(End::Expired),
             Admit::Gone => Some(End::Gone),
             refused => {
-                let (until, full) = match refused {
-                    Admit::Open { until_ms } => (until_ms, false),
-                    _ => (now + FULL_HOLD_MS, true),
+                let (until, why) = match refused {
+                    Admit::Open { until_ms } => (until_ms, Hold::Circuit),
+                    Admit::Full => (now + FULL_HOLD_MS, Hold::Places),
+                    _ => (now + FULL_HOLD_MS, Hold::Probe),
                 };
-                // Held by an open circuit: the endpoint is failing, so the window opens.
-                self.unclaim(io, slot, &s.webhook_id, until, full, !full);
-                if full {
-                    self.hold(slot);
-                } else {
-                    self.schedule(until, slot);
+                self.unclaim(io, slot, &s.webhook_id, until, why);
+                match why {
+                    Hold::Circuit => self.schedule(until, slot),
+                    _ => self.hold(slot),
                 }
                 return Tried::Refused;
             }
@@ -448,7 +468,7 @@ impl Sender {
             if config.dead_letter.is_some() && self.reports_out >= MAX_REPORTS_OUT {
                 // Its report would join too many on the wire: end it on a later tick.
                 let until = now + FULL_HOLD_MS;
-                self.unclaim(io, slot, &s.webhook_id, until, false, false);
+                self.unclaim(io, slot, &s.webhook_id, until, Hold::Reports);
                 self.schedule(until, slot);
                 return Tried::Refused;
             }
@@ -645,25 +665,20 @@ impl Sender {
         }
     }
 
-    /// Give a claimed slot back, due at `until`; `open_window` opens its retry window now if
-    /// it is not open yet.
-    fn unclaim(
-        &self,
-        io: &mut Io,
-        slot: u32,
-        webhook_id: &str,
-        until: u64,
-        held: bool,
-        open_window: bool,
-    ) {
+    /// Give a claimed slot back unsent, due at `until`, noting why.
+    fn unclaim(&self, io: &mut Io, slot: u32, webhook_id: &str, until: u64, why: Hold) {
         let now = io.now_ms;
         let _ = self.ledger.update(io.store, slot, |rec| match rec {
             Record::Used(mut x) if x.webhook_id == webhook_id && x.state == State::InFlight => {
                 x.state = State::Waiting;
                 x.at_ms = until;
-                x.held = held;
-                if open_window {
-                    x.window_from_ms = x.window_from_ms.or(Some(now));
+                // Sendable as soon as a place frees, before `until`.
+                x.held = matches!(why, Hold::Places | Hold::Probe);
+                match why {
+                    Hold::Places => x.waiting_since_ms = x.waiting_since_ms.or(Some(now)),
+                    // The endpoint is failing: the retry window opens.
+                    Hold::Circuit => x.window_from_ms = x.window_from_ms.or(Some(now)),
+                    Hold::Probe | Hold::Reports => {}
                 }
                 Some((Record::Used(x), ()))
             }
