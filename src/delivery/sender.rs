@@ -445,10 +445,12 @@ impl Sender {
             return Tried::Skipped { occupied: true };
         };
         let claim_lapses = lease_until(now, endpoint);
-        let past_window = retry_deadline(endpoint, &s).is_some_and(|d| now >= d);
         let end = match self.admit(io, endpoint, slot, claim_lapses) {
             Admit::Granted => None,
-            Admit::Open { .. } if past_window => Some(End::Expired),
+            // Only an open circuit asks: no window arithmetic on the way of a send.
+            Admit::Open { .. } if retry_deadline(endpoint, &s).is_some_and(|d| now >= d) => {
+                Some(End::Expired)
+            }
             Admit::Gone => Some(End::Gone),
             refused => {
                 let (until, why) = match refused {
