@@ -2394,3 +2394,46 @@ fn waiting_for_a_place_after_a_failure_does_not_use_up_the_window() {
     assert_eq!(w.m(Metric::DeliveriesExpired), 0, "{:?}", reports(&w));
     assert_eq!(w.m(Metric::DeliveriesSucceeded), 300);
 }
+
+/// A receiver announces an hour's maintenance: 503 with `Retry-After: 3600`. The circuit
+/// stays open for the hour it asked for rather than probing every `openMs`, and deliveries
+/// that arrive meanwhile wait it out unsent: the wait the receiver asked for never counts
+/// against their windows, so none expires, and all go once it answers again.
+#[test]
+fn an_announced_maintenance_holds_every_delivery_to_the_endpoint_until_it_ends() {
+    let mut w = World::new(&OUTAGE.replace(" MORE", ""), 1);
+    let maintenance_ends = w.now + 3_600_000;
+    let mut answered = 0;
+    let mut taken_in = 0;
+    let mut attempts_during = 0;
+    for sec in 1..=5000u64 {
+        // A new notification every minute for the first 50 minutes.
+        if sec % 60 == 1 && sec < 3000 {
+            taken_in += 1;
+            w.observe(0, &[note(taken_in, DeliveryStatus::Success, A)]);
+        }
+        let sent = w.sent();
+        for s in &sent[answered..] {
+            if s.cluster == "dlq" {
+                w.reply(0, s.token, 200, None);
+            } else if w.now < maintenance_ends {
+                attempts_during += 1;
+                w.reply(0, s.token, 503, Some("3600"));
+            } else {
+                w.reply(0, s.token, 200, None);
+            }
+        }
+        answered = sent.len();
+        w.now += 1000;
+        w.tick(0);
+        if w.now > maintenance_ends && w.m(Metric::Pending) == 0 {
+            break;
+        }
+    }
+    assert_eq!(w.m(Metric::DeliveriesExpired), 0, "{:?}", reports(&w));
+    assert_eq!(w.m(Metric::Pending), 0);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), taken_in as i64);
+    // Only the first delivery reached the receiver in maintenance: it announced the hour,
+    // and nothing else was tried before the hour was up.
+    assert_eq!(attempts_during, 1);
+}

@@ -36,10 +36,15 @@ pub struct EndpointState {
     /// The endpoint answered 410 Gone at this target (`BreakerPolicy::target`): it wants no
     /// more webhooks there. A configuration that moves it elsewhere lifts this.
     gone: Option<u64>,
+    /// The receiver asked (`Retry-After`) for no webhooks until then: a pause, not a failure
+    /// verdict, so it leaves the circuit's own state alone, and no delivery's retry window
+    /// pays for it.
+    quiet_until_ms: Option<u64>,
 }
 
 impl EndpointState {
-    /// The stored form: `{"f":..,"o":..,"p":{"s":..,"u":..},"l":[{"h":..,"n":..,"u":..}],"g":..}`,
+    /// The stored form:
+    /// `{"f":..,"o":..,"p":{"s":..,"u":..},"l":[{"h":..,"n":..,"u":..}],"g":..,"q":..}`,
     /// each key left out at its default, so a healthy idle endpoint is `{}`.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Out::default();
@@ -80,6 +85,10 @@ impl EndpointState {
             out.key("g");
             out.uint(target);
         }
+        if let Some(until) = self.quiet_until_ms {
+            out.key("q");
+            out.uint(until);
+        }
         out.end_object();
         out.into_bytes()
     }
@@ -95,6 +104,7 @@ impl EndpointState {
                     "p" => state.probe = r.optional(read_probe)?,
                     "l" => state.holders = r.optional(|r| r.list(read_holder))?.unwrap_or_default(),
                     "g" => state.gone = r.optional(Reader::uint)?,
+                    "q" => state.quiet_until_ms = r.optional(Reader::uint)?,
                     _ => r.skip()?,
                 }
                 Some(())
@@ -155,6 +165,8 @@ pub enum Admit {
     Full,
     Open {
         until_ms: u64,
+        /// The receiver asked for this wait (`Retry-After`); otherwise its failures opened it.
+        announced: bool,
     },
     /// Half-open and the single probe is out.
     ProbeBusy,
@@ -197,8 +209,26 @@ impl EndpointState {
             Some(_) => self.gone = None,
             None => {}
         }
+        if let Some(until_ms) = self.quiet_until_ms {
+            let announced = true;
+            return (
+                Admit::Open {
+                    until_ms,
+                    announced,
+                },
+                0,
+            );
+        }
         let half_open = match self.open_until_ms {
-            Some(until_ms) if now_ms < until_ms => return (Admit::Open { until_ms }, 0),
+            Some(until_ms) if now_ms < until_ms => {
+                return (
+                    Admit::Open {
+                        until_ms,
+                        announced: false,
+                    },
+                    0,
+                );
+            }
             Some(_) => true,
             None => false,
         };
@@ -238,7 +268,10 @@ impl EndpointState {
     /// Closed with no failures counted: places taken now may be reused for later sends
     /// without asking again.
     pub fn is_clean(&self) -> bool {
-        self.failures == 0 && self.open_until_ms.is_none() && self.gone.is_none()
+        self.failures == 0
+            && self.open_until_ms.is_none()
+            && self.gone.is_none()
+            && self.quiet_until_ms.is_none()
     }
 
     /// The endpoint answered 410 Gone at `policy.target`: refuse every attempt there from now
@@ -290,6 +323,21 @@ impl EndpointState {
         }
     }
 
+    /// The receiver asked, with a failure's `Retry-After`, to be left alone until `until_ms`
+    /// (the caller caps it). A maintenance or a rate limit is the endpoint's, not one
+    /// delivery's: no attempt goes there until then, whatever the circuit says. Replies to
+    /// attempts sent before do not lift it: they answer an earlier question.
+    pub fn hold_off(&mut self, now_ms: u64, until_ms: u64) {
+        if until_ms > now_ms {
+            self.quiet_until_ms = Some(self.quiet_until_ms.map_or(until_ms, |q| q.max(until_ms)));
+        }
+    }
+
+    /// In a pause the receiver asked for.
+    pub fn is_paused(&self, now_ms: u64) -> bool {
+        self.quiet_until_ms.is_some_and(|q| now_ms < q)
+    }
+
     /// Give back a place without a verdict.
     pub fn release(&mut self, sender: u32, slot: u32) {
         self.give_back(sender, 1);
@@ -324,6 +372,9 @@ impl EndpointState {
         self.holders.retain(|h| h.until_ms > now_ms);
         if self.probe.is_some_and(|p| p.until_ms <= now_ms) {
             self.probe = None;
+        }
+        if self.quiet_until_ms.is_some_and(|q| q <= now_ms) {
+            self.quiet_until_ms = None;
         }
     }
 }
@@ -376,6 +427,55 @@ mod tests {
         assert!(!s.is_gone(&moved));
         assert_eq!(s.admit(A, 4, 2, 2 + LEASE_MS, &moved), Admit::Granted);
         assert!(!s.is_gone(&POLICY), "lifted for good once moved");
+    }
+
+    /// A `Retry-After` pauses the endpoint for everyone, through shared data; a shorter one
+    /// does not shorten it, nor does a reply to an attempt sent before it; then the circuit is
+    /// as the failures left it (closed here: one failure is below the threshold).
+    #[test]
+    fn a_pause_the_receiver_asked_for_holds_everyone_and_then_lapses() {
+        let mut s = EndpointState::default();
+        assert_eq!(admit(&mut s, 1, 0), Admit::Granted);
+        assert_eq!(admit(&mut s, 2, 0), Admit::Granted);
+        s.record(A, 1, false, 100, &POLICY);
+        s.hold_off(100, 60_100);
+        s.hold_off(200, 5_000);
+        assert!(s.is_paused(60_099) && !s.is_paused(60_100) && !s.is_clean());
+        let mut s = EndpointState::decode(&s.encode()).unwrap();
+        s.record(A, 2, true, 300, &POLICY);
+        let paused = Admit::Open {
+            until_ms: 60_100,
+            announced: true,
+        };
+        assert_eq!(s.admit(B, 3, 400, 400 + LEASE_MS, &POLICY), paused);
+        assert_eq!(admit(&mut s, 3, 60_099), paused);
+        assert!(!s.is_tripped());
+        assert_eq!(admit(&mut s, 3, 60_100), Admit::Granted);
+        assert_eq!(s.encode(), br#"{"l":[{"h":11,"n":1,"u":65100}]}"#);
+    }
+
+    /// A pause asks for nothing at or before now (`Retry-After: 0`, a date past), and an
+    /// announced pause comes before the circuit's own verdicts.
+    #[test]
+    fn a_pause_in_the_past_is_nothing_and_a_pause_outranks_the_probe() {
+        let mut s = EndpointState::default();
+        s.hold_off(1_000, 1_000);
+        assert_eq!(s, EndpointState::default());
+        let mut s = opened_at(0);
+        s.hold_off(0, 50_000);
+        assert_eq!(
+            admit(&mut s, 9, 20_000),
+            Admit::Open {
+                until_ms: 50_000,
+                announced: true
+            }
+        );
+        assert_eq!(
+            admit(&mut s, 9, 50_000),
+            Admit::Granted,
+            "half-open: the probe"
+        );
+        assert_eq!(admit(&mut s, 10, 50_000), Admit::ProbeBusy);
     }
 
     #[test]
@@ -462,8 +562,20 @@ mod tests {
     #[test]
     fn open_refuses_until_open_ms_passes() {
         let mut s = opened_at(1_000);
-        assert_eq!(admit(&mut s, 9, 1_000), Admit::Open { until_ms: 11_000 });
-        assert_eq!(admit(&mut s, 9, 10_999), Admit::Open { until_ms: 11_000 });
+        assert_eq!(
+            admit(&mut s, 9, 1_000),
+            Admit::Open {
+                until_ms: 11_000,
+                announced: false
+            }
+        );
+        assert_eq!(
+            admit(&mut s, 9, 10_999),
+            Admit::Open {
+                until_ms: 11_000,
+                announced: false
+            }
+        );
         assert!(s.is_open(10_999));
         assert!(!s.is_open(11_000));
         assert_eq!(admit(&mut s, 9, 11_000), Admit::Granted);
@@ -512,7 +624,13 @@ mod tests {
         admit(&mut s, 1, 10_000);
         s.record(A, 1, false, 10_500, &POLICY);
         assert!(s.is_open(10_500));
-        assert_eq!(admit(&mut s, 2, 10_500), Admit::Open { until_ms: 20_500 });
+        assert_eq!(
+            admit(&mut s, 2, 10_500),
+            Admit::Open {
+                until_ms: 20_500,
+                announced: false
+            }
+        );
         assert_eq!(s.probe, None);
     }
 
@@ -543,7 +661,13 @@ mod tests {
             s.record(A, slot, false, 0, &POLICY);
         }
         s.record(A, 7, false, 4_000, &POLICY);
-        assert_eq!(admit(&mut s, 8, 4_000), Admit::Open { until_ms: 10_000 });
+        assert_eq!(
+            admit(&mut s, 8, 4_000),
+            Admit::Open {
+                until_ms: 10_000,
+                announced: false
+            }
+        );
     }
 
     #[test]

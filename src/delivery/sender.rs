@@ -150,8 +150,11 @@ enum Hold {
     Places,
     /// Half-open, and the probe is out.
     Probe,
-    /// The circuit is open.
+    /// The circuit is open: the endpoint fails.
     Circuit,
+    /// The circuit is open for a wait the receiver asked for (`Retry-After`). Not counted
+    /// against its window.
+    Announced,
     /// Ending it would send one dead-letter report too many at once.
     Reports,
 }
@@ -448,19 +451,29 @@ impl Sender {
         let end = match self.admit(io, endpoint, slot, claim_lapses) {
             Admit::Granted => None,
             // Only an open circuit asks: no window arithmetic on the way of a send.
-            Admit::Open { .. } if retry_deadline(endpoint, &s).is_some_and(|d| now >= d) => {
-                Some(End::Expired)
-            }
+            Admit::Open {
+                announced: false, ..
+            } if retry_deadline(endpoint, &s).is_some_and(|d| now >= d) => Some(End::Expired),
             Admit::Gone => Some(End::Gone),
             refused => {
                 let (until, why) = match refused {
-                    Admit::Open { until_ms } => (until_ms, Hold::Circuit),
+                    Admit::Open {
+                        until_ms,
+                        announced,
+                    } => (
+                        until_ms,
+                        if announced {
+                            Hold::Announced
+                        } else {
+                            Hold::Circuit
+                        },
+                    ),
                     Admit::Full => (now + FULL_HOLD_MS, Hold::Places),
                     _ => (now + FULL_HOLD_MS, Hold::Probe),
                 };
                 self.unclaim(io, slot, &s.webhook_id, until, why);
                 match why {
-                    Hold::Circuit => self.schedule(until, slot),
+                    Hold::Circuit | Hold::Announced => self.schedule(until, slot),
                     _ => self.hold(slot),
                 }
                 return Tried::Refused;
@@ -505,7 +518,7 @@ impl Sender {
                     s.webhook_id,
                     endpoint.target.cluster
                 );
-                self.record_breaker(io, endpoint, slot, false);
+                self.record_breaker(io, endpoint, slot, false, None);
                 let attempt = Attempt::lost(slot, &s.webhook_id, Failure::NotDispatched);
                 self.finish(config, endpoints, io, attempt);
             }
@@ -597,7 +610,15 @@ impl Sender {
         }
     }
 
-    fn record_breaker(&mut self, io: &mut Io, endpoint: &Endpoint, slot: u32, success: bool) {
+    /// `retry_after_ms`: a failure's `Retry-After`, which holds the whole endpoint.
+    fn record_breaker(
+        &mut self,
+        io: &mut Io,
+        endpoint: &Endpoint,
+        slot: u32,
+        success: bool,
+        retry_after_ms: Option<u64>,
+    ) {
         let spare = self.spares.entry(endpoint.name.clone()).or_default();
         let (sender, block) = (self.id, block(endpoint));
         if success && spare.clean && spare.until_ms > io.now_ms {
@@ -615,16 +636,34 @@ impl Sender {
         let now = io.now_ms;
         // A verdict the record must see: give the spares back with it.
         let returned = std::mem::take(&mut spare.count);
+        // Capped as a delivery's own delay is: a receiver cannot silence itself for longer.
+        let quiet_ms = retry_after_ms
+            .filter(|_| !success)
+            .map(|ms| ms.min(endpoint.retry.max_delay_ms()));
         let change = store::update(io.store, &breaker_key(&endpoint.name), |cur| {
             let mut state = decode_state(cur);
-            let was_open = state.is_tripped();
+            let (was_open, was_paused) = (state.is_tripped(), state.is_paused(now));
             state.give_back(sender, returned);
             state.record(sender, slot, success, now, &policy);
+            if let Some(quiet_ms) = quiet_ms {
+                state.hold_off(now, now.saturating_add(quiet_ms));
+            }
+            let paused = !was_paused && state.is_paused(now);
             let is_open = state.is_tripped();
-            Some((state.encode(), (was_open, is_open, state.is_clean())))
+            Some((
+                state.encode(),
+                (was_open, is_open, state.is_clean(), paused),
+            ))
         });
-        if let Ok(Some((was_open, is_open, clean))) = change {
+        if let Ok(Some((was_open, is_open, clean, paused))) = change {
             spare.clean = clean;
+            if let Some(ms) = quiet_ms.filter(|_| paused) {
+                log::warn!(
+                    "endpoint {}: its Retry-After asks for no webhooks for {} s; holding its deliveries",
+                    endpoint.name,
+                    ms.div_ceil(1000)
+                );
+            }
             if !was_open && is_open {
                 io.metrics.add(Metric::CircuitsOpened, 1);
                 io.metrics.add(Metric::CircuitsOpen, 1);
@@ -680,6 +719,11 @@ impl Sender {
                     Hold::Places => x.waiting_since_ms = x.waiting_since_ms.or(Some(now)),
                     // The endpoint is failing: the retry window opens.
                     Hold::Circuit => x.window_from_ms = x.window_from_ms.or(Some(now)),
+                    // Opened too, so that the claim that ends the wait credits it.
+                    Hold::Announced => {
+                        x.window_from_ms = x.window_from_ms.or(Some(now));
+                        x.waiting_since_ms = x.waiting_since_ms.or(Some(now));
+                    }
                     Hold::Probe | Hold::Reports => {}
                 }
                 Some((Record::Used(x), ()))
@@ -735,7 +779,7 @@ impl Sender {
             if let Outcome::GiveUp(_) = outcome {
                 self.mark_gone(io, e, slot);
             } else {
-                self.record_breaker(io, e, slot, outcome == Outcome::Delivered);
+                self.record_breaker(io, e, slot, outcome == Outcome::Delivered, retry_after);
             }
         }
         let attempt = Attempt {

@@ -274,6 +274,29 @@ def test_a_shorter_retry_after_does_not_shorten_the_backoff(osmox, make_tracking
         assert 1.5 <= gap < 3.5, f"backoff 1.5 s, Retry-After shorter: retry after {gap:.3f}s"
 
 
+def test_a_retry_after_pauses_every_delivery_to_the_endpoint(osmox, make_tracking, make_envoy, filter_wasm):
+    """A receiver in maintenance answers 503 with `Retry-After: 3`: that is the endpoint's
+    word, not one delivery's. A notification seen during the pause is not sent until it ends,
+    and then both go."""
+    crm = make_tracking("crm")
+    crm.script([Behaviour(503, {"Retry-After": "3"})])
+    cfg = config([endpoint("crm", crm, retry={"maxAttempts": 3, "initialDelayMs": 100, "multiplier": 1.0,
+                                              "maxDelayMs": 60_000, "jitter": 0})])
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    observe(envoy, osmox, [notification_row(3104, SUCCESS)])
+    crm.wait_answers(lambda got: len(got) >= 1, timeout=EXPECT_S, what="the first attempt")
+    time.sleep(0.3)  # the 503 reaches the filter
+    observe(envoy, osmox, [notification_row(3105, SUCCESS)])
+    crm.wait_ok_ids(2, timeout=EXPECT_S)
+    got = settle(crm, 0.5)
+    assert [a.beh.status for a in got] == [503, 200, 200], summarize(got)
+    paused_at = got[0].req.time
+    for later in got[1:]:
+        gap = later.req.time - paused_at
+        assert 2.8 <= gap < 6.0, f"sent {gap:.3f}s after a Retry-After of 3 s: {summarize(got)}"
+    assert envoy.metric("circuits_opened") == 0, "a pause the receiver asked for is not a failing circuit"
+
+
 # ------------------------------------------------------------------------------------------
 # 4. 410 Gone
 # ------------------------------------------------------------------------------------------
