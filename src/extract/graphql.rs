@@ -6,7 +6,9 @@
 //! comments, commas and strings), tracks brace/paren depth and the current operation, and
 //! looks for aliases and the two fields the filter cares about.
 
-use super::{is_guarded_alias, FREE_FORM_KEYS};
+use std::borrow::Cow;
+
+use super::{is_guarded_alias, persisted, FREE_FORM_KEYS};
 use crate::json::{self, Object, Value};
 
 /// Facts from the request that the response alone cannot tell.
@@ -58,15 +60,30 @@ pub struct NotificationField {
 /// Facts from a GraphQL request body `{query, variables, operationName}`; a body that is not
 /// such an object gives the default (nothing known, `Document::Unread`).
 pub fn graphql_request_facts(request_body: &[u8]) -> RequestFacts {
+    graphql_request_facts_recalling(request_body, &|_| None)
+}
+
+/// `graphql_request_facts`, reading a query sent by its hash alone (a persisted query) from
+/// the text `recall` gives for that hash.
+pub fn graphql_request_facts_recalling(
+    request_body: &[u8],
+    recall: &dyn Fn(&str) -> Option<String>,
+) -> RequestFacts {
     let Ok(Value::Object(request)) = json::parse(request_body) else {
-        return RequestFacts::default();
-    };
-    let Some(query) = request.get("query").and_then(Value::as_str) else {
         return RequestFacts::default();
     };
     let variables = request.get("variables").and_then(Value::as_object);
     let operation = request.get("operationName").and_then(Value::as_str);
-    scan(&query, variables, operation.as_deref())
+    let query = match request.get("query") {
+        Some(query) => query.as_str(),
+        None => persisted::hash_of(&request)
+            .and_then(|hash| recall(&hash))
+            .map(Cow::Owned),
+    };
+    match query {
+        Some(query) => scan(&query, variables, operation.as_deref()),
+        None => RequestFacts::default(),
+    }
 }
 
 /// Whether a GraphQL request body can hold a `webhook(…)` mutation: the query must spell the
@@ -303,9 +320,13 @@ pub struct RequestHead<'a> {
 
 /// Facts from a GraphQL request: none (`Document::Unread`) unless OsmoX's server reads its
 /// body as the filter does.
-pub fn read_graphql_request(head: &RequestHead<'_>, body: &[u8]) -> RequestFacts {
+pub fn read_graphql_request(
+    head: &RequestHead<'_>,
+    body: &[u8],
+    recall: &dyn Fn(&str) -> Option<String>,
+) -> RequestFacts {
     if is_json_post(head) {
-        graphql_request_facts(body)
+        graphql_request_facts_recalling(body, recall)
     } else {
         RequestFacts::default()
     }
@@ -849,23 +870,55 @@ mod tests {
         assert_eq!(graphql_request_facts(b"").document, Document::Unread);
     }
 
+    /// A query sent by its hash alone is read from the text kept for that hash, aliases
+    /// and all; without a kept text nothing is known. A body with both reads its own text.
+    #[test]
+    fn a_persisted_query_is_read_from_the_text_kept_for_its_hash() {
+        let hash_only = br#"{"variables":{"n":5},"extensions":{"persistedQuery":{"version":1,"sha256Hash":"h1"}}}"#;
+        let texts = |hash: &str| match hash {
+            "h1" => {
+                Some("query Q($n: Int!) { notification(notificationId: $n) { id } }".to_string())
+            }
+            "h2" => Some("{ notifications { deliveryStatus: channelType } }".to_string()),
+            _ => None,
+        };
+        let facts = graphql_request_facts_recalling(hash_only, &texts);
+        assert_eq!(facts.document, Document::Plain);
+        assert_eq!(
+            facts.notification_fields,
+            vec![NotificationField {
+                key: "notification".into(),
+                id: Some(5)
+            }]
+        );
+        let aliased = br#"{"extensions":{"persistedQuery":{"sha256Hash":"h2"}}}"#;
+        let facts = graphql_request_facts_recalling(aliased, &texts);
+        assert_eq!(facts.document, Document::Aliased);
+        let unknown = br#"{"extensions":{"persistedQuery":{"sha256Hash":"h3"}}}"#;
+        let facts = graphql_request_facts_recalling(unknown, &texts);
+        assert_eq!(facts, RequestFacts::default());
+        let both = br#"{"query":"{ notifications { id } }","extensions":{"persistedQuery":{"sha256Hash":"h2"}}}"#;
+        let facts = graphql_request_facts_recalling(both, &texts);
+        assert_eq!(facts.document, Document::Plain);
+    }
+
     /// A second review: OsmoX's server also reads form-encoded bodies, a GET's query string,
     /// any `utf-*` charset and compressed bodies, and each can run another query than the
     /// JSON reading of the bytes shows.
     #[test]
     fn only_a_json_post_in_utf8_is_read_as_the_server_reads_it() {
-        let is_json_post = |method: Option<&[u8]>,
-                            content_type: Option<&[u8]>,
-                            content_encoding| {
-            let head = RequestHead {
-                method,
-                content_type,
-                content_encoding,
+        let is_json_post =
+            |method: Option<&[u8]>, content_type: Option<&[u8]>, content_encoding| {
+                let head = RequestHead {
+                    method,
+                    content_type,
+                    content_encoding,
+                };
+                let body = br#"{"query": "{ notifications { total } }"}"#;
+                let read = read_graphql_request(&head, body, &|_| None);
+                assert_eq!(is_json_post(&head), read.document == Document::Plain);
+                is_json_post(&head)
             };
-            let read = read_graphql_request(&head, br#"{"query": "{ notifications { total } }"}"#);
-            assert_eq!(is_json_post(&head), read.document == Document::Plain);
-            is_json_post(&head)
-        };
         let post = Some(b"POST".as_slice());
         for content_type in [
             "application/json",

@@ -7,6 +7,7 @@
 
 mod graphql;
 mod learn;
+pub mod persisted;
 mod response_head;
 
 use std::borrow::Cow;

@@ -12,7 +12,9 @@ use super::root::{now_ms, Shared};
 use super::shared_store::SharedData;
 use crate::body::{Body, Budget};
 use crate::config::MAX_GRAPHQL_REQUEST_BYTES;
-use crate::extract::{self, BodyPlan, RequestFacts, RequestHead, ResponseHead, WatchKind};
+use crate::extract::{
+    self, persisted, BodyPlan, RequestFacts, RequestHead, ResponseHead, WatchKind,
+};
 use crate::intake;
 use crate::learn::Registry;
 use crate::metrics::{Metric, Metrics};
@@ -123,7 +125,8 @@ impl Watch {
         match kind {
             WatchKind::Graphql => {
                 let head = OwnedRequestHead::read();
-                extract::read_graphql_request(&head.view(), &self.request)
+                let recall = |hash: &str| persisted::recall(&SharedData, hash);
+                extract::read_graphql_request(&head.view(), &self.request, &recall)
             }
             WatchKind::Rest => RequestFacts::default(),
         }
@@ -194,6 +197,15 @@ impl Watch {
         };
         if self.head == Head::Awaited {
             return; // the stream ended before a response: nothing to read
+        }
+        // A persisted query's text, sent with its hash once the server asks for it: kept
+        // whatever the answer, as later polls will send only the hash.
+        let graphql = kind == WatchKind::Graphql && self.request_complete;
+        if graphql
+            && persisted::may_name(&self.request)
+            && persisted::remember(&SharedData, &self.request)
+        {
+            self.shared.metrics.add(Metric::PersistedQueriesKept, 1);
         }
         let body = std::mem::take(&mut self.body);
         if !self.registration {

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
 import os
 import uuid
@@ -667,6 +668,55 @@ def test_graphql_answers_without_the_query_text_are_not_delivered(osmox, make_re
                          variables={"n": 5})
     crm.wait_for(1, EXPECT_S)
     assert ids_statuses(assert_no_more(crm, 1)) == [(5, 5)]
+
+
+def test_a_persisted_query_sent_by_hash_is_read_once_its_text_was_seen(osmox, make_receiver, make_envoy,
+                                                                        filter_wasm):
+    """Apollo's automatic persisted queries: a client sends a query by its SHA-256 alone, and
+    its text (with the hash) only when the server asks. The filter keeps texts it sees with a
+    matching hash, in shared data, and reads later hash-only polls with them; a text sent
+    under another query's hash is not kept."""
+    crm = make_receiver("crm")
+    envoy = start(make_envoy, osmox, filter_config([endpoint("crm", crm)], tick_ms=TICK_MS), {"crm": crm})
+    query = "query Poll { notifications { notifications { id providerId deliveryStatus updatedOn } } }"
+    digest = hashlib.sha256(query.encode()).hexdigest()
+
+    def page(id_, status, at):
+        row = {"id": id_, "providerId": 7, "deliveryStatus": status, "updatedOn": at}
+        return osmox.set_json("POST", "/graphql", {"data": {"notifications": {"notifications": [row]}}})
+
+    def poll(body):
+        r = envoy.client.post("/graphql", body)
+        assert r.status == 200
+        return r.body
+
+    by_hash = {"extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}}
+    sent = page(6001, 5, "2026-04-20T09:15:01.000Z")
+    assert poll(by_hash) == sent
+    envoy.wait_metric("bodies_skipped_no_query", 1, timeout=EXPECT_S)
+    assert_no_more(crm, 0)
+    # The server did not know the hash: the client sends the text with it, once.
+    assert poll({"query": query, **by_hash}) == sent
+    crm.wait_for(1, EXPECT_S)
+    envoy.wait_metric("persisted_queries_kept", 1, timeout=EXPECT_S)
+    # Later polls send the hash alone, and are read.
+    sent = page(6002, 5, "2026-04-20T09:16:01.000Z")
+    assert poll(by_hash) == sent
+    crm.wait_for(2, EXPECT_S)
+    assert ids_statuses(assert_no_more(crm, 2)) == [(6001, 5), (6002, 5)]
+    # An innocent text filed under the hash of a query that renames a key is not kept, so
+    # that query sent by its hash stays unread.
+    aliased = "{ notifications { notifications { id providerId deliveryStatus: channelType } } }"
+    forged = hashlib.sha256(aliased.encode()).hexdigest()
+    page(6003, 5, "2026-04-20T09:17:01.000Z")
+    poll({"query": query, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": forged}}})
+    skipped = envoy.metric("bodies_skipped_no_query")
+    page(6004, 5, "2026-04-20T09:18:01.000Z")
+    poll({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": forged}}})
+    envoy.wait_metric("bodies_skipped_no_query", skipped + 1, timeout=EXPECT_S)
+    assert envoy.metric("persisted_queries_kept") == 1
+    got = assert_no_more(crm, 3)
+    assert ids_statuses(got)[2] == (6003, 5), "the forged registration's own answer, read with its own text"
 
 
 def test_graphql_requests_osmox_may_read_otherwise_are_not_read(osmox, make_receiver, make_envoy, filter_wasm):
