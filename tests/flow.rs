@@ -2437,3 +2437,71 @@ fn an_announced_maintenance_holds_every_delivery_to_the_endpoint_until_it_ends()
     // and nothing else was tried before the hour was up.
     assert_eq!(attempts_during, 1);
 }
+
+/// A review: a receiver that answers every attempt with `503 Retry-After: 60` asks for
+/// pause after pause. What pauses add to a held delivery's window is bounded (by the longest
+/// pause one answer may ask, `maxDelayMs`), so its deliveries still end within hours at most.
+#[test]
+fn an_endpoint_that_never_stops_asking_for_pauses_does_not_keep_its_deliveries() {
+    let mut w = World::new(
+        &OUTAGE.replace(" MORE", r#", "retry": {"maxDelayMs": 60000}"#),
+        1,
+    );
+    let ns: Vec<_> = (1..=50)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &ns);
+    let mut answered = 0;
+    for _ in 0..3 * 3600 {
+        let sent = w.sent();
+        for s in &sent[answered..] {
+            match s.cluster.as_str() {
+                "dlq" => w.reply(0, s.token, 200, None),
+                _ => w.reply(0, s.token, 503, Some("60")),
+            }
+        }
+        answered = sent.len();
+        w.now += 1000;
+        w.tick(0);
+    }
+    assert_eq!(w.m(Metric::Pending), 0, "held for hours by repeated pauses");
+    let ended = w.m(Metric::DeliveriesExpired) + w.m(Metric::DeliveriesExhausted);
+    assert_eq!(ended, 50);
+}
+
+/// A review: the same receiver next to a healthy endpoint, sharing a small ledger, with a
+/// notification every 20 s for four hours: the paused endpoint's deliveries must not fill
+/// the ledger and make the healthy endpoint's webhooks drop.
+#[test]
+fn endless_pauses_do_not_fill_the_ledger_a_healthy_endpoint_shares() {
+    let json = r#"{"endpoints": [
+        {"name": "crm", "url": "http://h/a", "cluster": "c", "retry": {"maxDelayMs": 60000}},
+        {"name": "ok", "url": "http://k/a", "cluster": "k"}],
+      "deadLetter": {"url": "http://dlq.local/dead", "cluster": "dlq"},
+      "limits": {"maxPending": 128, "maxRemembered": 8192}}"#;
+    let mut w = World::new(json, 1);
+    let (mut answered, mut id) = (0, 0);
+    for sec in 1..=4 * 3600u64 {
+        if sec % 20 == 1 {
+            id += 1;
+            w.observe(0, &[note(id, DeliveryStatus::Success, A)]);
+        }
+        // Only the new requests: copying all of them every second takes most of the run.
+        let new: Vec<_> = w.net.borrow().sent[answered..].to_vec();
+        answered += new.len();
+        for s in &new {
+            match s.cluster.as_str() {
+                "c" => w.reply(0, s.token, 503, Some("60")),
+                _ => w.reply(0, s.token, 200, None),
+            }
+        }
+        w.now += 1000;
+        w.tick(0);
+    }
+    assert_eq!(w.m(Metric::DeliveriesDropped), 0);
+    let to_ok = w.sent().iter().filter(|s| s.cluster == "k").count();
+    assert_eq!(
+        to_ok as u64, id,
+        "every notification reached the healthy endpoint"
+    );
+}

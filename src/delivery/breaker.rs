@@ -40,11 +40,14 @@ pub struct EndpointState {
     /// verdict, so it leaves the circuit's own state alone, and no delivery's retry window
     /// pays for it.
     quiet_until_ms: Option<u64>,
+    /// The target (`BreakerPolicy::target`) that asked for the pause: one the configuration
+    /// moved the endpoint to has not.
+    quiet_target: u64,
 }
 
 impl EndpointState {
     /// The stored form:
-    /// `{"f":..,"o":..,"p":{"s":..,"u":..},"l":[{"h":..,"n":..,"u":..}],"g":..,"q":..}`,
+    /// `{"f":..,"o":..,"p":{"s":..,"u":..},"l":[{"h":..,"n":..,"u":..}],"g":..,"q":..,"qt":..}`,
     /// each key left out at its default, so a healthy idle endpoint is `{}`.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Out::default();
@@ -88,6 +91,8 @@ impl EndpointState {
         if let Some(until) = self.quiet_until_ms {
             out.key("q");
             out.uint(until);
+            out.key("qt");
+            out.uint(self.quiet_target);
         }
         out.end_object();
         out.into_bytes()
@@ -105,6 +110,7 @@ impl EndpointState {
                     "l" => state.holders = r.optional(|r| r.list(read_holder))?.unwrap_or_default(),
                     "g" => state.gone = r.optional(Reader::uint)?,
                     "q" => state.quiet_until_ms = r.optional(Reader::uint)?,
+                    "qt" => state.quiet_target = r.optional(Reader::uint)?.unwrap_or(0),
                     _ => r.skip()?,
                 }
                 Some(())
@@ -209,15 +215,20 @@ impl EndpointState {
             Some(_) => self.gone = None,
             None => {}
         }
-        if let Some(until_ms) = self.quiet_until_ms {
-            let announced = true;
-            return (
-                Admit::Open {
-                    until_ms,
-                    announced,
-                },
-                0,
-            );
+        match self.quiet_until_ms {
+            Some(until_ms) if self.quiet_target == policy.target => {
+                let announced = true;
+                return (
+                    Admit::Open {
+                        until_ms,
+                        announced,
+                    },
+                    0,
+                );
+            }
+            // The configuration moved the endpoint since: whoever asked is not there.
+            Some(_) => self.quiet_until_ms = None,
+            None => {}
         }
         let half_open = match self.open_until_ms {
             Some(until_ms) if now_ms < until_ms => {
@@ -327,10 +338,15 @@ impl EndpointState {
     /// (the caller caps it). A maintenance or a rate limit is the endpoint's, not one
     /// delivery's: no attempt goes there until then, whatever the circuit says. Replies to
     /// attempts sent before do not lift it: they answer an earlier question.
-    pub fn hold_off(&mut self, now_ms: u64, until_ms: u64) {
-        if until_ms > now_ms {
-            self.quiet_until_ms = Some(self.quiet_until_ms.map_or(until_ms, |q| q.max(until_ms)));
+    pub fn hold_off(&mut self, now_ms: u64, until_ms: u64, policy: &BreakerPolicy) {
+        if until_ms <= now_ms {
+            return;
         }
+        let earlier = self
+            .quiet_until_ms
+            .filter(|_| self.quiet_target == policy.target);
+        self.quiet_until_ms = Some(earlier.map_or(until_ms, |q| q.max(until_ms)));
+        self.quiet_target = policy.target;
     }
 
     /// In a pause the receiver asked for.
@@ -438,8 +454,8 @@ mod tests {
         assert_eq!(admit(&mut s, 1, 0), Admit::Granted);
         assert_eq!(admit(&mut s, 2, 0), Admit::Granted);
         s.record(A, 1, false, 100, &POLICY);
-        s.hold_off(100, 60_100);
-        s.hold_off(200, 5_000);
+        s.hold_off(100, 60_100, &POLICY);
+        s.hold_off(200, 5_000, &POLICY);
         assert!(s.is_paused(60_099) && !s.is_paused(60_100) && !s.is_clean());
         let mut s = EndpointState::decode(&s.encode()).unwrap();
         s.record(A, 2, true, 300, &POLICY);
@@ -459,10 +475,10 @@ mod tests {
     #[test]
     fn a_pause_in_the_past_is_nothing_and_a_pause_outranks_the_probe() {
         let mut s = EndpointState::default();
-        s.hold_off(1_000, 1_000);
+        s.hold_off(1_000, 1_000, &POLICY);
         assert_eq!(s, EndpointState::default());
         let mut s = opened_at(0);
-        s.hold_off(0, 50_000);
+        s.hold_off(0, 50_000, &POLICY);
         assert_eq!(
             admit(&mut s, 9, 20_000),
             Admit::Open {
@@ -476,6 +492,23 @@ mod tests {
             "half-open: the probe"
         );
         assert_eq!(admit(&mut s, 10, 50_000), Admit::ProbeBusy);
+    }
+
+    /// A review: a configuration that moves the endpoint elsewhere lifts the pause the old
+    /// receiver asked for, as it lifts a 410.
+    #[test]
+    fn a_pause_holds_only_the_target_that_asked_for_it() {
+        let mut s = EndpointState::default();
+        assert_eq!(admit(&mut s, 1, 0), Admit::Granted);
+        s.record(A, 1, false, 0, &POLICY);
+        s.hold_off(0, 3_600_000, &POLICY);
+        let mut s = EndpointState::decode(&s.encode()).unwrap();
+        let moved = BreakerPolicy {
+            target: 8,
+            ..POLICY
+        };
+        assert_eq!(s.admit(A, 2, 1_000, 6_000, &moved), Admit::Granted);
+        assert!(!s.is_paused(1_000), "lifted for good once moved");
     }
 
     #[test]

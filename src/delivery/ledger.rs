@@ -63,6 +63,9 @@ pub struct Slot {
     pub extended_ms: u64,
     /// Since when it has waited for a free in-flight place (its endpoint answers, slowly).
     pub waiting_since_ms: Option<u64>,
+    /// Of `extended_ms`, what pauses its receiver asked for (`Retry-After`) have added while
+    /// it was held: bounded, so a receiver that never stops asking cannot keep it.
+    pub paused_ms: u64,
     pub endpoint: String,
     pub notification: u64,
     pub webhook_id: String,
@@ -97,6 +100,7 @@ impl Slot {
             window_from_ms: None,
             extended_ms: 0,
             waiting_since_ms: None,
+            paused_ms: 0,
             endpoint: endpoint.to_string(),
             notification,
             webhook_id: webhook_id.to_string(),
@@ -233,6 +237,10 @@ impl Slot {
             out.key("w");
             out.uint(since);
         }
+        if self.paused_ms > 0 {
+            out.key("pz");
+            out.uint(self.paused_ms);
+        }
         out.key("ep");
         out.string(&self.endpoint);
         out.key("n");
@@ -271,7 +279,7 @@ impl Slot {
         let (mut webhook_id, mut attempts) = (None, None);
         let (mut history, mut successor, mut held, mut generation) = (None, None, None, None);
         let (mut superseded, mut window_from_ms, mut extended_ms) = (None, None, None);
-        let mut waiting_since_ms = None;
+        let (mut waiting_since_ms, mut paused_ms) = (None, None);
         r.object(|r, key| {
             match key {
                 "s" => state = Some(State::read(r)?),
@@ -279,6 +287,7 @@ impl Slot {
                 "c" => window_from_ms = Some(r.uint()?),
                 "x" => extended_ms = Some(r.uint()?),
                 "w" => waiting_since_ms = Some(r.uint()?),
+                "pz" => paused_ms = Some(r.uint()?),
                 "ep" => endpoint = Some(r.string()?),
                 "n" => notification = Some(r.uint()?),
                 "id" => webhook_id = Some(r.string()?),
@@ -300,6 +309,7 @@ impl Slot {
             window_from_ms,
             extended_ms: extended_ms.unwrap_or(0),
             waiting_since_ms,
+            paused_ms: paused_ms.unwrap_or(0),
             endpoint: endpoint?,
             notification: notification?,
             webhook_id: webhook_id?,
@@ -922,17 +932,21 @@ mod tests {
         slot.held = true;
         slot.window_from_ms = Some(1);
         slot.extended_ms = 1_795_000;
+        slot.paused_ms = 1_000;
         let full = Record::Used(slot);
-        let json = r#"{"s":"f","at":1700000000000,"c":1,"x":1795000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}","g":3},"hd":true,"g":1}"#;
+        let json = r#"{"s":"f","at":1700000000000,"c":1,"x":1795000,"pz":1000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}","g":3},"hd":true,"g":1}"#;
         let stored = format!("{json}\n{{\n  \"id\": 7\n}}");
         assert_eq!(String::from_utf8(full.encode()).unwrap(), stored);
         assert_eq!(Record::decode(Some(stored.as_bytes())), full);
         // Before the retry window: not yet open, not extended.
-        let earlier = stored.replace(",\"c\":1,\"x\":1795000", "");
+        let earlier = stored.replace(",\"c\":1,\"x\":1795000,\"pz\":1000", "");
         let Record::Used(read) = Record::decode(Some(earlier.as_bytes())) else {
             panic!("unreadable");
         };
-        assert_eq!((read.window_from_ms, read.extended_ms), (None, 0));
+        assert_eq!(
+            (read.window_from_ms, read.extended_ms, read.paused_ms),
+            (None, 0, 0)
+        );
 
         assert_eq!(Record::Free.encode(), b"-");
         // Unknown keys are ignored; an unreadable record is left alone.

@@ -152,9 +152,9 @@ enum Hold {
     Probe,
     /// The circuit is open: the endpoint fails.
     Circuit,
-    /// The circuit is open for a wait the receiver asked for (`Retry-After`). Not counted
-    /// against its window.
-    Announced,
+    /// The receiver asked for a pause (`Retry-After`) until then. Not counted against the
+    /// window, up to `credit_cap_ms` of pauses in all.
+    Pause { credit_cap_ms: u64 },
     /// Ending it would send one dead-letter report too many at once.
     Reports,
 }
@@ -451,29 +451,28 @@ impl Sender {
         let end = match self.admit(io, endpoint, slot, claim_lapses) {
             Admit::Granted => None,
             // Only an open circuit asks: no window arithmetic on the way of a send.
-            Admit::Open {
-                announced: false, ..
-            } if retry_deadline(endpoint, &s).is_some_and(|d| now >= d) => Some(End::Expired),
+            Admit::Open { .. } if retry_deadline(endpoint, &s).is_some_and(|d| now >= d) => {
+                Some(End::Expired)
+            }
             Admit::Gone => Some(End::Gone),
             refused => {
                 let (until, why) = match refused {
                     Admit::Open {
                         until_ms,
-                        announced,
-                    } => (
-                        until_ms,
-                        if announced {
-                            Hold::Announced
-                        } else {
-                            Hold::Circuit
-                        },
-                    ),
+                        announced: true,
+                    } => {
+                        // As long as one answer may ask to wait: a receiver that keeps
+                        // asking cannot keep its deliveries, and fill the ledger.
+                        let credit_cap_ms = endpoint.retry.max_delay_ms();
+                        (until_ms, Hold::Pause { credit_cap_ms })
+                    }
+                    Admit::Open { until_ms, .. } => (until_ms, Hold::Circuit),
                     Admit::Full => (now + FULL_HOLD_MS, Hold::Places),
                     _ => (now + FULL_HOLD_MS, Hold::Probe),
                 };
                 self.unclaim(io, slot, &s.webhook_id, until, why);
                 match why {
-                    Hold::Circuit | Hold::Announced => self.schedule(until, slot),
+                    Hold::Circuit | Hold::Pause { .. } => self.schedule(until, slot),
                     _ => self.hold(slot),
                 }
                 return Tried::Refused;
@@ -646,7 +645,7 @@ impl Sender {
             state.give_back(sender, returned);
             state.record(sender, slot, success, now, &policy);
             if let Some(quiet_ms) = quiet_ms {
-                state.hold_off(now, now.saturating_add(quiet_ms));
+                state.hold_off(now, now.saturating_add(quiet_ms), &policy);
             }
             let paused = !was_paused && state.is_paused(now);
             let is_open = state.is_tripped();
@@ -719,10 +718,15 @@ impl Sender {
                     Hold::Places => x.waiting_since_ms = x.waiting_since_ms.or(Some(now)),
                     // The endpoint is failing: the retry window opens.
                     Hold::Circuit => x.window_from_ms = x.window_from_ms.or(Some(now)),
-                    // Opened too, so that the claim that ends the wait credits it.
-                    Hold::Announced => {
+                    // Credited now: it is not claimed again before `until`, which only a
+                    // longer pause can move.
+                    Hold::Pause { credit_cap_ms } => {
                         x.window_from_ms = x.window_from_ms.or(Some(now));
-                        x.waiting_since_ms = x.waiting_since_ms.or(Some(now));
+                        let credit = until
+                            .saturating_sub(now)
+                            .min(credit_cap_ms.saturating_sub(x.paused_ms));
+                        x.paused_ms = x.paused_ms.saturating_add(credit);
+                        x.extended_ms = x.extended_ms.saturating_add(credit);
                     }
                     Hold::Probe | Hold::Reports => {}
                 }
