@@ -6,11 +6,12 @@
 /// The marker's key.
 pub const KEY: &str = "laid-out";
 
-/// How many ledger slots and dedupe-memory buckets have their keys.
+/// How many ledger slots, dedupe-memory buckets and persisted-query buckets have their keys.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LaidOut {
     pub slots: u32,
     pub buckets: u32,
+    pub persisted: u32,
 }
 
 impl LaidOut {
@@ -20,19 +21,28 @@ impl LaidOut {
             .and_then(|b| std::str::from_utf8(b).ok())
             .unwrap_or("");
         let mut parts = text.split(' ').map(str::parse::<u32>);
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(Ok(slots)), Some(Ok(buckets)), None) => LaidOut { slots, buckets },
+        let (slots, buckets) = (parts.next(), parts.next());
+        // Earlier builds wrote no third count: their persisted-query buckets are missing.
+        let persisted = parts.next().unwrap_or(Ok(0));
+        match (slots, buckets, persisted, parts.next()) {
+            (Some(Ok(slots)), Some(Ok(buckets)), Ok(persisted), None) => LaidOut {
+                slots,
+                buckets,
+                persisted,
+            },
             _ => LaidOut::default(),
         }
     }
 
     pub fn encode(self) -> Vec<u8> {
-        format!("{} {}", self.slots, self.buckets).into_bytes()
+        format!("{} {} {}", self.slots, self.buckets, self.persisted).into_bytes()
     }
 
     /// Whether the keys `needed` calls for all exist.
     pub fn covers(self, needed: LaidOut) -> bool {
-        self.slots >= needed.slots && self.buckets >= needed.buckets
+        self.slots >= needed.slots
+            && self.buckets >= needed.buckets
+            && self.persisted >= needed.persisted
     }
 
     /// Both layouts' keys.
@@ -40,6 +50,7 @@ impl LaidOut {
         LaidOut {
             slots: self.slots.max(other.slots),
             buckets: self.buckets.max(other.buckets),
+            persisted: self.persisted.max(other.persisted),
         }
     }
 }
@@ -53,29 +64,45 @@ mod tests {
         let done = LaidOut {
             slots: 10_000,
             buckets: 4_096,
+            persisted: 256,
         };
         assert_eq!(LaidOut::decode(Some(&done.encode())), done);
         assert!(done.covers(LaidOut {
             slots: 512,
-            buckets: 4_096
+            buckets: 4_096,
+            persisted: 256,
         }));
         let larger = LaidOut {
             slots: 20_000,
             buckets: 16,
+            persisted: 0,
         };
         assert!(!done.covers(larger));
         assert_eq!(
             done.union(larger),
             LaidOut {
                 slots: 20_000,
-                buckets: 4_096
+                buckets: 4_096,
+                persisted: 256,
             }
         );
+        // An earlier build's marker: its persisted-query buckets are still to lay out.
+        let earlier = LaidOut::decode(Some(b"10000 4096"));
+        assert_eq!((earlier.slots, earlier.persisted), (10_000, 0));
+        assert!(!earlier.covers(done));
     }
 
     #[test]
     fn an_unreadable_marker_is_nothing_laid_out() {
-        for bytes in [&b""[..], b"12", b"1 2 3", b"a b", b"-1 4", b"\xff"] {
+        for bytes in [
+            &b""[..],
+            b"12",
+            b"1 2 3 4",
+            b"a b",
+            b"1 2 x",
+            b"-1 4",
+            b"\xff",
+        ] {
             assert_eq!(
                 LaidOut::decode(Some(bytes)),
                 LaidOut::default(),

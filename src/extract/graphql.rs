@@ -74,16 +74,23 @@ pub fn graphql_request_facts_recalling(
     };
     let variables = request.get("variables").and_then(Value::as_object);
     let operation = request.get("operationName").and_then(Value::as_str);
-    let query = match request.get("query") {
-        Some(query) => query.as_str(),
-        None => persisted::hash_of(&request)
-            .and_then(|hash| recall(&hash))
-            .map(Cow::Owned),
+    let (query, recalled) = match request.get("query") {
+        Some(query) => (query.as_str(), false),
+        None => {
+            let hash = persisted::hash_of(&request);
+            (hash.and_then(|hash| recall(&hash)).map(Cow::Owned), true)
+        }
     };
-    match query {
-        Some(query) => scan(&query, variables, operation.as_deref()),
-        None => RequestFacts::default(),
+    let Some(query) = query else {
+        return RequestFacts::default();
+    };
+    let mut facts = scan(&query, variables, operation.as_deref());
+    if recalled {
+        // Learning reads a registration only from a text in the request itself: whether a
+        // hash-only request is a candidate at all depends on bytes it need not contain.
+        facts.webhook_key = None;
     }
+    facts
 }
 
 /// Whether a GraphQL request body can hold a `webhook(…)` mutation: the query must spell the
@@ -897,6 +904,12 @@ mod tests {
         let unknown = br#"{"extensions":{"persistedQuery":{"sha256Hash":"h3"}}}"#;
         let facts = graphql_request_facts_recalling(unknown, &texts);
         assert_eq!(facts, RequestFacts::default());
+        let mutation = br#"{"extensions":{"persistedQuery":{"sha256Hash":"h4"}}}"#;
+        let with_webhook = |hash: &str| {
+            (hash == "h4").then(|| "mutation { webhook(createWebhookInput: {}) { id } }".into())
+        };
+        let facts = graphql_request_facts_recalling(mutation, &with_webhook);
+        assert_eq!((facts.document, facts.webhook_key), (Document::Plain, None));
         let both = br#"{"query":"{ notifications { id } }","extensions":{"persistedQuery":{"sha256Hash":"h2"}}}"#;
         let facts = graphql_request_facts_recalling(both, &texts);
         assert_eq!(facts.document, Document::Plain);

@@ -2,22 +2,34 @@
 //!
 //! Once the server has seen a query's text, a client may send the query by its SHA-256 alone.
 //! Without the text the filter cannot check aliases, so it keeps the texts it sees registered
-//! (sent with their hash) in shared data, where every worker can read them back by hash. The
-//! table is bounded: [`BUCKETS`] keys of at most [`MAX_BUCKET_BYTES`] each, most recent
-//! first, so a bucket that overflows forgets its oldest texts.
+//! (sent with their hash, and answered 2xx) in shared data, where every worker can read them
+//! back by hash. The table is bounded: [`BUCKETS`] keys of at most [`MAX_BUCKET_BYTES`] as
+//! stored, most recent first, so a bucket that overflows forgets its oldest texts.
 
-use crate::events::fnv1a64;
 use std::borrow::Cow;
 
+use crate::events::fnv1a64;
 use crate::json::{self, Object, Value};
 use crate::record::{Out, Reader};
-use crate::store::Store;
+use crate::store::{self, Store};
 
 /// Keys `apq/0` … `apq/255`.
 pub const BUCKETS: u64 = 256;
 
-/// The texts one bucket keeps, in bytes; a longer query is not kept.
+/// Every bucket's key, to create at configure time: shared data can CAS only a key that
+/// exists, and two first writes of a missing one overwrite each other.
+pub fn keys() -> impl Iterator<Item = String> {
+    (0..BUCKETS).map(bucket_key)
+}
+
+/// One bucket as stored, hashes and escapes included.
 pub const MAX_BUCKET_BYTES: usize = 16 * 1024;
+
+/// A longer query text is not kept: one registration cannot take a whole bucket.
+pub const MAX_TEXT_BYTES: usize = 8 * 1024;
+
+/// Texts one bucket keeps, however short: bounds the work of a recall.
+pub const MAX_TEXTS: usize = 16;
 
 /// What a GraphQL request body says about a persisted query.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,10 +74,11 @@ pub fn hash_of<'a>(request: &Object<'a>) -> Option<Cow<'a, str>> {
         .and_then(Value::as_str)
 }
 
-/// Keep the text a request body registers, under its hash. The hash must be the text's
+/// Keep the text a request body registers, under its hash; the caller has seen the server
+/// answer it 2xx (the server keeps only texts it could run). The hash must be the text's
 /// SHA-256 in lowercase hex, as the server requires (it refuses a mismatch): otherwise a
 /// client could file an innocent text under the hash of a query that renames keys. Whether
-/// a text was kept (false also when it was already there).
+/// a text was newly kept.
 pub fn remember(store: &dyn Store, body: &[u8]) -> bool {
     let Some(Persisted {
         hash,
@@ -74,34 +87,25 @@ pub fn remember(store: &dyn Store, body: &[u8]) -> bool {
     else {
         return false;
     };
-    if query.len() > MAX_BUCKET_BYTES || hash != sha256_hex(query.as_bytes()) {
+    if query.len() > MAX_TEXT_BYTES || hash != sha256_hex(query.as_bytes()) {
         return false;
     }
-    let key = key(&hash);
-    let mut kept = match store.get(&key) {
-        Ok(Some((bytes, _))) => decode(&bytes).unwrap_or_default(),
-        Ok(None) => Vec::new(),
-        Err(_) => return false,
-    };
-    if kept.first().is_some_and(|(h, _)| *h == hash) {
-        return false;
-    }
-    kept.retain(|(h, _)| *h != hash);
-    kept.insert(0, (hash, query));
-    let mut room = MAX_BUCKET_BYTES;
-    kept.retain(|(_, q)| match room.checked_sub(q.len()) {
-        Some(left) => {
-            room = left;
-            true
+    let kept = store::update(store, &key(&hash), |current| {
+        // A bucket not laid out is not written: that write could not be a CAS.
+        let mut kept = decode(current?).unwrap_or_default();
+        if kept.iter().any(|(h, _)| *h == hash) {
+            return None;
         }
-        None => {
-            room = 0;
-            false
+        kept.insert(0, (hash.clone(), query.clone()));
+        kept.truncate(MAX_TEXTS);
+        let mut bytes = encode(&kept);
+        while bytes.len() > MAX_BUCKET_BYTES && kept.len() > 1 {
+            kept.pop();
+            bytes = encode(&kept);
         }
+        (bytes.len() <= MAX_BUCKET_BYTES).then_some((bytes, ()))
     });
-    // Last writer wins: a text lost to a concurrent registration is registered again the
-    // next time the server asks for it.
-    store.set(&key, &encode(&kept), None).is_ok()
+    matches!(kept, Ok(Some(())))
 }
 
 /// The text registered under `hash`, if this table kept it.
@@ -114,7 +118,11 @@ pub fn recall(store: &dyn Store, hash: &str) -> Option<String> {
 }
 
 fn key(hash: &str) -> String {
-    format!("apq/{}", fnv1a64(&[hash.as_bytes()]) % BUCKETS)
+    bucket_key(fnv1a64(&[hash.as_bytes()]) % BUCKETS)
+}
+
+fn bucket_key(bucket: u64) -> String {
+    format!("apq/{bucket}")
 }
 
 /// `[["<hash>","<query>"],…]`, most recent first.
@@ -158,6 +166,15 @@ mod tests {
     use crate::store::MemStore;
     use serde_json::json;
 
+    /// A store with the buckets laid out, as `on_configure` does.
+    fn laid_out() -> MemStore {
+        let store = MemStore::new();
+        for k in keys() {
+            store.set(&k, b"[]", None).unwrap();
+        }
+        store
+    }
+
     /// Apollo's hash of a query: SHA-256 of its text, lowercase hex.
     fn registration(query: &str) -> (String, Vec<u8>) {
         let hash = sha256_hex(query.as_bytes());
@@ -175,7 +192,7 @@ mod tests {
 
     #[test]
     fn a_registered_text_is_recalled_by_its_hash_and_a_hash_only_body_names_it() {
-        let store = MemStore::new();
+        let store = laid_out();
         let query = "query { notifications { id deliveryStatus } }";
         let (hash, body) = registration(query);
         assert!(may_name(&body));
@@ -193,7 +210,7 @@ mod tests {
     /// could file an innocent text under the hash of one whose aliases rename keys.
     #[test]
     fn a_text_under_another_hash_or_in_capitals_is_not_kept() {
-        let store = MemStore::new();
+        let store = laid_out();
         let (other, _) = registration("query { notifications { s: deliveryStatus } }");
         let forged = json!({"query": "query { notifications { id } }",
                             "extensions": {"persistedQuery": {"version": 1, "sha256Hash": other}}});
@@ -209,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_full_bucket_forgets_its_oldest_texts_and_never_exceeds_its_bound() {
-        let store = MemStore::new();
+        let store = laid_out();
         let texts: Vec<String> = (0..1000)
             .map(|i| {
                 format!(
@@ -256,7 +273,7 @@ mod tests {
 
     #[test]
     fn bodies_that_name_no_persisted_query_are_not_taken_for_one() {
-        let store = MemStore::new();
+        let store = laid_out();
         for body in [
             br#"{"query":"{ notifications { id } }"}"#.as_slice(),
             br#"{"extensions":{"persistedQuery":{"sha256Hash":7}}}"#,
@@ -267,11 +284,108 @@ mod tests {
             assert!(!remember(&store, body));
         }
         assert!(!may_name(br#"{"query":"{ notifications { id } }"}"#));
+        // Buckets not laid out are not written: that write could not be a CAS.
+        let (_, body) = registration("{ notifications { deliveryStatus } }");
+        assert!(!remember(&MemStore::new(), &body));
         // A corrupt bucket is read as empty and written afresh.
         let (hash, body) = registration("{ notifications { id } }");
         store.set(&key(&hash), b"[[1]]", None).unwrap();
         assert_eq!(recall(&store, &hash), None);
         assert!(remember(&store, &body));
         assert!(recall(&store, &hash).is_some());
+    }
+
+    /// A review: the bound once counted only text bytes, so a bucket of short texts that
+    /// escape to `\u00XX` held ten times it in shared data. It counts the stored form now.
+    #[test]
+    fn a_bucket_of_short_escaped_texts_stays_within_its_bound_as_stored() {
+        let store = laid_out();
+        let alphabet: Vec<char> = (1u8..0x20)
+            .filter(|b| ![8u8, 9, 10, 12, 13].contains(b))
+            .map(char::from)
+            .collect();
+        let target = key(&sha256_hex(b"seed"));
+        let n = alphabet.len();
+        let mut filed = 0;
+        for i in 0..n * n * n {
+            let text: String = [i % n, i / n % n, i / n / n % n]
+                .iter()
+                .map(|d| alphabet[*d])
+                .collect();
+            let hash = sha256_hex(text.as_bytes());
+            if key(&hash) == target {
+                let body =
+                    json!({"query": text, "extensions": {"persistedQuery": {"sha256Hash": hash}}});
+                filed += usize::from(remember(&store, &serde_json::to_vec(&body).unwrap()));
+            }
+        }
+        let (bytes, _) = store.get(&target).unwrap().unwrap();
+        let kept = decode(&bytes).unwrap();
+        assert!(
+            filed > MAX_TEXTS,
+            "the scenario overflows the bucket: {filed}"
+        );
+        assert!(bytes.len() <= MAX_BUCKET_BYTES, "{} bytes", bytes.len());
+        assert_eq!(kept.len(), MAX_TEXTS);
+    }
+
+    /// A review: registrations by two workers into one bucket at once keep both texts (a
+    /// write that lost the race reads again).
+    #[test]
+    fn concurrent_registrations_in_one_bucket_are_both_kept() {
+        use crate::store::{Cas, StoreError};
+        use std::cell::RefCell;
+        struct Racy<'a> {
+            inner: &'a MemStore,
+            meanwhile: RefCell<Option<Vec<u8>>>,
+        }
+        impl Store for Racy<'_> {
+            fn get(&self, k: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+                let read = self.inner.get(k);
+                if let Some(other) = self.meanwhile.borrow_mut().take() {
+                    assert!(remember(self.inner, &other)); // another worker, in between
+                }
+                read
+            }
+            fn set(&self, k: &str, v: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
+                self.inner.set(k, v, cas)
+            }
+        }
+        let a = "query A { notifications { notifications { id } } }";
+        let (ha, body_a) = registration(a);
+        let b = (0..)
+            .map(|i| format!("query B{i} {{ notifications {{ notifications {{ id }} }} }}"))
+            .find(|t| key(&sha256_hex(t.as_bytes())) == key(&ha))
+            .unwrap();
+        let (hb, body_b) = registration(&b);
+        let inner = laid_out();
+        let racy = Racy {
+            inner: &inner,
+            meanwhile: RefCell::new(Some(body_b)),
+        };
+        assert!(remember(&racy, &body_a));
+        assert_eq!(recall(&inner, &ha).as_deref(), Some(a));
+        assert_eq!(
+            recall(&inner, &hb).as_deref(),
+            Some(b.as_str()),
+            "B was lost"
+        );
+    }
+
+    /// A text already kept is not kept again (nor counted), wherever it sits in its bucket.
+    #[test]
+    fn a_text_kept_anywhere_in_its_bucket_is_not_kept_twice() {
+        let store = laid_out();
+        let a = "query A { notifications { id } }";
+        let (ha, body_a) = registration(a);
+        let b = (0..)
+            .map(|i| format!("query B{i} {{ notifications {{ id }} }}"))
+            .find(|t| key(&sha256_hex(t.as_bytes())) == key(&ha))
+            .unwrap();
+        assert!(remember(&store, &body_a));
+        assert!(remember(&store, &registration(&b).1));
+        assert!(!remember(&store, &body_a));
+        let (bytes, _) = store.get(&key(&ha)).unwrap().unwrap();
+        assert_eq!(decode(&bytes).unwrap().len(), 2);
     }
 }

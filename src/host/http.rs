@@ -52,6 +52,9 @@ pub struct Watch {
     /// is dropped and no more is.
     request_gap: bool,
     head: Head,
+    /// The request registers a persisted query, and its answer was skipped: `request` is
+    /// kept for `on_log` to keep its text.
+    persist: bool,
     method: String,
     path: String,
     request: Vec<u8>,
@@ -71,6 +74,7 @@ impl Watch {
             request_complete: false,
             request_gap: false,
             head: Head::Awaited,
+            persist: false,
             method: String::new(),
             path: String::new(),
             request: Vec::new(),
@@ -101,8 +105,34 @@ impl Watch {
     /// Stop reading this response, counting why.
     fn skip(&mut self, why: Metric) {
         self.shared.metrics.add(why, 1);
+        // A registration's text matters whatever its answer: Apollo's server will not send
+        // it again while it remembers it. Its bytes stay held until the stream ends.
+        self.persist = self.names_persisted();
         self.kind = None;
-        self.let_go();
+        if self.persist {
+            self.body = Body::Empty;
+        } else {
+            self.let_go();
+        }
+    }
+
+    /// The whole request is a GraphQL call that may send a persisted query's text.
+    fn names_persisted(&self) -> bool {
+        self.kind == Some(WatchKind::Graphql)
+            && self.request_complete
+            && persisted::may_name(&self.request)
+    }
+
+    /// Keep the text of a persisted query the server took (answered 2xx), so that later
+    /// requests sending its hash alone can be read.
+    fn keep_persisted_text(&self) {
+        if !(self.persist || self.names_persisted()) {
+            return;
+        }
+        let taken = response_code().is_some_and(|code| (200..300).contains(&code));
+        if taken && persisted::remember(&SharedData, &self.request) {
+            self.shared.metrics.add(Metric::PersistedQueriesKept, 1);
+        }
     }
 
     /// Read the response headers (learning's path) and follow their plan.
@@ -197,15 +227,6 @@ impl Watch {
         };
         if self.head == Head::Awaited {
             return; // the stream ended before a response: nothing to read
-        }
-        // A persisted query's text, sent with its hash once the server asks for it: kept
-        // whatever the answer, as later polls will send only the hash.
-        let graphql = kind == WatchKind::Graphql && self.request_complete;
-        if graphql
-            && persisted::may_name(&self.request)
-            && persisted::remember(&SharedData, &self.request)
-        {
-            self.shared.metrics.add(Metric::PersistedQueriesKept, 1);
         }
         let body = std::mem::take(&mut self.body);
         if !self.registration {
@@ -430,6 +451,7 @@ impl HttpContext for Watch {
     }
 
     fn on_log(&mut self) {
+        self.keep_persisted_text();
         self.read_response();
         self.let_go();
     }

@@ -18,6 +18,7 @@ use crate::delivery::outcome::{envoy_local_reply, AttemptResponse, LOCAL_REPLY_M
 use crate::delivery::peers::{self, Rotation, PEERS_KEY};
 use crate::delivery::sender::{Dispatch, Io, Sender};
 use crate::events::{Memory, RecentResponses};
+use crate::extract::persisted;
 use crate::layout::{self, LaidOut};
 use crate::learn::Registry;
 
@@ -422,6 +423,7 @@ fn lay_out(max_pending: u32, memory: &Memory, context_id: u32) {
     let needed = LaidOut {
         slots: ledger.slots(),
         buckets: memory.buckets(),
+        persisted: persisted::BUCKETS as u32,
     };
     let done = LaidOut::decode(
         hostcalls::get_shared_data(layout::KEY)
@@ -437,6 +439,9 @@ fn lay_out(max_pending: u32, memory: &Memory, context_id: u32) {
     }
     for key in memory.keys() {
         ensure(&key, b"");
+    }
+    for key in persisted::keys() {
+        ensure(&key, b"[]");
     }
     let marker = done.union(needed).encode();
     if hostcalls::set_shared_data(layout::KEY, Some(&marker), None).is_err() {

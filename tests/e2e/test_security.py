@@ -719,6 +719,77 @@ def test_a_persisted_query_sent_by_hash_is_read_once_its_text_was_seen(osmox, ma
     assert ids_statuses(got)[2] == (6003, 5), "the forged registration's own answer, read with its own text"
 
 
+def test_a_persisted_registration_whose_answer_is_skipped_is_still_kept(osmox, make_receiver, make_envoy,
+                                                                     filter_wasm):
+    """A review: a registration's text is kept even when its own answer is skipped (too
+    large here; equally a full VM buffer under load, a compressed answer): the server will
+    not ask this client for the text again, so every later hash-only poll would be unread."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS,
+                        watch={"graphqlPaths": ["/graphql"], "restPathPrefixes": ["/notifications"],
+                               "maxBodyBytes": 1024})
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    query = "query Poll { notifications { notifications { id providerId deliveryStatus updatedOn data } } }"
+    digest = hashlib.sha256(query.encode()).hexdigest()
+    by_hash = {"extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}}
+
+    def page(id_, status, at, pad=0):
+        row = {"id": id_, "providerId": 7, "deliveryStatus": status, "updatedOn": at, "data": {"pad": "p" * pad}}
+        return osmox.set_json("POST", "/graphql", {"data": {"notifications": {"notifications": [row]}}})
+
+    # The registration's answer happens to be large (skipped: that is fine)...
+    sent = page(7001, 5, "2026-04-20T09:15:01.000Z", pad=2000)
+    r = envoy.client.post("/graphql", {"query": query, **by_hash})
+    assert r.status == 200 and r.body == sent
+    envoy.wait_metric("bodies_skipped_too_large", 1, timeout=EXPECT_S)
+    # ...but later, small answers to the same query sent by hash should be read.
+    sent = page(7002, 5, "2026-04-20T09:16:01.000Z")
+    r = envoy.client.post("/graphql", by_hash)
+    assert r.status == 200 and r.body == sent
+    assert envoy.metric("persisted_queries_kept") == 1, (
+        f"text not kept; bodies_skipped_no_query={envoy.metric('bodies_skipped_no_query')}")
+    crm.wait_for(1, EXPECT_S)
+    assert ids_statuses(assert_no_more(crm, 1)) == [(7002, 5)]
+
+
+def test_a_hash_only_registration_is_not_learned(osmox, make_receiver, make_envoy, filter_wasm):
+    """A review: learning reads a registration only from a text in the request itself. A
+    hash-only `webhook(...)` mutation was learned from the kept text when its body happened to
+    hold the bytes `webhook` (here in the URL variable), and not otherwise."""
+    a, b = make_receiver("A"), make_receiver("B")
+    envoy = start_learning(make_envoy, osmox)
+    text = ("mutation R($u: String!) { webhook(createWebhookInput: {providerId: 1, webhookUrl: $u}) "
+            "{ id providerId webhookUrl status } }")
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    ext = {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+    url_a, url_b = a.url("/osmox/status"), b.url("/osmox/webhook")
+    sent = osmox.set_json("POST", "/graphql", register_answer(3, 1, url_a))
+    r = envoy.client.post("/graphql", {"query": text, "variables": {"u": url_a}, "extensions": ext})
+    assert r.status == 200 and r.body == sent
+    envoy.wait_metric("registrations_learned", 1, timeout=EXPECT_S)
+    assert envoy.metric("persisted_queries_kept") == 1
+    # The same mutation by hash alone, for another URL.
+    sent = osmox.set_json("POST", "/graphql", register_answer(4, 1, url_b))
+    r = envoy.client.post("/graphql", {"variables": {"u": url_b}, "extensions": ext})
+    assert r.status == 200 and r.body == sent
+    b.settle(1.0)
+    assert envoy.metric("registrations_learned") == 1, "a hash-only registration was learned"
+
+
+def test_a_persisted_text_the_server_refused_is_not_kept(osmox, make_receiver, make_envoy, filter_wasm):
+    """A review: Apollo Server keeps a persisted query's text only once it parsed and
+    validated; so does the filter (here a 400 to a text of control characters)."""
+    crm = make_receiver("crm")
+    envoy = start(make_envoy, osmox, filter_config([endpoint("crm", crm)], tick_ms=TICK_MS), {"crm": crm})
+    junk = "\x01\x02\x03\x04"
+    digest = hashlib.sha256(junk.encode()).hexdigest()
+    osmox.set_json("POST", "/graphql", {"errors": [{"message": "Syntax Error: Unexpected character"}]}, status=400)
+    r = envoy.client.post("/graphql", {"query": junk, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}})
+    assert r.status == 400
+    crm.settle(0.5)
+    assert envoy.metric("persisted_queries_kept") == 0
+
+
 def test_graphql_requests_osmox_may_read_otherwise_are_not_read(osmox, make_receiver, make_envoy, filter_wasm):
     """A second review: OsmoX's server also reads a form-encoded body (`query` from a pair the
     JSON reading hides in a string), a GET's query string, any `utf-*` charset and compressed
