@@ -2505,3 +2505,99 @@ fn endless_pauses_do_not_fill_the_ledger_a_healthy_endpoint_shares() {
         "every notification reached the healthy endpoint"
     );
 }
+
+/// A review: a configuration that moves the endpoint lifts the pause its old receiver asked
+/// for, for the deliveries that pause already held too: they are looked at again every
+/// `openMs` (30 s here), not only when the old receiver's pause would have ended.
+#[test]
+fn a_moved_endpoint_soon_sends_what_the_old_pause_held() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    w.reply(0, w.last().token, 503, Some("60"));
+    w.now += 1_000;
+    w.observe(0, &[note(2, DeliveryStatus::Failed, A)]);
+    assert_eq!(w.sent().len(), 1, "held by the pause");
+    let moved = ONE_ENDPOINT.replace("/in?x=1", "/v2/in");
+    w.config = Config::from_json(moved.as_bytes(), &|_| None).unwrap();
+    let to_new = |w: &World| {
+        w.sent()
+            .iter()
+            .filter(|s| s.header(":path") == Some("/v2/in"))
+            .count()
+    };
+    w.observe(0, &[note(3, DeliveryStatus::Failed, A)]);
+    assert_eq!(
+        to_new(&w),
+        1,
+        "a new delivery goes to the moved endpoint at once"
+    );
+    let mut went = None;
+    for sec in 1..=60 {
+        w.now += 1_000;
+        w.sweep();
+        if to_new(&w) == 2 {
+            went = Some(sec);
+            break;
+        }
+    }
+    let went = went.expect("the held delivery reached the moved endpoint");
+    assert!(went <= 31, "{went} s after the move");
+}
+
+/// A review: a delivery held by pause after pause, never sent, ends within its window plus
+/// `maxDelayMs` of credited pauses plus one `openMs` (when it is looked at again). Here the
+/// window (schedule 6+12+24+48+60+60+60 s at full jitter, and 8 timeouts of 15 s) is 390 s,
+/// `maxDelayMs` 60 s and `openMs` 5 s: 455 s, and a tick.
+#[test]
+fn a_delivery_held_by_pauses_ends_within_its_window_max_delay_and_open_ms() {
+    use osmox_webhook_filter::delivery::ledger::Record;
+    let json = r#"{"endpoints": [{"name": "crm", "url": "http://h/a", "cluster": "c",
+        "maxInFlight": 1, "timeoutMs": 15000, "retry": {"maxDelayMs": 60000},
+        "circuitBreaker": {"openMs": 5000}}],
+      "deadLetter": {"url": "http://dlq.local/dead", "cluster": "dlq"},
+      "limits": {"maxPending": 64, "maxRemembered": 8192}}"#;
+    let mut w = World::new(json, 1);
+    let ledger = Ledger::new(64);
+    let ns: Vec<_> = (1..=40)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &ns);
+    let mut answered = 0;
+    let mut opened = std::collections::HashMap::new();
+    let mut worst_unsent = 0u64;
+    for _ in 0..3600 {
+        for slot in 0..64 {
+            if let Ok(Record::Used(s)) = ledger.read(&w.store, slot) {
+                if let Some(c) = s.window_from_ms {
+                    opened.insert(s.webhook_id.clone(), c);
+                }
+            }
+        }
+        let sent = w.sent();
+        for s in &sent[answered..] {
+            if s.cluster == "dlq" {
+                let r: serde_json::Value = serde_json::from_str(&s.body).unwrap();
+                if r["attemptCount"] == 0 {
+                    let id = r["webhookId"].as_str().unwrap();
+                    worst_unsent = worst_unsent.max(w.now - opened[id]);
+                }
+                w.reply(0, s.token, 200, None);
+            } else {
+                w.reply(0, s.token, 503, Some("60"));
+            }
+        }
+        answered = sent.len();
+        w.now += 1000;
+        w.tick(0);
+        if w.m(Metric::Pending) == 0 {
+            break;
+        }
+    }
+    assert_eq!(w.m(Metric::Pending), 0);
+    assert!(worst_unsent > 0, "some delivery ended unsent");
+    assert!(
+        worst_unsent <= 456_000,
+        "a never-sent delivery ended {} s after its window opened",
+        worst_unsent / 1000
+    );
+}

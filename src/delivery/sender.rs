@@ -461,10 +461,13 @@ impl Sender {
                         until_ms,
                         announced: true,
                     } => {
+                        // Looked at again every `openMs`, as an open circuit is: a
+                        // configuration that moves the endpoint lifts the pause.
+                        let until = until_ms.min(now.saturating_add(endpoint.circuit.open_ms));
                         // As long as one answer may ask to wait: a receiver that keeps
                         // asking cannot keep its deliveries, and fill the ledger.
                         let credit_cap_ms = endpoint.retry.max_delay_ms();
-                        (until_ms, Hold::Pause { credit_cap_ms })
+                        (until, Hold::Pause { credit_cap_ms })
                     }
                     Admit::Open { until_ms, .. } => (until_ms, Hold::Circuit),
                     Admit::Full => (now + FULL_HOLD_MS, Hold::Places),
@@ -718,8 +721,7 @@ impl Sender {
                     Hold::Places => x.waiting_since_ms = x.waiting_since_ms.or(Some(now)),
                     // The endpoint is failing: the retry window opens.
                     Hold::Circuit => x.window_from_ms = x.window_from_ms.or(Some(now)),
-                    // Credited now: it is not claimed again before `until`, which only a
-                    // longer pause can move.
+                    // Credited now: it is not claimed again before `until`.
                     Hold::Pause { credit_cap_ms } => {
                         x.window_from_ms = x.window_from_ms.or(Some(now));
                         let credit = until

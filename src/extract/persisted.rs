@@ -44,10 +44,22 @@ pub struct Persisted {
 /// persisted query. A body spelling the key with escapes is missed, and its query is then
 /// not kept: the safe side, as its answers are skipped rather than misread.
 pub fn may_name(body: &[u8]) -> bool {
-    const NEEDLE: &[u8] = b"sha256Hash";
+    contains(body, b"sha256Hash")
+}
+
+/// `may_name`, and the body may also carry a query text: a registration, not a poll that
+/// sends the hash alone (those are spared the parse).
+pub fn may_register(body: &[u8]) -> bool {
+    may_name(body) && contains(body, b"\"query\"")
+}
+
+fn contains(body: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else {
+        return true;
+    };
     body.iter()
         .enumerate()
-        .any(|(i, b)| *b == b's' && body.get(i..i + NEEDLE.len()) == Some(NEEDLE))
+        .any(|(i, b)| *b == first && body.get(i..i + needle.len()) == Some(needle))
 }
 
 /// The persisted query a request body names, if it names one.
@@ -195,13 +207,15 @@ mod tests {
         let store = laid_out();
         let query = "query { notifications { id deliveryStatus } }";
         let (hash, body) = registration(query);
-        assert!(may_name(&body));
+        assert!(may_name(&body) && may_register(&body));
         assert!(remember(&store, &body));
         assert!(!remember(&store, &body), "kept once");
         assert_eq!(recall(&store, &hash).as_deref(), Some(query));
         let hash_only =
             json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}});
-        let named = persisted(&serde_json::to_vec(&hash_only).unwrap()).unwrap();
+        let hash_only = serde_json::to_vec(&hash_only).unwrap();
+        assert!(may_name(&hash_only) && !may_register(&hash_only));
+        let named = persisted(&hash_only).unwrap();
         assert_eq!((named.hash, named.query), (hash, None));
         assert_eq!(recall(&store, &"0".repeat(64)), None);
     }

@@ -109,18 +109,21 @@ impl Watch {
         // it again while it remembers it. Its bytes stay held until the stream ends.
         self.persist = self.names_persisted();
         self.kind = None;
-        if self.persist {
-            self.body = Body::Empty;
-        } else {
+        if !self.persist {
             self.let_go();
+            return;
         }
+        let body_bytes = self.held.saturating_sub(self.request.len());
+        self.body = Body::Empty;
+        BUFFERED.with(|b| b.give_back(body_bytes));
+        self.held -= body_bytes;
     }
 
-    /// The whole request is a GraphQL call that may send a persisted query's text.
+    /// The whole request is a GraphQL call that may register a persisted query's text.
     fn names_persisted(&self) -> bool {
         self.kind == Some(WatchKind::Graphql)
             && self.request_complete
-            && persisted::may_name(&self.request)
+            && persisted::may_register(&self.request)
     }
 
     /// Keep the text of a persisted query the server took (answered 2xx), so that later

@@ -805,3 +805,49 @@ def test_the_shipped_config_delivers_signed_webhooks(osmox, make_receiver, tmp_p
         assert_no_more(rcv, 7)
     finally:
         envoy.stop()
+
+
+def test_a_skipped_persisted_registration_gives_its_body_bytes_back(osmox, make_receiver, make_envoy, filter_wasm):
+    """A review: when a request registering a persisted query has its answer skipped, the
+    request is kept (its text matters) but the copied body is dropped, and its bytes must go
+    back to the VM-wide budget at once. Registrations whose answers are still streaming
+    (compressed here, so skipped at their first chunk) must not make an ordinary poll's answer
+    be skipped as buffer-full while the VM holds almost nothing."""
+    from harness import StubResponse, wait_until
+    crm = make_receiver("crm")
+    mib = 1 << 20
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS,
+                        watch={"graphqlPaths": ["/graphql"], "restPathPrefixes": ["/notifications"],
+                               "maxBodyBytes": mib - 64 * 1024, "maxBufferedBytes": mib})
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm}, concurrency=1)  # one VM, one budget
+    release = threading.Event()
+    compressed = b"\x1f\x8b" + os.urandom(512 * 1024)
+    small_row = dict(graphql_rows()[0], id=990003, deliveryStatus=5)
+    small_row["data"] = {"pad": "q" * (900 * 1024)}
+    small = json.dumps(graphql_body([small_row])).encode()
+
+    def answer(req):
+        if b"sha256Hash" in req.body:
+            return StubResponse(200, [("content-type", "application/json"), ("content-encoding", "gzip")],
+                                compressed, hold=release)
+        return StubResponse(200, [("content-type", "application/json")], small)
+
+    osmox.set_handler("POST", "/graphql", answer)
+    registration = {"query": "{ notifications { notifications { id } } }",
+                    "extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab" * 32}}}
+    streams = 8
+    with concurrent.futures.ThreadPoolExecutor(streams) as pool:
+        try:
+            held = [pool.submit(envoy.client.post, "/graphql", registration, timeout=40) for _ in range(streams)]
+            wait_until(lambda: envoy.metric("bodies_skipped_encoded")
+                       + envoy.metric("bodies_skipped_buffer_full") >= streams, EXPECT_S)
+            full_before = envoy.metric("bodies_skipped_buffer_full")
+            r = poll_graphql(envoy)
+            assert r.body == small
+            crm.settle(1.0)
+            full_after = envoy.metric("bodies_skipped_buffer_full")
+            assert (full_before, full_after, crm.count()) == (0, 0, 1), (
+                "skipped answers that hold no bytes still fill the VM's budget")
+        finally:
+            release.set()
+        assert all(a.result(timeout=40).body == compressed for a in held)
