@@ -3,6 +3,8 @@
 //! each of a million keys again in every worker's VM, on every configuration update, froze
 //! Envoy's threads for seconds. One marker says how far earlier VMs got.
 
+use crate::extract::persisted;
+
 /// The marker's key.
 pub const KEY: &str = "laid-out";
 
@@ -15,6 +17,16 @@ pub struct LaidOut {
 }
 
 impl LaidOut {
+    /// What a configuration needs: its ledger's slots, its dedupe memory's buckets, and every
+    /// persisted-query bucket (a fixed table, laid out whatever the configuration).
+    pub fn needed(slots: u32, buckets: u32) -> LaidOut {
+        LaidOut {
+            slots,
+            buckets,
+            persisted: u32::try_from(persisted::BUCKETS).unwrap_or(u32::MAX),
+        }
+    }
+
     /// The marker as stored; anything unreadable is nothing laid out, so keys are checked.
     pub fn decode(bytes: Option<&[u8]>) -> LaidOut {
         let text = bytes
@@ -86,10 +98,12 @@ mod tests {
                 persisted: 256,
             }
         );
-        // An earlier build's marker: its persisted-query buckets are still to lay out.
+        // An earlier build's marker: its persisted-query buckets are still to lay out, for
+        // the same configuration (an upgrade in place keeps shared data).
         let earlier = LaidOut::decode(Some(b"10000 4096"));
         assert_eq!((earlier.slots, earlier.persisted), (10_000, 0));
-        assert!(!earlier.covers(done));
+        assert!(!earlier.covers(LaidOut::needed(10_000, 4_096)));
+        assert!(done.covers(LaidOut::needed(10_000, 4_096)));
     }
 
     #[test]

@@ -2601,3 +2601,139 @@ fn a_delivery_held_by_pauses_ends_within_its_window_max_delay_and_open_ms() {
         worst_unsent / 1000
     );
 }
+
+// A mutation review: behaviours of the Retry-After pause the suite left unpinned.
+
+/// A success that comes back after a pause began (a reply to an attempt sent before it)
+/// must not let the sender send on spare places it keeps without asking the record: nothing
+/// goes to a paused endpoint until the pause ends. Kills `is_clean` ignoring the pause.
+#[test]
+fn replies_to_earlier_attempts_do_not_let_spare_places_send_into_a_pause() {
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 64, "headers""#);
+    let w = World::new(&json, 1);
+    let ns: Vec<_> = (1..=3)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &ns);
+    let sent = w.sent();
+    assert_eq!(sent.len(), 3);
+    w.reply(0, sent[0].token, 503, Some("3600"));
+    w.reply(0, sent[1].token, 200, None);
+    w.reply(0, sent[2].token, 200, None);
+    w.observe(0, &[note(4, DeliveryStatus::Success, A)]);
+    w.tick(0);
+    let to_crm = w
+        .sent()
+        .iter()
+        .filter(|s| s.cluster == "webhook_crm")
+        .count();
+    assert_eq!(to_crm, 3, "a webhook went out during the pause");
+}
+
+/// A receiver cannot silence its endpoint for longer than `maxDelayMs`, whatever its
+/// `Retry-After` asks: the held delivery goes once that has passed. Kills the missing cap.
+#[test]
+fn a_pause_lasts_no_longer_than_max_delay() {
+    let mut w = World::new(
+        &OUTAGE.replace(" MORE", r#", "retry": {"maxDelayMs": 60000, "jitter": 0}"#),
+        1,
+    );
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 503, Some("3600"));
+    w.observe(0, &[note(2, DeliveryStatus::Success, A)]);
+    for _ in 0..59 {
+        w.now += 1000;
+        w.tick(0);
+    }
+    assert_eq!(w.sent().len(), 1, "sent before the pause ended");
+    for _ in 0..5 {
+        w.now += 1000;
+        w.tick(0);
+    }
+    assert_eq!(w.sent().len(), 3, "the pause outlived maxDelayMs");
+}
+
+/// A delivery held through an hour's pause has not spent its retry window on it: when the
+/// first attempt after the pause fails, it is retried, not expired. Kills a pause held as
+/// an open circuit (no credit) and a credit that does not reach `extended_ms`.
+#[test]
+fn a_delivery_held_through_a_long_pause_is_still_retried_after_it() {
+    let mut w = World::new(&OUTAGE.replace(" MORE", ""), 1);
+    let pause_ends = w.now + 3_600_000;
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 503, Some("3600"));
+    w.now += 1000;
+    w.observe(0, &[note(2, DeliveryStatus::Success, A)]);
+    let (mut answered, mut failed_after) = (1, 0);
+    for _ in 0..2 * 3600 {
+        let sent = w.sent();
+        for s in &sent[answered..] {
+            if s.cluster == "dlq" {
+                w.reply(0, s.token, 200, None);
+            } else if w.now < pause_ends {
+                panic!("sent during the pause");
+            } else if failed_after < 2 {
+                failed_after += 1;
+                w.reply(0, s.token, 500, None);
+            } else {
+                w.reply(0, s.token, 200, None);
+            }
+        }
+        answered = sent.len();
+        if w.m(Metric::Pending) == 0 {
+            break;
+        }
+        w.now += 1000;
+        w.tick(0);
+    }
+    assert_eq!(failed_after, 2);
+    assert_eq!(w.m(Metric::DeliveriesExpired), 0, "{:?}", reports(&w));
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 2);
+}
+
+/// A short pause widens the windows of the deliveries it held by about as long as it
+/// lasted, not by the most a pause may ask (`maxDelayMs`, an hour here): when the endpoint
+/// then fails outright, they end within their window plus the pause. Kills a credit of the
+/// whole cap, and a paused delivery re-credited each time a place frees.
+#[test]
+fn a_short_pause_widens_held_windows_by_no_more_than_it_lasted() {
+    let mut w = World::new(
+        r#"{"endpoints": [{"name": "crm", "url": "http://h/a", "cluster": "c"}],
+            "deadLetter": {"url": "http://dlq.local/dead", "cluster": "dlq"},
+            "limits": {"maxPending": 1024, "maxRemembered": 1024}}"#,
+        1,
+    );
+    let window = 762_000 + 8 * 15_000;
+    let taken_in = w.now;
+    let ns: Vec<_> = (1..=50)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &ns);
+    let (mut answered, mut asked) = (0, false);
+    let mut over_at = None;
+    for _ in 0..3 * 3600 {
+        let sent = w.sent();
+        for s in &sent[answered..] {
+            if s.cluster == "dlq" {
+                w.reply(0, s.token, 200, None);
+            } else if !asked {
+                asked = true;
+                w.reply(0, s.token, 503, Some("60"));
+            } else {
+                w.reply(0, s.token, 503, None);
+            }
+        }
+        answered = sent.len();
+        if w.m(Metric::Pending) == 0 {
+            over_at = Some(w.now - taken_in);
+            break;
+        }
+        w.now += 1000;
+        w.tick(0);
+    }
+    let over_at = over_at.expect("deliveries still held after 3 hours");
+    assert!(
+        over_at <= window + 60_000 + 31_000,
+        "over {over_at} ms after taken in"
+    );
+}

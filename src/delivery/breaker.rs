@@ -779,4 +779,18 @@ mod tests {
             "one at a time once a failure is counted"
         );
     }
+
+    /// Mutation review: a pause the configuration's new target asks for is not lengthened by
+    /// the one its old target asked for.
+    #[test]
+    fn a_pause_asked_at_a_new_target_is_not_lengthened_by_the_old_one() {
+        let mut s = EndpointState::default();
+        s.hold_off(0, 3_600_000, &POLICY);
+        let moved = BreakerPolicy {
+            target: 8,
+            ..POLICY
+        };
+        s.hold_off(1_000, 6_000, &moved);
+        assert!(s.is_paused(5_999) && !s.is_paused(6_000));
+    }
 }

@@ -402,4 +402,46 @@ mod tests {
         let (bytes, _) = store.get(&key(&ha)).unwrap().unwrap();
         assert_eq!(decode(&bytes).unwrap().len(), 2);
     }
+
+    /// Mutation review: the 8 KiB bound on a text holds on its own, below the bucket bound.
+    #[test]
+    fn a_text_over_max_text_bytes_is_not_kept() {
+        let store = laid_out();
+        let q = "query { notifications { id } } #";
+        let long = format!("{q}{}", "x".repeat(MAX_TEXT_BYTES));
+        assert!(long.len() > MAX_TEXT_BYTES && long.len() + 200 < MAX_BUCKET_BYTES);
+        assert!(!remember(&store, &registration(&long).1));
+        let fits = format!("{q}{}", "x".repeat(MAX_TEXT_BYTES - q.len()));
+        assert!(remember(&store, &registration(&fits).1));
+    }
+
+    /// Mutation review: a text within 8 KiB whose stored form (quotes escaped) exceeds a
+    /// bucket is not kept, and the bucket stays within its bound.
+    #[test]
+    fn a_text_whose_stored_form_exceeds_a_bucket_is_not_kept() {
+        let store = laid_out();
+        let q = "{ notifications { id } } #";
+        let text = format!("{q}{}", "\"".repeat(MAX_TEXT_BYTES - q.len() - 6));
+        assert!(text.len() <= MAX_TEXT_BYTES);
+        let (hash, body) = registration(&text);
+        assert!(!remember(&store, &body));
+        let (bytes, _) = store.get(&key(&hash)).unwrap().unwrap();
+        assert!(bytes.len() <= MAX_BUCKET_BYTES, "{} bytes", bytes.len());
+    }
+
+    /// Mutation review: texts spread over all the buckets, so the table keeps far more than
+    /// one bucket's `MAX_TEXTS`.
+    #[test]
+    fn the_table_keeps_more_texts_than_one_bucket_holds() {
+        let store = laid_out();
+        let regs: Vec<_> = (0..4 * MAX_TEXTS)
+            .map(|i| registration(&format!("query Q{i} {{ notifications {{ id }} }}")))
+            .collect();
+        for (_, body) in &regs {
+            assert!(remember(&store, body));
+        }
+        for (hash, _) in &regs {
+            assert!(recall(&store, hash).is_some(), "{hash} forgotten");
+        }
+    }
 }

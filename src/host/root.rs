@@ -420,11 +420,7 @@ impl Context for Root {
 /// that exist), unless the marker says an earlier VM under this `vm_id` did.
 fn lay_out(max_pending: u32, memory: &Memory, context_id: u32) {
     let ledger = Ledger::new(max_pending);
-    let needed = LaidOut {
-        slots: ledger.slots(),
-        buckets: memory.buckets(),
-        persisted: persisted::BUCKETS as u32,
-    };
+    let needed = LaidOut::needed(ledger.slots(), memory.buckets());
     let done = LaidOut::decode(
         hostcalls::get_shared_data(layout::KEY)
             .ok()
