@@ -2023,35 +2023,8 @@ fn a_state_come_back_to_goes_out_under_a_new_webhook_id() {
 /// endpoint cannot keep them, and fill the ledger all endpoints share, for hours.
 #[test]
 fn an_open_circuit_holds_deliveries_no_longer_than_their_retry_window() {
-    let mut w = World::new(
-        r#"{"endpoints": [{"name": "crm", "url": "http://h/a", "cluster": "c"}],
-            "deadLetter": {"url": "http://dlq.local/dead", "cluster": "dlq"},
-            "limits": {"maxPending": 1024, "maxRemembered": 1024}}"#,
-        1,
-    );
     let window = 762_000 + 8 * 15_000;
-    let taken_in = w.now;
-    let ns: Vec<_> = (1..=50)
-        .map(|i| note(i, DeliveryStatus::Success, A))
-        .collect();
-    w.observe(0, &ns);
-    let mut answered = 0;
-    let mut over_at = None;
-    for _ in 0..3 * 3600 {
-        let sent = w.sent();
-        for s in &sent[answered..] {
-            w.reply(0, s.token, if s.cluster == "dlq" { 200 } else { 503 }, None);
-        }
-        answered = sent.len();
-        let elapsed = w.now - taken_in;
-        if w.m(Metric::Pending) == 0 {
-            over_at = Some(elapsed);
-            break;
-        }
-        w.now += 1000;
-        w.tick(0);
-    }
-    let over_at = over_at.expect("deliveries still held after 3 hours");
+    let (w, over_at) = fifty_to_a_failing_endpoint(|| (503, None));
     // The last refusal after the window comes within one `openMs` (30 s), and a tick.
     assert!(
         over_at <= window + 31_000,
@@ -2074,6 +2047,46 @@ fn an_open_circuit_holds_deliveries_no_longer_than_their_retry_window() {
         .filter(|r| r.body.contains(r#""reason":"expired""#))
         .count();
     assert_eq!(expired_reports as i64, expired);
+}
+
+/// 50 deliveries to an endpoint that fails every attempt (`failure` gives each answer's
+/// status and `Retry-After`), with a dead-letter receiver that takes every report: the world
+/// after, and how long until none was pending.
+fn fifty_to_a_failing_endpoint(
+    mut failure: impl FnMut() -> (u16, Option<&'static str>),
+) -> (World, u64) {
+    let mut w = World::new(
+        r#"{"endpoints": [{"name": "crm", "url": "http://h/a", "cluster": "c"}],
+            "deadLetter": {"url": "http://dlq.local/dead", "cluster": "dlq"},
+            "limits": {"maxPending": 1024, "maxRemembered": 1024}}"#,
+        1,
+    );
+    let taken_in = w.now;
+    let ns: Vec<_> = (1..=50)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &ns);
+    let mut answered = 0;
+    for _ in 0..3 * 3600 {
+        let sent = w.sent();
+        for s in &sent[answered..] {
+            match s.cluster.as_str() {
+                "dlq" => w.reply(0, s.token, 200, None),
+                _ => {
+                    let (status, retry_after) = failure();
+                    w.reply(0, s.token, status, retry_after);
+                }
+            }
+        }
+        answered = sent.len();
+        if w.m(Metric::Pending) == 0 {
+            let over_at = w.now - taken_in;
+            return (w, over_at);
+        }
+        w.now += 1000;
+        w.tick(0);
+    }
+    panic!("deliveries still held after 3 hours");
 }
 
 /// Shared data may hold what this build never writes (another version's record, or a
@@ -2697,41 +2710,12 @@ fn a_delivery_held_through_a_long_pause_is_still_retried_after_it() {
 /// whole cap, and a paused delivery re-credited each time a place frees.
 #[test]
 fn a_short_pause_widens_held_windows_by_no_more_than_it_lasted() {
-    let mut w = World::new(
-        r#"{"endpoints": [{"name": "crm", "url": "http://h/a", "cluster": "c"}],
-            "deadLetter": {"url": "http://dlq.local/dead", "cluster": "dlq"},
-            "limits": {"maxPending": 1024, "maxRemembered": 1024}}"#,
-        1,
-    );
     let window = 762_000 + 8 * 15_000;
-    let taken_in = w.now;
-    let ns: Vec<_> = (1..=50)
-        .map(|i| note(i, DeliveryStatus::Success, A))
-        .collect();
-    w.observe(0, &ns);
-    let (mut answered, mut asked) = (0, false);
-    let mut over_at = None;
-    for _ in 0..3 * 3600 {
-        let sent = w.sent();
-        for s in &sent[answered..] {
-            if s.cluster == "dlq" {
-                w.reply(0, s.token, 200, None);
-            } else if !asked {
-                asked = true;
-                w.reply(0, s.token, 503, Some("60"));
-            } else {
-                w.reply(0, s.token, 503, None);
-            }
-        }
-        answered = sent.len();
-        if w.m(Metric::Pending) == 0 {
-            over_at = Some(w.now - taken_in);
-            break;
-        }
-        w.now += 1000;
-        w.tick(0);
-    }
-    let over_at = over_at.expect("deliveries still held after 3 hours");
+    let mut asked = false;
+    let (_, over_at) = fifty_to_a_failing_endpoint(|| match std::mem::replace(&mut asked, true) {
+        false => (503, Some("60")),
+        true => (503, None),
+    });
     assert!(
         over_at <= window + 60_000 + 31_000,
         "over {over_at} ms after taken in"

@@ -431,16 +431,23 @@ def test_large_watched_response_passes_intact_and_is_skipped(osmox, make_receive
     _control_poll_delivers(envoy, osmox, crm)
 
 
+def start_with_a_mib_to_hold(make_envoy, osmox, crm):
+    """One worker (one VM, one budget) that may hold 1 MiB of watched bodies in all, each
+    body up to 960 KiB."""
+    mib = 1 << 20
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS,
+                        watch={"graphqlPaths": ["/graphql"], "restPathPrefixes": ["/notifications"],
+                               "maxBodyBytes": mib - 64 * 1024, "maxBufferedBytes": mib})
+    return start(make_envoy, osmox, cfg, {"crm": crm}, concurrency=1)
+
+
 def test_bodies_in_flight_together_stay_within_what_a_vm_may_hold(osmox, make_receiver, make_envoy, filter_wasm):
     """Each body's own bound does not bound their sum: 140 large answers in flight together
     once exhausted a VM's memory, which killed it and cut those answers short. Past
     watch.maxBufferedBytes a body is skipped and counted, and every client gets every byte."""
     crm = make_receiver("crm")
     mib = 1 << 20
-    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS,
-                        watch={"graphqlPaths": ["/graphql"], "restPathPrefixes": ["/notifications"],
-                               "maxBodyBytes": mib - 64 * 1024, "maxBufferedBytes": mib})
-    envoy = start(make_envoy, osmox, cfg, {"crm": crm}, concurrency=1)  # one VM, one budget
+    envoy = start_with_a_mib_to_hold(make_envoy, osmox, crm)
     rows = graphql_rows()
     for r in rows:
         r["data"]["pad"] = "p" * (420 * 1024 // len(rows))
@@ -816,10 +823,7 @@ def test_a_skipped_persisted_registration_gives_its_body_bytes_back(osmox, make_
     from harness import StubResponse, wait_until
     crm = make_receiver("crm")
     mib = 1 << 20
-    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS,
-                        watch={"graphqlPaths": ["/graphql"], "restPathPrefixes": ["/notifications"],
-                               "maxBodyBytes": mib - 64 * 1024, "maxBufferedBytes": mib})
-    envoy = start(make_envoy, osmox, cfg, {"crm": crm}, concurrency=1)  # one VM, one budget
+    envoy = start_with_a_mib_to_hold(make_envoy, osmox, crm)
     release = threading.Event()
     compressed = b"\x1f\x8b" + os.urandom(512 * 1024)
     small_row = dict(graphql_rows()[0], id=990003, deliveryStatus=5)
