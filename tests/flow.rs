@@ -2024,7 +2024,7 @@ fn a_state_come_back_to_goes_out_under_a_new_webhook_id() {
 #[test]
 fn an_open_circuit_holds_deliveries_no_longer_than_their_retry_window() {
     let window = 762_000 + 8 * 15_000;
-    let (w, over_at) = fifty_to_a_failing_endpoint(|| (503, None));
+    let (w, over_at) = fifty_to_a_failing_endpoint(FAILING, || (503, None));
     // The last refusal after the window comes within one `openMs` (30 s), and a tick.
     assert!(
         over_at <= window + 31_000,
@@ -2049,18 +2049,19 @@ fn an_open_circuit_holds_deliveries_no_longer_than_their_retry_window() {
     assert_eq!(expired_reports as i64, expired);
 }
 
+/// One endpoint, `crm`, with a dead-letter receiver and room for 1,024 deliveries.
+const FAILING: &str = r#"{"endpoints": [{"name": "crm", "url": "http://h/a", "cluster": "c"}],
+    "deadLetter": {"url": "http://dlq.local/dead", "cluster": "dlq"},
+    "limits": {"maxPending": 1024, "maxRemembered": 1024}}"#;
+
 /// 50 deliveries to an endpoint that fails every attempt (`failure` gives each answer's
 /// status and `Retry-After`), with a dead-letter receiver that takes every report: the world
 /// after, and how long until none was pending.
 fn fifty_to_a_failing_endpoint(
+    config: &str,
     mut failure: impl FnMut() -> (u16, Option<&'static str>),
 ) -> (World, u64) {
-    let mut w = World::new(
-        r#"{"endpoints": [{"name": "crm", "url": "http://h/a", "cluster": "c"}],
-            "deadLetter": {"url": "http://dlq.local/dead", "cluster": "dlq"},
-            "limits": {"maxPending": 1024, "maxRemembered": 1024}}"#,
-        1,
-    );
+    let mut w = World::new(config, 1);
     let taken_in = w.now;
     let ns: Vec<_> = (1..=50)
         .map(|i| note(i, DeliveryStatus::Success, A))
@@ -2456,27 +2457,8 @@ fn an_announced_maintenance_holds_every_delivery_to_the_endpoint_until_it_ends()
 /// pause one answer may ask, `maxDelayMs`), so its deliveries still end within hours at most.
 #[test]
 fn an_endpoint_that_never_stops_asking_for_pauses_does_not_keep_its_deliveries() {
-    let mut w = World::new(
-        &OUTAGE.replace(" MORE", r#", "retry": {"maxDelayMs": 60000}"#),
-        1,
-    );
-    let ns: Vec<_> = (1..=50)
-        .map(|i| note(i, DeliveryStatus::Success, A))
-        .collect();
-    w.observe(0, &ns);
-    let mut answered = 0;
-    for _ in 0..3 * 3600 {
-        let sent = w.sent();
-        for s in &sent[answered..] {
-            match s.cluster.as_str() {
-                "dlq" => w.reply(0, s.token, 200, None),
-                _ => w.reply(0, s.token, 503, Some("60")),
-            }
-        }
-        answered = sent.len();
-        w.now += 1000;
-        w.tick(0);
-    }
+    let config = OUTAGE.replace(" MORE", r#", "retry": {"maxDelayMs": 60000}"#);
+    let (w, _) = fifty_to_a_failing_endpoint(&config, || (503, Some("60")));
     assert_eq!(w.m(Metric::Pending), 0, "held for hours by repeated pauses");
     let ended = w.m(Metric::DeliveriesExpired) + w.m(Metric::DeliveriesExhausted);
     assert_eq!(ended, 50);
@@ -2712,10 +2694,11 @@ fn a_delivery_held_through_a_long_pause_is_still_retried_after_it() {
 fn a_short_pause_widens_held_windows_by_no_more_than_it_lasted() {
     let window = 762_000 + 8 * 15_000;
     let mut asked = false;
-    let (_, over_at) = fifty_to_a_failing_endpoint(|| match std::mem::replace(&mut asked, true) {
-        false => (503, Some("60")),
-        true => (503, None),
-    });
+    let (_, over_at) =
+        fifty_to_a_failing_endpoint(FAILING, || match std::mem::replace(&mut asked, true) {
+            false => (503, Some("60")),
+            true => (503, None),
+        });
     assert!(
         over_at <= window + 60_000 + 31_000,
         "over {over_at} ms after taken in"
