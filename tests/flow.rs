@@ -398,8 +398,31 @@ fn a_gone_answer_disables_the_endpoint_and_each_later_delivery_is_reported() {
     assert_eq!(w.m(Metric::DeliveriesGone), 7);
     assert_eq!(w.m(Metric::CircuitsOpened), 0);
     assert_eq!(w.m(Metric::DeadLettersSent), 7);
-    assert_eq!(w.m(Metric::DeadLettersFailed), 1);
     assert_eq!(w.m(Metric::Pending), 0);
+    // The failed report is tried three times more, 2, 10 and 60 s after each failure, and
+    // then given up: counted once.
+    let mut w = w;
+    for delay in [2_000, 10_000, 60_000] {
+        assert_eq!(w.m(Metric::DeadLettersFailed), 0);
+        let before = w.sent().len();
+        w.now += delay - 1;
+        w.tick(0);
+        assert_eq!(w.sent().len(), before, "not before its time");
+        w.now += 1;
+        w.tick(0);
+        let again = w.last();
+        assert_eq!(
+            (w.sent().len(), again.cluster.as_str()),
+            (before + 1, "dlq")
+        );
+        assert!(again.body.contains(r#""notification":{"id":7"#));
+        w.reply(0, again.token, 503, None);
+    }
+    assert_eq!(w.m(Metric::DeadLettersSent), 10);
+    assert_eq!(w.m(Metric::DeadLettersFailed), 1);
+    w.now += 3_600_000;
+    w.tick(0);
+    assert_eq!(w.m(Metric::DeadLettersSent), 10, "given up");
 }
 
 /// The disabling holds for the target that answered 410: a configuration that gives the
@@ -2703,4 +2726,61 @@ fn a_short_pause_widens_held_windows_by_no_more_than_it_lasted() {
         over_at <= window + 60_000 + 31_000,
         "over {over_at} ms after taken in"
     );
+}
+
+/// A dead-letter report that fails is tried again 2 s later, and one that then gets a 2xx
+/// is done: not counted as failed, not sent again.
+#[test]
+fn a_dead_letter_report_that_fails_once_is_sent_again_and_done() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    w.reply(0, w.last().token, 410, None);
+    let report = w.last();
+    assert_eq!(report.cluster, "dlq");
+    w.reply_with(
+        0,
+        report.token,
+        AttemptResponse {
+            num_headers: 0,
+            status: None,
+            retry_after: None,
+            local_failure: None,
+        },
+    );
+    w.now += 2_000;
+    w.tick(0);
+    let again = w.last();
+    assert_eq!(
+        (again.cluster.as_str(), again.body.as_str()),
+        ("dlq", report.body.as_str())
+    );
+    w.reply(0, again.token, 204, None);
+    w.now += 3_600_000;
+    w.tick(0);
+    assert_eq!(w.m(Metric::DeadLettersSent), 2);
+    assert_eq!(w.m(Metric::DeadLettersFailed), 0);
+}
+
+/// Reports waiting for another try live in the sender's memory: a sender Envoy replaces
+/// (a configuration update) gives them up, counted, and gives up a report whose try fails
+/// while it closes.
+#[test]
+fn a_closing_sender_gives_up_and_counts_the_reports_it_cannot_try_again() {
+    let w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    w.reply(0, w.last().token, 410, None);
+    // The endpoint is gone: the next delivery ends unsent, with a report of its own.
+    w.observe(0, &[note(2, DeliveryStatus::Failed, A)]);
+    let reports: Vec<_> = w
+        .sent()
+        .into_iter()
+        .filter(|s| s.cluster == "dlq")
+        .collect();
+    assert_eq!(reports.len(), 2);
+    w.reply(0, reports[0].token, 500, None);
+    assert_eq!(w.m(Metric::DeadLettersFailed), 0, "to be tried again");
+    w.with(0, |s, _, io| s.close(io));
+    assert_eq!(w.m(Metric::DeadLettersFailed), 1);
+    w.reply(0, reports[1].token, 500, None);
+    assert_eq!(w.m(Metric::DeadLettersFailed), 2);
 }

@@ -5,5 +5,6 @@ pub mod breaker;
 pub mod ledger;
 pub mod outcome;
 pub mod peers;
+pub mod reports;
 pub mod retry;
 pub mod sender;

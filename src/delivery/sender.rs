@@ -12,6 +12,7 @@ use crate::config::{Config, Endpoint, Target};
 use crate::delivery::breaker::{Admit, BreakerPolicy, EndpointState};
 use crate::delivery::ledger::{AttemptRecord, Ledger, Record, Slot, State};
 use crate::delivery::outcome::{self, AttemptResponse, Failure, Outcome};
+use crate::delivery::reports::{Report, Reports};
 use crate::delivery::retry;
 use crate::events::fnv1a64;
 use crate::json::Value;
@@ -24,10 +25,6 @@ use crate::store::{self, Store};
 const LEASE_MARGIN_MS: u64 = 10_000;
 /// How long a delivery refused by a full endpoint waits before it is tried again.
 const FULL_HOLD_MS: u64 = 200;
-/// Dead-letter reports one sender has on the wire at most. Deliveries that end without an
-/// attempt (expired, gone) would otherwise send a report each, all at once: thousands after
-/// an outage, past the dead-letter cluster's own limits.
-const MAX_REPORTS_OUT: usize = 64;
 /// Held deliveries sent per tick at most.
 const HELD_PER_TICK: usize = 32;
 /// Entries a retry of held deliveries may read per send it asks for: held entries go stale
@@ -96,8 +93,8 @@ enum Call {
         webhook_id: String,
         started_ms: u64,
     },
-    /// A report on the delivery with this `webhook-id`.
-    DeadLetter(String),
+    /// A dead-letter report, kept to try again if this try fails.
+    DeadLetter(Report),
 }
 
 /// One attempt's result, as `finish` records it.
@@ -202,8 +199,8 @@ pub struct Sender {
     /// Its root context is being replaced: it only awaits the replies it is owed, and leaves
     /// every new send to the senders that stay.
     closing: bool,
-    /// Dead-letter reports on the wire.
-    reports_out: usize,
+    /// Dead-letter reports on the wire, and those waiting to be tried again.
+    reports: Reports,
 }
 
 fn breaker_key(name: &str) -> String {
@@ -239,7 +236,7 @@ impl Sender {
             idle_skip: 0,
             spares: HashMap::new(),
             closing: false,
-            reports_out: 0,
+            reports: Reports::default(),
         }
     }
 
@@ -257,6 +254,12 @@ impl Sender {
     pub fn close(&mut self, io: &mut Io) {
         self.closing = true;
         self.return_spares(io, true);
+        // They live in this VM's memory, which goes with it.
+        let dropped = self.reports.give_up_waiting();
+        if dropped > 0 {
+            io.metrics.add(Metric::DeadLettersFailed, dropped as i64);
+            log::warn!("{dropped} dead-letter reports waiting to be tried again are given up with this configuration");
+        }
     }
 
     pub fn is_closing(&self) -> bool {
@@ -316,6 +319,7 @@ impl Sender {
             }
         }
         self.release_due(io.now_ms);
+        self.retry_reports(config, io);
         // Replies free leases and retry held deliveries at once; this only covers leases that
         // freed elsewhere (another VM's replies, lapsed deadlines) and slots just come due.
         self.retry_held(config, endpoints, io, HELD_PER_TICK);
@@ -482,7 +486,9 @@ impl Sender {
             }
         };
         if let Some(end) = end {
-            if config.dead_letter.is_some() && self.reports_out >= MAX_REPORTS_OUT {
+            // Deliveries that end unsent (expired, gone) would otherwise send a report each,
+            // all at once: thousands after an outage, past the dead-letter cluster's limits.
+            if config.dead_letter.is_some() && !self.reports.has_room() {
                 // Its report would join too many on the wire: end it on a later tick.
                 let until = now + FULL_HOLD_MS;
                 self.unclaim(io, slot, &s.webhook_id, until, Hold::Reports);
@@ -766,12 +772,10 @@ impl Sender {
                 webhook_id,
                 started_ms,
             } => (slot, endpoint, webhook_id, started_ms),
-            // Sent once, best effort: a failure is only made known.
-            Call::DeadLetter(webhook_id) => {
-                self.reports_out = self.reports_out.saturating_sub(1);
+            Call::DeadLetter(report) => {
+                self.reports.answered();
                 if let Outcome::Retry(failure) | Outcome::GiveUp(failure) = outcome {
-                    io.metrics.add(Metric::DeadLettersFailed, 1);
-                    log::warn!("{webhook_id}: dead-letter report failed: {failure}");
+                    self.report_failed(io, report, &failure.to_string());
                 }
                 return;
             }
@@ -969,7 +973,7 @@ impl Sender {
         }
     }
 
-    /// Report an abandoned delivery to the dead-letter endpoint, once, best effort.
+    /// Report an abandoned delivery to the dead-letter endpoint (tried up to four times).
     fn dead_letter(
         &mut self,
         config: &Config,
@@ -979,9 +983,9 @@ impl Sender {
         body: &[u8],
         reason: &str,
     ) {
-        let Some(dl) = &config.dead_letter else {
+        if config.dead_letter.is_none() {
             return;
-        };
+        }
         let endpoint_url = endpoints
             .iter()
             .find(|e| e.name == s.endpoint)
@@ -1034,7 +1038,19 @@ impl Sender {
             None => report.null(),
         }
         report.end_object();
-        let bytes = report.into_bytes();
+        let report = Report {
+            webhook_id: s.webhook_id.clone(),
+            body: report.into_bytes(),
+            tries: 0,
+        };
+        self.post_report(config, io, report);
+    }
+
+    /// One try of a dead-letter report.
+    fn post_report(&mut self, config: &Config, io: &mut Io, mut report: Report) {
+        let Some(dl) = &config.dead_letter else {
+            return;
+        };
         let mut headers: Vec<(&str, &str)> = vec![
             (":method", "POST"),
             (":path", &dl.target.path),
@@ -1043,20 +1059,35 @@ impl Sender {
             ("user-agent", crate::USER_AGENT),
         ];
         headers.extend(dl.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        match io
+        report.tries = report.tries.saturating_add(1);
+        let sent = io
             .net
-            .dispatch(&dl.target.cluster, &headers, &bytes, dl.timeout_ms)
-        {
+            .dispatch(&dl.target.cluster, &headers, &report.body, dl.timeout_ms);
+        match sent {
             Ok(token) => {
                 io.metrics.add(Metric::DeadLettersSent, 1);
-                self.reports_out += 1;
-                self.calls
-                    .insert(token, Call::DeadLetter(s.webhook_id.clone()));
+                self.reports.sent();
+                self.calls.insert(token, Call::DeadLetter(report));
             }
-            Err(e) => {
-                io.metrics.add(Metric::DeadLettersFailed, 1);
-                log::warn!("{}: dead-letter report not sent: {e}", s.webhook_id);
-            }
+            Err(e) => self.report_failed(io, report, &format!("not dispatched: {e}")),
+        }
+    }
+
+    /// A try of a dead-letter report failed: try it again later, or give it up.
+    fn report_failed(&mut self, io: &mut Io, report: Report, why: &str) {
+        let (id, tries) = (report.webhook_id.clone(), report.tries);
+        if !self.closing && self.reports.failed(report, io.now_ms) {
+            log::info!("{id}: dead-letter report failed ({why}); it will be tried again");
+        } else {
+            io.metrics.add(Metric::DeadLettersFailed, 1);
+            log::warn!("{id}: dead-letter report given up after {tries} tries: {why}");
+        }
+    }
+
+    /// Send the dead-letter reports that are due for another try.
+    fn retry_reports(&mut self, config: &Config, io: &mut Io) {
+        for report in self.reports.take_due(io.now_ms) {
+            self.post_report(config, io, report);
         }
     }
 }
