@@ -64,6 +64,7 @@ metrics! {
     DeadLettersSent => "dead_letters_sent", Counter;
     DeadLettersFailed => "dead_letters_failed", Counter;
     CircuitsOpened => "circuits_opened", Counter;
+    EndpointPauses => "endpoint_pauses", Counter;
     EndpointsGone => "endpoints_gone", Counter;
     StoreConflicts => "store_conflicts", Counter;
     RegistrationsLearned => "registrations_learned", Counter;

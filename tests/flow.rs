@@ -2473,6 +2473,8 @@ fn an_announced_maintenance_holds_every_delivery_to_the_endpoint_until_it_ends()
     // Only the first delivery reached the receiver in maintenance: it announced the hour,
     // and nothing else was tried before the hour was up.
     assert_eq!(attempts_during, 1);
+    assert_eq!(w.m(Metric::EndpointPauses), 1);
+    assert_eq!(w.m(Metric::CircuitsOpened), 0);
 }
 
 /// A review: a receiver that answers every attempt with `503 Retry-After: 60` asks for

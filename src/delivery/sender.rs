@@ -666,6 +666,7 @@ impl Sender {
         if let Ok(Some((was_open, is_open, clean, paused))) = change {
             spare.clean = clean;
             if let Some(ms) = quiet_ms.filter(|_| paused) {
+                io.metrics.add(Metric::EndpointPauses, 1);
                 log::warn!(
                     "endpoint {}: its Retry-After asks for no webhooks for {} s; holding its deliveries",
                     endpoint.name,

@@ -295,6 +295,7 @@ def test_a_retry_after_pauses_every_delivery_to_the_endpoint(osmox, make_trackin
         gap = later.req.time - paused_at
         assert 2.8 <= gap < 6.0, f"sent {gap:.3f}s after a Retry-After of 3 s: {summarize(got)}"
     assert envoy.metric("circuits_opened") == 0, "a pause the receiver asked for is not a failing circuit"
+    assert envoy.metric("endpoint_pauses") == 1
 
 
 # ------------------------------------------------------------------------------------------
