@@ -2786,3 +2786,144 @@ fn a_closing_sender_gives_up_and_counts_the_reports_it_cannot_try_again() {
     w.reply(0, reports[1].token, 500, None);
     assert_eq!(w.m(Metric::DeadLettersFailed), 2);
 }
+
+// A review of the dead-letter report retries.
+
+const GONE_AND_ONE_TRY: &str = r#"{
+  "endpoints": [
+    {"name": "a", "url": "http://h/a", "cluster": "ca", "retry": {"maxAttempts": 1}},
+    {"name": "b", "url": "http://h/b", "cluster": "cb"}],
+  "deadLetter": {"url": "http://dlq.local/dead", "cluster": "dlq"},
+  "limits": {"maxPending": 1024, "maxRemembered": 4096}
+}"#;
+
+fn unanswered_reports(w: &World, answered: &std::collections::HashSet<u32>) -> Vec<Sent> {
+    w.sent()
+        .into_iter()
+        .filter(|s| s.cluster == "dlq" && !answered.contains(&s.token))
+        .collect()
+}
+
+/// At most 64 reports on the wire: a delivery that ends on a reply (exhausted, or gone on its
+/// 410) once posted its report whatever was out; it now waits for a place.
+#[test]
+fn reports_on_the_wire_stay_within_max_reports_out() {
+    let w = World::new(GONE_AND_ONE_TRY, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    let first: Vec<Sent> = w.sent();
+    let a1 = first.iter().find(|s| s.cluster == "ca").unwrap().clone();
+    let b1 = first.iter().find(|s| s.cluster == "cb").unwrap().clone();
+    w.reply(0, b1.token, 410, None); // "b" is gone: one report out
+    for id in 2..=40 {
+        w.observe(0, &[note(id, DeliveryStatus::Failed, A)]);
+    }
+    // Answer the "a" attempts (not the first) so places stay free; each is exhausted.
+    let none = std::collections::HashSet::new();
+    for s in w.sent() {
+        if s.cluster == "ca" && s.token != a1.token {
+            w.reply(0, s.token, 500, None);
+        }
+    }
+    let out = unanswered_reports(&w, &none).len();
+    assert!(
+        out <= 64,
+        "{out} dead-letter reports on the wire at once (MAX_REPORTS_OUT = 64)"
+    );
+}
+
+/// A report due for another try goes before the first tries of deliveries a tick's sweep
+/// ends: with a backlog of those, it once went out long after its 2 s.
+#[test]
+fn a_due_report_retry_is_not_starved_by_first_tries() {
+    let mut w = World::new(
+        GONE_AND_ONE_TRY
+            .replace(r#""maxPending": 1024"#, r#""maxPending": 128"#)
+            .as_str(),
+        1,
+    );
+    let mut answered = std::collections::HashSet::new();
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    let b1 = w.sent().into_iter().find(|s| s.cluster == "cb").unwrap();
+    let a1 = w.sent().into_iter().find(|s| s.cluster == "ca").unwrap();
+    w.reply(0, a1.token, 200, None);
+    w.reply(0, b1.token, 410, None);
+    let r1 = w.last();
+    assert_eq!(r1.cluster, "dlq");
+    w.reply(0, r1.token, 500, None); // to be tried again at +2 s
+    answered.insert(r1.token);
+    let due = w.now + 2_000;
+    // An outage's worth of deliveries to "b" (gone) ending unsent: 64 reports out, the rest
+    // held back for room.
+    for id in 2..=120 {
+        w.observe(0, &[note(id, DeliveryStatus::Failed, A)]);
+        for s in w.sent() {
+            if s.cluster == "ca" && !answered.contains(&s.token) {
+                answered.insert(s.token);
+                w.reply(0, s.token, 200, None);
+            }
+        }
+    }
+    w.now = due;
+    let mut retried_at = None;
+    for _ in 0..600 {
+        // The dead-letter endpoint answers the two oldest reports per tick.
+        for s in unanswered_reports(&w, &answered).into_iter().take(2) {
+            answered.insert(s.token);
+            w.reply(0, s.token, 202, None);
+        }
+        // When the retry left, not when the endpoint got round to answering it.
+        let again = w.sent().iter().filter(|s| s.body == r1.body).count();
+        if again > 1 {
+            retried_at = Some(w.now);
+            break;
+        }
+        w.tick(0);
+        w.now += 100;
+    }
+    let late = retried_at.expect("retried at all") - due;
+    assert!(
+        late <= 500,
+        "the report due at +2 s went out {late} ms late"
+    );
+}
+
+/// The waiting reports are bounded in bytes (16 MiB), not only in number: each embeds its
+/// whole notification.
+#[test]
+fn waiting_reports_hold_a_bounded_number_of_bytes_whatever_the_notifications() {
+    let w = World::new(
+        r#"{"endpoints": [{"name": "b", "url": "http://h/b", "cluster": "cb"}],
+            "deadLetter": {"url": "http://dlq.local/dead", "cluster": "dlq"},
+            "limits": {"maxPending": 1024, "maxRemembered": 4096}}"#,
+        1,
+    );
+    let big = |id: u64| Notification {
+        body: format!(
+            r#"{{"id":{id},"deliveryStatus":6,"data":"{}"}}"#,
+            "x".repeat(256 * 1024)
+        ),
+        ..note(id, DeliveryStatus::Failed, A)
+    };
+    w.observe(0, &[big(1)]);
+    w.reply(0, w.last().token, 410, None);
+    let mut answered = std::collections::HashSet::new();
+    let mut held_bytes = 0usize;
+    for id in 1..=300u64 {
+        if id > 1 {
+            w.observe(0, &[big(id)]);
+        }
+        for s in unanswered_reports(&w, &answered) {
+            answered.insert(s.token);
+            held_bytes += s.body.len();
+            w.reply(0, s.token, 500, None);
+        }
+    }
+    let waiting = 300 - w.m(Metric::DeadLettersFailed) as usize;
+    let per = held_bytes / 300;
+    let held = waiting * per;
+    assert!(
+        held <= 16 << 20,
+        "{waiting} waiting reports hold {} MiB",
+        held >> 20
+    );
+}

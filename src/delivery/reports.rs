@@ -7,14 +7,18 @@
 use std::collections::VecDeque;
 
 /// Reports one sender keeps on the wire at once (2,000 expiring together once sent 433 in
-/// one tick).
+/// one tick). One that finds the wire full waits its turn with those to be tried again.
 pub const MAX_REPORTS_OUT: usize = 64;
 
 /// Delays before the second, third and fourth try; then the report is given up.
 pub const RETRY_DELAYS_MS: [u64; 3] = [2_000, 10_000, 60_000];
 
-/// Reports waiting for another try; a failure beyond them is given up at once.
+/// Reports waiting for the wire or for another try; one more is given up at once.
 pub const MAX_WAITING: usize = 256;
+
+/// What the waiting reports may hold in all: each embeds its notification, which may be as
+/// large as a watched body.
+pub const MAX_WAITING_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -30,11 +34,18 @@ pub struct Reports {
     out: usize,
     /// Each with the time it is due.
     waiting: VecDeque<(u64, Report)>,
+    waiting_bytes: usize,
 }
 
 impl Reports {
-    /// Whether one more report may go on the wire now.
-    pub fn has_room(&self) -> bool {
+    /// Whether one more report may go on the wire now, after those already due.
+    pub fn has_room(&self, now_ms: u64) -> bool {
+        let due = self.waiting.iter().filter(|(at, _)| *at <= now_ms).count();
+        self.out + due < MAX_REPORTS_OUT
+    }
+
+    /// Whether the wire itself has a place.
+    pub fn wire_free(&self) -> bool {
         self.out < MAX_REPORTS_OUT
     }
 
@@ -54,39 +65,52 @@ impl Reports {
             .and_then(|tries| tries.checked_sub(1))
             .and_then(|i| RETRY_DELAYS_MS.get(i));
         match delay {
-            Some(delay) if self.waiting.len() < MAX_WAITING => {
-                self.waiting
-                    .push_back((now_ms.saturating_add(*delay), report));
-                true
-            }
-            _ => false,
+            Some(delay) => self.wait(now_ms.saturating_add(*delay), report),
+            None => false,
         }
     }
 
-    /// The waiting reports that are due, as many as may go on the wire.
+    /// The wire is full: keep `report` to send, untried, as soon as a place frees. Whether
+    /// there was room to keep it.
+    pub fn defer(&mut self, report: Report, now_ms: u64) -> bool {
+        self.wait(now_ms, report)
+    }
+
+    fn wait(&mut self, at_ms: u64, report: Report) -> bool {
+        let bytes = self.waiting_bytes.saturating_add(report.body.len());
+        if self.waiting.len() >= MAX_WAITING || bytes > MAX_WAITING_BYTES {
+            return false;
+        }
+        self.waiting_bytes = bytes;
+        self.waiting.push_back((at_ms, report));
+        true
+    }
+
+    /// The waiting reports that are due, as many as may go on the wire, oldest due first.
     pub fn take_due(&mut self, now_ms: u64) -> Vec<Report> {
         let mut due = Vec::new();
-        let mut i = 0;
-        while i < self.waiting.len() && self.out + due.len() < MAX_REPORTS_OUT {
-            match self.waiting.get(i) {
-                Some((at, _)) if *at <= now_ms => {
-                    if let Some((_, report)) = self.waiting.remove(i) {
-                        due.push(report);
-                    }
-                }
-                _ => i += 1,
-            }
+        while self.out + due.len() < MAX_REPORTS_OUT {
+            let next = (self.waiting.iter().enumerate())
+                .filter(|(_, (at, _))| *at <= now_ms)
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(i, _)| i);
+            let Some((_, report)) = next.and_then(|i| self.waiting.remove(i)) else {
+                break;
+            };
+            self.waiting_bytes = self.waiting_bytes.saturating_sub(report.body.len());
+            due.push(report);
         }
         due
     }
 
-    /// Reports waiting for another try.
+    /// Reports waiting for the wire or another try.
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }
 
     /// Give up every waiting report (its sender is closing); how many there were.
     pub fn give_up_waiting(&mut self) -> usize {
+        self.waiting_bytes = 0;
         std::mem::take(&mut self.waiting).len()
     }
 }
@@ -134,11 +158,11 @@ mod tests {
         let due = r.take_due(RETRY_DELAYS_MS[0]);
         assert_eq!(due.len(), MAX_REPORTS_OUT - 10);
         assert_eq!(r.waiting(), MAX_WAITING - due.len());
-        assert!(r.has_room(), "taking them does not count them as sent");
+        assert!(r.wire_free(), "taking them does not count them as sent");
         for _ in &due {
             r.sent();
         }
-        assert!(!r.has_room());
+        assert!(!r.wire_free() && !r.has_room(0));
         assert!(r.take_due(u64::MAX).is_empty());
         r.answered();
         assert_eq!(r.take_due(u64::MAX).len(), 1);
@@ -152,5 +176,36 @@ mod tests {
         assert!(r.failed(report(1), 1_000)); // due at 3 s
         assert_eq!(r.take_due(3_000), vec![report(1)]);
         assert_eq!(r.take_due(60_000), vec![report(3)]);
+    }
+
+    /// A report deferred for a full wire goes before first tries that come after it: the
+    /// room a new report asks for counts the ones already due.
+    #[test]
+    fn reports_already_due_come_before_new_ones() {
+        let mut r = Reports::default();
+        for _ in 0..MAX_REPORTS_OUT - 1 {
+            r.sent();
+        }
+        assert!(r.has_room(0));
+        assert!(r.defer(report(1), 0));
+        assert!(!r.has_room(0), "the deferred report takes the last place");
+        assert!(r.has_room(u64::MAX) == r.has_room(0));
+        assert_eq!(r.take_due(0), vec![report(1)]);
+    }
+
+    /// Each report embeds its notification: what waits is bounded in bytes too.
+    #[test]
+    fn waiting_reports_are_bounded_in_bytes() {
+        let mut r = Reports::default();
+        let big = Report {
+            body: vec![b'x'; MAX_WAITING_BYTES / 4],
+            ..report(1)
+        };
+        for _ in 0..4 {
+            assert!(r.failed(big.clone(), 0));
+        }
+        assert!(!r.failed(report(1), 0), "no bytes left");
+        assert_eq!(r.take_due(RETRY_DELAYS_MS[0]).len(), 4);
+        assert!(r.failed(report(1), 0), "their bytes came back");
     }
 }

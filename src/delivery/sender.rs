@@ -305,6 +305,8 @@ impl Sender {
         if self.closing {
             return; // a window swept without sending would pass over what waits there
         }
+        // Reports already due go before the reports of deliveries this sweep ends.
+        self.retry_reports(config, io);
         if self.sweeps(io.now_ms) {
             if let Ok(window) = self.ledger.next_scan_window(io.store, self.scan_per_tick) {
                 let mut occupied = false;
@@ -319,7 +321,6 @@ impl Sender {
             }
         }
         self.release_due(io.now_ms);
-        self.retry_reports(config, io);
         // Replies free leases and retry held deliveries at once; this only covers leases that
         // freed elsewhere (another VM's replies, lapsed deadlines) and slots just come due.
         self.retry_held(config, endpoints, io, HELD_PER_TICK);
@@ -488,7 +489,7 @@ impl Sender {
         if let Some(end) = end {
             // Deliveries that end unsent (expired, gone) would otherwise send a report each,
             // all at once: thousands after an outage, past the dead-letter cluster's limits.
-            if config.dead_letter.is_some() && !self.reports.has_room() {
+            if config.dead_letter.is_some() && !self.reports.has_room(now) {
                 // Its report would join too many on the wire: end it on a later tick.
                 let until = now + FULL_HOLD_MS;
                 self.unclaim(io, slot, &s.webhook_id, until, Hold::Reports);
@@ -778,6 +779,8 @@ impl Sender {
                 if let Outcome::Retry(failure) | Outcome::GiveUp(failure) = outcome {
                     self.report_failed(io, report, &failure.to_string());
                 }
+                // A place came free: a report waiting for one goes now.
+                self.retry_reports(config, io);
                 return;
             }
         };
@@ -1060,6 +1063,13 @@ impl Sender {
             ("user-agent", crate::USER_AGENT),
         ];
         headers.extend(dl.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if !self.reports.wire_free() {
+            // A delivery that ended on a reply: its report waits for a place.
+            if !self.reports.defer(report.clone(), io.now_ms) {
+                self.give_up_report(io, &report.webhook_id, report.tries, "no room to wait");
+            }
+            return;
+        }
         report.tries = report.tries.saturating_add(1);
         let sent = io
             .net
@@ -1080,9 +1090,13 @@ impl Sender {
         if !self.closing && self.reports.failed(report, io.now_ms) {
             log::info!("{id}: dead-letter report failed ({why}); it will be tried again");
         } else {
-            io.metrics.add(Metric::DeadLettersFailed, 1);
-            log::warn!("{id}: dead-letter report given up after {tries} tries: {why}");
+            self.give_up_report(io, &id, tries, why);
         }
+    }
+
+    fn give_up_report(&self, io: &mut Io, webhook_id: &str, tries: u32, why: &str) {
+        io.metrics.add(Metric::DeadLettersFailed, 1);
+        log::warn!("{webhook_id}: dead-letter report given up after {tries} tries: {why}");
     }
 
     /// Send the dead-letter reports that are due for another try.

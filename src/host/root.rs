@@ -349,6 +349,8 @@ impl Context for Root {
     /// callouts with it, and receivers that already took those webhooks would get them again
     /// once the claims lapsed; so it waits, at our word, until the replies are in (`done()`).
     fn on_done(&mut self) -> bool {
+        // Closing gives up (and counts) the reports waiting for another try, in flight or not.
+        self.with_sender(|sender, _, _, io| sender.close(io));
         self.flush_metrics();
         let owed = self.sender.as_ref().map_or(0, Sender::in_flight);
         if owed == 0 {
@@ -358,7 +360,6 @@ impl Context for Root {
             "#{} configuration replaced: awaiting {owed} replies before closing",
             self.context_id
         );
-        self.with_sender(|sender, _, _, io| sender.close(io));
         false
     }
 

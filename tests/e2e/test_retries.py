@@ -801,3 +801,24 @@ def test_newer_state_supersedes_older_one_waiting_for_retry(osmox, make_tracking
     assert sum(1 for a in ok if a.json()["deliveryStatus"] == SUCCESS) == 1, seq
     assert envoy.metric("deliveries_superseded") >= 1, seq
     wait_gauge(envoy, "pending", 0)
+
+
+def test_an_update_gives_up_and_counts_a_report_waiting_for_another_try(osmox, make_tracking, make_envoy,
+                                                                        filter_wasm):
+    """A review: reports waiting to be tried again live in the sender's memory. A
+    configuration update replaces the sender; with nothing in flight it went at once, and
+    its waiting report vanished uncounted. It is given up and counted now."""
+    crm = make_tracking("crm", default=410)
+    dlq = make_tracking("dlq", default=500)
+
+    def cfg(team: str) -> dict:
+        ep = endpoint("crm", crm, headers={"x-team": team})
+        return config([ep], deadLetter=dead_letter(dlq))
+    envoy = start(make_envoy, osmox, cfg("v1"), {"crm": crm}, extra={"dead_letter": dlq}, concurrency=1)
+    observe(envoy, osmox, [notification_row(4101, FAILED)])
+    dlq.wait_for(1, EXPECT_S)          # the first try is answered 500: the next in 2 s
+    time.sleep(0.3)                    # the reply is in: nothing in flight
+    envoy.update_filter_config(cfg("v2"))
+    time.sleep(3.0)                    # past when the 2 s retry would have gone
+    m = metrics(envoy, "dead_letters_sent", "dead_letters_failed")
+    assert (len(dlq.requests()), m) == (1, {"dead_letters_sent": 1, "dead_letters_failed": 1})
