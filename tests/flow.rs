@@ -2927,3 +2927,152 @@ fn waiting_reports_hold_a_bounded_number_of_bytes_whatever_the_notifications() {
         held >> 20
     );
 }
+
+/// A review, at random: new deliveries, webhook replies (200, 500, 410), dead-letter replies
+/// (202, 500), the dead-letter cluster refused and back, time passing, a sender closing.
+/// Every report is accepted or counted as given up exactly once, and at most 64 are out.
+#[test]
+fn every_dead_letter_report_is_accepted_or_counted_as_given_up_once() {
+    for seed in 1..=10u64 {
+        let mut w = World::new(GONE_AND_ONE_TRY, 1);
+        let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15));
+        let mut answered = std::collections::HashSet::new();
+        let mut accepted = 0i64;
+        let mut next_id = 1u64;
+        let mut closed = false;
+        for step in 0..400 {
+            match rng.below(8) {
+                0 | 1 => {
+                    for _ in 0..rng.below(5) + 1 {
+                        w.observe(0, &[note(next_id, DeliveryStatus::Failed, A)]);
+                        next_id += 1;
+                    }
+                }
+                2 | 3 => {
+                    let open: Vec<Sent> = w
+                        .sent()
+                        .into_iter()
+                        .filter(|s| s.cluster != "dlq" && !answered.contains(&s.token))
+                        .collect();
+                    for s in open.into_iter().take(rng.below(20) + 1) {
+                        answered.insert(s.token);
+                        let st = [200, 500, 410][rng.below(3)];
+                        w.reply(0, s.token, st, None);
+                    }
+                }
+                4 | 5 => {
+                    let open = unanswered_reports(&w, &answered);
+                    for s in open.into_iter().take(rng.below(30) + 1) {
+                        answered.insert(s.token);
+                        let ok = rng.below(2) == 0;
+                        if ok {
+                            accepted += 1;
+                        }
+                        w.reply(0, s.token, if ok { 202 } else { 500 }, None);
+                    }
+                }
+                6 => {
+                    let v = if rng.below(3) == 0 { Some("dlq") } else { None };
+                    w.net.borrow_mut().unknown_cluster = v;
+                }
+                _ => {
+                    w.now += [100, 2_000, 10_000, 60_000][rng.below(4)];
+                    w.tick(0);
+                }
+            }
+            let out = unanswered_reports(&w, &answered).len();
+            assert!(out <= 64, "seed {seed} step {step}: {out} out");
+            if !closed && step == 300 && seed % 2 == 0 {
+                w.with(0, |s, _, io| s.close(io));
+                closed = true;
+            }
+        }
+        w.net.borrow_mut().unknown_cluster = None;
+        if !closed {
+            // let every retry run its course, then close
+            for _ in 0..200 {
+                w.now += 5_000;
+                w.tick(0);
+                let open = unanswered_reports(&w, &answered);
+                for s in open {
+                    answered.insert(s.token);
+                    accepted += 1;
+                    w.reply(0, s.token, 202, None);
+                }
+            }
+            w.with(0, |s, _, io| s.close(io));
+        }
+        for _ in 0..1000 {
+            let open: Vec<Sent> = w
+                .sent()
+                .into_iter()
+                .filter(|s| !answered.contains(&s.token))
+                .collect();
+            if open.is_empty() {
+                break;
+            }
+            for s in open {
+                answered.insert(s.token);
+                w.reply(0, s.token, 500, None);
+            }
+        }
+        let created = w.m(Metric::DeliveriesGone)
+            + w.m(Metric::DeliveriesExhausted)
+            + w.m(Metric::DeliveriesExpired);
+        let failed = w.m(Metric::DeadLettersFailed);
+        assert_eq!(
+            created,
+            accepted + failed,
+            "seed {seed}: created {created} accepted {accepted} failed {failed}"
+        );
+    }
+}
+
+/// A review: 64 reports on the wire when the sender closes, then 64 more deliveries end on
+/// replies: their reports wait for places, and each is accepted or counted as given up.
+#[test]
+fn a_report_deferred_while_its_sender_closes_is_sent_or_counted() {
+    let w = World::new(GONE_AND_ONE_TRY, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    let b1 = w.sent().into_iter().find(|s| s.cluster == "cb").unwrap();
+    w.reply(0, b1.token, 410, None);
+    for id in 2..=80 {
+        w.observe(0, &[note(id, DeliveryStatus::Failed, A)]);
+    }
+    let none = std::collections::HashSet::new();
+    // reports from sweep-ended "b" deliveries; keep 'a' attempts open
+    let a_open: Vec<Sent> = w.sent().into_iter().filter(|s| s.cluster == "ca").collect();
+    let out0 = unanswered_reports(&w, &none).len();
+    eprintln!("out before close: {out0}, a open {}", a_open.len());
+    assert_eq!(out0, 64);
+    w.with(0, |s, _, io| s.close(io));
+    // 'a' attempts are exhausted while closing: reports deferred behind a full wire
+    for s in &a_open {
+        w.reply(0, s.token, 500, None);
+    }
+    let mut answered = std::collections::HashSet::new();
+    let mut accepted = 0;
+    for _ in 0..100 {
+        let open = unanswered_reports(&w, &answered);
+        if open.is_empty() {
+            break;
+        }
+        for (i, s) in open.into_iter().enumerate() {
+            answered.insert(s.token);
+            let ok = i % 2 == 0;
+            if ok {
+                accepted += 1;
+            }
+            w.reply(0, s.token, if ok { 202 } else { 500 }, None);
+        }
+    }
+    let created = w.m(Metric::DeliveriesGone)
+        + w.m(Metric::DeliveriesExhausted)
+        + w.m(Metric::DeliveriesExpired);
+    eprintln!(
+        "created {created} accepted {accepted} failed {}",
+        w.m(Metric::DeadLettersFailed)
+    );
+    assert_eq!(created, accepted + w.m(Metric::DeadLettersFailed));
+    w.with(0, |s, _, _| assert!(s.drained()));
+}

@@ -1047,6 +1047,8 @@ impl Sender {
             body: report.into_bytes(),
             tries: 0,
         };
+        // Reports due for another try go first.
+        self.retry_reports(config, io);
         self.post_report(config, io, report);
     }
 
