@@ -36,13 +36,18 @@ pub struct EndpointState {
     /// The endpoint answered 410 Gone at this target (`BreakerPolicy::target`): it wants no
     /// more webhooks there. A configuration that moves it elsewhere lifts this.
     gone: Option<u64>,
-    /// The receiver asked (`Retry-After`) for no webhooks until then: a pause, not a failure
+    /// The receiver asked (`Retry-After`) for no webhooks for a while: a pause, not a failure
     /// verdict, so it leaves the circuit's own state alone, and no delivery's retry window
     /// pays for it.
-    quiet_until_ms: Option<u64>,
-    /// The target (`BreakerPolicy::target`) that asked for the pause: one the configuration
-    /// moved the endpoint to has not.
-    quiet_target: u64,
+    pause: Option<Pause>,
+}
+
+/// A pause the receiver at `target` (`BreakerPolicy::target`) asked for: one the
+/// configuration moved the endpoint to has not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pause {
+    until_ms: u64,
+    target: u64,
 }
 
 impl EndpointState {
@@ -88,11 +93,11 @@ impl EndpointState {
             out.key("g");
             out.uint(target);
         }
-        if let Some(until) = self.quiet_until_ms {
+        if let Some(pause) = self.pause {
             out.key("q");
-            out.uint(until);
+            out.uint(pause.until_ms);
             out.key("qt");
-            out.uint(self.quiet_target);
+            out.uint(pause.target);
         }
         out.end_object();
         out.into_bytes()
@@ -102,6 +107,7 @@ impl EndpointState {
     pub fn decode(bytes: &[u8]) -> Option<EndpointState> {
         Reader::document(bytes, |r| {
             let mut state = EndpointState::default();
+            let (mut quiet_until, mut quiet_target) = (None, None);
             r.object(|r, key| {
                 match key {
                     "f" => state.failures = r.optional(Reader::uint32)?.unwrap_or(0),
@@ -109,12 +115,16 @@ impl EndpointState {
                     "p" => state.probe = r.optional(read_probe)?,
                     "l" => state.holders = r.optional(|r| r.list(read_holder))?.unwrap_or_default(),
                     "g" => state.gone = r.optional(Reader::uint)?,
-                    "q" => state.quiet_until_ms = r.optional(Reader::uint)?,
-                    "qt" => state.quiet_target = r.optional(Reader::uint)?.unwrap_or(0),
+                    "q" => quiet_until = r.optional(Reader::uint)?,
+                    "qt" => quiet_target = r.optional(Reader::uint)?,
                     _ => r.skip()?,
                 }
                 Some(())
             })?;
+            state.pause = quiet_until.map(|until_ms| Pause {
+                until_ms,
+                target: quiet_target.unwrap_or(0),
+            });
             Some(state)
         })
     }
@@ -215,8 +225,8 @@ impl EndpointState {
             Some(_) => self.gone = None,
             None => {}
         }
-        match self.quiet_until_ms {
-            Some(until_ms) if self.quiet_target == policy.target => {
+        match self.pause {
+            Some(Pause { until_ms, target }) if target == policy.target => {
                 let announced = true;
                 return (
                     Admit::Open {
@@ -227,7 +237,7 @@ impl EndpointState {
                 );
             }
             // The configuration moved the endpoint since: whoever asked is not there.
-            Some(_) => self.quiet_until_ms = None,
+            Some(_) => self.pause = None,
             None => {}
         }
         let half_open = match self.open_until_ms {
@@ -282,7 +292,7 @@ impl EndpointState {
         self.failures == 0
             && self.open_until_ms.is_none()
             && self.gone.is_none()
-            && self.quiet_until_ms.is_none()
+            && self.pause.is_none()
     }
 
     /// The endpoint answered 410 Gone at `policy.target`: refuse every attempt there from now
@@ -343,15 +353,18 @@ impl EndpointState {
             return;
         }
         let earlier = self
-            .quiet_until_ms
-            .filter(|_| self.quiet_target == policy.target);
-        self.quiet_until_ms = Some(earlier.map_or(until_ms, |q| q.max(until_ms)));
-        self.quiet_target = policy.target;
+            .pause
+            .filter(|p| p.target == policy.target)
+            .map_or(until_ms, |p| p.until_ms);
+        self.pause = Some(Pause {
+            until_ms: earlier.max(until_ms),
+            target: policy.target,
+        });
     }
 
     /// In a pause the receiver asked for.
     pub fn is_paused(&self, now_ms: u64) -> bool {
-        self.quiet_until_ms.is_some_and(|q| now_ms < q)
+        self.pause.is_some_and(|p| now_ms < p.until_ms)
     }
 
     /// Give back a place without a verdict.
@@ -389,8 +402,8 @@ impl EndpointState {
         if self.probe.is_some_and(|p| p.until_ms <= now_ms) {
             self.probe = None;
         }
-        if self.quiet_until_ms.is_some_and(|q| q <= now_ms) {
-            self.quiet_until_ms = None;
+        if self.pause.is_some_and(|p| p.until_ms <= now_ms) {
+            self.pause = None;
         }
     }
 }

@@ -1067,8 +1067,9 @@ impl Sender {
         headers.extend(dl.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if !self.reports.wire_free() {
             // A delivery that ended on a reply: its report waits for a place.
-            if !self.reports.defer(report.clone(), io.now_ms) {
-                self.give_up_report(io, &report.webhook_id, report.tries, "no room to wait");
+            let (id, tries) = (report.webhook_id.clone(), report.tries);
+            if !self.reports.defer(report, io.now_ms) {
+                self.give_up_report(io, &id, tries, "no room to wait");
             }
             return;
         }
