@@ -3076,3 +3076,60 @@ fn a_report_deferred_while_its_sender_closes_is_sent_or_counted() {
     assert_eq!(created, accepted + w.m(Metric::DeadLettersFailed));
     w.with(0, |s, _, _| assert!(s.drained()));
 }
+
+/// A review of the benchmark's singleton drain: through a long outage the breaker refuses the
+/// backlog again and again, and the sweep finds the same deliveries too. The sender's memory
+/// of what to retry filled with copies and forgot a few hundred, which then waited for the
+/// sweep to come round (seconds at 20,000 deliveries). Every delivery must go out as replies
+/// come back, long before one sweep pass could find it.
+#[test]
+fn a_long_outage_leaves_no_delivery_to_the_sweep() {
+    let json = r#"{"endpoints": [{"name": "crm", "url": "http://h/a", "cluster": "c",
+        "circuitBreaker": {"failureThreshold": 5, "openMs": 1000},
+        "retry": {"maxAttempts": 5, "initialDelayMs": 1000, "multiplier": 2.0, "maxDelayMs": 60000, "jitter": 0.2}}],
+        "limits": {"maxPending": 6000, "maxRemembered": 16384}}"#;
+    let mut w = World::new(json, 1);
+    // One sweep pass takes 6000 / 64 ticks of 100 ms: 9.4 s.
+    let (events, tick_ms) = (5_000u64, 100);
+    let mut answered = 0;
+    let mut fed = 0u64;
+    let mut up_at = None;
+    for ms in 0..30_000u64 {
+        w.now += 1;
+        // Down for 8 s: pages of 100 new events every 100 ms until all are in.
+        if up_at.is_none() && ms % 100 == 0 && fed < events {
+            let ns: Vec<_> = (fed + 1..=fed + 100)
+                .map(|i| note(i, DeliveryStatus::Success, A))
+                .collect();
+            w.observe(0, &ns);
+            fed += 100;
+        }
+        if up_at.is_none() && ms >= 8_000 {
+            up_at = Some(ms);
+        }
+        // Every attempt is answered a millisecond after it went out.
+        let tokens: Vec<u32> = w.net.borrow().sent[answered..]
+            .iter()
+            .map(|s| s.token)
+            .collect();
+        answered += tokens.len();
+        for t in tokens {
+            w.reply(0, t, if up_at.is_some() { 200 } else { 503 }, None);
+        }
+        if ms % tick_ms == 0 {
+            w.tick(0);
+        }
+        if up_at.is_some() && w.m(Metric::Pending) == 0 {
+            break;
+        }
+    }
+    let up_at = up_at.unwrap();
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), events as i64);
+    assert_eq!(w.m(Metric::Pending), 0);
+    let drained_ms = w.now - T0 - up_at;
+    // Retries fall due within the open period and the longest backoff jitter after it.
+    assert!(
+        drained_ms < 3_000,
+        "drained {drained_ms} ms after the receiver came back"
+    );
+}
