@@ -212,7 +212,7 @@ fn main() {
         "extract graphql 10 rows",
         WatchKind::Graphql,
         &page10,
-        "compact, as in Envoy scenario 3".into(),
+        "compact; rows like Envoy scenario 3's, not the same page".into(),
     );
     let (page1m, _) = graphql_page_of(1_000_000);
     extract_row(
