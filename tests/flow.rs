@@ -3133,3 +3133,280 @@ fn a_long_outage_leaves_no_delivery_to_the_sweep() {
         "drained {drained_ms} ms after the receiver came back"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// A review of the sender's memory: a millisecond-step simulation with several senders, replies
+// after a per-request latency, and ticks every 100 ms.
+
+struct Sim {
+    w: World,
+    /// Sent requests attributed to a VM so far.
+    seen: usize,
+    /// (due ms, vm, token, status, retry-after) of replies still to come.
+    replies: Vec<(u64, usize, u32, u16, Option<String>)>,
+    /// Delivered (2xx answered) webhooks per cluster, and when the last one was answered.
+    ok: std::collections::HashMap<String, (usize, u64)>,
+    /// When each 2xx was answered, per cluster.
+    times: std::collections::HashMap<String, Vec<u64>>,
+    start: u64,
+}
+
+type Answer = dyn Fn(&Sent, u64) -> Option<(u64, u16, Option<String>)>;
+
+impl Sim {
+    fn new(json: &str, vms: usize) -> Sim {
+        let w = World::new(json, vms);
+        let start = w.now;
+        Sim {
+            w,
+            seen: 0,
+            replies: Vec::new(),
+            ok: Default::default(),
+            times: Default::default(),
+            start,
+        }
+    }
+    fn t(&self) -> u64 {
+        self.w.now - self.start
+    }
+    /// Attribute what was sent since the last call to `vm`, and plan its reply.
+    fn collect(&mut self, vm: usize, answer: &Answer) {
+        let net = self.w.net.borrow();
+        let t = self.t();
+        for s in &net.sent[self.seen..] {
+            if let Some((delay, status, ra)) = answer(s, t) {
+                self.replies
+                    .push((self.w.now + delay, vm, s.token, status, ra));
+            }
+        }
+        self.seen = net.sent.len();
+    }
+    fn observe(&mut self, vm: usize, ns: &[Notification], answer: &Answer) {
+        self.w.observe(vm, ns);
+        self.collect(vm, answer);
+    }
+    /// Advance one millisecond: deliver the replies due, then tick every `tick_ms`.
+    fn step(&mut self, tick_ms: u64, answer: &Answer) {
+        self.w.now += 1;
+        let now = self.w.now;
+        let mut due: Vec<_> = Vec::new();
+        self.replies.retain(|r| {
+            if r.0 <= now {
+                due.push(r.clone());
+                false
+            } else {
+                true
+            }
+        });
+        for (_, vm, token, status, ra) in due {
+            if (200..300).contains(&status) {
+                let cluster = self.w.net.borrow().sent[token as usize - 1].cluster.clone();
+                let t = self.t();
+                self.times.entry(cluster.clone()).or_default().push(t);
+                let e = self.ok.entry(cluster).or_default();
+                e.0 += 1;
+                e.1 = t;
+            }
+            self.w.reply(vm, token, status, ra.as_deref());
+            self.collect(vm, answer);
+        }
+        if self.t().is_multiple_of(tick_ms) {
+            for vm in 0..self.w.senders.len() {
+                self.w.tick(vm);
+                self.collect(vm, answer);
+            }
+        }
+    }
+    /// When the given shares (in percent) of `total` deliveries to `cluster` had gone, in ms
+    /// after `from`.
+    fn quantiles(&self, cluster: &str, total: usize, from: u64) -> Vec<(usize, Option<u64>)> {
+        let ts = self.times.get(cluster).cloned().unwrap_or_default();
+        [50, 90, 99, 100]
+            .into_iter()
+            .map(|p| {
+                let k = (total * p).div_ceil(100);
+                (p, ts.get(k.saturating_sub(1)).map(|t| t - from))
+            })
+            .collect()
+    }
+    fn ok(&self, cluster: &str) -> (usize, u64) {
+        self.ok.get(cluster).copied().unwrap_or_default()
+    }
+}
+
+fn notes(ids: std::ops::Range<u64>, status: DeliveryStatus) -> Vec<Notification> {
+    ids.map(|i| note(i, status, A)).collect()
+}
+
+/// One sender serves two endpoints: "down" fails (its circuit opens, half-opens, opens
+/// again) and holds thousands of deliveries; "up" is healthy but can have only 4 requests in
+/// flight, so a burst to it waits in `held` for places its own replies free. `retry_held`
+/// stops at the first refusal, so each reply from "up" spends its freed place on the head of
+/// `held` — a "down" delivery refused again — and the "up" burst goes out only as the sweep
+/// finds it.
+#[test]
+fn a_failing_endpoint_s_held_deliveries_do_not_hold_up_a_healthy_one() {
+    let json = r#"{"endpoints": [
+        {"name": "down", "url": "http://h/d", "cluster": "cd", "deliveryStatuses": [5],
+         "circuitBreaker": {"failureThreshold": 5, "openMs": 1000},
+         "retry": {"maxAttempts": 5, "initialDelayMs": 1000, "multiplier": 2.0, "maxDelayMs": 60000, "jitter": 0.2}},
+        {"name": "up", "url": "http://h/u", "cluster": "cu", "deliveryStatuses": [6], "maxInFlight": 4}],
+        "limits": {"maxPending": 6000, "maxRemembered": 16384}}"#;
+    let mut sim = Sim::new(json, 1);
+    let answer: &Answer = &|s, _| match s.cluster.as_str() {
+        "cd" => Some((1, 503, None)),
+        _ => Some((5, 200, None)),
+    };
+    // 3,000 deliveries to "down" over the first 300 ms.
+    let mut fed = 1u64;
+    let mut up_fed_at = None;
+    let ups = 500u64;
+    for _ in 0..60_000 {
+        if fed < 3_000 && sim.t().is_multiple_of(10) {
+            sim.observe(0, &notes(fed..fed + 100, DeliveryStatus::Success), answer);
+            fed += 100;
+        }
+        // Then a burst of 500 to "up", while "down" is still down.
+        if up_fed_at.is_none() && sim.t() >= 3_000 {
+            sim.observe(
+                0,
+                &notes(100_000..100_000 + ups, DeliveryStatus::Failed),
+                answer,
+            );
+            up_fed_at = Some(sim.t());
+        }
+        sim.step(100, answer);
+        if sim.ok("cu").0 == ups as usize {
+            break;
+        }
+    }
+    let (n, last) = sim.ok("cu");
+    let took = last - up_fed_at.unwrap();
+    eprintln!("up: {n}/{ups} delivered, the last {took} ms after the burst");
+    eprintln!(
+        "up quantiles: {:?}",
+        sim.quantiles("cu", ups as usize, up_fed_at.unwrap())
+    );
+    assert_eq!(n, ups as usize);
+    // 4 places, 5 ms a reply: 500 go in about 625 ms. One sweep pass is 6000/64 ticks: 9.4 s.
+    assert!(took < 2_000, "the healthy endpoint's burst took {took} ms");
+}
+
+/// The same without any failure: "slow" answers in 500 ms with 2 places and has a backlog of
+/// 1,000 held for places; "fast" answers in 5 ms with 4 places. A "fast" reply frees a
+/// "fast" place, but `retry_held` pops the head of `held` — a "slow" delivery, refused for
+/// want of a place — and stops, so the "fast" burst waits for the sweep.
+#[test]
+fn a_slow_endpoint_s_backlog_does_not_hold_up_a_fast_one() {
+    let json = r#"{"endpoints": [
+        {"name": "slow", "url": "http://h/s", "cluster": "cs", "deliveryStatuses": [5], "maxInFlight": 2},
+        {"name": "fast", "url": "http://h/f", "cluster": "cf", "deliveryStatuses": [6], "maxInFlight": 4}],
+        "limits": {"maxPending": 6000, "maxRemembered": 16384}}"#;
+    let mut sim = Sim::new(json, 1);
+    let answer: &Answer = &|s, _| match s.cluster.as_str() {
+        "cs" => Some((500, 200, None)),
+        _ => Some((5, 200, None)),
+    };
+    sim.observe(0, &notes(1..1_001, DeliveryStatus::Success), answer);
+    sim.step(100, answer);
+    let fast = 500u64;
+    let from = sim.t();
+    sim.observe(
+        0,
+        &notes(100_000..100_000 + fast, DeliveryStatus::Failed),
+        answer,
+    );
+    for _ in 0..60_000 {
+        sim.step(100, answer);
+        if sim.ok("cf").0 == fast as usize {
+            break;
+        }
+    }
+    let (n, last) = sim.ok("cf");
+    let took = last - from;
+    eprintln!(
+        "fast: {n}/{fast}, last {took} ms; {:?}",
+        sim.quantiles("cf", fast as usize, from)
+    );
+    eprintln!("slow delivered meanwhile: {}", sim.ok("cs").0);
+    assert_eq!(n, fast as usize);
+    // 4 places, 5 ms a reply: about 625 ms. One sweep pass is 6000/64 ticks: 9.4 s.
+    assert!(took < 2_000, "the fast endpoint's burst took {took} ms");
+}
+
+/// The `due` heap keeps a retry's entry until its time even when the delivery it named is
+/// gone: replaced by the notification's next event, which is sent, fails and is scheduled
+/// again. 3,000 notifications going PENDING -> IN_PROGRESS -> SUCCESS while their endpoint
+/// fails put 9,000 entries in a heap bounded by the ledger's 6,000 slots: the live retries
+/// (the last wave's) are the ones dropped, and go out only as the sweep finds them.
+#[test]
+fn retries_left_stale_by_later_events_do_not_crowd_out_live_ones() {
+    let json = r#"{"endpoints": [{"name": "crm", "url": "http://h/a", "cluster": "c",
+        "deliveryStatuses": [1, 2, 5], "maxInFlight": 10000,
+        "circuitBreaker": {"failureThreshold": 1000, "openMs": 1000},
+        "retry": {"maxAttempts": 5, "initialDelayMs": 20000, "multiplier": 2.0, "maxDelayMs": 60000, "jitter": 0.0}}],
+        "limits": {"maxPending": 6000, "maxRemembered": 16384}}"#;
+    let mut sim = Sim::new(json, 1);
+    // Fails for the first 10 s, then answers; one notification in 50 goes through all along,
+    // so that the circuit stays closed and every failure schedules a retry.
+    let answer: &Answer = &|s, t| {
+        let id: u64 = s
+            .body
+            .trim_start_matches("{\"id\":")
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        Some((
+            1,
+            if t < 10_000 && !id.is_multiple_of(50) {
+                503
+            } else {
+                200
+            },
+            None,
+        ))
+    };
+    let waves = [
+        (DeliveryStatus::Pending, A),
+        (DeliveryStatus::InProgress, B),
+        (DeliveryStatus::Success, C),
+    ];
+    for (status, at) in waves {
+        for page in 0..30u64 {
+            let ns: Vec<_> = (page * 100 + 1..=page * 100 + 100)
+                .map(|i| note(i, status, at))
+                .collect();
+            sim.observe(0, &ns, answer);
+            for _ in 0..10 {
+                sim.step(100, answer);
+            }
+        }
+    }
+    let last_retry_due = sim.t() + 20_000;
+    eprintln!(
+        "pending {}, last wave's retries due by {last_retry_due} ms",
+        sim.w.m(Metric::Pending)
+    );
+    for _ in 0..60_000 {
+        sim.step(100, answer);
+        if sim.w.m(Metric::Pending) == 0 {
+            break;
+        }
+    }
+    let late = sim.t().saturating_sub(last_retry_due);
+    eprintln!("successes after t=0: {:?}", sim.quantiles("c", 3000, 0));
+    let mut hist = std::collections::BTreeMap::new();
+    for t in sim.times.get("c").cloned().unwrap_or_default() {
+        *hist.entry(t / 1000).or_insert(0) += 1;
+    }
+    eprintln!("successes per second: {hist:?}");
+    eprintln!(
+        "all delivered at {} ms: {late} ms after the last retry fell due; succeeded {}",
+        sim.t(),
+        sim.w.m(Metric::DeliveriesSucceeded)
+    );
+    assert_eq!(sim.w.m(Metric::Pending), 0);
+    assert!(late < 1_000, "the last retries went {late} ms late");
+}

@@ -2,6 +2,7 @@
 //! and the ledger of pending deliveries kept in a `Store`.
 
 pub mod breaker;
+pub mod due;
 pub mod held;
 pub mod ledger;
 pub mod outcome;

@@ -1,0 +1,136 @@
+//! The slots a sender set to come due later (a retry, an open circuit, a pause), soonest
+//! first, each with the endpoint it waits for.
+//!
+//! A slot scheduled again, or taken by the notification's next event and scheduled for
+//! that, leaves its earlier entry behind. Those entries are stale: only the latest time
+//! per slot counts. A heap that kept them and refused new entries when full forgot live
+//! retries for stale ones (measured: of 2,940 retries due at once, 1,854 waited up to 9.3 s
+//! for the ledger sweep). Stale entries are skipped as they come up and dropped whenever
+//! the heap grows to twice the slots it may name, so it never refuses an entry.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+#[derive(Debug, Default)]
+pub struct Due {
+    heap: BinaryHeap<Reverse<(u64, u32, u64)>>,
+    /// The latest time each slot was scheduled for, by slot; 0 when it is not scheduled.
+    latest: Vec<u64>,
+}
+
+impl Due {
+    /// `slot` comes due at `at_ms` for the endpoint `key`, whatever it was scheduled for
+    /// before. `slots`: how many slots the ledger has (the live entries at most).
+    pub fn schedule(&mut self, at_ms: u64, slot: u32, key: u64, slots: usize) {
+        let i = slot as usize;
+        if self.latest.len() <= i {
+            self.latest.resize(i + 1, 0);
+        }
+        if let Some(t) = self.latest.get_mut(i) {
+            // 0 means "not scheduled": a time of 0 is already due, 1 is the same.
+            *t = at_ms.max(1);
+        }
+        if self.heap.len() >= slots.max(1).saturating_mul(2) {
+            let latest = &self.latest;
+            self.heap
+                .retain(|Reverse((at, s, _))| latest.get(*s as usize) == Some(at));
+        }
+        self.heap.push(Reverse((at_ms.max(1), slot, key)));
+    }
+
+    /// The next slot due by `now_ms` and its endpoint's key, skipping stale entries; at most
+    /// `reads` entries are looked at.
+    pub fn pop(&mut self, now_ms: u64, reads: &mut usize) -> Option<(u32, u64)> {
+        while *reads > 0 {
+            let &Reverse((at, slot, key)) = self.heap.peek()?;
+            if at > now_ms {
+                return None;
+            }
+            self.heap.pop();
+            *reads -= 1;
+            if let Some(t) = self.latest.get_mut(slot as usize) {
+                if *t == at {
+                    *t = 0;
+                    return Some((slot, key));
+                }
+            }
+        }
+        None
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_due(d: &mut Due, now: u64) -> Vec<(u32, u64)> {
+        let mut reads = usize::MAX;
+        std::iter::from_fn(|| d.pop(now, &mut reads)).collect()
+    }
+
+    #[test]
+    fn slots_come_due_soonest_first_and_not_before_their_time() {
+        let mut d = Due::default();
+        d.schedule(300, 3, 7, 10);
+        d.schedule(100, 1, 7, 10);
+        d.schedule(200, 2, 8, 10);
+        assert_eq!(all_due(&mut d, 250), vec![(1, 7), (2, 8)]);
+        assert_eq!(all_due(&mut d, 299), vec![]);
+        assert_eq!(all_due(&mut d, 300), vec![(3, 7)]);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn only_a_slot_s_latest_schedule_counts() {
+        let mut d = Due::default();
+        d.schedule(100, 1, 7, 10);
+        d.schedule(500, 1, 9, 10); // rescheduled, for another endpoint's delivery
+        assert_eq!(all_due(&mut d, 400), vec![]);
+        assert_eq!(all_due(&mut d, 500), vec![(1, 9)]);
+        // Scheduled twice for the same time: it comes out once.
+        d.schedule(600, 2, 7, 10);
+        d.schedule(600, 2, 7, 10);
+        assert_eq!(all_due(&mut d, 600), vec![(2, 7)]);
+    }
+
+    #[test]
+    fn stale_entries_never_crowd_out_live_ones() {
+        let mut d = Due::default();
+        let slots = 100;
+        // Every slot rescheduled fifty times: the heap stays within twice the slots.
+        for round in 0..50u64 {
+            for s in 0..slots as u32 {
+                d.schedule(1_000 + round, s, 1, slots);
+            }
+            assert!(d.len() <= 2 * slots);
+        }
+        let due = all_due(&mut d, 2_000);
+        assert_eq!(due.len(), slots);
+    }
+
+    #[test]
+    fn reads_bound_the_work_of_one_call() {
+        let mut d = Due::default();
+        for s in 0..10 {
+            d.schedule(100, s, 1, 10);
+            d.schedule(200, s, 1, 10); // leaves ten stale entries at 100
+        }
+        let mut reads = 4;
+        assert_eq!(
+            d.pop(300, &mut reads),
+            None,
+            "four stale entries read, none due"
+        );
+        assert_eq!(reads, 0);
+        let mut reads = 100;
+        assert_eq!(d.pop(300, &mut reads), Some((0, 1)));
+    }
+}
