@@ -11,9 +11,6 @@
 //! Memory is bounded: notifications hash into `buckets` keys of at most `BUCKET_ENTRIES`
 //! entries each; a full bucket forgets the notification whose state changed longest ago.
 
-use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
-
 use crate::osmox::{DeliveryStatus, Notification};
 use crate::routing::Routed;
 use crate::store::{self, Store, StoreError};
@@ -44,7 +41,7 @@ pub fn fnv1a64(parts: &[&[u8]]) -> u64 {
 /// The body comes as the chunks the proxy saw, split wherever the reads fell: the hash is
 /// that of their concatenation, so the same response hashes the same however it arrived.
 /// Not for security; collisions of 64-bit values are not a practical concern here.
-pub(crate) fn words_hash<C: AsRef<[u8]>>(seed: u64, parts: &[C]) -> u64 {
+fn words_hash<C: AsRef<[u8]>>(seed: u64, parts: &[C]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let step = |h: u64, word: [u8; 8]| {
         (h ^ u64::from_le_bytes(word))
@@ -687,84 +684,11 @@ impl RecentResponses {
     }
 }
 
-/// Notification rows this VM already took in, by `extract::row_key`. A polled page often
-/// changes while most of its rows do not (its `total` moves, one row of ten changes): a row
-/// taken in before, byte for byte under the same request, is skipped without building its
-/// webhook body or asking the dedupe memory again, which would find it seen. Only rows of a
-/// response whose every notification was recorded are remembered; the oldest are forgotten
-/// first.
-#[derive(Debug)]
-pub struct KnownRows {
-    keys: HashSet<u64, BuildHasherDefault<KeyHasher>>,
-    order: VecDeque<u64>,
-    capacity: usize,
-}
-
-impl KnownRows {
-    pub fn new(capacity: usize) -> Self {
-        KnownRows {
-            keys: HashSet::default(),
-            order: VecDeque::new(),
-            capacity: capacity.max(1),
-        }
-    }
-
-    pub fn contains(&self, key: u64) -> bool {
-        self.keys.contains(&key)
-    }
-
-    pub fn remember(&mut self, key: u64) {
-        if !self.keys.insert(key) {
-            return;
-        }
-        self.order.push_back(key);
-        while self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.keys.remove(&old);
-            }
-        }
-    }
-}
-
-/// The keys are hashes already: they go into the table as they are.
-#[derive(Debug, Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::osmox::DeliveryStatus;
     use crate::store::MemStore;
-
-    #[test]
-    fn known_rows_forget_the_oldest_first_and_hold_no_more_than_their_capacity() {
-        let mut k = KnownRows::new(3);
-        for key in [10, 11, 12, 10] {
-            k.remember(key);
-        }
-        assert!(k.contains(10) && k.contains(11) && k.contains(12));
-        k.remember(13);
-        assert!(!k.contains(10), "the oldest goes first");
-        assert!(k.contains(11) && k.contains(12) && k.contains(13));
-        assert_eq!(k.order.len(), 3);
-        assert_eq!(k.keys.len(), 3);
-    }
 
     fn n(
         id: u64,

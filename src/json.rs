@@ -78,8 +78,6 @@ pub enum Value<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Object<'a> {
     members: Vec<(Str<'a>, Value<'a>)>,
-    /// The object's source text, braces included.
-    raw: &'a str,
 }
 
 impl<'a> Object<'a> {
@@ -95,11 +93,6 @@ impl<'a> Object<'a> {
     /// Every member in document order.
     pub fn members(&self) -> &[(Str<'a>, Value<'a>)] {
         &self.members
-    }
-
-    /// The object as it was written, braces included: the same text means the same object.
-    pub fn raw(&self) -> &'a str {
-        self.raw
     }
 }
 
@@ -876,7 +869,6 @@ impl<'a> Parser<'a> {
     }
 
     fn object(&mut self) -> Result<Value<'a>, Fail> {
-        let start = self.pos;
         self.enter()?;
         let base = self.members.len();
         if self.next() == Some(b'}') {
@@ -909,8 +901,7 @@ impl<'a> Parser<'a> {
         }
         self.depth -= 1;
         let members = self.members.drain(base..).collect();
-        let raw = self.text.get(start..self.pos).unwrap_or_default();
-        Ok(Value::Object(Object { members, raw }))
+        Ok(Value::Object(Object { members }))
     }
 }
 
@@ -920,25 +911,6 @@ mod tests {
 
     fn ok(src: &str) -> Value<'_> {
         parse(src.as_bytes()).unwrap()
-    }
-
-    #[test]
-    fn an_object_keeps_its_source_text() {
-        let src = r#" {"a" : {"b": [1, {"c":2} ] } , "d":"}"} "#;
-        let v = ok(src);
-        let Value::Object(root) = &v else { panic!() };
-        assert_eq!(root.raw(), r#"{"a" : {"b": [1, {"c":2} ] } , "d":"}"}"#);
-        let Some(Value::Object(a)) = root.get("a") else {
-            panic!()
-        };
-        assert_eq!(a.raw(), r#"{"b": [1, {"c":2} ] }"#);
-        let Some(Value::Array(b)) = a.get("b") else {
-            panic!()
-        };
-        let Some(Value::Object(c)) = b.get(1) else {
-            panic!()
-        };
-        assert_eq!(c.raw(), r#"{"c":2}"#);
     }
 
     fn minified(v: &Value<'_>) -> String {

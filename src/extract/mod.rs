@@ -126,31 +126,6 @@ pub struct Extracted {
     /// integer 1–6, or there is no integer id. Worth a metric: it means the query did not
     /// select `id`, or OsmoX changed its wire format.
     pub skipped_objects: usize,
-    /// The `row_key` of each notification, in the same order.
-    pub row_keys: Vec<u64>,
-    /// Rows passed over as known (see [`extract_known`]): taken in before, byte for byte.
-    pub known_rows: usize,
-}
-
-/// What a row's reading depends on: its text, the identity its field asked for, and whether
-/// its own `id` names it; `seed` stands for the request (its document). Two rows with the same
-/// key read as the same notification.
-pub fn row_key(seed: u64, row: &Object<'_>, id_override: Option<u64>, own_id: bool) -> u64 {
-    let ctx = [
-        id_override.unwrap_or(0).to_le_bytes(),
-        [
-            u8::from(id_override.is_some()),
-            u8::from(own_id),
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-        ],
-    ];
-    let seed = crate::events::words_hash(seed, &ctx);
-    crate::events::words_hash(seed, &[row.raw().as_bytes()])
 }
 
 /// Every notification in an OsmoX response body.
@@ -169,20 +144,6 @@ pub fn extract(
     body: &[u8],
     facts: &RequestFacts,
 ) -> Result<Extracted, ExtractError> {
-    extract_known(kind, body, facts, 0, &|_| false)
-}
-
-/// [`extract`], passing over the rows whose `row_key` under `seed` is `known`: they are
-/// counted in `known_rows` and still claim their identity (a later row of the same
-/// notification is not taken instead), but yield no notification, so their webhook body is
-/// never built and the dedupe memory is not asked about them again.
-pub fn extract_known(
-    kind: WatchKind,
-    body: &[u8],
-    facts: &RequestFacts,
-    seed: u64,
-    known: &dyn Fn(u64) -> bool,
-) -> Result<Extracted, ExtractError> {
     if kind == WatchKind::Graphql {
         match facts.document {
             Document::Plain => {}
@@ -195,14 +156,8 @@ pub fn extract_known(
         return Err(ExtractError::NotObject);
     };
     let mut found = Collector {
-        notifications: Vec::new(),
-        row_keys: Vec::new(),
-        skipped: 0,
-        known_rows: 0,
-        seen: HashSet::new(),
         archived: kind == WatchKind::Graphql && facts.archived,
-        seed,
-        known,
+        ..Collector::default()
     };
     match kind {
         WatchKind::Graphql => {
@@ -238,8 +193,6 @@ pub fn extract_known(
     Ok(Extracted {
         notifications: found.notifications,
         skipped_objects: found.skipped,
-        row_keys: found.row_keys,
-        known_rows: found.known_rows,
     })
 }
 
@@ -417,20 +370,17 @@ impl<'r, 'j> Fields<'r, 'j> {
     }
 }
 
-struct Collector<'k> {
+#[derive(Default)]
+struct Collector {
     notifications: Vec<Notification>,
-    row_keys: Vec<u64>,
     skipped: usize,
-    known_rows: usize,
     seen: HashSet<u64>,
     /// Rows may be archive rows, whose `id` is the archive's: only `notificationId` (or the
     /// id a `notification` field asked for) names the notification.
     archived: bool,
-    seed: u64,
-    known: &'k dyn Fn(u64) -> bool,
 }
 
-impl Collector<'_> {
+impl Collector {
     fn visit(&mut self, v: &Value<'_>, depth: usize, id_override: Option<u64>) {
         if depth > MAX_DEPTH {
             // Past the bound nothing is searched; a notification right here is still counted.
@@ -475,21 +425,10 @@ impl Collector<'_> {
     }
 
     fn take(&mut self, obj: &Object<'_>, id_override: Option<u64>) {
-        let own_id = !self.archived;
-        let key = row_key(self.seed, obj, id_override, own_id);
-        if (self.known)(key) {
-            // Only a row that was taken is known: it has its identity.
-            if let Some(id) = identity(&Fields::of(obj), id_override, own_id) {
-                self.seen.insert(id);
-                self.known_rows += 1;
-                return;
-            }
-        }
-        match notification(obj, id_override, own_id) {
+        match notification(obj, id_override, !self.archived) {
             Some(n) => {
                 if self.seen.insert(n.id) {
                     self.notifications.push(n);
-                    self.row_keys.push(key);
                 }
             }
             None => self.skipped += 1,
@@ -497,24 +436,19 @@ impl Collector<'_> {
     }
 }
 
-/// The notification a row names. An archived row has its own `id`; the notification's is in
-/// `notificationId`.
-fn identity(f: &Fields<'_, '_>, id_override: Option<u64>, own_id: bool) -> Option<u64> {
-    match id_override {
-        Some(id) => Some(id),
-        None => match f.get(Field::NotificationId) {
-            Some(original) => original.as_u64(),
-            None if own_id => f.u64(Field::Id),
-            None => None,
-        },
-    }
-}
-
 /// The notification an object describes, or `None` when it lacks a usable id or status
 /// (or has only its own `id` where that may be an archive row's: `own_id` false).
 fn notification(obj: &Object<'_>, id_override: Option<u64>, own_id: bool) -> Option<Notification> {
     let f = Fields::of(obj);
-    let id = identity(&f, id_override, own_id)?;
+    // An archived row has its own `id`; the notification's is in `notificationId`.
+    let id = match id_override {
+        Some(id) => id,
+        None => match f.get(Field::NotificationId) {
+            Some(original) => original.as_u64()?,
+            None if own_id => f.u64(Field::Id)?,
+            None => return None,
+        },
+    };
     let code = f.u64(Field::DeliveryStatus)?;
     let delivery_status = DeliveryStatus::from_code(code)?;
     let body = webhook_body(obj, id);
@@ -771,104 +705,6 @@ mod tests {
 
     fn run(kind: WatchKind, body: &[u8]) -> Extracted {
         extract(kind, body, &plain()).unwrap()
-    }
-
-    /// `body` read as `GQL_LIST`'s poll would be, with the rows of `known` passed over.
-    fn run_known(body: &[u8], seed: u64, known: &[u64]) -> Extracted {
-        extract_known(WatchKind::Graphql, body, &plain(), seed, &|k| {
-            known.contains(&k)
-        })
-        .unwrap()
-    }
-
-    fn with_total(list: &Value, total: u64) -> Vec<u8> {
-        let mut v = list.clone();
-        v["data"]["notifications"]["total"] = json!(total);
-        serde_json::to_vec(&v).unwrap()
-    }
-
-    #[test]
-    fn rows_taken_in_before_are_passed_over_when_the_page_around_them_changes() {
-        let list: Value = serde_json::from_str(GQL_LIST).unwrap();
-        let first = run_known(&with_total(&list, 1), 7, &[]);
-        assert_eq!(first.notifications.len(), 7);
-        assert_eq!(first.row_keys.len(), 7);
-        assert_eq!(first.known_rows, 0);
-        // The same rows in a page whose total moved: every one known, none taken.
-        let again = run_known(&with_total(&list, 2), 7, &first.row_keys);
-        assert_eq!(again.notifications.len(), 0);
-        assert_eq!(again.known_rows, 7);
-        // One row changes: only that one is read, with its whole body.
-        let mut changed = list.clone();
-        let row = &mut changed["data"]["notifications"]["notifications"][2];
-        row["deliveryStatus"] = json!(6);
-        let id = row["id"].as_u64().unwrap();
-        let third = run_known(&with_total(&changed, 3), 7, &first.row_keys);
-        assert_eq!(
-            summary(&third)
-                .iter()
-                .map(|r| (r.0, r.1))
-                .collect::<Vec<_>>(),
-            vec![(id, 6)]
-        );
-        assert_eq!(third.known_rows, 6);
-        let plain_read = run(WatchKind::Graphql, &with_total(&changed, 3));
-        let same = plain_read
-            .notifications
-            .iter()
-            .find(|n| n.id == id)
-            .unwrap();
-        assert_eq!(third.notifications[0], *same);
-    }
-
-    #[test]
-    fn a_row_is_known_only_under_the_request_and_reading_it_was_taken_in_with() {
-        let list: Value = serde_json::from_str(GQL_LIST).unwrap();
-        let body = with_total(&list, 1);
-        let keys = run_known(&body, 7, &[]).row_keys;
-        // Another request (seed): read again.
-        assert_eq!(run_known(&body, 8, &keys).notifications.len(), 7);
-        // As archive rows (their own id names no notification), or under an id a field asked
-        // for: other keys.
-        let root = json::parse(&body).unwrap();
-        let rows = root
-            .get("data")
-            .unwrap()
-            .get("notifications")
-            .unwrap()
-            .get("notifications")
-            .unwrap();
-        let Some(json::Value::Array(rows)) = Some(rows) else {
-            panic!()
-        };
-        let json::Value::Object(row) = &rows[0] else {
-            panic!()
-        };
-        let k = row_key(7, row, None, true);
-        assert!(keys.contains(&k));
-        assert_ne!(k, row_key(7, row, None, false));
-        assert_ne!(k, row_key(7, row, Some(1042), true));
-        assert_ne!(
-            row_key(7, row, Some(1042), true),
-            row_key(7, row, Some(1043), true)
-        );
-    }
-
-    #[test]
-    fn a_known_row_still_claims_its_notification_in_the_response() {
-        // The same notification twice in one page: the first occurrence wins, known or not.
-        let body = br#"{"data":{"a":{"id":5,"deliveryStatus":2},"b":{"id":5,"deliveryStatus":6}}}"#;
-        let first = run_known(body, 1, &[]);
-        assert_eq!(
-            summary(&first)
-                .iter()
-                .map(|r| (r.0, r.1))
-                .collect::<Vec<_>>(),
-            vec![(5, 2)]
-        );
-        let again = run_known(body, 1, &first.row_keys);
-        assert!(again.notifications.is_empty(), "{:?}", again.notifications);
-        assert_eq!(again.known_rows, 1);
     }
 
     /// (id, status code, provider, channel, retry count) per notification.

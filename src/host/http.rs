@@ -183,13 +183,7 @@ impl Watch {
             }
         }
         let facts = facts.unwrap_or_else(|| self.request_facts(kind));
-        // Rows are known under the request they answered, as whole responses are.
-        let seed = Body::Empty.hash(&self.request);
-        let read = {
-            let rows = self.shared.rows.borrow();
-            extract::extract_known(kind, &body, &facts, seed, &|key| rows.contains(key))
-        };
-        let extracted = match read {
+        let extracted = match extract::extract(kind, &body, &facts) {
             Ok(x) => x,
             Err(e) => {
                 metrics.add(e.metric(), 1);
@@ -199,10 +193,6 @@ impl Watch {
         };
         if extracted.skipped_objects > 0 {
             metrics.add(Metric::ObjectsSkipped, extracted.skipped_objects as i64);
-        }
-        if extracted.known_rows > 0 {
-            // What the dedupe memory would have said of them, had it been asked again.
-            metrics.add(Metric::EventsDuplicate, extracted.known_rows as i64);
         }
         let endpoints = self.shared.endpoints();
         let intake = intake::take_in(
@@ -217,10 +207,6 @@ impl Watch {
         );
         if intake.complete {
             self.shared.recent.borrow_mut().remember(hash);
-            let mut rows = self.shared.rows.borrow_mut();
-            for key in &extracted.row_keys {
-                rows.remember(*key);
-            }
         }
         // One item per response, not per delivery: each item wakes the sender's VM once.
         if intake.wake.is_empty() {

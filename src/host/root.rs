@@ -17,7 +17,7 @@ use crate::delivery::ledger::Ledger;
 use crate::delivery::outcome::{envoy_local_reply, AttemptResponse, LOCAL_REPLY_MAX_BYTES};
 use crate::delivery::peers::{self, Rotation, PEERS_KEY};
 use crate::delivery::sender::{Dispatch, Io, Sender};
-use crate::events::{KnownRows, Memory, RecentResponses};
+use crate::events::{Memory, RecentResponses};
 use crate::extract::persisted;
 use crate::layout::{self, LaidOut};
 use crate::learn::Registry;
@@ -33,8 +33,6 @@ pub const QUEUE: &str = "deliveries";
 const SCAN_PER_TICK: u32 = 256;
 /// Distinct watched responses each VM remembers to skip when they come again unchanged.
 const RECENT_RESPONSES: usize = 256;
-/// Notification rows remembered as taken in (`KnownRows`): 4,096 keys, about 100 KB a VM.
-const KNOWN_ROWS: usize = 4096;
 /// Deliveries sent per wake-up at most; the rest of the item goes back on the queue. A
 /// wake-up runs on a worker thread between its streams, so this bounds how long it holds
 /// them up.
@@ -54,7 +52,6 @@ pub struct Shared {
     rotation: RefCell<Option<Rotation>>,
     backlogged: Cell<bool>,
     pub recent: RefCell<RecentResponses>,
-    pub rows: RefCell<KnownRows>,
     /// Configured plus learned endpoints, with the learned map's version they were built at.
     endpoints: RefCell<(Option<u32>, Rc<Vec<Endpoint>>)>,
     /// When this VM last warned that no sender takes its deliveries.
@@ -552,7 +549,6 @@ impl RootContext for Root {
             rotation: RefCell::new(rotation),
             backlogged: Cell::new(false),
             recent: RefCell::new(RecentResponses::new(RECENT_RESPONSES)),
-            rows: RefCell::new(KnownRows::new(KNOWN_ROWS)),
             no_sender_warned_ms: Cell::new(None),
         }));
         true

@@ -319,8 +319,8 @@ def test_repeat_poll_no_duplicate_then_status_change_delivers_once(osmox, make_r
 
 
 def test_a_page_whose_total_moves_sends_only_the_row_that_changed(osmox, make_receiver, make_envoy, filter_wasm):
-    # Rows a VM took in before are passed over byte for byte when the page around them changes
-    # (`total` moves): none of them may be sent again, and a row that did change still goes.
+    # A page whose bytes change (`total` moves) while its rows do not: none of them is sent
+    # again, and a row that did change still goes.
     crm = make_receiver("crm")
     cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS)
     envoy = start(make_envoy, osmox, cfg, {"crm": crm})
