@@ -169,9 +169,12 @@ impl Watch {
     fn take_notifications(&self, kind: WatchKind, facts: Option<RequestFacts>, body: Body) {
         let metrics = &self.shared.metrics;
         let hash = body.hash(&self.request);
-        if self.shared.recent.borrow().contains(hash) {
-            metrics.add(Metric::ResponsesUnchanged, 1);
-            return;
+        let epoch = self.shared.memory.epoch(&SharedData);
+        if let Some(epoch) = epoch {
+            if self.shared.recent.borrow().contains(hash, epoch) {
+                metrics.add(Metric::ResponsesUnchanged, 1);
+                return;
+            }
         }
         // A body this VM has not processed: now it is worth judging. (A known body under
         // another status can call for nothing new either way.)
@@ -205,8 +208,8 @@ impl Watch {
             now_ms(),
             hash ^ u64::from(self.context_id),
         );
-        if intake.complete {
-            self.shared.recent.borrow_mut().remember(hash);
+        if let (true, Some(epoch)) = (intake.complete, epoch) {
+            self.shared.recent.borrow_mut().remember(hash, epoch);
         }
         // One item per response, not per delivery: each item wakes the sender's VM once.
         if intake.wake.is_empty() {
