@@ -12,6 +12,7 @@ use super::root::{now_ms, Shared};
 use super::shared_store::SharedData;
 use crate::body::{Body, Budget};
 use crate::config::MAX_GRAPHQL_REQUEST_BYTES;
+use crate::events;
 use crate::extract::{
     self, persisted, BodyPlan, RequestFacts, RequestHead, ResponseHead, WatchKind,
 };
@@ -169,12 +170,9 @@ impl Watch {
     fn take_notifications(&self, kind: WatchKind, facts: Option<RequestFacts>, body: Body) {
         let metrics = &self.shared.metrics;
         let hash = body.hash(&self.request);
-        let epoch = self.shared.memory.epoch(&SharedData);
-        if let Some(epoch) = epoch {
-            if self.shared.recent.borrow().contains(hash, epoch) {
-                metrics.add(Metric::ResponsesUnchanged, 1);
-                return;
-            }
+        if self.shared.recent.borrow().contains(hash) {
+            metrics.add(Metric::ResponsesUnchanged, 1);
+            return;
         }
         // A body this VM has not processed: now it is worth judging. (A known body under
         // another status can call for nothing new either way.)
@@ -208,8 +206,8 @@ impl Watch {
             now_ms(),
             hash ^ u64::from(self.context_id),
         );
-        if let (true, Some(epoch)) = (intake.complete, epoch) {
-            self.shared.recent.borrow_mut().remember(hash, epoch);
+        if intake.complete && events::recognisable(&extracted.notifications) {
+            self.shared.recent.borrow_mut().remember(hash);
         }
         // One item per response, not per delivery: each item wakes the sender's VM once.
         if intake.wake.is_empty() {
