@@ -1571,14 +1571,18 @@ def render(results: dict) -> str:
     if capped and len(capped.get("points", [])) >= 4:
         pts, cap = capped["points"], capped["maxRemembered"]
         up_to = pts[1]["rss_kib"] - pts[0]["rss_kib"]
-        beyond = pts[-1]["rss_kib"] - pts[1]["rss_kib"]
-        # Once full, the memory forgets as it learns: what it adds past the bound is noise next
-        # to what filling it took.
-        ok = beyond <= max(0.1 * up_to, 1024)
+        second = pts[2]["rss_kib"] - pts[1]["rss_kib"]
+        last = pts[-1]["rss_kib"] - pts[-2]["rss_kib"]
+        # Notifications hash into buckets of fixed size, which fill unevenly: some forget while
+        # others still have room, so the memory is full only some way past `cap` notifications.
+        # Fed twice over, it is: from there, it must forget as it learns and not grow (what it
+        # adds must be noise next to what filling it took).
+        ok = last <= max(0.05 * up_to, 512)
         add(f"| Memory grows only as configured: the dedupe memory stays within `limits.maxRemembered` | "
             f"{pts[-1]['fed']:,} new notifications fed against `maxRemembered` {cap:,}: Envoy RSS grew "
-            f"{up_to / 1024:.1f} MiB over the first {cap:,} and {beyond / 1024:+.1f} MiB over the next "
-            f"{pts[-1]['fed'] - cap:,} | {verdict(ok)} | |")
+            f"{up_to / 1024:.1f} MiB over the first {cap:,}, {second / 1024:+.1f} MiB over the next {cap:,} (its "
+            f"buckets fill unevenly, so it is full only some way past {cap:,}) and {last / 1024:+.1f} MiB over "
+            f"the last {pts[-1]['fed'] - pts[-2]['fed']:,} | {verdict(ok)} | |")
         targets.append(("dedupe memory within maxRemembered", ok))
     mod = results.get("module", {})
     if mod.get("wasm_opt_oz_bytes"):
@@ -1706,7 +1710,7 @@ def render(results: dict) -> str:
                     f"{md.get('retries_scheduled', 0):,} of them retries of failed attempts, the rest held by the open "
                     "circuit; "
                     f"{(o.get('webhooks_per_s_after_first') or 0):,.0f}/s once flowing); pending before up "
-                    f"{o['pending_before_up']:,}; dropped {md.get('deliveries_dropped', 0)}, exhausted "
+                    f"{o['pending_before_up']:,}; dropped {md.get('deliveries_dropped', 0):,}, exhausted "
                     f"{md.get('deliveries_exhausted', 0)}, circuits opened {md.get('circuits_opened', 0)} |")
             if lat and key == "delivery":
                 add(f"| Response end → receiver got the POST ({lat['received']}/{lat['events']} events at "
@@ -1786,7 +1790,7 @@ def render(results: dict) -> str:
             pr = ins["per_request"]
             titles = {"s2": "GET /providers (route not watched; disabled per route)",
                       "s3": "Steady polling: POST /graphql, 10 notifications, states unchanged, same bytes",
-                      "s3v": "Steady polling, states unchanged, `total` moves (bytes differ: parse, dedupe hits)",
+                      "s3v": "Steady polling, states unchanged, `total` moves (bytes differ: every page parsed)",
                       "s4": "GET /notifications/<n>: a new notification per response, one webhook each"}
             add("| Scenario | plain | do-nothing module | read-only module | forward-only module | filter | "
                 "filter, singleton sender | filter − plain | filter ÷ plain |")
@@ -2009,10 +2013,11 @@ def observations(results: dict) -> list[str]:
         if first:
             cap = d.get("config", {}).get("maxPending", 0)
             out.append(f"Ledger capacity: with `limits.maxPending` {cap:,} the filter began refusing events ('ledger "
-                       f"full') after {first['fed']:,} events fed, at {first['pending']:,} pending; it held at most "
-                       f"{mx:,} ({mx / cap:.1%} of the slots; of {o['feed_curve'][-1]['fed']:,} fed, "
-                       f"{o['metrics_delta'].get('deliveries_dropped', 0):,} were dropped and counted): the slot search "
-                       "gives up after 64 random probes, so the last slots of a nearly full ledger are rarely found.")
+                       f"full') after {first['fed']:,} events fed, at {first['pending']:,} pending "
+                       f"({first['pending'] / cap:.1%} of the slots); it held at most {mx:,} ({mx / cap:.1%}); of "
+                       f"{o['feed_curve'][-1]['fed']:,} fed, {o['metrics_delta'].get('deliveries_dropped', 0):,} were "
+                       "dropped and counted. The slot search tries 64 random slots, so near the end some events are "
+                       "refused before the last free slots are found.")
     ab_other = [ab[k]["b_cpu_share"].get("other", 0) for k in ab if "b_cpu_share" in ab[k]]
     if ab_other:
         out.append(f"Machine contention: processes outside the benchmark used a median "
