@@ -3410,3 +3410,94 @@ fn retries_left_stale_by_later_events_do_not_crowd_out_live_ones() {
     assert_eq!(sim.w.m(Metric::Pending), 0);
     assert!(late < 1_000, "the last retries went {late} ms late");
 }
+
+/// Counts the ledger reads made through it.
+struct CountingReads<'a> {
+    inner: &'a MemStore,
+    reads: std::cell::Cell<usize>,
+}
+
+impl Store for CountingReads<'_> {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+        if key.starts_with("q/") {
+            self.reads.set(self.reads.get() + 1);
+        }
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
+        self.inner.set(key, value, cas)
+    }
+}
+
+/// Two reviews: with a held queue per endpoint, a tick retried each endpoint's queue up to
+/// its own budget, so many endpoints holding stale entries (deliveries another VM sent)
+/// made one tick read the ledger endpoints × 512 times. A tick's work must stay bounded
+/// whatever the endpoints: one budget for all, taken in turn.
+#[test]
+fn one_tick_reads_a_bounded_number_of_held_deliveries_whatever_the_endpoints() {
+    let endpoints: Vec<String> = (0..24)
+        .map(|i| {
+            format!(
+                r#"{{"name": "e{i}", "url": "http://h/{i}", "cluster": "c{i}", "maxInFlight": 1,
+                   "providerIds": [{i}]}}"#
+            )
+        })
+        .collect();
+    let json = format!(
+        r#"{{"endpoints": [{}], "limits": {{"maxPending": 4096, "maxRemembered": 8192}}}}"#,
+        endpoints.join(",")
+    );
+    let mut w = World::new(&json, 2);
+    // 40 deliveries per endpoint; VM 0 takes each endpoint's one place.
+    for i in 0..24u64 {
+        let ns: Vec<_> = (0..40u64)
+            .map(|k| Notification {
+                provider_id: Some(i),
+                ..note(1 + i * 100 + k, DeliveryStatus::Success, A)
+            })
+            .collect();
+        w.observe(0, &ns);
+    }
+    assert_eq!(w.sent().len(), 24);
+    // VM 1's sweeps find the rest waiting for places, and hold them.
+    w.now += 1_000;
+    for _ in 0..80 {
+        w.tick(1);
+    }
+    // VM 0's replies deliver everything: VM 1's memory of them is stale now.
+    let mut answered = 0;
+    for _ in 0..10_000 {
+        let sent = w.sent();
+        if answered == sent.len() {
+            break;
+        }
+        for s in &sent[answered..] {
+            w.reply(0, s.token, 200, None);
+            w.reply(1, s.token, 200, None);
+        }
+        answered = sent.len();
+    }
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 24 * 40);
+    let counting = CountingReads {
+        inner: &w.store,
+        reads: std::cell::Cell::new(0),
+    };
+    {
+        let mut net = w.net.borrow_mut();
+        let mut io = Io {
+            store: &counting,
+            metrics: &w.metrics,
+            net: &mut *net,
+            now_ms: w.now,
+        };
+        w.senders[1]
+            .borrow_mut()
+            .tick(&w.config, &w.config.endpoints, &mut io);
+    }
+    // A sweep window (64 slots here) and one budget of held reads (32 sends × 16 reads).
+    let reads = counting.reads.get();
+    assert!(
+        reads <= 64 + 512 + 8,
+        "one tick read the ledger {reads} times"
+    );
+}

@@ -45,6 +45,27 @@ const IDLE_EVERY: u32 = 10;
 /// Places taken beyond the asking attempt stay usable this long past its lease.
 const SPARE_MARGIN_MS: u64 = 5_000;
 
+/// What one round of retrying held deliveries may spend: sends, and ledger reads (held
+/// entries go stale when another sender delivers them; skipping those must not use up the
+/// turn, and must not read without bound either).
+struct Budget {
+    sends: usize,
+    reads: usize,
+}
+
+impl Budget {
+    fn sends(n: usize) -> Self {
+        Budget {
+            sends: n,
+            reads: n.saturating_mul(HELD_READS_PER_SEND),
+        }
+    }
+
+    fn spent(&self) -> bool {
+        self.sends == 0 || self.reads == 0
+    }
+}
+
 /// Places an endpoint's breaker record gave this sender beyond the attempts that asked.
 /// While the breaker is clean, a sender takes places in blocks and reuses them as replies
 /// come back, so a webhook costs no shared-data round trip on the breaker record; the
@@ -189,6 +210,8 @@ pub struct Sender {
     /// let a slow or failing endpoint's deliveries, refused at the head, take every freed
     /// place's turn: a healthy endpoint's burst of 500 then took 28 s instead of 0.6 s.
     held: HashMap<u64, Held>,
+    /// Which endpoint's held deliveries a tick retries first, in turn.
+    held_turn: usize,
     /// Slots this sender set to come due later (a retry, an open breaker): at the due time
     /// they join `held`, so a backlog goes out as fast as replies free places instead of as
     /// fast as the sweep finds it. The sweep still finds what this misses.
@@ -240,6 +263,7 @@ impl Sender {
             ledger,
             calls: HashMap::new(),
             held: HashMap::new(),
+            held_turn: 0,
             due: Due::default(),
             scan_per_tick,
             busy_until_ms: 0,
@@ -334,10 +358,22 @@ impl Sender {
         self.release_due(io.now_ms);
         // Replies free leases and retry held deliveries at once; this only covers leases that
         // freed elsewhere (another VM's replies, lapsed deadlines) and slots just come due.
+        // One budget for all endpoints, whatever their number; each tick another one goes
+        // first, so none waits behind the others for long.
         self.held.retain(|_, h| !h.is_empty());
-        let keys: Vec<u64> = self.held.keys().copied().collect();
+        let mut keys: Vec<u64> = self.held.keys().copied().collect();
+        keys.sort_unstable();
+        if !keys.is_empty() {
+            let first = self.held_turn % keys.len();
+            keys.rotate_left(first);
+            self.held_turn = self.held_turn.wrapping_add(1);
+        }
+        let mut budget = Budget::sends(HELD_PER_TICK);
         for key in keys {
-            self.retry_held(config, endpoints, io, key, HELD_PER_TICK);
+            if budget.spent() {
+                break;
+            }
+            self.retry_held(config, endpoints, io, key, &mut budget);
         }
         self.return_idle_spares(io);
     }
@@ -361,28 +397,25 @@ impl Sender {
         }
     }
 
-    /// Send up to `n` deliveries held for the endpoint `key`, stopping at the first refusal
-    /// (no place is free there).
+    /// Send deliveries held for the endpoint `key` within `budget`, stopping at the first
+    /// refusal (no place is free there).
     fn retry_held(
         &mut self,
         config: &Config,
         endpoints: &[Endpoint],
         io: &mut Io,
         key: u64,
-        n: usize,
+        budget: &mut Budget,
     ) {
-        let mut sent = 0;
-        for _ in 0..n.saturating_mul(HELD_READS_PER_SEND) {
+        while !budget.spent() {
             let Some(slot) = self.held.get_mut(&key).and_then(Held::pop) else {
                 break;
             };
+            budget.reads -= 1;
             match self.try_send(config, endpoints, io, slot, true) {
-                Tried::Sent => sent += 1,
+                Tried::Sent => budget.sends -= 1,
                 Tried::Refused => break,
                 Tried::Ended | Tried::Skipped { .. } => {}
-            }
-            if sent == n {
-                break;
             }
         }
     }
@@ -823,7 +856,8 @@ impl Sender {
             return;
         }
         // A place at this endpoint came free: its held deliveries go now, not next tick.
-        self.retry_held(config, endpoints, io, endpoint_key(&endpoint), 4);
+        let key = endpoint_key(&endpoint);
+        self.retry_held(config, endpoints, io, key, &mut Budget::sends(4));
     }
 
     /// Record a finished attempt and decide what follows: done, retry later, or give up.
