@@ -167,6 +167,23 @@ impl World {
         self.with(vm, |s, c, io| s.on_response(c, &c.endpoints, io, token, &r));
     }
 
+    /// Answer `status` to every request sent since `answered`, and to those the answers
+    /// send, through every VM (a VM ignores tokens it did not hand out).
+    fn answer_everything(&self, status: u16, answered: &mut usize) {
+        for _ in 0..10_000 {
+            let sent = self.sent();
+            if *answered == sent.len() {
+                break;
+            }
+            for s in &sent[*answered..] {
+                for vm in 0..self.senders.len() {
+                    self.reply(vm, s.token, status, None);
+                }
+            }
+            *answered = sent.len();
+        }
+    }
+
     fn reply_with(&self, vm: usize, token: u32, r: AttemptResponse) {
         self.with(vm, |s, c, io| s.on_response(c, &c.endpoints, io, token, &r));
     }
@@ -706,20 +723,7 @@ fn stale_held_entries_do_not_stall_the_deliveries_behind_them() {
         .replace(r#""headers""#, r#""maxInFlight": 8, "headers""#)
         .replace(r#""maxPending": 128"#, r#""maxPending": 200"#);
     let mut w = World::new(&json, 2);
-    let answer_all = |w: &World, answered: &mut usize| {
-        for _ in 0..10_000 {
-            let sent = w.sent();
-            if *answered == sent.len() {
-                break;
-            }
-            for s in &sent[*answered..] {
-                // Tokens are global: the VM that did not send it ignores the reply.
-                w.reply(0, s.token, 200, None);
-                w.reply(1, s.token, 200, None);
-            }
-            *answered = sent.len();
-        }
-    };
+    let answer_all = |w: &World, answered: &mut usize| w.answer_everything(200, answered);
     let first: Vec<_> = (1..=120)
         .map(|i| note(i, DeliveryStatus::Success, A))
         .collect();
@@ -3465,18 +3469,7 @@ fn one_tick_reads_a_bounded_number_of_held_deliveries_whatever_the_endpoints() {
         w.tick(1);
     }
     // VM 0's replies deliver everything: VM 1's memory of them is stale now.
-    let mut answered = 0;
-    for _ in 0..10_000 {
-        let sent = w.sent();
-        if answered == sent.len() {
-            break;
-        }
-        for s in &sent[answered..] {
-            w.reply(0, s.token, 200, None);
-            w.reply(1, s.token, 200, None);
-        }
-        answered = sent.len();
-    }
+    w.answer_everything(200, &mut 0);
     assert_eq!(w.m(Metric::DeliveriesSucceeded), 24 * 40);
     let counting = CountingReads {
         inner: &w.store,
