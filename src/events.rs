@@ -707,7 +707,7 @@ mod tests {
         retry: u64,
         provider: u64,
         updated: &str,
-    ) -> Notification {
+    ) -> Notification<'static> {
         Notification {
             id,
             delivery_status: status,
@@ -715,7 +715,7 @@ mod tests {
             channel_type: Some(1),
             retry_count: Some(retry),
             updated_on: Some(updated.to_string()),
-            body: "{}".to_string(),
+            body: "{}".into(),
         }
     }
 
@@ -1043,7 +1043,7 @@ mod tests {
                 channel_type: None,
                 retry_count: None,
                 updated_on: None,
-                body: "{}".to_string(),
+                body: "{}".into(),
             },
             100,
         );

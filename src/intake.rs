@@ -282,7 +282,7 @@ mod tests {
 
     const G1: Generation = Generation::FIRST;
 
-    fn seen(updated_on: &str, result: &str) -> Notification {
+    fn seen(updated_on: &str, result: &str) -> Notification<'static> {
         Notification {
             id: 504,
             delivery_status: DeliveryStatus::Success,
@@ -290,7 +290,7 @@ mod tests {
             channel_type: Some(1),
             retry_count: Some(0),
             updated_on: Some(updated_on.into()),
-            body: format!(r#"{{"id":504,"deliveryStatus":5,"result":{result}}}"#),
+            body: format!(r#"{{"id":504,"deliveryStatus":5,"result":{result}}}"#).into(),
         }
     }
 

@@ -37,10 +37,11 @@ impl Payload {
 
     /// The body for `n`, observed at `observed_ms` (Unix milliseconds).
     pub fn body(self, n: &Notification, observed_ms: u64) -> String {
+        let body = n.webhook_body();
         match self {
-            Payload::Notification => n.body.clone(),
+            Payload::Notification => body.into_owned(),
             Payload::Envelope => {
-                let mut out = String::with_capacity(n.body.len() + 96);
+                let mut out = String::with_capacity(body.len() + 96);
                 out.push_str("{\"type\":");
                 json::write_str(&mut out, &event_type(n));
                 out.push_str(",\"timestamp\":\"");
@@ -50,7 +51,7 @@ impl Payload {
                     None => out.push_str(&rfc3339_ms(observed_ms)),
                 }
                 out.push_str("\",\"data\":");
-                out.push_str(&n.body);
+                out.push_str(&body);
                 out.push('}');
                 out
             }
@@ -85,7 +86,7 @@ mod tests {
     use super::*;
     use crate::osmox::DeliveryStatus;
 
-    fn note(status: DeliveryStatus) -> Notification {
+    fn note(status: DeliveryStatus) -> Notification<'static> {
         Notification {
             id: 7,
             delivery_status: status,
@@ -100,7 +101,7 @@ mod tests {
     #[test]
     fn the_default_body_is_the_notification() {
         let n = note(DeliveryStatus::Success);
-        assert_eq!(Payload::default().body(&n, 0), n.body);
+        assert_eq!(Payload::default().body(&n, 0), n.webhook_body());
     }
 
     #[test]
@@ -112,7 +113,7 @@ mod tests {
         assert_eq!(v["timestamp"], "2027-01-15T08:00:00.123Z");
         assert_eq!(
             v["data"],
-            serde_json::from_str::<serde_json::Value>(&n.body).unwrap()
+            serde_json::from_str::<serde_json::Value>(&n.webhook_body()).unwrap()
         );
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["type", "timestamp", "data"]);

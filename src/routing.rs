@@ -81,7 +81,11 @@ mod tests {
             .endpoints
     }
 
-    fn note(status: DeliveryStatus, provider: Option<u64>, channel: Option<u64>) -> Notification {
+    fn note(
+        status: DeliveryStatus,
+        provider: Option<u64>,
+        channel: Option<u64>,
+    ) -> Notification<'static> {
         Notification {
             id: 1,
             delivery_status: status,

@@ -16,7 +16,7 @@ use std::fmt;
 
 use crate::json::{self, Object, Value};
 use crate::metrics::Metric;
-use crate::osmox::{DeliveryStatus, Notification};
+use crate::osmox::{DeliveryStatus, Notification, WebhookBody};
 
 pub use graphql::{
     graphql_request_facts, is_json_body, may_register, read_graphql_request, Document,
@@ -119,16 +119,17 @@ impl std::error::Error for ExtractError {}
 
 /// The notifications in one response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Extracted {
+pub struct Extracted<'a> {
     /// In document order, one per identity (the first occurrence wins).
-    pub notifications: Vec<Notification>,
+    pub notifications: Vec<Notification<'a>>,
     /// Objects carrying a delivery status that could not be used: the status is not an
     /// integer 1–6, or there is no integer id. Worth a metric: it means the query did not
     /// select `id`, or OsmoX changed its wire format.
     pub skipped_objects: usize,
 }
 
-/// Every notification in an OsmoX response body.
+/// Every notification in an OsmoX response body, handed to `then` while the parsed body
+/// lives: their webhook bodies are written only where `then` asks for them.
 ///
 /// An object is a notification when it has `deliveryStatus` or `delivery_status`. GraphQL is
 /// read only when the query was read and renames no key the filter reads
@@ -139,11 +140,12 @@ pub struct Extracted {
 /// searched under `data` when it is `"success"` and not at all otherwise. `data` and `result`
 /// fields below the root are never entered: in OsmoX they hold caller and provider payloads,
 /// which may contain anything.
-pub fn extract(
+pub fn read<R>(
     kind: WatchKind,
     body: &[u8],
     facts: &RequestFacts,
-) -> Result<Extracted, ExtractError> {
+    then: impl FnOnce(&Extracted<'_>) -> R,
+) -> Result<R, ExtractError> {
     if kind == WatchKind::Graphql {
         match facts.document {
             Document::Plain => {}
@@ -190,9 +192,26 @@ pub fn extract(
             }
         }
     }
-    Ok(Extracted {
+    Ok(then(&Extracted {
         notifications: found.notifications,
         skipped_objects: found.skipped,
+    }))
+}
+
+/// [`read`], with every webhook body written: for tests and tools that keep what they found.
+pub fn extract(
+    kind: WatchKind,
+    body: &[u8],
+    facts: &RequestFacts,
+) -> Result<Extracted<'static>, ExtractError> {
+    read(kind, body, facts, |found| Extracted {
+        notifications: found
+            .notifications
+            .iter()
+            .cloned()
+            .map(Notification::into_written)
+            .collect(),
+        skipped_objects: found.skipped_objects,
     })
 }
 
@@ -371,8 +390,8 @@ impl<'r, 'j> Fields<'r, 'j> {
 }
 
 #[derive(Default)]
-struct Collector {
-    notifications: Vec<Notification>,
+struct Collector<'a> {
+    notifications: Vec<Notification<'a>>,
     skipped: usize,
     seen: HashSet<u64>,
     /// Rows may be archive rows, whose `id` is the archive's: only `notificationId` (or the
@@ -380,8 +399,8 @@ struct Collector {
     archived: bool,
 }
 
-impl Collector {
-    fn visit(&mut self, v: &Value<'_>, depth: usize, id_override: Option<u64>) {
+impl<'a> Collector<'a> {
+    fn visit(&mut self, v: &'a Value<'a>, depth: usize, id_override: Option<u64>) {
         if depth > MAX_DEPTH {
             // Past the bound nothing is searched; a notification right here is still counted.
             self.pass_over(v);
@@ -402,7 +421,7 @@ impl Collector {
         }
     }
 
-    fn visit_members(&mut self, obj: &Object<'_>, depth: usize) {
+    fn visit_members(&mut self, obj: &'a Object<'a>, depth: usize) {
         let searched = |k: &json::Str<'_>| !FREE_FORM_KEYS.iter().any(|f| k.is(f));
         let members = obj.members();
         for (k, v) in members.iter().take(MAX_MEMBERS) {
@@ -424,7 +443,7 @@ impl Collector {
         }
     }
 
-    fn take(&mut self, obj: &Object<'_>, id_override: Option<u64>) {
+    fn take(&mut self, obj: &'a Object<'a>, id_override: Option<u64>) {
         match notification(obj, id_override, !self.archived) {
             Some(n) => {
                 if self.seen.insert(n.id) {
@@ -438,7 +457,11 @@ impl Collector {
 
 /// The notification an object describes, or `None` when it lacks a usable id or status
 /// (or has only its own `id` where that may be an archive row's: `own_id` false).
-fn notification(obj: &Object<'_>, id_override: Option<u64>, own_id: bool) -> Option<Notification> {
+fn notification<'a>(
+    obj: &'a Object<'a>,
+    id_override: Option<u64>,
+    own_id: bool,
+) -> Option<Notification<'a>> {
     let f = Fields::of(obj);
     // An archived row has its own `id`; the notification's is in `notificationId`.
     let id = match id_override {
@@ -451,7 +474,6 @@ fn notification(obj: &Object<'_>, id_override: Option<u64>, own_id: bool) -> Opt
     };
     let code = f.u64(Field::DeliveryStatus)?;
     let delivery_status = DeliveryStatus::from_code(code)?;
-    let body = webhook_body(obj, id);
     Some(Notification {
         id,
         delivery_status,
@@ -462,7 +484,7 @@ fn notification(obj: &Object<'_>, id_override: Option<u64>, own_id: bool) -> Opt
             .get(Field::UpdatedOn)
             .and_then(Value::as_str)
             .and_then(|t| crate::osmox::utc_timestamp(&t)),
-        body,
+        body: WebhookBody::Row(obj),
     })
 }
 
@@ -472,7 +494,7 @@ fn notification(obj: &Object<'_>, id_override: Option<u64>, own_id: bool) -> Opt
 /// (minified). A repeated key is written once, at its first position, with its last value
 /// (what serde_json's ordered map did); `provider_id` next to `providerId` would repeat a key
 /// too, so the one already in camelCase wins, as in `Fields::get`.
-fn webhook_body(obj: &Object<'_>, id: u64) -> String {
+pub(crate) fn webhook_body(obj: &Object<'_>, id: u64) -> String {
     let members = obj.members();
     let raw = Keys::new(members.iter().map(|(k, _)| k.text()));
     let camel = Keys::new(raw.iter().map(|(_, k)| to_camel_case(k)));
@@ -703,7 +725,7 @@ mod tests {
         }
     }
 
-    fn run(kind: WatchKind, body: &[u8]) -> Extracted {
+    fn run(kind: WatchKind, body: &[u8]) -> Extracted<'static> {
         extract(kind, body, &plain()).unwrap()
     }
 
@@ -726,7 +748,7 @@ mod tests {
     }
 
     fn body_json(n: &Notification) -> Value {
-        serde_json::from_str(&n.body).unwrap()
+        serde_json::from_str(&n.webhook_body()).unwrap()
     }
 
     fn keys(v: &Value) -> Vec<String> {
@@ -831,7 +853,7 @@ mod tests {
         let row = &doc["data"]["notifications"]["notifications"][4];
         let n = &x.notifications[4];
         assert_eq!(n.id, 1044);
-        assert_eq!(n.body, serde_json::to_string(row).unwrap());
+        assert_eq!(n.webhook_body(), serde_json::to_string(row).unwrap());
         // OsmoX's own FAILED webhook for this row has the same keys.
         let hook: Value = serde_json::from_str(WEBHOOK_FAILED).unwrap();
         assert_eq!(keys(&body_json(n)), keys(&hook));
@@ -844,7 +866,7 @@ mod tests {
         ]}}}"#;
         let x = run(WatchKind::Graphql, body);
         assert_eq!(
-            x.notifications[0].body,
+            x.notifications[0].webhook_body(),
             r#"{"id":7,"deliveryStatus":5,"data":{"a_b":1},"result":null}"#
         );
         assert_eq!(x.notifications[0].provider_id, None);
@@ -901,9 +923,10 @@ mod tests {
         assert_eq!(n.updated_on.as_deref(), Some("2026-04-20T09:15:02.000Z"));
         // The body keeps what OsmoX sent.
         assert!(
-            n.body.contains(r#""updatedOn":"2026-04-20T09:15:02Z""#),
+            n.webhook_body()
+                .contains(r#""updatedOn":"2026-04-20T09:15:02Z""#),
             "{}",
-            n.body
+            n.webhook_body()
         );
     }
 
@@ -940,7 +963,7 @@ mod tests {
         let n = &x.notifications[0];
         assert_eq!(n.updated_on.as_deref(), Some("2026-04-20T09:15:02.318Z"));
         assert_eq!(
-            n.body,
+            n.webhook_body(),
             concat!(
                 r#"{"providerId":1,"data":{"from":"no-reply@example.com","to":"jane.doe@example.com","#,
                 r#""subject":"Your invoice INV-20417 is ready","#,
@@ -993,7 +1016,7 @@ mod tests {
         assert_eq!(summary(&x), vec![(1042, 1, Some(1), Some(1), Some(0))]);
         let doc: Value = serde_json::from_str(V7_CREATE).unwrap();
         assert_eq!(
-            x.notifications[0].body,
+            x.notifications[0].webhook_body(),
             serde_json::to_string(&doc["data"]["notification"]).unwrap()
         );
         assert_eq!(
@@ -1076,7 +1099,7 @@ mod tests {
         assert_eq!(summary(&x), vec![(1042, 5, Some(1), Some(1), Some(0))]);
         let doc: Value = serde_json::from_str(WEBHOOK_SUCCESS).unwrap();
         assert_eq!(
-            x.notifications[0].body,
+            x.notifications[0].webhook_body(),
             serde_json::to_string(&doc).unwrap()
         );
         let x = run(WatchKind::Rest, WEBHOOK_FAILED.as_bytes());
@@ -1116,7 +1139,7 @@ mod tests {
         let x = run(WatchKind::Graphql, body);
         assert_eq!(summary(&x), vec![(1042, 5, Some(1), Some(1), Some(0))]);
         assert_eq!(
-            x.notifications[0].body,
+            x.notifications[0].webhook_body(),
             r#"{"id":1042,"providerId":1,"channelType":1,"deliveryStatus":5,"retryCount":0,"updatedOn":"2026-04-20T09:15:06.912Z"}"#
         );
     }
@@ -1126,7 +1149,10 @@ mod tests {
         let body = br#"{"data":{"archivedNotifications":{"archivedNotifications":[
             {"notificationId":1042,"deliveryStatus":6}]}}}"#;
         let x = run(WatchKind::Graphql, body);
-        assert_eq!(x.notifications[0].body, r#"{"id":1042,"deliveryStatus":6}"#);
+        assert_eq!(
+            x.notifications[0].webhook_body(),
+            r#"{"id":1042,"deliveryStatus":6}"#
+        );
     }
 
     #[test]
@@ -1153,7 +1179,7 @@ mod tests {
         let x = extract(WatchKind::Graphql, ARCHIVED_ANSWER, &facts).unwrap();
         assert_eq!(summary(&x), vec![(1042, 5, Some(1), None, None)]);
         assert_eq!(
-            x.notifications[0].body,
+            x.notifications[0].webhook_body(),
             r#"{"id":1042,"deliveryStatus":5,"providerId":1}"#
         );
     }
@@ -1365,7 +1391,7 @@ mod tests {
         let body = br#"{"id":1,"delivery_status":1,"provider_id":2,"providerId":3}"#;
         let x = run(WatchKind::Rest, body);
         assert_eq!(
-            x.notifications[0].body,
+            x.notifications[0].webhook_body(),
             r#"{"id":1,"deliveryStatus":1,"providerId":3}"#
         );
         assert_eq!(x.notifications[0].provider_id, Some(3));
@@ -1377,7 +1403,7 @@ mod tests {
             "data":{"price":1.50E+3,"text":"caf\u00e9 \/ \"q\"","n":[ -0 , 1e-2 ]}}"#;
         let x = run(WatchKind::Rest, body);
         assert_eq!(
-            x.notifications[0].body,
+            x.notifications[0].webhook_body(),
             r#"{"id":1,"deliveryStatus":1,"result":129.00,"data":{"price":1.50E+3,"text":"caf\u00e9 \/ \"q\"","n":[-0,1e-2]}}"#
         );
     }
@@ -1390,7 +1416,7 @@ mod tests {
         let body = br#"{"data":{"notifications":{"notifications":[{"id":7,"deliveryStatus":5,"providerDetails":{"configuration":{"SMTP_PASSWORD":"hunter2"}},"x":"made up","createdBy":"app"}]}}}"#;
         let x = run(WatchKind::Graphql, body);
         assert_eq!(
-            x.notifications[0].body,
+            x.notifications[0].webhook_body(),
             r#"{"id":7,"deliveryStatus":5,"createdBy":"app"}"#
         );
     }
@@ -1400,7 +1426,10 @@ mod tests {
     fn graphql_typename_is_not_sent() {
         let body = br#"{"data":{"notification":{"__typename":"Notification","id":502,"deliveryStatus":5}}}"#;
         let x = run(WatchKind::Graphql, body);
-        assert_eq!(x.notifications[0].body, r#"{"id":502,"deliveryStatus":5}"#);
+        assert_eq!(
+            x.notifications[0].webhook_body(),
+            r#"{"id":502,"deliveryStatus":5}"#
+        );
     }
 
     /// The body as the serde_json version of the filter built it (kept here as the oracle):
@@ -1508,7 +1537,10 @@ mod tests {
         let x = run(WatchKind::Rest, body.as_bytes());
         assert!(start.elapsed() < std::time::Duration::from_secs(20));
         // None of those keys is OsmoX's: the body holds only the notification's own.
-        assert_eq!(x.notifications[0].body, r#"{"id":1,"deliveryStatus":2}"#);
+        assert_eq!(
+            x.notifications[0].webhook_body(),
+            r#"{"id":1,"deliveryStatus":2}"#
+        );
     }
 
     #[test]

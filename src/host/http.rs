@@ -184,31 +184,37 @@ impl Watch {
             }
         }
         let facts = facts.unwrap_or_else(|| self.request_facts(kind));
-        let extracted = match extract::extract(kind, &body, &facts) {
-            Ok(x) => x,
+        let taken = extract::read(kind, &body, &facts, |extracted| {
+            if extracted.skipped_objects > 0 {
+                metrics.add(Metric::ObjectsSkipped, extracted.skipped_objects as i64);
+            }
+            let endpoints = self.shared.endpoints();
+            let intake = intake::take_in(
+                &self.shared.config,
+                &endpoints,
+                self.shared.memory,
+                &SharedData,
+                metrics,
+                &extracted.notifications,
+                now_ms(),
+                hash ^ u64::from(self.context_id),
+            );
+            let seen = intake.complete && events::recognisable(&extracted.notifications);
+            (intake, seen)
+        });
+        let intake = match taken {
+            Ok((intake, seen)) => {
+                if seen {
+                    self.shared.recent.borrow_mut().remember(hash);
+                }
+                intake
+            }
             Err(e) => {
                 metrics.add(e.metric(), 1);
                 log::debug!("#{} response not understood: {e}", self.context_id);
                 return;
             }
         };
-        if extracted.skipped_objects > 0 {
-            metrics.add(Metric::ObjectsSkipped, extracted.skipped_objects as i64);
-        }
-        let endpoints = self.shared.endpoints();
-        let intake = intake::take_in(
-            &self.shared.config,
-            &endpoints,
-            self.shared.memory,
-            &SharedData,
-            metrics,
-            &extracted.notifications,
-            now_ms(),
-            hash ^ u64::from(self.context_id),
-        );
-        if intake.complete && events::recognisable(&extracted.notifications) {
-            self.shared.recent.borrow_mut().remember(hash);
-        }
         // One item per response, not per delivery: each item wakes the sender's VM once.
         if intake.wake.is_empty() {
             return;
