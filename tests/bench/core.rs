@@ -369,6 +369,44 @@ fn main() {
         note: "10 notifications, in-memory store (Envoy: shared data)".into(),
     });
 
+    // -- the same, once the dedupe memory is full, as after a while in service ---------
+    // Twice `maxRemembered` other notifications, remembered only (no endpoint takes them):
+    // every bucket then holds its most, and each observation reads a full one.
+    let others: Vec<_> = (0..2 * u64::from(config.limits.max_remembered))
+        .map(|i| {
+            let mut n = notes[0].clone();
+            n.id = 10_000_000 + i;
+            n
+        })
+        .collect();
+    for batch in others.chunks(1000) {
+        let mem = Memory::new(config.limits.max_remembered);
+        intake::take_in(&config, &[], mem, &store, &metrics, batch, 1_500, 7);
+    }
+    let ns = measure(|| {
+        let r = intake::take_in(
+            black_box(&config),
+            &config.endpoints,
+            Memory::new(config.limits.max_remembered),
+            &store,
+            &metrics,
+            black_box(&notes),
+            2_000,
+            7,
+        );
+        black_box(r);
+    });
+    rows.push(Row {
+        name: "intake, all duplicates, full memory".into(),
+        ns_per_op: ns,
+        bytes: 0,
+        items: notes.len(),
+        note: format!(
+            "the same, after {} other notifications filled every bucket",
+            others.len()
+        ),
+    });
+
     // -- intake: new events (first sight), one at a time -----------------------------
     // A ledger large enough that no event is dropped during the measurement.
     let big = CONFIG.replace(
