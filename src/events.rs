@@ -496,7 +496,8 @@ fn find(bytes: Option<&[u8]>, id: u64) -> Option<(usize, Seen)> {
 /// The stored bucket with `entry` in place of entry `index`, or else added to it: when the
 /// bucket is full, in place of the entry that changed longest ago (the bucket's last entry
 /// takes that one's place). The other entries are copied as stored, not decoded and
-/// written again. An unreadable bucket is written anew.
+/// written again, so one an earlier build wrote keeps that build's format (which still
+/// reads the same) until it is itself rewritten. An unreadable bucket is written anew.
 fn rewrite(current: Option<&[u8]>, index: Option<usize>, entry: &Seen) -> Vec<u8> {
     let mut kept: Vec<(&[u8], u64)> = Vec::with_capacity(BUCKET_ENTRIES);
     if entries(current, |e| kept.push((e.stored, e.touched_ms))).is_none() {
@@ -1157,8 +1158,14 @@ mod tests {
         // An unreadable bucket is written anew, whatever the index.
         let fresh = seen(900, 9);
         for current in [None, Some(&b"\x01\x07"[..]), Some(&[2u8][..])] {
-            assert_eq!(rewrite(current, Some(0), &fresh), encode(std::slice::from_ref(&fresh)));
-            assert_eq!(rewrite(current, None, &fresh), encode(std::slice::from_ref(&fresh)));
+            assert_eq!(
+                rewrite(current, Some(0), &fresh),
+                encode(std::slice::from_ref(&fresh))
+            );
+            assert_eq!(
+                rewrite(current, None, &fresh),
+                encode(std::slice::from_ref(&fresh))
+            );
         }
     }
 

@@ -122,15 +122,18 @@ impl<S: Store + ?Sized> Recording<'_, S> {
         };
         let mut placed = Vec::new();
         let mut routed = false;
+        // Written at the first endpoint, for all of them.
+        let mut body = None;
         for endpoint in routing::route(endpoints, n, event.before) {
             routed = true;
+            let body = body.get_or_insert_with(|| n.webhook_body());
             let key = endpoint_key(&endpoint.name);
             let previous = event
                 .previous
                 .iter()
                 .find(|p| p.endpoint == key)
                 .map(|p| p.slot);
-            match self.place(endpoint, n, previous, event.generation) {
+            match self.place(endpoint, n, body, previous, event.generation) {
                 Ok(Some(slot)) => {
                     placed.push(Place {
                         endpoint: key,
@@ -196,11 +199,12 @@ impl<S: Store + ?Sized> Recording<'_, S> {
         &self,
         endpoint: &Endpoint,
         n: &Notification,
+        body: &str,
         previous: Option<u32>,
         generation: Generation,
     ) -> Result<Option<u32>, Incomplete> {
         let id = webhook_id(n, &endpoint.name, generation);
-        let body = endpoint.payload.body(n, self.now_ms).into_bytes();
+        let body = endpoint.payload.body(n, body, self.now_ms).into_bytes();
         let fresh =
             Slot::new(&endpoint.name, n.id, &id, body, self.now_ms).of_generation(generation);
         match self.ledger.place(self.store, previous, fresh, self.seed) {

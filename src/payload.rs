@@ -35,11 +35,11 @@ impl Payload {
                 .all(|key| members.iter().any(|(k, _)| k.is(key)))
     }
 
-    /// The body for `n`, observed at `observed_ms` (Unix milliseconds).
-    pub fn body(self, n: &Notification, observed_ms: u64) -> String {
-        let body = n.webhook_body();
+    /// The body for `n`, observed at `observed_ms` (Unix milliseconds). `body` is
+    /// `n.webhook_body()`, written once for all of an event's endpoints.
+    pub fn body(self, n: &Notification, body: &str, observed_ms: u64) -> String {
         match self {
-            Payload::Notification => body.into_owned(),
+            Payload::Notification => body.to_owned(),
             Payload::Envelope => {
                 let mut out = String::with_capacity(body.len() + 96);
                 out.push_str("{\"type\":");
@@ -51,7 +51,7 @@ impl Payload {
                     None => out.push_str(&rfc3339_ms(observed_ms)),
                 }
                 out.push_str("\",\"data\":");
-                out.push_str(&body);
+                out.push_str(body);
                 out.push('}');
                 out
             }
@@ -101,13 +101,16 @@ mod tests {
     #[test]
     fn the_default_body_is_the_notification() {
         let n = note(DeliveryStatus::Success);
-        assert_eq!(Payload::default().body(&n, 0), n.webhook_body());
+        assert_eq!(
+            Payload::default().body(&n, &n.webhook_body(), 0),
+            n.webhook_body()
+        );
     }
 
     #[test]
     fn an_envelope_names_the_event_and_carries_the_notification() {
         let n = note(DeliveryStatus::InProgress);
-        let body = Payload::Envelope.body(&n, 1_800_000_000_123);
+        let body = Payload::Envelope.body(&n, &n.webhook_body(), 1_800_000_000_123);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["type"], "notification.in_progress");
         assert_eq!(v["timestamp"], "2027-01-15T08:00:00.123Z");
@@ -127,7 +130,7 @@ mod tests {
             updated_on: Some("2026-04-20T09:15:01.250Z".into()),
             ..note(DeliveryStatus::Success)
         };
-        let body = Payload::Envelope.body(&n, 1_800_000_000_123);
+        let body = Payload::Envelope.body(&n, &n.webhook_body(), 1_800_000_000_123);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["timestamp"], "2026-04-20T09:15:01.250Z");
     }
@@ -141,8 +144,8 @@ mod tests {
             _ => false,
         };
         let n = note(DeliveryStatus::Failed);
-        assert!(is(&Payload::Envelope.body(&n, 0)));
-        assert!(!is(&Payload::Notification.body(&n, 0)));
+        assert!(is(&Payload::Envelope.body(&n, &n.webhook_body(), 0)));
+        assert!(!is(&Payload::Notification.body(&n, &n.webhook_body(), 0)));
         assert!(!is(r#"{"type":1,"timestamp":2,"data":3,"id":4}"#));
         assert!(!is(r#"{"type":1,"data":3,"id":4}"#));
     }
