@@ -11,6 +11,8 @@
 //! Memory is bounded: notifications hash into `buckets` keys of at most `BUCKET_ENTRIES`
 //! entries each; a full bucket forgets the notification whose state changed longest ago.
 
+use std::collections::{HashSet, VecDeque};
+
 use crate::osmox::{DeliveryStatus, Notification};
 use crate::routing::Routed;
 use crate::store::{self, Store, StoreError};
@@ -780,6 +782,77 @@ impl RecentResponses {
             *entry = hash;
         }
         self.next = (self.next + 1) % self.hashes.len();
+    }
+}
+
+/// Observations this VM took in before, by their identity: id, status, `updatedOn` and the
+/// attempt and routing fields, each with whether the view had it. A page whose bytes changed
+/// (its `total` moved) but whose rows did not is parsed again, and asking the dedupe memory
+/// in shared data about each of its rows was a fifth of such a poll's cost.
+///
+/// Passing over an observation seen before answers what the memory would: the same view of
+/// the same state is a duplicate, or stale once a later state is remembered; a view that
+/// adds a field is another observation. Only observations with `updatedOn` are held, for
+/// the reason [`recognisable`] gives: OsmoX moves it with every state change, so a state
+/// that comes back is another observation. Where the memory forgot the notification since,
+/// it would have called the same view new and delivered it again; passing over it spares
+/// the receiver that repeat.
+#[derive(Debug)]
+pub struct KnownEvents {
+    held: HashSet<u64>,
+    /// In the order they were learned, so the oldest goes first when full.
+    order: VecDeque<u64>,
+    capacity: usize,
+}
+
+impl KnownEvents {
+    pub fn new(capacity: usize) -> Self {
+        KnownEvents {
+            held: HashSet::with_capacity(capacity.min(1 << 16)),
+            order: VecDeque::with_capacity(capacity.min(1 << 16)),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The identity of `n`'s observation; `None` without `updatedOn`.
+    fn identity(n: &Notification) -> Option<u64> {
+        let at = n.updated_on.as_deref()?;
+        let field = |v: Option<u64>| {
+            let mut bytes = [0u8; 9];
+            if let Some(v) = v {
+                bytes[0] = 1;
+                bytes[1..].copy_from_slice(&v.to_le_bytes());
+            }
+            bytes
+        };
+        Some(fnv1a64(&[
+            &n.id.to_le_bytes(),
+            &n.delivery_status.code().to_le_bytes(),
+            &field(n.retry_count),
+            &field(n.provider_id),
+            &field(n.channel_type),
+            at.as_bytes(),
+        ]))
+    }
+
+    /// Whether this VM took in this very observation of `n` before.
+    pub fn knows(&self, n: &Notification) -> bool {
+        Self::identity(n).is_some_and(|id| self.held.contains(&id))
+    }
+
+    /// Remember observations the dedupe memory has judged and recorded.
+    pub fn learn(&mut self, notifications: &[Notification]) {
+        for id in notifications.iter().filter_map(Self::identity) {
+            if !self.held.insert(id) {
+                continue;
+            }
+            self.order.push_back(id);
+            if self.order.len() > self.capacity {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.held.remove(&oldest);
+                }
+            }
+        }
     }
 }
 

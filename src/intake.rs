@@ -5,7 +5,7 @@
 
 use crate::config::{Config, Endpoint};
 use crate::delivery::ledger::{Ledger, LedgerError, Placed, Slot};
-use crate::events::{fnv1a64, Generation, Memory, Place, Verdict};
+use crate::events::{fnv1a64, Generation, KnownEvents, Memory, Place, Verdict};
 use crate::metrics::{Metric, Metrics};
 use crate::osmox::{DeliveryStatus, Notification};
 use crate::routing::{self, Routed};
@@ -91,6 +91,45 @@ pub fn take_in<S: Store + ?Sized>(
     };
     for n in notifications {
         recording.take_in(endpoints, n, &mut intake);
+    }
+    intake
+}
+
+/// [`take_in`] for a VM that remembers the observations it took in (`known`): one it took
+/// in before is passed over, counted as a duplicate, without asking the dedupe memory in
+/// shared data; the rest are learned once every one of them was recorded.
+#[allow(clippy::too_many_arguments)]
+pub fn take_in_known<S: Store + ?Sized>(
+    known: &mut KnownEvents,
+    config: &Config,
+    endpoints: &[Endpoint],
+    memory: Memory,
+    store: &S,
+    metrics: &dyn Metrics,
+    notifications: &[Notification],
+    now_ms: u64,
+    seed: u64,
+) -> Intake {
+    let fresh: Vec<Notification> = notifications
+        .iter()
+        .filter(|n| !known.knows(n))
+        .cloned()
+        .collect();
+    let passed = notifications.len() - fresh.len();
+    if passed > 0 {
+        metrics.add(Metric::EventsDuplicate, passed as i64);
+    }
+    if fresh.is_empty() {
+        return Intake {
+            wake: Vec::new(),
+            complete: true,
+        };
+    }
+    let intake = take_in(
+        config, endpoints, memory, store, metrics, &fresh, now_ms, seed,
+    );
+    if intake.complete {
+        known.learn(&fresh);
     }
     intake
 }
@@ -283,6 +322,7 @@ impl<S: Store + ?Sized> Recording<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Cas, MemStore, StoreError};
 
     const G1: Generation = Generation::FIRST;
 
@@ -296,6 +336,126 @@ mod tests {
             updated_on: Some(updated_on.into()),
             body: format!(r#"{{"id":504,"deliveryStatus":5,"result":{result}}}"#).into(),
         }
+    }
+
+    /// Shared data that counts reads and can refuse them.
+    #[derive(Default)]
+    struct Watched {
+        inner: MemStore,
+        reads: std::cell::Cell<usize>,
+        refuse: std::cell::Cell<bool>,
+    }
+
+    impl Store for Watched {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+            self.reads.set(self.reads.get() + 1);
+            if self.refuse.get() {
+                return Err(StoreError::Host);
+            }
+            self.inner.get(key)
+        }
+
+        fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
+            self.inner.set(key, value, cas)
+        }
+    }
+
+    #[test]
+    fn a_vm_passes_over_what_it_took_in_and_asks_the_memory_about_the_rest() {
+        let config = Config::from_json(
+            br#"{"endpoints": [{"name": "all", "url": "http://h/a", "cluster": "c",
+                "deliveryStatuses": [1, 2, 3, 4, 5, 6]}]}"#,
+            &|_| None,
+        )
+        .unwrap();
+        let store = Watched::default();
+        for (k, v) in Ledger::new(config.limits.max_pending).keys() {
+            store.set(&k, v, None).unwrap();
+        }
+        let metrics = crate::metrics::CountingMetrics::default();
+        let mut known = KnownEvents::new(16);
+        let memory = Memory::new(config.limits.max_remembered);
+        let take = |known: &mut KnownEvents, n: &Notification| {
+            let before = store.reads.get();
+            let intake = take_in_known(
+                known,
+                &config,
+                &config.endpoints,
+                memory,
+                &store,
+                &metrics,
+                std::slice::from_ref(n),
+                1_000,
+                7,
+            );
+            (
+                intake.wake.len(),
+                intake.complete,
+                store.reads.get() - before,
+            )
+        };
+        let n = seen("2026-04-20T09:15:02.318Z", "null");
+        let (placed, complete, reads) = take(&mut known, &n);
+        assert_eq!((placed, complete), (1, true));
+        assert!(reads > 0);
+        // The same view again: no read, counted as a duplicate.
+        assert_eq!(take(&mut known, &n), (0, true, 0));
+        assert_eq!(metrics.get(Metric::EventsDuplicate), 1);
+        // Another VM's memory of it is its own.
+        assert!(take(&mut KnownEvents::new(16), &n).2 > 0);
+        // Any field told apart is another observation, asked about.
+        let mut others = Vec::new();
+        for change in 0..5 {
+            let mut other = n.clone();
+            match change {
+                0 => other.delivery_status = DeliveryStatus::Failed,
+                1 => other.updated_on = Some("2026-04-20T09:15:03.000Z".into()),
+                2 => other.retry_count = None,
+                3 => other.provider_id = Some(2),
+                _ => other.channel_type = None,
+            }
+            others.push(other);
+        }
+        for other in &others {
+            assert!(take(&mut known, other).2 > 0, "{other:?}");
+        }
+        // Without `updatedOn`, every time.
+        let mut untimed = n.clone();
+        untimed.updated_on = None;
+        for _ in 0..2 {
+            assert!(take(&mut known, &untimed).2 > 0);
+        }
+        // What a store error left unrecorded is not learned: asked about again, and new.
+        let mut late = seen("2026-04-20T09:16:00.000Z", "null");
+        late.id = 505;
+        let mut fresh = KnownEvents::new(16);
+        store.refuse.set(true);
+        let (placed, complete, _) = take(&mut fresh, &late);
+        assert_eq!((placed, complete), (0, false));
+        store.refuse.set(false);
+        let (placed, complete, reads) = take(&mut fresh, &late);
+        assert_eq!((placed, complete), (1, true));
+        assert!(reads > 0);
+    }
+
+    #[test]
+    fn known_observations_are_bounded_and_forget_the_oldest() {
+        let mut known = KnownEvents::new(2);
+        let at = |id: u64| {
+            let mut n = seen("2026-04-20T09:15:02.318Z", "null");
+            n.id = id;
+            n
+        };
+        known.learn(&[at(1), at(2)]);
+        assert!(known.knows(&at(1)) && known.knows(&at(2)));
+        known.learn(&[at(2), at(3)]);
+        assert!(!known.knows(&at(1)), "the oldest went");
+        assert!(known.knows(&at(2)) && known.knows(&at(3)));
+        let mut untimed = at(4);
+        untimed.updated_on = None;
+        known.learn(std::slice::from_ref(&untimed));
+        assert!(!known.knows(&untimed));
+        assert!(known.knows(&at(2)), "nothing was learned, so nothing went");
     }
 
     /// Two workers take in IN_PROGRESS (generation 1) and SUCCESS (2) at once. IN_PROGRESS

@@ -14,7 +14,7 @@ use osmox_webhook_filter::config::Config;
 use osmox_webhook_filter::delivery::ledger::Ledger;
 use osmox_webhook_filter::delivery::outcome::{AttemptResponse, Failure};
 use osmox_webhook_filter::delivery::sender::{Dispatch, Io, Sender};
-use osmox_webhook_filter::events::{Memory, Verdict};
+use osmox_webhook_filter::events::{KnownEvents, Memory, Verdict};
 use osmox_webhook_filter::intake;
 use osmox_webhook_filter::metrics::{CountingMetrics, Metric};
 use osmox_webhook_filter::osmox::{DeliveryStatus, Notification};
@@ -80,6 +80,9 @@ struct World {
     metrics: CountingMetrics,
     net: RefCell<FakeNet>,
     senders: Vec<RefCell<Sender>>,
+    /// What each VM's HTTP contexts took in before, as the host keeps it; `None` asks the
+    /// dedupe memory about every observation.
+    known: Option<Vec<RefCell<KnownEvents>>>,
     now: u64,
 }
 
@@ -105,28 +108,49 @@ impl World {
         let senders = (0..vms)
             .map(|vm| RefCell::new(sender(&config, vm)))
             .collect();
+        let known = (0..vms)
+            .map(|_| RefCell::new(KnownEvents::new(1024)))
+            .collect();
+        let known = Some(known);
         World {
             config,
             store,
             metrics: CountingMetrics::default(),
             net: RefCell::new(FakeNet::default()),
             senders,
+            known,
             now: T0,
         }
     }
 
     /// Observe notifications as an HTTP context would, and wake sender `vm` for them.
     fn observe(&self, vm: usize, ns: &[Notification]) {
-        let wake = intake::take_in(
-            &self.config,
-            &self.config.endpoints,
-            Memory::new(self.config.limits.max_remembered),
-            &self.store,
-            &self.metrics,
-            ns,
-            self.now,
-            self.now ^ ns.len() as u64,
-        );
+        let (config, memory) = (&self.config, Memory::new(self.config.limits.max_remembered));
+        let seed = self.now ^ ns.len() as u64;
+        let (store, metrics) = (&self.store, &self.metrics);
+        let wake = match &self.known {
+            Some(known) => intake::take_in_known(
+                &mut known[vm].borrow_mut(),
+                config,
+                &config.endpoints,
+                memory,
+                store,
+                metrics,
+                ns,
+                self.now,
+                seed,
+            ),
+            None => intake::take_in(
+                config,
+                &config.endpoints,
+                memory,
+                store,
+                metrics,
+                ns,
+                self.now,
+                seed,
+            ),
+        };
         for slot in wake.wake {
             self.with(vm, |s, c, io| s.wake(c, &c.endpoints, io, slot));
         }
@@ -1237,6 +1261,133 @@ fn hostile_documents_never_panic_and_every_webhook_is_a_json_object() {
     assert!(
         parsed > 2000 && sent > 4000,
         "too few mutations reached delivery: {parsed} parsed, {sent} sent"
+    );
+}
+
+/// Passing over what a VM took in before changes no delivery: random views of notifications
+/// whose states move on, come back (3 → 4 → 3) and retry, seen by two VMs in any order,
+/// stale views again among them and fields missing from some, reach the receivers exactly
+/// as when every observation asks the dedupe memory.
+#[test]
+fn passing_over_known_observations_changes_no_delivery() {
+    let config = r#"{"endpoints": [
+        {"name": "all", "url": "http://h/a", "cluster": "c", "deliveryStatuses": [1, 2, 3, 4, 5, 6]},
+        {"name": "p2", "url": "http://h/b", "cluster": "c", "providerIds": [2]},
+        {"name": "sms", "url": "http://h/c", "cluster": "c", "channelTypes": [5]}],
+        "limits": {"maxPending": 4096, "maxRemembered": 4096}}"#;
+    use DeliveryStatus::*;
+    // Where each state may go next: confirmation comes back, failures are retried.
+    let next = |s: DeliveryStatus, r: u64| match (s, r % 3) {
+        (Pending, _) => InProgress,
+        (InProgress, 0) => Failed,
+        (InProgress, _) => AwaitingConfirmation,
+        (AwaitingConfirmation, 0) => Success,
+        (AwaitingConfirmation, _) => QueuedConfirmation,
+        (QueuedConfirmation, _) => AwaitingConfirmation,
+        (Failed, 0) => Failed,
+        (Failed, _) => Pending,
+        (Success, _) => Success,
+    };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut compared, mut passed_over) = (0, 0);
+    for round in 0..300 {
+        let mut views: Vec<(usize, Notification<'static>)> = Vec::new();
+        // The true state of notifications 1..=3 and every view a response showed of it.
+        let mut shown: Vec<Notification<'static>> = Vec::new();
+        let mut state = [(Pending, 0u64, 1u64, 0u64); 3];
+        for step in 0..60u64 {
+            let i = rng.below(3);
+            let (status, retry, provider, at) = &mut state[i];
+            if rng.below(3) == 0 {
+                *status = next(*status, rng.below(9) as u64);
+                *at = step + 1;
+                if *status == Pending {
+                    *retry += 1;
+                }
+                if rng.below(4) == 0 {
+                    *provider = 1 + rng.below(2) as u64;
+                }
+            }
+            let (status, retry, provider, at) = state[i];
+            let mut view = note(
+                i as u64 + 1,
+                status,
+                &format!("2026-04-20T09:15:{at:02}.000Z"),
+            );
+            view.retry_count = Some(retry);
+            view.provider_id = Some(provider);
+            view.channel_type = Some(5);
+            // Views lack fields, as queries that did not select them.
+            match rng.below(8) {
+                0 => view.updated_on = None,
+                1 => view.provider_id = None,
+                2 => view.channel_type = None,
+                3 => view.retry_count = None,
+                _ => {}
+            }
+            shown.push(view.clone());
+            // Now and then an old view again: a late response, or another client's stale page.
+            let view = if rng.below(4) == 0 {
+                shown[rng.below(shown.len())].clone()
+            } else {
+                view
+            };
+            views.push((rng.below(2), view));
+        }
+        let run = |known: bool| {
+            let mut w = World::new(config, 2);
+            if !known {
+                w.known = None;
+            }
+            let mut answered = 0;
+            for chunk in views.chunks(3) {
+                for (vm, view) in chunk {
+                    w.observe(*vm, std::slice::from_ref(view));
+                }
+                w.now += 1;
+                w.answer_everything(200, &mut answered);
+            }
+            w.sweep();
+            w.answer_everything(200, &mut answered);
+            let mut sent: Vec<(String, String, String)> = w
+                .sent()
+                .iter()
+                .map(|s| {
+                    let id = s.header("webhook-id").unwrap().to_string();
+                    (s.cluster.clone() + &s.body, id, s.body.clone())
+                })
+                .collect();
+            sent.sort();
+            let judged = [
+                Metric::EventsDetected,
+                Metric::EventsDuplicate,
+                Metric::EventsStale,
+            ];
+            (sent, judged.map(|m| w.m(m)))
+        };
+        let (with, counts) = run(true);
+        let (without, counts_without) = run(false);
+        assert_eq!(with, without, "round {round}: {views:?}");
+        // Every observation is judged once either way: as new, or as a repeat (a passed
+        // over one as a duplicate, where the memory may have called it stale).
+        assert_eq!(counts[0], counts_without[0], "round {round}");
+        assert_eq!(
+            counts[1] + counts[2],
+            counts_without[1] + counts_without[2],
+            "round {round}"
+        );
+        compared += with.len();
+        // The views a VM saw before, whole and with `updatedOn`: those it passes over.
+        let mut seen = std::collections::HashSet::new();
+        passed_over += views
+            .iter()
+            .filter(|(vm, n)| n.updated_on.is_some() && !seen.insert((*vm, format!("{n:?}"))))
+            .count();
+    }
+    assert!(compared > 3000, "too few deliveries compared: {compared}");
+    assert!(
+        passed_over > 2000,
+        "too few views seen again: {passed_over}"
     );
 }
 

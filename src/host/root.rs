@@ -17,7 +17,7 @@ use crate::delivery::ledger::Ledger;
 use crate::delivery::outcome::{envoy_local_reply, AttemptResponse, LOCAL_REPLY_MAX_BYTES};
 use crate::delivery::peers::{self, Rotation, PEERS_KEY};
 use crate::delivery::sender::{Dispatch, Io, Sender};
-use crate::events::{Memory, RecentResponses};
+use crate::events::{KnownEvents, Memory, RecentResponses};
 use crate::extract::persisted;
 use crate::layout::{self, LaidOut};
 use crate::learn::Registry;
@@ -33,6 +33,9 @@ pub const QUEUE: &str = "deliveries";
 const SCAN_PER_TICK: u32 = 256;
 /// Distinct watched responses each VM remembers to skip when they come again unchanged.
 const RECENT_RESPONSES: usize = 256;
+/// Observations of notifications each VM remembers to pass over when they come again in a
+/// response that changed elsewhere: about 0.5 MB.
+const KNOWN_EVENTS: usize = 16_384;
 /// Deliveries sent per wake-up at most; the rest of the item goes back on the queue. A
 /// wake-up runs on a worker thread between its streams, so this bounds how long it holds
 /// them up.
@@ -52,6 +55,7 @@ pub struct Shared {
     rotation: RefCell<Option<Rotation>>,
     backlogged: Cell<bool>,
     pub recent: RefCell<RecentResponses>,
+    pub known: RefCell<KnownEvents>,
     /// Configured plus learned endpoints, with the learned map's version they were built at.
     endpoints: RefCell<(Option<u32>, Rc<Vec<Endpoint>>)>,
     /// When this VM last warned that no sender takes its deliveries.
@@ -549,6 +553,7 @@ impl RootContext for Root {
             rotation: RefCell::new(rotation),
             backlogged: Cell::new(false),
             recent: RefCell::new(RecentResponses::new(RECENT_RESPONSES)),
+            known: RefCell::new(KnownEvents::new(KNOWN_EVENTS)),
             no_sender_warned_ms: Cell::new(None),
         }));
         true
