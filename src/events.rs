@@ -735,13 +735,25 @@ impl<'a> Entry<'a> {
 }
 
 /// Whether a response that yielded `notifications` may be recognised when its bytes come
-/// again: only when every one of them carries `updatedOn`. OsmoX moves it with every state
-/// change, so a state that comes back (its confirmation goes 3 → 4 → 3) shows other bytes;
-/// without it the second 3 can come in the very bytes of the first, and is news. (A
-/// review reproduced that loss. Keeping an epoch of the memory instead cost every
-/// recognised poll a shared-data read: 11k instructions, 4 % of a steady poll.)
+/// again: only when every one of them is [`whole`]. (Keeping an epoch of the memory instead
+/// cost every recognised poll a shared-data read: 11k instructions, 4 % of a steady poll.)
 pub fn recognisable(notifications: &[Notification]) -> bool {
-    notifications.iter().all(|n| n.updated_on.is_some())
+    notifications.iter().all(whole)
+}
+
+/// Whether a view has every field the dedupe memory reads, so that seeing it again can
+/// mean nothing new. `updatedOn`: OsmoX moves it with every state change, so a state that
+/// comes back (its confirmation goes 3 → 4 → 3) shows another; without it the second 3 can
+/// come in the very bytes of the first, and is news. `retryCount` and `providerId`: a view
+/// without them matches any attempt, so it can be a duplicate of one event now and, once
+/// another view made a failover or a later state known, news later. `channelType`: a view
+/// without it cannot fill in what an endpoint filters on. Reviews reproduced each of these
+/// losses.
+fn whole(n: &Notification) -> bool {
+    n.updated_on.is_some()
+        && n.retry_count.is_some()
+        && n.provider_id.is_some()
+        && n.channel_type.is_some()
 }
 
 /// Responses this VM already processed in full, by hash of request and body. Steady polling
@@ -786,15 +798,15 @@ impl RecentResponses {
 }
 
 /// Observations this VM took in before, by their identity: id, status, `updatedOn` and the
-/// attempt and routing fields, each with whether the view had it. A page whose bytes changed
+/// attempt and routing fields. A page whose bytes changed
 /// (its `total` moved) but whose rows did not is parsed again, and asking the dedupe memory
 /// in shared data about each of its rows was a fifth of such a poll's cost.
 ///
 /// Passing over an observation seen before answers what the memory would: the same view of
 /// the same state is a duplicate, or stale once a later state is remembered; a view that
-/// adds a field is another observation. Only observations with `updatedOn` are held, for
-/// the reason [`recognisable`] gives: OsmoX moves it with every state change, so a state
-/// that comes back is another observation. Where the memory forgot the notification since,
+/// adds a field is another observation. Only [`whole`] views are held: a view without
+/// `updatedOn` can show a state that came back, and one without an attempt field can be a
+/// duplicate of one event now and news later. Where the memory forgot the notification since,
 /// it would have called the same view new and delivered it again; passing over it spares
 /// the receiver that repeat.
 #[derive(Debug)]
@@ -807,30 +819,31 @@ pub struct KnownEvents {
 
 impl KnownEvents {
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         KnownEvents {
-            held: HashSet::with_capacity(capacity.min(1 << 16)),
-            order: VecDeque::with_capacity(capacity.min(1 << 16)),
-            capacity: capacity.max(1),
+            // Twice the entries: a table at most half full is cleaned in place, never grown.
+            held: HashSet::with_capacity(capacity.saturating_mul(2)),
+            order: VecDeque::with_capacity(capacity),
+            capacity,
         }
     }
 
-    /// The identity of `n`'s observation; `None` without `updatedOn`.
+    /// The identity of `n`'s observation; `None` unless the view is [`whole`].
     fn identity(n: &Notification) -> Option<u64> {
-        let at = n.updated_on.as_deref()?;
-        let field = |v: Option<u64>| {
-            let mut bytes = [0u8; 9];
-            if let Some(v) = v {
-                bytes[0] = 1;
-                bytes[1..].copy_from_slice(&v.to_le_bytes());
-            }
-            bytes
+        let (Some(at), Some(retry), Some(provider), Some(channel)) = (
+            n.updated_on.as_deref(),
+            n.retry_count,
+            n.provider_id,
+            n.channel_type,
+        ) else {
+            return None;
         };
         Some(fnv1a64(&[
             &n.id.to_le_bytes(),
             &n.delivery_status.code().to_le_bytes(),
-            &field(n.retry_count),
-            &field(n.provider_id),
-            &field(n.channel_type),
+            &retry.to_le_bytes(),
+            &provider.to_le_bytes(),
+            &channel.to_le_bytes(),
             at.as_bytes(),
         ]))
     }
@@ -843,15 +856,17 @@ impl KnownEvents {
     /// Remember observations the dedupe memory has judged and recorded.
     pub fn learn(&mut self, notifications: &[Notification]) {
         for id in notifications.iter().filter_map(Self::identity) {
-            if !self.held.insert(id) {
+            if self.held.contains(&id) {
                 continue;
             }
-            self.order.push_back(id);
-            if self.order.len() > self.capacity {
+            // Room first, so neither collection ever holds more than `capacity`.
+            if self.order.len() >= self.capacity {
                 if let Some(oldest) = self.order.pop_front() {
                     self.held.remove(&oldest);
                 }
             }
+            self.held.insert(id);
+            self.order.push_back(id);
         }
     }
 }
@@ -894,15 +909,23 @@ mod tests {
     }
 
     #[test]
-    fn only_responses_whose_every_notification_has_a_time_are_recognisable() {
+    fn only_responses_whose_every_notification_is_whole_are_recognisable() {
         let timed = n(1, DeliveryStatus::AwaitingConfirmation, 0, 1, T1);
-        let untimed = Notification {
-            updated_on: None,
-            ..n(2, DeliveryStatus::AwaitingConfirmation, 0, 1, T1)
-        };
         assert!(recognisable(&[]));
         assert!(recognisable(std::slice::from_ref(&timed)));
-        assert!(!recognisable(&[timed, untimed]));
+        for lacking in 0..4 {
+            let mut part = n(2, DeliveryStatus::AwaitingConfirmation, 0, 1, T1);
+            match lacking {
+                0 => part.updated_on = None,
+                1 => part.retry_count = None,
+                2 => part.provider_id = None,
+                _ => part.channel_type = None,
+            }
+            assert!(!recognisable(&[timed.clone(), part.clone()]), "{part:?}");
+            let mut known = KnownEvents::new(4);
+            known.learn(std::slice::from_ref(&part));
+            assert!(!known.knows(&part), "{part:?}");
+        }
     }
 
     #[test]

@@ -96,8 +96,8 @@ pub fn take_in<S: Store + ?Sized>(
 }
 
 /// [`take_in`] for a VM that remembers the observations it took in (`known`): one it took
-/// in before is passed over, counted as a duplicate, without asking the dedupe memory in
-/// shared data; the rest are learned once every one of them was recorded.
+/// in before is passed over, counted in `events_passed_over`, without asking the dedupe
+/// memory in shared data; the rest are learned once every one of them was recorded.
 #[allow(clippy::too_many_arguments)]
 pub fn take_in_known<S: Store + ?Sized>(
     known: &mut KnownEvents,
@@ -117,7 +117,7 @@ pub fn take_in_known<S: Store + ?Sized>(
         .collect();
     let passed = notifications.len() - fresh.len();
     if passed > 0 {
-        metrics.add(Metric::EventsDuplicate, passed as i64);
+        metrics.add(Metric::EventsPassedOver, passed as i64);
     }
     if fresh.is_empty() {
         return Intake {
@@ -398,9 +398,10 @@ mod tests {
         let (placed, complete, reads) = take(&mut known, &n);
         assert_eq!((placed, complete), (1, true));
         assert!(reads > 0);
-        // The same view again: no read, counted as a duplicate.
+        // The same view again: no read, counted as passed over.
         assert_eq!(take(&mut known, &n), (0, true, 0));
-        assert_eq!(metrics.get(Metric::EventsDuplicate), 1);
+        assert_eq!(metrics.get(Metric::EventsPassedOver), 1);
+        assert_eq!(metrics.get(Metric::EventsDuplicate), 0);
         // Another VM's memory of it is its own.
         assert!(take(&mut KnownEvents::new(16), &n).2 > 0);
         // Any field told apart is another observation, asked about.

@@ -47,6 +47,7 @@ metrics! {
     EventsDetected => "events_detected", Counter;
     EventsDuplicate => "events_duplicate", Counter;
     EventsStale => "events_stale", Counter;
+    EventsPassedOver => "events_passed_over", Counter;
     EventsUnrouted => "events_unrouted", Counter;
     WakeupsToPeers => "wakeups_to_peers", Counter;
     DeliveriesSent => "deliveries_sent", Counter;

@@ -34,8 +34,8 @@ const SCAN_PER_TICK: u32 = 256;
 /// Distinct watched responses each VM remembers to skip when they come again unchanged.
 const RECENT_RESPONSES: usize = 256;
 /// Observations of notifications each VM remembers to pass over when they come again in a
-/// response that changed elsewhere: about 0.5 MB.
-const KNOWN_EVENTS: usize = 16_384;
+/// response that changed elsewhere: about 0.4 MB of the VM's memory.
+const KNOWN_EVENTS: usize = 8_192;
 /// Deliveries sent per wake-up at most; the rest of the item goes back on the queue. A
 /// wake-up runs on a worker thread between its streams, so this bounds how long it holds
 /// them up.
