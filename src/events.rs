@@ -854,8 +854,11 @@ impl KnownEvents {
     }
 
     /// Remember observations the dedupe memory has judged and recorded.
-    pub fn learn(&mut self, notifications: &[Notification]) {
-        for id in notifications.iter().filter_map(Self::identity) {
+    pub fn learn<'n, 'a: 'n>(
+        &mut self,
+        notifications: impl IntoIterator<Item = &'n Notification<'a>>,
+    ) {
+        for id in notifications.into_iter().filter_map(Self::identity) {
             if self.held.contains(&id) {
                 continue;
             }

@@ -62,11 +62,14 @@ pub struct Intake {
     pub complete: bool,
 }
 
-/// Record the deliveries `notifications` call for.
+/// Record the deliveries `notifications` call for. With `known`, the observations this VM
+/// took in before are passed over, counted in `events_passed_over`, without asking the
+/// dedupe memory in shared data, and the rest are learned once every one was recorded.
 // One call per response, from the HTTP context and the tests alike; a struct to bundle
 // these would be built anew at every call site for nothing.
 #[allow(clippy::too_many_arguments)]
 pub fn take_in<S: Store + ?Sized>(
+    known: Option<&mut KnownEvents>,
     config: &Config,
     endpoints: &[Endpoint],
     memory: Memory,
@@ -76,6 +79,21 @@ pub fn take_in<S: Store + ?Sized>(
     now_ms: u64,
     seed: u64,
 ) -> Intake {
+    let mut intake = Intake {
+        wake: Vec::new(),
+        complete: true,
+    };
+    let fresh: Vec<&Notification> = match &known {
+        Some(known) => notifications.iter().filter(|n| !known.knows(n)).collect(),
+        None => notifications.iter().collect(),
+    };
+    let passed = notifications.len() - fresh.len();
+    if passed > 0 {
+        metrics.add(Metric::EventsPassedOver, passed as i64);
+    }
+    if fresh.is_empty() {
+        return intake;
+    }
     let ledger = Ledger::new(config.limits.max_pending);
     let recording = Recording {
         memory,
@@ -85,51 +103,11 @@ pub fn take_in<S: Store + ?Sized>(
         now_ms,
         seed,
     };
-    let mut intake = Intake {
-        wake: Vec::new(),
-        complete: true,
-    };
-    for n in notifications {
+    for n in &fresh {
         recording.take_in(endpoints, n, &mut intake);
     }
-    intake
-}
-
-/// [`take_in`] for a VM that remembers the observations it took in (`known`): one it took
-/// in before is passed over, counted in `events_passed_over`, without asking the dedupe
-/// memory in shared data; the rest are learned once every one of them was recorded.
-#[allow(clippy::too_many_arguments)]
-pub fn take_in_known<S: Store + ?Sized>(
-    known: &mut KnownEvents,
-    config: &Config,
-    endpoints: &[Endpoint],
-    memory: Memory,
-    store: &S,
-    metrics: &dyn Metrics,
-    notifications: &[Notification],
-    now_ms: u64,
-    seed: u64,
-) -> Intake {
-    let fresh: Vec<Notification> = notifications
-        .iter()
-        .filter(|n| !known.knows(n))
-        .cloned()
-        .collect();
-    let passed = notifications.len() - fresh.len();
-    if passed > 0 {
-        metrics.add(Metric::EventsPassedOver, passed as i64);
-    }
-    if fresh.is_empty() {
-        return Intake {
-            wake: Vec::new(),
-            complete: true,
-        };
-    }
-    let intake = take_in(
-        config, endpoints, memory, store, metrics, &fresh, now_ms, seed,
-    );
-    if intake.complete {
-        known.learn(&fresh);
+    if let (Some(known), true) = (known, intake.complete) {
+        known.learn(fresh);
     }
     intake
 }
@@ -377,8 +355,8 @@ mod tests {
         let memory = Memory::new(config.limits.max_remembered);
         let take = |known: &mut KnownEvents, n: &Notification| {
             let before = store.reads.get();
-            let intake = take_in_known(
-                known,
+            let intake = take_in(
+                Some(known),
                 &config,
                 &config.endpoints,
                 memory,

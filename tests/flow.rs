@@ -128,29 +128,18 @@ impl World {
         let (config, memory) = (&self.config, Memory::new(self.config.limits.max_remembered));
         let seed = self.now ^ ns.len() as u64;
         let (store, metrics) = (&self.store, &self.metrics);
-        let wake = match &self.known {
-            Some(known) => intake::take_in_known(
-                &mut known[vm].borrow_mut(),
-                config,
-                &config.endpoints,
-                memory,
-                store,
-                metrics,
-                ns,
-                self.now,
-                seed,
-            ),
-            None => intake::take_in(
-                config,
-                &config.endpoints,
-                memory,
-                store,
-                metrics,
-                ns,
-                self.now,
-                seed,
-            ),
-        };
+        let mut known = self.known.as_ref().map(|k| k[vm].borrow_mut());
+        let wake = intake::take_in(
+            known.as_deref_mut(),
+            config,
+            &config.endpoints,
+            memory,
+            store,
+            metrics,
+            ns,
+            self.now,
+            seed,
+        );
         for slot in wake.wake {
             self.with(vm, |s, c, io| s.wake(c, &c.endpoints, io, slot));
         }
@@ -969,6 +958,7 @@ fn idle_senders_still_find_work_that_no_live_sender_knows_of() {
     assert!((0..2).all(|vm| w.senders[vm].borrow().is_idle(w.now)));
     // A delivery recorded by a VM that vanished before it could wake anyone.
     let placed = intake::take_in(
+        None,
         &w.config,
         &w.config.endpoints,
         Memory::new(w.config.limits.max_remembered),
@@ -1538,6 +1528,7 @@ impl World {
             1,
             || {
                 let got = intake::take_in(
+                    None,
                     &self.config,
                     &self.config.endpoints,
                     Memory::new(self.config.limits.max_remembered),
@@ -1551,6 +1542,7 @@ impl World {
             },
         );
         let got_a = intake::take_in(
+            None,
             &self.config,
             &self.config.endpoints,
             Memory::new(self.config.limits.max_remembered),
@@ -1861,6 +1853,7 @@ fn a_late_record_from_before_the_entry_was_forgotten_keeps_the_newer_event() {
                     memory.observe(&w.store, &n, w.now + 1 + i as u64).unwrap();
                 }
                 let got = intake::take_in(
+                    None,
                     &w.config,
                     &w.config.endpoints,
                     memory,
@@ -1874,6 +1867,7 @@ fn a_late_record_from_before_the_entry_was_forgotten_keeps_the_newer_event() {
             },
         );
         intake::take_in(
+            None,
             &w.config,
             &w.config.endpoints,
             memory,
@@ -1920,6 +1914,7 @@ fn an_earlier_event_claimed_before_its_take_back_is_not_retried_after_the_newer(
             || {
                 w.sweep(); // a sender's sweep claims and sends IN_PROGRESS
                 let got = intake::take_in(
+                    None,
                     &w.config,
                     &w.config.endpoints,
                     Memory::new(w.config.limits.max_remembered),
@@ -1933,6 +1928,7 @@ fn an_earlier_event_claimed_before_its_take_back_is_not_retried_after_the_newer(
             },
         );
         intake::take_in(
+            None,
             &w.config,
             &w.config.endpoints,
             Memory::new(w.config.limits.max_remembered),
@@ -2138,6 +2134,7 @@ fn successor_race(success_records_first: bool) {
     let mut sender_b = sender(&config, 1);
     // Notification 2 on the wire by sender A: the endpoint's one place is taken.
     let wake = intake::take_in(
+        None,
         &config,
         &config.endpoints,
         memory,
@@ -2162,6 +2159,7 @@ fn successor_race(success_records_first: bool) {
     assert_eq!(net_a.sent.len(), 1);
     let take_in = |g: &stepped::Gated, n: Notification, seed: u64| {
         let got = intake::take_in(
+            None,
             &config,
             &config.endpoints,
             memory,

@@ -189,8 +189,8 @@ impl Watch {
                 metrics.add(Metric::ObjectsSkipped, extracted.skipped_objects as i64);
             }
             let endpoints = self.shared.endpoints();
-            let intake = intake::take_in_known(
-                &mut self.shared.known.borrow_mut(),
+            let intake = intake::take_in(
+                Some(&mut self.shared.known.borrow_mut()),
                 &self.shared.config,
                 &endpoints,
                 self.shared.memory,
