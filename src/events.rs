@@ -17,6 +17,15 @@ use crate::osmox::{DeliveryStatus, Notification};
 use crate::routing::Routed;
 use crate::store::{self, Store, StoreError};
 
+/// The key an endpoint is known by: in the dedupe memory's records of where deliveries
+/// wait, and in a sender's queues.
+pub fn endpoint_key(name: &str) -> u32 {
+    // Truncation is the point: a compact, stable key.
+    #[allow(clippy::cast_possible_truncation)]
+    let key = fnv1a64(&[name.as_bytes()]) as u32;
+    key
+}
+
 /// Where the dedupe memory's bucket count is kept (see [`Memory::settle`]).
 pub const LAYOUT_KEY: &str = "seen/layout";
 
@@ -798,9 +807,9 @@ impl RecentResponses {
 }
 
 /// Observations this VM took in before, by their identity: id, status, `updatedOn` and the
-/// attempt and routing fields. A page whose bytes changed
-/// (its `total` moved) but whose rows did not is parsed again, and asking the dedupe memory
-/// in shared data about each of its rows was a fifth of such a poll's cost.
+/// attempt and routing fields. A page whose bytes changed (its `total` moved) but whose
+/// rows did not is parsed again, and asking the dedupe memory in shared data about each of
+/// its rows was a fifth of such a poll's cost.
 ///
 /// Passing over an observation seen before answers what the memory would: the same view of
 /// the same state is a duplicate, or stale once a later state is remembered; a view that

@@ -5,19 +5,11 @@
 
 use crate::config::{Config, Endpoint};
 use crate::delivery::ledger::{Ledger, LedgerError, Placed, Slot};
-use crate::events::{fnv1a64, Generation, KnownEvents, Memory, Place, Verdict};
+use crate::events::{endpoint_key, fnv1a64, Generation, KnownEvents, Memory, Place, Verdict};
 use crate::metrics::{Metric, Metrics};
 use crate::osmox::{DeliveryStatus, Notification};
 use crate::routing::{self, Routed};
 use crate::store::Store;
-
-/// The key an endpoint is known by in the dedupe memory.
-pub fn endpoint_key(name: &str) -> u32 {
-    // Truncation is the point: a compact, stable key.
-    #[allow(clippy::cast_possible_truncation)]
-    let key = fnv1a64(&[name.as_bytes()]) as u32;
-    key
-}
 
 /// `webhook-id`: derived from the event's identity and the endpoint, so it is the same on
 /// every retry and for the same event seen again after a restart, which lets receivers drop
@@ -106,7 +98,7 @@ pub fn take_in<S: Store + ?Sized>(
     for n in &fresh {
         recording.take_in(endpoints, n, &mut intake);
     }
-    if let (Some(known), true) = (known, intake.complete) {
+    if let Some(known) = known.filter(|_| intake.complete) {
         known.learn(fresh);
     }
     intake

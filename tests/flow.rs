@@ -1340,19 +1340,9 @@ fn passing_over_known_observations_changes_no_delivery() {
             }
         }
         views.append(&mut late);
+        let views: Vec<(usize, &Notification)> = views.iter().map(|(vm, n)| (*vm, n)).collect();
         let run = |known: bool| {
-            let mut w = World::new(config, 2);
-            if !known {
-                w.known = None;
-            }
-            let mut answered = 0;
-            for (vm, view) in &views {
-                w.observe(*vm, std::slice::from_ref(view));
-                w.now += 1;
-                w.answer_everything(200, &mut answered);
-            }
-            w.sweep();
-            w.answer_everything(200, &mut answered);
+            let w = played(config, 2, &views, known);
             let mut sent: Vec<(String, String, String)> = w
                 .sent()
                 .iter()
@@ -1400,21 +1390,31 @@ fn passing_over_known_observations_changes_no_delivery() {
     assert!(passed_over > 300, "too few views seen again: {passed_over}");
 }
 
-/// Observations in order through one VM, answered as they go: the (webhook-id, body) of
-/// every webhook, with and without passing over known observations.
+/// Observations in order, each by its VM, every webhook answered 200 as it goes and after
+/// a last sweep; `known`: whether the VMs pass over observations they took in before.
+fn played(config: &str, vms: usize, views: &[(usize, &Notification)], known: bool) -> World {
+    let mut w = World::new(config, vms);
+    if !known {
+        w.known = None;
+    }
+    let mut answered = 0;
+    for (vm, n) in views {
+        w.observe(*vm, std::slice::from_ref(*n));
+        w.now += 1;
+        w.answer_everything(200, &mut answered);
+    }
+    w.sweep();
+    w.answer_everything(200, &mut answered);
+    w
+}
+
+/// Observations in order through one VM: the (webhook-id, body) of every webhook, with and
+/// without passing over known observations.
 fn delivered_both_ways(config: &str, views: &[&Notification]) -> [Vec<(String, String)>; 2] {
+    let views: Vec<(usize, &Notification)> = views.iter().map(|n| (0, *n)).collect();
     [true, false].map(|known| {
-        let mut w = World::new(config, 1);
-        if !known {
-            w.known = None;
-        }
-        let mut answered = 0;
-        for n in views {
-            w.observe(0, std::slice::from_ref(*n));
-            w.now += 1;
-            w.answer_everything(200, &mut answered);
-        }
-        w.sent()
+        played(config, 1, &views, known)
+            .sent()
             .iter()
             .map(|s| {
                 (

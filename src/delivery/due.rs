@@ -13,7 +13,7 @@ use std::collections::BinaryHeap;
 
 #[derive(Debug, Default)]
 pub struct Due {
-    heap: BinaryHeap<Reverse<(u64, u32, u64)>>,
+    heap: BinaryHeap<Reverse<(u64, u32, u32)>>,
     /// The latest time each slot was scheduled for, by slot; 0 when it is not scheduled.
     latest: Vec<u64>,
 }
@@ -21,7 +21,7 @@ pub struct Due {
 impl Due {
     /// `slot` comes due at `at_ms` for the endpoint `key`, whatever it was scheduled for
     /// before. `slots`: how many slots the ledger has (the live entries at most).
-    pub fn schedule(&mut self, at_ms: u64, slot: u32, key: u64, slots: usize) {
+    pub fn schedule(&mut self, at_ms: u64, slot: u32, key: u32, slots: usize) {
         let i = slot as usize;
         if self.latest.len() <= i {
             self.latest.resize(i + 1, 0);
@@ -40,7 +40,7 @@ impl Due {
 
     /// The next slot due by `now_ms` and its endpoint's key, skipping stale entries; at most
     /// `reads` entries are looked at.
-    pub fn pop(&mut self, now_ms: u64, reads: &mut usize) -> Option<(u32, u64)> {
+    pub fn pop(&mut self, now_ms: u64, reads: &mut usize) -> Option<(u32, u32)> {
         while *reads > 0 {
             let &Reverse((at, slot, key)) = self.heap.peek()?;
             if at > now_ms {
@@ -71,7 +71,7 @@ impl Due {
 mod tests {
     use super::*;
 
-    fn all_due(d: &mut Due, now: u64) -> Vec<(u32, u64)> {
+    fn all_due(d: &mut Due, now: u64) -> Vec<(u32, u32)> {
         let mut reads = usize::MAX;
         std::iter::from_fn(|| d.pop(now, &mut reads)).collect()
     }
