@@ -438,24 +438,27 @@ pub(crate) fn string_end(src: &[u8], open: usize) -> Result<(usize, bool), Fail>
     }
 }
 
-/// Skip eight bytes at a time while none of them is `"`, `\\` or a control character: most
-/// of a body is string content, so this is where parsing spends its time.
+/// The first byte at or after `i` that is `"`, `\\` or a control character, eight bytes at a
+/// time: most of a body is string content, so this is where parsing spends its time. Past
+/// the last whole word it stops early; the caller steps over plain bytes one at a time there.
 fn plain_run_end(src: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
     // Bytes of `w` that are zero, or (for `below`) less than n <= 0x80, get their high bit set.
+    // A borrow can also flag a byte above a flagged one, never below: the lowest flag is exact.
     let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS;
     let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGHS;
     while let Some(chunk) = src.get(i..i + 8) {
         let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
             break;
         };
-        let w = u64::from_ne_bytes(bytes);
+        let w = u64::from_le_bytes(bytes);
         let special = zero(w ^ (ONES * u64::from(b'"')))
             | zero(w ^ (ONES * u64::from(b'\\')))
             | below(w, 0x20);
         if special != 0 {
-            break;
+            // Little-endian: the lowest flagged byte is the first in the source.
+            return i + (special.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
@@ -1393,6 +1396,56 @@ mod tests {
                         assert_eq!(string_end(&src, 0).unwrap().0, at + 1);
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn word_scan_stops_exactly_at_the_first_special_byte() {
+        // Bytes chosen so borrows from one byte can flag its neighbours: the scan must still
+        // answer the first special byte, never one after it, and never skip one.
+        let alphabet = [
+            b'"',
+            b'\\',
+            0x00,
+            0x01,
+            0x1f,
+            0x20,
+            0x21,
+            0x22 ^ 0x01,
+            0x5d,
+            b'a',
+            0x7f,
+            0x80,
+            0xa0,
+            0xff,
+        ];
+        let special = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 40) as usize;
+            let src: Vec<u8> = (0..len)
+                .map(|k| {
+                    let r = seed.rotate_left(k as u32 * 5) ^ (k as u64).wrapping_mul(0x9e37_79b9);
+                    // Mostly plain bytes, so runs long enough for whole words occur.
+                    if r.is_multiple_of(5) {
+                        alphabet[(r / 5 % 14) as usize]
+                    } else {
+                        b'a' + (r % 26) as u8
+                    }
+                })
+                .collect();
+            for start in 0..=len {
+                let first = (start..len).find(|&k| special(src[k])).unwrap_or(len);
+                let got = plain_run_end(&src, start);
+                assert!(got <= first, "{src:?} from {start}: {got} passed {first}");
+                assert!(
+                    got == first || got + 8 > len,
+                    "{src:?} from {start}: stopped at {got}, first special {first}"
+                );
             }
         }
     }
