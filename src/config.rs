@@ -11,6 +11,7 @@ use crate::delivery::retry::{
     Backoff, RetryPolicy, DEFAULT_INITIAL_DELAY_MS, DEFAULT_JITTER, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_DELAY_MS, DEFAULT_MULTIPLIER,
 };
+use crate::events::key_clash;
 use crate::json::{self, Value};
 use crate::osmox::{DeliveryStatus, StatusSet};
 use crate::payload::Payload;
@@ -1030,9 +1031,12 @@ impl RawConfig {
     fn compile(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let retry = compile_retry("retry", self.retry)?;
         let learn = self.learn.map(compile_learn).transpose()?.flatten();
-        let raw_endpoints = self
-            .endpoints
-            .ok_or_else(|| invalid("endpoints", "is required"))?;
+        // Learning alone may leave the list out, as the Security section's example does.
+        let raw_endpoints = match (self.endpoints, &learn) {
+            (Some(raw), _) => raw,
+            (None, Some(_)) => Vec::new(),
+            (None, None) => return Err(invalid("endpoints", "is required")),
+        };
         if raw_endpoints.is_empty() && learn.is_none() {
             return Err(invalid("endpoints", "at least one endpoint is required"));
         }
@@ -1046,6 +1050,16 @@ impl RawConfig {
                 ));
             }
             endpoints.push(endpoint);
+        }
+        if let Some((first, second)) = key_clash(endpoints.iter().map(|e| e.name.as_str())) {
+            return Err(invalid(
+                format!("endpoints[{second}].name"),
+                format!(
+                    "\"{}\" has the same 64-bit key as endpoints[{first}] (\"{}\"): rename one",
+                    endpoints.get(second).map_or("", |e| e.name.as_str()),
+                    endpoints.get(first).map_or("", |e| e.name.as_str()),
+                ),
+            ));
         }
         Ok(Config {
             endpoints,
@@ -1859,6 +1873,14 @@ mod tests {
         assert!(!learn.allow_private);
         assert_eq!(learn.original_dst_header, None);
         assert_eq!(learn.max_learned, 256);
+        // The list may be left out too, as README's Security example does; not when learning
+        // is off.
+        let bare =
+            r#"{"learn": {"enabled": true, "cluster": "egress", "allowHosts": ["a.example"]}}"#;
+        assert!(parse(bare).endpoints.is_empty());
+        let off =
+            r#"{"learn": {"enabled": false, "cluster": "egress", "allowHosts": ["a.example"]}}"#;
+        assert_eq!(err(off), "endpoints: is required");
     }
 
     #[test]

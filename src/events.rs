@@ -18,12 +18,34 @@ use crate::routing::Routed;
 use crate::store::{self, Store, StoreError};
 
 /// The key an endpoint is known by: in the dedupe memory's records of where deliveries
-/// wait, and in a sender's queues.
-pub fn endpoint_key(name: &str) -> u32 {
-    // Truncation is the point: a compact, stable key.
-    #[allow(clippy::cast_possible_truncation)]
-    let key = fnv1a64(&[name.as_bytes()]) as u32;
-    key
+/// wait, and in a sender's queues. All 64 bits of the name's hash: two endpoints that shared
+/// a key would each take the other's delivery of an event for an earlier one and withdraw it
+/// (a review found two `crm-<n>` names sharing a 32-bit key within seconds). Configured names
+/// that share one are refused at load, learned ones skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointKey(pub u64);
+
+pub fn endpoint_key(name: &str) -> EndpointKey {
+    EndpointKey(fnv1a64(&[name.as_bytes()]))
+}
+
+/// The positions of the first two of `names` that share an endpoint key.
+pub fn key_clash<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<(usize, usize)> {
+    first_clash(names, endpoint_key)
+}
+
+fn first_clash<'a, K: Eq + std::hash::Hash>(
+    names: impl IntoIterator<Item = &'a str>,
+    key: impl Fn(&str) -> K,
+) -> Option<(usize, usize)> {
+    let mut seen = std::collections::HashMap::new();
+    for (i, name) in names.into_iter().enumerate() {
+        if let Some(&first) = seen.get(&key(name)) {
+            return Some((first, i));
+        }
+        seen.insert(key(name), i);
+    }
+    None
 }
 
 /// Where the dedupe memory's bucket count is kept (see [`Memory::settle`]).
@@ -132,7 +154,7 @@ struct Seen {
 /// and its ledger slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Place {
-    pub endpoint: u32,
+    pub endpoint: EndpointKey,
     pub slot: u32,
 }
 
@@ -140,7 +162,7 @@ pub struct Place {
 /// (by endpoint key), and that event's generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Held {
-    pub endpoint: u32,
+    pub endpoint: EndpointKey,
     pub slot: u32,
     pub generation: Generation,
 }
@@ -409,6 +431,24 @@ impl Memory {
         Ok(verdict)
     }
 
+    /// Forget `id` if its latest event is still the one of `generation`, so that the next
+    /// view of it is judged new: none of that event's deliveries could be placed (a store
+    /// error), and remembered, it would be a duplicate from then on and never sent. As when
+    /// the memory forgets a notification to make room, an older state answered late may
+    /// then be sent again.
+    pub fn forget<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        id: u64,
+        generation: Generation,
+    ) -> Result<(), StoreError> {
+        store::update(store, &self.key(id), |current| {
+            let (index, seen) = find(current, id)?;
+            (seen.generation == generation).then(|| (without(current, index), ()))
+        })?;
+        Ok(())
+    }
+
     /// Record which ledger slot holds the delivery of `id`'s event of `generation` to each
     /// endpoint key, unless a later event holds that endpoint already. Nothing is recorded
     /// for a notification the memory forgot meanwhile.
@@ -474,11 +514,16 @@ const HAS_UPDATED: u8 = 4;
 const HAS_CHANNEL: u8 = 8;
 const TIME_INHERITED: u8 = 16;
 const HAS_GENERATION: u8 = 32;
+/// Endpoint keys of 64 bits; before, 32. Slots an entry without it records are not read: a
+/// 32-bit key cannot be told from another endpoint's, so those deliveries are not taken back
+/// for a later event (both are sent).
+const WIDE_KEYS: u8 = 64;
 
 /// A bucket as stored: `BUCKET_FORMAT`, then each entry as little-endian fields: id u64,
 /// status u64, a flags byte, retry count, provider id and channel type (u64 each) when flagged, touched_ms
 /// u64, the generation u32 when flagged, updated_on (u16 length, bytes) when flagged, then
-/// u16 slot count and (endpoint u32, slot u32, and when flagged generation u32). Binary because every new event reads and rewrites a whole bucket: as
+/// u16 slot count and (endpoint u64, slot u32, generation u32; earlier builds: endpoint u32,
+/// slot u32, and when flagged generation u32). Binary because every new event reads and rewrites a whole bucket: as
 /// JSON, a full memory made detecting an event 4.5 times slower than an empty one.
 #[cfg(test)]
 fn decode(bytes: Option<&[u8]>) -> Vec<Seen> {
@@ -538,6 +583,22 @@ fn rewrite(current: Option<&[u8]>, index: Option<usize>, entry: &Seen) -> Vec<u8
     out.push(BUCKET_FORMAT);
     for (bytes, _) in kept {
         out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// The stored bucket without entry `index`, the others copied as stored.
+fn without(current: Option<&[u8]>, index: usize) -> Vec<u8> {
+    let mut out = vec![BUCKET_FORMAT];
+    let mut i = 0;
+    let read = entries(current, |e| {
+        if i != index {
+            out.extend_from_slice(e.stored);
+        }
+        i += 1;
+    });
+    if read.is_none() {
+        out.truncate(1);
     }
     out
 }
@@ -603,7 +664,8 @@ impl Seen {
                 | flag(self.updated_on.is_some(), HAS_UPDATED)
                 | flag(self.channel_type.is_some(), HAS_CHANNEL)
                 | flag(self.time_inherited, TIME_INHERITED)
-                | HAS_GENERATION,
+                | HAS_GENERATION
+                | WIDE_KEYS,
         );
         let numbers = [self.retry_count, self.provider_id, self.channel_type];
         for v in numbers.into_iter().flatten() {
@@ -628,7 +690,7 @@ impl Seen {
             .unwrap_or(&self.slots);
         out.extend_from_slice(&u16::try_from(slots.len()).unwrap_or(0).to_le_bytes());
         for h in slots {
-            out.extend_from_slice(&h.endpoint.to_le_bytes());
+            out.extend_from_slice(&h.endpoint.0.to_le_bytes());
             out.extend_from_slice(&h.slot.to_le_bytes());
             out.extend_from_slice(&h.generation.0.to_le_bytes());
         }
@@ -647,7 +709,8 @@ struct Entry<'a> {
     touched_ms: u64,
     generation: Generation,
     updated_on: Option<&'a str>,
-    /// `(endpoint u32, slot u32[, generation u32])` each, checked to be whole.
+    /// `(endpoint u64, slot u32, generation u32)` each (or an earlier build's narrower
+    /// form, see [`WIDE_KEYS`]), checked to be whole.
     slots: &'a [u8],
     /// The whole entry as stored.
     stored: &'a [u8],
@@ -701,7 +764,9 @@ impl<'a> Entry<'a> {
     }
 
     fn slot_len(flags: u8) -> usize {
-        if flags & HAS_GENERATION != 0 {
+        if flags & WIDE_KEYS != 0 {
+            16
+        } else if flags & HAS_GENERATION != 0 {
             12
         } else {
             8
@@ -709,25 +774,21 @@ impl<'a> Entry<'a> {
     }
 
     fn to_seen(&self) -> Seen {
-        let has_generations = self.flags & HAS_GENERATION != 0;
-        let slots = self
-            .slots
-            .chunks_exact(Self::slot_len(self.flags))
-            .filter_map(|chunk| {
-                let mut r = Bytes(chunk);
-                let (endpoint, slot) = (r.u32()?, r.u32()?);
-                let generation = if has_generations {
-                    Generation(r.u32()?)
-                } else {
-                    Generation::FIRST
-                };
-                Some(Held {
-                    endpoint,
-                    slot,
-                    generation,
+        let slots = if self.flags & WIDE_KEYS != 0 {
+            self.slots
+                .chunks_exact(Self::slot_len(self.flags))
+                .filter_map(|chunk| {
+                    let mut r = Bytes(chunk);
+                    Some(Held {
+                        endpoint: EndpointKey(r.u64()?),
+                        slot: r.u32()?,
+                        generation: Generation(r.u32()?),
+                    })
                 })
-            })
-            .collect();
+                .collect()
+        } else {
+            Vec::new()
+        };
         Seen {
             id: self.id,
             status: self.status,
@@ -817,7 +878,10 @@ impl RecentResponses {
 /// `updatedOn` can show a state that came back, and one without an attempt field can be a
 /// duplicate of one event now and news later. Where the memory forgot the notification since,
 /// it would have called the same view new and delivered it again; passing over it spares
-/// the receiver that repeat.
+/// the receiver that repeat. That repeat can matter in one case (a review reproduced it):
+/// after the memory forgot, a late response with an older state is sent as new, and the
+/// current state passed over afterwards is not sent again, so a receiver that does not drop
+/// repeated `webhook-id`s is left on the older state.
 #[derive(Debug)]
 pub struct KnownEvents {
     held: HashSet<u64>,
@@ -1140,13 +1204,36 @@ mod tests {
         assert_eq!(m.observe(&s, &partial, 1).unwrap(), Verdict::Duplicate);
     }
 
-    fn at(endpoint: u32, slot: u32) -> Place {
-        Place { endpoint, slot }
+    #[test]
+    fn names_that_share_a_key_are_found() {
+        // No two short names are known to share a 64-bit key: an 8-bit one stands in, and 300
+        // names must clash on it.
+        let low_byte = |name: &str| endpoint_key(name).0 as u8;
+        let names: Vec<String> = (0..300).map(|i| format!("crm-{i}")).collect();
+        let clash = first_clash(names.iter().map(String::as_str), low_byte).unwrap();
+        assert_eq!(low_byte(&names[clash.0]), low_byte(&names[clash.1]));
+        assert!(clash.0 < clash.1);
+        let before: Vec<u8> = names[..clash.1].iter().map(|n| low_byte(n)).collect();
+        let distinct: HashSet<u8> = before.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            before.len(),
+            "the first clash, not a later one"
+        );
+        assert_eq!(key_clash(names.iter().map(String::as_str)), None);
+        assert_eq!(key_clash(["a", "b", "a"]), Some((0, 2)));
     }
 
-    fn held(endpoint: u32, slot: u32, generation: u32) -> Held {
+    fn at(endpoint: u64, slot: u32) -> Place {
+        Place {
+            endpoint: EndpointKey(endpoint),
+            slot,
+        }
+    }
+
+    fn held(endpoint: u64, slot: u32, generation: u32) -> Held {
         Held {
-            endpoint,
+            endpoint: EndpointKey(endpoint),
             slot,
             generation: Generation(generation),
         }
@@ -1170,6 +1257,38 @@ mod tests {
                 slots: vec![at(11, 5), at(12, 4)],
                 generation: Generation(2)
             }
+        );
+    }
+
+    #[test]
+    fn an_event_is_forgotten_only_while_it_is_the_latest() {
+        // One bucket: the neighbour shares it and must stay.
+        let (s, m) = (MemStore::new(), Memory::new(16));
+        let event = n(7, DeliveryStatus::InProgress, 0, 1, T1);
+        let neighbour = n(8, DeliveryStatus::Success, 0, 1, T1);
+        m.observe(&s, &neighbour, 0).unwrap();
+        m.observe(&s, &event, 1).unwrap();
+        m.forget(&s, 7, Generation(2)).unwrap();
+        assert_eq!(
+            m.observe(&s, &event, 2).unwrap(),
+            Verdict::Duplicate,
+            "not its generation"
+        );
+        m.forget(&s, 7, Generation::FIRST).unwrap();
+        assert_eq!(
+            m.observe(&s, &event, 3).unwrap(),
+            fresh(1),
+            "forgotten: new again"
+        );
+        assert_eq!(m.observe(&s, &neighbour, 4).unwrap(), Verdict::Duplicate);
+        // A later event came meanwhile: the earlier one's generation no longer forgets it.
+        m.observe(&s, &n(7, DeliveryStatus::Success, 0, 1, T2), 5)
+            .unwrap();
+        m.forget(&s, 7, Generation::FIRST).unwrap();
+        assert_eq!(
+            m.observe(&s, &n(7, DeliveryStatus::Success, 0, 1, T2), 6)
+                .unwrap(),
+            Verdict::Duplicate
         );
     }
 
@@ -1226,7 +1345,7 @@ mod tests {
         let seen = |id: u64, touched: u64| {
             let mut s = Seen::from(&n(id, DeliveryStatus::Pending, 0, 1, T1), touched);
             s.slots = vec![Held {
-                endpoint: 3,
+                endpoint: EndpointKey(3),
                 slot: id as u32,
                 generation: Generation(2),
             }];
@@ -1281,7 +1400,7 @@ mod tests {
     fn buckets_keep_their_stored_format() {
         let mut full = Seen::from(&n(7, DeliveryStatus::Failed, 2, 3, T1), 99);
         let held = |endpoint, slot| Held {
-            endpoint,
+            endpoint: EndpointKey(endpoint),
             slot,
             generation: Generation::FIRST,
         };
@@ -1300,19 +1419,37 @@ mod tests {
             100,
         );
         let bucket = vec![full, bare];
-        // As stored now (`generations`), and as builds before generations stored it: still
-        // read, each entry as the first.
-        let layout = |generations: bool| {
-            let (g, first) = if generations {
-                (HAS_GENERATION, &1u32.to_le_bytes()[..])
+        // Earlier builds' entries are still read: before generations (each entry then counts
+        // as the first), and before 64-bit endpoint keys (their slots are not read, see
+        // `WIDE_KEYS`).
+        let mut narrow = bucket.clone();
+        narrow[0].slots.clear();
+        #[derive(Clone, Copy, PartialEq)]
+        enum Form {
+            BeforeGenerations,
+            Narrow,
+            Current,
+        }
+        let layout = |form: Form| {
+            let flags = match form {
+                Form::BeforeGenerations => 0,
+                Form::Narrow => HAS_GENERATION,
+                Form::Current => HAS_GENERATION | WIDE_KEYS,
+            };
+            let first: &[u8] = if form == Form::BeforeGenerations {
+                &[]
             } else {
-                (0, &[][..])
+                &1u32.to_le_bytes()
+            };
+            let key = |k: u64| match form {
+                Form::Current => k.to_le_bytes().to_vec(),
+                _ => (k as u32).to_le_bytes().to_vec(),
             };
             let mut out = vec![BUCKET_FORMAT];
             for part in [
                 &7u64.to_le_bytes()[..],
                 &6u64.to_le_bytes(),
-                &[HAS_RETRY | HAS_PROVIDER | HAS_UPDATED | HAS_CHANNEL | TIME_INHERITED | g],
+                &[HAS_RETRY | HAS_PROVIDER | HAS_UPDATED | HAS_CHANNEL | TIME_INHERITED | flags],
                 &2u64.to_le_bytes(),
                 &3u64.to_le_bytes(),
                 &1u64.to_le_bytes(),
@@ -1321,15 +1458,15 @@ mod tests {
                 &24u16.to_le_bytes(),
                 T1.as_bytes(),
                 &2u16.to_le_bytes(),
-                &11u32.to_le_bytes(),
+                &key(11),
                 &5u32.to_le_bytes(),
                 first,
-                &12u32.to_le_bytes(),
+                &key(12),
                 &4u32.to_le_bytes(),
                 first,
                 &8u64.to_le_bytes(),
                 &5u64.to_le_bytes(),
-                &[g],
+                &[flags],
                 &100u64.to_le_bytes(),
                 first,
                 &0u16.to_le_bytes(),
@@ -1338,8 +1475,13 @@ mod tests {
             }
             out
         };
-        let (stored, current) = (layout(false), layout(true));
-        assert_eq!(decode(Some(&stored)), bucket);
+        let (stored, older, current) = (
+            layout(Form::BeforeGenerations),
+            layout(Form::Narrow),
+            layout(Form::Current),
+        );
+        assert_eq!(decode(Some(&stored)), narrow);
+        assert_eq!(decode(Some(&older)), narrow);
         assert_eq!(encode(&bucket), current);
         assert_eq!(decode(Some(&current)), bucket);
         assert_eq!(encode(&[]), [BUCKET_FORMAT]);
@@ -1362,9 +1504,9 @@ mod tests {
             assert_eq!(find(Some(bad), 7), None, "{bad:?}");
         }
         assert_eq!(decode(None), vec![]);
-        for layout in [&stored, &current] {
-            assert_eq!(find(Some(layout), 7), Some((0, bucket[0].clone())));
-            assert_eq!(find(Some(layout), 8), Some((1, bucket[1].clone())));
+        for (layout, read) in [(&stored, &narrow), (&older, &narrow), (&current, &bucket)] {
+            assert_eq!(find(Some(layout), 7), Some((0, read[0].clone())));
+            assert_eq!(find(Some(layout), 8), Some((1, read[1].clone())));
             assert_eq!(find(Some(layout), 9), None);
         }
         // Of a repeated id (no build writes one), the first, as `decode` then `find` would.

@@ -130,6 +130,7 @@ impl<S: Store + ?Sized> Recording<'_, S> {
             return;
         };
         let mut placed = Vec::new();
+        let mut unplaced = 0;
         let mut routed = false;
         // Written at the first endpoint, for all of them.
         let mut body = None;
@@ -151,7 +152,24 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                     intake.wake.push(slot);
                 }
                 Ok(None) => {}
-                Err(Incomplete) => intake.complete = false,
+                Err(Incomplete) => unplaced += 1,
+            }
+        }
+        if unplaced > 0 {
+            intake.complete = false;
+            // With none placed, the memory forgets the event, and the next view of it tries
+            // again; with some placed, that would send those twice: the rest are dropped.
+            let forgot = placed.is_empty()
+                && self
+                    .memory
+                    .forget(self.store, n.id, event.generation)
+                    .is_ok();
+            if !forgot {
+                self.metrics.add(Metric::DeliveriesDropped, unplaced);
+                log::warn!(
+                    "notification {}: {unplaced} deliveries dropped, store errors placed them nowhere",
+                    n.id
+                );
             }
         }
         // An event whose every delivery was dropped was routed: the drops are counted.
@@ -237,8 +255,8 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                 Ok(None)
             }
             Err(LedgerError::Store(e)) => {
-                self.metrics.add(Metric::DeliveriesDropped, 1);
-                log::warn!("{id}: dropped, store error {e:?}");
+                self.metrics.add(Metric::StoreConflicts, 1);
+                log::warn!("{id}: not placed, store error {e:?}");
                 Err(Incomplete)
             }
         }

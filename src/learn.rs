@@ -7,10 +7,12 @@
 //! one passes the SSRF policy in [`check_url`] when learned and again whenever endpoints are
 //! built, so tightening the policy takes effect without forgetting anything.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::config::{CircuitPolicy, Config, Endpoint, Learn, Target};
+use crate::events::{endpoint_key, EndpointKey};
 use crate::extract::Registration;
 use crate::metrics::{Metric, Metrics};
 use crate::osmox::StatusSet;
@@ -453,8 +455,20 @@ impl Registry {
         let current = store.get(KEY)?;
         let entries = decode(current.as_ref().map(|(v, _)| v.as_slice()));
         let mut out = Vec::new();
+        let mut keys: HashSet<EndpointKey> = config
+            .endpoints
+            .iter()
+            .map(|e| endpoint_key(&e.name))
+            .collect();
         for e in entries.iter().take(self.capacity) {
             let name = format!("{NAME_PREFIX}{}", e.p);
+            if !keys.insert(endpoint_key(&name)) {
+                log::warn!(
+                    "learned webhook for provider {}: skipped, its endpoint key is another's",
+                    e.p
+                );
+                continue;
+            }
             let c = match checked(&e.u, learn) {
                 Ok(c) => c,
                 Err(refusal) => {

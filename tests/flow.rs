@@ -1259,8 +1259,9 @@ fn hostile_documents_never_panic_and_every_webhook_is_a_json_object() {
 /// whose states move on, come back (3 → 4 → 3), retry and fail over to another provider,
 /// seen by two VMs in any order, with stale views again among them, responses answered
 /// late, and fields missing from some, reach the receivers exactly as when every
-/// observation asks the dedupe memory. (A review's search with late responses found the
-/// losses the first version of the rule had; this generator has them.)
+/// observation asks the dedupe memory, which here never forgets a notification (where it
+/// does, see `KnownEvents`). (A review's search with late responses found the losses the
+/// first version of the rule had; this generator has them.)
 #[test]
 fn passing_over_known_observations_changes_no_delivery() {
     let config = r#"{"endpoints": [
@@ -3740,4 +3741,153 @@ fn one_tick_reads_a_bounded_number_of_held_deliveries_whatever_the_endpoints() {
         reads <= 64 + 512 + 8,
         "one tick read the ledger {reads} times"
     );
+}
+
+/// These two names shared an endpoint key when keys were 32 bits (a birthday search found
+/// them): recording the second endpoint's delivery of an event took back the first's as if
+/// a later event had replaced it, and the first endpoint got nothing.
+const CLASHED_WHEN_NARROW: [&str; 2] = ["crm-137081", "crm-723190"];
+
+fn two_clashing_endpoints(retry: &str) -> String {
+    let [a, b] = CLASHED_WHEN_NARROW;
+    format!(
+        r#"{{"endpoints": [
+        {{"name": "{a}", "url": "http://h/a", "cluster": "a", "deliveryStatuses": [1, 2, 3, 4, 5, 6]{retry}}},
+        {{"name": "{b}", "url": "http://h/b", "cluster": "b", "deliveryStatuses": [1, 2, 3, 4, 5, 6]{retry}}}]}}"#
+    )
+}
+
+#[test]
+fn endpoints_whose_names_shared_a_narrow_key_each_get_the_event() {
+    let config = two_clashing_endpoints("");
+    let n = note(1, DeliveryStatus::Success, A);
+    let w = played(&config, 1, &[(0, &n)], false);
+    let mut clusters: Vec<String> = w.sent().iter().map(|s| s.cluster.clone()).collect();
+    clusters.sort();
+    assert_eq!(clusters, ["a", "b"]);
+}
+
+/// The same two names across two events: each endpoint gets the first event's failed attempt,
+/// then the second event, which replaced the first's waiting retry.
+#[test]
+fn endpoints_whose_names_shared_a_narrow_key_each_get_the_later_event_in_place_of_a_retry() {
+    let config = two_clashing_endpoints(
+        r#", "retry": {"maxAttempts": 5, "initialDelayMs": 1000, "multiplier": 2.0,
+            "maxDelayMs": 60000, "jitter": 0.0}"#,
+    );
+    let mut w = World::new(&config, 1);
+    w.known = None;
+    w.observe(0, &[note(1, DeliveryStatus::InProgress, A)]);
+    let mut answered = 0;
+    w.answer_everything(503, &mut answered);
+    w.now += 10;
+    w.observe(0, &[note(1, DeliveryStatus::Success, B)]);
+    w.now += 100_000;
+    for _ in 0..2 {
+        w.sweep();
+        w.answer_everything(200, &mut answered);
+    }
+    let to = |cluster: &str| -> Vec<String> {
+        w.sent()
+            .iter()
+            .filter(|s| s.cluster == cluster)
+            .map(|s| s.header("webhook-id").unwrap()[..7].to_string())
+            .collect()
+    };
+    assert_eq!(to("a"), ["msg_1_2", "msg_1_5"]);
+    assert_eq!(to("b"), ["msg_1_2", "msg_1_5"]);
+}
+
+/// Shared data that lets the first `allowed` ledger writes through and refuses the rest, as
+/// the host does when a write keeps losing its CAS race.
+struct RefusingLedgerWrites<'a> {
+    inner: &'a MemStore,
+    allowed: std::cell::Cell<u32>,
+}
+
+impl Store for RefusingLedgerWrites<'_> {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+        self.inner.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
+        if key.starts_with("q/m/") {
+            match self.allowed.get() {
+                0 => return Err(StoreError::Host),
+                n => self.allowed.set(n - 1),
+            }
+        }
+        self.inner.set(key, value, cas)
+    }
+}
+
+impl World {
+    /// Take `n` in through VM 0's view of shared data, its ledger writes refused after the
+    /// first `allowed`.
+    fn take_in_refused(&self, n: &Notification, allowed: u32) -> intake::Intake {
+        intake::take_in(
+            None,
+            &self.config,
+            &self.config.endpoints,
+            Memory::new(self.config.limits.max_remembered),
+            &RefusingLedgerWrites {
+                inner: &self.store,
+                allowed: std::cell::Cell::new(allowed),
+            },
+            &self.metrics,
+            std::slice::from_ref(n),
+            self.now,
+            1,
+        )
+    }
+
+    fn webhook_ids(&self) -> Vec<(String, String)> {
+        self.sent()
+            .iter()
+            .map(|s| {
+                (
+                    s.cluster.clone(),
+                    s.header("webhook-id").unwrap()[..7].to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A review found the event remembered although no delivery of it was placed: the same view
+/// seen again was a duplicate, and the event was never sent.
+#[test]
+fn an_event_placed_nowhere_by_store_errors_is_sent_when_seen_again() {
+    let w = World::new(ONE_ENDPOINT, 1);
+    let n = note(1, DeliveryStatus::Success, A);
+    let refused = w.take_in_refused(&n, 0);
+    assert!(!refused.complete);
+    assert!(refused.wake.is_empty());
+    assert_eq!(w.m(Metric::DeliveriesDropped), 0);
+    assert!(w.m(Metric::StoreConflicts) > 0);
+    w.observe(0, std::slice::from_ref(&n));
+    w.sweep();
+    assert_eq!(
+        w.webhook_ids(),
+        [("webhook_crm".to_string(), "msg_1_5".to_string())]
+    );
+}
+
+/// With one endpoint's delivery placed and the other's refused, forgetting the event would
+/// send it twice to the first: the other's is dropped and counted instead.
+#[test]
+fn an_event_placed_for_some_endpoints_only_counts_the_rest_dropped() {
+    let config = r#"{"endpoints": [
+        {"name": "a", "url": "http://h/a", "cluster": "a"},
+        {"name": "b", "url": "http://h/b", "cluster": "b"}]}"#;
+    let w = World::new(config, 1);
+    let n = note(1, DeliveryStatus::Success, A);
+    let refused = w.take_in_refused(&n, 1);
+    assert!(!refused.complete);
+    assert_eq!(refused.wake.len(), 1);
+    assert_eq!(w.m(Metric::DeliveriesDropped), 1);
+    w.observe(0, std::slice::from_ref(&n));
+    w.sweep();
+    w.sweep();
+    assert_eq!(w.webhook_ids(), [("a".to_string(), "msg_1_5".to_string())]);
 }

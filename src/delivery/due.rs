@@ -11,9 +11,11 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use crate::events::EndpointKey;
+
 #[derive(Debug, Default)]
 pub struct Due {
-    heap: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    heap: BinaryHeap<Reverse<(u64, u32, EndpointKey)>>,
     /// The latest time each slot was scheduled for, by slot; 0 when it is not scheduled.
     latest: Vec<u64>,
 }
@@ -21,7 +23,7 @@ pub struct Due {
 impl Due {
     /// `slot` comes due at `at_ms` for the endpoint `key`, whatever it was scheduled for
     /// before. `slots`: how many slots the ledger has (the live entries at most).
-    pub fn schedule(&mut self, at_ms: u64, slot: u32, key: u32, slots: usize) {
+    pub fn schedule(&mut self, at_ms: u64, slot: u32, key: EndpointKey, slots: usize) {
         let i = slot as usize;
         if self.latest.len() <= i {
             self.latest.resize(i + 1, 0);
@@ -40,7 +42,7 @@ impl Due {
 
     /// The next slot due by `now_ms` and its endpoint's key, skipping stale entries; at most
     /// `reads` entries are looked at.
-    pub fn pop(&mut self, now_ms: u64, reads: &mut usize) -> Option<(u32, u32)> {
+    pub fn pop(&mut self, now_ms: u64, reads: &mut usize) -> Option<(u32, EndpointKey)> {
         while *reads > 0 {
             let &Reverse((at, slot, key)) = self.heap.peek()?;
             if at > now_ms {
@@ -71,17 +73,20 @@ impl Due {
 mod tests {
     use super::*;
 
-    fn all_due(d: &mut Due, now: u64) -> Vec<(u32, u32)> {
+    /// Due slots with their endpoint keys' numbers.
+    fn all_due(d: &mut Due, now: u64) -> Vec<(u32, u64)> {
         let mut reads = usize::MAX;
-        std::iter::from_fn(|| d.pop(now, &mut reads)).collect()
+        std::iter::from_fn(|| d.pop(now, &mut reads))
+            .map(|(slot, key)| (slot, key.0))
+            .collect()
     }
 
     #[test]
     fn slots_come_due_soonest_first_and_not_before_their_time() {
         let mut d = Due::default();
-        d.schedule(300, 3, 7, 10);
-        d.schedule(100, 1, 7, 10);
-        d.schedule(200, 2, 8, 10);
+        d.schedule(300, 3, EndpointKey(7), 10);
+        d.schedule(100, 1, EndpointKey(7), 10);
+        d.schedule(200, 2, EndpointKey(8), 10);
         assert_eq!(all_due(&mut d, 250), vec![(1, 7), (2, 8)]);
         assert_eq!(all_due(&mut d, 299), vec![]);
         assert_eq!(all_due(&mut d, 300), vec![(3, 7)]);
@@ -91,13 +96,13 @@ mod tests {
     #[test]
     fn only_a_slot_s_latest_schedule_counts() {
         let mut d = Due::default();
-        d.schedule(100, 1, 7, 10);
-        d.schedule(500, 1, 9, 10); // rescheduled, for another endpoint's delivery
+        d.schedule(100, 1, EndpointKey(7), 10);
+        d.schedule(500, 1, EndpointKey(9), 10); // rescheduled, for another endpoint's delivery
         assert_eq!(all_due(&mut d, 400), vec![]);
         assert_eq!(all_due(&mut d, 500), vec![(1, 9)]);
         // Scheduled twice for the same time: it comes out once.
-        d.schedule(600, 2, 7, 10);
-        d.schedule(600, 2, 7, 10);
+        d.schedule(600, 2, EndpointKey(7), 10);
+        d.schedule(600, 2, EndpointKey(7), 10);
         assert_eq!(all_due(&mut d, 600), vec![(2, 7)]);
     }
 
@@ -108,7 +113,7 @@ mod tests {
         // Every slot rescheduled fifty times: the heap stays within twice the slots.
         for round in 0..50u64 {
             for s in 0..slots as u32 {
-                d.schedule(1_000 + round, s, 1, slots);
+                d.schedule(1_000 + round, s, EndpointKey(1), slots);
             }
             assert!(d.len() <= 2 * slots);
         }
@@ -120,8 +125,8 @@ mod tests {
     fn reads_bound_the_work_of_one_call() {
         let mut d = Due::default();
         for s in 0..10 {
-            d.schedule(100, s, 1, 10);
-            d.schedule(200, s, 1, 10); // leaves ten stale entries at 100
+            d.schedule(100, s, EndpointKey(1), 10);
+            d.schedule(200, s, EndpointKey(1), 10); // leaves ten stale entries at 100
         }
         let mut reads = 4;
         assert_eq!(
@@ -131,6 +136,6 @@ mod tests {
         );
         assert_eq!(reads, 0);
         let mut reads = 100;
-        assert_eq!(d.pop(300, &mut reads), Some((0, 1)));
+        assert_eq!(d.pop(300, &mut reads), Some((0, EndpointKey(1))));
     }
 }

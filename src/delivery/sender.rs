@@ -15,7 +15,7 @@ use crate::delivery::ledger::{AttemptRecord, Ledger, Record, Slot, State};
 use crate::delivery::outcome::{self, AttemptResponse, Failure, Outcome};
 use crate::delivery::reports::{Report, Reports};
 use crate::delivery::retry;
-use crate::events::{endpoint_key, fnv1a64};
+use crate::events::{endpoint_key, fnv1a64, EndpointKey};
 use crate::json::Value;
 use crate::metrics::{Metric, Metrics};
 use crate::payload::Payload;
@@ -209,7 +209,7 @@ pub struct Sender {
     /// a place at its own endpoint, so it draws from that endpoint's queue. One queue for all
     /// let a slow or failing endpoint's deliveries, refused at the head, take every freed
     /// place's turn: a healthy endpoint's burst of 500 then took 28 s instead of 0.6 s.
-    held: HashMap<u32, Held>,
+    held: HashMap<EndpointKey, Held>,
     /// Which endpoint's held deliveries a tick retries first, in turn.
     held_turn: usize,
     /// Slots this sender set to come due later (a retry, an open breaker): at the due time
@@ -356,7 +356,7 @@ impl Sender {
         // One budget for all endpoints, whatever their number; each tick another one goes
         // first, so none waits behind the others for long.
         self.held.retain(|_, h| !h.is_empty());
-        let mut keys: Vec<u32> = self.held.keys().copied().collect();
+        let mut keys: Vec<EndpointKey> = self.held.keys().copied().collect();
         keys.sort_unstable();
         if !keys.is_empty() {
             let first = self.held_turn % keys.len();
@@ -399,7 +399,7 @@ impl Sender {
         config: &Config,
         endpoints: &[Endpoint],
         io: &mut Io,
-        key: u32,
+        key: EndpointKey,
         budget: &mut Budget,
     ) {
         while !budget.spent() {
@@ -424,7 +424,7 @@ impl Sender {
     }
 
     /// Remember that `slot` comes due at `at_ms` for the endpoint `key`.
-    fn schedule(&mut self, at_ms: u64, slot: u32, key: u32) {
+    fn schedule(&mut self, at_ms: u64, slot: u32, key: EndpointKey) {
         self.due
             .schedule(at_ms, slot, key, self.ledger.swept() as usize);
     }
@@ -432,7 +432,7 @@ impl Sender {
     /// Remember a slot to retry when a place at its endpoint frees; once, so every slot of
     /// the ledger fits (about 4 bytes each): a burst beyond the room held went out only as
     /// fast as the sweep found it (measured: 500/s instead of 4,000/s).
-    fn hold(&mut self, slot: u32, key: u32) {
+    fn hold(&mut self, slot: u32, key: EndpointKey) {
         self.held.entry(key).or_default().push(slot);
     }
 

@@ -536,8 +536,15 @@ impl RootContext for Root {
                 0 => "unsigned (no secret)".to_string(),
                 keys => format!("signed with {keys} key(s)"),
             };
+            // Envoy's cluster alone decides whether the connection is TLS: a review sent an
+            // `https` URL's webhook in cleartext through a plain cluster.
+            let tls = if e.target.scheme == "https" {
+                " (https: encrypted only if that cluster has a TLS transport_socket)"
+            } else {
+                ""
+            };
             log::info!(
-                "#{} endpoint {}: {signing}, via cluster {}",
+                "#{} endpoint {}: {signing}, via cluster {}{tls}",
                 self.context_id,
                 e.name,
                 e.target.cluster

@@ -228,6 +228,7 @@ class _ServerBase:
             try:
                 self._server = _Server((HOST, self.port), self.handler_cls, self)
                 self.port = self._server.server_address[1]
+                self._server.socket = self.wrap_listener(self._server.socket)
                 break
             except OSError:
                 if time.monotonic() >= deadline:
@@ -239,6 +240,10 @@ class _ServerBase:
         )
         self._thread.start()
         return self
+
+    def wrap_listener(self, sock: socket.socket) -> socket.socket:
+        """The listening socket as served: a subclass may wrap it (TLS)."""
+        return sock
 
     def stop(self):
         """Stop listening and drop open connections: afterwards the port refuses connections."""

@@ -288,6 +288,24 @@ def test_endpoint_filters_route_to_matching_receivers(osmox, make_receiver, make
         assert_webhook_headers(r, {"x-team": "sms"})
 
 
+def test_endpoints_whose_names_shared_a_narrow_key_each_get_the_event(osmox, make_receiver, make_envoy, filter_wasm):
+    # These two names shared an endpoint key when keys were 32 bits: the second endpoint's
+    # delivery took the first's back as superseded, and the first got nothing.
+    names = ("crm-137081", "crm-723190")
+    receivers = {name: make_receiver(name) for name in names}
+    cfg = filter_config([endpoint(name, r) for name, r in receivers.items()], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, receivers)
+    row = load_sample("rest-create-notification-response.v8.json")
+    row["delivery_status"] = 5
+    osmox.set_response("POST", "/notifications", 201, body=to_json_bytes(row))
+    assert envoy.client.post("/notifications", {"providerId": 1}).status == 201
+    for r in receivers.values():
+        r.wait_for(1, EXPECT_S)
+    for r in receivers.values():
+        assert_no_more(r, 1)
+    assert envoy.metric("deliveries_superseded") == 0
+
+
 def test_repeat_poll_no_duplicate_then_status_change_delivers_once(osmox, make_receiver, make_envoy, filter_wasm):
     crm = make_receiver("crm")
     cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS)

@@ -19,12 +19,14 @@ import copy
 import hashlib
 import json
 import os
+import ssl
+import subprocess
 import uuid
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from harness import (HOST, USER_AGENT_PREFIX, ReceivedRequest, clusters_for, endpoint, filter_config,
+from harness import (HOST, USER_AGENT_PREFIX, ReceivedRequest, Receiver, clusters_for, endpoint, filter_config,
                      load_sample, wait_until)
 
 EXPECT_S = 10.0
@@ -847,3 +849,76 @@ def test_skipped_or_aliased_webhook_field_is_not_learned(osmox, make_receiver, m
     envoy.wait_metric("registrations_learned", 1, timeout=EXPECT_S)
     assert envoy.metric("registrations_learned") == 1
     wait_metric_eq(envoy, "learned_endpoints", 1)
+
+
+# ---- https endpoints: TLS is the cluster's, as README's deploy step 4 shows ----
+
+TLS_HOST = "hooks.test"
+
+
+def make_certificates(workdir) -> dict[str, str]:
+    """A throwaway CA and a server certificate for TLS_HOST signed by it (openssl, bounded)."""
+    paths = {k: str(workdir / f"{k}.pem") for k in ("ca", "ca_key", "cert", "key", "csr")}
+    ext = workdir / "san.cnf"
+    ext.write_text(f"subjectAltName=DNS:{TLS_HOST}\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for cmd in (
+        ["req", "-x509", *ec, "-keyout", paths["ca_key"], "-out", paths["ca"], "-days", "2", "-subj", "/CN=test ca"],
+        ["req", *ec, "-keyout", paths["key"], "-out", paths["csr"], "-subj", f"/CN={TLS_HOST}"],
+        ["x509", "-req", "-in", paths["csr"], "-CA", paths["ca"], "-CAkey", paths["ca_key"], "-CAcreateserial",
+         "-out", paths["cert"], "-days", "2", "-extfile", str(ext)],
+    ):
+        subprocess.run(["openssl", *cmd], check=True, capture_output=True, timeout=30)
+    return paths
+
+
+class TlsReceiver(Receiver):
+    """A receiver that serves HTTPS with `certificates` and records the SNI each client sent."""
+
+    def __init__(self, name: str, certificates: dict[str, str], **kw):
+        super().__init__(name, **kw)
+        self.server_names: list[str | None] = []
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(certificates["cert"], certificates["key"])
+        self.context.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)
+
+    def wrap_listener(self, sock):
+        return self.context.wrap_socket(sock, server_side=True)
+
+
+def tls_cluster(name: str, port: int, ca: str, san: str) -> dict:
+    """README's deploy step 4 cluster, pointed at the loopback receiver."""
+    return {
+        "name": name, "type": "STATIC", "connect_timeout": "2s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": HOST, "port_value": port}}}}]}]},
+        "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": TLS_HOST,
+            "common_tls_context": {"validation_context": {
+                "trusted_ca": {"filename": ca},
+                "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": san}}]}}}},
+    }
+
+
+@pytest.mark.parametrize("san,delivered", [(TLS_HOST, True), ("other.test", False)], ids=["verified", "wrong-name"])
+def test_an_https_endpoint_goes_over_tls_when_its_cluster_has_the_readme_s_tls_socket(
+        osmox, make_receiver, make_envoy, filter_wasm, tmp_path, san, delivered):
+    certificates = make_certificates(tmp_path)
+    receiver = make_receiver("tls", cls=TlsReceiver, certificates=certificates)
+    cfg = filter_config([endpoint("tls", receiver, secret=new_secret())], tick_ms=TICK_MS)
+    cfg["endpoints"][0]["url"] = f"https://{TLS_HOST}/hooks"
+    envoy = make_envoy(osmox.port, cfg, extra_clusters=[
+        tls_cluster(cfg["endpoints"][0]["cluster"], receiver.port, certificates["ca"], san)])
+    assert "encrypted only if that cluster has a TLS transport_socket" in envoy.logs()
+    poll_rows(envoy, osmox, [sample_row(1042, 1, 5)])
+    if delivered:
+        got = receiver.wait_for(1, EXPECT_S)
+        assert ids_statuses(got) == [(1042, 5)]
+        assert got[0].headers.get("host") == TLS_HOST
+        assert set(receiver.server_names) == {TLS_HOST}
+    else:
+        # The receiver's certificate does not name the host the cluster expects: Envoy
+        # refuses the connection, and the attempt fails instead of going out unverified.
+        wait_metric_eq(envoy, "deliveries_failed", 1)
+        assert receiver.count() == 0
