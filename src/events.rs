@@ -431,24 +431,6 @@ impl Memory {
         Ok(verdict)
     }
 
-    /// Forget `id` if its latest event is still the one of `generation`, so that the next
-    /// view of it is judged new: none of that event's deliveries could be placed (a store
-    /// error), and remembered, it would be a duplicate from then on and never sent. As when
-    /// the memory forgets a notification to make room, an older state answered late may
-    /// then be sent again.
-    pub fn forget<S: Store + ?Sized>(
-        &self,
-        store: &S,
-        id: u64,
-        generation: Generation,
-    ) -> Result<(), StoreError> {
-        store::update(store, &self.key(id), |current| {
-            let (index, seen) = find(current, id)?;
-            (seen.generation == generation).then(|| (without(current, index), ()))
-        })?;
-        Ok(())
-    }
-
     /// Record which ledger slot holds the delivery of `id`'s event of `generation` to each
     /// endpoint key, unless a later event holds that endpoint already. Nothing is recorded
     /// for a notification the memory forgot meanwhile.
@@ -583,22 +565,6 @@ fn rewrite(current: Option<&[u8]>, index: Option<usize>, entry: &Seen) -> Vec<u8
     out.push(BUCKET_FORMAT);
     for (bytes, _) in kept {
         out.extend_from_slice(bytes);
-    }
-    out
-}
-
-/// The stored bucket without entry `index`, the others copied as stored.
-fn without(current: Option<&[u8]>, index: usize) -> Vec<u8> {
-    let mut out = vec![BUCKET_FORMAT];
-    let mut i = 0;
-    let read = entries(current, |e| {
-        if i != index {
-            out.extend_from_slice(e.stored);
-        }
-        i += 1;
-    });
-    if read.is_none() {
-        out.truncate(1);
     }
     out
 }
@@ -1257,38 +1223,6 @@ mod tests {
                 slots: vec![at(11, 5), at(12, 4)],
                 generation: Generation(2)
             }
-        );
-    }
-
-    #[test]
-    fn an_event_is_forgotten_only_while_it_is_the_latest() {
-        // One bucket: the neighbour shares it and must stay.
-        let (s, m) = (MemStore::new(), Memory::new(16));
-        let event = n(7, DeliveryStatus::InProgress, 0, 1, T1);
-        let neighbour = n(8, DeliveryStatus::Success, 0, 1, T1);
-        m.observe(&s, &neighbour, 0).unwrap();
-        m.observe(&s, &event, 1).unwrap();
-        m.forget(&s, 7, Generation(2)).unwrap();
-        assert_eq!(
-            m.observe(&s, &event, 2).unwrap(),
-            Verdict::Duplicate,
-            "not its generation"
-        );
-        m.forget(&s, 7, Generation::FIRST).unwrap();
-        assert_eq!(
-            m.observe(&s, &event, 3).unwrap(),
-            fresh(1),
-            "forgotten: new again"
-        );
-        assert_eq!(m.observe(&s, &neighbour, 4).unwrap(), Verdict::Duplicate);
-        // A later event came meanwhile: the earlier one's generation no longer forgets it.
-        m.observe(&s, &n(7, DeliveryStatus::Success, 0, 1, T2), 5)
-            .unwrap();
-        m.forget(&s, 7, Generation::FIRST).unwrap();
-        assert_eq!(
-            m.observe(&s, &n(7, DeliveryStatus::Success, 0, 1, T2), 6)
-                .unwrap(),
-            Verdict::Duplicate
         );
     }
 

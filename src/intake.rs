@@ -156,21 +156,12 @@ impl<S: Store + ?Sized> Recording<'_, S> {
             }
         }
         if unplaced > 0 {
+            // The event stays remembered: seen again, it is a duplicate, so these are lost.
+            // Forgetting it instead was tried and reverted: a review found it sent the event
+            // twice to endpoints served before, lost the previous event's waiting retry, and
+            // still lost the event when another VM saw it meanwhile.
             intake.complete = false;
-            // With none placed, the memory forgets the event, and the next view of it tries
-            // again; with some placed, that would send those twice: the rest are dropped.
-            let forgot = placed.is_empty()
-                && self
-                    .memory
-                    .forget(self.store, n.id, event.generation)
-                    .is_ok();
-            if !forgot {
-                self.metrics.add(Metric::DeliveriesDropped, unplaced);
-                log::warn!(
-                    "notification {}: {unplaced} deliveries dropped, store errors placed them nowhere",
-                    n.id
-                );
-            }
+            self.metrics.add(Metric::DeliveriesDropped, unplaced);
         }
         // An event whose every delivery was dropped was routed: the drops are counted.
         if !routed && event.before.is_none() {
@@ -255,8 +246,7 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                 Ok(None)
             }
             Err(LedgerError::Store(e)) => {
-                self.metrics.add(Metric::StoreConflicts, 1);
-                log::warn!("{id}: not placed, store error {e:?}");
+                log::warn!("{id}: dropped, store error {e:?}");
                 Err(Incomplete)
             }
         }
