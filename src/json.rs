@@ -738,8 +738,8 @@ pub fn parse(src: &[u8]) -> Result<Value<'_>, Error> {
         pos: 0,
         depth: 0,
         values: 0,
-        items: Vec::new(),
-        members: Vec::new(),
+        items: Vec::with_capacity(64),
+        members: Vec::with_capacity(128),
     };
     p.document().map_err(|fail| Error::at(src, fail))
 }

@@ -6,6 +6,7 @@
 //! [`Notification`] whose body is what OsmoX's own webhook would have sent.
 
 mod graphql;
+mod known_requests;
 mod learn;
 pub mod persisted;
 mod response_head;
@@ -22,6 +23,7 @@ pub use graphql::{
     graphql_request_facts, is_json_body, may_register, read_graphql_request, Document,
     NotificationField, RequestFacts, RequestHead,
 };
+pub use known_requests::KnownRequests;
 pub use learn::{extract_registration, is_webhook_route, Registration};
 pub use response_head::{judge_unread, sniff, BodyPlan, ResponseHead};
 

@@ -160,7 +160,8 @@ impl Watch {
             WatchKind::Graphql => {
                 let head = OwnedRequestHead::read();
                 let recall = |hash: &str| persisted::recall(&SharedData, hash);
-                extract::read_graphql_request(&head.view(), &self.request, &recall)
+                let mut known = self.shared.requests.borrow_mut();
+                known.facts(&head.view(), &self.request, &recall)
             }
             WatchKind::Rest => RequestFacts::default(),
         }

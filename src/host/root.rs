@@ -18,7 +18,7 @@ use crate::delivery::outcome::{envoy_local_reply, AttemptResponse, LOCAL_REPLY_M
 use crate::delivery::peers::{self, Rotation, PEERS_KEY};
 use crate::delivery::sender::{Dispatch, Io, Sender};
 use crate::events::{KnownEvents, Memory, RecentResponses};
-use crate::extract::persisted;
+use crate::extract::{persisted, KnownRequests};
 use crate::layout::{self, LaidOut};
 use crate::learn::Registry;
 
@@ -36,6 +36,8 @@ const RECENT_RESPONSES: usize = 256;
 /// Observations of notifications each VM remembers to pass over when they come again in a
 /// response that changed elsewhere: about 0.4 MB of the VM's memory.
 const KNOWN_EVENTS: usize = 8_192;
+/// GraphQL requests whose facts a VM keeps: pollers send a handful of distinct ones.
+const KNOWN_REQUESTS: usize = 32;
 /// Deliveries sent per wake-up at most; the rest of the item goes back on the queue. A
 /// wake-up runs on a worker thread between its streams, so this bounds how long it holds
 /// them up.
@@ -56,6 +58,7 @@ pub struct Shared {
     backlogged: Cell<bool>,
     pub recent: RefCell<RecentResponses>,
     pub known: RefCell<KnownEvents>,
+    pub requests: RefCell<KnownRequests>,
     /// Configured plus learned endpoints, with the learned map's version they were built at.
     endpoints: RefCell<(Option<u32>, Rc<Vec<Endpoint>>)>,
     /// When this VM last warned that no sender takes its deliveries.
@@ -561,6 +564,7 @@ impl RootContext for Root {
             backlogged: Cell::new(false),
             recent: RefCell::new(RecentResponses::new(RECENT_RESPONSES)),
             known: RefCell::new(KnownEvents::new(KNOWN_EVENTS)),
+            requests: RefCell::new(KnownRequests::new(KNOWN_REQUESTS)),
             no_sender_warned_ms: Cell::new(None),
         }));
         true
