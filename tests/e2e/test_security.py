@@ -910,7 +910,9 @@ def test_an_https_endpoint_goes_over_tls_when_its_cluster_has_the_readme_s_tls_s
     cfg["endpoints"][0]["url"] = f"https://{TLS_HOST}/hooks"
     envoy = make_envoy(osmox.port, cfg, extra_clusters=[
         tls_cluster(cfg["endpoints"][0]["cluster"], receiver.port, certificates["ca"], san)])
-    assert "encrypted only if that cluster has a TLS transport_socket" in envoy.logs()
+    # Envoy writes its log file behind the events: wait for the configure line.
+    wait_until(lambda: "encrypted only if that cluster has a TLS transport_socket" in envoy.logs(), EXPECT_S,
+               what="the configure log's note on https")
     poll_rows(envoy, osmox, [sample_row(1042, 1, 5)])
     if delivered:
         got = receiver.wait_for(1, EXPECT_S)
