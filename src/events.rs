@@ -186,7 +186,7 @@ impl Seen {
             retry_count: n.retry_count,
             provider_id: n.provider_id,
             channel_type: n.channel_type,
-            updated_on: n.updated_on.clone(),
+            updated_on: n.updated_on.as_deref().map(str::to_owned),
             time_inherited: false,
             touched_ms: now_ms,
             generation: Generation::FIRST,
@@ -198,8 +198,9 @@ impl Seen {
     /// select it) does not make it a different event; nor does anything when the view has
     /// the status and the very `updatedOn` of the state we remember: it is the same saved row.
     fn same_event(&self, n: &Notification) -> bool {
-        let same_row =
-            !self.time_inherited && self.updated_on.is_some() && self.updated_on == n.updated_on;
+        let same_row = !self.time_inherited
+            && self.updated_on.is_some()
+            && self.updated_on.as_deref() == n.updated_on.as_deref();
         self.status == n.delivery_status && (same_row || self.same_attempt(n))
     }
 
@@ -236,7 +237,7 @@ impl Seen {
     /// it surely shows the same attempt at an earlier stage: a late answer that did not
     /// select `updatedOn` must not send an older state after a newer one.
     fn is_older(&self, n: &Notification) -> bool {
-        if let (Some(ours), Some(theirs)) = (&self.updated_on, &n.updated_on) {
+        if let (Some(ours), Some(theirs)) = (self.updated_on.as_deref(), n.updated_on.as_deref()) {
             // ISO-8601 UTC timestamps of one format order as strings.
             if theirs < ours || (self.time_inherited && theirs == ours) {
                 return true;
@@ -268,9 +269,9 @@ impl Seen {
         self.channel_type = self.channel_type.or(n.channel_type);
         // This state's own time replaces a kept one; otherwise the later time wins. Only from
         // a view that names the attempt: it could be of the same status in another one.
-        let later = self.time_inherited || n.updated_on > self.updated_on;
+        let later = self.time_inherited || n.updated_on.as_deref() > self.updated_on.as_deref();
         if n.updated_on.is_some() && later && self.names_attempt(n) {
-            self.updated_on.clone_from(&n.updated_on);
+            self.updated_on = n.updated_on.as_deref().map(str::to_owned);
             self.time_inherited = false;
         }
         before != (self.retry_count, self.routed(), self.updated_on.clone())
@@ -932,7 +933,7 @@ mod tests {
             provider_id: Some(provider),
             channel_type: Some(1),
             retry_count: Some(retry),
-            updated_on: Some(updated.to_string()),
+            updated_on: Some(updated.to_string().into()),
             body: "{}".into(),
         }
     }

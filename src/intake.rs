@@ -311,7 +311,7 @@ mod tests {
             provider_id: Some(1),
             channel_type: Some(1),
             retry_count: Some(0),
-            updated_on: Some(updated_on.into()),
+            updated_on: Some(updated_on.to_owned().into()),
             body: format!(r#"{{"id":504,"deliveryStatus":5,"result":{result}}}"#).into(),
         }
     }

@@ -106,8 +106,8 @@ pub struct Notification<'a> {
     /// Bumped by OsmoX on every send retry (FAILED → PENDING cycles).
     pub retry_count: Option<u64>,
     /// `updatedOn` as [`utc_timestamp`] reads it, when the response selected it: orders
-    /// observations.
-    pub updated_on: Option<String>,
+    /// observations. Borrowed when the response wrote it as OsmoX does.
+    pub updated_on: Option<Cow<'a, str>>,
     /// The webhook body: the object as observed, top-level keys in camelCase, `id` set to
     /// `self.id`, with no `notificationId`. Read it through [`Notification::webhook_body`].
     pub body: WebhookBody<'a>,
@@ -131,7 +131,7 @@ impl Notification<'_> {
             provider_id: self.provider_id,
             channel_type: self.channel_type,
             retry_count: self.retry_count,
-            updated_on: self.updated_on,
+            updated_on: self.updated_on.map(|u| Cow::Owned(u.into_owned())),
             body,
         }
     }
@@ -178,7 +178,7 @@ impl From<&str> for WebhookBody<'_> {
 /// `+00:00` reads as `Z`. Anything else is `None`, as if the field were absent: the value
 /// orders events, and text that is not a time (a field a client aliased there, or an offset
 /// this cannot compare) would hold back every later event of the notification.
-pub fn utc_timestamp(text: &str) -> Option<String> {
+pub fn utc_timestamp(text: &str) -> Option<Cow<'_, str>> {
     let b = text.as_bytes();
     let (head, rest) = (b.get(..19)?, b.get(19..)?);
     let digits = |r: std::ops::Range<usize>| -> Option<u32> {
@@ -214,6 +214,10 @@ pub fn utc_timestamp(text: &str) -> Option<String> {
     if !matches!(zone, b"Z" | b"z" | b"+00:00") {
         return None;
     }
+    // As OsmoX writes it: already the form below.
+    if t == b'T' && fraction.len() == 3 && zone == b"Z" {
+        return Some(Cow::Borrowed(text));
+    }
     let mut out = String::with_capacity(24);
     out.push_str(std::str::from_utf8(head.get(..10)?).ok()?);
     out.push('T');
@@ -223,17 +227,22 @@ pub fn utc_timestamp(text: &str) -> Option<String> {
         out.push(char::from(fraction.get(i).copied().unwrap_or(b'0')));
     }
     out.push('Z');
-    Some(out)
+    Some(Cow::Owned(out))
 }
 
 #[cfg(test)]
 mod timestamp_tests {
     use super::utc_timestamp;
+    use std::borrow::Cow;
 
     #[test]
     fn osmox_times_read_as_they_are() {
         for t in ["2026-04-20T09:15:02.318Z", "2024-02-29T23:59:60.000Z"] {
             assert_eq!(utc_timestamp(t).as_deref(), Some(t));
+            assert!(
+                matches!(utc_timestamp(t), Some(Cow::Borrowed(_))),
+                "not copied: {t}"
+            );
         }
     }
 

@@ -221,7 +221,7 @@ fn note(id: u64, status: DeliveryStatus, updated: &str) -> Notification<'static>
         provider_id: Some(1),
         channel_type: Some(1),
         retry_count: Some(0),
-        updated_on: Some(updated.to_string()),
+        updated_on: Some(updated.to_string().into()),
         body: format!(r#"{{"id":{id},"deliveryStatus":{}}}"#, status.code()).into(),
     }
 }

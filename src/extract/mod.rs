@@ -395,6 +395,8 @@ impl<'r, 'j> Fields<'r, 'j> {
 struct Collector<'a> {
     notifications: Vec<Notification<'a>>,
     skipped: usize,
+    /// The ids taken, once there are too many to look through: a page of ten rows is
+    /// searched faster than it is hashed, and the set grew four times on the way.
     seen: HashSet<u64>,
     /// Rows may be archive rows, whose `id` is the archive's: only `notificationId` (or the
     /// id a `notification` field asked for) names the notification.
@@ -445,10 +447,22 @@ impl<'a> Collector<'a> {
         }
     }
 
+    /// Whether no notification taken so far has `id`.
+    fn first_sighting(&mut self, id: u64) -> bool {
+        const LOOK_THROUGH: usize = 32;
+        if self.notifications.len() < LOOK_THROUGH {
+            return !self.notifications.iter().any(|n| n.id == id);
+        }
+        if self.seen.is_empty() {
+            self.seen.extend(self.notifications.iter().map(|n| n.id));
+        }
+        self.seen.insert(id)
+    }
+
     fn take(&mut self, obj: &'a Object<'a>, id_override: Option<u64>) {
         match notification(obj, id_override, !self.archived) {
             Some(n) => {
-                if self.seen.insert(n.id) {
+                if self.first_sighting(n.id) {
                     self.notifications.push(n);
                 }
             }
@@ -485,7 +499,12 @@ fn notification<'a>(
         updated_on: f
             .get(Field::UpdatedOn)
             .and_then(Value::as_str)
-            .and_then(|t| crate::osmox::utc_timestamp(&t)),
+            .and_then(|t| match t {
+                Cow::Borrowed(t) => crate::osmox::utc_timestamp(t),
+                Cow::Owned(t) => {
+                    crate::osmox::utc_timestamp(&t).map(|u| Cow::Owned(u.into_owned()))
+                }
+            }),
         body: WebhookBody::Row(obj),
     })
 }
@@ -1353,6 +1372,24 @@ mod tests {
         let x = run(WatchKind::Graphql, body);
         assert_eq!(summary(&x), vec![(1042, 2, None, None, None)]);
         assert_eq!(x.skipped_objects, 0);
+    }
+
+    /// Ids repeated within a page, before and after there are too many to look through.
+    #[test]
+    fn repeated_ids_keep_the_first_however_many_rows() {
+        for rows in [5u64, 31, 32, 33, 100] {
+            let page: Vec<Value> = (0..rows * 2)
+                .map(|i| json!({"id": i % rows, "delivery_status": 1 + i / rows}))
+                .collect();
+            let body = serde_json::to_vec(&json!({ "items": page })).unwrap();
+            let x = run(WatchKind::Rest, &body);
+            let ids: Vec<u64> = x.notifications.iter().map(|n| n.id).collect();
+            assert_eq!(ids, (0..rows).collect::<Vec<_>>(), "{rows}");
+            assert!(x
+                .notifications
+                .iter()
+                .all(|n| n.delivery_status.code() == 1));
+        }
     }
 
     #[test]
