@@ -11,7 +11,7 @@ use crate::delivery::retry::{
     Backoff, RetryPolicy, DEFAULT_INITIAL_DELAY_MS, DEFAULT_JITTER, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_DELAY_MS, DEFAULT_MULTIPLIER,
 };
-use crate::events::key_clash;
+use crate::events::{endpoint_key, repeats_a_key};
 use crate::json::{self, Value};
 use crate::osmox::{DeliveryStatus, StatusSet};
 use crate::payload::Payload;
@@ -375,7 +375,8 @@ impl Config {
         json: &[u8],
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let root = json::parse(json).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let arena = json::Arena::new();
+        let root = json::parse(json, &arena).map_err(|e| ConfigError::Parse(e.to_string()))?;
         RawConfig::read(&root)?.compile(env)
     }
 
@@ -1051,12 +1052,17 @@ impl RawConfig {
             }
             endpoints.push(endpoint);
         }
-        if let Some((first, second)) = key_clash(endpoints.iter().map(|e| e.name.as_str())) {
+        let repeats = repeats_a_key(endpoints.iter().map(|e| e.name.as_str()));
+        if let Some(second) = repeats.iter().position(|r| *r) {
+            let name = endpoints.get(second).map_or("", |e| e.name.as_str());
+            let first = endpoints
+                .iter()
+                .position(|e| endpoint_key(&e.name) == endpoint_key(name))
+                .unwrap_or(0);
             return Err(invalid(
                 format!("endpoints[{second}].name"),
                 format!(
-                    "\"{}\" has the same 64-bit key as endpoints[{first}] (\"{}\"): rename one",
-                    endpoints.get(second).map_or("", |e| e.name.as_str()),
+                    "\"{name}\" has the same 64-bit key as endpoints[{first}] (\"{}\"): rename one",
                     endpoints.get(first).map_or("", |e| e.name.as_str()),
                 ),
             ));

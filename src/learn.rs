@@ -7,12 +7,11 @@
 //! one passes the SSRF policy in [`check_url`] when learned and again whenever endpoints are
 //! built, so tightening the policy takes effect without forgetting anything.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::config::{CircuitPolicy, Config, Endpoint, Learn, Target};
-use crate::events::{endpoint_key, EndpointKey};
+use crate::events::repeats_a_key;
 use crate::extract::Registration;
 use crate::metrics::{Metric, Metrics};
 use crate::osmox::StatusSet;
@@ -455,14 +454,16 @@ impl Registry {
         let current = store.get(KEY)?;
         let entries = decode(current.as_ref().map(|(v, _)| v.as_slice()));
         let mut out = Vec::new();
-        let mut keys: HashSet<EndpointKey> = config
-            .endpoints
+        let entries = entries.get(..self.capacity).unwrap_or(&entries);
+        let names: Vec<String> = entries
             .iter()
-            .map(|e| endpoint_key(&e.name))
+            .map(|e| format!("{NAME_PREFIX}{}", e.p))
             .collect();
-        for e in entries.iter().take(self.capacity) {
-            let name = format!("{NAME_PREFIX}{}", e.p);
-            if !keys.insert(endpoint_key(&name)) {
+        let configured = config.endpoints.iter().map(|e| e.name.as_str());
+        let repeats = repeats_a_key(configured.chain(names.iter().map(String::as_str)));
+        let learned_repeats = repeats.get(config.endpoints.len()..).unwrap_or_default();
+        for ((e, name), repeats) in entries.iter().zip(names).zip(learned_repeats) {
+            if *repeats {
                 log::warn!(
                     "learned webhook for provider {}: skipped, its endpoint key is another's",
                     e.p

@@ -139,7 +139,7 @@ mod tests {
     /// have changed since the body was stored (a review).
     #[test]
     fn an_envelope_is_told_by_its_shape() {
-        let is = |src: &str| match json::parse(src.as_bytes()).unwrap() {
+        let is = |src: &str| match json::parse(src.as_bytes(), &json::Arena::new()).unwrap() {
             json::Value::Object(o) => Payload::is_envelope(&o),
             _ => false,
         };

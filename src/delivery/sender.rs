@@ -1075,7 +1075,8 @@ impl Sender {
         // was wrapped: told by its shape, since the endpoint's `payload` may have changed
         // since), or `null` if that is somehow not JSON.
         report.key("notification");
-        let sent = crate::json::parse(body);
+        let arena = crate::json::Arena::new();
+        let sent = crate::json::parse(body, &arena);
         let notification = match &sent {
             Ok(Value::Object(o)) if Payload::is_envelope(o) => o.get("data"),
             Ok(whole) => Some(whole),

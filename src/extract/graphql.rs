@@ -69,7 +69,8 @@ pub fn graphql_request_facts_recalling(
     request_body: &[u8],
     recall: &dyn Fn(&str) -> Option<String>,
 ) -> RequestFacts {
-    let Ok(Value::Object(request)) = json::parse(request_body) else {
+    let arena = json::Arena::new();
+    let Ok(Value::Object(request)) = json::parse(request_body, &arena) else {
         return RequestFacts::default();
     };
     let variables = request.get("variables").and_then(Value::as_object);

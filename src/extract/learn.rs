@@ -69,7 +69,8 @@ fn graphql(facts: &RequestFacts, body: &[u8]) -> Option<Registration> {
     if facts.document != Document::Plain {
         return None;
     }
-    let root = json::parse(body).ok()?;
+    let arena = json::Arena::new();
+    let root = json::parse(body, &arena).ok()?;
     // v8.5.0 masks every GraphQL error; `errors` alone says the write may not have happened.
     let failed = match root.get("errors") {
         None | Some(Value::Null) => false,
@@ -115,8 +116,9 @@ fn rest(method: &str, path: &str, request: Option<&[u8]>, body: &[u8]) -> Option
         return match target {
             Target::Item(webhook_id) => Some(Registration::Delete { webhook_id }),
             Target::Collection => {
+                let arena = json::Arena::new();
                 let id = request
-                    .and_then(|r| json::parse(r).ok())
+                    .and_then(|r| json::parse(r, &arena).ok())
                     .and_then(|r| r.as_object()?.get("id")?.as_u64());
                 if id.is_none() {
                     log::warn!(
@@ -134,7 +136,8 @@ fn rest(method: &str, path: &str, request: Option<&[u8]>, body: &[u8]) -> Option
     {
         return None;
     }
-    let root = json::parse(body).ok()?;
+    let arena = json::Arena::new();
+    let root = json::parse(body, &arena).ok()?;
     let obj = root.as_object()?;
     let row = match obj.get("status") {
         // v7 JSend: `{status: "success", data: {webhook: {…}}}` or `data` being the row.

@@ -64,7 +64,8 @@ fn contains(body: &[u8], needle: &[u8]) -> bool {
 
 /// The persisted query a request body names, if it names one.
 pub fn persisted(body: &[u8]) -> Option<Persisted> {
-    let Ok(Value::Object(request)) = json::parse(body) else {
+    let arena = json::Arena::new();
+    let Ok(Value::Object(request)) = json::parse(body, &arena) else {
         return None;
     };
     let hash = hash_of(&request)?;
