@@ -2,19 +2,46 @@
 //! again; when its page changed (its `total` moved), reading the request's JSON and query
 //! text anew was a tenth of what the filter spent on that poll natively.
 //!
-//! Keyed by a hash of the request's head and body, which together decide the facts. A
-//! request sent by its persisted query's hash alone is read again every time: its facts
-//! depend on whether the query's text is known, which can change between two polls.
+//! A request is known by its head (the headers that decide how its body is read) and body,
+//! byte for byte: a hash only finds the candidate. Matching on a hash alone let a client who
+//! computed an FNV collision between two bodies of its own have an aliased query read with a
+//! plain one's facts (a review did, in six minutes of one core). A request sent by its
+//! persisted query's hash alone is read again every time: its facts depend on whether the
+//! query's text is known, which can change between two polls.
 
 use super::graphql::{read_graphql_request, RequestFacts, RequestHead};
 use crate::events::fnv1a64;
 
+/// The largest request body kept: a poll's query is a few hundred bytes, and each kept
+/// request holds a copy of its body.
+const MAX_KEPT_BODY: usize = 16 * 1024;
+
 #[derive(Debug)]
 pub struct KnownRequests {
     /// Oldest first once full: the next one in goes in place of `entries[next]`.
-    entries: Vec<(u64, RequestFacts)>,
+    entries: Vec<Known>,
     next: usize,
     capacity: usize,
+}
+
+#[derive(Debug)]
+struct Known {
+    hash: u64,
+    method: Option<Vec<u8>>,
+    content_type: Option<Vec<u8>>,
+    content_encoding: Option<Vec<u8>>,
+    body: Vec<u8>,
+    facts: RequestFacts,
+}
+
+impl Known {
+    fn is(&self, hash: u64, head: &RequestHead<'_>, body: &[u8]) -> bool {
+        self.hash == hash
+            && self.method.as_deref() == head.method
+            && self.content_type.as_deref() == head.content_type
+            && self.content_encoding.as_deref() == head.content_encoding
+            && self.body == body
+    }
 }
 
 impl KnownRequests {
@@ -34,9 +61,9 @@ impl KnownRequests {
         body: &[u8],
         recall: &dyn Fn(&str) -> Option<String>,
     ) -> RequestFacts {
-        let key = key(head, body);
-        if let Some((_, facts)) = self.entries.iter().find(|(k, _)| *k == key) {
-            return facts.clone();
+        let hash = hash(head, body);
+        if let Some(known) = self.entries.iter().find(|k| k.is(hash, head, body)) {
+            return known.facts.clone();
         }
         let recalled = std::cell::Cell::new(false);
         let recall = |hash: &str| {
@@ -44,24 +71,32 @@ impl KnownRequests {
             recall(hash)
         };
         let facts = read_graphql_request(head, body, &recall);
-        if !recalled.get() {
-            self.remember(key, facts.clone());
+        if !recalled.get() && body.len() <= MAX_KEPT_BODY {
+            self.remember(Known {
+                hash,
+                method: head.method.map(<[u8]>::to_vec),
+                content_type: head.content_type.map(<[u8]>::to_vec),
+                content_encoding: head.content_encoding.map(<[u8]>::to_vec),
+                body: body.to_vec(),
+                facts: facts.clone(),
+            });
         }
         facts
     }
 
-    fn remember(&mut self, key: u64, facts: RequestFacts) {
+    fn remember(&mut self, known: Known) {
         if self.entries.len() < self.capacity {
-            self.entries.push((key, facts));
+            self.entries.push(known);
         } else if let Some(entry) = self.entries.get_mut(self.next) {
-            *entry = (key, facts);
+            *entry = known;
             self.next = (self.next + 1) % self.capacity;
         }
     }
 }
 
-/// Every header that decides how the body is read, told apart from its absence, and the body.
-fn key(head: &RequestHead<'_>, body: &[u8]) -> u64 {
+/// Where to look first: every header that decides how the body is read, told apart from its
+/// absence, and the body.
+fn hash(head: &RequestHead<'_>, body: &[u8]) -> u64 {
     let present = |v: Option<&[u8]>| [u8::from(v.is_some())];
     let (m, t, e) = (head.method, head.content_type, head.content_encoding);
     fnv1a64(&[
@@ -139,7 +174,7 @@ mod tests {
             archived: true,
             ..first.clone()
         };
-        known.entries[0].1 = marked.clone();
+        known.entries[0].facts = marked.clone();
         assert_eq!(known.facts(&json, BY_ID, &|_| None), marked);
         // Sent by hash alone: recalled every time, so a text learned later is used.
         let recalls = std::cell::Cell::new(0);
@@ -162,6 +197,43 @@ mod tests {
         assert_eq!(known.entries.len(), 1, "hash-only requests are not kept");
     }
 
+    /// A review computed two bodies with the same FNV hash, one plain and one aliasing
+    /// `deliveryStatus: channelType`: matched on the hash alone, the second was read with the
+    /// first's facts, and OsmoX's answer to it sent a forged webhook.
+    #[test]
+    fn a_crafted_hash_collision_is_read_as_itself() {
+        let json = head("POST", Some("application/json"));
+        let plain: &[u8] = br#"{"query":"query { notifications { notifications { id deliveryStatus } } } #I22CGgLkDXH"}"#;
+        let aliased: &[u8] = br#"{"query":"query { notifications { notifications { id deliveryStatus: channelType } } } #NAviJWskT3L"}"#;
+        let none = |_: &str| None;
+        assert_eq!(
+            hash(&json, plain),
+            hash(&json, aliased),
+            "the hashes collide"
+        );
+        let mut known = KnownRequests::new(32);
+        assert_eq!(known.facts(&json, plain, &none).document, Document::Plain);
+        assert_eq!(
+            known.facts(&json, aliased, &none).document,
+            Document::Aliased
+        );
+        assert_eq!(known.facts(&json, plain, &none).document, Document::Plain);
+        assert_eq!(known.entries.len(), 2);
+    }
+
+    #[test]
+    fn a_large_body_is_read_every_time_and_not_kept() {
+        let json = head("POST", Some("application/json"));
+        let padding = " ".repeat(MAX_KEPT_BODY);
+        let big = format!(
+            r#"{{"query":"query {{ notifications {{ notifications {{ id }} }} }}"{padding}}}"#
+        );
+        let mut known = KnownRequests::new(4);
+        let facts = known.facts(&json, big.as_bytes(), &|_| None);
+        assert_eq!(facts.document, Document::Plain);
+        assert!(known.entries.is_empty());
+    }
+
     #[test]
     fn the_oldest_request_makes_room() {
         let json = head("POST", Some("application/json"));
@@ -172,10 +244,10 @@ mod tests {
         for b in &bodies {
             known.facts(&json, b.as_bytes(), &|_| None);
         }
-        let keys: Vec<u64> = known.entries.iter().map(|(k, _)| *k).collect();
+        let keys: Vec<u64> = known.entries.iter().map(|k| k.hash).collect();
         let want: Vec<u64> = [&bodies[4], &bodies[3]]
             .iter()
-            .map(|b| key(&json, b.as_bytes()))
+            .map(|b| hash(&json, b.as_bytes()))
             .collect();
         let mut sorted = keys.clone();
         sorted.sort_unstable();
@@ -184,6 +256,6 @@ mod tests {
         assert_eq!(sorted, want_sorted);
         // Absent and empty headers are different keys.
         let empty_type = head("POST", Some(""));
-        assert_ne!(key(&head("POST", None), POLL), key(&empty_type, POLL));
+        assert_ne!(hash(&head("POST", None), POLL), hash(&empty_type, POLL));
     }
 }

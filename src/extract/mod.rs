@@ -155,8 +155,9 @@ pub fn read<R>(
             Document::Unread => return Err(ExtractError::QueryUnread),
         }
     }
-    // One chunk for a page's tree, as large as the page: enough for a page of rows.
-    let arena = json::Arena::with_capacity(body.len());
+    // A first chunk the size of the page, up to 64 KiB: a ten-row page's tree fits, and a
+    // large body (a single long string, say) does not reserve its size before a tree exists.
+    let arena = json::Arena::with_capacity(body.len().min(1 << 16));
     let root = json::parse(body, &arena).map_err(|_| ExtractError::NotJson)?;
     let Value::Object(root) = root else {
         return Err(ExtractError::NotObject);

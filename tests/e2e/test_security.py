@@ -610,6 +610,26 @@ def test_learn_config_with_no_endpoints_and_original_dst_cluster_starts(osmox, m
 # -- GraphQL answers a client shapes ------------------------------------------------------
 # A client chooses the keys of a GraphQL answer through aliases, and may send no query text at
 # all (a persisted query): the filter must not sign what such a client chose.
+def test_an_aliased_query_whose_hash_collides_with_a_plain_one_is_not_delivered(osmox, make_receiver, make_envoy,
+                                                                                 filter_wasm):
+    # A review computed these two bodies to share their FNV hash: while known requests were
+    # matched on the hash alone, the aliased one was read with the plain one's facts, and
+    # OsmoX's answer (channelType under `deliveryStatus`) went out as a signed webhook.
+    plain = b'{"query":"query { notifications { notifications { id deliveryStatus } } } #I22CGgLkDXH"}'
+    aliased = b'{"query":"query { notifications { notifications { id deliveryStatus: channelType } } } #NAviJWskT3L"}'
+    crm = make_receiver("crm")
+    envoy = start(make_envoy, osmox, filter_config([endpoint("crm", crm)], tick_ms=TICK_MS), {"crm": crm},
+                  concurrency=1)
+    json_type = {"content-type": "application/json"}
+    osmox.set_json("POST", "/graphql", {"data": {"notifications": {"notifications": []}}})
+    assert envoy.client.post("/graphql", plain, headers=json_type).status == 200
+    osmox.set_json("POST", "/graphql",
+                   {"data": {"notifications": {"notifications": [{"id": 5151, "deliveryStatus": 5}]}}})
+    assert envoy.client.post("/graphql", aliased, headers=json_type).status == 200
+    wait_metric_eq(envoy, "responses_watched", 2)
+    assert_no_more(crm, 0, settle=2.0)
+
+
 def test_aliased_graphql_answers_are_not_delivered(osmox, make_receiver, make_envoy, filter_wasm):
     crm = make_receiver("crm")
     secret = new_secret()
