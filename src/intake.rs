@@ -130,7 +130,6 @@ impl<S: Store + ?Sized> Recording<'_, S> {
             return;
         };
         let mut placed = Vec::new();
-        let mut unplaced = 0;
         let mut routed = false;
         // Written at the first endpoint, for all of them.
         let mut body = None;
@@ -152,16 +151,8 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                     intake.wake.push(slot);
                 }
                 Ok(None) => {}
-                Err(Incomplete) => unplaced += 1,
+                Err(Incomplete) => intake.complete = false,
             }
-        }
-        if unplaced > 0 {
-            // The event stays remembered: seen again, it is a duplicate, so these are lost.
-            // Forgetting it instead was tried and reverted: a review found it sent the event
-            // twice to endpoints served before, lost the previous event's waiting retry, and
-            // still lost the event when another VM saw it meanwhile.
-            intake.complete = false;
-            self.metrics.add(Metric::DeliveriesDropped, unplaced);
         }
         // An event whose every delivery was dropped was routed: the drops are counted.
         if !routed && event.before.is_none() {
@@ -246,6 +237,11 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                 Ok(None)
             }
             Err(LedgerError::Store(e)) => {
+                // The event stays remembered, so seen again it is a duplicate: the delivery is
+                // lost (README, Limits). Forgetting the event instead was tried and reverted:
+                // a review found it re-sent the event to endpoints served before, lost the
+                // previous event's waiting retry, and still lost it when another VM saw it.
+                self.metrics.add(Metric::DeliveriesDropped, 1);
                 log::warn!("{id}: dropped, store error {e:?}");
                 Err(Incomplete)
             }
