@@ -62,7 +62,9 @@ build() {
     local built="$target_dir/$TARGET/release/$CRATE_WASM"
     [[ -f "$built" ]] || die "expected $built after the build (is the crate a cdylib?)"
     mkdir -p dist
-    cp "$built" "$ARTEFACT.tmp"
+    command -v python3 >/dev/null || die "python3 not found (needed to trim the module's exports)"
+    # Only the callbacks the filter answers stay exported (see build/wasm_exports.py).
+    python3 build/wasm_exports.py "$built" "$ARTEFACT.tmp"
     mv -f "$ARTEFACT.tmp" "$ARTEFACT"
     log "$ARTEFACT: $(size_of "$ARTEFACT") bytes"
     if command -v wasm-opt >/dev/null; then

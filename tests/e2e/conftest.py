@@ -124,8 +124,16 @@ def _build_wasm(what: str, crate_dir: Path, target: Path, name: str, *args: str)
 def fault_wasm() -> Path:
     """The filter built with the `fault-injection` feature: a request carrying
     `x-osmox-filter-fault` traps the VM."""
-    return _build_wasm("the fault-injection filter", harness.REPO_ROOT, harness.REPO_ROOT / "target" / "e2e-fault",
-                       "osmox_webhook_filter.wasm", "--features", "fault-injection")
+    built = _build_wasm("the fault-injection filter", harness.REPO_ROOT, harness.REPO_ROOT / "target" / "e2e-fault",
+                        "osmox_webhook_filter.wasm", "--features", "fault-injection")
+    # Trimmed as build.sh trims the shipped module, so the faults hit the same shape of module.
+    # One file per xdist worker: another worker may be writing its own copy.
+    trimmed = built.with_name(f"osmox_webhook_filter.trimmed.{os.getpid()}.wasm")
+    r = subprocess.run([sys.executable, str(harness.REPO_ROOT / "build" / "wasm_exports.py"), str(built), str(trimmed)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail(f"trimming the fault-injection filter failed: {r.stderr}", pytrace=False)
+    return trimmed
 
 
 @pytest.fixture(scope="session")
