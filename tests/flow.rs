@@ -1105,7 +1105,7 @@ fn node_mut<'a>(
 /// for other types and extreme numbers, keys renamed to the ones extraction looks for.
 #[test]
 fn hostile_documents_never_panic_and_every_webhook_is_a_json_object() {
-    use osmox_webhook_filter::extract::{self, Document, RequestFacts, WatchKind};
+    use osmox_webhook_filter::extract::{self, QueryFacts, RequestFacts, WatchKind};
     use serde_json::{json, Value};
 
     let fixtures: [(WatchKind, &str); 4] = [
@@ -1199,10 +1199,7 @@ fn hostile_documents_never_panic_and_every_webhook_is_a_json_object() {
             }
             let bytes = serde_json::to_vec(&doc).unwrap();
             // As if the query was read and renamed nothing.
-            let read = RequestFacts {
-                document: Document::Plain,
-                ..RequestFacts::default()
-            };
+            let read = RequestFacts::Plain(QueryFacts::default());
             let w = World::new(all_statuses, 1);
             // As the filter does: webhook bodies written from the parse, only for deliveries.
             let observed = extract::read(kind, &bytes, &read, |found| {
@@ -1243,7 +1240,7 @@ fn hostile_documents_never_panic_and_every_webhook_is_a_json_object() {
                 kind,
                 "POST",
                 "/webhooks",
-                &RequestFacts::default(),
+                &RequestFacts::Unread,
                 Some(&bytes),
                 &bytes,
             );

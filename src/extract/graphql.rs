@@ -11,11 +11,37 @@ use std::borrow::Cow;
 use super::{is_guarded_alias, persisted, FREE_FORM_KEYS};
 use crate::json::{self, Object, Value};
 
-/// Facts from the request that the response alone cannot tell.
+/// Facts from a GraphQL request that its response alone cannot tell. A client chooses the
+/// answer's keys through aliases, so the keys mean what the extractor takes them for only
+/// when the query was read and renames none of them: only then is the answer read, and only
+/// then is what the query asks kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestFacts {
+    /// No query text: a persisted query sent by its hash only, a request body not read whole
+    /// (over 64 KiB, or refused for room), or a body that is not a GraphQL request.
+    Unread,
+    /// Read, and some alias renames another field to a key the filter reads
+    /// (`deliveryStatus: channelType`), or renames a free-form JSON field (`payload: data`)
+    /// so the walk would enter the client's own payload.
+    Aliased,
+    /// Read, and no alias renames a key the filter reads or exposes a free-form field.
+    Plain(QueryFacts),
+}
+
+impl RequestFacts {
+    /// What the query asks, when its answer can be trusted.
+    #[inline]
+    pub fn plain(&self) -> Option<&QueryFacts> {
+        match self {
+            RequestFacts::Plain(query) => Some(query),
+            RequestFacts::Unread | RequestFacts::Aliased => None,
+        }
+    }
+}
+
+/// What a plain query asks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestFacts {
-    /// Whether the answer's keys name the fields they hold.
-    pub document: Document,
+pub struct QueryFacts {
     /// Every `notification(…)` field of the executed operation (and of every fragment), by
     /// the key it answers under.
     pub notification_fields: Vec<NotificationField>,
@@ -27,23 +53,6 @@ pub struct RequestFacts {
     /// The document selects `archivedNotifications` (under any key): a row there has the
     /// archive's own `id`, so only a `notificationId` names the notification.
     pub archived: bool,
-}
-
-/// What the query text tells about the keys of its answer. A GraphQL client chooses the
-/// answer's keys through aliases, so the keys mean what the extractor takes them for only
-/// when the query was read and renames none of them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Document {
-    /// No query text: a persisted query sent by its hash only, a request body not read whole
-    /// (over 64 KiB, or refused for room), or a body that is not a GraphQL request.
-    #[default]
-    Unread,
-    /// Read, and no alias renames a key the filter reads or exposes a free-form field.
-    Plain,
-    /// Read, and some alias renames another field to a key the filter reads
-    /// (`deliveryStatus: channelType`), or renames a free-form JSON field (`payload: data`)
-    /// so the walk would enter the client's own payload.
-    Aliased,
 }
 
 /// A `notification(notificationId: N)` field: OsmoX answers an archived notification with
@@ -58,7 +67,7 @@ pub struct NotificationField {
 }
 
 /// Facts from a GraphQL request body `{query, variables, operationName}`; a body that is not
-/// such an object gives the default (nothing known, `Document::Unread`).
+/// such an object gives `RequestFacts::Unread`.
 pub fn graphql_request_facts(request_body: &[u8]) -> RequestFacts {
     graphql_request_facts_recalling(request_body, &|_| None)
 }
@@ -71,7 +80,7 @@ pub fn graphql_request_facts_recalling(
 ) -> RequestFacts {
     let arena = json::Arena::new();
     let Ok(Value::Object(request)) = json::parse(request_body, &arena) else {
-        return RequestFacts::default();
+        return RequestFacts::Unread;
     };
     let variables = request.get("variables").and_then(Value::as_object);
     let operation = request.get("operationName").and_then(Value::as_str);
@@ -83,13 +92,15 @@ pub fn graphql_request_facts_recalling(
         }
     };
     let Some(query) = query else {
-        return RequestFacts::default();
+        return RequestFacts::Unread;
     };
     let mut facts = scan(&query, variables, operation.as_deref());
     if recalled {
         // Learning reads a registration only from a text in the request itself: whether a
         // hash-only request is a candidate at all depends on bytes it need not contain.
-        facts.webhook_key = None;
+        if let RequestFacts::Plain(plain) = &mut facts {
+            plain.webhook_key = None;
+        }
     }
     facts
 }
@@ -148,10 +159,8 @@ fn scan(query: &str, variables: Option<&Object<'_>>, operation: Option<&str>) ->
         toks: &toks,
         variables,
         operation,
-        facts: RequestFacts {
-            document: Document::Plain,
-            ..RequestFacts::default()
-        },
+        facts: QueryFacts::default(),
+        aliased: false,
         webhooks: 0,
         keys: Vec::new(),
         braces: 0,
@@ -170,7 +179,9 @@ struct Scan<'t, 'a, 'v> {
     toks: &'t [Tok<'a>],
     variables: Option<&'v Object<'v>>,
     operation: Option<&'v str>,
-    facts: RequestFacts,
+    facts: QueryFacts,
+    /// An alias makes the answer's keys untrustworthy: `finish` then drops `facts`.
+    aliased: bool,
     /// `webhook(…)` fields of executed mutations.
     webhooks: usize,
     /// (key, field) of every field of any definition, at any depth: inline fragments put
@@ -191,7 +202,7 @@ impl<'a> Scan<'_, 'a, '_> {
             Tok::Punct(b')') => self.parens = self.parens.saturating_sub(1),
             // Every operation and fragment, executed or not: a conservative reading.
             Tok::Punct(b':') if self.parens == 0 && untrusted_alias(self.toks, i) => {
-                self.facts.document = Document::Aliased;
+                self.aliased = true;
             }
             // Braces inside arguments are input objects, not selection sets.
             Tok::Punct(b'{') if self.parens == 0 => {
@@ -277,6 +288,9 @@ impl<'a> Scan<'_, 'a, '_> {
     }
 
     fn finish(self) -> RequestFacts {
+        if self.aliased {
+            return RequestFacts::Aliased;
+        }
         let mut facts = self.facts;
         // Several registrations in one mutation: which one holds is not the filter's to guess.
         if self.webhooks > 1 {
@@ -294,7 +308,7 @@ impl<'a> Scan<'_, 'a, '_> {
                 field.id = None;
             }
         }
-        facts
+        RequestFacts::Plain(facts)
     }
 }
 
@@ -326,8 +340,8 @@ pub struct RequestHead<'a> {
     pub content_encoding: Option<&'a [u8]>,
 }
 
-/// Facts from a GraphQL request: none (`Document::Unread`) unless OsmoX's server reads its
-/// body as the filter does.
+/// Facts from a GraphQL request: `RequestFacts::Unread` unless OsmoX's server reads its body
+/// as the filter does.
 pub fn read_graphql_request(
     head: &RequestHead<'_>,
     body: &[u8],
@@ -336,7 +350,7 @@ pub fn read_graphql_request(
     if is_json_post(head) {
         graphql_request_facts_recalling(body, recall)
     } else {
-        RequestFacts::default()
+        RequestFacts::Unread
     }
 }
 
@@ -379,7 +393,7 @@ pub fn is_json_body(head: &RequestHead<'_>) -> bool {
     essence.eq_ignore_ascii_case(b"application/json") && utf8
 }
 
-impl RequestFacts {
+impl QueryFacts {
     /// Remember a `notification` field; a second one under the same key with another (or an
     /// unknown) id leaves that key's id unknown.
     fn note_notification(&mut self, key: String, id: Option<u64>) {
@@ -578,21 +592,24 @@ mod tests {
         graphql_request_facts(&serde_json::to_vec(&request).unwrap())
     }
 
+    /// What a plain query asks; a test reading it expects the query to be plain.
+    fn query(f: &RequestFacts) -> &QueryFacts {
+        f.plain()
+            .unwrap_or_else(|| panic!("not a plain query: {f:?}"))
+    }
+
     /// The first `notification` field's requested id.
     fn first_id(f: &RequestFacts) -> Option<u64> {
-        f.notification_fields.first().and_then(|n| n.id)
+        query(f).notification_fields.first().and_then(|n| n.id)
     }
 
     fn first_key(f: &RequestFacts) -> Option<&str> {
-        f.notification_fields.first().map(|n| n.key.as_str())
+        query(f).notification_fields.first().map(|n| n.key.as_str())
     }
 
     /// What a read query that renames nothing and asks for nothing gives.
     fn plain() -> RequestFacts {
-        RequestFacts {
-            document: Document::Plain,
-            ..RequestFacts::default()
-        }
+        RequestFacts::Plain(QueryFacts::default())
     }
 
     #[test]
@@ -600,8 +617,8 @@ mod tests {
         let f = facts("{ notification(notificationId: 1042) { id deliveryStatus } }");
         assert_eq!(first_id(&f), Some(1042));
         assert_eq!(first_key(&f), Some("notification"));
-        assert_eq!(f.webhook_key, None);
-        assert_eq!(f.document, Document::Plain);
+        assert_eq!(query(&f).webhook_key, None);
+        assert!(matches!(f, RequestFacts::Plain(_)));
     }
 
     #[test]
@@ -682,15 +699,15 @@ mod tests {
             id,
         };
         assert_eq!(
-            facts(q).notification_fields,
+            query(&facts(q)).notification_fields,
             vec![field("a", Some(1)), field("b", Some(2))]
         );
         // One key asking for two ids (OsmoX refuses that) or an unknown one: no id.
         let q = "{ n: notification(notificationId: 1) { id } n: notification(notificationId: 2) { id } }";
-        assert_eq!(facts(q).notification_fields, vec![field("n", None)]);
+        assert_eq!(query(&facts(q)).notification_fields, vec![field("n", None)]);
         let q = "query Q($v: Int = 3) { notification(notificationId: $v) { id } }";
         assert_eq!(
-            facts(q).notification_fields,
+            query(&facts(q)).notification_fields,
             vec![field("notification", None)]
         );
     }
@@ -714,8 +731,8 @@ mod tests {
           }
         }"#;
         let f = facts_with(json!({"query": q, "operationName": "RegisterWebhook"}));
-        assert_eq!(f.webhook_key.as_deref(), Some("webhook"));
-        assert!(f.notification_fields.is_empty());
+        assert_eq!(query(&f).webhook_key.as_deref(), Some("webhook"));
+        assert!(query(&f).notification_fields.is_empty());
     }
 
     #[test]
@@ -723,7 +740,9 @@ mod tests {
         let body = |q: &str| serde_json::to_vec(&json!({ "query": q })).unwrap();
         let escaped = br#"{"query":"mutation { \u0077ebhook(createWebhookInput: {providerId: 1, webhookUrl: \"https://h\"}) { id } }"}"#;
         assert_eq!(
-            graphql_request_facts(escaped).webhook_key.as_deref(),
+            query(&graphql_request_facts(escaped))
+                .webhook_key
+                .as_deref(),
             Some("webhook")
         );
         assert!(may_register(escaped));
@@ -746,7 +765,7 @@ mod tests {
             "# mutation { webhook(x: 1) { id } }\n{ a }",
             "mutation { w: webhooks(x: 1) { id } }",
         ] {
-            assert_eq!(facts(q).webhook_key, None, "{q}");
+            assert_eq!(query(&facts(q)).webhook_key, None, "{q}");
         }
     }
 
@@ -759,7 +778,7 @@ mod tests {
             b"{\"variables\": {}}",
             b"[{\"query\": \"{ notification(notificationId: 1) { id } }\"}]",
         ] {
-            assert_eq!(graphql_request_facts(body), RequestFacts::default());
+            assert_eq!(graphql_request_facts(body), RequestFacts::Unread);
         }
         // A `notification` field whose id is unreadable is known, without an id.
         for q in [
@@ -795,7 +814,7 @@ mod tests {
             "{ notifications { notifications { id deliveryStatus # c\n :\n # d\n channelType } } }",
         ] {
             let f = facts_with(json!({"query": q, "operationName": "A"}));
-            assert_eq!(f.document, Document::Aliased, "{q}");
+            assert_eq!(f, RequestFacts::Aliased, "{q}");
         }
     }
 
@@ -812,7 +831,7 @@ mod tests {
             "{ notifications(options: {search: \"\"\" deliveryStatus: channelType \"\"\"}) { total } }",
             "mutation { w: webhook(createWebhookInput: {providerId: 1, webhookUrl: \"x\"}) { id providerId webhookUrl } }",
         ] {
-            assert_eq!(facts(q).document, Document::Plain, "{q}");
+            assert!(matches!(facts(q), RequestFacts::Plain(_)), "{q}");
         }
     }
 
@@ -842,14 +861,14 @@ mod tests {
             "status",
         ] {
             let q = format!("{{ notifications {{ notifications {{ {key}: createdBy }} }} }}");
-            assert_eq!(facts(&q).document, Document::Aliased, "{key}");
+            assert_eq!(facts(&q), RequestFacts::Aliased, "{key}");
         }
     }
 
     #[test]
     fn a_stray_colon_in_a_selection_set_is_untrusted() {
         for q in ["{ a : { b } }", "{ : deliveryStatus }", "{ a: }"] {
-            assert_eq!(facts(q).document, Document::Aliased, "{q}");
+            assert_eq!(facts(q), RequestFacts::Aliased, "{q}");
         }
     }
 
@@ -865,17 +884,17 @@ mod tests {
             "mutation { a: webhook(createWebhookInput: {providerId: 1}) { id } b: webhook(createWebhookInput: {providerId: 2}) { id } }",
             "mutation { webhook(createWebhookInput: {providerId: 1}",
         ] {
-            assert_eq!(facts(q).webhook_key, None, "{q}");
+            assert_eq!(query(&facts(q)).webhook_key, None, "{q}");
         }
         let q = "mutation { w: webhook(createWebhookInput: {providerId: 1, webhookUrl: \"x\"}) { id ...W } }";
-        assert_eq!(facts(q).webhook_key.as_deref(), Some("w"));
+        assert_eq!(query(&facts(q)).webhook_key.as_deref(), Some("w"));
     }
 
     #[test]
     fn no_query_text_means_the_document_is_unread() {
         let apq = br#"{"variables":{"n":5},"extensions":{"persistedQuery":{"version":1,"sha256Hash":"abc"}}}"#;
-        assert_eq!(graphql_request_facts(apq).document, Document::Unread);
-        assert_eq!(graphql_request_facts(b"").document, Document::Unread);
+        assert_eq!(graphql_request_facts(apq), RequestFacts::Unread);
+        assert_eq!(graphql_request_facts(b""), RequestFacts::Unread);
     }
 
     /// A query sent by its hash alone is read from the text kept for that hash, aliases
@@ -891,9 +910,8 @@ mod tests {
             _ => None,
         };
         let facts = graphql_request_facts_recalling(hash_only, &texts);
-        assert_eq!(facts.document, Document::Plain);
         assert_eq!(
-            facts.notification_fields,
+            query(&facts).notification_fields,
             vec![NotificationField {
                 key: "notification".into(),
                 id: Some(5)
@@ -901,19 +919,19 @@ mod tests {
         );
         let aliased = br#"{"extensions":{"persistedQuery":{"sha256Hash":"h2"}}}"#;
         let facts = graphql_request_facts_recalling(aliased, &texts);
-        assert_eq!(facts.document, Document::Aliased);
+        assert_eq!(facts, RequestFacts::Aliased);
         let unknown = br#"{"extensions":{"persistedQuery":{"sha256Hash":"h3"}}}"#;
         let facts = graphql_request_facts_recalling(unknown, &texts);
-        assert_eq!(facts, RequestFacts::default());
+        assert_eq!(facts, RequestFacts::Unread);
         let mutation = br#"{"extensions":{"persistedQuery":{"sha256Hash":"h4"}}}"#;
         let with_webhook = |hash: &str| {
             (hash == "h4").then(|| "mutation { webhook(createWebhookInput: {}) { id } }".into())
         };
         let facts = graphql_request_facts_recalling(mutation, &with_webhook);
-        assert_eq!((facts.document, facts.webhook_key), (Document::Plain, None));
+        assert_eq!(query(&facts).webhook_key, None);
         let both = br#"{"query":"{ notifications { id } }","extensions":{"persistedQuery":{"sha256Hash":"h2"}}}"#;
         let facts = graphql_request_facts_recalling(both, &texts);
-        assert_eq!(facts.document, Document::Plain);
+        assert!(matches!(facts, RequestFacts::Plain(_)));
     }
 
     /// A second review: OsmoX's server also reads form-encoded bodies, a GET's query string,
@@ -930,7 +948,7 @@ mod tests {
                 };
                 let body = br#"{"query": "{ notifications { total } }"}"#;
                 let read = read_graphql_request(&head, body, &|_| None);
-                assert_eq!(is_json_post(&head), read.document == Document::Plain);
+                assert_eq!(is_json_post(&head), matches!(read, RequestFacts::Plain(_)));
                 is_json_post(&head)
             };
         let post = Some(b"POST".as_slice());
@@ -1001,9 +1019,9 @@ mod tests {
         ] {
             let q =
                 format!("{{ notifications {{ notifications {{ id {alias}: channelType }} }} }}");
-            assert_eq!(facts(&q).document, Document::Aliased, "{alias}");
+            assert_eq!(facts(&q), RequestFacts::Aliased, "{alias}");
         }
         let q = "{ notifications { notifications { id provider: channelType created_by_app: createdBy } } }";
-        assert_eq!(facts(q).document, Document::Plain);
+        assert!(matches!(facts(q), RequestFacts::Plain(_)));
     }
 }

@@ -113,7 +113,7 @@ fn hash(head: &RequestHead<'_>, body: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::Document;
+    use crate::extract::QueryFacts;
 
     const POLL: &[u8] = br#"{"query":"query { notifications(options: {limit: 10}) { notifications { id deliveryStatus } total } }"}"#;
     const ALIASED: &[u8] = br#"{"query":"query { notifications { notifications { id deliveryStatus: channelType } } }"}"#;
@@ -154,11 +154,11 @@ mod tests {
             }
         }
         let json = head("POST", Some("application/json"));
-        assert_eq!(known.facts(&json, POLL, &none).document, Document::Plain);
-        assert_eq!(
-            known.facts(&json, ALIASED, &none).document,
-            Document::Aliased
-        );
+        assert!(matches!(
+            known.facts(&json, POLL, &none),
+            RequestFacts::Plain(_)
+        ));
+        assert_eq!(known.facts(&json, ALIASED, &none), RequestFacts::Aliased);
     }
 
     #[test]
@@ -166,14 +166,17 @@ mod tests {
         let json = head("POST", Some("application/json"));
         let mut known = KnownRequests::new(8);
         let first = known.facts(&json, BY_ID, &|_| None);
-        assert_eq!(first.notification_fields.len(), 1);
+        let Some(query) = first.plain() else {
+            panic!("not a plain query: {first:?}");
+        };
+        assert_eq!(query.notification_fields.len(), 1);
         assert_eq!(known.facts(&json, BY_ID, &|_| None), first);
         assert_eq!(known.entries.len(), 1, "kept once");
         // What is kept is what is answered: the request is not read again.
-        let marked = RequestFacts {
+        let marked = RequestFacts::Plain(QueryFacts {
             archived: true,
-            ..first.clone()
-        };
+            ..query.clone()
+        });
         known.entries[0].facts = marked.clone();
         assert_eq!(known.facts(&json, BY_ID, &|_| None), marked);
         // Sent by hash alone: recalled every time, so a text learned later is used.
@@ -183,16 +186,13 @@ mod tests {
             recalls.set(recalls.get() + 1);
             text.borrow().clone()
         };
-        assert_eq!(
-            known.facts(&json, PERSISTED, &recall).document,
-            Document::Unread
-        );
+        assert_eq!(known.facts(&json, PERSISTED, &recall), RequestFacts::Unread);
         *text.borrow_mut() =
             Some("query { notifications { notifications { id deliveryStatus } } }".into());
-        assert_eq!(
-            known.facts(&json, PERSISTED, &recall).document,
-            Document::Plain
-        );
+        assert!(matches!(
+            known.facts(&json, PERSISTED, &recall),
+            RequestFacts::Plain(_)
+        ));
         assert_eq!(recalls.get(), 2);
         assert_eq!(known.entries.len(), 1, "hash-only requests are not kept");
     }
@@ -212,12 +212,15 @@ mod tests {
             "the hashes collide"
         );
         let mut known = KnownRequests::new(32);
-        assert_eq!(known.facts(&json, plain, &none).document, Document::Plain);
-        assert_eq!(
-            known.facts(&json, aliased, &none).document,
-            Document::Aliased
-        );
-        assert_eq!(known.facts(&json, plain, &none).document, Document::Plain);
+        assert!(matches!(
+            known.facts(&json, plain, &none),
+            RequestFacts::Plain(_)
+        ));
+        assert_eq!(known.facts(&json, aliased, &none), RequestFacts::Aliased);
+        assert!(matches!(
+            known.facts(&json, plain, &none),
+            RequestFacts::Plain(_)
+        ));
         assert_eq!(known.entries.len(), 2);
     }
 
@@ -230,7 +233,7 @@ mod tests {
         );
         let mut known = KnownRequests::new(4);
         let facts = known.facts(&json, big.as_bytes(), &|_| None);
-        assert_eq!(facts.document, Document::Plain);
+        assert!(matches!(facts, RequestFacts::Plain(_)));
         assert!(known.entries.is_empty());
     }
 

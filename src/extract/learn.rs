@@ -1,7 +1,7 @@
 //! Learning webhook registrations from the OsmoX calls that make them, so the filter can
 //! deliver to the URLs OsmoX itself would use without separate configuration.
 
-use super::{strip_query, Document, RequestFacts, WatchKind};
+use super::{strip_query, RequestFacts, WatchKind};
 use crate::json::{self, Object, Value};
 
 /// A change to OsmoX's webhook table seen in traffic.
@@ -43,7 +43,7 @@ impl std::fmt::Display for Registration {
 /// and that `path` is a watched REST route.
 ///
 /// GraphQL: a query read whole that renames no key the filter reads, one directive-free
-/// `webhook(…)` field in the mutation's selection set (`facts.webhook_key`), and an
+/// `webhook(…)` field in the mutation's selection set (`QueryFacts::webhook_key`), and an
 /// error-free answer holding `providerId` and `webhookUrl` under that field's key. REST: `POST`,
 /// `PUT` or `PATCH` to `…/webhooks` or `…/webhooks/<id>` answered by the row (v8 snake_case,
 /// or a v7 JSend envelope), and `DELETE …/webhooks/<id>` with any body. A row with
@@ -65,10 +65,7 @@ pub fn extract_registration(
 }
 
 fn graphql(facts: &RequestFacts, body: &[u8]) -> Option<Registration> {
-    let key = facts.webhook_key.as_deref()?;
-    if facts.document != Document::Plain {
-        return None;
-    }
+    let key = facts.plain()?.webhook_key.as_deref()?;
     let arena = json::Arena::new();
     let root = json::parse(body, &arena).ok()?;
     // v8.5.0 masks every GraphQL error; `errors` alone says the write may not have happened.
@@ -182,7 +179,7 @@ fn from_row(row: &Object<'_>) -> Option<Registration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::graphql_request_facts;
+    use crate::extract::{graphql_request_facts, QueryFacts};
     use serde_json::json;
 
     const GQL_REGISTER: &str =
@@ -193,11 +190,14 @@ mod tests {
         include_str!("../../tests/fixtures/osmox/rest-error-problem-json.v8.json");
 
     fn mutation() -> RequestFacts {
-        RequestFacts {
-            document: Document::Plain,
-            webhook_key: Some("webhook".to_string()),
-            ..RequestFacts::default()
-        }
+        with_webhook_key("webhook")
+    }
+
+    fn with_webhook_key(key: &str) -> RequestFacts {
+        RequestFacts::Plain(QueryFacts {
+            webhook_key: Some(key.to_string()),
+            ..QueryFacts::default()
+        })
     }
 
     fn gql(facts: &RequestFacts, body: &[u8]) -> Option<Registration> {
@@ -210,7 +210,7 @@ mod tests {
             WatchKind::Rest,
             method,
             path,
-            &RequestFacts::default(),
+            &RequestFacts::Unread,
             None,
             &body,
         )
@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn graphql_answer_without_a_webhook_mutation_teaches_nothing() {
-        assert_eq!(gql(&RequestFacts::default(), GQL_REGISTER.as_bytes()), None);
+        assert_eq!(gql(&RequestFacts::Unread, GQL_REGISTER.as_bytes()), None);
     }
 
     #[test]
@@ -280,10 +280,7 @@ mod tests {
     #[test]
     fn graphql_aliased_registration_is_found() {
         let body = br#"{"data":{"w":{"id":3,"providerId":1,"webhookUrl":"https://hooks.partner.example.com/osmox/status","status":1}}}"#;
-        let aliased = RequestFacts {
-            webhook_key: Some("w".to_string()),
-            ..mutation()
-        };
+        let aliased = with_webhook_key("w");
         assert_eq!(gql(&aliased, body), partner_upsert());
         // Only under the webhook field's own key.
         assert_eq!(gql(&mutation(), body), None);

@@ -20,8 +20,8 @@ use crate::metrics::Metric;
 use crate::osmox::{DeliveryStatus, Notification, WebhookBody};
 
 pub use graphql::{
-    graphql_request_facts, is_json_body, may_register, read_graphql_request, Document,
-    NotificationField, RequestFacts, RequestHead,
+    graphql_request_facts, is_json_body, may_register, read_graphql_request, NotificationField,
+    QueryFacts, RequestFacts, RequestHead,
 };
 pub use known_requests::KnownRequests;
 pub use learn::{extract_registration, is_webhook_route, Registration};
@@ -88,9 +88,9 @@ pub enum ExtractError {
     NotJson,
     /// Valid JSON whose top level is not an object; OsmoX never answers like that.
     NotObject,
-    /// GraphQL: the query renames a key the filter reads (`Document::Aliased`).
+    /// GraphQL: the query renames a key the filter reads (`RequestFacts::Aliased`).
     Aliased,
-    /// GraphQL: the query text was not read (`Document::Unread`), so neither its aliases nor
+    /// GraphQL: the query text was not read (`RequestFacts::Unread`), so neither its aliases nor
     /// a `notification` field's requested id are known.
     QueryUnread,
 }
@@ -135,7 +135,7 @@ pub struct Extracted<'a> {
 ///
 /// An object is a notification when it has `deliveryStatus` or `delivery_status`. GraphQL is
 /// read only when the query was read and renames no key the filter reads
-/// (`Document::Plain`); it is searched under `data` only, so a response with `errors` still
+/// (`RequestFacts::Plain`); it is searched under `data` only, so a response with `errors` still
 /// yields its partial data, and the answer to a `notification(notificationId: N)` field is
 /// notification N, or skipped when N is unknown;
 /// REST is searched from the top, except that a JSend envelope (`status` is a string) is
@@ -148,13 +148,13 @@ pub fn read<R>(
     facts: &RequestFacts,
     then: impl FnOnce(&Extracted<'_>) -> R,
 ) -> Result<R, ExtractError> {
-    if kind == WatchKind::Graphql {
-        match facts.document {
-            Document::Plain => {}
-            Document::Aliased => return Err(ExtractError::Aliased),
-            Document::Unread => return Err(ExtractError::QueryUnread),
-        }
-    }
+    // The GraphQL query's facts, read only when it is plain; REST has no query.
+    let query = match (kind, facts) {
+        (WatchKind::Rest, _) => None,
+        (WatchKind::Graphql, RequestFacts::Plain(query)) => Some(query),
+        (WatchKind::Graphql, RequestFacts::Aliased) => return Err(ExtractError::Aliased),
+        (WatchKind::Graphql, RequestFacts::Unread) => return Err(ExtractError::QueryUnread),
+    };
     // A first chunk the size of the page, up to 64 KiB: a ten-row page's tree fits, and a
     // large body (a single long string, say) does not reserve its size before a tree exists.
     let arena = json::Arena::with_capacity(body.len().min(1 << 16));
@@ -163,17 +163,18 @@ pub fn read<R>(
         return Err(ExtractError::NotObject);
     };
     let mut found = Collector {
-        archived: kind == WatchKind::Graphql && facts.archived,
+        archived: query.is_some_and(|q| q.archived),
         ..Collector::default()
     };
-    match kind {
-        WatchKind::Graphql => {
+    match query {
+        // GraphQL.
+        Some(query) => {
             if let Some(Value::Object(data)) = root.get("data") {
                 for (k, v) in data.members().iter().take(MAX_MEMBERS) {
                     // `notification(notificationId: N)` may answer an archived row under the
                     // archive's own id: N is the identity the caller asked about, and without
                     // it the answer is not delivered under a wrong id.
-                    match facts.notification_fields.iter().find(|f| k.is(&f.key)) {
+                    match query.notification_fields.iter().find(|f| k.is(&f.key)) {
                         None => found.visit(v, 1, None),
                         Some(NotificationField { id: Some(id), .. }) => {
                             found.visit(v, 1, Some(*id));
@@ -183,7 +184,8 @@ pub fn read<R>(
                 }
             }
         }
-        WatchKind::Rest => {
+        // REST.
+        None => {
             if is_notification(&root) {
                 found.take(&root, None);
             } else if let Some(status) = root.get("status").and_then(Value::as_str) {
@@ -743,10 +745,7 @@ mod tests {
 
     /// Facts of a query that was read and renames nothing.
     fn plain() -> RequestFacts {
-        RequestFacts {
-            document: Document::Plain,
-            ..RequestFacts::default()
-        }
+        RequestFacts::Plain(QueryFacts::default())
     }
 
     fn run(kind: WatchKind, body: &[u8]) -> Extracted<'static> {
@@ -904,7 +903,7 @@ mod tests {
     fn an_archived_row_without_its_notification_id_is_skipped() {
         let request = br#"{"query":"{ a: archivedNotifications { archivedNotifications { id providerId deliveryStatus } } notifications { notifications { notificationId id deliveryStatus } } }"}"#;
         let facts = graphql_request_facts(request);
-        assert_eq!((facts.document, facts.archived), (Document::Plain, true));
+        assert_eq!(facts.plain().map(|q| q.archived), Some(true));
         let body = br#"{"data":{"a":{"archivedNotifications":[{"id":7,"providerId":7,"deliveryStatus":5}]},"notifications":{"notifications":[{"notificationId":1042,"id":8,"deliveryStatus":5}]}}}"#;
         let x = extract(WatchKind::Graphql, body, &facts).unwrap();
         assert_eq!(summary(&x), vec![(1042, 5, None, None, None)]);
@@ -1193,13 +1192,13 @@ mod tests {
 
     #[test]
     fn notification_query_answer_takes_the_requested_id() {
-        let facts = RequestFacts {
+        let facts = RequestFacts::Plain(QueryFacts {
             notification_fields: vec![NotificationField {
                 key: "notification".to_string(),
                 id: Some(1042),
             }],
-            ..plain()
-        };
+            ..QueryFacts::default()
+        });
         let x = extract(WatchKind::Graphql, ARCHIVED_ANSWER, &facts).unwrap();
         assert_eq!(summary(&x), vec![(1042, 5, Some(1), None, None)]);
         assert_eq!(
@@ -1238,11 +1237,11 @@ mod tests {
         assert_eq!(got, Err(ExtractError::QueryUnread));
         assert_eq!(ExtractError::QueryUnread.metric(), Metric::SkippedNoQuery);
         let list = br#"{"data":{"notifications":{"notifications":[{"id":1,"deliveryStatus":5}]}}}"#;
-        let got = extract(WatchKind::Graphql, list, &RequestFacts::default());
+        let got = extract(WatchKind::Graphql, list, &RequestFacts::Unread);
         assert_eq!(got, Err(ExtractError::QueryUnread));
         // REST has no query and no aliases: unaffected.
         let rest = br#"{"id":1,"delivery_status":5}"#;
-        let x = extract(WatchKind::Rest, rest, &RequestFacts::default()).unwrap();
+        let x = extract(WatchKind::Rest, rest, &RequestFacts::Unread).unwrap();
         assert_eq!(x.notifications.len(), 1);
     }
 

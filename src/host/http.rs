@@ -163,7 +163,8 @@ impl Watch {
                 let mut known = self.shared.requests.borrow_mut();
                 known.facts(&head.view(), &self.request, &recall)
             }
-            WatchKind::Rest => RequestFacts::default(),
+            // No query to read; REST reading and learning never look at the facts.
+            WatchKind::Rest => RequestFacts::Unread,
         }
     }
 

@@ -33,7 +33,7 @@ use osmox_webhook_filter::delivery::outcome::AttemptResponse;
 use osmox_webhook_filter::delivery::sender::{Dispatch, Io, Sender};
 use osmox_webhook_filter::events::{Memory, RecentResponses};
 use osmox_webhook_filter::extract::{
-    extract, graphql_request_facts, read, Document, RequestFacts, WatchKind,
+    extract, graphql_request_facts, read, QueryFacts, RequestFacts, WatchKind,
 };
 use osmox_webhook_filter::intake;
 use osmox_webhook_filter::metrics::CountingMetrics;
@@ -175,10 +175,7 @@ fn main() {
     let config = Config::from_json(CONFIG.as_bytes(), &|_| None).expect("bench config");
     let endpoint = &config.endpoints[0];
     // A read query that renames nothing, as a poll's.
-    let none = RequestFacts {
-        document: Document::Plain,
-        ..RequestFacts::default()
-    };
+    let none = RequestFacts::Plain(QueryFacts::default());
     let mut rows: Vec<Row> = Vec::new();
 
     // -- extraction -----------------------------------------------------------------
