@@ -9,7 +9,7 @@ mod graphql;
 mod known_requests;
 mod learn;
 pub mod persisted;
-mod response_head;
+mod response_check;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -25,7 +25,7 @@ pub use graphql::{
 };
 pub use known_requests::KnownRequests;
 pub use learn::{extract_registration, is_webhook_route, Registration};
-pub use response_head::{judge_unread, sniff, BodyPlan, ResponseHead};
+pub use response_check::{judge, sniff};
 
 /// How many levels below the walk's root (GraphQL `data`, the REST body) are searched.
 /// OsmoX nests rows two levels deep at most; the bound keeps hostile bodies cheap.

@@ -1,6 +1,8 @@
 //! The HTTP context: watches one stream without ever changing or delaying it. It copies the
 //! watched response's chunks (bounded) as they pass, always returning `Continue`, and hands
-//! the whole body to the core in `on_log`, after the client has it.
+//! the whole body to the core in `on_log`, after the client has it. It never reads the
+//! response's headers, and the module does not export their callback, so Envoy does not
+//! enter the VM for them (`extract::judge` says how a response is judged without them).
 
 use std::rc::Rc;
 
@@ -13,9 +15,7 @@ use super::shared_store::SharedData;
 use crate::body::{Body, Budget};
 use crate::config::MAX_GRAPHQL_REQUEST_BYTES;
 use crate::events;
-use crate::extract::{
-    self, persisted, BodyPlan, RequestFacts, RequestHead, ResponseHead, WatchKind,
-};
+use crate::extract::{self, persisted, RequestFacts, RequestHead, WatchKind};
 use crate::intake;
 use crate::learn::Registry;
 use crate::metrics::{Metric, Metrics};
@@ -23,19 +23,6 @@ use crate::metrics::{Metric, Metrics};
 thread_local! {
     /// What this VM's streams hold of watched bodies (`watch.maxBufferedBytes`).
     static BUFFERED: Budget = const { Budget::new() };
-}
-
-/// Where the response's headers stand. Envoy shows them only in `on_http_response_headers`,
-/// and reading them there cost 21k instructions per steady poll, 12 % of what plain Envoy
-/// spends on it. So unless learning needs them they stay unread: the first chunk's first
-/// bytes can stop the copy (`extract::sniff`), and `on_log` judges a body this VM has not
-/// already processed by its status and first bytes (`extract::judge_unread`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Head {
-    /// No response yet: `on_log` has nothing to read.
-    Awaited,
-    Unread,
-    Read,
 }
 
 pub struct Watch {
@@ -52,7 +39,8 @@ pub struct Watch {
     /// Part of the GraphQL request body was not read (too large, or refused): what was read
     /// is dropped and no more is.
     request_gap: bool,
-    head: Head,
+    /// The response has begun (`response_begins`); until then `on_log` has nothing to read.
+    responded: bool,
     /// The request registers a persisted query, and its answer was skipped: `request` is
     /// kept for `on_log` to keep its text.
     persist: bool,
@@ -74,7 +62,7 @@ impl Watch {
             registration: false,
             request_complete: false,
             request_gap: false,
-            head: Head::Awaited,
+            responded: false,
             persist: false,
             method: String::new(),
             path: String::new(),
@@ -120,6 +108,22 @@ impl Watch {
         self.held -= body_bytes;
     }
 
+    /// The response has begun (its first body bytes, or its end when it has none): settle
+    /// what the request left open. Whether the stream is still watched.
+    fn response_begins(&mut self) -> bool {
+        self.responded = true;
+        let no_body = self.request.is_empty() && !self.request_gap;
+        if self.kind == Some(WatchKind::Graphql) && no_body {
+            self.kind = None; // a GET, not a GraphQL call
+            return false;
+        }
+        if self.kind.is_none() {
+            return false;
+        }
+        self.shared.metrics.add(Metric::ResponsesWatched, 1);
+        true
+    }
+
     /// The whole request is a GraphQL call that may register a persisted query's text.
     fn names_persisted(&self) -> bool {
         self.kind == Some(WatchKind::Graphql)
@@ -136,21 +140,6 @@ impl Watch {
         let taken = response_code().is_some_and(|code| (200..300).contains(&code));
         if taken && persisted::remember(&SharedData, &self.request) {
             self.shared.metrics.add(Metric::PersistedQueriesKept, 1);
-        }
-    }
-
-    /// Read the response headers (learning's path) and follow their plan.
-    fn read_head(&mut self) {
-        self.head = Head::Read;
-        let plan =
-            read_response_head().plan(self.registration, self.shared.config.watch.max_body_bytes);
-        match plan {
-            BodyPlan::Skip(why) => self.skip(why),
-            BodyPlan::Read => {}
-            BodyPlan::RegistrationOnly => {
-                self.shared.metrics.add(Metric::SkippedNotJson, 1);
-                self.notifications = false;
-            }
         }
     }
 
@@ -179,11 +168,9 @@ impl Watch {
         // A body this VM has not processed: now it is worth judging. (A known body under
         // another status can call for nothing new either way.)
         let body = body.join();
-        if self.head == Head::Unread {
-            if let Some(why) = extract::judge_unread(response_code(), &body) {
-                metrics.add(why, 1);
-                return;
-            }
+        if let Some(why) = extract::judge(response_code(), &body) {
+            metrics.add(why, 1);
+            return;
         }
         let facts = facts.unwrap_or_else(|| self.request_facts(kind));
         let taken = extract::read(kind, &body, &facts, |extracted| {
@@ -238,7 +225,7 @@ impl Watch {
         let Some(kind) = self.kind else {
             return;
         };
-        if self.head == Head::Awaited {
+        if !self.responded {
             return; // the stream ended before a response: nothing to read
         }
         let body = std::mem::take(&mut self.body);
@@ -246,6 +233,11 @@ impl Watch {
             if self.notifications {
                 self.take_notifications(kind, None, body);
             }
+            return;
+        }
+        // Only a server that took the call teaches anything, whatever its answer's body says.
+        if !response_code().is_some_and(|code| (200..300).contains(&code)) {
+            self.shared.metrics.add(Metric::SkippedStatus, 1);
             return;
         }
         let body = body.join();
@@ -307,27 +299,6 @@ impl OwnedRequestHead {
     }
 }
 
-/// The headers a registration's answer is judged by, in one hostcall for the whole map: each
-/// lookup leaves and re-enters the VM. Values as bytes: an upstream may send any byte above
-/// 0x7f in a header value (Envoy passes them on), and the SDK's text reading panics on what
-/// is not UTF-8, which would kill the VM and fail the response. Names are safe: Envoy
-/// refuses a response whose header names are not tokens.
-fn read_response_head() -> ResponseHead {
-    let mut h = ResponseHead::default();
-    for (name, value) in hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap_or_default()
-    {
-        let field = match name.as_str() {
-            ":status" => &mut h.status,
-            "content-encoding" => &mut h.content_encoding,
-            "content-type" => &mut h.content_type,
-            "content-length" => &mut h.content_length,
-            _ => continue,
-        };
-        field.get_or_insert_with(|| String::from_utf8_lossy(&value).into_owned());
-    }
-    h
-}
-
 /// The response's status from the stream's record, which `on_log` can still read (its
 /// header map is empty there). Envoy gives the number as 8 little-endian bytes.
 fn response_code() -> Option<u64> {
@@ -336,7 +307,8 @@ fn response_code() -> Option<u64> {
 }
 
 /// A request header's value; `None` when absent or not UTF-8 (no OsmoX route or method is).
-/// Read as bytes for the reason given at `read_response_head`.
+/// Read as bytes: a client may send any byte above 0x7f in a header value (Envoy passes them
+/// on), and the SDK's text reading panics on what is not UTF-8, which would kill the VM.
 fn request_header(name: &str) -> Option<String> {
     match hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name) {
         Ok(Some(value)) => String::from_utf8(value).ok(),
@@ -412,34 +384,19 @@ impl HttpContext for Watch {
             }
         }
         self.request_complete = end_of_stream;
-        Action::Continue
-    }
-
-    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        let no_body = self.request.is_empty() && !self.request_gap;
-        if self.kind == Some(WatchKind::Graphql) && no_body {
-            self.kind = None; // a GET, not a GraphQL call
-        }
-        if self.kind.is_none() {
-            return Action::Continue;
-        }
-        self.shared.metrics.add(Metric::ResponsesWatched, 1);
-        self.head = Head::Unread;
         // With learning on every GraphQL call may register; one whose whole body cannot
-        // (most polls) is spared the headers and the parse.
-        let graphql = self.kind == Some(WatchKind::Graphql);
-        if self.registration && graphql && self.request_complete {
+        // (most polls) is spared the parse.
+        if end_of_stream && self.registration && self.kind == Some(WatchKind::Graphql) {
             self.registration = extract::may_register(&self.request);
-        }
-        // A registration's answer counts even when it is not JSON: decide at once.
-        if self.registration {
-            self.read_head();
         }
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, size: usize, _: bool) -> Action {
         if self.kind.is_none() || size == 0 {
+            return Action::Continue;
+        }
+        if !self.responded && !self.response_begins() {
             return Action::Continue;
         }
         if self.body.len() + size > self.shared.config.watch.max_body_bytes {
@@ -453,10 +410,15 @@ impl HttpContext for Watch {
         let Ok(Some(chunk)) = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size) else {
             return Action::Continue;
         };
-        if self.body.is_empty() && self.head == Head::Unread {
+        if self.body.is_empty() && self.notifications {
             if let Some(why) = extract::sniff(&chunk) {
-                self.skip(why);
-                return Action::Continue;
+                if !self.registration {
+                    self.skip(why);
+                    return Action::Continue;
+                }
+                // A registration's answer counts even when it is not JSON (a delete's).
+                self.shared.metrics.add(why, 1);
+                self.notifications = false;
             }
         }
         self.body.push(chunk);
@@ -465,6 +427,11 @@ impl HttpContext for Watch {
 
     fn on_log(&mut self) {
         self.keep_persisted_text();
+        // A response without a body (a delete's 204) matters only to learning.
+        if !self.responded && self.registration && self.kind.is_some() && response_code().is_some()
+        {
+            self.response_begins();
+        }
         self.read_response();
         self.let_go();
     }

@@ -121,14 +121,14 @@ def _build_wasm(what: str, crate_dir: Path, target: Path, name: str, *args: str)
 
 
 @pytest.fixture(scope="session")
-def fault_wasm() -> Path:
+def fault_wasm(tmp_path_factory) -> Path:
     """The filter built with the `fault-injection` feature: a request carrying
     `x-osmox-filter-fault` traps the VM."""
     built = _build_wasm("the fault-injection filter", harness.REPO_ROOT, harness.REPO_ROOT / "target" / "e2e-fault",
                         "osmox_webhook_filter.wasm", "--features", "fault-injection")
     # Trimmed as build.sh trims the shipped module, so the faults hit the same shape of module.
-    # One file per xdist worker: another worker may be writing its own copy.
-    trimmed = built.with_name(f"osmox_webhook_filter.trimmed.{os.getpid()}.wasm")
+    # In this session's own temp dir: another xdist worker may be writing its own copy.
+    trimmed = tmp_path_factory.mktemp("fault-wasm") / "osmox_webhook_filter.wasm"
     r = subprocess.run([sys.executable, str(harness.REPO_ROOT / "build" / "wasm_exports.py"), str(built), str(trimmed)],
                        capture_output=True, text=True)
     if r.returncode != 0:

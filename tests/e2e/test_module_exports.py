@@ -3,6 +3,7 @@ and the trimming step refuses what it cannot trim safely."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 
 import pytest
@@ -35,8 +36,29 @@ def test_the_shipped_module_exports_exactly_the_filters_callbacks(filter_wasm):
     names = wasm_exports.export_names(filter_wasm.read_bytes())
     assert sorted(names) == sorted(wasm_exports.FILTER_EXPORTS)
     assert len(names) == len(set(names))
-    for unused in ("proxy_on_downstream_data", "proxy_on_grpc_receive", "proxy_on_request_trailers"):
+    for unused in ("proxy_on_downstream_data", "proxy_on_grpc_receive", "proxy_on_request_trailers",
+                   "proxy_on_response_headers"):
         assert unused not in names
+
+
+def callbacks_implemented() -> set[str]:
+    """The exports the SDK dispatches to each `on_…` method the host shell implements."""
+    names = set()
+    for source in (harness.REPO_ROOT / "src" / "host").glob("*.rs"):
+        names.update(re.findall(r"\bfn (on_\w+)\s*\(", source.read_text()))
+    exports = set()
+    for name in names:
+        http = re.fullmatch(r"on_http_(request|response)_(headers|body|trailers|metadata)", name)
+        exports.add("proxy_on_" + (f"{http[1]}_{http[2]}" if http else name.removeprefix("on_")))
+    return exports
+
+
+def test_every_callback_the_shell_implements_stays_exported():
+    implemented = callbacks_implemented()
+    # The walk finds the callbacks it must: a broken pattern would pass vacuously.
+    assert {"proxy_on_log", "proxy_on_request_body", "proxy_on_configure", "proxy_on_tick"} <= implemented
+    dropped = implemented - wasm_exports.FILTER_EXPORTS
+    assert not dropped, f"implemented in src/host but not exported (build/wasm_exports.py): {sorted(dropped)}"
 
 
 def test_trimming_keeps_the_listed_exports_and_every_other_section_byte_for_byte():
