@@ -809,6 +809,11 @@ fn whole(n: &Notification) -> bool {
 /// shared-data read. Only a response whose every notification was recorded, and which is
 /// `recognisable`, is remembered, so one that hit a store error is processed again when it
 /// is seen again.
+///
+/// The route is not in the hash: the host recognises a poll before it reads which route
+/// it came by. The same pair under another route cannot be news: a REST request's body is
+/// no GraphQL document (so nothing would be read from it as one), and OsmoX never answers a
+/// REST call with the bytes of a GraphQL answer, whatever the request.
 #[derive(Debug)]
 pub struct RecentResponses {
     hashes: Vec<u64>,

@@ -122,7 +122,7 @@ def _build_wasm(what: str, crate_dir: Path, target: Path, name: str, *args: str)
 
 @pytest.fixture(scope="session")
 def fault_wasm(tmp_path_factory) -> Path:
-    """The filter built with the `fault-injection` feature: a request carrying
+    """The filter built with the `fault-injection` feature: a request whose body carries
     `x-osmox-filter-fault` traps the VM."""
     built = _build_wasm("the fault-injection filter", harness.REPO_ROOT, harness.REPO_ROOT / "target" / "e2e-fault",
                         "osmox_webhook_filter.wasm", "--features", "fault-injection")
