@@ -41,14 +41,15 @@ pub struct Watch {
     request_gap: bool,
     /// The response's first body chunk came.
     responded: bool,
-    /// Why the response body stopped being copied.
+    /// Why the response body stopped being copied: counted once the call is known to be
+    /// watched (an unwatched stream shows in no metric).
     skipped: Option<Metric>,
     body: Body,
     /// The bytes of `request` and `body` taken from `BUFFERED`.
     held: usize,
 }
 
-/// What the request's head says of a stream, read in `on_log` and only when needed.
+/// What the request's head says of a watched stream.
 struct Call {
     kind: WatchKind,
     /// Read notifications from the body.
@@ -99,20 +100,21 @@ impl Watch {
         self.give_back(self.held);
     }
 
-    /// Stop copying the response body, counting why (as it happens, so the count shows what
-    /// the filter's routes cost while streams are in flight). The request stays: a
-    /// registration (or a persisted query's text) may still be read.
+    /// Stop copying the response body, for a reason counted if the call is watched. The
+    /// request stays: a registration (or a persisted query's text) may still be read.
     fn skip(&mut self, why: Metric) {
-        self.shared.metrics.add(why, 1);
         self.skipped = Some(why);
         let body = std::mem::take(&mut self.body);
         self.give_back(body.len());
     }
 
-    /// The request's head: which kind of call this is, if it is watched at all. Read here,
-    /// not as the request passes: a steady poll is recognised by its bytes alone (`on_log`),
-    /// and the header lookups and the callback they needed cost 12k instructions a poll,
-    /// 7 % of plain Envoy's (measured under callgrind).
+    /// The request's head: which kind of call this is, if it is watched at all. Read in
+    /// `on_log`, not as the request passes: a steady poll is recognised by its bytes alone,
+    /// and the header lookups and the callback they needed cost 12k instructions a poll, 7 %
+    /// of plain Envoy's (measured under callgrind). So the path is the one OsmoX was sent: a
+    /// route's rewrite (`prefix_rewrite`) has been applied, and the watched paths are
+    /// OsmoX's own. (Envoy shows the request's head in no callback between its own and
+    /// `on_log`: neither the header map nor the `request.*` attributes.)
     fn read_call(&self) -> Option<Call> {
         let config = &self.shared.config;
         let path = request_header(":path")?;
@@ -290,15 +292,21 @@ impl Watch {
         metrics.add(Metric::ResponsesWatched, 1);
         let body = std::mem::take(&mut self.body);
         if !call.registration {
-            if call.notifications && self.skipped.is_none() {
-                self.take_notifications(call.kind, None, body, hash);
+            match self.skipped {
+                Some(why) => metrics.add(why, 1),
+                None if call.notifications => self.take_notifications(call.kind, None, body, hash),
+                None => {}
             }
             return;
         }
-        // Only a server that took the call teaches anything, whatever its answer's body says.
+        // Only a server that took the call teaches anything, whatever its answer's body says
+        // (a delete teaches from its path even when its answer was not copied).
         if !response_code().is_some_and(|code| (200..300).contains(&code)) {
             metrics.add(Metric::SkippedStatus, 1);
             return;
+        }
+        if let Some(why) = self.skipped {
+            metrics.add(why, 1);
         }
         let body = body.join();
         let facts = self.request_facts(call.kind);

@@ -21,6 +21,7 @@ import json
 import os
 import ssl
 import subprocess
+import threading
 import uuid
 
 import pytest
@@ -602,6 +603,66 @@ def test_failed_registration_teaches_nothing(osmox, make_receiver, make_envoy, f
     (req,) = assert_no_more(a, 1)
     assert ids_statuses([req]) == [(3402, 5)]
     assert_learned_webhook(req)
+
+
+SKIP_METRICS = ("bodies_skipped_too_large", "bodies_skipped_not_json", "bodies_skipped_encoded",
+                "bodies_skipped_buffer_full", "bodies_skipped_status", "bodies_skipped_malformed")
+
+
+@pytest.mark.parametrize("case", ["502-html", "200-html-too-large"])
+def test_a_skipped_registration_answer_counts_under_one_skip_reason(osmox, make_envoy, filter_wasm, case):
+    """A registration's answer that is skipped is one body skipped, counted under one reason
+    (a review found one counted twice): a non-2xx under `_status`, whatever its body; a 2xx
+    that is not JSON under `_not_json`, found at its first chunk, before it grows past
+    `watch.maxBodyBytes` (the headers, which would tell its length, are not read)."""
+    cfg = learn_config()
+    cfg["watch"] = {"maxBodyBytes": 1024}
+    envoy = start_learning(make_envoy, osmox, cfg)
+    if case == "502-html":
+        osmox.set_response("POST", "/graphql", 502, body=b"<html>bad gateway</html>", content_type="text/html")
+        want, status = "bodies_skipped_status", 502
+    else:
+        # All but the last byte first (1024: fits), then the last one (1025: too large).
+        release = threading.Event()
+        osmox.set_response("POST", "/graphql", 200, body=b"<html>" + b"x" * 1012 + b"</html>",
+                           content_type="text/html", hold=release)
+        want, status = "bodies_skipped_not_json", 200
+        threading.Timer(0.5, release.set).start()  # the last byte comes as a chunk of its own
+    r = envoy.client.graphql(register_mutation(1, "http://127.0.0.1:9/osmox/status"))
+    assert r.status == status
+    envoy.wait_metric("responses_watched", 1, timeout=EXPECT_S)
+    envoy.wait_metric(want, 1, timeout=EXPECT_S)
+    assert envoy.metric("registrations_learned") == 0
+    assert {m: envoy.metric(m) for m in SKIP_METRICS} == {m: int(m == want) for m in SKIP_METRICS}
+
+
+def test_a_compressed_rest_registration_answer_is_counted(osmox, make_envoy, filter_wasm):
+    """A REST create OsmoX answers gzip-compressed cannot be learned (the filter does not
+    decompress): `bodies_skipped_encoded` tells an operator why (a review found no metric
+    moving)."""
+    envoy = start_learning(make_envoy, osmox)
+    url = "http://127.0.0.1:9/osmox/status"
+    osmox.set_json("POST", "/webhooks", v8_webhook_row(3, 1, url), status=201, gzip=True)
+    r = envoy.client.post("/webhooks", {"providerId": 1, "webhookUrl": url}, headers={"x-api-key": "k"})
+    assert r.status == 201
+    envoy.wait_metric("responses_watched", 1, timeout=EXPECT_S)
+    assert envoy.metric("registrations_learned") == 0
+    envoy.wait_metric("bodies_skipped_encoded", 1, timeout=EXPECT_S)
+
+
+def test_a_delete_with_an_answer_over_max_body_bytes_is_learned(osmox, make_receiver, make_envoy, filter_wasm):
+    """A delete teaches from its path whatever its answer's body: one over `watch.maxBodyBytes`
+    (or one that finds the VM's buffer full) is not copied, and the delete is still learned
+    (a review found it was not)."""
+    a = make_receiver("A")
+    cfg = learn_config()
+    cfg["watch"] = {"maxBodyBytes": 1024}
+    envoy = start_learning(make_envoy, osmox, cfg)
+    register_graphql(envoy, osmox, 3, 1, a.url("/osmox/status"))
+    envoy.wait_metric("registrations_learned", 1, timeout=EXPECT_S)
+    osmox.set_response("DELETE", "/webhooks/3", 200, body=b"x" * 2048, content_type="text/plain")
+    assert envoy.client.request("DELETE", "/webhooks/3", headers={"x-api-key": "k"}).status == 200
+    envoy.wait_metric("registrations_removed", 1, timeout=EXPECT_S)
 
 
 def test_learn_config_with_no_endpoints_and_original_dst_cluster_starts(osmox, make_envoy, filter_wasm):
