@@ -22,9 +22,10 @@ import sys
 
 # What Envoy must be able to call: the WASI reactor's start, the allocator the host copies
 # into, the VM and root callbacks (start, configure, timer, queue, HTTP callouts, done,
-# delete) and the HTTP stream callbacks the filter implements. Request and response headers
-# (it reads what it needs of them in on_log: src/host/http.rs), trailers, network streams,
-# gRPC and foreign functions are not among them.
+# delete) and the HTTP stream callbacks the filter implements (request trailers only end a
+# body; Envoy calls that callback only for requests that have them). Request and response
+# headers (it reads what it needs of them in on_log: src/host/http.rs), response trailers,
+# network streams, gRPC and foreign functions are not among them.
 FILTER_EXPORTS = frozenset(
     {
         "memory",
@@ -40,6 +41,7 @@ FILTER_EXPORTS = frozenset(
         "proxy_on_done",
         "proxy_on_delete",
         "proxy_on_request_body",
+        "proxy_on_request_trailers",
         "proxy_on_response_body",
         "proxy_on_log",
     }

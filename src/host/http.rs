@@ -397,6 +397,13 @@ impl HttpContext for Watch {
     // does not enter the VM for them (build/wasm_exports.py). What the request's head says
     // is read in `on_log`, when it is needed at all.
 
+    /// Trailers end a request whose last body chunk did not (gRPC-style clients over
+    /// HTTP/2): its body is whole. Envoy calls this only for requests that have them.
+    fn on_http_request_trailers(&mut self, _: usize) -> Action {
+        self.request_complete = !self.request_gap;
+        Action::Continue
+    }
+
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
         if self.request_gap {
             return Action::Continue;

@@ -696,11 +696,19 @@ def test_large_watched_response_passes_intact_and_is_skipped(osmox, make_receive
 
 
 def wait_for_upstream_bytes(envoy, n: int):
-    """Until Envoy has read n bytes from OsmoX (skip reasons are counted only when a stream
-    ends, so a test holding answers open syncs on this instead)."""
+    """Until Envoy has read n bytes from OsmoX and no more arrive (skip reasons are counted
+    only when a stream ends, so a test holding answers open syncs on this instead). The count
+    includes the answers' headers, hence the wait for it to settle."""
     received = "cluster.osmox.upstream_cx_rx_bytes_total"
     wait_until(lambda: envoy.stats().get(received, 0) >= n, EXPECT_S, what=f"{n} bytes read from OsmoX")
-    time.sleep(0.5)  # the chunks pass the filter as they are read
+    last = -1
+    for _ in range(40):  # bounded: about 10 s
+        now = envoy.stats().get(received, 0)
+        if now == last:
+            break
+        last = now
+        time.sleep(0.25)
+    time.sleep(0.25)  # the chunks pass the filter as they are read
 
 
 def start_with_a_mib_to_hold(make_envoy, osmox, crm):

@@ -36,7 +36,7 @@ def test_the_shipped_module_exports_exactly_the_filters_callbacks(filter_wasm):
     names = wasm_exports.export_names(filter_wasm.read_bytes())
     assert sorted(names) == sorted(wasm_exports.FILTER_EXPORTS)
     assert len(names) == len(set(names))
-    for unused in ("proxy_on_downstream_data", "proxy_on_grpc_receive", "proxy_on_request_trailers",
+    for unused in ("proxy_on_downstream_data", "proxy_on_grpc_receive", "proxy_on_response_trailers",
                    "proxy_on_request_headers", "proxy_on_response_headers"):
         assert unused not in names
 

@@ -1012,3 +1012,67 @@ def test_an_https_endpoint_goes_over_tls_when_its_cluster_has_the_readme_s_tls_s
         # refuses the connection, and the attempt fails instead of going out unverified.
         wait_metric_eq(envoy, "deliveries_failed", 1)
         assert receiver.count() == 0
+
+
+def h2c_post_with_trailers(port: int, path: str, body: bytes, trailers: dict[str, str], timeout: float = 10.0) -> bytes:
+    """A prior-knowledge HTTP/2 POST whose body is followed by request trailers (gRPC-style;
+    no HTTP/2 library in the venv): returns the raw frames read until the stream ended."""
+    import socket
+    import struct
+
+    def hpack(headers):  # literal header fields without indexing, no Huffman
+        out = b""
+        for k, v in headers:
+            k, v = k.encode(), v.encode()
+            assert len(k) < 127 and len(v) < 127
+            out += b"\x00" + bytes([len(k)]) + k + bytes([len(v)]) + v
+        return out
+
+    def frame(kind, flags, stream, payload):
+        return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+    s = socket.create_connection((HOST, port), timeout=timeout)
+    head = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", f"{HOST}:{port}"),
+            ("content-type", "application/json"), ("content-length", str(len(body)))]
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"")
+              + frame(1, 0x4, 1, hpack(head))            # HEADERS, END_HEADERS
+              + frame(0, 0 if trailers else 0x1, 1, body)  # DATA, END_STREAM unless trailers follow
+              + (frame(1, 0x5, 1, hpack(trailers.items())) if trailers else b""))  # END_HEADERS | END_STREAM
+    got = b""
+    buf = b""
+    while True:
+        chunk = s.recv(65536)
+        assert chunk, "connection closed before the response ended"
+        buf += chunk
+        while len(buf) >= 9:
+            n = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + n:
+                break
+            kind, flags, stream = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            payload, buf = buf[9:9 + n], buf[9 + n:]
+            if kind == 4 and not flags & 1:
+                s.sendall(frame(4, 1, 0, b""))  # SETTINGS ACK
+            if kind == 0 and stream == 1:
+                got += payload
+            if stream == 1 and kind in (0, 1) and flags & 1:
+                s.close()
+                return got
+
+
+@pytest.mark.parametrize("trailers", [{}, {"x-trace": "1"}], ids=["control", "trailers"])
+def test_a_persisted_registration_sent_with_request_trailers_is_kept(osmox, make_receiver, make_envoy, filter_wasm,
+                                                                     trailers):
+    """A request followed by trailers never sees end_of_stream in the body callback; the
+    trailers callback says its body is whole, so the text of a persisted query it registers is
+    kept (a review found it was not, and every later hash-only poll of that query unread)."""
+    crm = make_receiver("crm")
+    envoy = start(make_envoy, osmox, filter_config([endpoint("crm", crm)], tick_ms=TICK_MS), {"crm": crm})
+    query = "query Poll { notifications { notifications { id providerId deliveryStatus updatedOn } } }"
+    digest = hashlib.sha256(query.encode()).hexdigest()
+    by_hash = {"extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}}
+    row = {"id": 6101, "providerId": 7, "deliveryStatus": 5, "updatedOn": "2026-04-20T09:15:01.000Z"}
+    sent = osmox.set_json("POST", "/graphql", {"data": {"notifications": {"notifications": [row]}}})
+    body = json.dumps({"query": query, **by_hash}).encode()
+    assert h2c_post_with_trailers(envoy.listener_port, "/graphql", body, trailers) == sent
+    crm.wait_for(1, EXPECT_S)  # the registration's own answer is read (its text is in the request)
+    assert envoy.metric("persisted_queries_kept") == 1, "a registration followed by trailers was not kept"
