@@ -25,7 +25,7 @@ pub use graphql::{
 };
 pub use known_requests::KnownRequests;
 pub use learn::{extract_registration, is_webhook_route, Registration};
-pub use response_check::{judge, sniff};
+pub use response_check::{judge, sniff, verdict, Ending, Verdict};
 
 /// How many levels below the walk's root (GraphQL `data`, the REST body) are searched.
 /// OsmoX nests rows two levels deep at most; the bound keeps hostile bodies cheap.

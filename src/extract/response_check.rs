@@ -37,6 +37,68 @@ pub fn judge(status: Option<u64>, body: &[u8]) -> Option<Metric> {
     })
 }
 
+/// What the host knows of a watched call's stream when it ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Ending {
+    /// The call may change OsmoX's webhook table (learning is on).
+    pub registration: bool,
+    /// The call's answer may hold notifications.
+    pub notifications: bool,
+    /// A body chunk of the answer came.
+    pub responded: bool,
+    /// Why the answer's body stopped being copied.
+    pub skipped: Option<Metric>,
+}
+
+/// What a watched call's finished stream calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No answer to speak of: the stream shows in no metric.
+    Unanswered,
+    /// A watched answer, counted under `skip` when it was not read; then learn from it
+    /// and read its notifications, as set.
+    Answered {
+        skip: Option<Metric>,
+        learn: bool,
+        notifications: bool,
+    },
+}
+
+/// The verdict on a finished stream. `status` (the recorded one, a hostcall) is asked at most
+/// once, and only for a registration: only a server that took the call teaches anything,
+/// while a poll's answer is judged by its first bytes before its status (`judge`), so a
+/// skipped answer counts under one reason either way. A registration's answer without a body
+/// (a delete's 204) still teaches, and a delete teaches from its path even when its answer
+/// was not copied.
+pub fn verdict(ending: &Ending, status: impl FnOnce() -> Option<u64>) -> Verdict {
+    if !ending.registration {
+        if !ending.responded {
+            return Verdict::Unanswered;
+        }
+        return Verdict::Answered {
+            skip: ending.skipped,
+            learn: false,
+            notifications: ending.notifications && ending.skipped.is_none(),
+        };
+    }
+    let status = status();
+    if !ending.responded && status.is_none() {
+        return Verdict::Unanswered;
+    }
+    if !status.is_some_and(|s| (200..300).contains(&s)) {
+        return Verdict::Answered {
+            skip: Some(Metric::SkippedStatus),
+            learn: false,
+            notifications: false,
+        };
+    }
+    Verdict::Answered {
+        skip: ending.skipped,
+        learn: true,
+        notifications: ending.notifications && ending.skipped.is_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +136,79 @@ mod tests {
                 "{status:?} {}",
                 String::from_utf8_lossy(body)
             );
+        }
+    }
+
+    #[test]
+    fn a_finished_stream_is_counted_under_one_reason_and_a_registration_judged_by_status() {
+        use Metric::{SkippedEncoded, SkippedNotJson, SkippedStatus, SkippedTooLarge};
+        let answered = |skip, learn, notifications| Verdict::Answered {
+            skip,
+            learn,
+            notifications,
+        };
+        // (registration, notifications, responded, skipped, status) → verdict
+        let cases = [
+            // Polls: the status is never asked (judge reads it, after the first bytes).
+            ((false, true, true, None, None), answered(None, false, true)),
+            (
+                (false, true, true, Some(SkippedNotJson), None),
+                answered(Some(SkippedNotJson), false, false),
+            ),
+            ((false, true, false, None, Some(304)), Verdict::Unanswered),
+            (
+                (false, false, true, None, None),
+                answered(None, false, false),
+            ),
+            // Registrations: by status first.
+            (
+                (true, true, true, None, Some(200)),
+                answered(None, true, true),
+            ),
+            (
+                (true, false, true, None, Some(201)),
+                answered(None, true, false),
+            ),
+            (
+                (true, true, true, Some(SkippedNotJson), Some(502)),
+                answered(Some(SkippedStatus), false, false),
+            ),
+            (
+                (true, false, true, Some(SkippedEncoded), Some(201)),
+                answered(Some(SkippedEncoded), true, false),
+            ),
+            (
+                (true, false, true, Some(SkippedTooLarge), Some(200)),
+                answered(Some(SkippedTooLarge), true, false),
+            ),
+            (
+                (true, false, false, None, Some(204)),
+                answered(None, true, false),
+            ),
+            (
+                (true, false, false, None, Some(404)),
+                answered(Some(SkippedStatus), false, false),
+            ),
+            ((true, false, false, None, None), Verdict::Unanswered),
+            (
+                (true, true, true, None, None),
+                answered(Some(SkippedStatus), false, false),
+            ),
+        ];
+        for ((registration, notifications, responded, skipped, status), want) in cases {
+            let ending = Ending {
+                registration,
+                notifications,
+                responded,
+                skipped,
+            };
+            let mut asked = 0;
+            let got = verdict(&ending, || {
+                asked += 1;
+                status
+            });
+            assert_eq!(got, want, "{ending:?} status {status:?}");
+            assert_eq!(asked, usize::from(registration), "{ending:?}: status asked");
         }
     }
 }

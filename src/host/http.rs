@@ -283,35 +283,35 @@ impl Watch {
             return;
         };
         self.keep_persisted_text(&call);
-        if !self.responded {
-            // No body: only a registration's answer (a delete's 204) can still teach.
-            if !(call.registration && response_code().is_some()) {
-                return;
-            }
-        }
+        let ending = extract::Ending {
+            registration: call.registration,
+            notifications: call.notifications,
+            responded: self.responded,
+            skipped: self.skipped,
+        };
+        let extract::Verdict::Answered {
+            skip,
+            learn,
+            notifications,
+        } = extract::verdict(&ending, response_code)
+        else {
+            return;
+        };
         metrics.add(Metric::ResponsesWatched, 1);
+        if let Some(why) = skip {
+            metrics.add(why, 1);
+        }
         let body = std::mem::take(&mut self.body);
-        if !call.registration {
-            match self.skipped {
-                Some(why) => metrics.add(why, 1),
-                None if call.notifications => self.take_notifications(call.kind, None, body, hash),
-                None => {}
+        if !learn {
+            if notifications {
+                self.take_notifications(call.kind, None, body, hash);
             }
             return;
-        }
-        // Only a server that took the call teaches anything, whatever its answer's body says
-        // (a delete teaches from its path even when its answer was not copied).
-        if !response_code().is_some_and(|code| (200..300).contains(&code)) {
-            metrics.add(Metric::SkippedStatus, 1);
-            return;
-        }
-        if let Some(why) = self.skipped {
-            metrics.add(why, 1);
         }
         let body = body.join();
         let facts = self.request_facts(call.kind);
         self.learn_registration(&call, &facts, &body);
-        if call.notifications && self.skipped.is_none() {
+        if notifications {
             self.take_notifications(call.kind, Some(facts), Body::One(body), hash);
         }
     }
