@@ -108,7 +108,7 @@ pub fn graphql_request_facts_recalling(
 /// Whether a GraphQL request body can hold a `webhook(…)` mutation: the query must spell the
 /// field's name, or escape characters (a JSON string may spell it with `\u` escapes). A
 /// necessary condition that costs a scan instead of a parse, so that with learning on an
-/// ordinary poll needs neither the parse nor its response's headers.
+/// ordinary poll is not parsed as a registration.
 pub fn may_register(request_body: &[u8]) -> bool {
     let at = |i: usize, needle: &[u8]| request_body.get(i..i + needle.len()) == Some(needle);
     // One pass, testing only where a needle could start.

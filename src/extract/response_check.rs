@@ -1,5 +1,6 @@
-//! Whether a watched response is worth parsing, told without its headers: its status from
-//! the stream's record, its encoding and type from its body's first bytes.
+//! Whether a watched response is worth parsing, and what a finished watched stream calls
+//! for, told without the response's headers: its status from the stream's record, its
+//! encoding and type from its body's first bytes.
 //!
 //! The HTTP filter does not take the response-headers callback at all (its module does not
 //! export it): each callback Envoy makes enters the VM, and this one cost about 3k
