@@ -425,6 +425,10 @@ pub(crate) fn is_ws(b: u8) -> bool {
 
 /// The string whose opening quote is at `open`: the index of its closing quote, and whether
 /// it holds escapes. Escapes are checked, not decoded; UTF-8 is the caller's to check.
+// Inlined into its callers, with `plain_run_end`: a page's strings are short (13 bytes on
+// average), so the call and its returned `Result` cost about as much as the scan; inlined,
+// a changed 10-row page costs 4 % fewer instructions in Envoy (callgrind, row s3v).
+#[inline(always)]
 pub(crate) fn string_end(src: &[u8], open: usize) -> Result<(usize, bool), Fail> {
     let mut i = open + 1;
     let mut escaped = false;
@@ -446,6 +450,7 @@ pub(crate) fn string_end(src: &[u8], open: usize) -> Result<(usize, bool), Fail>
 /// The first byte at or after `i` that is `"`, `\\` or a control character, eight bytes at a
 /// time: most of a body is string content, so this is where parsing spends its time. Past
 /// the last whole word it stops early; the caller steps over plain bytes one at a time there.
+#[inline(always)]
 fn plain_run_end(src: &[u8], mut i: usize) -> usize {
     const ONES: u64 = u64::from_le_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
@@ -874,7 +879,12 @@ impl<'a> Parser<'a> {
             },
         }
         self.depth -= 1;
-        let items = self.arena.alloc_slice_fill_iter(self.items.drain(base..));
+        // Copied out, then truncated: values are `Copy`, and draining them one by one cost
+        // 6 % of a page's parse (callgrind, natively).
+        let items = self
+            .arena
+            .alloc_slice_copy(self.items.get(base..).unwrap_or_default());
+        self.items.truncate(base);
         Ok(Value::Array(items))
     }
 
@@ -910,7 +920,10 @@ impl<'a> Parser<'a> {
             }
         }
         self.depth -= 1;
-        let members = self.arena.alloc_slice_fill_iter(self.members.drain(base..));
+        let members = self
+            .arena
+            .alloc_slice_copy(self.members.get(base..).unwrap_or_default());
+        self.members.truncate(base);
         Ok(Value::Object(Object { members }))
     }
 }
