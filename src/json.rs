@@ -548,6 +548,7 @@ pub(crate) fn unescape(raw: &str) -> String {
 
 /// The number starting at `start`: the index after it. A number too large for an `f64` is
 /// refused, as serde_json does.
+#[inline(always)]
 pub(crate) fn number_end(src: &[u8], start: usize) -> Result<usize, Fail> {
     let digits = |mut i: usize| {
         while src.get(i).is_some_and(u8::is_ascii_digit) {
@@ -836,7 +837,10 @@ impl<'a> Parser<'a> {
         Ok(value)
     }
 
-    /// The string at `self.pos` (its opening quote).
+    /// The string at `self.pos` (its opening quote). Inlined, as `string_end` and
+    /// `number_end` are: out of line, a page's 391 strings cost 11 % more instructions
+    /// natively, its numbers 2 % (callgrind).
+    #[inline(always)]
     fn string(&mut self) -> Result<Str<'a>, Fail> {
         let (close, escaped) = string_end(self.src, self.pos)?;
         let raw = self.text(self.pos + 1, close)?;
