@@ -1154,8 +1154,12 @@ r.stop()
             log(f"memory: {target} remembered -> RSS {points[-1]['rss_kib']} KiB (fed in {secs:.1f} s)")
         out["points"] = points
         self.stop(m)
-        # Past the bound: the shipped maxRemembered, fed three times over. The memory must stop
-        # growing once it is full (older notifications are forgotten to make room).
+        # Past the bound: the shipped maxRemembered, fed four times over. The memory must stop
+        # growing once it is full (older notifications are forgotten to make room). Judged on
+        # the last quarter: in three full runs the third quarter added 0.0, 0.5 and 0.7 MiB of
+        # RSS (where the process's own filling ended, not the buckets': at twice the bound,
+        # only about 7 of the 4,096 buckets of 16 are still short), and a run fed eight times
+        # over stayed flat from the third quarter on.
         cap = SHIPPED_MAX_REMEMBERED
 
         def capped(cfg):
@@ -1165,7 +1169,7 @@ r.stop()
         time.sleep(0.5)
         over = [{"fed": 0, "rss_kib": m.rss()}]
         fed = 0
-        for target in (cap, 2 * cap, 3 * cap):
+        for target in (cap, 2 * cap, 3 * cap, 4 * cap):
             self.feed(m, target - fed, per_response=100, status=2)
             fed = target
             time.sleep(1.0)
@@ -1571,16 +1575,17 @@ def render(results: dict) -> str:
     if capped and len(capped.get("points", [])) >= 4:
         pts, cap = capped["points"], capped["maxRemembered"]
         up_to = pts[1]["rss_kib"] - pts[0]["rss_kib"]
-        second = pts[2]["rss_kib"] - pts[1]["rss_kib"]
+        between = [b["rss_kib"] - a["rss_kib"] for a, b in zip(pts[1:-2], pts[2:-1])]
         last = pts[-1]["rss_kib"] - pts[-2]["rss_kib"]
         # Notifications hash into buckets of fixed size, which fill unevenly: some forget while
         # others still have room, so the memory is full only some way past `cap` notifications.
         # Fed twice over, it is: from there, it must forget as it learns and not grow (what it
         # adds must be noise next to what filling it took).
         ok = last <= max(0.05 * up_to, 512)
+        steps = ", ".join(f"{d / 1024:+.1f}" for d in between)
         add(f"| Memory grows only as configured: the dedupe memory stays within `limits.maxRemembered` | "
             f"{pts[-1]['fed']:,} new notifications fed against `maxRemembered` {cap:,}: Envoy RSS grew "
-            f"{up_to / 1024:.1f} MiB over the first {cap:,}, {second / 1024:+.1f} MiB over the next {cap:,} (its "
+            f"{up_to / 1024:.1f} MiB over the first {cap:,}, {steps} MiB over each next {cap:,} (its "
             f"buckets fill unevenly, so it is full only some way past {cap:,}) and {last / 1024:+.1f} MiB over "
             f"the last {pts[-1]['fed'] - pts[-2]['fed']:,} | {verdict(ok)} | |")
         targets.append(("dedupe memory within maxRemembered", ok))
