@@ -909,6 +909,11 @@ impl KnownEvents {
         Self::identity(n).is_some_and(|id| self.held.contains(&id))
     }
 
+    /// Whether this VM took in every one of `notifications` before: they call for nothing.
+    pub fn knows_all(&self, notifications: &[Notification]) -> bool {
+        notifications.iter().all(|n| self.knows(n))
+    }
+
     /// Remember observations the dedupe memory has judged and recorded.
     pub fn learn<'n, 'a: 'n>(
         &mut self,
@@ -985,6 +990,21 @@ mod tests {
             known.learn(std::slice::from_ref(&part));
             assert!(!known.knows(&part), "{part:?}");
         }
+    }
+
+    #[test]
+    fn a_response_calls_for_nothing_only_when_every_view_was_taken_in() {
+        let a = n(1, DeliveryStatus::Success, 0, 1, T1);
+        let b = n(2, DeliveryStatus::Failed, 0, 1, T1);
+        let mut known = KnownEvents::new(4);
+        assert!(known.knows_all(&[]));
+        known.learn(std::slice::from_ref(&a));
+        assert!(known.knows_all(std::slice::from_ref(&a)));
+        assert!(!known.knows_all(&[a.clone(), b.clone()]));
+        let moved = n(1, DeliveryStatus::Success, 0, 1, T2);
+        assert!(!known.knows_all(&[moved]), "another observation of a");
+        known.learn(std::slice::from_ref(&b));
+        assert!(known.knows_all(&[b, a]));
     }
 
     #[test]

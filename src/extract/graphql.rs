@@ -340,6 +340,15 @@ pub struct RequestHead<'a> {
     pub content_encoding: Option<&'a [u8]>,
 }
 
+impl RequestHead<'static> {
+    /// A `POST` of JSON: the one head under which the server reads a body as the filter does.
+    pub const JSON_POST: RequestHead<'static> = RequestHead {
+        method: Some(b"POST"),
+        content_type: Some(b"application/json"),
+        content_encoding: None,
+    };
+}
+
 /// Facts from a GraphQL request: `RequestFacts::Unread` unless OsmoX's server reads its body
 /// as the filter does.
 pub fn read_graphql_request(
@@ -358,7 +367,7 @@ pub fn read_graphql_request(
 /// `POST` of one JSON document in UTF-8, not encoded. The server also takes a form-encoded
 /// body, a GET's query string, other charsets and compressed bodies, each of which can run
 /// another query than the JSON reading of the bytes shows.
-fn is_json_post(head: &RequestHead<'_>) -> bool {
+pub fn is_json_post(head: &RequestHead<'_>) -> bool {
     head.method == Some(b"POST".as_slice()) && is_json_body(head)
 }
 

@@ -20,8 +20,8 @@ use crate::metrics::Metric;
 use crate::osmox::{DeliveryStatus, Notification, WebhookBody};
 
 pub use graphql::{
-    graphql_request_facts, is_json_body, may_register, read_graphql_request, NotificationField,
-    QueryFacts, RequestFacts, RequestHead,
+    graphql_request_facts, is_json_body, is_json_post, may_register, read_graphql_request,
+    NotificationField, QueryFacts, RequestFacts, RequestHead,
 };
 pub use known_requests::KnownRequests;
 pub use learn::{extract_registration, is_webhook_route, Registration};
@@ -203,6 +203,37 @@ pub fn read<R>(
         notifications: found.notifications,
         skipped_objects: found.skipped,
     }))
+}
+
+/// [`read`] for a GraphQL answer whose request's head has not been read: `facts` are the
+/// body's read as a JSON `POST`'s (`RequestHead::JSON_POST`). Reading the head costs a
+/// hostcall per header, and all it can say is that the request is not a JSON `POST`, which
+/// leaves the answer unread (`QueryUnread`). So it is asked (`is_json_post`) only when the
+/// answer calls for something: an answer with no object skipped and every notification
+/// `passed_over` (taken in before by this VM: a poll whose page moved but no state did) calls
+/// for nothing under either reading, and is handed to `then` unasked. Anything else is what
+/// [`read`] gives under the real head.
+pub fn read_before_head<R>(
+    body: &[u8],
+    facts: &RequestFacts,
+    passed_over: impl Fn(&[Notification<'_>]) -> bool,
+    is_json_post: impl FnOnce() -> bool,
+    then: impl FnOnce(&Extracted<'_>) -> R,
+) -> Result<R, ExtractError> {
+    let mut ask = Some(is_json_post);
+    let mut answer = None;
+    let mut json_post = || *answer.get_or_insert_with(|| ask.take().is_none_or(|f| f()));
+    let taken = read(WatchKind::Graphql, body, facts, |found| {
+        let idle = found.skipped_objects == 0 && passed_over(&found.notifications);
+        (idle || json_post()).then(|| then(found))
+    });
+    match taken {
+        Ok(Some(r)) => Ok(r),
+        // Unread either way: the head cannot change that.
+        Ok(None) | Err(ExtractError::QueryUnread) => Err(ExtractError::QueryUnread),
+        Err(e) if json_post() => Err(e),
+        Err(_) => Err(ExtractError::QueryUnread),
+    }
 }
 
 /// [`read`], with every webhook body written: for tests and tools that keep what they found.
@@ -1309,6 +1340,102 @@ mod tests {
         let x = run(WatchKind::Graphql, body);
         assert_eq!(summary(&x), vec![(9, 6, None, None, None)]);
         assert_eq!(x.skipped_objects, 8);
+    }
+
+    /// The head is asked only when the answer calls for something, and what it says then
+    /// decides as reading it first would have.
+    #[test]
+    fn an_answer_read_before_its_head_asks_the_head_only_when_it_matters() {
+        use std::cell::Cell;
+        let page = br#"{"data":{"notifications":{"notifications":[{"id":1,"deliveryStatus":5}]}}}"#;
+        let skipping = br#"{"data":{"notifications":{"notifications":[{"id":1,"deliveryStatus":5},{"id":2,"deliveryStatus":9}]}}}"#;
+        let cut = br#"{"data":{"notifications":"#;
+        let none = RequestFacts::Unread;
+        let aliased = RequestFacts::Aliased;
+        let plain = plain();
+        // (body, facts, every row passed over, head a JSON POST) → (result, head asked)
+        type Case<'a> = (
+            &'a [u8],
+            &'a RequestFacts,
+            bool,
+            bool,
+            Result<usize, ExtractError>,
+            bool,
+        );
+        let cases: [Case; 12] = [
+            (page, &plain, true, false, Ok(1), false),
+            (page, &plain, true, true, Ok(1), false),
+            (page, &plain, false, true, Ok(1), true),
+            (
+                page,
+                &plain,
+                false,
+                false,
+                Err(ExtractError::QueryUnread),
+                true,
+            ),
+            (skipping, &plain, true, true, Ok(1), true),
+            (
+                skipping,
+                &plain,
+                true,
+                false,
+                Err(ExtractError::QueryUnread),
+                true,
+            ),
+            (page, &aliased, true, true, Err(ExtractError::Aliased), true),
+            (
+                page,
+                &aliased,
+                true,
+                false,
+                Err(ExtractError::QueryUnread),
+                true,
+            ),
+            (cut, &plain, true, true, Err(ExtractError::NotJson), true),
+            (
+                cut,
+                &plain,
+                true,
+                false,
+                Err(ExtractError::QueryUnread),
+                true,
+            ),
+            (
+                page,
+                &none,
+                true,
+                true,
+                Err(ExtractError::QueryUnread),
+                false,
+            ),
+            (
+                page,
+                &none,
+                true,
+                false,
+                Err(ExtractError::QueryUnread),
+                false,
+            ),
+        ];
+        for (i, (body, facts, passed, json_post, want, asks)) in cases.into_iter().enumerate() {
+            let asked = Cell::new(0);
+            let got = read_before_head(
+                body,
+                facts,
+                |ns| {
+                    assert!(!ns.is_empty(), "case {i}");
+                    passed
+                },
+                || {
+                    asked.set(asked.get() + 1);
+                    json_post
+                },
+                |x| x.notifications.len(),
+            );
+            assert_eq!(got, want, "case {i}");
+            assert_eq!(asked.get(), usize::from(asks), "case {i}: head asked");
+        }
     }
 
     #[test]

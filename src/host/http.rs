@@ -17,7 +17,7 @@ use super::shared_store::SharedData;
 use crate::body::{Body, Budget};
 use crate::config::MAX_GRAPHQL_REQUEST_BYTES;
 use crate::events;
-use crate::extract::{self, persisted, RequestFacts, RequestHead, WatchKind};
+use crate::extract::{self, persisted, Extracted, RequestFacts, RequestHead, WatchKind};
 use crate::intake;
 use crate::learn::Registry;
 use crate::metrics::{Metric, Metrics};
@@ -173,18 +173,21 @@ impl Watch {
         }
     }
 
-    /// Read on the way to a parse (not on every poll: each header lookup costs).
+    /// The request's facts under its head, read on the way to a parse (not on every poll:
+    /// each header lookup costs).
     fn request_facts(&self, kind: WatchKind) -> RequestFacts {
         match kind {
-            WatchKind::Graphql => {
-                let head = OwnedRequestHead::read();
-                let recall = |hash: &str| persisted::recall(&SharedData, hash);
-                let mut known = self.shared.requests.borrow_mut();
-                known.facts(&head.view(), &self.request, &recall)
-            }
+            WatchKind::Graphql => self.graphql_facts(&OwnedRequestHead::read().view()),
             // No query to read; REST reading and learning never look at the facts.
             WatchKind::Rest => RequestFacts::Unread,
         }
+    }
+
+    /// The GraphQL request's facts as read under `head`.
+    fn graphql_facts(&self, head: &RequestHead<'_>) -> RequestFacts {
+        let recall = |hash: &str| persisted::recall(&SharedData, hash);
+        let mut known = self.shared.requests.borrow_mut();
+        known.facts(head, &self.request, &recall)
     }
 
     /// Whether this VM processed the same body under the same request before: nothing new
@@ -193,8 +196,9 @@ impl Watch {
         self.shared.recent.borrow().contains(hash)
     }
 
-    /// `facts` when already read; otherwise read only if the response must be parsed.
-    /// `hash`: the body's under the request (`Body::hash`).
+    /// `facts` when already read under the request's head; otherwise a GraphQL request is
+    /// read as a JSON `POST`, and its head only if the answer calls for something
+    /// (`extract::read_before_head`). `hash`: the body's under the request (`Body::hash`).
     fn take_notifications(
         &self,
         kind: WatchKind,
@@ -214,8 +218,7 @@ impl Watch {
             metrics.add(why, 1);
             return;
         }
-        let facts = facts.unwrap_or_else(|| self.request_facts(kind));
-        let taken = extract::read(kind, &body, &facts, |extracted| {
+        let take = |extracted: &Extracted<'_>| {
             if extracted.skipped_objects > 0 {
                 metrics.add(Metric::ObjectsSkipped, extracted.skipped_objects as i64);
             }
@@ -233,7 +236,21 @@ impl Watch {
             );
             let seen = intake.complete && events::recognisable(&extracted.notifications);
             (intake, seen)
-        });
+        };
+        let taken = match (kind, facts) {
+            (_, Some(facts)) => extract::read(kind, &body, &facts, take),
+            (WatchKind::Rest, None) => extract::read(kind, &body, &RequestFacts::Unread, take),
+            // The head is read only if the answer calls for something: a poll whose page
+            // moved but no state did is then read without the three header lookups (25k
+            // instructions of 262k over plain Envoy's under callgrind).
+            (WatchKind::Graphql, None) => extract::read_before_head(
+                &body,
+                &self.graphql_facts(&RequestHead::JSON_POST),
+                |found| self.shared.known.borrow().knows_all(found),
+                || extract::is_json_post(&OwnedRequestHead::read().view()),
+                take,
+            ),
+        };
         let intake = match taken {
             Ok((intake, seen)) => {
                 if seen {

@@ -913,6 +913,44 @@ def test_graphql_requests_osmox_may_read_otherwise_are_not_read(osmox, make_rece
     assert ids_statuses(assert_no_more(crm, 1)) == [(1042, 5)]
 
 
+def test_a_request_head_is_read_only_when_its_answer_calls_for_something(osmox, make_receiver, make_envoy,
+                                                                         filter_wasm):
+    """The filter reads a GraphQL request's body as a JSON POST's and reads its headers only
+    when the answer calls for something (three header lookups fewer on a poll whose page
+    moved). An answer holding only rows this VM took in already is passed over, whatever
+    the headers; an answer with news is still not read from a request OsmoX reads otherwise.
+    One worker, so that both requests meet the VM that took the row in."""
+    crm = make_receiver("crm")
+    envoy = start(make_envoy, osmox, filter_config([endpoint("crm", crm)], tick_ms=TICK_MS), {"crm": crm},
+                  concurrency=1)
+    row = {"id": 1042, "providerId": 7, "channelType": 3, "deliveryStatus": 6, "retryCount": 0,
+           "updatedOn": "2026-04-20T09:20:19.000Z"}
+    query = json.dumps({"query": "{ notifications { notifications { id providerId channelType deliveryStatus "
+                                 "retryCount updatedOn } total } }"}).encode()
+    osmox.set_json("POST", "/graphql", {"data": {"notifications": {"notifications": [row], "total": 1}}})
+    envoy.client.request("POST", "/graphql", query, headers={"content-type": "application/json"})
+    crm.wait_for(1, EXPECT_S)
+    form = {"content-type": "application/x-www-form-urlencoded", "apollo-require-preflight": "1"}
+    passed, unread = envoy.metric("events_passed_over"), envoy.metric("bodies_skipped_no_query")
+    # The page moved, the row did not: nothing to take in, so the headers are never asked.
+    osmox.set_json("POST", "/graphql", {"data": {"notifications": {"notifications": [row], "total": 2}}})
+    envoy.client.request("POST", "/graphql", query, headers=form)
+    envoy.wait_metric("events_passed_over", passed + 1, timeout=EXPECT_S)
+    assert envoy.metric("bodies_skipped_no_query") == unread
+    # The row's next state (OsmoX tried again, and failed again): news, so the headers are
+    # read, and they say OsmoX read the body otherwise than as JSON: not read, not delivered.
+    retried = dict(row, retryCount=1, updatedOn="2026-04-20T09:21:00.000Z")
+    osmox.set_json("POST", "/graphql", {"data": {"notifications": {"notifications": [retried], "total": 2}}})
+    envoy.client.request("POST", "/graphql", query, headers=form)
+    envoy.wait_metric("bodies_skipped_no_query", unread + 1, timeout=EXPECT_S)
+    assert envoy.metric("events_passed_over") == passed + 1
+    assert ids_statuses(assert_no_more(crm, 1)) == [(1042, 6)]
+    # The same answer under a JSON POST is read, and the new state delivered.
+    envoy.client.request("POST", "/graphql", query, headers={"content-type": "application/json"})
+    crm.wait_for(2, EXPECT_S)
+    assert ids_statuses(assert_no_more(crm, 2)) == [(1042, 6), (1042, 6)]
+
+
 def test_skipped_or_aliased_webhook_field_is_not_learned(osmox, make_receiver, make_envoy, filter_wasm):
     a = make_receiver("A")
     envoy = start_learning(make_envoy, osmox)
