@@ -25,7 +25,7 @@ pub use graphql::{
 };
 pub use known_requests::KnownRequests;
 pub use learn::{extract_registration, is_webhook_route, Registration};
-pub use response_check::{judge, sniff, verdict, Ending, Verdict};
+pub use response_check::{sniff, sniff_whole, verdict, Ending, Verdict};
 
 /// How many levels below the walk's root (GraphQL `data`, the REST body) are searched.
 /// OsmoX nests rows two levels deep at most; the bound keeps hostile bodies cheap.
@@ -205,34 +205,80 @@ pub fn read<R>(
     }))
 }
 
-/// [`read`] for a GraphQL answer whose request's head has not been read: `facts` are the
-/// body's read as a JSON `POST`'s (`RequestHead::JSON_POST`). Reading the head costs a
-/// hostcall per header, and all it can say is that the request is not a JSON `POST`, which
-/// leaves the answer unread (`QueryUnread`). So it is asked (`is_json_post`) only when the
-/// answer calls for something: an answer with no object skipped and every notification
-/// `passed_over` (taken in before by this VM: a poll whose page moved but no state did) calls
-/// for nothing under either reading, and is handed to `then` unasked. Anything else is what
-/// [`read`] gives under the real head.
-pub fn read_before_head<R>(
+/// Read a watched answer, asking what costs a hostcall only when the answer calls for
+/// something: its `status` (from the stream's record) and, for a GraphQL request whose
+/// `facts` were read as a JSON `POST`'s before its head was (`RequestHead::JSON_POST`),
+/// whether the head says it is one (`head_is_json_post`; `None` when the facts were read
+/// under the real head). An answer that parses, with no object skipped and every
+/// notification `passed_over` (taken in before by this VM: a poll whose page moved but no
+/// state did) calls for nothing whatever those say, and is handed to `then` unasked. Any
+/// other answer is skipped, or handed to `then`, as asking both first would have decided,
+/// and under the same reason: the status first, then the head, then the body.
+pub fn read_lazily<R>(
+    kind: WatchKind,
     body: &[u8],
     facts: &RequestFacts,
     passed_over: impl Fn(&[Notification<'_>]) -> bool,
-    is_json_post: impl FnOnce() -> bool,
+    status: impl FnOnce() -> Option<u64>,
+    head_is_json_post: Option<impl FnOnce() -> bool>,
     then: impl FnOnce(&Extracted<'_>) -> R,
-) -> Result<R, ExtractError> {
-    let mut ask = Some(is_json_post);
-    let mut answer = None;
-    let mut json_post = || *answer.get_or_insert_with(|| ask.take().is_none_or(|f| f()));
-    let taken = read(WatchKind::Graphql, body, facts, |found| {
+) -> Result<R, Metric> {
+    let mut asked = Unasked {
+        status: Some(status),
+        answered_2xx: None,
+        head: head_is_json_post,
+        json_post: None,
+    };
+    if let Some(why) = sniff_whole(body) {
+        return Err(if asked.answered_2xx() {
+            why
+        } else {
+            Metric::SkippedStatus
+        });
+    }
+    let taken = read(kind, body, facts, |found| {
         let idle = found.skipped_objects == 0 && passed_over(&found.notifications);
-        (idle || json_post()).then(|| then(found))
+        match if idle { None } else { asked.refusal() } {
+            Some(why) => Err(why),
+            None => Ok(then(found)),
+        }
     });
     match taken {
-        Ok(Some(r)) => Ok(r),
-        // Unread either way: the head cannot change that.
-        Ok(None) | Err(ExtractError::QueryUnread) => Err(ExtractError::QueryUnread),
-        Err(e) if json_post() => Err(e),
-        Err(_) => Err(ExtractError::QueryUnread),
+        Ok(result) => result,
+        // Unread under any head: only the status can say more.
+        Err(ExtractError::QueryUnread) if asked.answered_2xx() => Err(Metric::SkippedNoQuery),
+        Err(e) => Err(asked.refusal().unwrap_or(e.metric())),
+    }
+}
+
+/// What costs a hostcall to learn of an exchange (`read_lazily`), asked at most once each.
+struct Unasked<S, H> {
+    status: Option<S>,
+    answered_2xx: Option<bool>,
+    /// `None` when the facts were read under the real head.
+    head: Option<H>,
+    json_post: Option<bool>,
+}
+
+impl<S: FnOnce() -> Option<u64>, H: FnOnce() -> bool> Unasked<S, H> {
+    fn answered_2xx(&mut self) -> bool {
+        let status = &mut self.status;
+        *self.answered_2xx.get_or_insert_with(|| {
+            let code = status.take().and_then(|f| f());
+            code.is_some_and(|s| (200..300).contains(&s))
+        })
+    }
+
+    /// Why the answer is not read, by the status first, then the head; `None` to read it.
+    fn refusal(&mut self) -> Option<Metric> {
+        if !self.answered_2xx() {
+            return Some(Metric::SkippedStatus);
+        }
+        let head = &mut self.head;
+        let json_post = *self
+            .json_post
+            .get_or_insert_with(|| head.take().is_none_or(|f| f()));
+        (!json_post).then_some(Metric::SkippedNoQuery)
     }
 }
 
@@ -1342,85 +1388,243 @@ mod tests {
         assert_eq!(x.skipped_objects, 8);
     }
 
-    /// The head is asked only when the answer calls for something, and what it says then
-    /// decides as reading it first would have.
+    /// The status and the head are asked only when the answer calls for something, and what
+    /// they say then decides, under the same reason, as asking them first would have.
     #[test]
-    fn an_answer_read_before_its_head_asks_the_head_only_when_it_matters() {
+    fn an_answer_read_lazily_asks_only_when_it_matters() {
         use std::cell::Cell;
+        use Metric::{
+            SkippedAliased, SkippedEncoded, SkippedMalformed, SkippedNoQuery, SkippedNotJson,
+            SkippedStatus,
+        };
+        use WatchKind::{Graphql, Rest};
         let page = br#"{"data":{"notifications":{"notifications":[{"id":1,"deliveryStatus":5}]}}}"#;
         let skipping = br#"{"data":{"notifications":{"notifications":[{"id":1,"deliveryStatus":5},{"id":2,"deliveryStatus":9}]}}}"#;
+        let row = br#"{"id":1,"delivery_status":5}"#;
         let cut = br#"{"data":{"notifications":"#;
-        let none = RequestFacts::Unread;
-        let aliased = RequestFacts::Aliased;
-        let plain = plain();
-        // (body, facts, every row passed over, head a JSON POST) → (result, head asked)
+        let gzip = [0x1f, 0x8b, 0x08, 0x00];
+        let (plain, aliased, unread) = (plain(), RequestFacts::Aliased, RequestFacts::Unread);
+        let (ok, err) = (Some(200), Some(500));
+        // kind, body, facts, every row passed over, status, head a JSON POST (None: read
+        // already) → result, status asked, head asked
         type Case<'a> = (
+            WatchKind,
             &'a [u8],
             &'a RequestFacts,
             bool,
+            Option<u64>,
+            Option<bool>,
+            Result<usize, Metric>,
             bool,
-            Result<usize, ExtractError>,
             bool,
         );
-        let cases: [Case; 12] = [
-            (page, &plain, true, false, Ok(1), false),
-            (page, &plain, true, true, Ok(1), false),
-            (page, &plain, false, true, Ok(1), true),
+        let cases: [Case; 20] = [
             (
+                Graphql,
+                page,
+                &plain,
+                true,
+                err,
+                Some(false),
+                Ok(1),
+                false,
+                false,
+            ),
+            (Rest, row, &plain, true, err, None, Ok(1), false, false),
+            (
+                Graphql,
                 page,
                 &plain,
                 false,
-                false,
-                Err(ExtractError::QueryUnread),
+                ok,
+                Some(true),
+                Ok(1),
+                true,
                 true,
             ),
-            (skipping, &plain, true, true, Ok(1), true),
+            (Graphql, page, &plain, false, ok, None, Ok(1), true, false),
             (
+                Rest,
+                row,
+                &plain,
+                false,
+                Some(201),
+                None,
+                Ok(1),
+                true,
+                false,
+            ),
+            (
+                Graphql,
+                page,
+                &plain,
+                false,
+                ok,
+                Some(false),
+                Err(SkippedNoQuery),
+                true,
+                true,
+            ),
+            (
+                Graphql,
+                page,
+                &plain,
+                false,
+                err,
+                Some(true),
+                Err(SkippedStatus),
+                true,
+                false,
+            ),
+            (
+                Graphql,
+                page,
+                &plain,
+                false,
+                None,
+                None,
+                Err(SkippedStatus),
+                true,
+                false,
+            ),
+            (
+                Graphql,
                 skipping,
                 &plain,
                 true,
-                false,
-                Err(ExtractError::QueryUnread),
+                ok,
+                Some(false),
+                Err(SkippedNoQuery),
+                true,
                 true,
             ),
-            (page, &aliased, true, true, Err(ExtractError::Aliased), true),
             (
+                Graphql,
+                skipping,
+                &plain,
+                true,
+                ok,
+                Some(true),
+                Ok(1),
+                true,
+                true,
+            ),
+            (
+                Graphql,
                 page,
                 &aliased,
                 true,
-                false,
-                Err(ExtractError::QueryUnread),
+                ok,
+                Some(true),
+                Err(SkippedAliased),
+                true,
                 true,
             ),
-            (cut, &plain, true, true, Err(ExtractError::NotJson), true),
             (
+                Graphql,
+                page,
+                &aliased,
+                true,
+                ok,
+                Some(false),
+                Err(SkippedNoQuery),
+                true,
+                true,
+            ),
+            (
+                Graphql,
+                page,
+                &aliased,
+                true,
+                Some(404),
+                Some(true),
+                Err(SkippedStatus),
+                true,
+                false,
+            ),
+            (
+                Graphql,
                 cut,
                 &plain,
                 true,
-                false,
-                Err(ExtractError::QueryUnread),
+                ok,
+                Some(true),
+                Err(SkippedMalformed),
+                true,
                 true,
             ),
             (
+                Graphql,
+                cut,
+                &plain,
+                true,
+                ok,
+                Some(false),
+                Err(SkippedNoQuery),
+                true,
+                true,
+            ),
+            (
+                Graphql,
                 page,
-                &none,
+                &unread,
                 true,
+                ok,
+                Some(true),
+                Err(SkippedNoQuery),
                 true,
-                Err(ExtractError::QueryUnread),
                 false,
             ),
             (
+                Graphql,
                 page,
-                &none,
+                &unread,
+                true,
+                err,
+                Some(true),
+                Err(SkippedStatus),
                 true,
                 false,
-                Err(ExtractError::QueryUnread),
+            ),
+            (
+                Graphql,
+                &gzip,
+                &plain,
+                true,
+                ok,
+                Some(false),
+                Err(SkippedEncoded),
+                true,
+                false,
+            ),
+            (
+                Graphql,
+                b"<html>",
+                &plain,
+                true,
+                Some(503),
+                Some(true),
+                Err(SkippedStatus),
+                true,
+                false,
+            ),
+            (
+                Rest,
+                b" \n",
+                &plain,
+                true,
+                ok,
+                None,
+                Err(SkippedNotJson),
+                true,
                 false,
             ),
         ];
-        for (i, (body, facts, passed, json_post, want, asks)) in cases.into_iter().enumerate() {
-            let asked = Cell::new(0);
-            let got = read_before_head(
+        for (i, case) in cases.into_iter().enumerate() {
+            let (kind, body, facts, passed, status, json_post, want, asks_status, asks_head) = case;
+            let (status_asked, head_asked) = (Cell::new(0), Cell::new(0));
+            let got = read_lazily(
+                kind,
                 body,
                 facts,
                 |ns| {
@@ -1428,13 +1632,25 @@ mod tests {
                     passed
                 },
                 || {
-                    asked.set(asked.get() + 1);
-                    json_post
+                    status_asked.set(status_asked.get() + 1);
+                    status
                 },
+                json_post.map(|answer| {
+                    let head_asked = &head_asked;
+                    move || {
+                        head_asked.set(head_asked.get() + 1);
+                        answer
+                    }
+                }),
                 |x| x.notifications.len(),
             );
             assert_eq!(got, want, "case {i}");
-            assert_eq!(asked.get(), usize::from(asks), "case {i}: head asked");
+            assert_eq!(
+                status_asked.get(),
+                usize::from(asks_status),
+                "case {i}: status"
+            );
+            assert_eq!(head_asked.get(), usize::from(asks_head), "case {i}: head");
         }
     }
 

@@ -26,12 +26,10 @@ pub fn sniff(start: &[u8]) -> Option<Metric> {
     }
 }
 
-/// Whether to skip a whole response, from its status (the stream's record) and its body's
-/// first bytes (for its encoding and type). `Some`: skip, counted there.
-pub fn judge(status: Option<u64>, body: &[u8]) -> Option<Metric> {
-    if !status.is_some_and(|s| (200..300).contains(&s)) {
-        return Some(Metric::SkippedStatus);
-    }
+/// What a whole body's bytes say of it (`sniff`, and a body of nothing but whitespace is not
+/// JSON): `Some` to skip it unparsed, under that reason unless its status was not 2xx
+/// (`extract::read_lazily` asks).
+pub fn sniff_whole(body: &[u8]) -> Option<Metric> {
     sniff(body).or_else(|| {
         let blank = body.iter().all(u8::is_ascii_whitespace);
         blank.then_some(Metric::SkippedNotJson)
@@ -67,8 +65,9 @@ pub enum Verdict {
 
 /// The verdict on a finished stream. `status` (the recorded one, a hostcall) is asked at most
 /// once, and only for a registration: only a server that took the call teaches anything,
-/// while a poll's answer is judged by its first bytes before its status (`judge`), so a
-/// skipped answer counts under one reason either way. A registration's answer without a body
+/// while a poll's answer is judged by its bytes, and its status only when it calls for
+/// something (`extract::read_lazily`), so a skipped answer counts under one reason either
+/// way. A registration's answer without a body
 /// (a delete's 204) still teaches, and a delete teaches from its path even when its answer
 /// was not copied.
 pub fn verdict(ending: &Ending, status: impl FnOnce() -> Option<u64>) -> Verdict {
@@ -105,38 +104,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_response_is_judged_by_its_status_and_first_bytes() {
+    fn a_response_is_judged_by_its_first_bytes() {
         let gzip = [0x1f, 0x8b, 0x08, 0x00];
         let zstd = [0x28, 0xb5, 0x2f, 0xfd, 0x00];
-        let cases: [(Option<u64>, &[u8], Option<Metric>); 12] = [
-            (Some(200), b"{\"data\":{}}", None),
-            (Some(201), b" \r\n\t[{\"id\":1}]", None),
-            (Some(299), b"{", None), // left for the parser to refuse
-            (Some(304), b"", Some(Metric::SkippedStatus)),
-            (Some(500), b"{\"data\":{}}", Some(Metric::SkippedStatus)),
-            (Some(199), b"{}", Some(Metric::SkippedStatus)),
-            (None, b"{}", Some(Metric::SkippedStatus)),
-            (Some(200), &gzip, Some(Metric::SkippedEncoded)),
-            (Some(200), &zstd, Some(Metric::SkippedEncoded)),
-            (
-                Some(200),
-                b"<html>maintenance</html>",
-                Some(Metric::SkippedNotJson),
-            ),
-            (Some(200), b"\"a string\"", Some(Metric::SkippedNotJson)),
-            (Some(204), b"", Some(Metric::SkippedNotJson)),
+        let cases: [(&[u8], Option<Metric>); 9] = [
+            (b"{\"data\":{}}", None),
+            (b" \r\n\t[{\"id\":1}]", None),
+            (b"{", None), // left for the parser to refuse
+            (&gzip, Some(Metric::SkippedEncoded)),
+            (&zstd, Some(Metric::SkippedEncoded)),
+            (b"<html>maintenance</html>", Some(Metric::SkippedNotJson)),
+            (b"\"a string\"", Some(Metric::SkippedNotJson)),
+            (b"", Some(Metric::SkippedNotJson)),
+            (b" \n", Some(Metric::SkippedNotJson)),
         ];
-        assert_eq!(judge(Some(200), b" \n"), Some(Metric::SkippedNotJson));
-        // A first chunk of blanks decides nothing yet.
+        // A first chunk of blanks decides nothing yet; a whole body of them does.
         assert_eq!(sniff(b"  "), None);
         assert_eq!(sniff(b"  x"), Some(Metric::SkippedNotJson));
-        for (status, body, want) in cases {
-            assert_eq!(
-                judge(status, body),
-                want,
-                "{status:?} {}",
-                String::from_utf8_lossy(body)
-            );
+        for (body, want) in cases {
+            let shown = String::from_utf8_lossy(body);
+            assert_eq!(sniff_whole(body), want, "{shown}");
         }
     }
 
@@ -150,7 +137,7 @@ mod tests {
         };
         // (registration, notifications, responded, skipped, status) → verdict
         let cases = [
-            // Polls: the status is never asked (judge reads it, after the first bytes).
+            // Polls: the status is not asked here (`read_lazily` asks it when it matters).
             ((false, true, true, None, None), answered(None, false, true)),
             (
                 (false, true, true, Some(SkippedNotJson), None),

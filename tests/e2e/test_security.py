@@ -913,13 +913,14 @@ def test_graphql_requests_osmox_may_read_otherwise_are_not_read(osmox, make_rece
     assert ids_statuses(assert_no_more(crm, 1)) == [(1042, 5)]
 
 
-def test_a_request_head_is_read_only_when_its_answer_calls_for_something(osmox, make_receiver, make_envoy,
-                                                                         filter_wasm):
-    """The filter reads a GraphQL request's body as a JSON POST's and reads its headers only
-    when the answer calls for something (three header lookups fewer on a poll whose page
-    moved). An answer holding only rows this VM took in already is passed over, whatever
-    the headers; an answer with news is still not read from a request OsmoX reads otherwise.
-    One worker, so that both requests meet the VM that took the row in."""
+def test_status_and_head_are_read_only_when_an_answer_calls_for_something(osmox, make_receiver, make_envoy,
+                                                                          filter_wasm):
+    """The filter reads a GraphQL request's body as a JSON POST's, and asks the answer's status
+    and the request's headers only when the answer calls for something (four hostcalls fewer
+    on a poll whose page moved). An answer holding only rows this VM took in already is
+    passed over, whatever those say; an answer with news is still not read from an error
+    answer, nor from a request OsmoX reads otherwise than as JSON. One worker, so that every
+    request meets the VM that took the row in."""
     crm = make_receiver("crm")
     envoy = start(make_envoy, osmox, filter_config([endpoint("crm", crm)], tick_ms=TICK_MS), {"crm": crm},
                   concurrency=1)
@@ -927,26 +928,42 @@ def test_a_request_head_is_read_only_when_its_answer_calls_for_something(osmox, 
            "updatedOn": "2026-04-20T09:20:19.000Z"}
     query = json.dumps({"query": "{ notifications { notifications { id providerId channelType deliveryStatus "
                                  "retryCount updatedOn } total } }"}).encode()
-    osmox.set_json("POST", "/graphql", {"data": {"notifications": {"notifications": [row], "total": 1}}})
-    envoy.client.request("POST", "/graphql", query, headers={"content-type": "application/json"})
-    crm.wait_for(1, EXPECT_S)
+    as_json = {"content-type": "application/json"}
     form = {"content-type": "application/x-www-form-urlencoded", "apollo-require-preflight": "1"}
-    passed, unread = envoy.metric("events_passed_over"), envoy.metric("bodies_skipped_no_query")
-    # The page moved, the row did not: nothing to take in, so the headers are never asked.
-    osmox.set_json("POST", "/graphql", {"data": {"notifications": {"notifications": [row], "total": 2}}})
+
+    def page(rows, total):
+        return {"data": {"notifications": {"notifications": rows, "total": total}}}
+
+    osmox.set_json("POST", "/graphql", page([row], 1))
+    envoy.client.request("POST", "/graphql", query, headers=as_json)
+    crm.wait_for(1, EXPECT_S)
+    counted = ("events_passed_over", "bodies_skipped_no_query", "bodies_skipped_status")
+    before = {k: envoy.metric(k) for k in counted}
+
+    # The page moved, the row did not: nothing to take in, so neither the status nor the
+    # headers are asked, and an error answer or a form-encoded request is passed over.
+    osmox.set_json("POST", "/graphql", page([row], 2), status=503)
+    envoy.client.request("POST", "/graphql", query, headers=as_json)
+    envoy.wait_metric("events_passed_over", before["events_passed_over"] + 1, timeout=EXPECT_S)
+    osmox.set_json("POST", "/graphql", page([row], 3))
     envoy.client.request("POST", "/graphql", query, headers=form)
-    envoy.wait_metric("events_passed_over", passed + 1, timeout=EXPECT_S)
-    assert envoy.metric("bodies_skipped_no_query") == unread
-    # The row's next state (OsmoX tried again, and failed again): news, so the headers are
-    # read, and they say OsmoX read the body otherwise than as JSON: not read, not delivered.
+    envoy.wait_metric("events_passed_over", before["events_passed_over"] + 2, timeout=EXPECT_S)
+    assert {k: envoy.metric(k) for k in counted} == dict(before, events_passed_over=before["events_passed_over"] + 2)
+    # The row's next state (OsmoX tried again, and failed again) is news: the status is asked,
+    # and an error answer is not read; then the headers are, and a form-encoded request is
+    # not read either.
     retried = dict(row, retryCount=1, updatedOn="2026-04-20T09:21:00.000Z")
-    osmox.set_json("POST", "/graphql", {"data": {"notifications": {"notifications": [retried], "total": 2}}})
+    osmox.set_json("POST", "/graphql", page([retried], 3), status=503)
+    envoy.client.request("POST", "/graphql", query, headers=as_json)
+    envoy.wait_metric("bodies_skipped_status", before["bodies_skipped_status"] + 1, timeout=EXPECT_S)
+    osmox.set_json("POST", "/graphql", page([retried], 4))
     envoy.client.request("POST", "/graphql", query, headers=form)
-    envoy.wait_metric("bodies_skipped_no_query", unread + 1, timeout=EXPECT_S)
-    assert envoy.metric("events_passed_over") == passed + 1
+    envoy.wait_metric("bodies_skipped_no_query", before["bodies_skipped_no_query"] + 1, timeout=EXPECT_S)
+    assert {k: envoy.metric(k) for k in counted} == {k: before[k] + (2 if k == "events_passed_over" else 1)
+                                                     for k in counted}
     assert ids_statuses(assert_no_more(crm, 1)) == [(1042, 6)]
-    # The same answer under a JSON POST is read, and the new state delivered.
-    envoy.client.request("POST", "/graphql", query, headers={"content-type": "application/json"})
+    # The same answer, 200 to a JSON POST, is read and the new state delivered.
+    envoy.client.request("POST", "/graphql", query, headers=as_json)
     crm.wait_for(2, EXPECT_S)
     assert ids_statuses(assert_no_more(crm, 2)) == [(1042, 6), (1042, 6)]
 
