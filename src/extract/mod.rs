@@ -209,9 +209,10 @@ pub fn read<R>(
 /// something: its `status` (from the stream's record) and, for a GraphQL request whose
 /// `facts` were read as a JSON `POST`'s before its head was (`RequestHead::JSON_POST`),
 /// whether the head says it is one (`head_is_json_post`; `None` when the facts were read
-/// under the real head). An answer that parses, with no object skipped and every
-/// notification `passed_over` (taken in before by this VM: a poll whose page moved but no
-/// state did) calls for nothing whatever those say, and is handed to `then` unasked. Any
+/// under the real head). An answer that parses, holds notifications, skips no object and
+/// whose every notification is `passed_over` (taken in before by this VM: a poll whose page
+/// moved but no state did) calls for nothing whatever those say, and is handed to `then`
+/// unasked. Any
 /// other answer is skipped, or handed to `then`, as asking both first would have decided,
 /// and under the same reason: the status first, then the head, then the body.
 pub fn read_lazily<R>(
@@ -237,7 +238,11 @@ pub fn read_lazily<R>(
         });
     }
     let taken = read(kind, body, facts, |found| {
-        let idle = found.skipped_objects == 0 && passed_over(&found.notifications);
+        // An answer with no rows at all (an error's `{"errors": …}`, an empty page) is not
+        // idle: its status and head decide under which reason it is skipped.
+        let idle = !found.notifications.is_empty()
+            && found.skipped_objects == 0
+            && passed_over(&found.notifications);
         match if idle { None } else { asked.refusal() } {
             Some(why) => Err(why),
             None => Ok(then(found)),
@@ -1402,6 +1407,9 @@ mod tests {
         let skipping = br#"{"data":{"notifications":{"notifications":[{"id":1,"deliveryStatus":5},{"id":2,"deliveryStatus":9}]}}}"#;
         let row = br#"{"id":1,"delivery_status":5}"#;
         let cut = br#"{"data":{"notifications":"#;
+        let errors = br#"{"errors":[{"message":"Cannot query field"}]}"#;
+        let empty = br#"{"data":{"notifications":{"notifications":[],"total":0}}}"#;
+        let rest_error = br#"{"statusCode":500,"message":"Internal server error"}"#;
         let gzip = [0x1f, 0x8b, 0x08, 0x00];
         let (plain, aliased, unread) = (plain(), RequestFacts::Aliased, RequestFacts::Unread);
         let (ok, err) = (Some(200), Some(500));
@@ -1418,7 +1426,7 @@ mod tests {
             bool,
             bool,
         );
-        let cases: [Case; 20] = [
+        let cases: [Case; 25] = [
             (
                 Graphql,
                 page,
@@ -1619,6 +1627,52 @@ mod tests {
                 true,
                 false,
             ),
+            // No rows: never idle, so the status and head name the reason (a review).
+            (
+                Graphql,
+                errors,
+                &plain,
+                true,
+                Some(400),
+                Some(true),
+                Err(SkippedStatus),
+                true,
+                false,
+            ),
+            (
+                Graphql,
+                errors,
+                &plain,
+                true,
+                ok,
+                Some(false),
+                Err(SkippedNoQuery),
+                true,
+                true,
+            ),
+            (
+                Graphql,
+                empty,
+                &plain,
+                true,
+                ok,
+                Some(true),
+                Ok(0),
+                true,
+                true,
+            ),
+            (
+                Rest,
+                rest_error,
+                &plain,
+                true,
+                err,
+                None,
+                Err(SkippedStatus),
+                true,
+                false,
+            ),
+            (Rest, b"{}", &plain, true, ok, None, Ok(0), true, false),
         ];
         for (i, case) in cases.into_iter().enumerate() {
             let (kind, body, facts, passed, status, json_post, want, asks_status, asks_head) = case;

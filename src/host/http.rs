@@ -3,8 +3,8 @@
 //! reads them in `on_log`, after the client has its answer. It runs only on the routes the
 //! deployment attaches it to, so it copies before it knows whether the call is one it
 //! watches: a steady poll is then recognised by its bytes without a header read. It never
-//! reads the response's headers (`extract::judge` says how a response is judged without
-//! them).
+//! reads the response's headers (`extract::read_lazily` says how a response is judged
+//! without them, and when its status is asked).
 
 use std::rc::Rc;
 

@@ -807,6 +807,20 @@ def test_an_error_status_is_skipped_even_with_notifications_in_its_body(osmox, m
     _control_poll_delivers(envoy, osmox, crm)
 
 
+def test_an_error_answer_without_rows_is_counted_under_its_status(osmox, make_receiver, make_envoy, filter_wasm):
+    """A review: an answer holding no rows (OsmoX's GraphQL 400 `{"errors": …}`) was taken for
+    one with nothing new in it, passed over without its status asked, and counted nowhere."""
+    crm = make_receiver("crm")
+    envoy = start(make_envoy, osmox, filter_config([endpoint("crm", crm)], tick_ms=TICK_MS), {"crm": crm})
+    sent = osmox.set_json("POST", "/graphql", {"errors": [{"message": "Cannot query field",
+                                                           "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]},
+                          status=400)
+    r = envoy.client.graphql(NOTIFICATIONS_QUERY)
+    assert r.status == 400 and r.body == sent
+    envoy.wait_metric("bodies_skipped_status", 1, timeout=EXPECT_S)
+    assert_no_more(crm, 0)
+
+
 def test_non_json_response_passes_intact_and_is_skipped(osmox, make_receiver, make_envoy, filter_wasm):
     crm = make_receiver("crm")
     cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS)
