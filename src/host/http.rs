@@ -235,7 +235,7 @@ impl Watch {
         };
         // The answer's status and the request's head are asked only if the answer calls for
         // something (`extract::read_lazily`): a poll whose page moved but no state did is
-        // read without those four hostcalls (26k instructions of 262k over plain Envoy's
+        // read without those four hostcalls (29k instructions of 262k over plain Envoy's
         // under callgrind). Until its head is read, a GraphQL request reads as a JSON POST.
         let head_unread = facts.is_none() && kind == WatchKind::Graphql;
         let facts = match facts {
