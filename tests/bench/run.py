@@ -1156,10 +1156,11 @@ r.stop()
         self.stop(m)
         # Past the bound: the shipped maxRemembered, fed four times over. The memory must stop
         # growing once it is full (older notifications are forgotten to make room). Judged on
-        # the last quarter: in three full runs the third quarter added 0.0, 0.5 and 0.7 MiB of
-        # RSS (where the process's own filling ended, not the buckets': at twice the bound,
-        # only about 7 of the 4,096 buckets of 16 are still short), and a run fed eight times
-        # over stayed flat from the third quarter on.
+        # the last feed: in the full runs that fed three times over, the third feed added 0.0
+        # to 0.7 MiB of RSS (0.5 MiB or more twice), which is where the process's own growth
+        # ended, not the buckets' (at twice the bound a random spread leaves about 3 of the
+        # 4,096 buckets of 16 short of full); a partial run of this section fed eight times
+        # over (not in results.json) stayed flat from the third feed on.
         cap = SHIPPED_MAX_REMEMBERED
 
         def capped(cfg):
@@ -1579,8 +1580,9 @@ def render(results: dict) -> str:
         last = pts[-1]["rss_kib"] - pts[-2]["rss_kib"]
         # Notifications hash into buckets of fixed size, which fill unevenly: some forget while
         # others still have room, so the memory is full only some way past `cap` notifications.
-        # Fed twice over, it is: from there, it must forget as it learns and not grow (what it
-        # adds must be noise next to what filling it took).
+        # Fed twice over it nearly is, three times over it is: from there, it must forget as it
+        # learns and not grow (what the last feed adds must be noise next to what filling it
+        # took).
         ok = last <= max(0.05 * up_to, 512)
         steps = ", ".join(f"{d / 1024:+.1f}" for d in between)
         add(f"| Memory grows only as configured: the dedupe memory stays within `limits.maxRemembered` | "
