@@ -6,6 +6,7 @@
 //! reads the response's headers (`extract::read_lazily` says how a response is judged
 //! without them, and when its status is asked).
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
@@ -163,11 +164,11 @@ impl Watch {
     /// Keep the text of a persisted query the server took (answered 2xx), so that later
     /// requests sending its hash alone can be read. Apollo's server will not send it again
     /// while it remembers it, so it matters whatever the answer's body.
-    fn keep_persisted_text(&self, call: &Call) {
+    fn keep_persisted_text(&self, call: &Call, status: impl FnOnce() -> Option<u64>) {
         if call.kind != WatchKind::Graphql || !self.names_persisted() {
             return;
         }
-        let taken = response_code().is_some_and(|code| (200..300).contains(&code));
+        let taken = status().is_some_and(|code| (200..300).contains(&code));
         if taken && persisted::remember(&SharedData, &self.request) {
             self.shared.metrics.add(Metric::PersistedQueriesKept, 1);
         }
@@ -205,6 +206,7 @@ impl Watch {
         facts: Option<RequestFacts>,
         body: Body,
         hash: u64,
+        status: impl FnOnce() -> Option<u64>,
     ) {
         let metrics = &self.shared.metrics;
         if self.recognised(hash) {
@@ -248,7 +250,7 @@ impl Watch {
             &body,
             &facts,
             |found| self.shared.known.borrow().knows_all(found),
-            response_code,
+            status,
             head_unread.then_some(|| extract::is_json_post(&OwnedRequestHead::read().view())),
             take,
         );
@@ -300,7 +302,17 @@ impl Watch {
         let Some(call) = self.read_call() else {
             return;
         };
-        self.keep_persisted_text(&call);
+        // The recorded status, asked (a hostcall) at most once and only where it decides.
+        let asked = Cell::new(None);
+        let status = || match asked.get() {
+            Some(code) => code,
+            None => {
+                let code = response_code();
+                asked.set(Some(code));
+                code
+            }
+        };
+        self.keep_persisted_text(&call, status);
         let ending = extract::Ending {
             registration: call.registration,
             notifications: call.notifications,
@@ -311,7 +323,7 @@ impl Watch {
             skip,
             learn,
             notifications,
-        } = extract::verdict(&ending, response_code)
+        } = extract::verdict(&ending, status)
         else {
             return;
         };
@@ -322,7 +334,7 @@ impl Watch {
         let body = std::mem::take(&mut self.body);
         if !learn {
             if notifications {
-                self.take_notifications(call.kind, None, body, hash);
+                self.take_notifications(call.kind, None, body, hash, status);
             }
             return;
         }
@@ -330,7 +342,7 @@ impl Watch {
         let facts = self.request_facts(call.kind);
         self.learn_registration(&call, &facts, &body);
         if notifications {
-            self.take_notifications(call.kind, Some(facts), Body::One(body), hash);
+            self.take_notifications(call.kind, Some(facts), Body::One(body), hash, status);
         }
     }
 
