@@ -25,7 +25,7 @@ pub use graphql::{
 };
 pub use known_requests::KnownRequests;
 pub use learn::{extract_registration, is_webhook_route, Registration};
-pub use response_check::{sniff, sniff_whole, verdict, Ending, Verdict};
+pub use response_check::{answered_2xx, sniff, sniff_whole, verdict, Ending, Verdict};
 
 /// How many levels below the walk's root (GraphQL `data`, the REST body) are searched.
 /// OsmoX nests rows two levels deep at most; the bound keeps hostile bodies cheap.
@@ -212,9 +212,8 @@ pub fn read<R>(
 /// under the real head). An answer that parses, holds notifications, skips no object and
 /// whose every notification is `passed_over` (taken in before by this VM: a poll whose page
 /// moved but no state did) calls for nothing whatever those say, and is handed to `then`
-/// unasked. Any
-/// other answer is skipped, or handed to `then`, as asking both first would have decided,
-/// and under the same reason: the status first, then the head, then the body.
+/// unasked. Any other answer is skipped, or handed to `then`, as asking both first would
+/// have decided, and under the same reason: the status first, then the head, then the body.
 pub fn read_lazily<R>(
     kind: WatchKind,
     body: &[u8],
@@ -268,10 +267,9 @@ struct Unasked<S, H> {
 impl<S: FnOnce() -> Option<u64>, H: FnOnce() -> bool> Unasked<S, H> {
     fn answered_2xx(&mut self) -> bool {
         let status = &mut self.status;
-        *self.answered_2xx.get_or_insert_with(|| {
-            let code = status.take().and_then(|f| f());
-            code.is_some_and(|s| (200..300).contains(&s))
-        })
+        *self
+            .answered_2xx
+            .get_or_insert_with(|| answered_2xx(status.take().and_then(|f| f())))
     }
 
     /// Why the answer is not read, by the status first, then the head; `None` to read it.

@@ -26,6 +26,11 @@ pub fn sniff(start: &[u8]) -> Option<Metric> {
     }
 }
 
+/// Whether the server took the call: a recorded 2xx (none recorded: no answer to speak of).
+pub fn answered_2xx(status: Option<u64>) -> bool {
+    status.is_some_and(|s| (200..300).contains(&s))
+}
+
 /// What a whole body's bytes say of it (`sniff`, and a body of nothing but whitespace is not
 /// JSON): `Some` to skip it unparsed, under that reason unless its status was not 2xx
 /// (`extract::read_lazily` asks).
@@ -85,7 +90,7 @@ pub fn verdict(ending: &Ending, status: impl FnOnce() -> Option<u64>) -> Verdict
     if !ending.responded && status.is_none() {
         return Verdict::Unanswered;
     }
-    if !status.is_some_and(|s| (200..300).contains(&s)) {
+    if !answered_2xx(status) {
         return Verdict::Answered {
             skip: Some(Metric::SkippedStatus),
             learn: false,

@@ -168,7 +168,7 @@ impl Watch {
         if call.kind != WatchKind::Graphql || !self.names_persisted() {
             return;
         }
-        let taken = status().is_some_and(|code| (200..300).contains(&code));
+        let taken = extract::answered_2xx(status());
         if taken && persisted::remember(&SharedData, &self.request) {
             self.shared.metrics.add(Metric::PersistedQueriesKept, 1);
         }
