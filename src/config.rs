@@ -1214,7 +1214,7 @@ fn compile_ids(
             ));
         }
     }
-    ids.sort_unstable();
+    crate::heapsort::sort(&mut ids);
     ids.dedup();
     Ok(Some(ids))
 }

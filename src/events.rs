@@ -46,7 +46,7 @@ fn repeats_by<'a, K: Ord>(
         .collect();
     let mut repeats = vec![false; keyed.len()];
     // By key, then position: of each run of one key, all but the first repeat it.
-    keyed.sort_unstable();
+    crate::heapsort::sort(&mut keyed);
     for pair in keyed.windows(2) {
         if let [(a, _), (b, later)] = pair {
             if a == b {

@@ -357,7 +357,7 @@ impl Sender {
         // first, so none waits behind the others for long.
         self.held.retain(|_, h| !h.is_empty());
         let mut keys: Vec<EndpointKey> = self.held.keys().copied().collect();
-        keys.sort_unstable();
+        crate::heapsort::sort(&mut keys);
         if !keys.is_empty() {
             let first = self.held_turn % keys.len();
             keys.rotate_left(first);

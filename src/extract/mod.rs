@@ -674,7 +674,7 @@ impl<'k> Keys<'k> {
         }
         let sorted = (keys.len() > Self::LINEAR).then(|| {
             let mut order: Vec<usize> = (0..keys.len()).collect();
-            heapsort(&mut order, |&a, &b| (keys.get(a), a) < (keys.get(b), b));
+            crate::heapsort::sort_by(&mut order, |&a, &b| (keys.get(a), a) < (keys.get(b), b));
             order
         });
         Keys {
@@ -723,38 +723,6 @@ impl<'k> Keys<'k> {
             Some(sorted) => self.run(sorted, hash, key).last().copied(),
             None => self.keys.iter().rposition(|(h, k)| *h == hash && k == key),
         }
-    }
-}
-
-/// Sort `v` by `less` in place. Heapsort: O(n log n) at worst, in a few hundred bytes of wasm
-/// where the standard library's sorts cost about 10 KB.
-fn heapsort<T>(v: &mut [T], less: impl Fn(&T, &T) -> bool) {
-    let before = |v: &[T], a: usize, b: usize| match (v.get(a), v.get(b)) {
-        (Some(x), Some(y)) => less(x, y),
-        _ => false,
-    };
-    // Restore the max-heap below `root` within `v[..end]`.
-    let sift_down = |v: &mut [T], mut root: usize, end: usize| loop {
-        let mut child = 2 * root + 1;
-        if child >= end {
-            break;
-        }
-        if child + 1 < end && before(v, child, child + 1) {
-            child += 1;
-        }
-        if !before(v, root, child) {
-            break;
-        }
-        v.swap(root, child);
-        root = child;
-    };
-    let len = v.len();
-    for root in (0..len / 2).rev() {
-        sift_down(v, root, len);
-    }
-    for end in (1..len).rev() {
-        v.swap(0, end);
-        sift_down(v, 0, end);
     }
 }
 
@@ -1759,23 +1727,6 @@ mod tests {
             x.notifications[0].webhook_body(),
             r#"{"id":1,"deliveryStatus":2}"#
         );
-    }
-
-    #[test]
-    fn heapsort_sorts() {
-        let mut seed: u64 = 7;
-        for len in 0..70 {
-            let mut v: Vec<u64> = (0..len)
-                .map(|_| {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    seed >> 60
-                })
-                .collect();
-            let mut want = v.clone();
-            want.sort();
-            heapsort(&mut v, |a, b| a < b);
-            assert_eq!(v, want);
-        }
     }
 
     #[test]
