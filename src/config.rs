@@ -562,6 +562,8 @@ fn kind(value: &Value<'_>) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+        Value::Deep(raw) if raw.starts_with('[') => "an array",
+        Value::Deep(_) => "an object",
     }
 }
 

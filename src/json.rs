@@ -11,9 +11,9 @@
 //! What is accepted matches serde_json: no trailing commas, comments, `NaN`/`Infinity`,
 //! leading zeros or raw control characters in strings; `\u` escapes must be valid, surrogates
 //! in pairs; whitespace is space, tab, CR and LF only; nothing but whitespace may follow the
-//! top value; containers nest at most [`MAX_DEPTH`] deep, so a hostile body cannot exhaust the
-//! wasm stack, and a document holds at most [`MAX_VALUES`] values, so it cannot exhaust the
-//! VM's memory either. A number that rounds to infinity as an `f64` is refused too, decided exactly;
+//! top value. Containers nested deeper than [`MAX_DEPTH`] are checked without recursion and kept
+//! as their source text ([`Value::Deep`]), so a hostile body cannot exhaust the wasm stack, and
+//! a document holds at most [`MAX_VALUES`] values, so it cannot exhaust the VM's memory either. A number that rounds to infinity as an `f64` is refused too, decided exactly;
 //! serde_json, whose float parsing is not exact, also refuses a few numbers a hair below that
 //! (`1.7976931348623158e308`, which rounds to `f64::MAX`).
 //!
@@ -29,8 +29,9 @@ use std::fmt;
 /// more to allocate and drop than to scan.
 pub use bumpalo::Bump as Arena;
 
-/// The deepest nesting of arrays and objects accepted: serde_json's limit (128) refuses the
-/// 128th level, so at most 127 containers are open at once.
+/// The deepest nesting of arrays and objects built into a tree (serde_json refuses the 128th
+/// level). A container below that is still checked, then kept as text: any client of OsmoX
+/// writes a notification's `data`, and a refusal there made every row on its page unreadable.
 pub const MAX_DEPTH: usize = 127;
 
 /// The most values (containers, members' values and scalars) one document may hold. A tree
@@ -77,6 +78,9 @@ pub enum Value<'a> {
     String(Str<'a>),
     Array(&'a [Value<'a>]),
     Object(Object<'a>),
+    /// An array or object nested past [`MAX_DEPTH`], checked and kept as its source text:
+    /// nothing reads that deep, and it writes back out minified like any other value.
+    Deep(&'a str),
 }
 
 /// An object's members in document order, repeated keys included.
@@ -160,6 +164,7 @@ impl<'a> Value<'a> {
             Value::Bool(false) => out.push_str("false"),
             Value::Number(raw) => out.push_str(raw),
             Value::String(s) => write_raw_str(out, *s),
+            Value::Deep(raw) => write_minified(out, raw),
             Value::Array(items) => {
                 out.push('[');
                 for (i, item) in items.iter().enumerate() {
@@ -262,6 +267,32 @@ fn write_raw_str(out: &mut String, s: Str<'_>) {
     out.push('"');
 }
 
+/// Append valid JSON `raw` with the whitespace between its tokens dropped, without recursion.
+fn write_minified(out: &mut String, raw: &str) {
+    let b = raw.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        match b.get(i) {
+            Some(b'"') => {
+                // `raw` was checked: the string ends before `raw` does.
+                i = string_end(b, i).map_or(b.len(), |(close, _)| close + 1);
+            }
+            Some(&c) if is_ws(c) => {
+                i += 1;
+                continue;
+            }
+            _ => {
+                while b.get(i).is_some_and(|&c| c != b'"' && !is_ws(c)) {
+                    i += 1;
+                }
+            }
+        }
+        // Cut next to ASCII bytes (quotes, whitespace), so on char boundaries.
+        out.push_str(raw.get(start..i).unwrap_or_default());
+    }
+}
+
 /// Append `s` as a JSON string, escaped as serde_json escapes it: `"`, `\` and control
 /// characters only.
 pub fn write_str(out: &mut String, s: &str) {
@@ -357,7 +388,6 @@ pub(crate) enum Code {
     ControlCharacter,
     TrailingComma,
     TrailingCharacters,
-    RecursionLimit,
     TooManyValues,
 }
 
@@ -383,7 +413,6 @@ impl Code {
             Code::TrailingComma => "trailing comma",
             Code::TrailingCharacters => "trailing characters",
             Code::TooManyValues => "more values than a document may hold",
-            Code::RecursionLimit => "recursion limit exceeded",
         }
     }
 }
@@ -802,6 +831,7 @@ impl<'a> Parser<'a> {
         }
         match self.next() {
             None => self.fail(Code::EofValue),
+            Some(b'{' | b'[') if self.depth >= MAX_DEPTH => self.deep(),
             Some(b'{') => self.object(),
             Some(b'[') => self.array(),
             Some(b'"') => self.string().map(Value::String),
@@ -848,17 +878,98 @@ impl<'a> Parser<'a> {
         Ok(Str { raw, escaped })
     }
 
-    fn enter(&mut self) -> Result<(), Fail> {
+    fn enter(&mut self) {
         self.depth += 1;
         self.pos += 1;
-        if self.depth > MAX_DEPTH {
-            return self.fail(Code::RecursionLimit);
+    }
+
+    /// The container at `self.pos`, checked with a stack of its open brackets instead of
+    /// recursion, under the same grammar and errors as `array` and `object`.
+    fn deep(&mut self) -> Result<Value<'a>, Fail> {
+        let start = self.pos;
+        let mut open: Vec<u8> = Vec::new();
+        loop {
+            // A value is due at `self.pos`.
+            match self.next() {
+                Some(kind @ (b'{' | b'[')) => {
+                    self.pos += 1;
+                    open.push(kind);
+                    let close = if kind == b'{' { b'}' } else { b']' };
+                    match self.next() {
+                        Some(c) if c == close => {
+                            self.pos += 1;
+                            open.pop();
+                        }
+                        None if kind == b'{' => return self.fail(Code::EofObject),
+                        None => return self.fail(Code::EofList),
+                        Some(_) if kind == b'{' => {
+                            self.deep_key()?;
+                            continue;
+                        }
+                        Some(_) => continue,
+                    }
+                }
+                Some(b'"') => self.string().map(drop)?,
+                Some(b't') => self.literal("true", Value::Bool(true)).map(drop)?,
+                Some(b'f') => self.literal("false", Value::Bool(false)).map(drop)?,
+                Some(b'n') => self.literal("null", Value::Null).map(drop)?,
+                Some(b'-' | b'0'..=b'9') => self.pos = number_end(self.src, self.pos)?,
+                Some(_) => return self.fail(Code::ExpectedValue),
+                None => return self.fail(Code::EofValue),
+            }
+            // A value ended: close what it ends, up to the next one due.
+            loop {
+                let Some(&kind) = open.last() else {
+                    return Ok(Value::Deep(self.text(start, self.pos)?));
+                };
+                let in_object = kind == b'{';
+                match self.next() {
+                    None if in_object => return self.fail(Code::EofObject),
+                    None => return self.fail(Code::EofList),
+                    Some(b',') => {
+                        self.pos += 1;
+                        if in_object {
+                            self.deep_key()?;
+                        } else if self.next() == Some(b']') {
+                            return self.fail(Code::TrailingComma);
+                        }
+                        break;
+                    }
+                    Some(b'}') if in_object => {
+                        self.pos += 1;
+                        open.pop();
+                    }
+                    Some(b']') if !in_object => {
+                        self.pos += 1;
+                        open.pop();
+                    }
+                    Some(_) if in_object => return self.fail(Code::ExpectedObjectEnd),
+                    Some(_) => return self.fail(Code::ExpectedListEnd),
+                }
+            }
         }
-        Ok(())
+    }
+
+    /// A member's key and its `:`, inside an object `deep` is checking.
+    fn deep_key(&mut self) -> Result<(), Fail> {
+        match self.next() {
+            None => return self.fail(Code::EofObject),
+            Some(b'"') => self.string().map(drop)?,
+            Some(b'}') => return self.fail(Code::TrailingComma),
+            Some(_) => return self.fail(Code::KeyMustBeString),
+        }
+        match self.next() {
+            None => self.fail(Code::EofObject),
+            Some(b':') => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(_) => self.fail(Code::ExpectedColon),
+        }
     }
 
     fn array(&mut self) -> Result<Value<'a>, Fail> {
-        self.enter()?;
+        self.enter();
         let base = self.items.len();
         match self.next() {
             None => return self.fail(Code::EofList),
@@ -893,7 +1004,7 @@ impl<'a> Parser<'a> {
     }
 
     fn object(&mut self) -> Result<Value<'a>, Fail> {
-        self.enter()?;
+        self.enter();
         let base = self.members.len();
         if self.next() == Some(b'}') {
             self.pos += 1;
@@ -959,6 +1070,7 @@ mod tests {
             Value::Number(raw) => serde_json::from_str(raw).unwrap(),
             Value::String(s) => serde_json::Value::String(s.text().into_owned()),
             Value::Array(items) => serde_json::Value::Array(items.iter().map(to_serde).collect()),
+            Value::Deep(_) => unreachable!("nested deeper than serde_json reads"),
             Value::Object(obj) => {
                 let mut map = serde_json::Map::new();
                 for (k, v) in obj.members() {
@@ -1153,6 +1265,9 @@ mod tests {
             let shown = String::from_utf8_lossy(src);
             assert!(!serde_accepts(src), "serde_json accepts {shown:?}");
             assert!(parse(src).is_err(), "accepted {shown:?}");
+            if std::str::from_utf8(src).is_ok() {
+                assert!(!check_deep_as_built(src), "accepted deep {shown:?}");
+            }
         }
     }
 
@@ -1181,23 +1296,129 @@ mod tests {
         }
     }
 
+    /// Parse as if `src` were nested [`MAX_DEPTH`] deep: its containers are all checked by
+    /// `deep`.
+    fn parse_deep<'a>(src: &'a [u8], arena: &'a Arena) -> Result<Value<'a>, Error> {
+        let text = std::str::from_utf8(src).unwrap();
+        let mut p = Parser {
+            src,
+            arena,
+            text,
+            pos: 0,
+            depth: MAX_DEPTH,
+            values: 0,
+            items: Vec::new(),
+            members: Vec::new(),
+        };
+        p.document().map_err(|fail| Error::at(src, fail))
+    }
+
+    /// `src` checked as built and as deep: the same verdict, the same error at the same place,
+    /// the same bytes written back.
+    fn check_deep_as_built(src: &[u8]) -> bool {
+        let arena = Arena::new();
+        let built = parse(src);
+        let deep = parse_deep(src, &arena);
+        match (&built, &deep) {
+            (Ok(b), Ok(d)) => {
+                assert_eq!(minified(b), minified(d), "{}", String::from_utf8_lossy(src));
+                if matches!(b, Value::Array(_) | Value::Object(_)) {
+                    assert!(matches!(d, Value::Deep(_)), "{d:?}");
+                }
+                true
+            }
+            (Err(b), Err(d)) => {
+                assert_eq!(b, d, "{}", String::from_utf8_lossy(src));
+                false
+            }
+            _ => panic!(
+                "built {built:?}, deep {deep:?}: {}",
+                String::from_utf8_lossy(src)
+            ),
+        }
+    }
+
     #[test]
-    fn nesting_stops_where_serde_json_stops() {
-        for depth in [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, 10_000] {
+    fn nesting_past_max_depth_is_checked_and_kept_as_text() {
+        for depth in [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, 10_000, 200_000] {
             let arrays = "[".repeat(depth) + &"]".repeat(depth);
-            let objects = "{\"a\":".repeat(depth) + "1" + &"}".repeat(depth);
+            let objects = "{\"a\": ".repeat(depth) + "1" + &" }".repeat(depth);
             for src in [arrays, objects] {
-                assert_eq!(parse(src.as_bytes()).is_ok(), depth <= MAX_DEPTH, "{depth}");
+                let v = ok(&src);
+                assert_eq!(minified(&v), strip_ws(&src), "{depth}");
+                // Built down to MAX_DEPTH, as serde_json builds it; text below.
+                let mut node = v;
+                let mut built = 0;
+                loop {
+                    match node {
+                        Value::Array(items) if !items.is_empty() => node = items[0],
+                        Value::Object(o) => node = o.members()[0].1,
+                        _ => break,
+                    }
+                    built += 1;
+                }
+                let expected = match (depth > MAX_DEPTH, src.starts_with('[')) {
+                    (true, _) => MAX_DEPTH,
+                    // The innermost array is empty: nothing to step into.
+                    (false, true) => depth - 1,
+                    (false, false) => depth,
+                };
+                assert_eq!(built, expected, "{depth}");
+                assert_eq!(matches!(node, Value::Deep(_)), depth > MAX_DEPTH, "{depth}");
                 assert_eq!(serde_accepts(src.as_bytes()), depth <= MAX_DEPTH, "{depth}");
             }
         }
+        // Refused deep as it would be refused built, where it goes wrong.
         let open = "[".repeat(MAX_DEPTH + 1);
         assert_eq!(
             parse(open.as_bytes()).unwrap_err().to_string(),
             format!(
-                "recursion limit exceeded at line 1 column {}",
+                "EOF while parsing a list at line 1 column {}",
                 MAX_DEPTH + 1
             )
+        );
+        let unclosed = "[".repeat(MAX_DEPTH + 5) + "1,]" + &"]".repeat(MAX_DEPTH + 4);
+        assert_eq!(
+            parse(unclosed.as_bytes()).unwrap_err().to_string(),
+            format!("trailing comma at line 1 column {}", MAX_DEPTH + 8)
+        );
+    }
+
+    #[test]
+    fn deep_containers_are_checked_as_built_ones_are() {
+        for (name, src) in fixtures() {
+            assert!(check_deep_as_built(src.as_bytes()), "{name}");
+        }
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let (mut valid, mut invalid) = (0, 0);
+        for (_, src) in fixtures() {
+            let src = src.into_bytes();
+            for _ in 0..600 {
+                let mut m = src.clone();
+                for _ in 0..=rng.below(3) {
+                    let at = rng.below(m.len());
+                    let b = b"{}[]\",:\\-.0e1tfn \n"[rng.below(18)];
+                    match rng.below(3) {
+                        0 => m[at] = b,
+                        1 => m.insert(at, b),
+                        _ => {
+                            m.remove(at);
+                        }
+                    }
+                }
+                if std::str::from_utf8(&m).is_err() {
+                    continue;
+                }
+                if check_deep_as_built(&m) {
+                    valid += 1;
+                } else {
+                    invalid += 1;
+                }
+            }
+        }
+        assert!(
+            valid > 300 && invalid > 3000,
+            "{valid} valid, {invalid} invalid"
         );
     }
 

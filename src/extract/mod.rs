@@ -931,6 +931,28 @@ mod tests {
     }
 
     #[test]
+    fn a_row_whose_data_nests_past_the_parse_depth_hides_no_other_row() {
+        // Any client of OsmoX writes `data`; 300 levels, pretty-printed, in the page's first row.
+        let deep = format!("{}1{}", "{ \"a\": ".repeat(300), " }".repeat(300));
+        let mut doc: Value = serde_json::from_str(GQL_LIST).unwrap();
+        let rows = doc["data"]["notifications"]["notifications"]
+            .as_array_mut()
+            .unwrap();
+        rows[0]["data"] = Value::String("DEEP".into());
+        let body = serde_json::to_string_pretty(&doc)
+            .unwrap()
+            .replacen("\"DEEP\"", &deep, 1);
+        let x = run(WatchKind::Graphql, body.as_bytes());
+        assert_eq!(
+            summary(&x),
+            summary(&run(WatchKind::Graphql, GQL_LIST.as_bytes()))
+        );
+        let sent = x.notifications[0].webhook_body();
+        let minified = format!("{}1{}", "{\"a\":".repeat(300), "}".repeat(300));
+        assert!(sent.contains(&format!("\"data\":{minified},")), "{sent}");
+    }
+
+    #[test]
     fn graphql_inline_row_body_is_compact_and_exact() {
         let body = br#"{"data":{"notifications":{"notifications":[
             {"id": 7, "deliveryStatus": 5, "data": {"a_b": 1}, "result": null}

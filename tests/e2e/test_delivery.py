@@ -252,6 +252,33 @@ def test_graphql_list_default_statuses_delivers_success_and_failed(osmox, make_r
     assert len({req.headers["webhook-id"] for req in got}) == 3
 
 
+def _nested(depth: int):
+    v = 1
+    for _ in range(depth):
+        v = {"a": v}
+    return v
+
+
+def test_a_row_whose_data_nests_past_the_parse_depth_hides_no_row(osmox, make_receiver, make_envoy, filter_wasm):
+    """Any client writes a notification's `data`: nested past the depth the filter builds
+    (127), it is checked and copied as text, and the page's other rows are still read."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    rows = graphql_rows()
+    deep = dict(rows[0], id=999, deliveryStatus=5, data=_nested(300))
+    sent = osmox.set_json("POST", "/graphql", graphql_body([deep] + rows))
+    r = poll_graphql(envoy)
+    assert r.body == sent
+    crm.wait_for(4, EXPECT_S)
+    got = assert_no_more(crm, 4)
+    assert sorted(ids_statuses(got)) == [(999, 5), (1042, 5), (1044, 6), (1048, 5)]
+    by_id = rows_by_id() | {999: deep}
+    for req in got:
+        assert ordered(req.json()) == ordered(by_id[req.json()["id"]])
+    assert envoy.metric("bodies_skipped_malformed") == 0
+
+
 def test_graphql_list_all_statuses_delivers_all_seven(osmox, make_receiver, make_envoy, filter_wasm):
     crm = make_receiver("crm")
     cfg = filter_config([endpoint("crm", crm, deliveryStatuses=ALL_STATUS_NAMES)], tick_ms=TICK_MS)
