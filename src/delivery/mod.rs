@@ -3,6 +3,7 @@
 
 pub mod breaker;
 pub mod due;
+pub mod generation;
 pub mod held;
 pub mod ledger;
 pub mod outcome;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use crate::config::{Config, Endpoint, Target};
 use crate::delivery::breaker::{Admit, BreakerPolicy, EndpointState};
 use crate::delivery::due::Due;
+use crate::delivery::generation::Generation;
 use crate::delivery::held::Held;
 use crate::delivery::ledger::{AttemptRecord, Ledger, Record, Slot, State};
 use crate::delivery::outcome::{self, AttemptResponse, Failure, Outcome};
@@ -228,6 +229,9 @@ pub struct Sender {
     /// Its root context is being replaced: it only awaits the replies it is owed, and leaves
     /// every new send to the senders that stay.
     closing: bool,
+    /// The configuration's generation, where several may load one after another; `None`
+    /// delivers as the only one.
+    generation: Option<Generation>,
     /// Dead-letter reports on the wire, and those waiting to be tried again.
     reports: Reports,
 }
@@ -266,8 +270,20 @@ impl Sender {
             idle_skip: 0,
             spares: HashMap::new(),
             closing: false,
+            generation: None,
             reports: Reports::default(),
         }
+    }
+
+    /// Deliver by a configuration of `generation`: once a newer one loads, this sender
+    /// closes at its next tick, and drops nothing as orphaned meanwhile.
+    pub fn of_generation(mut self, generation: Generation) -> Self {
+        self.generation = Some(generation);
+        self
+    }
+
+    fn replaced(&self, io: &Io) -> bool {
+        self.generation.is_some_and(|g| g.is_replaced(io.store))
     }
 
     /// Keys the sender needs created before traffic: one breaker record per endpoint.
@@ -334,6 +350,14 @@ impl Sender {
     pub fn tick(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io) {
         if self.closing {
             return; // a window swept without sending would pass over what waits there
+        }
+        if self.replaced(io) {
+            log::info!(
+                "a newer configuration delivers now: this one sends nothing more and awaits {} replies",
+                self.calls.len()
+            );
+            self.close(io);
+            return;
         }
         // Reports already due go before the reports of deliveries this sweep ends.
         self.retry_reports(config, io);
@@ -610,7 +634,11 @@ impl Sender {
             }
             return;
         }
-        if s.is_sendable(now, lease_freed) && endpoints.iter().all(|e| e.name != s.endpoint) {
+        let orphaned = s.is_sendable(now, lease_freed)
+            && endpoints.iter().all(|e| e.name != s.endpoint)
+            // A newer configuration may have the endpoint: its senders send the delivery.
+            && !self.replaced(io);
+        if orphaned {
             io.metrics.add(Metric::DeliveriesOrphaned, 1);
             log::warn!(
                 "{}: endpoint \"{}\" is not in this sender's configuration (removed; or, with a bootstrap singleton sender, added only to the observers'); delivery dropped",

@@ -751,7 +751,7 @@ class EnvoyProcess:
                  env: Mapping[str, str] | None = None, host_env_keys: Sequence[str] = (),
                  buffer_limit_bytes: int | None = None, name: str = "envoy", cwd: Path | str | None = None,
                  bootstrap_extensions: Sequence[dict] = (), failure_policy: str = "FAIL_OPEN",
-                 reload_config: Mapping[str, Any] | None = None):
+                 reload_config: Mapping[str, Any] | None = None, drain_time_s: int = 1):
         self.workdir = Path(workdir)
         self.cwd = Path(cwd) if cwd else self.workdir  # Envoy's working directory
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -760,6 +760,9 @@ class EnvoyProcess:
         self.clusters = {k: (v.port if isinstance(v, Receiver) else int(v)) for k, v in (clusters or {}).items()}
         self.extra_clusters = list(extra_clusters)
         self.concurrency = concurrency
+        # How long a replaced listener drains, with the filter's replaced root contexts alive
+        # (Envoy's default is 600 s).
+        self.drain_time_s = drain_time_s
         self.wasm_path = Path(wasm_path).resolve() if wasm_path else filter_wasm_path()
         self.use_lds = use_lds
         self.log_level = log_level
@@ -885,7 +888,7 @@ class EnvoyProcess:
     def _spawn(self):
         args = [envoy_bin(), "-c", str(self.bootstrap_path), "--concurrency", str(self.concurrency),
                 "--disable-hot-restart", "--log-path", str(self.log_path), "-l", self.log_level,
-                "--drain-time-s", "1", "--parent-shutdown-time-s", "2",
+                "--drain-time-s", str(self.drain_time_s), "--parent-shutdown-time-s", "2",
                 # Flush the log file often, so logs() of a running Envoy is current.
                 "--file-flush-interval-msec", "100"]
         if self.component_log_level:

@@ -594,7 +594,11 @@ def test_backlog_of_20000_drains_and_admin_stays_responsive(osmox, make_tracking
 # ------------------------------------------------------------------------------------------
 # 9. configuration update keeps pending retries
 # ------------------------------------------------------------------------------------------
-def test_config_update_keeps_pending_retries_and_uses_new_headers(osmox, make_tracking, make_envoy, filter_wasm):
+# Envoy keeps the replaced root contexts until the old listener drained: 1 s, and 60 s (the
+# whole test), as in a real deployment (the default is 600 s).
+@pytest.mark.parametrize("drain_s", [1, 60])
+def test_config_update_keeps_pending_retries_and_uses_new_headers(osmox, make_tracking, make_envoy, filter_wasm,
+                                                                  drain_s):
     crm = make_tracking("crm")
 
     def cfg_with(team: str) -> dict:
@@ -603,7 +607,7 @@ def test_config_update_keeps_pending_retries_and_uses_new_headers(osmox, make_tr
                                        "maxDelayMs": 1000, "jitter": 0.2},
                                 circuitBreaker={"failureThreshold": 5, "openMs": 500})])
 
-    envoy = start(make_envoy, osmox, cfg_with("v1"), {"crm": crm})
+    envoy = start(make_envoy, osmox, cfg_with("v1"), {"crm": crm}, drain_time_s=drain_s)
     crm.stop()
     rows = [notification_row(9000 + i, SUCCESS) for i in range(5)]
     observe(envoy, osmox, rows)
@@ -619,6 +623,34 @@ def test_config_update_keeps_pending_retries_and_uses_new_headers(osmox, make_tr
     assert sorted(a.json()["id"] for a in got if a.ok) == [r["id"] for r in rows]
     teams = sorted({a.req.headers.get("x-team") for a in got})
     assert teams == ["v2"], f"headers not taken from the current configuration: x-team {teams}; {summarize(got)}"
+    wait_gauge(envoy, "pending", 0)
+
+
+def test_an_endpoint_an_update_adds_gets_every_delivery_while_the_old_listener_drains(
+        osmox, make_tracking, make_envoy, filter_wasm):
+    """A review: the replaced root contexts, alive until the old listener drained, swept the
+    ledger by the old configuration and dropped the new endpoint's retries as orphaned."""
+    crm, ops = make_tracking("crm"), make_tracking("ops")
+    retry = {"maxAttempts": 100, "initialDelayMs": 300, "multiplier": 1.0, "maxDelayMs": 1000, "jitter": 0.2}
+    breaker = {"failureThreshold": 1000, "openMs": 500}
+    v1 = config([endpoint("crm", crm)], limits={"maxPending": 64})
+    v2 = config([endpoint("crm", crm), endpoint("ops", ops, retry=retry, circuitBreaker=breaker)],
+                limits={"maxPending": 64})
+    envoy = make_envoy(osmox.port, v1, clusters=clusters_for(v2, {"crm": crm, "ops": ops}), drain_time_s=60)
+    envoy.update_filter_config(v2)
+    ops.stop()
+    rows = [notification_row(9700 + i, SUCCESS) for i in range(5)]
+    observe(envoy, osmox, rows)
+    crm.wait_ok_ids(5, timeout=EXPECT_S)
+    envoy.wait_metric("deliveries_failed", 10, timeout=EXPECT_S)  # two tries each, at least
+    ops.start()
+    ops.wait_ok_ids(5, timeout=20)
+    got = settle(ops, SETTLE_S)
+    assert_one_ok_per_id(got, expect_ids=5)
+    assert envoy.metric("deliveries_orphaned") == 0
+    # Every old root context (one per VM) said it stopped sending.
+    said = [line for line in envoy.logs().splitlines() if "a newer configuration delivers now" in line]
+    assert len(said) == envoy.concurrency + 1, said
     wait_gauge(envoy, "pending", 0)
 
 
