@@ -996,6 +996,60 @@ fn an_update_that_delivers_alike_replaces_no_sender() {
     assert_eq!(w.sent().len(), 1);
 }
 
+/// A review: after an update lowered `maxPending`, an event for a notification whose slot lay
+/// above the new size took a fresh slot, so the older state queued in the old slot went out
+/// after it.
+#[test]
+fn lowering_max_pending_keeps_a_notifications_states_in_order() {
+    use osmox_webhook_filter::delivery::ledger::Record;
+    use DeliveryStatus::*;
+    let all = ONE_ENDPOINT.replace(
+        r#""deliveryStatuses": [1, 2, 5, 6]"#,
+        r#""deliveryStatuses": [1, 2, 3, 4, 5, 6]"#,
+    );
+    let mut w = World::new(&all, 2);
+    // The first root contexts record their size, as the host makes them.
+    let big = Ledger::new(w.config.limits.max_pending).sweeping_high_water(&w.store);
+    // A notification whose slot lies above the smaller size the update will give.
+    let (id, slot) = (1..100)
+        .find_map(|id| {
+            w.observe(0, &[note(id, Pending, A)]);
+            (0..128)
+                .find(|&i| matches!(big.read(&w.store, i).unwrap(), Record::Used(s) if s.notification == id))
+                .filter(|&slot| slot >= 8)
+                .map(|slot| (id, slot))
+        })
+        .unwrap();
+    let pending = w.last().token;
+    w.observe(0, &[note(id, InProgress, B)]);
+    assert!(matches!(big.read(&w.store, slot).unwrap(), Record::Used(s) if s.successor.is_some()));
+    // The update: maxPending 8, and VM 1's sender is the new root context's.
+    w.config = Config::from_json(
+        all.replace(r#""maxPending": 128"#, r#""maxPending": 8"#)
+            .as_bytes(),
+        &|_| None,
+    )
+    .unwrap();
+    *w.senders[1].borrow_mut() = Sender::new(2, Ledger::new(8).sweeping_high_water(&w.store), 64);
+    w.with(0, |s, _, io| s.close(io));
+    w.observe(1, &[note(id, AwaitingConfirmation, C)]);
+    w.reply(0, pending, 200, None);
+    w.now += 1_000;
+    w.sweep();
+    let statuses: Vec<u64> = w
+        .sent()
+        .iter()
+        .map(|s| serde_json::from_str::<serde_json::Value>(&s.body).unwrap())
+        .filter(|b| b["id"] == id)
+        .map(|b| b["deliveryStatus"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [1, 3],
+        "IN_PROGRESS went out after AWAITING_CONFIRMATION"
+    );
+}
+
 /// The shared sweep cursor: which window the next sweeping tick takes.
 fn cursor(w: &World) -> String {
     let (bytes, _) = w.store.get("q/scan").unwrap().unwrap();

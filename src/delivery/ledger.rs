@@ -570,7 +570,10 @@ impl Ledger {
         fresh: Slot,
         seed: u64,
     ) -> Result<Placed, LedgerError> {
-        if let Some(slot) = existing.filter(|s| *s < self.scan) {
+        // Above this ledger's size too: after an update lowered `maxPending`, the pair's
+        // previous event may wait in a slot of the larger ledger, and a fresh slot would let
+        // it go out after this later one (`place_over` checks the slot still holds the pair).
+        if let Some(slot) = existing {
             if let Some(placed) = self.place_over(store, slot, &fresh)? {
                 return Ok(placed);
             }
