@@ -3,6 +3,12 @@
 //! Every hostcall leaves and re-enters the VM, which costs Envoy more than most of what the
 //! filter does per response; so counts are added up inside the VM and handed to Envoy once
 //! per tick. Stats therefore trail the traffic by at most one `tickMs`.
+//!
+//! Except a gauge's rise: Envoy's gauges are unsigned, and one VM's rise and another's fall
+//! (an observer's `pending` +1, the singleton sender's −1 once it delivered) reached Envoy in
+//! the order of their VMs' ticks, so a fall first wrapped the gauge to about 1.8e19 (a review
+//! saw it on every burst). A rise is handed over at once, a fall at the tick: what Envoy
+//! shows is then never below what is true, and never below zero.
 
 use std::cell::RefCell;
 
@@ -51,7 +57,14 @@ impl EnvoyMetrics {
 
 impl Metrics for EnvoyMetrics {
     fn add(&self, metric: Metric, delta: i64) {
-        if let Some(d) = self.unflushed.borrow_mut().get_mut(metric as usize) {
+        let i = metric as usize;
+        if delta > 0 && metric.kind() == MetricKind::Gauge {
+            if let Some(Some(id)) = self.ids.get(i) {
+                let _ = hostcalls::increment_metric(*id, delta);
+            }
+            return;
+        }
+        if let Some(d) = self.unflushed.borrow_mut().get_mut(i) {
             *d = d.saturating_add(delta);
         }
     }

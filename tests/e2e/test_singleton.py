@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import time
 
-from harness import clusters_for, endpoint, filter_config
+from harness import clusters_for, endpoint, filter_config, metric_name
 from test_delivery import (EXPECT_S, TICK_MS, assert_no_more, graphql_body, graphql_rows, ids_statuses,
                            poll_graphql)
 
@@ -30,6 +30,31 @@ def test_a_singleton_sender_delivers_what_observers_see(osmox, make_receiver, ma
     assert sorted(ids_statuses(got)) == [(1042, 5), (1044, 6), (1048, 5)]
     poll_graphql(envoy)
     assert_no_more(crm, 3)
+
+
+def test_gauges_never_wrap_below_zero_when_one_vm_raises_and_another_lowers(osmox, make_receiver, make_envoy,
+                                                                           filter_wasm):
+    """A review: an observer's `pending` +1 and the singleton's -1 reached Envoy in the order
+    of their VMs' ticks, and a fall first wrapped the unsigned gauge to about 1.8e19."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=100)
+    envoy = singleton_envoy(make_envoy, osmox, cfg, {"crm": crm})
+    names = [metric_name(g) for g in ("pending", "in_flight")]
+    seen: list[int] = []
+    rounds = 6
+    for n in range(1, rounds + 1):
+        rows = [dict(r, id=r["id"] + 10_000 * n) for r in graphql_rows()]
+        osmox.set_json("POST", "/graphql", graphql_body(rows))
+        poll_graphql(envoy)
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:
+            stats = envoy.stats()
+            seen.extend(stats.get(name, 0) for name in names)
+            time.sleep(0.005)
+    crm.wait_for(3 * rounds, EXPECT_S)
+    assert len(seen) > 100
+    # Three deliveries a round: neither gauge can truly exceed all of them.
+    assert max(seen) <= 3 * rounds, sorted(set(seen))
 
 
 def test_the_singleton_retries(osmox, make_receiver, make_envoy, filter_wasm):
