@@ -375,6 +375,11 @@ impl Config {
         json: &[u8],
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        if json.iter().all(u8::is_ascii_whitespace) {
+            return Err(ConfigError::Parse(
+                "empty: give the filter its JSON configuration (a StringValue)".into(),
+            ));
+        }
         let arena = json::Arena::new();
         let root = json::parse(json, &arena).map_err(|e| ConfigError::Parse(e.to_string()))?;
         RawConfig::read(&root)?.compile(env)
@@ -551,13 +556,18 @@ fn timeout(path: &str, value: Option<u64>) -> Result<u64, ConfigError> {
 // the kind of value it holds, never the value, so a secret put in the wrong place is not
 // echoed.
 
-/// What a value is, for type errors. Numbers are told apart as serde_json tells them.
+/// What a value is, for type errors. Numbers are told apart as serde_json tells them, except
+/// that an integer too large for an `i64` or `u64` is named as one, not as a float.
 fn kind(value: &Value<'_>) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
         Value::Number(_) if value.as_u64().is_some() => "an integer",
         Value::Number(_) if value.as_i64().is_some() => "a negative integer",
+        // serde_json reads `-0` as a float.
+        Value::Number(raw) if *raw != "-0" && !raw.contains(['.', 'e', 'E']) => {
+            "an integer out of range"
+        }
         Value::Number(_) => "a floating-point number",
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
@@ -2097,14 +2107,12 @@ mod tests {
         };
         assert_eq!(got("-5"), want("a negative integer"));
         assert_eq!(got("-9223372036854775808"), want("a negative integer"));
-        for float in [
-            "-0",
-            "1e3",
-            "5.0",
-            "18446744073709551616",
-            "-9223372036854775809",
-        ] {
+        for float in ["-0", "1e3", "5.0"] {
             assert_eq!(got(float), want("a floating-point number"), "{float}");
+        }
+        // serde_json reads these as floats; an operator wrote an integer, too large.
+        for large in ["18446744073709551616", "-9223372036854775809"] {
+            assert_eq!(got(large), want("an integer out of range"), "{large}");
         }
         assert_eq!(
             endpoint_err(r#""deliveryStatuses": [1.5]"#),
@@ -2216,6 +2224,16 @@ mod tests {
             endpoint_err(r#""retry": {"multiplier": -2}"#),
             "endpoints[0].retry.multiplier: must be a finite number >= 1.0"
         );
+    }
+
+    #[test]
+    fn an_empty_configuration_says_so() {
+        for empty in ["", " \n\t"] {
+            assert_eq!(
+                err(empty),
+                "configuration: empty: give the filter its JSON configuration (a StringValue)"
+            );
+        }
     }
 
     #[test]
