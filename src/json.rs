@@ -884,7 +884,10 @@ impl<'a> Parser<'a> {
     }
 
     /// The container at `self.pos`, checked with a stack of its open brackets instead of
-    /// recursion, under the same grammar and errors as `array` and `object`.
+    /// recursion, under the same grammar and errors as `array` and `object`. Kept out of
+    /// `value`, whose every call it would otherwise weigh on.
+    #[cold]
+    #[inline(never)]
     fn deep(&mut self) -> Result<Value<'a>, Fail> {
         let start = self.pos;
         let mut open: Vec<u8> = Vec::new();
