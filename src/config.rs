@@ -169,36 +169,73 @@ pub struct Learn {
 }
 
 /// An allowed host for learned webhook URLs: an exact name or `*.suffix` (at least one more
-/// label, so `*.example.com` never matches `example.com` itself).
+/// label, so `*.example.com` never matches `example.com` itself), with the ports it may be
+/// reached on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {
     /// Lowercase; for a wildcard, the part after `*.`.
     host: String,
     wildcard: bool,
+    ports: Ports,
+}
+
+/// The ports a host pattern allows. Any client that may register an OsmoX webhook chooses
+/// the URL: an allowed host on any port reached every service there (a review had a learned
+/// webhook POST to Envoy's own admin port and change its log levels), so a pattern without a
+/// port allows only the URL scheme's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ports {
+    /// 80 for `http`, 443 for `https`.
+    SchemeDefault,
+    One(u16),
+    /// `host:*`: every port, for operators who mean it.
+    Any,
 }
 
 impl HostPattern {
     pub fn parse(pattern: &str) -> Result<HostPattern, String> {
         let lower = pattern.to_ascii_lowercase();
-        let (host, wildcard) = match lower.strip_prefix("*.") {
-            Some(rest) => (rest, true),
-            None => (lower.as_str(), false),
+        let (name, ports) = match lower.rsplit_once(':') {
+            None => (lower.as_str(), Some(Ports::SchemeDefault)),
+            Some((name, "*")) => (name, Some(Ports::Any)),
+            Some((name, port)) => (
+                name,
+                port.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0 && port.bytes().all(|b| b.is_ascii_digit()))
+                    .map(Ports::One),
+            ),
         };
-        if is_hostname(host) {
-            Ok(HostPattern {
+        let (host, wildcard) = match name.strip_prefix("*.") {
+            Some(rest) => (rest, true),
+            None => (name, false),
+        };
+        match ports {
+            Some(ports) if is_hostname(host) => Ok(HostPattern {
                 host: host.to_string(),
                 wildcard,
-            })
-        } else {
-            Err(format!(
-                "invalid host pattern {}: expected a hostname or *.suffix",
+                ports,
+            }),
+            _ => Err(format!(
+                "invalid host pattern {}: expected a hostname or *.suffix, then :port or :* \
+                 for ports other than the scheme's own (80 for http, 443 for https)",
                 Quoted(pattern)
-            ))
+            )),
         }
     }
 
-    /// `host` without a port; compared case-insensitively.
-    pub fn matches(&self, host: &str) -> bool {
+    /// Whether a URL of `scheme` may go to `host` (without its port; compared
+    /// case-insensitively) on `port`.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        let port_allowed = match self.ports {
+            Ports::SchemeDefault => port == if scheme == "https" { 443 } else { 80 },
+            Ports::One(p) => port == p,
+            Ports::Any => true,
+        };
+        port_allowed && self.matches(host)
+    }
+
+    fn matches(&self, host: &str) -> bool {
         if !self.wildcard {
             return host.eq_ignore_ascii_case(&self.host);
         }
@@ -216,6 +253,17 @@ impl HostPattern {
             None => false,
         }
     }
+
+    /// What `Config::delivery_fingerprint` tells patterns apart by.
+    fn fingerprint(&self, f: &mut Fingerprint) {
+        f.text(&self.host);
+        f.number(u64::from(self.wildcard));
+        f.number(match self.ports {
+            Ports::SchemeDefault => 0,
+            Ports::One(p) => u64::from(p),
+            Ports::Any => u64::MAX,
+        });
+    }
 }
 
 impl fmt::Display for HostPattern {
@@ -223,7 +271,12 @@ impl fmt::Display for HostPattern {
         if self.wildcard {
             f.write_str("*.")?;
         }
-        f.write_str(&self.host)
+        f.write_str(&self.host)?;
+        match self.ports {
+            Ports::SchemeDefault => Ok(()),
+            Ports::One(p) => write!(f, ":{p}"),
+            Ports::Any => f.write_str(":*"),
+        }
     }
 }
 
@@ -418,8 +471,7 @@ impl Config {
         if let Some(learn) = &self.learn {
             f.text(&learn.cluster);
             for h in &learn.allow_hosts {
-                f.text(&h.host);
-                f.number(u64::from(h.wildcard));
+                h.fingerprint(&mut f);
             }
             f.number(u64::from(learn.allow_private));
             f.number(learn.timeout_ms);
@@ -2834,7 +2886,7 @@ mod tests {
             err(&format!(
                 r#"{{{base}, "learn": {{"enabled": true, "cluster": "e", "allowHosts": ["a.b", "*"]}}}}"#
             )),
-            r#"learn.allowHosts[1]: invalid host pattern "*": expected a hostname or *.suffix"#
+            format!("learn.allowHosts[1]: {}", bad_pattern("*"))
         );
     }
 
@@ -2874,16 +2926,48 @@ mod tests {
         }
     }
 
+    fn bad_pattern(p: &str) -> String {
+        format!(
+            "invalid host pattern {p:?}: expected a hostname or *.suffix, then :port or :* for \
+             ports other than the scheme's own (80 for http, 443 for https)"
+        )
+    }
+
     #[test]
     fn rejects_malformed_host_patterns() {
-        for p in ["", "*.", "a..b", "*.*.b", "a.*.b", "a_b", "a b", "a:80"] {
-            assert_eq!(
-                HostPattern::parse(p),
-                Err(format!(
-                    "invalid host pattern {p:?}: expected a hostname or *.suffix"
-                )),
-                "{p}"
-            );
+        for p in [
+            "", "*.", "a..b", "*.*.b", "a.*.b", "a_b", "a b", "a:", "a:0", "a:65536", "a:+80",
+            "a:8o", "a:80:80", ":80", "*:80", "[::1]:80",
+        ] {
+            assert_eq!(HostPattern::parse(p), Err(bad_pattern(p)), "{p}");
         }
+    }
+
+    #[test]
+    fn host_patterns_allow_the_schemes_port_unless_they_name_ports() {
+        let plain = HostPattern::parse("hooks.example.com").unwrap();
+        assert!(plain.allows("https", "hooks.example.com", 443));
+        assert!(plain.allows("http", "hooks.example.com", 80));
+        assert!(!plain.allows("http", "hooks.example.com", 443));
+        assert!(!plain.allows("https", "hooks.example.com", 9901));
+        let one = HostPattern::parse("*.Partner.example.com:8443").unwrap();
+        assert!(one.allows("https", "a.partner.example.com", 8443));
+        assert!(!one.allows("https", "a.partner.example.com", 443));
+        assert!(!one.allows("https", "partner.example.com", 8443));
+        let any = HostPattern::parse("10.0.0.5:*").unwrap();
+        assert!(any.allows("http", "10.0.0.5", 1));
+        assert!(any.allows("https", "10.0.0.5", 65535));
+        assert!(!any.allows("http", "10.0.0.6", 80));
+        assert_eq!(one.to_string(), "*.partner.example.com:8443");
+        assert_eq!(any.to_string(), "10.0.0.5:*");
+        // Told apart in the fingerprint: a port is part of what delivers differently.
+        let with = |hosts: &str| {
+            parse(&format!(
+                r#"{{"endpoints": [], "learn": {{"enabled": true, "cluster": "e", "allowHosts": [{hosts}]}}}}"#
+            ))
+            .delivery_fingerprint()
+        };
+        let prints = [with(r#""a.b""#), with(r#""a.b:80""#), with(r#""a.b:*""#)];
+        assert!(prints[0] != prints[1] && prints[1] != prints[2] && prints[0] != prints[2]);
     }
 }

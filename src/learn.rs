@@ -39,7 +39,7 @@ const CIRCUIT: CircuitPolicy = CircuitPolicy {
 pub enum Refusal {
     /// Not `http` or `https`.
     Scheme,
-    /// The host matches no `learn.allowHosts` pattern.
+    /// The host and port match no `learn.allowHosts` pattern.
     NotAllowedHost,
     /// An IP literal or `localhost` in a loopback, private, link-local or otherwise
     /// non-public range, while `learn.allowPrivate` is off.
@@ -52,7 +52,7 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Refusal::Scheme => "scheme is not http or https",
-            Refusal::NotAllowedHost => "host is not in learn.allowHosts",
+            Refusal::NotAllowedHost => "host and port are not in learn.allowHosts",
             Refusal::PrivateAddress => "private or loopback address (learn.allowPrivate is off)",
             Refusal::BadUrl => "not a usable absolute URL",
         })
@@ -95,14 +95,18 @@ fn checked(url: &str, learn: &Learn) -> Result<Checked, Refusal> {
     if !learn.allow_private && is_private_host(host)? {
         return Err(Refusal::PrivateAddress);
     }
-    if !learn.allow_hosts.iter().any(|p| p.matches(host)) {
+    let port: u16 = match port {
+        Some(port) => port.parse().map_err(|_| Refusal::BadUrl)?,
+        None if target.scheme == "https" => 443,
+        None => 80,
+    };
+    if !learn
+        .allow_hosts
+        .iter()
+        .any(|p| p.allows(&target.scheme, host, port))
+    {
         return Err(Refusal::NotAllowedHost);
     }
-    let port = match port {
-        Some(port) => port,
-        None if target.scheme == "https" => "443",
-        None => "80",
-    };
     let host_port = format!("{host}:{port}");
     Ok(Checked { target, host_port })
 }
@@ -567,11 +571,12 @@ mod tests {
             cluster: "webhook_egress".to_string(),
             allow_hosts: [
                 "hooks.example.com",
+                "*.partner.example.com:8443",
                 "*.partner.example.com",
                 "169.254.169.254",
             ]
             .iter()
-            .chain(["127.0.0.1", "10.0.0.5", "localhost", "2130706433"].iter())
+            .chain(["127.0.0.1:8089", "10.0.0.5", "localhost:*", "2130706433"].iter())
             .map(|h| HostPattern::parse(h).unwrap())
             .collect(),
             allow_private,
@@ -603,6 +608,27 @@ mod tests {
                 Ok(target("http", "a.partner.example.com:8443", "/")),
             ),
             ("https://evil.example.com/", Err(Refusal::NotAllowedHost)),
+            // A host allowed without a port: only its scheme's own port.
+            (
+                "https://hooks.example.com:443/",
+                Ok(target("https", "hooks.example.com:443", "/")),
+            ),
+            (
+                "https://hooks.example.com:8443/",
+                Err(Refusal::NotAllowedHost),
+            ),
+            (
+                "http://hooks.example.com:443/",
+                Err(Refusal::NotAllowedHost),
+            ),
+            (
+                "https://hooks.example.com:80/",
+                Err(Refusal::NotAllowedHost),
+            ),
+            (
+                "https://a.partner.example.com:9443/",
+                Err(Refusal::NotAllowedHost),
+            ),
             ("https://partner.example.com/", Err(Refusal::NotAllowedHost)),
             ("https://hooks.example.com./", Err(Refusal::NotAllowedHost)),
             ("http://8.8.8.8/", Err(Refusal::NotAllowedHost)),
@@ -670,6 +696,19 @@ mod tests {
             check_url("http://10.0.0.6/", &open),
             Err(Refusal::NotAllowedHost)
         );
+        // Envoy's admin port on an allowed host: the port is not listed.
+        assert_eq!(
+            check_url("http://127.0.0.1:9901/quitquitquit", &open),
+            Err(Refusal::NotAllowedHost)
+        );
+        assert_eq!(
+            check_url("http://10.0.0.5:9901/", &open),
+            Err(Refusal::NotAllowedHost)
+        );
+        assert_eq!(
+            check_url("http://localhost:9901/", &open),
+            Ok(target("http", "localhost:9901", "/"))
+        );
         assert_eq!(
             check_url("http://[::1]/", &open),
             Err(Refusal::NotAllowedHost)
@@ -706,7 +745,7 @@ mod tests {
         assert_eq!(Refusal::Scheme.to_string(), "scheme is not http or https");
         assert_eq!(
             Refusal::NotAllowedHost.to_string(),
-            "host is not in learn.allowHosts"
+            "host and port are not in learn.allowHosts"
         );
         assert_eq!(
             Refusal::PrivateAddress.to_string(),
@@ -914,7 +953,7 @@ mod tests {
 
     #[test]
     fn endpoints_are_built_with_exact_values() {
-        let config = config(r#""allowHosts": ["hooks.example.com", "*.partner.example.com"]"#);
+        let config = config(r#""allowHosts": ["hooks.example.com:8080", "*.partner.example.com"]"#);
         let l = config.learn.clone().unwrap();
         let store = MemStore::new();
         let reg = Registry::new(l.max_learned);
@@ -941,7 +980,7 @@ mod tests {
     #[test]
     fn endpoints_carry_the_original_dst_header_with_an_explicit_port() {
         let config = config(
-            r#""allowHosts": ["hooks.example.com", "10.0.0.5"], "allowPrivate": true,
+            r#""allowHosts": ["hooks.example.com", "10.0.0.5", "10.0.0.5:8089"], "allowPrivate": true,
                "originalDstHeader": "x-envoy-original-dst-host""#,
         );
         let l = config.learn.clone().unwrap();

@@ -156,7 +156,8 @@ def original_dst_cluster(name: str = "egress") -> dict:
 
 
 def learn_config(endpoints=(), **learn) -> dict:
-    block = {"enabled": True, "cluster": "egress", "allowHosts": [HOST], "allowPrivate": True,
+    # Receivers listen on free ports: every port of the loopback host is allowed here.
+    block = {"enabled": True, "cluster": "egress", "allowHosts": [f"{HOST}:*"], "allowPrivate": True,
              "originalDstHeader": ODH}
     block.update(learn)
     return filter_config(list(endpoints), tick_ms=TICK_MS, learn=block)
@@ -443,6 +444,25 @@ def test_graphql_registration_is_learned_and_fires_on_final_states(osmox, make_r
         assert "webhook-signature" not in req.headers  # OsmoX webhooks carry no secret
     envoy.wait_metric("deliveries_succeeded", 2, timeout=EXPECT_S)
     assert envoy.metric("registrations_learned") == 1
+
+
+def test_a_learned_url_reaches_only_the_ports_allow_hosts_names(osmox, make_receiver, make_envoy, filter_wasm):
+    """A review: an allowed host was allowed on every port, so any client that may register
+    a webhook had the filter POST to Envoy's own admin API (`/logging?level=critical`)."""
+    a = make_receiver("A")
+    envoy = start_learning(make_envoy, osmox, learn_config(allowHosts=[f"{HOST}:{a.port}"]))
+    admin = f"http://{HOST}:{envoy.admin_port}/logging?level=critical"
+    register_graphql(envoy, osmox, 3, 1, a.url("/osmox/status"))
+    register_graphql(envoy, osmox, 4, 2, admin)
+    envoy.wait_metric("registrations_learned", 1, timeout=EXPECT_S)
+    envoy.wait_metric("registrations_refused", 1, timeout=EXPECT_S)
+    poll_rows(envoy, osmox, [sample_row(3101, 1, 5), sample_row(3102, 2, 5)])
+    a.wait_for(1, EXPECT_S)
+    assert ids_statuses(assert_no_more(a, 1)) == [(3101, 5)]
+    assert envoy.metric("events_unrouted") == 1
+    assert envoy.metric("deliveries_sent") == 1
+    # Nothing but A's webhook left through the egress cluster.
+    assert envoy.stat("cluster.egress.upstream_rq_total", 0) == 1
 
 
 def test_changed_registration_moves_deliveries(osmox, make_receiver, make_envoy, filter_wasm):
