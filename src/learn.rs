@@ -312,25 +312,30 @@ impl Registry {
         learn: &Learn,
         metrics: &dyn Metrics,
     ) -> Result<Change, StoreError> {
-        let result = self.apply(store, reg, learn);
+        let result = self.applied(store, reg, learn);
         let counts: &[(Metric, i64)] = match &result {
-            Ok(Change::Added) => &[
-                (Metric::RegistrationsLearned, 1),
-                (Metric::LearnedEndpoints, 1),
-            ],
-            Ok(Change::Changed) => &[(Metric::RegistrationsLearned, 1)],
-            Ok(Change::Removed) => &[
+            Ok((Change::Added | Change::Changed, _)) => &[(Metric::RegistrationsLearned, 1)],
+            Ok((Change::Removed, _)) => &[(Metric::RegistrationsRemoved, 1)],
+            Ok((Change::Unchanged, _)) => &[],
+            Ok((Change::Refused(_), 0)) => &[(Metric::RegistrationsRefused, 1)],
+            Ok((Change::Refused(_), _)) => &[
+                (Metric::RegistrationsRefused, 1),
                 (Metric::RegistrationsRemoved, 1),
-                (Metric::LearnedEndpoints, -1),
             ],
-            Ok(Change::Unchanged) => &[],
-            Ok(Change::Refused(_)) => &[(Metric::RegistrationsRefused, 1)],
-            Ok(Change::Full) => &[(Metric::RegistrationsFull, 1)],
+            Ok((Change::Full, _)) => &[(Metric::RegistrationsFull, 1)],
             Err(_) => &[(Metric::StoreConflicts, 1)],
         };
         for (metric, delta) in counts {
             metrics.add(*metric, *delta);
         }
+        // By the map's size, not by the change: a webhook row that moves to another provider
+        // takes the mapping of the one it left.
+        if let Ok((_, mappings)) = result {
+            if mappings != 0 {
+                metrics.add(Metric::LearnedEndpoints, mappings);
+            }
+        }
+        let result = result.map(|(change, _)| change);
         match &result {
             Ok(Change::Refused(why)) => log::warn!("webhook registration not learned: {why}"),
             Ok(Change::Full) => {
@@ -348,12 +353,22 @@ impl Registry {
         reg: &Registration,
         learn: &Learn,
     ) -> Result<Change, StoreError> {
+        self.applied(store, reg, learn).map(|(change, _)| change)
+    }
+
+    /// `apply`, with how many mappings it added (or, negative, removed).
+    fn applied<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        reg: &Registration,
+        learn: &Learn,
+    ) -> Result<(Change, i64), StoreError> {
         match reg {
             Registration::Upsert {
                 provider_id,
                 webhook_id,
                 webhook_url,
-            } => self.upsert(store, *provider_id, *webhook_id, webhook_url, learn),
+            } => self.upserted(store, *provider_id, *webhook_id, webhook_url, learn),
             Registration::Delete { webhook_id } => self.remove(store, *webhook_id),
         }
     }
@@ -369,8 +384,28 @@ impl Registry {
         url: &str,
         learn: &Learn,
     ) -> Result<Change, StoreError> {
+        self.upserted(store, provider_id, webhook_id, url, learn)
+            .map(|(change, _)| change)
+    }
+
+    fn upserted<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        provider_id: u64,
+        webhook_id: Option<u64>,
+        url: &str,
+        learn: &Learn,
+    ) -> Result<(Change, i64), StoreError> {
         if let Err(refusal) = checked(url, learn) {
-            return Ok(Change::Refused(refusal));
+            // OsmoX took the registration: its webhook for the provider no longer goes to
+            // the URL learned before, so neither may the filter's (a review found notifications
+            // still sent to a URL its owner had moved away from).
+            let (_, mappings) = self.modify(store, |entries| {
+                let before = entries.len();
+                entries.retain(|e| e.p != provider_id);
+                (Change::Removed, entries.len() != before)
+            })?;
+            return Ok((Change::Refused(refusal), mappings));
         }
         self.modify(store, |entries| {
             let before = entries.len();
@@ -411,7 +446,7 @@ impl Registry {
         &self,
         store: &S,
         webhook_id: u64,
-    ) -> Result<Change, StoreError> {
+    ) -> Result<(Change, i64), StoreError> {
         self.modify(store, |entries| {
             let before = entries.len();
             entries.retain(|e| e.w != Some(webhook_id));
@@ -424,22 +459,27 @@ impl Registry {
     }
 
     /// Read-modify-write the map; `f` says what changed and whether to write.
+    /// Rewrite the map with `f` (which says what changed, and whether to write): the change,
+    /// and how many mappings the write added (negative: removed).
     fn modify<S: Store + ?Sized>(
         &self,
         store: &S,
         mut f: impl FnMut(&mut Vec<Entry>) -> (Change, bool),
-    ) -> Result<Change, StoreError> {
+    ) -> Result<(Change, i64), StoreError> {
         let mut outcome = Change::Unchanged;
         let written = store::update(store, KEY, |current| {
             let mut entries = decode(current);
+            let before = entries.len();
             let (change, write) = f(&mut entries);
             outcome = change;
             if !write {
                 return None;
             }
-            Some((encode(&entries), change))
+            let mappings = i64::try_from(entries.len()).unwrap_or(i64::MAX)
+                - i64::try_from(before).unwrap_or(i64::MAX);
+            Some((encode(&entries), (change, mappings)))
         })?;
-        Ok(written.unwrap_or(outcome))
+        Ok(written.unwrap_or((outcome, 0)))
     }
 
     /// The learned endpoints, built fresh from the store: name `learned-<providerId>`, target
@@ -797,6 +837,54 @@ mod tests {
         assert_eq!(m.get(Metric::RegistrationsRefused), 1);
         assert_eq!(m.get(Metric::RegistrationsRemoved), 1);
         assert_eq!(m.get(Metric::LearnedEndpoints), 0);
+    }
+
+    /// A review: a row moving to another provider took the first provider's mapping, but
+    /// the gauge counted only the second's; and a move OsmoX took to a URL the filter refuses
+    /// left the old URL receiving the provider's notifications.
+    #[test]
+    fn the_learned_endpoints_gauge_follows_the_map_through_moves_and_refusals() {
+        use crate::metrics::CountingMetrics;
+        let config = config(r#""allowHosts": ["hooks.example.com", "*.partner.example.com"]"#);
+        let l = config.learn.clone().unwrap();
+        let (store, m) = (MemStore::new(), CountingMetrics::default());
+        let reg = Registry::new(4);
+        let row = |p: u64, w: u64, url: &str| Registration::Upsert {
+            provider_id: p,
+            webhook_id: Some(w),
+            webhook_url: url.to_string(),
+        };
+        let mappings = |store: &MemStore| reg.endpoints(store, &config).unwrap().len() as i64;
+        let steps = [
+            (row(1, 3, A), Change::Added),
+            (row(2, 3, A), Change::Added), // row 3 moves to provider 2
+            (row(4, 5, B), Change::Added),
+            (row(2, 5, B), Change::Changed), // row 5 moves onto provider 2's
+            (
+                row(4, 6, "https://evil.example.org/x"),
+                Change::Refused(Refusal::NotAllowedHost),
+            ),
+            (
+                row(2, 5, "http://169.254.169.254/"),
+                Change::Refused(Refusal::PrivateAddress),
+            ),
+        ];
+        for (i, (step, want)) in steps.iter().enumerate() {
+            assert_eq!(
+                reg.apply_counted(&store, step, &l, &m),
+                Ok(*want),
+                "step {i}"
+            );
+            assert_eq!(
+                m.get(Metric::LearnedEndpoints),
+                mappings(&store),
+                "step {i}"
+            );
+        }
+        // Provider 2 moved to a URL the policy refuses: OsmoX no longer sends to B for it.
+        assert_eq!(mappings(&store), 0);
+        assert_eq!(m.get(Metric::RegistrationsRefused), 2);
+        assert_eq!(m.get(Metric::RegistrationsRemoved), 1);
     }
 
     #[test]
