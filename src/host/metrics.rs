@@ -4,11 +4,12 @@
 //! filter does per response; so counts are added up inside the VM and handed to Envoy once
 //! per tick. Stats therefore trail the traffic by at most one `tickMs`.
 //!
-//! Except a gauge's rise: Envoy's gauges are unsigned, and one VM's rise and another's fall
-//! (an observer's `pending` +1, the singleton sender's −1 once it delivered) reached Envoy in
-//! the order of their VMs' ticks, so a fall first wrapped the gauge to about 1.8e19 (a review
-//! saw it on every burst). A rise is handed over at once, a fall at the tick: what Envoy
-//! shows is then never below what is true, and never below zero.
+//! Except gauges, whose every move is handed over at once. Envoy's gauges are unsigned, and
+//! one VM's rise and another's fall (an observer's `pending` +1, the singleton sender's −1
+//! once it delivered) reached Envoy in the order of their VMs' ticks, so a fall first wrapped
+//! the gauge to about 1.8e19 (a review saw it on every burst); and a VM that crashed took its
+//! unflushed moves with it, leaving the gauge off for good. A rise happens before its fall,
+//! so handed over as they happen they never take the gauge below zero.
 
 use std::cell::RefCell;
 
@@ -58,7 +59,7 @@ impl EnvoyMetrics {
 impl Metrics for EnvoyMetrics {
     fn add(&self, metric: Metric, delta: i64) {
         let i = metric as usize;
-        if delta > 0 && metric.kind() == MetricKind::Gauge {
+        if metric.kind() == MetricKind::Gauge {
             if let Some(Some(id)) = self.ids.get(i) {
                 let _ = hostcalls::increment_metric(*id, delta);
             }
