@@ -13,7 +13,6 @@ use std::cell::RefCell;
 use serde::Deserialize;
 
 use osmox_webhook_filter::config::Config;
-use osmox_webhook_filter::delivery::generation::Generation;
 use osmox_webhook_filter::delivery::ledger::Ledger;
 use osmox_webhook_filter::delivery::outcome::{AttemptResponse, Failure};
 use osmox_webhook_filter::delivery::sender::{Dispatch, Io, Sender};
@@ -920,80 +919,62 @@ fn a_removed_endpoint_drops_its_pending_deliveries() {
 }
 
 /// A configuration update leaves the replaced root contexts alive until the old listener has
-/// drained (600 s by default): a review found them sweeping all that while, sending with the
-/// old headers and dropping as orphaned the deliveries of endpoints only the new one has.
+/// drained (600 s by default), sweeping the ledger with the old configuration: a review found
+/// them dropping as orphaned the retries of every endpoint only the new one has.
 #[test]
-fn a_replaced_configuration_sends_nothing_more_and_drops_nothing_the_newer_one_has() {
+fn a_replaced_configuration_drops_nothing_the_newer_one_has() {
+    use osmox_webhook_filter::delivery::live_endpoints::STALE_MS;
     let mut w = World::new(ONE_ENDPOINT, 2);
     let v1 = w.config.clone();
-    let with_ops = ONE_ENDPOINT
-        .replace(r#""x-team": "crm""#, r#""x-team": "crm-v2""#)
-        .replace(
-            r#""endpoints": ["#,
-            r#""endpoints": [{"name": "ops", "url": "http://ops.local/in", "cluster": "webhook_ops",
-                 "deliveryStatuses": [5]},"#,
-        );
+    let with_ops = ONE_ENDPOINT.replace(
+        r#""endpoints": ["#,
+        r#""endpoints": [{"name": "ops", "url": "http://ops.local/in", "cluster": "webhook_ops",
+             "deliveryStatuses": [5], "retry": {"maxAttempts": 10, "initialDelayMs": 1000}},"#,
+    );
     let v2 = Config::from_json(with_ops.as_bytes(), &|_| None).unwrap();
     for k in Sender::keys(&v2.endpoints) {
         w.store.set(&k, b"{}", None).unwrap();
     }
     // VM 0 keeps the root context of the first configuration; VM 1 has the update's.
-    let old = Generation::join(&w.store, v1.delivery_fingerprint()).unwrap();
-    *w.senders[0].borrow_mut() = sender(&v1, 0).of_generation(old);
-    let new = Generation::join(&w.store, v2.delivery_fingerprint()).unwrap();
-    *w.senders[1].borrow_mut() = sender(&v2, 1).of_generation(new);
+    *w.senders[0].borrow_mut() = sender(&v1, 0);
+    *w.senders[1].borrow_mut() = sender(&v2, 1);
     w.config = v2.clone();
     let tick = |w: &World, vm: usize, config: &Config| {
         w.with(vm, |s, _, io| s.tick(config, &config.endpoints, io));
     };
-
-    // The new configuration's HTTP contexts take in an event for both endpoints; both fail.
+    tick(&w, 1, &v2);
+    // The new configuration's HTTP contexts take in an event for both endpoints; ops fails.
     w.observe(1, &[note(1, DeliveryStatus::Success, A)]);
     let first = w.sent();
     assert_eq!(first.len(), 2);
     for s in &first {
-        w.reply(1, s.token, 503, None);
+        w.reply(
+            1,
+            s.token,
+            if s.cluster == "webhook_ops" { 503 } else { 200 },
+            None,
+        );
     }
-    // Their retries come due. The old sender's tick finds its configuration replaced.
+    // The retry comes due; the old configuration's sweeps leave it.
     w.now += 5_000;
-    tick(&w, 0, &v1);
-    assert!(w.senders[0].borrow().is_closing());
     for _ in 0..4 {
         tick(&w, 0, &v1);
     }
-    assert_eq!(w.sent().len(), 2, "the replaced configuration sent");
     assert_eq!(w.m(Metric::DeliveriesOrphaned), 0);
-    // The new one's sweep sends both retries, by the new configuration.
+    assert_eq!(w.sent().len(), 2);
+    // The new one's sweep sends it.
     for _ in 0..4 {
         tick(&w, 1, &v2);
     }
-    let retries = &w.sent()[2..];
-    let mut clusters: Vec<&str> = retries.iter().map(|s| s.cluster.as_str()).collect();
-    clusters.sort_unstable();
-    assert_eq!(clusters, ["webhook_crm", "webhook_ops"]);
-    let crm = retries.iter().find(|s| s.cluster == "webhook_crm").unwrap();
-    assert_eq!(crm.header("x-team"), Some("crm-v2"));
-}
-
-/// An update that changes only what the observers use delivers as before: the senders of both
-/// configurations go on sending.
-#[test]
-fn an_update_that_delivers_alike_replaces_no_sender() {
-    let w = World::new(ONE_ENDPOINT, 2);
-    let narrower = ONE_ENDPOINT.replace(
-        r#""deliveryStatuses": [1, 2, 5, 6]"#,
-        r#""deliveryStatuses": [5]"#,
-    );
-    let v2 = Config::from_json(narrower.as_bytes(), &|_| None).unwrap();
-    assert_eq!(v2.delivery_fingerprint(), w.config.delivery_fingerprint());
-    let old = Generation::join(&w.store, w.config.delivery_fingerprint()).unwrap();
-    *w.senders[0].borrow_mut() = sender(&w.config, 0).of_generation(old);
-    let new = Generation::join(&w.store, v2.delivery_fingerprint()).unwrap();
-    assert_eq!(old, new);
-    w.tick(0);
-    assert!(!w.senders[0].borrow().is_closing());
-    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
-    assert_eq!(w.sent().len(), 1);
+    assert_eq!(w.last().cluster, "webhook_ops");
+    // Once no configuration that has the endpoint is heard from, it is orphaned.
+    w.reply(1, w.last().token, 503, None);
+    w.now += STALE_MS + 5_000;
+    for _ in 0..4 {
+        tick(&w, 0, &v1);
+    }
+    assert_eq!(w.m(Metric::DeliveriesOrphaned), 1);
+    assert_eq!(w.m(Metric::Pending), 0);
 }
 
 /// A review: after an update lowered `maxPending`, an event for a notification whose slot lay

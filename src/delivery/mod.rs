@@ -3,9 +3,9 @@
 
 pub mod breaker;
 pub mod due;
-pub mod generation;
 pub mod held;
 pub mod ledger;
+pub mod live_endpoints;
 pub mod outcome;
 pub mod peers;
 pub mod reports;

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use crate::config::{Config, Endpoint, Target};
 use crate::delivery::breaker::{Admit, BreakerPolicy, EndpointState};
 use crate::delivery::due::Due;
-use crate::delivery::generation::Generation;
 use crate::delivery::held::Held;
 use crate::delivery::ledger::{AttemptRecord, Ledger, Record, Slot, State};
+use crate::delivery::live_endpoints::{self, LiveEndpoints};
 use crate::delivery::outcome::{self, AttemptResponse, Failure, Outcome};
 use crate::delivery::reports::{Report, Reports};
 use crate::delivery::retry;
@@ -229,9 +229,8 @@ pub struct Sender {
     /// Its root context is being replaced: it only awaits the replies it is owed, and leaves
     /// every new send to the senders that stay.
     closing: bool,
-    /// The configuration's generation, where several may load one after another; `None`
-    /// delivers as the only one.
-    generation: Option<Generation>,
+    /// Says which endpoints this sender's configuration has, for the senders of others.
+    live: LiveEndpoints,
     /// Dead-letter reports on the wire, and those waiting to be tried again.
     reports: Reports,
 }
@@ -270,20 +269,9 @@ impl Sender {
             idle_skip: 0,
             spares: HashMap::new(),
             closing: false,
-            generation: None,
+            live: LiveEndpoints::default(),
             reports: Reports::default(),
         }
-    }
-
-    /// Deliver by a configuration of `generation`: once a newer one loads, this sender
-    /// closes at its next tick, and drops nothing as orphaned meanwhile.
-    pub fn of_generation(mut self, generation: Generation) -> Self {
-        self.generation = Some(generation);
-        self
-    }
-
-    fn replaced(&self, io: &Io) -> bool {
-        self.generation.is_some_and(|g| g.is_replaced(io.store))
     }
 
     /// Keys the sender needs created before traffic: one breaker record per endpoint.
@@ -351,14 +339,7 @@ impl Sender {
         if self.closing {
             return; // a window swept without sending would pass over what waits there
         }
-        if self.replaced(io) {
-            log::info!(
-                "a newer configuration delivers now: this one sends nothing more and awaits {} replies",
-                self.calls.len()
-            );
-            self.close(io);
-            return;
-        }
+        self.live.beat(io.store, config, io.now_ms);
         // Reports already due go before the reports of deliveries this sweep ends.
         self.retry_reports(config, io);
         if self.sweeps(io.now_ms) {
@@ -636,8 +617,9 @@ impl Sender {
         }
         let orphaned = s.is_sendable(now, lease_freed)
             && endpoints.iter().all(|e| e.name != s.endpoint)
-            // A newer configuration may have the endpoint: its senders send the delivery.
-            && !self.replaced(io);
+            // Another live configuration (the one an update brought, while this one's old
+            // listener drains) may have the endpoint: its senders send the delivery.
+            && !live_endpoints::kept_elsewhere(io.store, config, &s.endpoint, now);
         if orphaned {
             io.metrics.add(Metric::DeliveriesOrphaned, 1);
             log::warn!(

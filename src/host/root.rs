@@ -13,7 +13,6 @@ use super::http::Watch;
 use super::metrics::EnvoyMetrics;
 use super::shared_store::{ensure, SharedData};
 use crate::config::{Config, Endpoint, Role};
-use crate::delivery::generation::{self, Generation};
 use crate::delivery::ledger::Ledger;
 use crate::delivery::outcome::{envoy_local_reply, AttemptResponse, LOCAL_REPLY_MAX_BYTES};
 use crate::delivery::peers::{self, Rotation, PEERS_KEY};
@@ -191,8 +190,6 @@ pub struct Root {
     /// next looks, and the observers' fingerprint it last warned about.
     drift_check_at_ms: u64,
     drift_warned: Option<u64>,
-    /// Envoy asked it to close (`on_done`): it may say `done()` once its replies are in.
-    done_asked: bool,
 }
 
 /// Where observers publish their configuration's `delivery_fingerprint`.
@@ -266,7 +263,6 @@ impl Root {
             warned_inert: Cell::new(false),
             drift_check_at_ms: 0,
             drift_warned: None,
-            done_asked: false,
         }
     }
 
@@ -360,7 +356,6 @@ impl Context for Root {
     /// callouts with it, and receivers that already took those webhooks would get them again
     /// once the claims lapsed; so it waits, at our word, until the replies are in (`done()`).
     fn on_done(&mut self) -> bool {
-        self.done_asked = true;
         // Closing gives up (and counts) the reports waiting for another try, in flight or not.
         self.with_sender(|sender, _, _, io| sender.close(io));
         self.flush_metrics();
@@ -420,8 +415,7 @@ impl Context for Root {
         self.with_sender(|sender, config, endpoints, io| {
             sender.on_response(config, endpoints, io, token, &response);
         });
-        // A sender a newer configuration replaced closes before Envoy asks it to.
-        if self.done_asked && self.sender.as_ref().is_some_and(Sender::drained) {
+        if self.sender.as_ref().is_some_and(Sender::drained) {
             self.flush_metrics();
             if let Err(e) = hostcalls::done() {
                 log::warn!("#{} closing: Envoy refused done(): {e:?}", self.context_id);
@@ -523,20 +517,11 @@ impl RootContext for Root {
                 self.beat_at_ms = Some(0);
             }
             let ledger = Ledger::new(config.limits.max_pending).sweeping_high_water(&SharedData);
-            let sender = Sender::new(sender_id(self.context_id), ledger, SCAN_PER_TICK);
-            ensure(generation::KEY, b"");
-            self.sender = Some(
-                match Generation::join(&SharedData, config.delivery_fingerprint()) {
-                    Ok(g) => sender.of_generation(g),
-                    Err(e) => {
-                        log::warn!(
-                            "#{} could not record this configuration's generation ({e:?}): it sends until Envoy closes it",
-                            self.context_id
-                        );
-                        sender
-                    }
-                },
-            );
+            self.sender = Some(Sender::new(
+                sender_id(self.context_id),
+                ledger,
+                SCAN_PER_TICK,
+            ));
         }
         log::info!(
             "#{} osmox-webhook-filter {} configured as {:?}: {} endpoints, {} pending deliveries max, {} notifications remembered",
@@ -596,8 +581,7 @@ impl RootContext for Root {
         }
         // An item whose wake-up never came (its VM was replaced) waits for the next one;
         // take it here instead. What its slots hold is swept from the ledger anyway.
-        // (Only a sending VM: `queue()` looks the queue up by hostcalls until it exists. Not
-        // one the tick found replaced: its queue's items are the newer configuration's.)
+        // (Only a sending VM: `queue()` looks the queue up by hostcalls until it exists.)
         let queue = self
             .sender
             .as_ref()

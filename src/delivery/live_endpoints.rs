@@ -1,0 +1,233 @@
+//! Which endpoints the live configurations deliver to, so that no sender drops as orphaned a
+//! delivery that another live configuration has an endpoint for.
+//!
+//! After a configuration update Envoy keeps the root contexts it replaced until the old
+//! listener has drained (`--drain-time-s`, 600 s by default), and the senders of both
+//! configurations sweep the one ledger. A sender dropped any due delivery whose endpoint its
+//! own configuration lacks, so the replaced senders dropped the retries of every endpoint the
+//! update added (a review). Now each sender says every few seconds, in one shared key, which
+//! endpoints its configuration has; a delivery is orphaned only when no configuration heard
+//! from lately has its endpoint. A configuration that never ticks (Envoy's configuration
+//! canary, a listener update Envoy refused) keeps nothing.
+
+use crate::config::Config;
+use crate::events::fnv1a64;
+use crate::learn::NAME_PREFIX;
+use crate::record::{Out, Reader};
+use crate::store::{self, Store};
+
+pub const KEY: &str = "config/live";
+/// How often a sender says which endpoints its configuration has.
+pub const BEAT_MS: u64 = 5_000;
+/// A configuration not heard from for this long keeps no delivery from being orphaned: its
+/// root contexts are gone (the old listener drained) or stuck.
+pub const STALE_MS: u64 = 30_000;
+/// Configurations listed at most; more live at once than any deployment updates in 30 s.
+const MAX_CONFIGS: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    /// Tells configurations apart by what is kept here.
+    id: u64,
+    seen_ms: u64,
+    learns: bool,
+    names: Vec<String>,
+}
+
+/// One sender's side: when it next says what its configuration has.
+#[derive(Debug, Default)]
+pub struct LiveEndpoints {
+    next_beat_ms: u64,
+}
+
+impl LiveEndpoints {
+    /// Say, at most every `BEAT_MS`, that `config`'s endpoints are live; forget the
+    /// configurations gone stale.
+    pub fn beat(&mut self, store: &dyn Store, config: &Config, now_ms: u64) {
+        if now_ms < self.next_beat_ms {
+            return;
+        }
+        self.next_beat_ms = now_ms.saturating_add(BEAT_MS);
+        let mine = entry_of(config, now_ms);
+        let _ = store::update(store, KEY, |current| {
+            let mut entries: Vec<Entry> = decode(current)
+                .into_iter()
+                .filter(|e| e.id != mine.id && now_ms.saturating_sub(e.seen_ms) < STALE_MS)
+                .collect();
+            entries.truncate(MAX_CONFIGS - 1);
+            entries.push(mine.clone());
+            Some((encode(&entries), ()))
+        });
+    }
+}
+
+/// Whether a configuration other than `config`, heard from lately, delivers to `endpoint`:
+/// then a delivery for it is not `config`'s to drop. A learned endpoint is kept by any
+/// configuration that learns, unless `config` learns too (the learned mappings are shared:
+/// one `config` does not have, no configuration has).
+pub fn kept_elsewhere(store: &dyn Store, config: &Config, endpoint: &str, now_ms: u64) -> bool {
+    let learned = endpoint.starts_with(NAME_PREFIX);
+    if learned && config.learn.is_some() {
+        return false;
+    }
+    let entries = match store.get(KEY) {
+        Ok(current) => decode(current.as_ref().map(|(v, _)| v.as_slice())),
+        // Unreadable: keep the delivery rather than drop what may be another's.
+        Err(_) => return true,
+    };
+    entries.iter().any(|e| {
+        now_ms.saturating_sub(e.seen_ms) < STALE_MS
+            && if learned {
+                e.learns
+            } else {
+                e.names.iter().any(|n| n == endpoint)
+            }
+    })
+}
+
+fn entry_of(config: &Config, now_ms: u64) -> Entry {
+    let names: Vec<String> = config.endpoints.iter().map(|e| e.name.clone()).collect();
+    let learns = config.learn.is_some();
+    let mut parts: Vec<&[u8]> = vec![if learns { b"learns" } else { b"" }];
+    for name in &names {
+        parts.push(name.as_bytes());
+        parts.push(b"\0");
+    }
+    Entry {
+        id: fnv1a64(&parts),
+        seen_ms: now_ms,
+        learns,
+        names,
+    }
+}
+
+fn encode(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Out::default();
+    out.begin_array();
+    for e in entries {
+        out.begin_object();
+        out.key("id");
+        out.uint(e.id);
+        out.key("at");
+        out.uint(e.seen_ms);
+        out.key("learn");
+        out.boolean(e.learns);
+        out.key("names");
+        out.begin_array();
+        for name in &e.names {
+            out.string(name);
+        }
+        out.end_array();
+        out.end_object();
+    }
+    out.end_array();
+    out.into_bytes()
+}
+
+/// The entries; none when the record is absent or unreadable (the next beats rewrite it).
+fn decode(bytes: Option<&[u8]>) -> Vec<Entry> {
+    let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
+        return Vec::new();
+    };
+    Reader::document(bytes, |r| {
+        r.list(|r| {
+            let mut e = Entry {
+                id: 0,
+                seen_ms: 0,
+                learns: false,
+                names: Vec::new(),
+            };
+            r.object(|r, key| {
+                match key {
+                    "id" => e.id = r.uint()?,
+                    "at" => e.seen_ms = r.uint()?,
+                    "learn" => e.learns = r.boolean()?,
+                    "names" => e.names = r.list(Reader::string)?,
+                    _ => r.skip()?,
+                }
+                Some(())
+            })?;
+            Some(e)
+        })
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+
+    fn config(names: &[&str], learns: bool) -> Config {
+        let endpoints: Vec<String> = names
+            .iter()
+            .map(|n| format!(r#"{{"name": "{n}", "url": "http://h/{n}", "cluster": "c"}}"#))
+            .collect();
+        let learn = if learns {
+            r#", "learn": {"enabled": true, "cluster": "e", "allowHosts": ["a.example"]}"#
+        } else {
+            ""
+        };
+        let json = format!(r#"{{"endpoints": [{}]{learn}}}"#, endpoints.join(","));
+        Config::from_json(json.as_bytes(), &|_| None).unwrap()
+    }
+
+    #[test]
+    fn an_endpoint_of_a_configuration_heard_from_lately_is_kept() {
+        let store = MemStore::new();
+        let (old, new) = (config(&["crm"], false), config(&["crm", "ops"], false));
+        let mut beats = LiveEndpoints::default();
+        beats.beat(&store, &new, 1_000);
+        assert!(kept_elsewhere(&store, &old, "ops", 1_000));
+        assert!(kept_elsewhere(&store, &old, "ops", 1_000 + STALE_MS - 1));
+        // The new configuration's senders are gone: nobody keeps it.
+        assert!(!kept_elsewhere(&store, &old, "ops", 1_000 + STALE_MS));
+        assert!(!kept_elsewhere(&store, &old, "gone", 1_000));
+    }
+
+    #[test]
+    fn beats_come_at_most_every_beat_ms_and_forget_stale_configurations() {
+        let store = MemStore::new();
+        let (a, b) = (config(&["a"], false), config(&["b"], false));
+        let (mut beats_a, mut beats_b) = (LiveEndpoints::default(), LiveEndpoints::default());
+        beats_a.beat(&store, &a, 0);
+        beats_b.beat(&store, &b, 0);
+        assert_eq!(
+            decode(store.get(KEY).unwrap().map(|v| v.0).as_deref()).len(),
+            2
+        );
+        // A's next beat within BEAT_MS writes nothing; after it, A is heard again.
+        beats_a.beat(&store, &a, BEAT_MS - 1);
+        beats_a.beat(&store, &a, STALE_MS);
+        let entries = decode(store.get(KEY).unwrap().map(|v| v.0).as_deref());
+        assert_eq!(entries.len(), 1, "b went stale: {entries:?}");
+        assert_eq!(entries[0].names, ["a"]);
+        assert_eq!(entries[0].seen_ms, STALE_MS);
+    }
+
+    #[test]
+    fn learned_endpoints_are_kept_by_configurations_that_learn_only_for_those_that_do_not() {
+        let store = MemStore::new();
+        let (plain, learning) = (config(&["crm"], false), config(&["crm"], true));
+        LiveEndpoints::default().beat(&store, &learning, 0);
+        assert!(kept_elsewhere(&store, &plain, "learned-7", 0));
+        // A configuration that learns sees the shared mappings itself: not kept for it.
+        assert!(!kept_elsewhere(&store, &learning, "learned-7", 0));
+        let store = MemStore::new();
+        LiveEndpoints::default().beat(&store, &plain, 0);
+        assert!(!kept_elsewhere(&store, &plain, "learned-7", 0));
+    }
+
+    #[test]
+    fn an_unreadable_record_keeps_nothing_and_is_rewritten() {
+        let store = MemStore::new();
+        store.set(KEY, b"[{\"id\":", None).unwrap();
+        let c = config(&["crm"], false);
+        assert!(!kept_elsewhere(&store, &c, "ops", 0));
+        LiveEndpoints::default().beat(&store, &c, 0);
+        assert_eq!(
+            decode(store.get(KEY).unwrap().map(|v| v.0).as_deref()).len(),
+            1
+        );
+    }
+}
