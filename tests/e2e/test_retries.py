@@ -733,6 +733,23 @@ def test_a_vm_reloaded_while_the_old_listener_drains_leaves_both_configurations_
     assert envoy.metric("deliveries_orphaned") == 0
 
 
+def test_gauges_stay_true_when_a_vm_crashes_between_ticks(osmox, make_tracking, make_envoy, fault_wasm):
+    """A review: with gauge falls handed to Envoy at the tick, a VM that crashed within one
+    (tickMs 3000 here) left `pending` and `in_flight` high for good."""
+    from test_delivery import FAULT_QUERY
+    crm = make_tracking("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=3000, limits={"maxPending": 512})
+    reload = {"backoff": {"base_interval": "0.05s", "max_interval": "1s"}}
+    envoy = make_envoy(osmox.port, cfg, clusters=clusters_for(cfg, {"crm": crm}), concurrency=1,
+                       wasm_path=fault_wasm, failure_policy="FAIL_RELOAD", reload_config=reload)
+    observe(envoy, osmox, [notification_row(9990 + i, SUCCESS) for i in range(5)])
+    crm.wait_ok_ids(5, timeout=EXPECT_S)
+    assert envoy.client.graphql(FAULT_QUERY).status == 503  # the worker's VM traps
+    time.sleep(METRIC_SETTLE_S)
+    for gauge in ("pending", "in_flight"):
+        assert envoy.stat(f"wasmcustom.osmox_webhook.{gauge}") == 0, gauge
+
+
 def test_shared_data_is_laid_out_once_not_by_every_vm_and_update(osmox, make_tracking, make_envoy, filter_wasm):
     """Every VM (the main thread's and each worker's) checked every pre-created key again, on
     every configuration update: seconds of frozen threads at the largest limits. Only the
