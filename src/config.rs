@@ -168,6 +168,19 @@ pub struct Learn {
     pub max_learned: usize,
 }
 
+impl Learn {
+    fn fingerprint(&self, f: &mut Fingerprint) {
+        f.text(&self.cluster);
+        for h in &self.allow_hosts {
+            h.fingerprint(f);
+        }
+        f.number(u64::from(self.allow_private));
+        f.number(self.timeout_ms);
+        f.text(self.original_dst_header.as_deref().unwrap_or(""));
+        f.number(self.max_learned as u64);
+    }
+}
+
 /// An allowed host for learned webhook URLs: an exact name or `*.suffix` (at least one more
 /// label, so `*.example.com` never matches `example.com` itself), with the ports it may be
 /// reached on.
@@ -469,17 +482,19 @@ impl Config {
             f.headers(&dl.headers);
         }
         if let Some(learn) = &self.learn {
-            f.text(&learn.cluster);
-            for h in &learn.allow_hosts {
-                h.fingerprint(&mut f);
-            }
-            f.number(u64::from(learn.allow_private));
-            f.number(learn.timeout_ms);
-            f.text(learn.original_dst_header.as_deref().unwrap_or(""));
-            f.number(learn.max_learned as u64);
+            learn.fingerprint(&mut f);
         }
         f.retry(&self.retry);
         crate::events::fnv1a64(&[&f.0])
+    }
+
+    /// Tells apart learning policies: configurations whose policies differ may build different
+    /// endpoints from the one shared map of learned registrations. `None` without learning.
+    pub fn learn_fingerprint(&self) -> Option<u64> {
+        let learn = self.learn.as_ref()?;
+        let mut f = Fingerprint::default();
+        learn.fingerprint(&mut f);
+        Some(crate::events::fnv1a64(&[&f.0]))
     }
 }
 

@@ -400,9 +400,11 @@ impl Registry {
             // OsmoX took the registration: its webhook for the provider no longer goes to
             // the URL learned before, so neither may the filter's (a review found notifications
             // still sent to a URL its owner had moved away from).
+            // The same goes for a webhook row that moved here from another provider.
             let (_, mappings) = self.modify(store, |entries| {
                 let before = entries.len();
-                entries.retain(|e| e.p != provider_id);
+                entries
+                    .retain(|e| e.p != provider_id && (webhook_id.is_none() || e.w != webhook_id));
                 (Change::Removed, entries.len() != before)
             })?;
             return Ok((Change::Refused(refusal), mappings));
@@ -881,10 +883,22 @@ mod tests {
                 "step {i}"
             );
         }
-        // Provider 2 moved to a URL the policy refuses: OsmoX no longer sends to B for it.
+        // Row 7 moves from provider 2 to provider 9, at a URL the policy refuses: provider 2's
+        // mapping ends with it, as an accepted move would have ended it.
         assert_eq!(mappings(&store), 0);
-        assert_eq!(m.get(Metric::RegistrationsRefused), 2);
-        assert_eq!(m.get(Metric::RegistrationsRemoved), 1);
+        assert_eq!(
+            reg.apply_counted(&store, &row(2, 7, B), &l, &m),
+            Ok(Change::Added)
+        );
+        assert_eq!(mappings(&store), 1);
+        assert_eq!(
+            reg.apply_counted(&store, &row(9, 7, "http://10.0.0.1/"), &l, &m),
+            Ok(Change::Refused(Refusal::PrivateAddress))
+        );
+        assert_eq!(mappings(&store), 0);
+        assert_eq!(m.get(Metric::LearnedEndpoints), 0);
+        assert_eq!(m.get(Metric::RegistrationsRefused), 3);
+        assert_eq!(m.get(Metric::RegistrationsRemoved), 2);
     }
 
     #[test]

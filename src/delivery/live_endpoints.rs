@@ -30,7 +30,9 @@ struct Entry {
     /// Tells configurations apart by what is kept here.
     id: u64,
     seen_ms: u64,
-    learns: bool,
+    /// The learning policy's fingerprint; `None` without learning.
+    learns: Option<u64>,
+    /// The configured endpoints (learned ones are told by `learns`).
     names: Vec<String>,
 }
 
@@ -63,13 +65,13 @@ impl LiveEndpoints {
 
 /// Whether a configuration other than `config`, heard from lately, delivers to `endpoint`:
 /// then a delivery for it is not `config`'s to drop. A learned endpoint is kept by any
-/// configuration that learns, unless `config` learns too (the learned mappings are shared:
-/// one `config` does not have, no configuration has).
+/// configuration whose learning policy differs from `config`'s: the learned registrations are
+/// shared, but each policy builds its own endpoints from them (one may allow a host the
+/// other refuses). Listing the learned endpoints themselves would make the record as large as
+/// `learn.maxLearned`.
 pub fn kept_elsewhere(store: &dyn Store, config: &Config, endpoint: &str, now_ms: u64) -> bool {
     let learned = endpoint.starts_with(NAME_PREFIX);
-    if learned && config.learn.is_some() {
-        return false;
-    }
+    let mine = config.learn_fingerprint();
     let entries = match store.get(KEY) {
         Ok(current) => decode(current.as_ref().map(|(v, _)| v.as_slice())),
         // Unreadable: keep the delivery rather than drop what may be another's.
@@ -78,7 +80,7 @@ pub fn kept_elsewhere(store: &dyn Store, config: &Config, endpoint: &str, now_ms
     entries.iter().any(|e| {
         now_ms.saturating_sub(e.seen_ms) < STALE_MS
             && if learned {
-                e.learns
+                e.learns.is_some() && e.learns != mine
             } else {
                 e.names.iter().any(|n| n == endpoint)
             }
@@ -87,8 +89,9 @@ pub fn kept_elsewhere(store: &dyn Store, config: &Config, endpoint: &str, now_ms
 
 fn entry_of(config: &Config, now_ms: u64) -> Entry {
     let names: Vec<String> = config.endpoints.iter().map(|e| e.name.clone()).collect();
-    let learns = config.learn.is_some();
-    let mut parts: Vec<&[u8]> = vec![if learns { b"learns" } else { b"" }];
+    let learns = config.learn_fingerprint();
+    let policy = learns.unwrap_or(0).to_le_bytes();
+    let mut parts: Vec<&[u8]> = vec![if learns.is_some() { &policy } else { b"" }];
     for name in &names {
         parts.push(name.as_bytes());
         parts.push(b"\0");
@@ -110,8 +113,10 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
         out.uint(e.id);
         out.key("at");
         out.uint(e.seen_ms);
-        out.key("learn");
-        out.boolean(e.learns);
+        if let Some(policy) = e.learns {
+            out.key("learn");
+            out.uint(policy);
+        }
         out.key("names");
         out.begin_array();
         for name in &e.names {
@@ -134,14 +139,14 @@ fn decode(bytes: Option<&[u8]>) -> Vec<Entry> {
             let mut e = Entry {
                 id: 0,
                 seen_ms: 0,
-                learns: false,
+                learns: None,
                 names: Vec::new(),
             };
             r.object(|r, key| {
                 match key {
                     "id" => e.id = r.uint()?,
                     "at" => e.seen_ms = r.uint()?,
-                    "learn" => e.learns = r.boolean()?,
+                    "learn" => e.learns = Some(r.uint()?),
                     "names" => e.names = r.list(Reader::string)?,
                     _ => r.skip()?,
                 }
@@ -158,15 +163,16 @@ mod tests {
     use super::*;
     use crate::store::MemStore;
 
-    fn config(names: &[&str], learns: bool) -> Config {
+    fn config(names: &[&str], learns: Option<&str>) -> Config {
         let endpoints: Vec<String> = names
             .iter()
             .map(|n| format!(r#"{{"name": "{n}", "url": "http://h/{n}", "cluster": "c"}}"#))
             .collect();
-        let learn = if learns {
-            r#", "learn": {"enabled": true, "cluster": "e", "allowHosts": ["a.example"]}"#
-        } else {
-            ""
+        let learn = match learns {
+            Some(host) => format!(
+                r#", "learn": {{"enabled": true, "cluster": "e", "allowHosts": ["{host}"]}}"#
+            ),
+            None => String::new(),
         };
         let json = format!(r#"{{"endpoints": [{}]{learn}}}"#, endpoints.join(","));
         Config::from_json(json.as_bytes(), &|_| None).unwrap()
@@ -175,7 +181,7 @@ mod tests {
     #[test]
     fn an_endpoint_of_a_configuration_heard_from_lately_is_kept() {
         let store = MemStore::new();
-        let (old, new) = (config(&["crm"], false), config(&["crm", "ops"], false));
+        let (old, new) = (config(&["crm"], None), config(&["crm", "ops"], None));
         let mut beats = LiveEndpoints::default();
         beats.beat(&store, &new, 1_000);
         assert!(kept_elsewhere(&store, &old, "ops", 1_000));
@@ -188,7 +194,7 @@ mod tests {
     #[test]
     fn beats_come_at_most_every_beat_ms_and_forget_stale_configurations() {
         let store = MemStore::new();
-        let (a, b) = (config(&["a"], false), config(&["b"], false));
+        let (a, b) = (config(&["a"], None), config(&["b"], None));
         let (mut beats_a, mut beats_b) = (LiveEndpoints::default(), LiveEndpoints::default());
         beats_a.beat(&store, &a, 0);
         beats_b.beat(&store, &b, 0);
@@ -206,13 +212,19 @@ mod tests {
     }
 
     #[test]
-    fn learned_endpoints_are_kept_by_configurations_that_learn_only_for_those_that_do_not() {
+    fn learned_endpoints_are_kept_by_configurations_that_learn_by_another_policy() {
         let store = MemStore::new();
-        let (plain, learning) = (config(&["crm"], false), config(&["crm"], true));
-        LiveEndpoints::default().beat(&store, &learning, 0);
+        let plain = config(&["crm"], None);
+        let (narrow, wide) = (
+            config(&["crm"], Some("a.example")),
+            config(&["crm"], Some("*.example")),
+        );
+        LiveEndpoints::default().beat(&store, &wide, 0);
         assert!(kept_elsewhere(&store, &plain, "learned-7", 0));
-        // A configuration that learns sees the shared mappings itself: not kept for it.
-        assert!(!kept_elsewhere(&store, &learning, "learned-7", 0));
+        // A review: the wider policy may build an endpoint the narrower one refuses.
+        assert!(kept_elsewhere(&store, &narrow, "learned-7", 0));
+        // The same policy builds the same endpoints from the shared mappings: not kept for it.
+        assert!(!kept_elsewhere(&store, &wide, "learned-7", 0));
         let store = MemStore::new();
         LiveEndpoints::default().beat(&store, &plain, 0);
         assert!(!kept_elsewhere(&store, &plain, "learned-7", 0));
@@ -222,7 +234,7 @@ mod tests {
     fn an_unreadable_record_keeps_nothing_and_is_rewritten() {
         let store = MemStore::new();
         store.set(KEY, b"[{\"id\":", None).unwrap();
-        let c = config(&["crm"], false);
+        let c = config(&["crm"], None);
         assert!(!kept_elsewhere(&store, &c, "ops", 0));
         LiveEndpoints::default().beat(&store, &c, 0);
         assert_eq!(
