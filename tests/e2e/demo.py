@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import signal
 import sys
 import tempfile
@@ -175,15 +176,15 @@ def main() -> int:
         say(f"    -> {r.status}: notification {nid}, delivery_status {created['delivery_status']} (PENDING)")
         ok &= wait_webhooks(rcv, 1)
 
-        for status in (2, 5):
+        for step, status in ((2, 2), (3, 5)):
             time.sleep(0.3)
             osmox.move(nid, status, result={"result": {"response": "250 2.0.0 OK"}} if status == 5 else None)
-            say(f"\n[2] OsmoX moved {nid} to {status} ({STATUS_NAMES[status]}); client polls POST /graphql")
+            say(f"\n[{step}] OsmoX moved {nid} to {status} ({STATUS_NAMES[status]}); client polls POST /graphql")
             r = client.graphql(QUERY)
             say(f"    -> {r.status}, {len(r.body)} bytes")
             ok &= wait_webhooks(rcv, {2: 2, 5: 3}[status])  # PENDING, IN_PROGRESS, SUCCESS
 
-        say("\n[3] client polls again, nothing changed: no new webhook expected")
+        say("\n[4] client polls again, nothing changed: no new webhook expected")
         before = rcv.count()
         client.graphql(QUERY)
         client.graphql(QUERY)
@@ -192,7 +193,7 @@ def main() -> int:
             + ("  (no duplicate)" if rcv.count() == before else "  (DUPLICATE!)"))
         ok &= rcv.count() == before
 
-        say("\n[4] an SMS that fails: created, then FAILED after 3 provider retries")
+        say("\n[5] an SMS that fails: created, then FAILED after 3 provider retries")
         r = client.post("/notifications", {"providerId": 5, "channelType": 5,
                                            "data": {"to": "+1555555", "message": "code 119204"}},
                         headers={"x-api-key": "demo-key"})
@@ -226,6 +227,10 @@ def main() -> int:
         rcv.stop()
         stub.stop()
         say("stopped: envoy, receiver, OsmoX stand-in")
+        if ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            say(f"kept {workdir} (Envoy's bootstrap and log)")
 
 
 if __name__ == "__main__":
