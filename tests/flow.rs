@@ -918,6 +918,32 @@ fn a_removed_endpoint_drops_its_pending_deliveries() {
     assert_eq!(w.m(Metric::Pending), 0);
 }
 
+/// A review: `circuits_open` falls only when an attempt closes the circuit, so one left open
+/// on an endpoint that was then removed stayed counted for good.
+#[test]
+fn a_removed_endpoints_open_circuit_stops_counting_when_its_deliveries_are_orphaned() {
+    let mut w = World::new(
+        &ONE_ENDPOINT.replace(r#""maxAttempts": 3"#, r#""maxAttempts": 20"#),
+        1,
+    );
+    for i in 0..6 {
+        w.observe(0, &[note(100 + i, DeliveryStatus::Success, A)]);
+    }
+    let mut answered = 0;
+    for _ in 0..10 {
+        w.answer_everything(503, &mut answered);
+        w.now += 5_000;
+        w.sweep();
+    }
+    assert_eq!(w.m(Metric::CircuitsOpen), 1);
+    let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
+    w.config = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
+    w.now += 100_000;
+    w.sweep();
+    assert_eq!(w.m(Metric::Pending), 0);
+    assert_eq!(w.m(Metric::CircuitsOpen), 0);
+}
+
 /// A configuration update leaves the replaced root contexts alive until the old listener has
 /// drained (600 s by default), sweeping the ledger with the old configuration: a review found
 /// them dropping as orphaned the retries of every endpoint only the new one has.

@@ -239,6 +239,19 @@ fn breaker_key(name: &str) -> String {
     format!("ep/{name}")
 }
 
+/// No live configuration has `endpoint` any more: a circuit left open on it would stay
+/// counted in `circuits_open` for good, since no attempt will ever close it (a review).
+fn forget_breaker(io: &mut Io, endpoint: &str) {
+    let forgot = store::update(io.store, &breaker_key(endpoint), |cur| {
+        decode_state(cur)
+            .is_tripped()
+            .then(|| (EndpointState::default().encode(), ()))
+    });
+    if matches!(forgot, Ok(Some(()))) {
+        io.metrics.add(Metric::CircuitsOpen, -1);
+    }
+}
+
 fn breaker_policy(e: &Endpoint) -> BreakerPolicy {
     BreakerPolicy {
         failure_threshold: e.circuit.failure_threshold,
@@ -634,6 +647,7 @@ impl Sender {
             ) {
                 io.metrics.add(Metric::Pending, -1);
             }
+            forget_breaker(io, &s.endpoint);
         }
     }
 
