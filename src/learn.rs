@@ -552,6 +552,25 @@ impl Registry {
     }
 }
 
+/// Whether `endpoint` names a learned endpoint whose provider still has a registration in the
+/// shared map (under any learning policy's eyes: whether a policy allows its URL is that
+/// configuration's to say).
+pub fn is_registered(store: &dyn Store, endpoint: &str) -> bool {
+    let Some(provider) = endpoint
+        .strip_prefix(NAME_PREFIX)
+        .and_then(|p| p.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    match store.get(KEY) {
+        Ok(current) => decode(current.as_ref().map(|(v, _)| v.as_slice()))
+            .iter()
+            .any(|e| e.p == provider),
+        // Unreadable: say yes, so that nothing is dropped on that account.
+        Err(_) => true,
+    }
+}
+
 /// The stored list: `[{"p":..,"w":..,"u":..}]`, `w` left out when unknown.
 fn encode(entries: &[Entry]) -> Vec<u8> {
     let mut out = Out::default();

@@ -918,6 +918,97 @@ fn a_removed_endpoint_drops_its_pending_deliveries() {
     assert_eq!(w.m(Metric::Pending), 0);
 }
 
+/// An update that adds `ops`: the old configuration (VM 0) and the new one (VMs 1, 2).
+fn worlds_of_an_update_adding_ops(vms: usize) -> (World, Config, Config) {
+    let mut w = World::new(ONE_ENDPOINT, vms);
+    let v1 = w.config.clone();
+    let with_ops = ONE_ENDPOINT.replace(
+        r#""endpoints": ["#,
+        r#""endpoints": [{"name": "ops", "url": "http://ops.local/in", "cluster": "webhook_ops",
+             "deliveryStatuses": [5], "retry": {"maxAttempts": 10, "initialDelayMs": 1000}},"#,
+    );
+    let v2 = Config::from_json(with_ops.as_bytes(), &|_| None).unwrap();
+    for k in Sender::keys(&v2.endpoints) {
+        w.store.set(&k, b"{}", None).unwrap();
+    }
+    *w.senders[0].borrow_mut() = sender(&v1, 0);
+    for vm in 1..vms {
+        let mut s = sender(&v2, vm);
+        // As the host does when the root context is configured.
+        s.announce(&w.store, &v2, w.now);
+        *w.senders[vm].borrow_mut() = s;
+    }
+    w.config = v2.clone();
+    (w, v1, v2)
+}
+
+fn tick_by(w: &World, vm: usize, config: &Config) {
+    w.with(vm, |s, _, io| s.tick(config, &config.endpoints, io));
+}
+
+/// A review: a delivery the new configuration placed could be swept by the old one before the
+/// new sender's first tick, its first beat then, and dropped as orphaned.
+#[test]
+fn a_new_configurations_delivery_is_kept_before_its_first_tick() {
+    let (w, v1, v2) = worlds_of_an_update_adding_ops(2);
+    tick_by(&w, 0, &v1);
+    // The new listener's HTTP context places the event; its wake-up is queued, not yet run.
+    let wake = intake::take_in(
+        None,
+        &v2,
+        &v2.endpoints,
+        Memory::new(1024),
+        &w.store,
+        &w.metrics,
+        &[note(1, DeliveryStatus::Success, A)],
+        w.now,
+        1,
+    );
+    tick_by(&w, 0, &v1);
+    tick_by(&w, 0, &v1);
+    for slot in wake.wake {
+        w.with(1, |s, _, io| s.wake(&v2, &v2.endpoints, io, slot));
+    }
+    assert_eq!(w.m(Metric::DeliveriesOrphaned), 0);
+    assert!(w.sent().iter().any(|s| s.cluster == "webhook_ops"));
+}
+
+/// A review: a lapsed claim on `ops` (its VM crashed with the attempt on the wire), found by
+/// the old configuration's sweep, was ended as exhausted after one of its ten attempts.
+#[test]
+fn a_lapsed_claim_is_left_to_a_configuration_that_has_its_endpoint() {
+    let (mut w, v1, v2) = worlds_of_an_update_adding_ops(3);
+    w.observe(1, &[note(1, DeliveryStatus::Success, A)]);
+    for s in w.sent() {
+        if s.cluster != "webhook_ops" {
+            w.reply(1, s.token, 200, None);
+        }
+    }
+    // VM 1 crashes with the ops attempt on the wire; FAIL_RELOAD gives it a fresh sender.
+    *w.senders[1].borrow_mut() = sender(&v2, 7);
+    // Past the claim's lease (timeout + 10 s), the old configuration's sweeps going first.
+    let mut answered = w.sent().len();
+    for _ in 0..70 {
+        w.now += 1_000;
+        for _ in 0..3 {
+            tick_by(&w, 0, &v1);
+        }
+        for vm in [1, 2] {
+            tick_by(&w, vm, &v2);
+        }
+        w.answer_everything(503, &mut answered);
+    }
+    assert_eq!(w.m(Metric::DeliveriesExhausted), 0);
+    assert_eq!(w.m(Metric::DeliveriesOrphaned), 0);
+    assert!(
+        w.sent()
+            .iter()
+            .filter(|s| s.cluster == "webhook_ops")
+            .count()
+            >= 2
+    );
+}
+
 /// A review: `circuits_open` falls only when an attempt closes the circuit, so one left open
 /// on an endpoint that was then removed stayed counted for good.
 #[test]

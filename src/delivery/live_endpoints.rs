@@ -12,7 +12,7 @@
 
 use crate::config::Config;
 use crate::events::fnv1a64;
-use crate::learn::NAME_PREFIX;
+use crate::learn::{self, NAME_PREFIX};
 use crate::record::{Out, Reader};
 use crate::store::{self, Store};
 
@@ -64,13 +64,17 @@ impl LiveEndpoints {
 }
 
 /// Whether a configuration other than `config`, heard from lately, delivers to `endpoint`:
-/// then a delivery for it is not `config`'s to drop. A learned endpoint is kept by any
-/// configuration whose learning policy differs from `config`'s: the learned registrations are
-/// shared, but each policy builds its own endpoints from them (one may allow a host the
-/// other refuses). Listing the learned endpoints themselves would make the record as large as
-/// `learn.maxLearned`.
+/// then a delivery for it is not `config`'s to drop. A learned endpoint whose provider is
+/// still registered is kept by any configuration whose learning policy differs from
+/// `config`'s: the registrations are shared, but each policy builds its own endpoints from
+/// them (one may allow a host the other refuses). Listing the learned endpoints themselves
+/// would make the record as large as `learn.maxLearned`. One whose registration is gone is
+/// kept by none (a review found two policies keeping it for each other for good).
 pub fn kept_elsewhere(store: &dyn Store, config: &Config, endpoint: &str, now_ms: u64) -> bool {
     let learned = endpoint.starts_with(NAME_PREFIX);
+    if learned && !learn::is_registered(store, endpoint) {
+        return false;
+    }
     let mine = config.learn_fingerprint();
     let entries = match store.get(KEY) {
         Ok(current) => decode(current.as_ref().map(|(v, _)| v.as_slice())),
@@ -161,6 +165,7 @@ fn decode(bytes: Option<&[u8]>) -> Vec<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::learn::Registry;
     use crate::store::MemStore;
 
     fn config(names: &[&str], learns: Option<&str>) -> Config {
@@ -214,6 +219,8 @@ mod tests {
     #[test]
     fn learned_endpoints_are_kept_by_configurations_that_learn_by_another_policy() {
         let store = MemStore::new();
+        let registered = br#"[{"p":7,"u":"https://b.example/x"}]"#;
+        store.set(Registry::key(), registered, None).unwrap();
         let plain = config(&["crm"], None);
         let (narrow, wide) = (
             config(&["crm"], Some("a.example")),
@@ -225,7 +232,10 @@ mod tests {
         assert!(kept_elsewhere(&store, &narrow, "learned-7", 0));
         // The same policy builds the same endpoints from the shared mappings: not kept for it.
         assert!(!kept_elsewhere(&store, &wide, "learned-7", 0));
+        // No registration for the provider any more: no policy builds it.
+        assert!(!kept_elsewhere(&store, &narrow, "learned-8", 0));
         let store = MemStore::new();
+        store.set(Registry::key(), registered, None).unwrap();
         LiveEndpoints::default().beat(&store, &plain, 0);
         assert!(!kept_elsewhere(&store, &plain, "learned-7", 0));
     }

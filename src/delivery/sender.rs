@@ -287,6 +287,14 @@ impl Sender {
         }
     }
 
+    /// Say which endpoints `config` has before its traffic starts: a delivery its HTTP
+    /// contexts place could otherwise be found, before this sender's first tick, by another
+    /// configuration's sweep and dropped as orphaned (a review). A configuration Envoy loads
+    /// and then throws away (its canary, a rejected update) only keeps deliveries for 30 s.
+    pub fn announce(&mut self, store: &dyn Store, config: &Config, now_ms: u64) {
+        self.live.beat(store, config, now_ms);
+    }
+
     /// Keys the sender needs created before traffic: one breaker record per endpoint.
     pub fn keys(endpoints: &[Endpoint]) -> impl Iterator<Item = String> + '_ {
         endpoints.iter().map(|e| breaker_key(&e.name))
@@ -610,12 +618,24 @@ impl Sender {
         let Record::Used(s) = record else {
             return;
         };
+        let unknown = endpoints.iter().all(|e| e.name != s.endpoint);
+        // Another live configuration (the one an update brought, while this one's old listener
+        // drains) may have the endpoint: its senders send the delivery, or end its lost attempt.
+        if unknown && live_endpoints::kept_elsewhere(io.store, config, &s.endpoint, now) {
+            return;
+        }
         if s.state == State::InFlight {
             let ours = self
                 .calls
                 .values()
                 .any(|c| matches!(c, Call::Webhook { slot: x, .. } if *x == slot));
-            if s.at_ms < now && !ours {
+            if s.at_ms < now && !ours && unknown {
+                // Its sender is gone and no configuration has the endpoint to try it again by
+                // (a review found such an attempt ended as exhausted after one try).
+                if self.orphan(io, slot, &s) {
+                    io.metrics.add(Metric::InFlight, -1);
+                }
+            } else if s.at_ms < now && !ours {
                 // The sender that claimed it is gone (VM replaced or crashed): its reply will
                 // never come, so count the attempt as failed and go on.
                 let attempt = Attempt::lost(slot, &s.webhook_id, Failure::Transport);
@@ -628,27 +648,29 @@ impl Sender {
             }
             return;
         }
-        let orphaned = s.is_sendable(now, lease_freed)
-            && endpoints.iter().all(|e| e.name != s.endpoint)
-            // Another live configuration (the one an update brought, while this one's old
-            // listener drains) may have the endpoint: its senders send the delivery.
-            && !live_endpoints::kept_elsewhere(io.store, config, &s.endpoint, now);
-        if orphaned {
-            io.metrics.add(Metric::DeliveriesOrphaned, 1);
-            log::warn!(
-                "{}: endpoint \"{}\" is not in this sender's configuration (removed; or, with a bootstrap singleton sender, added only to the observers'); delivery dropped",
-                s.webhook_id,
-                s.endpoint
-            );
-            if self.free_if(
-                io,
-                slot,
-                |r| matches!(r, Record::Used(x) if x.webhook_id == s.webhook_id),
-            ) {
-                io.metrics.add(Metric::Pending, -1);
-            }
-            forget_breaker(io, &s.endpoint);
+        if unknown && s.is_sendable(now, lease_freed) {
+            self.orphan(io, slot, &s);
         }
+    }
+
+    /// Drop a delivery whose endpoint no live configuration has; whether this sender freed it.
+    fn orphan(&mut self, io: &mut Io, slot: u32, s: &Slot) -> bool {
+        io.metrics.add(Metric::DeliveriesOrphaned, 1);
+        log::warn!(
+            "{}: endpoint \"{}\" is not in this sender's configuration (removed; or, with a bootstrap singleton sender, added only to the observers'); delivery dropped",
+            s.webhook_id,
+            s.endpoint
+        );
+        let freed = self.free_if(
+            io,
+            slot,
+            |r| matches!(r, Record::Used(x) if x.webhook_id == s.webhook_id),
+        );
+        if freed {
+            io.metrics.add(Metric::Pending, -1);
+        }
+        forget_breaker(io, &s.endpoint);
+        freed
     }
 
     fn admit(&mut self, io: &mut Io, endpoint: &Endpoint, slot: u32, lease_until: u64) -> Admit {

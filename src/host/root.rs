@@ -517,11 +517,9 @@ impl RootContext for Root {
                 self.beat_at_ms = Some(0);
             }
             let ledger = Ledger::new(config.limits.max_pending).sweeping_high_water(&SharedData);
-            self.sender = Some(Sender::new(
-                sender_id(self.context_id),
-                ledger,
-                SCAN_PER_TICK,
-            ));
+            let mut sender = Sender::new(sender_id(self.context_id), ledger, SCAN_PER_TICK);
+            sender.announce(&SharedData, &config, now_ms());
+            self.sender = Some(sender);
         }
         log::info!(
             "#{} osmox-webhook-filter {} configured as {:?}: {} endpoints, {} pending deliveries max, {} notifications remembered",
