@@ -1009,6 +1009,94 @@ fn a_lapsed_claim_is_left_to_a_configuration_that_has_its_endpoint() {
     );
 }
 
+/// A review: two VMs of a configuration that lacks the endpoint find one lapsed claim at once: the one
+/// whose free loses must not count the delivery as orphaned a second time.
+#[test]
+fn two_senders_orphaning_one_lapsed_claim_count_it_once() {
+    use osmox_webhook_filter::delivery::ledger::Record;
+    let mut w = World::new(ONE_ENDPOINT, 3);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    assert_eq!(w.m(Metric::InFlight), 1);
+    let ledger = Ledger::new(w.config.limits.max_pending);
+    let slot = (0..w.config.limits.max_pending)
+        .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(_)))
+        .unwrap();
+    w.senders[0] = RefCell::new(sender(&w.config, 99)); // VM 0 crashed mid-flight
+    let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
+    w.config = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
+    w.now += 60_000;
+    let other_net = RefCell::new(FakeNet::default());
+    let key = format!("q/m/{slot}");
+    // VM 1 reads the slot in its claim; VM 2 orphans it before VM 1's free reads it again.
+    let store = HookAt::new(
+        &w.store,
+        |k| k == key,
+        2,
+        || {
+            let mut net = other_net.borrow_mut();
+            let mut io = Io {
+                store: &w.store,
+                metrics: &w.metrics,
+                net: &mut *net,
+                now_ms: w.now,
+            };
+            let c = &w.config;
+            w.senders[2]
+                .borrow_mut()
+                .wake(c, &c.endpoints, &mut io, slot);
+        },
+    );
+    {
+        let mut net = w.net.borrow_mut();
+        let mut io = Io {
+            store: &store,
+            metrics: &w.metrics,
+            net: &mut *net,
+            now_ms: w.now,
+        };
+        let c = &w.config;
+        w.senders[1]
+            .borrow_mut()
+            .wake(c, &c.endpoints, &mut io, slot);
+    }
+    assert_eq!(w.m(Metric::Pending), 0);
+    assert_eq!(w.m(Metric::InFlight), 0);
+    assert_eq!(
+        w.m(Metric::DeliveriesOrphaned),
+        1,
+        "one delivery dropped, counted twice"
+    );
+}
+
+/// A review: a newer event queued behind the attempt on the wire is a delivery too: orphaning the
+/// lapsed claim drops it with its head, and it must be counted.
+#[test]
+fn orphaning_a_lapsed_claim_counts_the_event_queued_behind_it() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Pending, A)]);
+    w.observe(0, &[note(1, DeliveryStatus::Success, B)]);
+    assert_eq!(
+        w.sent().len(),
+        1,
+        "the newer event waits behind the attempt"
+    );
+    w.senders[0] = RefCell::new(sender(&w.config, 99)); // VM 0 crashed mid-flight
+    let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
+    w.config = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
+    w.now += 60_000;
+    w.sweep();
+    assert_eq!(w.m(Metric::Pending), 0);
+    assert_eq!(w.m(Metric::InFlight), 0);
+    let accounted = w.m(Metric::DeliveriesOrphaned) + w.m(Metric::DeliveriesSuperseded);
+    assert_eq!(
+        accounted,
+        2,
+        "two deliveries dropped; orphaned {}, superseded {}",
+        w.m(Metric::DeliveriesOrphaned),
+        w.m(Metric::DeliveriesSuperseded)
+    );
+}
+
 /// A review: `circuits_open` falls only when an attempt closes the circuit, so one left open
 /// on an endpoint that was then removed stayed counted for good.
 #[test]

@@ -653,24 +653,31 @@ impl Sender {
         }
     }
 
-    /// Drop a delivery whose endpoint no live configuration has; whether this sender freed it.
+    /// Drop a delivery whose endpoint no live configuration has, with any event queued behind
+    /// its attempt; whether this sender freed it (another sender's sweep may have first).
     fn orphan(&mut self, io: &mut Io, slot: u32, s: &Slot) -> bool {
-        io.metrics.add(Metric::DeliveriesOrphaned, 1);
-        log::warn!(
-            "{}: endpoint \"{}\" is not in this sender's configuration (removed; or, with a bootstrap singleton sender, added only to the observers'); delivery dropped",
-            s.webhook_id,
-            s.endpoint
-        );
-        let freed = self.free_if(
-            io,
-            slot,
-            |r| matches!(r, Record::Used(x) if x.webhook_id == s.webhook_id),
-        );
-        if freed {
-            io.metrics.add(Metric::Pending, -1);
+        let queued = std::cell::Cell::new(false);
+        let freed = self.free_if(io, slot, |r| match r {
+            Record::Used(x) if x.webhook_id == s.webhook_id => {
+                queued.set(x.successor.is_some());
+                true
+            }
+            _ => false,
+        });
+        if !freed {
+            return false;
         }
+        io.metrics.add(Metric::Pending, -1);
+        io.metrics
+            .add(Metric::DeliveriesOrphaned, 1 + i64::from(queued.get()));
+        log::warn!(
+            "{}: endpoint \"{}\" is not in this sender's configuration (removed; or, with a bootstrap singleton sender, added only to the observers'); delivery dropped{}",
+            s.webhook_id,
+            s.endpoint,
+            if queued.get() { ", with the event queued behind it" } else { "" }
+        );
         forget_breaker(io, &s.endpoint);
-        freed
+        true
     }
 
     fn admit(&mut self, io: &mut Io, endpoint: &Endpoint, slot: u32, lease_until: u64) -> Admit {
