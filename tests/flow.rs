@@ -1066,6 +1066,8 @@ fn two_senders_orphaning_one_lapsed_claim_count_it_once() {
         1,
         "one delivery dropped, counted twice"
     );
+    // Its lost attempt counts as failed, once.
+    assert_eq!(w.m(Metric::DeliveriesFailed), 1);
 }
 
 /// A review: a newer event queued behind the attempt on the wire is a delivery too: orphaning the
@@ -1094,6 +1096,79 @@ fn orphaning_a_lapsed_claim_counts_the_event_queued_behind_it() {
         "two deliveries dropped; orphaned {}, superseded {}",
         w.m(Metric::DeliveriesOrphaned),
         w.m(Metric::DeliveriesSuperseded)
+    );
+}
+
+/// Review: a lapsed claim seen by a configuration that lacks its endpoint, which a
+/// configuration that has it (configured in between) finishes first: the orphaning sender's
+/// free must not take the retry that finish scheduled, nor count the attempt out of flight again.
+#[test]
+fn orphaning_a_lapsed_claim_does_not_free_the_retry_another_configuration_scheduled() {
+    use osmox_webhook_filter::delivery::ledger::Record;
+    let mut w = World::new(ONE_ENDPOINT, 3);
+    let with_crm = w.config.clone();
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    assert_eq!(w.m(Metric::InFlight), 1);
+    let ledger = Ledger::new(w.config.limits.max_pending);
+    let slot = (0..w.config.limits.max_pending)
+        .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(_)))
+        .unwrap();
+    w.senders[0] = RefCell::new(sender(&w.config, 99)); // VM 0 crashed mid-flight
+    let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
+    w.config = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
+    w.now += 60_000;
+    let other_net = RefCell::new(FakeNet::default());
+    let key = format!("q/m/{slot}");
+    // VM 1 (without crm) reads the slot in its claim, finds crm kept nowhere; a configuration
+    // with crm comes up and its sender finishes the lost attempt before VM 1's free reads it.
+    let store = HookAt::new(
+        &w.store,
+        |k| k == key,
+        2,
+        || {
+            let mut net = other_net.borrow_mut();
+            let mut io = Io {
+                store: &w.store,
+                metrics: &w.metrics,
+                net: &mut *net,
+                now_ms: w.now,
+            };
+            let mut s = w.senders[2].borrow_mut();
+            *s = sender(&with_crm, 2);
+            s.announce(&w.store, &with_crm, w.now);
+            s.wake(&with_crm, &with_crm.endpoints, &mut io, slot);
+        },
+    );
+    {
+        let mut net = w.net.borrow_mut();
+        let mut io = Io {
+            store: &store,
+            metrics: &w.metrics,
+            net: &mut *net,
+            now_ms: w.now,
+        };
+        let c = &w.config;
+        w.senders[1]
+            .borrow_mut()
+            .wake(c, &c.endpoints, &mut io, slot);
+    }
+    let rec = ledger.read(&w.store, slot).unwrap();
+    eprintln!("record after: {rec:?}");
+    eprintln!(
+        "in_flight {} pending {} orphaned {} failed {}",
+        w.m(Metric::InFlight),
+        w.m(Metric::Pending),
+        w.m(Metric::DeliveriesOrphaned),
+        w.m(Metric::DeliveriesFailed)
+    );
+    assert!(
+        w.m(Metric::InFlight) >= 0,
+        "in_flight counted out twice: {}",
+        w.m(Metric::InFlight)
+    );
+    assert!(
+        matches!(rec, Record::Used(_)),
+        "the retry crm's configuration scheduled was dropped"
     );
 }
 

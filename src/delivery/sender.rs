@@ -633,7 +633,9 @@ impl Sender {
                 // Its sender is gone and no configuration has the endpoint to try it again by
                 // (a review found such an attempt ended as exhausted after one try).
                 if self.orphan(io, slot, &s) {
+                    // Its lost attempt failed, as `finish` would have counted it.
                     io.metrics.add(Metric::InFlight, -1);
+                    io.metrics.add(Metric::DeliveriesFailed, 1);
                 }
             } else if s.at_ms < now && !ours {
                 // The sender that claimed it is gone (VM replaced or crashed): its reply will
@@ -658,7 +660,9 @@ impl Sender {
     fn orphan(&mut self, io: &mut Io, slot: u32, s: &Slot) -> bool {
         let queued = std::cell::Cell::new(false);
         let freed = self.free_if(io, slot, |r| match r {
-            Record::Used(x) if x.webhook_id == s.webhook_id => {
+            Record::Used(x)
+                if x.webhook_id == s.webhook_id && x.state == s.state && x.at_ms == s.at_ms =>
+            {
                 queued.set(x.successor.is_some());
                 true
             }
