@@ -1013,52 +1013,16 @@ fn a_lapsed_claim_is_left_to_a_configuration_that_has_its_endpoint() {
 /// whose free loses must not count the delivery as orphaned a second time.
 #[test]
 fn two_senders_orphaning_one_lapsed_claim_count_it_once() {
-    use osmox_webhook_filter::delivery::ledger::Record;
     let mut w = World::new(ONE_ENDPOINT, 3);
-    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
-    assert_eq!(w.m(Metric::InFlight), 1);
-    let ledger = Ledger::new(w.config.limits.max_pending);
-    let slot = (0..w.config.limits.max_pending)
-        .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(_)))
-        .unwrap();
-    w.senders[0] = RefCell::new(sender(&w.config, 99)); // VM 0 crashed mid-flight
-    let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
-    w.config = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
-    w.now += 60_000;
-    let other_net = RefCell::new(FakeNet::default());
-    let key = format!("q/m/{slot}");
-    // VM 1 reads the slot in its claim; VM 2 orphans it before VM 1's free reads it again.
-    let store = HookAt::new(
-        &w.store,
-        |k| k == key,
-        2,
-        || {
-            let mut net = other_net.borrow_mut();
-            let mut io = Io {
-                store: &w.store,
-                metrics: &w.metrics,
-                net: &mut *net,
-                now_ms: w.now,
-            };
-            let c = &w.config;
-            w.senders[2]
-                .borrow_mut()
-                .wake(c, &c.endpoints, &mut io, slot);
+    two_senders_find_a_lapsed_claim(
+        &mut w,
+        |w| {
+            let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
+            w.config = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
+            w.now += 60_000;
         },
+        vm2_wakes,
     );
-    {
-        let mut net = w.net.borrow_mut();
-        let mut io = Io {
-            store: &store,
-            metrics: &w.metrics,
-            net: &mut *net,
-            now_ms: w.now,
-        };
-        let c = &w.config;
-        w.senders[1]
-            .borrow_mut()
-            .wake(c, &c.endpoints, &mut io, slot);
-    }
     assert_eq!(w.m(Metric::Pending), 0);
     assert_eq!(w.m(Metric::InFlight), 0);
     assert_eq!(
@@ -1107,69 +1071,32 @@ fn orphaning_a_lapsed_claim_does_not_free_the_retry_another_configuration_schedu
     use osmox_webhook_filter::delivery::ledger::Record;
     let mut w = World::new(ONE_ENDPOINT, 3);
     let with_crm = w.config.clone();
-    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
-    assert_eq!(w.m(Metric::InFlight), 1);
-    let ledger = Ledger::new(w.config.limits.max_pending);
-    let slot = (0..w.config.limits.max_pending)
-        .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(_)))
-        .unwrap();
-    w.senders[0] = RefCell::new(sender(&w.config, 99)); // VM 0 crashed mid-flight
-    let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
-    w.config = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
-    w.now += 60_000;
-    let other_net = RefCell::new(FakeNet::default());
-    let key = format!("q/m/{slot}");
-    // VM 1 (without crm) reads the slot in its claim, finds crm kept nowhere; a configuration
-    // with crm comes up and its sender finishes the lost attempt before VM 1's free reads it.
-    let store = HookAt::new(
-        &w.store,
-        |k| k == key,
-        2,
-        || {
-            let mut net = other_net.borrow_mut();
-            let mut io = Io {
-                store: &w.store,
-                metrics: &w.metrics,
-                net: &mut *net,
-                now_ms: w.now,
-            };
+    // VM 1 (without crm) reads the slot in its claim and finds crm kept nowhere; then a
+    // configuration with crm comes up and its sender finishes the lost attempt before VM 1's
+    // free reads the slot again.
+    let slot = two_senders_find_a_lapsed_claim(
+        &mut w,
+        |w| {
+            let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
+            w.config = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
+            w.now += 60_000;
+        },
+        |w, io, slot| {
             let mut s = w.senders[2].borrow_mut();
             *s = sender(&with_crm, 2);
             s.announce(&w.store, &with_crm, w.now);
-            s.wake(&with_crm, &with_crm.endpoints, &mut io, slot);
+            s.wake(&with_crm, &with_crm.endpoints, io, slot);
         },
     );
-    {
-        let mut net = w.net.borrow_mut();
-        let mut io = Io {
-            store: &store,
-            metrics: &w.metrics,
-            net: &mut *net,
-            now_ms: w.now,
-        };
-        let c = &w.config;
-        w.senders[1]
-            .borrow_mut()
-            .wake(c, &c.endpoints, &mut io, slot);
-    }
-    let rec = ledger.read(&w.store, slot).unwrap();
-    eprintln!("record after: {rec:?}");
-    eprintln!(
-        "in_flight {} pending {} orphaned {} failed {}",
-        w.m(Metric::InFlight),
-        w.m(Metric::Pending),
-        w.m(Metric::DeliveriesOrphaned),
-        w.m(Metric::DeliveriesFailed)
-    );
-    assert!(
-        w.m(Metric::InFlight) >= 0,
-        "in_flight counted out twice: {}",
-        w.m(Metric::InFlight)
-    );
+    assert_eq!(w.m(Metric::InFlight), 0, "in_flight counted out twice");
+    let rec = Ledger::new(w.config.limits.max_pending)
+        .read(&w.store, slot)
+        .unwrap();
     assert!(
         matches!(rec, Record::Used(_)),
         "the retry crm's configuration scheduled was dropped"
     );
+    assert_eq!(w.m(Metric::DeliveriesOrphaned), 0);
 }
 
 /// A review: `circuits_open` falls only when an attempt closes the circuit, so one left open
@@ -2153,13 +2080,15 @@ fn a_filled_event_raced_by_a_later_one_still_reaches_the_newly_matching_endpoint
     assert_eq!(to_p1, 1, "p1 must get FAILED once");
 }
 
-/// VM 0 dies with its attempt on the wire. Once the claim lapsed, VMs 1 and 2 (two worker
-/// threads) both come across the slot: each read it as a lapsed claim before either wrote.
-/// Only the one that finishes it takes the dead VM's attempt out of in_flight.
-#[test]
-fn two_senders_finding_one_lapsed_claim_count_it_out_once() {
+/// VM 0 dies with its attempt on the wire; `meanwhile` lets time pass (and may change the
+/// configuration); then VM 1 comes across the lapsed claim, and `between` (VM 2, as a rule)
+/// runs between VM 1's two reads of the slot. Returns the slot.
+fn two_senders_find_a_lapsed_claim(
+    w: &mut World,
+    meanwhile: impl FnOnce(&mut World),
+    between: impl Fn(&World, &mut Io, u32),
+) -> u32 {
     use osmox_webhook_filter::delivery::ledger::Record;
-    let mut w = World::new(ONE_ENDPOINT, 3);
     w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
     assert_eq!(w.m(Metric::InFlight), 1);
     let ledger = Ledger::new(w.config.limits.max_pending);
@@ -2167,9 +2096,9 @@ fn two_senders_finding_one_lapsed_claim_count_it_out_once() {
         .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(_)))
         .unwrap();
     w.senders[0] = RefCell::new(sender(&w.config, 99)); // VM 0 crashed mid-flight
-    w.now += 15_001;
+    meanwhile(w);
+    let w = &*w;
     let other_net = RefCell::new(FakeNet::default());
-    // VM 1's claim reads the slot once and its finish again: VM 2 runs in between.
     let key = format!("q/m/{slot}");
     let store = HookAt::new(
         &w.store,
@@ -2183,25 +2112,36 @@ fn two_senders_finding_one_lapsed_claim_count_it_out_once() {
                 net: &mut *net,
                 now_ms: w.now,
             };
-            let c = &w.config;
-            w.senders[2]
-                .borrow_mut()
-                .wake(c, &c.endpoints, &mut io, slot);
+            between(w, &mut io, slot);
         },
     );
-    {
-        let mut net = w.net.borrow_mut();
-        let mut io = Io {
-            store: &store,
-            metrics: &w.metrics,
-            net: &mut *net,
-            now_ms: w.now,
-        };
-        let c = &w.config;
-        w.senders[1]
-            .borrow_mut()
-            .wake(c, &c.endpoints, &mut io, slot);
-    }
+    let mut net = w.net.borrow_mut();
+    let mut io = Io {
+        store: &store,
+        metrics: &w.metrics,
+        net: &mut *net,
+        now_ms: w.now,
+    };
+    let c = &w.config;
+    w.senders[1]
+        .borrow_mut()
+        .wake(c, &c.endpoints, &mut io, slot);
+    slot
+}
+
+/// VM 2 wakes for the slot by the world's configuration.
+fn vm2_wakes(w: &World, io: &mut Io, slot: u32) {
+    let c = &w.config;
+    w.senders[2].borrow_mut().wake(c, &c.endpoints, io, slot);
+}
+
+/// VM 0 dies with its attempt on the wire. Once the claim lapsed, VMs 1 and 2 (two worker
+/// threads) both come across the slot: each read it as a lapsed claim before either wrote.
+/// Only the one that finishes it takes the dead VM's attempt out of in_flight.
+#[test]
+fn two_senders_finding_one_lapsed_claim_count_it_out_once() {
+    let mut w = World::new(ONE_ENDPOINT, 3);
+    two_senders_find_a_lapsed_claim(&mut w, |w| w.now += 15_001, vm2_wakes);
     assert_eq!(
         w.m(Metric::InFlight),
         0,
