@@ -5,10 +5,11 @@
 //! listener has drained (`--drain-time-s`, 600 s by default), and the senders of both
 //! configurations sweep the one ledger. A sender dropped any due delivery whose endpoint its
 //! own configuration lacks, so the replaced senders dropped the retries of every endpoint the
-//! update added (a review). Now each sender says every few seconds, in one shared key, which
-//! endpoints its configuration has; a delivery is orphaned only when no configuration heard
-//! from lately has its endpoint. A configuration that never ticks (Envoy's configuration
-//! canary, a listener update Envoy refused) keeps nothing.
+//! update added (a review). Now each sender says when it is configured, and then every few
+//! seconds, in one shared key, which endpoints its configuration has; a delivery is orphaned
+//! only when no configuration heard from lately has its endpoint. A configuration Envoy loads
+//! and throws away (its configuration check, a listener update it refused) says so once, and
+//! keeps its endpoints' deliveries for `STALE_MS` at most: it never stops another's sending.
 
 use crate::config::Config;
 use crate::events::fnv1a64;
