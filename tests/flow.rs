@@ -1131,25 +1131,8 @@ fn a_removed_endpoints_open_circuit_stops_counting_when_its_deliveries_are_orpha
 #[test]
 fn a_replaced_configuration_drops_nothing_the_newer_one_has() {
     use osmox_webhook_filter::delivery::live_endpoints::STALE_MS;
-    let mut w = World::new(ONE_ENDPOINT, 2);
-    let v1 = w.config.clone();
-    let with_ops = ONE_ENDPOINT.replace(
-        r#""endpoints": ["#,
-        r#""endpoints": [{"name": "ops", "url": "http://ops.local/in", "cluster": "webhook_ops",
-             "deliveryStatuses": [5], "retry": {"maxAttempts": 10, "initialDelayMs": 1000}},"#,
-    );
-    let v2 = Config::from_json(with_ops.as_bytes(), &|_| None).unwrap();
-    for k in Sender::keys(&v2.endpoints) {
-        w.store.set(&k, b"{}", None).unwrap();
-    }
     // VM 0 keeps the root context of the first configuration; VM 1 has the update's.
-    *w.senders[0].borrow_mut() = sender(&v1, 0);
-    *w.senders[1].borrow_mut() = sender(&v2, 1);
-    w.config = v2.clone();
-    let tick = |w: &World, vm: usize, config: &Config| {
-        w.with(vm, |s, _, io| s.tick(config, &config.endpoints, io));
-    };
-    tick(&w, 1, &v2);
+    let (mut w, v1, v2) = worlds_of_an_update_adding_ops(2);
     // The new configuration's HTTP contexts take in an event for both endpoints; ops fails.
     w.observe(1, &[note(1, DeliveryStatus::Success, A)]);
     let first = w.sent();
@@ -1165,20 +1148,20 @@ fn a_replaced_configuration_drops_nothing_the_newer_one_has() {
     // The retry comes due; the old configuration's sweeps leave it.
     w.now += 5_000;
     for _ in 0..4 {
-        tick(&w, 0, &v1);
+        tick_by(&w, 0, &v1);
     }
     assert_eq!(w.m(Metric::DeliveriesOrphaned), 0);
     assert_eq!(w.sent().len(), 2);
     // The new one's sweep sends it.
     for _ in 0..4 {
-        tick(&w, 1, &v2);
+        tick_by(&w, 1, &v2);
     }
     assert_eq!(w.last().cluster, "webhook_ops");
     // Once no configuration that has the endpoint is heard from, it is orphaned.
     w.reply(1, w.last().token, 503, None);
     w.now += STALE_MS + 5_000;
     for _ in 0..4 {
-        tick(&w, 0, &v1);
+        tick_by(&w, 0, &v1);
     }
     assert_eq!(w.m(Metric::DeliveriesOrphaned), 1);
     assert_eq!(w.m(Metric::Pending), 0);
