@@ -973,6 +973,47 @@ fn a_new_configurations_delivery_is_kept_before_its_first_tick() {
     assert!(w.sent().iter().any(|s| s.cluster == "webhook_ops"));
 }
 
+/// An update in one VM: the replaced root context lives on while its listener drains, and
+/// still sweeps; the endpoints the new configuration has go out by the new one alone (its
+/// headers here), retries of deliveries the old one started included.
+#[test]
+fn an_endpoint_handed_over_to_a_newer_configuration_goes_out_by_it_alone() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    let v1 = w.config.clone();
+    let renamed = ONE_ENDPOINT.replace(r#""x-team": "crm""#, r#""x-team": "v2""#);
+    let v2 = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
+    let notes: Vec<_> = (1..=5)
+        .map(|id| note(id, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &notes);
+    let mut answered = 0;
+    w.answer_everything(503, &mut answered);
+    assert_eq!(w.m(Metric::DeliveriesFailed), 5);
+    // VM 0 gets a second root context, configured with v2; VM 1 stands for the old one.
+    let mut newer = sender(&v2, 1);
+    newer.announce(&w.store, &v2, w.now);
+    *w.senders[0].borrow_mut() = newer;
+    w.senders[1].borrow_mut().hand_over(vec!["crm".to_string()]);
+    w.config = v2.clone();
+    // Past the open circuit (five failures opened it) and its probes.
+    for _ in 0..120 {
+        w.now += 1_000;
+        for _ in 0..3 {
+            tick_by(&w, 1, &v1);
+        }
+        tick_by(&w, 0, &v2);
+        w.answer_everything(200, &mut answered);
+    }
+    let teams: Vec<_> = w.sent()[5..]
+        .iter()
+        .map(|s| s.header("x-team").unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(teams, vec!["v2"; 5]);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 5);
+    assert_eq!(w.m(Metric::DeliveriesOrphaned), 0);
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
 /// A review: a lapsed claim on `ops` (its VM crashed with the attempt on the wire), found by
 /// the old configuration's sweep, was ended as exhausted after one of its ten attempts.
 #[test]

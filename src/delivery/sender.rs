@@ -233,6 +233,11 @@ pub struct Sender {
     live: LiveEndpoints,
     /// Dead-letter reports on the wire, and those waiting to be tried again.
     reports: Reports,
+    /// Endpoints a newer configuration sends for (one an update brought into this VM while
+    /// this one's listener drains): this sender starts no attempt to them and leaves their
+    /// deliveries, retries and lapsed claims to it, so an update's URL, headers and keys
+    /// apply at once rather than once the old listener has drained.
+    handed_over: Vec<String>,
 }
 
 fn breaker_key(name: &str) -> String {
@@ -284,7 +289,14 @@ impl Sender {
             closing: false,
             live: LiveEndpoints::default(),
             reports: Reports::default(),
+            handed_over: Vec::new(),
         }
+    }
+
+    /// The endpoints a newer configuration sends for from now on (none: this one is the
+    /// newest). Attempts already on the wire finish here.
+    pub fn hand_over(&mut self, names: Vec<String>) {
+        self.handed_over = names;
     }
 
     /// Say which endpoints `config` has before its traffic starts: a delivery its HTTP
@@ -478,9 +490,12 @@ impl Sender {
         // Claim in one read-modify-write: only the sender whose CAS wins goes on. Anything
         // else the record shows is handled below, from what the claim saw.
         let mut seen = Record::Free;
+        let handed_over = &self.handed_over;
         let claimed = self.ledger.update(io.store, slot, |rec| {
             let due = match &rec {
-                Record::Used(x) if x.is_sendable(now, lease_freed) => {
+                Record::Used(x)
+                    if x.is_sendable(now, lease_freed) && !handed_over.contains(&x.endpoint) =>
+                {
                     endpoints.iter().find(|e| e.name == x.endpoint)
                 }
                 _ => None,
@@ -618,6 +633,9 @@ impl Sender {
         let Record::Used(s) = record else {
             return;
         };
+        if self.handed_over.contains(&s.endpoint) {
+            return; // the newer configuration's senders try it, or end its lost attempt
+        }
         let unknown = endpoints.iter().all(|e| e.name != s.endpoint);
         // Another live configuration (the one an update brought, while this one's old listener
         // drains) may have the endpoint: its senders send the delivery, or end its lost attempt.

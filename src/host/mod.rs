@@ -5,6 +5,7 @@ mod http;
 mod metrics;
 mod root;
 mod shared_store;
+mod succession;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);

@@ -12,6 +12,7 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 use super::http::Watch;
 use super::metrics::EnvoyMetrics;
 use super::shared_store::{ensure, SharedData};
+use super::succession;
 use crate::config::{Config, Endpoint, Role};
 use crate::delivery::ledger::Ledger;
 use crate::delivery::outcome::{envoy_local_reply, AttemptResponse, LOCAL_REPLY_MAX_BYTES};
@@ -164,6 +165,15 @@ fn queue_name(tag: u32) -> String {
     format!("{QUEUE}/{tag:08x}")
 }
 
+/// Point this VM's delivery queue (and its wake-ups) at the root context `context_id`.
+fn register_queue(context_id: u32, role: Role) -> Option<u32> {
+    match role {
+        Role::Sender => hostcalls::register_shared_queue(QUEUE),
+        _ => hostcalls::register_shared_queue(&queue_name(vm_tag(context_id))),
+    }
+    .ok()
+}
+
 fn plugin_vm_id() -> Option<String> {
     hostcalls::get_property(vec!["plugin_vm_id"])
         .ok()
@@ -190,6 +200,9 @@ pub struct Root {
     /// next looks, and the observers' fingerprint it last warned about.
     drift_check_at_ms: u64,
     drift_warned: Option<u64>,
+    /// A newer configuration in this VM sends for some of its endpoints and has this VM's
+    /// queue registered: this one leaves the queue to it.
+    superseded: bool,
 }
 
 /// Where observers publish their configuration's `delivery_fingerprint`.
@@ -263,6 +276,7 @@ impl Root {
             warned_inert: Cell::new(false),
             drift_check_at_ms: 0,
             drift_warned: None,
+            superseded: false,
         }
     }
 
@@ -330,6 +344,15 @@ impl Root {
         let (Some(shared), Some(sender)) = (&self.shared, &mut self.sender) else {
             return;
         };
+        let newer = succession::newer_endpoints(self.context_id);
+        let was_superseded = std::mem::replace(&mut self.superseded, newer.is_some());
+        if was_superseded && !self.superseded {
+            // The newer configuration left (a rejected update): take the queue back.
+            if let Some(queue) = register_queue(self.context_id, shared.config.role) {
+                shared.queue.set(Some(queue));
+            }
+        }
+        sender.hand_over(newer.unwrap_or_default());
         let endpoints = shared.endpoints();
         let mut net = Net;
         let mut io = Io {
@@ -351,11 +374,18 @@ pub fn follow_log_level() {
     }
 }
 
+impl Drop for Root {
+    fn drop(&mut self) {
+        succession::leave(self.context_id);
+    }
+}
+
 impl Context for Root {
     /// Envoy is replacing this root context (a configuration update). It would cancel the
     /// callouts with it, and receivers that already took those webhooks would get them again
     /// once the claims lapsed; so it waits, at our word, until the replies are in (`done()`).
     fn on_done(&mut self) -> bool {
+        succession::leave(self.context_id);
         // Closing gives up (and counts) the reports waiting for another try, in flight or not.
         self.with_sender(|sender, _, _, io| sender.close(io));
         self.flush_metrics();
@@ -507,11 +537,7 @@ impl RootContext for Root {
         let mut queue = None;
         let mut rotation = None;
         if config.role.sends() {
-            queue = match config.role {
-                Role::Sender => hostcalls::register_shared_queue(QUEUE),
-                _ => hostcalls::register_shared_queue(&queue_name(vm_tag(self.context_id))),
-            }
-            .ok();
+            queue = register_queue(self.context_id, config.role);
             if config.role == Role::Both {
                 rotation = queue.map(Rotation::new);
                 self.beat_at_ms = Some(0);
@@ -552,7 +578,7 @@ impl RootContext for Root {
             );
         }
         let configured = Rc::new(config.endpoints.clone());
-        self.shared = Some(Rc::new(Shared {
+        let shared = Rc::new(Shared {
             endpoints: RefCell::new((None, configured)),
             config,
             memory,
@@ -564,7 +590,11 @@ impl RootContext for Root {
             known: RefCell::new(KnownEvents::new(KNOWN_EVENTS)),
             requests: RefCell::new(KnownRequests::new(KNOWN_REQUESTS)),
             no_sender_warned_ms: Cell::new(None),
-        }));
+        });
+        if self.sender.is_some() {
+            succession::join(self.context_id, &shared);
+        }
+        self.shared = Some(shared);
         true
     }
 
@@ -583,7 +613,7 @@ impl RootContext for Root {
         let queue = self
             .sender
             .as_ref()
-            .filter(|s| !s.is_closing())
+            .filter(|s| !s.is_closing() && !self.superseded)
             .and(self.shared.as_ref())
             .and_then(|s| s.queue());
         if let Some(queue) = queue {

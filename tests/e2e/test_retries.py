@@ -649,6 +649,50 @@ def test_an_endpoint_an_update_adds_gets_every_delivery_while_the_old_listener_d
     wait_gauge(envoy, "pending", 0)
 
 
+def test_an_update_sends_by_the_new_configuration_while_the_old_listener_drains(
+        osmox, make_tracking, make_envoy, filter_wasm):
+    """Envoy keeps the replaced root contexts until the old listener has drained (60 s here:
+    the whole test). They swept the ledger too, so retries, and events a stream of the old
+    listener saw, went out by either configuration (the old headers about half the time)."""
+    import http.client
+    crm = make_tracking("crm")
+    retry = {"maxAttempts": 100, "initialDelayMs": 200, "multiplier": 1.0, "maxDelayMs": 400, "jitter": 0.2}
+    breaker = {"failureThreshold": 1000, "openMs": 500}
+
+    def cfg_with(team: str) -> dict:
+        return config([endpoint("crm", crm, headers={"x-team": team}, retry=retry, circuitBreaker=breaker)])
+
+    envoy = start(make_envoy, osmox, cfg_with("v1"), {"crm": crm}, drain_time_s=60)
+    # A connection the old listener will drain.
+    old = http.client.HTTPConnection(HOST, envoy.listener_port, timeout=5)
+    osmox.set_response("GET", "/x", 200, body=b"{}")
+    old.request("GET", "/x")
+    assert old.getresponse().read() == b"{}"
+    crm.stop()
+    rows = [notification_row(9600 + i, SUCCESS) for i in range(5)]
+    observe(envoy, osmox, rows)
+    envoy.wait_metric("deliveries_failed", 5, timeout=EXPECT_S)
+    envoy.update_filter_config(cfg_with("v2"))
+    later = [notification_row(9650 + i, SUCCESS) for i in range(5)]
+    osmox.set_json("POST", "/graphql", notifications_page(later))
+    old.request("POST", "/graphql", body=json.dumps({"query": NOTIFICATIONS_QUERY, "variables": {"offset": 0}}),
+                headers={"content-type": "application/json"})
+    response = old.getresponse()
+    response.read()
+    assert response.status == 200
+    envoy.wait_metric("deliveries_failed", 10, timeout=EXPECT_S)
+    time.sleep(1.0)  # retries come due under both configurations' sweeps
+    crm.start()
+    crm.wait_ok_ids(10, timeout=20)
+    got = settle(crm, SETTLE_S)
+    assert_one_ok_per_id(got, expect_ids=10)
+    teams = sorted({a.req.headers.get("x-team") for a in got})
+    assert teams == ["v2"], f"attempts by the replaced configuration: x-team {teams}; {summarize(got)}"
+    assert envoy.metric("deliveries_orphaned") == 0
+    wait_gauge(envoy, "pending", 0)
+    old.close()
+
+
 def _update_refused_by_another_filter(envoy, cfg, probe_wasm):
     """Push an LDS update with `cfg` for this filter and, after it, a filter that refuses its
     configuration: Envoy rejects the whole update after this filter's root contexts loaded it."""
@@ -685,7 +729,10 @@ def test_an_update_envoy_rejects_leaves_the_configuration_delivering(osmox, make
     rows = [notification_row(9800 + i, SUCCESS) for i in range(5)]
     observe(envoy, osmox, rows)
     crm.wait_ok_ids(5, timeout=EXPECT_S)
-    assert_one_ok_per_id(settle(crm, SETTLE_S), expect_ids=5)
+    got = settle(crm, SETTLE_S)
+    assert_one_ok_per_id(got, expect_ids=5)
+    teams = {a.req.headers.get("x-team") for a in got}
+    assert teams == {None}, f"attempts by the rejected configuration: x-team {teams}; {summarize(got)}"
 
 
 def test_a_vm_reloaded_while_the_old_listener_drains_leaves_both_configurations_delivering(
