@@ -12,7 +12,7 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 use super::http::Watch;
 use super::metrics::EnvoyMetrics;
 use super::shared_store::{ensure, SharedData};
-use super::succession;
+use super::succession::{self, Standing};
 use crate::config::{Config, Endpoint, Role};
 use crate::delivery::ledger::Ledger;
 use crate::delivery::outcome::{envoy_local_reply, AttemptResponse, LOCAL_REPLY_MAX_BYTES};
@@ -174,6 +174,19 @@ fn register_queue(context_id: u32, role: Role) -> Option<u32> {
     .ok()
 }
 
+/// `context_id` became current among this VM's senders: wake-ups go to it from now on.
+fn take_queue(context_id: u32, shared: &Shared) {
+    if let Some(queue) = register_queue(context_id, shared.config.role) {
+        shared.queue.set(Some(queue));
+    }
+}
+
+/// The stream's downstream connection: Envoy numbers them in the order it accepts them.
+fn connection_id() -> Option<u64> {
+    let bytes = hostcalls::get_property(vec!["connection", "id"]).ok()??;
+    Some(u64::from_le_bytes(bytes.as_slice().try_into().ok()?))
+}
+
 fn plugin_vm_id() -> Option<String> {
     hostcalls::get_property(vec!["plugin_vm_id"])
         .ok()
@@ -200,9 +213,9 @@ pub struct Root {
     /// next looks, and the observers' fingerprint it last warned about.
     drift_check_at_ms: u64,
     drift_warned: Option<u64>,
-    /// A newer configuration in this VM sends for some of its endpoints and has this VM's
-    /// queue registered: this one leaves the queue to it.
-    superseded: bool,
+    /// Another configuration in this VM is current (`succession`): it has this VM's queue
+    /// registered and sends for the endpoints it has; this one leaves both to it.
+    superseded: Cell<bool>,
 }
 
 /// Where observers publish their configuration's `delivery_fingerprint`.
@@ -276,7 +289,7 @@ impl Root {
             warned_inert: Cell::new(false),
             drift_check_at_ms: 0,
             drift_warned: None,
-            superseded: false,
+            superseded: Cell::new(false),
         }
     }
 
@@ -344,15 +357,22 @@ impl Root {
         let (Some(shared), Some(sender)) = (&self.shared, &mut self.sender) else {
             return;
         };
-        let newer = succession::newer_endpoints(self.context_id);
-        let was_superseded = std::mem::replace(&mut self.superseded, newer.is_some());
-        if was_superseded && !self.superseded {
-            // The newer configuration left (a rejected update): take the queue back.
-            if let Some(queue) = register_queue(self.context_id, shared.config.role) {
-                shared.queue.set(Some(queue));
+        let handed_over = match succession::standing(self.context_id) {
+            Standing::Superseded(names) => {
+                self.superseded.set(true);
+                names
             }
-        }
-        sender.hand_over(newer.unwrap_or_default());
+            Standing::Current => {
+                if self.superseded.replace(false) {
+                    // Current again (the other left: a rejected update, a drained listener).
+                    take_queue(self.context_id, shared);
+                }
+                Vec::new()
+            }
+            // Closing: it sends nothing more, and must not take the queue as it goes.
+            Standing::NotListed => Vec::new(),
+        };
+        sender.hand_over(handed_over);
         let endpoints = shared.endpoints();
         let mut net = Net;
         let mut io = Io {
@@ -613,7 +633,7 @@ impl RootContext for Root {
         let queue = self
             .sender
             .as_ref()
-            .filter(|s| !s.is_closing() && !self.superseded)
+            .filter(|s| !s.is_closing() && !self.superseded.get())
             .and(self.shared.as_ref())
             .and_then(|s| s.queue());
         if let Some(queue) = queue {
@@ -635,6 +655,16 @@ impl RootContext for Root {
         // context instead.
         match &self.shared {
             Some(shared) if shared.config.role.observes() => {
+                if shared.config.role.sends() && succession::contested() {
+                    let newest = connection_id()
+                        .is_some_and(|c| succession::saw_connection(self.context_id, c));
+                    if newest {
+                        // Its listener takes the new connections: it is the configuration in
+                        // force (an update, or a rollback to one Envoy kept).
+                        self.superseded.set(false);
+                        take_queue(self.context_id, shared);
+                    }
+                }
                 Some(Box::new(Watch::new(context_id, shared.clone())))
             }
             Some(_) => {

@@ -693,6 +693,59 @@ def test_an_update_sends_by_the_new_configuration_while_the_old_listener_drains(
     old.close()
 
 
+def test_a_rollback_while_the_replaced_listener_drains_sends_by_the_configuration_rolled_back_to(
+        osmox, make_tracking, make_envoy, filter_wasm):
+    """v1 -> v2 -> v1 while v1's listener still drains (60 s here). Envoy kept v1's root context
+    and reuses it: nothing configures it again, so by the order of configuration v2 stayed in
+    force (a review). A stream on a connection newer than any v2 took brings v1 back."""
+    crm = make_tracking("crm")
+
+    def cfg_with(team: str) -> dict:
+        return config([endpoint("crm", crm, headers={"x-team": team})])
+
+    # One worker: each worker's VM tells on its own which configuration is in force.
+    envoy = start(make_envoy, osmox, cfg_with("v1"), {"crm": crm}, drain_time_s=60, concurrency=1)
+    envoy.update_filter_config(cfg_with("v2"))
+    observe(envoy, osmox, [notification_row(9200, SUCCESS)])
+    crm.wait_ok_ids(1, timeout=EXPECT_S)
+    envoy.update_filter_config(cfg_with("v1"))
+    for i in range(1, 6):
+        observe(envoy, osmox, [notification_row(9200 + i, SUCCESS)])
+    crm.wait_ok_ids(6, timeout=EXPECT_S)
+    got = settle(crm, SETTLE_S)
+    assert_one_ok_per_id(got, expect_ids=6)
+    teams = {a.json()["id"]: a.req.headers.get("x-team") for a in got}
+    assert teams == {9200: "v2", **{9200 + i: "v1" for i in range(1, 6)}}, summarize(got)
+
+
+def test_wake_ups_reach_the_configuration_in_force_once_the_replaced_one_is_gone(
+        osmox, make_tracking, make_envoy, filter_wasm):
+    """A review: the replaced root context took the VM's delivery queue back as it closed, and
+    was then deleted; every later wake-up went to nobody, and deliveries waited for the tick
+    (5 s here) of the configuration in force."""
+    crm = make_tracking("crm")
+    v1 = config([endpoint("crm", crm)])
+    v2 = filter_config([endpoint("crm", crm, headers={"x-team": "v2"})], tick_ms=5000, limits=dict(SMALL_LEDGER))
+    envoy = start(make_envoy, osmox, v1, {"crm": crm}, drain_time_s=1, concurrency=1)
+    envoy.update_filter_config(v2)
+    seen = []
+    deadline = time.monotonic() + EXPECT_S
+    while True:
+        seen.append(envoy.stat("listener_manager.total_filter_chains_draining"))
+        if seen[-1] == 0 and max(seen) > 0:
+            break
+        assert time.monotonic() < deadline, f"the replaced filter chain did not drain: {seen[-5:]}"
+        time.sleep(0.05)
+    time.sleep(0.5)  # its root context is deleted with it
+    delays = []
+    for i in range(4):
+        t0 = time.monotonic()
+        observe(envoy, osmox, [notification_row(9250 + i, SUCCESS)])
+        crm.wait_ok_ids(i + 1, timeout=EXPECT_S)
+        delays.append(time.monotonic() - t0)
+    assert max(delays) < 2.5, f"deliveries waited for the 5 s tick, not their wake-up: {delays}"
+
+
 def _update_refused_by_another_filter(envoy, cfg, probe_wasm):
     """Push an LDS update with `cfg` for this filter and, after it, a filter that refuses its
     configuration: Envoy rejects the whole update after this filter's root contexts loaded it."""
