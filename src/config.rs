@@ -24,6 +24,11 @@ const MAX_TIMEOUT_MS: u64 = 600_000;
 const DEFAULT_MAX_IN_FLIGHT: u64 = 64;
 const DEFAULT_FAILURE_THRESHOLD: u64 = 5;
 const DEFAULT_OPEN_MS: u64 = 30_000;
+/// How long a SUCCESS seen without its result waits for a view that shows it: OsmoX saves
+/// the result about 100 ms after the state (measured on v8.5), so a client still polling
+/// shows it well within this; one that stopped at SUCCESS costs this much delay.
+pub const DEFAULT_AWAIT_RESULT_MS: u64 = 1_000;
+const MAX_AWAIT_RESULT_MS: u64 = 60_000;
 const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
 /// GraphQL request bodies are small; a larger one is not read. It counts against
 /// `watch.maxBufferedBytes` with its answer.
@@ -114,6 +119,9 @@ pub struct Endpoint {
     /// Signing keys in order `secret`, `secrets...`, `secretEnv`; empty sends unsigned webhooks.
     pub secrets: Vec<Secret>,
     pub payload: Payload,
+    /// How long a SUCCESS seen before OsmoX saved its result waits for a view that shows it
+    /// (0: sent at once, as seen).
+    pub await_result_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -829,6 +837,7 @@ struct RawEndpoint {
     secrets: Option<Vec<String>>,
     secret_env: Option<String>,
     payload: Option<String>,
+    await_result_ms: Option<u64>,
 }
 
 impl RawEndpoint {
@@ -849,6 +858,7 @@ impl RawEndpoint {
             "secrets",
             "secretEnv",
             "payload",
+            "awaitResultMs",
         ];
         const IDS: &str = "an array of non-negative integers";
         // Elsewhere null means absent; here that would turn a secret a template failed to
@@ -889,6 +899,7 @@ impl RawEndpoint {
                 }
                 "secretEnv" => raw.secret_env = Some(string(p, v)?),
                 "payload" => raw.payload = Some(string(p, v)?),
+                "awaitResultMs" => raw.await_result_ms = Some(uint(p, v)?),
                 _ => {}
             }
         }
@@ -1257,6 +1268,13 @@ impl RawEndpoint {
                     )
                 })?,
             },
+            await_result_ms: ranged(
+                &join(p, "awaitResultMs"),
+                self.await_result_ms,
+                DEFAULT_AWAIT_RESULT_MS,
+                0,
+                MAX_AWAIT_RESULT_MS,
+            )?,
         })
     }
 }
@@ -1673,7 +1691,8 @@ mod tests {
           "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
           "secrets": ["whsec_AgMEBQYHCAkKCwwNDg8QERITFBUWFxgZ", "whsec_BQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fICEiIyQ="],
           "secretEnv": "CRM_WEBHOOK_SECRET",
-          "payload": "envelope"
+          "payload": "envelope",
+          "awaitResultMs": 2500
         },
         {"name": "ops.v2", "url": "HTTPS://Hooks.Example.com", "cluster": "webhook_ops"}
       ],
@@ -1744,6 +1763,7 @@ mod tests {
                         .map(|s| Secret::parse(s).unwrap())
                         .collect(),
                     payload: Payload::Envelope,
+                    await_result_ms: 2500,
                 },
                 Endpoint {
                     name: "ops.v2".to_string(),
@@ -1761,6 +1781,7 @@ mod tests {
                     },
                     secrets: vec![],
                     payload: Payload::Notification,
+                    await_result_ms: DEFAULT_AWAIT_RESULT_MS,
                 },
             ],
             watch: Watch {
@@ -1883,6 +1904,7 @@ mod tests {
                 },
                 secrets: vec![],
                 payload: Payload::Notification,
+                await_result_ms: DEFAULT_AWAIT_RESULT_MS,
             }],
             watch: Watch {
                 graphql_paths: vec!["/graphql".to_string()],
@@ -2589,6 +2611,14 @@ mod tests {
             (
                 r#""circuitBreaker": {"openMs": 86400001}"#,
                 "endpoints[0].circuitBreaker.openMs: must be between 100 and 86400000",
+            ),
+            (
+                r#""awaitResultMs": 60001"#,
+                "endpoints[0].awaitResultMs: must be between 0 and 60000",
+            ),
+            (
+                r#""awaitResultMs": -1"#,
+                "endpoints[0].awaitResultMs: expected a non-negative integer, got a negative integer",
             ),
         ] {
             assert_eq!(endpoint_err(extra), msg);

@@ -13,7 +13,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use crate::osmox::{DeliveryStatus, Notification};
+use crate::osmox::{DeliveryStatus, Notification, ResultView};
 use crate::routing::Routed;
 use crate::store::{self, Store, StoreError};
 
@@ -159,6 +159,8 @@ struct Seen {
     /// The ledger slot that holds the pending delivery per endpoint, so a newer event
     /// replaces an older one that is still waiting instead of racing it.
     slots: Vec<Held>,
+    /// A SUCCESS seen only without its result so far (`Notification::awaits_result`).
+    awaits_result: bool,
 }
 
 /// Where a delivery of one of a notification's events waits: its endpoint (by endpoint key)
@@ -202,6 +204,7 @@ impl Seen {
             touched_ms: now_ms,
             generation: Generation::FIRST,
             slots: Vec::new(),
+            awaits_result: n.awaits_result(),
         }
     }
 
@@ -274,7 +277,13 @@ impl Seen {
 
     /// Fold in what a duplicate observation adds; true when anything changed.
     fn merge(&mut self, n: &Notification) -> bool {
-        let before = (self.retry_count, self.routed(), self.updated_on.clone());
+        let before = (
+            self.retry_count,
+            self.routed(),
+            self.updated_on.clone(),
+            self.awaits_result,
+        );
+        self.awaits_result &= n.result != ResultView::Present;
         self.retry_count = self.retry_count.or(n.retry_count);
         self.provider_id = self.provider_id.or(n.provider_id);
         self.channel_type = self.channel_type.or(n.channel_type);
@@ -285,7 +294,13 @@ impl Seen {
             self.updated_on = n.updated_on.as_deref().map(str::to_owned);
             self.time_inherited = false;
         }
-        before != (self.retry_count, self.routed(), self.updated_on.clone())
+        before
+            != (
+                self.retry_count,
+                self.routed(),
+                self.updated_on.clone(),
+                self.awaits_result,
+            )
     }
 }
 
@@ -314,11 +329,13 @@ pub enum Verdict {
         generation: Generation,
     },
     /// The state already acted on, now seen with a field its earlier views lacked (`before`):
-    /// endpoints that filter on it, passed over then, may take the event now.
+    /// endpoints that filter on it, passed over then, may take the event now; and with
+    /// `result_arrived`, the deliveries still waiting for its result may take the fuller body.
     Filled {
         before: Routed,
         slots: Vec<Place>,
         generation: Generation,
+        result_arrived: bool,
     },
     /// The state we already acted on.
     Duplicate,
@@ -395,18 +412,20 @@ impl Memory {
                     return None;
                 }
                 Some((i, mut seen)) if seen.same_event(n) => {
-                    let before = seen.routed();
+                    let (before, awaited) = (seen.routed(), seen.awaits_result);
                     if !seen.merge(n) {
                         verdict = Verdict::Duplicate;
                         return None;
                     }
-                    verdict = if seen.routed() == before {
+                    let result_arrived = awaited && !seen.awaits_result;
+                    verdict = if seen.routed() == before && !result_arrived {
                         Verdict::Duplicate
                     } else {
                         Verdict::Filled {
                             before,
                             slots: seen.held(),
                             generation: seen.generation,
+                            result_arrived,
                         }
                     };
                     (Some(i), seen)
@@ -512,6 +531,8 @@ const HAS_GENERATION: u8 = 32;
 /// 32-bit key cannot be told from another endpoint's, so those deliveries are not taken back
 /// for a later event (both are sent).
 const WIDE_KEYS: u8 = 64;
+/// `Seen::awaits_result`; earlier builds neither write nor read it.
+const RESULT_AWAITED: u8 = 128;
 
 /// A bucket as stored: `BUCKET_FORMAT`, then each entry as little-endian fields: id u64,
 /// status u64, a flags byte, retry count, provider id and channel type (u64 each) when flagged, touched_ms
@@ -642,6 +663,7 @@ impl Seen {
                 | flag(self.updated_on.is_some(), HAS_UPDATED)
                 | flag(self.channel_type.is_some(), HAS_CHANNEL)
                 | flag(self.time_inherited, TIME_INHERITED)
+                | flag(self.awaits_result, RESULT_AWAITED)
                 | HAS_GENERATION
                 | WIDE_KEYS,
         );
@@ -778,6 +800,7 @@ impl<'a> Entry<'a> {
             touched_ms: self.touched_ms,
             generation: self.generation,
             slots,
+            awaits_result: self.flags & RESULT_AWAITED != 0,
         }
     }
 }
@@ -901,6 +924,7 @@ impl KnownEvents {
             &provider.to_le_bytes(),
             &channel.to_le_bytes(),
             at.as_bytes(),
+            &[n.result as u8],
         ]))
     }
 
@@ -955,6 +979,7 @@ mod tests {
             channel_type: Some(1),
             retry_count: Some(retry),
             updated_on: Some(updated.to_string().into()),
+            result: crate::osmox::ResultView::NotSelected,
             body: "{}".into(),
         }
     }
@@ -1023,6 +1048,82 @@ mod tests {
         let before = s.get(&m.key(1)).unwrap().unwrap().1;
         m.observe(&s, &a, 5).unwrap();
         assert_eq!(s.get(&m.key(1)).unwrap().unwrap().1, before);
+    }
+
+    /// OsmoX saves a SUCCESS before its result: the view that shows the result later is the
+    /// same event, and says the result arrived, once; no other view does.
+    #[test]
+    fn a_success_seen_without_its_result_learns_when_it_arrives() {
+        use crate::osmox::ResultView::{NotSelected, Null, Present};
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        let view = |result, updated| Notification {
+            result,
+            ..n(1, DeliveryStatus::Success, 0, 1, updated)
+        };
+        assert_eq!(m.observe(&s, &view(Null, T1), 0).unwrap(), fresh(1));
+        assert_eq!(
+            m.observe(&s, &view(Null, T1), 1).unwrap(),
+            Verdict::Duplicate
+        );
+        assert_eq!(
+            m.observe(&s, &view(NotSelected, T1), 1).unwrap(),
+            Verdict::Duplicate,
+            "a view that did not select it tells nothing"
+        );
+        // Its own record survives the bucket's encoding.
+        assert!(decode(s.get(&m.key(1)).unwrap().map(|(v, _)| v).as_deref())[0].awaits_result);
+        let arrived = Verdict::Filled {
+            before: Routed {
+                provider_id: Some(1),
+                channel_type: Some(1),
+            },
+            slots: vec![],
+            generation: Generation(1),
+            result_arrived: true,
+        };
+        assert_eq!(m.observe(&s, &view(Present, T2), 2).unwrap(), arrived);
+        assert_eq!(
+            m.observe(&s, &view(Present, T2), 3).unwrap(),
+            Verdict::Duplicate
+        );
+        assert_eq!(
+            m.observe(&s, &view(Null, T2), 3).unwrap(),
+            Verdict::Duplicate,
+            "a view without it once it arrived awaits nothing"
+        );
+        // A SUCCESS first seen with its result, or another state without one, awaits none.
+        let other = |id, status, result| Notification {
+            result,
+            ..n(id, status, 0, 1, T1)
+        };
+        for (id, status, result) in [
+            (2, DeliveryStatus::Success, Present),
+            (3, DeliveryStatus::Failed, Null),
+            (4, DeliveryStatus::InProgress, Null),
+        ] {
+            m.observe(&s, &other(id, status, result), 0).unwrap();
+            let mut later = other(id, status, Present);
+            later.updated_on = Some(T2.into());
+            assert_eq!(m.observe(&s, &later, 1).unwrap(), Verdict::Duplicate);
+        }
+    }
+
+    /// A view with the result is another observation than the one without, even where
+    /// OsmoX left `updatedOn` as it was.
+    #[test]
+    fn a_view_with_the_result_is_not_passed_over_as_one_without_it() {
+        let mut known = KnownEvents::new(4);
+        let without = Notification {
+            result: crate::osmox::ResultView::Null,
+            ..n(1, DeliveryStatus::Success, 0, 1, T1)
+        };
+        known.learn(std::slice::from_ref(&without));
+        assert!(known.knows(&without));
+        let with = Notification {
+            result: crate::osmox::ResultView::Present,
+            ..without.clone()
+        };
+        assert!(!known.knows(&with));
     }
 
     #[test]
@@ -1383,6 +1484,7 @@ mod tests {
                 channel_type: None,
                 retry_count: None,
                 updated_on: None,
+                result: crate::osmox::ResultView::NotSelected,
                 body: "{}".into(),
             },
             100,

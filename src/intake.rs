@@ -4,7 +4,7 @@
 //! a callout made from a stream dies with it, so the root contexts send.
 
 use crate::config::{Config, Endpoint};
-use crate::delivery::ledger::{Ledger, LedgerError, Placed, Slot};
+use crate::delivery::ledger::{EventFor, Ledger, LedgerError, Placed, Slot};
 use crate::events::{endpoint_key, fnv1a64, Generation, KnownEvents, Memory, Place, Verdict};
 use crate::metrics::{Metric, Metrics};
 use crate::osmox::{DeliveryStatus, Notification};
@@ -111,6 +111,8 @@ struct Event {
     /// For an event seen before with less: how it was routed then.
     before: Option<Routed>,
     generation: Generation,
+    /// Seen before only without its result, now with it.
+    result_arrived: bool,
 }
 
 /// Where a response's events are judged, their deliveries placed in the ledger, and taken
@@ -154,6 +156,9 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                 Err(Incomplete) => intake.complete = false,
             }
         }
+        if event.result_arrived {
+            self.fill_in(endpoints, n, &event, intake);
+        }
         // An event whose every delivery was dropped was routed: the drops are counted.
         if !routed && event.before.is_none() {
             self.metrics.add(Metric::EventsUnrouted, 1);
@@ -171,18 +176,21 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                     previous: slots,
                     before: None,
                     generation,
+                    result_arrived: false,
                 })
             }
             Ok(Verdict::Filled {
                 before,
                 slots,
                 generation,
+                result_arrived,
             }) => {
                 self.metrics.add(Metric::EventsDuplicate, 1);
                 Some(Event {
                     previous: slots,
                     before: Some(before),
                     generation,
+                    result_arrived,
                 })
             }
             Ok(Verdict::Duplicate) => {
@@ -202,6 +210,49 @@ impl<S: Store + ?Sized> Recording<'_, S> {
         }
     }
 
+    /// `n` shows the result its event's earlier views lacked: give it to the deliveries that
+    /// still wait (the attempt on the wire keeps what it carries), and send those it held
+    /// back for it.
+    fn fill_in(
+        &self,
+        endpoints: &[Endpoint],
+        n: &Notification,
+        event: &Event,
+        intake: &mut Intake,
+    ) {
+        let body = n.webhook_body();
+        for place in &event.previous {
+            let Some(endpoint) = endpoints
+                .iter()
+                .find(|e| endpoint_key(&e.name) == place.endpoint)
+            else {
+                continue;
+            };
+            let full = endpoint.payload.body(n, &body, self.now_ms);
+            let of = EventFor {
+                endpoint: &endpoint.name,
+                notification: n.id,
+                generation: event.generation,
+            };
+            let filled =
+                self.ledger
+                    .fill_in(self.store, place.slot, of, full.as_bytes(), self.now_ms);
+            match filled {
+                Ok(Some(due_now)) => {
+                    self.metrics.add(Metric::ResultsFilledIn, 1);
+                    if due_now {
+                        intake.wake.push(place.slot);
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    self.metrics.add(Metric::StoreConflicts, 1);
+                    intake.complete = false;
+                }
+            }
+        }
+    }
+
     /// Place `n`'s delivery to `endpoint` in the ledger, replacing the one still held in
     /// `previous`. The slot it now holds, if any.
     fn place(
@@ -214,10 +265,18 @@ impl<S: Store + ?Sized> Recording<'_, S> {
     ) -> Result<Option<u32>, Incomplete> {
         let id = webhook_id(n, &endpoint.name, generation);
         let body = endpoint.payload.body(n, body, self.now_ms).into_bytes();
-        let fresh =
+        let mut fresh =
             Slot::new(&endpoint.name, n.id, &id, body, self.now_ms).of_generation(generation);
+        // Held for a view with the result (`fill_in` sends it then), or until the wait ends.
+        let awaits = n.awaits_result() && endpoint.await_result_ms > 0;
+        if awaits {
+            fresh.at_ms = self.now_ms.saturating_add(endpoint.await_result_ms);
+        }
         match self.ledger.place(self.store, previous, fresh, self.seed) {
             Ok(placed) => {
+                if awaits && placed.held_slot().is_some() {
+                    self.metrics.add(Metric::ResultsAwaited, 1);
+                }
                 match placed {
                     Placed::New(_) => self.metrics.add(Metric::Pending, 1),
                     Placed::Replaced(_) | Placed::Requeued(_) | Placed::Outdated(_) => {
@@ -308,6 +367,11 @@ mod tests {
             channel_type: Some(1),
             retry_count: Some(0),
             updated_on: Some(updated_on.to_owned().into()),
+            result: if result == "null" {
+                crate::osmox::ResultView::Null
+            } else {
+                crate::osmox::ResultView::Present
+            },
             body: format!(r#"{{"id":504,"deliveryStatus":5,"result":{result}}}"#).into(),
         }
     }

@@ -540,6 +540,7 @@ impl Registry {
                 circuit: CIRCUIT,
                 secrets: Vec::new(),
                 payload: Payload::Notification,
+                await_result_ms: crate::config::DEFAULT_AWAIT_RESULT_MS,
             });
         }
         Ok(out)
@@ -1069,6 +1070,7 @@ mod tests {
             },
             secrets: vec![],
             payload: Payload::Notification,
+            await_result_ms: crate::config::DEFAULT_AWAIT_RESULT_MS,
         }
     }
 

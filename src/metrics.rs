@@ -61,6 +61,8 @@ metrics! {
     DeliveriesDropped => "deliveries_dropped", Counter;
     DeliveriesSuperseded => "deliveries_superseded", Counter;
     DeliveriesOrphaned => "deliveries_orphaned", Counter;
+    ResultsAwaited => "results_awaited", Counter;
+    ResultsFilledIn => "results_filled_in", Counter;
     DispatchErrors => "dispatch_errors", Counter;
     DeadLettersSent => "dead_letters_sent", Counter;
     DeadLettersFailed => "dead_letters_failed", Counter;

@@ -108,12 +108,29 @@ pub struct Notification<'a> {
     /// `updatedOn` as [`utc_timestamp`] reads it, when the response selected it: orders
     /// observations. Borrowed when the response wrote it as OsmoX does.
     pub updated_on: Option<Cow<'a, str>>,
+    pub result: ResultView,
     /// The webhook body: the object as observed, top-level keys in camelCase, `id` set to
     /// `self.id`, with no `notificationId`. Read it through [`Notification::webhook_body`].
     pub body: WebhookBody<'a>,
 }
 
+/// What a view shows of `result`. OsmoX saves a SUCCESS, and queues its own webhook, before
+/// it saves the provider's result: a view taken in between has the state without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResultView {
+    /// The response did not select it.
+    #[default]
+    NotSelected,
+    Null,
+    Present,
+}
+
 impl Notification<'_> {
+    /// A SUCCESS seen before OsmoX saved its result: a later view may show it.
+    pub fn awaits_result(&self) -> bool {
+        self.delivery_status == DeliveryStatus::Success && self.result == ResultView::Null
+    }
+
     /// The body OsmoX's own webhook would send for this notification.
     pub fn webhook_body(&self) -> Cow<'_, str> {
         match &self.body {
@@ -132,6 +149,7 @@ impl Notification<'_> {
             channel_type: self.channel_type,
             retry_count: self.retry_count,
             updated_on: self.updated_on.map(|u| Cow::Owned(u.into_owned())),
+            result: self.result,
             body,
         }
     }

@@ -94,6 +94,7 @@ mod tests {
             channel_type: Some(1),
             retry_count: Some(0),
             updated_on: None,
+            result: crate::osmox::ResultView::Present,
             body: r#"{"id":7,"deliveryStatus":5,"result":{"ok":true}}"#.into(),
         }
     }

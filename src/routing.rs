@@ -93,6 +93,7 @@ mod tests {
             channel_type: channel,
             retry_count: Some(0),
             updated_on: None,
+            result: crate::osmox::ResultView::NotSelected,
             body: "{}".into(),
         }
     }

@@ -224,6 +224,7 @@ fn note(id: u64, status: DeliveryStatus, updated: &str) -> Notification<'static>
         channel_type: Some(1),
         retry_count: Some(0),
         updated_on: Some(updated.to_string().into()),
+        result: osmox_webhook_filter::osmox::ResultView::NotSelected,
         body: format!(r#"{{"id":{id},"deliveryStatus":{}}}"#, status.code()).into(),
     }
 }
@@ -4248,4 +4249,112 @@ fn an_event_placed_for_some_endpoints_only_counts_the_rest_dropped() {
     w.sweep();
     w.sweep();
     assert_eq!(w.webhook_ids(), [("a".to_string(), "msg_1_5".to_string())]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A SUCCESS seen before OsmoX saved its result
+
+fn success_seen(id: u64, result: Option<&str>, updated: &str) -> Notification<'static> {
+    use osmox_webhook_filter::osmox::ResultView;
+    let (view, text) = match result {
+        None => (ResultView::Null, "null"),
+        Some(r) => (ResultView::Present, r),
+    };
+    Notification {
+        result: view,
+        body: format!(r#"{{"id":{id},"deliveryStatus":5,"result":{text}}}"#).into(),
+        ..note(id, DeliveryStatus::Success, updated)
+    }
+}
+
+/// VM 0 ticks every 100 ms for `ms`.
+fn pass(w: &mut World, ms: u64) {
+    for _ in 0..ms / 100 {
+        w.now += 100;
+        w.tick(0);
+    }
+}
+
+const RESULT: &str = r#"{"messageId":"m1"}"#;
+
+#[test]
+fn a_success_waits_for_its_result_and_goes_with_it_once_a_view_shows_it() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[success_seen(1, None, A)]);
+    pass(&mut w, 300);
+    assert!(w.sent().is_empty(), "held for its result");
+    w.observe(0, &[success_seen(1, Some(RESULT), B)]);
+    let sent = w.sent();
+    assert_eq!(sent.len(), 1, "sent as soon as the result showed");
+    assert!(
+        sent[0].body.contains(r#""result":{"messageId":"m1"}"#),
+        "{}",
+        sent[0].body
+    );
+    w.reply(0, sent[0].token, 200, None);
+    pass(&mut w, 2_000);
+    assert_eq!(w.sent().len(), 1, "and only then");
+    assert_eq!(w.m(Metric::ResultsAwaited), 1);
+    assert_eq!(w.m(Metric::ResultsFilledIn), 1);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1);
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
+#[test]
+fn a_success_whose_result_never_shows_goes_as_seen_when_its_wait_ends() {
+    // A ledger the sweep takes 157 ticks to pass over: the sender comes back for it.
+    let json = ONE_ENDPOINT.replace(r#""maxPending": 128"#, r#""maxPending": 10000"#);
+    let mut w = World::new(&json, 1);
+    w.observe(0, &[success_seen(1, None, A)]);
+    pass(&mut w, 900);
+    assert!(w.sent().is_empty());
+    pass(&mut w, 100);
+    let sent = w.sent();
+    assert_eq!(sent.len(), 1, "sent when its wait of 1000 ms ended");
+    assert!(
+        sent[0].body.contains(r#""result":null"#),
+        "{}",
+        sent[0].body
+    );
+    assert_eq!(w.m(Metric::ResultsFilledIn), 0);
+}
+
+#[test]
+fn an_endpoint_that_awaits_no_result_gets_the_success_as_seen_and_its_retry_gets_the_result() {
+    let json = ONE_ENDPOINT.replace(
+        r#""timeoutMs": 5000,"#,
+        r#""timeoutMs": 5000, "awaitResultMs": 0,"#,
+    );
+    let mut w = World::new(&json, 1);
+    w.observe(0, &[success_seen(1, None, A)]);
+    let first = w.last();
+    assert!(first.body.contains(r#""result":null"#));
+    w.reply(0, first.token, 503, None);
+    // The result shows while the retry waits (1000 ms after the failure).
+    pass(&mut w, 300);
+    w.observe(0, &[success_seen(1, Some(RESULT), B)]);
+    assert_eq!(w.sent().len(), 1, "the retry keeps its time");
+    pass(&mut w, 700);
+    let retry = w.last();
+    assert_eq!(w.sent().len(), 2);
+    assert_eq!(retry.header("webhook-id"), first.header("webhook-id"));
+    assert!(retry.body.contains(RESULT), "{}", retry.body);
+    assert_eq!(w.m(Metric::ResultsAwaited), 0);
+    assert_eq!(w.m(Metric::ResultsFilledIn), 1);
+}
+
+#[test]
+fn a_result_that_shows_after_the_delivery_succeeded_sends_nothing_more() {
+    let json = ONE_ENDPOINT.replace(
+        r#""timeoutMs": 5000,"#,
+        r#""timeoutMs": 5000, "awaitResultMs": 0,"#,
+    );
+    let mut w = World::new(&json, 1);
+    w.observe(0, &[success_seen(1, None, A)]);
+    w.reply(0, w.last().token, 200, None);
+    w.observe(0, &[success_seen(1, Some(RESULT), B)]);
+    pass(&mut w, 2_000);
+    assert_eq!(w.sent().len(), 1);
+    assert_eq!(w.m(Metric::ResultsFilledIn), 0);
+    assert_eq!(w.m(Metric::Pending), 0);
 }

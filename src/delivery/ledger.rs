@@ -429,6 +429,14 @@ impl Placed {
     }
 }
 
+/// A notification's event (by its generation) as delivered to one endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct EventFor<'a> {
+    pub endpoint: &'a str,
+    pub notification: u64,
+    pub generation: Generation,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LedgerError {
     /// No free slot: the event is dropped (and counted).
@@ -558,6 +566,48 @@ impl Ledger {
             _ => None,
         })?;
         Ok(taken.flatten())
+    }
+
+    /// Give the delivery of `notification`'s event of `generation` to `endpoint` the body of a
+    /// fuller view (the result OsmoX saved after the state). The attempt already on the wire
+    /// keeps what it carries; later ones take the new body. `Some(true)` when the delivery
+    /// waits and has not been tried: it is due now, its wait for the result over; `None`
+    /// when the slot no longer holds it.
+    pub fn fill_in<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        slot: u32,
+        event: EventFor<'_>,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<bool>, StoreError> {
+        let EventFor {
+            endpoint,
+            notification,
+            generation,
+        } = event;
+        self.update(store, slot, |rec| {
+            let Record::Used(mut s) = rec else {
+                return None;
+            };
+            if s.notification != notification || s.endpoint != endpoint {
+                return None;
+            }
+            if s.generation == generation {
+                s.body = body.to_vec();
+                let due_now = s.state == State::Waiting && s.attempts == 0;
+                if due_now {
+                    s.at_ms = s.at_ms.min(now_ms);
+                }
+                return Some((Record::Used(s), due_now));
+            }
+            let queued = s
+                .successor
+                .as_mut()
+                .filter(|q| q.generation == generation)?;
+            queued.body = String::from_utf8_lossy(body).into_owned();
+            Some((Record::Used(s), false))
+        })
     }
 
     /// Put an event for (`notification`, `endpoint`) into the ledger. `existing` is the slot
@@ -767,6 +817,48 @@ mod tests {
             _ => None,
         })
         .unwrap();
+    }
+
+    /// The result a later view showed: a waiting delivery of that very event takes it and
+    /// is due at once; one on the wire takes it for its retries; one queued behind another
+    /// event's attempt takes it too; another event's, or another endpoint's, does not.
+    #[test]
+    fn filling_in_reaches_only_the_event_it_names() {
+        let (s, l) = ledger(4);
+        let g2 = Generation(2);
+        let held = Slot::new("a", 1, "w", b"bare".to_vec(), 0).of_generation(g2);
+        let held = Slot {
+            at_ms: 1_000,
+            ..held
+        };
+        let slot = l.place(&s, None, held, 0).unwrap().slot();
+        let fill = |endpoint: &str, generation: Generation| {
+            let event = EventFor {
+                endpoint,
+                notification: 1,
+                generation,
+            };
+            l.fill_in(&s, slot, event, b"full", 300).unwrap()
+        };
+        assert_eq!(fill("b", g2), None);
+        assert_eq!(fill("a", Generation(1)), None);
+        assert_eq!(fill("a", g2), Some(true));
+        let Record::Used(now) = l.read(&s, slot).unwrap() else {
+            panic!("freed")
+        };
+        assert_eq!((now.body.as_slice(), now.at_ms), (&b"full"[..], 300));
+        on_the_wire(&l, &s, slot);
+        assert_eq!(fill("a", g2), Some(false));
+        let queued = Slot::new("a", 1, "w3", b"bare".to_vec(), 0).of_generation(Generation(3));
+        assert_eq!(
+            l.place(&s, Some(slot), queued, 0).unwrap(),
+            Placed::Queued(slot)
+        );
+        assert_eq!(fill("a", Generation(3)), Some(false));
+        let Record::Used(now) = l.read(&s, slot).unwrap() else {
+            panic!("freed")
+        };
+        assert_eq!(now.successor.map(|q| q.body).as_deref(), Some("full"));
     }
 
     #[test]

@@ -343,10 +343,26 @@ impl Sender {
         self.held.values().any(|h| !h.is_empty())
     }
 
-    /// A slot was filled or refilled: try to send it now.
+    /// A slot was filled or refilled: try to send it now, or when it is due.
     pub fn wake(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io, slot: u32) {
         self.empty_windows = 0;
-        self.try_send(config, endpoints, io, slot, false);
+        if let Tried::Skipped { occupied: true } = self.try_send(config, endpoints, io, slot, false)
+        {
+            self.schedule_waiting(endpoints, io, slot);
+        }
+    }
+
+    /// A delivery placed to wait (for the result its view lacked) goes when it is due, not
+    /// when a sweep next passes, which for an idle sender can be seconds later.
+    fn schedule_waiting(&mut self, endpoints: &[Endpoint], io: &mut Io, slot: u32) {
+        let Ok(Record::Used(s)) = self.ledger.read(io.store, slot) else {
+            return;
+        };
+        let ours = endpoints.iter().any(|e| e.name == s.endpoint)
+            && !self.handed_over.contains(&s.endpoint);
+        if ours && s.state == State::Waiting && s.at_ms > io.now_ms {
+            self.schedule(s.at_ms, slot, endpoint_key(&s.endpoint));
+        }
     }
 
     /// Whether this sender is idle: it swept a whole ledger's worth of empty windows, holds

@@ -17,7 +17,7 @@ use std::fmt;
 
 use crate::json::{self, Object, Value};
 use crate::metrics::Metric;
-use crate::osmox::{DeliveryStatus, Notification, WebhookBody};
+use crate::osmox::{DeliveryStatus, Notification, ResultView, WebhookBody};
 
 pub use graphql::{
     graphql_request_facts, is_json_body, is_json_post, may_register, read_graphql_request,
@@ -354,10 +354,11 @@ enum Field {
     ChannelType,
     RetryCount,
     UpdatedOn,
+    Result,
 }
 
 impl Field {
-    const COUNT: usize = 7;
+    const COUNT: usize = 8;
 
     /// The field a row's key holds, and whether the key is the camelCase spelling.
     fn of_key(key: &str) -> Option<(bool, Field)> {
@@ -375,6 +376,7 @@ impl Field {
             "retry_count" => (false, Field::RetryCount),
             "updatedOn" => (true, Field::UpdatedOn),
             "updated_on" => (false, Field::UpdatedOn),
+            "result" => (true, Field::Result),
             _ => return None,
         })
     }
@@ -590,6 +592,11 @@ fn notification<'a>(
                     crate::osmox::utc_timestamp(&t).map(|u| Cow::Owned(u.into_owned()))
                 }
             }),
+        result: match f.get(Field::Result) {
+            None => ResultView::NotSelected,
+            Some(Value::Null) => ResultView::Null,
+            Some(_) => ResultView::Present,
+        },
         body: WebhookBody::Row(obj),
     })
 }
@@ -826,6 +833,34 @@ mod tests {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
         k.sort();
         k
+    }
+
+    /// Whether each view shows `result`: a SUCCESS without one waits for a view with it.
+    #[test]
+    fn a_view_shows_its_result_or_null_or_not_at_all() {
+        use crate::osmox::ResultView::{NotSelected, Null, Present};
+        let views = |x: &Extracted| -> Vec<(u64, crate::osmox::ResultView, bool)> {
+            x.notifications
+                .iter()
+                .map(|n| (n.id, n.result, n.awaits_result()))
+                .collect()
+        };
+        let x = run(WatchKind::Graphql, GQL_LIST.as_bytes());
+        let got = views(&x);
+        assert_eq!(got.len(), 7);
+        assert!(got.contains(&(1048, Present, false)));
+        assert!(
+            got.contains(&(1047, Null, false)),
+            "IN_PROGRESS awaits nothing"
+        );
+        let x = run(WatchKind::Rest, &captured_body(V8_BY_ID_5));
+        assert_eq!(views(&x), vec![(x.notifications[0].id, Present, false)]);
+        let success_null = br#"{"id": 9, "delivery_status": 5, "result": null}"#;
+        let x = run(WatchKind::Rest, success_null);
+        assert_eq!(views(&x), vec![(9, Null, true)]);
+        let thin = br#"{"data": {"notification": {"id": 9, "deliveryStatus": 5}}}"#;
+        let x = run(WatchKind::Graphql, thin);
+        assert_eq!(views(&x), vec![(9, NotSelected, false)]);
     }
 
     #[test]

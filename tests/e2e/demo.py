@@ -81,6 +81,12 @@ class MiniOsmox:
         doc = {"data": {"notifications": {"notifications": rows, "total": len(rows), "offset": 0, "limit": 10}}}
         return StubResponse(200, [("Content-Type", "application/json")], to_json_bytes(doc))
 
+    def save_result(self, nid: int, result):
+        """OsmoX saves a SUCCESS's result after the state, moving `updatedOn` again."""
+        with self.lock:
+            self.rows[nid]["result"] = result
+            self.rows[nid]["updatedOn"] = now_iso()
+
     def move(self, nid: int, status: int, result=None, retry_count: int | None = None):
         with self.lock:
             r = self.rows[nid]
@@ -176,15 +182,33 @@ def main() -> int:
         say(f"    -> {r.status}: notification {nid}, delivery_status {created['delivery_status']} (PENDING)")
         ok &= wait_webhooks(rcv, 1)
 
-        for step, status in ((2, 2), (3, 5)):
-            time.sleep(0.3)
-            osmox.move(nid, status, result={"result": {"response": "250 2.0.0 OK"}} if status == 5 else None)
-            say(f"\n[{step}] OsmoX moved {nid} to {status} ({STATUS_NAMES[status]}); client polls POST /graphql")
-            r = client.graphql(QUERY)
-            say(f"    -> {r.status}, {len(r.body)} bytes")
-            ok &= wait_webhooks(rcv, {2: 2, 5: 3}[status])  # PENDING, IN_PROGRESS, SUCCESS
+        time.sleep(0.3)
+        osmox.move(nid, 2)
+        say(f"\n[2] OsmoX moved {nid} to 2 (IN_PROGRESS); client polls POST /graphql")
+        r = client.graphql(QUERY)
+        say(f"    -> {r.status}, {len(r.body)} bytes")
+        ok &= wait_webhooks(rcv, 2)  # PENDING, IN_PROGRESS
 
-        say("\n[4] client polls again, nothing changed: no new webhook expected")
+        time.sleep(0.3)
+        osmox.move(nid, 5)
+        say(f"\n[3] OsmoX saved {nid} as 5 (SUCCESS) but not yet its result (its own webhook would go "
+            "now, with \"result\": null); client polls POST /graphql")
+        r = client.graphql(QUERY)
+        say(f"    -> {r.status}, {len(r.body)} bytes; the filter holds the SUCCESS webhook for a poll that "
+            "shows the result (awaitResultMs)")
+        time.sleep(0.3)
+        held = rcv.count() == 2
+        say("    -> held: no webhook yet" if held else f"    -> NOT HELD: {rcv.count()} webhooks")
+        ok &= held
+        osmox.save_result(nid, {"result": {"response": "250 2.0.0 OK"}})
+        say(f"\n[4] OsmoX saves {nid}'s result; client polls POST /graphql again")
+        client.graphql(QUERY)
+        ok &= wait_webhooks(rcv, 3)
+        with_result = rcv.requests()[-1].json().get("result") is not None
+        say("    -> the SUCCESS webhook carries the result" if with_result else "    -> RESULT MISSING")
+        ok &= with_result
+
+        say("\n[5] client polls again, nothing changed: no new webhook expected")
         before = rcv.count()
         client.graphql(QUERY)
         client.graphql(QUERY)
@@ -193,7 +217,7 @@ def main() -> int:
             + ("  (no duplicate)" if rcv.count() == before else "  (DUPLICATE!)"))
         ok &= rcv.count() == before
 
-        say("\n[5] an SMS that fails: created, then FAILED after 3 provider retries")
+        say("\n[6] an SMS that fails: created, then FAILED after 3 provider retries")
         r = client.post("/notifications", {"providerId": 5, "channelType": 5,
                                            "data": {"to": "+1555555", "message": "code 119204"}},
                         headers={"x-api-key": "demo-key"})

@@ -200,6 +200,53 @@ def test_an_envelope_endpoint_gets_a_signed_standard_webhooks_payload(osmox, mak
     assert payload2["data"]["id"] == 1043
 
 
+def _success_views() -> tuple[dict, dict]:
+    """Row 1048 (SUCCESS) as a poll between OsmoX saving the state and its result shows it,
+    and as a later poll shows it (OsmoX moves `updatedOn` when it saves the result)."""
+    saved = rows_by_id()[1048]
+    assert saved["deliveryStatus"] == 5 and saved["result"] is not None
+    early = dict(saved, result=None, updatedOn="2026-04-20T09:15:01.900Z")
+    return early, saved
+
+
+def test_a_success_seen_before_its_result_waits_for_a_poll_that_shows_it(osmox, make_receiver, make_envoy,
+                                                                         filter_wasm):
+    """OsmoX saves a SUCCESS, and sends its own webhook, before it saves the result. A poll
+    that caught that moment holds the webhook until a poll shows the result (or the wait of
+    `awaitResultMs`, 10 s here, ends): the receiver gets one webhook, with the result."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm, awaitResultMs=10_000)], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    early, saved = _success_views()
+    for view in (early, saved):
+        sent = osmox.set_json("POST", "/graphql", graphql_body([view]))
+        assert poll_graphql(envoy).body == sent, "the client's bytes are OsmoX's"
+        if view is early:
+            assert_no_more(crm, 0)
+    got = crm.wait_for(1, EXPECT_S)
+    got = assert_no_more(crm, 1)
+    body = got[0].json()
+    assert body["result"] == saved["result"] and body["updatedOn"] == saved["updatedOn"], got[0].body
+    envoy.wait_metric("results_filled_in", 1, timeout=EXPECT_S)
+    assert envoy.metric("results_awaited") == 1
+    assert envoy.metric("deliveries_sent") == 1
+
+
+def test_a_success_whose_result_no_poll_shows_goes_without_it_when_its_wait_ends(osmox, make_receiver, make_envoy,
+                                                                                  filter_wasm):
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm, awaitResultMs=300)], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    early, _ = _success_views()
+    osmox.set_json("POST", "/graphql", graphql_body([early]))
+    poll_graphql(envoy)
+    got = crm.wait_for(1, EXPECT_S)
+    assert got[0].json()["result"] is None
+    assert_no_more(crm, 1)
+    envoy.wait_metric("results_awaited", 1, timeout=EXPECT_S)
+    assert envoy.metric("results_filled_in") == 0
+
+
 def test_rest_v7_jsend_create_delivers_notification_object(osmox, make_receiver, make_envoy, filter_wasm):
     crm = make_receiver("crm")
     cfg = filter_config([endpoint("crm", crm, headers={"x-team": "crm"})], tick_ms=TICK_MS)
