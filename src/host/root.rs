@@ -213,9 +213,6 @@ pub struct Root {
     /// next looks, and the observers' fingerprint it last warned about.
     drift_check_at_ms: u64,
     drift_warned: Option<u64>,
-    /// Another configuration in this VM is current (`succession`): it has this VM's queue
-    /// registered and sends for the endpoints it has; this one leaves both to it.
-    superseded: Cell<bool>,
 }
 
 /// Where observers publish their configuration's `delivery_fingerprint`.
@@ -289,7 +286,6 @@ impl Root {
             warned_inert: Cell::new(false),
             drift_check_at_ms: 0,
             drift_warned: None,
-            superseded: Cell::new(false),
         }
     }
 
@@ -358,13 +354,9 @@ impl Root {
             return;
         };
         let handed_over = match succession::standing(self.context_id) {
-            Standing::Superseded(names) => {
-                self.superseded.set(true);
-                names
-            }
-            Standing::Current => {
-                if self.superseded.replace(false) {
-                    // Current again (the other left: a rejected update, a drained listener).
+            Standing::Superseded(names) => names,
+            Standing::InForce => {
+                if succession::claims_queue(self.context_id) {
                     take_queue(self.context_id, shared);
                 }
                 Vec::new()
@@ -625,6 +617,9 @@ impl RootContext for Root {
             follow_log_level();
             self.beat(now_ms());
             self.check_drift(now_ms());
+            if self.sender.is_some() {
+                succession::follow_shared();
+            }
             self.with_sender(|sender, config, endpoints, io| sender.tick(config, endpoints, io));
         }
         // An item whose wake-up never came (its VM was replaced) waits for the next one;
@@ -633,7 +628,7 @@ impl RootContext for Root {
         let queue = self
             .sender
             .as_ref()
-            .filter(|s| !s.is_closing() && !self.superseded.get())
+            .filter(|s| !s.is_closing() && succession::is_in_force(self.context_id))
             .and(self.shared.as_ref())
             .and_then(|s| s.queue());
         if let Some(queue) = queue {
@@ -655,13 +650,11 @@ impl RootContext for Root {
         // context instead.
         match &self.shared {
             Some(shared) if shared.config.role.observes() => {
-                if shared.config.role.sends() && succession::contested() {
-                    let newest = connection_id()
-                        .is_some_and(|c| succession::saw_connection(self.context_id, c));
-                    if newest {
-                        // Its listener takes the new connections: it is the configuration in
-                        // force (an update, or a rollback to one Envoy kept).
-                        self.superseded.set(false);
+                if shared.config.role.sends() {
+                    succession::saw_connection(self.context_id, connection_id);
+                    // Before the stream can queue a wake-up: the root context that had the
+                    // queue may be gone.
+                    if succession::claims_queue(self.context_id) {
                         take_queue(self.context_id, shared);
                     }
                 }

@@ -1,26 +1,43 @@
-//! Which of a VM's sending root contexts sends for an endpoint that several configurations
-//! have. A configuration update gives the VM a new root context, and Envoy keeps the replaced
+//! Which of a VM's sending root contexts is in force: the one that takes the VM's queue and
+//! sends for every endpoint its configuration has, while the others leave those deliveries
+//! to it. A configuration update gives the VM a new root context, and Envoy keeps the replaced
 //! one until the old listener has drained (600 s by default): both sweep the one ledger, and
 //! without this an attempt went out by either configuration (its URL, headers, keys) until then.
 //!
-//! The current one is the newest configured, until a stream of another one arrives on a newer
-//! connection than any seen in this VM since: Envoy numbers connections in the order it accepts
-//! them, and only the listener traffic now reaches takes new ones. That catches what the order
-//! of configuration cannot tell: a rollback to a configuration whose root context Envoy kept
-//! (it configures nothing then), and a VM rebuilt after a crash, whose root contexts are
-//! configured in the order streams reach them. A rejected update's root context leaves again.
-//! Connections are read only while two senders live here, so a VM with one pays nothing.
+//! The newest configured is in force, until a configuration whose listener takes a newer
+//! connection than the one in force has taken since it was configured: Envoy numbers
+//! connections in the order it accepts them, and only the listener in use takes new ones. That
+//! catches a rollback to a configuration whose root context Envoy kept (it configures nothing
+//! then). Which one that is goes into shared data, so VMs that see no such stream (the main
+//! thread's, a quiet worker's) follow at their next tick. Streams on connections accepted
+//! before a configuration was loaded never count against it: old keep-alive connections of the
+//! replaced listener would otherwise hand it back. Connections are read only while two
+//! senders live in the VM, so a VM with one pays nothing.
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
+use proxy_wasm::hostcalls;
+
 use super::root::Shared;
 
+/// Shared data: the connection that put a configuration in force and its
+/// `delivery_fingerprint`, 16 bytes; empty until one was put in force since the last load.
+pub const IN_FORCE_KEY: &str = "config/in_force";
+
+struct Listed {
+    id: u32,
+    shared: Weak<Shared>,
+    fingerprint: u64,
+}
+
 struct Senders {
-    /// Sending root contexts, the current one last.
-    roots: Vec<(u32, Weak<Shared>)>,
-    /// The newest connection a stream of any of them arrived on since the last one joined.
+    /// Sending root contexts, the one in force last.
+    roots: Vec<Listed>,
+    /// The newest connection a stream here arrived on since the last one was configured.
     newest_connection: Option<u64>,
+    /// The root context this VM's queue is registered to.
+    queue_holder: Option<u32>,
 }
 
 thread_local! {
@@ -28,95 +45,173 @@ thread_local! {
         RefCell::new(Senders {
             roots: Vec::new(),
             newest_connection: None,
+            queue_holder: None,
         })
     };
+}
+
+fn with<T>(f: impl FnOnce(&mut Senders) -> T) -> Option<T> {
+    SENDERS.try_with(|s| f(&mut s.borrow_mut())).ok()
 }
 
 /// Where a root context stands among this VM's senders.
 pub enum Standing {
     /// Not a sender here (closing, or never configured to send).
     NotListed,
-    Current,
-    /// Another configuration is current: the endpoints it, and any other that took over from
-    /// this one since, send for.
+    InForce,
+    /// Another configuration is in force: the endpoints it, and any other put in force since
+    /// this one was, send for.
     Superseded(Vec<String>),
 }
 
-/// `context_id` was configured to send: it is current now.
+/// `context_id` was configured to send, and registered this VM's queue: it is in force. What
+/// put another in force before says nothing of it, in this VM or any other.
 pub fn join(context_id: u32, shared: &Rc<Shared>) {
-    let _ = SENDERS.try_with(|s| {
-        let mut s = s.borrow_mut();
-        s.roots.retain(|(id, _)| *id != context_id);
-        s.roots.push((context_id, Rc::downgrade(shared)));
-        // Connections seen so far came before it: none of them may take over from it.
+    let fingerprint = shared.config.delivery_fingerprint();
+    with(|s| {
+        s.roots.retain(|r| r.id != context_id);
+        s.roots.push(Listed {
+            id: context_id,
+            shared: Rc::downgrade(shared),
+            fingerprint,
+        });
         s.newest_connection = None;
+        s.queue_holder = Some(context_id);
     });
+    let _ = hostcalls::set_shared_data(IN_FORCE_KEY, Some(b""), None);
 }
 
 /// `context_id` sends nothing more (closing, or deleted).
 pub fn leave(context_id: u32) {
-    let _ = SENDERS.try_with(|s| {
-        let mut s = s.borrow_mut();
-        s.roots.retain(|(id, _)| *id != context_id);
-        if s.roots.len() < 2 {
-            s.newest_connection = None;
+    with(|s| {
+        s.roots.retain(|r| r.id != context_id);
+        if s.queue_holder == Some(context_id) {
+            s.queue_holder = None;
         }
     });
 }
 
-/// Whether two or more senders live here, so streams' connections tell which is current.
-pub fn contested() -> bool {
-    SENDERS
-        .try_with(|s| s.borrow().roots.len() >= 2)
-        .unwrap_or(false)
+fn in_force(s: &Senders, context_id: u32) -> bool {
+    s.roots.last().is_some_and(|r| r.id == context_id)
 }
 
-/// A stream of `context_id` arrived on `connection`; true when that makes it current (its
-/// listener took a newer connection than any seen here since the last one joined).
-pub fn saw_connection(context_id: u32, connection: u64) -> bool {
-    SENDERS
-        .try_with(|s| {
-            let mut s = s.borrow_mut();
-            let seen = s.newest_connection;
-            s.newest_connection = Some(seen.map_or(connection, |n| n.max(connection)));
-            // The first connection after a join cannot tell old from new: it sets the mark.
-            if seen.is_none_or(|n| connection <= n) {
-                return false;
-            }
-            let at = s.roots.iter().position(|(id, _)| *id == context_id);
-            match at {
-                Some(at) if at + 1 < s.roots.len() => {
-                    let root = s.roots.remove(at);
-                    s.roots.push(root);
-                    true
-                }
-                _ => false,
-            }
-        })
-        .unwrap_or(false)
+/// Whether `context_id` is in force here and must register the VM's queue to take its
+/// wake-ups (a root context that had it left: a rejected update, a drained listener). The
+/// caller registers it: only a context of that root can.
+pub fn claims_queue(context_id: u32) -> bool {
+    with(|s| {
+        let claims = in_force(s, context_id) && s.queue_holder != Some(context_id);
+        if claims {
+            s.queue_holder = Some(context_id);
+        }
+        claims
+    })
+    .unwrap_or(false)
+}
+
+/// A stream of `context_id` arrived on `connection`. While two senders live here, a newer
+/// connection than any seen since the last load may put its configuration in force.
+pub fn saw_connection(context_id: u32, connection: impl FnOnce() -> Option<u64>) {
+    let Some((fingerprint, current)) = with(|s| {
+        let listed = s.roots.iter().find(|r| r.id == context_id)?;
+        (s.roots.len() >= 2).then(|| (listed.fingerprint, in_force(s, context_id)))
+    })
+    .flatten() else {
+        return;
+    };
+    let Some(connection) = connection() else {
+        return;
+    };
+    let unseen = with(|s| {
+        let unseen = s.newest_connection.is_none_or(|n| connection > n);
+        if unseen {
+            s.newest_connection = Some(connection);
+        }
+        unseen
+    });
+    if unseen != Some(true) {
+        return;
+    }
+    let Ok((value, cas)) = hostcalls::get_shared_data(IN_FORCE_KEY) else {
+        return;
+    };
+    let put = match decode(value.as_deref()) {
+        // A connection the configuration in force took first, or one accepted before it.
+        Some((first, f)) if f == fingerprint || connection <= first => Some(f),
+        // Newer than any the configuration in force took: this listener is the one in use.
+        Some(_) => publish(connection, fingerprint, cas).then_some(fingerprint),
+        // None yet since the last load: only the one in force here may say which it is.
+        None if current => publish(connection, fingerprint, cas).then_some(fingerprint),
+        None => None,
+    };
+    if let Some(f) = put {
+        follow(f);
+    }
+}
+
+/// At a tick: put in force here the configuration the others put in force.
+pub fn follow_shared() {
+    if !with(|s| s.roots.len() >= 2).unwrap_or(false) {
+        return;
+    }
+    if let Ok((value, _)) = hostcalls::get_shared_data(IN_FORCE_KEY) {
+        if let Some((_, f)) = decode(value.as_deref()) {
+            follow(f);
+        }
+    }
+}
+
+/// Put in force here the newest root context configured with `fingerprint`, if any.
+fn follow(fingerprint: u64) {
+    with(|s| {
+        if s.roots.last().is_some_and(|r| r.fingerprint == fingerprint) {
+            return;
+        }
+        if let Some(at) = s.roots.iter().rposition(|r| r.fingerprint == fingerprint) {
+            let root = s.roots.remove(at);
+            s.roots.push(root);
+        }
+    });
+}
+
+fn publish(connection: u64, fingerprint: u64, cas: Option<u32>) -> bool {
+    let mut value = [0u8; 16];
+    value[..8].copy_from_slice(&connection.to_le_bytes());
+    value[8..].copy_from_slice(&fingerprint.to_le_bytes());
+    hostcalls::set_shared_data(IN_FORCE_KEY, Some(&value), cas).is_ok()
+}
+
+fn decode(value: Option<&[u8]>) -> Option<(u64, u64)> {
+    let value: &[u8; 16] = value?.try_into().ok()?;
+    let (connection, fingerprint) = value.split_at(8);
+    Some((
+        u64::from_le_bytes(connection.try_into().ok()?),
+        u64::from_le_bytes(fingerprint.try_into().ok()?),
+    ))
+}
+
+pub fn is_in_force(context_id: u32) -> bool {
+    with(|s| in_force(s, context_id)).unwrap_or(false)
 }
 
 pub fn standing(context_id: u32) -> Standing {
-    let after = SENDERS
-        .try_with(|s| {
-            let s = s.borrow();
-            let at = s.roots.iter().position(|(id, _)| *id == context_id)?;
-            let after: Vec<Weak<Shared>> = s
-                .roots
-                .get(at + 1..)
-                .unwrap_or_default()
-                .iter()
-                .map(|(_, w)| w.clone())
-                .collect();
-            Some(after)
-        })
-        .ok()
-        .flatten();
+    let after = with(|s| {
+        let at = s.roots.iter().position(|r| r.id == context_id)?;
+        let after: Vec<Weak<Shared>> = s
+            .roots
+            .get(at + 1..)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r.shared.clone())
+            .collect();
+        Some(after)
+    })
+    .flatten();
     let Some(after) = after else {
         return Standing::NotListed;
     };
     if after.is_empty() {
-        return Standing::Current;
+        return Standing::InForce;
     }
     // Read outside the borrow: their endpoints may include learned ones, from shared data.
     let mut names: Vec<String> = Vec::new();

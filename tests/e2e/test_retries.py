@@ -746,6 +746,95 @@ def test_wake_ups_reach_the_configuration_in_force_once_the_replaced_one_is_gone
     assert max(delays) < 2.5, f"deliveries waited for the 5 s tick, not their wake-up: {delays}"
 
 
+def _keep_alive(envoy, osmox):
+    """A connection to the listener, with one stream on it."""
+    import http.client
+    osmox.set_response("GET", "/x", 200, body=b"{}")
+    conn = http.client.HTTPConnection(HOST, envoy.listener_port, timeout=5)
+    _get_on(conn)
+    return conn
+
+
+def _get_on(conn):
+    conn.request("GET", "/x")
+    response = conn.getresponse()
+    assert response.read() == b"{}" and response.status == 200
+
+
+def test_old_keep_alive_connections_do_not_hand_the_replaced_configuration_back(
+        osmox, make_tracking, make_envoy, filter_wasm):
+    """A review: two keep-alive connections of the old listener (a, then b, both accepted before
+    the update) each carried a stream after it; b's, newer than a's, put the replaced
+    configuration back in force."""
+    crm = make_tracking("crm")
+
+    def cfg_with(team: str) -> dict:
+        return config([endpoint("crm", crm, headers={"x-team": team})])
+
+    envoy = start(make_envoy, osmox, cfg_with("v1"), {"crm": crm}, drain_time_s=60, concurrency=1)
+    a, b = _keep_alive(envoy, osmox), _keep_alive(envoy, osmox)
+    envoy.update_filter_config(cfg_with("v2"))
+    _get_on(a)
+    _get_on(b)
+    osmox.set_json("POST", "/graphql", notifications_page([notification_row(9400 + i, SUCCESS) for i in range(5)]))
+    b.request("POST", "/graphql", body=json.dumps({"query": NOTIFICATIONS_QUERY, "variables": {"offset": 0}}),
+              headers={"content-type": "application/json"})
+    assert b.getresponse().read()
+    crm.wait_ok_ids(5, timeout=EXPECT_S)
+    got = settle(crm, SETTLE_S)
+    assert_one_ok_per_id(got, expect_ids=5)
+    teams = sorted({r.req.headers.get("x-team") for r in got})
+    assert teams == ["v2"], f"attempts by the replaced configuration: x-team {teams}; {summarize(got)}"
+    a.close()
+    b.close()
+
+
+def test_after_a_rollback_every_vm_sends_by_the_configuration_rolled_back_to(
+        osmox, make_tracking, make_envoy, filter_wasm):
+    """A review: Envoy runs the filter's root contexts in a VM on its main thread too, which no
+    stream reaches; after a rollback it kept the configuration rolled back from in force, and
+    its sweeps sent retries by it."""
+    crm = make_tracking("crm")
+    retry = {"maxAttempts": 100, "initialDelayMs": 200, "multiplier": 1.0, "maxDelayMs": 400, "jitter": 0.2}
+    breaker = {"failureThreshold": 1000, "openMs": 500}
+
+    def cfg_with(team: str) -> dict:
+        return config([endpoint("crm", crm, headers={"x-team": team}, retry=retry, circuitBreaker=breaker)])
+
+    envoy = start(make_envoy, osmox, cfg_with("v1"), {"crm": crm}, drain_time_s=60, concurrency=1)
+    envoy.update_filter_config(cfg_with("v2"))
+    observe(envoy, osmox, [notification_row(9300, SUCCESS)])
+    crm.wait_ok_ids(1, timeout=EXPECT_S)
+    envoy.update_filter_config(cfg_with("v1"))
+    crm.stop()
+    observe(envoy, osmox, [notification_row(9310 + i, SUCCESS) for i in range(5)])
+    envoy.wait_metric("deliveries_failed", 10, timeout=EXPECT_S)  # two tries each, at least
+    crm.start()
+    crm.wait_ok_ids(6, timeout=20)
+    got = settle(crm, SETTLE_S)
+    assert_one_ok_per_id(got, expect_ids=6)
+    late = [r for r in got if r.json()["id"] != 9300]
+    teams = sorted({str(r.req.headers.get("x-team")) for r in late})
+    assert teams == ["v1"], f"attempts after the rollback: x-team {teams}; {summarize(late)}"
+
+
+def test_wake_ups_reach_the_configuration_in_force_after_an_update_envoy_rejects(
+        osmox, make_tracking, make_envoy, filter_wasm, probe_wasm):
+    """A review: the rejected configuration's root context took the VM's queue and left; the
+    serving one never took it back, and deliveries waited for its tick (5 s here)."""
+    crm = make_tracking("crm")
+    v1 = filter_config([endpoint("crm", crm)], tick_ms=5000, limits=dict(SMALL_LEDGER))
+    envoy = start(make_envoy, osmox, v1, {"crm": crm}, concurrency=1)
+    _update_refused_by_another_filter(envoy, config([endpoint("crm", crm, headers={"x-team": "v2"})]), probe_wasm)
+    delays = []
+    for i in range(4):
+        t0 = time.monotonic()
+        observe(envoy, osmox, [notification_row(9500 + i, SUCCESS)])
+        crm.wait_ok_ids(i + 1, timeout=EXPECT_S)
+        delays.append(round(time.monotonic() - t0, 2))
+    assert max(delays) < 2.5, f"deliveries waited for the 5 s tick, not their wake-up: {delays}"
+
+
 def _update_refused_by_another_filter(envoy, cfg, probe_wasm):
     """Push an LDS update with `cfg` for this filter and, after it, a filter that refuses its
     configuration: Envoy rejects the whole update after this filter's root contexts loaded it."""
