@@ -277,13 +277,7 @@ impl Seen {
 
     /// Fold in what a duplicate observation adds; true when anything changed.
     fn merge(&mut self, n: &Notification) -> bool {
-        let before = (
-            self.retry_count,
-            self.routed(),
-            self.updated_on.clone(),
-            self.awaits_result,
-        );
-        self.awaits_result &= n.result != ResultView::Present;
+        let before = (self.retry_count, self.routed(), self.updated_on.clone());
         self.retry_count = self.retry_count.or(n.retry_count);
         self.provider_id = self.provider_id.or(n.provider_id);
         self.channel_type = self.channel_type.or(n.channel_type);
@@ -294,13 +288,7 @@ impl Seen {
             self.updated_on = n.updated_on.as_deref().map(str::to_owned);
             self.time_inherited = false;
         }
-        before
-            != (
-                self.retry_count,
-                self.routed(),
-                self.updated_on.clone(),
-                self.awaits_result,
-            )
+        before != (self.retry_count, self.routed(), self.updated_on.clone())
     }
 }
 
@@ -412,12 +400,11 @@ impl Memory {
                     return None;
                 }
                 Some((i, mut seen)) if seen.same_event(n) => {
-                    let (before, awaited) = (seen.routed(), seen.awaits_result);
-                    if !seen.merge(n) {
-                        verdict = Verdict::Duplicate;
-                        return None;
-                    }
-                    let result_arrived = awaited && !seen.awaits_result;
+                    let before = seen.routed();
+                    // Marked until the deliveries have it (`result_given`): a view seen again
+                    // after a store error fills in what this one could not.
+                    let result_arrived = seen.awaits_result && n.result == ResultView::Present;
+                    let changed = seen.merge(n);
                     verdict = if seen.routed() == before && !result_arrived {
                         Verdict::Duplicate
                     } else {
@@ -428,6 +415,9 @@ impl Memory {
                             result_arrived,
                         }
                     };
+                    if !changed {
+                        return None;
+                    }
                     (Some(i), seen)
                 }
                 Some((i, mut seen)) => {
@@ -460,6 +450,25 @@ impl Memory {
             Some((rewrite(current, index, &entry), ()))
         })?;
         Ok(verdict)
+    }
+
+    /// The deliveries of `id`'s event of `generation` were given the result its first views
+    /// lacked: later views need not give it again.
+    pub fn result_given<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        id: u64,
+        generation: Generation,
+    ) -> Result<(), StoreError> {
+        store::update(store, &self.key(id), |current| {
+            let (index, mut seen) = find(current, id)?;
+            if seen.generation != generation || !seen.awaits_result {
+                return None;
+            }
+            seen.awaits_result = false;
+            Some((rewrite(current, Some(index), &seen), ()))
+        })?;
+        Ok(())
     }
 
     /// Record which ledger slot holds the delivery of `id`'s event of `generation` to each
@@ -1082,6 +1091,9 @@ mod tests {
             result_arrived: true,
         };
         assert_eq!(m.observe(&s, &view(Present, T2), 2).unwrap(), arrived);
+        // Until the deliveries were given it (a store error may have left them without).
+        assert_eq!(m.observe(&s, &view(Present, T2), 3).unwrap(), arrived);
+        m.result_given(&s, 1, Generation(1)).unwrap();
         assert_eq!(
             m.observe(&s, &view(Present, T2), 3).unwrap(),
             Verdict::Duplicate

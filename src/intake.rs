@@ -4,7 +4,7 @@
 //! a callout made from a stream dies with it, so the root contexts send.
 
 use crate::config::{Config, Endpoint};
-use crate::delivery::ledger::{EventFor, Ledger, LedgerError, Placed, Slot};
+use crate::delivery::ledger::{EventFor, FilledIn, Ledger, LedgerError, Placed, Slot};
 use crate::events::{endpoint_key, fnv1a64, Generation, KnownEvents, Memory, Place, Verdict};
 use crate::metrics::{Metric, Metrics};
 use crate::osmox::{DeliveryStatus, Notification};
@@ -221,6 +221,7 @@ impl<S: Store + ?Sized> Recording<'_, S> {
         intake: &mut Intake,
     ) {
         let body = n.webhook_body();
+        let mut stored = true;
         for place in &event.previous {
             let Some(endpoint) = endpoints
                 .iter()
@@ -238,18 +239,27 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                 self.ledger
                     .fill_in(self.store, place.slot, of, full.as_bytes(), self.now_ms);
             match filled {
-                Ok(Some(due_now)) => {
+                Ok(Some(FilledIn::DueNow)) => {
                     self.metrics.add(Metric::ResultsFilledIn, 1);
-                    if due_now {
-                        intake.wake.push(place.slot);
-                    }
+                    intake.wake.push(place.slot);
                 }
-                Ok(None) => {}
-                Err(_) => {
-                    self.metrics.add(Metric::StoreConflicts, 1);
-                    intake.complete = false;
-                }
+                Ok(Some(FilledIn::Waiting)) => self.metrics.add(Metric::ResultsFilledIn, 1),
+                // Its retries would carry it; one that succeeds carried none.
+                Ok(Some(FilledIn::OnTheWire) | None) => {}
+                Err(_) => stored = false,
             }
+        }
+        // Only once every delivery has it: a view seen again after a store error fills in
+        // what this one could not.
+        if stored {
+            stored = self
+                .memory
+                .result_given(self.store, n.id, event.generation)
+                .is_ok();
+        }
+        if !stored {
+            self.metrics.add(Metric::StoreConflicts, 1);
+            intake.complete = false;
         }
     }
 

@@ -4358,3 +4358,57 @@ fn a_result_that_shows_after_the_delivery_succeeded_sends_nothing_more() {
     assert_eq!(w.m(Metric::ResultsFilledIn), 0);
     assert_eq!(w.m(Metric::Pending), 0);
 }
+
+/// A review: a SUCCESS seen without its result while the previous state's attempt was on the
+/// wire queued behind it, and went as soon as that attempt was answered, without its result.
+#[test]
+fn a_success_queued_behind_an_attempt_keeps_its_wait_for_the_result() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::InProgress, A)]);
+    let in_progress = w.last();
+    w.now += 20;
+    w.observe(0, &[success_seen(1, None, B)]);
+    w.reply(0, in_progress.token, 200, None);
+    pass(&mut w, 100);
+    assert_eq!(w.sent().len(), 1, "the SUCCESS still waits for its result");
+    w.observe(0, &[success_seen(1, Some(RESULT), C)]);
+    let success = w.last();
+    assert_eq!(w.sent().len(), 2);
+    assert!(success.body.contains(RESULT), "{}", success.body);
+    assert_eq!(w.m(Metric::ResultsAwaited), 1);
+    assert_eq!(w.m(Metric::ResultsFilledIn), 1);
+}
+
+/// A review: a store error while the result was given to the deliveries lost it for good, as
+/// the memory had already taken it as given.
+#[test]
+fn a_result_a_store_error_kept_from_the_deliveries_is_given_by_the_next_view() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[success_seen(1, None, A)]);
+    let refused = w.take_in_refused(&success_seen(1, Some(RESULT), B), 0);
+    assert!(!refused.complete);
+    assert!(w.sent().is_empty());
+    w.observe(0, &[success_seen(1, Some(RESULT), B)]);
+    let sent = w.sent();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].body.contains(RESULT), "{}", sent[0].body);
+    pass(&mut w, 2_000);
+    assert_eq!(w.sent().len(), 1);
+}
+
+/// A review: a result that reached only the attempt already on the wire, which succeeded,
+/// counted as given although the receiver got none.
+#[test]
+fn a_result_that_reaches_only_an_attempt_on_the_wire_is_not_counted_as_given() {
+    let json = ONE_ENDPOINT.replace(
+        r#""timeoutMs": 5000,"#,
+        r#""timeoutMs": 5000, "awaitResultMs": 0,"#,
+    );
+    let w = World::new(&json, 1);
+    w.observe(0, &[success_seen(1, None, A)]);
+    let attempt = w.last();
+    w.observe(0, &[success_seen(1, Some(RESULT), B)]);
+    w.reply(0, attempt.token, 200, None);
+    assert_eq!(w.sent().len(), 1);
+    assert_eq!(w.m(Metric::ResultsFilledIn), 0);
+}

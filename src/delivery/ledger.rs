@@ -47,6 +47,9 @@ pub struct Successor {
     pub webhook_id: String,
     pub body: String,
     pub generation: Generation,
+    /// Not due before then: a SUCCESS placed to wait for its result keeps its wait when it
+    /// queues behind an attempt (0: due when promoted).
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,16 +198,21 @@ impl Successor {
         out.string(&self.body);
         out.key("g");
         out.uint(self.generation.0.into());
+        if self.at_ms > 0 {
+            out.key("at");
+            out.uint(self.at_ms);
+        }
         out.end_object();
     }
 
     fn read(r: &mut Reader) -> Option<Successor> {
-        let (mut webhook_id, mut body, mut generation) = (None, None, None);
+        let (mut webhook_id, mut body, mut generation, mut at_ms) = (None, None, None, 0);
         r.object(|r, key| {
             match key {
                 "id" => webhook_id = Some(r.string()?),
                 "b" => body = Some(r.string()?),
                 "g" => generation = Some(Generation(r.uint32()?)),
+                "at" => at_ms = r.uint()?,
                 _ => r.skip()?,
             }
             Some(())
@@ -214,6 +222,7 @@ impl Successor {
             body: body?,
             // Earlier builds wrote none.
             generation: generation.unwrap_or(Generation::FIRST),
+            at_ms,
         })
     }
 }
@@ -429,6 +438,17 @@ impl Placed {
     }
 }
 
+/// Where a fuller body reached a delivery (`Ledger::fill_in`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilledIn {
+    /// Untried, and no longer waiting for it: send it now.
+    DueNow,
+    /// Its next attempt carries it (a retry, or an event queued behind an attempt).
+    Waiting,
+    /// Only the attempt after the one on the wire would: that one carries what it had.
+    OnTheWire,
+}
+
 /// A notification's event (by its generation) as delivered to one endpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct EventFor<'a> {
@@ -570,9 +590,9 @@ impl Ledger {
 
     /// Give the delivery of `notification`'s event of `generation` to `endpoint` the body of a
     /// fuller view (the result OsmoX saved after the state). The attempt already on the wire
-    /// keeps what it carries; later ones take the new body. `Some(true)` when the delivery
-    /// waits and has not been tried: it is due now, its wait for the result over; `None`
-    /// when the slot no longer holds it.
+    /// keeps what it carries; later ones take the new body. A delivery that waits and has not
+    /// been tried is due now, its wait for the result over. `None` when the slot no longer
+    /// holds it.
     pub fn fill_in<S: Store + ?Sized>(
         &self,
         store: &S,
@@ -580,7 +600,7 @@ impl Ledger {
         event: EventFor<'_>,
         body: &[u8],
         now_ms: u64,
-    ) -> Result<Option<bool>, StoreError> {
+    ) -> Result<Option<FilledIn>, StoreError> {
         let EventFor {
             endpoint,
             notification,
@@ -595,18 +615,23 @@ impl Ledger {
             }
             if s.generation == generation {
                 s.body = body.to_vec();
-                let due_now = s.state == State::Waiting && s.attempts == 0;
-                if due_now {
-                    s.at_ms = s.at_ms.min(now_ms);
-                }
-                return Some((Record::Used(s), due_now));
+                let filled = match s.state {
+                    State::InFlight => FilledIn::OnTheWire,
+                    State::Waiting if s.attempts == 0 => {
+                        s.at_ms = s.at_ms.min(now_ms);
+                        FilledIn::DueNow
+                    }
+                    State::Waiting => FilledIn::Waiting,
+                };
+                return Some((Record::Used(s), filled));
             }
             let queued = s
                 .successor
                 .as_mut()
                 .filter(|q| q.generation == generation)?;
             queued.body = String::from_utf8_lossy(body).into_owned();
-            Some((Record::Used(s), false))
+            queued.at_ms = queued.at_ms.min(now_ms);
+            Some((Record::Used(s), FilledIn::Waiting))
         })
     }
 
@@ -669,6 +694,7 @@ impl Ledger {
                     webhook_id: fresh.webhook_id.clone(),
                     body: String::from_utf8_lossy(&fresh.body).into_owned(),
                     generation: fresh.generation,
+                    at_ms: fresh.at_ms,
                 });
                 Some((Record::Used(s), placed))
             }
@@ -842,19 +868,19 @@ mod tests {
         };
         assert_eq!(fill("b", g2), None);
         assert_eq!(fill("a", Generation(1)), None);
-        assert_eq!(fill("a", g2), Some(true));
+        assert_eq!(fill("a", g2), Some(FilledIn::DueNow));
         let Record::Used(now) = l.read(&s, slot).unwrap() else {
             panic!("freed")
         };
         assert_eq!((now.body.as_slice(), now.at_ms), (&b"full"[..], 300));
         on_the_wire(&l, &s, slot);
-        assert_eq!(fill("a", g2), Some(false));
+        assert_eq!(fill("a", g2), Some(FilledIn::OnTheWire));
         let queued = Slot::new("a", 1, "w3", b"bare".to_vec(), 0).of_generation(Generation(3));
         assert_eq!(
             l.place(&s, Some(slot), queued, 0).unwrap(),
             Placed::Queued(slot)
         );
-        assert_eq!(fill("a", Generation(3)), Some(false));
+        assert_eq!(fill("a", Generation(3)), Some(FilledIn::Waiting));
         let Record::Used(now) = l.read(&s, slot).unwrap() else {
             panic!("freed")
         };
@@ -904,6 +930,7 @@ mod tests {
                 webhook_id: "new".into(),
                 body: "new".into(),
                 generation: Generation::FIRST,
+                at_ms: 1,
             })
         );
         assert_eq!(slot.body, b"old");
@@ -1023,16 +1050,24 @@ mod tests {
             webhook_id: "w2".into(),
             body: "{\"id\":7,\"note\":\"a\\tb\"}".into(),
             generation: Generation(3),
+            at_ms: 1_800_000_001_000,
         });
         slot.held = true;
         slot.window_from_ms = Some(1);
         slot.extended_ms = 1_795_000;
         slot.paused_ms = 1_000;
         let full = Record::Used(slot);
-        let json = r#"{"s":"f","at":1700000000000,"c":1,"x":1795000,"pz":1000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}","g":3},"hd":true,"g":1}"#;
+        let json = r#"{"s":"f","at":1700000000000,"c":1,"x":1795000,"pz":1000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}","g":3,"at":1800000001000},"hd":true,"g":1}"#;
         let stored = format!("{json}\n{{\n  \"id\": 7\n}}");
         assert_eq!(String::from_utf8(full.encode()).unwrap(), stored);
         assert_eq!(Record::decode(Some(stored.as_bytes())), full);
+        // Earlier builds wrote no due time for a queued event: due when promoted.
+        let Record::Used(unwaited) = Record::decode(Some(
+            stored.replace(",\"at\":1800000001000}", "}").as_bytes(),
+        )) else {
+            panic!("unreadable")
+        };
+        assert_eq!(unwaited.successor.map(|q| q.at_ms), Some(0));
         // Before the retry window: not yet open, not extended.
         let earlier = stored.replace(",\"c\":1,\"x\":1795000,\"pz\":1000", "");
         let Record::Used(read) = Record::decode(Some(earlier.as_bytes())) else {

@@ -1106,7 +1106,8 @@ impl Sender {
             self.dead_letter(config, endpoints, io, s, &s.body, why);
         }
         if promoted {
-            self.try_send(config, endpoints, io, slot, false);
+            // Due now, or when its wait for a result ends.
+            self.wake(config, endpoints, io, slot);
         } else {
             io.metrics.add(Metric::Pending, -1);
         }
@@ -1252,8 +1253,9 @@ fn ended(s: &mut Slot, now_ms: u64) -> (Record, bool) {
     match s.successor.take() {
         Some(next) => {
             let body = next.body.into_bytes();
-            let fresh = Slot::new(&s.endpoint, s.notification, &next.webhook_id, body, now_ms)
+            let mut fresh = Slot::new(&s.endpoint, s.notification, &next.webhook_id, body, now_ms)
                 .of_generation(next.generation);
+            fresh.at_ms = fresh.at_ms.max(next.at_ms);
             (Record::Used(fresh), true)
         }
         None => (Record::Free, false),
