@@ -4277,6 +4277,15 @@ fn pass(w: &mut World, ms: u64) {
 
 const RESULT: &str = r#"{"messageId":"m1"}"#;
 
+/// One VM, its endpoint sending a SUCCESS as seen, result or not.
+fn world_awaiting_no_result() -> World {
+    let json = ONE_ENDPOINT.replace(
+        r#""timeoutMs": 5000,"#,
+        r#""timeoutMs": 5000, "awaitResultMs": 0,"#,
+    );
+    World::new(&json, 1)
+}
+
 #[test]
 fn a_success_waits_for_its_result_and_goes_with_it_once_a_view_shows_it() {
     let mut w = World::new(ONE_ENDPOINT, 1);
@@ -4321,11 +4330,7 @@ fn a_success_whose_result_never_shows_goes_as_seen_when_its_wait_ends() {
 
 #[test]
 fn an_endpoint_that_awaits_no_result_gets_the_success_as_seen_and_its_retry_gets_the_result() {
-    let json = ONE_ENDPOINT.replace(
-        r#""timeoutMs": 5000,"#,
-        r#""timeoutMs": 5000, "awaitResultMs": 0,"#,
-    );
-    let mut w = World::new(&json, 1);
+    let mut w = world_awaiting_no_result();
     w.observe(0, &[success_seen(1, None, A)]);
     let first = w.last();
     assert!(first.body.contains(r#""result":null"#));
@@ -4345,11 +4350,7 @@ fn an_endpoint_that_awaits_no_result_gets_the_success_as_seen_and_its_retry_gets
 
 #[test]
 fn a_result_that_shows_after_the_delivery_succeeded_sends_nothing_more() {
-    let json = ONE_ENDPOINT.replace(
-        r#""timeoutMs": 5000,"#,
-        r#""timeoutMs": 5000, "awaitResultMs": 0,"#,
-    );
-    let mut w = World::new(&json, 1);
+    let mut w = world_awaiting_no_result();
     w.observe(0, &[success_seen(1, None, A)]);
     w.reply(0, w.last().token, 200, None);
     w.observe(0, &[success_seen(1, Some(RESULT), B)]);
@@ -4400,11 +4401,7 @@ fn a_result_a_store_error_kept_from_the_deliveries_is_given_by_the_next_view() {
 /// counted as given although the receiver got none.
 #[test]
 fn a_result_that_reaches_only_an_attempt_on_the_wire_is_not_counted_as_given() {
-    let json = ONE_ENDPOINT.replace(
-        r#""timeoutMs": 5000,"#,
-        r#""timeoutMs": 5000, "awaitResultMs": 0,"#,
-    );
-    let w = World::new(&json, 1);
+    let w = world_awaiting_no_result();
     w.observe(0, &[success_seen(1, None, A)]);
     let attempt = w.last();
     w.observe(0, &[success_seen(1, Some(RESULT), B)]);
