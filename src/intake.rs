@@ -220,7 +220,12 @@ impl<S: Store + ?Sized> Recording<'_, S> {
         event: &Event,
         intake: &mut Intake,
     ) {
-        let body = n.webhook_body();
+        let Some(result) = n.result_json() else {
+            return;
+        };
+        // Only the result: the view that shows it may have selected fewer fields than the one
+        // the body was written from (and an envelope keeps its timestamp).
+        let fill = |stored: &[u8]| crate::payload::with_result(stored, &result);
         let mut stored = true;
         for place in &event.previous {
             let Some(endpoint) = endpoints
@@ -229,15 +234,14 @@ impl<S: Store + ?Sized> Recording<'_, S> {
             else {
                 continue;
             };
-            let full = endpoint.payload.body(n, &body, self.now_ms);
             let of = EventFor {
                 endpoint: &endpoint.name,
                 notification: n.id,
                 generation: event.generation,
             };
-            let filled =
-                self.ledger
-                    .fill_in(self.store, place.slot, of, full.as_bytes(), self.now_ms);
+            let filled = self
+                .ledger
+                .fill_in(self.store, place.slot, of, fill, self.now_ms);
             match filled {
                 Ok(Some(FilledIn::DueNow)) => {
                     self.metrics.add(Metric::ResultsFilledIn, 1);

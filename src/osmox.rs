@@ -139,6 +139,20 @@ impl Notification<'_> {
         }
     }
 
+    /// `result` as the view wrote it (minified), when it has one.
+    pub fn result_json(&self) -> Option<String> {
+        let mut out = String::new();
+        match &self.body {
+            WebhookBody::Row(row) => row.get("result")?.write(&mut out),
+            WebhookBody::Written(text) => {
+                let arena = crate::json::Arena::new();
+                let doc = crate::json::parse(text.as_bytes(), &arena).ok()?;
+                doc.get("result")?.write(&mut out);
+            }
+        }
+        Some(out)
+    }
+
     /// The same notification with its body written out, free of the response it came from.
     pub fn into_written(self) -> Notification<'static> {
         let body = WebhookBody::Written(self.webhook_body().into_owned());

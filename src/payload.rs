@@ -81,6 +81,51 @@ pub fn rfc3339_ms(ms: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
 }
 
+/// A stored body (either form) with its notification's `result` set to `result` (minified
+/// JSON), every other member as stored: what a later view adds to a SUCCESS first seen
+/// without its result. `None` when the body is not an object.
+pub fn with_result(stored: &[u8], result: &str) -> Option<Vec<u8>> {
+    let arena = json::Arena::new();
+    let doc = json::parse(stored, &arena).ok()?;
+    let body = doc.as_object()?;
+    let mut out = String::with_capacity(stored.len() + result.len());
+    if Payload::is_envelope(body) {
+        let data = body.get("data")?.as_object()?;
+        write_members(&mut out, body, |out, key, value| match key {
+            "data" => write_members(out, data, |out, key, value| match key {
+                "result" => out.push_str(result),
+                _ => value.write(out),
+            }),
+            _ => value.write(out),
+        });
+    } else {
+        write_members(&mut out, body, |out, key, value| match key {
+            "result" => out.push_str(result),
+            _ => value.write(out),
+        });
+    }
+    Some(out.into_bytes())
+}
+
+/// `obj` with each member's value written by `value`, keys as they were.
+fn write_members(
+    out: &mut String,
+    obj: &Object<'_>,
+    value: impl Fn(&mut String, &str, &json::Value<'_>),
+) {
+    out.push('{');
+    for (i, (key, v)) in obj.members().iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let key = key.text();
+        json::write_str(out, &key);
+        out.push(':');
+        value(out, &key, v);
+    }
+    out.push('}');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +194,25 @@ mod tests {
         assert!(!is(&Payload::Notification.body(&n, &n.webhook_body(), 0)));
         assert!(!is(r#"{"type":1,"timestamp":2,"data":3,"id":4}"#));
         assert!(!is(r#"{"type":1,"data":3,"id":4}"#));
+    }
+
+    /// What a view with the result gives a stored body: the result, and nothing else (the
+    /// view may have selected fewer fields; an envelope keeps its timestamp).
+    #[test]
+    fn a_result_replaces_only_the_stored_result() {
+        let result = r#"{"result":{"messageId":"m1"}}"#;
+        let plain = br#"{"id":7,"data":{"to":"a\u00e9"},"result":null,"n":1.50}"#;
+        assert_eq!(
+            String::from_utf8(with_result(plain, result).unwrap()).unwrap(),
+            r#"{"id":7,"data":{"to":"a\u00e9"},"result":{"result":{"messageId":"m1"}},"n":1.50}"#
+        );
+        let wrapped = br#"{"type":"notification.success","timestamp":"2026-04-20T09:15:01.250Z","data":{"id":7,"result":null}}"#;
+        assert_eq!(
+            String::from_utf8(with_result(wrapped, result).unwrap()).unwrap(),
+            r#"{"type":"notification.success","timestamp":"2026-04-20T09:15:01.250Z","data":{"id":7,"result":{"result":{"messageId":"m1"}}}}"#
+        );
+        assert_eq!(with_result(b"[1]", result), None);
+        assert_eq!(with_result(b"{", result), None);
     }
 
     #[test]

@@ -4409,3 +4409,24 @@ fn a_result_that_reaches_only_an_attempt_on_the_wire_is_not_counted_as_given() {
     assert_eq!(w.sent().len(), 1);
     assert_eq!(w.m(Metric::ResultsFilledIn), 0);
 }
+
+/// A review: the view that showed the result replaced the whole body, so one that selected
+/// fewer fields than the first view stripped the webhook of them.
+#[test]
+fn a_thin_view_with_the_result_gives_only_the_result() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    let full = Notification {
+        body: r#"{"id":1,"deliveryStatus":5,"data":{"to":"jane@example.com"},"result":null}"#
+            .into(),
+        ..success_seen(1, None, A)
+    };
+    w.observe(0, &[full]);
+    w.now += 100;
+    w.observe(0, &[success_seen(1, Some(RESULT), B)]);
+    let sent = w.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].body,
+        r#"{"id":1,"deliveryStatus":5,"data":{"to":"jane@example.com"},"result":{"messageId":"m1"}}"#
+    );
+}

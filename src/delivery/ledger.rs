@@ -588,17 +588,17 @@ impl Ledger {
         Ok(taken.flatten())
     }
 
-    /// Give the delivery of `notification`'s event of `generation` to `endpoint` the body of a
-    /// fuller view (the result OsmoX saved after the state). The attempt already on the wire
-    /// keeps what it carries; later ones take the new body. A delivery that waits and has not
-    /// been tried is due now, its wait for the result over. `None` when the slot no longer
-    /// holds it.
+    /// Rewrite the body of the delivery of `notification`'s event of `generation` to
+    /// `endpoint` with `fill` (which adds the result OsmoX saved after the state; `None` leaves
+    /// it). The attempt already on the wire keeps what it carries; later ones take the new
+    /// body. A delivery that waits and has not been tried is due now, its wait for the result
+    /// over. `None` when the slot no longer holds it.
     pub fn fill_in<S: Store + ?Sized>(
         &self,
         store: &S,
         slot: u32,
         event: EventFor<'_>,
-        body: &[u8],
+        fill: impl Fn(&[u8]) -> Option<Vec<u8>>,
         now_ms: u64,
     ) -> Result<Option<FilledIn>, StoreError> {
         let EventFor {
@@ -614,7 +614,7 @@ impl Ledger {
                 return None;
             }
             if s.generation == generation {
-                s.body = body.to_vec();
+                s.body = fill(&s.body)?;
                 let filled = match s.state {
                     State::InFlight => FilledIn::OnTheWire,
                     State::Waiting if s.attempts == 0 => {
@@ -629,7 +629,7 @@ impl Ledger {
                 .successor
                 .as_mut()
                 .filter(|q| q.generation == generation)?;
-            queued.body = String::from_utf8_lossy(body).into_owned();
+            queued.body = String::from_utf8(fill(queued.body.as_bytes())?).ok()?;
             queued.at_ms = queued.at_ms.min(now_ms);
             Some((Record::Used(s), FilledIn::Waiting))
         })
@@ -864,7 +864,8 @@ mod tests {
                 notification: 1,
                 generation,
             };
-            l.fill_in(&s, slot, event, b"full", 300).unwrap()
+            l.fill_in(&s, slot, event, |_| Some(b"full".to_vec()), 300)
+                .unwrap()
         };
         assert_eq!(fill("b", g2), None);
         assert_eq!(fill("a", Generation(1)), None);
