@@ -143,7 +143,9 @@ impl World {
             seed,
         );
         for slot in wake.wake {
-            self.with(vm, |s, c, io| s.wake(c, &c.endpoints, io, slot));
+            self.with(vm, |s, c, io| {
+                s.wake(c, &c.endpoints, io, slot);
+            });
         }
     }
 
@@ -968,7 +970,9 @@ fn a_new_configurations_delivery_is_kept_before_its_first_tick() {
     tick_by(&w, 0, &v1);
     tick_by(&w, 0, &v1);
     for slot in wake.wake {
-        w.with(1, |s, _, io| s.wake(&v2, &v2.endpoints, io, slot));
+        w.with(1, |s, _, io| {
+            s.wake(&v2, &v2.endpoints, io, slot);
+        });
     }
     assert_eq!(w.m(Metric::DeliveriesOrphaned), 0);
     assert!(w.sent().iter().any(|s| s.cluster == "webhook_ops"));
@@ -1902,10 +1906,14 @@ impl World {
             3,
         );
         for slot in wake_b.borrow().iter() {
-            self.with(b, |s, c, io| s.wake(c, &c.endpoints, io, *slot));
+            self.with(b, |s, c, io| {
+                s.wake(c, &c.endpoints, io, *slot);
+            });
         }
         for slot in got_a.wake {
-            self.with(a, |s, c, io| s.wake(c, &c.endpoints, io, slot));
+            self.with(a, |s, c, io| {
+                s.wake(c, &c.endpoints, io, slot);
+            });
         }
     }
 }
@@ -2242,10 +2250,14 @@ fn a_late_record_from_before_the_entry_was_forgotten_keeps_the_newer_event() {
     };
     w.now += 1_000;
     for slot in wake_b.borrow().iter() {
-        w.with(1, |s, c, io| s.wake(c, &c.endpoints, io, *slot));
+        w.with(1, |s, c, io| {
+            s.wake(c, &c.endpoints, io, *slot);
+        });
     }
     for slot in got_a.wake {
-        w.with(0, |s, c, io| s.wake(c, &c.endpoints, io, slot));
+        w.with(0, |s, c, io| {
+            s.wake(c, &c.endpoints, io, slot);
+        });
     }
     for _ in 0..3 {
         for s in w.sent() {
@@ -2302,7 +2314,9 @@ fn an_earlier_event_claimed_before_its_take_back_is_not_retried_after_the_newer(
         );
     }
     for slot in wake_b.borrow().iter() {
-        w.with(1, |s, c, io| s.wake(c, &c.endpoints, io, *slot));
+        w.with(1, |s, c, io| {
+            s.wake(c, &c.endpoints, io, *slot);
+        });
     }
     let sent = w.sent();
     assert_eq!(sent.len(), 2, "both on the wire (the documented exception)");
@@ -4429,4 +4443,39 @@ fn a_thin_view_with_the_result_gives_only_the_result() {
         sent[0].body,
         r#"{"id":1,"deliveryStatus":5,"data":{"to":"jane@example.com"},"result":{"messageId":"m1"}}"#
     );
+}
+
+/// A wake-up for an endpoint this sender does not send for (handed over, or not in its
+/// configuration) names it, for the host to hand to the configuration that does.
+#[test]
+fn a_wake_up_for_an_endpoint_another_configuration_sends_for_names_it() {
+    let (w, v1, v2) = worlds_of_an_update_adding_ops(2);
+    let wake = intake::take_in(
+        None,
+        &v2,
+        &v2.endpoints,
+        Memory::new(1024),
+        &w.store,
+        &w.metrics,
+        &[note(1, DeliveryStatus::Success, A)],
+        w.now,
+        1,
+    );
+    assert_eq!(wake.wake.len(), 2);
+    w.senders[0].borrow_mut().hand_over(vec!["crm".to_string()]);
+    let mut named = Vec::new();
+    for &slot in &wake.wake {
+        w.with(0, |s, _, io| {
+            named.extend(s.wake(&v1, &v1.endpoints, io, slot))
+        });
+    }
+    named.sort();
+    assert_eq!(named, ["crm", "ops"]);
+    assert!(w.sent().is_empty());
+    for &slot in &wake.wake {
+        w.with(1, |s, _, io| {
+            assert_eq!(s.wake(&v2, &v2.endpoints, io, slot), None)
+        });
+    }
+    assert_eq!(w.sent().len(), 2);
 }

@@ -31,6 +31,10 @@ struct Entry {
     /// Tells configurations apart by what is kept here.
     id: u64,
     seen_ms: u64,
+    /// When it was first heard from (earlier builds: when last).
+    since_ms: u64,
+    /// Its `Config::delivery_fingerprint`.
+    delivers: u64,
     /// The learning policy's fingerprint; `None` without learning.
     learns: Option<u64>,
     /// The configured endpoints (learned ones are told by `learns`).
@@ -55,10 +59,14 @@ impl LiveEndpoints {
         let _ = store::update(store, KEY, |current| {
             let mut entries: Vec<Entry> = decode(current)
                 .into_iter()
-                .filter(|e| e.id != mine.id && now_ms.saturating_sub(e.seen_ms) < STALE_MS)
+                .filter(|e| now_ms.saturating_sub(e.seen_ms) < STALE_MS)
                 .collect();
+            let mut mine = mine.clone();
+            if let Some(at) = entries.iter().position(|e| e.id == mine.id) {
+                mine.since_ms = entries.remove(at).since_ms;
+            }
             entries.truncate(MAX_CONFIGS - 1);
-            entries.push(mine.clone());
+            entries.push(mine);
             Some((encode(&entries), ()))
         });
     }
@@ -92,11 +100,36 @@ pub fn kept_elsewhere(store: &dyn Store, config: &Config, endpoint: &str, now_ms
     })
 }
 
+/// Whether a configuration that delivers as one with `fingerprint` (its
+/// `Config::delivery_fingerprint`) has been live since `ESTABLISHED_MS` before `now_ms` and
+/// still is: one loaded again (a VM rebuilt after a crash), not one an update brings.
+pub fn established(store: &dyn Store, fingerprint: u64, now_ms: u64) -> bool {
+    let Ok(current) = store.get(KEY) else {
+        return false;
+    };
+    decode(current.as_ref().map(|(v, _)| v.as_slice()))
+        .iter()
+        .any(|e| {
+            e.delivers == fingerprint
+                && now_ms.saturating_sub(e.seen_ms) < STALE_MS
+                && e.since_ms.saturating_add(ESTABLISHED_MS) <= now_ms
+        })
+}
+
+/// How long a configuration has been live before loading it again is not an update: longer
+/// than Envoy takes to load one configuration on every worker.
+const ESTABLISHED_MS: u64 = 10_000;
+
 fn entry_of(config: &Config, now_ms: u64) -> Entry {
     let names: Vec<String> = config.endpoints.iter().map(|e| e.name.clone()).collect();
     let learns = config.learn_fingerprint();
     let policy = learns.unwrap_or(0).to_le_bytes();
-    let mut parts: Vec<&[u8]> = vec![if learns.is_some() { &policy } else { b"" }];
+    let delivers = config.delivery_fingerprint();
+    let delivers_bytes = delivers.to_le_bytes();
+    let mut parts: Vec<&[u8]> = vec![
+        if learns.is_some() { &policy } else { b"" },
+        &delivers_bytes,
+    ];
     for name in &names {
         parts.push(name.as_bytes());
         parts.push(b"\0");
@@ -104,6 +137,8 @@ fn entry_of(config: &Config, now_ms: u64) -> Entry {
     Entry {
         id: fnv1a64(&parts),
         seen_ms: now_ms,
+        since_ms: now_ms,
+        delivers,
         learns,
         names,
     }
@@ -118,6 +153,10 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
         out.uint(e.id);
         out.key("at");
         out.uint(e.seen_ms);
+        out.key("since");
+        out.uint(e.since_ms);
+        out.key("df");
+        out.uint(e.delivers);
         if let Some(policy) = e.learns {
             out.key("learn");
             out.uint(policy);
@@ -144,6 +183,8 @@ fn decode(bytes: Option<&[u8]>) -> Vec<Entry> {
             let mut e = Entry {
                 id: 0,
                 seen_ms: 0,
+                since_ms: u64::MAX,
+                delivers: 0,
                 learns: None,
                 names: Vec::new(),
             };
@@ -151,12 +192,15 @@ fn decode(bytes: Option<&[u8]>) -> Vec<Entry> {
                 match key {
                     "id" => e.id = r.uint()?,
                     "at" => e.seen_ms = r.uint()?,
+                    "since" => e.since_ms = r.uint()?,
+                    "df" => e.delivers = r.uint()?,
                     "learn" => e.learns = Some(r.uint()?),
                     "names" => e.names = r.list(Reader::string)?,
                     _ => r.skip()?,
                 }
                 Some(())
             })?;
+            e.since_ms = e.since_ms.min(e.seen_ms);
             Some(e)
         })
     })
@@ -239,6 +283,31 @@ mod tests {
         store.set(Registry::key(), registered, None).unwrap();
         LiveEndpoints::default().beat(&store, &plain, 0);
         assert!(!kept_elsewhere(&store, &plain, "learned-7", 0));
+    }
+
+    /// A configuration loaded again (a VM rebuilt after a crash) is told from one an update
+    /// brings by how long it has been live.
+    #[test]
+    fn a_configuration_live_for_a_while_is_established() {
+        let store = MemStore::new();
+        let (old, new) = (config(&["crm"], None), config(&["crm", "ops"], None));
+        let (mut beats_old, mut beats_new) = (LiveEndpoints::default(), LiveEndpoints::default());
+        beats_old.beat(&store, &old, 0);
+        let print = |c: &Config| c.delivery_fingerprint();
+        assert!(!established(&store, print(&old), ESTABLISHED_MS - 1));
+        beats_old.beat(&store, &old, ESTABLISHED_MS);
+        beats_new.beat(&store, &new, ESTABLISHED_MS);
+        assert!(established(&store, print(&old), ESTABLISHED_MS));
+        assert!(!established(&store, print(&new), ESTABLISHED_MS));
+        // Another root context of the old one announcing keeps when it was first heard from.
+        LiveEndpoints::default().beat(&store, &old, ESTABLISHED_MS + 1);
+        assert!(established(&store, print(&old), ESTABLISHED_MS + 1));
+        // Gone quiet: no longer live.
+        assert!(!established(
+            &store,
+            print(&old),
+            ESTABLISHED_MS + 1 + STALE_MS
+        ));
     }
 
     #[test]

@@ -343,26 +343,42 @@ impl Sender {
         self.held.values().any(|h| !h.is_empty())
     }
 
-    /// A slot was filled or refilled: try to send it now, or when it is due.
-    pub fn wake(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io, slot: u32) {
+    /// A slot was filled or refilled: try to send it now, or when it is due. The endpoint
+    /// it waits for when this sender does not send for it (another configuration in the VM
+    /// does): the caller hands it on, or it waits for that one's sweep.
+    pub fn wake(
+        &mut self,
+        config: &Config,
+        endpoints: &[Endpoint],
+        io: &mut Io,
+        slot: u32,
+    ) -> Option<String> {
         self.empty_windows = 0;
-        if let Tried::Skipped { occupied: true } = self.try_send(config, endpoints, io, slot, false)
-        {
-            self.schedule_waiting(endpoints, io, slot);
+        match self.try_send(config, endpoints, io, slot, false) {
+            Tried::Skipped { occupied: true } => self.not_sent_now(endpoints, io, slot),
+            _ => None,
         }
     }
 
-    /// A delivery placed to wait (for the result its view lacked) goes when it is due, not
-    /// when a sweep next passes, which for an idle sender can be seconds later.
-    fn schedule_waiting(&mut self, endpoints: &[Endpoint], io: &mut Io, slot: u32) {
+    /// A woken delivery that did not go: one placed to wait (for the result its view lacked)
+    /// goes when it is due, not when a sweep next passes, which for an idle sender can be
+    /// seconds later; one for an endpoint this sender does not send for is named.
+    fn not_sent_now(&mut self, endpoints: &[Endpoint], io: &mut Io, slot: u32) -> Option<String> {
         let Ok(Record::Used(s)) = self.ledger.read(io.store, slot) else {
-            return;
+            return None;
         };
+        if s.state != State::Waiting {
+            return None;
+        }
         let ours = endpoints.iter().any(|e| e.name == s.endpoint)
             && !self.handed_over.contains(&s.endpoint);
-        if ours && s.state == State::Waiting && s.at_ms > io.now_ms {
+        if !ours {
+            return Some(s.endpoint);
+        }
+        if s.at_ms > io.now_ms {
             self.schedule(s.at_ms, slot, endpoint_key(&s.endpoint));
         }
+        None
     }
 
     /// Whether this sender is idle: it swept a whole ledger's worth of empty windows, holds

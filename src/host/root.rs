@@ -342,11 +342,23 @@ impl Root {
             .chunks_exact(4)
             .filter_map(|b| <[u8; 4]>::try_from(b).ok().map(u32::from_le_bytes))
             .collect();
+        self.wake_slots(slots);
+    }
+
+    /// Send what `slots` hold, or hand those for endpoints only another configuration in
+    /// this VM has to it.
+    fn wake_slots(&mut self, slots: Vec<u32>) {
+        let mut elsewhere = Vec::new();
         self.with_sender(|sender, config, endpoints, io| {
             for slot in slots {
-                sender.wake(config, endpoints, io, slot);
+                if let Some(endpoint) = sender.wake(config, endpoints, io, slot) {
+                    elsewhere.push((slot, endpoint));
+                }
             }
         });
+        for (slot, endpoint) in elsewhere {
+            succession::forward(self.context_id, slot, &endpoint);
+        }
     }
 
     fn with_sender(&mut self, f: impl FnOnce(&mut Sender, &Config, &[Endpoint], &mut Io)) {
@@ -604,7 +616,7 @@ impl RootContext for Root {
             no_sender_warned_ms: Cell::new(None),
         });
         if self.sender.is_some() {
-            succession::join(self.context_id, &shared);
+            succession::join(self.context_id, &shared, now_ms());
         }
         self.shared = Some(shared);
         true
@@ -619,6 +631,10 @@ impl RootContext for Root {
             self.check_drift(now_ms());
             if self.sender.is_some() {
                 succession::follow_shared();
+                let handed = succession::take_inbox(self.context_id);
+                if !handed.is_empty() {
+                    self.wake_slots(handed);
+                }
             }
             self.with_sender(|sender, config, endpoints, io| sender.tick(config, endpoints, io));
         }

@@ -20,6 +20,8 @@ use std::rc::{Rc, Weak};
 use proxy_wasm::hostcalls;
 
 use super::root::Shared;
+use super::shared_store::SharedData;
+use crate::delivery::live_endpoints;
 
 /// Shared data: the connection that put a configuration in force and its
 /// `delivery_fingerprint`, 16 bytes; empty until one was put in force since the last load.
@@ -29,6 +31,9 @@ struct Listed {
     id: u32,
     shared: Weak<Shared>,
     fingerprint: u64,
+    /// Slots woken in another root context of the VM (the one with the queue) for an endpoint
+    /// only this one sends for; taken at its next tick.
+    inbox: Vec<u32>,
 }
 
 struct Senders {
@@ -64,9 +69,11 @@ pub enum Standing {
     Superseded(Vec<String>),
 }
 
-/// `context_id` was configured to send, and registered this VM's queue: it is in force. What
-/// put another in force before says nothing of it, in this VM or any other.
-pub fn join(context_id: u32, shared: &Rc<Shared>) {
+/// `context_id` was configured to send, and registered this VM's queue: it is in force here.
+/// A configuration an update brings clears what put another in force before, in every VM:
+/// connections taken before it was loaded say nothing of it. One loaded again (a VM rebuilt
+/// after a crash, while the others go on) leaves it: its root contexts here follow it.
+pub fn join(context_id: u32, shared: &Rc<Shared>, now_ms: u64) {
     let fingerprint = shared.config.delivery_fingerprint();
     with(|s| {
         s.roots.retain(|r| r.id != context_id);
@@ -74,11 +81,14 @@ pub fn join(context_id: u32, shared: &Rc<Shared>) {
             id: context_id,
             shared: Rc::downgrade(shared),
             fingerprint,
+            inbox: Vec::new(),
         });
         s.newest_connection = None;
         s.queue_holder = Some(context_id);
     });
-    let _ = hostcalls::set_shared_data(IN_FORCE_KEY, Some(b""), None);
+    if !live_endpoints::established(&SharedData, fingerprint, now_ms) {
+        let _ = hostcalls::set_shared_data(IN_FORCE_KEY, Some(b""), None);
+    }
 }
 
 /// `context_id` sends nothing more (closing, or deleted).
@@ -188,6 +198,46 @@ fn decode(value: Option<&[u8]>) -> Option<(u64, u64)> {
         u64::from_le_bytes(connection.try_into().ok()?),
         u64::from_le_bytes(fingerprint.try_into().ok()?),
     ))
+}
+
+/// `slot` was woken in `from` for `endpoint`, which `from` does not send for: hand it to the
+/// root context here that does (the newest with it: the others hand it over), for its next
+/// tick. Without one it waits for a sweep.
+pub fn forward(from: u32, slot: u32, endpoint: &str) {
+    let others: Vec<(u32, Weak<Shared>)> = with(|s| {
+        s.roots
+            .iter()
+            .rev()
+            .filter(|r| r.id != from)
+            .map(|r| (r.id, r.shared.clone()))
+            .collect()
+    })
+    .unwrap_or_default();
+    // Read outside the borrow: endpoints may include learned ones, from shared data.
+    let target = others.into_iter().find_map(|(id, shared)| {
+        let shared = shared.upgrade()?;
+        let has = shared.endpoints().iter().any(|e| e.name == endpoint);
+        has.then_some(id)
+    });
+    if let Some(target) = target {
+        with(|s| {
+            if let Some(r) = s.roots.iter_mut().find(|r| r.id == target) {
+                r.inbox.push(slot);
+            }
+        });
+    }
+}
+
+/// The slots other root contexts handed `context_id` since its last tick.
+pub fn take_inbox(context_id: u32) -> Vec<u32> {
+    with(|s| {
+        s.roots
+            .iter_mut()
+            .find(|r| r.id == context_id)
+            .map(|r| std::mem::take(&mut r.inbox))
+    })
+    .flatten()
+    .unwrap_or_default()
 }
 
 pub fn is_in_force(context_id: u32) -> bool {

@@ -872,11 +872,13 @@ class EnvoyProcess:
     def _write_lds(self, cfg):
         self.write_lds(self.listener(cfg))
 
-    def write_lds(self, listener: dict):
-        """Offer `listener` (see `listener()`) over LDS, without waiting for Envoy's verdict."""
+    def write_lds(self, listener: dict, *more: dict):
+        """Offer `listener` (see `listener()`), and any `more`, over LDS, without waiting for
+        Envoy's verdict."""
         self.lds_dir.mkdir(parents=True, exist_ok=True)
         doc = {"version_info": str(time.time_ns()), "resources": [
-            dict({"@type": "type.googleapis.com/envoy.config.listener.v3.Listener"}, **listener)]}
+            dict({"@type": "type.googleapis.com/envoy.config.listener.v3.Listener"}, **one)
+            for one in (listener, *more)]}
         tmp = self.lds_dir / f".lds.{os.getpid()}.{time.time_ns()}.tmp"
         tmp.write_text(json.dumps(doc, indent=1))
         os.replace(tmp, self.lds_path)  # atomic: Envoy sees the move in the watched directory

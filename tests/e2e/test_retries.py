@@ -835,6 +835,72 @@ def test_wake_ups_reach_the_configuration_in_force_after_an_update_envoy_rejects
     assert max(delays) < 2.5, f"deliveries waited for the 5 s tick, not their wake-up: {delays}"
 
 
+def _poll_on(conn, osmox, rows):
+    osmox.set_json("POST", "/graphql", notifications_page(rows))
+    conn.request("POST", "/graphql", body=json.dumps({"query": NOTIFICATIONS_QUERY, "variables": {"offset": 0}}),
+                 headers={"content-type": "application/json"})
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200
+
+
+def test_an_endpoint_only_the_replaced_configuration_has_gets_its_wake_ups(
+        osmox, make_tracking, make_envoy, filter_wasm):
+    """A review: the VM's queue belongs to the configuration in force, which dropped the
+    wake-ups of an endpoint only the replaced one has (its stream on an old keep-alive
+    connection queued them): that delivery waited for the replaced one's sweep of an idle,
+    default-sized ledger (15 s here)."""
+    crm, legacy = make_tracking("crm"), make_tracking("legacy")
+    v1 = filter_config([endpoint("crm", crm), endpoint("legacy", legacy)], tick_ms=1000)
+    v2 = filter_config([endpoint("crm", crm, headers={"x-team": "v2"})], tick_ms=100)
+    envoy = make_envoy(osmox.port, v1, clusters=clusters_for(v1, {"crm": crm, "legacy": legacy}),
+                       drain_time_s=60, concurrency=1)
+    old = _keep_alive(envoy, osmox)
+    envoy.update_filter_config(v2)
+    time.sleep(2)  # both senders idle
+    t0 = time.monotonic()
+    _poll_on(old, osmox, [notification_row(9950, SUCCESS)])
+    crm.wait_ok_ids(1, timeout=EXPECT_S)
+    legacy.wait_ok_ids(1, timeout=20)
+    delay = time.monotonic() - t0
+    old.close()
+    assert delay < 2.5, f"legacy's delivery waited {delay:.1f} s for a sweep"
+
+
+def test_two_listeners_sharing_a_vm_id_each_get_their_wake_ups(osmox, make_tracking, make_envoy, filter_wasm):
+    """README deploy step 3: filters on several listeners may share a vm_id. Only one of their
+    root contexts per VM holds the VM's queue; the other listener's deliveries waited for its
+    sweep (a review)."""
+    import copy
+    import http.client
+    from harness import free_port
+    crm, ops = make_tracking("crm"), make_tracking("ops")
+    x = filter_config([endpoint("crm", crm)], tick_ms=1000)
+    y = filter_config([endpoint("ops", ops)], tick_ms=1000)
+    clusters = clusters_for(filter_config([endpoint("crm", crm), endpoint("ops", ops)]), {"crm": crm, "ops": ops})
+    envoy = make_envoy(osmox.port, x, clusters=clusters, concurrency=1)
+    second = copy.deepcopy(envoy.listener(y))
+    second["name"] = second["name"] + "-y"
+    port_y = free_port()
+    second["address"]["socket_address"]["port_value"] = port_y
+    envoy.write_lds(envoy.listener(x), second)
+    deadline = time.monotonic() + 15
+    while envoy.stat("listener_manager.total_listeners_active") < 2:
+        assert time.monotonic() < deadline, "the second listener did not come up"
+        time.sleep(0.05)
+    time.sleep(2)  # both senders idle
+    delays = {}
+    for name, port, rcv, base in (("x", envoy.listener_port, crm, 9960), ("y", port_y, ops, 9970)):
+        for i in range(2):
+            conn = http.client.HTTPConnection(HOST, port, timeout=5)
+            t0 = time.monotonic()
+            _poll_on(conn, osmox, [notification_row(base + i, SUCCESS)])
+            conn.close()
+            rcv.wait_ok_ids(i + 1, timeout=20)
+            delays[(name, i)] = round(time.monotonic() - t0, 2)
+    assert max(delays.values()) < 2.5, f"deliveries waited for a sweep: {delays}"
+
+
 def _update_refused_by_another_filter(envoy, cfg, probe_wasm):
     """Push an LDS update with `cfg` for this filter and, after it, a filter that refuses its
     configuration: Envoy rejects the whole update after this filter's root contexts loaded it."""
@@ -920,6 +986,48 @@ def test_a_vm_reloaded_while_the_old_listener_drains_leaves_both_configurations_
     crm.wait_ok_ids(5, timeout=EXPECT_S)
     ops.wait_ok_ids(5, timeout=EXPECT_S)
     assert envoy.metric("deliveries_orphaned") == 0
+
+
+def test_a_vm_rebuilt_during_the_drain_keeps_the_new_configuration_in_force(
+        osmox, make_tracking, make_envoy, fault_wasm):
+    """A review: a worker VM rebuilt after a crash configures its root contexts in the order
+    traffic reaches them; the old one, configured last, cleared the record of which is in
+    force, and its stream on an old keep-alive connection put the old configuration in force
+    in every VM."""
+    from test_delivery import FAULT_QUERY
+    crm = make_tracking("crm")
+    v1 = config([endpoint("crm", crm, headers={"x-team": "v1"})])
+    v2 = config([endpoint("crm", crm, headers={"x-team": "v2"})])
+    reload = {"backoff": {"base_interval": "0.05s", "max_interval": "1s"}}
+    envoy = make_envoy(osmox.port, v1, clusters=clusters_for(v2, {"crm": crm}), drain_time_s=60,
+                       concurrency=1, wasm_path=fault_wasm, failure_policy="FAIL_RELOAD", reload_config=reload)
+    old = [_keep_alive(envoy, osmox) for _ in range(2)]
+    envoy.update_filter_config(v2)
+    # The configuration in force takes a connection, then (11 s on, past the time a
+    # configuration must have been live to count as loaded again) a stream of the old
+    # listener crashes the worker's VM.
+    _get_on(_keep_alive(envoy, osmox))
+    time.sleep(11)
+    old[0].request("POST", "/graphql", body=json.dumps({"query": FAULT_QUERY}),
+                   headers={"content-type": "application/json"})
+    old[0].getresponse().read()
+    deadline = time.monotonic() + EXPECT_S
+    while envoy.client.get("/x").status != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for _ in range(100):  # the old listener's stream rebuilds its root context last
+        old[1].request("GET", "/x")
+        response = old[1].getresponse()
+        response.read()
+        if response.status == 200:
+            break
+        time.sleep(0.05)
+    assert response.status == 200
+    _poll_on(old[1], osmox, [notification_row(9980 + i, SUCCESS) for i in range(3)])
+    crm.wait_ok_ids(3, timeout=EXPECT_S)
+    got = settle(crm, SETTLE_S)
+    teams = sorted({str(r.req.headers.get("x-team")) for r in got})
+    assert teams == ["v2"], f"attempts by the replaced configuration: x-team {teams}; {summarize(got)}"
 
 
 def test_gauges_stay_true_when_a_vm_crashes_between_ticks(osmox, make_tracking, make_envoy, fault_wasm):
