@@ -116,6 +116,17 @@ pub fn established(store: &dyn Store, fingerprint: u64, now_ms: u64) -> bool {
         })
 }
 
+/// When a configuration that delivers as one with `fingerprint` was first heard from, if it is
+/// live: the later, the more recent the update that brought it.
+pub fn first_heard(store: &dyn Store, fingerprint: u64, now_ms: u64) -> Option<u64> {
+    let current = store.get(KEY).ok()?;
+    decode(current.as_ref().map(|(v, _)| v.as_slice()))
+        .iter()
+        .filter(|e| e.delivers == fingerprint && now_ms.saturating_sub(e.seen_ms) < STALE_MS)
+        .map(|e| e.since_ms)
+        .min()
+}
+
 /// How long a configuration has been live before loading it again is not an update: longer
 /// than Envoy takes to load one configuration on every worker.
 const ESTABLISHED_MS: u64 = 10_000;

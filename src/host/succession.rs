@@ -43,6 +43,10 @@ struct Senders {
     newest_connection: Option<u64>,
     /// The root context this VM's queue is registered to.
     queue_holder: Option<u32>,
+    /// Told at its first root context's configure: this VM replaces one that crashed (its
+    /// configuration was already live elsewhere), so the order in which its root contexts
+    /// are configured (the order traffic reaches their listeners) says nothing of updates.
+    rebuilt: Option<bool>,
 }
 
 thread_local! {
@@ -51,6 +55,7 @@ thread_local! {
             roots: Vec::new(),
             newest_connection: None,
             queue_holder: None,
+            rebuilt: None,
         })
     };
 }
@@ -71,11 +76,15 @@ pub enum Standing {
 
 /// `context_id` was configured to send, and registered this VM's queue: it is in force here.
 /// A configuration an update brings clears what put another in force before, in every VM:
-/// connections taken before it was loaded say nothing of it. One loaded again (a VM rebuilt
-/// after a crash, while the others go on) leaves it: its root contexts here follow it.
+/// connections taken before it was loaded say nothing of it. In a VM rebuilt after a crash
+/// (while the others go on) nothing is an update: the record stays, its root contexts follow
+/// it, and until it names one the configuration first heard from last is in force here.
 pub fn join(context_id: u32, shared: &Rc<Shared>, now_ms: u64) {
     let fingerprint = shared.config.delivery_fingerprint();
-    with(|s| {
+    let first = with(|s| s.rebuilt.is_none()).unwrap_or(false);
+    let established = first && live_endpoints::established(&SharedData, fingerprint, now_ms);
+    let rebuilt = with(|s| {
+        let rebuilt = *s.rebuilt.get_or_insert(established);
         s.roots.retain(|r| r.id != context_id);
         s.roots.push(Listed {
             id: context_id,
@@ -85,10 +94,36 @@ pub fn join(context_id: u32, shared: &Rc<Shared>, now_ms: u64) {
         });
         s.newest_connection = None;
         s.queue_holder = Some(context_id);
-    });
-    if !live_endpoints::established(&SharedData, fingerprint, now_ms) {
+        rebuilt
+    })
+    .unwrap_or(false);
+    if !rebuilt {
         let _ = hostcalls::set_shared_data(IN_FORCE_KEY, Some(b""), None);
+        return;
     }
+    let heard: Vec<(u32, u64)> = with(|s| {
+        s.roots
+            .iter()
+            .map(|r| {
+                let since = live_endpoints::first_heard(&SharedData, r.fingerprint, now_ms);
+                (r.id, since.unwrap_or(0))
+            })
+            .collect()
+    })
+    .unwrap_or_default();
+    with(|s| {
+        // Oldest first heard first: the one in force last; between equals, the order of
+        // configuration.
+        let since = |id: u32| heard.iter().find(|(i, _)| *i == id).map_or(0, |(_, t)| *t);
+        let mut keyed: Vec<(u64, usize, Listed)> = std::mem::take(&mut s.roots)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (since(r.id), i, r))
+            .collect();
+        crate::heapsort::sort_by(&mut keyed, |a, b| (a.0, a.1) < (b.0, b.1));
+        s.roots = keyed.into_iter().map(|(_, _, r)| r).collect();
+    });
+    follow_shared();
 }
 
 /// `context_id` sends nothing more (closing, or deleted).

@@ -1030,6 +1030,72 @@ def test_a_vm_rebuilt_during_the_drain_keeps_the_new_configuration_in_force(
     assert teams == ["v2"], f"attempts by the replaced configuration: x-team {teams}; {summarize(got)}"
 
 
+def test_a_vm_rebuilt_before_the_new_listener_took_a_stream_follows_the_newest_configuration(
+        osmox, make_tracking, make_envoy, fault_wasm):
+    """A review: as above, but no stream reached the new listener before the crash, so no
+    record names the configuration in force; the rebuilt VM's old root context, configured
+    last, put the old configuration in force in every VM with its first stream."""
+    from test_delivery import FAULT_QUERY
+    crm = make_tracking("crm")
+    v1 = config([endpoint("crm", crm, headers={"x-team": "v1"})])
+    v2 = config([endpoint("crm", crm, headers={"x-team": "v2"})])
+    reload = {"backoff": {"base_interval": "0.05s", "max_interval": "1s"}}
+    envoy = make_envoy(osmox.port, v1, clusters=clusters_for(v2, {"crm": crm}), drain_time_s=60,
+                       concurrency=1, wasm_path=fault_wasm, failure_policy="FAIL_RELOAD", reload_config=reload)
+    old = [_keep_alive(envoy, osmox) for _ in range(2)]
+    envoy.update_filter_config(v2)
+    time.sleep(11)
+    old[0].request("POST", "/graphql", body=json.dumps({"query": FAULT_QUERY}),
+                   headers={"content-type": "application/json"})
+    old[0].getresponse().read()
+    deadline = time.monotonic() + EXPECT_S
+    while envoy.client.get("/x").status != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for _ in range(100):
+        old[1].request("GET", "/x")
+        response = old[1].getresponse()
+        response.read()
+        if response.status == 200:
+            break
+        time.sleep(0.05)
+    assert response.status == 200
+    _poll_on(old[1], osmox, [notification_row(9990 + i, SUCCESS) for i in range(3)])
+    crm.wait_ok_ids(3, timeout=EXPECT_S)
+    got = settle(crm, SETTLE_S)
+    teams = sorted({str(r.req.headers.get("x-team")) for r in got})
+    assert teams == ["v2"], f"attempts by the replaced configuration: x-team {teams}; {summarize(got)}"
+
+
+def test_an_update_that_delivers_as_a_draining_configuration_does_is_put_in_force(
+        osmox, make_tracking, make_envoy, filter_wasm):
+    """A review: v1 -> v2 -> v1', where v1' differs from v1 only in what observers use (its
+    `deliveryStatuses`), while v1's listener still drains: v1' was taken for v1 loaded again
+    after a crash, and v2 stayed in force."""
+    crm = make_tracking("crm")
+    retry = {"maxAttempts": 100, "initialDelayMs": 200, "multiplier": 1.0, "maxDelayMs": 400, "jitter": 0.2}
+    breaker = {"failureThreshold": 1000, "openMs": 500}
+
+    def cfg_with(team: str, **kw) -> dict:
+        return config([endpoint("crm", crm, headers={"x-team": team}, retry=retry, circuitBreaker=breaker, **kw)])
+
+    t0 = time.monotonic()
+    envoy = start(make_envoy, osmox, cfg_with("v1"), {"crm": crm}, drain_time_s=60, concurrency=1)
+    envoy.update_filter_config(cfg_with("v2"))
+    crm.stop()
+    observe(envoy, osmox, [notification_row(9850 + i, SUCCESS) for i in range(5)])
+    envoy.wait_metric("deliveries_failed", 5, timeout=EXPECT_S)
+    time.sleep(max(0.0, 13 - (time.monotonic() - t0)))  # v1 live for more than 10 s
+    envoy.update_filter_config(cfg_with("v1", deliveryStatuses=["SUCCESS", "FAILED"]))
+    time.sleep(1.5)
+    crm.start()
+    crm.wait_ok_ids(5, timeout=20)
+    got = settle(crm, SETTLE_S)
+    assert_one_ok_per_id(got, expect_ids=5)
+    teams = sorted({str(r.req.headers.get("x-team")) for r in got})
+    assert teams == ["v1"], f"attempts after the update to v1': x-team {teams}; {summarize(got)}"
+
+
 def test_gauges_stay_true_when_a_vm_crashes_between_ticks(osmox, make_tracking, make_envoy, fault_wasm):
     """A review: with gauge falls handed to Envoy at the tick, a VM that crashed within one
     (tickMs 3000 here) left `pending` and `in_flight` high for good."""
