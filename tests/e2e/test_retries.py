@@ -943,6 +943,28 @@ def test_an_update_envoy_rejects_leaves_the_configuration_delivering(osmox, make
     assert teams == {None}, f"attempts by the rejected configuration: x-team {teams}; {summarize(got)}"
 
 
+def _crash_then_rebuild_old_last(envoy, old):
+    """A stream on the old listener's keep-alive connection `old[0]` crashes the worker's VM;
+    the new listener's traffic rebuilds it with the new configuration first, then a stream on
+    `old[1]` configures the old one's root context there too."""
+    from test_delivery import FAULT_QUERY
+    old[0].request("POST", "/graphql", body=json.dumps({"query": FAULT_QUERY}),
+                   headers={"content-type": "application/json"})
+    old[0].getresponse().read()
+    deadline = time.monotonic() + EXPECT_S
+    while envoy.client.get("/x").status != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for _ in range(100):
+        old[1].request("GET", "/x")
+        response = old[1].getresponse()
+        response.read()
+        if response.status == 200:
+            break
+        time.sleep(0.05)
+    assert response.status == 200
+
+
 def test_a_vm_reloaded_while_the_old_listener_drains_leaves_both_configurations_delivering(
         osmox, make_tracking, make_envoy, fault_wasm):
     """A review of an earlier fix: a worker VM that crashed while the replaced listener drained
@@ -950,7 +972,6 @@ def test_a_vm_reloaded_while_the_old_listener_drains_leaves_both_configurations_
     endpoint's deliveries were dropped as orphaned, and once the old listener had drained
     nothing was sent at all."""
     import http.client
-    from test_delivery import FAULT_QUERY
     crm, ops = make_tracking("crm"), make_tracking("ops")
     v1 = config([endpoint("crm", crm)])
     v2 = config([endpoint("crm", crm), endpoint("ops", ops)])
@@ -964,28 +985,36 @@ def test_a_vm_reloaded_while_the_old_listener_drains_leaves_both_configurations_
         c.request("GET", "/x")
         assert c.getresponse().read() == b"{}"
     envoy.update_filter_config(v2)
-    # A stream on the old listener crashes the worker's VM.
-    old[0].request("POST", "/graphql", body=json.dumps({"query": FAULT_QUERY}),
-                   headers={"content-type": "application/json"})
-    old[0].getresponse().read()
-    # The new listener's traffic rebuilds the new configuration first, then the old one's.
-    deadline = time.monotonic() + EXPECT_S
-    while envoy.client.get("/x").status != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    for _ in range(100):
-        old[1].request("GET", "/x")
-        response = old[1].getresponse()
-        response.read()
-        if response.status == 200:
-            break
-        time.sleep(0.05)
-    assert response.status == 200
+    _crash_then_rebuild_old_last(envoy, old)
     rows = [notification_row(9900 + i, SUCCESS) for i in range(5)]
     observe(envoy, osmox, rows)
     crm.wait_ok_ids(5, timeout=EXPECT_S)
     ops.wait_ok_ids(5, timeout=EXPECT_S)
     assert envoy.metric("deliveries_orphaned") == 0
+
+
+def _crash_and_rebuild_during_the_drain(osmox, make_tracking, make_envoy, fault_wasm, *, new_listener_first: bool,
+                                       first_id: int):
+    """v1 -> v2 with a 60 s drain; 11 s on (past the time a configuration must have been live
+    to count as loaded again) a stream of the old listener crashes the worker's VM; the new
+    listener's traffic rebuilds it, then an old keep-alive connection's stream, which
+    configures the old root context there last. Which configuration its events go out by."""
+    crm = make_tracking("crm")
+    v1 = config([endpoint("crm", crm, headers={"x-team": "v1"})])
+    v2 = config([endpoint("crm", crm, headers={"x-team": "v2"})])
+    reload = {"backoff": {"base_interval": "0.05s", "max_interval": "1s"}}
+    envoy = make_envoy(osmox.port, v1, clusters=clusters_for(v2, {"crm": crm}), drain_time_s=60,
+                       concurrency=1, wasm_path=fault_wasm, failure_policy="FAIL_RELOAD", reload_config=reload)
+    old = [_keep_alive(envoy, osmox) for _ in range(2)]
+    envoy.update_filter_config(v2)
+    if new_listener_first:
+        _get_on(_keep_alive(envoy, osmox))  # the configuration in force takes a connection
+    time.sleep(11)
+    _crash_then_rebuild_old_last(envoy, old)
+    _poll_on(old[1], osmox, [notification_row(first_id + i, SUCCESS) for i in range(3)])
+    crm.wait_ok_ids(3, timeout=EXPECT_S)
+    got = settle(crm, SETTLE_S)
+    return sorted({str(r.req.headers.get("x-team")) for r in got}), got
 
 
 def test_a_vm_rebuilt_during_the_drain_keeps_the_new_configuration_in_force(
@@ -994,39 +1023,8 @@ def test_a_vm_rebuilt_during_the_drain_keeps_the_new_configuration_in_force(
     traffic reaches them; the old one, configured last, cleared the record of which is in
     force, and its stream on an old keep-alive connection put the old configuration in force
     in every VM."""
-    from test_delivery import FAULT_QUERY
-    crm = make_tracking("crm")
-    v1 = config([endpoint("crm", crm, headers={"x-team": "v1"})])
-    v2 = config([endpoint("crm", crm, headers={"x-team": "v2"})])
-    reload = {"backoff": {"base_interval": "0.05s", "max_interval": "1s"}}
-    envoy = make_envoy(osmox.port, v1, clusters=clusters_for(v2, {"crm": crm}), drain_time_s=60,
-                       concurrency=1, wasm_path=fault_wasm, failure_policy="FAIL_RELOAD", reload_config=reload)
-    old = [_keep_alive(envoy, osmox) for _ in range(2)]
-    envoy.update_filter_config(v2)
-    # The configuration in force takes a connection, then (11 s on, past the time a
-    # configuration must have been live to count as loaded again) a stream of the old
-    # listener crashes the worker's VM.
-    _get_on(_keep_alive(envoy, osmox))
-    time.sleep(11)
-    old[0].request("POST", "/graphql", body=json.dumps({"query": FAULT_QUERY}),
-                   headers={"content-type": "application/json"})
-    old[0].getresponse().read()
-    deadline = time.monotonic() + EXPECT_S
-    while envoy.client.get("/x").status != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    for _ in range(100):  # the old listener's stream rebuilds its root context last
-        old[1].request("GET", "/x")
-        response = old[1].getresponse()
-        response.read()
-        if response.status == 200:
-            break
-        time.sleep(0.05)
-    assert response.status == 200
-    _poll_on(old[1], osmox, [notification_row(9980 + i, SUCCESS) for i in range(3)])
-    crm.wait_ok_ids(3, timeout=EXPECT_S)
-    got = settle(crm, SETTLE_S)
-    teams = sorted({str(r.req.headers.get("x-team")) for r in got})
+    teams, got = _crash_and_rebuild_during_the_drain(osmox, make_tracking, make_envoy, fault_wasm,
+                                                     new_listener_first=True, first_id=9980)
     assert teams == ["v2"], f"attempts by the replaced configuration: x-team {teams}; {summarize(got)}"
 
 
@@ -1035,35 +1033,8 @@ def test_a_vm_rebuilt_before_the_new_listener_took_a_stream_follows_the_newest_c
     """A review: as above, but no stream reached the new listener before the crash, so no
     record names the configuration in force; the rebuilt VM's old root context, configured
     last, put the old configuration in force in every VM with its first stream."""
-    from test_delivery import FAULT_QUERY
-    crm = make_tracking("crm")
-    v1 = config([endpoint("crm", crm, headers={"x-team": "v1"})])
-    v2 = config([endpoint("crm", crm, headers={"x-team": "v2"})])
-    reload = {"backoff": {"base_interval": "0.05s", "max_interval": "1s"}}
-    envoy = make_envoy(osmox.port, v1, clusters=clusters_for(v2, {"crm": crm}), drain_time_s=60,
-                       concurrency=1, wasm_path=fault_wasm, failure_policy="FAIL_RELOAD", reload_config=reload)
-    old = [_keep_alive(envoy, osmox) for _ in range(2)]
-    envoy.update_filter_config(v2)
-    time.sleep(11)
-    old[0].request("POST", "/graphql", body=json.dumps({"query": FAULT_QUERY}),
-                   headers={"content-type": "application/json"})
-    old[0].getresponse().read()
-    deadline = time.monotonic() + EXPECT_S
-    while envoy.client.get("/x").status != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    for _ in range(100):
-        old[1].request("GET", "/x")
-        response = old[1].getresponse()
-        response.read()
-        if response.status == 200:
-            break
-        time.sleep(0.05)
-    assert response.status == 200
-    _poll_on(old[1], osmox, [notification_row(9990 + i, SUCCESS) for i in range(3)])
-    crm.wait_ok_ids(3, timeout=EXPECT_S)
-    got = settle(crm, SETTLE_S)
-    teams = sorted({str(r.req.headers.get("x-team")) for r in got})
+    teams, got = _crash_and_rebuild_during_the_drain(osmox, make_tracking, make_envoy, fault_wasm,
+                                                     new_listener_first=False, first_id=9990)
     assert teams == ["v2"], f"attempts by the replaced configuration: x-team {teams}; {summarize(got)}"
 
 
