@@ -938,7 +938,7 @@ fn worlds_of_an_update_adding_ops(vms: usize) -> (World, Config, Config) {
     for vm in 1..vms {
         let mut s = sender(&v2, vm);
         // As the host does when the root context is configured.
-        s.announce(&w.store, &v2, w.now);
+        s.announce(&w.store, &v2, 2, w.now);
         *w.senders[vm].borrow_mut() = s;
     }
     w.config = v2.clone();
@@ -996,7 +996,7 @@ fn an_endpoint_handed_over_to_a_newer_configuration_goes_out_by_it_alone() {
     assert_eq!(w.m(Metric::DeliveriesFailed), 5);
     // VM 0 gets a second root context, configured with v2; VM 1 stands for the old one.
     let mut newer = sender(&v2, 1);
-    newer.announce(&w.store, &v2, w.now);
+    newer.announce(&w.store, &v2, 2, w.now);
     *w.senders[0].borrow_mut() = newer;
     w.senders[1].borrow_mut().hand_over(vec!["crm".to_string()]);
     w.config = v2.clone();
@@ -1130,7 +1130,7 @@ fn orphaning_a_lapsed_claim_does_not_free_the_retry_another_configuration_schedu
         |w, io, slot| {
             let mut s = w.senders[2].borrow_mut();
             *s = sender(&with_crm, 2);
-            s.announce(&w.store, &with_crm, w.now);
+            s.announce(&w.store, &with_crm, 2, w.now);
             s.wake(&with_crm, &with_crm.endpoints, io, slot);
         },
     );

@@ -33,8 +33,9 @@ struct Entry {
     seen_ms: u64,
     /// When it was first heard from (earlier builds: when last).
     since_ms: u64,
-    /// Its `Config::delivery_fingerprint`.
-    delivers: u64,
+    /// A hash of its configuration's text, as Envoy handed it over: two loads of one text
+    /// are one configuration (a VM rebuilt after a crash), two texts are two.
+    source: u64,
     /// The learning policy's fingerprint; `None` without learning.
     learns: Option<u64>,
     /// The configured endpoints (learned ones are told by `learns`).
@@ -45,9 +46,19 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct LiveEndpoints {
     next_beat_ms: u64,
+    /// Its configuration's `source` (see [`Entry`]).
+    source: u64,
 }
 
 impl LiveEndpoints {
+    /// For the configuration whose text hashes to `source`.
+    pub fn of_source(source: u64) -> Self {
+        LiveEndpoints {
+            next_beat_ms: 0,
+            source,
+        }
+    }
+
     /// Say, at most every `BEAT_MS`, that `config`'s endpoints are live; forget the
     /// configurations gone stale.
     pub fn beat(&mut self, store: &dyn Store, config: &Config, now_ms: u64) {
@@ -55,7 +66,7 @@ impl LiveEndpoints {
             return;
         }
         self.next_beat_ms = now_ms.saturating_add(BEAT_MS);
-        let mine = entry_of(config, now_ms);
+        let mine = entry_of(config, self.source, now_ms);
         let _ = store::update(store, KEY, |current| {
             let mut entries: Vec<Entry> = decode(current)
                 .into_iter()
@@ -100,29 +111,29 @@ pub fn kept_elsewhere(store: &dyn Store, config: &Config, endpoint: &str, now_ms
     })
 }
 
-/// Whether a configuration that delivers as one with `fingerprint` (its
-/// `Config::delivery_fingerprint`) has been live since `ESTABLISHED_MS` before `now_ms` and
-/// still is: one loaded again (a VM rebuilt after a crash), not one an update brings.
-pub fn established(store: &dyn Store, fingerprint: u64, now_ms: u64) -> bool {
+/// Whether the configuration whose text hashes to `source` has been live since
+/// `ESTABLISHED_MS` before `now_ms` and still is: one loaded again (a VM rebuilt after a
+/// crash), not one an update brings.
+pub fn established(store: &dyn Store, source: u64, now_ms: u64) -> bool {
     let Ok(current) = store.get(KEY) else {
         return false;
     };
     decode(current.as_ref().map(|(v, _)| v.as_slice()))
         .iter()
         .any(|e| {
-            e.delivers == fingerprint
+            e.source == source
                 && now_ms.saturating_sub(e.seen_ms) < STALE_MS
                 && e.since_ms.saturating_add(ESTABLISHED_MS) <= now_ms
         })
 }
 
-/// When a configuration that delivers as one with `fingerprint` was first heard from, if it is
-/// live: the later, the more recent the update that brought it.
-pub fn first_heard(store: &dyn Store, fingerprint: u64, now_ms: u64) -> Option<u64> {
+/// When the configuration whose text hashes to `source` was first heard from, if it is live:
+/// the later, the more recent the update that brought it.
+pub fn first_heard(store: &dyn Store, source: u64, now_ms: u64) -> Option<u64> {
     let current = store.get(KEY).ok()?;
     decode(current.as_ref().map(|(v, _)| v.as_slice()))
         .iter()
-        .filter(|e| e.delivers == fingerprint && now_ms.saturating_sub(e.seen_ms) < STALE_MS)
+        .filter(|e| e.source == source && now_ms.saturating_sub(e.seen_ms) < STALE_MS)
         .map(|e| e.since_ms)
         .min()
 }
@@ -131,16 +142,12 @@ pub fn first_heard(store: &dyn Store, fingerprint: u64, now_ms: u64) -> Option<u
 /// than Envoy takes to load one configuration on every worker.
 const ESTABLISHED_MS: u64 = 10_000;
 
-fn entry_of(config: &Config, now_ms: u64) -> Entry {
+fn entry_of(config: &Config, source: u64, now_ms: u64) -> Entry {
     let names: Vec<String> = config.endpoints.iter().map(|e| e.name.clone()).collect();
     let learns = config.learn_fingerprint();
     let policy = learns.unwrap_or(0).to_le_bytes();
-    let delivers = config.delivery_fingerprint();
-    let delivers_bytes = delivers.to_le_bytes();
-    let mut parts: Vec<&[u8]> = vec![
-        if learns.is_some() { &policy } else { b"" },
-        &delivers_bytes,
-    ];
+    let source_bytes = source.to_le_bytes();
+    let mut parts: Vec<&[u8]> = vec![if learns.is_some() { &policy } else { b"" }, &source_bytes];
     for name in &names {
         parts.push(name.as_bytes());
         parts.push(b"\0");
@@ -149,7 +156,7 @@ fn entry_of(config: &Config, now_ms: u64) -> Entry {
         id: fnv1a64(&parts),
         seen_ms: now_ms,
         since_ms: now_ms,
-        delivers,
+        source,
         learns,
         names,
     }
@@ -166,8 +173,8 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
         out.uint(e.seen_ms);
         out.key("since");
         out.uint(e.since_ms);
-        out.key("df");
-        out.uint(e.delivers);
+        out.key("src");
+        out.uint(e.source);
         if let Some(policy) = e.learns {
             out.key("learn");
             out.uint(policy);
@@ -195,7 +202,7 @@ fn decode(bytes: Option<&[u8]>) -> Vec<Entry> {
                 id: 0,
                 seen_ms: 0,
                 since_ms: u64::MAX,
-                delivers: 0,
+                source: 0,
                 learns: None,
                 names: Vec::new(),
             };
@@ -204,7 +211,7 @@ fn decode(bytes: Option<&[u8]>) -> Vec<Entry> {
                     "id" => e.id = r.uint()?,
                     "at" => e.seen_ms = r.uint()?,
                     "since" => e.since_ms = r.uint()?,
-                    "df" => e.delivers = r.uint()?,
+                    "src" => e.source = r.uint()?,
                     "learn" => e.learns = Some(r.uint()?),
                     "names" => e.names = r.list(Reader::string)?,
                     _ => r.skip()?,
@@ -302,23 +309,29 @@ mod tests {
     fn a_configuration_live_for_a_while_is_established() {
         let store = MemStore::new();
         let (old, new) = (config(&["crm"], None), config(&["crm", "ops"], None));
-        let (mut beats_old, mut beats_new) = (LiveEndpoints::default(), LiveEndpoints::default());
+        let (mut beats_old, mut beats_new) =
+            (LiveEndpoints::of_source(1), LiveEndpoints::of_source(2));
         beats_old.beat(&store, &old, 0);
-        let print = |c: &Config| c.delivery_fingerprint();
-        assert!(!established(&store, print(&old), ESTABLISHED_MS - 1));
+        assert!(!established(&store, 1, ESTABLISHED_MS - 1));
         beats_old.beat(&store, &old, ESTABLISHED_MS);
         beats_new.beat(&store, &new, ESTABLISHED_MS);
-        assert!(established(&store, print(&old), ESTABLISHED_MS));
-        assert!(!established(&store, print(&new), ESTABLISHED_MS));
+        assert!(established(&store, 1, ESTABLISHED_MS));
+        assert!(!established(&store, 2, ESTABLISHED_MS));
+        assert_eq!(first_heard(&store, 1, ESTABLISHED_MS), Some(0));
+        assert_eq!(first_heard(&store, 2, ESTABLISHED_MS), Some(ESTABLISHED_MS));
         // Another root context of the old one announcing keeps when it was first heard from.
-        LiveEndpoints::default().beat(&store, &old, ESTABLISHED_MS + 1);
-        assert!(established(&store, print(&old), ESTABLISHED_MS + 1));
+        LiveEndpoints::of_source(1).beat(&store, &old, ESTABLISHED_MS + 1);
+        assert!(established(&store, 1, ESTABLISHED_MS + 1));
+        // Another text that delivers as the old one does is another configuration (a review:
+        // an update changing only what observers use was taken for the old one loaded again).
+        LiveEndpoints::of_source(3).beat(&store, &old, ESTABLISHED_MS + 1);
+        assert!(!established(&store, 3, ESTABLISHED_MS + 1));
+        assert_eq!(
+            first_heard(&store, 3, ESTABLISHED_MS + 1),
+            Some(ESTABLISHED_MS + 1)
+        );
         // Gone quiet: no longer live.
-        assert!(!established(
-            &store,
-            print(&old),
-            ESTABLISHED_MS + 1 + STALE_MS
-        ));
+        assert!(!established(&store, 1, ESTABLISHED_MS + 1 + STALE_MS));
     }
 
     #[test]

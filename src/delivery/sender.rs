@@ -303,7 +303,9 @@ impl Sender {
     /// contexts place could otherwise be found, before this sender's first tick, by another
     /// configuration's sweep and dropped as orphaned (a review). A configuration Envoy loads
     /// and then throws away (its canary, a rejected update) only keeps deliveries for 30 s.
-    pub fn announce(&mut self, store: &dyn Store, config: &Config, now_ms: u64) {
+    /// `source` hashes the configuration's text (`live_endpoints`).
+    pub fn announce(&mut self, store: &dyn Store, config: &Config, source: u64, now_ms: u64) {
+        self.live = LiveEndpoints::of_source(source);
         self.live.beat(store, config, now_ms);
     }
 

@@ -521,6 +521,8 @@ impl RootContext for Root {
             .ok()
             .flatten()
             .unwrap_or_default();
+        // Tells loads of one configuration (a VM rebuilt after a crash) from an update.
+        let source = crate::events::fnv1a64(&[&raw]);
         let env = |name: &str| std::env::var(name).ok();
         let config = match Config::from_json(&raw, &env) {
             Ok(c) => c,
@@ -568,7 +570,7 @@ impl RootContext for Root {
             }
             let ledger = Ledger::new(config.limits.max_pending).sweeping_high_water(&SharedData);
             let mut sender = Sender::new(sender_id(self.context_id), ledger, SCAN_PER_TICK);
-            sender.announce(&SharedData, &config, now_ms());
+            sender.announce(&SharedData, &config, source, now_ms());
             self.sender = Some(sender);
         }
         log::info!(
@@ -616,7 +618,7 @@ impl RootContext for Root {
             no_sender_warned_ms: Cell::new(None),
         });
         if self.sender.is_some() {
-            succession::join(self.context_id, &shared, now_ms());
+            succession::join(self.context_id, &shared, source, now_ms());
         }
         self.shared = Some(shared);
         true

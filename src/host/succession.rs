@@ -31,6 +31,8 @@ struct Listed {
     id: u32,
     shared: Weak<Shared>,
     fingerprint: u64,
+    /// A hash of its configuration's text (`live_endpoints`).
+    source: u64,
     /// Slots woken in another root context of the VM (the one with the queue) for an endpoint
     /// only this one sends for; taken at its next tick.
     inbox: Vec<u32>,
@@ -79,10 +81,10 @@ pub enum Standing {
 /// connections taken before it was loaded say nothing of it. In a VM rebuilt after a crash
 /// (while the others go on) nothing is an update: the record stays, its root contexts follow
 /// it, and until it names one the configuration first heard from last is in force here.
-pub fn join(context_id: u32, shared: &Rc<Shared>, now_ms: u64) {
+pub fn join(context_id: u32, shared: &Rc<Shared>, source: u64, now_ms: u64) {
     let fingerprint = shared.config.delivery_fingerprint();
     let first = with(|s| s.rebuilt.is_none()).unwrap_or(false);
-    let established = first && live_endpoints::established(&SharedData, fingerprint, now_ms);
+    let established = first && live_endpoints::established(&SharedData, source, now_ms);
     let rebuilt = with(|s| {
         let rebuilt = *s.rebuilt.get_or_insert(established);
         s.roots.retain(|r| r.id != context_id);
@@ -90,6 +92,7 @@ pub fn join(context_id: u32, shared: &Rc<Shared>, now_ms: u64) {
             id: context_id,
             shared: Rc::downgrade(shared),
             fingerprint,
+            source,
             inbox: Vec::new(),
         });
         s.newest_connection = None;
@@ -105,7 +108,7 @@ pub fn join(context_id: u32, shared: &Rc<Shared>, now_ms: u64) {
         s.roots
             .iter()
             .map(|r| {
-                let since = live_endpoints::first_heard(&SharedData, r.fingerprint, now_ms);
+                let since = live_endpoints::first_heard(&SharedData, r.source, now_ms);
                 (r.id, since.unwrap_or(0))
             })
             .collect()

@@ -1038,6 +1038,31 @@ def test_a_vm_rebuilt_before_the_new_listener_took_a_stream_follows_the_newest_c
     assert teams == ["v2"], f"attempts by the replaced configuration: x-team {teams}; {summarize(got)}"
 
 
+def test_a_vm_rebuilt_after_an_update_that_delivers_as_a_draining_configuration_keeps_it_in_force(
+        osmox, make_tracking, make_envoy, fault_wasm):
+    """A review: v1 -> v2 -> v1' (v1' changes only what observers use, so it delivers as v1
+    does); the rebuilt VM ordered its root contexts by when configurations delivering as
+    theirs were first heard from, took v1' for v1, and put v2 in force everywhere."""
+    crm = make_tracking("crm")
+    v1 = config([endpoint("crm", crm, headers={"x-team": "v1"})])
+    v2 = config([endpoint("crm", crm, headers={"x-team": "v2"})])
+    v1b = config([endpoint("crm", crm, headers={"x-team": "v1"}, deliveryStatuses=["SUCCESS", "FAILED"])])
+    reload = {"backoff": {"base_interval": "0.05s", "max_interval": "1s"}}
+    envoy = make_envoy(osmox.port, v1, clusters=clusters_for(v2, {"crm": crm}), drain_time_s=90,
+                       concurrency=1, wasm_path=fault_wasm, failure_policy="FAIL_RELOAD", reload_config=reload)
+    on_v1 = _keep_alive(envoy, osmox)
+    envoy.update_filter_config(v2)
+    on_v2 = _keep_alive(envoy, osmox)
+    envoy.update_filter_config(v1b)
+    time.sleep(11)
+    _crash_then_rebuild_old_last(envoy, [on_v1, on_v2])
+    _poll_on(on_v2, osmox, [notification_row(9700 + i, SUCCESS) for i in range(3)])
+    crm.wait_ok_ids(3, timeout=EXPECT_S)
+    got = settle(crm, SETTLE_S)
+    teams = sorted({str(r.req.headers.get("x-team")) for r in got})
+    assert teams == ["v1"], f"attempts by the replaced configuration: x-team {teams}; {summarize(got)}"
+
+
 def test_an_update_that_delivers_as_a_draining_configuration_does_is_put_in_force(
         osmox, make_tracking, make_envoy, filter_wasm):
     """A review: v1 -> v2 -> v1', where v1' differs from v1 only in what observers use (its
