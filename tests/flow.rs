@@ -4469,6 +4469,9 @@ fn a_wake_up_for_an_endpoint_another_configuration_sends_for_names_it() {
             named.extend(s.wake(&v1, &v1.endpoints, io, slot))
         });
     }
+    // A due one for a handed-over endpoint is given once, by `take_handed`.
+    let handed = w.senders[0].borrow_mut().take_handed();
+    named.extend(handed.into_iter().map(|(_, endpoint)| endpoint));
     named.sort();
     assert_eq!(named, ["crm", "ops"]);
     assert!(w.sent().is_empty());
@@ -4477,5 +4480,37 @@ fn a_wake_up_for_an_endpoint_another_configuration_sends_for_names_it() {
             assert_eq!(s.wake(&v2, &v2.endpoints, io, slot), None)
         });
     }
+    assert_eq!(w.sent().len(), 2);
+}
+
+/// A review: the replaced configuration's sender held the timers of the retries (and waits
+/// for a result) it scheduled before the update; once it handed their endpoint over, they came
+/// due there and were dropped, and the configuration in force found them only by its sweep.
+/// Now it gives them up, for the host to pass on.
+#[test]
+fn a_handed_over_retry_that_comes_due_is_given_up_for_the_configuration_in_force() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    let mut answered = 0;
+    w.answer_everything(503, &mut answered);
+    w.senders[0].borrow_mut().hand_over(vec!["crm".to_string()]);
+    w.now += 1_000; // the retry's due time
+    w.tick(0);
+    let handed = w.senders[0].borrow_mut().take_handed();
+    assert_eq!(handed.len(), 1, "{handed:?}");
+    assert_eq!(handed[0].1, "crm");
+    assert_eq!(w.sent().len(), 1, "not sent by the replaced configuration");
+    // The configuration in force sends it when handed the slot.
+    let mut fresh = sender(&w.config, 5);
+    let c = w.config.clone();
+    let mut net = w.net.borrow_mut();
+    let mut io = Io {
+        store: &w.store,
+        metrics: &w.metrics,
+        net: &mut *net,
+        now_ms: w.now,
+    };
+    assert_eq!(fresh.wake(&c, &c.endpoints, &mut io, handed[0].0), None);
+    drop(net);
     assert_eq!(w.sent().len(), 2);
 }

@@ -238,6 +238,10 @@ pub struct Sender {
     /// deliveries, retries and lapsed claims to it, so an update's URL, headers and keys
     /// apply at once rather than once the old listener has drained.
     handed_over: Vec<String>,
+    /// Due deliveries for handed-over endpoints this sender came across (its timers for
+    /// retries and waits it scheduled before the update, its sweep): the host passes them to
+    /// the configuration that sends for them, which would otherwise find them only by sweep.
+    handed: Vec<(u32, String)>,
 }
 
 fn breaker_key(name: &str) -> String {
@@ -290,7 +294,13 @@ impl Sender {
             live: LiveEndpoints::default(),
             reports: Reports::default(),
             handed_over: Vec::new(),
+            handed: Vec::new(),
         }
+    }
+
+    /// Due deliveries for handed-over endpoints found since the last call, with their endpoints.
+    pub fn take_handed(&mut self) -> Vec<(u32, String)> {
+        std::mem::take(&mut self.handed)
     }
 
     /// The endpoints a newer configuration sends for from now on (none: this one is the
@@ -375,7 +385,9 @@ impl Sender {
         let ours = endpoints.iter().any(|e| e.name == s.endpoint)
             && !self.handed_over.contains(&s.endpoint);
         if !ours {
-            return Some(s.endpoint);
+            // A due one is already among those `take_handed` gives.
+            let handed = self.handed.iter().any(|(h, _)| *h == slot);
+            return (!handed).then_some(s.endpoint);
         }
         if s.at_ms > io.now_ms {
             self.schedule(s.at_ms, slot, endpoint_key(&s.endpoint));
@@ -668,7 +680,11 @@ impl Sender {
             return;
         };
         if self.handed_over.contains(&s.endpoint) {
-            return; // the newer configuration's senders try it, or end its lost attempt
+            // The newer configuration's senders try it, or end its lost attempt.
+            if s.is_sendable(now, lease_freed) {
+                self.handed.push((slot, s.endpoint));
+            }
+            return;
         }
         let unknown = endpoints.iter().all(|e| e.name != s.endpoint);
         // Another live configuration (the one an update brought, while this one's old listener

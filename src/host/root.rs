@@ -387,6 +387,9 @@ impl Root {
         };
         f(sender, &shared.config, &endpoints, &mut io);
         shared.backlogged.set(sender.backlogged());
+        for (slot, endpoint) in sender.take_handed() {
+            succession::forward(self.context_id, slot, &endpoint);
+        }
     }
 }
 
