@@ -238,9 +238,10 @@ pub struct Sender {
     /// deliveries, retries and lapsed claims to it, so an update's URL, headers and keys
     /// apply at once rather than once the old listener has drained.
     handed_over: Vec<String>,
-    /// Due deliveries for handed-over endpoints this sender came across (its timers for
-    /// retries and waits it scheduled before the update, its sweep): the host passes them to
-    /// the configuration that sends for them, which would otherwise find them only by sweep.
+    /// Deliveries this sender came across for endpoints another configuration in the VM sends
+    /// for (woken here; or handed over and come due, by its timers for retries and waits it
+    /// scheduled before an update, or by its sweep): the host passes them on to that one,
+    /// which would otherwise find them only by its sweep.
     handed: Vec<(u32, String)>,
 }
 
@@ -298,7 +299,8 @@ impl Sender {
         }
     }
 
-    /// Due deliveries for handed-over endpoints found since the last call, with their endpoints.
+    /// The deliveries given up for another configuration since the last call, with their
+    /// endpoints.
     pub fn take_handed(&mut self) -> Vec<(u32, String)> {
         std::mem::take(&mut self.handed)
     }
@@ -355,44 +357,36 @@ impl Sender {
         self.held.values().any(|h| !h.is_empty())
     }
 
-    /// A slot was filled or refilled: try to send it now, or when it is due. The endpoint
-    /// it waits for when this sender does not send for it (another configuration in the VM
-    /// does): the caller hands it on, or it waits for that one's sweep.
-    pub fn wake(
-        &mut self,
-        config: &Config,
-        endpoints: &[Endpoint],
-        io: &mut Io,
-        slot: u32,
-    ) -> Option<String> {
+    /// A slot was filled or refilled: try to send it now, or when it is due.
+    pub fn wake(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io, slot: u32) {
         self.empty_windows = 0;
-        match self.try_send(config, endpoints, io, slot, false) {
-            Tried::Skipped { occupied: true } => self.not_sent_now(endpoints, io, slot),
-            _ => None,
+        if let Tried::Skipped { occupied: true } = self.try_send(config, endpoints, io, slot, false)
+        {
+            self.not_sent_now(endpoints, io, slot);
         }
     }
 
     /// A woken delivery that did not go: one placed to wait (for the result its view lacked)
     /// goes when it is due, not when a sweep next passes, which for an idle sender can be
-    /// seconds later; one for an endpoint this sender does not send for is named.
-    fn not_sent_now(&mut self, endpoints: &[Endpoint], io: &mut Io, slot: u32) -> Option<String> {
+    /// seconds later; one for an endpoint this sender does not send for is given up
+    /// (`take_handed`), for the configuration in the VM that does.
+    fn not_sent_now(&mut self, endpoints: &[Endpoint], io: &mut Io, slot: u32) {
         let Ok(Record::Used(s)) = self.ledger.read(io.store, slot) else {
-            return None;
+            return;
         };
         if s.state != State::Waiting {
-            return None;
+            return;
         }
         let ours = endpoints.iter().any(|e| e.name == s.endpoint)
             && !self.handed_over.contains(&s.endpoint);
         if !ours {
-            // A due one is already among those `take_handed` gives.
-            let handed = self.handed.iter().any(|(h, _)| *h == slot);
-            return (!handed).then_some(s.endpoint);
-        }
-        if s.at_ms > io.now_ms {
+            // A due one for a handed-over endpoint was given up already (`not_claimed`).
+            if self.handed.iter().all(|(h, _)| *h != slot) {
+                self.handed.push((slot, s.endpoint));
+            }
+        } else if s.at_ms > io.now_ms {
             self.schedule(s.at_ms, slot, endpoint_key(&s.endpoint));
         }
-        None
     }
 
     /// Whether this sender is idle: it swept a whole ledger's worth of empty windows, holds

@@ -345,20 +345,14 @@ impl Root {
         self.wake_slots(slots);
     }
 
-    /// Send what `slots` hold, or hand those for endpoints only another configuration in
-    /// this VM has to it.
+    /// Send what `slots` hold (those for endpoints only another configuration in this VM has
+    /// are passed on to it by `with_sender`).
     fn wake_slots(&mut self, slots: Vec<u32>) {
-        let mut elsewhere = Vec::new();
         self.with_sender(|sender, config, endpoints, io| {
             for slot in slots {
-                if let Some(endpoint) = sender.wake(config, endpoints, io, slot) {
-                    elsewhere.push((slot, endpoint));
-                }
+                sender.wake(config, endpoints, io, slot);
             }
         });
-        for (slot, endpoint) in elsewhere {
-            succession::forward(self.context_id, slot, &endpoint);
-        }
     }
 
     fn with_sender(&mut self, f: impl FnOnce(&mut Sender, &Config, &[Endpoint], &mut Io)) {
