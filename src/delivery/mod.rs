@@ -11,3 +11,4 @@ pub mod peers;
 pub mod reports;
 pub mod retry;
 pub mod sender;
+pub mod succession;
