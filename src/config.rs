@@ -28,7 +28,8 @@ const DEFAULT_OPEN_MS: u64 = 30_000;
 /// the result about 100 ms after the state (measured on v8.5), so a client still polling
 /// shows it well within this; one that stopped at SUCCESS costs this much delay.
 pub const DEFAULT_AWAIT_RESULT_MS: u64 = 1_000;
-const MAX_AWAIT_RESULT_MS: u64 = 60_000;
+/// The longest a SUCCESS may wait for its result; the dedupe memory keeps one that long.
+pub const MAX_AWAIT_RESULT_MS: u64 = 60_000;
 const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
 /// GraphQL request bodies are small; a larger one is not read. It counts against
 /// `watch.maxBufferedBytes` with its answer.

@@ -579,27 +579,41 @@ fn find(bytes: Option<&[u8]>, id: u64) -> Option<(usize, Seen)> {
 /// written again, so one an earlier build wrote keeps that build's format (which still
 /// reads the same) until it is itself rewritten. An unreadable bucket is written anew.
 fn rewrite(current: Option<&[u8]>, index: Option<usize>, entry: &Seen) -> Vec<u8> {
-    let mut kept: Vec<(&[u8], u64)> = Vec::with_capacity(BUCKET_ENTRIES);
-    if entries(current, |e| kept.push((e.stored, e.touched_ms))).is_none() {
+    // Each entry with its place in the eviction order: whether it still keeps a SUCCESS's
+    // wait for its result (forgotten, the view with the result would go as a new event and
+    // the waiting copy follow without it), then when it last changed.
+    let mut kept: Vec<(&[u8], (bool, u64))> = Vec::with_capacity(BUCKET_ENTRIES);
+    // A new entry's time is now.
+    let now_ms = entry.touched_ms;
+    let order = |flags: u8, touched_ms: u64| {
+        let waits = flags & RESULT_AWAITED != 0
+            && now_ms.saturating_sub(touched_ms) < crate::config::MAX_AWAIT_RESULT_MS;
+        (waits, touched_ms)
+    };
+    if entries(current, |e| {
+        kept.push((e.stored, order(e.flags, e.touched_ms)))
+    })
+    .is_none()
+    {
         kept.clear();
     }
     let mut mine = Vec::with_capacity(64);
     entry.write(&mut mine);
     match index.and_then(|i| kept.get_mut(i)) {
-        Some(place) => *place = (&mine, entry.touched_ms),
+        Some(place) => place.0 = &mine,
         None => {
             if kept.len() >= BUCKET_ENTRIES {
                 // The first of the oldest, as `min_by_key` picks.
                 let oldest = kept
                     .iter()
                     .enumerate()
-                    .min_by_key(|(_, (_, touched))| *touched)
+                    .min_by_key(|(_, (_, order))| *order)
                     .map(|(i, _)| i);
                 if let Some(oldest) = oldest {
                     kept.swap_remove(oldest);
                 }
             }
-            kept.push((&mine, entry.touched_ms));
+            kept.push((&mine, (false, now_ms)));
         }
     }
     let len = kept.iter().map(|(bytes, _)| bytes.len()).sum::<usize>();
@@ -1057,6 +1071,42 @@ mod tests {
         let before = s.get(&m.key(1)).unwrap().unwrap().1;
         m.observe(&s, &a, 5).unwrap();
         assert_eq!(s.get(&m.key(1)).unwrap().unwrap().1, before);
+    }
+
+    /// A full bucket forgets the oldest entry, but not a SUCCESS still waiting for its
+    /// result: forgotten, the view with the result went as a new event and the waiting copy
+    /// followed without it. Its claim lapses once no endpoint could wait any longer.
+    #[test]
+    fn a_full_bucket_keeps_a_success_waiting_for_its_result() {
+        use crate::osmox::ResultView::{Null, Present};
+        let (s, m) = (MemStore::new(), Memory::new(BUCKET_ENTRIES as u32));
+        let success = |id, result| Notification {
+            result,
+            ..n(id, DeliveryStatus::Success, 0, 1, T1)
+        };
+        assert_eq!(m.observe(&s, &success(1, Null), 0).unwrap(), fresh(1));
+        for id in 2..=40 {
+            let pending = n(id, DeliveryStatus::Pending, 0, 1, T1);
+            assert_eq!(m.observe(&s, &pending, id).unwrap(), fresh(1));
+        }
+        assert!(matches!(
+            m.observe(&s, &success(1, Present), 41).unwrap(),
+            Verdict::Filled {
+                result_arrived: true,
+                ..
+            }
+        ));
+        // Past the longest wait, it is forgotten as any other.
+        let late = crate::config::MAX_AWAIT_RESULT_MS;
+        assert_eq!(m.observe(&s, &success(50, Null), 100).unwrap(), fresh(1));
+        for id in 51..=70 {
+            let pending = n(id, DeliveryStatus::Pending, 0, 1, T1);
+            assert_eq!(m.observe(&s, &pending, late + 100 + id).unwrap(), fresh(1));
+        }
+        assert_eq!(
+            m.observe(&s, &success(50, Present), late + 200).unwrap(),
+            fresh(1)
+        );
     }
 
     /// OsmoX saves a SUCCESS before its result: the view that shows the result later is the
