@@ -573,4 +573,90 @@ mod tests {
         vm.saw_connection(&store, 1, || Some(11));
         assert_eq!(store.1.get(), reads + 2);
     }
+
+    /// Another worker writes the record between this one's read and its write.
+    struct Racing(MemStore, std::cell::RefCell<Option<Vec<u8>>>);
+
+    impl Store for Racing {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, crate::store::StoreError> {
+            let got = self.0.get(key);
+            if let Some(theirs) = self.1.borrow_mut().take() {
+                self.0.set(key, &theirs, None).unwrap();
+            }
+            got
+        }
+        fn set(
+            &self,
+            key: &str,
+            value: &[u8],
+            cas: Option<Cas>,
+        ) -> Result<(), crate::store::StoreError> {
+            self.0.set(key, value, cas)
+        }
+    }
+
+    fn encoded(connection: u64, id: u32) -> Vec<u8> {
+        [
+            &connection.to_le_bytes()[..],
+            &fingerprint(id).to_le_bytes(),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn a_record_another_worker_wrote_meanwhile_wins_and_nothing_is_followed() {
+        // The record is empty: the one in force here would name itself.
+        let store = Racing(MemStore::new(), Default::default());
+        let mut vm = Succession::new();
+        vm.join(&store, joining(1, &["a"]), 0);
+        vm.join(&store, joining(2, &["a"]), 0);
+        *store.1.borrow_mut() = Some(encoded(12, 1));
+        vm.saw_connection(&store, 2, || Some(10));
+        assert_eq!(record(&store.0), Some((12, fingerprint(1))));
+        assert!(vm.is_in_force(2));
+        // A newer connection of the other: it would take the record.
+        store.0.set(IN_FORCE_KEY, &encoded(10, 2), None).unwrap();
+        *store.1.borrow_mut() = Some(encoded(20, 2));
+        vm.saw_connection(&store, 1, || Some(21));
+        assert_eq!(record(&store.0), Some((20, fingerprint(2))));
+        assert!(vm.is_in_force(2));
+    }
+
+    #[test]
+    fn newer_connections_of_the_one_in_force_leave_the_record_as_it_is() {
+        let store = MemStore::new();
+        let mut vm = updated(&store);
+        let mut other = updated(&store);
+        vm.saw_connection(&store, 2, || Some(10));
+        vm.saw_connection(&store, 2, || Some(15));
+        assert_eq!(record(&store), Some((10, fingerprint(2))));
+        // So a connection of the replaced listener accepted after 10 still counts.
+        other.saw_connection(&store, 1, || Some(12));
+        assert!(other.is_in_force(1));
+    }
+
+    #[test]
+    fn a_rebuilt_vm_orders_configurations_first_heard_at_once_as_configured() {
+        let store = MemStore::new();
+        let (mut one, mut two) = (
+            LiveEndpoints::of_source(1000),
+            LiveEndpoints::of_source(2000),
+        );
+        for at in (0..=35_000).step_by(5_000) {
+            one.beat(&store, &config("a"), at);
+            two.beat(&store, &config("b"), at);
+        }
+        let mut vm = Succession::new();
+        vm.join(&store, joining(1, &["a"]), 40_000);
+        vm.join(&store, joining(2, &["b"]), 40_000);
+        assert!(vm.is_in_force(2));
+    }
+
+    #[test]
+    fn the_endpoints_handed_over_are_named_once() {
+        let store = MemStore::new();
+        let mut vm = updated(&store);
+        vm.join(&store, joining(3, &["b", "c"]), 0);
+        assert_eq!(vm.standing(1), names(&["a", "b", "c"]));
+    }
 }
