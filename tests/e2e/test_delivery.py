@@ -23,6 +23,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from harness import (ALL_STATUS_NAMES, Behaviour, HOST, REPO_ROOT, USER_AGENT_PREFIX, ReceivedRequest, camelize_top_level, clusters_for,
+                     static_cluster,
                      endpoint, filter_config, load_sample, ordered, shipped_config_envoy, to_json_bytes, wait_until)
 
 EXPECT_S = 10.0
@@ -1225,3 +1226,47 @@ def test_a_skipped_persisted_registration_gives_its_body_bytes_back(osmox, make_
         assert all(a.result(timeout=40).body == compressed for a in held)
     envoy.wait_metric("bodies_skipped_encoded", streams, timeout=EXPECT_S)
     assert envoy.metric("bodies_skipped_buffer_full") == 0
+
+
+ENVOY_ADDED = ("x-envoy-internal", "x-envoy-expected-rq-timeout-ms")
+
+
+def test_an_upstream_header_mutation_on_the_webhook_cluster_strips_what_envoy_adds(
+        osmox, make_receiver, make_envoy, filter_wasm):
+    """Envoy's async HTTP client marks every webhook with headers of its own. The deploy guide
+    says how receivers that must not see them are spared: an upstream `header_mutation`
+    filter on the webhook cluster. Without it (the control endpoint) they arrive."""
+    crm, control = make_receiver("crm"), make_receiver("control")
+    cfg = filter_config([endpoint("crm", crm, headers={"x-team": "crm"}), endpoint("control", control)],
+                        tick_ms=TICK_MS)
+    stripped = static_cluster("webhook_crm", crm.port)
+    stripped["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
+        "http_filters"] = UPSTREAM_STRIP_FILTERS
+    envoy = make_envoy(osmox.port, cfg, clusters={"webhook_control": control.port}, extra_clusters=[stripped])
+
+    row = load_sample("rest-create-notification-response.v8.json")
+    row["delivery_status"] = 5
+    osmox.set_response("POST", "/notifications", 201, body=to_json_bytes(row))
+    r = envoy.client.post("/notifications", {"providerId": 1, "channelType": 1, "data": row["data"]})
+    assert r.status == 201
+
+    control.wait_for(1, EXPECT_S)
+    crm.wait_for(1, EXPECT_S)
+    [kept], [clean] = assert_no_more(control, 1), assert_no_more(crm, 1)
+    for name in ENVOY_ADDED:
+        assert name in kept.headers, (name, kept.headers)
+        assert name not in clean.headers, (name, clean.headers)
+    assert_webhook_headers(clean, {"x-team": "crm"})
+    assert clean.body == kept.body
+    envoy.wait_metric("deliveries_succeeded", 2, timeout=EXPECT_S)
+
+
+# The upstream filter chain for a webhook cluster that takes Envoy's own headers off every
+# webhook (README, deploy step 4); the chain must end with the upstream codec.
+UPSTREAM_STRIP_FILTERS = [
+    {"name": "envoy.filters.http.header_mutation", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+        "mutations": {"request_mutations": [{"remove": name} for name in ENVOY_ADDED]}}},
+    {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
+]
