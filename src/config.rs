@@ -585,6 +585,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+// The small readers and error builders below are `#[inline(never)]`: configuration is cold, and
+// each was inlined at dozens of call sites (6.8 KB of module, raw and after `wasm-opt -Oz`).
+#[inline(never)]
 fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         path: path.into(),
@@ -592,6 +595,7 @@ fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
+#[inline(never)]
 fn ranged(
     path: &str,
     value: Option<u64>,
@@ -607,6 +611,7 @@ fn ranged(
     }
 }
 
+#[inline(never)]
 fn ranged_u32(
     path: &str,
     value: Option<u64>,
@@ -653,6 +658,7 @@ fn kind(value: &Value<'_>) -> &'static str {
     }
 }
 
+#[inline(never)]
 fn type_error(path: &str, expected: &str, got: &Value<'_>) -> ConfigError {
     let message = format!("expected {expected}, got {}", kind(got));
     if path.is_empty() {
@@ -663,11 +669,13 @@ fn type_error(path: &str, expected: &str, got: &Value<'_>) -> ConfigError {
 }
 
 /// The path of element `j` of the array at `path`.
+#[inline(never)]
 fn index(path: &str, j: usize) -> String {
     format!("{path}[{j}]")
 }
 
 /// `key`'s path inside the object at `base` (`""` for the top level).
+#[inline(never)]
 fn join(base: &str, key: &str) -> String {
     if base.is_empty() {
         key.to_string()
@@ -717,16 +725,19 @@ fn fields<'a, 'j>(
     Ok(out)
 }
 
+#[inline(never)]
 fn uint(path: &str, node: &Value<'_>) -> Result<u64, ConfigError> {
     node.as_u64()
         .ok_or_else(|| type_error(path, "a non-negative integer", node))
 }
 
+#[inline(never)]
 fn number(path: &str, node: &Value<'_>) -> Result<f64, ConfigError> {
     node.as_f64()
         .ok_or_else(|| type_error(path, "a number", node))
 }
 
+#[inline(never)]
 fn boolean(path: &str, node: &Value<'_>) -> Result<bool, ConfigError> {
     match node {
         Value::Bool(v) => Ok(*v),
@@ -734,6 +745,7 @@ fn boolean(path: &str, node: &Value<'_>) -> Result<bool, ConfigError> {
     }
 }
 
+#[inline(never)]
 fn string(path: &str, node: &Value<'_>) -> Result<String, ConfigError> {
     match node {
         Value::String(v) => Ok(v.text().into_owned()),
