@@ -1145,7 +1145,7 @@ impl RawConfig {
             return Err(invalid("endpoints", "at least one endpoint is required"));
         }
         let mut endpoints: Vec<Endpoint> = Vec::with_capacity(raw_endpoints.len());
-        for (i, raw) in raw_endpoints.into_iter().enumerate() {
+        for (i, mut raw) in raw_endpoints.into_iter().enumerate() {
             let endpoint = raw.compile(&format!("endpoints[{i}]"), &retry, env)?;
             if endpoints.iter().any(|e| e.name == endpoint.name) {
                 return Err(invalid(
@@ -1194,14 +1194,17 @@ impl RawConfig {
 }
 
 impl RawEndpoint {
+    /// Takes the fields it compiles out of `self`, which the caller drops once, however this
+    /// returns: by value, each `?` dropped the fields not yet taken, a cleanup per return.
     fn compile(
-        self,
+        &mut self,
         p: &str,
         global_retry: &RetryPolicy,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Endpoint, ConfigError> {
         let name = self
             .name
+            .take()
             .ok_or_else(|| invalid(join(p, "name"), "is required"))?;
         let name_ok = !name.is_empty()
             && name.len() <= MAX_NAME_LEN
@@ -1223,30 +1226,30 @@ impl RawEndpoint {
             );
             return Err(invalid(join(p, "name"), why));
         }
-        let target = compile_target(p, self.url, self.cluster)?;
-        let retry = match self.retry {
+        let target = compile_target(p, self.url.take(), self.cluster.take())?;
+        let retry = match self.retry.take() {
             Some(raw) => compile_retry(&join(p, "retry"), Some(raw))?,
             None => global_retry.clone(),
         };
-        let circuit = self.circuit_breaker.unwrap_or(RawCircuit {
+        let circuit = self.circuit_breaker.take().unwrap_or(RawCircuit {
             failure_threshold: None,
             open_ms: None,
         });
         Ok(Endpoint {
             name,
             target,
-            provider_ids: compile_ids(&join(p, "providerIds"), self.provider_ids, None)?,
+            provider_ids: compile_ids(&join(p, "providerIds"), self.provider_ids.take(), None)?,
             channel_types: compile_ids(
                 &join(p, "channelTypes"),
-                self.channel_types,
+                self.channel_types.take(),
                 Some(MAX_CHANNEL_TYPE),
             )?,
             delivery_statuses: compile_statuses(
                 &join(p, "deliveryStatuses"),
-                self.delivery_statuses,
+                self.delivery_statuses.take(),
             )?,
             timeout_ms: timeout(&join(p, "timeoutMs"), self.timeout_ms)?,
-            headers: compile_headers(&join(p, "headers"), self.headers)?,
+            headers: compile_headers(&join(p, "headers"), self.headers.take())?,
             retry,
             max_in_flight: ranged_u32(
                 &join(p, "maxInFlight"),
@@ -1271,7 +1274,13 @@ impl RawEndpoint {
                     86_400_000,
                 )?,
             },
-            secrets: compile_secrets(p, self.secret, self.secrets, self.secret_env, env)?,
+            secrets: compile_secrets(
+                p,
+                self.secret.take(),
+                self.secrets.take(),
+                self.secret_env.take(),
+                env,
+            )?,
             payload: match self.payload.as_deref() {
                 None => Payload::default(),
                 Some(name) => Payload::from_name(name).ok_or_else(|| {
