@@ -4,7 +4,6 @@
 //! Every mistake is reported with the JSON path of the field at fault, because the only place an
 //! operator sees it is one line in Envoy's log when the filter refuses to start.
 
-use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
 use crate::delivery::retry::{
@@ -770,21 +769,26 @@ fn list<T>(
         .collect()
 }
 
-/// An object of strings; a repeated name keeps its last value. Values (often credentials)
-/// are never put in messages.
-fn string_map(path: &str, node: &Value<'_>) -> Result<BTreeMap<String, String>, ConfigError> {
+/// An object of strings, as pairs sorted by name; a repeated name is refused. Values (often
+/// credentials) are never put in messages.
+///
+/// A sorted `Vec` rather than a `BTreeMap`: the map's code was the module's only use of one
+/// (about 4 KB); these objects hold a few headers, so the linear search for a repeat is cheap.
+fn string_map(path: &str, node: &Value<'_>) -> Result<Vec<(String, String)>, ConfigError> {
     let Value::Object(obj) = node else {
         return Err(type_error(path, "an object of strings", node));
     };
-    let mut out = BTreeMap::new();
+    let mut out: Vec<(String, String)> = Vec::with_capacity(obj.members().len());
     for (key, value) in obj.members() {
         let key = key.text();
         let p = format!("{path}[{}]", Quoted(&key));
         let value = string(&p, value)?;
-        if out.insert(key.into_owned(), value).is_some() {
+        if out.iter().any(|(k, _)| *k == key) {
             return Err(invalid(p, "given twice"));
         }
+        out.push((key.into_owned(), value));
     }
+    crate::heapsort::sort_by(&mut out, |a, b| a.0 < b.0);
     Ok(out)
 }
 
@@ -842,7 +846,7 @@ struct RawEndpoint {
     channel_types: Option<Vec<u64>>,
     delivery_statuses: Option<Vec<RawStatus>>,
     timeout_ms: Option<u64>,
-    headers: Option<BTreeMap<String, String>>,
+    headers: Option<Vec<(String, String)>>,
     retry: Option<RawRetry>,
     max_in_flight: Option<u64>,
     circuit_breaker: Option<RawCircuit>,
@@ -1045,7 +1049,7 @@ struct RawDeadLetter {
     url: Option<String>,
     cluster: Option<String>,
     timeout_ms: Option<u64>,
-    headers: Option<BTreeMap<String, String>>,
+    headers: Option<Vec<(String, String)>>,
 }
 
 impl RawDeadLetter {
@@ -1386,10 +1390,11 @@ fn is_tchar(c: char) -> bool {
 /// Header values are never put in messages: they often carry credentials.
 fn compile_headers(
     path: &str,
-    raw: Option<BTreeMap<String, String>>,
+    raw: Option<Vec<(String, String)>>,
 ) -> Result<Vec<(String, String)>, ConfigError> {
-    let mut out: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in raw.unwrap_or_default() {
+    let raw = raw.unwrap_or_default();
+    let mut out: Vec<(String, String)> = Vec::with_capacity(raw.len());
+    for (name, value) in raw {
         let p = format!("{path}[{}]", Quoted(&name));
         let lower = name.to_ascii_lowercase();
         if lower.starts_with(':') {
@@ -1417,14 +1422,16 @@ fn compile_headers(
                 "value must not contain control characters (tab aside)",
             ));
         }
-        if out.insert(lower, value).is_some() {
+        if out.iter().any(|(n, _)| *n == lower) {
             return Err(invalid(
                 p,
                 "duplicate header name (names are case-insensitive)",
             ));
         }
+        out.push((lower, value));
     }
-    Ok(out.into_iter().collect())
+    crate::heapsort::sort_by(&mut out, |a, b| a.0 < b.0);
+    Ok(out)
 }
 
 /// A per-endpoint `retry` replaces the global one entirely: unset fields take the built-in
