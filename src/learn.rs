@@ -85,7 +85,7 @@ fn checked(url: &str, learn: &Learn) -> Result<Checked, Refusal> {
     if url.len() > MAX_URL_LEN {
         return Err(Refusal::BadUrl);
     }
-    let (scheme, _) = url.split_once("://").ok_or(Refusal::BadUrl)?;
+    let (scheme, _) = crate::config::split_scheme(url).ok_or(Refusal::BadUrl)?;
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
         return Err(Refusal::Scheme);
     }
