@@ -760,6 +760,8 @@ fn string(path: &str, node: &Value<'_>) -> Result<String, ConfigError> {
 }
 
 /// Each element of the array at `path`, read by `item` with its own path.
+/// A loop rather than `collect::<Result<Vec<_>, _>>()`, whose adapter took more module
+/// per item type.
 fn list<T>(
     path: &str,
     node: &Value<'_>,
@@ -769,11 +771,11 @@ fn list<T>(
     let Value::Array(items) = node else {
         return Err(type_error(path, expected, node));
     };
-    items
-        .iter()
-        .enumerate()
-        .map(|(j, n)| item(&index(path, j), n))
-        .collect()
+    let mut out = Vec::with_capacity(items.len());
+    for (j, n) in items.iter().enumerate() {
+        out.push(item(&index(path, j), n)?);
+    }
+    Ok(out)
 }
 
 /// An object of strings, as pairs sorted by name; a repeated name is refused. Values (often
@@ -1633,13 +1635,11 @@ fn compile_learn(raw: RawLearn) -> Result<Option<Learn>, ConfigError> {
     // Values given are checked even while learning is off, so that a typo does not wait for
     // the day someone turns it on; only the fields learning needs are optional then.
     let hosts = raw.allow_hosts.unwrap_or_default();
-    let allow_hosts = hosts
-        .iter()
-        .enumerate()
-        .map(|(j, h)| {
-            HostPattern::parse(h).map_err(|e| invalid(format!("learn.allowHosts[{j}]"), e))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut allow_hosts = Vec::with_capacity(hosts.len());
+    for (j, h) in hosts.iter().enumerate() {
+        let pattern = HostPattern::parse(h);
+        allow_hosts.push(pattern.map_err(|e| invalid(format!("learn.allowHosts[{j}]"), e))?);
+    }
     let original_dst_header = raw
         .original_dst_header
         .map(|name| compile_original_dst_header("learn.originalDstHeader", name))
