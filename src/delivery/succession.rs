@@ -456,29 +456,37 @@ mod tests {
         Config::from_json(json.as_bytes(), &|_| None).unwrap()
     }
 
-    /// The other VMs have had root context 1's configuration live since 0, and 2's (an
-    /// update) since 20 s; both beat every 5 s until 35 s.
-    fn both_live(store: &MemStore) {
+    /// The other VMs have had root context 1's configuration live since 0, and 2's since
+    /// `two_since` (20 s: an update); both beat every 5 s until 35 s.
+    fn both_live(store: &MemStore, two_since: u64) {
         let (mut one, mut two) = (
             LiveEndpoints::of_source(1000),
             LiveEndpoints::of_source(2000),
         );
         for at in (0..=35_000).step_by(5_000) {
             one.beat(store, &config("a"), at);
-            if at >= 20_000 {
+            if at >= two_since {
                 two.beat(store, &config("b"), at);
             }
         }
     }
 
+    /// A VM whose root contexts 1 (endpoint a) and 2 (b) were configured in `order` at `at_ms`.
+    fn configured(store: &MemStore, order: [u32; 2], at_ms: u64) -> Succession<Names> {
+        let mut vm = Succession::new();
+        for id in order {
+            let name = if id == 1 { "a" } else { "b" };
+            vm.join(store, joining(id, &[name]), at_ms);
+        }
+        vm
+    }
+
     #[test]
     fn a_vm_rebuilt_after_a_crash_puts_in_force_the_configuration_first_heard_from_last() {
         let store = MemStore::new();
-        both_live(&store);
-        let mut vm = Succession::new();
+        both_live(&store, 20_000);
         // Traffic reaches the new listener first, so its root context is configured first.
-        vm.join(&store, joining(2, &["b"]), 40_000);
-        vm.join(&store, joining(1, &["a"]), 40_000);
+        let vm = configured(&store, [2, 1], 40_000);
         assert!(vm.is_in_force(2));
         // Not an update: what the record says stays.
         assert_eq!(store.get(IN_FORCE_KEY).unwrap(), None);
@@ -487,12 +495,10 @@ mod tests {
     #[test]
     fn a_vm_rebuilt_after_a_crash_follows_the_record() {
         let store = MemStore::new();
-        both_live(&store);
+        both_live(&store, 20_000);
         let rolled_back = [&9u64.to_le_bytes()[..], &fingerprint(1).to_le_bytes()].concat();
         store.set(IN_FORCE_KEY, &rolled_back, None).unwrap();
-        let mut vm = Succession::new();
-        vm.join(&store, joining(2, &["b"]), 40_000);
-        vm.join(&store, joining(1, &["a"]), 40_000);
+        let vm = configured(&store, [2, 1], 40_000);
         assert!(vm.is_in_force(1));
         assert_eq!(record(&store), Some((9, fingerprint(1))));
     }
@@ -500,11 +506,9 @@ mod tests {
     #[test]
     fn a_configuration_live_elsewhere_for_less_than_ten_seconds_is_an_update() {
         let store = MemStore::new();
-        both_live(&store);
-        let mut vm = Succession::new();
+        both_live(&store, 20_000);
         // Root context 2's configuration was first heard from at 20 s.
-        vm.join(&store, joining(2, &["b"]), 29_000);
-        vm.join(&store, joining(1, &["a"]), 29_000);
+        let vm = configured(&store, [2, 1], 29_000);
         assert!(vm.is_in_force(1));
     }
 
@@ -638,17 +642,8 @@ mod tests {
     #[test]
     fn a_rebuilt_vm_orders_configurations_first_heard_at_once_as_configured() {
         let store = MemStore::new();
-        let (mut one, mut two) = (
-            LiveEndpoints::of_source(1000),
-            LiveEndpoints::of_source(2000),
-        );
-        for at in (0..=35_000).step_by(5_000) {
-            one.beat(&store, &config("a"), at);
-            two.beat(&store, &config("b"), at);
-        }
-        let mut vm = Succession::new();
-        vm.join(&store, joining(1, &["a"]), 40_000);
-        vm.join(&store, joining(2, &["b"]), 40_000);
+        both_live(&store, 0);
+        let vm = configured(&store, [1, 2], 40_000);
         assert!(vm.is_in_force(2));
     }
 
