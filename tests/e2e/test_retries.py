@@ -1094,15 +1094,32 @@ def test_an_update_that_delivers_as_a_draining_configuration_does_is_put_in_forc
 
 def test_gauges_stay_true_when_a_vm_crashes_between_ticks(osmox, make_tracking, make_envoy, fault_wasm):
     """A review: with gauge falls handed to Envoy at the tick, a VM that crashed within one
-    (tickMs 3000 here) left `pending` and `in_flight` high for good."""
+    left `pending` and `in_flight` high for good. No tick comes within this test (tickMs
+    60000): each rise must reach Envoy as it happens (the receiver holds its answers a while),
+    and each fall too, or the crash takes it along. (A later review: handing both at the tick
+    passed the check of the falls alone, since nothing ever rose.)"""
     from test_delivery import FAULT_QUERY
-    crm = make_tracking("crm")
-    cfg = filter_config([endpoint("crm", crm)], tick_ms=3000, limits={"maxPending": 512})
+    crm = make_tracking("crm", decide=lambda req, n: Behaviour(delay=2.0))
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=60000, limits={"maxPending": 512})
     reload = {"backoff": {"base_interval": "0.05s", "max_interval": "1s"}}
     envoy = make_envoy(osmox.port, cfg, clusters=clusters_for(cfg, {"crm": crm}), concurrency=1,
                        wasm_path=fault_wasm, failure_policy="FAIL_RELOAD", reload_config=reload)
     observe(envoy, osmox, [notification_row(9990 + i, SUCCESS) for i in range(5)])
+    gauges = {}
+
+    def gauges_at(value: int) -> bool:
+        gauges.update({g: envoy.stat(f"wasmcustom.osmox_webhook.{g}") for g in ("pending", "in_flight")})
+        return gauges == {"pending": value, "in_flight": value}
+
+    def wait_gauges_at(value: int, timeout: float):
+        deadline = time.monotonic() + timeout
+        while not gauges_at(value) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gauges == {"pending": value, "in_flight": value}, (value, gauges)
+
+    wait_gauges_at(5, timeout=1.5)  # the answers come after 2 s
     crm.wait_ok_ids(5, timeout=EXPECT_S)
+    wait_gauges_at(0, timeout=EXPECT_S)
     assert envoy.client.graphql(FAULT_QUERY).status == 503  # the worker's VM traps
     time.sleep(METRIC_SETTLE_S)
     for gauge in ("pending", "in_flight"):
