@@ -275,6 +275,11 @@ mod tests {
         let only_null = br#"{"data":{"webhook":null}}"#;
         assert_eq!(gql(&mutation(), only_null), None);
         assert_eq!(gql(&mutation(), b"not json"), None);
+        // A review: errors beside a whole row (a partial failure) teach nothing either.
+        let errors_with_row = br#"{"errors":[{"message":"x"}],"data":{"webhook":{"id":3,"providerId":1,"webhookUrl":"https://hooks.partner.example.com/osmox/status","status":1}}}"#;
+        assert_eq!(gql(&mutation(), errors_with_row), None);
+        let row = br#"{"data":{"webhook":{"id":3,"providerId":1,"webhookUrl":"https://hooks.partner.example.com/osmox/status","status":1}}}"#;
+        assert_eq!(gql(&mutation(), row), partner_upsert());
     }
 
     #[test]
@@ -348,6 +353,12 @@ mod tests {
         assert_eq!(rest("POST", "/webhooks", &body), partner_upsert());
         let fail = json!({"status": "fail", "data": "Invalid API key"});
         assert_eq!(rest("POST", "/webhooks", &fail), None);
+        // A review: the status alone refuses it, whatever `data` holds.
+        let mut not_success = body.clone();
+        for status in ["fail", "error"] {
+            not_success["status"] = json!(status);
+            assert_eq!(rest("POST", "/webhooks", &not_success), None, "{status}");
+        }
     }
 
     #[test]
