@@ -158,6 +158,18 @@ mod tests {
         // The earlier views already had all of it: nothing new to route.
         let known = Routed::of(&full);
         assert!(filled(&full, known).is_empty());
+        // A review: what earlier views had counts with what this one has. One view showed
+        // the provider, this one only the channel; an endpoint filtering on both opens now.
+        let eps = endpoints(r#""providerIds": [10], "channelTypes": [1]"#);
+        let provider_only = Routed {
+            provider_id: Some(10),
+            channel_type: None,
+        };
+        let channel_only = note(DeliveryStatus::Success, None, Some(1));
+        let opened: Vec<String> = route(&eps, &channel_only, Some(provider_only))
+            .map(|e| e.name.clone())
+            .collect();
+        assert_eq!(opened, ["filtered"]);
     }
 
     #[test]

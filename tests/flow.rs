@@ -284,6 +284,31 @@ fn unmatched_status_is_not_posted() {
     assert_eq!(w.m(Metric::EventsUnrouted), 1);
 }
 
+/// A later review: the fields each view showed add up. The provider came in one view and
+/// the channel in the next, never both in one; the endpoint filtering on both takes it then.
+#[test]
+fn fields_that_came_in_separate_views_route_together() {
+    let w = World::new(
+        r#"{"endpoints": [
+            {"name": "sms", "url": "http://h/b", "cluster": "c", "providerIds": [1], "channelTypes": [5]}
+        ]}"#,
+        1,
+    );
+    let view = |provider_id, channel_type| Notification {
+        provider_id,
+        channel_type,
+        updated_on: None,
+        body: r#"{"id":502,"deliveryStatus":5}"#.into(),
+        ..note(502, DeliveryStatus::Success, A)
+    };
+    w.observe(0, &[view(Some(1), None)]);
+    assert!(w.sent().is_empty(), "the channel is still unknown");
+    w.observe(0, &[view(None, Some(5))]);
+    assert_eq!(w.sent().len(), 1);
+    w.observe(0, &[view(Some(1), None), view(None, Some(5))]);
+    assert_eq!(w.sent().len(), 1);
+}
+
 /// A review's case: the first answer to show an event did not select `providerId`, so an
 /// endpoint filtering on providers passed it over; the full row that came later was a
 /// duplicate, and that endpoint never got the event.
