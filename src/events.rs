@@ -11,7 +11,9 @@
 //! Memory is bounded: notifications hash into `buckets` keys of at most `BUCKET_ENTRIES`
 //! entries each; a full bucket forgets the notification whose state changed longest ago.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hashing::HashSet;
 
 use crate::osmox::{DeliveryStatus, Notification, ResultView};
 use crate::routing::Routed;
@@ -924,7 +926,7 @@ impl KnownEvents {
         let capacity = capacity.max(1);
         KnownEvents {
             // Twice the entries: a table at most half full is cleaned in place, never grown.
-            held: HashSet::with_capacity(capacity.saturating_mul(2)),
+            held: HashSet::with_capacity_and_hasher(capacity.saturating_mul(2), Default::default()),
             order: VecDeque::with_capacity(capacity),
             capacity,
         }
@@ -1377,7 +1379,7 @@ mod tests {
         let low_byte = |name: &str| endpoint_key(name).0 as u8;
         let names: Vec<String> = (0..300).map(|i| format!("crm-{i}")).collect();
         let repeats = repeats_by(names.iter().map(String::as_str), low_byte);
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         let want: Vec<bool> = names.iter().map(|n| !seen.insert(low_byte(n))).collect();
         assert_eq!(repeats, want);
         assert!(repeats.iter().filter(|r| **r).count() >= 300 - 256);

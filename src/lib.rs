@@ -11,6 +11,7 @@ pub mod config;
 pub mod delivery;
 pub mod events;
 pub mod extract;
+pub mod hashing;
 mod heapsort;
 pub mod intake;
 mod json;

@@ -5,7 +5,7 @@
 //! slot, taking an endpoint lease) is a CAS, so any number of senders sweep one ledger with
 //! exactly one attempt per delivery on the wire.
 
-use std::collections::HashMap;
+use crate::hashing::HashMap;
 
 use crate::config::{Config, Endpoint, Target};
 use crate::delivery::breaker::{Admit, BreakerPolicy, EndpointState};
@@ -282,15 +282,15 @@ impl Sender {
         Sender {
             id,
             ledger,
-            calls: HashMap::new(),
-            held: HashMap::new(),
+            calls: HashMap::default(),
+            held: HashMap::default(),
             held_turn: 0,
             due: Due::default(),
             scan_per_tick,
             busy_until_ms: 0,
             empty_windows: 0,
             idle_skip: 0,
-            spares: HashMap::new(),
+            spares: HashMap::default(),
             closing: false,
             live: LiveEndpoints::default(),
             reports: Reports::default(),

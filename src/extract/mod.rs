@@ -11,8 +11,8 @@ mod learn;
 pub mod persisted;
 mod response_check;
 
+use crate::hashing::HashSet;
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::fmt;
 
 use crate::json::{self, Object, Value};

@@ -20,6 +20,7 @@ use crate::delivery::peers::{self, Rotation, PEERS_KEY};
 use crate::delivery::sender::{Dispatch, Io, Sender};
 use crate::events::{KnownEvents, Memory, RecentResponses};
 use crate::extract::{persisted, KnownRequests};
+use crate::hashing::{self, Seeded};
 use crate::layout::{self, LaidOut};
 use crate::learn::Registry;
 
@@ -132,14 +133,15 @@ impl Shared {
 }
 
 /// A random id for this VM's sender: root contexts of different VMs share context ids.
+/// Drawn from the host's clock in nanoseconds, with the maps' seed, which every root
+/// context of this VM stirred its own creation time into (std's random source would bring
+/// WASI's error names and formatting with it).
 fn sender_id(context_id: u32) -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(now_ms());
-    h.write_u32(context_id);
-    // Truncation is fine: any 32 bits of a random hash.
+    use std::hash::BuildHasher;
+    let h = hashing::mix(Seeded::default().hash_one(context_id), now_ns());
+    // Truncation is fine: any 32 bits of the hash.
     #[allow(clippy::cast_possible_truncation)]
-    let id = h.finish() as u32;
+    let id = h as u32;
     id
 }
 
@@ -192,6 +194,15 @@ fn plugin_vm_id() -> Option<String> {
         .ok()
         .flatten()
         .and_then(|b| String::from_utf8(b).ok())
+}
+
+/// The host's clock in nanoseconds (wrapped): entropy for ids and hash seeds.
+pub fn now_ns() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        // Truncation is fine: the low bits are the ones that differ.
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 pub fn now_ms() -> u64 {
@@ -278,6 +289,8 @@ impl Root {
     }
 
     pub fn new(context_id: u32) -> Self {
+        // Before this context makes any map: theirs are seeded from it.
+        hashing::reseed(now_ns() ^ u64::from(context_id));
         Root {
             context_id,
             shared: None,

@@ -1,0 +1,122 @@
+//! The hasher of the crate's hash maps and sets, in place of std's `RandomState`.
+//!
+//! std's SipHash keys come from `random_get` through code that also carries WASI's error
+//! names and their `Debug` formatting; this multiply-and-fold hash is smaller and quicker.
+//! Some keys come from traffic (notification ids, observation hashes), so the hash is
+//! keyed: each map takes the seed its VM drew from the host's clock ([`reseed`]), and a
+//! sender that could pick keys cannot aim them at one bucket without knowing it. The sets
+//! such keys go into are bounded anyway (a page's notifications, the known events).
+
+use std::cell::Cell;
+use std::hash::{BuildHasher, Hasher};
+
+const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+thread_local! {
+    static SEED: Cell<u64> = const { Cell::new(0x243f_6a88_85a3_08d3) };
+}
+
+/// Stirs `entropy` (the host's clock in nanoseconds, say) into the seed of maps made after.
+pub fn reseed(entropy: u64) {
+    SEED.with(|s| s.set(mix(s.get(), entropy)));
+}
+
+/// One step of the hash: what `entropy` makes of `state`.
+pub fn mix(state: u64, entropy: u64) -> u64 {
+    let x = (state ^ entropy).wrapping_mul(K);
+    // The high half folded into the low: a 32-bit hash map indexes by the low bits only.
+    x ^ (x >> 32)
+}
+
+/// The `BuildHasher` of the crate's maps: seeded as [`reseed`] last left it.
+#[derive(Debug, Clone, Copy)]
+pub struct Seeded(u64);
+
+impl Default for Seeded {
+    fn default() -> Self {
+        Seeded(SEED.with(Cell::get))
+    }
+}
+
+impl BuildHasher for Seeded {
+    type Hasher = SeededHasher;
+
+    fn build_hasher(&self) -> SeededHasher {
+        SeededHasher(self.0)
+    }
+}
+
+pub struct SeededHasher(u64);
+
+impl Hasher for SeededHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            self.0 = mix(self.0, u64::from_le_bytes(b));
+        }
+        let tail = words
+            .remainder()
+            .iter()
+            .rev()
+            .fold(0u64, |t, b| t << 8 | u64::from(*b));
+        // The length too, so a trailing zero byte is not the same as none.
+        self.0 = mix(self.0, tail ^ ((bytes.len() as u64) << 56));
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.0 = mix(self.0, u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.0 = mix(self.0, u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.0 = mix(self.0, i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.0 = mix(self.0, i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type HashMap<K, V> = std::collections::HashMap<K, V, Seeded>;
+pub type HashSet<T> = std::collections::HashSet<T, Seeded>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_spread_over_the_low_bits() {
+        // Sequential ids, as OsmoX hands them out, fill a small table's buckets evenly.
+        let s = Seeded::default();
+        let mut buckets = [0u32; 64];
+        for id in 0..6400u64 {
+            let i = (s.hash_one(id) & 63) as usize;
+            if let Some(b) = buckets.get_mut(i) {
+                *b += 1;
+            }
+        }
+        assert!(
+            buckets.iter().all(|n| (50..=150).contains(n)),
+            "{buckets:?}"
+        );
+    }
+
+    #[test]
+    fn reseeding_changes_the_hash_of_later_maps_only() {
+        let before = Seeded::default();
+        reseed(12345);
+        let after = Seeded::default();
+        assert_ne!(before.hash_one(7u64), after.hash_one(7u64));
+        assert_eq!(before.hash_one(7u64), before.hash_one(7u64));
+        assert_ne!(after.hash_one("ab"), after.hash_one("ab\0"));
+    }
+}
