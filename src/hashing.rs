@@ -82,7 +82,10 @@ impl Hasher for SeededHasher {
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        // A second round: a 64-bit product only carries differences upwards, so keys that
+        // differ only above bit 32 + n would otherwise share their low n bits, whatever the
+        // seed: one bucket for all of them.
+        mix(self.0, 0)
     }
 }
 
@@ -100,6 +103,23 @@ mod tests {
         let mut buckets = [0u32; 64];
         for id in 0..6400u64 {
             let i = (s.hash_one(id) & 63) as usize;
+            if let Some(b) = buckets.get_mut(i) {
+                *b += 1;
+            }
+        }
+        assert!(
+            buckets.iter().all(|n| (50..=150).contains(n)),
+            "{buckets:?}"
+        );
+    }
+
+    #[test]
+    fn keys_that_differ_only_high_up_spread_too() {
+        // Ids 2^40 apart: one multiply and fold would put them all in one of 64 buckets.
+        let s = Seeded::default();
+        let mut buckets = [0u32; 64];
+        for id in 0..6400u64 {
+            let i = (s.hash_one(id << 40) & 63) as usize;
             if let Some(b) = buckets.get_mut(i) {
                 *b += 1;
             }
