@@ -692,7 +692,9 @@ impl Ledger {
                 };
                 s.successor = Some(Successor {
                     webhook_id: fresh.webhook_id.clone(),
-                    body: String::from_utf8_lossy(&fresh.body).into_owned(),
+                    // A fresh slot's body is a `String`'s bytes (`Slot::new`'s callers), so
+                    // this never comes out empty; no lossy decoding kept for it.
+                    body: String::from_utf8(fresh.body.clone()).unwrap_or_default(),
                     generation: fresh.generation,
                     at_ms: fresh.at_ms,
                 });

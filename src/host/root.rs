@@ -458,7 +458,8 @@ impl Context for Root {
                                 .and_then(|s| s.parse().ok());
                         }
                         "retry-after" => {
-                            response.retry_after = Some(String::from_utf8_lossy(&value).into());
+                            // Not UTF-8 is no delay we could read: as if absent.
+                            response.retry_after = String::from_utf8(value).ok();
                         }
                         _ => {}
                     }
