@@ -273,7 +273,11 @@ mod tests {
         // A's next beat within BEAT_MS writes nothing; after it, A is heard again.
         let before = store.get(KEY).unwrap();
         beats_a.beat(&store, &a, BEAT_MS - 1);
-        assert_eq!(store.get(KEY).unwrap(), before, "a beat within BEAT_MS wrote");
+        assert_eq!(
+            store.get(KEY).unwrap(),
+            before,
+            "a beat within BEAT_MS wrote"
+        );
         beats_a.beat(&store, &a, STALE_MS);
         let entries = decode(store.get(KEY).unwrap().map(|v| v.0).as_deref());
         assert_eq!(entries.len(), 1, "b went stale: {entries:?}");
