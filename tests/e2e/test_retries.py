@@ -1157,12 +1157,15 @@ def test_shared_data_is_laid_out_once_not_by_every_vm_and_update(osmox, make_tra
 
 def test_config_update_shrinking_max_pending_keeps_pending_retries(osmox, make_tracking, make_envoy, filter_wasm):
     """Lowering limits.maxPending (still above the number pending) must not strand the
-    deliveries that wait in slots beyond the new size."""
+    deliveries that wait in slots beyond the new size. Their retries fall due after the
+    replaced configuration is gone (its listener drains in 1 s), so only the sweep finds
+    them (a review: at 300 ms the replaced sender handed them over itself, and a sweep that
+    passed over those slots went unseen)."""
     crm = make_tracking("crm")
 
     def cfg_with(max_pending: int) -> dict:
-        return config([endpoint("crm", crm, retry={"maxAttempts": 100, "initialDelayMs": 300, "multiplier": 1.0,
-                                                   "maxDelayMs": 1000, "jitter": 0},
+        return config([endpoint("crm", crm, retry={"maxAttempts": 100, "initialDelayMs": 4000, "multiplier": 1.0,
+                                                   "maxDelayMs": 4000, "jitter": 0},
                                 circuitBreaker={"failureThreshold": 1000, "openMs": 500})],
                       limits={"maxPending": max_pending})
 
