@@ -196,20 +196,22 @@ fn plugin_vm_id() -> Option<String> {
         .and_then(|b| String::from_utf8(b).ok())
 }
 
-/// The host's clock in nanoseconds (wrapped): entropy for ids and hash seeds.
-pub fn now_ns() -> u64 {
+/// The host's clock since 1970; `None` if the host has none to give.
+fn since_epoch() -> Option<Duration> {
     hostcalls::get_current_time()
+        .ok()?
+        .duration_since(UNIX_EPOCH)
         .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        // Truncation is fine: the low bits are the ones that differ.
-        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The host's clock in nanoseconds (wrapped): entropy for ids and hash seeds.
+fn now_ns() -> u64 {
+    // Truncation is fine: the low bits are the ones that differ.
+    since_epoch().map_or(0, |d| d.as_nanos() as u64)
 }
 
 pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    since_epoch().map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 pub struct Root {
