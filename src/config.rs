@@ -3015,6 +3015,9 @@ mod tests {
         assert!(!wild.matches("partner.example.com"));
         assert!(!wild.matches(".partner.example.com"));
         assert!(!wild.matches("apartner.example.com"));
+        // A review: a label that runs into the suffix without its dot.
+        assert!(!wild.matches("evilpartner.example.com"));
+        assert!(!wild.matches("ab.cpartner.example.com"));
         assert!(!wild.matches("a.partner.example.com.evil"));
         // The suffix boundary falls inside `é`: no match, and no panic.
         assert!(!HostPattern::parse("*.x.example.com")
