@@ -187,6 +187,24 @@ mod tests {
                 (true, true, true, None, None),
                 answered(Some(SkippedStatus), false, false),
             ),
+            // A review: a redirect teaches nothing, and a skipped answer with notifications
+            // on is not read for them.
+            (
+                (true, false, true, None, Some(300)),
+                answered(Some(SkippedStatus), false, false),
+            ),
+            (
+                (true, false, true, None, Some(302)),
+                answered(Some(SkippedStatus), false, false),
+            ),
+            (
+                (true, true, true, None, Some(299)),
+                answered(None, true, true),
+            ),
+            (
+                (true, true, true, Some(SkippedTooLarge), Some(200)),
+                answered(Some(SkippedTooLarge), true, false),
+            ),
         ];
         for ((registration, notifications, responded, skipped, status), want) in cases {
             let ending = Ending {
