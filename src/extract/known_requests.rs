@@ -224,6 +224,41 @@ mod tests {
         assert_eq!(known.entries.len(), 2);
     }
 
+    /// The same for a collision that differs in the head (a review: the body alone was
+    /// checked, so a kept request matched whatever its head said).
+    #[test]
+    fn a_kept_request_is_its_head_as_well_as_its_body() {
+        let json = RequestHead::JSON_POST;
+        let body: &[u8] = b"{}";
+        let kept = Known {
+            hash: 7,
+            method: json.method.map(<[u8]>::to_vec),
+            content_type: json.content_type.map(<[u8]>::to_vec),
+            content_encoding: None,
+            body: body.to_vec(),
+            facts: RequestFacts::Aliased,
+        };
+        assert!(kept.is(7, &json, body));
+        assert!(!kept.is(8, &json, body));
+        assert!(!kept.is(7, &json, b"[]"));
+        for other in [
+            RequestHead {
+                method: Some(b"GET"),
+                ..json
+            },
+            RequestHead {
+                content_type: Some(b"text/plain"),
+                ..json
+            },
+            RequestHead {
+                content_encoding: Some(b"gzip"),
+                ..json
+            },
+        ] {
+            assert!(!kept.is(7, &other, body), "{other:?}");
+        }
+    }
+
     #[test]
     fn a_large_body_is_read_every_time_and_not_kept() {
         let json = head("POST", Some("application/json"));
