@@ -944,6 +944,22 @@ fn a_removed_endpoint_drops_its_pending_deliveries() {
     assert_eq!(w.m(Metric::Pending), 0);
 }
 
+/// Notification 1's SUCCESS as an HTTP context configured by `config` takes it in: the
+/// slots to wake.
+fn placed_by(w: &World, config: &Config) -> intake::Intake {
+    intake::take_in(
+        None,
+        config,
+        &config.endpoints,
+        Memory::new(1024),
+        &w.store,
+        &w.metrics,
+        &[note(1, DeliveryStatus::Success, A)],
+        w.now,
+        1,
+    )
+}
+
 /// An update that adds `ops`: the old configuration (VM 0) and the new one (VMs 1, 2).
 fn worlds_of_an_update_adding_ops(vms: usize) -> (World, Config, Config) {
     let mut w = World::new(ONE_ENDPOINT, vms);
@@ -979,17 +995,7 @@ fn a_new_configurations_delivery_is_kept_before_its_first_tick() {
     let (w, v1, v2) = worlds_of_an_update_adding_ops(2);
     tick_by(&w, 0, &v1);
     // The new listener's HTTP context places the event; its wake-up is queued, not yet run.
-    let wake = intake::take_in(
-        None,
-        &v2,
-        &v2.endpoints,
-        Memory::new(1024),
-        &w.store,
-        &w.metrics,
-        &[note(1, DeliveryStatus::Success, A)],
-        w.now,
-        1,
-    );
+    let wake = placed_by(&w, &v2);
     tick_by(&w, 0, &v1);
     tick_by(&w, 0, &v1);
     for slot in wake.wake {
@@ -4493,17 +4499,7 @@ fn a_thin_view_with_the_result_gives_only_the_result() {
 #[test]
 fn a_wake_up_for_an_endpoint_another_configuration_sends_for_names_it() {
     let (w, v1, v2) = worlds_of_an_update_adding_ops(2);
-    let wake = intake::take_in(
-        None,
-        &v2,
-        &v2.endpoints,
-        Memory::new(1024),
-        &w.store,
-        &w.metrics,
-        &[note(1, DeliveryStatus::Success, A)],
-        w.now,
-        1,
-    );
+    let wake = placed_by(&w, &v2);
     assert_eq!(wake.wake.len(), 2);
     w.senders[0].borrow_mut().hand_over(vec!["crm".to_string()]);
     for &slot in &wake.wake {

@@ -673,13 +673,7 @@ def test_an_update_sends_by_the_new_configuration_while_the_old_listener_drains(
     observe(envoy, osmox, rows)
     envoy.wait_metric("deliveries_failed", 5, timeout=EXPECT_S)
     envoy.update_filter_config(cfg_with("v2"))
-    later = [notification_row(9650 + i, SUCCESS) for i in range(5)]
-    osmox.set_json("POST", "/graphql", notifications_page(later))
-    old.request("POST", "/graphql", body=json.dumps({"query": NOTIFICATIONS_QUERY, "variables": {"offset": 0}}),
-                headers={"content-type": "application/json"})
-    response = old.getresponse()
-    response.read()
-    assert response.status == 200
+    _poll_on(old, osmox, [notification_row(9650 + i, SUCCESS) for i in range(5)])
     envoy.wait_metric("deliveries_failed", 10, timeout=EXPECT_S)
     time.sleep(1.0)  # retries come due under both configurations' sweeps
     crm.start()
