@@ -16,7 +16,7 @@ use osmox_webhook_filter::config::Config;
 use osmox_webhook_filter::delivery::ledger::Ledger;
 use osmox_webhook_filter::delivery::outcome::{AttemptResponse, Failure};
 use osmox_webhook_filter::delivery::sender::{Dispatch, Io, Sender};
-use osmox_webhook_filter::events::{KnownEvents, Memory, Verdict};
+use osmox_webhook_filter::events::{endpoint_key, KnownEvents, Memory, Verdict};
 use osmox_webhook_filter::intake;
 use osmox_webhook_filter::metrics::{CountingMetrics, Metric};
 use osmox_webhook_filter::osmox::{DeliveryStatus, Notification};
@@ -4164,6 +4164,53 @@ fn one_tick_reads_a_bounded_number_of_held_deliveries_whatever_the_endpoints() {
     assert!(
         reads <= 64 + 512 + 8,
         "one tick read the ledger {reads} times"
+    );
+}
+
+/// Without turns, the endpoint whose key sorts first went first every tick: a long memory
+/// of its deliveries that another VM sent spent each tick's reads on stale entries, and a
+/// delivery elsewhere that a freed place could take waited until all of them were skipped.
+#[test]
+fn a_held_delivery_goes_within_a_turn_of_ticks_behind_another_endpoint_s_stale_backlog() {
+    let mut names = ["a", "b"];
+    names.sort_by_key(|n| endpoint_key(n));
+    let [first, last] = names;
+    let json = format!(
+        r#"{{"endpoints": [
+            {{"name": "{first}", "url": "http://h/1", "cluster": "first", "maxInFlight": 64, "providerIds": [1]}},
+            {{"name": "{last}", "url": "http://h/2", "cluster": "last", "maxInFlight": 1, "providerIds": [2]}}],
+          "limits": {{"maxPending": 4096, "maxRemembered": 8192}}}}"#
+    );
+    let mut w = World::new(&json, 2);
+    let to = |provider, id| Notification {
+        provider_id: Some(provider),
+        ..note(id, DeliveryStatus::Success, A)
+    };
+    // VM 0 takes every place; VM 1's sweeps hold the rest of the first endpoint's 3,000.
+    let backlog: Vec<_> = (1..=3_000).map(|id| to(1, id)).collect();
+    w.observe(0, &backlog);
+    w.observe(0, &[to(2, 10_001)]);
+    w.now += 1_000;
+    for _ in 0..65 {
+        w.tick(1);
+    }
+    // VM 1 holds one for the last endpoint too; VM 0 delivers everything else and gives the
+    // places back, so what VM 1 holds for the first endpoint is stale.
+    w.observe(1, &[to(2, 10_002)]);
+    w.answer_everything(200, &mut 0);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 3_001);
+    // VM 0 keeps a freed place as a spare until a tick passes without its use.
+    w.tick(0);
+    w.tick(0);
+    let to_last = |w: &World| w.sent().iter().filter(|s| s.cluster == "last").count();
+    assert_eq!(to_last(&w), 1);
+    // Two endpoints hold: within two ticks the last one has gone first once.
+    w.tick(1);
+    w.tick(1);
+    assert_eq!(
+        to_last(&w),
+        2,
+        "the last endpoint waited behind the first's stale backlog"
     );
 }
 
