@@ -660,7 +660,8 @@ fn kind(value: &Value<'_>) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
         Value::Deep(raw) if raw.starts_with('[') => "an array",
-        Value::Deep(_) => "an object",
+        // Rows come only from `json::parse_rows`, and only objects are rows.
+        Value::Deep(_) | Value::Row(_) => "an object",
     }
 }
 

@@ -81,6 +81,56 @@ pub enum Value<'a> {
     /// An array or object nested past [`MAX_DEPTH`], checked and kept as its source text:
     /// nothing reads that deep, and it writes back out minified like any other value.
     Deep(&'a str),
+    /// An object in an outermost array, with where it lies: only from [`parse_rows`].
+    Row(&'a Row<'a>),
+}
+
+/// An object that is an element of an array inside no other array: the rows of a page.
+/// Its place lets the same bytes be recognised in a later document ([`SeenRow`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    /// The object; for a row seen before, its source text, unread ([`Value::Deep`]).
+    pub value: Value<'a>,
+    pub start: usize,
+    pub end: usize,
+    pub depth: usize,
+    /// Values the object holds, itself included, as they count against [`MAX_VALUES`].
+    pub values: usize,
+    /// The tag of the [`SeenRow`] it repeats.
+    pub seen: Option<u64>,
+}
+
+impl From<&Row<'_>> for SeenRow {
+    /// Where the row lies, untagged.
+    fn from(row: &Row<'_>) -> Self {
+        SeenRow {
+            start: row.start,
+            end: row.end,
+            depth: row.depth,
+            values: row.values,
+            tag: 0,
+        }
+    }
+}
+
+/// Where a row lies in a document, and what a later document that repeats its bytes needs
+/// to pass over it unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenRow {
+    pub start: usize,
+    pub end: usize,
+    pub depth: usize,
+    pub values: usize,
+    /// The caller's, handed back in [`Row::seen`].
+    pub tag: u64,
+}
+
+/// Rows of earlier documents, recognised by their bytes.
+pub trait SeenRows {
+    /// The row whose very bytes `src` holds from `start` on, where an earlier document held
+    /// them as a row at `depth`: at its place in `src`. The parser passes over it unread, so
+    /// a page whose rows came before costs a scan of what lies between them.
+    fn find(&self, src: &[u8], start: usize, depth: usize) -> Option<SeenRow>;
 }
 
 /// An object's members in document order, repeated keys included.
@@ -165,6 +215,7 @@ impl<'a> Value<'a> {
             Value::Number(raw) => out.push_str(raw),
             Value::String(s) => write_raw_str(out, *s),
             Value::Deep(raw) => write_minified(out, raw),
+            Value::Row(row) => row.value.write(out),
             Value::Array(items) => {
                 out.push('[');
                 for (i, item) in items.iter().enumerate() {
@@ -768,6 +819,26 @@ fn scale(m: u128, mut e: i64) -> f64 {
 
 /// Parse a whole document.
 pub fn parse<'a>(src: &'a [u8], arena: &'a Arena) -> Result<Value<'a>, Error> {
+    parse_with(src, arena, false, None)
+}
+
+/// [`parse`], with each object in an outermost array wrapped as a [`Value::Row`], and those
+/// `seen` finds passed over unread. The tree is the one [`parse`] builds, row wrappers
+/// aside, and so is every error: a seen row counts its values as if read.
+pub fn parse_rows<'a>(
+    src: &'a [u8],
+    arena: &'a Arena,
+    seen: Option<&dyn SeenRows>,
+) -> Result<Value<'a>, Error> {
+    parse_with(src, arena, true, seen)
+}
+
+fn parse_with<'a>(
+    src: &'a [u8],
+    arena: &'a Arena,
+    rows: bool,
+    seen: Option<&dyn SeenRows>,
+) -> Result<Value<'a>, Error> {
     // Checked once here, so that every string is a slice of `text` with no check of its own.
     // Outside strings only ASCII is valid, so this refuses nothing that serde_json accepts.
     let text = std::str::from_utf8(src)
@@ -781,11 +852,14 @@ pub fn parse<'a>(src: &'a [u8], arena: &'a Arena) -> Result<Value<'a>, Error> {
         values: 0,
         items: Vec::with_capacity(64),
         members: Vec::with_capacity(128),
+        rows,
+        arrays: 0,
+        seen,
     };
     p.document().map_err(|fail| Error::at(src, fail))
 }
 
-struct Parser<'a> {
+struct Parser<'a, 's> {
     src: &'a [u8],
     arena: &'a Arena,
     /// `src`, known to be UTF-8.
@@ -798,9 +872,14 @@ struct Parser<'a> {
     /// once at its exact size rather than grown as it is read.
     items: Vec<Value<'a>>,
     members: Vec<(Str<'a>, Value<'a>)>,
+    /// Wrap the objects of outermost arrays as rows.
+    rows: bool,
+    /// Arrays open around `pos`.
+    arrays: usize,
+    seen: Option<&'s dyn SeenRows>,
 }
 
-impl<'a> Parser<'a> {
+impl<'a> Parser<'a, '_> {
     fn document(&mut self) -> Result<Value<'a>, Fail> {
         let value = self.value()?;
         match self.next() {
@@ -973,12 +1052,18 @@ impl<'a> Parser<'a> {
 
     fn array(&mut self) -> Result<Value<'a>, Fail> {
         self.enter();
+        let outermost = self.rows && self.arrays == 0;
+        self.arrays += 1;
         let base = self.items.len();
         match self.next() {
             None => return self.fail(Code::EofList),
             Some(b']') => self.pos += 1,
             Some(_) => loop {
-                let item = self.value()?;
+                let item = if outermost {
+                    self.row()?
+                } else {
+                    self.value()?
+                };
                 self.items.push(item);
                 match self.next() {
                     None => return self.fail(Code::EofList),
@@ -997,6 +1082,7 @@ impl<'a> Parser<'a> {
             },
         }
         self.depth -= 1;
+        self.arrays -= 1;
         // Copied out, then truncated: values are `Copy`, and draining them one by one cost
         // 6 % of a page's parse (callgrind, natively).
         let items = self
@@ -1004,6 +1090,46 @@ impl<'a> Parser<'a> {
             .alloc_slice_copy(self.items.get(base..).unwrap_or_default());
         self.items.truncate(base);
         Ok(Value::Array(items))
+    }
+
+    /// An element of an outermost array (`next` is due): an object is a [`Row`].
+    fn row(&mut self) -> Result<Value<'a>, Fail> {
+        if self.next() != Some(b'{') || self.depth >= MAX_DEPTH {
+            return self.value();
+        }
+        let (start, depth, values) = (self.pos, self.depth, self.values);
+        let row = match self.seen.and_then(|seen| seen.find(self.src, start, depth)) {
+            // Past the bound on values, it is read, to fail where it would have.
+            Some(s)
+                if s.start == start
+                    && s.depth == depth
+                    && s.end <= self.src.len()
+                    && values + s.values <= MAX_VALUES =>
+            {
+                self.values += s.values;
+                self.pos = s.end;
+                Row {
+                    value: Value::Deep(self.text(start, s.end)?),
+                    start,
+                    end: s.end,
+                    depth,
+                    values: s.values,
+                    seen: Some(s.tag),
+                }
+            }
+            _ => {
+                let value = self.value()?;
+                Row {
+                    value,
+                    start,
+                    end: self.pos,
+                    depth,
+                    values: self.values - values,
+                    seen: None,
+                }
+            }
+        };
+        Ok(Value::Row(self.arena.alloc(row)))
     }
 
     fn object(&mut self) -> Result<Value<'a>, Fail> {
@@ -1046,6 +1172,18 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// For tests: rows known to lie where they are listed, at whatever depth (the parser checks
+/// that).
+#[cfg(test)]
+pub(crate) struct Listed<'r>(pub &'r [SeenRow]);
+
+#[cfg(test)]
+impl SeenRows for Listed<'_> {
+    fn find(&self, _: &[u8], start: usize, _: usize) -> Option<SeenRow> {
+        self.0.iter().find(|s| s.start == start).copied()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1065,6 +1203,137 @@ mod tests {
         out
     }
 
+    /// `src` parsed for rows, with `seen` passed over.
+    fn rows_of<'a>(src: &'a str, seen: &[SeenRow]) -> Result<Value<'a>, Error> {
+        let arena = Box::leak(Box::new(Arena::new()));
+        parse_rows(src.as_bytes(), arena, Some(&Listed(seen)))
+    }
+
+    /// Every row in the tree, depth first.
+    fn rows_in<'a>(v: &Value<'a>, out: &mut Vec<Row<'a>>) {
+        match v {
+            Value::Row(row) => {
+                out.push(**row);
+                rows_in(&row.value, out);
+            }
+            Value::Array(items) => items.iter().for_each(|i| rows_in(i, out)),
+            Value::Object(o) => o.members().iter().for_each(|(_, v)| rows_in(v, out)),
+            _ => {}
+        }
+    }
+
+    const PAGE: &str = r#"{"data": {"list": [ {"id": 1, "tags": [{"a": 1}, {"b": [2]}]},
+        3, {"id": 2, "s": "x\"}"} , [{"nested": true}] ], "more": [{"id": 3}]}}"#;
+
+    /// Only the objects of outermost arrays are rows, where their bytes lie, each with the
+    /// values it holds; the tree writes out as `parse`'s does.
+    #[test]
+    fn rows_are_the_objects_of_outermost_arrays() {
+        let tree = rows_of(PAGE, &[]).unwrap();
+        assert_eq!(minified(&tree), minified(&ok(PAGE)));
+        let mut rows = Vec::new();
+        rows_in(&tree, &mut rows);
+        let texts: Vec<&str> = rows.iter().map(|r| &PAGE[r.start..r.end]).collect();
+        assert_eq!(
+            texts,
+            [
+                r#"{"id": 1, "tags": [{"a": 1}, {"b": [2]}]}"#,
+                r#"{"id": 2, "s": "x\"}"}"#,
+                r#"{"id": 3}"#
+            ]
+        );
+        // An object, its members' values, and the items of its arrays.
+        let values: Vec<usize> = rows.iter().map(|r| r.values).collect();
+        assert_eq!(values, [8, 3, 2]);
+        assert!(rows.iter().all(|r| r.depth == 3 && r.seen.is_none()));
+        // A plain parse makes no rows.
+        let mut none = Vec::new();
+        rows_in(&ok(PAGE), &mut none);
+        assert!(none.is_empty());
+    }
+
+    /// A row seen before is passed over, tagged, and writes out as read; one that does not
+    /// start where a row starts, or at another depth, is read.
+    #[test]
+    fn seen_rows_are_passed_over_only_where_a_row_starts_at_their_depth() {
+        let mut rows = Vec::new();
+        rows_in(&rows_of(PAGE, &[]).unwrap(), &mut rows);
+        let seen: Vec<SeenRow> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| SeenRow {
+                tag: 10 + i as u64,
+                ..SeenRow::from(r)
+            })
+            .collect();
+        let tree = rows_of(PAGE, &seen).unwrap();
+        assert_eq!(minified(&tree), minified(&ok(PAGE)));
+        let mut got = Vec::new();
+        rows_in(&tree, &mut got);
+        let tags: Vec<Option<u64>> = got.iter().map(|r| r.seen).collect();
+        assert_eq!(tags, [Some(10), Some(11), Some(12)]);
+        assert!(got.iter().all(|r| matches!(r.value, Value::Deep(_))));
+        let misplaced = [
+            SeenRow {
+                depth: 2,
+                ..seen[0]
+            },
+            SeenRow {
+                start: seen[1].start + 1,
+                ..seen[1]
+            },
+        ];
+        let mut got = Vec::new();
+        rows_in(&rows_of(PAGE, &misplaced).unwrap(), &mut got);
+        assert!(got.iter().all(|r| r.seen.is_none()), "{got:?}");
+        assert_eq!(got.len(), 3);
+    }
+
+    /// Passing a row over changes no verdict: what follows it is still checked, and an
+    /// error is reported where `parse` reports it.
+    #[test]
+    fn a_document_with_seen_rows_fails_as_parse_fails() {
+        let good = r#"[{"a": 1}, {"b": 2}]"#;
+        let mut rows = Vec::new();
+        rows_in(&rows_of(good, &[]).unwrap(), &mut rows);
+        let seen: Vec<SeenRow> = rows.iter().map(SeenRow::from).collect();
+        for bad in [
+            r#"[{"a": 1}, {"b": 2},]"#,
+            r#"[{"a": 1}, {"b": 2}] x"#,
+            r#"[{"a": 1}, {"b": 2}"#,
+            r#"[{"a": 1}, {"b": 2} {"c": 3}]"#,
+        ] {
+            let want = parse(bad.as_bytes()).unwrap_err().to_string();
+            let got = rows_of(bad, &seen).unwrap_err().to_string();
+            assert_eq!(got, want, "{bad}");
+        }
+    }
+
+    /// The values a seen row holds count as if read: a document too large for a tree is
+    /// refused, at the same place, whether its rows were seen or not.
+    #[test]
+    fn seen_rows_count_against_the_bound_on_values() {
+        let row = format!("{{\"a\":[{}0]}}", "0,".repeat(MAX_VALUES / 2));
+        let doc = format!("[{row},{row}]");
+        let mut rows = Vec::new();
+        let half = format!("[{row}]");
+        rows_in(&rows_of(&half, &[]).unwrap(), &mut rows);
+        let first = SeenRow::from(&rows[0]);
+        let second = SeenRow {
+            start: first.end + 1,
+            end: 2 * first.end,
+            ..first
+        };
+        assert_eq!(&doc[second.start..second.end], row);
+        let want = parse(doc.as_bytes()).unwrap_err().to_string();
+        assert!(want.starts_with("more values than"), "{want}");
+        assert_eq!(
+            rows_of(&doc, &[first, second]).unwrap_err().to_string(),
+            want
+        );
+        assert_eq!(rows_of(&doc, &[first]).unwrap_err().to_string(), want);
+    }
+
     /// Our tree as serde_json's, numbers read by serde_json from their source text.
     fn to_serde(v: &Value<'_>) -> serde_json::Value {
         match v {
@@ -1074,6 +1343,7 @@ mod tests {
             Value::String(s) => serde_json::Value::String(s.text().into_owned()),
             Value::Array(items) => serde_json::Value::Array(items.iter().map(to_serde).collect()),
             Value::Deep(_) => unreachable!("nested deeper than serde_json reads"),
+            Value::Row(row) => to_serde(&row.value),
             Value::Object(obj) => {
                 let mut map = serde_json::Map::new();
                 for (k, v) in obj.members() {
@@ -1312,6 +1582,9 @@ mod tests {
             values: 0,
             items: Vec::new(),
             members: Vec::new(),
+            rows: false,
+            arrays: 0,
+            seen: None,
         };
         p.document().map_err(|fail| Error::at(src, fail))
     }

@@ -19,6 +19,7 @@ pub mod layout;
 pub mod learn;
 pub mod metrics;
 pub mod osmox;
+pub mod page_memory;
 pub mod payload;
 mod record;
 pub mod routing;

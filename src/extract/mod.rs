@@ -128,6 +128,42 @@ pub struct Extracted<'a> {
     /// integer 1–6, or there is no integer id. Worth a metric: it means the query did not
     /// select `id`, or OsmoX changed its wire format.
     pub skipped_objects: usize,
+    /// The rows notifications were taken from and the seen rows passed over, in document
+    /// order: where a later page may repeat them ([`Extracted::rows_to_remember`]).
+    pub rows: Vec<RowTaken>,
+}
+
+/// A page's row that held a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowTaken {
+    /// Its place; its tag is the notification's id.
+    pub row: json::SeenRow,
+    /// Read, and taken as `notifications[i]`; `None`: seen before, passed over unread.
+    pub read: Option<usize>,
+}
+
+impl Extracted<'_> {
+    /// Rows seen before, passed over unread: notifications this VM took in before.
+    pub fn seen_rows(&self) -> usize {
+        self.rows.iter().filter(|r| r.read.is_none()).count()
+    }
+
+    /// The rows a later page with the same bytes in the same place may pass over: those
+    /// passed over here and those whose notification is `recognisable` on sight (to be kept
+    /// only once every notification here was recorded).
+    pub fn rows_to_remember(&self) -> Vec<json::SeenRow> {
+        self.rows
+            .iter()
+            .filter(|r| match r.read {
+                None => true,
+                Some(i) => self
+                    .notifications
+                    .get(i)
+                    .is_some_and(|n| crate::events::recognisable(std::slice::from_ref(n))),
+            })
+            .map(|r| r.row)
+            .collect()
+    }
 }
 
 /// Every notification in an OsmoX response body, handed to `then` while the parsed body
@@ -148,6 +184,19 @@ pub fn read<R>(
     facts: &RequestFacts,
     then: impl FnOnce(&Extracted<'_>) -> R,
 ) -> Result<R, ExtractError> {
+    read_rows(kind, body, facts, None, then)
+}
+
+/// [`read`], passing over unread the rows `seen` finds: the bytes of a row whose notification
+/// this VM took in from an earlier page (see `PageMemory`). Each is reported in
+/// [`Extracted::rows`], not in its notifications; otherwise the answer is [`read`]'s.
+pub fn read_rows<R>(
+    kind: WatchKind,
+    body: &[u8],
+    facts: &RequestFacts,
+    seen: Option<&dyn json::SeenRows>,
+    then: impl FnOnce(&Extracted<'_>) -> R,
+) -> Result<R, ExtractError> {
     // The GraphQL query's facts, read only when it is plain; REST has no query.
     let query = match (kind, facts) {
         (WatchKind::Rest, _) => None,
@@ -158,7 +207,7 @@ pub fn read<R>(
     // A first chunk the size of the page, up to 64 KiB: a ten-row page's tree fits, and a
     // large body (a single long string, say) does not reserve its size before a tree exists.
     let arena = json::Arena::with_capacity(body.len().min(1 << 16));
-    let root = json::parse(body, &arena).map_err(|_| ExtractError::NotJson)?;
+    let root = json::parse_rows(body, &arena, seen).map_err(|_| ExtractError::NotJson)?;
     let Value::Object(root) = root else {
         return Err(ExtractError::NotObject);
     };
@@ -202,6 +251,7 @@ pub fn read<R>(
     Ok(then(&Extracted {
         notifications: found.notifications,
         skipped_objects: found.skipped,
+        rows: found.rows,
     }))
 }
 
@@ -209,15 +259,19 @@ pub fn read<R>(
 /// something: its `status` (from the stream's record) and, for a GraphQL request whose
 /// `facts` were read as a JSON `POST`'s before its head was (`RequestHead::JSON_POST`),
 /// whether the head says it is one (`head_is_json_post`; `None` when the facts were read
-/// under the real head). An answer that parses, holds notifications, skips no object and
-/// whose every notification is `passed_over` (taken in before by this VM: a poll whose page
-/// moved but no state did) calls for nothing whatever those say, and is handed to `then`
+/// under the real head). `seen`: rows passed over unread ([`read_rows`]). An answer that
+/// parses, holds notifications or such rows, skips no object and whose every notification
+/// is `passed_over` (taken in before by this VM: a poll whose page moved but no state did)
+/// calls for nothing whatever those say, and is handed to `then`
 /// unasked. Any other answer is skipped, or handed to `then`, as asking both first would
 /// have decided, and under the same reason: the status first, then the head, then the body.
+// One call per response; a struct to bundle these would be built anew at every call.
+#[allow(clippy::too_many_arguments)]
 pub fn read_lazily<R>(
     kind: WatchKind,
     body: &[u8],
     facts: &RequestFacts,
+    seen: Option<&dyn json::SeenRows>,
     passed_over: impl Fn(&[Notification<'_>]) -> bool,
     status: impl FnOnce() -> Option<u64>,
     head_is_json_post: Option<impl FnOnce() -> bool>,
@@ -236,10 +290,10 @@ pub fn read_lazily<R>(
             Metric::SkippedStatus
         });
     }
-    let taken = read(kind, body, facts, |found| {
+    let taken = read_rows(kind, body, facts, seen, |found| {
         // An answer with no rows at all (an error's `{"errors": …}`, an empty page) is not
         // idle: its status and head decide under which reason it is skipped.
-        let idle = !found.notifications.is_empty()
+        let idle = (!found.notifications.is_empty() || found.seen_rows() > 0)
             && found.skipped_objects == 0
             && passed_over(&found.notifications);
         match if idle { None } else { asked.refusal() } {
@@ -299,6 +353,7 @@ pub fn extract(
             .map(Notification::into_written)
             .collect(),
         skipped_objects: found.skipped_objects,
+        rows: found.rows.clone(),
     })
 }
 
@@ -482,6 +537,7 @@ impl<'r, 'j> Fields<'r, 'j> {
 struct Collector<'a> {
     notifications: Vec<Notification<'a>>,
     skipped: usize,
+    rows: Vec<RowTaken>,
     /// The ids taken, once there are too many to look through: a page of ten rows is
     /// searched faster than it is hashed, and the set grew four times on the way.
     seen: HashSet<u64>,
@@ -500,6 +556,7 @@ impl<'a> Collector<'a> {
         match v {
             Value::Object(obj) if is_notification(obj) => self.take(obj, id_override),
             Value::Object(obj) => self.visit_members(obj, depth),
+            Value::Row(row) => self.visit_row(row, depth),
             Value::Array(items) => {
                 for item in items.iter().take(MAX_MEMBERS) {
                     self.visit(item, depth + 1, None);
@@ -527,21 +584,61 @@ impl<'a> Collector<'a> {
         }
     }
 
+    /// A row of an array, which arrays' items are visited with no id to impose: a row seen
+    /// before is the notification it was then, under its id, and is not read again.
+    fn visit_row(&mut self, row: &'a json::Row<'a>, depth: usize) {
+        let place = json::SeenRow {
+            tag: 0,
+            ..json::SeenRow::from(row)
+        };
+        match (row.seen, &row.value) {
+            (Some(id), _) => {
+                if self.first_sighting(id) {
+                    self.rows.push(RowTaken {
+                        row: json::SeenRow { tag: id, ..place },
+                        read: None,
+                    });
+                }
+            }
+            (None, Value::Object(obj)) if is_notification(obj) => {
+                let taken = self.notifications.len();
+                self.take(obj, None);
+                if let Some(n) = self.notifications.get(taken) {
+                    self.rows.push(RowTaken {
+                        row: json::SeenRow { tag: n.id, ..place },
+                        read: Some(taken),
+                    });
+                }
+            }
+            (None, value) => self.visit(value, depth, None),
+        }
+    }
+
     /// A notification that cannot be given its identity: counted, not taken.
     fn pass_over(&mut self, v: &Value<'_>) {
-        if v.as_object().is_some_and(is_notification) {
+        let is_one = match v {
+            // A row seen before held a notification.
+            Value::Row(row) => {
+                row.seen.is_some() || row.value.as_object().is_some_and(is_notification)
+            }
+            _ => v.as_object().is_some_and(is_notification),
+        };
+        if is_one {
             self.skipped += 1;
         }
     }
 
-    /// Whether no notification taken so far has `id`.
+    /// Whether no notification taken (or row passed over) so far has `id`.
     fn first_sighting(&mut self, id: u64) -> bool {
         const LOOK_THROUGH: usize = 32;
-        if self.notifications.len() < LOOK_THROUGH {
-            return !self.notifications.iter().any(|n| n.id == id);
+        let passed = self.rows.iter().filter(|r| r.read.is_none());
+        if self.notifications.len() + self.rows.len() < LOOK_THROUGH {
+            return !(self.notifications.iter().any(|n| n.id == id)
+                || passed.clone().any(|r| r.row.tag == id));
         }
         if self.seen.is_empty() {
             self.seen.extend(self.notifications.iter().map(|n| n.id));
+            self.seen.extend(passed.map(|r| r.row.tag));
         }
         self.seen.insert(id)
     }
@@ -1485,6 +1582,7 @@ mod tests {
                 kind,
                 body,
                 facts,
+                None,
                 |ns| {
                     assert!(!ns.is_empty(), "case {i}");
                     passed
@@ -1605,6 +1703,103 @@ mod tests {
         assert_eq!(x.notifications.len(), MAX_MEMBERS);
         assert_eq!(x.notifications.last().unwrap().id, MAX_MEMBERS as u64);
         assert_eq!(x.skipped_objects, 5, "the rows past the bound are counted");
+    }
+
+    /// The rows `body` holds as `read_rows` reports them, all taken as seen.
+    fn all_seen(kind: WatchKind, body: &[u8]) -> Vec<json::SeenRow> {
+        read_rows(kind, body, &plain(), None, |x| {
+            x.rows.iter().map(|r| r.row).collect::<Vec<_>>()
+        })
+        .unwrap()
+    }
+
+    /// A seen row past the member bound is counted as skipped, as the notification it held
+    /// would be.
+    #[test]
+    fn a_seen_row_past_the_member_bound_is_counted_as_skipped() {
+        let rows: Vec<Value> = (1..=(MAX_MEMBERS as u64 + 1))
+            .map(|id| json!({"id": id, "delivery_status": 1}))
+            .collect();
+        let body = serde_json::to_vec(&json!({ "items": rows })).unwrap();
+        let first: Vec<Value> = rows.iter().take(MAX_MEMBERS).cloned().collect();
+        let in_bound = serde_json::to_vec(&json!({ "items": first })).unwrap();
+        let seen = all_seen(WatchKind::Rest, &in_bound);
+        assert_eq!(seen.len(), MAX_MEMBERS);
+        // The last row, just before the closing `]}`.
+        let text = serde_json::to_vec(&rows[MAX_MEMBERS]).unwrap();
+        let last = json::SeenRow {
+            start: body.len() - 2 - text.len(),
+            end: body.len() - 2,
+            ..seen[0]
+        };
+        assert_eq!(&body[last.start..last.end], text);
+        let (skipped, taken) = read_rows(
+            WatchKind::Rest,
+            &body,
+            &plain(),
+            Some(&json::Listed(&[last])),
+            |x| (x.skipped_objects, x.notifications.len()),
+        )
+        .unwrap();
+        assert_eq!((skipped, taken), (1, MAX_MEMBERS));
+    }
+
+    /// Where a page names a notification twice, the first row wins, seen or read: a seen row
+    /// first hides a later row with another state, as the row read first would.
+    #[test]
+    fn a_seen_row_is_the_first_sighting_of_its_notification() {
+        let page = |second: u64| {
+            serde_json::to_vec(&json!({"data": {"notifications": {"notifications": [
+                {"id": 7, "deliveryStatus": 2}, {"id": 7, "deliveryStatus": second}]}}}))
+            .unwrap()
+        };
+        let body = page(5);
+        let seen = all_seen(WatchKind::Graphql, &body);
+        assert_eq!(seen.len(), 1, "the second row is not taken: {seen:?}");
+        let (taken, rows) = read_rows(
+            WatchKind::Graphql,
+            &body,
+            &plain(),
+            Some(&json::Listed(&seen)),
+            |x| (x.notifications.len(), x.seen_rows()),
+        )
+        .unwrap();
+        assert_eq!((taken, rows), (0, 1));
+    }
+
+    /// A seen row inside a notification's payload is not one of the page's rows, and the
+    /// webhook body carries it as it was written.
+    #[test]
+    fn a_seen_row_inside_a_payload_is_written_as_it_came() {
+        let row = r#"{"id": 9, "delivery_status": 5, "provider_id": 1}"#;
+        let page = format!(r#"{{"items": [{row}]}}"#);
+        let seen = all_seen(WatchKind::Rest, page.as_bytes());
+        let body = format!(r#"{{"id": 1, "delivery_status": 2, "data": {{"copy": [ {row} ]}}}}"#);
+        let at = body.find(row).unwrap();
+        let moved = [json::SeenRow {
+            start: at,
+            end: at + row.len(),
+            depth: 3,
+            ..seen[0]
+        }];
+        let got = read_rows(
+            WatchKind::Rest,
+            body.as_bytes(),
+            &plain(),
+            Some(&json::Listed(&moved)),
+            |x| {
+                let n = &x.notifications[0];
+                (n.id, n.webhook_body().into_owned(), x.seen_rows())
+            },
+        )
+        .unwrap();
+        let want = extract(WatchKind::Rest, body.as_bytes(), &plain()).unwrap();
+        assert_eq!(got.0, 1);
+        assert_eq!(got.1, want.notifications[0].webhook_body());
+        assert!(got
+            .1
+            .contains(r#""copy":[{"id":9,"delivery_status":5,"provider_id":1}]"#));
+        assert_eq!(got.2, 0, "not a row of the page");
     }
 
     #[test]

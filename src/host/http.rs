@@ -20,8 +20,10 @@ use crate::config::MAX_GRAPHQL_REQUEST_BYTES;
 use crate::events;
 use crate::extract::{self, persisted, Extracted, RequestFacts, RequestHead, WatchKind};
 use crate::intake;
+use crate::json::SeenRows;
 use crate::learn::Registry;
 use crate::metrics::{Metric, Metrics};
+use crate::page_memory::PageMemory;
 
 thread_local! {
     /// What this VM's streams hold of watched bodies (`watch.maxBufferedBytes`).
@@ -220,6 +222,10 @@ impl Watch {
             if extracted.skipped_objects > 0 {
                 metrics.add(Metric::ObjectsSkipped, extracted.skipped_objects as i64);
             }
+            let passed_unread = extracted.seen_rows();
+            if passed_unread > 0 {
+                metrics.add(Metric::EventsPassedOver, passed_unread as i64);
+            }
             let endpoints = self.shared.endpoints();
             let intake = intake::take_in(
                 Some(&mut self.shared.known.borrow_mut()),
@@ -233,7 +239,8 @@ impl Watch {
                 hash ^ u64::from(self.context_id),
             );
             let seen = intake.complete && events::recognisable(&extracted.notifications);
-            (intake, seen)
+            let rows = intake.complete.then(|| extracted.rows_to_remember());
+            (intake, seen, rows)
         };
         // The answer's status and the request's head are asked only if the answer calls for
         // something (`extract::read_lazily`): a poll whose page moved but no state did is
@@ -245,19 +252,28 @@ impl Watch {
             None if head_unread => self.graphql_facts(&RequestHead::JSON_POST),
             None => RequestFacts::Unread, // REST reading never looks at the facts
         };
+        // Rows the last page of this request held too, in the same bytes, are not read again.
+        let archived = matches!(&facts, RequestFacts::Plain(q) if q.archived);
+        let page = PageMemory::key(kind, archived, &self.request);
+        let pages = self.shared.pages.borrow();
         let taken = extract::read_lazily(
             kind,
             &body,
             &facts,
+            pages.page(page).map(|p| p as &dyn SeenRows),
             |found| self.shared.known.borrow().knows_all(found),
             status,
             head_unread.then_some(|| extract::is_json_post(&OwnedRequestHead::read().view())),
             take,
         );
+        drop(pages);
         let intake = match taken {
-            Ok((intake, seen)) => {
+            Ok((intake, seen, rows)) => {
                 if seen {
                     self.shared.recent.borrow_mut().remember(hash);
+                }
+                if let Some(rows) = rows {
+                    self.shared.pages.borrow_mut().remember(page, body, rows);
                 }
                 intake
             }

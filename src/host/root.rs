@@ -23,6 +23,7 @@ use crate::extract::{persisted, KnownRequests};
 use crate::hashing::{self, Seeded};
 use crate::layout::{self, LaidOut};
 use crate::learn::Registry;
+use crate::page_memory::PageMemory;
 
 /// The queue HTTP contexts put filled slots on, registered by a singleton sender (observers
 /// look it up by name). Envoy hands each item to whichever root context registered a name
@@ -59,6 +60,7 @@ pub struct Shared {
     rotation: RefCell<Option<Rotation>>,
     backlogged: Cell<bool>,
     pub recent: RefCell<RecentResponses>,
+    pub pages: RefCell<PageMemory>,
     pub known: RefCell<KnownEvents>,
     pub requests: RefCell<KnownRequests>,
     /// Configured plus learned endpoints, with the learned map's version they were built at.
@@ -626,6 +628,7 @@ impl RootContext for Root {
             rotation: RefCell::new(rotation),
             backlogged: Cell::new(false),
             recent: RefCell::new(RecentResponses::new(RECENT_RESPONSES)),
+            pages: RefCell::new(PageMemory::new()),
             known: RefCell::new(KnownEvents::new(KNOWN_EVENTS)),
             requests: RefCell::new(KnownRequests::new(KNOWN_REQUESTS)),
             no_sender_warned_ms: Cell::new(None),

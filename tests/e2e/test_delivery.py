@@ -446,6 +446,38 @@ def test_a_page_whose_total_moves_sends_only_the_row_that_changed(osmox, make_re
     assert ordered(got[3].json()) == ordered(row)
 
 
+def test_a_new_row_at_the_top_of_a_page_is_sent_and_the_rows_it_pushed_down_are_not(osmox, make_receiver, make_envoy,
+                                                                                      filter_wasm):
+    """OsmoX lists the newest notification first: one that comes in takes the top of the page,
+    the others move down a place, the last falls off and `total` grows. Each VM reads only the
+    rows whose bytes it has not seen on the page before; what it sends is the new row, and a
+    row that changed state as it moved down, once each."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm, deliveryStatuses=[1, 2, 3, 4, 5, 6])], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    sample = graphql_rows()
+    rows = [dict(sample[i % len(sample)], id=9000 + i) for i in range(8)]
+
+    def show(page: list[dict], total: int, expect: int):
+        body = graphql_body(page)
+        body["data"]["notifications"]["total"] = total
+        osmox.set_json("POST", "/graphql", body)
+        for _ in range(4):  # every worker sees the page, and sees it again
+            poll_graphql(envoy)
+        crm.wait_for(expect, EXPECT_S)
+        return assert_no_more(crm, expect)
+
+    show(rows[:5], 5, 5)
+    passed = envoy.metric("events_passed_over")
+    got = show([rows[5]] + rows[:4], 6, 6)
+    assert ids_statuses(got[5:]) == [(9005, rows[5]["deliveryStatus"])]
+    moved = dict(rows[1], deliveryStatus=6, updatedOn="2026-04-20T09:21:00.000Z")
+    got = show([rows[6], rows[5], rows[0], moved, rows[2]], 7, 8)
+    assert sorted(ids_statuses(got[6:])) == [(9001, 6), (9006, rows[6]["deliveryStatus"])]
+    assert ordered(got[6:][[r.json()["id"] for r in got[6:]].index(9001)].json()) == ordered(moved)
+    assert envoy.metric("events_passed_over") > passed
+
+
 # A view without updatedOn: OsmoX's confirmation going 3 -> 4 -> 3 leaves this row's text
 # byte-identical between the two visits to AWAITING_CONFIRMATION.
 SLIM_QUERY = """query {

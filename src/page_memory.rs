@@ -1,0 +1,428 @@
+//! The last page this VM took in for each of a few requests, and where its rows lie. A poll
+//! whose bytes moved (OsmoX's `total` grew, a new notification came in at the top and
+//! pushed the others down, a row changed state) mostly repeats the rows of the page before
+//! it: a row whose bytes come again, wherever on the page, is passed over unread
+//! ([`crate::json::parse_rows`]). Reading every row again was most of such a poll's cost.
+//!
+//! Only rows whose notification this VM took in, with a view whole enough to be recognised
+//! on sight (`events::recognisable`), are remembered, and only once every notification of
+//! the page was recorded: passing one over then answers what the dedupe memory would, as
+//! `KnownEvents` does for a row read again.
+
+use crate::extract::WatchKind;
+use crate::json::{SeenRow, SeenRows};
+
+/// Pages kept, one per request.
+pub const PAGES: usize = 4;
+
+/// Larger pages are not kept: each VM holds at most `PAGES` times this.
+pub const MAX_PAGE_BYTES: usize = 256 * 1024;
+
+/// A row is looked up by its first bytes (in OsmoX, its id and the key after it), then
+/// compared whole. Shorter rows are not remembered: they cost little to read.
+const LEAD: usize = 16;
+
+#[derive(Debug)]
+pub struct Page {
+    key: u64,
+    body: Vec<u8>,
+    rows: Vec<SeenRow>,
+    /// `rows`' indices by their first bytes, sorted.
+    by_lead: Vec<(u128, usize)>,
+}
+
+impl SeenRows for Page {
+    fn find(&self, src: &[u8], start: usize, depth: usize) -> Option<SeenRow> {
+        let lead = lead(src.get(start..)?)?;
+        let first = self.by_lead.partition_point(|(l, _)| *l < lead);
+        self.by_lead
+            .get(first..)?
+            .iter()
+            .take_while(|(l, _)| *l == lead)
+            .filter_map(|(_, i)| self.rows.get(*i))
+            .find(|r| {
+                let old = self.body.get(r.start..r.end).unwrap_or_default();
+                r.depth == depth
+                    && src
+                        .get(start..start + old.len())
+                        .is_some_and(|new| same_bytes(old, new))
+            })
+            .map(|r| SeenRow {
+                start,
+                end: start + (r.end - r.start),
+                ..*r
+            })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct PageMemory {
+    pages: Vec<Page>,
+    /// The page to replace when a new request's page comes and all are taken.
+    next: usize,
+}
+
+impl PageMemory {
+    pub fn new() -> Self {
+        PageMemory::default()
+    }
+
+    /// Whose pages are compared: the same request read the same way. Rows are read as
+    /// archive rows or not by the query, so that is part of it; so is the kind, though REST
+    /// and GraphQL read a row alike.
+    pub fn key(kind: WatchKind, archived: bool, request: &[u8]) -> u64 {
+        let what = [kind == WatchKind::Graphql, archived].map(u8::from);
+        crate::events::RecentResponses::hash(&what, &[request])
+    }
+
+    /// The last page remembered under `key`.
+    pub fn page(&self, key: u64) -> Option<&Page> {
+        self.pages.iter().find(|p| p.key == key)
+    }
+
+    /// Keep `body` as `key`'s last page, with `rows` to pass over when a later page repeats
+    /// them. A page with no such rows, or too large, drops what `key` had: its rows may be
+    /// news to another VM's page, never to this one, but the next page is likelier to
+    /// repeat this one than the one before.
+    pub fn remember(&mut self, key: u64, body: Vec<u8>, rows: Vec<SeenRow>) {
+        let at = self.pages.iter().position(|p| p.key == key);
+        let mut by_lead: Vec<(u128, usize)> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((lead(body.get(r.start..r.end)?)?, i)))
+            .collect();
+        if by_lead.is_empty() || body.len() > MAX_PAGE_BYTES {
+            if let Some(at) = at {
+                self.pages.swap_remove(at);
+                self.next = 0;
+            }
+            return;
+        }
+        crate::heapsort::sort(&mut by_lead);
+        let page = Page {
+            key,
+            body,
+            rows,
+            by_lead,
+        };
+        match at {
+            Some(at) => {
+                if let Some(slot) = self.pages.get_mut(at) {
+                    *slot = page;
+                }
+            }
+            None if self.pages.len() < PAGES => self.pages.push(page),
+            None => {
+                if let Some(slot) = self.pages.get_mut(self.next) {
+                    *slot = page;
+                }
+                self.next = (self.next + 1) % PAGES;
+            }
+        }
+    }
+}
+
+/// The first `LEAD` bytes as one number: compared in one step, not by `memcmp`.
+fn lead(bytes: &[u8]) -> Option<u128> {
+    let lead: [u8; LEAD] = bytes.get(..LEAD)?.try_into().ok()?;
+    Some(u128::from_le_bytes(lead))
+}
+
+/// Whether `a` and `b` (of equal length) hold the same bytes, eight at a time: in wasm a
+/// byte loop (or `memcmp`, which is one there) costs a few instructions per byte.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let (x, y) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (x_rest, y_rest) = (x.remainder(), y.remainder());
+    a.len() == b.len()
+        && x.zip(y)
+            .all(|(p, q)| u64::from_ne_bytes(chunk(p)) == u64::from_ne_bytes(chunk(q)))
+        && x_rest == y_rest
+}
+
+fn chunk(bytes: &[u8]) -> [u8; 8] {
+    bytes.try_into().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::KnownEvents;
+    use crate::json::SeenRows;
+
+    /// `[{"i":N,"pad":"…"},…]` plus `tail`, and where each row lies.
+    fn page(ids: &[u64], tail: &str) -> (Vec<u8>, Vec<SeenRow>) {
+        let mut body = String::from("[");
+        let mut rows = Vec::new();
+        for (k, id) in ids.iter().enumerate() {
+            if k > 0 {
+                body.push(',');
+            }
+            let start = body.len();
+            body.push_str(&format!("{{\"i\":{id},\"pad\":\"0123456789\"}}"));
+            rows.push(SeenRow {
+                start,
+                end: body.len(),
+                depth: 1,
+                values: 3,
+                tag: *id,
+            });
+        }
+        body.push(']');
+        body.push_str(tail);
+        (body.into_bytes(), rows)
+    }
+
+    fn remembered(ids: &[u64], tail: &str) -> PageMemory {
+        let mut m = PageMemory::new();
+        let (body, rows) = page(ids, tail);
+        m.remember(1, body, rows);
+        m
+    }
+
+    /// The rows of `body` the page under key 1 finds, asked where each row of `body` starts.
+    fn found(m: &PageMemory, body: &[u8], rows: &[SeenRow]) -> Vec<SeenRow> {
+        let Some(p) = m.page(1) else {
+            return Vec::new();
+        };
+        rows.iter()
+            .filter_map(|r| p.find(body, r.start, r.depth))
+            .collect()
+    }
+
+    fn tags(rows: &[SeenRow]) -> Vec<u64> {
+        rows.iter().map(|r| r.tag).collect()
+    }
+
+    #[test]
+    fn same_bytes_agrees_with_slice_equality() {
+        let base: Vec<u8> = (0..40u8).collect();
+        for len in 0..=40 {
+            for flip in 0..len {
+                let a = &base[..len];
+                let mut b = a.to_vec();
+                assert!(same_bytes(a, &b));
+                b[flip] ^= 1;
+                assert!(!same_bytes(a, &b), "{len} {flip}");
+            }
+        }
+        assert!(!same_bytes(&base[..9], &base[..8]));
+    }
+
+    #[test]
+    fn rows_are_found_wherever_their_bytes_come_again() {
+        let m = remembered(&[10, 20, 30], r#","total":3"#);
+        // A new row at the top pushed the others down; one changed; the total moved.
+        let (body, rows) = page(&[40, 10, 21, 30], r#","total":4"#);
+        let got = found(&m, &body, &rows);
+        assert_eq!(tags(&got), [10, 30]);
+        assert_eq!(got[0].start, rows[1].start);
+        assert_eq!(got[1], SeenRow { tag: 30, ..rows[3] });
+        assert!(m.page(2).is_none(), "another request's page");
+    }
+
+    /// A row is found only whole, at the depth it had: one whose bytes the new page cuts
+    /// short, or that sits deeper, is read.
+    #[test]
+    fn a_row_is_found_only_whole_and_at_its_depth() {
+        let m = remembered(&[123456], "");
+        let (body, rows) = page(&[123456], "");
+        let p = m.page(1).unwrap();
+        assert!(p.find(&body, rows[0].start, 1).is_some());
+        assert!(p.find(&body, rows[0].start, 2).is_none());
+        let cut = &body[..rows[0].end - 1];
+        assert!(p.find(cut, rows[0].start, 1).is_none());
+        let mut changed = body.clone();
+        changed[rows[0].end - 3] = b'X';
+        assert!(p.find(&changed, rows[0].start, 1).is_none());
+        assert!(p.find(&body, rows[0].start + 1, 1).is_none());
+    }
+
+    /// Rows that share their first bytes are told apart by the rest.
+    #[test]
+    fn rows_with_the_same_lead_are_compared_whole() {
+        let mut m = PageMemory::new();
+        let body = br#"[{"same_lead_____":1},{"same_lead_____":2}]"#.to_vec();
+        let rows = [(1, 21, 1), (22, 42, 2)].map(|(start, end, tag)| SeenRow {
+            start,
+            end,
+            depth: 1,
+            values: 2,
+            tag,
+        });
+        m.remember(1, body, rows.to_vec());
+        let newer = br#"[{"same_lead_____":3},{"same_lead_____":2}]"#;
+        let p = m.page(1).unwrap();
+        assert_eq!(p.find(newer, 1, 1), None);
+        assert_eq!(p.find(newer, 22, 1).map(|r| r.tag), Some(2));
+    }
+
+    #[test]
+    fn a_page_without_rows_to_keep_or_too_large_forgets_the_last() {
+        let (body, rows) = page(&[1], "");
+        let mut m = remembered(&[1], "");
+        m.remember(1, body.clone(), Vec::new());
+        assert!(m.page(1).is_none());
+        let mut m = remembered(&[1], "");
+        let mut big = body.clone();
+        big.resize(MAX_PAGE_BYTES + 1, b' ');
+        m.remember(1, big, rows.clone());
+        assert!(m.page(1).is_none());
+        // Rows too short to look up are not kept.
+        let mut m = remembered(&[1], "");
+        m.remember(
+            1,
+            b"[{}]".to_vec(),
+            vec![SeenRow {
+                start: 1,
+                end: 3,
+                ..rows[0]
+            }],
+        );
+        assert!(m.page(1).is_none());
+    }
+
+    #[test]
+    fn a_few_requests_are_kept_and_the_oldest_goes_first() {
+        let mut m = PageMemory::new();
+        let (body, rows) = page(&[1], "");
+        for key in 0..PAGES as u64 + 1 {
+            m.remember(key, body.clone(), rows.clone());
+        }
+        assert!(m.page(0).is_none(), "replaced");
+        for key in 1..=PAGES as u64 {
+            assert!(m.page(key).is_some(), "{key}");
+        }
+        // The same request replaces its own page, whatever its turn.
+        m.remember(3, body.clone(), rows.clone());
+        assert_eq!(m.pages.len(), PAGES);
+    }
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    /// What a VM takes in from a page: the views it does not know (their bodies, as sent),
+    /// and how many it passes over.
+    type Taken = (Vec<String>, usize);
+
+    fn take(found: &crate::extract::Extracted<'_>, known: &mut KnownEvents) -> Taken {
+        let fresh: Vec<_> = found
+            .notifications
+            .iter()
+            .filter(|n| !known.knows(n))
+            .collect();
+        let passed = found.notifications.len() - fresh.len() + found.seen_rows();
+        let bodies = fresh
+            .iter()
+            .map(|n| n.webhook_body().into_owned())
+            .collect();
+        known.learn(fresh);
+        (bodies, passed)
+    }
+
+    /// Pages of a moving list (states change, rows shift, `total` moves, rows come twice,
+    /// views lack fields, payloads hold arrays of objects, REST envelopes and GraphQL), read
+    /// by a VM with a page memory and by one without: each takes in the same views and
+    /// passes over as many.
+    #[test]
+    fn a_vm_remembering_pages_takes_in_what_one_reading_every_row_does() {
+        use crate::extract::{read, read_rows, QueryFacts, RequestFacts};
+        use serde_json::json;
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let (mut passed_unread, mut taken) = (0, 0);
+        for round in 0..40 {
+            let kind = if round % 2 == 0 {
+                WatchKind::Graphql
+            } else {
+                WatchKind::Rest
+            };
+            let facts = RequestFacts::Plain(QueryFacts::default());
+            let key = PageMemory::key(kind, false, b"q");
+            let (mut memory, mut with, mut without) = (
+                PageMemory::new(),
+                KnownEvents::new(1 << 16),
+                KnownEvents::new(1 << 16),
+            );
+            let mut state: Vec<(u64, u64, u64)> = (0..12).map(|_| (1, 0, 0)).collect();
+            let (pretty, mut offset, mut total) = (round % 4 < 2, 0, 12);
+            for step in 0..60u64 {
+                for _ in 0..rng.below(4).saturating_sub(2) {
+                    let s = &mut state[rng.below(12)];
+                    *s = (1 + rng.below(6) as u64, s.1 + rng.below(2) as u64, step);
+                }
+                if rng.below(4) == 0 {
+                    offset = rng.below(4);
+                }
+                if rng.below(3) == 0 {
+                    total = 12 + rng.below(3);
+                }
+                let mut rows: Vec<serde_json::Value> = (offset..offset + 6)
+                    .map(|i| {
+                        let (status, retry, at) = state[i];
+                        let mut row = json!({"id": i + 1, "providerId": 3, "channelType": 1,
+                            "deliveryStatus": status, "retryCount": retry,
+                            "updatedOn": format!("2026-04-20T09:{:02}:{:02}.000Z", at / 60, at % 60),
+                            "data": {"items": [{"id": 900, "deliveryStatus": 5}], "n": i}});
+                        match rng.below(8) {
+                            0 => drop(row.as_object_mut().unwrap().remove("updatedOn")),
+                            1 => drop(row.as_object_mut().unwrap().remove("retryCount")),
+                            _ => {}
+                        }
+                        row
+                    })
+                    .collect();
+                if rng.below(6) == 0 {
+                    let again = rows[rng.below(rows.len())].clone();
+                    rows.insert(rng.below(rows.len()), again);
+                }
+                let page = match kind {
+                    WatchKind::Graphql => json!({"data": {"notifications":
+                        {"notifications": rows, "total": total}}}),
+                    WatchKind::Rest => json!({"status": "success", "data": rows, "total": total}),
+                };
+                let body = if pretty {
+                    serde_json::to_vec_pretty(&page).unwrap()
+                } else {
+                    serde_json::to_vec(&page).unwrap()
+                };
+                let (got, rows, unread) = read_rows(
+                    kind,
+                    &body,
+                    &facts,
+                    memory.page(key).map(|p| p as &dyn SeenRows),
+                    |found| {
+                        let unread = found.seen_rows();
+                        (take(found, &mut with), found.rows_to_remember(), unread)
+                    },
+                )
+                .unwrap();
+                memory.remember(key, body.clone(), rows);
+                let want = read(kind, &body, &facts, |found| take(found, &mut without)).unwrap();
+                assert_eq!(got, want, "round {round} step {step}");
+                passed_unread += unread;
+                taken += got.0.len();
+            }
+        }
+        assert!(
+            passed_unread > 3000,
+            "rows passed over unread: {passed_unread}"
+        );
+        assert!(taken > 1000, "views taken in: {taken}");
+    }
+
+    #[test]
+    fn the_key_tells_requests_kinds_and_archive_reads_apart() {
+        let k = PageMemory::key(WatchKind::Graphql, false, b"q");
+        assert_ne!(k, PageMemory::key(WatchKind::Rest, false, b"q"));
+        assert_ne!(k, PageMemory::key(WatchKind::Graphql, true, b"q"));
+        assert_ne!(k, PageMemory::key(WatchKind::Graphql, false, b"q2"));
+        assert_eq!(k, PageMemory::key(WatchKind::Graphql, false, b"q"));
+    }
+}
