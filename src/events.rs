@@ -933,7 +933,7 @@ impl KnownEvents {
     }
 
     /// The identity of `n`'s observation; `None` unless the view is [`whole`].
-    fn identity(n: &Notification) -> Option<u64> {
+    pub fn identity(n: &Notification) -> Option<u64> {
         let (Some(at), Some(retry), Some(provider), Some(channel)) = (
             n.updated_on.as_deref(),
             n.retry_count,
@@ -955,7 +955,12 @@ impl KnownEvents {
 
     /// Whether this VM took in this very observation of `n` before.
     pub fn knows(&self, n: &Notification) -> bool {
-        Self::identity(n).is_some_and(|id| self.held.contains(&id))
+        Self::identity(n).is_some_and(|id| self.holds(id))
+    }
+
+    /// Whether this VM took in the observation of this [`identity`](Self::identity) before.
+    pub fn holds(&self, identity: u64) -> bool {
+        self.held.contains(&identity)
     }
 
     /// Whether this VM took in every one of `notifications` before: they call for nothing.

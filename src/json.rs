@@ -91,26 +91,9 @@ pub enum Value<'a> {
 pub struct Row<'a> {
     /// The object; for a row seen before, its source text, unread ([`Value::Deep`]).
     pub value: Value<'a>,
-    pub start: usize,
-    pub end: usize,
-    pub depth: usize,
-    /// Values the object holds, itself included, as they count against [`MAX_VALUES`].
-    pub values: usize,
-    /// The tag of the [`SeenRow`] it repeats.
-    pub seen: Option<u64>,
-}
-
-impl From<&Row<'_>> for SeenRow {
-    /// Where the row lies, untagged.
-    fn from(row: &Row<'_>) -> Self {
-        SeenRow {
-            start: row.start,
-            end: row.end,
-            depth: row.depth,
-            values: row.values,
-            tag: 0,
-        }
-    }
+    /// Where it lies; for a row seen before, with the caller's numbers for it.
+    pub place: SeenRow,
+    pub seen: bool,
 }
 
 /// Where a row lies in a document, and what a later document that repeats its bytes needs
@@ -120,9 +103,11 @@ pub struct SeenRow {
     pub start: usize,
     pub end: usize,
     pub depth: usize,
+    /// Values the object holds, itself included, as they count against [`MAX_VALUES`].
     pub values: usize,
-    /// The caller's, handed back in [`Row::seen`].
-    pub tag: u64,
+    /// The caller's: the notification the row held, and that observation's identity.
+    pub id: u64,
+    pub identity: u64,
 }
 
 /// Rows of earlier documents, recognised by their bytes.
@@ -1110,22 +1095,23 @@ impl<'a> Parser<'a, '_> {
                 self.pos = s.end;
                 Row {
                     value: Value::Deep(self.text(start, s.end)?),
-                    start,
-                    end: s.end,
-                    depth,
-                    values: s.values,
-                    seen: Some(s.tag),
+                    place: s,
+                    seen: true,
                 }
             }
             _ => {
                 let value = self.value()?;
                 Row {
                     value,
-                    start,
-                    end: self.pos,
-                    depth,
-                    values: self.values - values,
-                    seen: None,
+                    place: SeenRow {
+                        start,
+                        end: self.pos,
+                        depth,
+                        values: self.values - values,
+                        id: 0,
+                        identity: 0,
+                    },
+                    seen: false,
                 }
             }
         };
@@ -1233,7 +1219,10 @@ mod tests {
         assert_eq!(minified(&tree), minified(&ok(PAGE)));
         let mut rows = Vec::new();
         rows_in(&tree, &mut rows);
-        let texts: Vec<&str> = rows.iter().map(|r| &PAGE[r.start..r.end]).collect();
+        let texts: Vec<&str> = rows
+            .iter()
+            .map(|r| &PAGE[r.place.start..r.place.end])
+            .collect();
         assert_eq!(
             texts,
             [
@@ -1243,9 +1232,9 @@ mod tests {
             ]
         );
         // An object, its members' values, and the items of its arrays.
-        let values: Vec<usize> = rows.iter().map(|r| r.values).collect();
+        let values: Vec<usize> = rows.iter().map(|r| r.place.values).collect();
         assert_eq!(values, [8, 3, 2]);
-        assert!(rows.iter().all(|r| r.depth == 3 && r.seen.is_none()));
+        assert!(rows.iter().all(|r| r.place.depth == 3 && !r.seen));
         // A plain parse makes no rows.
         let mut none = Vec::new();
         rows_in(&ok(PAGE), &mut none);
@@ -1262,16 +1251,16 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, r)| SeenRow {
-                tag: 10 + i as u64,
-                ..SeenRow::from(r)
+                id: 10 + i as u64,
+                ..r.place
             })
             .collect();
         let tree = rows_of(PAGE, &seen).unwrap();
         assert_eq!(minified(&tree), minified(&ok(PAGE)));
         let mut got = Vec::new();
         rows_in(&tree, &mut got);
-        let tags: Vec<Option<u64>> = got.iter().map(|r| r.seen).collect();
-        assert_eq!(tags, [Some(10), Some(11), Some(12)]);
+        let ids: Vec<Option<u64>> = got.iter().map(|r| r.seen.then_some(r.place.id)).collect();
+        assert_eq!(ids, [Some(10), Some(11), Some(12)]);
         assert!(got.iter().all(|r| matches!(r.value, Value::Deep(_))));
         let misplaced = [
             SeenRow {
@@ -1285,7 +1274,7 @@ mod tests {
         ];
         let mut got = Vec::new();
         rows_in(&rows_of(PAGE, &misplaced).unwrap(), &mut got);
-        assert!(got.iter().all(|r| r.seen.is_none()), "{got:?}");
+        assert!(got.iter().all(|r| !r.seen), "{got:?}");
         assert_eq!(got.len(), 3);
     }
 
@@ -1296,7 +1285,7 @@ mod tests {
         let good = r#"[{"a": 1}, {"b": 2}]"#;
         let mut rows = Vec::new();
         rows_in(&rows_of(good, &[]).unwrap(), &mut rows);
-        let seen: Vec<SeenRow> = rows.iter().map(SeenRow::from).collect();
+        let seen: Vec<SeenRow> = rows.iter().map(|r| r.place).collect();
         for bad in [
             r#"[{"a": 1}, {"b": 2},]"#,
             r#"[{"a": 1}, {"b": 2}] x"#,
@@ -1318,7 +1307,7 @@ mod tests {
         let mut rows = Vec::new();
         let half = format!("[{row}]");
         rows_in(&rows_of(&half, &[]).unwrap(), &mut rows);
-        let first = SeenRow::from(&rows[0]);
+        let first = rows[0].place;
         let second = SeenRow {
             start: first.end + 1,
             end: 2 * first.end,

@@ -5,9 +5,9 @@
 //! ([`crate::json::parse_rows`]). Reading every row again was most of such a poll's cost.
 //!
 //! Only rows whose notification this VM took in, with a view whole enough to be recognised
-//! on sight (`events::recognisable`), are remembered, and only once every notification of
-//! the page was recorded: passing one over then answers what the dedupe memory would, as
-//! `KnownEvents` does for a row read again.
+//! on sight, are remembered, only once every notification of the page was recorded, and
+//! passed over only while `KnownEvents` still holds the observation: passing one over then
+//! answers exactly what `KnownEvents` would for the row read again.
 
 use crate::extract::WatchKind;
 use crate::json::{SeenRow, SeenRows};
@@ -31,7 +31,13 @@ pub struct Page {
     by_lead: Vec<(u128, usize)>,
 }
 
-impl SeenRows for Page {
+impl Page {
+    /// The rows of this page `knows` (by their observation's identity) as a [`SeenRows`].
+    pub fn recall<K: Fn(u64) -> bool>(&self, knows: K) -> Recall<'_, K> {
+        Recall { page: self, knows }
+    }
+
+    /// The row of this page at `depth` whose bytes `src` repeats from `start` on.
     fn find(&self, src: &[u8], start: usize, depth: usize) -> Option<SeenRow> {
         let lead = lead(src.get(start..)?)?;
         let first = self.by_lead.partition_point(|(l, _)| *l < lead);
@@ -52,6 +58,22 @@ impl SeenRows for Page {
                 end: start + (r.end - r.start),
                 ..*r
             })
+    }
+}
+
+/// A page's rows whose observations the VM still holds: one it has forgotten since
+/// (`KnownEvents` is bounded) is read again, and asks the dedupe memory, as it would have
+/// without the page.
+pub struct Recall<'p, K> {
+    page: &'p Page,
+    knows: K,
+}
+
+impl<K: Fn(u64) -> bool> SeenRows for Recall<'_, K> {
+    fn find(&self, src: &[u8], start: usize, depth: usize) -> Option<SeenRow> {
+        self.page
+            .find(src, start, depth)
+            .filter(|r| (self.knows)(r.identity))
     }
 }
 
@@ -164,7 +186,8 @@ mod tests {
                 end: body.len(),
                 depth: 1,
                 values: 3,
-                tag: *id,
+                id: *id,
+                identity: *id,
             });
         }
         body.push(']');
@@ -190,7 +213,7 @@ mod tests {
     }
 
     fn tags(rows: &[SeenRow]) -> Vec<u64> {
-        rows.iter().map(|r| r.tag).collect()
+        rows.iter().map(|r| r.id).collect()
     }
 
     #[test]
@@ -216,8 +239,15 @@ mod tests {
         let got = found(&m, &body, &rows);
         assert_eq!(tags(&got), [10, 30]);
         assert_eq!(got[0].start, rows[1].start);
-        assert_eq!(got[1], SeenRow { tag: 30, ..rows[3] });
+        assert_eq!(got[1], rows[3]);
         assert!(m.page(2).is_none(), "another request's page");
+        let mut two = remembered(&[10], "");
+        two.remember(2, body.clone(), rows.clone());
+        assert_eq!(
+            tags(&found(&two, &body, &rows)),
+            [10],
+            "each request its own page"
+        );
     }
 
     /// A row is found only whole, at the depth it had: one whose bytes the new page cuts
@@ -242,18 +272,19 @@ mod tests {
     fn rows_with_the_same_lead_are_compared_whole() {
         let mut m = PageMemory::new();
         let body = br#"[{"same_lead_____":1},{"same_lead_____":2}]"#.to_vec();
-        let rows = [(1, 21, 1), (22, 42, 2)].map(|(start, end, tag)| SeenRow {
+        let rows = [(1, 21, 1), (22, 42, 2)].map(|(start, end, id)| SeenRow {
             start,
             end,
             depth: 1,
             values: 2,
-            tag,
+            id,
+            identity: id,
         });
         m.remember(1, body, rows.to_vec());
         let newer = br#"[{"same_lead_____":3},{"same_lead_____":2}]"#;
         let p = m.page(1).unwrap();
         assert_eq!(p.find(newer, 1, 1), None);
-        assert_eq!(p.find(newer, 22, 1).map(|r| r.tag), Some(2));
+        assert_eq!(p.find(newer, 22, 1).map(|r| r.id), Some(2));
     }
 
     #[test]
@@ -328,42 +359,48 @@ mod tests {
     }
 
     /// Pages of a moving list (states change, rows shift, `total` moves, rows come twice,
-    /// views lack fields, payloads hold arrays of objects, REST envelopes and GraphQL), read
-    /// by a VM with a page memory and by one without: each takes in the same views and
-    /// passes over as many.
+    /// views lack fields, payloads hold arrays of objects, REST envelopes and GraphQL, two
+    /// requests, pages past the collector's look-through), read by a VM with a page memory
+    /// and by one without, each with the same small or large `KnownEvents`: each takes in
+    /// the same views and passes over as many.
     #[test]
     fn a_vm_remembering_pages_takes_in_what_one_reading_every_row_does() {
         use crate::extract::{read, read_rows, QueryFacts, RequestFacts};
         use serde_json::json;
+        use std::cell::RefCell;
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let (mut passed_unread, mut taken) = (0, 0);
-        for round in 0..40 {
+        for round in 0..48 {
             let kind = if round % 2 == 0 {
                 WatchKind::Graphql
             } else {
                 WatchKind::Rest
             };
             let facts = RequestFacts::Plain(QueryFacts::default());
-            let key = PageMemory::key(kind, false, b"q");
-            let (mut memory, mut with, mut without) = (
+            let capacity = [8, 40, 1 << 16][round % 3];
+            let (mut memory, with, mut without) = (
                 PageMemory::new(),
-                KnownEvents::new(1 << 16),
-                KnownEvents::new(1 << 16),
+                RefCell::new(KnownEvents::new(capacity)),
+                KnownEvents::new(capacity),
             );
-            let mut state: Vec<(u64, u64, u64)> = (0..12).map(|_| (1, 0, 0)).collect();
-            let (pretty, mut offset, mut total) = (round % 4 < 2, 0, 12);
+            let mut state: Vec<(u64, u64, u64)> = (0..48).map(|_| (1, 0, 0)).collect();
+            let size = if round % 8 < 6 { 6 } else { 36 };
+            let (pretty, mut offsets, mut total) = (round % 4 < 2, [0, 2], 48);
             for step in 0..60u64 {
                 for _ in 0..rng.below(4).saturating_sub(2) {
-                    let s = &mut state[rng.below(12)];
+                    let s = &mut state[rng.below(size + 6)];
                     *s = (1 + rng.below(6) as u64, s.1 + rng.below(2) as u64, step);
                 }
+                let request = rng.below(2);
+                let key = PageMemory::key(kind, false, &[request as u8]);
                 if rng.below(4) == 0 {
-                    offset = rng.below(4);
+                    offsets[request] = rng.below(4);
                 }
                 if rng.below(3) == 0 {
-                    total = 12 + rng.below(3);
+                    total = 48 + rng.below(3);
                 }
-                let mut rows: Vec<serde_json::Value> = (offset..offset + 6)
+                let offset = offsets[request];
+                let mut rows: Vec<serde_json::Value> = (offset..offset + size)
                     .map(|i| {
                         let (status, retry, at) = state[i];
                         let mut row = json!({"id": i + 1, "providerId": 3, "channelType": 1,
@@ -392,14 +429,18 @@ mod tests {
                 } else {
                     serde_json::to_vec(&page).unwrap()
                 };
+                let recall = memory
+                    .page(key)
+                    .map(|p| p.recall(|identity| with.borrow().holds(identity)));
                 let (got, rows, unread) = read_rows(
                     kind,
                     &body,
                     &facts,
-                    memory.page(key).map(|p| p as &dyn SeenRows),
+                    recall.as_ref().map(|r| r as &dyn SeenRows),
                     |found| {
                         let unread = found.seen_rows();
-                        (take(found, &mut with), found.rows_to_remember(), unread)
+                        let got = take(found, &mut with.borrow_mut());
+                        (got, found.rows_to_remember(), unread)
                     },
                 )
                 .unwrap();
@@ -415,6 +456,54 @@ mod tests {
             "rows passed over unread: {passed_unread}"
         );
         assert!(taken > 1000, "views taken in: {taken}");
+    }
+
+    /// A row this VM has forgotten since (`KnownEvents` is bounded) is read again, so an
+    /// error answer holding it is refused by its status, as it is without the page; while
+    /// the VM still knows it, the answer is passed over unasked.
+    #[test]
+    fn a_row_the_vm_forgot_is_read_again_and_its_answer_judged() {
+        use crate::extract::{read_lazily, read_rows, QueryFacts, RequestFacts};
+        use crate::metrics::Metric;
+        let (kind, facts) = (WatchKind::Rest, RequestFacts::Plain(QueryFacts::default()));
+        let row = |id: u64| {
+            format!(
+                r#"{{"id":{id},"provider_id":3,"channel_type":1,"delivery_status":2,"retry_count":0,"updated_on":"2026-04-20T09:00:00.000Z"}}"#
+            )
+        };
+        let page = |id: u64, total: u64| format!(r#"{{"items":[{}],"total":{total}}}"#, row(id));
+        let key = PageMemory::key(kind, false, b"a");
+        let (mut memory, mut known) = (PageMemory::new(), KnownEvents::new(1));
+        let first = page(1, 1).into_bytes();
+        let rows = read_rows(kind, &first, &facts, None, |found| {
+            take(found, &mut known);
+            found.rows_to_remember()
+        })
+        .unwrap();
+        memory.remember(key, first, rows);
+        let answer = |known: &KnownEvents| {
+            let recall = memory.page(key).unwrap().recall(|i| known.holds(i));
+            read_lazily(
+                kind,
+                page(1, 2).as_bytes(),
+                &facts,
+                Some(&recall),
+                |found| known.knows_all(found),
+                || Some(503),
+                None::<fn() -> bool>,
+                |found| found.seen_rows(),
+            )
+        };
+        assert_eq!(answer(&known), Ok(1), "known: passed over unasked");
+        read_rows(kind, page(2, 1).as_bytes(), &facts, None, |found| {
+            take(found, &mut known)
+        })
+        .unwrap();
+        assert_eq!(
+            answer(&known),
+            Err(Metric::SkippedStatus),
+            "forgotten: read"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::hashing::HashSet;
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::events::KnownEvents;
 use crate::json::{self, Object, Value};
 use crate::metrics::Metric;
 use crate::osmox::{DeliveryStatus, Notification, ResultView, WebhookBody};
@@ -136,7 +137,8 @@ pub struct Extracted<'a> {
 /// A page's row that held a notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowTaken {
-    /// Its place; its tag is the notification's id.
+    /// Its place, with the notification's id; for a row passed over, its observation's
+    /// identity too (`KnownEvents`).
     pub row: json::SeenRow,
     /// Read, and taken as `notifications[i]`; `None`: seen before, passed over unread.
     pub read: Option<usize>,
@@ -148,20 +150,20 @@ impl Extracted<'_> {
         self.rows.iter().filter(|r| r.read.is_none()).count()
     }
 
-    /// The rows a later page with the same bytes in the same place may pass over: those
-    /// passed over here and those whose notification is `recognisable` on sight (to be kept
-    /// only once every notification here was recorded).
+    /// The rows a later page repeating their bytes may pass over, each with the identity of
+    /// its observation: those passed over here and those whose view is whole enough to be
+    /// known on sight (`KnownEvents`; to be kept only once every notification here was
+    /// recorded).
     pub fn rows_to_remember(&self) -> Vec<json::SeenRow> {
         self.rows
             .iter()
-            .filter(|r| match r.read {
-                None => true,
-                Some(i) => self
-                    .notifications
-                    .get(i)
-                    .is_some_and(|n| crate::events::recognisable(std::slice::from_ref(n))),
+            .filter_map(|r| match r.read {
+                None => Some(r.row),
+                Some(i) => {
+                    let identity = KnownEvents::identity(self.notifications.get(i)?)?;
+                    Some(json::SeenRow { identity, ..r.row })
+                }
             })
-            .map(|r| r.row)
             .collect()
     }
 }
@@ -587,30 +589,29 @@ impl<'a> Collector<'a> {
     /// A row of an array, which arrays' items are visited with no id to impose: a row seen
     /// before is the notification it was then, under its id, and is not read again.
     fn visit_row(&mut self, row: &'a json::Row<'a>, depth: usize) {
-        let place = json::SeenRow {
-            tag: 0,
-            ..json::SeenRow::from(row)
-        };
         match (row.seen, &row.value) {
-            (Some(id), _) => {
-                if self.first_sighting(id) {
+            (true, _) => {
+                if self.first_sighting(row.place.id) {
                     self.rows.push(RowTaken {
-                        row: json::SeenRow { tag: id, ..place },
+                        row: row.place,
                         read: None,
                     });
                 }
             }
-            (None, Value::Object(obj)) if is_notification(obj) => {
+            (false, Value::Object(obj)) if is_notification(obj) => {
                 let taken = self.notifications.len();
                 self.take(obj, None);
                 if let Some(n) = self.notifications.get(taken) {
                     self.rows.push(RowTaken {
-                        row: json::SeenRow { tag: n.id, ..place },
+                        row: json::SeenRow {
+                            id: n.id,
+                            ..row.place
+                        },
                         read: Some(taken),
                     });
                 }
             }
-            (None, value) => self.visit(value, depth, None),
+            (false, value) => self.visit(value, depth, None),
         }
     }
 
@@ -618,9 +619,7 @@ impl<'a> Collector<'a> {
     fn pass_over(&mut self, v: &Value<'_>) {
         let is_one = match v {
             // A row seen before held a notification.
-            Value::Row(row) => {
-                row.seen.is_some() || row.value.as_object().is_some_and(is_notification)
-            }
+            Value::Row(row) => row.seen || row.value.as_object().is_some_and(is_notification),
             _ => v.as_object().is_some_and(is_notification),
         };
         if is_one {
@@ -634,11 +633,11 @@ impl<'a> Collector<'a> {
         let passed = self.rows.iter().filter(|r| r.read.is_none());
         if self.notifications.len() + self.rows.len() < LOOK_THROUGH {
             return !(self.notifications.iter().any(|n| n.id == id)
-                || passed.clone().any(|r| r.row.tag == id));
+                || passed.clone().any(|r| r.row.id == id));
         }
         if self.seen.is_empty() {
             self.seen.extend(self.notifications.iter().map(|n| n.id));
-            self.seen.extend(passed.map(|r| r.row.tag));
+            self.seen.extend(passed.map(|r| r.row.id));
         }
         self.seen.insert(id)
     }

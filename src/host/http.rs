@@ -255,12 +255,17 @@ impl Watch {
         // Rows the last page of this request held too, in the same bytes, are not read again.
         let archived = matches!(&facts, RequestFacts::Plain(q) if q.archived);
         let page = PageMemory::key(kind, archived, &self.request);
+        // (Each look-up borrows what this VM knows only while it asks: `take` learns.)
+        let known = &self.shared.known;
         let pages = self.shared.pages.borrow();
+        let recall = pages
+            .page(page)
+            .map(|p| p.recall(|identity| known.try_borrow().is_ok_and(|k| k.holds(identity))));
         let taken = extract::read_lazily(
             kind,
             &body,
             &facts,
-            pages.page(page).map(|p| p as &dyn SeenRows),
+            recall.as_ref().map(|r| r as &dyn SeenRows),
             |found| self.shared.known.borrow().knows_all(found),
             status,
             head_unread.then_some(|| extract::is_json_post(&OwnedRequestHead::read().view())),
