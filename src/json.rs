@@ -1171,7 +1171,7 @@ impl SeenRows for Listed<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A parse whose arena lives as long as the test, so values may be held freely.
@@ -1408,10 +1408,10 @@ mod tests {
     }
 
     /// A deterministic xorshift, so failures reproduce.
-    struct Rng(u64);
+    pub(crate) struct Rng(pub u64);
 
     impl Rng {
-        fn below(&mut self, n: usize) -> usize {
+        pub(crate) fn below(&mut self, n: usize) -> usize {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;

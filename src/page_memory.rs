@@ -169,6 +169,7 @@ fn chunk(bytes: &[u8]) -> [u8; 8] {
 mod tests {
     use super::*;
     use crate::events::KnownEvents;
+    use crate::json::tests::Rng;
     use crate::json::SeenRows;
 
     /// `[{"i":N,"pad":"…"},…]` plus `tail`, and where each row lies.
@@ -326,17 +327,6 @@ mod tests {
         // The same request replaces its own page, whatever its turn.
         m.remember(3, body.clone(), rows.clone());
         assert_eq!(m.pages.len(), PAGES);
-    }
-
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
-        }
     }
 
     /// What a VM takes in from a page: the views it does not know (their bodies, as sent),
