@@ -89,12 +89,15 @@ impl PageMemory {
         PageMemory::default()
     }
 
-    /// Whose pages are compared: the same request read the same way. Rows are read as
-    /// archive rows or not by the query, so that is part of it; so is the kind, though REST
-    /// and GraphQL read a row alike.
-    pub fn key(kind: WatchKind, archived: bool, request: &[u8]) -> u64 {
+    /// Whose pages are compared: the same request (path with its query string, and body)
+    /// read the same way. Rows are read as archive rows or not by the query, so that is part
+    /// of it; so is the kind, though REST and GraphQL read a row alike.
+    pub fn key(kind: WatchKind, archived: bool, path: &str, request: &[u8]) -> u64 {
         let what = [kind == WatchKind::Graphql, archived].map(u8::from);
-        crate::events::RecentResponses::hash(&what, &[request])
+        let path = path.as_bytes();
+        // The path's length first, so that no path and body pair reads as another.
+        let len = (path.len() as u64).to_le_bytes();
+        crate::events::RecentResponses::hash(&what, &[&len[..], path, request])
     }
 
     /// The last page remembered under `key`.
@@ -382,7 +385,7 @@ mod tests {
                     *s = (1 + rng.below(6) as u64, s.1 + rng.below(2) as u64, step);
                 }
                 let request = rng.below(2);
-                let key = PageMemory::key(kind, false, &[request as u8]);
+                let key = PageMemory::key(kind, false, "/q", &[request as u8]);
                 if rng.below(4) == 0 {
                     offsets[request] = rng.below(4);
                 }
@@ -462,7 +465,7 @@ mod tests {
             )
         };
         let page = |id: u64, total: u64| format!(r#"{{"items":[{}],"total":{total}}}"#, row(id));
-        let key = PageMemory::key(kind, false, b"a");
+        let key = PageMemory::key(kind, false, "/notifications", b"");
         let (mut memory, mut known) = (PageMemory::new(), KnownEvents::new(1));
         let first = page(1, 1).into_bytes();
         let rows = read_rows(kind, &first, &facts, None, |found| {
@@ -498,10 +501,25 @@ mod tests {
 
     #[test]
     fn the_key_tells_requests_kinds_and_archive_reads_apart() {
-        let k = PageMemory::key(WatchKind::Graphql, false, b"q");
-        assert_ne!(k, PageMemory::key(WatchKind::Rest, false, b"q"));
-        assert_ne!(k, PageMemory::key(WatchKind::Graphql, true, b"q"));
-        assert_ne!(k, PageMemory::key(WatchKind::Graphql, false, b"q2"));
-        assert_eq!(k, PageMemory::key(WatchKind::Graphql, false, b"q"));
+        let k = PageMemory::key(WatchKind::Graphql, false, "/graphql", b"q");
+        assert_ne!(k, PageMemory::key(WatchKind::Rest, false, "/graphql", b"q"));
+        assert_ne!(
+            k,
+            PageMemory::key(WatchKind::Graphql, true, "/graphql", b"q")
+        );
+        assert_ne!(
+            k,
+            PageMemory::key(WatchKind::Graphql, false, "/graphql", b"q2")
+        );
+        assert_ne!(
+            k,
+            PageMemory::key(WatchKind::Graphql, false, "/graphq", b"lq")
+        );
+        assert_eq!(
+            k,
+            PageMemory::key(WatchKind::Graphql, false, "/graphql", b"q")
+        );
+        let page = |n: u32| PageMemory::key(WatchKind::Rest, false, &format!("/n?page={n}"), b"");
+        assert_ne!(page(1), page(2), "REST pages differ by their query string");
     }
 }

@@ -201,10 +201,12 @@ impl Watch {
 
     /// `facts` when already read under the request's head; otherwise a GraphQL request is
     /// read as a JSON `POST`, and its head only if the answer calls for something
-    /// (`extract::read_lazily`). `hash`: the body's under the request (`Body::hash`).
+    /// (`extract::read_lazily`). `hash`: the body's under the request (`Body::hash`); `path`:
+    /// the request's, with its query string.
     fn take_notifications(
         &self,
         kind: WatchKind,
+        path: &str,
         facts: Option<RequestFacts>,
         body: Body,
         hash: u64,
@@ -254,7 +256,7 @@ impl Watch {
         };
         // Rows the last page of this request held too, in the same bytes, are not read again.
         let archived = matches!(&facts, RequestFacts::Plain(q) if q.archived);
-        let page = PageMemory::key(kind, archived, &self.request);
+        let page = PageMemory::key(kind, archived, path, &self.request);
         // (Each look-up borrows what this VM knows only while it asks: `take` learns.)
         let known = &self.shared.known;
         let pages = self.shared.pages.borrow();
@@ -355,7 +357,7 @@ impl Watch {
         let body = std::mem::take(&mut self.body);
         if !learn {
             if notifications {
-                self.take_notifications(call.kind, None, body, hash, status);
+                self.take_notifications(call.kind, &call.path, None, body, hash, status);
             }
             return;
         }
@@ -363,7 +365,8 @@ impl Watch {
         let facts = self.request_facts(call.kind);
         self.learn_registration(&call, &facts, &body);
         if notifications {
-            self.take_notifications(call.kind, Some(facts), Body::One(body), hash, status);
+            let body = Body::One(body);
+            self.take_notifications(call.kind, &call.path, Some(facts), body, hash, status);
         }
     }
 
