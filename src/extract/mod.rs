@@ -1692,12 +1692,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn arrays_are_searched_up_to_the_member_bound() {
-        let rows: Vec<Value> = (1..=(MAX_MEMBERS as u64 + 5))
+    /// REST rows 1..=`n`, PENDING, and a page of them as `{"items": […]}`.
+    fn numbered_rows(n: usize) -> (Vec<Value>, Vec<u8>) {
+        let rows: Vec<Value> = (1..=n as u64)
             .map(|id| json!({"id": id, "delivery_status": 1}))
             .collect();
         let body = serde_json::to_vec(&json!({ "items": rows })).unwrap();
+        (rows, body)
+    }
+
+    #[test]
+    fn arrays_are_searched_up_to_the_member_bound() {
+        let (_, body) = numbered_rows(MAX_MEMBERS + 5);
         let x = run(WatchKind::Rest, &body);
         assert_eq!(x.notifications.len(), MAX_MEMBERS);
         assert_eq!(x.notifications.last().unwrap().id, MAX_MEMBERS as u64);
@@ -1716,13 +1722,8 @@ mod tests {
     /// would be.
     #[test]
     fn a_seen_row_past_the_member_bound_is_counted_as_skipped() {
-        let rows: Vec<Value> = (1..=(MAX_MEMBERS as u64 + 1))
-            .map(|id| json!({"id": id, "delivery_status": 1}))
-            .collect();
-        let body = serde_json::to_vec(&json!({ "items": rows })).unwrap();
-        let first: Vec<Value> = rows.iter().take(MAX_MEMBERS).cloned().collect();
-        let in_bound = serde_json::to_vec(&json!({ "items": first })).unwrap();
-        let seen = all_seen(WatchKind::Rest, &in_bound);
+        let (rows, body) = numbered_rows(MAX_MEMBERS + 1);
+        let seen = all_seen(WatchKind::Rest, &numbered_rows(MAX_MEMBERS).1);
         assert_eq!(seen.len(), MAX_MEMBERS);
         // The last row, just before the closing `]}`.
         let text = serde_json::to_vec(&rows[MAX_MEMBERS]).unwrap();
