@@ -232,7 +232,10 @@ mod tests {
                 assert!(!same_bytes(a, &b), "{len} {flip}");
             }
         }
-        assert!(!same_bytes(&base[..9], &base[..8]));
+        assert!(
+            !same_bytes(&[0; 16], &[0; 8]),
+            "lengths differ, the words compared alike"
+        );
     }
 
     #[test]
@@ -302,34 +305,60 @@ mod tests {
         big.resize(MAX_PAGE_BYTES + 1, b' ');
         m.remember(1, big, rows.clone());
         assert!(m.page(1).is_none());
-        // Rows too short to look up are not kept.
-        let mut m = remembered(&[1], "");
-        m.remember(
-            1,
-            b"[{}]".to_vec(),
-            vec![SeenRow {
-                start: 1,
-                end: 3,
-                ..rows[0]
-            }],
-        );
-        assert!(m.page(1).is_none());
+        // Rows too short to look up are not kept; the page keeps the others.
+        let long = r#"{"i":1,"pad":"0123456789"}"#;
+        let body = format!(r#"[{{"a":1}},{long}]"#).into_bytes();
+        let short = SeenRow {
+            start: 1,
+            end: 8,
+            ..rows[0]
+        };
+        let whole = SeenRow {
+            start: 9,
+            end: 9 + long.len(),
+            ..rows[0]
+        };
+        let mut m = PageMemory::new();
+        m.remember(1, body.clone(), vec![short, whole]);
+        let p = m.page(1).unwrap();
+        assert_eq!(p.find(&body, 9, 1), Some(whole));
+        assert_eq!(p.find(&body, 1, 1), None);
     }
 
     #[test]
     fn a_few_requests_are_kept_and_the_oldest_goes_first() {
         let mut m = PageMemory::new();
         let (body, rows) = page(&[1], "");
-        for key in 0..PAGES as u64 + 1 {
+        for key in 0..PAGES as u64 + 2 {
             m.remember(key, body.clone(), rows.clone());
         }
-        assert!(m.page(0).is_none(), "replaced");
-        for key in 1..=PAGES as u64 {
+        assert!(
+            m.page(0).is_none() && m.page(1).is_none(),
+            "the two oldest replaced"
+        );
+        for key in 2..PAGES as u64 + 2 {
             assert!(m.page(key).is_some(), "{key}");
         }
         // The same request replaces its own page, whatever its turn.
-        m.remember(3, body.clone(), rows.clone());
+        let (newer, newer_rows) = page(&[2], "");
+        m.remember(3, newer.clone(), newer_rows.clone());
         assert_eq!(m.pages.len(), PAGES);
+        let p = m.page(3).unwrap();
+        assert!(p.find(&newer, newer_rows[0].start, 1).is_some());
+        assert!(
+            p.find(&body, rows[0].start, 1).is_none(),
+            "the page it replaced"
+        );
+    }
+
+    /// A page of exactly the largest size is kept.
+    #[test]
+    fn a_page_of_the_largest_size_is_kept() {
+        let (mut body, rows) = page(&[1], "");
+        body.resize(MAX_PAGE_BYTES, b' ');
+        let mut m = PageMemory::new();
+        m.remember(1, body, rows);
+        assert!(m.page(1).is_some());
     }
 
     /// What a VM takes in from a page: the views it does not know (their bodies, as sent),
@@ -445,7 +474,7 @@ mod tests {
             }
         }
         assert!(
-            passed_unread > 3000,
+            passed_unread > 16_000,
             "rows passed over unread: {passed_unread}"
         );
         assert!(taken > 1000, "views taken in: {taken}");

@@ -1718,6 +1718,15 @@ mod tests {
         .unwrap()
     }
 
+    /// A row that is not itself a notification is searched like any object.
+    #[test]
+    fn a_notification_inside_a_row_of_another_shape_is_found() {
+        let body = br#"{"items": [{"node": {"id": 4, "delivery_status": 2}}, {"id": 5, "delivery_status": 2}]}"#;
+        let x = run(WatchKind::Rest, body);
+        let ids: Vec<u64> = x.notifications.iter().map(|n| n.id).collect();
+        assert_eq!(ids, [4, 5]);
+    }
+
     /// A seen row past the member bound is counted as skipped, as the notification it held
     /// would be.
     #[test]
