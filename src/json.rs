@@ -1323,6 +1323,23 @@ pub(crate) mod tests {
         assert_eq!(rows_of(&doc, &[first]).unwrap_err().to_string(), want);
     }
 
+    /// A seen row that brings the document to exactly the bound on values is passed over:
+    /// only one past it is read, to fail where it would have.
+    #[test]
+    fn a_seen_row_that_reaches_the_bound_on_values_exactly_is_passed_over() {
+        // The array, then each row: itself, its array and its numbers (and one `null`).
+        let n = (MAX_VALUES - 6) / 2;
+        let first = format!("{{\"a\":[{}0]}}", "0,".repeat(n - 1));
+        let second = format!("{{\"a\":[{}0],\"b\":null}}", "0,".repeat(n - 1));
+        let doc = format!("[{first},{second}]");
+        let mut rows = Vec::new();
+        rows_in(&rows_of(&doc, &[]).unwrap(), &mut rows);
+        assert_eq!(1 + rows[0].place.values + rows[1].place.values, MAX_VALUES);
+        let mut got = Vec::new();
+        rows_in(&rows_of(&doc, &[rows[1].place]).unwrap(), &mut got);
+        assert!(got[1].seen, "passed over at the bound");
+    }
+
     /// Our tree as serde_json's, numbers read by serde_json from their source text.
     fn to_serde(v: &Value<'_>) -> serde_json::Value {
         match v {
