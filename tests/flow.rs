@@ -4167,18 +4167,13 @@ fn one_tick_reads_a_bounded_number_of_held_deliveries_whatever_the_endpoints() {
     );
 }
 
-/// Without turns, the endpoint whose key sorts first went first every tick: a long memory
-/// of its deliveries that another VM sent spent each tick's reads on stale entries, and a
-/// delivery elsewhere that a freed place could take waited until all of them were skipped.
-#[test]
-fn a_held_delivery_goes_within_a_turn_of_ticks_behind_another_endpoint_s_stale_backlog() {
-    let mut names = ["a", "b"];
-    names.sort_by_key(|n| endpoint_key(n));
-    let [first, last] = names;
+/// Two endpoints for VM 1 to hold deliveries for: a long memory of `stale`'s deliveries that
+/// VM 0 has since sent, and one for `fresh` that a place VM 0 freed can take.
+fn held_behind_a_stale_backlog(stale: &str, fresh: &str) -> World {
     let json = format!(
         r#"{{"endpoints": [
-            {{"name": "{first}", "url": "http://h/1", "cluster": "first", "maxInFlight": 64, "providerIds": [1]}},
-            {{"name": "{last}", "url": "http://h/2", "cluster": "last", "maxInFlight": 1, "providerIds": [2]}}],
+            {{"name": "{stale}", "url": "http://h/1", "cluster": "stale", "maxInFlight": 64, "providerIds": [1]}},
+            {{"name": "{fresh}", "url": "http://h/2", "cluster": "fresh", "maxInFlight": 1, "providerIds": [2]}}],
           "limits": {{"maxPending": 4096, "maxRemembered": 8192}}}}"#
     );
     let mut w = World::new(&json, 2);
@@ -4186,7 +4181,7 @@ fn a_held_delivery_goes_within_a_turn_of_ticks_behind_another_endpoint_s_stale_b
         provider_id: Some(provider),
         ..note(id, DeliveryStatus::Success, A)
     };
-    // VM 0 takes every place; VM 1's sweeps hold the rest of the first endpoint's 3,000.
+    // VM 0 takes every place; VM 1's sweeps hold the rest of the stale endpoint's 3,000.
     let backlog: Vec<_> = (1..=3_000).map(|id| to(1, id)).collect();
     w.observe(0, &backlog);
     w.observe(0, &[to(2, 10_001)]);
@@ -4194,23 +4189,58 @@ fn a_held_delivery_goes_within_a_turn_of_ticks_behind_another_endpoint_s_stale_b
     for _ in 0..65 {
         w.tick(1);
     }
-    // VM 1 holds one for the last endpoint too; VM 0 delivers everything else and gives the
-    // places back, so what VM 1 holds for the first endpoint is stale.
+    // VM 1 holds one for the fresh endpoint too; VM 0 delivers everything else and gives the
+    // places back, so what VM 1 holds for the stale endpoint is stale.
     w.observe(1, &[to(2, 10_002)]);
     w.answer_everything(200, &mut 0);
     assert_eq!(w.m(Metric::DeliveriesSucceeded), 3_001);
     // VM 0 keeps a freed place as a spare until a tick passes without its use.
     w.tick(0);
     w.tick(0);
-    let to_last = |w: &World| w.sent().iter().filter(|s| s.cluster == "last").count();
-    assert_eq!(to_last(&w), 1);
+    assert_eq!(sent_to_fresh(&w), 1);
+    w
+}
+
+fn sent_to_fresh(w: &World) -> usize {
+    w.sent().iter().filter(|s| s.cluster == "fresh").count()
+}
+
+/// Two endpoint names, the one whose key sorts first first.
+fn in_key_order() -> [&'static str; 2] {
+    let mut names = ["a", "b"];
+    names.sort_by_key(|n| endpoint_key(n));
+    names
+}
+
+/// Without turns, the endpoint whose key sorts first went first every tick: a long memory
+/// of its deliveries that another VM sent spent each tick's reads on stale entries, and a
+/// delivery elsewhere that a freed place could take waited until all of them were skipped.
+#[test]
+fn a_held_delivery_goes_within_a_turn_of_ticks_behind_another_endpoint_s_stale_backlog() {
+    let [first, last] = in_key_order();
+    let w = held_behind_a_stale_backlog(first, last);
     // Two endpoints hold: within two ticks the last one has gone first once.
     w.tick(1);
     w.tick(1);
     assert_eq!(
-        to_last(&w),
+        sent_to_fresh(&w),
         2,
         "the last endpoint waited behind the first's stale backlog"
+    );
+}
+
+/// An audit: the test above passed with the last-sorting endpoint first every tick (keys
+/// reversed, not turned), which starves the first one. The turn must come back to it too.
+#[test]
+fn a_held_delivery_for_the_first_sorting_endpoint_also_gets_its_turn_behind_the_last_s_backlog() {
+    let [first, last] = in_key_order();
+    let w = held_behind_a_stale_backlog(last, first);
+    w.tick(1);
+    w.tick(1);
+    assert_eq!(
+        sent_to_fresh(&w),
+        2,
+        "the first endpoint waited behind the last's stale backlog"
     );
 }
 
