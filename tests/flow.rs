@@ -4205,6 +4205,14 @@ fn sent_to_fresh(w: &World) -> usize {
     w.sent().iter().filter(|s| s.cluster == "fresh").count()
 }
 
+/// What the `fresh` endpoint got after two ticks of VM 1 behind `stale`'s backlog.
+fn sent_within_two_ticks(stale: &str, fresh: &str) -> usize {
+    let w = held_behind_a_stale_backlog(stale, fresh);
+    w.tick(1);
+    w.tick(1);
+    sent_to_fresh(&w)
+}
+
 /// Two endpoint names, the one whose key sorts first first.
 fn in_key_order() -> [&'static str; 2] {
     let mut names = ["a", "b"];
@@ -4218,12 +4226,9 @@ fn in_key_order() -> [&'static str; 2] {
 #[test]
 fn a_held_delivery_goes_within_a_turn_of_ticks_behind_another_endpoint_s_stale_backlog() {
     let [first, last] = in_key_order();
-    let w = held_behind_a_stale_backlog(first, last);
     // Two endpoints hold: within two ticks the last one has gone first once.
-    w.tick(1);
-    w.tick(1);
     assert_eq!(
-        sent_to_fresh(&w),
+        sent_within_two_ticks(first, last),
         2,
         "the last endpoint waited behind the first's stale backlog"
     );
@@ -4234,11 +4239,8 @@ fn a_held_delivery_goes_within_a_turn_of_ticks_behind_another_endpoint_s_stale_b
 #[test]
 fn a_held_delivery_for_the_first_sorting_endpoint_also_gets_its_turn_behind_the_last_s_backlog() {
     let [first, last] = in_key_order();
-    let w = held_behind_a_stale_backlog(last, first);
-    w.tick(1);
-    w.tick(1);
     assert_eq!(
-        sent_to_fresh(&w),
+        sent_within_two_ticks(last, first),
         2,
         "the first endpoint waited behind the last's stale backlog"
     );
