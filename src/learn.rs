@@ -716,6 +716,15 @@ mod tests {
             ("http://[fd00::1]/", Err(Refusal::PrivateAddress)),
             ("http://[64:ff9b::a00:1]/", Err(Refusal::PrivateAddress)),
             ("http://[2002:7f00:1::]/", Err(Refusal::PrivateAddress)),
+            // IPv4-compatible, site-local and link-local's last block (an audit: untested).
+            ("http://[::7f00:1]/", Err(Refusal::PrivateAddress)),
+            ("http://[fec0::1]/", Err(Refusal::PrivateAddress)),
+            ("http://[feff::1]/", Err(Refusal::PrivateAddress)),
+            ("http://[febf::1]/", Err(Refusal::PrivateAddress)),
+            // The same forms around a public IPv4 address are not private.
+            ("http://[::808:808]/", Err(Refusal::NotAllowedHost)),
+            ("http://[64:ff9b::808:808]/", Err(Refusal::NotAllowedHost)),
+            ("http://[2002:808:808::]/", Err(Refusal::NotAllowedHost)),
             ("http://[ff02::1]/", Err(Refusal::PrivateAddress)),
             ("http://224.0.0.1/", Err(Refusal::PrivateAddress)),
             ("http://[2606:4700::1]/", Err(Refusal::NotAllowedHost)),
