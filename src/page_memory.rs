@@ -106,9 +106,8 @@ impl PageMemory {
     }
 
     /// Keep `body` as `key`'s last page, with `rows` to pass over when a later page repeats
-    /// them. A page with no such rows, or too large, drops what `key` had: its rows may be
-    /// news to another VM's page, never to this one, but the next page is likelier to
-    /// repeat this one than the one before.
+    /// them. A page with no row to keep, or too large to keep, still replaces what `key`
+    /// had: the next page is likelier to repeat it than the one before.
     pub fn remember(&mut self, key: u64, body: Vec<u8>, rows: Vec<SeenRow>) {
         let at = self.pages.iter().position(|p| p.key == key);
         let mut by_lead: Vec<(u128, usize)> = rows

@@ -268,7 +268,7 @@ impl Watch {
             &body,
             &facts,
             recall.as_ref().map(|r| r as &dyn SeenRows),
-            |found| self.shared.known.borrow().knows_all(found),
+            |found| known.borrow().knows_all(found),
             status,
             head_unread.then_some(|| extract::is_json_post(&OwnedRequestHead::read().view())),
             take,
