@@ -3,6 +3,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use hmac_sha256::Hash;
 
 pub const WEBHOOK_ID: &str = "webhook-id";
 pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
@@ -15,8 +16,26 @@ const MIN_KEY_LEN: usize = 24;
 const MAX_KEY_LEN: usize = 64;
 
 /// A signing key from a `whsec_<base64>` secret. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
+///
+/// It keeps HMAC's two keyed hash states as well: they are the same for every webhook, so a
+/// signature hashes its message and one short block rather than two key blocks more (about
+/// an eighth of a webhook's hashing; 1.3 % of what a webhook costs Envoy, by callgrind).
+#[derive(Clone)]
+pub struct Secret {
+    key: Vec<u8>,
+    /// SHA-256 after `key ^ ipad`, and after `key ^ opad` (RFC 2104).
+    inner: Hash,
+    outer: Hash,
+}
+
+/// Keys compare as keys; the states follow from them.
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Secret {}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -28,12 +47,39 @@ impl Secret {
     /// A digest that tells keys apart without revealing them (SHA-256, cut to 8 bytes), for
     /// comparing two VMs' configurations through shared data.
     pub fn digest(&self) -> [u8; 8] {
-        let full = hmac_sha256::Hash::hash(&self.0);
+        let full = Hash::hash(&self.key);
         let mut out = [0u8; 8];
         out.copy_from_slice(full.get(..8).unwrap_or(&[0; 8]));
         out
     }
+
+    /// HMAC-SHA256's keyed states for `key` (RFC 2104: a key longer than a block is hashed
+    /// first; `parse` allows none, but the construction does not depend on that).
+    fn keyed(key: Vec<u8>) -> Secret {
+        let mut block = [0u8; BLOCK];
+        let short: &[u8] = if key.len() > BLOCK {
+            &Hash::hash(&key)
+        } else {
+            &key
+        };
+        for (b, k) in block.iter_mut().zip(short) {
+            *b = *k;
+        }
+        let padded = |pad: u8| {
+            let mut h = Hash::new();
+            h.update(block.map(|b| b ^ pad));
+            h
+        };
+        Secret {
+            inner: padded(0x36),
+            outer: padded(0x5c),
+            key,
+        }
+    }
 }
+
+/// SHA-256's block size in bytes.
+const BLOCK: usize = 64;
 
 /// Why a secret was refused. Carries no part of the secret, so it is safe to log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +119,7 @@ impl Secret {
         if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.len()) {
             return Err(SecretError::BadLength(key.len()));
         }
-        Ok(Secret(key))
+        Ok(Secret::keyed(key))
     }
 }
 
@@ -125,13 +171,15 @@ fn decode_base64(input: &[u8]) -> Option<Vec<u8>> {
 
 /// One `v1,<base64>` signature over `{id}.{timestamp}.{body}`.
 pub fn sign(secret: &Secret, msg_id: &str, timestamp_secs: u64, body: &[u8]) -> String {
-    let mut mac = hmac_sha256::HMAC::new(&secret.0);
-    mac.update(msg_id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp_secs.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize()))
+    let mut inner = secret.inner;
+    inner.update(msg_id.as_bytes());
+    inner.update(b".");
+    inner.update(timestamp_secs.to_string().as_bytes());
+    inner.update(b".");
+    inner.update(body);
+    let mut outer = secret.outer;
+    outer.update(inner.finalize());
+    format!("v1,{}", STANDARD.encode(outer.finalize()))
 }
 
 /// The `webhook-signature` value: one signature per secret, so receivers can rotate keys
@@ -235,6 +283,32 @@ mod tests {
     }
 
     #[test]
+    fn the_kept_keyed_states_sign_as_a_whole_hmac_does() {
+        // Keys of every allowed length, and longer ones (hashed first), against messages that
+        // end on each side of SHA-256's block and padding boundaries.
+        let hmac = |key: &[u8], msg: &[u8]| {
+            format!("v1,{}", STANDARD.encode(hmac_sha256::HMAC::mac(msg, key)))
+        };
+        for key_len in (MIN_KEY_LEN..=MAX_KEY_LEN).chain([65, 100, 200]) {
+            let key: Vec<u8> = (0..key_len).map(|i| (i * 37 + key_len) as u8).collect();
+            let secret = Secret::keyed(key.clone());
+            for body_len in [0, 38, 39, 40, 46, 47, 48, 102, 103, 104, 500] {
+                let body: Vec<u8> = (0..body_len).map(|i| (i * 11) as u8).collect();
+                // "msg_7.1614265330." is 17 bytes: with these bodies the messages are 55, 56
+                // and 57 bytes (where the length no longer fits the last block), 63, 64, 65
+                // and 119, 120, 121 (around one and two whole blocks) long.
+                let msg = [b"msg_7.1614265330.".as_slice(), &body].concat();
+                assert_eq!(
+                    sign(&secret, "msg_7", 1_614_265_330, &body),
+                    hmac(&key, &msg),
+                    "key of {key_len} bytes, message of {} bytes",
+                    msg.len()
+                );
+            }
+        }
+    }
+
+    #[test]
     fn header_names_match_the_official_crate() {
         assert_eq!(WEBHOOK_ID, standardwebhooks::HEADER_WEBHOOK_ID);
         assert_eq!(
@@ -332,9 +406,9 @@ mod tests {
         let prefixed = Secret::parse(SECRET_A).unwrap();
         let bare = Secret::parse("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
         assert_eq!(prefixed, bare);
-        assert_eq!(prefixed.0.len(), 24);
+        assert_eq!(prefixed.key.len(), 24);
         assert_eq!(
-            Secret::parse(&format!("  {SECRET_B}\n")).unwrap().0.len(),
+            Secret::parse(&format!("  {SECRET_B}\n")).unwrap().key.len(),
             32
         );
     }
