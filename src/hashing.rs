@@ -3,8 +3,8 @@
 //! std's SipHash keys come from `random_get` through code that also carries WASI's error
 //! names and their `Debug` formatting; this multiply-and-fold hash is smaller and quicker.
 //! Some keys come from traffic (notification ids, observation hashes), so the hash is
-//! keyed: each map takes the seed its VM drew from the host's clock ([`reseed`]), and a
-//! sender that could pick keys cannot aim them at one bucket without knowing it. The sets
+//! keyed: each map takes the seed its VM drew from the host's random source ([`reseed`]),
+//! which a sender that could pick keys would need to aim them at one bucket. The sets
 //! such keys go into are bounded anyway (a page's notifications, the known events).
 
 use std::cell::Cell;
@@ -16,7 +16,7 @@ thread_local! {
     static SEED: Cell<u64> = const { Cell::new(0x243f_6a88_85a3_08d3) };
 }
 
-/// Stirs `entropy` (the host's clock in nanoseconds, say) into the seed of maps made after.
+/// Stirs `entropy` (a draw from the host's random source, say) into the seed of maps made after.
 pub fn reseed(entropy: u64) {
     SEED.with(|s| s.set(mix(s.get(), entropy)));
 }

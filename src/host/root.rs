@@ -135,12 +135,11 @@ impl Shared {
 }
 
 /// A random id for this VM's sender: root contexts of different VMs share context ids.
-/// Drawn from the host's clock in nanoseconds, with the maps' seed, which every root
-/// context of this VM stirred its own creation time into (std's random source would bring
-/// WASI's error names and formatting with it).
+/// Drawn from the host's random source, with the maps' seed, which every root context of
+/// this VM stirred its own draw into.
 fn sender_id(context_id: u32) -> u32 {
     use std::hash::BuildHasher;
-    let h = hashing::mix(Seeded::default().hash_one(context_id), now_ns());
+    let h = hashing::mix(Seeded::default().hash_one(context_id), entropy());
     // Truncation is fine: any 32 bits of the hash.
     #[allow(clippy::cast_possible_truncation)]
     let id = h as u32;
@@ -206,10 +205,18 @@ fn since_epoch() -> Option<Duration> {
         .ok()
 }
 
-/// The host's clock in nanoseconds (wrapped): entropy for ids and hash seeds.
-fn now_ns() -> u64 {
-    // Truncation is fine: the low bits are the ones that differ.
-    since_epoch().map_or(0, |d| d.as_nanos() as u64)
+/// Entropy for ids and hash seeds: WASI's `random_get`, which Envoy answers from
+/// BoringSSL's `RAND_bytes`, so no one outside can tell a VM's seed from when it started
+/// (std's random source would do the same but bring WASI's error names and formatting,
+/// 13 KB of module). The host's clock in nanoseconds where it refuses.
+fn entropy() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        log::warn!(
+            "no random source (WASI random_get refused): ids and hash seeds come from the clock"
+        );
+        // Truncation is fine: the low bits of the clock are the ones that differ.
+        since_epoch().map_or(0, |d| d.as_nanos() as u64)
+    })
 }
 
 pub fn now_ms() -> u64 {
@@ -294,7 +301,7 @@ impl Root {
 
     pub fn new(context_id: u32) -> Self {
         // Before this context makes any map: theirs are seeded from it.
-        hashing::reseed(now_ns() ^ u64::from(context_id));
+        hashing::reseed(entropy() ^ u64::from(context_id));
         Root {
             context_id,
             shared: None,

@@ -229,6 +229,20 @@ def test_secret_signs_standard_webhooks(osmox, make_receiver, make_envoy, filter
     assert_rejected(new_secret(), req.body, h)
 
 
+def test_seeds_and_sender_ids_come_from_the_hosts_random_source(osmox, make_receiver, make_envoy, filter_wasm):
+    """Each VM seeds its hash maps and draws its sender id from WASI's `random_get` (Envoy answers
+    from BoringSSL), not from the clock it started at; the filter warns where the host refuses."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    poll_rows(envoy, osmox, [sample_row(2009, 1, 5)])
+    crm.wait_for(1, EXPECT_S)
+    envoy.stop()  # Envoy flushes its log file only every ~10 s, and at exit
+    logs = envoy.logs()
+    assert "osmox-webhook-filter" in logs  # the filter's lines are there (so the check below means something)
+    assert "no random source" not in logs
+
+
 def test_rotation_two_secrets_each_verifies_alone(osmox, make_receiver, make_envoy, filter_wasm):
     crm = make_receiver("crm")
     old, new = new_secret(), new_secret()
