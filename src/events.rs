@@ -1742,4 +1742,59 @@ mod tests {
         assert_ne!(fnv1a64(&[b"ab", b"c"]), fnv1a64(&[b"a", b"bc"]));
         assert_eq!(fnv1a64(&[b"x"]), fnv1a64(&[b"x"]));
     }
+
+    /// A remembered view without `retryCount` cannot tell a resend: a view with one, at an
+    /// earlier stage and with no time to compare, may be the next attempt going back to
+    /// PENDING, so it is news, not a late answer.
+    #[test]
+    fn an_earlier_stage_is_not_stale_when_the_remembered_view_cannot_tell_the_attempt() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        let mut thin = n(1, DeliveryStatus::AwaitingConfirmation, 0, 1, T1);
+        thin.retry_count = None;
+        assert_eq!(m.observe(&s, &thin, 0).unwrap(), fresh(1));
+        let mut resend = n(1, DeliveryStatus::Pending, 1, 1, T2);
+        resend.updated_on = None;
+        assert_eq!(m.observe(&s, &resend, 1).unwrap(), fresh(2));
+    }
+
+    /// The result given to an earlier event's deliveries says nothing of a later event's:
+    /// a later SUCCESS still waiting for its result learns when it arrives.
+    #[test]
+    fn a_result_given_to_an_earlier_event_leaves_a_later_one_waiting() {
+        use crate::osmox::ResultView::{Null, Present};
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        let view = |retry, updated, result| Notification {
+            result,
+            ..n(1, DeliveryStatus::Success, retry, 1, updated)
+        };
+        assert_eq!(m.observe(&s, &view(0, T1, Null), 0).unwrap(), fresh(1));
+        assert_eq!(m.observe(&s, &view(1, T3, Null), 1).unwrap(), fresh(2));
+        // A worker that took in the first event's result gives it to that event's deliveries.
+        m.result_given(&s, 1, Generation(1)).unwrap();
+        assert!(matches!(
+            m.observe(&s, &view(1, T4, Present), 2).unwrap(),
+            Verdict::Filled {
+                generation: Generation(2),
+                result_arrived: true,
+                ..
+            }
+        ));
+    }
+
+    /// A kept time is a lower bound: a late view timed after it cannot be ordered by time,
+    /// so an earlier stage of the same attempt is still stale by stage.
+    #[test]
+    fn a_view_timed_after_a_kept_time_is_still_ordered_by_stage() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        assert_eq!(
+            m.observe(&s, &n(1, DeliveryStatus::Pending, 0, 1, T1), 0)
+                .unwrap(),
+            fresh(1)
+        );
+        let mut awaiting = n(1, DeliveryStatus::AwaitingConfirmation, 0, 1, T1);
+        awaiting.updated_on = None;
+        assert_eq!(m.observe(&s, &awaiting, 1).unwrap(), fresh(2));
+        let late = n(1, DeliveryStatus::InProgress, 0, 1, T2);
+        assert_eq!(m.observe(&s, &late, 2).unwrap(), Verdict::Stale);
+    }
 }

@@ -648,4 +648,188 @@ mod tests {
             webhook_id(&first, "crm", third)
         );
     }
+
+    /// Three events of one notification, the last two taken in by two workers at once: the
+    /// third replaced the first in its waiting slot before the second recorded its own. The
+    /// second learns of the first's slot and takes back the first's delivery only: the third
+    /// now waiting there is a later event, and must still go out.
+    #[test]
+    fn taking_back_an_earlier_event_leaves_a_later_one_that_took_its_slot() {
+        use crate::delivery::ledger::Record;
+        use crate::metrics::CountingMetrics;
+        let store = MemStore::new();
+        let ledger = Ledger::new(16);
+        for (k, v) in ledger.keys() {
+            store.set(&k, v, None).unwrap();
+        }
+        let memory = Memory::new(1024);
+        let metrics = CountingMetrics::default();
+        let recorded = Recording {
+            memory,
+            ledger: &ledger,
+            store: &store,
+            metrics: &metrics,
+            now_ms: 0,
+            seed: 0,
+        };
+        let at = |status, time: &str| Notification {
+            delivery_status: status,
+            ..seen(time, "null")
+        };
+        for n in [
+            at(DeliveryStatus::InProgress, "2026-01-01T00:00:01.000Z"),
+            at(
+                DeliveryStatus::AwaitingConfirmation,
+                "2026-01-01T00:00:02.000Z",
+            ),
+            at(DeliveryStatus::Success, "2026-01-01T00:00:03.000Z"),
+        ] {
+            memory.observe(&store, &n, 0).unwrap();
+        }
+        let key = endpoint_key("crm");
+        let slot = |id: &str, g: u32| {
+            Slot::new("crm", 504, id, b"{}".to_vec(), 0).of_generation(Generation(g))
+        };
+        let mut wake = Vec::new();
+        let y = ledger
+            .place(&store, None, slot("first", 1), 1)
+            .unwrap()
+            .slot();
+        assert!(recorded.settle(
+            504,
+            Generation(1),
+            &[Place {
+                endpoint: key,
+                slot: y
+            }],
+            &mut wake
+        ));
+        // The third, knowing the first's slot, replaces it there.
+        let third = ledger.place(&store, Some(y), slot("third", 3), 3).unwrap();
+        assert_eq!(third.held_slot(), Some(y));
+        // The second knew of no slot, and took a fresh one.
+        let z = ledger
+            .place(&store, None, slot("second", 2), 2)
+            .unwrap()
+            .slot();
+        assert_ne!(y, z);
+        assert!(recorded.settle(
+            504,
+            Generation(2),
+            &[Place {
+                endpoint: key,
+                slot: z
+            }],
+            &mut wake
+        ));
+        match ledger.read(&store, y).unwrap() {
+            Record::Used(s) => assert_eq!(
+                (s.webhook_id.as_str(), s.generation),
+                ("third", Generation(3))
+            ),
+            other => panic!("the third event's delivery was taken back: {other:?}"),
+        }
+        assert_eq!(metrics.get(Metric::DeliveriesSuperseded), 0);
+    }
+
+    /// Shared data that refuses reads of the dedupe memory after the first `allowed`.
+    #[derive(Default)]
+    struct MemoryFails {
+        inner: MemStore,
+        allowed: std::cell::Cell<usize>,
+    }
+
+    impl Store for MemoryFails {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+            if key.starts_with("seen/") {
+                if self.allowed.get() == 0 {
+                    return Err(StoreError::Host);
+                }
+                self.allowed.set(self.allowed.get() - 1);
+            }
+            self.inner.get(key)
+        }
+
+        fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
+            self.inner.set(key, value, cas)
+        }
+    }
+
+    /// The event was judged and placed, but where its delivery waits could not be recorded:
+    /// the response is not complete, so the VM does not learn it and asks again when the same
+    /// view comes back.
+    #[test]
+    fn a_delivery_whose_slot_could_not_be_recorded_leaves_the_response_incomplete() {
+        let config = Config::from_json(
+            br#"{"endpoints": [{"name": "all", "url": "http://h/a", "cluster": "c"}]}"#,
+            &|_| None,
+        )
+        .unwrap();
+        let store = MemoryFails::default();
+        for (k, v) in Ledger::new(config.limits.max_pending).keys() {
+            store.set(&k, v, None).unwrap();
+        }
+        let metrics = crate::metrics::CountingMetrics::default();
+        let mut known = KnownEvents::new(16);
+        let n = seen("2026-04-20T09:15:02.318Z", "null");
+        // The verdict's read succeeds; the one that records the slot does not.
+        store.allowed.set(1);
+        let intake = take_in(
+            Some(&mut known),
+            &config,
+            &config.endpoints,
+            Memory::new(config.limits.max_remembered),
+            &store,
+            &metrics,
+            std::slice::from_ref(&n),
+            1_000,
+            7,
+        );
+        assert_eq!(intake.wake.len(), 1);
+        assert!(!intake.complete);
+        assert!(!known.knows(&n));
+        assert_eq!(metrics.get(Metric::StoreConflicts), 1);
+    }
+
+    /// Once the result reached every waiting delivery, the memory is told: the same view
+    /// seen again (by another VM, which passes nothing over) fills in nothing more.
+    #[test]
+    fn a_result_given_to_the_deliveries_is_not_given_again() {
+        let config = Config::from_json(
+            br#"{"endpoints": [{"name": "all", "url": "http://h/a", "cluster": "c",
+                "awaitResultMs": 2500}]}"#,
+            &|_| None,
+        )
+        .unwrap();
+        let store = MemStore::new();
+        for (k, v) in Ledger::new(config.limits.max_pending).keys() {
+            store.set(&k, v, None).unwrap();
+        }
+        let metrics = crate::metrics::CountingMetrics::default();
+        let take = |n: &Notification| {
+            take_in(
+                None,
+                &config,
+                &config.endpoints,
+                Memory::new(config.limits.max_remembered),
+                &store,
+                &metrics,
+                std::slice::from_ref(n),
+                1_000,
+                7,
+            )
+        };
+        assert_eq!(
+            take(&seen("2026-04-20T09:15:02.318Z", "null")).wake.len(),
+            1
+        );
+        assert_eq!(metrics.get(Metric::ResultsAwaited), 1);
+        let with = seen("2026-04-20T09:15:02.330Z", r#"{"messageId":"m"}"#);
+        let first = take(&with);
+        assert_eq!((first.wake.len(), first.complete), (1, true));
+        assert_eq!(metrics.get(Metric::ResultsFilledIn), 1);
+        let again = take(&with);
+        assert_eq!((again.wake.len(), again.complete), (0, true));
+        assert_eq!(metrics.get(Metric::ResultsFilledIn), 1);
+    }
 }

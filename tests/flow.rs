@@ -4629,3 +4629,26 @@ fn a_handed_over_retry_that_comes_due_is_given_up_for_the_configuration_in_force
     assert!(fresh.take_handed().is_empty());
     assert_eq!(w.sent().len(), 2);
 }
+
+/// A view that fills in a field of an event already delivered, where no endpoint newly
+/// matches, is a duplicate: the event was routed when it was new, so it is not counted as
+/// one no endpoint takes.
+#[test]
+fn a_filled_in_view_no_new_endpoint_takes_is_not_counted_as_unrouted() {
+    let w = World::new(
+        r#"{"endpoints": [{"name": "all", "url": "http://h/a", "cluster": "c"}]}"#,
+        1,
+    );
+    let thin = Notification {
+        provider_id: None,
+        ..note(503, DeliveryStatus::Success, A)
+    };
+    w.observe(0, std::slice::from_ref(&thin));
+    assert_eq!(w.sent().len(), 1);
+    w.observe(0, &[note(503, DeliveryStatus::Success, A)]);
+    w.sweep();
+    assert_eq!(w.sent().len(), 1);
+    assert_eq!(w.m(Metric::EventsDetected), 1);
+    assert_eq!(w.m(Metric::EventsDuplicate), 1);
+    assert_eq!(w.m(Metric::EventsUnrouted), 0);
+}

@@ -1107,4 +1107,80 @@ mod tests {
             );
         }
     }
+
+    /// Shared data where another worker fills a slot just after this one read it free.
+    struct TakenMeanwhile {
+        inner: MemStore,
+        /// The slot the other worker takes, once.
+        slot: std::cell::Cell<Option<u32>>,
+    }
+
+    impl Store for TakenMeanwhile {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, crate::store::Cas)>, StoreError> {
+            let read = self.inner.get(key)?;
+            if self.slot.get().is_some_and(|s| meta_key(s) == key) {
+                self.slot.set(None);
+                let theirs = Slot::new("erp", 9, "theirs", b"9".to_vec(), 0);
+                self.inner.set(key, &Record::Used(theirs).encode(), None)?;
+            }
+            Ok(read)
+        }
+
+        fn set(
+            &self,
+            key: &str,
+            value: &[u8],
+            cas: Option<crate::store::Cas>,
+        ) -> Result<(), StoreError> {
+            self.inner.set(key, value, cas)
+        }
+    }
+
+    /// Two workers read one slot free at once: the one whose write comes second must find
+    /// it taken (by CAS) and probe on, never write over the other's delivery.
+    #[test]
+    fn a_free_slot_another_worker_took_meanwhile_is_not_overwritten() {
+        let (inner, l) = ledger(8);
+        let fresh = || Slot::new("crm", 1, "ours", b"1".to_vec(), 0);
+        // Where the first probe lands, as an untroubled placement shows.
+        let first = l.place(&inner, None, fresh(), 3).unwrap().slot();
+        let (inner, l) = ledger(8);
+        let s = TakenMeanwhile {
+            inner,
+            slot: std::cell::Cell::new(Some(first)),
+        };
+        let ours = l.place(&s, None, fresh(), 3).unwrap().slot();
+        assert_ne!(ours, first);
+        assert_eq!(used(&l, &s.inner, first).webhook_id, "theirs");
+        assert_eq!(used(&l, &s.inner, ours).webhook_id, "ours");
+    }
+
+    /// An event queued behind an attempt, held there for its result, stops waiting once the
+    /// result fills it in: promoted when the attempt ends, it is due at once.
+    #[test]
+    fn filling_in_a_queued_event_ends_its_wait_for_the_result() {
+        let (s, l) = ledger(4);
+        let first = l
+            .place(&s, None, Slot::new("a", 1, "w1", b"bare".to_vec(), 0), 0)
+            .unwrap()
+            .slot();
+        on_the_wire(&l, &s, first);
+        let waiting = Slot {
+            at_ms: 5_000,
+            ..Slot::new("a", 1, "w2", b"bare".to_vec(), 0).of_generation(Generation(2))
+        };
+        assert_eq!(
+            l.place(&s, Some(first), waiting, 0).unwrap(),
+            Placed::Queued(first)
+        );
+        let event = EventFor {
+            endpoint: "a",
+            notification: 1,
+            generation: Generation(2),
+        };
+        let filled = l.fill_in(&s, first, event, |_| Some(b"full".to_vec()), 300);
+        assert_eq!(filled.unwrap(), Some(FilledIn::Waiting));
+        let queued = used(&l, &s, first).successor.unwrap();
+        assert_eq!((queued.body.as_str(), queued.at_ms), ("full", 300));
+    }
 }
