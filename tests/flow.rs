@@ -4652,3 +4652,21 @@ fn a_filled_in_view_no_new_endpoint_takes_is_not_counted_as_unrouted() {
     assert_eq!(w.m(Metric::EventsDuplicate), 1);
     assert_eq!(w.m(Metric::EventsUnrouted), 0);
 }
+
+/// Behind an attempt on the wire, the later event queues first and the earlier one, placed
+/// last, is dropped for it: that dropped delivery is counted as superseded.
+#[test]
+fn an_event_placed_after_a_later_one_queued_in_its_slot_is_counted_as_superseded() {
+    let w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Pending, A)]);
+    assert_eq!(w.m(Metric::DeliveriesSuperseded), 0);
+    w.observe_racing(
+        0,
+        note(1, DeliveryStatus::InProgress, B),
+        1,
+        note(1, DeliveryStatus::Success, C),
+    );
+    assert_eq!(w.m(Metric::EventsDetected), 3);
+    assert_eq!(w.m(Metric::DeliveriesSuperseded), 1);
+    assert_eq!(w.m(Metric::Pending), 1);
+}
