@@ -4670,3 +4670,190 @@ fn an_event_placed_after_a_later_one_queued_in_its_slot_is_counted_as_superseded
     assert_eq!(w.m(Metric::DeliveriesSuperseded), 1);
     assert_eq!(w.m(Metric::Pending), 1);
 }
+
+/// A claim lapses only once the request timeout (5 s) and the lease margin (10 s) have both
+/// passed: a reply Envoy hands over a little after the timeout must still find the attempt
+/// its own, not one another sender already counted as lost and scheduled again.
+#[test]
+fn a_claim_lapses_only_after_the_timeout_and_the_lease_margin() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    assert_eq!(w.sent().len(), 1);
+    w.senders[0] = RefCell::new(sender(&w.config, 99));
+    w.now = T0 + 5_001;
+    w.sweep();
+    assert_eq!(
+        w.m(Metric::DeliveriesFailed),
+        0,
+        "past the timeout, within the margin"
+    );
+    w.now = T0 + 15_000;
+    w.sweep();
+    assert_eq!(w.m(Metric::DeliveriesFailed), 0, "at the lease's very end");
+    assert_eq!(w.m(Metric::InFlight), 1);
+    w.now += 1;
+    w.sweep();
+    assert_eq!(
+        w.m(Metric::DeliveriesFailed),
+        1,
+        "lapsed: counted as a lost attempt"
+    );
+    assert_eq!(w.m(Metric::InFlight), 0);
+    assert_eq!(w.m(Metric::RetriesScheduled), 1);
+}
+
+/// One delivery whose first attempt takes its whole 5 s timeout to fail (opening a circuit
+/// with a threshold of one, for 10 s) and whose second, the probe at 15 s, fails at
+/// `fails_again_at` ms: its window (1 + 2 s of schedule and three 5 s timeouts) closes at
+/// 18 s, counted from when the first attempt went out.
+fn a_slow_failure_then_a_probe_failing_at(fails_again_at: u64) -> World {
+    let json = ONE_ENDPOINT.replace(
+        r#""headers""#,
+        r#""circuitBreaker": {"failureThreshold": 1, "openMs": 10000}, "headers""#,
+    );
+    let mut w = World::new(&json, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.now = T0 + 5_000;
+    w.reply(0, w.last().token, 503, None);
+    assert_eq!(w.m(Metric::CircuitsOpened), 1);
+    w.now = T0 + 6_000;
+    w.sweep();
+    assert_eq!(w.sent().len(), 1, "held by the open circuit");
+    w.now = T0 + 15_000;
+    w.sweep();
+    assert_eq!(w.sent().len(), 2, "the probe");
+    w.now = T0 + fails_again_at;
+    w.reply(0, w.last().token, 503, None);
+    w
+}
+
+/// The retry window opens when the first attempt went out, not when its answer came back: a
+/// slow failure spends the window too. Failing again at 20 s, the retry 2 s later would come
+/// after the window closes at 18 s, so the delivery expires.
+#[test]
+fn the_retry_window_opens_when_the_first_attempt_went_out() {
+    let w = a_slow_failure_then_a_probe_failing_at(20_000);
+    assert_eq!(w.m(Metric::RetriesScheduled), 1);
+    assert_eq!(w.m(Metric::DeliveriesExpired), 1);
+}
+
+/// A retry due the very millisecond its window closes is still made.
+#[test]
+fn a_retry_due_as_its_window_closes_is_still_made() {
+    let w = a_slow_failure_then_a_probe_failing_at(16_000);
+    assert_eq!(w.m(Metric::RetriesScheduled), 2);
+    assert_eq!(w.m(Metric::DeliveriesExpired), 0);
+}
+
+/// Each retry of a delivery draws its own jitter: with one draw per delivery, its whole
+/// schedule would move in lockstep (every delay exactly `multiplier` times the last), and
+/// deliveries that failed together would keep retrying together.
+#[test]
+fn each_retry_of_a_delivery_draws_its_own_jitter() {
+    let json = ONE_ENDPOINT.replace(r#""jitter": 0.0"#, r#""jitter": 0.5"#);
+    let mut w = World::new(&json, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    let mut delays = Vec::new();
+    for _ in 0..2 {
+        w.reply(0, w.last().token, 503, None);
+        let (failed_at, sent) = (w.now, w.sent().len());
+        while w.sent().len() == sent {
+            assert!(w.now - failed_at < 5_000, "no retry");
+            w.now += 1;
+            w.tick(0);
+        }
+        delays.push(w.now - failed_at);
+    }
+    let (first, second) = (delays[0], delays[1]);
+    assert!((500..=1_500).contains(&first), "{delays:?}");
+    assert!((1_000..=3_000).contains(&second), "{delays:?}");
+    assert!(
+        second.abs_diff(2 * first) > 2,
+        "the same draw twice: {delays:?}"
+    );
+}
+
+/// Two attempts on the wire when an endpoint goes: both end as gone, but the endpoint went
+/// once, so it is counted once.
+#[test]
+fn an_endpoint_answering_gone_twice_is_counted_gone_once() {
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 8, "headers""#);
+    let w = World::new(&json, 1);
+    w.observe(
+        0,
+        &[
+            note(1, DeliveryStatus::Success, A),
+            note(2, DeliveryStatus::Success, A),
+        ],
+    );
+    let sent = w.sent();
+    assert_eq!(sent.len(), 2);
+    w.reply(0, sent[0].token, 410, None);
+    w.reply(0, sent[1].token, 410, None);
+    assert_eq!(w.m(Metric::DeliveriesGone), 2);
+    assert_eq!(w.m(Metric::EndpointsGone), 1);
+}
+
+/// A dead-letter receiver that answers 410 Gone has not taken the report: like any other
+/// failure, the report is tried again (2 s later), not dropped as if delivered.
+#[test]
+fn a_dead_letter_report_answered_gone_is_tried_again() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 410, None);
+    let report = w.last();
+    assert_eq!(report.cluster, "dlq");
+    w.reply(0, report.token, 410, None);
+    w.now += 2_000;
+    w.tick(0);
+    let again = w.last();
+    assert_eq!(again.cluster, "dlq");
+    assert_ne!(again.token, report.token, "tried again");
+    assert_eq!(again.body, report.body);
+}
+
+/// Only failed attempts count as failed: a delivery that succeeds at once counts none, and
+/// one that succeeds on its retry counts the one that failed.
+#[test]
+fn successful_attempts_are_not_counted_as_failed() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 200, None);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1);
+    assert_eq!(w.m(Metric::DeliveriesFailed), 0);
+    w.observe(0, &[note(2, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 503, None);
+    w.now += 1_000;
+    w.sweep();
+    w.reply(0, w.last().token, 200, None);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 2);
+    assert_eq!(w.m(Metric::DeliveriesFailed), 1);
+}
+
+/// A report due for another try goes before the report of a delivery that ends when it is
+/// due, even with no tick in between.
+#[test]
+fn a_report_due_again_goes_before_a_new_one() {
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 8, "headers""#);
+    let mut w = World::new(&json, 1);
+    w.observe(
+        0,
+        &[
+            note(1, DeliveryStatus::Success, A),
+            note(2, DeliveryStatus::Success, A),
+        ],
+    );
+    let sent = w.sent();
+    assert_eq!(sent.len(), 2);
+    w.reply(0, sent[0].token, 410, None);
+    let first_report = w.last();
+    assert_eq!(first_report.cluster, "dlq");
+    w.reply(0, first_report.token, 500, None);
+    w.now += 2_000;
+    w.reply(0, sent[1].token, 410, None);
+    let after = w.sent();
+    let reports: Vec<&str> = after[3..].iter().map(|s| s.body.as_str()).collect();
+    assert_eq!(after[3..].len(), 2, "the report due again, and the new one");
+    assert_eq!(reports[0], first_report.body, "the one due again first");
+    assert!(after[3..].iter().all(|s| s.cluster == "dlq"));
+}
