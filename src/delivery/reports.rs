@@ -208,4 +208,22 @@ mod tests {
         assert_eq!(r.take_due(RETRY_DELAYS_MS[0]).len(), 4);
         assert!(r.failed(report(1), 0), "their bytes came back");
     }
+
+    /// Several reports due at once leave in the order of their due times, and when the wire
+    /// has room for only one, the one due first takes it.
+    #[test]
+    fn reports_due_together_leave_earliest_due_first() {
+        let mut r = Reports::default();
+        assert!(r.failed(report(3), 0)); // due at 60 s
+        assert!(r.failed(report(1), 1_000)); // due at 3 s
+        assert_eq!(r.take_due(60_000), vec![report(1), report(3)]);
+
+        let mut r = Reports::default();
+        for _ in 0..MAX_REPORTS_OUT - 1 {
+            r.sent();
+        }
+        assert!(r.failed(report(3), 0));
+        assert!(r.failed(report(1), 1_000));
+        assert_eq!(r.take_due(60_000), vec![report(1)]);
+    }
 }

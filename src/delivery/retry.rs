@@ -576,4 +576,19 @@ mod tests {
         );
         assert_eq!(RetryError::ScheduleEntry { index: 0 }.field(), "schedule");
     }
+
+    /// `initial * multiplier^(k-1)` is rounded to the nearest millisecond, not truncated.
+    #[test]
+    fn fractional_exponential_delays_round_to_the_nearest_ms() {
+        // 5, 7.5, 11.25, 16.875
+        let p = exp(5, 5, 1.5, 1_000, 0.0);
+        assert_eq!(delays(&p), vec![5, 8, 11, 17]);
+    }
+
+    /// `maxDelayMs` bounds schedule entries inclusively: an entry equal to it is valid.
+    #[test]
+    fn a_schedule_entry_may_equal_max_delay() {
+        let p = RetryPolicy::try_new(3, Backoff::Schedule(vec![10, 10]), 10, 0.0);
+        assert_eq!(p.map(|p| delays(&p)), Ok(vec![10, 10]));
+    }
 }
