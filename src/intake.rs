@@ -511,34 +511,45 @@ mod tests {
         assert!(known.knows(&at(2)), "nothing was learned, so nothing went");
     }
 
+    /// A store with a ledger of 16 slots laid out, as at configure time.
+    fn laid_out() -> (MemStore, Ledger, crate::metrics::CountingMetrics) {
+        let store = MemStore::new();
+        let ledger = Ledger::new(16);
+        for (k, v) in ledger.keys() {
+            store.set(&k, v, None).unwrap();
+        }
+        (store, ledger, crate::metrics::CountingMetrics::default())
+    }
+
+    /// Taking in over `laid_out`'s store, at time 0.
+    fn recording<'a>(
+        store: &'a MemStore,
+        ledger: &'a Ledger,
+        metrics: &'a crate::metrics::CountingMetrics,
+    ) -> Recording<'a, MemStore> {
+        Recording {
+            memory: Memory::new(1024),
+            ledger,
+            store,
+            metrics,
+            now_ms: 0,
+            seed: 0,
+        }
+    }
+
     /// Two workers take in IN_PROGRESS (generation 1) and SUCCESS (2) at once. IN_PROGRESS
     /// is placed and recorded in a fresh slot first; SUCCESS, which knew nothing of that slot,
     /// learns of it when it records its own and takes it back before it goes out.
     #[test]
     fn the_later_event_takes_back_the_earlier_one_it_learns_of_on_recording() {
         use crate::delivery::ledger::Record;
-        use crate::metrics::CountingMetrics;
-        use crate::store::MemStore;
-        let store = MemStore::new();
-        let ledger = Ledger::new(16);
-        for (k, v) in ledger.keys() {
-            store.set(&k, v, None).unwrap();
-        }
-        let memory = Memory::new(1024);
-        let metrics = CountingMetrics::default();
-        let recorded = Recording {
-            memory,
-            ledger: &ledger,
-            store: &store,
-            metrics: &metrics,
-            now_ms: 0,
-            seed: 0,
-        };
+        let (store, ledger, metrics) = laid_out();
+        let recorded = recording(&store, &ledger, &metrics);
         let mut early = seen("2026-01-01T00:00:01.000Z", "null");
         early.delivery_status = DeliveryStatus::InProgress;
         let late = seen("2026-01-01T00:00:02.000Z", "null");
         for n in [&early, &late] {
-            memory.observe(&store, n, 0).unwrap();
+            recorded.memory.observe(&store, n, 0).unwrap();
         }
         let key = endpoint_key("crm");
         let place = |id: &str, g: u32| {
@@ -656,22 +667,8 @@ mod tests {
     #[test]
     fn taking_back_an_earlier_event_leaves_a_later_one_that_took_its_slot() {
         use crate::delivery::ledger::Record;
-        use crate::metrics::CountingMetrics;
-        let store = MemStore::new();
-        let ledger = Ledger::new(16);
-        for (k, v) in ledger.keys() {
-            store.set(&k, v, None).unwrap();
-        }
-        let memory = Memory::new(1024);
-        let metrics = CountingMetrics::default();
-        let recorded = Recording {
-            memory,
-            ledger: &ledger,
-            store: &store,
-            metrics: &metrics,
-            now_ms: 0,
-            seed: 0,
-        };
+        let (store, ledger, metrics) = laid_out();
+        let recorded = recording(&store, &ledger, &metrics);
         let at = |status, time: &str| Notification {
             delivery_status: status,
             ..seen(time, "null")
@@ -684,7 +681,7 @@ mod tests {
             ),
             at(DeliveryStatus::Success, "2026-01-01T00:00:03.000Z"),
         ] {
-            memory.observe(&store, &n, 0).unwrap();
+            recorded.memory.observe(&store, &n, 0).unwrap();
         }
         let key = endpoint_key("crm");
         let slot = |id: &str, g: u32| {

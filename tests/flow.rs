@@ -829,19 +829,38 @@ fn an_open_circuit_holds_deliveries_and_probes_with_one() {
     assert_eq!(w.m(Metric::CircuitsOpen), 0);
 }
 
+/// A claim lost with its VM lapses only once the request timeout (5 s) and the lease margin
+/// (10 s) have both passed: a reply Envoy hands over a little after the timeout must still
+/// find the attempt its own, not one another sender already counted as lost and scheduled
+/// again. Then another sender retries it, under the same `webhook-id`.
 #[test]
-fn a_claim_lost_with_its_vm_is_retried_by_another() {
+fn a_claim_lost_with_its_vm_lapses_after_the_timeout_and_margin_and_another_retries_it() {
     let mut w = World::new(ONE_ENDPOINT, 2);
     w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
     assert_eq!(w.sent().len(), 1);
-    // VM 0 is replaced and never hears back. After the timeout and the lease margin another
-    // sender takes over.
+    // VM 0 is replaced and never hears back.
     w.senders[0] = RefCell::new(sender(&w.config, 99));
-    w.now += 5_000;
+    w.now = T0 + 5_001;
     w.sweep();
+    assert_eq!(
+        w.m(Metric::DeliveriesFailed),
+        0,
+        "past the timeout, within the margin"
+    );
+    w.now = T0 + 15_000;
+    w.sweep();
+    assert_eq!(w.m(Metric::DeliveriesFailed), 0, "at the lease's very end");
+    assert_eq!(w.m(Metric::InFlight), 1);
     assert_eq!(w.sent().len(), 1);
-    w.now += 10_001;
+    w.now += 1;
     w.sweep();
+    assert_eq!(
+        w.m(Metric::DeliveriesFailed),
+        1,
+        "lapsed: counted as a lost attempt"
+    );
+    assert_eq!(w.m(Metric::InFlight), 0);
+    assert_eq!(w.m(Metric::RetriesScheduled), 1);
     w.now += 2_000;
     w.sweep();
     assert_eq!(w.sent().len(), 2);
@@ -4669,37 +4688,6 @@ fn an_event_placed_after_a_later_one_queued_in_its_slot_is_counted_as_superseded
     assert_eq!(w.m(Metric::EventsDetected), 3);
     assert_eq!(w.m(Metric::DeliveriesSuperseded), 1);
     assert_eq!(w.m(Metric::Pending), 1);
-}
-
-/// A claim lapses only once the request timeout (5 s) and the lease margin (10 s) have both
-/// passed: a reply Envoy hands over a little after the timeout must still find the attempt
-/// its own, not one another sender already counted as lost and scheduled again.
-#[test]
-fn a_claim_lapses_only_after_the_timeout_and_the_lease_margin() {
-    let mut w = World::new(ONE_ENDPOINT, 2);
-    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
-    assert_eq!(w.sent().len(), 1);
-    w.senders[0] = RefCell::new(sender(&w.config, 99));
-    w.now = T0 + 5_001;
-    w.sweep();
-    assert_eq!(
-        w.m(Metric::DeliveriesFailed),
-        0,
-        "past the timeout, within the margin"
-    );
-    w.now = T0 + 15_000;
-    w.sweep();
-    assert_eq!(w.m(Metric::DeliveriesFailed), 0, "at the lease's very end");
-    assert_eq!(w.m(Metric::InFlight), 1);
-    w.now += 1;
-    w.sweep();
-    assert_eq!(
-        w.m(Metric::DeliveriesFailed),
-        1,
-        "lapsed: counted as a lost attempt"
-    );
-    assert_eq!(w.m(Metric::InFlight), 0);
-    assert_eq!(w.m(Metric::RetriesScheduled), 1);
 }
 
 /// One delivery whose first attempt takes its whole 5 s timeout to fail (opening a circuit
