@@ -390,12 +390,14 @@ mod tests {
         }
     }
 
-    /// Shared data that counts reads and can refuse them.
+    /// Shared data that counts reads and can refuse them all, or the dedupe memory's past a count.
     #[derive(Default)]
     struct Watched {
         inner: MemStore,
         reads: std::cell::Cell<usize>,
         refuse: std::cell::Cell<bool>,
+        /// How many more reads of the dedupe memory succeed, where set.
+        memory_reads_left: std::cell::Cell<Option<usize>>,
     }
 
     impl Store for Watched {
@@ -403,6 +405,10 @@ mod tests {
             self.reads.set(self.reads.get() + 1);
             if self.refuse.get() {
                 return Err(StoreError::Host);
+            }
+            if let (true, Some(left)) = (key.starts_with("seen/"), self.memory_reads_left.get()) {
+                let left = left.checked_sub(1).ok_or(StoreError::Host)?;
+                self.memory_reads_left.set(Some(left));
             }
             self.inner.get(key)
         }
@@ -729,29 +735,6 @@ mod tests {
         assert_eq!(metrics.get(Metric::DeliveriesSuperseded), 0);
     }
 
-    /// Shared data that refuses reads of the dedupe memory after the first `allowed`.
-    #[derive(Default)]
-    struct MemoryFails {
-        inner: MemStore,
-        allowed: std::cell::Cell<usize>,
-    }
-
-    impl Store for MemoryFails {
-        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
-            if key.starts_with("seen/") {
-                if self.allowed.get() == 0 {
-                    return Err(StoreError::Host);
-                }
-                self.allowed.set(self.allowed.get() - 1);
-            }
-            self.inner.get(key)
-        }
-
-        fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
-            self.inner.set(key, value, cas)
-        }
-    }
-
     /// The event was judged and placed, but where its delivery waits could not be recorded:
     /// the response is not complete, so the VM does not learn it and asks again when the same
     /// view comes back.
@@ -762,7 +745,7 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        let store = MemoryFails::default();
+        let store = Watched::default();
         for (k, v) in Ledger::new(config.limits.max_pending).keys() {
             store.set(&k, v, None).unwrap();
         }
@@ -770,7 +753,7 @@ mod tests {
         let mut known = KnownEvents::new(16);
         let n = seen("2026-04-20T09:15:02.318Z", "null");
         // The verdict's read succeeds; the one that records the slot does not.
-        store.allowed.set(1);
+        store.memory_reads_left.set(Some(1));
         let intake = take_in(
             Some(&mut known),
             &config,
