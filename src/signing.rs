@@ -18,8 +18,9 @@ const MAX_KEY_LEN: usize = 64;
 /// A signing key from a `whsec_<base64>` secret. Never printed.
 ///
 /// It keeps HMAC's two keyed hash states as well: they are the same for every webhook, so a
-/// signature hashes its message and one short block rather than two key blocks more (about
-/// an eighth of a webhook's hashing; 1.3 % of what a webhook costs Envoy, by callgrind).
+/// signature hashes only its message and the outer hash's one block, not the two key blocks
+/// again (about an eighth of a webhook's hashing; 1.3 % of what a webhook costs Envoy, by
+/// callgrind).
 #[derive(Clone)]
 pub struct Secret {
     key: Vec<u8>,
