@@ -400,6 +400,17 @@ mod tests {
         memory_reads_left: std::cell::Cell<Option<usize>>,
     }
 
+    impl Watched {
+        /// With `config`'s ledger laid out, as at configure time.
+        fn laid_out(config: &Config) -> Watched {
+            let store = Watched::default();
+            for (k, v) in Ledger::new(config.limits.max_pending).keys() {
+                store.set(&k, v, None).unwrap();
+            }
+            store
+        }
+    }
+
     impl Store for Watched {
         fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
             self.reads.set(self.reads.get() + 1);
@@ -426,10 +437,7 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        let store = Watched::default();
-        for (k, v) in Ledger::new(config.limits.max_pending).keys() {
-            store.set(&k, v, None).unwrap();
-        }
+        let store = Watched::laid_out(&config);
         let metrics = crate::metrics::CountingMetrics::default();
         let mut known = KnownEvents::new(16);
         let memory = Memory::new(config.limits.max_remembered);
@@ -745,10 +753,7 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        let store = Watched::default();
-        for (k, v) in Ledger::new(config.limits.max_pending).keys() {
-            store.set(&k, v, None).unwrap();
-        }
+        let store = Watched::laid_out(&config);
         let metrics = crate::metrics::CountingMetrics::default();
         let mut known = KnownEvents::new(16);
         let n = seen("2026-04-20T09:15:02.318Z", "null");
