@@ -1461,6 +1461,72 @@ mod tests {
         assert_eq!(m.record_slots(&s, 8, early, &[at(11, 5)]).unwrap(), vec![]);
     }
 
+    /// Recording again what the memory holds (a later view of the same event) offers nothing
+    /// back: the slot recorded holds this very delivery, which taking back would free.
+    #[test]
+    fn recording_the_same_slot_again_offers_nothing_back() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        m.observe(&s, &n(7, DeliveryStatus::Failed, 0, 1, T1), 0)
+            .unwrap();
+        let first = Generation::FIRST;
+        assert_eq!(m.record_slots(&s, 7, first, &[at(11, 3)]).unwrap(), vec![]);
+        assert_eq!(m.record_slots(&s, 7, first, &[at(11, 3)]).unwrap(), vec![]);
+    }
+
+    /// The earlier event recorded in the slot the later one holds for that endpoint (it was
+    /// placed over it there) is not offered back: that slot holds the later event.
+    #[test]
+    fn an_earlier_event_in_the_later_ones_slot_is_not_offered_back() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        m.observe(&s, &n(7, DeliveryStatus::InProgress, 0, 1, T1), 0)
+            .unwrap();
+        m.observe(&s, &n(7, DeliveryStatus::Success, 0, 1, T2), 1)
+            .unwrap();
+        let (early, late) = (Generation::FIRST, Generation(2));
+        assert_eq!(m.record_slots(&s, 7, late, &[at(11, 4)]).unwrap(), vec![]);
+        assert_eq!(m.record_slots(&s, 7, early, &[at(11, 4)]).unwrap(), vec![]);
+    }
+
+    /// Loses the CAS race of its first write, as when another worker wrote the key between
+    /// the read and the write.
+    struct LosesFirstRace(MemStore, std::cell::Cell<bool>);
+
+    impl Store for LosesFirstRace {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, crate::store::Cas)>, StoreError> {
+            self.0.get(key)
+        }
+
+        fn set(
+            &self,
+            key: &str,
+            value: &[u8],
+            cas: Option<crate::store::Cas>,
+        ) -> Result<(), StoreError> {
+            if self.1.replace(false) {
+                return Err(StoreError::CasMismatch);
+            }
+            self.0.set(key, value, cas)
+        }
+    }
+
+    /// A lost CAS race runs the recording again: what it found to take back is offered once.
+    #[test]
+    fn a_recording_that_loses_a_cas_race_offers_each_slot_back_once() {
+        let (s, m) = (
+            LosesFirstRace(MemStore::new(), false.into()),
+            Memory::new(1024),
+        );
+        m.observe(&s, &n(7, DeliveryStatus::InProgress, 0, 1, T1), 0)
+            .unwrap();
+        m.observe(&s, &n(7, DeliveryStatus::Success, 0, 1, T2), 1)
+            .unwrap();
+        let (early, late) = (Generation::FIRST, Generation(2));
+        assert_eq!(m.record_slots(&s, 7, early, &[at(11, 3)]).unwrap(), vec![]);
+        s.1.set(true);
+        let found = m.record_slots(&s, 7, late, &[at(11, 4)]).unwrap();
+        assert_eq!(found, vec![held(11, 3, 1)]);
+    }
+
     #[test]
     fn memory_is_bounded_and_forgets_the_longest_unchanged() {
         let (s, m) = (MemStore::new(), Memory::new(1024));

@@ -4845,3 +4845,65 @@ fn a_report_due_again_goes_before_a_new_one() {
     assert_eq!(reports[0], first_report.body, "the one due again first");
     assert!(after[3..].iter().all(|s| s.cluster == "dlq"));
 }
+
+/// A dead-letter report names the endpoint's URL, and for each attempt when its outcome
+/// came and how long it took.
+#[test]
+fn a_dead_letter_report_names_the_endpoint_url_and_each_attempts_time_and_duration() {
+    let w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    let attempt = w.last();
+    let mut w = w;
+    w.now += 250;
+    let answered_at = w.now;
+    w.reply(0, attempt.token, 410, None);
+    let report = reports(&w).pop().unwrap();
+    assert_eq!(report["endpoint"]["name"], "crm");
+    assert_eq!(report["endpoint"]["url"], "http://hooks.local:8080/in?x=1");
+    let attempts = report["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["at"], answered_at);
+    assert_eq!(attempts[0]["durationMs"], 250);
+}
+
+/// Only a closing sender is drained (its root context then tells Envoy it is done): one
+/// that goes on sending is not, idle or not, nor a closing one that still awaits a reply.
+#[test]
+fn only_a_closing_sender_awaiting_no_reply_is_drained() {
+    let w = World::new(ONE_ENDPOINT, 1);
+    w.with(0, |s, _, _| {
+        assert!(!s.drained(), "an idle sender that goes on")
+    });
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    let first = w.last();
+    w.with(0, |s, _, io| s.close(io));
+    w.with(0, |s, _, _| {
+        assert!(s.is_closing() && !s.drained(), "a reply is owed")
+    });
+    w.reply(0, first.token, 200, None);
+    w.with(0, |s, _, _| assert!(s.drained()));
+}
+
+/// A closing sender gives back at once every place it holds spare, those taken in a block
+/// with its last attempt included: the senders that stay may use all of the endpoint's
+/// `maxInFlight` but the attempt still on the wire.
+#[test]
+fn a_closing_sender_gives_back_at_once_the_spare_places_it_just_took() {
+    let json = r#"{
+      "endpoints": [{"name": "crm", "url": "http://hooks.local:8080/in", "cluster": "webhook_crm",
+                     "maxInFlight": 16}],
+      "limits": {"maxPending": 128, "maxRemembered": 1024}
+    }"#;
+    let w = World::new(json, 2);
+    // A block of two places: one for this attempt, one spare.
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.with(0, |s, _, io| s.close(io));
+    for id in 2..=16 {
+        w.observe(1, &[note(id, DeliveryStatus::Success, A)]);
+    }
+    assert_eq!(
+        w.sent().len(),
+        16,
+        "all but the place on the wire are free to the sender that stays"
+    );
+}

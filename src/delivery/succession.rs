@@ -542,6 +542,18 @@ mod tests {
         assert!(!vm.claims_queue(1));
     }
 
+    #[test]
+    fn a_superseded_root_context_leaving_leaves_the_queue_with_the_one_in_force() {
+        let store = MemStore::new();
+        let mut vm = updated(&store);
+        // 2 registered the queue when it was configured; 1 goes.
+        vm.leave(1);
+        assert!(
+            !vm.claims_queue(2),
+            "2 holds the queue still: registering it again is not asked"
+        );
+    }
+
     /// Counts reads, to show which streams cost a shared-data read.
     struct Counted(MemStore, Cell<usize>);
 
