@@ -134,6 +134,34 @@ impl Store for MemStore {
     }
 }
 
+/// For tests: shared data where another worker writes a key just after this one read it,
+/// once armed (`then`): the read's CAS token is stale by the time it writes, as when two
+/// workers race for the key.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Meanwhile {
+    pub store: MemStore,
+    /// The other worker's write: to that key only, or with `None` to whichever is read next.
+    pub then: RefCell<Option<(Option<String>, Vec<u8>)>>,
+}
+
+#[cfg(test)]
+impl Store for Meanwhile {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+        let read = self.store.get(key)?;
+        let due =
+            matches!(&*self.then.borrow(), Some((k, _)) if k.as_deref().is_none_or(|k| k == key));
+        if let Some((_, theirs)) = due.then(|| self.then.take()).flatten() {
+            self.store.set(key, &theirs, None)?;
+        }
+        Ok(read)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
+        self.store.set(key, value, cas)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1108,34 +1108,6 @@ mod tests {
         }
     }
 
-    /// Shared data where another worker fills a slot just after this one read it free.
-    struct TakenMeanwhile {
-        inner: MemStore,
-        /// The slot the other worker takes, once.
-        slot: std::cell::Cell<Option<u32>>,
-    }
-
-    impl Store for TakenMeanwhile {
-        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, crate::store::Cas)>, StoreError> {
-            let read = self.inner.get(key)?;
-            if self.slot.get().is_some_and(|s| meta_key(s) == key) {
-                self.slot.set(None);
-                let theirs = Slot::new("erp", 9, "theirs", b"9".to_vec(), 0);
-                self.inner.set(key, &Record::Used(theirs).encode(), None)?;
-            }
-            Ok(read)
-        }
-
-        fn set(
-            &self,
-            key: &str,
-            value: &[u8],
-            cas: Option<crate::store::Cas>,
-        ) -> Result<(), StoreError> {
-            self.inner.set(key, value, cas)
-        }
-    }
-
     /// Two workers read one slot free at once: the one whose write comes second must find
     /// it taken (by CAS) and probe on, never write over the other's delivery.
     #[test]
@@ -1144,15 +1116,16 @@ mod tests {
         let fresh = || Slot::new("crm", 1, "ours", b"1".to_vec(), 0);
         // Where the first probe lands, as an untroubled placement shows.
         let first = l.place(&inner, None, fresh(), 3).unwrap().slot();
-        let (inner, l) = ledger(8);
-        let s = TakenMeanwhile {
-            inner,
-            slot: std::cell::Cell::new(Some(first)),
+        let (store, l) = ledger(8);
+        let theirs = Slot::new("erp", 9, "theirs", b"9".to_vec(), 0);
+        let s = crate::store::Meanwhile {
+            store,
+            then: Some((Some(meta_key(first)), Record::Used(theirs).encode())).into(),
         };
         let ours = l.place(&s, None, fresh(), 3).unwrap().slot();
         assert_ne!(ours, first);
-        assert_eq!(used(&l, &s.inner, first).webhook_id, "theirs");
-        assert_eq!(used(&l, &s.inner, ours).webhook_id, "ours");
+        assert_eq!(used(&l, &s.store, first).webhook_id, "theirs");
+        assert_eq!(used(&l, &s.store, ours).webhook_id, "ours");
     }
 
     /// An event queued behind an attempt, held there for its result, stops waiting once the

@@ -591,26 +591,6 @@ mod tests {
     }
 
     /// Another worker writes the record between this one's read and its write.
-    struct Racing(MemStore, std::cell::RefCell<Option<Vec<u8>>>);
-
-    impl Store for Racing {
-        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, crate::store::StoreError> {
-            let got = self.0.get(key);
-            if let Some(theirs) = self.1.borrow_mut().take() {
-                self.0.set(key, &theirs, None).unwrap();
-            }
-            got
-        }
-        fn set(
-            &self,
-            key: &str,
-            value: &[u8],
-            cas: Option<Cas>,
-        ) -> Result<(), crate::store::StoreError> {
-            self.0.set(key, value, cas)
-        }
-    }
-
     fn encoded(connection: u64, id: u32) -> Vec<u8> {
         [
             &connection.to_le_bytes()[..],
@@ -622,19 +602,22 @@ mod tests {
     #[test]
     fn a_record_another_worker_wrote_meanwhile_wins_and_nothing_is_followed() {
         // The record is empty: the one in force here would name itself.
-        let store = Racing(MemStore::new(), Default::default());
+        let store = crate::store::Meanwhile::default();
         let mut vm = Succession::new();
         vm.join(&store, joining(1, &["a"]), 0);
         vm.join(&store, joining(2, &["a"]), 0);
-        *store.1.borrow_mut() = Some(encoded(12, 1));
+        *store.then.borrow_mut() = Some((None, encoded(12, 1)));
         vm.saw_connection(&store, 2, || Some(10));
-        assert_eq!(record(&store.0), Some((12, fingerprint(1))));
+        assert_eq!(record(&store.store), Some((12, fingerprint(1))));
         assert!(vm.is_in_force(2));
         // A newer connection of the other: it would take the record.
-        store.0.set(IN_FORCE_KEY, &encoded(10, 2), None).unwrap();
-        *store.1.borrow_mut() = Some(encoded(20, 2));
+        store
+            .store
+            .set(IN_FORCE_KEY, &encoded(10, 2), None)
+            .unwrap();
+        *store.then.borrow_mut() = Some((None, encoded(20, 2)));
         vm.saw_connection(&store, 1, || Some(21));
-        assert_eq!(record(&store.0), Some((20, fingerprint(2))));
+        assert_eq!(record(&store.store), Some((20, fingerprint(2))));
         assert!(vm.is_in_force(2));
     }
 
