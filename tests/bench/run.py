@@ -139,6 +139,45 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def linear_memory_kib(pid: int) -> dict[str, int]:
+    """The V8 wasm linear memories' resident and mapped size: each is an anonymous read-write
+    mapping directly followed by its reserved, inaccessible guard region of several GiB (V8's
+    layout on 64-bit hosts). Memory the filter's VMs hold lives here, outside Envoy's heap."""
+    maps = []
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                maps.append({"lo": lo, "hi": hi, "perm": head[1], "anon": len(head) < 6, "rss": 0})
+            elif head and head[0] == "Rss:" and maps:
+                maps[-1]["rss"] = int(head[1])
+    out = {"rss_kib": 0, "size_kib": 0, "count": 0}
+    for a, b in zip(maps, maps[1:]):
+        if (a["anon"] and b["anon"] and a["perm"] == "rw-p" and b["perm"] == "---p" and a["hi"] == b["lo"]
+                and b["hi"] - b["lo"] >= 4 << 30):
+            out["rss_kib"] += a["rss"]
+            out["size_kib"] += (a["hi"] - a["lo"]) >> 10
+            out["count"] += 1
+            out.setdefault("each", []).append((a["rss"], (a["hi"] - a["lo"]) >> 10))
+    return out
+
+
+def live_memory(env: h.EnvoyProcess) -> dict[str, int]:
+    """What the process holds in use, without what its allocators keep cached: Envoy's heap in
+    use (tcmalloc's allocated bytes, admin /memory, read live; shared data lives here) plus the
+    V8 VMs' linear memories (resident pages). RSS also counts freed memory the allocators keep
+    for reuse, which comes and goes with the load, not with what the filter holds."""
+    r = h.request(env.admin_port, "GET", "/memory", timeout=10)
+    heap = int(json.loads(r.body)["allocated"]) >> 10
+    lin = linear_memory_kib(env.pid)
+    if not lin["count"]:
+        raise RuntimeError("no V8 wasm linear memory found in /proc/<pid>/smaps: its layout is not what "
+                           "linear_memory_kib expects, so what the VMs hold cannot be counted")
+    return {"heap_kib": heap, "linear_kib": lin["rss_kib"], "linear_mapped_kib": lin["size_kib"],
+            "linear_memories": lin["count"], "live_kib": heap + lin["rss_kib"], "each": lin.get("each")}
+
+
 def stats(env: h.EnvoyProcess, regex: str) -> dict[str, int]:
     r = h.request(env.admin_port, "GET", "/stats?filter=" + urllib.parse.quote(regex), timeout=10)
     out: dict[str, int] = {}
@@ -902,9 +941,12 @@ class Bench:
         self.save()
 
     # -- delivery ----------------------------------------------------------------------
-    def feed(self, env: Envoy, events: int, per_response: int = 100, status: int = 5) -> float:
-        """POST /graphql pages of fresh notifications through `env`; returns seconds taken."""
-        conn = http.client.HTTPConnection(h.HOST, env.listen, timeout=30)
+    def feed(self, env: Envoy, events: int, per_response: int = 100, status: int = 5,
+             conn: http.client.HTTPConnection | None = None) -> float:
+        """POST /graphql pages of fresh notifications through `env`; returns seconds taken. On a
+        connection of its own unless given one to keep using (one connection: one worker's VM)."""
+        own = conn is None
+        conn = conn or http.client.HTTPConnection(h.HOST, env.listen, timeout=30)
         hdrs = {"content-type": "application/json", "x-bench-body": "fresh",
                 "x-bench-count": str(per_response), "x-bench-status": str(status)}
         t0 = time.monotonic()
@@ -916,7 +958,8 @@ class Bench:
                 if r.status != 200:
                     raise RuntimeError(f"feed: status {r.status}")
         finally:
-            conn.close()
+            if own:
+                conn.close()
         return time.monotonic() - t0
 
     def delivery(self, layout: str = "shipped"):
@@ -1147,7 +1190,7 @@ r.stop()
                          "fed_status": "IN_PROGRESS (2): remembered, routed to no endpoint"}
         m = self.under_test("memory", True, self.receiver, mutate)
         time.sleep(0.5)
-        points = [{"remembered": 0, "rss_kib": m.rss(),
+        points = [{"remembered": 0, "rss_kib": m.rss(), **live_memory(m),
                    "memory_allocated": stats(m, r"^server\.memory_allocated$").get("server.memory_allocated")}]
         fed = 0
         for target in (10_000, 100_000):
@@ -1155,20 +1198,22 @@ r.stop()
             fed = target
             time.sleep(1.0)
             mm = metrics(m)
-            points.append({"remembered": target, "rss_kib": m.rss(), "feed_seconds": round(secs, 2),
+            points.append({"remembered": target, "rss_kib": m.rss(), **live_memory(m), "feed_seconds": round(secs, 2),
                            "events_detected": mm.get("events_detected"),
                            "events_unrouted": mm.get("events_unrouted"),
                            "memory_allocated": stats(m, r"^server\.memory_allocated$").get("server.memory_allocated")})
             log(f"memory: {target} remembered -> RSS {points[-1]['rss_kib']} KiB (fed in {secs:.1f} s)")
         out["points"] = points
         self.stop(m)
-        # Past the bound: the shipped maxRemembered, fed four times over. The memory must stop
-        # growing once it is full (older notifications are forgotten to make room). Judged on
-        # the last feed: in the full runs that fed three times over, the third feed added 0.0
-        # to 0.7 MiB of RSS (0.5 MiB or more twice), which is where the process's own growth
-        # ended, not the buckets' (at twice the bound a random spread leaves about 3 of the
-        # 4,096 buckets of 16 short of full); a partial run of this section fed eight times
-        # over (not in results.json) stayed flat from the third feed on.
+        # Past the bound: the shipped maxRemembered, fed eight times over. The memory must stop
+        # growing once it is full (older notifications are forgotten to make room), so the
+        # second half of the feeds is judged. At twice the bound a random spread leaves about 3 of
+        # the 4,096 buckets of 16 short of full. What is in use is judged (Envoy's heap in use,
+        # where shared data lives, + the VMs' linear memories); RSS is kept beside it: in full
+        # runs it moved by up to 1 MiB over a feed that added nothing in use, as the allocators'
+        # caches came and went. All feeds go over one connection, so to one worker's VM: a feed
+        # on a new connection that lands on the other worker for the first time adds that VM's
+        # working set (~0.7 MiB of linear memory, once), which is not the dedupe memory growing.
         cap = SHIPPED_MAX_REMEMBERED
 
         def capped(cfg):
@@ -1176,14 +1221,21 @@ r.stop()
             cfg["limits"]["maxRemembered"] = cap
         m = self.under_test("memory-capped", True, self.receiver, capped)
         time.sleep(0.5)
-        over = [{"fed": 0, "rss_kib": m.rss()}]
+        over = [{"fed": 0, "rss_kib": m.rss(), **live_memory(m)}]
         fed = 0
-        for target in (cap, 2 * cap, 3 * cap, 4 * cap):
-            self.feed(m, target - fed, per_response=100, status=2)
-            fed = target
-            time.sleep(1.0)
-            over.append({"fed": target, "rss_kib": m.rss(), "events_detected": metrics(m).get("events_detected")})
-            log(f"memory: {target} fed against maxRemembered {cap} -> RSS {over[-1]['rss_kib']} KiB")
+        conn = http.client.HTTPConnection(h.HOST, m.listen, timeout=30)
+        try:
+            for target in [k * cap for k in range(1, 9)]:
+                self.feed(m, target - fed, per_response=100, status=2, conn=conn)
+                fed = target
+                time.sleep(1.0)
+                over.append({"fed": target, "rss_kib": m.rss(), **live_memory(m),
+                             "events_detected": metrics(m).get("events_detected")})
+                log(f"memory: {target} fed against maxRemembered {cap} -> RSS {over[-1]['rss_kib']} KiB, "
+                    f"in use {over[-1]['live_kib']} KiB (heap {over[-1]['heap_kib']}, linear memories "
+                    f"{over[-1]['each']}: resident, mapped KiB)")
+        finally:
+            conn.close()
         out["capped"] = {"maxRemembered": cap, "points": over}
         self.stop(m)
         plain = self.under_test("memory-plain", False, self.receiver)
@@ -1581,23 +1633,31 @@ def render(results: dict) -> str:
             f"{o['rss_kib_10k_pending'] / 1024:.1f} MiB at {o['pending_at_10k_feed']:,} pending | {verdict(ok)} | |")
         targets.append(("backlog within maxPending", ok))
     capped = results.get("memory", {}).get("capped")
-    if capped and len(capped.get("points", [])) >= 4:
+    if capped and len(capped.get("points", [])) >= 9 and "live_kib" in capped["points"][0]:
         pts, cap = capped["points"], capped["maxRemembered"]
-        up_to = pts[1]["rss_kib"] - pts[0]["rss_kib"]
-        between = [b["rss_kib"] - a["rss_kib"] for a, b in zip(pts[1:-2], pts[2:-1])]
-        last = pts[-1]["rss_kib"] - pts[-2]["rss_kib"]
+        half = len(pts) // 2
+
+        def growth(key):
+            first = pts[1][key] - pts[0][key]
+            steps = [b[key] - a[key] for a, b in zip(pts[1:-1], pts[2:])]
+            late = pts[-1][key] - pts[half][key]
+            return first, steps, late, late <= max(0.05 * first, 512)
+
         # Notifications hash into buckets of fixed size, which fill unevenly: some forget while
         # others still have room, so the memory is full only some way past `cap` notifications.
-        # Fed twice over it nearly is, three times over it is: from there, it must forget as it
-        # learns and not grow (what the last feed adds must be noise next to what filling it
-        # took).
-        ok = last <= max(0.05 * up_to, 512)
-        steps = ", ".join(f"{d / 1024:+.1f}" for d in between)
+        # Fed twice over it nearly is: over the second half of the feeds it must forget as it
+        # learns, and what those feeds add must be noise next to what filling it took.
+        first, steps, late, ok = growth("live_kib")
+        rss_first, rss_steps, rss_late, rss_ok = growth("rss_kib")
+        mib = lambda xs: ", ".join(f"{d / 1024:+.1f}" for d in xs)
         add(f"| Memory grows only as configured: the dedupe memory stays within `limits.maxRemembered` | "
-            f"{pts[-1]['fed']:,} new notifications fed against `maxRemembered` {cap:,}: Envoy RSS grew "
-            f"{up_to / 1024:.1f} MiB over the first {cap:,}, {steps} MiB over each next {cap:,} (its "
-            f"buckets fill unevenly, so it is full only some way past {cap:,}) and {last / 1024:+.1f} MiB over "
-            f"the last {pts[-1]['fed'] - pts[-2]['fed']:,} | {verdict(ok)} | |")
+            f"{pts[-1]['fed']:,} new notifications fed against `maxRemembered` {cap:,} "
+            f"({len(pts) - 1} feeds of {cap:,}). In use (Envoy's heap in use + the VMs' linear memories): "
+            f"{first / 1024:+.1f} MiB over the first feed, then {mib(steps)} MiB; over the last "
+            f"{len(pts) - 1 - half} feeds {late / 1024:+.2f} MiB (allowed: 5 % of the first feed or 0.5 MiB, "
+            f"{max(0.05 * first, 512) / 1024:.2f} MiB). Envoy RSS: {rss_first / 1024:+.1f}, then {mib(rss_steps)} MiB; "
+            f"last {len(pts) - 1 - half} feeds {rss_late / 1024:+.2f} MiB "
+            f"({'within' if rss_ok else 'over'} the same rule) | {verdict(ok)} | |")
         targets.append(("dedupe memory within maxRemembered", ok))
     mod = results.get("module", {})
     if mod.get("wasm_opt_oz_bytes"):
@@ -1762,11 +1822,15 @@ def render(results: dict) -> str:
             if mem.get("plain_rss_kib"):
                 add(f"| VmRSS, plain Envoy (fresh) | {mem['plain_rss_kib'] / 1024:.1f} MiB |")
             for p in mem.get("points", []):
+                in_use = f"; in use {p['live_kib'] / 1024:.1f} MiB" if "live_kib" in p else ""
                 add(f"| VmRSS with the filter, {p['remembered']:,} remembered notifications "
-                    f"(maxRemembered {mem['config']['maxRemembered']:,}) | {p['rss_kib'] / 1024:.1f} MiB |")
+                    f"(maxRemembered {mem['config']['maxRemembered']:,}) | {p['rss_kib'] / 1024:.1f} MiB{in_use} |")
             for p in mem.get("capped", {}).get("points", []):
+                in_use = (f"; in use {p['live_kib'] / 1024:.1f} MiB (heap {p['heap_kib'] / 1024:.1f}, "
+                          f"{p['linear_memories']} linear memories {p['linear_kib'] / 1024:.1f})"
+                          if "live_kib" in p else "")
                 add(f"| VmRSS with the filter, {p['fed']:,} notifications fed (maxRemembered "
-                    f"{mem['capped']['maxRemembered']:,}, as shipped) | {p['rss_kib'] / 1024:.1f} MiB |")
+                    f"{mem['capped']['maxRemembered']:,}, as shipped) | {p['rss_kib'] / 1024:.1f} MiB{in_use} |")
         if d.get("outage"):
             o = d["outage"]
             add(f"| VmRSS with the filter (maxPending {d.get('config', {}).get('maxPending', 0):,}), idle → "
@@ -1776,7 +1840,9 @@ def render(results: dict) -> str:
         if mem:
             add(f"Remembered notifications were fed as {mem['config']['fed_status']}, so only the dedupe memory "
                 "grows (no ledger bodies). RSS is the whole Envoy process (3 V8 VMs at `--concurrency 2`, "
-                "shared data, buffers).")
+                "shared data, buffers), with what its allocators keep cached for reuse; *in use* is Envoy's "
+                "heap in use (admin `/memory` `allocated`, where shared data lives) plus the resident pages "
+                "of the V8 VMs' linear memories (from `/proc/<pid>/smaps`).")
             add("")
 
     # -- instructions
