@@ -979,7 +979,7 @@ class Bench:
                          "retry": shipped["endpoints"][0].get("retry"), "tickMs": shipped.get("tickMs")}
         rcv = self.start(f"{key}-receiver", receiver_config, STANDIN_CONCURRENCY)
         d = self.under_test(key, True, rcv, mutate, layout)
-        base_rss = d.rss()
+        base_rss, base_live = d.rss(), live_memory(d)["live_kib"]
         # (a) throughput: bursts of BURST events (responses of 100 new notifications each)
         bursts = []
         for i in range(1 + WARM_BURSTS):
@@ -1036,7 +1036,7 @@ class Bench:
         m0 = metrics(d)
         feed_curve = []
         fed = 0
-        rss10 = pend10 = None
+        rss10 = pend10 = live10 = None
         while fed < OUTAGE_FEED:
             self.feed(d, 1000)
             fed += 1000
@@ -1044,15 +1044,15 @@ class Bench:
             mm = metrics(d)
             feed_curve.append({"fed": fed, "pending": mm.get("pending", 0),
                                "dropped": mm.get("deliveries_dropped", 0) - m0.get("deliveries_dropped", 0),
-                               "rss_kib": d.rss()})
+                               "rss_kib": d.rss(), "live_kib": live_memory(d)["live_kib"]})
             if rss10 is None and mm.get("pending", 0) >= 10000:
-                rss10, pend10 = feed_curve[-1]["rss_kib"], feed_curve[-1]["pending"]
+                rss10, pend10, live10 = feed_curve[-1]["rss_kib"], feed_curve[-1]["pending"], feed_curve[-1]["live_kib"]
         time.sleep(1.0)
         m1 = metrics(d)
         pending = m1.get("pending", 0)
         if rss10 is None:  # never reached 10,000 pending: report the most it held
             best = max(feed_curve, key=lambda x: x["pending"])
-            rss10, pend10 = best["rss_kib"], best["pending"]
+            rss10, pend10, live10 = best["rss_kib"], best["pending"], best["live_kib"]
         log(f"{key} outage: fed {OUTAGE_FEED} events, pending {pending}, dropped {m1.get('deliveries_dropped', 0) - m0.get('deliveries_dropped', 0)}; "
             f"RSS {base_rss} KiB idle, {rss10} KiB at {pend10} pending")
         rcv2 = self.start(f"{key}-receiver-up", receiver_config, STANDIN_CONCURRENCY, listen=rcv.listen)
@@ -1074,7 +1074,8 @@ class Bench:
         drained = curve[-1][0]
         out["outage"] = {
             "pending_at_10k_feed": pend10, "pending_before_up": pending, "feed_curve": feed_curve,
-            "rss_kib_idle": base_rss, "rss_kib_10k_pending": rss10,
+            "rss_kib_idle": base_rss, "rss_kib_10k_pending": rss10, "live_kib_idle": base_live,
+            "live_kib_10k_pending": live10,
             "seconds_to_drain": drained, "seconds_to_first_delivery": first,
             "delivered_after_up": curve[-1][1],
             "webhooks_per_s_after_first": (curve[-1][1] / (drained - first)) if first and drained > first else None,
@@ -1622,9 +1623,15 @@ def render(results: dict) -> str:
         ended = md.get("deliveries_exhausted", 0) + md.get("deliveries_expired", 0)
         counted = o["pending_before_up"] + dropped + ended == fed
         ok = cap is not None and fed > cap and peak <= cap and counted
-        rss_tail = [x["rss_kib"] for x in o["feed_curve"] if x["pending"] >= 0.95 * cap]
-        rss_note = (f"; RSS while the ledger was full: {min(rss_tail) / 1024:.1f}–{max(rss_tail) / 1024:.1f} MiB"
-                    if len(rss_tail) > 1 else "")
+        full = [x for x in o["feed_curve"] if x["pending"] >= 0.95 * cap]
+        rss_note = (f"; RSS while the ledger was full: {min(x['rss_kib'] for x in full) / 1024:.1f}–"
+                    f"{max(x['rss_kib'] for x in full) / 1024:.1f} MiB" if len(full) > 1 else "")
+        if len(full) > 1 and all("live_kib" in x for x in full):
+            rss_note += (f", in use {min(x['live_kib'] for x in full) / 1024:.1f}–"
+                         f"{max(x['live_kib'] for x in full) / 1024:.1f} MiB")
+        if "live_kib_idle" in o:
+            rss_note += (f"; in use {o['live_kib_idle'] / 1024:.1f} → {o['live_kib_10k_pending'] / 1024:.1f} MiB "
+                         f"at {o['pending_at_10k_feed']:,} pending")
         add(f"| Memory grows only as configured: the backlog stays within `limits.maxPending` under load | "
             f"{fed:,} events fed while the receiver was down, {cap:,} allowed: {peak:,} held at most, "
             f"{dropped:,} dropped and counted in `deliveries_dropped`"
