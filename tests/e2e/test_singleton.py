@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import copy
+import re
 import time
 
+import pytest
 from harness import clusters_for, endpoint, filter_config, metric_name
 from test_delivery import (EXPECT_S, TICK_MS, assert_no_more, graphql_body, graphql_rows, ids_statuses,
                            poll_graphql)
@@ -55,6 +57,35 @@ def test_gauges_never_wrap_below_zero_when_one_vm_raises_and_another_lowers(osmo
     assert len(seen) > 100
     # Three deliveries a round: neither gauge can truly exceed all of them.
     assert max(seen) <= 3 * rounds, sorted(set(seen))
+
+
+@pytest.mark.parametrize("singleton", [True, False], ids=["singleton", "every_worker"])
+def test_which_thread_sends(singleton, osmox, make_receiver, make_envoy, filter_wasm):
+    """With the singleton, workers record and Envoy's main thread (whose thread id is the
+    process id) sends; without it, the worker that recorded a delivery sends it."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS)
+    envoy = (singleton_envoy(make_envoy, osmox, cfg, {"crm": crm}) if singleton
+             else make_envoy(osmox.port, cfg, clusters=clusters_for(cfg, {"crm": crm})))
+    osmox.set_json("POST", "/graphql", graphql_body(graphql_rows()))
+    poll_graphql(envoy)
+    ids = {r.headers["webhook-id"] for r in crm.wait_for(3, EXPECT_S)}
+    assert len(ids) == 3
+    wait_log(envoy, lambda _: ids <= set(threads_saying(envoy, "delivered")))
+    recorded, delivered = threads_saying(envoy, "new in slot"), threads_saying(envoy, "delivered")
+    assert ids <= set(recorded)
+    assert envoy.pid not in {recorded[i] for i in ids}, "recorded by workers"
+    if singleton:
+        assert {delivered[i] for i in ids} == {envoy.pid}
+    else:
+        assert all(delivered[i] == recorded[i] for i in ids), (recorded, delivered, envoy.pid)
+
+
+def threads_saying(envoy, what: str) -> dict[str, int]:
+    """webhook-id -> the thread id (the `[%t]` of Envoy's log format) of the filter's debug
+    line saying `what` of it."""
+    line_re = re.compile(r"^\[[^]]*\]\[(\d+)\]\[debug\]\[wasm\] .*: (msg_[0-9a-z_]+): " + re.escape(what))
+    return {m[2]: int(m[1]) for m in map(line_re.match, envoy.logs().splitlines()) if m}
 
 
 def test_the_singleton_retries(osmox, make_receiver, make_envoy, filter_wasm):
