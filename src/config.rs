@@ -1938,6 +1938,50 @@ mod tests {
         }
     }
 
+    /// A change inside a block is drift as much as adding the block: a singleton sender that
+    /// missed a rotated dead-letter token, a new jitter or a loosened `allowPrivate` would
+    /// go on sending by the old values.
+    #[test]
+    fn the_delivery_fingerprint_follows_each_field_of_the_retry_dead_letter_and_learn_blocks() {
+        let ep = r#""endpoints": [{"name": "a", "url": "http://h/", "cluster": "c"}]"#;
+        let with = |extra: &str| parse(&format!("{{{ep}, {extra}}}"));
+        let print = |extra: &str| with(extra).delivery_fingerprint();
+        assert_ne!(
+            print(r#""retry": {"jitter": 0.1}"#),
+            print(r#""retry": {"jitter": 0.2}"#)
+        );
+        let dead_letter = |token: &str| {
+            print(&format!(
+                r#""deadLetter": {{"url": "http://d/", "cluster": "d", "headers": {{"authorization": "{token}"}}}}"#
+            ))
+        };
+        assert_ne!(dead_letter("Bearer a"), dead_letter("Bearer b"));
+        let learn = |extra: &str| {
+            with(&format!(
+                r#""learn": {{"enabled": true, "cluster": "e", "allowHosts": ["a.example"]{extra}}}"#
+            ))
+        };
+        let base = learn("");
+        for extra in [
+            r#", "allowPrivate": true"#,
+            r#", "timeoutMs": 1000"#,
+            r#", "originalDstHeader": "x-dst""#,
+            r#", "maxLearned": 10"#,
+        ] {
+            let changed = learn(extra);
+            assert_ne!(
+                changed.delivery_fingerprint(),
+                base.delivery_fingerprint(),
+                "{extra}"
+            );
+            assert_ne!(
+                changed.learn_fingerprint(),
+                base.learn_fingerprint(),
+                "{extra}"
+            );
+        }
+    }
+
     #[test]
     fn minimal_config_gets_every_default() {
         let config = parse(&endpoint(""));
@@ -1994,6 +2038,15 @@ mod tests {
             with("leader").unwrap_err().to_string(),
             r#"role: must be "both", "observer" or "sender""#
         );
+    }
+
+    /// What the root context reads of a role: only a sender watches nothing, only an observer
+    /// sends nothing, and `both` does both.
+    #[test]
+    fn only_a_sender_skips_watching_and_only_an_observer_skips_sending() {
+        assert!(Role::Both.observes() && Role::Both.sends());
+        assert!(Role::Observer.observes() && !Role::Observer.sends());
+        assert!(!Role::Sender.observes() && Role::Sender.sends());
     }
 
     #[test]
@@ -2125,6 +2178,16 @@ mod tests {
             ));
             assert!(msg.starts_with(&format!("{path}: ")), "{field}: {msg}");
         }
+    }
+
+    /// `enabled` is what turns learning on: a block without it stays off, however complete.
+    #[test]
+    fn a_learn_block_without_enabled_stays_off() {
+        let config = parse(
+            r#"{"endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}],
+                "learn": {"cluster": "e", "allowHosts": ["a.example"]}}"#,
+        );
+        assert_eq!(config.learn, None);
     }
 
     #[test]
@@ -2320,6 +2383,8 @@ mod tests {
             endpoint_err(r#""payload": "standard""#),
             r#"endpoints[0].payload: must be "notification" or "envelope""#
         );
+        let explicit = parse(&endpoint(r#""payload": "notification""#));
+        assert_eq!(explicit.endpoints[0].payload, Payload::Notification);
     }
 
     #[test]
@@ -2455,6 +2520,15 @@ mod tests {
         }
         let missing = r#"{"endpoints": [{"url": "http://h", "cluster": "c"}]}"#;
         assert_eq!(err(missing), "endpoints[0].name: is required");
+    }
+
+    #[test]
+    fn an_endpoint_name_may_take_all_64_characters() {
+        let name = "a".repeat(64);
+        let json = format!(
+            r#"{{"endpoints": [{{"name": "{name}", "url": "http://h", "cluster": "c"}}]}}"#
+        );
+        assert_eq!(parse(&json).endpoints[0].name, name);
     }
 
     #[test]
@@ -2985,6 +3059,16 @@ mod tests {
         );
     }
 
+    /// The least `maxBufferedBytes` takes is exactly a whole body and a GraphQL request.
+    #[test]
+    fn max_buffered_bytes_may_hold_just_a_body_and_a_request() {
+        let config = parse(
+            r#"{"endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}],
+                "watch": {"maxBodyBytes": 983040, "maxBufferedBytes": 1048576}}"#,
+        );
+        assert_eq!(config.watch.max_buffered_bytes, 983_040 + 64 * 1024);
+    }
+
     #[test]
     fn rejects_incomplete_learn() {
         let base = r#""endpoints": []"#;
@@ -3005,6 +3089,12 @@ mod tests {
                 r#"{{{base}, "learn": {{"enabled": true, "cluster": "e", "allowHosts": ["a.b", "*"]}}}}"#
             )),
             format!("learn.allowHosts[1]: {}", bad_pattern("*"))
+        );
+        assert_eq!(
+            err(&format!(
+                r#"{{{base}, "learn": {{"enabled": true, "cluster": "", "allowHosts": ["a.b"]}}}}"#
+            )),
+            "learn.cluster: is required when learn is enabled"
         );
     }
 
@@ -3062,6 +3152,18 @@ mod tests {
         ] {
             assert_eq!(HostPattern::parse(p), Err(bad_pattern(p)), "{p}");
         }
+    }
+
+    /// DNS's own bounds: a label of 63 characters is a hostname, one of 64 is not.
+    #[test]
+    fn host_patterns_take_labels_of_up_to_63_characters() {
+        let longest = format!("{}.example.com", "a".repeat(63));
+        assert_eq!(
+            HostPattern::parse(&longest).map(|p| p.to_string()),
+            Ok(longest)
+        );
+        let too_long = format!("*.{}.example.com", "a".repeat(64));
+        assert_eq!(HostPattern::parse(&too_long), Err(bad_pattern(&too_long)));
     }
 
     #[test]

@@ -414,6 +414,15 @@ mod tests {
         );
     }
 
+    /// Configurations compare their keys through this (the config tests' oracle): two keys
+    /// are equal only when their bytes are.
+    #[test]
+    fn secrets_are_equal_only_when_their_keys_are() {
+        let a = Secret::parse(SECRET_A).unwrap();
+        assert_eq!(a, Secret::parse(SECRET_A).unwrap());
+        assert_ne!(a, Secret::parse(SECRET_B).unwrap());
+    }
+
     #[test]
     fn parse_refuses_empty_non_base64_and_badly_sized_keys() {
         assert_eq!(Secret::parse(""), Err(SecretError::Empty));
