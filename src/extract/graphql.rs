@@ -498,13 +498,29 @@ fn argument<'a>(toks: &[Tok<'a>], open: usize, name: &str) -> Option<ArgValue<'a
 
 fn resolve(value: ArgValue<'_>, variables: Option<&Object<'_>>) -> Option<u64> {
     match value {
-        ArgValue::Literal(s) => s.trim().parse().ok(),
+        ArgValue::Literal(s) => s.trim().parse().ok().or_else(|| {
+            // GraphQL's number syntax is JSON's.
+            let arena = json::Arena::new();
+            whole_number(&json::parse(s.as_bytes(), &arena).ok()?)
+        }),
         ArgValue::Variable(v) => match variables?.get(v)? {
-            n @ Value::Number(_) => n.as_u64(),
+            n @ Value::Number(_) => whole_number(n),
             Value::String(s) => s.text().trim().parse().ok(),
             _ => None,
         },
     }
+}
+
+/// A number's value as an id when it is a whole one. OsmoX's `notificationId` is a `Float`,
+/// so a client whose id is a double writes notification 5 as `5.0` (or ten million as
+/// `1.0E7`), and the server reads it as `5`.
+fn whole_number(n: &Value<'_>) -> Option<u64> {
+    n.as_u64().or_else(|| {
+        let f = n.as_f64()?;
+        // Below 2^53 a double holds every whole number exactly, as the server's do.
+        let exact = (0.0..9_007_199_254_740_992.0).contains(&f) && f.fract() == 0.0;
+        exact.then_some(f as u64)
+    })
 }
 
 /// GraphQL's lexical tokens, enough for `scan`. Whitespace, commas and `#` comments are
@@ -653,6 +669,31 @@ mod tests {
         assert_eq!(first_id(&missing), None);
         let absent = facts_with(json!({"query": q}));
         assert_eq!(first_id(&absent), None);
+    }
+
+    /// OsmoX's `notificationId` is a `Float`: a client whose id is a double (Apollo Kotlin,
+    /// Jackson, Python) writes `5.0`, or `1.0E7` from ten million, and the server reads
+    /// notification 5; the filter took N for unknown and skipped the answer.
+    #[test]
+    fn a_whole_float_id_names_the_notification() {
+        let q = "query Get($id: Float!) { notification(notificationId: $id) { id } }";
+        for (id, want) in [
+            ("5.0", Some(5)),
+            ("1.0E7", Some(10_000_000)),
+            ("1042e0", Some(1042)),
+            ("5.5", None),
+            ("5e-1", None),
+            ("-5.0", None),
+        ] {
+            let body = format!(r#"{{"query":"{q}","variables":{{"id":{id}}}}}"#);
+            assert_eq!(
+                first_id(&graphql_request_facts(body.as_bytes())),
+                want,
+                "{id}"
+            );
+            let literal = format!("{{ notification(notificationId: {id}) {{ id }} }}");
+            assert_eq!(first_id(&facts(&literal)), want, "{literal}");
+        }
     }
 
     #[test]
