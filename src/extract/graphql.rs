@@ -84,8 +84,9 @@ pub fn graphql_request_facts_recalling(
     };
     let variables = request.get("variables").and_then(Value::as_object);
     let operation = request.get("operationName").and_then(Value::as_str);
-    let (query, recalled) = match request.get("query") {
-        Some(query) => (query.as_str(), false),
+    // Apollo's server reads a `query` that is not a string (`null`) as absent.
+    let (query, recalled) = match request.get("query").and_then(Value::as_str) {
+        Some(query) => (Some(query), false),
         None => {
             let hash = persisted::hash_of(&request);
             (hash.and_then(|hash| recall(&hash)).map(Cow::Owned), true)
@@ -990,6 +991,21 @@ mod tests {
         let both = br#"{"query":"{ notifications { id } }","extensions":{"persistedQuery":{"sha256Hash":"h2"}}}"#;
         let facts = graphql_request_facts_recalling(both, &texts);
         assert!(matches!(facts, RequestFacts::Plain(_)));
+    }
+
+    /// Apollo's server reads a `query` that is not a string (`"query": null`, as a client
+    /// that sends the hash alone may write it) as absent and runs the text kept for the
+    /// hash; the filter skipped the answer as unread.
+    #[test]
+    fn a_null_query_beside_a_hash_is_read_from_the_text_kept_for_it() {
+        let body = br#"{"query":null,"variables":{"n":5},"extensions":{"persistedQuery":{"version":1,"sha256Hash":"h1"}}}"#;
+        let text = |hash: &str| {
+            (hash == "h1")
+                .then(|| "query Q($n: Int!) { notification(notificationId: $n) { id } }".into())
+        };
+        let facts = graphql_request_facts_recalling(body, &text);
+        assert_eq!(first_id(&facts), Some(5));
+        assert_eq!(graphql_request_facts(body), RequestFacts::Unread);
     }
 
     /// A second review: OsmoX's server also reads form-encoded bodies, a GET's query string,
