@@ -50,8 +50,9 @@ pub struct QueryFacts {
     /// `None` when there is no such field, more than one, or it carries a directive
     /// (`@skip`, `@include`: it may not have run) or sits inside a fragment.
     pub webhook_key: Option<String>,
-    /// The document selects `archivedNotifications` (under any key): a row there has the
-    /// archive's own `id`, so only a `notificationId` names the notification.
+    /// The executed operation, or any fragment, selects `archivedNotifications` (under any
+    /// key): a row there has the archive's own `id`, so only a `notificationId` names the
+    /// notification.
     pub archived: bool,
 }
 
@@ -251,16 +252,18 @@ impl<'a> Scan<'_, 'a, '_> {
     /// A name inside a selection set (a field, an alias, a directive or a type name).
     fn field(&mut self, i: usize, name: &'a str) {
         let toks = self.toks;
+        let executed = self.definition.filter(|d| d.executed(self.operation));
         if let Some(key) = answer_key(toks, i) {
             self.keys.push((key, name));
-            self.facts.archived |= name == "archivedNotifications";
+            // Only the operation that runs, or a fragment it may spread, answers archive rows.
+            self.facts.archived |= name == "archivedNotifications" && executed.is_some();
         }
         let has_args = toks.get(i + 1) == Some(&Tok::Punct(b'('));
         let directive = i
             .checked_sub(1)
             .and_then(|p| toks.get(p))
             .is_some_and(|t| *t == Tok::Punct(b'@'));
-        let Some(d) = self.definition.filter(|d| d.executed(self.operation)) else {
+        let Some(d) = executed else {
             return;
         };
         if !has_args || directive {
@@ -778,6 +781,27 @@ mod tests {
         // Without a name both are in view, asking two ids under one key (OsmoX runs neither).
         let f = facts_with(json!({"query": q, "operationName": null}));
         assert_eq!(first_id(&f), None);
+    }
+
+    /// One document holding a live and an archive poll, the request naming the live one: no
+    /// archive row can be in its answer, yet every live row (no `notificationId`) was skipped.
+    /// A fragment may be spread by the operation that runs, so its fields still count.
+    #[test]
+    fn only_the_named_operation_or_a_fragment_makes_rows_archive_rows() {
+        let q = "query Live { notifications { notifications { id deliveryStatus } } } \
+                 query Old { archivedNotifications { archivedNotifications { notificationId deliveryStatus } } }";
+        let archived = |operation: &str| {
+            let f = facts_with(json!({"query": q, "operationName": operation}));
+            query(&f).archived
+        };
+        assert!(!archived("Live"));
+        assert!(archived("Old"));
+        let f = facts_with(json!({"query": q}));
+        assert!(query(&f).archived, "without a name, either may run");
+        let q = "query Live { notifications { notifications { id } } ...F } \
+                 fragment F on Query { archivedNotifications { archivedNotifications { id } } }";
+        let f = facts_with(json!({"query": q, "operationName": "Live"}));
+        assert!(query(&f).archived);
     }
 
     #[test]
