@@ -184,7 +184,7 @@ struct Scan<'t, 'a, 'v> {
     facts: QueryFacts,
     /// An alias makes the answer's keys untrustworthy: `finish` then drops `facts`.
     aliased: bool,
-    /// `webhook(…)` fields of executed mutations.
+    /// `webhook(…)` fields of executed mutations and of fragments.
     webhooks: usize,
     /// (key, field) of every field of any definition, at any depth: inline fragments put
     /// fields of the root deeper, and a conservative reading costs only the id correction.
@@ -276,14 +276,15 @@ impl<'a> Scan<'_, 'a, '_> {
                     .and_then(|v| resolve(v, self.variables));
                 self.facts.note_notification(key(), id);
             }
-            "webhook" if d.kind == OpKind::Mutation => {
+            // A fragment's may run too (the mutation may spread it): it is one more.
+            "webhook" if matches!(d.kind, OpKind::Mutation | OpKind::Fragment) => {
                 self.webhooks += 1;
                 // Only a field of the operation's own selection set, with no directive,
                 // surely ran when the answer has its key.
                 let directed = after_arguments(toks, i + 1)
                     .and_then(|j| toks.get(j))
                     .is_none_or(|t| *t == Tok::Punct(b'@'));
-                if self.braces == 1 && !directed {
+                if d.kind == OpKind::Mutation && self.braces == 1 && !directed {
                     self.facts.webhook_key = Some(key());
                 }
             }
@@ -964,6 +965,8 @@ mod tests {
             "mutation { webhook(createWebhookInput: {providerId: 1}) @include(if: $v) { id } }",
             "mutation { ... @skip(if: true) { webhook(createWebhookInput: {providerId: 1}) { id } } }",
             "mutation { ...F } fragment F on Mutation { webhook(createWebhookInput: {providerId: 1}) { id } }",
+            // A registration in a fragment the mutation spreads runs too, after this one.
+            "mutation { webhook(createWebhookInput: {providerId: 1}) { id } ...F } fragment F on Mutation { w: webhook(createWebhookInput: {providerId: 1}) { id } }",
             "mutation { a: webhook(createWebhookInput: {providerId: 1}) { id } b: webhook(createWebhookInput: {providerId: 2}) { id } }",
             "mutation { webhook(createWebhookInput: {providerId: 1}",
         ] {
