@@ -50,8 +50,8 @@ pub enum WatchKind {
 ///
 /// `method` `None`: not read. Reading it costs a hostcall on every poll, and a GraphQL call
 /// is told apart by its body instead: any request to a GraphQL path is then `Graphql`, and
-/// the host watches it only if the request carries a body (a `GET` does not; OsmoX's
-/// GraphQL server refuses other methods).
+/// the host watches it only if the request carries a body (a `GET` does not: Apollo answers
+/// `GET` queries too, but those are not watched, as the README says).
 pub fn classify(
     method: Option<&str>,
     path: &str,
