@@ -484,6 +484,36 @@ fn a_gone_answer_disables_the_endpoint_and_each_later_delivery_is_reported() {
     assert_eq!(w.m(Metric::DeadLettersSent), 10, "given up");
 }
 
+/// A success that was already on the wire when the endpoint answered 410 keeps no place for
+/// a later send: the sender's block of places ends with the gone answer.
+#[test]
+fn a_success_answered_after_a_gone_one_sends_nothing_more_to_the_endpoint() {
+    // maxInFlight 16: places are taken two at a time.
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 16, "headers""#);
+    let w = World::new(&json, 1);
+    w.observe(
+        0,
+        &[
+            note(1, DeliveryStatus::Failed, A),
+            note(2, DeliveryStatus::Failed, A),
+        ],
+    );
+    let [first, second] = <[Sent; 2]>::try_from(w.sent()).unwrap();
+    w.reply(0, first.token, 410, None);
+    w.reply(0, second.token, 200, None);
+    w.observe(0, &[note(3, DeliveryStatus::Failed, A)]);
+    let attempts = w
+        .sent()
+        .iter()
+        .filter(|s| s.cluster == "webhook_crm")
+        .count();
+    assert_eq!(
+        attempts, 2,
+        "nothing after the gone answer reached the endpoint"
+    );
+    assert_eq!(w.m(Metric::DeliveriesGone), 2);
+}
+
 /// The disabling holds for the target that answered 410: a configuration that gives the
 /// endpoint another URL sends to it again.
 #[test]
@@ -1445,6 +1475,86 @@ fn a_failure_is_recorded_at_once_and_ends_block_reuse_until_a_success_clears_it(
     w.observe(0, &[note(2, DeliveryStatus::Success, A)]);
     w.reply(0, w.last().token, 200, None);
     assert_eq!(breaker_record(&w), "{}", "a success resets the failures");
+}
+
+/// Spare places save a busy sender a round trip on the breaker record per webhook: only
+/// those left unused for a whole tick go back.
+#[test]
+fn spare_places_used_since_the_last_tick_stay_and_a_quiet_tick_gives_them_back() {
+    // maxInFlight 16: places are taken two at a time.
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 16, "headers""#);
+    let w = World::new(&json, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 200, None);
+    let held = breaker_record(&w);
+    assert!(held.contains(r#""n":2"#), "{held}");
+    w.tick(0);
+    assert_eq!(
+        breaker_record(&w),
+        held,
+        "places used since the last tick stay for the next sends"
+    );
+    w.tick(0);
+    assert_eq!(breaker_record(&w), "{}", "a quiet tick gives them back");
+}
+
+/// Another VM's failures reach a sender only when it next asks the record; once they have,
+/// places left from a clean block must not outrun the breaker (here: a second probe).
+#[test]
+fn spare_places_are_not_spent_once_the_sender_has_seen_the_circuit_half_open() {
+    let json = ONE_ENDPOINT.replace(
+        r#""headers""#,
+        r#""maxInFlight": 16, "circuitBreaker": {"failureThreshold": 3, "openMs": 1000}, "headers""#,
+    );
+    let mut w = World::new(&json, 2);
+    // VM 0 takes a block of two for one attempt, which stays on the wire: one place spare.
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    // VM 1's three attempts fail: the circuit opens for a second.
+    let failing: Vec<_> = (2..=4)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(1, &failing);
+    for s in &w.sent()[1..] {
+        w.reply(1, s.token, 500, None);
+    }
+    assert!(
+        breaker_record(&w).contains(r#""o":"#),
+        "{}",
+        breaker_record(&w)
+    );
+    // Half-open, and too late for VM 0's spare to cover a new claim: it asks the record,
+    // which grants the probe and shows the circuit not clean.
+    w.now += 6_000;
+    w.observe(0, &[note(5, DeliveryStatus::Success, A)]);
+    assert_eq!(w.sent().len(), 5, "the probe goes");
+    w.observe(0, &[note(6, DeliveryStatus::Success, A)]);
+    assert_eq!(
+        w.sent().len(),
+        5,
+        "no second attempt while the probe is out"
+    );
+}
+
+/// A failure gives the sender's spare places back to the record: kept here as well, a later
+/// success would give them back twice and send on places no one holds.
+#[test]
+fn spare_places_given_back_with_a_failure_are_not_spent_again_after_a_success() {
+    // maxInFlight 16: places are taken two at a time.
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 16, "headers""#);
+    let w = World::new(&json, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 500, None);
+    w.observe(0, &[note(2, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 200, None);
+    let burst: Vec<_> = (3..=22)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &burst);
+    assert_eq!(
+        w.sent().len() - 2,
+        16,
+        "the bound holds: no place counts twice"
+    );
 }
 
 /// A deterministic xorshift, so a failure reproduces.
