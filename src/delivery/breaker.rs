@@ -590,6 +590,16 @@ mod tests {
         );
     }
 
+    /// The wall clock may step back (proxy-wasm's time is the system's): a claim made then
+    /// must not cut short the deadline covering the attempts already out.
+    #[test]
+    fn a_clock_stepping_back_never_shortens_a_senders_deadline() {
+        let mut s = EndpointState::default();
+        s.admit(A, 1, 4_000, 4_000 + LEASE_MS, &POLICY);
+        s.admit(A, 2, 3_000, 3_000 + LEASE_MS, &POLICY);
+        assert_eq!(s.in_flight(3_000 + LEASE_MS), 2);
+    }
+
     #[test]
     fn threshold_failures_open_the_breaker() {
         let mut s = EndpointState::default();
@@ -678,6 +688,23 @@ mod tests {
             }
         );
         assert_eq!(s.probe, None);
+    }
+
+    /// A configuration update may raise the threshold while the circuit is open: the probe's
+    /// failure still reopens it, rather than leave it half-open to probe again at once.
+    #[test]
+    fn a_failed_probe_reopens_under_a_threshold_raised_since() {
+        let mut s = opened_at(0);
+        let raised = BreakerPolicy {
+            failure_threshold: 10,
+            ..POLICY
+        };
+        assert_eq!(
+            s.admit(A, 1, 10_000, 10_000 + LEASE_MS, &raised),
+            Admit::Granted
+        );
+        s.record(A, 1, false, 10_500, &raised);
+        assert!(s.is_open(10_500));
     }
 
     #[test]
