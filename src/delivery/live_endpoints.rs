@@ -352,4 +352,24 @@ mod tests {
             1
         );
     }
+
+    /// Shared data the host refuses to read or write.
+    struct Refusing;
+
+    impl Store for Refusing {
+        fn get(&self, _: &str) -> Result<Option<(Vec<u8>, store::Cas)>, store::StoreError> {
+            Err(store::StoreError::Host)
+        }
+
+        fn set(&self, _: &str, _: &[u8], _: Option<store::Cas>) -> Result<(), store::StoreError> {
+            Err(store::StoreError::Host)
+        }
+    }
+
+    /// Not knowing which configurations are live is no reason to drop a delivery that may be
+    /// another's.
+    #[test]
+    fn a_record_the_host_cannot_read_keeps_every_delivery() {
+        assert!(kept_elsewhere(&Refusing, &config(&["crm"], None), "ops", 0));
+    }
 }
