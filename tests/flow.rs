@@ -1458,6 +1458,35 @@ fn spare_places_never_exceed_max_in_flight_across_senders_and_go_back_when_idle(
     assert_eq!(breaker_record(&w), "{}");
 }
 
+/// Places are taken an eighth of the bound at a time so that VMs share it: as replies come
+/// back, a sender keeps at most a block spare and gives the rest back at once.
+#[test]
+fn replies_leave_a_sender_no_more_than_a_block_of_spare_places() {
+    // maxInFlight 16: places are taken two at a time.
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 16, "headers""#);
+    let w = World::new(&json, 1);
+    let notes: Vec<_> = (1..=3)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &notes);
+    let sent = w.sent();
+    for (k, s) in sent.iter().enumerate() {
+        w.reply(0, s.token, 200, None);
+        let record = breaker_record(&w);
+        let held: usize = record
+            .split(r#""n":"#)
+            .nth(1)
+            .unwrap()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let on_the_wire = sent.len() - k - 1;
+        assert!(held <= on_the_wire + 2, "{record}");
+    }
+}
+
 #[test]
 fn a_failure_is_recorded_at_once_and_ends_block_reuse_until_a_success_clears_it() {
     let json = ONE_ENDPOINT.replace(
