@@ -209,6 +209,20 @@ mod tests {
         assert!(r.failed(report(1), 0), "their bytes came back");
     }
 
+    /// A closing sender gives up what waits and may still defer reports of replies it is
+    /// owed: the bytes given up must not count against those.
+    #[test]
+    fn giving_up_the_waiting_reports_frees_their_bytes() {
+        let mut r = Reports::default();
+        let big = Report {
+            body: vec![b'x'; MAX_WAITING_BYTES / 2 + 1],
+            ..report(1)
+        };
+        assert!(r.failed(big.clone(), 0));
+        assert_eq!(r.give_up_waiting(), 1);
+        assert!(r.defer(big, 0), "their bytes came back");
+    }
+
     /// Several reports due at once leave in the order of their due times, and when the wire
     /// has room for only one, the one due first takes it.
     #[test]
