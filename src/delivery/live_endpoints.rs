@@ -309,6 +309,18 @@ mod tests {
         assert!(!kept_elsewhere(&store, &plain, "learned-7", 0));
     }
 
+    /// A configuration that does not learn builds no learned endpoint, so it keeps none for a
+    /// learning one whose own policy refuses it.
+    #[test]
+    fn a_configuration_without_learning_keeps_no_learned_endpoint() {
+        let store = MemStore::new();
+        let registered = br#"[{"p":7,"u":"https://b.example/x"}]"#;
+        store.set(Registry::key(), registered, None).unwrap();
+        LiveEndpoints::default().beat(&store, &config(&["crm"], None), 0);
+        let narrow = config(&["crm"], Some("a.example"));
+        assert!(!kept_elsewhere(&store, &narrow, "learned-7", 0));
+    }
+
     /// A configuration loaded again (a VM rebuilt after a crash) is told from one an update
     /// brings by how long it has been live.
     #[test]
