@@ -12,7 +12,7 @@ use crate::delivery::retry::{
 };
 use crate::events::{endpoint_key, repeats_a_key};
 use crate::json::{self, Value};
-use crate::osmox::{DeliveryStatus, StatusSet};
+use crate::osmox::{DeliveryStatus, StatusSet, TestMode};
 use crate::payload::Payload;
 use crate::signing::Secret;
 
@@ -122,6 +122,7 @@ pub struct Endpoint {
     /// How long a SUCCESS seen before OsmoX saved its result waits for a view that shows it
     /// (0: sent at once, as seen).
     pub await_result_ms: u64,
+    pub test_mode: TestMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -865,6 +866,7 @@ struct RawEndpoint {
     secret_env: Option<String>,
     payload: Option<String>,
     await_result_ms: Option<u64>,
+    test_mode: Option<String>,
 }
 
 impl RawEndpoint {
@@ -886,6 +888,7 @@ impl RawEndpoint {
             "secretEnv",
             "payload",
             "awaitResultMs",
+            "testMode",
         ];
         const IDS: &str = "an array of non-negative integers";
         // Elsewhere null means absent; here that would turn a secret a template failed to
@@ -927,6 +930,7 @@ impl RawEndpoint {
                 "secretEnv" => raw.secret_env = Some(string(p, v)?),
                 "payload" => raw.payload = Some(string(p, v)?),
                 "awaitResultMs" => raw.await_result_ms = Some(uint(p, v)?),
+                "testMode" => raw.test_mode = Some(string(p, v)?),
                 _ => {}
             }
         }
@@ -1311,6 +1315,16 @@ impl RawEndpoint {
                 0,
                 MAX_AWAIT_RESULT_MS,
             )?,
+            test_mode: match self.test_mode.as_deref() {
+                None | Some("deliver") => TestMode::Deliver,
+                Some("skip") => TestMode::Skip,
+                Some(_) => {
+                    return Err(invalid(
+                        join(p, "testMode"),
+                        "must be \"deliver\" or \"skip\"",
+                    ))
+                }
+            },
         })
     }
 }
@@ -1746,7 +1760,8 @@ mod tests {
           "secrets": ["whsec_AgMEBQYHCAkKCwwNDg8QERITFBUWFxgZ", "whsec_BQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fICEiIyQ="],
           "secretEnv": "CRM_WEBHOOK_SECRET",
           "payload": "envelope",
-          "awaitResultMs": 2500
+          "awaitResultMs": 2500,
+          "testMode": "skip"
         },
         {"name": "ops.v2", "url": "HTTPS://Hooks.Example.com", "cluster": "webhook_ops"}
       ],
@@ -1818,6 +1833,7 @@ mod tests {
                         .collect(),
                     payload: Payload::Envelope,
                     await_result_ms: 2500,
+                    test_mode: TestMode::Skip,
                 },
                 Endpoint {
                     name: "ops.v2".to_string(),
@@ -1836,6 +1852,7 @@ mod tests {
                     secrets: vec![],
                     payload: Payload::Notification,
                     await_result_ms: DEFAULT_AWAIT_RESULT_MS,
+                    test_mode: TestMode::Deliver,
                 },
             ],
             watch: Watch {
@@ -2003,6 +2020,7 @@ mod tests {
                 secrets: vec![],
                 payload: Payload::Notification,
                 await_result_ms: DEFAULT_AWAIT_RESULT_MS,
+                test_mode: TestMode::Deliver,
             }],
             watch: Watch {
                 graphql_paths: vec!["/graphql".to_string()],
@@ -2369,6 +2387,26 @@ mod tests {
         ] {
             assert_eq!(endpoint_err(field), why, "{field}");
         }
+    }
+
+    #[test]
+    fn test_mode_is_deliver_or_skip() {
+        assert_eq!(
+            parse(&endpoint("")).endpoints[0].test_mode,
+            TestMode::Deliver
+        );
+        for (given, want) in [("deliver", TestMode::Deliver), ("skip", TestMode::Skip)] {
+            let c = parse(&endpoint(&format!(r#""testMode": "{given}""#)));
+            assert_eq!(c.endpoints[0].test_mode, want, "{given}");
+        }
+        assert_eq!(
+            endpoint_err(r#""testMode": "Skip""#),
+            r#"endpoints[0].testMode: must be "deliver" or "skip""#
+        );
+        assert_eq!(
+            endpoint_err(r#""testMode": false"#),
+            "endpoints[0].testMode: expected a string, got a boolean"
+        );
     }
 
     #[test]

@@ -1010,6 +1010,7 @@ mod tests {
             retry_count: Some(retry),
             updated_on: Some(updated.to_string().into()),
             result: crate::osmox::ResultView::NotSelected,
+            test_mode: false,
             body: "{}".into(),
         }
     }
@@ -1620,6 +1621,7 @@ mod tests {
                 retry_count: None,
                 updated_on: None,
                 result: crate::osmox::ResultView::NotSelected,
+                test_mode: false,
                 body: "{}".into(),
             },
             100,

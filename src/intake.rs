@@ -386,6 +386,7 @@ mod tests {
             } else {
                 crate::osmox::ResultView::Present
             },
+            test_mode: false,
             body: format!(r#"{{"id":504,"deliveryStatus":5,"result":{result}}}"#).into(),
         }
     }

@@ -14,7 +14,7 @@ use crate::config::{CircuitPolicy, Config, Endpoint, Learn, Target};
 use crate::events::repeats_a_key;
 use crate::extract::Registration;
 use crate::metrics::{Metric, Metrics};
-use crate::osmox::StatusSet;
+use crate::osmox::{StatusSet, TestMode};
 use crate::payload::Payload;
 use crate::record::{Out, Reader};
 use crate::store::{self, Cas, Store, StoreError};
@@ -541,6 +541,8 @@ impl Registry {
                 secrets: Vec::new(),
                 payload: Payload::Notification,
                 await_result_ms: crate::config::DEFAULT_AWAIT_RESULT_MS,
+                // As OsmoX's own webhook, which these replace, never fires for one.
+                test_mode: TestMode::Skip,
             });
         }
         Ok(out)
@@ -1094,6 +1096,7 @@ mod tests {
             secrets: vec![],
             payload: Payload::Notification,
             await_result_ms: crate::config::DEFAULT_AWAIT_RESULT_MS,
+            test_mode: TestMode::Skip,
         }
     }
 

@@ -109,9 +109,27 @@ pub struct Notification<'a> {
     /// observations. Borrowed when the response wrote it as OsmoX does.
     pub updated_on: Option<Cow<'a, str>>,
     pub result: ResultView,
+    /// A SUCCESS OsmoX's test mode made without sending anything ([`TEST_MODE_RESULT`]):
+    /// OsmoX's own webhook never fires for one. Only a view that selected `result` tells.
+    pub test_mode: bool,
     /// The webhook body: the object as observed, top-level keys in camelCase, `id` set to
     /// `self.id`, with no `notificationId`. Read it through [`Notification::webhook_body`].
     pub body: WebhookBody<'a>,
+}
+
+/// `result.result` of a notification OsmoX's test mode created as SUCCESS without sending it.
+pub const TEST_MODE_RESULT: &str =
+    "This is a test mode notification. Notification was not delivered to recipient.";
+
+/// What an endpoint does with a SUCCESS that OsmoX's test mode made without sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TestMode {
+    /// As any SUCCESS (the body carries OsmoX's test-mode result): receivers see the
+    /// traffic of an OsmoX in test mode, which its own webhook never reports.
+    #[default]
+    Deliver,
+    /// Not delivered, as OsmoX's own webhook does not.
+    Skip,
 }
 
 /// What a view shows of `result`. OsmoX saves a SUCCESS, and queues its own webhook, before
@@ -164,6 +182,7 @@ impl Notification<'_> {
             retry_count: self.retry_count,
             updated_on: self.updated_on.map(|u| Cow::Owned(u.into_owned())),
             result: self.result,
+            test_mode: self.test_mode,
             body,
         }
     }

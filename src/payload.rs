@@ -140,6 +140,7 @@ mod tests {
             retry_count: Some(0),
             updated_on: None,
             result: crate::osmox::ResultView::Present,
+            test_mode: false,
             body: r#"{"id":7,"deliveryStatus":5,"result":{"ok":true}}"#.into(),
         }
     }

@@ -1,7 +1,7 @@
 //! Which endpoints an event goes to.
 
 use crate::config::Endpoint;
-use crate::osmox::{DeliveryStatus, Notification};
+use crate::osmox::{DeliveryStatus, Notification, TestMode};
 
 /// The fields endpoints filter on besides the status, as a view (or the views of an event so
 /// far) had them: one that lacks a field (a query that did not select it) matches no endpoint
@@ -32,7 +32,11 @@ impl Routed {
 /// True when every filter the endpoint sets accepts the notification. An absent filter
 /// accepts anything; a set filter rejects a notification that lacks the field.
 pub fn matches(endpoint: &Endpoint, n: &Notification) -> bool {
-    accepts(endpoint, n.delivery_status, Routed::of(n))
+    takes_test_mode(endpoint, n) && accepts(endpoint, n.delivery_status, Routed::of(n))
+}
+
+fn takes_test_mode(endpoint: &Endpoint, n: &Notification) -> bool {
+    !n.test_mode || endpoint.test_mode == TestMode::Deliver
 }
 
 fn accepts(endpoint: &Endpoint, status: DeliveryStatus, fields: Routed) -> bool {
@@ -59,7 +63,11 @@ pub fn route<'a>(
     let status = n.delivery_status;
     endpoints.iter().filter(move |e| match before {
         None => matches(e, n),
-        Some(before) => accepts(e, status, Routed::of(n).or(before)) && !accepts(e, status, before),
+        Some(before) => {
+            takes_test_mode(e, n)
+                && accepts(e, status, Routed::of(n).or(before))
+                && !accepts(e, status, before)
+        }
     })
 }
 
@@ -94,6 +102,7 @@ mod tests {
             retry_count: Some(0),
             updated_on: None,
             result: crate::osmox::ResultView::NotSelected,
+            test_mode: false,
             body: "{}".into(),
         }
     }
@@ -168,6 +177,27 @@ mod tests {
         let channel_only = note(DeliveryStatus::Success, None, Some(1));
         let opened: Vec<String> = route(&eps, &channel_only, Some(provider_only))
             .map(|e| e.name.clone())
+            .collect();
+        assert_eq!(opened, ["filtered"]);
+    }
+
+    #[test]
+    fn a_test_mode_success_goes_only_where_test_mode_is_delivered() {
+        let eps = endpoints(r#""testMode": "skip""#);
+        let mut n = note(DeliveryStatus::Success, Some(1), Some(1));
+        assert_eq!(names(&eps, &n), ["all", "filtered"]);
+        n.test_mode = true;
+        assert_eq!(names(&eps, &n), ["all"]);
+        // Seen before without the provider, now with it: the skipping endpoint stays closed.
+        let eps = endpoints(r#""providerIds": [1], "testMode": "skip""#);
+        let thin = Routed {
+            provider_id: None,
+            channel_type: Some(1),
+        };
+        assert_eq!(route(&eps, &n, Some(thin)).count(), 0);
+        n.test_mode = false;
+        let opened: Vec<&str> = route(&eps, &n, Some(thin))
+            .map(|e| e.name.as_str())
             .collect();
         assert_eq!(opened, ["filtered"]);
     }

@@ -225,6 +225,7 @@ fn note(id: u64, status: DeliveryStatus, updated: &str) -> Notification<'static>
         retry_count: Some(0),
         updated_on: Some(updated.to_string().into()),
         result: osmox_webhook_filter::osmox::ResultView::NotSelected,
+        test_mode: false,
         body: format!(r#"{{"id":{id},"deliveryStatus":{}}}"#, status.code()).into(),
     }
 }

@@ -693,8 +693,16 @@ fn notification<'a>(
             Some(Value::Null) => ResultView::Null,
             Some(_) => ResultView::Present,
         },
+        test_mode: delivery_status == DeliveryStatus::Success
+            && f.get(Field::Result).is_some_and(is_test_mode_result),
         body: WebhookBody::Row(obj),
     })
+}
+
+/// OsmoX's test-mode result, `{"result": "This is a test mode notification. …"}`.
+fn is_test_mode_result(result: &Value<'_>) -> bool {
+    let said = result.as_object().and_then(|r| r.get("result"));
+    matches!(said, Some(Value::String(s)) if s.is(crate::osmox::TEST_MODE_RESULT))
 }
 
 /// A row as OsmoX's webhook would send it: keys in observed order, top-level keys in
@@ -957,6 +965,47 @@ mod tests {
         let thin = br#"{"data": {"notification": {"id": 9, "deliveryStatus": 5}}}"#;
         let x = run(WatchKind::Graphql, thin);
         assert_eq!(views(&x), vec![(9, NotSelected, false)]);
+    }
+
+    /// OsmoX's test mode makes a SUCCESS without sending it (the sample's 1048); its own
+    /// webhook never fires for one, so endpoints may leave such rows out.
+    #[test]
+    fn a_success_test_mode_made_is_told_by_its_result() {
+        let test_mode = |kind, body: &[u8]| -> Vec<(u64, bool)> {
+            let x = run(kind, body);
+            x.notifications
+                .iter()
+                .map(|n| (n.id, n.test_mode))
+                .collect()
+        };
+        let got = test_mode(WatchKind::Graphql, GQL_LIST.as_bytes());
+        assert_eq!(got.iter().filter(|(_, t)| *t).count(), 1, "{got:?}");
+        assert!(got.contains(&(1048, true)));
+        let said = crate::osmox::TEST_MODE_RESULT;
+        let row = |status: u8, result: &str| {
+            format!(r#"{{"id": 9, "delivery_status": {status}, "result": {result}}}"#)
+        };
+        let rest =
+            |status, result: &str| test_mode(WatchKind::Rest, row(status, result).as_bytes());
+        assert_eq!(rest(5, &format!(r#"{{"result": "{said}"}}"#)), [(9, true)]);
+        // Escaped as JSON allows, the same text.
+        let escaped = said.replace("test", "t\\u0065st");
+        assert_eq!(
+            rest(5, &format!(r#"{{"result": "{escaped}"}}"#)),
+            [(9, true)]
+        );
+        // Only a SUCCESS, only that text, only under `result.result`.
+        assert_eq!(rest(6, &format!(r#"{{"result": "{said}"}}"#)), [(9, false)]);
+        assert_eq!(
+            rest(5, &format!(r#"{{"result": "{said} "}}"#)),
+            [(9, false)]
+        );
+        assert_eq!(
+            rest(5, &format!(r#"{{"message": "{said}"}}"#)),
+            [(9, false)]
+        );
+        assert_eq!(rest(5, &format!(r#""{said}""#)), [(9, false)]);
+        assert_eq!(rest(5, "null"), [(9, false)]);
     }
 
     #[test]

@@ -364,6 +364,23 @@ def test_endpoint_filters_route_to_matching_receivers(osmox, make_receiver, make
         assert_webhook_headers(r, {"x-team": "sms"})
 
 
+def test_a_test_mode_success_goes_only_to_endpoints_that_deliver_test_mode(osmox, make_receiver, make_envoy,
+                                                                            filter_wasm):
+    """The sample's 1048 is a SUCCESS OsmoX's test mode made without sending it: delivered by
+    default, not to an endpoint with `"testMode": "skip"` (as OsmoX's own webhook)."""
+    crm, live = make_receiver("crm"), make_receiver("live")
+    cfg = filter_config([endpoint("crm", crm), endpoint("live", live, testMode="skip")], tick_ms=TICK_MS)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm, "live": live})
+    osmox.set_json("POST", "/graphql", graphql_body(graphql_rows()))
+    poll_graphql(envoy)
+    crm.wait_for(3, EXPECT_S)
+    live.wait_for(2, EXPECT_S)
+    assert sorted(ids_statuses(assert_no_more(crm, 3))) == [(1042, 5), (1044, 6), (1048, 5)]
+    assert sorted(ids_statuses(assert_no_more(live, 2, settle=0))) == [(1042, 5), (1044, 6)]
+    envoy.wait_metric("events_detected", 7, timeout=EXPECT_S)
+    assert envoy.metric("events_unrouted") == 4, "1048 still went to crm: routed"
+
+
 def test_endpoints_whose_names_shared_a_narrow_key_each_get_the_event(osmox, make_receiver, make_envoy, filter_wasm):
     # These two names shared an endpoint key when keys were 32 bits: the second endpoint's
     # delivery took the first's back as superseded, and the first got nothing.
