@@ -116,7 +116,7 @@ fn rest(method: &str, path: &str, request: Option<&[u8]>, body: &[u8]) -> Option
                 let arena = json::Arena::new();
                 let id = request
                     .and_then(|r| json::parse(r, &arena).ok())
-                    .and_then(|r| r.as_object()?.get("id")?.as_u64());
+                    .and_then(|r| body_id(r.as_object()?.get("id")?));
                 if id.is_none() {
                     log::warn!(
                         "a webhook was removed by a DELETE /webhooks whose body is not JSON naming its id: \
@@ -151,6 +151,21 @@ fn rest(method: &str, path: &str, request: Option<&[u8]>, body: &[u8]) -> Option
         _ => obj,
     };
     from_row(row)
+}
+
+/// A delete body's `id` as OsmoX's database reads it: OsmoX passes the value on unconverted,
+/// and PostgreSQL takes a string of digits (spaces around it allowed) as that integer. A
+/// non-2xx answer already rules out what it refuses.
+fn body_id(id: &Value<'_>) -> Option<u64> {
+    if let Some(id) = id.as_u64() {
+        return Some(id);
+    }
+    let text = id.as_str()?;
+    let digits = text.trim_ascii();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// A webhook row in either spelling.
@@ -406,6 +421,44 @@ mod tests {
         assert_eq!(delete(None), None);
         assert_eq!(delete(Some(br#"{"webhookId": 3}"#)), None);
         assert_eq!(delete(Some(b"id=3")), None);
+    }
+
+    /// OsmoX hands the body's `id` to the database unconverted (no `transform` in its
+    /// `ValidationPipe`), and PostgreSQL reads `"3"` (spaces around it, leading zeros) as row
+    /// 3: such a delete removed the webhook while its mapping stayed and deliveries went on.
+    #[test]
+    fn rest_delete_of_the_collection_takes_an_id_sent_as_a_string() {
+        let delete = |request: &[u8]| {
+            extract_registration(
+                WatchKind::Rest,
+                "DELETE",
+                "/api/v1/webhooks",
+                &RequestFacts::Unread,
+                Some(request),
+                b"true",
+            )
+        };
+        for request in [
+            br#"{"id": "3"}"#.as_slice(),
+            br#"{"id": " 3 "}"#,
+            br#"{"id": "003"}"#,
+        ] {
+            let shown = String::from_utf8_lossy(request);
+            assert_eq!(
+                delete(request),
+                Some(Registration::Delete { webhook_id: 3 }),
+                "{shown}"
+            );
+        }
+        for request in [
+            br#"{"id": ""}"#.as_slice(),
+            br#"{"id": "3a"}"#,
+            br#"{"id": "-3"}"#,
+            br#"{"id": "3 4"}"#,
+        ] {
+            let shown = String::from_utf8_lossy(request);
+            assert_eq!(delete(request), None, "{shown}");
+        }
     }
 
     #[test]
