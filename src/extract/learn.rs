@@ -116,7 +116,7 @@ fn rest(method: &str, path: &str, request: Option<&[u8]>, body: &[u8]) -> Option
                 let arena = json::Arena::new();
                 let id = request
                     .and_then(|r| json::parse(r, &arena).ok())
-                    .and_then(|r| body_id(r.as_object()?.get("id")?));
+                    .and_then(|r| stored_integer(r.as_object()?.get("id")?));
                 if id.is_none() {
                     log::warn!(
                         "a webhook was removed by a DELETE /webhooks whose body is not JSON naming its id: \
@@ -153,10 +153,11 @@ fn rest(method: &str, path: &str, request: Option<&[u8]>, body: &[u8]) -> Option
     from_row(row)
 }
 
-/// A delete body's `id` as OsmoX's database reads it: OsmoX passes the value on unconverted,
-/// and PostgreSQL takes a string of digits (spaces around it allowed) as that integer. A
-/// non-2xx answer already rules out what it refuses.
-fn body_id(id: &Value<'_>) -> Option<u64> {
+/// An integer a client sent, as OsmoX's database reads it: OsmoX passes a delete's `id`, and
+/// saves a create's `providerId` and echoes it, unconverted, and PostgreSQL takes a string of
+/// digits (spaces around it allowed) as that integer. A non-2xx answer already rules out
+/// what it refuses.
+fn stored_integer(id: &Value<'_>) -> Option<u64> {
     if let Some(id) = id.as_u64() {
         return Some(id);
     }
@@ -179,7 +180,7 @@ fn from_row(row: &Object<'_>) -> Option<Registration> {
         let webhook_id = row.get("id")?.as_u64()?;
         return Some(Registration::Delete { webhook_id });
     }
-    let provider_id = get("providerId", "provider_id")?.as_u64()?;
+    let provider_id = stored_integer(get("providerId", "provider_id")?)?;
     let webhook_url = get("webhookUrl", "webhook_url")?.as_str()?;
     if webhook_url.is_empty() {
         return None;
@@ -358,6 +359,24 @@ mod tests {
             rest("patch", "/webhooks/3/?x=1", &v8_row(1)),
             partner_upsert()
         );
+    }
+
+    /// OsmoX saves a REST create's input as it came (its `ValidationPipe` converts nothing)
+    /// and answers with the saved object, in which only the columns the database fills in
+    /// (`id`, `status`, dates) are read back: a `providerId` sent as `"1"` comes back as `"1"`,
+    /// while PostgreSQL stored 1 and OsmoX's webhook fires for provider 1.
+    #[test]
+    fn rest_create_answered_with_the_provider_id_as_a_string_is_an_upsert() {
+        let mut row = v8_row(1);
+        row["provider_id"] = json!("1");
+        assert_eq!(rest("POST", "/api/v1/webhooks", &row), partner_upsert());
+        let mut camel = json!({"id": 3, "providerId": " 1", "status": 1,
+            "webhookUrl": "https://hooks.partner.example.com/osmox/status"});
+        assert_eq!(rest("POST", "/api/v1/webhooks", &camel), partner_upsert());
+        camel["providerId"] = json!("1x");
+        assert_eq!(rest("POST", "/api/v1/webhooks", &camel), None);
+        row["provider_id"] = json!("");
+        assert_eq!(rest("POST", "/api/v1/webhooks", &row), None);
     }
 
     #[test]
