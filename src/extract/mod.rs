@@ -673,6 +673,7 @@ fn notification<'a>(
     };
     let code = f.u64(Field::DeliveryStatus)?;
     let delivery_status = DeliveryStatus::from_code(code)?;
+    let result = f.get(Field::Result);
     Some(Notification {
         id,
         delivery_status,
@@ -688,13 +689,13 @@ fn notification<'a>(
                     crate::osmox::utc_timestamp(&t).map(|u| Cow::Owned(u.into_owned()))
                 }
             }),
-        result: match f.get(Field::Result) {
+        result: match result {
             None => ResultView::NotSelected,
             Some(Value::Null) => ResultView::Null,
             Some(_) => ResultView::Present,
         },
         test_mode: delivery_status == DeliveryStatus::Success
-            && f.get(Field::Result).is_some_and(is_test_mode_result),
+            && result.is_some_and(is_test_mode_result),
         body: WebhookBody::Row(obj),
     })
 }
