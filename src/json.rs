@@ -170,6 +170,17 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// A number whose value is a whole one below 2^53, however it is written (`5`, `5.0`,
+    /// `1.0E7`): what a JavaScript or GraphQL server that reads it as a double takes as an id.
+    pub fn as_whole(&self) -> Option<u64> {
+        self.as_u64().or_else(|| {
+            let f = self.as_f64()?;
+            // Below 2^53 a double holds every whole number exactly, as the server's do.
+            let exact = (0.0..9_007_199_254_740_992.0).contains(&f) && f.fract() == 0.0;
+            exact.then_some(f as u64)
+        })
+    }
+
     /// A number written as an integer that fits an `i64`, as serde_json's `as_i64`: `-0`
     /// is a float there, so it is not one here either.
     pub fn as_i64(&self) -> Option<i64> {

@@ -506,26 +506,14 @@ fn resolve(value: ArgValue<'_>, variables: Option<&Object<'_>>) -> Option<u64> {
         ArgValue::Literal(s) => s.trim().parse().ok().or_else(|| {
             // GraphQL's number syntax is JSON's.
             let arena = json::Arena::new();
-            whole_number(&json::parse(s.as_bytes(), &arena).ok()?)
+            json::parse(s.as_bytes(), &arena).ok()?.as_whole()
         }),
         ArgValue::Variable(v) => match variables?.get(v)? {
-            n @ Value::Number(_) => whole_number(n),
+            n @ Value::Number(_) => n.as_whole(),
             Value::String(s) => s.text().trim().parse().ok(),
             _ => None,
         },
     }
-}
-
-/// A number's value as an id when it is a whole one. OsmoX's `notificationId` is a `Float`,
-/// so a client whose id is a double writes notification 5 as `5.0` (or ten million as
-/// `1.0E7`), and the server reads it as `5`.
-fn whole_number(n: &Value<'_>) -> Option<u64> {
-    n.as_u64().or_else(|| {
-        let f = n.as_f64()?;
-        // Below 2^53 a double holds every whole number exactly, as the server's do.
-        let exact = (0.0..9_007_199_254_740_992.0).contains(&f) && f.fract() == 0.0;
-        exact.then_some(f as u64)
-    })
 }
 
 /// GraphQL's lexical tokens, enough for `scan`. Whitespace, commas and `#` comments are

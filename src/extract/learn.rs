@@ -79,7 +79,15 @@ fn graphql(facts: &RequestFacts, body: &[u8]) -> Option<Registration> {
     }
     // Only the webhook field's own answer: any other field may hold what the client chose.
     let row = root.get("data")?.as_object()?.get(key)?.as_object()?;
-    from_row(row)
+    let learned = from_row(row);
+    if learned.is_none() {
+        log::warn!(
+            "a GraphQL webhook registration was answered without what learning reads \
+             (`providerId` and `webhookUrl`; `id` and `status` for a deactivation): not learned; \
+             have the client select them"
+        );
+    }
+    learned
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -154,11 +162,11 @@ fn rest(method: &str, path: &str, request: Option<&[u8]>, body: &[u8]) -> Option
 }
 
 /// An integer a client sent, as OsmoX's database reads it: OsmoX passes a delete's `id`, and
-/// saves a create's `providerId` and echoes it, unconverted, and PostgreSQL takes a string of
-/// digits (spaces around it allowed) as that integer. A non-2xx answer already rules out
-/// what it refuses.
+/// saves a create's `providerId` and echoes it, unconverted. JavaScript has read `3.0` as the
+/// number 3, and PostgreSQL takes a string of digits (spaces around it allowed) as that
+/// integer. A non-2xx answer already rules out what it refuses.
 fn stored_integer(id: &Value<'_>) -> Option<u64> {
-    if let Some(id) = id.as_u64() {
+    if let Some(id) = id.as_whole() {
         return Some(id);
     }
     let text = id.as_str()?;
@@ -474,6 +482,43 @@ mod tests {
             br#"{"id": "3a"}"#,
             br#"{"id": "-3"}"#,
             br#"{"id": "3 4"}"#,
+        ] {
+            let shown = String::from_utf8_lossy(request);
+            assert_eq!(delete(request), None, "{shown}");
+        }
+    }
+
+    /// Express's body parser reads `3.0` (or `3e0`) as the number 3, which OsmoX hands to the
+    /// database like any other: row 3 goes, so its mapping must too.
+    #[test]
+    fn rest_delete_of_the_collection_takes_a_whole_number_however_written() {
+        let delete = |request: &[u8]| {
+            extract_registration(
+                WatchKind::Rest,
+                "DELETE",
+                "/api/v1/webhooks",
+                &RequestFacts::Unread,
+                Some(request),
+                b"true",
+            )
+        };
+        for request in [
+            br#"{"id": 3.0}"#.as_slice(),
+            br#"{"id": 3e0}"#,
+            br#"{"id": 0.3E+1}"#,
+        ] {
+            let shown = String::from_utf8_lossy(request);
+            assert_eq!(
+                delete(request),
+                Some(Registration::Delete { webhook_id: 3 }),
+                "{shown}"
+            );
+        }
+        // No row has these ids: PostgreSQL refuses them, and the 2xx that learning needs never comes.
+        for request in [
+            br#"{"id": 3.5}"#.as_slice(),
+            br#"{"id": -3.0}"#,
+            br#"{"id": 1e300}"#,
         ] {
             let shown = String::from_utf8_lossy(request);
             assert_eq!(delete(request), None, "{shown}");
