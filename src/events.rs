@@ -62,7 +62,7 @@ fn repeats_by<'a, K: Ord>(
 }
 
 /// Where the dedupe memory's bucket count is kept (see [`Memory::settle`]).
-pub const LAYOUT_KEY: &str = "seen/layout";
+pub const LAYOUT_KEY: &str = crate::shared_name!("seen/layout");
 
 /// Entries per bucket: small enough that one read stays cheap on every poll.
 pub const BUCKET_ENTRIES: usize = 16;
@@ -368,7 +368,7 @@ impl Memory {
 
     fn key(&self, id: u64) -> String {
         let bucket = fnv1a64(&[&id.to_le_bytes()]) % u64::from(self.buckets);
-        format!("seen/{bucket}")
+        format!(crate::shared_name!("seen/{}"), bucket)
     }
 
     /// Every key this memory uses, so the host can create them before traffic flows:
@@ -379,7 +379,7 @@ impl Memory {
     }
 
     pub fn keys(&self) -> impl Iterator<Item = String> {
-        (0..self.buckets).map(|b| format!("seen/{b}"))
+        (0..self.buckets).map(|b| format!(crate::shared_name!("seen/{}"), b))
     }
 
     /// Decide whether `n` is a new event and remember it. Read-only when nothing changed,

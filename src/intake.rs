@@ -418,7 +418,10 @@ mod tests {
             if self.refuse.get() {
                 return Err(StoreError::Host);
             }
-            if let (true, Some(left)) = (key.starts_with("seen/"), self.memory_reads_left.get()) {
+            if let (true, Some(left)) = (
+                key.starts_with(crate::shared_name!("seen/")),
+                self.memory_reads_left.get(),
+            ) {
                 let left = left.checked_sub(1).ok_or(StoreError::Host)?;
                 self.memory_reads_left.set(Some(left));
             }

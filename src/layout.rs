@@ -6,7 +6,7 @@
 use crate::extract::persisted;
 
 /// The marker's key.
-pub const KEY: &str = "laid-out";
+pub const KEY: &str = crate::shared_name!("laid-out");
 
 /// How many ledger slots, dedupe-memory buckets and persisted-query buckets have their keys.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use crate::record::{Out, Reader};
 use crate::store::{self, Cas, Store, StoreError};
 
 /// The shared-data key holding every learned mapping.
-const KEY: &str = "learn/map";
+const KEY: &str = crate::shared_name!("learn/map");
 /// Providers remembered when nobody says otherwise (`learn.maxLearned`'s default).
 pub const DEFAULT_CAPACITY: usize = 256;
 /// Longer URLs are refused: the whole map is rewritten on every change.

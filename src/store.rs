@@ -9,6 +9,24 @@ use std::collections::HashMap;
 
 pub type Cas = u32;
 
+/// Names a shared-data key or shared queue in this build's storage format:
+/// `shared_name!("q/m/{}")` is a format string, `shared_name!("peers")` a `&'static str`.
+///
+/// Shared data outlives a module: a build loaded under the same `vm_id` as another, by an
+/// update or during a drain, would read records written in another layout. The prefix is the
+/// format's version, so builds of different formats keep apart (each delivers what it took
+/// in) instead of misreading each other. Change it whenever what any key or queue holds
+/// changes; the flow test `the_shared_data_format_is_pinned` fails until you do.
+#[macro_export]
+macro_rules! shared_name {
+    ($name:literal) => {
+        concat!("f1/", $name)
+    };
+}
+
+/// The prefix every shared-data key and queue name of this build's format starts with.
+pub const FORMAT: &str = shared_name!("");
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreError {
     /// Someone else wrote the key since we read it: read again and retry.
@@ -103,6 +121,18 @@ impl MemStore {
 
     pub fn is_empty(&self) -> bool {
         self.map.borrow().is_empty()
+    }
+
+    /// Every key and value, ordered by key.
+    pub fn entries(&self) -> Vec<(String, Vec<u8>)> {
+        let mut all: Vec<(String, Vec<u8>)> = self
+            .map
+            .borrow()
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect();
+        all.sort();
+        all
     }
 
     /// Total bytes held, keys included: what Envoy would keep in memory.

@@ -20,6 +20,7 @@ use osmox_webhook_filter::events::{endpoint_key, KnownEvents, Memory, Verdict};
 use osmox_webhook_filter::intake;
 use osmox_webhook_filter::metrics::{CountingMetrics, Metric};
 use osmox_webhook_filter::osmox::{DeliveryStatus, Notification};
+use osmox_webhook_filter::shared_name;
 use osmox_webhook_filter::store::{Cas, MemStore, Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -1346,7 +1347,7 @@ fn lowering_max_pending_keeps_a_notifications_states_in_order() {
 
 /// The shared sweep cursor: which window the next sweeping tick takes.
 fn cursor(w: &World) -> String {
-    let (bytes, _) = w.store.get("q/scan").unwrap().unwrap();
+    let (bytes, _) = w.store.get(shared_name!("q/scan")).unwrap().unwrap();
     String::from_utf8(bytes).unwrap()
 }
 
@@ -1410,7 +1411,7 @@ fn idle_senders_still_find_work_that_no_live_sender_knows_of() {
 
 /// The breaker record of endpoint `crm`, as stored.
 fn breaker_record(w: &World) -> String {
-    let (bytes, _) = w.store.get("ep/crm").unwrap().unwrap();
+    let (bytes, _) = w.store.get(shared_name!("ep/crm")).unwrap().unwrap();
     String::from_utf8(bytes).unwrap()
 }
 
@@ -2063,7 +2064,7 @@ impl World {
         // VM b runs at VM a's first ledger read: after a's dedupe write, before its placing.
         let store = HookAt::new(
             &self.store,
-            |key| key.starts_with("q/m/"),
+            |key| key.starts_with(shared_name!("q/m/")),
             1,
             || {
                 let got = intake::take_in(
@@ -2314,7 +2315,7 @@ fn two_senders_find_a_lapsed_claim(
     meanwhile(w);
     let w = &*w;
     let other_net = RefCell::new(FakeNet::default());
-    let key = format!("q/m/{slot}");
+    let key = format!(shared_name!("q/m/{}"), slot);
     let store = HookAt::new(
         &w.store,
         |k| k == key,
@@ -2396,7 +2397,7 @@ fn a_late_record_from_before_the_entry_was_forgotten_keeps_the_newer_event() {
     let got_a = {
         let store = HookAt::new(
             &w.store,
-            |k| k.starts_with("seen/"),
+            |k| k.starts_with(shared_name!("seen/")),
             2, // VM 0's record_slots read: after its observe and its placing
             || {
                 for (i, id) in mates.iter().enumerate() {
@@ -2461,7 +2462,7 @@ fn an_earlier_event_claimed_before_its_take_back_is_not_retried_after_the_newer(
     {
         let store = HookAt::new(
             &w.store,
-            |k| k.starts_with("seen/"),
+            |k| k.starts_with(shared_name!("seen/")),
             2, // VM 0 placed IN_PROGRESS and is about to record it
             || {
                 w.sweep(); // a sender's sweep claims and sends IN_PROGRESS
@@ -2733,11 +2734,11 @@ fn successor_race(success_records_first: bool) {
         let t0 = scope.spawn(move || take_in(&g0, note(1, DeliveryStatus::Pending, A), 3));
         let t1 = scope.spawn(move || take_in(&g1, note(1, DeliveryStatus::InProgress, B), 5));
         let t2 = scope.spawn(move || take_in(&g2, note(1, DeliveryStatus::Success, C), 7));
-        w0.run_until("get q/m/"); // PENDING observed: g1
-        w1.run_until("get q/m/"); // IN_PROGRESS observed: g2, knows no slot
+        w0.run_until(concat!("get ", shared_name!("q/m/"))); // PENDING observed: g1
+        w1.run_until(concat!("get ", shared_name!("q/m/"))); // IN_PROGRESS observed: g2, knows no slot
         w0.finish(); // PENDING placed in X and recorded
         let x = t0.join().unwrap()[0];
-        w2.run_until("get q/m/"); // SUCCESS observed: g3, knows X
+        w2.run_until(concat!("get ", shared_name!("q/m/"))); // SUCCESS observed: g3, knows X
         let (config, sender_b, net_b) = (&config, &mut sender_b, &mut net_b);
         let metrics = &metrics;
         let t3 = scope.spawn(move || {
@@ -2750,8 +2751,8 @@ fn successor_race(success_records_first: bool) {
             sender_b.wake(config, &config.endpoints, &mut io, x);
             stepped::done(&g3);
         });
-        w3.run_until("get ep/"); // sender B claimed X, asks for a place
-        w2.run_until("get seen/"); // SUCCESS queued behind the claim, not yet recorded
+        w3.run_until(concat!("get ", shared_name!("ep/"))); // sender B claimed X, asks for a place
+        w2.run_until(concat!("get ", shared_name!("seen/"))); // SUCCESS queued behind the claim, not yet recorded
         w3.finish(); // refused: X given back, Waiting, with SUCCESS as successor
         t3.join().unwrap();
         match ledger.read(&store, x).unwrap() {
@@ -4254,7 +4255,7 @@ struct CountingReads<'a> {
 
 impl Store for CountingReads<'_> {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
-        if key.starts_with("q/") {
+        if key.starts_with(shared_name!("q/")) {
             self.reads.set(self.reads.get() + 1);
         }
         self.inner.get(key)
@@ -4473,7 +4474,7 @@ impl Store for RefusingLedgerWrites<'_> {
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
-        if key.starts_with("q/m/") {
+        if key.starts_with(shared_name!("q/m/")) {
             match self.allowed.get() {
                 0 => return Err(StoreError::Host),
                 n => self.allowed.set(n - 1),
@@ -5045,5 +5046,95 @@ fn a_closing_sender_gives_back_at_once_the_spare_places_it_just_took() {
         w.sent().len(),
         16,
         "all but the place on the wire are free to the sender that stays"
+    );
+}
+
+/// Every kind of record the core keeps in shared data, as a short scenario leaves them,
+/// against `tests/fixtures/shared-data-format.txt`. Shared data outlives a module, and builds
+/// under one `vm_id` keep apart only by the format prefix of their keys (`shared_name!`), so a
+/// change to how any record is written must come with a new prefix. When this fails: if the
+/// records are now laid out differently (a field added, renamed or reordered, another
+/// encoding), change the prefix in `shared_name!` first; then, either way, write the fixture
+/// anew with `PIN_SHARED_DATA_FORMAT=1 cargo test --test flow the_shared_data_format` and
+/// read its diff.
+#[test]
+fn the_shared_data_format_is_pinned() {
+    use osmox_webhook_filter::delivery::{live_endpoints::LiveEndpoints, peers};
+    use osmox_webhook_filter::extract::persisted;
+    use osmox_webhook_filter::layout::{self, LaidOut};
+    use osmox_webhook_filter::learn::Registry;
+    use osmox_webhook_filter::osmox::ResultView;
+    use osmox_webhook_filter::store::FORMAT;
+
+    let w = World::new(ONE_ENDPOINT, 1);
+    let memory = Memory::settle(&w.store, w.config.limits.max_remembered);
+    let laid_out = LaidOut::needed(
+        Ledger::new(w.config.limits.max_pending).slots(),
+        memory.buckets(),
+    );
+    w.store.set(layout::KEY, &laid_out.encode(), None).unwrap();
+    for key in persisted::keys() {
+        w.store.set(&key, b"[]", None).unwrap();
+    }
+    // A delivery on the wire with an event queued behind it, one retried after a failed
+    // attempt (its history), one held for its result, one answered.
+    let mut awaiting = note(4, DeliveryStatus::Success, A);
+    awaiting.result = ResultView::Null;
+    w.observe(
+        0,
+        &[
+            note(1, DeliveryStatus::Pending, A),
+            note(2, DeliveryStatus::InProgress, A),
+            note(3, DeliveryStatus::Failed, A),
+            awaiting,
+        ],
+    );
+    let sent = w.sent();
+    assert_eq!(sent.len(), 3, "the awaiting SUCCESS is held");
+    w.reply(0, sent[1].token, 503, None);
+    w.reply(0, sent[2].token, 200, None);
+    w.observe(0, &[note(1, DeliveryStatus::Success, B)]);
+    peers::beat(&w.store, 7, w.now).unwrap();
+    LiveEndpoints::of_source(42).beat(&w.store, &w.config, w.now);
+    let query = "query { notifications { id deliveryStatus } }";
+    let hash: String = hmac_sha256::Hash::hash(query.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let apq = format!(
+        r#"{{"query":"{query}","extensions":{{"persistedQuery":{{"version":1,"sha256Hash":"{hash}"}}}}}}"#
+    );
+    assert!(persisted::remember(&w.store, apq.as_bytes()));
+    let learning = Config::from_json(
+        br#"{"endpoints": [], "learn": {"enabled": true, "cluster": "egress", "allowHosts": ["hooks.example.com"]}}"#,
+        &|_| None,
+    )
+    .unwrap();
+    Registry::new(8)
+        .upsert(
+            &w.store,
+            1,
+            Some(9),
+            "https://hooks.example.com/in",
+            learning.learn.as_ref().unwrap(),
+        )
+        .unwrap();
+
+    let mut dump = format!("format {FORMAT}\n");
+    for (key, value) in w.store.entries() {
+        assert!(key.starts_with(FORMAT), "{key} lacks the format prefix");
+        dump.push_str(&format!("{key} {}\n", value.escape_ascii()));
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/shared-data-format.txt"
+    );
+    if std::env::var_os("PIN_SHARED_DATA_FORMAT").is_some() {
+        std::fs::write(path, &dump).unwrap();
+    }
+    let pinned = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        pinned == dump,
+        "shared data is no longer written as {path} says: see this test's doc comment"
     );
 }

@@ -6,7 +6,7 @@
 //! waiting there, or queues behind the attempt on the wire, so a receiver never gets an older
 //! state after a newer one.
 //!
-//! Keys: `q/m/<i>` the slot's record with the body of the event it delivers (one key, so
+//! Keys (each under the format prefix, `shared_name!`): `q/m/<i>` the slot's record with the body of the event it delivers (one key, so
 //! one CAS takes a free slot and fills it), `q/scan` the shared cursor that spreads retry scans across the VMs that tick, and `q/hw`
 //! the most slots any configuration ever had, so a smaller `maxPending` after an update still
 //! sweeps (and so delivers) what waits in the slots above it.
@@ -479,11 +479,11 @@ pub struct Ledger {
 }
 
 pub fn meta_key(slot: u32) -> String {
-    format!("q/m/{slot}")
+    format!(crate::shared_name!("q/m/{}"), slot)
 }
 
-const SCAN_KEY: &str = "q/scan";
-const HIGH_WATER_KEY: &str = "q/hw";
+const SCAN_KEY: &str = crate::shared_name!("q/scan");
+const HIGH_WATER_KEY: &str = crate::shared_name!("q/hw");
 
 /// splitmix64: spreads probes over the ledger from a seed.
 fn mix(mut z: u64) -> u64 {

@@ -17,7 +17,7 @@ use crate::learn::{self, NAME_PREFIX};
 use crate::record::{Out, Reader};
 use crate::store::{self, Store};
 
-pub const KEY: &str = "config/live";
+pub const KEY: &str = crate::shared_name!("config/live");
 /// How often a sender says which endpoints its configuration has.
 pub const BEAT_MS: u64 = 5_000;
 /// A configuration not heard from for this long keeps no delivery from being orphaned: its

@@ -15,7 +15,7 @@ use crate::store::{self, Store, StoreError};
 
 /// The key that lists the live senders: 12 bytes per sender, its tag and when it last said
 /// it was alive (both little-endian).
-pub const PEERS_KEY: &str = "peers";
+pub const PEERS_KEY: &str = crate::shared_name!("peers");
 const ENTRY: usize = 12;
 /// How often a sender says it is alive, and refreshes its view of the others.
 pub const BEAT_MS: u64 = 1_000;

@@ -246,7 +246,7 @@ pub struct Sender {
 }
 
 fn breaker_key(name: &str) -> String {
-    format!("ep/{name}")
+    format!(crate::shared_name!("ep/{}"), name)
 }
 
 /// No live configuration has `endpoint` any more: a circuit left open on it would stay

@@ -19,7 +19,7 @@ use crate::store::{Cas, Store};
 
 /// The connection that put a configuration in force and its `delivery_fingerprint`, 16
 /// bytes; empty until one was put in force since the last load.
-pub const IN_FORCE_KEY: &str = "config/in_force";
+pub const IN_FORCE_KEY: &str = crate::shared_name!("config/in_force");
 
 /// What the succession needs to know of a sender besides its place: the endpoints it sends
 /// for now (learned ones included, so asked each time).

@@ -135,7 +135,7 @@ fn key(hash: &str) -> String {
 }
 
 fn bucket_key(bucket: u64) -> String {
-    format!("apq/{bucket}")
+    format!(crate::shared_name!("apq/{}"), bucket)
 }
 
 /// `[["<hash>","<query>"],…]`, most recent first.
@@ -257,7 +257,7 @@ mod tests {
             hashes.push(hash);
         }
         for b in 0..BUCKETS {
-            if let Some((bytes, _)) = store.get(&format!("apq/{b}")).unwrap() {
+            if let Some((bytes, _)) = store.get(&bucket_key(b)).unwrap() {
                 let kept = decode(&bytes).unwrap();
                 let len: usize = kept.iter().map(|(_, q)| q.len()).sum();
                 assert!(len <= MAX_BUCKET_BYTES, "bucket {b}: {len} bytes");

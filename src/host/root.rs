@@ -31,7 +31,7 @@ use crate::page_memory::PageMemory;
 /// `queue_name`), and HTTP contexts hand their items to the live VMs' queues in turn while
 /// their own VM is backlogged (`peers`): the sending spreads over the workers even when the
 /// traffic does not.
-pub const QUEUE: &str = "deliveries";
+pub const QUEUE: &str = crate::shared_name!("deliveries");
 /// Slots each root context sweeps per tick: bounds the main thread's work per tick.
 const SCAN_PER_TICK: u32 = 256;
 /// Distinct watched responses each VM remembers to skip when they come again unchanged.
@@ -238,7 +238,7 @@ pub struct Root {
 }
 
 /// Where observers publish their configuration's `delivery_fingerprint`.
-const OBSERVED_CONFIG_KEY: &str = "config/observed";
+const OBSERVED_CONFIG_KEY: &str = crate::shared_name!("config/observed");
 /// How often a singleton sender compares it with its own.
 const DRIFT_CHECK_MS: u64 = 5_000;
 

@@ -6,11 +6,16 @@ from __future__ import annotations
 import copy
 import re
 import time
+from pathlib import Path
 
 import pytest
 from harness import clusters_for, endpoint, filter_config, metric_name
 from test_delivery import (EXPECT_S, TICK_MS, assert_no_more, graphql_body, graphql_rows, ids_statuses,
                            poll_graphql)
+
+# The shared-data format prefix of the module under test, as the core's pinned format says.
+FORMAT_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "shared-data-format.txt"
+SHARED_PREFIX = FORMAT_FIXTURE.read_text().split("\n", 1)[0].removeprefix("format ")
 
 
 def singleton_envoy(make_envoy, osmox, cfg, receivers, with_sender=True, **kw):
@@ -114,7 +119,7 @@ def test_observers_alone_send_nothing(osmox, make_receiver, make_envoy, filter_w
     assert_no_more(crm, 0)
     assert envoy.metric("pending") == 3
     # Not in silence: the observer says no sender takes its deliveries.
-    wait_log(envoy, lambda line: "[warning]" in line and 'registered the "deliveries" queue' in line)
+    wait_log(envoy, lambda line: "[warning]" in line and f'registered the "{SHARED_PREFIX}deliveries" queue' in line)
 
 
 def test_a_singleton_warns_when_the_observers_configuration_moves_on(osmox, make_receiver, make_envoy,
