@@ -172,6 +172,9 @@ impl<S: Store + ?Sized> Recording<'_, S> {
         match self.memory.observe(self.store, n, self.now_ms) {
             Ok(Verdict::New { slots, generation }) => {
                 self.metrics.add(Metric::EventsDetected, 1);
+                if n.test_mode {
+                    self.metrics.add(Metric::EventsTestMode, 1);
+                }
                 Some(Event {
                     previous: slots,
                     before: None,
@@ -507,6 +510,43 @@ mod tests {
         let (placed, complete, reads) = take(&mut fresh, &late);
         assert_eq!((placed, complete), (1, true));
         assert!(reads > 0);
+    }
+
+    /// Counted once, when detected, whether or not an endpoint takes it.
+    #[test]
+    fn a_test_mode_success_is_counted_when_detected() {
+        let config = Config::from_json(
+            br#"{"endpoints": [{"name": "live", "url": "http://h/a", "cluster": "c", "testMode": "skip"}]}"#,
+            &|_| None,
+        )
+        .unwrap();
+        let store = Watched::laid_out(&config);
+        let metrics = crate::metrics::CountingMetrics::default();
+        let memory = Memory::new(config.limits.max_remembered);
+        let mut test_mode = seen("2026-04-20T09:15:02.318Z", r#"{"result": "x"}"#);
+        test_mode.test_mode = true;
+        let mut plain = seen("2026-04-20T09:15:02.318Z", r#"{"result": "x"}"#);
+        plain.id = 505;
+        for _ in 0..2 {
+            take_in(
+                None,
+                &config,
+                &config.endpoints,
+                memory,
+                &store,
+                &metrics,
+                &[test_mode.clone(), plain.clone()],
+                1_000,
+                7,
+            );
+        }
+        assert_eq!(metrics.get(Metric::EventsDetected), 2);
+        assert_eq!(metrics.get(Metric::EventsTestMode), 1);
+        assert_eq!(
+            metrics.get(Metric::EventsUnrouted),
+            1,
+            "skipped by its only endpoint"
+        );
     }
 
     #[test]

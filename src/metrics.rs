@@ -49,6 +49,7 @@ metrics! {
     EventsStale => "events_stale", Counter;
     EventsPassedOver => "events_passed_over", Counter;
     EventsUnrouted => "events_unrouted", Counter;
+    EventsTestMode => "events_test_mode", Counter;
     WakeupsToPeers => "wakeups_to_peers", Counter;
     DeliveriesSent => "deliveries_sent", Counter;
     DeliveriesSucceeded => "deliveries_succeeded", Counter;

@@ -379,6 +379,7 @@ def test_a_test_mode_success_goes_only_to_endpoints_that_deliver_test_mode(osmox
     assert sorted(ids_statuses(assert_no_more(live, 2, settle=0))) == [(1042, 5), (1044, 6)]
     envoy.wait_metric("events_detected", 7, timeout=EXPECT_S)
     assert envoy.metric("events_unrouted") == 4, "1048 still went to crm: routed"
+    assert envoy.metric("events_test_mode") == 1, "1048 alone is a test-mode SUCCESS"
 
 
 def test_endpoints_whose_names_shared_a_narrow_key_each_get_the_event(osmox, make_receiver, make_envoy, filter_wasm):
