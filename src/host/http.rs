@@ -1,6 +1,10 @@
-//! The HTTP context: watches one stream without ever changing or delaying it. It copies the
+//! The HTTP context: watches one stream without ever changing or pausing it. It copies the
 //! request and response bodies (bounded) as they pass, always returning `Continue`, and
-//! reads them in `on_log`, after the client has its answer. It runs only on the routes the
+//! reads them in `on_log`, once the response is complete. That is not yet when the client
+//! has it: Envoy writes to the client's socket from its event loop, after the stream's end
+//! callbacks, so what it still holds of the response when the last bytes come from
+//! upstream (all of a response that came in one read) waits for `on_log` to return, and
+//! the work done there delays it (README, How it works). It runs only on the routes the
 //! deployment attaches it to, so it copies before it knows whether the call is one it
 //! watches: a steady poll is then recognised by its bytes without a header read. It never
 //! reads the response's headers (`extract::read_lazily` says how a response is judged
