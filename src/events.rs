@@ -1178,6 +1178,41 @@ mod tests {
         }
     }
 
+    /// An observation is known only down to every field the dedupe memory reads: a view
+    /// that differs in any one of them (and has the same `updatedOn`, as two saves within a
+    /// millisecond do) may be news, so it is not passed over. Leaving a field out of the
+    /// identity went unnoticed by every other test.
+    #[test]
+    fn a_view_differing_in_any_field_the_memory_reads_is_not_known() {
+        use crate::osmox::ResultView;
+        let taken = n(1, DeliveryStatus::AwaitingConfirmation, 2, 3, T1);
+        let mut known = KnownEvents::new(16);
+        known.learn(std::slice::from_ref(&taken));
+        assert!(known.knows(&taken));
+        type Change = fn(&mut Notification<'static>);
+        let variants: [(&str, Change); 7] = [
+            ("id", |v| v.id = 2),
+            ("status", |v| {
+                v.delivery_status = DeliveryStatus::QueuedConfirmation;
+            }),
+            ("retryCount", |v| v.retry_count = Some(3)),
+            ("providerId", |v| v.provider_id = Some(4)),
+            ("channelType", |v| v.channel_type = Some(2)),
+            ("updatedOn", |v| v.updated_on = Some(T2.into())),
+            ("result", |v| v.result = ResultView::Null),
+        ];
+        for (field, change) in variants {
+            let mut other = taken.clone();
+            change(&mut other);
+            assert!(!known.knows(&other), "another {field}");
+            assert_ne!(
+                KnownEvents::identity(&other),
+                KnownEvents::identity(&taken),
+                "{field}"
+            );
+        }
+    }
+
     /// A view with the result is another observation than the one without, even where
     /// OsmoX left `updatedOn` as it was.
     #[test]
