@@ -220,6 +220,15 @@ impl Seen {
         self.status == n.delivery_status && (same_row || self.same_attempt(n))
     }
 
+    /// An earlier view of the SUCCESS we remember: the very event (nothing follows SUCCESS),
+    /// seen before OsmoX saved its result and moved `updatedOn`. It is no news, but it may
+    /// have a field the later views lacked (another client's query selected `providerId`):
+    /// an endpoint that filters on it takes the event then, as from any duplicate view.
+    fn earlier_view_of_success(&self, n: &Notification) -> bool {
+        let success = DeliveryStatus::Success;
+        self.status == success && self.same_event(n)
+    }
+
     /// Whether `rule(ours, theirs)` holds for both fields that tell an attempt apart
     /// (`retryCount`, `providerId`). Views lack fields: the three questions below differ
     /// only in what a missing one means.
@@ -283,9 +292,11 @@ impl Seen {
         self.retry_count = self.retry_count.or(n.retry_count);
         self.provider_id = self.provider_id.or(n.provider_id);
         self.channel_type = self.channel_type.or(n.channel_type);
-        // This state's own time replaces a kept one; otherwise the later time wins. Only from
-        // a view that names the attempt: it could be of the same status in another one.
-        let later = self.time_inherited || n.updated_on.as_deref() > self.updated_on.as_deref();
+        // This state's own time replaces a kept one (a lower bound: any view of this state
+        // that gets here is after it); otherwise the later time wins, and an earlier view
+        // (`earlier_view_of_success`) leaves it. Only from a view that names the attempt: it
+        // could be of the same status in another one.
+        let later = n.updated_on.as_deref() > self.updated_on.as_deref();
         if n.updated_on.is_some() && later && self.names_attempt(n) {
             self.updated_on = n.updated_on.as_deref().map(str::to_owned);
             self.time_inherited = false;
@@ -397,7 +408,7 @@ impl Memory {
             // entry, and the bucket is decoded whole only to be rewritten.
             let found = find(current, n.id);
             let (index, entry) = match found {
-                Some((_, seen)) if seen.is_older(n) => {
+                Some((_, seen)) if seen.is_older(n) && !seen.earlier_view_of_success(n) => {
                     verdict = Verdict::Stale;
                     return None;
                 }
@@ -1268,6 +1279,68 @@ mod tests {
         // And the remembered state is still the newer one.
         let again = m.observe(&s, &n(1, DeliveryStatus::Success, 0, 1, T3), 2);
         assert_eq!(again.unwrap(), Verdict::Duplicate);
+    }
+
+    /// OsmoX moves `updatedOn` when it saves a SUCCESS's result. A client whose query did not
+    /// select `providerId` saw the SUCCESS after that; another's answer from before it, with
+    /// the provider, was taken in later. It is the same event (nothing follows SUCCESS), and
+    /// it was dropped as stale: an endpoint that filters on the provider never got the
+    /// SUCCESS unless that client polled again. It now fills the provider in, once, and the
+    /// remembered time stays the later one.
+    #[test]
+    fn an_earlier_view_of_the_remembered_success_fills_in_what_it_lacked() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        let mut thin = n(1, DeliveryStatus::Success, 0, 1, T3);
+        thin.provider_id = None;
+        assert_eq!(m.observe(&s, &thin, 0).unwrap(), fresh(1));
+        let earlier = n(1, DeliveryStatus::Success, 0, 7, T2);
+        assert_eq!(
+            m.observe(&s, &earlier, 1).unwrap(),
+            Verdict::Filled {
+                before: Routed {
+                    provider_id: None,
+                    channel_type: Some(1),
+                },
+                slots: vec![],
+                generation: Generation::FIRST,
+                result_arrived: false,
+            }
+        );
+        assert_eq!(m.observe(&s, &earlier, 2).unwrap(), Verdict::Duplicate);
+        let kept = decode(s.get(&m.key(1)).unwrap().map(|(v, _)| v).as_deref());
+        assert_eq!(
+            kept[0].updated_on.as_deref(),
+            Some(T3),
+            "the later time stays"
+        );
+        // Still older: an earlier state of it, and a SUCCESS of another attempt, are stale.
+        let before = n(1, DeliveryStatus::InProgress, 0, 7, T1);
+        assert_eq!(m.observe(&s, &before, 3).unwrap(), Verdict::Stale);
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        m.observe(&s, &n(2, DeliveryStatus::Success, 1, 1, T3), 0)
+            .unwrap();
+        let other_attempt = n(2, DeliveryStatus::Success, 0, 1, T2);
+        assert_eq!(m.observe(&s, &other_attempt, 1).unwrap(), Verdict::Stale);
+        // A SUCCESS seen without a time keeps the earlier state's as a lower bound: a view
+        // of it timed at that bound leaves the bound as it was.
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        m.observe(&s, &n(3, DeliveryStatus::InProgress, 0, 1, T2), 0)
+            .unwrap();
+        let mut untimed = n(3, DeliveryStatus::Success, 0, 1, T2);
+        (untimed.updated_on, untimed.provider_id) = (None, None);
+        assert_eq!(m.observe(&s, &untimed, 1).unwrap(), fresh(2));
+        let at_bound = n(3, DeliveryStatus::Success, 0, 7, T2);
+        assert!(matches!(
+            m.observe(&s, &at_bound, 2).unwrap(),
+            Verdict::Filled { .. }
+        ));
+        let kept = decode(s.get(&m.key(3)).unwrap().map(|(v, _)| v).as_deref());
+        assert!(kept[0].time_inherited, "{kept:?}");
+        assert_eq!(
+            m.observe(&s, &n(3, DeliveryStatus::InProgress, 0, 7, T2), 3)
+                .unwrap(),
+            Verdict::Stale
+        );
     }
 
     /// A review's sequence: SUCCESS, then a late answer that did not select `updatedOn`

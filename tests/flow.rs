@@ -364,6 +364,48 @@ fn a_field_a_later_view_adds_routes_the_event_to_the_endpoints_that_filter_on_it
     assert_eq!(w.m(Metric::EventsDetected), 1);
 }
 
+/// OsmoX moves `updatedOn` when it saves a SUCCESS's result. VM 0 took in the SUCCESS as a
+/// query without `providerId` showed it after that save; VM 1 then took in another client's
+/// answer from before the save, with the provider. Called stale, it reached no endpoint, and
+/// the one filtering on that provider never got the SUCCESS. It is that same event: it goes
+/// to that endpoint once, and to no other again.
+#[test]
+fn an_earlier_view_of_a_success_routes_it_to_the_endpoints_that_filter_on_its_fields() {
+    let w = World::new(
+        r#"{"endpoints": [
+            {"name": "all", "url": "http://h/a", "cluster": "c"},
+            {"name": "p7", "url": "http://h/b", "cluster": "c", "providerIds": [7]}
+        ]}"#,
+        2,
+    );
+    let after_the_result = Notification {
+        provider_id: None,
+        body: r#"{"id":503,"deliveryStatus":5}"#.into(),
+        ..note(503, DeliveryStatus::Success, B)
+    };
+    w.observe(0, std::slice::from_ref(&after_the_result));
+    let paths = |w: &World| -> Vec<String> {
+        w.sent()
+            .iter()
+            .map(|s| s.header(":path").unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(paths(&w), ["/a"]);
+    let before_the_result = Notification {
+        provider_id: Some(7),
+        body: r#"{"id":503,"deliveryStatus":5,"providerId":7}"#.into(),
+        ..note(503, DeliveryStatus::Success, A)
+    };
+    w.observe(1, std::slice::from_ref(&before_the_result));
+    assert_eq!(paths(&w), ["/a", "/b"]);
+    assert_eq!(w.last().body, before_the_result.webhook_body());
+    w.observe(0, &[after_the_result, before_the_result]);
+    w.sweep();
+    assert_eq!(paths(&w), ["/a", "/b"]);
+    assert_eq!(w.m(Metric::EventsDetected), 1);
+    assert_eq!(w.m(Metric::EventsStale), 0);
+}
+
 #[test]
 fn a_503_is_retried_after_the_backoff_with_the_same_webhook_id() {
     let mut w = World::new(ONE_ENDPOINT, 1);
