@@ -1333,6 +1333,44 @@ fn a_replaced_configuration_drops_nothing_the_newer_one_has() {
     assert_eq!(w.m(Metric::Pending), 0);
 }
 
+/// A review: a configuration loaded before an update raised `maxPending` (its root context
+/// sweeps until the old listener has drained; or another listener's, under the same `vm_id`)
+/// sent the shared sweep cursor back to its own end at each of its windows, so the larger
+/// configuration's sweep never passed it: a delivery above it that no sender remembered (its
+/// VM went away before waking one) was never sent.
+#[test]
+fn a_sender_of_a_smaller_ledger_does_not_keep_the_sweep_from_a_larger_ones_upper_slots() {
+    use osmox_webhook_filter::delivery::ledger::{Record, Slot};
+    let big = ONE_ENDPOINT.replace(r#""maxPending": 128"#, r#""maxPending": 256"#);
+    let w = World::new(&big, 2);
+    // Root contexts as the host makes them: the one loaded first had 64 slots.
+    *w.senders[0].borrow_mut() = Sender::new(1, Ledger::new(64).sweeping_high_water(&w.store), 64);
+    *w.senders[1].borrow_mut() = Sender::new(2, Ledger::new(256).sweeping_high_water(&w.store), 64);
+    // Due, in a slot only the larger configuration has, and in no sender's memory.
+    let body = br#"{"id":7,"deliveryStatus":5}"#.to_vec();
+    let lost = Slot::new("crm", 7, "msg_7_5_lost", body.clone(), w.now);
+    // And a retry an hour away in a low slot: the ledger is not idle, so both sweep each tick.
+    let later = Slot {
+        at_ms: w.now + 3_600_000,
+        ..Slot::new("crm", 8, "msg_8_5_later", body, w.now)
+    };
+    for (at, slot) in [(200, lost), (3, later)] {
+        Ledger::new(256)
+            .update(&w.store, at, |_| Some((Record::Used(slot.clone()), ())))
+            .unwrap();
+    }
+    for _ in 0..40 {
+        w.tick(0);
+        w.tick(1);
+    }
+    let sent: Vec<_> = w
+        .sent()
+        .into_iter()
+        .filter(|s| s.header("webhook-id") == Some("msg_7_5_lost"))
+        .collect();
+    assert_eq!(sent.len(), 1, "the delivery in slot 200 was never swept");
+}
+
 /// A review: after an update lowered `maxPending`, an event for a notification whose slot lay
 /// above the new size took a fresh slot, so the older state queued in the old slot went out
 /// after it.

@@ -9,7 +9,8 @@
 //! Keys (each under the format prefix, `shared_name!`): `q/m/<i>` the slot's record with the body of the event it delivers (one key, so
 //! one CAS takes a free slot and fills it), `q/scan` the shared cursor that spreads retry scans across the VMs that tick, and `q/hw`
 //! the most slots any configuration ever had, so a smaller `maxPending` after an update still
-//! sweeps (and so delivers) what waits in the slots above it.
+//! sweeps (and so delivers) what waits in the slots above it, and a sender loaded before a
+//! larger configuration sweeps as far as that one once it finds the cursor past its own end.
 
 use crate::events::{fnv1a64, Generation};
 use crate::record::{Out, Reader};
@@ -532,12 +533,7 @@ impl Ledger {
         });
         let scan = match mark {
             Ok(Some(new)) => new,
-            _ => store
-                .get(HIGH_WATER_KEY)
-                .ok()
-                .flatten()
-                .and_then(|(b, _)| std::str::from_utf8(&b).ok()?.parse().ok())
-                .unwrap_or(slots),
+            _ => high_water(store).unwrap_or(slots),
         };
         Ledger {
             slots,
@@ -735,29 +731,57 @@ impl Ledger {
 
     /// Take the next `count` slots to scan, shared between every VM that ticks so that
     /// together they sweep the ledger instead of each scanning the same slots.
+    ///
+    /// A cursor past this ledger's end was left by a sender of a larger one (a configuration
+    /// loaded since, with a higher `maxPending`, or another listener's under the same
+    /// `vm_id`): this one then sweeps as far as the high-water mark says. Sending the cursor
+    /// back to its own end instead kept the slots above it from ever being swept while both
+    /// ticked (a review found it).
     pub fn next_scan_window<S: Store + ?Sized>(
-        &self,
+        &mut self,
         store: &S,
         count: u32,
     ) -> Result<std::ops::Range<u32>, StoreError> {
+        if let Some(window) = self.take_window(store, count, true)? {
+            return Ok(window);
+        }
+        self.scan = self.scan.max(high_water(store).unwrap_or(0));
+        Ok(self.take_window(store, count, false)?.unwrap_or(0..0))
+    }
+
+    /// Move the shared cursor past the next window of this ledger's `scan` slots. With
+    /// `stop_past_end`, a cursor past them is left alone and `None` returned.
+    fn take_window<S: Store + ?Sized>(
+        &self,
+        store: &S,
+        count: u32,
+        stop_past_end: bool,
+    ) -> Result<Option<std::ops::Range<u32>>, StoreError> {
         let count = count.clamp(1, self.scan);
         let slots = self.scan;
         let start = store::update(store, SCAN_KEY, |cur| {
-            let start: u32 = cur
+            let read: Option<u32> = cur
                 .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|s| s.parse().ok())
-                .filter(|s| *s < slots)
-                .unwrap_or(0);
+                .and_then(|s| s.parse().ok());
+            if stop_past_end && read.is_some_and(|s| s >= slots) {
+                return None;
+            }
+            let start = read.filter(|s| *s < slots).unwrap_or(0);
             let next = if start + count >= slots {
                 0
             } else {
                 start + count
             };
             Some((next.to_string().into_bytes(), start))
-        })?
-        .unwrap_or(0);
-        Ok(start..(start + count).min(slots))
+        })?;
+        Ok(start.map(|start| start..(start + count).min(slots)))
     }
+}
+
+/// The most slots any configuration had, as recorded in shared data.
+fn high_water<S: Store + ?Sized>(store: &S) -> Option<u32> {
+    let (bytes, _) = store.get(HIGH_WATER_KEY).ok()??;
+    std::str::from_utf8(&bytes).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -816,12 +840,38 @@ mod tests {
         let (s, big) = ledger(10);
         let big = big.sweeping_high_water(&s);
         assert_eq!(big.scan, 10);
-        let small = Ledger::new(4).sweeping_high_water(&s);
+        let mut small = Ledger::new(4).sweeping_high_water(&s);
         assert_eq!((small.slots, small.scan), (4, 10));
         let windows: Vec<_> = (0..3)
             .map(|_| small.next_scan_window(&s, 4).unwrap())
             .collect();
         assert_eq!(windows, vec![0..4, 4..8, 8..10]);
+    }
+
+    /// Two configurations sweep one ledger: one loaded before an update (or on another
+    /// listener of the `vm_id`) raised `maxPending`, one after. Their windows together still
+    /// cover every slot of the larger: the smaller must not keep sending the shared cursor
+    /// back to its own end, or the slots above it are never swept (what waits there for a
+    /// sweep, such as an attempt whose VM went away, would wait for good).
+    #[test]
+    fn a_larger_ledger_configured_later_is_swept_whole_beside_a_smaller_one() {
+        let (s, _) = ledger(12);
+        let small = Ledger::new(4).sweeping_high_water(&s);
+        let big = Ledger::new(12).sweeping_high_water(&s);
+        assert_eq!((small.swept(), big.swept()), (4, 12));
+        let mut senders = [small, big];
+        let mut swept = [false; 12];
+        for turn in 0..12 {
+            for slot in senders[turn % 2].next_scan_window(&s, 4).unwrap() {
+                swept[slot as usize] = true;
+            }
+        }
+        assert_eq!(swept, [true; 12], "slots never swept: {swept:?}");
+        assert_eq!(
+            senders[0].swept(),
+            12,
+            "the smaller learned the larger's size"
+        );
     }
 
     #[test]
@@ -1004,7 +1054,7 @@ mod tests {
 
     #[test]
     fn scan_windows_sweep_the_whole_ledger_and_wrap() {
-        let (s, l) = ledger(10);
+        let (s, mut l) = ledger(10);
         let windows: Vec<_> = (0..4).map(|_| l.next_scan_window(&s, 4).unwrap()).collect();
         assert_eq!(windows, vec![0..4, 4..8, 8..10, 0..4]);
     }
