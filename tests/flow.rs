@@ -5218,3 +5218,825 @@ fn the_shared_data_format_is_pinned() {
         "shared data is no longer written as {path} says: see this test's doc comment"
     );
 }
+
+/// Random histories of several workers sharing one ledger, with their shared-data calls
+/// interleaved (another worker's intake, tick or reply runs between one worker's read of a
+/// key and its write), configuration updates, crashed VMs, failing receivers, open circuits,
+/// pauses and results that come late. What must hold in every one: per (notification,
+/// endpoint) the states go out in order and one attempt at a time (but for one lost with its
+/// VM), no webhook-id goes out more often than its policy's attempts, the newest state taken
+/// in goes out last, and at the end the ledger is empty and the gauges are back at zero.
+/// `SIM_SEEDS=n` runs more seeds; `SIM_ONE=seed SIM_VARIANT=i` one history.
+mod random_histories {
+    use std::cell::{Cell, RefCell};
+    use std::collections::HashMap;
+    use std::rc::Rc;
+
+    use osmox_webhook_filter::config::Config;
+    use osmox_webhook_filter::delivery::ledger::{Ledger, Record};
+    use osmox_webhook_filter::delivery::outcome::{AttemptResponse, Failure};
+    use osmox_webhook_filter::delivery::sender::{Dispatch, Io, Sender};
+    use osmox_webhook_filter::events::{KnownEvents, Memory};
+    use osmox_webhook_filter::intake;
+    use osmox_webhook_filter::metrics::{CountingMetrics, Metric};
+    use osmox_webhook_filter::osmox::{DeliveryStatus, Notification, ResultView};
+    use osmox_webhook_filter::store::{Cas, MemStore, Store, StoreError};
+
+    #[derive(Debug, Clone)]
+    struct Sent {
+        token: u32,
+        cluster: String,
+        webhook_id: String,
+        body: String,
+        at: u64,
+        vm: usize,
+        sender: usize,
+    }
+
+    struct FakeNet {
+        vm: usize,
+        sender: usize,
+        now: u64,
+        log: Rc<RefCell<Vec<Sent>>>,
+    }
+
+    impl Dispatch for FakeNet {
+        fn dispatch(
+            &mut self,
+            cluster: &str,
+            headers: &[(&str, &str)],
+            body: &[u8],
+            _timeout_ms: u64,
+        ) -> Result<u32, String> {
+            let mut log = self.log.borrow_mut();
+            let token = log.len() as u32 + 1;
+            let id = headers
+                .iter()
+                .find(|(k, _)| *k == "webhook-id")
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default();
+            log.push(Sent {
+                token,
+                cluster: cluster.to_string(),
+                webhook_id: id,
+                body: String::from_utf8(body.to_vec()).unwrap(),
+                at: self.now,
+                vm: self.vm,
+                sender: self.sender,
+            });
+            Ok(token)
+        }
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn config_json(v: &Variant) -> String {
+        format!(
+            r#"{{
+      "endpoints": [
+        {{"name": "a", "url": "http://a.local/in", "cluster": "ca", "deliveryStatuses": [1,2,3,4,5,6],
+         "timeoutMs": 1000, "awaitResultMs": {await_ms}, "maxInFlight": {inflight},
+         "circuitBreaker": {{"failureThreshold": {threshold}, "openMs": 300}},
+         "retry": {{"maxAttempts": 4, "initialDelayMs": 100, "multiplier": 2.0, "maxDelayMs": 2000, "jitter": 0.2}}}},
+        {{"name": "b", "url": "http://b.local/in", "cluster": "cb", "deliveryStatuses": [1,2,5,6],
+         "timeoutMs": 1000, "awaitResultMs": {await_ms}, "payload": "envelope",
+         "circuitBreaker": {{"failureThreshold": {threshold}, "openMs": 300}},
+         "retry": {{"maxAttempts": 3, "initialDelayMs": 50, "multiplier": 3.0, "maxDelayMs": 2000, "jitter": 0.0}}}}
+      ],
+      "limits": {{"maxPending": {pending}, "maxRemembered": 1024}},
+      "tickMs": 100
+    }}"#,
+            await_ms = v.await_ms,
+            inflight = v.in_flight,
+            threshold = v.threshold,
+            pending = v.pending,
+        )
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    struct Variant {
+        await_ms: u64,
+        in_flight: u32,
+        threshold: u32,
+        pending: u32,
+        retry_after: bool,
+        crash: bool,
+        vms: usize,
+        /// Observations taken in while other workers' store calls are under way.
+        races: bool,
+        /// Ticks and replies too, between another worker's read and write.
+        sender_races: bool,
+        /// `maxPending` after a configuration update halfway through.
+        resize: Option<u32>,
+        /// The replaced configurations' senders go on ticking (their listener drains), having
+        /// handed every endpoint over to the new ones.
+        drain: bool,
+        notes: u64,
+    }
+
+    /// The states a notification walks through, in order.
+    const WALK: [(DeliveryStatus, u64); 7] = [
+        (DeliveryStatus::Pending, 0),
+        (DeliveryStatus::InProgress, 0),
+        (DeliveryStatus::Failed, 0),
+        (DeliveryStatus::Pending, 1),
+        (DeliveryStatus::InProgress, 1),
+        (DeliveryStatus::AwaitingConfirmation, 1),
+        (DeliveryStatus::Success, 1),
+    ];
+
+    fn view(id: u64, step: usize, result: u8) -> Notification<'static> {
+        let (status, retry) = WALK[step];
+        let updated = format!("2026-04-20T09:15:{:02}.000Z", step + 1);
+        let (view, json) = match (status, result) {
+            (DeliveryStatus::Success, 1) => (ResultView::Null, r#","result":null"#),
+            (DeliveryStatus::Success, 2) => (ResultView::Present, r#","result":{"r":1}"#),
+            _ => (ResultView::NotSelected, ""),
+        };
+        Notification {
+            id,
+            delivery_status: status,
+            provider_id: Some(1),
+            channel_type: Some(1),
+            retry_count: Some(retry),
+            updated_on: Some(updated.clone().into()),
+            result: view,
+            test_mode: false,
+            body: format!(
+                r#"{{"id":{id},"deliveryStatus":{},"step":{step}{json}}}"#,
+                status.code()
+            )
+            .into(),
+        }
+    }
+
+    fn field(body: &str, name: &str) -> u64 {
+        let key = format!("\"{name}\":");
+        let at = body.find(&key).unwrap() + key.len();
+        let digits: String = body[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    }
+
+    fn routes(cluster: &str, step: usize) -> bool {
+        cluster == "ca" || !matches!(WALK[step].0, DeliveryStatus::AwaitingConfirmation)
+    }
+
+    fn response(status: u16, retry_after: Option<&str>, local: Option<Failure>) -> AttemptResponse {
+        AttemptResponse {
+            num_headers: 3,
+            status: Some(status),
+            retry_after: retry_after.map(str::to_string),
+            local_failure: local,
+        }
+    }
+
+    enum Nested {
+        Observe(usize, Notification<'static>),
+        Tick(usize),
+        Reply(u32, AttemptResponse),
+    }
+
+    /// A root context's sender and the configuration it was loaded with.
+    type SenderOf<'c> = (Rc<RefCell<Sender>>, &'c Config);
+
+    /// Every worker, over shared data where, between one worker's read of a key and its write,
+    /// another worker may act (the pending actions, at random reads).
+    struct World<'c> {
+        inner: MemStore,
+        config: Cell<&'c Config>,
+        metrics: &'c CountingMetrics,
+        known: Vec<RefCell<KnownEvents>>,
+        senders: RefCell<Vec<SenderOf<'c>>>,
+        current: RefCell<Vec<usize>>,
+        /// Each VM's replaced senders that still tick.
+        old: RefCell<Vec<Vec<usize>>>,
+        nets: Vec<RefCell<FakeNet>>,
+        log: Rc<RefCell<Vec<Sent>>>,
+        /// Dispatches made before each token's reply was handed in.
+        marks: RefCell<HashMap<u32, usize>>,
+        replied: RefCell<HashMap<u32, bool>>,
+        pending: RefCell<Vec<Nested>>,
+        /// Slots the intakes asked to wake, per VM.
+        wake: RefCell<Vec<(usize, u32)>>,
+        rng: RefCell<Rng>,
+        now: Cell<u64>,
+        depth: Cell<u32>,
+        busy: Cell<Option<usize>>,
+        dead: Cell<Option<usize>>,
+        /// Observations taken in: (notification, step, started, ended) by `clock`.
+        executed: RefCell<Vec<(u64, usize, u64, u64)>>,
+        clock: Cell<u64>,
+        text: RefCell<Vec<String>>,
+    }
+
+    impl Store for World<'_> {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+            let read = self.inner.get(key)?;
+            if self.depth.get() == 0 && self.rng.borrow_mut().below(4) == 0 {
+                let busy = self.busy.get();
+                let next = {
+                    let mut p = self.pending.borrow_mut();
+                    let free = |vm: usize| Some(vm) != busy && Some(vm) != self.dead.get();
+                    let log = self.log.borrow();
+                    p.iter()
+                        .position(|n| match n {
+                            Nested::Observe(vm, _) | Nested::Tick(vm) => free(*vm),
+                            Nested::Reply(t, _) => free(log[*t as usize - 1].vm),
+                        })
+                        .map(|i| p.remove(i))
+                };
+                if let Some(action) = next {
+                    self.depth.set(1);
+                    self.text
+                        .borrow_mut()
+                        .push(format!("  (during {key} of vm {busy:?})"));
+                    self.act(action);
+                    self.depth.set(0);
+                    self.busy.set(busy);
+                }
+            }
+            Ok(read)
+        }
+
+        fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
+            self.inner.set(key, value, cas)
+        }
+    }
+
+    impl World<'_> {
+        fn with_sender(
+            &self,
+            index: usize,
+            vm: usize,
+            f: impl FnOnce(&mut Sender, &Config, &mut Io),
+        ) {
+            let prev = self.busy.replace(Some(vm));
+            let (sender, config) = self.senders.borrow()[index].clone();
+            {
+                let mut net = self.nets[vm].borrow_mut();
+                net.now = self.now.get();
+                net.sender = index;
+                let mut io = Io {
+                    store: self,
+                    metrics: self.metrics,
+                    net: &mut *net,
+                    now_ms: self.now.get(),
+                };
+                f(&mut sender.borrow_mut(), config, &mut io);
+            }
+            self.busy.set(prev);
+        }
+
+        fn with(&self, vm: usize, f: impl FnOnce(&mut Sender, &Config, &mut Io)) {
+            let index = self.current.borrow()[vm];
+            self.with_sender(index, vm, f);
+        }
+
+        fn act(&self, action: Nested) {
+            let now = self.now.get();
+            match action {
+                Nested::Observe(vm, n) => {
+                    let step = field(&n.webhook_body(), "step") as usize;
+                    self.text
+                        .borrow_mut()
+                        .push(format!("{now}: vm {vm} observes {} step {step}", n.id));
+                    let prev = self.busy.replace(Some(vm));
+                    let started = self.clock.replace(self.clock.get() + 1);
+                    let seed = self.rng.borrow_mut().next();
+                    let config = self.config.get();
+                    let wake = intake::take_in(
+                        Some(&mut self.known[vm].borrow_mut()),
+                        config,
+                        &config.endpoints,
+                        Memory::new(config.limits.max_remembered),
+                        self,
+                        self.metrics,
+                        std::slice::from_ref(&n),
+                        now,
+                        seed,
+                    );
+                    self.busy.set(prev);
+                    let ended = self.clock.replace(self.clock.get() + 1);
+                    self.executed
+                        .borrow_mut()
+                        .push((n.id, step, started, ended));
+                    self.wake
+                        .borrow_mut()
+                        .extend(wake.wake.into_iter().map(|s| (vm, s)));
+                }
+                Nested::Tick(vm) => {
+                    let old = self.old.borrow()[vm].clone();
+                    let pick = self.rng.borrow_mut().below(old.len() as u64 + 1) as usize;
+                    let index = old.get(pick).copied().unwrap_or(self.current.borrow()[vm]);
+                    self.text
+                        .borrow_mut()
+                        .push(format!("{now}: vm {vm} ticks sender {index}"));
+                    let mut handed = Vec::new();
+                    self.with_sender(index, vm, |s, c, io| {
+                        if old.contains(&index) {
+                            s.hand_over(vec!["a".into(), "b".into()]);
+                        }
+                        s.tick(c, &c.endpoints, io);
+                        handed = s.take_handed();
+                    });
+                    for (slot, _) in handed {
+                        self.with(vm, |s, c, io| s.wake(c, &c.endpoints, io, slot));
+                    }
+                }
+                Nested::Reply(token, r) => {
+                    let len = self.log.borrow().len();
+                    self.marks.borrow_mut().insert(token, len);
+                    self.replied.borrow_mut().insert(
+                        token,
+                        r.status.is_some_and(|s| (200..300).contains(&s))
+                            && r.local_failure.is_none(),
+                    );
+                    self.text.borrow_mut().push(format!(
+                        "{now}: reply {:?} {:?} to {token}",
+                        r.status, r.local_failure
+                    ));
+                    let (index, vm) = {
+                        let log = self.log.borrow();
+                        (log[token as usize - 1].sender, log[token as usize - 1].vm)
+                    };
+                    self.with_sender(index, vm, |s, c, io| {
+                        s.on_response(c, &c.endpoints, io, token, &r)
+                    });
+                }
+            }
+        }
+
+        fn wake_all(&self) {
+            let woken = std::mem::take(&mut *self.wake.borrow_mut());
+            for (vm, slot) in woken {
+                let vm = if Some(vm) == self.dead.get() {
+                    (vm + 1) % self.nets.len()
+                } else {
+                    vm
+                };
+                self.with(vm, |s, c, io| s.wake(c, &c.endpoints, io, slot));
+            }
+        }
+    }
+
+    fn run(seed: u64, v: Variant) {
+        let config = Config::from_json(config_json(&v).as_bytes(), &|_| None).unwrap();
+        let resized_config = v.resize.map(|n| {
+            let json = config_json(&Variant { pending: n, ..v });
+            Config::from_json(json.as_bytes(), &|_| None).unwrap()
+        });
+        let resized = resized_config.as_ref();
+        let metrics = CountingMetrics::default();
+        let vms = v.vms;
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let w = World {
+            inner: MemStore::new(),
+            config: Cell::new(&config),
+            metrics: &metrics,
+            known: (0..vms)
+                .map(|_| RefCell::new(KnownEvents::new(64)))
+                .collect(),
+            senders: RefCell::new(Vec::new()),
+            current: RefCell::new((0..vms).collect()),
+            old: RefCell::new(vec![Vec::new(); vms]),
+            nets: (0..vms)
+                .map(|vm| {
+                    RefCell::new(FakeNet {
+                        vm,
+                        sender: vm,
+                        now: 0,
+                        log: log.clone(),
+                    })
+                })
+                .collect(),
+            log: log.clone(),
+            marks: RefCell::new(HashMap::new()),
+            replied: RefCell::new(HashMap::new()),
+            pending: RefCell::new(Vec::new()),
+            wake: RefCell::new(Vec::new()),
+            rng: RefCell::new(Rng(seed ^ 0xabcdef)),
+            now: Cell::new(1_800_000_000_000),
+            depth: Cell::new(0),
+            busy: Cell::new(None),
+            dead: Cell::new(None),
+            executed: RefCell::new(Vec::new()),
+            clock: Cell::new(0),
+            text: RefCell::new(Vec::new()),
+        };
+        let ledger = Ledger::new(config.limits.max_pending);
+        for (k, val) in ledger.keys() {
+            w.inner.set(&k, val, None).unwrap();
+        }
+        for k in Sender::keys(&config.endpoints) {
+            w.inner.set(&k, b"{}", None).unwrap();
+        }
+        for k in Memory::new(config.limits.max_remembered).keys() {
+            w.inner.set(&k, b"", None).unwrap();
+        }
+        for i in 0..vms {
+            let ledger = Ledger::new(config.limits.max_pending).sweeping_high_water(&w.inner);
+            w.senders.borrow_mut().push((
+                Rc::new(RefCell::new(Sender::new(i as u32 + 1, ledger, 16))),
+                &config,
+            ));
+        }
+        let mut rng = Rng(seed.wrapping_mul(0x1234_5678_9abc_def1) ^ 7);
+        let notes = v.notes;
+        let mut reached = vec![0usize; notes as usize];
+        let mut picked: usize = 0;
+        let mut outstanding: Vec<u32> = Vec::new();
+        let live = |rng: &mut Rng, dead: Option<usize>| loop {
+            let vm = rng.below(vms as u64) as usize;
+            if Some(vm) != dead {
+                return vm;
+            }
+        };
+        let steps = 400;
+        for round in 0..steps {
+            w.wake_all();
+            {
+                let log = w.log.borrow();
+                for s in &log[picked..] {
+                    outstanding.push(s.token);
+                }
+                picked = log.len();
+            }
+            if let Some(resized) = resized {
+                if round == steps / 2 {
+                    w.text.borrow_mut().push(format!(
+                        "{}: update to maxPending {}",
+                        w.now.get(),
+                        resized.limits.max_pending
+                    ));
+                    for (k, val) in Ledger::new(resized.limits.max_pending).keys() {
+                        if w.inner.get(&k).unwrap().is_none() {
+                            w.inner.set(&k, val, None).unwrap();
+                        }
+                    }
+                    w.config.set(resized);
+                    for vm in 0..vms {
+                        if v.drain {
+                            let index = w.current.borrow()[vm];
+                            w.old.borrow_mut()[vm].push(index);
+                        } else {
+                            w.with(vm, |s, _c, io| s.close(io));
+                        }
+                        let ledger =
+                            Ledger::new(resized.limits.max_pending).sweeping_high_water(&w.inner);
+                        let id = (w.senders.borrow().len() + 1) as u32;
+                        w.senders
+                            .borrow_mut()
+                            .push((Rc::new(RefCell::new(Sender::new(id, ledger, 16))), resized));
+                        w.current.borrow_mut()[vm] = w.senders.borrow().len() - 1;
+                    }
+                }
+            }
+            if v.crash && w.dead.get().is_none() && round == steps / 3 {
+                let vm = rng.below(vms as u64) as usize;
+                w.dead.set(Some(vm));
+                w.text
+                    .borrow_mut()
+                    .push(format!("{}: vm {vm} dies", w.now.get()));
+                let log = w.log.borrow();
+                outstanding.retain(|t| log[*t as usize - 1].vm != vm);
+                w.pending.borrow_mut().retain(|n| match n {
+                    Nested::Observe(x, _) | Nested::Tick(x) => *x != vm,
+                    Nested::Reply(t, _) => log[*t as usize - 1].vm != vm,
+                });
+            }
+            // Envoy times out what is out for longer than the timeout.
+            let timed_out: Vec<u32> = {
+                let log = w.log.borrow();
+                outstanding
+                    .iter()
+                    .copied()
+                    .filter(|t| log[*t as usize - 1].at + 1000 <= w.now.get())
+                    .collect()
+            };
+            for t in timed_out {
+                outstanding.retain(|x| *x != t);
+                w.act(Nested::Reply(
+                    t,
+                    response(504, None, Some(Failure::Timeout)),
+                ));
+            }
+            let dead = w.dead.get();
+            let defer = |rng: &mut Rng| v.races && rng.below(2) == 0;
+            match rng.below(8) {
+                0 | 1 => {
+                    let id = rng.below(notes) as usize;
+                    if rng.below(3) == 0 && reached[id] + 1 < WALK.len() {
+                        reached[id] += 1;
+                    }
+                    let step = if rng.below(5) == 0 {
+                        rng.below(reached[id] as u64 + 1) as usize
+                    } else {
+                        reached[id]
+                    };
+                    let result = rng.below(3) as u8;
+                    let vm = live(&mut rng, dead);
+                    let action = Nested::Observe(vm, view(id as u64, step, result));
+                    if defer(&mut rng) {
+                        w.pending.borrow_mut().push(action);
+                    } else {
+                        w.act(action);
+                    }
+                }
+                2 | 3 => {
+                    if !outstanding.is_empty() {
+                        let i = rng.below(outstanding.len() as u64) as usize;
+                        let t = outstanding.remove(i);
+                        let status = [200, 200, 503, 500, 429][rng.below(5) as usize];
+                        let after = (v.retry_after && rng.below(2) == 0).then_some("1");
+                        let action = Nested::Reply(t, response(status, after, None));
+                        if v.sender_races && defer(&mut rng) {
+                            w.pending.borrow_mut().push(action);
+                        } else {
+                            w.act(action);
+                        }
+                    }
+                }
+                4 | 5 => {
+                    let action = Nested::Tick(live(&mut rng, dead));
+                    if v.sender_races && defer(&mut rng) {
+                        w.pending.borrow_mut().push(action);
+                    } else {
+                        w.act(action);
+                    }
+                }
+                _ => {
+                    w.now.set(w.now.get() + 1 + rng.below(300));
+                }
+            }
+        }
+        // What is still pending happens now, in turn.
+        let pending = std::mem::take(&mut *w.pending.borrow_mut());
+        for action in pending {
+            w.act(action);
+        }
+        w.text.borrow_mut().push(format!("{}: drain", w.now.get()));
+        // Drain: everything answered 200, every live VM ticks for a while.
+        for _ in 0..600 {
+            w.wake_all();
+            {
+                let log = w.log.borrow();
+                for s in &log[picked..] {
+                    outstanding.push(s.token);
+                }
+                picked = log.len();
+            }
+            for t in std::mem::take(&mut outstanding) {
+                w.act(Nested::Reply(t, response(200, None, None)));
+            }
+            for vm in 0..vms {
+                if Some(vm) != w.dead.get() {
+                    w.act(Nested::Tick(vm));
+                }
+            }
+            w.now.set(w.now.get() + 100);
+        }
+        let sent = w.log.borrow().clone();
+        let ctx = || {
+            let mut s = format!("seed {seed} {v:?}\n");
+            for l in w.text.borrow().iter() {
+                s.push_str(l);
+                s.push('\n');
+            }
+            for x in &sent {
+                s.push_str(&format!("{x:?}\n"));
+            }
+            s
+        };
+        let marks = w.marks.borrow().clone();
+        let lost =
+            |t: u32| Some(sent[t as usize - 1].vm) == w.dead.get() && !marks.contains_key(&t);
+        // Per pair: dispatched steps never go back; attempts per webhook-id bounded.
+        let mut last: HashMap<(u64, String), usize> = HashMap::new();
+        let mut attempts: HashMap<String, u32> = HashMap::new();
+        for s in &sent {
+            let (id, step) = (field(&s.body, "id"), field(&s.body, "step") as usize);
+            let key = (id, s.cluster.clone());
+            if let Some(prev) = last.get(&key) {
+                assert!(
+                    step >= *prev,
+                    "{}: step {step} sent after step {prev} for {key:?}\n{}",
+                    s.token,
+                    ctx()
+                );
+            }
+            last.insert(key.clone(), step);
+            let a = attempts.entry(s.webhook_id.clone()).or_default();
+            *a += 1;
+            let max = if s.cluster == "ca" { 4 } else { 3 };
+            assert!(*a <= max, "{} sent {a} times\n{}", s.webhook_id, ctx());
+        }
+        // One attempt per pair on the wire at a time (but for one lost with its VM).
+        for (i, a) in sent.iter().enumerate() {
+            if lost(a.token) {
+                continue;
+            }
+            let mark = marks.get(&a.token).copied().unwrap_or(usize::MAX);
+            for b in &sent[i + 1..mark.min(sent.len())] {
+                assert!(
+                    !(field(&a.body, "id") == field(&b.body, "id") && a.cluster == b.cluster),
+                    "{} went out while {} was on the wire\n{}",
+                    b.token,
+                    a.token,
+                    ctx()
+                );
+            }
+        }
+        // The newest state taken in that routes to an endpoint went last. An observation
+        // overlapped by one of a later state may have been taken in or found stale.
+        let executed = w.executed.borrow().clone();
+        let dropped = metrics.get(Metric::DeliveriesDropped);
+        if metrics.get(Metric::DeliveriesExpired) == 0 && dropped == 0 {
+            for id in 0..notes {
+                let mine: Vec<_> = executed.iter().filter(|e| e.0 == id).collect();
+                // Surely taken: no later state started before it ended.
+                let sure =
+                    |e: &&(u64, usize, u64, u64)| !mine.iter().any(|o| o.1 > e.1 && o.2 < e.3);
+                // Surely stale: a later state ended before it started.
+                let stale =
+                    |e: &&(u64, usize, u64, u64)| mine.iter().any(|o| o.1 > e.1 && o.3 < e.2);
+                for cluster in ["ca", "cb"] {
+                    let routed = |e: &&&(u64, usize, u64, u64)| routes(cluster, e.1);
+                    let floor = mine
+                        .iter()
+                        .filter(routed)
+                        .filter(|e| sure(e))
+                        .map(|e| e.1)
+                        .max();
+                    let Some(floor) = floor else {
+                        continue;
+                    };
+                    let key = (id, cluster.to_string());
+                    let got = last.get(&key).copied();
+                    let allowed = got == Some(floor)
+                        || got.is_some_and(|g| {
+                            g > floor && mine.iter().filter(routed).any(|e| e.1 == g && !stale(e))
+                        });
+                    assert!(
+                        allowed,
+                        "{key:?}: newest state {floor} not last sent ({got:?})\n{}",
+                        ctx()
+                    );
+                }
+            }
+        }
+        for slot in 0..config.limits.max_pending.max(v.resize.unwrap_or(0)) {
+            let rec = ledger.read(&w.inner, slot).unwrap();
+            assert_eq!(rec, Record::Free, "slot {slot} left: {rec:?}\n{}", ctx());
+        }
+        assert_eq!(metrics.get(Metric::Pending), 0, "{}", ctx());
+        assert_eq!(metrics.get(Metric::InFlight), 0, "{}", ctx());
+    }
+
+    const BASE: Variant = Variant {
+        await_ms: 0,
+        in_flight: 2,
+        threshold: 1000,
+        pending: 64,
+        retry_after: false,
+        crash: false,
+        vms: 3,
+        races: false,
+        sender_races: false,
+        resize: None,
+        drain: false,
+        notes: 4,
+    };
+
+    fn variants() -> Vec<Variant> {
+        vec![
+            BASE,
+            Variant {
+                await_ms: 300,
+                ..BASE
+            },
+            Variant {
+                threshold: 2,
+                ..BASE
+            },
+            Variant {
+                retry_after: true,
+                ..BASE
+            },
+            Variant {
+                crash: true,
+                ..BASE
+            },
+            Variant {
+                in_flight: 1,
+                vms: 1,
+                ..BASE
+            },
+            Variant {
+                await_ms: 300,
+                threshold: 2,
+                retry_after: true,
+                crash: true,
+                ..BASE
+            },
+            Variant {
+                races: true,
+                ..BASE
+            },
+            Variant {
+                races: true,
+                await_ms: 300,
+                ..BASE
+            },
+            Variant {
+                resize: Some(8),
+                ..BASE
+            },
+            Variant {
+                resize: Some(200),
+                races: true,
+                ..BASE
+            },
+            Variant {
+                races: true,
+                sender_races: true,
+                ..BASE
+            },
+            Variant {
+                races: true,
+                sender_races: true,
+                await_ms: 300,
+                threshold: 2,
+                retry_after: true,
+                ..BASE
+            },
+            Variant {
+                races: true,
+                sender_races: true,
+                notes: 1,
+                vms: 4,
+                ..BASE
+            },
+            Variant {
+                races: true,
+                sender_races: true,
+                notes: 12,
+                pending: 6,
+                in_flight: 1,
+                ..BASE
+            },
+            Variant {
+                races: true,
+                notes: 2,
+                resize: Some(3),
+                await_ms: 300,
+                ..BASE
+            },
+            Variant {
+                resize: Some(200),
+                drain: true,
+                crash: true,
+                ..BASE
+            },
+            Variant {
+                resize: Some(8),
+                drain: true,
+                races: true,
+                sender_races: true,
+                ..BASE
+            },
+        ]
+    }
+
+    #[test]
+    fn random_histories_keep_order_bounds_and_leave_nothing_behind() {
+        if let Ok(one) = std::env::var("SIM_ONE") {
+            let variant: usize = std::env::var("SIM_VARIANT").map_or(0, |v| v.parse().unwrap());
+            run(one.parse().unwrap(), variants()[variant]);
+            return;
+        }
+        let n: u64 = std::env::var("SIM_SEEDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(16);
+        for seed in 0..n {
+            for v in variants() {
+                run(seed, v);
+            }
+        }
+    }
+}
