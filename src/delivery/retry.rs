@@ -577,6 +577,61 @@ mod tests {
         assert_eq!(RetryError::ScheduleEntry { index: 0 }.field(), "schedule");
     }
 
+    /// Over many generated policies, small and huge: every delay lies within `maxDelayMs`
+    /// and within what `schedule_span_ms` counts for it (so no retry lands past the window
+    /// that span sizes), grows with the jitter unit, is lengthened but never shortened by a
+    /// `Retry-After`, and there is one exactly while attempts remain.
+    #[test]
+    fn generated_policies_keep_every_delay_within_its_bounds() {
+        let mut rng = crate::json::tests::Rng(0x0dd_ba11_cafe_f00d);
+        let big = |rng: &mut crate::json::tests::Rng| match rng.below(4) {
+            0 => 1 + rng.below(10) as u64,
+            1 => u64::MAX - rng.below(3) as u64,
+            2 => 1 + (rng.below(usize::MAX) as u64 >> rng.below(64)),
+            _ => 1 + rng.below(10_000_000) as u64,
+        };
+        let mut checked = 0;
+        while checked < 2_000 {
+            let max_attempts = 1 + rng.below(100) as u32;
+            let max_delay = big(&mut rng);
+            let jitter = [0.0, 0.2, 0.5, 0.999_999][rng.below(4)];
+            let backoff = if rng.below(3) == 0 {
+                let len = (max_attempts - 1) as usize;
+                Backoff::Schedule((0..len).map(|_| 1 + big(&mut rng) % max_delay).collect())
+            } else {
+                Backoff::Exponential {
+                    initial_delay_ms: 1 + big(&mut rng) % max_delay,
+                    multiplier: [1.0, 1.5, 2.0, 10.0, 1e300][rng.below(5)],
+                }
+            };
+            let Ok(p) = RetryPolicy::try_new(max_attempts, backoff, max_delay, jitter) else {
+                continue;
+            };
+            checked += 1;
+            let span = p.schedule_span_ms();
+            let mut total: u64 = 0;
+            for k in 1..=max_attempts + 1 {
+                let Some(top) = p.next_delay_ms(k, None, 1.0) else {
+                    assert!(k >= max_attempts, "{p:?}: none after {k}");
+                    continue;
+                };
+                assert!(k < max_attempts, "{p:?}: a delay after {k} attempts");
+                total = total.saturating_add(top);
+                let mut previous = 0;
+                for unit in [0.0, 0.1, 0.5, 0.9, 0.999_999_9] {
+                    let d = p.next_delay_ms(k, None, unit).unwrap();
+                    assert!(d <= max_delay && d <= top, "{p:?} k {k} unit {unit}: {d}");
+                    assert!(d >= previous, "{p:?} k {k}: not monotone in the unit");
+                    previous = d;
+                    let asked = big(&mut rng);
+                    let lengthened = p.next_delay_ms(k, Some(asked), unit).unwrap();
+                    assert_eq!(lengthened, d.max(asked.min(max_delay)), "{p:?} k {k}");
+                }
+            }
+            assert_eq!(span, total, "{p:?}");
+        }
+    }
+
     /// `initial * multiplier^(k-1)` is rounded to the nearest millisecond, not truncated.
     #[test]
     fn fractional_exponential_delays_round_to_the_nearest_ms() {
