@@ -1,16 +1,16 @@
 //! The HTTP context: watches one stream without ever changing or pausing it. It copies the
 //! request and response bodies (bounded) as they pass, always returning `Continue`, and
-//! reads them in `on_log`, once the response is complete. That is not yet when the client
-//! has it: Envoy writes to the client's socket from its event loop, after the stream's end
-//! callbacks, so what it still holds of the response when the last bytes come from
-//! upstream (all of a response that came in one read) waits for `on_log` to return, and
-//! the work done there delays it (README, How it works). It runs only on the routes the
+//! reads them once the stream is over. Envoy writes what it still holds of a response to
+//! the client only after `on_log` returns, so a large body is left to a tick brought
+//! forward (`READ_LATER_FROM_BYTES`), and a small one is read in `on_log`, where the read
+//! costs the client less than the hand-off would. It runs only on the routes the
 //! deployment attaches it to, so it copies before it knows whether the call is one it
 //! watches: a steady poll is then recognised by its bytes without a header read. It never
 //! reads the response's headers (`extract::read_lazily` says how a response is judged
 //! without them, and when its status is asked).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
@@ -32,7 +32,17 @@ use crate::page_memory::PageMemory;
 thread_local! {
     /// What this VM's streams hold of watched bodies (`watch.maxBufferedBytes`).
     static BUFFERED: Budget = const { Budget::new() };
+    /// Watched responses to read after their streams ended, oldest first.
+    static LATER: RefCell<VecDeque<Later>> = const { RefCell::new(VecDeque::new()) };
 }
+
+/// Responses whose copied body is at least this long are read after the client has them.
+/// Envoy writes what it still holds of a response to the client's socket only once `on_log`
+/// returns, so reading there delays the client by the read: about 40 ms for a changed 7 MB
+/// page. Handing a response on costs the proxy its status and its request's head read
+/// ahead (the read itself may never need them) and two timer changes, and its webhooks
+/// a millisecond: below this size reading at once delays the client less than that.
+const READ_LATER_FROM_BYTES: usize = 64 * 1024;
 
 pub struct Watch {
     context_id: u32,
@@ -184,23 +194,165 @@ impl Watch {
     /// each header lookup costs).
     fn request_facts(&self, kind: WatchKind) -> RequestFacts {
         match kind {
-            WatchKind::Graphql => self.graphql_facts(&OwnedRequestHead::read().view()),
+            WatchKind::Graphql => self
+                .reading(&OwnedRequestHead::read)
+                .graphql_facts(&OwnedRequestHead::read().view()),
             // No query to read; REST reading and learning never look at the facts.
             WatchKind::Rest => RequestFacts::Unread,
         }
     }
 
+    /// Reading this stream's response while the stream is there to ask.
+    fn reading<'a>(&'a self, head: &'a dyn Fn() -> OwnedRequestHead) -> Reading<'a> {
+        Reading {
+            context_id: self.context_id,
+            shared: &self.shared,
+            request: &self.request,
+            head,
+        }
+    }
+
+    /// Leave `body` to be read once the response has gone to the client, at this context's
+    /// root's next tick, made to come within a millisecond: Envoy writes the end of a response
+    /// to the client's socket in its event loop's next turn, after `on_log`, and a queue item
+    /// for the VM itself is taken in the current turn, before that write (measured). What
+    /// only the stream can tell (the status, the request's head) is read now.
+    fn read_later(&mut self, call: &Call, body: Body, status: &dyn Fn() -> Option<u64>) {
+        let later = Later {
+            shared: self.shared.clone(),
+            context_id: self.context_id,
+            head: match call.kind {
+                WatchKind::Graphql => OwnedRequestHead::read(),
+                WatchKind::Rest => OwnedRequestHead::default(),
+            },
+            status: status(),
+            kind: call.kind,
+            path: call.path.clone(),
+            request: std::mem::take(&mut self.request),
+            body,
+            // The copies' bytes go with them, given back once they are read.
+            held: std::mem::take(&mut self.held),
+        };
+        LATER.with(|l| l.borrow_mut().push_back(later));
+        self.shared.tick_soon();
+    }
+
+    /// The stream is over: read what it says.
+    fn read_stream(&mut self) {
+        let shared = Rc::clone(&self.shared);
+        let metrics = &shared.metrics;
+        // A large body is read after the response has gone to the client, hashing included.
+        let later = self.body.len() >= READ_LATER_FROM_BYTES;
+        // A steady poll: a body this VM processed before, under the same request, is known
+        // by its bytes, without reading which route it came by (the same bytes read as
+        // another kind of call cannot say more: see `RecentResponses`). With learning on the
+        // route is read first, since a registration's answer teaches whatever its bytes.
+        let hash = (!later).then(|| self.body.hash(&self.request));
+        let steady = self.shared.config.learn.is_none()
+            && self.responded
+            && self.skipped.is_none()
+            && !self.names_persisted();
+        if steady && hash.is_some_and(|hash| shared.recognised(hash)) {
+            metrics.add(Metric::ResponsesWatched, 1);
+            metrics.add(Metric::ResponsesUnchanged, 1);
+            return;
+        }
+        let Some(call) = self.read_call() else {
+            return;
+        };
+        // The recorded status, asked (a hostcall) at most once and only where it decides.
+        let asked = Cell::new(None);
+        let status = || match asked.get() {
+            Some(code) => code,
+            None => {
+                let code = response_code();
+                asked.set(Some(code));
+                code
+            }
+        };
+        self.keep_persisted_text(&call, status);
+        let ending = extract::Ending {
+            registration: call.registration,
+            notifications: call.notifications,
+            responded: self.responded,
+            skipped: self.skipped,
+        };
+        let extract::Verdict::Answered {
+            skip,
+            learn,
+            notifications,
+        } = extract::verdict(&ending, status)
+        else {
+            return;
+        };
+        metrics.add(Metric::ResponsesWatched, 1);
+        if let Some(why) = skip {
+            metrics.add(why, 1);
+        }
+        let body = std::mem::take(&mut self.body);
+        if !learn {
+            if notifications {
+                if later {
+                    self.read_later(&call, body, &status);
+                    return;
+                }
+                let reading = self.reading(&OwnedRequestHead::read);
+                reading.take_notifications(call.kind, &call.path, None, body, hash, &status);
+            }
+            return;
+        }
+        let body = body.join();
+        let facts = self.request_facts(call.kind);
+        self.learn_registration(&call, &facts, &body);
+        if notifications {
+            let body = Body::One(body);
+            let reading = self.reading(&OwnedRequestHead::read);
+            reading.take_notifications(call.kind, &call.path, Some(facts), body, hash, &status);
+        }
+    }
+
+    fn learn_registration(&self, call: &Call, facts: &RequestFacts, body: &[u8]) {
+        let Some(learn) = &self.shared.config.learn else {
+            return;
+        };
+        // A REST delete names the webhook in its request body; nothing else needs it.
+        let delete = call.kind == WatchKind::Rest && call.method.eq_ignore_ascii_case("DELETE");
+        let request = (delete && self.request_complete)
+            .then(OwnedRequestHead::read)
+            .filter(|head| extract::is_json_body(&head.view()))
+            .map(|_| self.request.as_slice());
+        let registration = extract::extract_registration(
+            call.kind,
+            &call.method,
+            &call.path,
+            facts,
+            request,
+            body,
+        );
+        let Some(reg) = registration else {
+            return;
+        };
+        let registry = Registry::new(learn.max_learned);
+        let _ = registry.apply_counted(&SharedData, &reg, learn, &self.shared.metrics);
+    }
+}
+
+/// What reading a watched response needs, from its stream or kept from it.
+struct Reading<'a> {
+    context_id: u32,
+    shared: &'a Shared,
+    /// The request body.
+    request: &'a [u8],
+    /// The request's head: read from the stream, or as read before it ended.
+    head: &'a dyn Fn() -> OwnedRequestHead,
+}
+
+impl Reading<'_> {
     /// The GraphQL request's facts as read under `head`.
     fn graphql_facts(&self, head: &RequestHead<'_>) -> RequestFacts {
         let recall = |hash: &str| persisted::recall(&SharedData, hash);
         let mut known = self.shared.requests.borrow_mut();
-        known.facts(head, &self.request, &recall)
-    }
-
-    /// Whether this VM processed the same body under the same request before: nothing new
-    /// can be in it.
-    fn recognised(&self, hash: u64) -> bool {
-        self.shared.recent.borrow().contains(hash)
+        known.facts(head, self.request, &recall)
     }
 
     /// `facts` when already read under the request's head; otherwise a GraphQL request is
@@ -213,11 +365,12 @@ impl Watch {
         path: &str,
         facts: Option<RequestFacts>,
         body: Body,
-        hash: u64,
-        status: impl FnOnce() -> Option<u64>,
+        hash: Option<u64>,
+        status: &dyn Fn() -> Option<u64>,
     ) {
         let metrics = &self.shared.metrics;
-        if self.recognised(hash) {
+        let hash = hash.unwrap_or_else(|| body.hash(self.request));
+        if self.shared.recognised(hash) {
             metrics.add(Metric::ResponsesUnchanged, 1);
             return;
         }
@@ -260,7 +413,7 @@ impl Watch {
         };
         // Rows the last page of this request held too, in the same bytes, are not read again.
         let archived = matches!(&facts, RequestFacts::Plain(q) if q.archived);
-        let page = PageMemory::key(kind, archived, path, &self.request);
+        let page = PageMemory::key(kind, archived, path, self.request);
         // (Each look-up borrows what this VM knows only while it asks: `take` learns.)
         let known = &self.shared.known;
         let pages = self.shared.pages.borrow();
@@ -274,7 +427,7 @@ impl Watch {
             recall.as_ref().map(|r| r as &dyn SeenRows),
             |found| known.borrow().knows_all(found),
             status,
-            head_unread.then_some(|| extract::is_json_post(&OwnedRequestHead::read().view())),
+            head_unread.then_some(|| extract::is_json_post(&(self.head)().view())),
             take,
         );
         drop(pages);
@@ -308,100 +461,60 @@ impl Watch {
             None => self.shared.warn_no_sender(now_ms()),
         }
     }
+}
 
-    /// The stream is over: read what it says.
-    fn read_stream(&mut self) {
-        let metrics = &self.shared.metrics;
-        // A steady poll: a body this VM processed before, under the same request, is known
-        // by its bytes, without reading which route it came by (the same bytes read as
-        // another kind of call cannot say more: see `RecentResponses`). With learning on the
-        // route is read first, since a registration's answer teaches whatever its bytes.
-        let hash = self.body.hash(&self.request);
-        let steady = self.shared.config.learn.is_none()
-            && self.responded
-            && self.skipped.is_none()
-            && !self.names_persisted();
-        if steady && self.recognised(hash) {
-            metrics.add(Metric::ResponsesWatched, 1);
-            metrics.add(Metric::ResponsesUnchanged, 1);
-            return;
-        }
-        let Some(call) = self.read_call() else {
-            return;
-        };
-        // The recorded status, asked (a hostcall) at most once and only where it decides.
-        let asked = Cell::new(None);
-        let status = || match asked.get() {
-            Some(code) => code,
-            None => {
-                let code = response_code();
-                asked.set(Some(code));
-                code
-            }
-        };
-        self.keep_persisted_text(&call, status);
-        let ending = extract::Ending {
-            registration: call.registration,
-            notifications: call.notifications,
-            responded: self.responded,
-            skipped: self.skipped,
-        };
-        let extract::Verdict::Answered {
-            skip,
-            learn,
-            notifications,
-        } = extract::verdict(&ending, status)
-        else {
-            return;
-        };
-        metrics.add(Metric::ResponsesWatched, 1);
-        if let Some(why) = skip {
-            metrics.add(why, 1);
-        }
+/// A watched response left to be read after its stream ended (`READ_LATER_FROM_BYTES`).
+struct Later {
+    shared: Rc<Shared>,
+    context_id: u32,
+    kind: WatchKind,
+    path: String,
+    request: Vec<u8>,
+    /// A GraphQL request's head (a REST read never asks).
+    head: OwnedRequestHead,
+    status: Option<u64>,
+    body: Body,
+    /// Of `BUFFERED`, for `request` and `body`.
+    held: usize,
+}
+
+impl Later {
+    fn read(mut self) {
         let body = std::mem::take(&mut self.body);
-        if !learn {
-            if notifications {
-                self.take_notifications(call.kind, &call.path, None, body, hash, status);
-            }
-            return;
-        }
-        let body = body.join();
-        let facts = self.request_facts(call.kind);
-        self.learn_registration(&call, &facts, &body);
-        if notifications {
-            let body = Body::One(body);
-            self.take_notifications(call.kind, &call.path, Some(facts), body, hash, status);
-        }
+        let head = || self.head.clone();
+        let reading = Reading {
+            context_id: self.context_id,
+            shared: &self.shared,
+            request: &self.request,
+            head: &head,
+        };
+        let status = self.status;
+        reading.take_notifications(self.kind, &self.path, None, body, None, &|| status);
     }
+}
 
-    fn learn_registration(&self, call: &Call, facts: &RequestFacts, body: &[u8]) {
-        let Some(learn) = &self.shared.config.learn else {
+impl Drop for Later {
+    fn drop(&mut self) {
+        BUFFERED.with(|b| b.give_back(self.held));
+    }
+}
+
+/// Read the responses left for later, oldest first: on every tick of any of the VM's root
+/// contexts.
+pub fn read_later() {
+    // At most what waits now: each was taken from the bounded `BUFFERED`.
+    let waiting = LATER.with(|l| l.borrow().len());
+    for _ in 0..waiting {
+        let Some(later) = LATER.with(|l| l.borrow_mut().pop_front()) else {
             return;
         };
-        // A REST delete names the webhook in its request body; nothing else needs it.
-        let delete = call.kind == WatchKind::Rest && call.method.eq_ignore_ascii_case("DELETE");
-        let request = (delete && self.request_complete)
-            .then(OwnedRequestHead::read)
-            .filter(|head| extract::is_json_body(&head.view()))
-            .map(|_| self.request.as_slice());
-        let registration = extract::extract_registration(
-            call.kind,
-            &call.method,
-            &call.path,
-            facts,
-            request,
-            body,
-        );
-        let Some(reg) = registration else {
-            return;
-        };
-        let registry = Registry::new(learn.max_learned);
-        let _ = registry.apply_counted(&SharedData, &reg, learn, &self.shared.metrics);
+        later.read();
     }
 }
 
 /// The request headers that tell how the server reads its body, read only on the way to a
 /// parse: each lookup leaves and re-enters the VM.
+#[derive(Clone, Default)]
 struct OwnedRequestHead {
     method: Option<Vec<u8>>,
     content_type: Option<Vec<u8>>,

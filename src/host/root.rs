@@ -9,7 +9,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MapType};
 
-use super::http::Watch;
+use super::http::{read_later, Watch};
 use super::metrics::EnvoyMetrics;
 use super::shared_store::{ensure, SharedData};
 use super::succession::{self, Standing};
@@ -59,6 +59,8 @@ pub struct Shared {
     /// sender is backlogged.
     rotation: RefCell<Option<Rotation>>,
     backlogged: Cell<bool>,
+    /// What this root context's timer runs at.
+    tick_period_ms: Cell<u64>,
     pub recent: RefCell<RecentResponses>,
     pub pages: RefCell<PageMemory>,
     pub known: RefCell<KnownEvents>,
@@ -76,6 +78,26 @@ impl Shared {
             return Some(rotation.next_queue(self.backlogged.get()));
         }
         self.queue().map(|q| (q, false))
+    }
+
+    /// Whether this VM processed the same body under the same request before: nothing new
+    /// can be in it.
+    pub fn recognised(&self, hash: u64) -> bool {
+        self.recent.borrow().contains(hash)
+    }
+
+    /// Have this root context tick within a millisecond: responses wait to be read
+    /// (`http::read_later`). Called from its HTTP contexts, whose timer is their root's.
+    pub fn tick_soon(&self) {
+        self.set_tick_period(1);
+    }
+
+    fn set_tick_period(&self, ms: u64) {
+        if self.tick_period_ms.get() != ms
+            && hostcalls::set_tick_period(Duration::from_millis(ms)).is_ok()
+        {
+            self.tick_period_ms.set(ms);
+        }
     }
 
     /// An observer whose deliveries no sender takes: say so, once a minute, rather than let
@@ -235,6 +257,8 @@ pub struct Root {
     /// next looks, and the observers' fingerprint it last warned about.
     drift_check_at_ms: u64,
     drift_warned: Option<u64>,
+    /// When the tick's own work is next due; ticks before then only read what waits.
+    regular_tick_at_ms: u64,
 }
 
 /// Where observers publish their configuration's `delivery_fingerprint`.
@@ -310,6 +334,7 @@ impl Root {
             warned_inert: Cell::new(false),
             drift_check_at_ms: 0,
             drift_warned: None,
+            regular_tick_at_ms: 0,
         }
     }
 
@@ -626,6 +651,7 @@ impl RootContext for Root {
             );
         }
         let configured = Rc::new(config.endpoints.clone());
+        let tick_period_ms = Cell::new(config.tick_ms);
         let shared = Rc::new(Shared {
             endpoints: RefCell::new((None, configured)),
             config,
@@ -634,6 +660,7 @@ impl RootContext for Root {
             queue: Cell::new(queue),
             rotation: RefCell::new(rotation),
             backlogged: Cell::new(false),
+            tick_period_ms,
             recent: RefCell::new(RecentResponses::new(RECENT_RESPONSES)),
             pages: RefCell::new(PageMemory::new()),
             known: RefCell::new(KnownEvents::new(KNOWN_EVENTS)),
@@ -648,6 +675,18 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        read_later();
+        if let Some(shared) = &self.shared {
+            let now = now_ms();
+            if now < self.regular_tick_at_ms {
+                // Early, for those reads alone: the next tick comes when the regular one is due.
+                shared.set_tick_period(self.regular_tick_at_ms - now);
+                shared.metrics.flush();
+                return;
+            }
+            self.regular_tick_at_ms = now.saturating_add(shared.config.tick_ms);
+            shared.set_tick_period(shared.config.tick_ms);
+        }
         // A closing root context only awaits its replies (the senders that stay sweep), and
         // still hands on the metrics of streams the old listener drains.
         if !self.closing() {

@@ -885,6 +885,69 @@ def test_bodies_in_flight_together_stay_within_what_a_vm_may_hold(osmox, make_re
     assert crm.wait_for(4, EXPECT_S)[3].json()["id"] == later["id"]
 
 
+def _padded(rows: list[dict], kib: int) -> list[dict]:
+    rows = copy.deepcopy(rows)
+    for r in rows:
+        r["data"]["pad"] = "p" * (kib * 1024 // len(rows))
+    return rows
+
+
+def test_a_large_page_is_read_after_its_client_has_it_and_its_webhooks_go_at_once(
+        osmox, make_receiver, make_envoy, filter_wasm):
+    """A body of 64 KiB or more is read after the response went to the client, at a tick of
+    its root context brought forward to within a millisecond: Envoy writes the end of a
+    response after on_log, so reading it there held the client. The regular tick here is
+    5 s, so webhooks that came sooner were read at the early tick, through both ways of
+    taking a tick: the first (the regular work due too) and a later one (that work not due)."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=5_000)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    sent = osmox.set_json("POST", "/graphql", graphql_body(_padded(graphql_rows(), 100)))
+    assert len(sent) > 100 * 1024
+    assert poll_graphql(envoy).body == sent
+    got = crm.wait_for(3, 2.5)
+    assert sorted(ids_statuses(got)) == [(1042, 5), (1044, 6), (1048, 5)]
+    assert got[0].json()["data"]["pad"].startswith("ppp"), "the row as the page had it"
+    row = load_sample("rest-create-notification-response.v8.json")
+    row.update(id=990010, delivery_status=6)
+    row["data"]["pad"] = "r" * (80 * 1024)
+    sent = osmox.set_response("POST", "/notifications", 201, body=to_json_bytes(row))
+    r = envoy.client.post("/notifications", {"providerId": 1})
+    assert (r.status, r.body) == (201, sent)
+    assert crm.wait_for(4, 2.5)[3].json()["id"] == 990010
+    assert_no_more(crm, 4)
+    assert envoy.metric("responses_watched") == 2
+
+
+def test_the_regular_tick_keeps_its_time_while_large_pages_bring_ticks_forward(
+        osmox, make_receiver, make_envoy, filter_wasm):
+    """Each large page brings its root's next tick forward. Such a tick must still do the
+    regular work once it is due, and not push it back: polls more frequent than the tick
+    would otherwise hold a retry (sent at a regular tick) for as long as they go on."""
+    crm = make_receiver("crm")
+    crm.script([Behaviour(503)])
+    retry = {"maxAttempts": 3, "initialDelayMs": 200, "multiplier": 1.0, "maxDelayMs": 200, "jitter": 0.0}
+    cfg = filter_config([endpoint("crm", crm, retry=retry, deliveryStatuses=[5])], tick_ms=1_000)
+    envoy = start(make_envoy, osmox, cfg, {"crm": crm})
+    row = load_sample("rest-create-notification-response.v8.json")
+    row.update(id=990011, delivery_status=5)
+    osmox.set_json("POST", "/notifications", row, status=201)
+    assert envoy.client.post("/notifications", {"providerId": 1}).status == 201
+    crm.wait_for(1, EXPECT_S)
+    page = graphql_body(_padded([dict(r, deliveryStatus=2) for r in graphql_rows()], 100))
+    deadline = time.monotonic() + 4.0
+    polls = 0
+    while crm.count() < 2 and time.monotonic() < deadline:
+        page["data"]["notifications"]["total"] += 1  # new bytes: read, nothing new in them
+        osmox.set_json("POST", "/graphql", page)
+        poll_graphql(envoy)
+        polls += 1
+        time.sleep(0.1)
+    got = crm.wait_for(2, 0.1)
+    assert got[1].headers["webhook-id"] == got[0].headers["webhook-id"]
+    assert polls >= 3, "the retry came before the polls could hold it back"
+
+
 def test_malformed_json_response_passes_intact_and_is_skipped(osmox, make_receiver, make_envoy, filter_wasm):
     crm = make_receiver("crm")
     cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS)
