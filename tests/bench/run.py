@@ -27,6 +27,7 @@ import os
 import platform
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -1177,6 +1178,87 @@ r.stop()
             f"({res['negative']} arrived before the client had read its response)")
         self.save()
 
+    LARGE_PAGE_UPSTREAM = r"""
+import itertools, json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+rows = [{"id": 30_000_000 + i, "providerId": 1, "channelType": 1, "deliveryStatus": 2, "retryCount": 0,
+         "updatedOn": "2026-04-20T09:15:02.318Z",
+         "data": {"to": "a@example.com", "html": "<p>" + "x" * 500 + "</p>"}} for i in range(3000)]
+template = json.dumps({"data": {"notifications": {"notifications": rows, "total": 1000000000}}},
+                      separators=(",", ":")).encode()
+count = itertools.count(1)
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = template.replace(b"1000000000", b"%d" % (1000000000 + next(count)))
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+sys.stdout.write(f"PORT {server.server_address[1]} {len(template)}\n")
+sys.stdout.flush()
+server.serve_forever()
+"""
+
+    def large_page_latency(self, polls: int = 40):
+        """When a large changed page's last byte reaches its client, on the watched path
+        against a path the filter is disabled on, one request at a time, alternating: what
+        reading the page costs the client (a body of 64 KiB or more is read after it)."""
+        proc = subprocess.Popen([sys.executable, "-c", self.LARGE_PAGE_UPSTREAM], stdout=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        try:
+            line = proc.stdout.readline().split()
+            if not line or line[0] != "PORT":
+                raise RuntimeError(f"large-page upstream did not start: {line!r}")
+            port, size = int(line[1]), int(line[2])
+            env = self.start("large-latency", lambda lp, ap: under_test_config(
+                listener=lp, admin=ap, osmox=port, receiver=self.receiver.listen, wasm=self.wasm),
+                UNDER_TEST_CONCURRENCY)
+            body = GRAPHQL_REQUEST.encode()
+            timing: dict[str, dict[str, list[float]]] = {p: {"last": [], "gap": []} for p in ("/graphql", "/other")}
+
+            def poll(path: str):
+                s = socket.create_connection((h.HOST, env.listen), timeout=10)
+                try:
+                    t0 = time.monotonic()
+                    s.sendall(f"POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+                              f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+                    prev, gap = None, 0.0
+                    while chunk := s.recv(1 << 16):
+                        now = time.monotonic()
+                        if prev is not None:
+                            gap = max(gap, now - prev)
+                        prev = now
+                    return (prev or t0) - t0, gap
+                finally:
+                    s.close()
+            for i in range(polls + 5):
+                for path in ("/graphql", "/other"):
+                    last, gap = poll(path)
+                    if i >= 5:  # warm-up: JIT, the page memory
+                        timing[path]["last"].append(last * 1000)
+                        timing[path]["gap"].append(gap * 1000)
+                    time.sleep(0.02)
+            watched = metrics(env)
+            self.stop(env)
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+        res = {"page_bytes": size, "polls": polls,
+               "watched_last_ms": median(timing["/graphql"]["last"]), "plain_last_ms": median(timing["/other"]["last"]),
+               "watched_gap_ms": median(timing["/graphql"]["gap"]), "plain_gap_ms": median(timing["/other"]["gap"]),
+               "responses_watched": watched.get("responses_watched", 0)}
+        res["ratio"] = res["watched_last_ms"] / res["plain_last_ms"]
+        self.results["large_page_latency"] = res
+        log(f"large page latency: last byte {res['watched_last_ms']:.2f} ms watched, {res['plain_last_ms']:.2f} ms "
+            f"not ({res['ratio']:.3f}); largest gap {res['watched_gap_ms']:.2f} / {res['plain_gap_ms']:.2f} ms")
+        self.save()
+
     # -- memory and size -----------------------------------------------------------------
     def memory(self):
         out = self.results.setdefault("memory", {})
@@ -1804,6 +1886,22 @@ def render(results: dict) -> str:
         add("")
         add(f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms ({lat['received']}/{lat['events']})")
         add("")
+    big = results.get("large_page_latency")
+    if big:
+        add("## A large changed page: when its client has it")
+        add("")
+        add(f"A {big['page_bytes'] / 1e6:.1f} MB GraphQL page whose `total` moves on every poll (3,000 rows, so "
+            f"every page is read), polled one at a time from a Python client over a new connection, "
+            f"alternating the watched `/graphql` with a path the filter is disabled on, both served by the same "
+            f"Python stand-in ({big['polls']} polls each after 5 of warm-up; {big['responses_watched']} watched "
+            f"responses counted). Medians:")
+        add("")
+        add("| Path | Last byte after the request | Largest pause between reads |")
+        add("|---|---|---|")
+        add(f"| watched | {big['watched_last_ms']:.2f} ms | {big['watched_gap_ms']:.2f} ms |")
+        add(f"| filter disabled | {big['plain_last_ms']:.2f} ms | {big['plain_gap_ms']:.2f} ms |")
+        add(f"| ratio | **{big['ratio']:.3f}** | |")
+        add("")
 
     # -- size and memory
     mod = results.get("module")
@@ -2136,7 +2234,7 @@ def main() -> int:
     ap.add_argument("--wait-quiet", type=float, default=60.0,
                     help="before starting, wait up to this many seconds for other processes to use < 0.3 cores")
     ap.add_argument("--quick", action="store_true", help="2 rounds x 2 s, fewer latency events: a smoke run")
-    ap.add_argument("--only", default="", help="comma list of sections: aa,s2,s3,s3v,s3r,s3n,s4,s4s,s4u,s5,s6,s7,s8,s9,"
+    ap.add_argument("--only", default="", help="comma list of sections: aa,s2,s3,s3v,s3r,s3n,s4,s4s,s4u,s5,s6,s7,s8,s9,s10,"
                     "profile; written to tests/bench/partial/, not over the full run's files")
     ap.add_argument("--no-profile", dest="profile", action="store_false")
     ap.add_argument("--latency-events", type=int, default=500)
@@ -2161,7 +2259,7 @@ def main() -> int:
         print(f"{h.filter_wasm_path()} missing: run ./build.sh first", file=sys.stderr)
         return 2
     wanted = set(filter(None, args.only.split(","))) or {"aa", "s2", "s3", "s3v", "s3r", "s3n", "s4", "s4s", "s4u", "s5", "s6",
-                                                        "s7", "s8", "s9", "profile"}
+                                                        "s7", "s8", "s9", "s10", "profile"}
     if "profile" not in wanted:
         args.profile = False
     if "profile" in wanted and args.profile:
@@ -2187,6 +2285,8 @@ def main() -> int:
             b.ab(ab_keys)
         if "s7" in wanted:
             b.memory()
+        if "s10" in wanted:
+            b.large_page_latency()
         if "s6" in wanted:
             b.latency()
             b.delivery()
