@@ -1037,6 +1037,29 @@ fn a_removed_endpoint_drops_its_pending_deliveries() {
     assert_eq!(w.m(Metric::Pending), 0);
 }
 
+/// A learned endpoint can go while its attempt is on the wire. A review found the failed
+/// attempt then ended as exhausted after one try, and was dead-lettered so: it is orphaned,
+/// as one found by the sweep is.
+#[test]
+fn an_attempt_whose_endpoint_went_while_on_the_wire_is_orphaned_not_exhausted() {
+    let w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    let token = w.last().token;
+    let failed = AttemptResponse {
+        num_headers: 3,
+        status: Some(503),
+        retry_after: None,
+        local_failure: None,
+    };
+    w.with(0, |s, c, io| s.on_response(c, &[], io, token, &failed));
+    assert_eq!(w.m(Metric::DeliveriesOrphaned), 1);
+    assert_eq!(w.m(Metric::DeliveriesExhausted), 0);
+    assert_eq!(w.m(Metric::Pending), 0);
+    assert_eq!(w.sent().len(), 1, "no dead letter, no retry");
+    w.sweep();
+    assert_eq!(w.sent().len(), 1);
+}
+
 /// Notification 1's SUCCESS as an HTTP context configured by `config` takes it in: the
 /// slots to wake.
 fn placed_by(w: &World, config: &Config) -> intake::Intake {

@@ -199,6 +199,9 @@ enum End {
     /// Past its retry window: held that long by an open circuit, or its next attempt would
     /// come after it.
     Expired,
+    /// Its endpoint left this sender's configuration while its attempt was on the wire (a
+    /// learned registration removed): nothing is left to try it again by.
+    Orphaned,
 }
 
 pub struct Sender {
@@ -1012,6 +1015,7 @@ impl Sender {
                 },
                 Outcome::GiveUp(_) => End::Gone,
                 Outcome::Retry(_) if s.successor.is_some() || s.superseded => End::Superseded,
+                Outcome::Retry(_) if endpoint(&s.endpoint).is_none() => End::Orphaned,
                 Outcome::Retry(_) => {
                     let seed = fnv1a64(&[s.webhook_id.as_bytes(), &s.attempts.to_le_bytes()]);
                     let next = endpoint(&s.endpoint).and_then(|e| {
@@ -1118,6 +1122,15 @@ impl Sender {
             }
             End::Superseded => {
                 io.metrics.add(Metric::DeliveriesSuperseded, 1);
+                None
+            }
+            End::Orphaned => {
+                io.metrics.add(Metric::DeliveriesOrphaned, 1);
+                log::warn!(
+                    "{webhook_id}: endpoint \"{}\" left the configuration while an attempt was on the wire; delivery dropped",
+                    s.endpoint
+                );
+                forget_breaker(io, &s.endpoint);
                 None
             }
             End::Gone => Some((Metric::DeliveriesGone, "gone")),
