@@ -450,79 +450,54 @@ mod tests {
         assert_eq!(delete(Some(b"id=3")), None);
     }
 
-    /// OsmoX hands the body's `id` to the database unconverted (no `transform` in its
-    /// `ValidationPipe`), and PostgreSQL reads `"3"` (spaces around it, leading zeros) as row
-    /// 3: such a delete removed the webhook while its mapping stayed and deliveries went on.
-    #[test]
-    fn rest_delete_of_the_collection_takes_an_id_sent_as_a_string() {
-        let delete = |request: &[u8]| {
-            extract_registration(
+    /// What `DELETE /webhooks` with `request` as its body teaches, checked for each request.
+    fn assert_collection_deletes(requests: &[&[u8]], want: Option<Registration>) {
+        for request in requests {
+            let got = extract_registration(
                 WatchKind::Rest,
                 "DELETE",
                 "/api/v1/webhooks",
                 &RequestFacts::Unread,
                 Some(request),
                 b"true",
-            )
-        };
-        for request in [
-            br#"{"id": "3"}"#.as_slice(),
-            br#"{"id": " 3 "}"#,
-            br#"{"id": "003"}"#,
-        ] {
-            let shown = String::from_utf8_lossy(request);
-            assert_eq!(
-                delete(request),
-                Some(Registration::Delete { webhook_id: 3 }),
-                "{shown}"
             );
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(request));
         }
-        for request in [
-            br#"{"id": ""}"#.as_slice(),
+    }
+
+    /// OsmoX hands the body's `id` to the database unconverted (no `transform` in its
+    /// `ValidationPipe`), and PostgreSQL reads `"3"` (spaces around it, leading zeros) as row
+    /// 3: such a delete removed the webhook while its mapping stayed and deliveries went on.
+    #[test]
+    fn rest_delete_of_the_collection_takes_an_id_sent_as_a_string() {
+        let three = Some(Registration::Delete { webhook_id: 3 });
+        assert_collection_deletes(
+            &[br#"{"id": "3"}"#, br#"{"id": " 3 "}"#, br#"{"id": "003"}"#],
+            three,
+        );
+        let refused: [&[u8]; 4] = [
+            br#"{"id": ""}"#,
             br#"{"id": "3a"}"#,
             br#"{"id": "-3"}"#,
             br#"{"id": "3 4"}"#,
-        ] {
-            let shown = String::from_utf8_lossy(request);
-            assert_eq!(delete(request), None, "{shown}");
-        }
+        ];
+        assert_collection_deletes(&refused, None);
     }
 
     /// Express's body parser reads `3.0` (or `3e0`) as the number 3, which OsmoX hands to the
     /// database like any other: row 3 goes, so its mapping must too.
     #[test]
     fn rest_delete_of_the_collection_takes_a_whole_number_however_written() {
-        let delete = |request: &[u8]| {
-            extract_registration(
-                WatchKind::Rest,
-                "DELETE",
-                "/api/v1/webhooks",
-                &RequestFacts::Unread,
-                Some(request),
-                b"true",
-            )
-        };
-        for request in [
-            br#"{"id": 3.0}"#.as_slice(),
-            br#"{"id": 3e0}"#,
-            br#"{"id": 0.3E+1}"#,
-        ] {
-            let shown = String::from_utf8_lossy(request);
-            assert_eq!(
-                delete(request),
-                Some(Registration::Delete { webhook_id: 3 }),
-                "{shown}"
-            );
-        }
+        let three = Some(Registration::Delete { webhook_id: 3 });
+        assert_collection_deletes(
+            &[br#"{"id": 3.0}"#, br#"{"id": 3e0}"#, br#"{"id": 0.3E+1}"#],
+            three,
+        );
         // No row has these ids: PostgreSQL refuses them, and the 2xx that learning needs never comes.
-        for request in [
-            br#"{"id": 3.5}"#.as_slice(),
-            br#"{"id": -3.0}"#,
-            br#"{"id": 1e300}"#,
-        ] {
-            let shown = String::from_utf8_lossy(request);
-            assert_eq!(delete(request), None, "{shown}");
-        }
+        assert_collection_deletes(
+            &[br#"{"id": 3.5}"#, br#"{"id": -3.0}"#, br#"{"id": 1e300}"#],
+            None,
+        );
     }
 
     #[test]
