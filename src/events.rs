@@ -545,22 +545,22 @@ const BUCKET_FORMAT: u8 = 1;
 const HAS_RETRY: u8 = 1;
 const HAS_PROVIDER: u8 = 2;
 const HAS_UPDATED: u8 = 4;
-/// Added after the first builds: their buckets never have these.
 const HAS_CHANNEL: u8 = 8;
 const TIME_INHERITED: u8 = 16;
+/// Set in every entry of this format (`shared_name!`), as is `WIDE_KEYS`: builds before the
+/// format prefix wrote entries without a generation or with 32-bit endpoint keys, and an
+/// entry without both is read as another format's (an unreadable bucket).
 const HAS_GENERATION: u8 = 32;
-/// Endpoint keys of 64 bits; before, 32. Slots an entry without it records are not read: a
-/// 32-bit key cannot be told from another endpoint's, so those deliveries are not taken back
-/// for a later event (both are sent).
 const WIDE_KEYS: u8 = 64;
-/// `Seen::awaits_result`; earlier builds neither write nor read it.
+/// `Seen::awaits_result`.
 const RESULT_AWAITED: u8 = 128;
+/// A held slot as stored: endpoint key u64, slot u32, generation u32.
+const HELD_BYTES: usize = 16;
 
 /// A bucket as stored: `BUCKET_FORMAT`, then each entry as little-endian fields: id u64,
 /// status u64, a flags byte, retry count, provider id and channel type (u64 each) when flagged, touched_ms
-/// u64, the generation u32 when flagged, updated_on (u16 length, bytes) when flagged, then
-/// u16 slot count and (endpoint u64, slot u32, generation u32; earlier builds: endpoint u32,
-/// slot u32, and when flagged generation u32). Binary because every new event reads and rewrites a whole bucket: as
+/// u64, the generation u32, updated_on (u16 length, bytes) when flagged, then u16 slot count
+/// and (endpoint u64, slot u32, generation u32) each. Binary because every new event reads and rewrites a whole bucket: as
 /// JSON, a full memory made detecting an event 4.5 times slower than an empty one.
 #[cfg(test)]
 fn decode(bytes: Option<&[u8]>) -> Vec<Seen> {
@@ -589,8 +589,7 @@ fn find(bytes: Option<&[u8]>, id: u64) -> Option<(usize, Seen)> {
 /// The stored bucket with `entry` in place of entry `index`, or else added to it: when the
 /// bucket is full, in place of the entry that changed longest ago (the bucket's last entry
 /// takes that one's place). The other entries are copied as stored, not decoded and
-/// written again, so one an earlier build wrote keeps that build's format (which still
-/// reads the same) until it is itself rewritten. An unreadable bucket is written anew.
+/// written again. An unreadable bucket is written anew.
 fn rewrite(current: Option<&[u8]>, index: Option<usize>, entry: &Seen) -> Vec<u8> {
     // Each entry with its place in the eviction order: whether it still keeps a SUCCESS's
     // wait for its result (forgotten, the view with the result would go as a new event and
@@ -745,8 +744,7 @@ struct Entry<'a> {
     touched_ms: u64,
     generation: Generation,
     updated_on: Option<&'a str>,
-    /// `(endpoint u64, slot u32, generation u32)` each (or an earlier build's narrower
-    /// form, see [`WIDE_KEYS`]), checked to be whole.
+    /// `(endpoint u64, slot u32, generation u32)` each, checked to be whole.
     slots: &'a [u8],
     /// The whole entry as stored.
     stored: &'a [u8],
@@ -759,6 +757,9 @@ impl<'a> Entry<'a> {
         // Only codes this build wrote: another makes the bucket unreadable, hence empty.
         let status = DeliveryStatus::from_code(r.u64()?)?;
         let flags = r.u8()?;
+        if flags & (HAS_GENERATION | WIDE_KEYS) != HAS_GENERATION | WIDE_KEYS {
+            return None;
+        }
         let mut flagged = |bit: u8| {
             if flags & bit != 0 {
                 r.u64().map(Some)
@@ -770,12 +771,7 @@ impl<'a> Entry<'a> {
         let provider_id = flagged(HAS_PROVIDER)?;
         let channel_type = flagged(HAS_CHANNEL)?;
         let touched_ms = r.u64()?;
-        // Earlier builds kept no generation: their entries count as the first.
-        let generation = if flags & HAS_GENERATION != 0 {
-            Generation(r.u32()?)
-        } else {
-            Generation::FIRST
-        };
+        let generation = Generation(r.u32()?);
         let updated_on = if flags & HAS_UPDATED != 0 {
             let len = r.u16()?;
             Some(std::str::from_utf8(r.take(usize::from(len))?).ok()?)
@@ -783,7 +779,7 @@ impl<'a> Entry<'a> {
             None
         };
         let count = usize::from(r.u16()?);
-        let slots = r.take(count * Self::slot_len(flags))?;
+        let slots = r.take(count * HELD_BYTES)?;
         Some(Entry {
             id,
             status,
@@ -799,32 +795,19 @@ impl<'a> Entry<'a> {
         })
     }
 
-    fn slot_len(flags: u8) -> usize {
-        if flags & WIDE_KEYS != 0 {
-            16
-        } else if flags & HAS_GENERATION != 0 {
-            12
-        } else {
-            8
-        }
-    }
-
     fn to_seen(&self) -> Seen {
-        let slots = if self.flags & WIDE_KEYS != 0 {
-            self.slots
-                .chunks_exact(Self::slot_len(self.flags))
-                .filter_map(|chunk| {
-                    let mut r = Bytes(chunk);
-                    Some(Held {
-                        endpoint: EndpointKey(r.u64()?),
-                        slot: r.u32()?,
-                        generation: Generation(r.u32()?),
-                    })
+        let slots = self
+            .slots
+            .chunks_exact(HELD_BYTES)
+            .filter_map(|chunk| {
+                let mut r = Bytes(chunk);
+                Some(Held {
+                    endpoint: EndpointKey(r.u64()?),
+                    slot: r.u32()?,
+                    generation: Generation(r.u32()?),
                 })
-                .collect()
-        } else {
-            Vec::new()
-        };
+            })
+            .collect();
         Seen {
             id: self.id,
             status: self.status,
@@ -1735,11 +1718,8 @@ mod tests {
             100,
         );
         let bucket = vec![full, bare];
-        // Earlier builds' entries are still read: before generations (each entry then counts
-        // as the first), and before 64-bit endpoint keys (their slots are not read, see
-        // `WIDE_KEYS`).
-        let mut narrow = bucket.clone();
-        narrow[0].slots.clear();
+        // Entries of the builds before the format prefix (before generations, and before
+        // 64-bit endpoint keys) are another format's: the bucket reads as empty.
         #[derive(Clone, Copy, PartialEq)]
         enum Form {
             BeforeGenerations,
@@ -1796,20 +1776,20 @@ mod tests {
             layout(Form::Narrow),
             layout(Form::Current),
         );
-        assert_eq!(decode(Some(&stored)), narrow);
-        assert_eq!(decode(Some(&older)), narrow);
+        assert_eq!(decode(Some(&stored)), vec![]);
+        assert_eq!(decode(Some(&older)), vec![]);
         assert_eq!(encode(&bucket), current);
         assert_eq!(decode(Some(&current)), bucket);
         assert_eq!(encode(&[]), [BUCKET_FORMAT]);
         assert_eq!(decode(Some(&[BUCKET_FORMAT])), vec![]);
         // An unreadable bucket (cut short, another format, the JSON of earlier builds, a
         // status no build writes) reads as empty.
-        let mut unknown_status = stored.clone();
+        let mut unknown_status = current.clone();
         unknown_status[9] = 9; // the first entry's status, after the format byte and id
         for bad in [
             &unknown_status[..],
-            &stored[..stored.len() - 1],
-            &stored[..10],
+            &current[..current.len() - 1],
+            &current[..10],
             &[],
             &[2, 0],
             br#"[{"i":8,"s":5,"t":100}]"#,
@@ -1820,11 +1800,12 @@ mod tests {
             assert_eq!(find(Some(bad), 7), None, "{bad:?}");
         }
         assert_eq!(decode(None), vec![]);
-        for (layout, read) in [(&stored, &narrow), (&older, &narrow), (&current, &bucket)] {
-            assert_eq!(find(Some(layout), 7), Some((0, read[0].clone())));
-            assert_eq!(find(Some(layout), 8), Some((1, read[1].clone())));
-            assert_eq!(find(Some(layout), 9), None);
+        for older in [&stored, &older] {
+            assert_eq!(find(Some(older), 7), None);
         }
+        assert_eq!(find(Some(&current), 7), Some((0, bucket[0].clone())));
+        assert_eq!(find(Some(&current), 8), Some((1, bucket[1].clone())));
+        assert_eq!(find(Some(&current), 9), None);
         // Of a repeated id (no build writes one), the first, as `decode` then `find` would.
         let twice = encode(&[bucket[1].clone(), bucket[0].clone(), bucket[1].clone()]);
         assert_eq!(find(Some(&twice), 8), Some((0, bucket[1].clone())));

@@ -33,11 +33,8 @@ impl LaidOut {
             .and_then(|b| std::str::from_utf8(b).ok())
             .unwrap_or("");
         let mut parts = text.split(' ').map(str::parse::<u32>);
-        let (slots, buckets) = (parts.next(), parts.next());
-        // Earlier builds wrote no third count: their persisted-query buckets are missing.
-        let persisted = parts.next().unwrap_or(Ok(0));
-        match (slots, buckets, persisted, parts.next()) {
-            (Some(Ok(slots)), Some(Ok(buckets)), Ok(persisted), None) => LaidOut {
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(Ok(slots)), Some(Ok(buckets)), Some(Ok(persisted)), None) => LaidOut {
                 slots,
                 buckets,
                 persisted,
@@ -98,12 +95,8 @@ mod tests {
                 persisted: 256,
             }
         );
-        // An earlier build's marker: its persisted-query buckets are still to lay out, for
-        // the same configuration (an upgrade in place keeps shared data).
-        let earlier = LaidOut::decode(Some(b"10000 4096"));
-        assert_eq!((earlier.slots, earlier.persisted), (10_000, 0));
-        assert!(!earlier.covers(LaidOut::needed(10_000, 4_096)));
         assert!(done.covers(LaidOut::needed(10_000, 4_096)));
+        assert!(!done.covers(LaidOut::needed(10_001, 4_096)));
     }
 
     #[test]
@@ -111,6 +104,8 @@ mod tests {
         for bytes in [
             &b""[..],
             b"12",
+            // The two counts of the builds before the format prefix.
+            b"10000 4096",
             b"1 2 3 4",
             b"a b",
             b"1 2 x",
