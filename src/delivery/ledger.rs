@@ -221,8 +221,7 @@ impl Successor {
         Some(Successor {
             webhook_id: webhook_id?,
             body: body?,
-            // Earlier builds wrote none.
-            generation: generation.unwrap_or(Generation::FIRST),
+            generation: generation?,
             at_ms,
         })
     }
@@ -315,7 +314,7 @@ impl Slot {
         Some(Slot {
             state: state?,
             at_ms: at_ms?,
-            // Earlier builds wrote none: the window opens at the next attempt or hold.
+            // None until the window opens, at the first attempt or hold.
             window_from_ms,
             extended_ms: extended_ms.unwrap_or(0),
             waiting_since_ms,
@@ -327,8 +326,7 @@ impl Slot {
             history,
             successor,
             held: held.unwrap_or(false),
-            // Earlier builds wrote none.
-            generation: generation.unwrap_or(Generation::FIRST),
+            generation: generation?,
             superseded: superseded.unwrap_or(false),
             body: Vec::new(),
         })
@@ -1074,8 +1072,7 @@ mod tests {
         assert_eq!(slot.history.last().unwrap().at_ms, 49);
     }
 
-    /// The stored format is kept across versions: a VM loading a newer module reads the
-    /// records an older one left in shared data.
+    /// The stored format, as this format (`shared_name!`) writes and reads it.
     #[test]
     fn records_keep_their_stored_format() {
         let fresh = Record::Used(Slot::new("crm", 42, "w1", b"{\"id\":42}".to_vec(), 5));
@@ -1083,9 +1080,9 @@ mod tests {
             "{\"s\":\"w\",\"at\":5,\"ep\":\"crm\",\"n\":42,\"id\":\"w1\",\"a\":0,\"g\":1}\n{\"id\":42}";
         assert_eq!(String::from_utf8(fresh.encode()).unwrap(), stored);
         assert_eq!(Record::decode(Some(stored.as_bytes())), fresh);
-        // Before generations: read as the first.
+        // Without a generation: a record of the builds before the format prefix, unreadable.
         let earlier = stored.replace(",\"g\":1", "");
-        assert_eq!(Record::decode(Some(earlier.as_bytes())), fresh);
+        assert_eq!(Record::decode(Some(earlier.as_bytes())), Record::Unreadable);
 
         // The body follows the record byte for byte, newlines and all.
         let body = b"{\n  \"id\": 7\n}".to_vec();
@@ -1114,7 +1111,7 @@ mod tests {
         let stored = format!("{json}\n{{\n  \"id\": 7\n}}");
         assert_eq!(String::from_utf8(full.encode()).unwrap(), stored);
         assert_eq!(Record::decode(Some(stored.as_bytes())), full);
-        // Earlier builds wrote no due time for a queued event: due when promoted.
+        // A queued event without a due time (written so when it has none) is due when promoted.
         let Record::Used(unwaited) = Record::decode(Some(
             stored.replace(",\"at\":1800000001000}", "}").as_bytes(),
         )) else {
@@ -1133,19 +1130,19 @@ mod tests {
 
         assert_eq!(Record::Free.encode(), b"-");
         // Unknown keys are ignored; an unreadable record is left alone.
-        let extra = r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","a":0,"zz":[1]}"#;
+        let extra = r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","g":1,"a":0,"zz":[1]}"#;
         let extra = format!("{extra}\n{{\"id\":42}}");
         assert_eq!(Record::decode(Some(extra.as_bytes())), fresh);
         // Without the body separator (the format before bodies moved into the record).
-        let no_body = r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","a":0}"#;
+        let no_body = r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","g":1,"a":0}"#;
         assert_eq!(Record::decode(Some(no_body.as_bytes())), Record::Unreadable);
         for bad in [
-            r#"{"s":"x","at":5,"ep":"crm","n":42,"id":"w1","a":0}"#,
-            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1"}"#,
-            r#"{"s":"w","at":-5,"ep":"crm","n":42,"id":"w1","a":0}"#,
-            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","a":4294967296}"#,
-            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","a":0,"h":[{"t":1}]}"#,
-            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","a":0,"hd":1}"#,
+            r#"{"s":"x","at":5,"ep":"crm","n":42,"id":"w1","g":1,"a":0}"#,
+            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","g":1}"#,
+            r#"{"s":"w","at":-5,"ep":"crm","n":42,"id":"w1","g":1,"a":0}"#,
+            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","g":1,"a":4294967296}"#,
+            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","g":1,"a":0,"h":[{"t":1}]}"#,
+            r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","g":1,"a":0,"hd":1}"#,
             r#"["w"]"#,
             "{",
         ] {

@@ -31,7 +31,7 @@ struct Entry {
     /// Tells configurations apart by what is kept here.
     id: u64,
     seen_ms: u64,
-    /// When it was first heard from (earlier builds: when last).
+    /// When it was first heard from.
     since_ms: u64,
     /// A hash of its configuration's text, as Envoy handed it over: two loads of one text
     /// are one configuration (a VM rebuilt after a crash), two texts are two.
