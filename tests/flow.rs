@@ -3125,6 +3125,33 @@ fn a_spare_place_whose_lease_ends_first_is_not_reused() {
     );
 }
 
+/// Spare places whose lease in the shared record ended (no tick has come since to forget
+/// them) are not kept when the sender next takes places: the record dropped them with the
+/// lapsed lease, so sending on them went past `maxInFlight`.
+#[test]
+fn spare_places_whose_lease_ended_before_a_tick_are_not_kept_with_new_ones() {
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 16, "headers""#);
+    let mut w = World::new(&json, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.now += 100;
+    w.reply(0, w.last().token, 200, None); // VM 0 keeps its two places as spares
+    w.now = T0 + 20_001; // their lease (20 s) has ended, and VM 0 has not ticked since
+    w.observe(0, &[note(2, DeliveryStatus::Success, A)]);
+    let burst: Vec<_> = (100..=130)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(1, &burst);
+    let more: Vec<_> = (200..=205)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &more);
+    let on_wire = w.sent().len() - 1; // notification 1 was answered
+    assert!(
+        on_wire <= 16,
+        "{on_wire} attempts on the wire with maxInFlight 16"
+    );
+}
+
 /// The two confirmation states share a stage: seen without times, either after the other is
 /// a new event, not a stale view.
 #[test]

@@ -751,6 +751,11 @@ impl Sender {
 
     fn admit(&mut self, io: &mut Io, endpoint: &Endpoint, slot: u32, lease_until: u64) -> Admit {
         let spare = self.spares.entry(endpoint.name.clone()).or_default();
+        if spare.until_ms <= io.now_ms {
+            // Lapsed in the record already (as a tick would find): kept, they would join the
+            // places taken below, uncounted there.
+            spare.count = 0;
+        }
         if spare.count > 0 && spare.clean && spare.until_ms >= lease_until {
             spare.count -= 1;
             spare.used = true;
