@@ -1162,6 +1162,62 @@ fn an_endpoint_handed_over_to_a_newer_configuration_goes_out_by_it_alone() {
     assert_eq!(w.m(Metric::Pending), 0);
 }
 
+/// A lapsed claim on an endpoint handed over to a newer configuration: every sender takes
+/// the next window from one shared cursor, so the replaced configuration's sweep may be the
+/// one that comes across it, each time. It left the claim to the newer configuration without
+/// telling it, and the lost attempt (with the newer event queued behind it) waited until the
+/// old listener had drained (600 s by default) instead of `timeoutMs` + 10 s.
+#[test]
+fn a_lapsed_claim_the_replaced_configuration_sweeps_is_passed_to_the_newer_one() {
+    use osmox_webhook_filter::delivery::ledger::Record;
+    let mut w = World::new(ONE_ENDPOINT, 3);
+    let v1 = w.config.clone();
+    let renamed = ONE_ENDPOINT.replace(r#""x-team": "crm""#, r#""x-team": "v2""#);
+    let v2 = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
+    // VM 2 sends, then crashes with the attempt on the wire.
+    w.observe(2, &[note(1, DeliveryStatus::Success, A)]);
+    assert_eq!(w.sent().len(), 1);
+    let ledger = Ledger::new(v1.limits.max_pending);
+    let slot = (0..v1.limits.max_pending)
+        .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(_)))
+        .unwrap();
+    // VM 0 stands for the replaced root context, which hands crm over; VM 1 for the new one.
+    w.senders[0].borrow_mut().hand_over(vec!["crm".to_string()]);
+    let mut newer = sender(&v2, 1);
+    newer.announce(&w.store, &v2, 2, w.now);
+    *w.senders[1].borrow_mut() = newer;
+    w.config = v2.clone();
+    let mut answered = 1;
+    for _ in 0..40 {
+        w.now += 1_000;
+        // The old one's turn comes at the slot's window (128 slots, 64 a window); the new
+        // one sweeps the other.
+        let start = (slot / 64 * 64).to_string();
+        w.store
+            .set(shared_name!("q/scan"), start.as_bytes(), None)
+            .unwrap();
+        let mut handed = Vec::new();
+        w.with(0, |s, _, io| {
+            s.tick(&v1, &v1.endpoints, io);
+            handed = s.take_handed();
+        });
+        // As the host forwards them, within the VM.
+        for (slot, _) in handed {
+            w.with(1, |s, c, io| s.wake(c, &c.endpoints, io, slot));
+        }
+        tick_by(&w, 1, &v2);
+        w.answer_everything(200, &mut answered);
+    }
+    let teams: Vec<_> = w.sent()[1..]
+        .iter()
+        .map(|s| s.header("x-team").unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(teams, vec!["v2"], "the lost attempt is tried again, by v2");
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1);
+    assert_eq!(w.m(Metric::InFlight), 0);
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
 /// A review: a lapsed claim on `ops` (its VM crashed with the attempt on the wire), found by
 /// the old configuration's sweep, was ended as exhausted after one of its ten attempts.
 #[test]

@@ -676,9 +676,16 @@ impl Sender {
         let Record::Used(s) = record else {
             return;
         };
+        let ours = self
+            .calls
+            .values()
+            .any(|c| matches!(c, Call::Webhook { slot: x, .. } if *x == slot));
+        let lapsed = s.state == State::InFlight && s.at_ms < now && !ours;
         if self.handed_over.contains(&s.endpoint) {
-            // The newer configuration's senders try it, or end its lost attempt.
-            if s.is_sendable(now, lease_freed) {
+            // The newer configuration's senders try it, or end its lost attempt: told now, as
+            // their sweep may not come across it while this one's takes its window each time
+            // (the cursor is shared).
+            if s.is_sendable(now, lease_freed) || lapsed {
                 self.handed.push((slot, s.endpoint));
             }
             return;
@@ -690,11 +697,7 @@ impl Sender {
             return;
         }
         if s.state == State::InFlight {
-            let ours = self
-                .calls
-                .values()
-                .any(|c| matches!(c, Call::Webhook { slot: x, .. } if *x == slot));
-            if s.at_ms < now && !ours && unknown {
+            if lapsed && unknown {
                 // Its sender is gone and no configuration has the endpoint to try it again by
                 // (a review found such an attempt ended as exhausted after one try).
                 if self.orphan(io, slot, &s) {
@@ -702,7 +705,7 @@ impl Sender {
                     io.metrics.add(Metric::InFlight, -1);
                     io.metrics.add(Metric::DeliveriesFailed, 1);
                 }
-            } else if s.at_ms < now && !ours {
+            } else if lapsed {
                 // The sender that claimed it is gone (VM replaced or crashed): its reply will
                 // never come, so count the attempt as failed and go on.
                 let attempt = Attempt::lost(slot, &s.webhook_id, Failure::Transport);
