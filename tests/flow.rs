@@ -5421,6 +5421,7 @@ mod random_histories {
          "circuitBreaker": {{"failureThreshold": {threshold}, "openMs": 300}},
          "retry": {{"maxAttempts": 3, "initialDelayMs": 50, "multiplier": 3.0, "maxDelayMs": 2000, "jitter": 0.0}}}}
       ],
+      "deadLetter": {{"url": "http://dl.local/dead", "cluster": "dl"}},
       "limits": {{"maxPending": {pending}, "maxRemembered": 1024}},
       "tickMs": 100
     }}"#,
@@ -5449,6 +5450,8 @@ mod random_histories {
         /// The replaced configurations' senders go on ticking (their listener drains), having
         /// handed every endpoint over to the new ones.
         drain: bool,
+        /// Endpoints may answer 410 Gone.
+        gone: bool,
         notes: u64,
     }
 
@@ -5867,7 +5870,12 @@ mod random_histories {
                     if !outstanding.is_empty() {
                         let i = rng.below(outstanding.len() as u64) as usize;
                         let t = outstanding.remove(i);
-                        let status = [200, 200, 503, 500, 429][rng.below(5) as usize];
+                        let statuses: &[u16] = if v.gone {
+                            &[200, 200, 503, 500, 429, 410]
+                        } else {
+                            &[200, 200, 503, 500, 429]
+                        };
+                        let status = statuses[rng.below(statuses.len() as u64) as usize];
                         let after = (v.retry_after && rng.below(2) == 0).then_some("1");
                         let action = Nested::Reply(t, response(status, after, None));
                         if v.sender_races && defer(&mut rng) {
@@ -5916,21 +5924,22 @@ mod random_histories {
             }
             w.now.set(w.now.get() + 100);
         }
-        let sent = w.log.borrow().clone();
+        let all = w.log.borrow().clone();
+        let (reports, sent): (Vec<Sent>, Vec<Sent>) =
+            all.iter().cloned().partition(|s| s.cluster == "dl");
         let ctx = || {
             let mut s = format!("seed {seed} {v:?}\n");
             for l in w.text.borrow().iter() {
                 s.push_str(l);
                 s.push('\n');
             }
-            for x in &sent {
+            for x in &all {
                 s.push_str(&format!("{x:?}\n"));
             }
             s
         };
         let marks = w.marks.borrow().clone();
-        let lost =
-            |t: u32| Some(sent[t as usize - 1].vm) == w.dead.get() && !marks.contains_key(&t);
+        let lost = |t: u32| Some(all[t as usize - 1].vm) == w.dead.get() && !marks.contains_key(&t);
         // Per pair: dispatched steps never go back; attempts per webhook-id bounded.
         let mut last: HashMap<(u64, String), usize> = HashMap::new();
         let mut attempts: HashMap<String, u32> = HashMap::new();
@@ -5952,12 +5961,15 @@ mod random_histories {
             assert!(*a <= max, "{} sent {a} times\n{}", s.webhook_id, ctx());
         }
         // One attempt per pair on the wire at a time (but for one lost with its VM).
-        for (i, a) in sent.iter().enumerate() {
-            if lost(a.token) {
+        for (i, a) in all.iter().enumerate() {
+            if lost(a.token) || a.cluster == "dl" {
                 continue;
             }
             let mark = marks.get(&a.token).copied().unwrap_or(usize::MAX);
-            for b in &sent[i + 1..mark.min(sent.len())] {
+            for b in all[i + 1..mark.min(all.len())]
+                .iter()
+                .filter(|b| b.cluster != "dl")
+            {
                 assert!(
                     !(field(&a.body, "id") == field(&b.body, "id") && a.cluster == b.cluster),
                     "{} went out while {} was on the wire\n{}",
@@ -5971,7 +5983,8 @@ mod random_histories {
         // overlapped by one of a later state may have been taken in or found stale.
         let executed = w.executed.borrow().clone();
         let dropped = metrics.get(Metric::DeliveriesDropped);
-        if metrics.get(Metric::DeliveriesExpired) == 0 && dropped == 0 {
+        let gone = metrics.get(Metric::DeliveriesGone);
+        if metrics.get(Metric::DeliveriesExpired) == 0 && dropped == 0 && gone == 0 {
             for id in 0..notes {
                 let mine: Vec<_> = executed.iter().filter(|e| e.0 == id).collect();
                 // Surely taken: no later state started before it ended.
@@ -6011,6 +6024,50 @@ mod random_histories {
         }
         assert_eq!(metrics.get(Metric::Pending), 0, "{}", ctx());
         assert_eq!(metrics.get(Metric::InFlight), 0, "{}", ctx());
+        let records: Vec<String> = ["a", "b"]
+            .iter()
+            .map(|e| {
+                let key = format!(osmox_webhook_filter::shared_name!("ep/{}"), e);
+                let (v, _) = w.inner.get(&key).unwrap().unwrap();
+                String::from_utf8(v).unwrap()
+            })
+            .collect();
+        // One left open with no delivery to try it stays open, and counted (README).
+        let open = records.iter().filter(|r| r.contains("\"o\":")).count() as i64;
+        assert_eq!(
+            metrics.get(Metric::CircuitsOpen),
+            open,
+            "{records:?}\n{}",
+            ctx()
+        );
+        // One report per delivery that ended without a 2xx, unless given up.
+        let ended = metrics.get(Metric::DeliveriesExhausted)
+            + gone
+            + metrics.get(Metric::DeliveriesExpired);
+        let mut bodies: Vec<&str> = reports.iter().map(|r| r.body.as_str()).collect();
+        bodies.sort();
+        bodies.dedup();
+        let mut ids: Vec<String> = bodies
+            .iter()
+            .map(|b| {
+                let at = b.find("\"webhookId\":\"").unwrap() + 13;
+                b[at..].split('"').next().unwrap().to_string()
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(
+            ids.len(),
+            bodies.len(),
+            "one report per delivery\n{}",
+            ctx()
+        );
+        assert!(bodies.len() as i64 <= ended, "{}", ctx());
+        assert!(
+            bodies.len() as i64 + metrics.get(Metric::DeadLettersFailed) >= ended,
+            "{}",
+            ctx()
+        );
     }
 
     const BASE: Variant = Variant {
@@ -6025,6 +6082,7 @@ mod random_histories {
         sender_races: false,
         resize: None,
         drain: false,
+        gone: false,
         notes: 4,
     };
 
@@ -6123,6 +6181,19 @@ mod random_histories {
                 drain: true,
                 races: true,
                 sender_races: true,
+                ..BASE
+            },
+            Variant {
+                gone: true,
+                threshold: 2,
+                retry_after: true,
+                ..BASE
+            },
+            Variant {
+                gone: true,
+                races: true,
+                sender_races: true,
+                crash: true,
                 ..BASE
             },
         ]
