@@ -1218,6 +1218,63 @@ fn a_lapsed_claim_the_replaced_configuration_sweeps_is_passed_to_the_newer_one()
     assert_eq!(w.m(Metric::Pending), 0);
 }
 
+/// The same, the other way round: the configuration in force lacks `ops` (an update removed
+/// it) and its sweep comes across a lapsed claim on it each time; the configuration that
+/// still has `ops` (its listener draining) is told, rather than left to find it by a sweep
+/// that may never come to that window while the other one sweeps.
+#[test]
+fn a_lapsed_claim_for_an_endpoint_only_an_older_configuration_has_is_passed_to_it() {
+    use osmox_webhook_filter::delivery::ledger::Record;
+    let (mut w, v1, v2) = worlds_of_an_update_adding_ops(3);
+    // VM 2 (v2) sends to ops, then crashes with the attempt on the wire.
+    w.observe(2, &[note(1, DeliveryStatus::Success, A)]);
+    for s in w.sent() {
+        if s.cluster != "webhook_ops" {
+            w.reply(2, s.token, 200, None);
+        }
+    }
+    let ledger = Ledger::new(v1.limits.max_pending);
+    let slot = (0..v1.limits.max_pending)
+        .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(_)))
+        .unwrap();
+    // An update back to v1: VM 0 (v1) is in force, VM 1 (v2) drains and hands crm over.
+    w.senders[0].borrow_mut().announce(&w.store, &v1, 1, w.now);
+    w.senders[1].borrow_mut().hand_over(vec!["crm".to_string()]);
+    let mut answered = w.sent().len();
+    let ops_before = w
+        .sent()
+        .iter()
+        .filter(|s| s.cluster == "webhook_ops")
+        .count();
+    for _ in 0..40 {
+        w.now += 1_000;
+        // The one in force takes the slot's window each time (128 slots, 64 a window).
+        let start = (slot / 64 * 64).to_string();
+        w.store
+            .set(shared_name!("q/scan"), start.as_bytes(), None)
+            .unwrap();
+        let mut handed = Vec::new();
+        w.with(0, |s, _, io| {
+            s.tick(&v1, &v1.endpoints, io);
+            handed = s.take_handed();
+        });
+        for (slot, _) in handed {
+            w.with(1, |s, _, io| s.wake(&v2, &v2.endpoints, io, slot));
+        }
+        tick_by(&w, 1, &v2);
+        w.answer_everything(200, &mut answered);
+    }
+    let ops = w
+        .sent()
+        .iter()
+        .filter(|s| s.cluster == "webhook_ops")
+        .count();
+    assert_eq!(ops, ops_before + 1, "the lost attempt is tried again");
+    assert_eq!(w.m(Metric::DeliveriesOrphaned), 0);
+    assert_eq!(w.m(Metric::InFlight), 0);
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
 /// A review: a lapsed claim on `ops` (its VM crashed with the attempt on the wire), found by
 /// the old configuration's sweep, was ended as exhausted after one of its ten attempts.
 #[test]

@@ -694,6 +694,11 @@ impl Sender {
         // Another live configuration (the one an update brought, while this one's old listener
         // drains) may have the endpoint: its senders send the delivery, or end its lost attempt.
         if unknown && live_endpoints::kept_elsewhere(io.store, config, &s.endpoint, now) {
+            // Told, when one lives in this VM (`take_handed`): its sweep may not come across
+            // it while this one's takes its window each time (the cursor is shared).
+            if s.is_sendable(now, lease_freed) || lapsed {
+                self.handed.push((slot, s.endpoint));
+            }
             return;
         }
         if s.state == State::InFlight {
