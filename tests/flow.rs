@@ -1162,6 +1162,45 @@ fn an_endpoint_handed_over_to_a_newer_configuration_goes_out_by_it_alone() {
     assert_eq!(w.m(Metric::Pending), 0);
 }
 
+/// The one slot in use.
+fn the_used_slot(w: &World, config: &Config) -> u32 {
+    use osmox_webhook_filter::delivery::ledger::Record;
+    let ledger = Ledger::new(config.limits.max_pending);
+    (0..config.limits.max_pending)
+        .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(_)))
+        .unwrap()
+}
+
+/// Forty seconds in which VM 0's sender (configured by `sweeper`) sweeps the window that
+/// holds `slot` each time (the shared cursor set there: 128 slots, 64 a window), what it
+/// hands on is woken in VM 1's (configured by `taker`), as the host forwards within a VM,
+/// and VM 1 ticks; every request is answered 200.
+fn sweep_its_window_and_forward(
+    w: &mut World,
+    slot: u32,
+    sweeper: &Config,
+    taker: &Config,
+    answered: &mut usize,
+) {
+    for _ in 0..40 {
+        w.now += 1_000;
+        let start = (slot / 64 * 64).to_string();
+        w.store
+            .set(shared_name!("q/scan"), start.as_bytes(), None)
+            .unwrap();
+        let mut handed = Vec::new();
+        w.with(0, |s, _, io| {
+            s.tick(sweeper, &sweeper.endpoints, io);
+            handed = s.take_handed();
+        });
+        for (slot, _) in handed {
+            w.with(1, |s, _, io| s.wake(taker, &taker.endpoints, io, slot));
+        }
+        tick_by(w, 1, taker);
+        w.answer_everything(200, answered);
+    }
+}
+
 /// A lapsed claim on an endpoint handed over to a newer configuration: every sender takes
 /// the next window from one shared cursor, so the replaced configuration's sweep may be the
 /// one that comes across it, each time. It left the claim to the newer configuration without
@@ -1169,7 +1208,6 @@ fn an_endpoint_handed_over_to_a_newer_configuration_goes_out_by_it_alone() {
 /// old listener had drained (600 s by default) instead of `timeoutMs` + 10 s.
 #[test]
 fn a_lapsed_claim_the_replaced_configuration_sweeps_is_passed_to_the_newer_one() {
-    use osmox_webhook_filter::delivery::ledger::Record;
     let mut w = World::new(ONE_ENDPOINT, 3);
     let v1 = w.config.clone();
     let renamed = ONE_ENDPOINT.replace(r#""x-team": "crm""#, r#""x-team": "v2""#);
@@ -1177,10 +1215,7 @@ fn a_lapsed_claim_the_replaced_configuration_sweeps_is_passed_to_the_newer_one()
     // VM 2 sends, then crashes with the attempt on the wire.
     w.observe(2, &[note(1, DeliveryStatus::Success, A)]);
     assert_eq!(w.sent().len(), 1);
-    let ledger = Ledger::new(v1.limits.max_pending);
-    let slot = (0..v1.limits.max_pending)
-        .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(_)))
-        .unwrap();
+    let slot = the_used_slot(&w, &v1);
     // VM 0 stands for the replaced root context, which hands crm over; VM 1 for the new one.
     w.senders[0].borrow_mut().hand_over(vec!["crm".to_string()]);
     let mut newer = sender(&v2, 1);
@@ -1188,26 +1223,8 @@ fn a_lapsed_claim_the_replaced_configuration_sweeps_is_passed_to_the_newer_one()
     *w.senders[1].borrow_mut() = newer;
     w.config = v2.clone();
     let mut answered = 1;
-    for _ in 0..40 {
-        w.now += 1_000;
-        // The old one's turn comes at the slot's window (128 slots, 64 a window); the new
-        // one sweeps the other.
-        let start = (slot / 64 * 64).to_string();
-        w.store
-            .set(shared_name!("q/scan"), start.as_bytes(), None)
-            .unwrap();
-        let mut handed = Vec::new();
-        w.with(0, |s, _, io| {
-            s.tick(&v1, &v1.endpoints, io);
-            handed = s.take_handed();
-        });
-        // As the host forwards them, within the VM.
-        for (slot, _) in handed {
-            w.with(1, |s, c, io| s.wake(c, &c.endpoints, io, slot));
-        }
-        tick_by(&w, 1, &v2);
-        w.answer_everything(200, &mut answered);
-    }
+    // The old one's turn comes at the slot's window each time; the new one sweeps the other.
+    sweep_its_window_and_forward(&mut w, slot, &v1, &v2, &mut answered);
     let teams: Vec<_> = w.sent()[1..]
         .iter()
         .map(|s| s.header("x-team").unwrap_or_default().to_string())
@@ -1224,7 +1241,6 @@ fn a_lapsed_claim_the_replaced_configuration_sweeps_is_passed_to_the_newer_one()
 /// that may never come to that window while the other one sweeps.
 #[test]
 fn a_lapsed_claim_for_an_endpoint_only_an_older_configuration_has_is_passed_to_it() {
-    use osmox_webhook_filter::delivery::ledger::Record;
     let (mut w, v1, v2) = worlds_of_an_update_adding_ops(3);
     // VM 2 (v2) sends to ops, then crashes with the attempt on the wire.
     w.observe(2, &[note(1, DeliveryStatus::Success, A)]);
@@ -1233,10 +1249,7 @@ fn a_lapsed_claim_for_an_endpoint_only_an_older_configuration_has_is_passed_to_i
             w.reply(2, s.token, 200, None);
         }
     }
-    let ledger = Ledger::new(v1.limits.max_pending);
-    let slot = (0..v1.limits.max_pending)
-        .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(_)))
-        .unwrap();
+    let slot = the_used_slot(&w, &v1);
     // An update back to v1: VM 0 (v1) is in force, VM 1 (v2) drains and hands crm over.
     w.senders[0].borrow_mut().announce(&w.store, &v1, 1, w.now);
     w.senders[1].borrow_mut().hand_over(vec!["crm".to_string()]);
@@ -1246,24 +1259,8 @@ fn a_lapsed_claim_for_an_endpoint_only_an_older_configuration_has_is_passed_to_i
         .iter()
         .filter(|s| s.cluster == "webhook_ops")
         .count();
-    for _ in 0..40 {
-        w.now += 1_000;
-        // The one in force takes the slot's window each time (128 slots, 64 a window).
-        let start = (slot / 64 * 64).to_string();
-        w.store
-            .set(shared_name!("q/scan"), start.as_bytes(), None)
-            .unwrap();
-        let mut handed = Vec::new();
-        w.with(0, |s, _, io| {
-            s.tick(&v1, &v1.endpoints, io);
-            handed = s.take_handed();
-        });
-        for (slot, _) in handed {
-            w.with(1, |s, _, io| s.wake(&v2, &v2.endpoints, io, slot));
-        }
-        tick_by(&w, 1, &v2);
-        w.answer_everything(200, &mut answered);
-    }
+    // The one in force takes the slot's window each time.
+    sweep_its_window_and_forward(&mut w, slot, &v1, &v2, &mut answered);
     let ops = w
         .sent()
         .iter()
