@@ -1554,6 +1554,13 @@ fn compile_paths(path: &str, paths: Vec<String>) -> Result<Vec<String>, ConfigEr
         let why = "must not hold a query or fragment: paths are matched without them";
         return Err(invalid(index(path, j), why));
     }
+    // A request's `:path` carries these percent-encoded: a path holding one never matches.
+    let unmatchable = |s: &String| s.bytes().any(|b| !b.is_ascii_graphic());
+    if let Some(j) = paths.iter().position(unmatchable) {
+        let why = "must not contain spaces, control characters or non-ASCII characters \
+                   (percent-encode them as requests carry them)";
+        return Err(invalid(index(path, j), why));
+    }
     Ok(paths)
 }
 
@@ -3094,6 +3101,47 @@ mod tests {
         assert_eq!(
             only_rest.watch.rest_path_prefixes,
             vec!["/notifications".to_string()]
+        );
+    }
+
+    /// Envoy hands the filter a `:path` without spaces, control characters or raw non-ASCII
+    /// (a client must percent-encode them): a watch path holding one (a trailing space pasted
+    /// from a document, a `\n` from a template) could never match, and the filter would
+    /// load and silently watch nothing there.
+    #[test]
+    fn rejects_watch_paths_that_no_request_path_can_match() {
+        let ep = r#""endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}]"#;
+        for (watch, at) in [
+            (r#""graphqlPaths": ["/graphql "]"#, "watch.graphqlPaths[0]"),
+            (
+                r#""graphqlPaths": ["/graphql", "/gra phql"]"#,
+                "watch.graphqlPaths[1]",
+            ),
+            (r#""graphqlPaths": ["/graphql\n"]"#, "watch.graphqlPaths[0]"),
+            (
+                r#""restPathPrefixes": ["/notificações"]"#,
+                "watch.restPathPrefixes[0]",
+            ),
+            (
+                r#""restPathPrefixes": ["/notifications\t"]"#,
+                "watch.restPathPrefixes[0]",
+            ),
+        ] {
+            assert_eq!(
+                err(&format!(r#"{{{ep}, "watch": {{{watch}}}}}"#)),
+                format!(
+                    "{at}: must not contain spaces, control characters or non-ASCII \
+                     characters (percent-encode them as requests carry them)"
+                ),
+                "{watch}"
+            );
+        }
+        let encoded = parse(&format!(
+            r#"{{{ep}, "watch": {{"restPathPrefixes": ["/notifica%C3%A7%C3%B5es"]}}}}"#
+        ));
+        assert_eq!(
+            encoded.watch.rest_path_prefixes,
+            vec!["/notifica%C3%A7%C3%B5es".to_string()]
         );
     }
 
