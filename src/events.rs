@@ -1778,6 +1778,14 @@ mod tests {
         );
         assert_eq!(decode(Some(&stored)), vec![]);
         assert_eq!(decode(Some(&older)), vec![]);
+        // Refused by its flags, not only by what misreading the rest gives: an entry that
+        // holds no slots would read the same in either form.
+        for bit in [WIDE_KEYS, HAS_GENERATION] {
+            let mut without = encode(&bucket[1..]);
+            without[17] &= !bit; // the entry's flags, after the format byte, id and status
+            let read = decode(Some(&without));
+            assert_eq!(read, vec![], "{bit}");
+        }
         assert_eq!(encode(&bucket), current);
         assert_eq!(decode(Some(&current)), bucket);
         assert_eq!(encode(&[]), [BUCKET_FORMAT]);
