@@ -233,6 +233,9 @@ pub fn read_rows<R>(
                         Some(_) => found.pass_over(v), // the id it asked for is not known
                     }
                 }
+                for (_, v) in data.members().iter().skip(MAX_MEMBERS) {
+                    found.pass_over(v);
+                }
             }
         }
         // REST.
@@ -1758,6 +1761,22 @@ mod tests {
         assert_eq!(x.notifications.len(), MAX_MEMBERS);
         assert_eq!(x.notifications.last().unwrap().id, MAX_MEMBERS as u64);
         assert_eq!(x.skipped_objects, 5, "the rows past the bound are counted");
+    }
+
+    /// A review: the GraphQL `data` object is searched up to the member bound too, and a
+    /// notification answered past it is counted in `objects_skipped`, as README says of every
+    /// object, rather than dropped without a trace (it also made such an answer idle for
+    /// `read_lazily` when the rows before the bound were known).
+    #[test]
+    fn graphql_data_members_past_the_bound_are_counted_as_skipped() {
+        let mut body = String::from(r#"{"data":{"#);
+        for i in 0..MAX_MEMBERS {
+            body.push_str(&format!(r#""a{i}":null,"#));
+        }
+        body.push_str(r#""z":{"id":7,"deliveryStatus":5}}}"#);
+        let x = run(WatchKind::Graphql, body.as_bytes());
+        assert!(x.notifications.is_empty());
+        assert_eq!(x.skipped_objects, 1);
     }
 
     /// The rows `body` holds as `read_rows` reports them, all taken as seen.
