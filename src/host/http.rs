@@ -190,18 +190,6 @@ impl Watch {
         }
     }
 
-    /// The request's facts under its head, read on the way to a parse (not on every poll:
-    /// each header lookup costs).
-    fn request_facts(&self, kind: WatchKind) -> RequestFacts {
-        match kind {
-            WatchKind::Graphql => self
-                .reading(&OwnedRequestHead::read)
-                .graphql_facts(&OwnedRequestHead::read().view()),
-            // No query to read; REST reading and learning never look at the facts.
-            WatchKind::Rest => RequestFacts::Unread,
-        }
-    }
-
     /// Reading this stream's response while the stream is there to ask.
     fn reading<'a>(&'a self, head: &'a dyn Fn() -> OwnedRequestHead) -> Reading<'a> {
         Reading {
@@ -302,7 +290,9 @@ impl Watch {
             return;
         }
         let body = body.join();
-        let facts = self.request_facts(call.kind);
+        let facts = self
+            .reading(&OwnedRequestHead::read)
+            .request_facts(call.kind);
         self.learn_registration(&call, &facts, &body);
         if notifications {
             let body = Body::One(body);
@@ -348,6 +338,16 @@ struct Reading<'a> {
 }
 
 impl Reading<'_> {
+    /// The request's facts under its head, read on the way to a parse (not on every poll:
+    /// each header lookup costs).
+    fn request_facts(&self, kind: WatchKind) -> RequestFacts {
+        match kind {
+            WatchKind::Graphql => self.graphql_facts(&(self.head)().view()),
+            // No query to read; REST reading and learning never look at the facts.
+            WatchKind::Rest => RequestFacts::Unread,
+        }
+    }
+
     /// The GraphQL request's facts as read under `head`.
     fn graphql_facts(&self, head: &RequestHead<'_>) -> RequestFacts {
         let recall = |hash: &str| persisted::recall(&SharedData, hash);
