@@ -305,7 +305,8 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                 Ok(placed.held_slot())
             }
             Err(LedgerError::Full) => {
-                self.metrics.add(Metric::DeliveriesDropped, 1);
+                self.metrics
+                    .add_for(&endpoint.name, Metric::DeliveriesDropped, 1);
                 log::warn!(
                     "{id}: dropped, the ledger of {} slots is (nearly) full; raise limits.maxPending",
                     self.ledger.slots()
@@ -317,7 +318,8 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                 // lost (README, Limits). Forgetting the event instead was tried and reverted:
                 // a review found it re-sent the event to endpoints served before, lost the
                 // previous event's waiting retry, and still lost it when another VM saw it.
-                self.metrics.add(Metric::DeliveriesDropped, 1);
+                self.metrics
+                    .add_for(&endpoint.name, Metric::DeliveriesDropped, 1);
                 log::warn!("{id}: dropped, store error {e:?}");
                 Err(Incomplete)
             }

@@ -81,25 +81,92 @@ metrics! {
     CircuitsOpen => "circuits_open", Gauge;
 }
 
+impl Metric {
+    /// Counted for each configured endpoint as well, as `endpoint.<name>.<metric>`: what the
+    /// team behind one receiver asks of its own webhooks, which the totals mix with every
+    /// other receiver's.
+    pub const PER_ENDPOINT: &'static [Metric] = &[
+        Metric::DeliveriesSent,
+        Metric::DeliveriesSucceeded,
+        Metric::DeliveriesFailed,
+        Metric::DeliveredAfterRetry,
+        Metric::RetriesScheduled,
+        Metric::DeliveriesExhausted,
+        Metric::DeliveriesGone,
+        Metric::DeliveriesExpired,
+        Metric::DeliveriesDropped,
+        Metric::CircuitsOpened,
+        Metric::EndpointPauses,
+    ];
+
+    /// Where `self` is in `PER_ENDPOINT`.
+    pub fn per_endpoint(self) -> Option<usize> {
+        Metric::PER_ENDPOINT.iter().position(|m| *m == self)
+    }
+}
+
+/// The histogram of how long webhook attempts took to be answered, in milliseconds: in all,
+/// and per configured endpoint (`endpoint.<name>.attempt_duration_ms`).
+pub const ATTEMPT_DURATION: &str = "attempt_duration_ms";
+
 /// Where the core reports metrics; the host maps it to proxy-wasm stats. A no-op in tests
 /// that do not care.
 pub trait Metrics {
     fn add(&self, metric: Metric, delta: i64);
+
+    /// `metric` for a delivery to `endpoint`: counted in all, and for the endpoint where it
+    /// is a configured one and the metric is in `Metric::PER_ENDPOINT`.
+    fn add_for(&self, endpoint: &str, metric: Metric, delta: i64) {
+        let _ = endpoint;
+        self.add(metric, delta);
+    }
+
+    /// An attempt to `endpoint` was answered (or failed) `ms` after it was sent.
+    fn attempt_took(&self, endpoint: &str, ms: u64) {
+        let _ = (endpoint, ms);
+    }
 }
 
-/// Counts into a map: for tests.
+/// Counts into maps: for tests.
 #[derive(Debug, Default)]
-pub struct CountingMetrics(std::cell::RefCell<std::collections::HashMap<Metric, i64>>);
+pub struct CountingMetrics {
+    all: std::cell::RefCell<std::collections::HashMap<Metric, i64>>,
+    per_endpoint: std::cell::RefCell<std::collections::HashMap<(String, Metric), i64>>,
+    durations: std::cell::RefCell<Vec<(String, u64)>>,
+}
 
 impl CountingMetrics {
     pub fn get(&self, metric: Metric) -> i64 {
-        self.0.borrow().get(&metric).copied().unwrap_or(0)
+        self.all.borrow().get(&metric).copied().unwrap_or(0)
+    }
+
+    /// What `add_for` counted for `endpoint` (per-endpoint metrics only).
+    pub fn get_for(&self, endpoint: &str, metric: Metric) -> i64 {
+        let key = (endpoint.to_string(), metric);
+        self.per_endpoint.borrow().get(&key).copied().unwrap_or(0)
+    }
+
+    /// The attempt durations recorded, in order.
+    pub fn durations(&self) -> Vec<(String, u64)> {
+        self.durations.borrow().clone()
     }
 }
 
 impl Metrics for CountingMetrics {
     fn add(&self, metric: Metric, delta: i64) {
-        *self.0.borrow_mut().entry(metric).or_insert(0) += delta;
+        *self.all.borrow_mut().entry(metric).or_insert(0) += delta;
+    }
+
+    fn add_for(&self, endpoint: &str, metric: Metric, delta: i64) {
+        self.add(metric, delta);
+        if metric.per_endpoint().is_some() {
+            let key = (endpoint.to_string(), metric);
+            *self.per_endpoint.borrow_mut().entry(key).or_insert(0) += delta;
+        }
+    }
+
+    fn attempt_took(&self, endpoint: &str, ms: u64) {
+        self.durations.borrow_mut().push((endpoint.to_string(), ms));
     }
 }
 
@@ -116,6 +183,30 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), Metric::ALL.len());
+    }
+
+    /// Per-endpoint names are the totals' names after `endpoint.<name>.`; only counters
+    /// (a gauge moved by every VM has no per-endpoint meaning here), each listed once.
+    #[test]
+    fn per_endpoint_metrics_are_distinct_counters() {
+        for (i, m) in Metric::PER_ENDPOINT.iter().enumerate() {
+            assert_eq!(m.kind(), MetricKind::Counter, "{m:?}");
+            assert_eq!(m.per_endpoint(), Some(i), "{m:?}");
+        }
+        assert_eq!(Metric::Pending.per_endpoint(), None);
+        assert!(!Metric::ALL.iter().any(|m| m.name() == ATTEMPT_DURATION));
+    }
+
+    #[test]
+    fn counting_metrics_count_per_endpoint_only_what_is_listed() {
+        let m = CountingMetrics::default();
+        m.add_for("crm", Metric::DeliveriesSent, 2);
+        m.add_for("crm", Metric::DeliveriesSuperseded, 1);
+        m.add_for("billing", Metric::DeliveriesSent, 1);
+        assert_eq!(m.get(Metric::DeliveriesSent), 3);
+        assert_eq!(m.get(Metric::DeliveriesSuperseded), 1);
+        assert_eq!(m.get_for("crm", Metric::DeliveriesSent), 2);
+        assert_eq!(m.get_for("crm", Metric::DeliveriesSuperseded), 0);
     }
 
     /// The host keeps its metric ids in a list indexed by `metric as usize`.

@@ -465,6 +465,75 @@ fn a_retry_after_widens_the_window_it_would_pass() {
     assert_eq!(w.m(Metric::DeliveriesExpired), 0);
 }
 
+/// Each configured endpoint's own counters take only its own deliveries (a team reads its
+/// receiver's figures without the others'), while the totals take them all; every answered
+/// attempt's time goes to the endpoint's histogram.
+#[test]
+fn each_endpoint_counts_its_own_attempts_and_endings() {
+    let mut w = World::new(
+        r#"{"endpoints": [
+          {"name": "crm", "url": "http://h/a", "cluster": "c1",
+           "retry": {"maxAttempts": 2, "initialDelayMs": 1000, "jitter": 0},
+           "circuitBreaker": {"failureThreshold": 2, "openMs": 1000}},
+          {"name": "billing", "url": "http://h/b", "cluster": "c2"}],
+         "limits": {"maxPending": 128, "maxRemembered": 1024}}"#,
+        1,
+    );
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    let token = |w: &World, cluster: &str| {
+        w.sent()
+            .iter()
+            .rev()
+            .find(|s| s.cluster == cluster)
+            .map(|s| s.token)
+            .unwrap()
+    };
+    w.now += 40;
+    w.reply(0, token(&w, "c1"), 503, None);
+    w.now += 30;
+    w.reply(0, token(&w, "c2"), 200, None);
+    w.now += 1_000;
+    w.sweep();
+    w.now += 5;
+    w.reply(0, token(&w, "c1"), 503, None);
+
+    let per = |name: &str, m: Metric| w.metrics.get_for(name, m);
+    let crm = [
+        per("crm", Metric::DeliveriesSent),
+        per("crm", Metric::DeliveriesFailed),
+        per("crm", Metric::RetriesScheduled),
+        per("crm", Metric::DeliveriesExhausted),
+        per("crm", Metric::CircuitsOpened),
+        per("crm", Metric::DeliveriesSucceeded),
+    ];
+    assert_eq!(crm, [2, 2, 1, 1, 1, 0]);
+    let billing = [
+        per("billing", Metric::DeliveriesSent),
+        per("billing", Metric::DeliveriesSucceeded),
+        per("billing", Metric::DeliveriesFailed),
+        per("billing", Metric::RetriesScheduled),
+        per("billing", Metric::DeliveriesExhausted),
+    ];
+    assert_eq!(billing, [1, 1, 0, 0, 0]);
+    assert_eq!(
+        [
+            w.m(Metric::DeliveriesSent),
+            w.m(Metric::DeliveriesFailed),
+            w.m(Metric::DeliveriesSucceeded)
+        ],
+        [3, 2, 1]
+    );
+    let durations = w.metrics.durations();
+    assert_eq!(
+        durations,
+        [
+            ("crm".to_string(), 40),
+            ("billing".to_string(), 70),
+            ("crm".to_string(), 5)
+        ]
+    );
+}
+
 /// Standard Webhooks: a 410 says the endpoint wants no more webhooks from this source, so it
 /// is disabled, not retried and not sent later events; each of those ends as gone, reported
 /// without an attempt. (An earlier review: 410s must not trip the circuit breaker; and a
@@ -978,6 +1047,7 @@ fn a_full_ledger_drops_and_counts() {
         .collect();
     w.observe(0, &ns);
     assert_eq!(w.m(Metric::DeliveriesDropped), 2);
+    assert_eq!(w.metrics.get_for("crm", Metric::DeliveriesDropped), 2);
     assert_eq!(w.m(Metric::Pending), 4);
     assert_eq!(
         w.m(Metric::EventsUnrouted),
@@ -4787,6 +4857,9 @@ fn an_event_placed_for_some_endpoints_only_counts_the_rest_dropped() {
     assert!(!refused.complete);
     assert_eq!(refused.wake.len(), 1);
     assert_eq!(w.m(Metric::DeliveriesDropped), 1);
+    // The one refused is the second endpoint's.
+    assert_eq!(w.metrics.get_for("a", Metric::DeliveriesDropped), 0);
+    assert_eq!(w.metrics.get_for("b", Metric::DeliveriesDropped), 1);
     w.observe(0, std::slice::from_ref(&n));
     w.sweep();
     w.sweep();

@@ -628,7 +628,8 @@ impl Sender {
         let sent = send_webhook(io, endpoint, &s.webhook_id, &s.body);
         match sent {
             Ok(token) => {
-                io.metrics.add(Metric::DeliveriesSent, 1);
+                io.metrics
+                    .add_for(&endpoint.name, Metric::DeliveriesSent, 1);
                 io.metrics.add(Metric::InFlight, 1);
                 log::debug!(
                     "{}: attempt {} sent to {}",
@@ -844,7 +845,8 @@ impl Sender {
         if let Ok(Some((was_open, is_open, clean, paused))) = change {
             spare.clean = clean;
             if let Some(ms) = quiet_ms.filter(|_| paused) {
-                io.metrics.add(Metric::EndpointPauses, 1);
+                io.metrics
+                    .add_for(&endpoint.name, Metric::EndpointPauses, 1);
                 log::warn!(
                     "endpoint {}: its Retry-After asks for no webhooks for {} s; holding its deliveries",
                     endpoint.name,
@@ -852,7 +854,8 @@ impl Sender {
                 );
             }
             if !was_open && is_open {
-                io.metrics.add(Metric::CircuitsOpened, 1);
+                io.metrics
+                    .add_for(&endpoint.name, Metric::CircuitsOpened, 1);
                 io.metrics.add(Metric::CircuitsOpen, 1);
                 log::warn!(
                     "endpoint {}: circuit opened after repeated failures; holding its deliveries",
@@ -966,6 +969,7 @@ impl Sender {
             outcome::retry_after_ms(status, response.retry_after.as_deref(), io.now_ms)
         });
         let duration = io.now_ms.saturating_sub(started_ms);
+        io.metrics.attempt_took(&endpoint, duration);
         if let Some(e) = endpoints.iter().find(|e| e.name == endpoint) {
             if let Outcome::GiveUp(_) = outcome {
                 self.mark_gone(io, e, slot);
@@ -1062,7 +1066,8 @@ impl Sender {
             return false;
         };
         if *outcome != Outcome::Delivered {
-            io.metrics.add(Metric::DeliveriesFailed, 1);
+            io.metrics
+                .add_for(&slot_after.endpoint, Metric::DeliveriesFailed, 1);
         }
         match verdict {
             Verdict::Retrying => {
@@ -1070,7 +1075,8 @@ impl Sender {
                 self.busy_until_ms = self.busy_until_ms.max(slot_after.at_ms);
                 let key = endpoint_key(&slot_after.endpoint);
                 self.schedule(slot_after.at_ms, slot, key);
-                io.metrics.add(Metric::RetriesScheduled, 1);
+                io.metrics
+                    .add_for(&slot_after.endpoint, Metric::RetriesScheduled, 1);
                 // `Retry(Timeout)`: the end-to-end tests look for this line.
                 log::debug!("{webhook_id}: {outcome:?}, retry at {}", slot_after.at_ms);
             }
@@ -1126,9 +1132,11 @@ impl Sender {
         let webhook_id = &s.webhook_id;
         let why = match end {
             End::Delivered { after_retry } => {
-                io.metrics.add(Metric::DeliveriesSucceeded, 1);
+                io.metrics
+                    .add_for(&s.endpoint, Metric::DeliveriesSucceeded, 1);
                 if after_retry {
-                    io.metrics.add(Metric::DeliveredAfterRetry, 1);
+                    io.metrics
+                        .add_for(&s.endpoint, Metric::DeliveredAfterRetry, 1);
                 }
                 log::debug!("{webhook_id}: delivered");
                 None
@@ -1151,7 +1159,7 @@ impl Sender {
             End::Expired => Some((Metric::DeliveriesExpired, "expired")),
         };
         if let Some((metric, why)) = why {
-            io.metrics.add(metric, 1);
+            io.metrics.add_for(&s.endpoint, metric, 1);
             log::warn!(
                 "{webhook_id}: delivery to {} {why} after {} attempts",
                 s.endpoint,

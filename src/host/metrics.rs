@@ -16,7 +16,8 @@ use std::cell::RefCell;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
-use crate::metrics::{Metric, MetricKind, Metrics, PREFIX};
+use crate::config::Endpoint;
+use crate::metrics::{Metric, MetricKind, Metrics, ATTEMPT_DURATION, PREFIX};
 
 #[derive(Default)]
 pub struct EnvoyMetrics {
@@ -24,11 +25,29 @@ pub struct EnvoyMetrics {
     ids: Vec<Option<u32>>,
     /// Deltas not yet handed to Envoy, in the same order.
     unflushed: RefCell<Vec<i64>>,
+    /// The attempt-duration histogram, in all.
+    durations: Option<u32>,
+    /// The configured endpoints' own metrics. Learned endpoints have none: their number is
+    /// bounded only by `learn`, and Envoy keeps a stat's name until it restarts.
+    endpoints: Vec<EndpointMetrics>,
+}
+
+struct EndpointMetrics {
+    name: String,
+    /// In `Metric::PER_ENDPOINT` order.
+    ids: Vec<Option<u32>>,
+    unflushed: RefCell<Vec<i64>>,
+    durations: Option<u32>,
+}
+
+fn define(kind: MetricType, name: &str) -> Option<u32> {
+    hostcalls::define_metric(kind, &format!("{PREFIX}{name}")).ok()
 }
 
 impl EnvoyMetrics {
-    /// Define every metric once per VM; a metric the host refuses becomes a no-op.
-    pub fn define() -> Self {
+    /// Define every metric once per root context (Envoy hands back the same stat for a name
+    /// defined again); a metric the host refuses becomes a no-op.
+    pub fn define(endpoints: &[Endpoint]) -> Self {
         let ids: Vec<Option<u32>> = Metric::ALL
             .iter()
             .map(|m| {
@@ -36,23 +55,59 @@ impl EnvoyMetrics {
                     MetricKind::Counter => MetricType::Counter,
                     MetricKind::Gauge => MetricType::Gauge,
                 };
-                let name = format!("{PREFIX}{}", m.name());
-                hostcalls::define_metric(kind, &name).ok()
+                define(kind, m.name())
             })
             .collect();
         let unflushed = RefCell::new(vec![0; ids.len()]);
-        EnvoyMetrics { ids, unflushed }
+        let endpoints = endpoints
+            .iter()
+            .map(|e| {
+                let of = |name: &str| format!("endpoint.{}.{name}", e.name);
+                EndpointMetrics {
+                    name: e.name.clone(),
+                    ids: Metric::PER_ENDPOINT
+                        .iter()
+                        .map(|m| define(MetricType::Counter, &of(m.name())))
+                        .collect(),
+                    unflushed: RefCell::new(vec![0; Metric::PER_ENDPOINT.len()]),
+                    durations: define(MetricType::Histogram, &of(ATTEMPT_DURATION)),
+                }
+            })
+            .collect();
+        EnvoyMetrics {
+            ids,
+            unflushed,
+            durations: define(MetricType::Histogram, ATTEMPT_DURATION),
+            endpoints,
+        }
     }
 
     /// Hand the counted deltas to Envoy.
     pub fn flush(&self) {
-        let mut unflushed = self.unflushed.borrow_mut();
-        for (id, delta) in self.ids.iter().zip(unflushed.iter_mut()) {
-            if let (Some(id), true) = (id, *delta != 0) {
-                let _ = hostcalls::increment_metric(*id, *delta);
-            }
-            *delta = 0;
+        hand_over(&self.ids, &self.unflushed);
+        for e in &self.endpoints {
+            hand_over(&e.ids, &e.unflushed);
         }
+    }
+
+    fn endpoint(&self, name: &str) -> Option<&EndpointMetrics> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+}
+
+fn hand_over(ids: &[Option<u32>], unflushed: &RefCell<Vec<i64>>) {
+    let mut unflushed = unflushed.borrow_mut();
+    for (id, delta) in ids.iter().zip(unflushed.iter_mut()) {
+        if let (Some(id), true) = (id, *delta != 0) {
+            let _ = hostcalls::increment_metric(*id, *delta);
+        }
+        *delta = 0;
+    }
+}
+
+fn count(unflushed: &RefCell<Vec<i64>>, i: usize, delta: i64) {
+    if let Some(d) = unflushed.borrow_mut().get_mut(i) {
+        *d = d.saturating_add(delta);
     }
 }
 
@@ -65,8 +120,23 @@ impl Metrics for EnvoyMetrics {
             }
             return;
         }
-        if let Some(d) = self.unflushed.borrow_mut().get_mut(i) {
-            *d = d.saturating_add(delta);
+        count(&self.unflushed, i, delta);
+    }
+
+    fn add_for(&self, endpoint: &str, metric: Metric, delta: i64) {
+        self.add(metric, delta);
+        if let (Some(i), Some(e)) = (metric.per_endpoint(), self.endpoint(endpoint)) {
+            count(&e.unflushed, i, delta);
+        }
+    }
+
+    /// Recorded at once: a histogram takes values, not deltas, so there is nothing to add up.
+    fn attempt_took(&self, endpoint: &str, ms: u64) {
+        if let Some(id) = self.durations {
+            let _ = hostcalls::record_metric(id, ms);
+        }
+        if let Some(id) = self.endpoint(endpoint).and_then(|e| e.durations) {
+            let _ = hostcalls::record_metric(id, ms);
         }
     }
 }

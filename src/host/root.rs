@@ -652,11 +652,12 @@ impl RootContext for Root {
         }
         let configured = Rc::new(config.endpoints.clone());
         let tick_period_ms = Cell::new(config.tick_ms);
+        let metrics = EnvoyMetrics::define(&config.endpoints);
         let shared = Rc::new(Shared {
             endpoints: RefCell::new((None, configured)),
             config,
             memory,
-            metrics: EnvoyMetrics::define(),
+            metrics,
             queue: Cell::new(queue),
             rotation: RefCell::new(rotation),
             backlogged: Cell::new(false),

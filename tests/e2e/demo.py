@@ -137,9 +137,10 @@ def show_stats(envoy: EnvoyFromConfig):
     say("\n--- filter stats (admin /stats, " + METRIC_PREFIX + "*) ---")
     found = False
     for k in sorted(stats):
-        if k.startswith(METRIC_PREFIX):
+        # Counters and gauges; histograms (attempt_duration_ms) are in /stats/prometheus.
+        if k.startswith(METRIC_PREFIX) and isinstance(stats[k], int):
             found = True
-            say(f"  {k[len(METRIC_PREFIX):]:32} {stats[k]}")
+            say(f"  {k[len(METRIC_PREFIX):]:44} {stats[k]}")
     if not found:
         say("  (none: is the filter loaded?)")
 

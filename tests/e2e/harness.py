@@ -742,6 +742,7 @@ class EnvoyProcess:
     (sent verbatim, for malformed-config tests), or None for a plain Envoy without the filter.
     clusters: {cluster_name: port or Receiver} rendered as STATIC webhook clusters.
     use_lds: the listener comes from a watched file so `update_filter_config` can replace it.
+    bootstrap_extra: more top-level bootstrap fields (e.g. `stats_config`).
     """
 
     def __init__(self, workdir: Path | str, upstream_port: int, filter_config: Mapping[str, Any] | str | None = None,
@@ -751,7 +752,8 @@ class EnvoyProcess:
                  env: Mapping[str, str] | None = None, host_env_keys: Sequence[str] = (),
                  buffer_limit_bytes: int | None = None, name: str = "envoy", cwd: Path | str | None = None,
                  bootstrap_extensions: Sequence[dict] = (), failure_policy: str = "FAIL_OPEN",
-                 reload_config: Mapping[str, Any] | None = None, drain_time_s: int = 1):
+                 reload_config: Mapping[str, Any] | None = None, drain_time_s: int = 1,
+                 bootstrap_extra: Mapping[str, Any] | None = None):
         self.workdir = Path(workdir)
         self.cwd = Path(cwd) if cwd else self.workdir  # Envoy's working directory
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -771,6 +773,7 @@ class EnvoyProcess:
         self.host_env_keys = list(host_env_keys)
         self.buffer_limit_bytes = buffer_limit_bytes
         self.bootstrap_extensions = list(bootstrap_extensions)
+        self.bootstrap_extra = copy.deepcopy(dict(bootstrap_extra or {}))
         self.failure_policy = failure_policy
         self.reload_config = dict(reload_config or {})
         self.name = name
@@ -862,6 +865,7 @@ class EnvoyProcess:
         }
         if self.bootstrap_extensions:
             b["bootstrap_extensions"] = self.bootstrap_extensions
+        b.update(self.bootstrap_extra)
         if use_lds:
             b["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3", "path_config_source": {
                 "path": str(self.lds_path), "watched_directory": {"path": str(self.lds_dir)}}}}
