@@ -1676,9 +1676,12 @@ def render(results: dict) -> str:
             "no new event)")))
     d = results.get("delivery", {})
     if d.get("webhooks_per_s") is not None:
-        ok = d["webhooks_per_s"] >= 5000
         warm = [b for b in d["bursts"] if not b.get("cold")]
         cold = [b for b in d["bursts"] if b.get("cold")]
+        # The receiver counts 2xx answers: a burst that lost events, or sent some twice, shows a
+        # rate of webhooks that is not the rate of events delivered, so it cannot meet the target.
+        short = [b for b in warm if b["delivered"] != b["events"]]
+        ok = d["webhooks_per_s"] >= 5000 and not short
         add(f"| Webhooks delivered ≥ 5,000/s (median of {len(warm)} bursts of {d['bursts'][0]['events']:,} events, "
             f"`--concurrency 2`) | {d['webhooks_per_s']:,.0f}/s"
             + (f" (first burst after start: {cold[0]['webhooks_per_s']:,.0f}/s)" if cold else "")
@@ -1686,13 +1689,19 @@ def render(results: dict) -> str:
                if d.get("after_feed_webhooks_per_s") else "")
             + (f"; with the singleton sender: {results['delivery_singleton']['webhooks_per_s']:,.0f}/s"
                if results.get("delivery_singleton", {}).get("webhooks_per_s") else "")
+            + ("".join(f"; NOT every event delivered once: {b['delivered']:,} webhooks for {b['events']:,} events"
+                       for b in short))
             + f" | {verdict(ok)} | |")
         targets.append(("delivery ≥ 5,000/s", ok))
     lat = results.get("latency", {})
     if lat.get("p50_ms") is not None:
-        ok = lat["p50_ms"] <= 5
+        # Percentiles are over the webhooks that arrived: with any missing they do not show the delay.
+        complete = lat.get("received") == lat.get("events")
+        ok = lat["p50_ms"] <= 5 and complete
         add(f"| Response end → webhook at receiver: p50 ≤ 5 ms | p50 {lat['p50_ms']:.2f} ms, p99 "
-            f"{lat['p99_ms']:.2f} ms | {verdict(ok)} | |")
+            f"{lat['p99_ms']:.2f} ms"
+            + ("" if complete else f" (NOT every webhook arrived: {lat.get('received')} of {lat.get('events')})")
+            + f" | {verdict(ok)} | |")
         targets.append(("delivery delay p50", ok))
     o = d.get("outage", {})
     if o.get("feed_curve"):
