@@ -2143,6 +2143,7 @@ def observations(results: dict) -> list[str]:
                    "at the first chunk: the second figure is the fixed cost of a watched stream (context, callbacks, "
                    "path and request body, one chunk read).")
     if "s4" in ab and "s4u" in ab:
+        s4s_dropped = ab.get("s4s", {}).get("filter_metrics_delta", {}).get("deliveries_dropped", 0)
         det = cpu("s4u", "b") - cpu("s4u", "a")
         dlv = cpu("s4", "b") - cpu("s4u", "b")
         out.append(f"New event per response: Envoy CPU per request {cpu('s4', 'a'):.0f} µs plain → {cpu('s4u', 'b'):.0f} µs "
@@ -2161,9 +2162,9 @@ def observations(results: dict) -> list[str]:
                    "response costs a webhook."
                    + (f" With the sending moved to a singleton on the main thread (4s): p99 "
                       f"{fmt_us(ab['s4s']['b_p99_us'])}, {ab['s4s']['b_rps']:,.0f} req/s against "
-                      f"{ab['s4']['b_rps']:,.0f}, {ab['s4s'].get('filter_metrics_delta', {}).get('deliveries_dropped', 0):,} "
-                      "deliveries dropped (the main thread fell behind and the ledger filled) against "
-                      f"{ab['s4'].get('filter_metrics_delta', {}).get('deliveries_dropped', 0):,}."
+                      f"{ab['s4']['b_rps']:,.0f}, {s4s_dropped:,} deliveries dropped"
+                      + (" (the main thread fell behind and the ledger filled)" if s4s_dropped else "")
+                      + f" against {ab['s4'].get('filter_metrics_delta', {}).get('deliveries_dropped', 0):,}."
                       if "s4s" in ab else ""))
     for k in ("s5_1m", "s5_5m"):
         if k in ab:
