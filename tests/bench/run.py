@@ -1309,12 +1309,14 @@ server.serve_forever()
         conn = http.client.HTTPConnection(h.HOST, m.listen, timeout=30)
         try:
             for target in [k * cap for k in range(1, 9)]:
-                self.feed(m, target - fed, per_response=100, status=2, conn=conn)
-                fed = target
+                # Whole pages of 100: record what was sent (cap is no multiple of 100).
+                sent = max(1, (target - fed) // 100) * 100
+                self.feed(m, sent, per_response=100, status=2, conn=conn)
+                fed += sent
                 time.sleep(1.0)
-                over.append({"fed": target, "rss_kib": m.rss(), **live_memory(m),
+                over.append({"fed": fed, "rss_kib": m.rss(), **live_memory(m),
                              "events_detected": metrics(m).get("events_detected")})
-                log(f"memory: {target} fed against maxRemembered {cap} -> RSS {over[-1]['rss_kib']} KiB, "
+                log(f"memory: {fed} fed against maxRemembered {cap} -> RSS {over[-1]['rss_kib']} KiB, "
                     f"in use {over[-1]['live_kib']} KiB (heap {over[-1]['heap_kib']}, linear memories "
                     f"{over[-1]['each']}: resident, mapped KiB)")
         finally:
@@ -1755,7 +1757,7 @@ def render(results: dict) -> str:
         mib = lambda xs: ", ".join(f"{d / 1024:+.1f}" for d in xs)
         add(f"| Memory grows only as configured: the dedupe memory stays within `limits.maxRemembered` | "
             f"{pts[-1]['fed']:,} new notifications fed against `maxRemembered` {cap:,} "
-            f"({len(pts) - 1} feeds of {cap:,}). In use (Envoy's heap in use + the VMs' linear memories): "
+            f"({len(pts) - 1} feeds of about {cap:,}, in pages of 100). In use (Envoy's heap in use + the VMs' linear memories): "
             f"{first / 1024:+.1f} MiB over the first feed, then {mib(steps)} MiB; over the last "
             f"{len(pts) - 1 - half} feeds {late / 1024:+.2f} MiB (allowed: 5 % of the first feed or 0.5 MiB, "
             f"{max(0.05 * first, 512) / 1024:.2f} MiB). Envoy RSS: {rss_first / 1024:+.1f}, then {mib(rss_steps)} MiB; "
