@@ -241,9 +241,12 @@ def test_a_success_whose_result_no_poll_shows_goes_without_it_when_its_wait_ends
     envoy = start(make_envoy, osmox, cfg, {"crm": crm})
     early, _ = _success_views()
     osmox.set_json("POST", "/graphql", graphql_body([early]))
+    polled_at = time.time()
     poll_graphql(envoy)
     got = crm.wait_for(1, EXPECT_S)
     assert got[0].json()["result"] is None
+    # It waited: the wait starts once the poll's answer is read, after `polled_at`.
+    assert got[0].time - polled_at >= 0.3, got[0].time - polled_at
     assert_no_more(crm, 1)
     envoy.wait_metric("results_awaited", 1, timeout=EXPECT_S)
     assert envoy.metric("results_filled_in") == 0
