@@ -270,6 +270,25 @@ mod tests {
         assert!(!is_webhook_route("GET", "/webhooks"));
         assert!(!is_webhook_route("POST", "/webhooks/logs"));
         assert!(!is_webhook_route("POST", "/notifications"));
+        // An audit: updates were never checked here, and this is what decides whether the
+        // host watches the call at all (OsmoX moves a webhook with `PUT /webhooks`).
+        for method in ["PUT", "patch", "DELETE"] {
+            assert!(is_webhook_route(method, "/api/webhooks"), "{method}");
+            assert!(is_webhook_route(method, "/webhooks/3/"), "{method}");
+        }
+        assert!(!is_webhook_route("HEAD", "/webhooks/3"));
+        // An id names a webhook only under `webhooks`: a `DELETE /notifications/3` taken
+        // for one would end webhook 3's mapping.
+        for path in [
+            "/notifications/3",
+            "/providers/3",
+            "/3",
+            "/webhooks/logs/cleanup",
+            "/webhooks/3/logs",
+        ] {
+            assert!(!is_webhook_route("DELETE", path), "{path}");
+            assert_eq!(rest("DELETE", path, &json!({})), None, "{path}");
+        }
     }
 
     #[test]
