@@ -163,6 +163,10 @@ struct Seen {
     slots: Vec<Held>,
     /// A SUCCESS seen only without its result so far (`Notification::awaits_result`).
     awaits_result: bool,
+    /// A view showed it to be a SUCCESS OsmoX's test mode made: endpoints that skip test
+    /// mode skip it, even when a later view that did not select `result` fills in a field
+    /// they filter on.
+    test_mode: bool,
 }
 
 /// Where a delivery of one of a notification's events waits: its endpoint (by endpoint key)
@@ -207,6 +211,7 @@ impl Seen {
             generation: Generation::FIRST,
             slots: Vec::new(),
             awaits_result: n.awaits_result(),
+            test_mode: n.test_mode,
         }
     }
 
@@ -283,6 +288,7 @@ impl Seen {
         Routed {
             provider_id: self.provider_id,
             channel_type: self.channel_type,
+            test_mode: self.test_mode,
         }
     }
 
@@ -292,6 +298,7 @@ impl Seen {
         self.retry_count = self.retry_count.or(n.retry_count);
         self.provider_id = self.provider_id.or(n.provider_id);
         self.channel_type = self.channel_type.or(n.channel_type);
+        self.test_mode |= n.test_mode;
         // This state's own time replaces a kept one (a lower bound: any view of this state
         // that gets here is after it); otherwise the later time wins, and an earlier view
         // (`earlier_view_of_success`) leaves it. Only from a view that names the attempt: it
@@ -554,11 +561,13 @@ const HAS_GENERATION: u8 = 32;
 const WIDE_KEYS: u8 = 64;
 /// `Seen::awaits_result`.
 const RESULT_AWAITED: u8 = 128;
+/// In the second flags byte: `Seen::test_mode`.
+const TEST_MODE: u8 = 1;
 /// A held slot as stored: endpoint key u64, slot u32, generation u32.
 const HELD_BYTES: usize = 16;
 
 /// A bucket as stored: `BUCKET_FORMAT`, then each entry as little-endian fields: id u64,
-/// status u64, a flags byte, retry count, provider id and channel type (u64 each) when flagged, touched_ms
+/// status u64, a flags byte, a second flags byte (`TEST_MODE`), retry count, provider id and channel type (u64 each) when flagged, touched_ms
 /// u64, the generation u32, updated_on (u16 length, bytes) when flagged, then u16 slot count
 /// and (endpoint u64, slot u32, generation u32) each. Binary because every new event reads and rewrites a whole bucket: as
 /// JSON, a full memory made detecting an event 4.5 times slower than an empty one.
@@ -702,6 +711,7 @@ impl Seen {
                 | HAS_GENERATION
                 | WIDE_KEYS,
         );
+        out.push(flag(self.test_mode, TEST_MODE));
         let numbers = [self.retry_count, self.provider_id, self.channel_type];
         for v in numbers.into_iter().flatten() {
             out.extend_from_slice(&v.to_le_bytes());
@@ -738,6 +748,8 @@ struct Entry<'a> {
     id: u64,
     status: DeliveryStatus,
     flags: u8,
+    /// The second flags byte.
+    more: u8,
     retry_count: Option<u64>,
     provider_id: Option<u64>,
     channel_type: Option<u64>,
@@ -758,6 +770,10 @@ impl<'a> Entry<'a> {
         let status = DeliveryStatus::from_code(r.u64()?)?;
         let flags = r.u8()?;
         if flags & (HAS_GENERATION | WIDE_KEYS) != HAS_GENERATION | WIDE_KEYS {
+            return None;
+        }
+        let more = r.u8()?;
+        if more & !TEST_MODE != 0 {
             return None;
         }
         let mut flagged = |bit: u8| {
@@ -784,6 +800,7 @@ impl<'a> Entry<'a> {
             id,
             status,
             flags,
+            more,
             retry_count,
             provider_id,
             channel_type,
@@ -820,6 +837,7 @@ impl<'a> Entry<'a> {
             generation: self.generation,
             slots,
             awaits_result: self.flags & RESULT_AWAITED != 0,
+            test_mode: self.more & TEST_MODE != 0,
         }
     }
 }
@@ -1137,6 +1155,7 @@ mod tests {
             before: Routed {
                 provider_id: Some(1),
                 channel_type: Some(1),
+                test_mode: false,
             },
             slots: vec![],
             generation: Generation(1),
@@ -1283,6 +1302,7 @@ mod tests {
                 before: Routed {
                     provider_id: None,
                     channel_type: Some(1),
+                    test_mode: false,
                 },
                 slots: vec![],
                 generation: Generation::FIRST,
@@ -1712,7 +1732,7 @@ mod tests {
                 retry_count: None,
                 updated_on: None,
                 result: crate::osmox::ResultView::NotSelected,
-                test_mode: false,
+                test_mode: true,
                 body: "{}".into(),
             },
             100,
@@ -1741,11 +1761,17 @@ mod tests {
                 Form::Current => k.to_le_bytes().to_vec(),
                 _ => (k as u32).to_le_bytes().to_vec(),
             };
+            // The second flags byte: `full`'s, then `bare`'s (test mode).
+            let more = |bits: u8| match form {
+                Form::Current => vec![bits],
+                _ => Vec::new(),
+            };
             let mut out = vec![BUCKET_FORMAT];
             for part in [
                 &7u64.to_le_bytes()[..],
                 &6u64.to_le_bytes(),
                 &[HAS_RETRY | HAS_PROVIDER | HAS_UPDATED | HAS_CHANNEL | TIME_INHERITED | flags],
+                &more(0),
                 &2u64.to_le_bytes(),
                 &3u64.to_le_bytes(),
                 &1u64.to_le_bytes(),
@@ -1763,6 +1789,7 @@ mod tests {
                 &8u64.to_le_bytes(),
                 &5u64.to_le_bytes(),
                 &[flags],
+                &more(TEST_MODE),
                 &100u64.to_le_bytes(),
                 first,
                 &0u16.to_le_bytes(),
@@ -1786,6 +1813,10 @@ mod tests {
             let read = decode(Some(&without));
             assert_eq!(read, vec![], "{bit}");
         }
+        // A bit of the second flags byte this build never writes: another format's entry.
+        let mut unknown = encode(&bucket[1..]);
+        unknown[18] |= 2;
+        assert_eq!(decode(Some(&unknown)), vec![]);
         assert_eq!(encode(&bucket), current);
         assert_eq!(decode(Some(&current)), bucket);
         assert_eq!(encode(&[]), [BUCKET_FORMAT]);

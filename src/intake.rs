@@ -551,6 +551,70 @@ mod tests {
         );
     }
 
+    /// A review: a SUCCESS one view showed to be OsmoX's test mode (it selected `result`, not
+    /// `providerId`) went to an endpoint that skips test mode once another view, selecting
+    /// `providerId` but not `result`, opened the endpoint's provider filter. Every learned
+    /// endpoint is such a one, so OsmoX's test traffic reached registered receivers, which
+    /// OsmoX's own webhook never does. What the earlier view knew now counts.
+    #[test]
+    fn a_success_known_as_test_mode_stays_with_skipping_endpoints_when_a_view_fills_it() {
+        let config = Config::from_json(
+            br#"{"endpoints": [
+                {"name": "skips", "url": "http://h/a", "cluster": "c", "providerIds": [1], "testMode": "skip"},
+                {"name": "delivers", "url": "http://h/b", "cluster": "c", "providerIds": [1]}
+            ]}"#,
+            &|_| None,
+        )
+        .unwrap();
+        let store = Watched::laid_out(&config);
+        let metrics = crate::metrics::CountingMetrics::default();
+        let memory = Memory::new(config.limits.max_remembered);
+        let take = |n: Notification, now_ms| {
+            take_in(
+                None,
+                &config,
+                &config.endpoints,
+                memory,
+                &store,
+                &metrics,
+                &[n],
+                now_ms,
+                7,
+            )
+            .wake
+            .len()
+        };
+        let mut with_result = seen("2026-04-20T09:15:02.318Z", r#"{"result": "x"}"#);
+        with_result.test_mode = true;
+        with_result.provider_id = None;
+        assert_eq!(
+            take(with_result, 1_000),
+            0,
+            "no endpoint's provider is known"
+        );
+        let mut with_provider = seen("2026-04-20T09:15:02.318Z", r#"{"result": "x"}"#);
+        with_provider.result = crate::osmox::ResultView::NotSelected;
+        assert_eq!(
+            take(with_provider.clone(), 2_000),
+            1,
+            "to `delivers` alone, not to `skips`"
+        );
+        // Without the earlier view, the same view knows no test mode: both take it.
+        let fresh = Watched::laid_out(&config);
+        let fresh_wakes = take_in(
+            None,
+            &config,
+            &config.endpoints,
+            memory,
+            &fresh,
+            &metrics,
+            &[with_provider],
+            3_000,
+            7,
+        );
+        assert_eq!(fresh_wakes.wake.len(), 2);
+    }
+
     #[test]
     fn known_observations_are_bounded_and_forget_the_oldest() {
         let mut known = KnownEvents::new(2);

@@ -20,7 +20,7 @@ pub type Cas = u32;
 #[macro_export]
 macro_rules! shared_name {
     ($name:literal) => {
-        concat!("f1/", $name)
+        concat!("f2/", $name)
     };
 }
 
