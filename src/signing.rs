@@ -343,6 +343,59 @@ mod tests {
         assert_eq!(ours, "v1,78nXHjpFP0tVJQW5D0SBwmVyyW87BV/rL6MgfM/Bw44=");
     }
 
+    /// The vector the Standard Webhooks libraries' own tests pin (e.g. the Python library's
+    /// `test_sign_function`), computed there with Python's `hmac` and `hashlib`: unlike the
+    /// `standardwebhooks` crate, which signs with the same `hmac-sha256` crate as we do, an
+    /// implementation that shares no code with ours. With and without the `whsec_` prefix.
+    #[test]
+    fn signature_matches_the_standard_webhooks_published_vector() {
+        for secret in [
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ] {
+            let header = signature_header(
+                &[Secret::parse(secret).unwrap()],
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1_614_265_330,
+                br#"{"test": 2432232314}"#,
+            );
+            assert_eq!(
+                header.as_deref(),
+                Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+                "{secret}"
+            );
+        }
+    }
+
+    /// A key of a whole SHA-256 block (64 bytes, the longest allowed, padded base64), a body
+    /// of several blocks with raw UTF-8 (U+2028 among it) and an escape left as text, and a
+    /// rotation header: every signature as Python's `hmac` computes it (values pinned from
+    /// `base64.b64encode(hmac.new(key, msg, hashlib.sha256).digest())`), in key order.
+    #[test]
+    fn a_full_block_key_and_a_non_ascii_body_sign_as_an_independent_hmac_does() {
+        let long = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+Pw==";
+        let body = "{\"id\":1,\"deliveryStatus\":5,\"data\":{\"to\":\"Jos\u{e9} \u{2028}\",\"n\":1.50},\"result\":{\"m\":\"\\u00e9\"}}";
+        assert_eq!(body.len(), 86);
+        let secrets = [
+            Secret::parse(long).unwrap(),
+            Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
+        ];
+        assert_eq!(secrets[0].key, (0..64).collect::<Vec<u8>>());
+        let header = signature_header(
+            &secrets,
+            "msg_1_5_0123456789abcdef",
+            1_800_000_000,
+            body.as_bytes(),
+        );
+        let first = "v1,k+4AUORJEBdDQM7jwEs5ymrdHGd07Qroce/OUzGSqJw=";
+        let second = "v1,xwVneShhx0GS/qjGd30yYsJuZIrkDRO36bbSPJGpjFI=";
+        assert_eq!(header, Some(format!("{first} {second}")));
+        // And the official crate, which checks the body is UTF-8, takes it.
+        let ts = now_secs();
+        let header = signature_header(&secrets, "msg_8", ts, body.as_bytes()).unwrap();
+        verify(long, "msg_8", ts, &header, body.as_bytes()).unwrap();
+    }
+
     #[test]
     fn our_signature_verifies_with_the_official_crate() {
         let ts = now_secs();
