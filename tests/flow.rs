@@ -61,6 +61,7 @@ impl Dispatch for FakeNet {
         if self.refuse || self.unknown_cluster == Some(cluster) {
             return Err("BadArgument".into());
         }
+        check_signature(headers, body);
         self.next += 1;
         self.sent.push(Sent {
             token: self.next,
@@ -74,6 +75,34 @@ impl Dispatch for FakeNet {
         });
         Ok(self.next)
     }
+}
+
+/// The one key these flows sign with.
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Every signed request, whatever the flow (first attempts, retries at their own
+/// timestamps, bodies rewritten with a result, envelopes), must carry the signature the
+/// official `standardwebhooks` crate makes over its own `webhook-id`, its own
+/// `webhook-timestamp` (integer seconds) and the very bytes sent.
+fn check_signature(headers: &[(&str, &str)], body: &[u8]) {
+    let header = |name: &str| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let Some(signature) = header("webhook-signature") else {
+        return;
+    };
+    let id = header("webhook-id").expect("a signed request carries its webhook-id");
+    let ts = header("webhook-timestamp").expect("a signed request carries its timestamp");
+    assert!(
+        !ts.is_empty() && ts.bytes().all(|b| b.is_ascii_digit()),
+        "webhook-timestamp {ts:?} is not integer seconds"
+    );
+    let expected = standardwebhooks::Webhook::new(SECRET)
+        .unwrap()
+        .sign(id, ts.parse().unwrap(), body)
+        .unwrap();
+    assert!(
+        signature.split(' ').any(|s| s == expected),
+        "{id} at {ts}: {signature} does not sign the body sent ({expected} does)"
+    );
 }
 
 /// One Envoy's worth of state: the shared store and metrics, and one sender per VM.
