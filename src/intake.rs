@@ -20,8 +20,10 @@ use crate::store::Store;
 /// that later event must not reuse the id a receiver has already seen. Without `updatedOn`,
 /// the event's `generation` in the dedupe memory stands in: distinct while the memory
 /// remembers the notification, though an event seen again after it forgot may then get
-/// another id (a receiver sees a repeat, rather than drops a new event). A view that lacks
-/// `retryCount`, `providerId` or `updatedOn` still hashes differently from one that has them.
+/// another id (a receiver sees a repeat, rather than drops a new event). A missing
+/// `retryCount` or `providerId` hashes as 0 (README): a view without `retryCount` gets the id
+/// of `retryCount` 0, one without `providerId` another id than a real provider's, and an
+/// earlier state's view without `updatedOn` another id than one with it.
 pub fn webhook_id(n: &Notification, endpoint: &str, generation: Generation) -> String {
     let retry = n.retry_count.unwrap_or(0).to_le_bytes();
     let provider = n.provider_id.unwrap_or(0).to_le_bytes();
@@ -735,6 +737,54 @@ mod tests {
         assert_ne!(
             webhook_id(&early, "crm", G1),
             webhook_id(&failed_over, "crm", G1)
+        );
+    }
+
+    /// Receivers drop repeats by `webhook-id` across restarts of Envoy (which empty shared
+    /// data, so a notification seen again is delivered again) and so across module updates:
+    /// the id is a pure function of the event and the endpoint, pinned here, with nothing of a
+    /// VM's random seed or of the build in it. As README says, a view without `retryCount`
+    /// gets the id of `retryCount` 0 (a SUCCESS seen again through a query that did not
+    /// select it is still dropped), and one without `providerId` another id than a real
+    /// provider's. The pins were computed apart, by FNV-1a in Python over the same parts.
+    #[test]
+    fn a_webhook_id_is_the_same_in_every_process_and_a_missing_count_is_zero() {
+        let success = seen("2026-01-01T00:00:01.000Z", "null");
+        assert_eq!(
+            webhook_id(&success, "crm", G1),
+            "msg_504_5_051536ad07392ba0"
+        );
+        let pending = Notification {
+            delivery_status: DeliveryStatus::Pending,
+            ..success.clone()
+        };
+        assert_eq!(
+            webhook_id(&pending, "crm", Generation(7)),
+            "msg_504_1_fce1133ba6bfa1b1"
+        );
+        let untimed = Notification {
+            updated_on: None,
+            ..pending.clone()
+        };
+        assert_eq!(
+            webhook_id(&untimed, "crm", Generation(7)),
+            "msg_504_1_eff10dbb6411ddb1"
+        );
+        let without_count = Notification {
+            retry_count: None,
+            ..success.clone()
+        };
+        assert_eq!(
+            webhook_id(&without_count, "crm", G1),
+            webhook_id(&success, "crm", G1)
+        );
+        let without_provider = Notification {
+            provider_id: None,
+            ..success.clone()
+        };
+        assert_ne!(
+            webhook_id(&without_provider, "crm", G1),
+            webhook_id(&success, "crm", G1)
         );
     }
 
