@@ -13,7 +13,9 @@ pub enum Payload {
     /// `{"type":"notification.<status>","timestamp":"<RFC 3339>","data":<notification>}`.
     /// The timestamp is when the event happened: the notification's `updatedOn` when the view
     /// has it (the same on every view of that state, so a body rebuilt after a restart is the
-    /// same), else when the filter saw it.
+    /// same; but for a SUCCESS, OsmoX moves it when it saves the result, so one first seen
+    /// without its result and rebuilt from a later view carries the later time), else when
+    /// the filter saw it.
     Envelope,
 }
 
