@@ -20,7 +20,9 @@ use crate::store::Store;
 /// that later event must not reuse the id a receiver has already seen. Without `updatedOn`,
 /// the event's `generation` in the dedupe memory stands in: distinct while the memory
 /// remembers the notification, though an event seen again after it forgot may then get
-/// another id (a receiver sees a repeat, rather than drops a new event). A missing
+/// another id (a receiver sees a repeat), and a state come back to after it forgot may get
+/// the id of that state's earlier event (a receiver that drops repeats drops it: without a
+/// time, nothing tells that view from the earlier event's seen again). A missing
 /// `retryCount` or `providerId` hashes as 0 (README): a view without `retryCount` gets the id
 /// of `retryCount` 0, one without `providerId` another id than a real provider's, and an
 /// earlier state's view without `updatedOn` another id than one with it.
