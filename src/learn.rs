@@ -272,6 +272,8 @@ pub enum Change {
     Refused(Refusal),
     /// A new provider did not fit in `capacity`; nothing was stored.
     Full,
+    /// The call did not say what it changed (`Registration::Unread`); nothing was stored.
+    Unread,
 }
 
 /// The learned providerId → webhook URL mappings, kept under one shared-data key as a JSON
@@ -323,6 +325,7 @@ impl Registry {
                 (Metric::RegistrationsRemoved, 1),
             ],
             Ok((Change::Full, _)) => &[(Metric::RegistrationsFull, 1)],
+            Ok((Change::Unread, _)) => &[(Metric::RegistrationsUnread, 1)],
             Err(_) => &[(Metric::StoreConflicts, 1)],
         };
         for (metric, delta) in counts {
@@ -341,6 +344,7 @@ impl Registry {
             Ok(Change::Full) => {
                 log::warn!("webhook registration not learned: learn.maxLearned reached")
             }
+            Ok(Change::Unread) => log::warn!("webhook registration not learned: {reg}"),
             Err(e) => log::warn!("webhook registration not learned: {e:?}"),
             Ok(_) => log::info!("webhook registration learned: {reg}"),
         }
@@ -370,6 +374,7 @@ impl Registry {
                 webhook_url,
             } => self.upserted(store, *provider_id, *webhook_id, webhook_url, learn),
             Registration::Delete { webhook_id } => self.remove(store, *webhook_id),
+            Registration::Unread(_) => Ok((Change::Unread, 0)),
         }
     }
 
@@ -880,9 +885,21 @@ mod tests {
             reg.apply_counted(&store, &delete, &l, &m),
             Ok(Change::Removed)
         );
+        let stored = store.get(KEY).unwrap();
+        for unread in [
+            crate::extract::Unread::GraphqlFields,
+            crate::extract::Unread::DeleteId,
+        ] {
+            assert_eq!(
+                reg.apply_counted(&store, &Registration::Unread(unread), &l, &m),
+                Ok(Change::Unread)
+            );
+        }
+        assert_eq!(store.get(KEY).unwrap(), stored, "nothing stored");
         assert_eq!(m.get(Metric::RegistrationsLearned), 1);
         assert_eq!(m.get(Metric::RegistrationsRefused), 1);
         assert_eq!(m.get(Metric::RegistrationsRemoved), 1);
+        assert_eq!(m.get(Metric::RegistrationsUnread), 2);
         assert_eq!(m.get(Metric::LearnedEndpoints), 0);
     }
 

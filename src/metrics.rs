@@ -75,6 +75,7 @@ metrics! {
     RegistrationsRemoved => "registrations_removed", Counter;
     RegistrationsRefused => "registrations_refused", Counter;
     RegistrationsFull => "registrations_full", Counter;
+    RegistrationsUnread => "registrations_unread", Counter;
     LearnedEndpoints => "learned_endpoints", Gauge;
     Pending => "pending", Gauge;
     InFlight => "in_flight", Gauge;

@@ -16,6 +16,19 @@ pub enum Registration {
     },
     /// The webhook row `webhook_id` was deleted or deactivated (`status: 0`).
     Delete { webhook_id: u64 },
+    /// A webhook call OsmoX carried out whose answer or request does not say what changed:
+    /// learned mappings may now be out of date, which an operator should hear of.
+    Unread(Unread),
+}
+
+/// Why a registration could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unread {
+    /// A GraphQL answer without `providerId` and `webhookUrl` (or, for a deactivation, `id`
+    /// and `status`): the client did not select them.
+    GraphqlFields,
+    /// A `DELETE /webhooks` whose body is not JSON naming the webhook's `id`.
+    DeleteId,
 }
 
 /// For logs.
@@ -35,6 +48,15 @@ impl std::fmt::Display for Registration {
                 write!(f, " at {webhook_url}")
             }
             Registration::Delete { webhook_id } => write!(f, "webhook {webhook_id} deleted"),
+            Registration::Unread(Unread::GraphqlFields) => f.write_str(
+                "a GraphQL webhook registration was answered without what learning reads \
+                 (`providerId` and `webhookUrl`; `id` and `status` for a deactivation); \
+                 have the client select them",
+            ),
+            Registration::Unread(Unread::DeleteId) => f.write_str(
+                "a webhook was removed by a DELETE /webhooks whose body is not JSON naming its id: \
+                 its learned mapping, if any, stays until re-registered or Envoy restarts",
+            ),
         }
     }
 }
@@ -79,15 +101,7 @@ fn graphql(facts: &RequestFacts, body: &[u8]) -> Option<Registration> {
     }
     // Only the webhook field's own answer: any other field may hold what the client chose.
     let row = root.get("data")?.as_object()?.get(key)?.as_object()?;
-    let learned = from_row(row);
-    if learned.is_none() {
-        log::warn!(
-            "a GraphQL webhook registration was answered without what learning reads \
-             (`providerId` and `webhookUrl`; `id` and `status` for a deactivation): not learned; \
-             have the client select them"
-        );
-    }
-    learned
+    Some(from_row(row).unwrap_or(Registration::Unread(Unread::GraphqlFields)))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -125,13 +139,10 @@ fn rest(method: &str, path: &str, request: Option<&[u8]>, body: &[u8]) -> Option
                 let id = request
                     .and_then(|r| json::parse(r, &arena).ok())
                     .and_then(|r| stored_integer(r.as_object()?.get("id")?));
-                if id.is_none() {
-                    log::warn!(
-                        "a webhook was removed by a DELETE /webhooks whose body is not JSON naming its id: \
-                         its learned mapping, if any, stays until re-registered or Envoy restarts"
-                    );
-                }
-                id.map(|webhook_id| Registration::Delete { webhook_id })
+                Some(match id {
+                    Some(webhook_id) => Registration::Delete { webhook_id },
+                    None => Registration::Unread(Unread::DeleteId),
+                })
             }
         };
     }
@@ -361,11 +372,15 @@ mod tests {
     }
 
     #[test]
-    fn graphql_row_missing_url_or_provider_teaches_nothing() {
+    fn graphql_row_missing_url_or_provider_teaches_nothing_and_says_so() {
+        let unread = Some(Registration::Unread(Unread::GraphqlFields));
         let body = br#"{"data":{"webhook":{"id":3,"providerId":1,"status":1}}}"#;
-        assert_eq!(gql(&mutation(), body), None);
+        assert_eq!(gql(&mutation(), body), unread);
         let body =
             br#"{"data":{"webhook":{"id":3,"webhookUrl":"https://x.example.com","status":1}}}"#;
+        assert_eq!(gql(&mutation(), body), unread);
+        // An answer that failed, or that did not answer the field, changed nothing to say.
+        let body = br#"{"data":{"webhook":null},"errors":[{"message":"no"}]}"#;
         assert_eq!(gql(&mutation(), body), None);
     }
 
@@ -441,7 +456,10 @@ mod tests {
             b"",
         );
         assert_eq!(empty, Some(Registration::Delete { webhook_id: 7 }));
-        assert_eq!(rest("DELETE", "/webhooks", &json!({})), None);
+        assert_eq!(
+            rest("DELETE", "/webhooks", &json!({})),
+            Some(Registration::Unread(Unread::DeleteId))
+        );
         assert_eq!(rest("DELETE", "/webhooks/abc", &json!({})), None);
     }
 
@@ -463,10 +481,12 @@ mod tests {
             delete(Some(br#"{"id": 3}"#)),
             Some(Registration::Delete { webhook_id: 3 })
         );
-        // Not read as JSON (the host passes none), or naming no id: nothing to remove by.
-        assert_eq!(delete(None), None);
-        assert_eq!(delete(Some(br#"{"webhookId": 3}"#)), None);
-        assert_eq!(delete(Some(b"id=3")), None);
+        // Not read as JSON (the host passes none), or naming no id: nothing to remove by,
+        // which the operator hears of (a mapping may be out of date).
+        let unread = Some(Registration::Unread(Unread::DeleteId));
+        assert_eq!(delete(None), unread);
+        assert_eq!(delete(Some(br#"{"webhookId": 3}"#)), unread);
+        assert_eq!(delete(Some(b"id=3")), unread);
     }
 
     /// What `DELETE /webhooks` with `request` as its body teaches, checked for each request.
@@ -500,7 +520,7 @@ mod tests {
             br#"{"id": "-3"}"#,
             br#"{"id": "3 4"}"#,
         ];
-        assert_collection_deletes(&refused, None);
+        assert_collection_deletes(&refused, Some(Registration::Unread(Unread::DeleteId)));
     }
 
     /// Express's body parser reads `3.0` (or `3e0`) as the number 3, which OsmoX hands to the
@@ -515,7 +535,7 @@ mod tests {
         // No row has these ids: PostgreSQL refuses them, and the 2xx that learning needs never comes.
         assert_collection_deletes(
             &[br#"{"id": 3.5}"#, br#"{"id": -3.0}"#, br#"{"id": 1e300}"#],
-            None,
+            Some(Registration::Unread(Unread::DeleteId)),
         );
     }
 

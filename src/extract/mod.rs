@@ -25,7 +25,7 @@ pub use graphql::{
     NotificationField, QueryFacts, RequestFacts, RequestHead,
 };
 pub use known_requests::KnownRequests;
-pub use learn::{extract_registration, is_webhook_route, Registration};
+pub use learn::{extract_registration, is_webhook_route, Registration, Unread};
 pub use response_check::{answered_2xx, sniff, sniff_whole, verdict, Ending, Verdict};
 
 /// How many levels below the walk's root (GraphQL `data`, the REST body) are searched.

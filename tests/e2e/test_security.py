@@ -516,6 +516,7 @@ def test_rest_delete_by_the_id_in_its_body_stops_deliveries(osmox, make_receiver
     assert r.status == 200
     envoy.wait_metric("responses_watched", watched + 1, timeout=EXPECT_S)
     assert envoy.metric("registrations_removed") == 0
+    assert envoy.metric("registrations_unread") == 1  # the operator hears of it
     r = envoy.client.request("DELETE", "/webhooks", {"id": 3}, headers={"x-api-key": "k"})
     assert r.status == 200
     envoy.wait_metric("registrations_removed", 1, timeout=EXPECT_S)
