@@ -54,6 +54,11 @@ pub struct QueryFacts {
     /// key): a row there has the archive's own `id`, so only a `notificationId` names the
     /// notification.
     pub archived: bool,
+    /// The keys such `archivedNotifications` fields answer under (their aliases, or the
+    /// name), at any depth, once per field: archive rows lie only in the answers under
+    /// them, and a row elsewhere (a live `notifications` poll beside it) is named by its own
+    /// `id`.
+    pub archived_keys: Vec<String>,
 }
 
 /// A `notification(notificationId: N)` field: OsmoX answers an archived notification with
@@ -256,7 +261,10 @@ impl<'a> Scan<'_, 'a, '_> {
         if let Some(key) = answer_key(toks, i) {
             self.keys.push((key, name));
             // Only the operation that runs, or a fragment it may spread, answers archive rows.
-            self.facts.archived |= name == "archivedNotifications" && executed.is_some();
+            if name == "archivedNotifications" && executed.is_some() {
+                self.facts.archived = true;
+                self.facts.archived_keys.push(key.to_string());
+            }
         }
         let has_args = toks.get(i + 1) == Some(&Tok::Punct(b'('));
         let directive = i

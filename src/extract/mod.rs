@@ -214,7 +214,9 @@ pub fn read_rows<R>(
         return Err(ExtractError::NotObject);
     };
     let mut found = Collector {
-        archived: query.is_some_and(|q| q.archived),
+        archived_keys: query
+            .map(|q| q.archived_keys.iter().map(String::as_str).collect())
+            .unwrap_or_default(),
         ..Collector::default()
     };
     match query {
@@ -226,9 +228,9 @@ pub fn read_rows<R>(
                     // archive's own id: N is the identity the caller asked about, and without
                     // it the answer is not delivered under a wrong id.
                     match query.notification_fields.iter().find(|f| k.is(&f.key)) {
-                        None => found.visit(v, 1, None),
+                        None => found.visit_under(k, v, 1, None),
                         Some(NotificationField { id: Some(id), .. }) => {
-                            found.visit(v, 1, Some(*id));
+                            found.visit_under(k, v, 1, Some(*id));
                         }
                         Some(_) => found.pass_over(v), // the id it asked for is not known
                     }
@@ -539,7 +541,7 @@ impl<'r, 'j> Fields<'r, 'j> {
 }
 
 #[derive(Default)]
-struct Collector<'a> {
+struct Collector<'a, 'q> {
     notifications: Vec<Notification<'a>>,
     skipped: usize,
     rows: Vec<RowTaken>,
@@ -547,11 +549,31 @@ struct Collector<'a> {
     /// searched faster than it is hashed, and the set grew four times on the way.
     seen: HashSet<u64>,
     /// Rows may be archive rows, whose `id` is the archive's: only `notificationId` (or the
-    /// id a `notification` field asked for) names the notification.
+    /// id a `notification` field asked for) names the notification. Set while the walk is
+    /// inside the answer under one of `archived_keys`.
     archived: bool,
+    /// The keys GraphQL `archivedNotifications` fields answer under (`QueryFacts`): a set,
+    /// since a query may name thousands and each member the walk enters is looked up.
+    archived_keys: HashSet<&'q str>,
 }
 
-impl<'a> Collector<'a> {
+impl<'a> Collector<'a, '_> {
+    /// `visit` the value of member `key`: inside the answer of an `archivedNotifications`
+    /// field, rows are archive rows.
+    fn visit_under(
+        &mut self,
+        key: &json::Str<'_>,
+        v: &'a Value<'a>,
+        depth: usize,
+        id_override: Option<u64>,
+    ) {
+        let outer = self.archived;
+        self.archived = outer
+            || (!self.archived_keys.is_empty() && self.archived_keys.contains(key.text().as_ref()));
+        self.visit(v, depth, id_override);
+        self.archived = outer;
+    }
+
     fn visit(&mut self, v: &'a Value<'a>, depth: usize, id_override: Option<u64>) {
         if depth > MAX_DEPTH {
             // Past the bound nothing is searched; a notification right here is still counted.
@@ -579,7 +601,7 @@ impl<'a> Collector<'a> {
         let members = obj.members();
         for (k, v) in members.iter().take(MAX_MEMBERS) {
             if searched(k) {
-                self.visit(v, depth + 1, None);
+                self.visit_under(k, v, depth + 1, None);
             }
         }
         for (k, v) in members.iter().skip(MAX_MEMBERS) {
@@ -1162,6 +1184,32 @@ mod tests {
         let x = extract(WatchKind::Graphql, body, &facts).unwrap();
         assert_eq!(summary(&x), vec![(1042, 5, None, None, None)]);
         assert_eq!(x.skipped_objects, 1);
+    }
+
+    /// One operation polling live and archived notifications together: only the archive
+    /// field's rows are archive rows. Every live row (the live `Notification` type has no
+    /// `notificationId`) was skipped into `objects_skipped`, so no webhook went out for any
+    /// of them, though their `id` is the notification's own.
+    #[test]
+    fn a_live_row_beside_an_archive_poll_is_read_by_its_own_id() {
+        let request = br#"{"query":"{ notifications { notifications { id deliveryStatus } } old: archivedNotifications { archivedNotifications { id notificationId deliveryStatus } } archivedNotifications { archivedNotifications { id deliveryStatus } } }"}"#;
+        let facts = graphql_request_facts(request);
+        let mut keys = facts.plain().unwrap().archived_keys.clone();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys, ["archivedNotifications", "old"]);
+        let body = br#"{"data":{"notifications":{"notifications":[{"id":1,"deliveryStatus":5},{"id":2,"deliveryStatus":2}]},"old":{"archivedNotifications":[{"id":9001,"notificationId":1042,"deliveryStatus":6},{"id":9002,"deliveryStatus":6}]},"archivedNotifications":{"archivedNotifications":[{"id":9003,"deliveryStatus":5}]}}}"#;
+        let x = extract(WatchKind::Graphql, body, &facts).unwrap();
+        assert_eq!(
+            summary(&x),
+            vec![
+                (1, 5, None, None, None),
+                (2, 2, None, None, None),
+                (1042, 6, None, None, None)
+            ]
+        );
+        // The archive rows without `notificationId`, under either key, are still skipped.
+        assert_eq!(x.skipped_objects, 2);
     }
 
     /// A third review: the operation that ran answered `n` through an inline fragment at its
