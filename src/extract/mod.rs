@@ -1253,6 +1253,21 @@ mod tests {
             "{}",
             n.webhook_body()
         );
+        // A time written with escapes is the same time (decoded, then read).
+        for (updated, want) in [
+            (
+                r#""2026-04-20\u005409:15:02.318Z""#,
+                "2026-04-20T09:15:02.318Z",
+            ),
+            (
+                r#""2026-04-20T09:15:02\u002e5Z""#,
+                "2026-04-20T09:15:02.500Z",
+            ),
+        ] {
+            let body = format!(r#"{{"id": 7, "deliveryStatus": 2, "updatedOn": {updated}}}"#);
+            let n = &run(WatchKind::Rest, body.as_bytes()).notifications[0];
+            assert_eq!(n.updated_on.as_deref(), Some(want), "{updated}");
+        }
     }
 
     #[test]
@@ -1891,6 +1906,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!((taken, rows), (0, 1));
+        // The other way round: a row read first hides a later seen row of the same
+        // notification, which is neither passed over nor remembered again.
+        let earlier = serde_json::to_vec(&json!({"data": {"notifications": {"notifications": [
+            {"id": 8, "deliveryStatus": 5}, {"id": 7, "deliveryStatus": 2}]}}}))
+        .unwrap();
+        let second = all_seen(WatchKind::Graphql, &earlier)[1];
+        let body = String::from_utf8(earlier.clone()).unwrap();
+        let body = body.replacen(r#""id":8"#, r#""id":7"#, 1);
+        assert_eq!(body.len(), earlier.len());
+        let (codes, rows) = read_rows(
+            WatchKind::Graphql,
+            body.as_bytes(),
+            &plain(),
+            Some(&json::Listed(&[second])),
+            |x| {
+                let codes: Vec<u64> = x
+                    .notifications
+                    .iter()
+                    .map(|n| n.delivery_status.code())
+                    .collect();
+                (codes, x.rows.len())
+            },
+        )
+        .unwrap();
+        assert_eq!((codes, rows), (vec![5], 1));
     }
 
     /// A seen row inside a notification's payload is not one of the page's rows, and the
