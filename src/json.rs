@@ -14,8 +14,9 @@
 //! top value. Containers nested deeper than [`MAX_DEPTH`] are checked without recursion and kept
 //! as their source text ([`Value::Deep`]), so a hostile body cannot exhaust the wasm stack, and
 //! a document holds at most [`MAX_VALUES`] values, so it cannot exhaust the VM's memory either. A number that rounds to infinity as an `f64` is refused too, decided exactly;
-//! serde_json, whose float parsing is not exact, also refuses a few numbers a hair below that
-//! (`1.7976931348623158e308`, which rounds to `f64::MAX`).
+//! serde_json, whose float parsing is not exact, judges a few numbers a hair either side of
+//! that otherwise: it refuses `1.7976931348623158e308`, which rounds to `f64::MAX`, and takes
+//! `1.79769313486231592e308`, which rounds to infinity, for `f64::MAX`.
 //!
 //! Repeated keys: an object keeps every member, in document order. [`Object::get`] answers
 //! with the *last* one, as serde_json and JavaScript's `JSON.parse` do; iterating sees them
@@ -1586,6 +1587,240 @@ pub(crate) mod tests {
         }
     }
 
+    /// serde_json's reading of `src`, with its recursion limit off (so it reads what
+    /// `parse` keeps as [`Value::Deep`] too).
+    fn serde_unbounded(src: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+        use serde::Deserialize;
+        let mut de = serde_json::Deserializer::from_slice(src);
+        de.disable_recursion_limit();
+        let v = serde_json::Value::deserialize(&mut de)?;
+        de.end().map(|()| v)
+    }
+
+    /// Random JSON documents, built from the pieces that trouble parsers: numbers at the
+    /// edges of `u64`, `i64` and `f64` (`-0`, `1e400`, 308-digit integers, the last finite
+    /// double), every escape, surrogates paired and not, non-ASCII text, odd whitespace, and
+    /// nesting on both sides of [`MAX_DEPTH`].
+    struct Gen(Rng);
+
+    impl Gen {
+        fn pick<'s>(&mut self, from: &[&'s str]) -> &'s str {
+            from[self.0.below(from.len())]
+        }
+
+        fn ws(&mut self, out: &mut String) {
+            for _ in 0..self.0.below(3).saturating_sub(1) {
+                out.push_str(self.pick(&[" ", "\t", "\n", "\r"]));
+            }
+        }
+
+        fn digits(&mut self, out: &mut String, n: usize) {
+            for _ in 0..n {
+                out.push(char::from(b'0' + self.0.below(10) as u8));
+            }
+        }
+
+        fn number(&mut self, out: &mut String) {
+            if self.0.below(2) == 0 {
+                let edge = self.pick(&[
+                    "0",
+                    "-0",
+                    "-0.0",
+                    "5",
+                    "5.0",
+                    "5e0",
+                    "1.0E7",
+                    "129.00",
+                    "1e400",
+                    "-1e400",
+                    "1e-400",
+                    "1E+2",
+                    "0e9999",
+                    "18446744073709551615",
+                    "18446744073709551616",
+                    "9223372036854775807",
+                    "-9223372036854775808",
+                    "-9223372036854775809",
+                    "9007199254740993",
+                    "1.7976931348623157e308",
+                    "1.7976931348623159e308",
+                    "9.99e307",
+                    "digits",
+                    "digits",
+                    "2.2250738585072014e-308",
+                    "4.9e-324",
+                ]);
+                if edge == "digits" {
+                    // Integers of 308 digits (finite) and 309 (finite or not), unscaled.
+                    let n = 307 + self.0.below(2);
+                    out.push(char::from(b'1' + self.0.below(9) as u8));
+                    self.digits(out, n);
+                } else {
+                    out.push_str(edge);
+                }
+                return;
+            }
+            if self.0.below(3) == 0 {
+                out.push('-');
+            }
+            if self.0.below(4) == 0 {
+                out.push('0');
+            } else {
+                out.push(char::from(b'1' + self.0.below(9) as u8));
+                let n = self.0.below(25);
+                self.digits(out, n);
+            }
+            if self.0.below(2) == 0 {
+                out.push('.');
+                let n = 1 + self.0.below(20);
+                self.digits(out, n);
+            }
+            if self.0.below(2) == 0 {
+                out.push_str(self.pick(&["e", "E", "e+", "e-", "E-"]));
+                let n = 1 + self.0.below(3);
+                self.digits(out, n);
+            }
+        }
+
+        fn string(&mut self, out: &mut String) {
+            out.push('"');
+            for _ in 0..self.0.below(12) {
+                match self.0.below(8) {
+                    0 => {
+                        let escape =
+                            self.pick(&["\\\"", "\\\\", "\\/", "\\b", "\\f", "\\n", "\\r", "\\t"]);
+                        out.push_str(escape);
+                    }
+                    1 | 2 => {
+                        let unit = self.pick(&[
+                            "0000", "001f", "0041", "00e9", "2028", "fffd", "d83d", "dbff", "dc00",
+                            "de00", "dfff", "e000", "FFFF",
+                        ]);
+                        out.push_str("\\u");
+                        out.push_str(unit);
+                    }
+                    3 => out
+                        .push_str(self.pick(&["é", "😀", "\u{7f}", "\u{2028}", "\u{feff}", "中"])),
+                    _ => out.push(char::from(b'a' + self.0.below(26) as u8)),
+                }
+            }
+            out.push('"');
+        }
+
+        fn value(&mut self, out: &mut String, depth: usize) {
+            self.ws(out);
+            match if depth > 5 {
+                2 + self.0.below(3)
+            } else {
+                self.0.below(6)
+            } {
+                0 => {
+                    out.push('[');
+                    for i in 0..self.0.below(5) {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        self.value(out, depth + 1);
+                    }
+                    self.ws(out);
+                    out.push(']');
+                }
+                1 => {
+                    out.push('{');
+                    for i in 0..self.0.below(5) {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        self.ws(out);
+                        self.string(out);
+                        self.ws(out);
+                        out.push(':');
+                        self.value(out, depth + 1);
+                    }
+                    self.ws(out);
+                    out.push('}');
+                }
+                2 => self.number(out),
+                3 => self.string(out),
+                4 => out.push_str(self.pick(&["true", "false", "null"])),
+                _ => {
+                    // Around MAX_DEPTH: the inner levels are checked as text.
+                    let levels = MAX_DEPTH - 3 + self.0.below(8);
+                    let mut close = Vec::new();
+                    for _ in 0..levels {
+                        if self.0.below(2) == 0 {
+                            out.push('[');
+                            close.push(']');
+                        } else {
+                            out.push_str("{\"k\" :");
+                            close.push('}');
+                        }
+                    }
+                    self.value(out, depth + 1);
+                    while let Some(c) = close.pop() {
+                        self.ws(out);
+                        out.push(c);
+                    }
+                }
+            }
+            self.ws(out);
+        }
+    }
+
+    /// Generated documents, and each with a byte or two changed, are accepted exactly when
+    /// serde_json accepts them, read as it reads them (numbers through every accessor
+    /// too), and write back as the same JSON. Only a number a hair from the overflow
+    /// boundary may be judged otherwise (serde_json is not exact there).
+    #[test]
+    fn generated_documents_read_as_serde_json_reads_them() {
+        const BYTES: &[u8] = b"{}[]\",:\\/-+.0123456789eEtrufalsnu \t\n\r\x00\x1f\x7f\xc3\xa9\xff";
+        let mut gen = Gen(Rng(0x1234_5678_9abc_def1));
+        let (mut valid, mut invalid) = (0, 0);
+        for round in 0..12_000 {
+            let mut doc = String::new();
+            gen.value(&mut doc, 0);
+            let mut m = doc.into_bytes();
+            if round % 2 == 1 {
+                for _ in 0..=gen.0.below(2) {
+                    let at = gen.0.below(m.len() + 1);
+                    let b = BYTES[gen.0.below(BYTES.len())];
+                    match gen.0.below(3) {
+                        0 if at < m.len() => m[at] = b,
+                        2 if at < m.len() => {
+                            m.remove(at);
+                        }
+                        _ => m.insert(at, b),
+                    }
+                }
+            }
+            let shown = String::from_utf8_lossy(&m);
+            let (ours, theirs) = (parse(&m), serde_unbounded(&m));
+            match (&ours, &theirs) {
+                (Ok(v), Ok(t)) => {
+                    valid += 1;
+                    let back = serde_unbounded(minified(v).as_bytes()).unwrap();
+                    assert_eq!(&back, t, "{shown}");
+                    assert_eq!(v.as_u64(), t.as_u64(), "{shown}");
+                    assert_eq!(v.as_i64(), t.as_i64(), "{shown}");
+                    assert_eq!(v.as_f64().is_some(), t.as_f64().is_some(), "{shown}");
+                    if let (Some(a), Some(b)) = (v.as_f64(), t.as_f64()) {
+                        assert!(a == b || ((a - b) / b).abs() < 1e-14, "{shown}: {a} {b}");
+                    }
+                }
+                (Err(_), Err(_)) => invalid += 1,
+                // serde_json's float parsing is not exact: a hair either side of the
+                // overflow boundary it may refuse a finite number or take an infinite one
+                // for `f64::MAX`, where `parse` decides as `str::parse` does.
+                _ if shown.contains("1.797693134862315") => {}
+                _ => panic!("ours {ours:?}, serde_json {theirs:?}: {shown}"),
+            }
+        }
+        assert!(
+            valid > 4_000 && invalid > 4_000,
+            "{valid} valid, {invalid} invalid"
+        );
+    }
+
     /// Parse as if `src` were nested [`MAX_DEPTH`] deep: its containers are all checked by
     /// `deep`.
     fn parse_deep<'a>(src: &'a [u8], arena: &'a Arena) -> Result<Value<'a>, Error> {
@@ -1831,6 +2066,14 @@ pub(crate) mod tests {
         // refuses a few numbers just below the boundary that round to f64::MAX.
         assert!(!serde_accepts(b"1.7976931348623158e308"));
         assert!(parse(b"1.7976931348623158e308").is_ok());
+        // And it takes one just above it (which `str::parse` rounds to infinity) for the
+        // largest finite double.
+        assert!("1.79769313486231592e308"
+            .parse::<f64>()
+            .unwrap()
+            .is_infinite());
+        assert!(serde_accepts(b"1.79769313486231592e308"));
+        assert!(parse(b"1.79769313486231592e308").is_err());
     }
 
     #[test]
