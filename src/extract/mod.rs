@@ -1824,6 +1824,16 @@ mod tests {
         assert_eq!(x.notifications.len(), MAX_MEMBERS);
         assert_eq!(x.notifications.last().unwrap().id, MAX_MEMBERS as u64);
         assert_eq!(x.skipped_objects, 5, "the rows past the bound are counted");
+        // Past the bound on an object's members, a free-form payload that looks like a
+        // notification is still not one: never searched, so not counted either.
+        let mut body = String::from("{");
+        for i in 0..MAX_MEMBERS {
+            body.push_str(&format!(r#""k{i}":{i},"#));
+        }
+        body.push_str(r#""data":{"id":1,"delivery_status":5},"x":{"id":2,"delivery_status":5}}"#);
+        let x = run(WatchKind::Rest, body.as_bytes());
+        assert!(x.notifications.is_empty());
+        assert_eq!(x.skipped_objects, 1, "only `x` is counted");
     }
 
     /// A review: the GraphQL `data` object is searched up to the member bound too, and a
