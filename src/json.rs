@@ -35,10 +35,13 @@ pub use bumpalo::Bump as Arena;
 /// writes a notification's `data`, and a refusal there made every row on its page unreadable.
 pub const MAX_DEPTH: usize = 127;
 
-/// The most values (containers, members' values and scalars) one document may hold. A tree
-/// costs up to 28 bytes a value in wasm32 while it is built, against as little as two bytes
-/// of source (`0,`): uncapped, one 64 MiB body of zeros would need over a GiB and kill the VM
-/// (Envoy caps a VM's memory at 1 GiB). Two million is tens of MB of real OsmoX pages.
+/// The most values (containers, members' values and scalars) one document may hold. While
+/// it is built a tree costs about 33 bytes a value in wasm32 for an array of numbers (each
+/// container's values are gathered, then copied into the arena), 66 for an object's members
+/// and 86 for a page's rows (each [`Row`] also records where it lies): up to about 180 MiB at
+/// this bound (measured), against as little as two bytes of source (`0,`). Uncapped, one
+/// 64 MiB body of zeros would need over a GiB and kill the VM (Envoy caps a VM's memory at
+/// 1 GiB). Two million is tens of MB of real OsmoX pages.
 pub const MAX_VALUES: usize = 1 << 21;
 
 /// A JSON string as it appears in the source, between its quotes.
