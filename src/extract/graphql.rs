@@ -780,6 +780,20 @@ mod tests {
         assert_eq!(first_id(&f), None);
     }
 
+    /// Braces inside arguments are input objects, not selection sets: after an operation
+    /// whose field takes `options: {…}`, the next operation is still told apart, by its name.
+    #[test]
+    fn input_objects_in_arguments_do_not_open_selection_sets() {
+        let q =
+            "query A { notifications(options: {limit: 1, filters: [{field: \"x\"}]}) { total } } \
+                 query B { n: notification(notificationId: 5) { id deliveryStatus } }";
+        let f = facts_with(json!({"query": q, "operationName": "B"}));
+        assert_eq!(first_key(&f), Some("n"));
+        assert_eq!(first_id(&f), Some(5));
+        let f = facts_with(json!({"query": q, "operationName": "A"}));
+        assert!(query(&f).notification_fields.is_empty(), "B does not run");
+    }
+
     /// One document holding a live and an archive poll, the request naming the live one: no
     /// archive row can be in its answer, yet every live row (no `notificationId`) was skipped.
     /// A fragment may be spread by the operation that runs, so its fields still count.
