@@ -1941,6 +1941,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!((codes, rows), (vec![5], 1));
+        // And past the rows a page is searched through linearly (the ids then go in a set),
+        // a seen row still hides a later row of its notification.
+        let mut rows: Vec<Value> = (1..=40)
+            .map(|id| json!({"id": id, "deliveryStatus": 2}))
+            .collect();
+        rows.push(json!({"id": 1, "deliveryStatus": 5}));
+        let body = serde_json::to_vec(&json!({"items": rows})).unwrap();
+        let seen = all_seen(WatchKind::Rest, &body);
+        assert_eq!(seen.len(), 40);
+        let (taken, passed) = read_rows(
+            WatchKind::Rest,
+            &body,
+            &plain(),
+            Some(&json::Listed(&seen)),
+            |x| (x.notifications.len(), x.seen_rows()),
+        )
+        .unwrap();
+        assert_eq!((taken, passed), (0, 40));
     }
 
     /// A seen row inside a notification's payload is not one of the page's rows, and the
