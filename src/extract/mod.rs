@@ -1621,11 +1621,25 @@ mod tests {
             {"id":"6","deliveryStatus":5},
             {"id":-7,"deliveryStatus":5},
             {"deliveryStatus":5},
+            {"id":10,"deliveryStatus":5.0},
+            {"id":11,"deliveryStatus":5e0},
+            {"id":12,"deliveryStatus":true},
+            {"id":13,"deliveryStatus":-0},
+            {"id":14.0,"deliveryStatus":5},
+            {"id":15,"deliveryStatus":[5]},
             {"id":9,"deliveryStatus":6}
         ]}}}"#;
         let x = run(WatchKind::Graphql, body);
         assert_eq!(summary(&x), vec![(9, 6, None, None, None)]);
-        assert_eq!(x.skipped_objects, 8);
+        assert_eq!(x.skipped_objects, 14);
+        // The other fields read as numbers are read as OsmoX writes them too: only an
+        // integer is one, anything else reads as not selected.
+        let body =
+            br#"{"id":1,"deliveryStatus":5,"providerId":"7","channelType":5.0,"retryCount":1e0}"#;
+        assert_eq!(
+            summary(&run(WatchKind::Rest, body)),
+            vec![(1, 5, None, None, None)]
+        );
     }
 
     /// The status and the head are asked only when the answer calls for something, and what
