@@ -55,11 +55,16 @@ pub struct QueryFacts {
     /// notification.
     pub archived: bool,
     /// The keys such `archivedNotifications` fields answer under (their aliases, or the
-    /// name), at any depth, once per field: archive rows lie only in the answers under
-    /// them, and a row elsewhere (a live `notifications` poll beside it) is named by its own
-    /// `id`.
+    /// name), each once, at most `MAX_ARCHIVED_KEYS` and one more: archive rows lie only in
+    /// the answers under them, and a row elsewhere (a live `notifications` poll beside it)
+    /// is named by its own `id`. With more keys than the bound, every row of the answer is
+    /// taken as an archive row, as if all were: the walk compares each member of `data`
+    /// with each key, and a query may name thousands.
     pub archived_keys: Vec<String>,
 }
+
+/// See `QueryFacts::archived_keys`.
+pub const MAX_ARCHIVED_KEYS: usize = 16;
 
 /// A `notification(notificationId: N)` field: OsmoX answers an archived notification with
 /// the archive row's id, so N is the only tie to the real notification id.
@@ -263,7 +268,10 @@ impl<'a> Scan<'_, 'a, '_> {
             // Only the operation that runs, or a fragment it may spread, answers archive rows.
             if name == "archivedNotifications" && executed.is_some() {
                 self.facts.archived = true;
-                self.facts.archived_keys.push(key.to_string());
+                let keys = &mut self.facts.archived_keys;
+                if keys.len() <= MAX_ARCHIVED_KEYS && !keys.iter().any(|k| k == key) {
+                    keys.push(key.to_string());
+                }
             }
         }
         let has_args = toks.get(i + 1) == Some(&Tok::Punct(b'('));

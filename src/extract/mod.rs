@@ -213,24 +213,23 @@ pub fn read_rows<R>(
     let Value::Object(root) = root else {
         return Err(ExtractError::NotObject);
     };
-    let mut found = Collector {
-        archived_keys: query
-            .map(|q| q.archived_keys.iter().map(String::as_str).collect())
-            .unwrap_or_default(),
-        ..Collector::default()
-    };
+    let mut found = Collector::default();
     match query {
         // GraphQL.
         Some(query) => {
             if let Some(Value::Object(data)) = root.get("data") {
+                let keys = &query.archived_keys;
+                let everywhere = keys.len() > graphql::MAX_ARCHIVED_KEYS;
                 for (k, v) in data.members().iter().take(MAX_MEMBERS) {
+                    // `archivedNotifications` is a root field: its answer is one of `data`'s.
+                    found.archived = everywhere || keys.iter().any(|a| k.is(a));
                     // `notification(notificationId: N)` may answer an archived row under the
                     // archive's own id: N is the identity the caller asked about, and without
                     // it the answer is not delivered under a wrong id.
                     match query.notification_fields.iter().find(|f| k.is(&f.key)) {
-                        None => found.visit_under(k, v, 1, None),
+                        None => found.visit(v, 1, None),
                         Some(NotificationField { id: Some(id), .. }) => {
-                            found.visit_under(k, v, 1, Some(*id));
+                            found.visit(v, 1, Some(*id));
                         }
                         Some(_) => found.pass_over(v), // the id it asked for is not known
                     }
@@ -541,7 +540,7 @@ impl<'r, 'j> Fields<'r, 'j> {
 }
 
 #[derive(Default)]
-struct Collector<'a, 'q> {
+struct Collector<'a> {
     notifications: Vec<Notification<'a>>,
     skipped: usize,
     rows: Vec<RowTaken>,
@@ -550,30 +549,11 @@ struct Collector<'a, 'q> {
     seen: HashSet<u64>,
     /// Rows may be archive rows, whose `id` is the archive's: only `notificationId` (or the
     /// id a `notification` field asked for) names the notification. Set while the walk is
-    /// inside the answer under one of `archived_keys`.
+    /// inside the answer of an `archivedNotifications` field (`QueryFacts::archived_keys`).
     archived: bool,
-    /// The keys GraphQL `archivedNotifications` fields answer under (`QueryFacts`): a set,
-    /// since a query may name thousands and each member the walk enters is looked up.
-    archived_keys: HashSet<&'q str>,
 }
 
-impl<'a> Collector<'a, '_> {
-    /// `visit` the value of member `key`: inside the answer of an `archivedNotifications`
-    /// field, rows are archive rows.
-    fn visit_under(
-        &mut self,
-        key: &json::Str<'_>,
-        v: &'a Value<'a>,
-        depth: usize,
-        id_override: Option<u64>,
-    ) {
-        let outer = self.archived;
-        self.archived = outer
-            || (!self.archived_keys.is_empty() && self.archived_keys.contains(key.text().as_ref()));
-        self.visit(v, depth, id_override);
-        self.archived = outer;
-    }
-
+impl<'a> Collector<'a> {
     fn visit(&mut self, v: &'a Value<'a>, depth: usize, id_override: Option<u64>) {
         if depth > MAX_DEPTH {
             // Past the bound nothing is searched; a notification right here is still counted.
@@ -601,7 +581,7 @@ impl<'a> Collector<'a, '_> {
         let members = obj.members();
         for (k, v) in members.iter().take(MAX_MEMBERS) {
             if searched(k) {
-                self.visit_under(k, v, depth + 1, None);
+                self.visit(v, depth + 1, None);
             }
         }
         for (k, v) in members.iter().skip(MAX_MEMBERS) {
@@ -1210,6 +1190,36 @@ mod tests {
         );
         // The archive rows without `notificationId`, under either key, are still skipped.
         assert_eq!(x.skipped_objects, 2);
+    }
+
+    /// Each `archivedNotifications` key is kept once; past `MAX_ARCHIVED_KEYS` of them every
+    /// row counts as an archive row (the walk compares each member of `data` with each key),
+    /// so a live row without `notificationId` is skipped there, and read below the bound.
+    #[test]
+    fn past_the_bound_on_archive_keys_every_row_is_an_archive_row() {
+        let answer = |aliases: usize| {
+            let mut query = String::from("{ notifications { notifications { id deliveryStatus } }");
+            for a in 0..aliases {
+                query.push_str(&format!(
+                    " a{a}: archivedNotifications {{ archivedNotifications {{ id }} }}"
+                ));
+                query.push_str(&format!(
+                    " a{a}: archivedNotifications {{ archivedNotifications {{ id }} }}"
+                ));
+            }
+            query.push_str(" }");
+            let facts =
+                graphql_request_facts(&serde_json::to_vec(&json!({ "query": query })).unwrap());
+            let keys = facts.plain().unwrap().archived_keys.len();
+            let body =
+                br#"{"data":{"notifications":{"notifications":[{"id":1,"deliveryStatus":5}]}}}"#;
+            let x = extract(WatchKind::Graphql, body, &facts).unwrap();
+            (keys, x.notifications.len(), x.skipped_objects)
+        };
+        // Each alias twice, and the inner list field's name once: kept once each.
+        assert_eq!(answer(15), (16, 1, 0));
+        assert_eq!(answer(16), (17, 0, 1));
+        assert_eq!(answer(500), (17, 0, 1));
     }
 
     /// A third review: the operation that ran answered `n` through an inline fragment at its
