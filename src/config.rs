@@ -2006,6 +2006,28 @@ mod tests {
         }
     }
 
+    /// README's "Complete example" is what a deploy copies first: it must load, and give
+    /// what its table says of the fields it sets.
+    #[test]
+    fn readme_complete_example_loads() {
+        let readme = include_str!("../README.md");
+        let marker = "Complete example:\n\n```json\n";
+        let start = readme
+            .find(marker)
+            .expect("README has its complete example")
+            + marker.len();
+        let len = readme[start..]
+            .find("```")
+            .expect("the example's block ends");
+        let config = Config::from_json(&readme.as_bytes()[start..start + len], &|_| None)
+            .unwrap_or_else(|e| panic!("README's complete example is refused: {e}"));
+        let crm = &config.endpoints[0];
+        assert_eq!(crm.target.path, "/hooks/osmox?src=edge");
+        assert_eq!(crm.secrets.len(), 1);
+        assert_eq!(config.retry.max_attempts(), 4);
+        assert_eq!(config.dead_letter.map(|d| d.timeout_ms), Some(15_000));
+    }
+
     #[test]
     fn minimal_config_gets_every_default() {
         let config = parse(&endpoint(""));

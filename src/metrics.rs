@@ -210,6 +210,73 @@ mod tests {
         assert_eq!(m.get_for("crm", Metric::DeliveriesSuperseded), 0);
     }
 
+    /// README's Metrics section is what dashboards are built from: its table names every
+    /// metric and no other, and its per-endpoint list is `PER_ENDPOINT` and the histogram.
+    #[test]
+    fn readme_lists_every_metric_and_no_other() {
+        let readme = include_str!("../README.md");
+        let from = readme
+            .find("\n## Metrics\n")
+            .expect("README has a Metrics section");
+        let to = from
+            + readme[from..]
+                .find("\n## Limits\n")
+                .expect("and a section after it");
+        let section = &readme[from..to];
+        let ticked = |text: &str| -> Vec<String> {
+            text.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        };
+        let mut listed = Vec::new();
+        for row in section.lines().filter(|l| l.starts_with("| `")) {
+            let first = row.split('|').nth(1).unwrap_or_default();
+            let mut stem = String::new();
+            for name in ticked(first) {
+                // `bodies_skipped_status`, `_not_json`, ...: a suffix takes the first name's stem.
+                if let Some(suffix) = name.strip_prefix('_') {
+                    listed.push(format!("{stem}_{suffix}"));
+                } else {
+                    stem = name
+                        .rsplit_once('_')
+                        .map_or(String::new(), |(s, _)| s.to_string());
+                    listed.push(name);
+                }
+            }
+        }
+        let mut code: Vec<String> = Metric::ALL.iter().map(|m| m.name().to_string()).collect();
+        code.push(ATTEMPT_DURATION.to_string());
+        listed.sort_unstable();
+        code.sort_unstable();
+        assert_eq!(listed, code);
+
+        let per = section
+            .split("**Per endpoint.**")
+            .nth(1)
+            .and_then(|t| t.split("`wasmcustom").next())
+            .expect("README has its per-endpoint paragraph");
+        let mut listed = ticked(per);
+        let mut code: Vec<String> = Metric::PER_ENDPOINT
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect();
+        code.push(ATTEMPT_DURATION.to_string());
+        listed.sort_unstable();
+        code.sort_unstable();
+        assert_eq!(listed, code);
+
+        // The `stats_tags` rule README tells a deploy to copy is the shipped config's.
+        let shipped = include_str!("../envoy/envoy-demo.yaml");
+        let rule = shipped
+            .split("regex: '")
+            .nth(1)
+            .and_then(|r| r.split('\'').next())
+            .expect("the shipped config has a stats_tags regex");
+        assert!(section.contains(&format!("(`{rule}`, tag")), "{rule}");
+    }
+
     /// The host keeps its metric ids in a list indexed by `metric as usize`.
     #[test]
     fn all_lists_metrics_in_declaration_order() {
