@@ -2791,6 +2791,75 @@ mod tests {
         );
     }
 
+    /// README's Configuration reference gives each range with its ends included: a value at
+    /// either end loads, and is kept as given.
+    #[test]
+    fn every_range_end_the_readme_gives_is_accepted() {
+        for end in [Ends::Low, Ends::High] {
+            let pick = |low: u64, high: u64| if end == Ends::Low { low } else { high };
+            let (t, inflight, threshold, open) = (
+                pick(1, 600_000),
+                pick(1, 10_000),
+                pick(1, 1000),
+                pick(100, 86_400_000),
+            );
+            let (wait, channel, status) = (pick(0, 60_000), pick(1, 12), pick(1, 6));
+            let (attempts, body, buffered) =
+                (pick(1, 100), pick(1024, 64 << 20), pick(1 << 20, 512 << 20));
+            let (pending, remembered, tick, learned) = (
+                pick(1, 1_000_000),
+                pick(1024, 4_000_000),
+                pick(10, 60_000),
+                pick(1, 10_000),
+            );
+            let json = format!(
+                r#"{{"endpoints": [{{"name": "a", "url": "http://h/", "cluster": "c",
+                    "timeoutMs": {t}, "maxInFlight": {inflight}, "awaitResultMs": {wait},
+                    "circuitBreaker": {{"failureThreshold": {threshold}, "openMs": {open}}},
+                    "channelTypes": [{channel}], "deliveryStatuses": [{status}],
+                    "retry": {{"maxAttempts": {attempts}, "initialDelayMs": 1, "maxDelayMs": 1,
+                               "multiplier": 1.0, "jitter": 0.0}}}}],
+                  "watch": {{"maxBodyBytes": {body}, "maxBufferedBytes": {buffered}}},
+                  "limits": {{"maxPending": {pending}, "maxRemembered": {remembered}}},
+                  "deadLetter": {{"url": "http://d/", "cluster": "d", "timeoutMs": {t}}},
+                  "learn": {{"enabled": true, "cluster": "e", "allowHosts": ["a.b"],
+                             "timeoutMs": {t}, "maxLearned": {learned}}},
+                  "tickMs": {tick}}}"#
+            );
+            let config = Config::from_json(json.as_bytes(), &|_| None)
+                .unwrap_or_else(|e| panic!("{end:?}: {e}"));
+            let e = &config.endpoints[0];
+            assert_eq!(e.timeout_ms, t);
+            assert_eq!(u64::from(e.max_in_flight), inflight);
+            assert_eq!(e.await_result_ms, wait);
+            assert_eq!(u64::from(e.circuit.failure_threshold), threshold);
+            assert_eq!(e.circuit.open_ms, open);
+            assert_eq!(e.channel_types, Some(vec![channel]));
+            assert_eq!(u64::from(e.retry.max_attempts()), attempts);
+            assert_eq!(config.watch.max_body_bytes as u64, body);
+            assert_eq!(config.watch.max_buffered_bytes as u64, buffered);
+            assert_eq!(u64::from(config.limits.max_pending), pending);
+            assert_eq!(u64::from(config.limits.max_remembered), remembered);
+            assert_eq!(config.dead_letter.map(|d| d.timeout_ms), Some(t));
+            let learn = config.learn.unwrap();
+            assert_eq!((learn.timeout_ms, learn.max_learned as u64), (t, learned));
+            assert_eq!(config.tick_ms, tick);
+        }
+        // A schedule of 99 entries, each up to maxDelayMs, with the 100 attempts it implies.
+        let schedule = vec!["3600000"; 99].join(", ");
+        let json = format!(
+            r#"{{"endpoints": [{{"name": "a", "url": "http://h/", "cluster": "c"}}],
+                 "retry": {{"schedule": [{schedule}], "maxAttempts": 100, "jitter": 0.999}}}}"#
+        );
+        assert_eq!(parse(&json).retry.max_attempts(), 100);
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Ends {
+        Low,
+        High,
+    }
+
     #[test]
     fn rejects_out_of_range_numbers() {
         for (extra, msg) in [
