@@ -9,6 +9,8 @@
 //! passed over only while `KnownEvents` still holds the observation: passing one over then
 //! answers exactly what `KnownEvents` would for the row read again.
 
+use std::collections::VecDeque;
+
 use crate::extract::WatchKind;
 use crate::json::{SeenRow, SeenRows};
 
@@ -79,9 +81,9 @@ impl<K: Fn(u64) -> bool> SeenRows for Recall<'_, K> {
 
 #[derive(Debug, Default)]
 pub struct PageMemory {
-    pages: Vec<Page>,
-    /// The page to replace when a new request's page comes and all are taken.
-    next: usize,
+    /// Oldest first: a request's page goes to the back each time one is kept, and the
+    /// front one makes room for a new request's.
+    pages: VecDeque<Page>,
 }
 
 impl PageMemory {
@@ -107,42 +109,30 @@ impl PageMemory {
 
     /// Keep `body` as `key`'s last page, with `rows` to pass over when a later page repeats
     /// them. A page with no row to keep, or too large to keep, still replaces what `key`
-    /// had: the next page is likelier to repeat it than the one before.
+    /// had: the next page is likelier to repeat it than the one before. The pages kept are
+    /// those of the `PAGES` requests taken in last (README).
     pub fn remember(&mut self, key: u64, body: Vec<u8>, rows: Vec<SeenRow>) {
-        let at = self.pages.iter().position(|p| p.key == key);
+        if let Some(at) = self.pages.iter().position(|p| p.key == key) {
+            self.pages.remove(at);
+        }
         let mut by_lead: Vec<(u128, usize)> = rows
             .iter()
             .enumerate()
             .filter_map(|(i, r)| Some((lead(body.get(r.start..r.end)?)?, i)))
             .collect();
         if by_lead.is_empty() || body.len() > MAX_PAGE_BYTES {
-            if let Some(at) = at {
-                self.pages.swap_remove(at);
-                self.next = 0;
-            }
             return;
         }
         crate::heapsort::sort(&mut by_lead);
-        let page = Page {
+        if self.pages.len() >= PAGES {
+            self.pages.pop_front();
+        }
+        self.pages.push_back(Page {
             key,
             body,
             rows,
             by_lead,
-        };
-        match at {
-            Some(at) => {
-                if let Some(slot) = self.pages.get_mut(at) {
-                    *slot = page;
-                }
-            }
-            None if self.pages.len() < PAGES => self.pages.push(page),
-            None => {
-                if let Some(slot) = self.pages.get_mut(self.next) {
-                    *slot = page;
-                }
-                self.next = (self.next + 1) % PAGES;
-            }
-        }
+        });
     }
 }
 
@@ -348,6 +338,43 @@ mod tests {
             p.find(&body, rows[0].start, 1).is_none(),
             "the page it replaced"
         );
+    }
+
+    /// README: the pages kept are those of the VM's four latest requests. A review found the
+    /// first request ever kept evicted next, however often it was polled since (a dashboard
+    /// polling every second lost its page to each fourth other request), and, after a page
+    /// was dropped, the newest page evicted before older ones.
+    #[test]
+    fn the_pages_kept_are_those_of_the_latest_requests() {
+        let (body, rows) = page(&[1], "");
+        let keep = |m: &mut PageMemory, key: u64| m.remember(key, body.clone(), rows.clone());
+        let kept = |m: &PageMemory| {
+            let mut keys: Vec<u64> = (0..16).filter(|k| m.page(*k).is_some()).collect();
+            keys.sort_unstable();
+            keys
+        };
+        let mut m = PageMemory::new();
+        for key in 0..PAGES as u64 {
+            keep(&mut m, key);
+        }
+        // Request 0 polls again: it is now the latest, and 1 the one polled longest ago.
+        keep(&mut m, 0);
+        keep(&mut m, 4);
+        assert_eq!(kept(&m), [0, 2, 3, 4]);
+        keep(&mut m, 5);
+        assert_eq!(kept(&m), [0, 3, 4, 5]);
+        // A request whose page has no row to keep drops it; the others keep their order.
+        m.remember(0, body.clone(), Vec::new());
+        assert_eq!(kept(&m), [3, 4, 5]);
+        keep(&mut m, 6);
+        keep(&mut m, 7);
+        assert_eq!(
+            kept(&m),
+            [4, 5, 6, 7],
+            "3, the oldest, went; not 7's elders"
+        );
+        keep(&mut m, 8);
+        assert_eq!(kept(&m), [5, 6, 7, 8]);
     }
 
     /// A page of exactly the largest size is kept.
