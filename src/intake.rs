@@ -938,6 +938,41 @@ mod tests {
         assert_eq!(metrics.get(Metric::StoreConflicts), 1);
     }
 
+    /// `results_awaited` counts the deliveries held for a result, which `results_filled_in`
+    /// is read against (README, Limits): a SUCCESS without its result that is not placed,
+    /// its slot already holding a later event of the pair, holds nothing and is not counted.
+    #[test]
+    fn only_a_placed_delivery_counts_as_awaiting_its_result() {
+        use crate::delivery::ledger::Record;
+        let config = Config::from_json(
+            br#"{"endpoints": [{"name": "crm", "url": "http://h/a", "cluster": "c",
+                "awaitResultMs": 1000}]}"#,
+            &|_| None,
+        )
+        .unwrap();
+        let endpoint = &config.endpoints[0];
+        let (store, ledger, metrics) = laid_out();
+        let recorded = recording(&store, &ledger, &metrics);
+        let later = Slot::new("crm", 504, "later", b"{}".to_vec(), 0).of_generation(Generation(2));
+        let y = ledger.place(&store, None, later, 2).unwrap().slot();
+        let n = seen("2026-01-01T00:00:01.000Z", "null");
+        assert!(n.awaits_result());
+        let placed = recorded.place(endpoint, &n, "{}", Some(y), G1);
+        assert!(
+            matches!(placed, Ok(None)),
+            "not placed: a later event holds the slot"
+        );
+        assert_eq!(metrics.get(Metric::ResultsAwaited), 0);
+        match ledger.read(&store, y).unwrap() {
+            Record::Used(s) => assert_eq!(s.webhook_id, "later"),
+            other => panic!("{other:?}"),
+        }
+        // Placed, it is counted.
+        let placed = recorded.place(endpoint, &n, "{}", None, G1);
+        assert!(matches!(placed, Ok(Some(_))));
+        assert_eq!(metrics.get(Metric::ResultsAwaited), 1);
+    }
+
     /// Once the result reached every waiting delivery, the memory is told: the same view
     /// seen again (by another VM, which passes nothing over) fills in nothing more.
     #[test]
