@@ -231,8 +231,13 @@ impl<S: Store + ?Sized> Recording<'_, S> {
             return;
         };
         // Only the result: the view that shows it may have selected fewer fields than the one
-        // the body was written from (and an envelope keeps its timestamp).
-        let fill = |stored: &[u8]| crate::payload::with_result(stored, &result);
+        // the body was written from (and an envelope keeps its timestamp). A body that has it
+        // already was filled by an earlier view (one whose intake a store error left
+        // unfinished, or another worker's at the same time): not filled, counted or woken
+        // again.
+        let fill = |stored: &[u8]| {
+            crate::payload::with_result(stored, &result).filter(|filled| filled != stored)
+        };
         let mut stored = true;
         for place in &event.previous {
             let Some(endpoint) = endpoints
@@ -1012,6 +1017,62 @@ mod tests {
         assert_eq!(metrics.get(Metric::ResultsFilledIn), 1);
         let again = take(&with);
         assert_eq!((again.wake.len(), again.complete), (0, true));
+        assert_eq!(metrics.get(Metric::ResultsFilledIn), 1);
+    }
+
+    /// The memory is told of a result only once every delivery has it, so a view seen again
+    /// after a store error (or taken in by two workers at once, both before either told the
+    /// memory) fills in once more: what already has the result is not filled, counted or
+    /// woken again. A review found `results_filled_in` counting each delivery once per such
+    /// view, so `results_awaited` minus it (README: about how many went without their
+    /// result) came out below the truth, negative where every result arrived.
+    #[test]
+    fn a_delivery_given_its_result_is_not_given_it_again() {
+        use crate::delivery::ledger::Record;
+        let config = Config::from_json(
+            br#"{"endpoints": [{"name": "all", "url": "http://h/a", "cluster": "c",
+                "awaitResultMs": 2500}]}"#,
+            &|_| None,
+        )
+        .unwrap();
+        let store = Watched::laid_out(&config);
+        let metrics = crate::metrics::CountingMetrics::default();
+        let take = |n: &Notification| {
+            take_in(
+                None,
+                &config,
+                &config.endpoints,
+                Memory::new(config.limits.max_remembered),
+                &store,
+                &metrics,
+                std::slice::from_ref(n),
+                1_000,
+                7,
+            )
+        };
+        let held = take(&seen("2026-04-20T09:15:02.318Z", "null")).wake;
+        assert_eq!((held.len(), metrics.get(Metric::ResultsAwaited)), (1, 1));
+        let with = seen("2026-04-20T09:15:02.330Z", r#"{"messageId":"m"}"#);
+        // The verdict's read succeeds; telling the memory the result was given does not.
+        store.memory_reads_left.set(Some(1));
+        let first = take(&with);
+        assert_eq!((first.wake, first.complete), (held.clone(), false));
+        assert_eq!(metrics.get(Metric::ResultsFilledIn), 1);
+        store.memory_reads_left.set(None);
+        let again = take(&with);
+        assert_eq!((again.wake.len(), again.complete), (0, true));
+        assert_eq!(metrics.get(Metric::ResultsFilledIn), 1, "filled in once");
+        let Record::Used(slot) = Ledger::new(config.limits.max_pending)
+            .read(&store, held[0])
+            .unwrap()
+        else {
+            panic!("the delivery went");
+        };
+        let body = String::from_utf8(slot.body).unwrap();
+        assert_eq!(body.matches(r#""messageId":"m""#).count(), 1, "{body}");
+        // The memory was told at last: a third view fills in nothing.
+        let third = take(&with);
+        assert_eq!((third.wake.len(), third.complete), (0, true));
         assert_eq!(metrics.get(Metric::ResultsFilledIn), 1);
     }
 }
