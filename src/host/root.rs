@@ -455,6 +455,9 @@ impl Context for Root {
     /// callouts with it, and receivers that already took those webhooks would get them again
     /// once the claims lapsed; so it waits, at our word, until the replies are in (`done()`).
     fn on_done(&mut self) -> bool {
+        // Large bodies waiting for a tick (`read_later`): the last streams of a drained
+        // listener may have left some just before this context's end, with no tick to come.
+        read_later();
         succession::leave(self.context_id);
         // Closing gives up (and counts) the reports waiting for another try, in flight or not.
         self.with_sender(|sender, _, _, io| sender.close(io));
