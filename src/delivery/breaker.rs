@@ -318,7 +318,7 @@ impl EndpointState {
     /// Record the attempt's result and give back its place. Success closes the breaker and
     /// resets failures. A failure counts; at `failure_threshold`, or when the half-open probe
     /// fails, the breaker opens until `now + open_ms`. Failures of attempts that were already
-    /// in flight when it opened do not extend the open period.
+    /// in flight when it opened do not extend the open period, nor reopen it once half-open.
     pub fn record(
         &mut self,
         sender: u32,
@@ -337,6 +337,12 @@ impl EndpointState {
         }
         self.failures = self.failures.saturating_add(1);
         if self.is_open(now_ms) {
+            return;
+        }
+        if self.is_tripped() && !was_probe {
+            // Half-open: every attempt admitted now is the probe, so this one was on the
+            // wire before the breaker opened (a `timeoutMs` longer than `openMs`). The
+            // probe's verdict decides.
             return;
         }
         if was_probe || self.failures >= policy.failure_threshold.max(1) {
@@ -740,6 +746,30 @@ mod tests {
                 until_ms: 10_000,
                 announced: false
             }
+        );
+    }
+
+    /// An attempt in flight when the breaker opened that fails once it is half-open (its
+    /// `timeoutMs` longer than `openMs`) is not the probe: only the probe's verdict decides,
+    /// so it neither reopens the breaker behind the probe's back nor holds the deliveries
+    /// waiting for the probe another `openMs`.
+    #[test]
+    fn a_late_failure_while_half_open_leaves_the_verdict_to_the_probe() {
+        let mut s = EndpointState::default();
+        admit(&mut s, 7, 0); // in flight before the breaker opens
+        for slot in 0..3 {
+            admit(&mut s, slot, 0);
+            s.record(A, slot, false, 0, &POLICY);
+        }
+        assert_eq!(admit(&mut s, 1, 10_000), Admit::Granted, "the probe");
+        s.record(A, 7, false, 12_000, &POLICY);
+        assert!(!s.is_open(12_000), "half-open still: the probe is out");
+        assert_eq!(admit(&mut s, 2, 12_000), Admit::ProbeBusy);
+        s.record(A, 1, true, 12_500, &POLICY);
+        assert_eq!(
+            admit(&mut s, 3, 12_500),
+            Admit::Granted,
+            "the probe closed it"
         );
     }
 
