@@ -1042,6 +1042,26 @@ fn a_claim_lost_with_its_vm_lapses_after_the_timeout_and_margin_and_another_retr
     );
 }
 
+/// A reply that comes back after another sender finished its lapsed claim (or after the
+/// sender failed to record it, and the claim lapsed): the attempt left `in_flight` once,
+/// when the claim was finished, so the late reply must not take it out again (the gauge
+/// would wrap to about 1.8e19 in Envoy).
+#[test]
+fn a_reply_to_a_claim_another_sender_finished_leaves_in_flight_alone() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    let token = w.last().token;
+    assert_eq!(w.m(Metric::InFlight), 1);
+    w.now = T0 + 15_001;
+    w.sweep(); // VM 1 finds the claim lapsed and finishes it
+    assert_eq!(w.m(Metric::DeliveriesFailed), 1);
+    assert_eq!(w.m(Metric::InFlight), 0);
+    w.reply(0, token, 200, None);
+    assert_eq!(w.m(Metric::InFlight), 0, "counted out once");
+    assert_eq!(w.m(Metric::DeliveriesFailed), 1);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 0);
+}
+
 #[test]
 fn a_reset_without_headers_and_an_envoy_timeout_are_retried() {
     let mut w = World::new(ONE_ENDPOINT, 1);

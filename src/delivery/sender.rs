@@ -964,7 +964,6 @@ impl Sender {
                 return;
             }
         };
-        io.metrics.add(Metric::InFlight, -1);
         let retry_after = response.status.and_then(|status| {
             outcome::retry_after_ms(status, response.retry_after.as_deref(), io.now_ms)
         });
@@ -984,7 +983,12 @@ impl Sender {
             retry_after_ms: retry_after,
             duration_ms: duration,
         };
-        self.finish(config, endpoints, io, attempt);
+        // Counted out of `in_flight` by whoever records the attempt: here, or, when the slot
+        // no longer shows it (its claim lapsed and another sender finished or orphaned it, or
+        // recording failed and it will lapse), by that sender, which counts it out too.
+        if self.finish(config, endpoints, io, attempt) {
+            io.metrics.add(Metric::InFlight, -1);
+        }
         if self.closing {
             self.return_spares(io, true); // this sender sends nothing more
             return;
