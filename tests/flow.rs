@@ -2573,6 +2573,45 @@ fn a_closing_sender_finishes_its_attempt_and_leaves_the_next_to_the_others() {
     assert_eq!(w.m(Metric::Pending), 0);
     assert_eq!(w.m(Metric::InFlight), 0);
 }
+/// A closing sender ticks no more, so what its replies leave to do (the newer event queued
+/// behind its attempt, due now; a retry it would time) is handed on, as the host forwards it
+/// to the configuration that stays in the VM: left in the ledger alone, it waited for
+/// whichever sweep came across it, up to ten passes for an idle sender, not "as soon as"
+/// the older attempt finished.
+#[test]
+fn a_closing_sender_hands_on_what_its_replies_leave_to_do() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Pending, A)]);
+    w.observe(0, &[note(2, DeliveryStatus::Pending, A)]);
+    let sent = w.sent();
+    w.with(0, |s, _, io| s.close(io));
+    w.observe(1, &[note(1, DeliveryStatus::Success, B)]);
+    assert_eq!(
+        w.sent().len(),
+        2,
+        "the newer event waits behind the attempt"
+    );
+    w.reply(0, sent[0].token, 200, None);
+    w.reply(0, sent[1].token, 503, None);
+    let handed = w.senders[0].borrow_mut().take_handed();
+    let slots: Vec<u32> = handed.iter().map(|(slot, _)| *slot).collect();
+    assert_eq!(slots.len(), 2, "both handed on: {handed:?}");
+    // As the host does: the sender that stays is woken for them at its next tick.
+    for slot in slots {
+        w.with(1, |s, c, io| s.wake(c, &c.endpoints, io, slot));
+    }
+    assert_eq!(w.sent().len(), 3);
+    assert_eq!(w.last().body, r#"{"id":1,"deliveryStatus":5}"#);
+    w.now += 1_000;
+    w.tick(1);
+    assert_eq!(
+        w.sent().len(),
+        4,
+        "the retry, timed by the sender that stays"
+    );
+    assert_eq!(w.last().body, r#"{"id":2,"deliveryStatus":1}"#);
+}
+
 // ---- two workers at once, when the later event does not reach every endpoint ----
 
 const FINAL_ONLY: &str = r#"{

@@ -380,7 +380,9 @@ impl Sender {
         if s.state != State::Waiting {
             return;
         }
-        let ours = endpoints.iter().any(|e| e.name == s.endpoint)
+        // A closing sender ticks no more: what it wakes goes to the configuration that stays.
+        let ours = !self.closing
+            && endpoints.iter().any(|e| e.name == s.endpoint)
             && !self.handed_over.contains(&s.endpoint);
         if !ours {
             // A due one for a handed-over endpoint was given up already (`not_claimed`).
@@ -1075,10 +1077,15 @@ impl Sender {
         }
         match verdict {
             Verdict::Retrying => {
-                // Sweep at full speed until the retry is due.
-                self.busy_until_ms = self.busy_until_ms.max(slot_after.at_ms);
-                let key = endpoint_key(&slot_after.endpoint);
-                self.schedule(slot_after.at_ms, slot, key);
+                if self.closing {
+                    // It ticks no more: the configuration that stays in the VM times it.
+                    self.handed.push((slot, slot_after.endpoint.clone()));
+                } else {
+                    // Sweep at full speed until the retry is due.
+                    self.busy_until_ms = self.busy_until_ms.max(slot_after.at_ms);
+                    let key = endpoint_key(&slot_after.endpoint);
+                    self.schedule(slot_after.at_ms, slot, key);
+                }
                 io.metrics
                     .add_for(&slot_after.endpoint, Metric::RetriesScheduled, 1);
                 // `Retry(Timeout)`: the end-to-end tests look for this line.
