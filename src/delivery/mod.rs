@@ -12,3 +12,4 @@ pub mod reports;
 pub mod retry;
 pub mod sender;
 pub mod succession;
+pub mod tick;

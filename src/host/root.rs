@@ -18,6 +18,7 @@ use crate::delivery::ledger::Ledger;
 use crate::delivery::outcome::{envoy_local_reply, AttemptResponse, LOCAL_REPLY_MAX_BYTES};
 use crate::delivery::peers::{self, Rotation, PEERS_KEY};
 use crate::delivery::sender::{Dispatch, Io, Sender};
+use crate::delivery::tick::{self, Tick};
 use crate::events::{KnownEvents, Memory, RecentResponses};
 use crate::extract::{persisted, KnownRequests};
 use crate::hashing::{self, Seeded};
@@ -681,15 +682,18 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         read_later();
         if let Some(shared) = &self.shared {
-            let now = now_ms();
-            if now < self.regular_tick_at_ms {
-                // Early, for those reads alone: the next tick comes when the regular one is due.
-                shared.set_tick_period(self.regular_tick_at_ms - now);
-                shared.metrics.flush();
-                return;
+            match tick::plan(now_ms(), self.regular_tick_at_ms, shared.config.tick_ms) {
+                Tick::Early { next_in_ms } => {
+                    // For those reads alone: the next tick comes when the regular one is due.
+                    shared.set_tick_period(next_in_ms);
+                    shared.metrics.flush();
+                    return;
+                }
+                Tick::Regular { next_at_ms } => {
+                    self.regular_tick_at_ms = next_at_ms;
+                    shared.set_tick_period(shared.config.tick_ms);
+                }
             }
-            self.regular_tick_at_ms = now.saturating_add(shared.config.tick_ms);
-            shared.set_tick_period(shared.config.tick_ms);
         }
         // A closing root context only awaits its replies (the senders that stay sweep), and
         // still hands on the metrics of streams the old listener drains.

@@ -1,0 +1,80 @@
+//! A root context's tick: most ticks do the regular work (`tickMs` apart); a tick brought
+//! forward for large bodies waiting to be read (`tick_soon` in the host) does only those
+//! reads, and the timer is then set for when the regular one is due.
+
+/// What one tick does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// Only the reads that wait; the next tick comes in `next_in_ms` (at least 1), when the
+    /// regular one is due.
+    Early { next_in_ms: u64 },
+    /// The regular work; the next regular tick is due at `next_at_ms`, `tick_ms` on.
+    Regular { next_at_ms: u64 },
+}
+
+/// The tick at `now_ms`, the regular one being due at `regular_at_ms`, which the last
+/// regular tick set `tick_ms` after its own time.
+///
+/// The host's clock is the wall clock: stepped back (NTP, a resumed machine), or giving
+/// nothing (0), it can put the regular tick more than a period ahead, and waiting for it
+/// would stop the root context's regular work (retries, sweeps, heartbeats, metrics) for as
+/// long as the step. A regular tick can never be a whole period away, so such a tick is
+/// taken as the regular one, due now.
+pub fn plan(now_ms: u64, regular_at_ms: u64, tick_ms: u64) -> Tick {
+    let ahead = regular_at_ms.saturating_sub(now_ms);
+    if ahead > 0 && ahead < tick_ms {
+        return Tick::Early { next_in_ms: ahead };
+    }
+    Tick::Regular {
+        next_at_ms: now_ms.saturating_add(tick_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_tick_is_regular() {
+        assert_eq!(plan(1_000, 0, 200), Tick::Regular { next_at_ms: 1_200 });
+    }
+
+    #[test]
+    fn a_tick_brought_forward_waits_for_the_regular_one() {
+        assert_eq!(plan(1_050, 1_200, 200), Tick::Early { next_in_ms: 150 });
+        assert_eq!(plan(1_199, 1_200, 200), Tick::Early { next_in_ms: 1 });
+        assert_eq!(plan(1_200, 1_200, 200), Tick::Regular { next_at_ms: 1_400 });
+        assert_eq!(plan(1_450, 1_200, 200), Tick::Regular { next_at_ms: 1_650 });
+    }
+
+    /// The host's clock is the wall clock: stepped back (NTP, a VM resumed), the regular
+    /// tick set before the step lies further ahead than a period. Waiting for it stopped the
+    /// root context's retries, sweeps, heartbeats and metrics for as long as the step.
+    #[test]
+    fn a_clock_stepped_back_does_not_hold_the_regular_tick() {
+        // A regular tick at T set the next for T + 200; 150 ms later the clock went back an
+        // hour.
+        const T: u64 = 1_764_000_000_000;
+        let now = T + 150 - 3_600_000;
+        assert_eq!(
+            plan(now, T + 200, 200),
+            Tick::Regular {
+                next_at_ms: now + 200
+            }
+        );
+        // Back by less than the elapsed part of the period: still early, within a period.
+        match plan(T + 100, T + 200, 200) {
+            Tick::Early { next_in_ms } => assert!(next_in_ms <= 200),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A host whose clock gives nothing (`now_ms` 0 at every tick) still ticks regularly.
+    #[test]
+    fn a_clock_that_does_not_move_does_not_hold_the_regular_tick() {
+        let Tick::Regular { next_at_ms } = plan(0, 0, 200) else {
+            panic!("the first tick is regular");
+        };
+        assert_eq!(plan(0, next_at_ms, 200), Tick::Regular { next_at_ms: 200 });
+    }
+}
