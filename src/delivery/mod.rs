@@ -13,3 +13,4 @@ pub mod retry;
 pub mod sender;
 pub mod succession;
 pub mod tick;
+pub mod wake;

@@ -21,6 +21,7 @@ use super::root::{now_ms, Shared};
 use super::shared_store::SharedData;
 use crate::body::{Body, Budget};
 use crate::config::MAX_GRAPHQL_REQUEST_BYTES;
+use crate::delivery::wake;
 use crate::events;
 use crate::extract::{self, persisted, Extracted, RequestFacts, RequestHead, WatchKind};
 use crate::intake;
@@ -453,8 +454,8 @@ impl Reading<'_> {
         }
         match self.shared.wake_queue() {
             Some((queue, peer)) => {
-                let slots: Vec<u8> = intake.wake.iter().flat_map(|s| s.to_le_bytes()).collect();
-                if hostcalls::enqueue_shared_queue(queue, Some(&slots)).is_ok() && peer {
+                let item = wake::encode(&intake.wake);
+                if hostcalls::enqueue_shared_queue(queue, Some(&item)).is_ok() && peer {
                     metrics.add(Metric::WakeupsToPeers, 1);
                 }
             }

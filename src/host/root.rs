@@ -19,6 +19,7 @@ use crate::delivery::outcome::{envoy_local_reply, AttemptResponse, LOCAL_REPLY_M
 use crate::delivery::peers::{self, Rotation, PEERS_KEY};
 use crate::delivery::sender::{Dispatch, Io, Sender};
 use crate::delivery::tick::{self, Tick};
+use crate::delivery::wake;
 use crate::events::{KnownEvents, Memory, RecentResponses};
 use crate::extract::{persisted, KnownRequests};
 use crate::hashing::{self, Seeded};
@@ -384,14 +385,10 @@ impl Root {
         let Ok(Some(item)) = hostcalls::dequeue_shared_queue(queue_id) else {
             return;
         };
-        let (now, later) = item.split_at(item.len().min(SLOTS_PER_WAKE * 4));
+        let (slots, later) = wake::take(&item, SLOTS_PER_WAKE);
         if !later.is_empty() {
             let _ = hostcalls::enqueue_shared_queue(queue_id, Some(later));
         }
-        let slots: Vec<u32> = now
-            .chunks_exact(4)
-            .filter_map(|b| <[u8; 4]>::try_from(b).ok().map(u32::from_le_bytes))
-            .collect();
         self.wake_slots(slots);
     }
 
