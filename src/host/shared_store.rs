@@ -27,7 +27,11 @@ impl Store for SharedData {
 
 /// Create `key` with `value` unless it exists. Shared data has no atomic create, so this
 /// runs at configure time, before traffic: the main thread's VM configures before the
-/// workers' VMs are cloned, so in practice only it ever creates keys.
+/// workers' VMs are cloned, so in practice only it creates those keys. The one exception is
+/// a learned endpoint's breaker record (`Shared::endpoints`), created by whichever VM first
+/// rebuilds its endpoints after the registration: two VMs that do so at the same moment can
+/// both find it missing, and the second write would then reset what the first recorded in
+/// between (a narrow race, not seen).
 pub fn ensure(key: &str, value: &[u8]) {
     if let Ok((_, None)) = hostcalls::get_shared_data(key) {
         let _ = hostcalls::set_shared_data(key, Some(value), None);
