@@ -2922,6 +2922,11 @@ mod stepped {
 
     #[derive(Default)]
     pub struct SyncMetrics(Mutex<HashMap<Metric, i64>>);
+    impl SyncMetrics {
+        pub fn get(&self, m: Metric) -> i64 {
+            self.0.lock().unwrap().get(&m).copied().unwrap_or(0)
+        }
+    }
     impl Metrics for SyncMetrics {
         fn add(&self, m: Metric, d: i64) {
             *self.0.lock().unwrap().entry(m).or_insert(0) += d;
@@ -6431,4 +6436,147 @@ mod random_histories {
             }
         }
     }
+}
+
+/// Two workers take in two states of one notification at once, each into a fresh slot: VM 0
+/// IN_PROGRESS (g1) into X, VM 1 SUCCESS (g2), observed before VM 0 recorded X, into Y. A
+/// sender claims X just before VM 1 records Y and takes IN_PROGRESS back (on the wire, so only
+/// marked superseded); the endpoint has no free place, and the sender gives X back. A review
+/// found it put back to wait as if never taken back: once a place freed, IN_PROGRESS went out
+/// after SUCCESS. It never went out, so it ends there and then.
+#[test]
+fn a_claim_taken_back_while_it_waits_for_a_place_is_not_sent_after_the_newer_event() {
+    use stepped::*;
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 1, "headers""#);
+    let config = Config::from_json(json.as_bytes(), &|_| None).unwrap();
+    let store = SyncStore::default();
+    let ledger = Ledger::new(config.limits.max_pending);
+    for (k, v) in ledger.keys() {
+        store.set(&k, v, None).unwrap();
+    }
+    for k in Sender::keys(&config.endpoints) {
+        store.set(&k, b"{}", None).unwrap();
+    }
+    let metrics = SyncMetrics::default();
+    let memory = Memory::new(config.limits.max_remembered);
+    let now = T0;
+    let mut net_a = FakeNet::default();
+    let mut sender_a = sender(&config, 0);
+    let mut sender_b = sender(&config, 1);
+    // Notification 2 on the wire by sender A: the endpoint's one place is taken.
+    let wake = intake::take_in(
+        None,
+        &config,
+        &config.endpoints,
+        memory,
+        &store,
+        &metrics,
+        &[note(2, DeliveryStatus::Success, A)],
+        now,
+        1,
+    )
+    .wake;
+    {
+        let mut io = Io {
+            store: &store,
+            metrics: &metrics,
+            net: &mut net_a,
+            now_ms: now,
+        };
+        for slot in wake {
+            sender_a.wake(&config, &config.endpoints, &mut io, slot);
+        }
+    }
+    assert_eq!(net_a.sent.len(), 1);
+    let take_in = |g: &stepped::Gated, n: Notification, seed: u64| {
+        let got = intake::take_in(
+            None,
+            &config,
+            &config.endpoints,
+            memory,
+            g,
+            &metrics,
+            &[n],
+            now,
+            seed,
+        );
+        stepped::done(g);
+        got.wake
+    };
+    let mut net_b = FakeNet::default();
+    let y = std::thread::scope(|scope| {
+        let (g0, mut w0) = pair(&store);
+        let (g1, mut w1) = pair(&store);
+        let (g3, mut w3) = pair(&store);
+        let t0 = scope.spawn(move || take_in(&g0, note(1, DeliveryStatus::InProgress, B), 3));
+        let t1 = scope.spawn(move || take_in(&g1, note(1, DeliveryStatus::Success, C), 5));
+        w0.run_until(concat!("get ", shared_name!("q/m/"))); // IN_PROGRESS observed: g1
+        w1.run_until(concat!("get ", shared_name!("q/m/"))); // SUCCESS observed: g2, knows no slot
+        w0.finish(); // IN_PROGRESS placed in X and recorded
+        let x = t0.join().unwrap()[0];
+        let (config, sender_b, net_b) = (&config, &mut sender_b, &mut net_b);
+        let metrics = &metrics;
+        let t3 = scope.spawn(move || {
+            let mut io = Io {
+                store: &g3,
+                metrics,
+                net: net_b,
+                now_ms: now,
+            };
+            sender_b.wake(config, &config.endpoints, &mut io, x);
+            stepped::done(&g3);
+        });
+        w3.run_until(concat!("get ", shared_name!("ep/"))); // sender B claimed X, asks for a place
+        w1.finish(); // SUCCESS placed in Y and recorded; takes IN_PROGRESS in X back
+        let y = t1.join().unwrap()[0];
+        assert_ne!(x, y);
+        w3.finish(); // refused a place: X given back
+        t3.join().unwrap();
+        y
+    });
+    assert!(net_b.sent.is_empty(), "no place was free");
+    // The place comes back; SUCCESS goes and is taken; every sender sweeps for a minute.
+    let ok = AttemptResponse {
+        num_headers: 3,
+        status: Some(200),
+        retry_after: None,
+        local_failure: None,
+    };
+    let mut net = FakeNet {
+        next: 100,
+        ..FakeNet::default()
+    };
+    {
+        let token = net_a.sent[0].token;
+        let mut io = Io {
+            store: &store,
+            metrics: &metrics,
+            net: &mut net,
+            now_ms: now,
+        };
+        sender_a.on_response(&config, &config.endpoints, &mut io, token, &ok);
+        sender_a.wake(&config, &config.endpoints, &mut io, y);
+    }
+    for step in 1..=60u64 {
+        for s in [&mut sender_a, &mut sender_b] {
+            let tokens: Vec<u32> = net.sent.iter().map(|s| s.token).collect();
+            let mut io = Io {
+                store: &store,
+                metrics: &metrics,
+                net: &mut net,
+                now_ms: now + step * 1_000,
+            };
+            for token in tokens {
+                s.on_response(&config, &config.endpoints, &mut io, token, &ok);
+            }
+            s.tick(&config, &config.endpoints, &mut io);
+        }
+    }
+    let bodies: Vec<String> = net.sent.iter().map(|s| s.body.clone()).collect();
+    assert_eq!(
+        bodies,
+        [r#"{"id":1,"deliveryStatus":5}"#],
+        "IN_PROGRESS, taken back before it went out, never reaches the receiver"
+    );
+    assert_eq!(metrics.get(Metric::Pending), 0);
 }

@@ -605,7 +605,11 @@ impl Sender {
                     Admit::Full => (now + FULL_HOLD_MS, Hold::Places),
                     _ => (now + FULL_HOLD_MS, Hold::Probe),
                 };
-                self.unclaim(io, slot, &s.webhook_id, until, why);
+                if let Some((ended, promoted)) = self.unclaim(io, slot, &s.webhook_id, until, why) {
+                    let end = End::Superseded;
+                    self.conclude(config, endpoints, io, slot, end, &ended, promoted);
+                    return Tried::Ended;
+                }
                 let key = endpoint_key(&endpoint.name);
                 match why {
                     Hold::Circuit | Hold::Pause { .. } => self.schedule(until, slot, key),
@@ -620,7 +624,12 @@ impl Sender {
             if config.dead_letter.is_some() && !self.reports.has_room(now) {
                 // Its report would join too many on the wire: end it on a later tick.
                 let until = now + FULL_HOLD_MS;
-                self.unclaim(io, slot, &s.webhook_id, until, Hold::Reports);
+                let why = Hold::Reports;
+                if let Some((ended, promoted)) = self.unclaim(io, slot, &s.webhook_id, until, why) {
+                    let end = End::Superseded;
+                    self.conclude(config, endpoints, io, slot, end, &ended, promoted);
+                    return Tried::Ended;
+                }
                 self.schedule(until, slot, endpoint_key(&endpoint.name));
                 return Tried::Refused;
             }
@@ -898,11 +907,27 @@ impl Sender {
         }
     }
 
-    /// Give a claimed slot back unsent, due at `until`, noting why.
-    fn unclaim(&self, io: &mut Io, slot: u32, webhook_id: &str, until: u64, why: Hold) {
+    /// Give a claimed slot back unsent, due at `until`, noting why. One taken back while it
+    /// was claimed (`superseded`: another worker took in a later event of the notification
+    /// meanwhile, `Ledger::withdraw`) never went out: it ends here, as a failed attempt of it
+    /// would, rather than wait to go out after the later event. Then the delivery as it
+    /// ended, and whether an event queued behind it took the slot.
+    #[must_use]
+    fn unclaim(
+        &self,
+        io: &mut Io,
+        slot: u32,
+        webhook_id: &str,
+        until: u64,
+        why: Hold,
+    ) -> Option<(Slot, bool)> {
         let now = io.now_ms;
-        let _ = self.ledger.update(io.store, slot, |rec| match rec {
+        let ended_here = self.ledger.update(io.store, slot, |rec| match rec {
             Record::Used(mut x) if x.webhook_id == webhook_id && x.state == State::InFlight => {
+                if x.superseded {
+                    let (next, promoted) = ended(&mut x, now);
+                    return Some((next, Some((x, promoted))));
+                }
                 x.state = State::Waiting;
                 x.at_ms = until;
                 // Sendable as soon as a place frees, before `until`.
@@ -922,10 +947,11 @@ impl Sender {
                     }
                     Hold::Probe | Hold::Reports => {}
                 }
-                Some((Record::Used(x), ()))
+                Some((Record::Used(x), None))
             }
             _ => None,
         });
+        ended_here.ok().flatten().flatten()
     }
 
     fn free_if(&self, io: &mut Io, slot: u32, pred: impl Fn(&Record) -> bool) -> bool {
