@@ -4,7 +4,7 @@
 //! a callout made from a stream dies with it, so the root contexts send.
 
 use crate::config::{Config, Endpoint};
-use crate::delivery::ledger::{EventFor, FilledIn, Ledger, LedgerError, Placed, Slot};
+use crate::delivery::ledger::{EventFor, FilledIn, Ledger, LedgerError, Placed, Slot, Withdrawn};
 use crate::events::{endpoint_key, fnv1a64, Generation, KnownEvents, Memory, Place, Verdict};
 use crate::metrics::{Metric, Metrics};
 use crate::osmox::{DeliveryStatus, Notification};
@@ -361,12 +361,22 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                     && s.generation == held.generation
             };
             match self.ledger.withdraw(self.store, held.slot, which) {
-                Ok(Some(webhook_id)) => {
+                Ok(Some(Withdrawn::Freed(webhook_id))) => {
                     self.metrics.add(Metric::Pending, -1);
                     self.metrics.add(Metric::DeliveriesSuperseded, 1);
                     wake.retain(|w| *w != held.slot);
                     log::debug!(
                         "{webhook_id}: taken back for a later event taken in at the same time"
+                    );
+                }
+                // The slot still holds a delivery: the event that was queued behind this one.
+                Ok(Some(Withdrawn::Replaced(webhook_id))) => {
+                    self.metrics.add(Metric::DeliveriesSuperseded, 1);
+                    if !wake.contains(&held.slot) {
+                        wake.push(held.slot);
+                    }
+                    log::debug!(
+                        "{webhook_id}: taken back for a later event taken in at the same time; the event queued behind it takes its place"
                     );
                 }
                 Ok(None) => {}

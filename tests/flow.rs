@@ -3025,19 +3025,35 @@ mod stepped {
 /// X, SUCCESS queues behind that claim, the sender is refused a place (maxInFlight) and gives
 /// X back: Waiting, PENDING, with SUCCESS as successor. VM 1 then records and takes back
 /// PENDING (generation 1) from X. A review found `withdraw` freeing the slot, successor and
-/// all; a slot with a successor is now left alone.
+/// all; SUCCESS now takes the slot (a later review: leaving PENDING ahead of it let PENDING go
+/// out after IN_PROGRESS, below).
 #[test]
 fn a_take_back_never_frees_a_newer_event_queued_as_successor() {
-    successor_race(false);
+    successor_race(Race::InProgressRecordsFirst);
 }
 
 /// The same race, SUCCESS recording first.
 #[test]
 fn the_same_race_with_success_recording_first_delivers_success() {
-    successor_race(true);
+    successor_race(Race::SuccessRecordsFirst);
 }
 
-fn successor_race(success_records_first: bool) {
+/// The same race, and a place frees once IN_PROGRESS has recorded: its fresh slot Y goes out
+/// before SUCCESS records. A review found PENDING, left waiting in X ahead of SUCCESS, then
+/// going out after IN_PROGRESS; the take-back now drops it for the event queued behind it.
+#[test]
+fn a_take_back_of_a_waiting_event_with_a_successor_drops_it_for_the_successor() {
+    successor_race(Race::InProgressSentBeforeSuccessRecords);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Race {
+    InProgressRecordsFirst,
+    SuccessRecordsFirst,
+    InProgressSentBeforeSuccessRecords,
+}
+
+fn successor_race(race: Race) {
     use osmox_webhook_filter::delivery::ledger::Record;
     use stepped::*;
     let json = r#"{
@@ -3102,6 +3118,17 @@ fn successor_race(success_records_first: bool) {
         got.wake
     };
     let mut net_b = FakeNet::default();
+    // What goes out once the race is over, in order.
+    let mut io_net = FakeNet {
+        next: 100,
+        ..FakeNet::default()
+    };
+    let r = AttemptResponse {
+        num_headers: 3,
+        status: Some(200),
+        retry_after: None,
+        local_failure: None,
+    };
     std::thread::scope(|scope| {
         let (g0, mut w0) = pair(&store);
         let (g1, mut w1) = pair(&store);
@@ -3135,26 +3162,34 @@ fn successor_race(success_records_first: bool) {
             Record::Used(s) => assert!(s.successor.is_some(), "{s:?}"),
             other => panic!("{other:?}"),
         }
-        if success_records_first {
+        if race == Race::SuccessRecordsFirst {
             w2.finish();
             t2.join().unwrap();
             w1.finish();
             t1.join().unwrap();
         } else {
             w1.finish(); // IN_PROGRESS: fresh slot Y, recorded; takes back PENDING in X
-            t1.join().unwrap();
+            let y = t1.join().unwrap();
+            if race == Race::InProgressSentBeforeSuccessRecords {
+                // The place comes back, and IN_PROGRESS's VM wakes its sender for Y.
+                let token = net_a.sent[0].token;
+                let mut io = Io {
+                    store: &store,
+                    metrics,
+                    net: &mut io_net,
+                    now_ms: now,
+                };
+                sender_a.on_response(config, &config.endpoints, &mut io, token, &r);
+                for slot in y {
+                    sender_a.wake(config, &config.endpoints, &mut io, slot);
+                }
+            }
             w2.finish(); // SUCCESS recorded in X; takes back IN_PROGRESS in Y
             t2.join().unwrap();
         }
     });
-    // The endpoint's place comes back; every sender sweeps the whole ledger for a minute.
-    let mut io_net = FakeNet::default();
-    let r = AttemptResponse {
-        num_headers: 3,
-        status: Some(200),
-        retry_after: None,
-        local_failure: None,
-    };
+    // The endpoint's place comes back; every sender sweeps the whole ledger for a minute,
+    // and the receiver takes what it is sent.
     {
         let token = net_a.sent[0].token;
         let mut io = Io {
@@ -3167,12 +3202,16 @@ fn successor_race(success_records_first: bool) {
     }
     for step in 1..=40u64 {
         for s in [&mut sender_a, &mut sender_b] {
+            let tokens: Vec<u32> = io_net.sent.iter().map(|s| s.token).collect();
             let mut io = Io {
                 store: &store,
                 metrics: &metrics,
                 net: &mut io_net,
                 now_ms: now + step * 1_000,
             };
+            for token in tokens {
+                s.on_response(&config, &config.endpoints, &mut io, token, &r);
+            }
             s.tick(&config, &config.endpoints, &mut io);
         }
     }
@@ -3188,6 +3227,15 @@ fn successor_race(success_records_first: bool) {
         bodies.last().map(String::as_str),
         Some(r#"{"id":1,"deliveryStatus":5}"#),
         "SUCCESS, the newest state, must be delivered; sent for notification 1: {bodies:?}"
+    );
+    // PENDING (1), IN_PROGRESS (2), SUCCESS (5): never an older state after a newer one.
+    let statuses: Vec<&str> = bodies
+        .iter()
+        .map(|b| b.trim_start_matches(r#"{"id":1,"deliveryStatus":"#))
+        .collect();
+    assert!(
+        statuses.windows(2).all(|w| w[0] < w[1]),
+        "an older state went out after a newer one: {bodies:?}"
     );
 }
 

@@ -437,6 +437,15 @@ impl Placed {
     }
 }
 
+/// What `Ledger::withdraw` took back: the `webhook-id` of a delivery that had not gone out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Withdrawn {
+    /// Its slot is free.
+    Freed(String),
+    /// The newer event queued behind it holds its slot now, and is to be sent.
+    Replaced(String),
+}
+
 /// Where a fuller body reached a delivery (`Ledger::fill_in`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FilledIn {
@@ -558,22 +567,31 @@ impl Ledger {
         })
     }
 
-    /// Take back the delivery `slot` holds if `which` picks it: freed when it waits, its
-    /// webhook-id returned; marked `superseded` when it is on the wire, so that a failed
-    /// attempt ends it instead of retrying an older state after a newer one. A slot with a
-    /// newer event queued behind it is left alone: freeing it would drop that event too.
+    /// Take back the delivery `slot` holds if `which` picks it: when it waits, out of the
+    /// ledger, or, when a newer event is queued behind it (an attempt given back unsent for
+    /// want of a place), replaced by that event, due as it was; marked `superseded` when it
+    /// is on the wire, so that a failed attempt ends it instead of retrying an older state
+    /// after a newer one (an attempt with an event queued behind it ends so anyway).
     pub fn withdraw<S: Store + ?Sized>(
         &self,
         store: &S,
         slot: u32,
         which: impl Fn(&Slot) -> bool,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<Withdrawn>, StoreError> {
         let taken = self.update(store, slot, |rec| match rec {
-            Record::Used(s) if s.successor.is_some() || !which(&s) => None,
-            Record::Used(s) if s.state == State::Waiting => {
-                Some((Record::Free, Some(s.webhook_id)))
-            }
-            Record::Used(mut s) if !s.superseded => {
+            Record::Used(s) if !which(&s) => None,
+            Record::Used(mut s) if s.state == State::Waiting => match s.successor.take() {
+                None => Some((Record::Free, Some(Withdrawn::Freed(s.webhook_id)))),
+                Some(next) => {
+                    let body = next.body.into_bytes();
+                    let at = next.at_ms;
+                    let fresh = Slot::new(&s.endpoint, s.notification, &next.webhook_id, body, at)
+                        .of_generation(next.generation);
+                    let out = Withdrawn::Replaced(s.webhook_id);
+                    Some((Record::Used(fresh), Some(out)))
+                }
+            },
+            Record::Used(mut s) if s.successor.is_none() && !s.superseded => {
                 s.superseded = true;
                 Some((Record::Used(s), None))
             }
@@ -1030,6 +1048,59 @@ mod tests {
             (successor.webhook_id.as_str(), successor.generation),
             ("fifth", Generation(5))
         );
+    }
+
+    /// Taking back an event: one that waits leaves the ledger; one on the wire is marked, once;
+    /// one that waits ahead of a newer event queued behind it (its attempt was given back
+    /// unsent) gives that event its slot, due as it was; what `which` does not pick is left.
+    #[test]
+    fn withdraw_takes_back_only_what_has_not_gone_out_and_keeps_what_is_queued_behind() {
+        let (s, l) = ledger(8);
+        let event =
+            |id: &str, g: u32| Slot::new("a", 1, id, id.into(), 5).of_generation(Generation(g));
+        let first = |s: &Slot| s.generation == Generation(1);
+        // Waiting: freed.
+        let x = l.place(&s, None, event("one", 1), 0).unwrap().slot();
+        assert_eq!(l.withdraw(&s, x, |_| false).unwrap(), None);
+        assert!(matches!(l.read(&s, x).unwrap(), Record::Used(_)));
+        let taken = l.withdraw(&s, x, first).unwrap();
+        assert_eq!(taken, Some(Withdrawn::Freed("one".into())));
+        assert_eq!(l.read(&s, x).unwrap(), Record::Free);
+        // On the wire: marked superseded, not freed; a second take-back writes nothing.
+        let x = l.place(&s, None, event("one", 1), 1).unwrap().slot();
+        on_the_wire(&l, &s, x);
+        assert_eq!(l.withdraw(&s, x, first).unwrap(), None);
+        let marked = used(&l, &s, x);
+        assert!(marked.superseded && marked.state == State::InFlight);
+        let (_, cas) = s.get(&meta_key(x)).unwrap().unwrap();
+        assert_eq!(l.withdraw(&s, x, first).unwrap(), None);
+        assert_eq!(s.get(&meta_key(x)).unwrap().unwrap().1, cas);
+        // On the wire with a newer event queued behind it: left as it is.
+        let y = l.place(&s, None, event("two", 1), 2).unwrap().slot();
+        on_the_wire(&l, &s, y);
+        let queued = l.place(&s, Some(y), event("three", 3), 3).unwrap();
+        assert_eq!(queued, Placed::Queued(y));
+        let before = used(&l, &s, y);
+        assert_eq!(l.withdraw(&s, y, first).unwrap(), None);
+        assert_eq!(used(&l, &s, y), before);
+        // Given back unsent (waiting again), the event queued behind it: that one takes the
+        // slot, rather than go out after the one taken back.
+        l.update(&s, y, |rec| match rec {
+            Record::Used(mut slot) => {
+                slot.state = State::Waiting;
+                Some((Record::Used(slot), ()))
+            }
+            _ => None,
+        })
+        .unwrap();
+        let taken = l.withdraw(&s, y, first).unwrap();
+        assert_eq!(taken, Some(Withdrawn::Replaced("two".into())));
+        let now = used(&l, &s, y);
+        assert_eq!(
+            (now.webhook_id.as_str(), now.body.as_slice(), now.generation),
+            ("three", &b"three"[..], Generation(3))
+        );
+        assert!(now.is_due(5) && now.successor.is_none() && now.attempts == 0);
     }
 
     #[test]
