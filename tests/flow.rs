@@ -3023,10 +3023,11 @@ mod stepped {
 /// Three workers and a sender refused a place: VM 0 takes in PENDING (g1), VM 1 IN_PROGRESS
 /// (g2) before VM 0 records PENDING's fresh slot X, VM 2 SUCCESS (g3) after. A sender claims
 /// X, SUCCESS queues behind that claim, the sender is refused a place (maxInFlight) and gives
-/// X back: Waiting, PENDING, with SUCCESS as successor. VM 1 then records and takes back
-/// PENDING (generation 1) from X. A review found `withdraw` freeing the slot, successor and
-/// all; SUCCESS now takes the slot (a later review: leaving PENDING ahead of it let PENDING go
-/// out after IN_PROGRESS, below).
+/// X back. VM 1 then records and takes back PENDING (generation 1) from X. A review found
+/// `withdraw` freeing the slot, successor and all; a later one found PENDING, left waiting
+/// ahead of SUCCESS, going out after IN_PROGRESS (below), or at all: PENDING never went out,
+/// so SUCCESS takes its place when X is given back (and a take-back of a waiting event with
+/// one queued behind it gives that one the slot too).
 #[test]
 fn a_take_back_never_frees_a_newer_event_queued_as_successor() {
     successor_race(Race::InProgressRecordsFirst);
@@ -3040,7 +3041,7 @@ fn the_same_race_with_success_recording_first_delivers_success() {
 
 /// The same race, and a place frees once IN_PROGRESS has recorded: its fresh slot Y goes out
 /// before SUCCESS records. A review found PENDING, left waiting in X ahead of SUCCESS, then
-/// going out after IN_PROGRESS; the take-back now drops it for the event queued behind it.
+/// going out after IN_PROGRESS.
 #[test]
 fn a_take_back_of_a_waiting_event_with_a_successor_drops_it_for_the_successor() {
     successor_race(Race::InProgressSentBeforeSuccessRecords);
@@ -3054,7 +3055,7 @@ enum Race {
 }
 
 fn successor_race(race: Race) {
-    use osmox_webhook_filter::delivery::ledger::Record;
+    use osmox_webhook_filter::delivery::ledger::{Record, State};
     use stepped::*;
     let json = r#"{
       "endpoints": [{"name": "crm", "url": "http://hooks.local:8080/in", "cluster": "webhook_crm",
@@ -3156,10 +3157,13 @@ fn successor_race(race: Race) {
         });
         w3.run_until(concat!("get ", shared_name!("ep/"))); // sender B claimed X, asks for a place
         w2.run_until(concat!("get ", shared_name!("seen/"))); // SUCCESS queued behind the claim, not yet recorded
-        w3.finish(); // refused: X given back, Waiting, with SUCCESS as successor
+        w3.finish(); // refused: X given back unsent, SUCCESS takes PENDING's place
         t3.join().unwrap();
         match ledger.read(&store, x).unwrap() {
-            Record::Used(s) => assert!(s.successor.is_some(), "{s:?}"),
+            Record::Used(s) => assert!(
+                s.successor.is_none() && s.generation.0 == 3 && s.state == State::Waiting,
+                "{s:?}"
+            ),
             other => panic!("{other:?}"),
         }
         if race == Race::SuccessRecordsFirst {
@@ -3236,6 +3240,11 @@ fn successor_race(race: Race) {
     assert!(
         statuses.windows(2).all(|w| w[0] < w[1]),
         "an older state went out after a newer one: {bodies:?}"
+    );
+    // PENDING never went out before SUCCESS queued behind it: SUCCESS replaced it.
+    assert!(
+        !bodies.contains(&r#"{"id":1,"deliveryStatus":1}"#.to_string()),
+        "PENDING, given back unsent with SUCCESS queued behind it, went out: {bodies:?}"
     );
 }
 

@@ -910,8 +910,10 @@ impl Sender {
     /// Give a claimed slot back unsent, due at `until`, noting why. One taken back while it
     /// was claimed (`superseded`: another worker took in a later event of the notification
     /// meanwhile, `Ledger::withdraw`) never went out: it ends here, as a failed attempt of it
-    /// would, rather than wait to go out after the later event. Then the delivery as it
-    /// ended, and whether an event queued behind it took the slot.
+    /// would, rather than wait to go out after the later event. So does one that a newer
+    /// event queued behind while it was claimed: it waits again, and a newer event replaces
+    /// an older one that waits. Then the delivery as it ended, and whether an event queued
+    /// behind it took the slot.
     #[must_use]
     fn unclaim(
         &self,
@@ -924,7 +926,7 @@ impl Sender {
         let now = io.now_ms;
         let ended_here = self.ledger.update(io.store, slot, |rec| match rec {
             Record::Used(mut x) if x.webhook_id == webhook_id && x.state == State::InFlight => {
-                if x.superseded {
+                if x.superseded || x.successor.is_some() {
                     let (next, promoted) = ended(&mut x, now);
                     return Some((next, Some((x, promoted))));
                 }
