@@ -3054,6 +3054,124 @@ enum Race {
     InProgressSentBeforeSuccessRecords,
 }
 
+/// Two senders over one shared store, the endpoint's one place (`maxInFlight` 1) taken by
+/// sender A's attempt for notification 2: where the races below start.
+struct OnePlaceTaken {
+    config: Config,
+    store: stepped::SyncStore,
+    ledger: Ledger,
+    metrics: stepped::SyncMetrics,
+    memory: Memory,
+    net_a: FakeNet,
+    sender_a: Sender,
+    sender_b: Sender,
+}
+
+impl OnePlaceTaken {
+    fn new(json: &str, first: DeliveryStatus) -> Self {
+        use stepped::*;
+        let config = Config::from_json(json.as_bytes(), &|_| None).unwrap();
+        let store = SyncStore::default();
+        let ledger = Ledger::new(config.limits.max_pending);
+        for (k, v) in ledger.keys() {
+            store.set(&k, v, None).unwrap();
+        }
+        for k in Sender::keys(&config.endpoints) {
+            store.set(&k, b"{}", None).unwrap();
+        }
+        let metrics = SyncMetrics::default();
+        let memory = Memory::new(config.limits.max_remembered);
+        let mut net_a = FakeNet::default();
+        let mut sender_a = sender(&config, 0);
+        let sender_b = sender(&config, 1);
+        let wake = intake::take_in(
+            None,
+            &config,
+            &config.endpoints,
+            memory,
+            &store,
+            &metrics,
+            &[note(2, first, A)],
+            T0,
+            1,
+        )
+        .wake;
+        let mut io = Io {
+            store: &store,
+            metrics: &metrics,
+            net: &mut net_a,
+            now_ms: T0,
+        };
+        for slot in wake {
+            sender_a.wake(&config, &config.endpoints, &mut io, slot);
+        }
+        assert_eq!(net_a.sent.len(), 1);
+        OnePlaceTaken {
+            config,
+            store,
+            ledger,
+            metrics,
+            memory,
+            net_a,
+            sender_a,
+            sender_b,
+        }
+    }
+}
+
+/// Once a race is over: every second for `secs` seconds, each sender is answered `ok` for
+/// every attempt in `net` (a sender ignores tokens it did not hand out) and ticks.
+fn answer_and_sweep(
+    config: &Config,
+    store: &stepped::SyncStore,
+    metrics: &stepped::SyncMetrics,
+    senders: [&mut Sender; 2],
+    net: &mut FakeNet,
+    ok: &AttemptResponse,
+    secs: u64,
+) {
+    let [a, b] = senders;
+    for step in 1..=secs {
+        for s in [&mut *a, &mut *b] {
+            let tokens: Vec<u32> = net.sent.iter().map(|s| s.token).collect();
+            let mut io = Io {
+                store,
+                metrics,
+                net: &mut *net,
+                now_ms: T0 + step * 1_000,
+            };
+            for token in tokens {
+                s.on_response(config, &config.endpoints, &mut io, token, ok);
+            }
+            s.tick(config, &config.endpoints, &mut io);
+        }
+    }
+}
+
+/// One worker of a race takes `n` in through its gated store; the slots it wakes.
+fn take_in_gated(
+    config: &Config,
+    memory: Memory,
+    metrics: &stepped::SyncMetrics,
+    g: &stepped::Gated,
+    n: Notification,
+    seed: u64,
+) -> Vec<u32> {
+    let got = intake::take_in(
+        None,
+        config,
+        &config.endpoints,
+        memory,
+        g,
+        metrics,
+        &[n],
+        T0,
+        seed,
+    );
+    stepped::done(g);
+    got.wake
+}
+
 fn successor_race(race: Race) {
     use osmox_webhook_filter::delivery::ledger::{Record, State};
     use stepped::*;
@@ -3063,60 +3181,19 @@ fn successor_race(race: Race) {
                      "retry": {"maxAttempts": 3, "initialDelayMs": 1000, "multiplier": 2.0, "maxDelayMs": 60000, "jitter": 0.0}}],
       "limits": {"maxPending": 128, "maxRemembered": 1024}
     }"#;
-    let config = Config::from_json(json.as_bytes(), &|_| None).unwrap();
-    let store = SyncStore::default();
-    let ledger = Ledger::new(config.limits.max_pending);
-    for (k, v) in ledger.keys() {
-        store.set(&k, v, None).unwrap();
-    }
-    for k in Sender::keys(&config.endpoints) {
-        store.set(&k, b"{}", None).unwrap();
-    }
-    let metrics = SyncMetrics::default();
-    let memory = Memory::new(config.limits.max_remembered);
-    let now = T0;
-    let mut net_a = FakeNet::default();
-    let mut sender_a = sender(&config, 0);
-    let mut sender_b = sender(&config, 1);
-    // Notification 2 on the wire by sender A: the endpoint's one place is taken.
-    let wake = intake::take_in(
-        None,
-        &config,
-        &config.endpoints,
+    let OnePlaceTaken {
+        config,
+        store,
+        ledger,
+        metrics,
         memory,
-        &store,
-        &metrics,
-        &[note(2, DeliveryStatus::Pending, A)],
-        now,
-        1,
-    )
-    .wake;
-    {
-        let mut io = Io {
-            store: &store,
-            metrics: &metrics,
-            net: &mut net_a,
-            now_ms: now,
-        };
-        for slot in wake {
-            sender_a.wake(&config, &config.endpoints, &mut io, slot);
-        }
-    }
-    assert_eq!(net_a.sent.len(), 1);
+        mut net_a,
+        mut sender_a,
+        mut sender_b,
+    } = OnePlaceTaken::new(json, DeliveryStatus::Pending);
+    let now = T0;
     let take_in = |g: &stepped::Gated, n: Notification, seed: u64| {
-        let got = intake::take_in(
-            None,
-            &config,
-            &config.endpoints,
-            memory,
-            g,
-            &metrics,
-            &[n],
-            now,
-            seed,
-        );
-        stepped::done(g);
-        got.wake
+        take_in_gated(&config, memory, &metrics, g, n, seed)
     };
     let mut net_b = FakeNet::default();
     // What goes out once the race is over, in order.
@@ -3204,21 +3281,8 @@ fn successor_race(race: Race) {
         };
         sender_a.on_response(&config, &config.endpoints, &mut io, token, &r);
     }
-    for step in 1..=40u64 {
-        for s in [&mut sender_a, &mut sender_b] {
-            let tokens: Vec<u32> = io_net.sent.iter().map(|s| s.token).collect();
-            let mut io = Io {
-                store: &store,
-                metrics: &metrics,
-                net: &mut io_net,
-                now_ms: now + step * 1_000,
-            };
-            for token in tokens {
-                s.on_response(&config, &config.endpoints, &mut io, token, &r);
-            }
-            s.tick(&config, &config.endpoints, &mut io);
-        }
-    }
+    let senders = [&mut sender_a, &mut sender_b];
+    answer_and_sweep(&config, &store, &metrics, senders, &mut io_net, &r, 40);
     let bodies: Vec<String> = net_a
         .sent
         .iter()
@@ -6505,60 +6569,19 @@ mod random_histories {
 fn a_claim_taken_back_while_it_waits_for_a_place_is_not_sent_after_the_newer_event() {
     use stepped::*;
     let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 1, "headers""#);
-    let config = Config::from_json(json.as_bytes(), &|_| None).unwrap();
-    let store = SyncStore::default();
-    let ledger = Ledger::new(config.limits.max_pending);
-    for (k, v) in ledger.keys() {
-        store.set(&k, v, None).unwrap();
-    }
-    for k in Sender::keys(&config.endpoints) {
-        store.set(&k, b"{}", None).unwrap();
-    }
-    let metrics = SyncMetrics::default();
-    let memory = Memory::new(config.limits.max_remembered);
-    let now = T0;
-    let mut net_a = FakeNet::default();
-    let mut sender_a = sender(&config, 0);
-    let mut sender_b = sender(&config, 1);
-    // Notification 2 on the wire by sender A: the endpoint's one place is taken.
-    let wake = intake::take_in(
-        None,
-        &config,
-        &config.endpoints,
+    let OnePlaceTaken {
+        config,
+        store,
+        ledger: _,
+        metrics,
         memory,
-        &store,
-        &metrics,
-        &[note(2, DeliveryStatus::Success, A)],
-        now,
-        1,
-    )
-    .wake;
-    {
-        let mut io = Io {
-            store: &store,
-            metrics: &metrics,
-            net: &mut net_a,
-            now_ms: now,
-        };
-        for slot in wake {
-            sender_a.wake(&config, &config.endpoints, &mut io, slot);
-        }
-    }
-    assert_eq!(net_a.sent.len(), 1);
+        net_a,
+        mut sender_a,
+        mut sender_b,
+    } = OnePlaceTaken::new(&json, DeliveryStatus::Success);
+    let now = T0;
     let take_in = |g: &stepped::Gated, n: Notification, seed: u64| {
-        let got = intake::take_in(
-            None,
-            &config,
-            &config.endpoints,
-            memory,
-            g,
-            &metrics,
-            &[n],
-            now,
-            seed,
-        );
-        stepped::done(g);
-        got.wake
+        take_in_gated(&config, memory, &metrics, g, n, seed)
     };
     let mut net_b = FakeNet::default();
     let y = std::thread::scope(|scope| {
@@ -6614,21 +6637,8 @@ fn a_claim_taken_back_while_it_waits_for_a_place_is_not_sent_after_the_newer_eve
         sender_a.on_response(&config, &config.endpoints, &mut io, token, &ok);
         sender_a.wake(&config, &config.endpoints, &mut io, y);
     }
-    for step in 1..=60u64 {
-        for s in [&mut sender_a, &mut sender_b] {
-            let tokens: Vec<u32> = net.sent.iter().map(|s| s.token).collect();
-            let mut io = Io {
-                store: &store,
-                metrics: &metrics,
-                net: &mut net,
-                now_ms: now + step * 1_000,
-            };
-            for token in tokens {
-                s.on_response(&config, &config.endpoints, &mut io, token, &ok);
-            }
-            s.tick(&config, &config.endpoints, &mut io);
-        }
-    }
+    let senders = [&mut sender_a, &mut sender_b];
+    answer_and_sweep(&config, &store, &metrics, senders, &mut net, &ok, 60);
     let bodies: Vec<String> = net.sent.iter().map(|s| s.body.clone()).collect();
     assert_eq!(
         bodies,
