@@ -5008,6 +5008,70 @@ impl Store for RefusingLedgerWrites<'_> {
     }
 }
 
+/// A claim given back for lack of a place, whose give-back the store refuses (a write that
+/// kept losing its CAS race), stays claimed with nothing on the wire; once the claim lapses,
+/// the sender that finds it counts a lost attempt out of `in_flight`. A review: nothing had
+/// counted it in, so the gauge fell below zero (Envoy's unsigned gauge then shows 1.8e19).
+#[test]
+fn a_give_back_the_store_refuses_keeps_in_flight_from_falling_below_zero() {
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 1, "headers""#);
+    let mut w = World::new(&json, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    assert_eq!(w.sent().len(), 1, "the endpoint's one place is taken");
+    let memory = Memory::new(w.config.limits.max_remembered);
+    let n = note(2, DeliveryStatus::Success, A);
+    let (store, metrics) = (&w.store, &w.metrics);
+    let wake = intake::take_in(
+        None,
+        &w.config,
+        &w.config.endpoints,
+        memory,
+        store,
+        metrics,
+        &[n],
+        w.now,
+        7,
+    )
+    .wake;
+    {
+        // The claim is written; its give-back, with no place free, is refused.
+        let refusing = RefusingLedgerWrites {
+            inner: &w.store,
+            allowed: std::cell::Cell::new(1),
+        };
+        let mut net = w.net.borrow_mut();
+        let mut io = Io {
+            store: &refusing,
+            metrics: &w.metrics,
+            net: &mut *net,
+            now_ms: w.now,
+        };
+        for slot in wake {
+            w.senders[0]
+                .borrow_mut()
+                .wake(&w.config, &w.config.endpoints, &mut io, slot);
+        }
+    }
+    assert_eq!(w.sent().len(), 1, "no place was free");
+    let mut answered = 0;
+    let mut lowest = 0;
+    for _ in 0..60 {
+        w.answer_everything(200, &mut answered);
+        lowest = lowest.min(w.m(Metric::InFlight));
+        w.now += 1_000;
+        w.sweep();
+        lowest = lowest.min(w.m(Metric::InFlight));
+    }
+    assert_eq!(lowest, 0, "in_flight fell below zero");
+    assert_eq!(w.m(Metric::InFlight), 0);
+    assert_eq!(
+        w.m(Metric::DeliveriesSucceeded),
+        2,
+        "both delivered in the end"
+    );
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
 impl World {
     /// Take `n` in through VM 0's view of shared data, its ledger writes refused after the
     /// first `allowed`.

@@ -953,7 +953,13 @@ impl Sender {
             }
             _ => None,
         });
-        ended_here.ok().flatten().flatten()
+        match ended_here {
+            Ok(ended) => ended.flatten(),
+            Err(_) => {
+                claim_kept(io);
+                None
+            }
+        }
     }
 
     fn free_if(&self, io: &mut Io, slot: u32, pred: impl Fn(&Record) -> bool) -> bool {
@@ -1149,8 +1155,12 @@ impl Sender {
             let (next, promoted) = ended(&mut s, now);
             Some((next, (s, promoted)))
         });
-        if let Ok(Some((slot_after, promoted))) = result {
-            self.conclude(config, endpoints, io, slot, end, &slot_after, promoted);
+        match result {
+            Ok(Some((slot_after, promoted))) => {
+                self.conclude(config, endpoints, io, slot, end, &slot_after, promoted);
+            }
+            Ok(None) => {}
+            Err(_) => claim_kept(io),
         }
     }
 
@@ -1395,6 +1405,15 @@ fn lease_until(now_ms: u64, endpoint: &Endpoint) -> u64 {
 
 fn decode_state(bytes: Option<&[u8]>) -> EndpointState {
     bytes.and_then(EndpointState::decode).unwrap_or_default()
+}
+
+/// A claim a sender could not give back or end (the store refused the write: a CAS lost
+/// every time) stays claimed with nothing on the wire; when it lapses, the sender that finds
+/// it counts a lost attempt out of `in_flight`, so it is counted in now, or the gauge would
+/// fall below zero (an unsigned gauge in Envoy).
+fn claim_kept(io: &mut Io) {
+    io.metrics.add(Metric::StoreConflicts, 1);
+    io.metrics.add(Metric::InFlight, 1);
 }
 
 /// POST one attempt: the stored body, signed with this attempt's timestamp.
