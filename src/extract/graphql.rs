@@ -50,16 +50,12 @@ pub struct QueryFacts {
     /// `None` when there is no such field, more than one, or it carries a directive
     /// (`@skip`, `@include`: it may not have run) or sits inside a fragment.
     pub webhook_key: Option<String>,
-    /// The executed operation, or any fragment, selects `archivedNotifications` (under any
-    /// key): a row there has the archive's own `id`, so only a `notificationId` names the
-    /// notification.
-    pub archived: bool,
-    /// The keys such `archivedNotifications` fields answer under (their aliases, or the
-    /// name), each once, at most `MAX_ARCHIVED_KEYS` and one more: archive rows lie only in
-    /// the answers under them, and a row elsewhere (a live `notifications` poll beside it)
-    /// is named by its own `id`. With more keys than the bound, every row of the answer is
-    /// taken as an archive row, as if all were: the walk compares each member of `data`
-    /// with each key, and a query may name thousands.
+    /// The keys the executed operation's (or any fragment's) `archivedNotifications` fields
+    /// answer under (their aliases, or the name), each once, at most `MAX_ARCHIVED_KEYS`
+    /// and one more: archive rows lie only in the answers under them, and a row elsewhere
+    /// (a live `notifications` poll beside it) is named by its own `id`. With more keys
+    /// than the bound, every row of the answer is taken as an archive row: the walk
+    /// compares each member of `data` with each key, and a query may name thousands.
     pub archived_keys: Vec<String>,
 }
 
@@ -267,7 +263,6 @@ impl<'a> Scan<'_, 'a, '_> {
             self.keys.push((key, name));
             // Only the operation that runs, or a fragment it may spread, answers archive rows.
             if name == "archivedNotifications" && executed.is_some() {
-                self.facts.archived = true;
                 let keys = &mut self.facts.archived_keys;
                 if keys.len() <= MAX_ARCHIVED_KEYS && !keys.iter().any(|k| k == key) {
                     keys.push(key.to_string());
@@ -424,6 +419,12 @@ pub fn is_json_body(head: &RequestHead<'_>) -> bool {
 }
 
 impl QueryFacts {
+    /// The query selects `archivedNotifications`: a row there has the archive's own `id`, so
+    /// only a `notificationId` names the notification.
+    pub fn archived(&self) -> bool {
+        !self.archived_keys.is_empty()
+    }
+
     /// Remember a `notification` field; a second one under the same key with another (or an
     /// unknown) id leaves that key's id unknown.
     fn note_notification(&mut self, key: String, id: Option<u64>) {
@@ -811,16 +812,16 @@ mod tests {
                  query Old { archivedNotifications { archivedNotifications { notificationId deliveryStatus } } }";
         let archived = |operation: &str| {
             let f = facts_with(json!({"query": q, "operationName": operation}));
-            query(&f).archived
+            query(&f).archived()
         };
         assert!(!archived("Live"));
         assert!(archived("Old"));
         let f = facts_with(json!({"query": q}));
-        assert!(query(&f).archived, "without a name, either may run");
+        assert!(query(&f).archived(), "without a name, either may run");
         let q = "query Live { notifications { notifications { id } } ...F } \
                  fragment F on Query { archivedNotifications { archivedNotifications { id } } }";
         let f = facts_with(json!({"query": q, "operationName": "Live"}));
-        assert!(query(&f).archived);
+        assert!(query(&f).archived());
     }
 
     #[test]

@@ -174,7 +174,7 @@ mod tests {
         assert_eq!(known.entries.len(), 1, "kept once");
         // What is kept is what is answered: the request is not read again.
         let marked = RequestFacts::Plain(QueryFacts {
-            archived: true,
+            archived_keys: vec!["archivedNotifications".to_string()],
             ..query.clone()
         });
         known.entries[0].facts = marked.clone();

@@ -1159,7 +1159,7 @@ mod tests {
     fn an_archived_row_without_its_notification_id_is_skipped() {
         let request = br#"{"query":"{ a: archivedNotifications { archivedNotifications { id providerId deliveryStatus } } notifications { notifications { notificationId id deliveryStatus } } }"}"#;
         let facts = graphql_request_facts(request);
-        assert_eq!(facts.plain().map(|q| q.archived), Some(true));
+        assert_eq!(facts.plain().map(|q| q.archived()), Some(true));
         let body = br#"{"data":{"a":{"archivedNotifications":[{"id":7,"providerId":7,"deliveryStatus":5}]},"notifications":{"notifications":[{"notificationId":1042,"id":8,"deliveryStatus":5}]}}}"#;
         let x = extract(WatchKind::Graphql, body, &facts).unwrap();
         assert_eq!(summary(&x), vec![(1042, 5, None, None, None)]);

@@ -413,7 +413,7 @@ impl Reading<'_> {
             None => RequestFacts::Unread, // REST reading never looks at the facts
         };
         // Rows the last page of this request held too, in the same bytes, are not read again.
-        let archived = matches!(&facts, RequestFacts::Plain(q) if q.archived);
+        let archived = matches!(&facts, RequestFacts::Plain(q) if q.archived());
         let page = PageMemory::key(kind, archived, path, self.request);
         // (Each look-up borrows what this VM knows only while it asks: `take` learns.)
         let known = &self.shared.known;
