@@ -23,6 +23,8 @@ const MAX_TIMEOUT_MS: u64 = 600_000;
 const DEFAULT_MAX_IN_FLIGHT: u64 = 64;
 const DEFAULT_FAILURE_THRESHOLD: u64 = 5;
 const DEFAULT_OPEN_MS: u64 = 30_000;
+/// A bound on the bucket, not a target: far beyond what one Envoy sends one endpoint.
+const MAX_RATE: u64 = 100_000;
 /// How long a SUCCESS seen without its result waits for a view that shows it: OsmoX saves
 /// the result about 100 ms after the state (measured on v8.5), so a client still polling
 /// shows it well within this; one that stopped at SUCCESS costs this much delay.
@@ -116,6 +118,8 @@ pub struct Endpoint {
     pub retry: RetryPolicy,
     pub max_in_flight: u32,
     pub circuit: CircuitPolicy,
+    /// `None`: as fast as `maxInFlight` and the receiver allow.
+    pub rate_limit: Option<RateLimit>,
     /// Signing keys in order `secret`, `secrets...`, `secretEnv`; empty sends unsigned webhooks.
     pub secrets: Vec<Secret>,
     pub payload: Payload,
@@ -123,6 +127,14 @@ pub struct Endpoint {
     /// (0: sent at once, as seen).
     pub await_result_ms: u64,
     pub test_mode: TestMode,
+}
+
+/// A token bucket over all workers together: `burst` attempts may go at once, then one every
+/// `1 / per_second` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,6 +501,9 @@ impl Config {
             f.number(u64::from(e.max_in_flight));
             f.number(u64::from(e.circuit.failure_threshold));
             f.number(e.circuit.open_ms);
+            let rate = e.rate_limit.map_or((0, 0), |r| (r.per_second, r.burst));
+            f.number(u64::from(rate.0));
+            f.number(u64::from(rate.1));
             f.number(e.secrets.len() as u64);
             e.secrets.iter().for_each(|k| f.bytes(&k.digest()));
         }
@@ -861,6 +876,7 @@ struct RawEndpoint {
     retry: Option<RawRetry>,
     max_in_flight: Option<u64>,
     circuit_breaker: Option<RawCircuit>,
+    rate_limit: Option<RawRateLimit>,
     secret: Option<String>,
     secrets: Option<Vec<String>>,
     secret_env: Option<String>,
@@ -883,6 +899,7 @@ impl RawEndpoint {
             "retry",
             "maxInFlight",
             "circuitBreaker",
+            "rateLimit",
             "secret",
             "secrets",
             "secretEnv",
@@ -923,6 +940,7 @@ impl RawEndpoint {
                 "retry" => raw.retry = Some(RawRetry::read(p, v)?),
                 "maxInFlight" => raw.max_in_flight = Some(uint(p, v)?),
                 "circuitBreaker" => raw.circuit_breaker = Some(RawCircuit::read(p, v)?),
+                "rateLimit" => raw.rate_limit = Some(RawRateLimit::read(p, v)?),
                 "secret" => raw.secret = Some(secret(p, v)?),
                 "secrets" => {
                     raw.secrets = Some(list(p, v, "an array of secret strings", secret)?);
@@ -981,6 +999,45 @@ impl RawRetry {
             }
         }
         Ok(raw)
+    }
+}
+
+#[derive(Default)]
+struct RawRateLimit {
+    per_second: Option<u64>,
+    burst: Option<u64>,
+}
+
+impl RawRateLimit {
+    fn read(path: &str, node: &Value<'_>) -> Result<RawRateLimit, ConfigError> {
+        let mut raw = RawRateLimit::default();
+        for (key, v) in fields(path, node, &["perSecond", "burst"])? {
+            let p = &join(path, key);
+            match key {
+                "perSecond" => raw.per_second = Some(uint(p, v)?),
+                "burst" => raw.burst = Some(uint(p, v)?),
+                _ => {}
+            }
+        }
+        Ok(raw)
+    }
+
+    /// A bucket as deep as a second's worth unless told otherwise: "N a second" then holds
+    /// over any second that follows a quiet one.
+    fn compile(self, path: &str) -> Result<RateLimit, ConfigError> {
+        let per_second_path = join(path, "perSecond");
+        let Some(per_second) = self.per_second else {
+            return Err(invalid(per_second_path, "is required"));
+        };
+        let per_second = ranged_u32(&per_second_path, Some(per_second), 0, 1, MAX_RATE)?;
+        let burst = ranged_u32(
+            &join(path, "burst"),
+            self.burst,
+            per_second.into(),
+            1,
+            MAX_RATE,
+        )?;
+        Ok(RateLimit { per_second, burst })
     }
 }
 
@@ -1291,6 +1348,10 @@ impl RawEndpoint {
                     100,
                     86_400_000,
                 )?,
+            },
+            rate_limit: match self.rate_limit.take() {
+                Some(raw) => Some(raw.compile(&join(p, "rateLimit"))?),
+                None => None,
             },
             secrets: compile_secrets(
                 p,
@@ -1748,6 +1809,22 @@ mod tests {
         err(&endpoint(extra))
     }
 
+    /// A bucket a second deep unless `burst` says otherwise; none unless asked for; and the
+    /// sender's fingerprint moves with it, so a singleton sender notices a changed limit.
+    #[test]
+    fn a_rate_limit_defaults_its_burst_to_a_seconds_worth() {
+        let limit = |extra: &str| Config::from_json(endpoint(extra).as_bytes(), &env).unwrap();
+        let plain = limit("");
+        let per_second = limit(r#""rateLimit": {"perSecond": 20}"#);
+        let bursty = limit(r#""rateLimit": {"perSecond": 20, "burst": 3}"#);
+        assert_eq!(plain.endpoints[0].rate_limit, None);
+        let rate = |c: &Config| c.endpoints[0].rate_limit.map(|r| (r.per_second, r.burst));
+        assert_eq!(rate(&per_second), Some((20, 20)));
+        assert_eq!(rate(&bursty), Some((20, 3)));
+        let prints = [&plain, &per_second, &bursty].map(|c| c.delivery_fingerprint());
+        assert!(prints[0] != prints[1] && prints[1] != prints[2] && prints[0] != prints[2]);
+    }
+
     /// The brief's example, except `retry.maxAttempts`: 8 contradicts its 2-entry schedule.
     const FULL: &str = r#"{
       "endpoints": [
@@ -1834,6 +1911,7 @@ mod tests {
                         failure_threshold: 7,
                         open_ms: 45_000,
                     },
+                    rate_limit: None,
                     secrets: [S1, S2, S3, S_ENV]
                         .iter()
                         .map(|s| Secret::parse(s).unwrap())
@@ -1856,6 +1934,7 @@ mod tests {
                         failure_threshold: 5,
                         open_ms: 30_000,
                     },
+                    rate_limit: None,
                     secrets: vec![],
                     payload: Payload::Notification,
                     await_result_ms: DEFAULT_AWAIT_RESULT_MS,
@@ -2046,6 +2125,7 @@ mod tests {
                     failure_threshold: 5,
                     open_ms: 30_000,
                 },
+                rate_limit: None,
                 secrets: vec![],
                 payload: Payload::Notification,
                 await_result_ms: DEFAULT_AWAIT_RESULT_MS,
@@ -2898,6 +2978,26 @@ mod tests {
             (
                 r#""awaitResultMs": 60001"#,
                 "endpoints[0].awaitResultMs: must be between 0 and 60000",
+            ),
+            (
+                r#""rateLimit": {"burst": 5}"#,
+                "endpoints[0].rateLimit.perSecond: is required",
+            ),
+            (
+                r#""rateLimit": {"perSecond": 0}"#,
+                "endpoints[0].rateLimit.perSecond: must be between 1 and 100000",
+            ),
+            (
+                r#""rateLimit": {"perSecond": 100001}"#,
+                "endpoints[0].rateLimit.perSecond: must be between 1 and 100000",
+            ),
+            (
+                r#""rateLimit": {"perSecond": 5, "burst": 0}"#,
+                "endpoints[0].rateLimit.burst: must be between 1 and 100000",
+            ),
+            (
+                r#""rateLimit": {"perSecond": 5, "perMinute": 5}"#,
+                "configuration: unknown field `perMinute`, expected one of `perSecond`, `burst` at endpoints[0].rateLimit",
             ),
             (
                 r#""awaitResultMs": -1"#,

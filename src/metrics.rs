@@ -60,6 +60,7 @@ metrics! {
     DeliveriesGone => "deliveries_gone", Counter;
     DeliveriesExpired => "deliveries_expired", Counter;
     DeliveriesDropped => "deliveries_dropped", Counter;
+    DeliveriesRateLimited => "deliveries_rate_limited", Counter;
     DeliveriesSuperseded => "deliveries_superseded", Counter;
     DeliveriesOrphaned => "deliveries_orphaned", Counter;
     ResultsAwaited => "results_awaited", Counter;
@@ -96,6 +97,7 @@ impl Metric {
         Metric::DeliveriesGone,
         Metric::DeliveriesExpired,
         Metric::DeliveriesDropped,
+        Metric::DeliveriesRateLimited,
         Metric::CircuitsOpened,
         Metric::EndpointPauses,
     ];

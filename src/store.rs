@@ -16,7 +16,12 @@ pub type Cas = u32;
 /// update or during a drain, would read records written in another layout. The prefix is the
 /// format's version, so builds of different formats keep apart (each delivers what it took
 /// in) instead of misreading each other. Change it whenever what any key or queue holds
-/// changes; the flow test `the_shared_data_format_is_pinned` fails until you do.
+/// changes; the flow test `the_shared_data_format_is_pinned` fails until you do. One
+/// exception, since a new prefix costs users what the old one held (pending deliveries,
+/// learned registrations, the dedupe memory): a key added to a record whose readers skip
+/// keys they do not know, when losing it (an older build of this prefix writes the record
+/// back without it) costs nothing a user relies on. So far: the endpoint record's `r`, the
+/// rate limit's bucket, which an older build's write refills.
 #[macro_export]
 macro_rules! shared_name {
     ($name:literal) => {

@@ -40,6 +40,9 @@ pub struct EndpointState {
     /// verdict, so it leaves the circuit's own state alone, and no delivery's retry window
     /// pays for it.
     pause: Option<Pause>,
+    /// The rate limit's bucket is full again at this time, in Unix microseconds (GCRA's
+    /// theoretical arrival time); 0 once an admission found it full.
+    bucket_full_at_us: u64,
 }
 
 /// A pause the receiver at `target` (`BreakerPolicy::target`) asked for: one the
@@ -52,7 +55,7 @@ struct Pause {
 
 impl EndpointState {
     /// The stored form:
-    /// `{"f":..,"o":..,"p":{"s":..,"u":..},"l":[{"h":..,"n":..,"u":..}],"g":..,"q":..,"qt":..}`,
+    /// `{"f":..,"o":..,"p":{"s":..,"u":..},"l":[{"h":..,"n":..,"u":..}],"g":..,"q":..,"qt":..,"r":..}`,
     /// each key left out at its default, so a healthy idle endpoint is `{}`.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Out::default();
@@ -99,6 +102,10 @@ impl EndpointState {
             out.key("qt");
             out.uint(pause.target);
         }
+        if self.bucket_full_at_us != 0 {
+            out.key("r");
+            out.uint(self.bucket_full_at_us);
+        }
         out.end_object();
         out.into_bytes()
     }
@@ -117,6 +124,7 @@ impl EndpointState {
                     "g" => state.gone = r.optional(Reader::uint)?,
                     "q" => quiet_until = r.optional(Reader::uint)?,
                     "qt" => quiet_target = r.optional(Reader::uint)?,
+                    "r" => state.bucket_full_at_us = r.optional(Reader::uint)?.unwrap_or(0),
                     _ => r.skip()?,
                 }
                 Some(())
@@ -172,6 +180,32 @@ pub struct BreakerPolicy {
     pub max_in_flight: u32,
     /// Where the endpoint's webhooks go now (a hash of its cluster and URL).
     pub target: u64,
+    pub rate: Option<RatePolicy>,
+}
+
+/// An endpoint's rate limit as its record applies it (the generic cell rate algorithm): one
+/// attempt every `interval_us`, and `burst` at once after a quiet spell. One timestamp in the
+/// record is its whole state, so every worker applies one bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RatePolicy {
+    interval_us: u64,
+    burst: u32,
+}
+
+impl RatePolicy {
+    /// Rounded so that no more than `per_second` go in a second.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        RatePolicy {
+            interval_us: 1_000_000u64.div_ceil(u64::from(per_second.max(1))),
+            burst: burst.max(1),
+        }
+    }
+
+    /// How far ahead of now the bucket may be full again and still let an attempt go.
+    fn tolerance_us(self) -> u64 {
+        self.interval_us
+            .saturating_mul(u64::from(self.burst.saturating_sub(1)))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +222,10 @@ pub enum Admit {
     ProbeBusy,
     /// The endpoint answered 410 Gone at its current target.
     Gone,
+    /// The rate limit allows the next attempt at `until_ms`.
+    Throttled {
+        until_ms: u64,
+    },
 }
 
 impl EndpointState {
@@ -260,7 +298,18 @@ impl EndpointState {
         if free == 0 {
             return (Admit::Full, 0);
         }
-        let want = if half_open || self.failures > 0 {
+        if let Some(rate) = policy.rate {
+            let now_us = now_ms.saturating_mul(1000);
+            let full_at = self.bucket_full_at_us.max(now_us);
+            let from_us = full_at.saturating_sub(rate.tolerance_us());
+            if now_us < from_us {
+                let until_ms = from_us.div_ceil(1000);
+                return (Admit::Throttled { until_ms }, 0);
+            }
+            self.bucket_full_at_us = full_at.saturating_add(rate.interval_us);
+        }
+        // A rate limit takes one token per place: spare places would spend none.
+        let want = if half_open || self.failures > 0 || policy.rate.is_some() {
             1
         } else {
             want.max(1)
@@ -411,6 +460,9 @@ impl EndpointState {
         if self.pause.is_some_and(|p| p.until_ms <= now_ms) {
             self.pause = None;
         }
+        if self.bucket_full_at_us <= now_ms.saturating_mul(1000) {
+            self.bucket_full_at_us = 0;
+        }
     }
 }
 
@@ -423,6 +475,7 @@ mod tests {
         open_ms: 10_000,
         max_in_flight: 2,
         target: 7,
+        rate: None,
     };
     const LEASE_MS: u64 = 5_000;
     const A: u32 = 11;
@@ -528,6 +581,68 @@ mod tests {
         };
         assert_eq!(s.admit(A, 2, 1_000, 6_000, &moved), Admit::Granted);
         assert!(!s.is_paused(1_000), "lifted for good once moved");
+    }
+
+    /// `burst` go at once, then one every `1 / perSecond` s, whichever sender asks, through
+    /// the record's round trips; a refusal says when the next may go, and takes no place.
+    #[test]
+    fn a_rate_limit_lets_a_burst_go_then_one_an_interval_across_senders() {
+        let policy = BreakerPolicy {
+            max_in_flight: 100,
+            rate: Some(RatePolicy::new(4, 3)), // one every 250 ms, three at once
+            ..POLICY
+        };
+        let mut s = EndpointState::default();
+        let at = |s: &mut EndpointState, sender: u32, slot: u32, now: u64| {
+            let verdict = s.admit_up_to(sender, slot, now, now + LEASE_MS, &policy, 8);
+            *s = EndpointState::decode(&s.encode()).unwrap();
+            verdict
+        };
+        for (slot, sender) in [(1, A), (2, B), (3, A)] {
+            assert_eq!(
+                at(&mut s, sender, slot, 1_000),
+                (Admit::Granted, 1),
+                "one place each"
+            );
+        }
+        let throttled = Admit::Throttled { until_ms: 1_250 };
+        assert_eq!(at(&mut s, B, 4, 1_000), (throttled, 0));
+        assert_eq!(at(&mut s, B, 4, 1_249), (throttled, 0));
+        assert_eq!(s.in_flight(1_249), 3, "a refusal takes no place");
+        assert_eq!(at(&mut s, B, 4, 1_250).0, Admit::Granted);
+        assert_eq!(
+            at(&mut s, A, 5, 1_250).0,
+            Admit::Throttled { until_ms: 1_500 }
+        );
+        // Quiet for a while: the bucket refills to `burst`, no further.
+        let later = 10_000;
+        for slot in 6..9 {
+            assert_eq!(at(&mut s, A, slot, later).0, Admit::Granted);
+        }
+        assert!(matches!(at(&mut s, A, 9, later).0, Admit::Throttled { .. }));
+    }
+
+    /// One a second with a bucket of one: attempts a whole second apart, to the millisecond,
+    /// and a quiet spell saves up no more than the one.
+    #[test]
+    fn a_bucket_of_one_spaces_attempts_by_the_interval() {
+        let policy = BreakerPolicy {
+            rate: Some(RatePolicy::new(1, 1)),
+            ..POLICY
+        };
+        let mut s = EndpointState::default();
+        let mut at = |slot: u32, now: u64| {
+            let verdict = s.admit(A, slot, now, now + LEASE_MS, &policy);
+            if verdict == Admit::Granted {
+                s.record(A, slot, true, now + 10, &policy);
+            }
+            verdict
+        };
+        assert_eq!(at(1, 5_000), Admit::Granted);
+        assert_eq!(at(2, 5_999), Admit::Throttled { until_ms: 6_000 });
+        assert_eq!(at(2, 6_000), Admit::Granted);
+        assert_eq!(at(3, 60_000), Admit::Granted);
+        assert_eq!(at(4, 60_000), Admit::Throttled { until_ms: 61_000 });
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use crate::hashing::HashMap;
 
 use crate::config::{Config, Endpoint, Target};
-use crate::delivery::breaker::{Admit, BreakerPolicy, EndpointState};
+use crate::delivery::breaker::{Admit, BreakerPolicy, EndpointState, RatePolicy};
 use crate::delivery::due::Due;
 use crate::delivery::held::Held;
 use crate::delivery::ledger::{AttemptRecord, Ledger, Record, Slot, State};
@@ -178,6 +178,9 @@ enum Hold {
     Pause { credit_cap_ms: u64 },
     /// Ending it would send one dead-letter report too many at once.
     Reports,
+    /// The endpoint's rate limit allows no attempt yet. Not counted against its window: the
+    /// endpoint is not failing, and a backlog drains at the configured rate.
+    Rate,
 }
 
 /// What an attempt's outcome did to its delivery.
@@ -271,7 +274,14 @@ fn breaker_policy(e: &Endpoint) -> BreakerPolicy {
         open_ms: e.circuit.open_ms,
         max_in_flight: e.max_in_flight,
         target: fnv1a64(&[e.target.cluster.as_bytes(), url(&e.target).as_bytes()]),
+        rate: e.rate_limit.map(|r| RatePolicy::new(r.per_second, r.burst)),
     }
+}
+
+/// Whether a sender may keep places for later sends without asking the record: not under a
+/// rate limit, whose tokens only the record hands out, one per attempt.
+fn keeps_spares(e: &Endpoint) -> bool {
+    e.rate_limit.is_none()
 }
 
 fn url(t: &Target) -> String {
@@ -603,6 +613,11 @@ impl Sender {
                     }
                     Admit::Open { until_ms, .. } => (until_ms, Hold::Circuit),
                     Admit::Full => (now + FULL_HOLD_MS, Hold::Places),
+                    Admit::Throttled { until_ms } => {
+                        io.metrics
+                            .add_for(&endpoint.name, Metric::DeliveriesRateLimited, 1);
+                        (until_ms, Hold::Rate)
+                    }
                     _ => (now + FULL_HOLD_MS, Hold::Probe),
                 };
                 if let Some((ended, promoted)) = self.unclaim(io, slot, &s.webhook_id, until, why) {
@@ -776,7 +791,8 @@ impl Sender {
             // places taken below, uncounted there.
             spare.count = 0;
         }
-        if spare.count > 0 && spare.clean && spare.until_ms >= lease_until {
+        if spare.count > 0 && spare.clean && spare.until_ms >= lease_until && keeps_spares(endpoint)
+        {
             spare.count -= 1;
             spare.used = true;
             return Admit::Granted;
@@ -819,7 +835,7 @@ impl Sender {
     ) {
         let spare = self.spares.entry(endpoint.name.clone()).or_default();
         let (sender, block) = (self.id, block(endpoint));
-        if success && spare.clean && spare.until_ms > io.now_ms {
+        if success && spare.clean && spare.until_ms > io.now_ms && keeps_spares(endpoint) {
             // Keep the place for the next send; give back only what exceeds a block.
             spare.count += 1;
             spare.used = true;
@@ -933,9 +949,11 @@ impl Sender {
                 x.state = State::Waiting;
                 x.at_ms = until;
                 // Sendable as soon as a place frees, before `until`.
-                x.held = matches!(why, Hold::Places | Hold::Probe);
+                x.held = matches!(why, Hold::Places | Hold::Probe | Hold::Rate);
                 match why {
-                    Hold::Places => x.waiting_since_ms = x.waiting_since_ms.or(Some(now)),
+                    Hold::Places | Hold::Rate => {
+                        x.waiting_since_ms = x.waiting_since_ms.or(Some(now));
+                    }
                     // The endpoint is failing: the retry window opens.
                     Hold::Circuit => x.window_from_ms = x.window_from_ms.or(Some(now)),
                     // Credited now: it is not claimed again before `until`.
