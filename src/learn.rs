@@ -11,6 +11,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::config::{CircuitPolicy, Config, Endpoint, Learn, Target};
+use crate::delivery::breaker;
 use crate::events::repeats_a_key;
 use crate::extract::Registration;
 use crate::metrics::{Metric, Metrics};
@@ -27,6 +28,23 @@ pub const DEFAULT_CAPACITY: usize = 256;
 pub const MAX_URL_LEN: usize = 2048;
 /// Learned endpoints are named `learned-<providerId>`.
 pub const NAME_PREFIX: &str = "learned-";
+
+/// The name of the endpoint learned for `provider_id`.
+fn learned_name(provider_id: u64) -> String {
+    format!("{NAME_PREFIX}{provider_id}")
+}
+
+/// Create the learned endpoint's breaker record, before the map names the endpoint: every
+/// VM's CAS on it needs the key to exist (a write without CAS is unconditional), and a VM
+/// that created it on first listing the endpoint could overwrite another VM's first write
+/// (its places, a failure). Never written again once made; if this write fails, the host
+/// creates it on listing, as before.
+fn create_record<S: Store + ?Sized>(store: &S, provider_id: u64) {
+    let record = breaker::key(&learned_name(provider_id));
+    if let Ok(None) = store.get(&record) {
+        let _ = store.set(&record, b"{}", None);
+    }
+}
 /// A configured endpoint's defaults; learned ones cannot configure these.
 const MAX_IN_FLIGHT: u32 = 64;
 const CIRCUIT: CircuitPolicy = CircuitPolicy {
@@ -435,6 +453,7 @@ impl Registry {
             if entries.len() >= self.capacity {
                 return (Change::Full, false);
             }
+            create_record(store, provider_id);
             let at = entries.partition_point(|e| e.p < provider_id);
             entries.insert(
                 at,
@@ -465,7 +484,6 @@ impl Registry {
         })
     }
 
-    /// Read-modify-write the map; `f` says what changed and whether to write.
     /// Rewrite the map with `f` (which says what changed, and whether to write): the change,
     /// and how many mappings the write added (negative: removed).
     fn modify<S: Store + ?Sized>(
@@ -506,10 +524,7 @@ impl Registry {
         let entries = decode(current.as_ref().map(|(v, _)| v.as_slice()));
         let mut out = Vec::new();
         let entries = entries.get(..self.capacity).unwrap_or(&entries);
-        let names: Vec<String> = entries
-            .iter()
-            .map(|e| format!("{NAME_PREFIX}{}", e.p))
-            .collect();
+        let names: Vec<String> = entries.iter().map(|e| learned_name(e.p)).collect();
         let configured = config.endpoints.iter().map(|e| e.name.as_str());
         let repeats = repeats_a_key(configured.chain(names.iter().map(String::as_str)));
         let learned_repeats = repeats.get(config.endpoints.len()..).unwrap_or_default();
@@ -1000,6 +1015,31 @@ mod tests {
         assert_eq!(
             stored(&store),
             r#"[{"p":1,"u":"https://hooks.example.com/a"},{"p":2,"u":"https://x.partner.example.com/b"}]"#
+        );
+    }
+
+    /// A review suspected a race: the first VMs to list a learned endpoint both created its
+    /// record, the later write erasing the places the earlier one's VM had taken. The record
+    /// is made when the registration is learned, before any VM can list the endpoint, and
+    /// never again: a record in use is not reset by the same registration learned again.
+    #[test]
+    fn a_learned_endpoints_record_exists_before_the_map_names_it() {
+        let store = MemStore::new();
+        let reg = Registry::new(1);
+        let l = learn(false);
+        let record = |p: &str| store.get(&breaker::key(p)).unwrap().map(|(v, _)| v);
+        assert_eq!(reg.apply(&store, &upsert(7, A), &l), Ok(Change::Added));
+        assert_eq!(record("learned-7").as_deref(), Some(&b"{}"[..]));
+        store
+            .set(&breaker::key("learned-7"), br#"{"f":2}"#, None)
+            .unwrap();
+        assert_eq!(reg.apply(&store, &upsert(7, B), &l), Ok(Change::Changed));
+        assert_eq!(record("learned-7").as_deref(), Some(&br#"{"f":2}"#[..]));
+        assert_eq!(reg.apply(&store, &upsert(8, A), &l), Ok(Change::Full));
+        assert_eq!(
+            record("learned-8"),
+            None,
+            "no record for a registration not kept"
         );
     }
 

@@ -9,6 +9,11 @@
 
 use crate::record::{Out, Reader};
 
+/// The shared-data key of the endpoint `name`'s record.
+pub fn key(name: &str) -> String {
+    format!(crate::shared_name!("ep/{}"), name)
+}
+
 /// The attempts one sender has in flight to this endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Holder {

@@ -8,7 +8,7 @@
 use crate::hashing::HashMap;
 
 use crate::config::{Config, Endpoint, Target};
-use crate::delivery::breaker::{Admit, BreakerPolicy, EndpointState, RatePolicy};
+use crate::delivery::breaker::{self, Admit, BreakerPolicy, EndpointState, RatePolicy};
 use crate::delivery::due::Due;
 use crate::delivery::held::Held;
 use crate::delivery::ledger::{AttemptRecord, Ledger, Record, Slot, State};
@@ -251,14 +251,10 @@ pub struct Sender {
     handed: Vec<(u32, String)>,
 }
 
-fn breaker_key(name: &str) -> String {
-    format!(crate::shared_name!("ep/{}"), name)
-}
-
 /// No live configuration has `endpoint` any more: a circuit left open on it would stay
 /// counted in `circuits_open` for good, since no attempt will ever close it (a review).
 fn forget_breaker(io: &mut Io, endpoint: &str) {
-    let forgot = store::update(io.store, &breaker_key(endpoint), |cur| {
+    let forgot = store::update(io.store, &breaker::key(endpoint), |cur| {
         decode_state(cur)
             .is_tripped()
             .then(|| (EndpointState::default().encode(), ()))
@@ -336,7 +332,7 @@ impl Sender {
 
     /// Keys the sender needs created before traffic: one breaker record per endpoint.
     pub fn keys(endpoints: &[Endpoint]) -> impl Iterator<Item = String> + '_ {
-        endpoints.iter().map(|e| breaker_key(&e.name))
+        endpoints.iter().map(|e| breaker::key(&e.name))
     }
 
     pub fn in_flight(&self) -> usize {
@@ -801,7 +797,7 @@ impl Sender {
         let (sender, now, want) = (self.id, io.now_ms, block(endpoint));
         let until = lease_until.saturating_add(SPARE_MARGIN_MS);
         let mut verdict = (Admit::Full, 0, false);
-        let result = store::update(io.store, &breaker_key(&endpoint.name), |cur| {
+        let result = store::update(io.store, &breaker::key(&endpoint.name), |cur| {
             let mut state = decode_state(cur);
             let (admit, taken) = state.admit_up_to(sender, slot, now, until, &policy, want);
             verdict = (admit, taken, state.is_clean());
@@ -854,7 +850,7 @@ impl Sender {
         let quiet_ms = retry_after_ms
             .filter(|_| !success)
             .map(|ms| ms.min(endpoint.retry.max_delay_ms()));
-        let change = store::update(io.store, &breaker_key(&endpoint.name), |cur| {
+        let change = store::update(io.store, &breaker::key(&endpoint.name), |cur| {
             let mut state = decode_state(cur);
             let (was_open, was_paused) = (state.is_tripped(), state.is_paused(now));
             state.give_back(sender, returned);
@@ -900,7 +896,7 @@ impl Sender {
         let spare = self.spares.entry(endpoint.name.clone()).or_default();
         let returned = std::mem::take(&mut spare.count);
         let (sender, now, policy) = (self.id, io.now_ms, breaker_policy(endpoint));
-        let change = store::update(io.store, &breaker_key(&endpoint.name), |cur| {
+        let change = store::update(io.store, &breaker::key(&endpoint.name), |cur| {
             let mut state = decode_state(cur);
             let (was_open, was_gone) = (state.is_tripped(), state.is_gone(&policy));
             state.give_back(sender, returned);
@@ -1409,7 +1405,7 @@ fn retry_deadline(endpoint: &Endpoint, s: &Slot) -> Option<u64> {
 
 /// Give `n` unused places on endpoint `name`'s breaker record back to the others.
 fn give_back(io: &mut Io, name: &str, sender: u32, n: u32) {
-    let _ = store::update(io.store, &breaker_key(name), |cur| {
+    let _ = store::update(io.store, &breaker::key(name), |cur| {
         let mut state = decode_state(cur);
         state.give_back(sender, n);
         Some((state.encode(), ()))
