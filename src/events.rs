@@ -1867,6 +1867,12 @@ mod tests {
         s.set(LAYOUT_KEY, b"?", None).unwrap();
         assert_eq!(Memory::settle(&s, 2048).capacity(), 2048);
         assert_eq!(Memory::settle(&s, 4096).capacity(), 2048);
+        // A layout of no buckets (no build writes one) is laid out anew: adopted, every
+        // lookup would divide by zero.
+        s.set(LAYOUT_KEY, &0u32.to_le_bytes(), None).unwrap();
+        let relaid = Memory::settle(&s, 2048);
+        assert_eq!(relaid.capacity(), 2048);
+        assert_eq!(relaid.observe(&s, &note, 2).unwrap(), fresh(1));
     }
 
     #[test]
@@ -1975,6 +1981,113 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// Confirmation goes back and forth between 3 and 4 within one attempt: one stage, so a
+    /// view of either after the other is news, not a late answer, even without a time to
+    /// compare (README: "the confirmation states" are one stage). Giving QUEUED_CONFIRMATION
+    /// a stage of its own passed every other test.
+    #[test]
+    fn confirmation_going_back_and_forth_is_news_without_a_time() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        let untimed = |status| Notification {
+            updated_on: None,
+            ..n(1, status, 0, 1, T1)
+        };
+        assert_eq!(
+            m.observe(&s, &n(1, DeliveryStatus::AwaitingConfirmation, 0, 1, T1), 0)
+                .unwrap(),
+            fresh(1)
+        );
+        let queued = untimed(DeliveryStatus::QueuedConfirmation);
+        assert_eq!(m.observe(&s, &queued, 1).unwrap(), fresh(2));
+        let back = untimed(DeliveryStatus::AwaitingConfirmation);
+        assert_eq!(m.observe(&s, &back, 2).unwrap(), fresh(3));
+        assert_eq!(m.observe(&s, &queued, 3).unwrap(), fresh(4));
+        // An earlier stage of that attempt is still stale.
+        let late = untimed(DeliveryStatus::InProgress);
+        assert_eq!(m.observe(&s, &late, 4).unwrap(), Verdict::Stale);
+    }
+
+    /// A duplicate view fills in the `retryCount` the first view lacked, and the memory keeps
+    /// it: a late view of that attempt's earlier stage, without a time, is then known to be
+    /// of the same attempt, so stale. Not keeping it sent PENDING after IN_PROGRESS; no other
+    /// test noticed.
+    #[test]
+    fn a_retry_count_filled_in_orders_later_views() {
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        let mut thin = n(1, DeliveryStatus::InProgress, 0, 1, T2);
+        thin.retry_count = None;
+        assert_eq!(m.observe(&s, &thin, 0).unwrap(), fresh(1));
+        let full = n(1, DeliveryStatus::InProgress, 0, 1, T2);
+        assert_eq!(m.observe(&s, &full, 1).unwrap(), Verdict::Duplicate);
+        let kept = decode(s.get(&m.key(1)).unwrap().map(|(v, _)| v).as_deref());
+        assert_eq!(kept[0].retry_count, Some(0));
+        let mut late = n(1, DeliveryStatus::Pending, 0, 1, T1);
+        late.updated_on = None;
+        assert_eq!(m.observe(&s, &late, 2).unwrap(), Verdict::Stale);
+    }
+
+    /// Once any view showed a SUCCESS to be test mode, the memory keeps it: a later view that
+    /// did not select `result` but fills in another field reports it as test mode still, so
+    /// an endpoint that skips test mode does not take the event then (README, Limits).
+    #[test]
+    fn test_mode_once_seen_is_kept() {
+        use crate::osmox::ResultView::{NotSelected, Present};
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        let view = |provider, result, test_mode| Notification {
+            provider_id: provider,
+            result,
+            test_mode,
+            ..n(1, DeliveryStatus::Success, 0, 1, T1)
+        };
+        assert_eq!(
+            m.observe(&s, &view(None, NotSelected, false), 0).unwrap(),
+            fresh(1)
+        );
+        assert!(matches!(
+            m.observe(&s, &view(None, Present, true), 1).unwrap(),
+            Verdict::Filled { .. }
+        ));
+        match m
+            .observe(&s, &view(Some(1), NotSelected, false), 2)
+            .unwrap()
+        {
+            Verdict::Filled { before, .. } => assert!(before.test_mode, "{before:?}"),
+            other => panic!("{other:?}"),
+        }
+        let kept = decode(s.get(&m.key(1)).unwrap().map(|(v, _)| v).as_deref());
+        assert!(kept[0].test_mode);
+    }
+
+    /// An event judged new before the memory forgot its notification, recorded after the
+    /// memory learned the notification anew: its generation counts the old lineage, so it is
+    /// not recorded, and the new lineage's first event is not taken back for it. Recording it
+    /// made the later event's delivery look older and withdrew it.
+    #[test]
+    fn a_generation_from_before_the_memory_forgot_records_nothing() {
+        let (s, m) = (MemStore::new(), Memory::new(BUCKET_ENTRIES as u32));
+        m.observe(&s, &n(1, DeliveryStatus::Pending, 0, 1, T1), 0)
+            .unwrap();
+        assert_eq!(
+            m.observe(&s, &n(1, DeliveryStatus::InProgress, 0, 1, T2), 1)
+                .unwrap(),
+            fresh(2)
+        );
+        // One bucket: sixteen others push notification 1 out.
+        for id in 2..=17 {
+            m.observe(&s, &n(id, DeliveryStatus::Pending, 0, 1, T1), 10 + id)
+                .unwrap();
+        }
+        let newer = n(1, DeliveryStatus::Success, 0, 1, T3);
+        assert_eq!(m.observe(&s, &newer, 100).unwrap(), fresh(1));
+        let old = m.record_slots(&s, 1, Generation(2), &[at(11, 3)]).unwrap();
+        assert_eq!(old, vec![]);
+        let new = m.record_slots(&s, 1, Generation(1), &[at(11, 4)]).unwrap();
+        assert_eq!(new, vec![], "the newer event keeps its slot");
+        let kept = decode(s.get(&m.key(1)).unwrap().map(|(v, _)| v).as_deref());
+        let entry = kept.iter().find(|e| e.id == 1).unwrap();
+        assert_eq!(entry.slots, vec![held(11, 4, 1)]);
     }
 
     /// A kept time is a lower bound: a late view timed after it cannot be ordered by time,
