@@ -12,9 +12,9 @@
 use super::graphql::{read_graphql_request, RequestFacts, RequestHead};
 use crate::events::fnv1a64;
 
-/// The largest request body kept: a poll's query is a few hundred bytes, and each kept
-/// request holds a copy of its body.
-const MAX_KEPT_BODY: usize = 16 * 1024;
+/// The most a kept request holds, its body and the values of its head together: a poll's
+/// query is a few hundred bytes, and each kept request holds a copy of its body and head.
+const MAX_KEPT_BYTES: usize = 16 * 1024;
 
 #[derive(Debug)]
 pub struct KnownRequests {
@@ -71,7 +71,11 @@ impl KnownRequests {
             recall(hash)
         };
         let facts = read_graphql_request(head, body, &recall);
-        if !recalled.get() && body.len() <= MAX_KEPT_BODY {
+        let head_len = [head.method, head.content_type, head.content_encoding]
+            .iter()
+            .map(|v| v.map_or(0, <[u8]>::len))
+            .sum::<usize>();
+        if !recalled.get() && body.len().saturating_add(head_len) <= MAX_KEPT_BYTES {
             self.remember(Known {
                 hash,
                 method: head.method.map(<[u8]>::to_vec),
@@ -262,7 +266,7 @@ mod tests {
     #[test]
     fn a_large_body_is_read_every_time_and_not_kept() {
         let json = head("POST", Some("application/json"));
-        let padding = " ".repeat(MAX_KEPT_BODY);
+        let padding = " ".repeat(MAX_KEPT_BYTES);
         let big = format!(
             r#"{{"query":"query {{ notifications {{ notifications {{ id }} }} }}"{padding}}}"#
         );
@@ -270,6 +274,45 @@ mod tests {
         let facts = known.facts(&json, big.as_bytes(), &|_| None);
         assert!(matches!(facts, RequestFacts::Plain(_)));
         assert!(known.entries.is_empty());
+    }
+
+    /// What a kept request holds: its body and its head's values.
+    fn held(k: &Known) -> usize {
+        let len = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
+        k.body.len() + len(&k.method) + len(&k.content_type) + len(&k.content_encoding)
+    }
+
+    /// A review: only the body was bounded, so requests whose heads carry long values (a
+    /// `content-type` with a parameter of tens of KiB, which Envoy passes up to its header
+    /// limit of 60 KiB by default, 8 MiB at most) each kept all of it, 32 times over: far
+    /// past the README's bound on this memory. What a request keeps, head and body, is
+    /// bounded together.
+    #[test]
+    fn a_kept_request_holds_at_most_max_kept_body_head_included() {
+        let long_type = format!("application/json; x={}", "y".repeat(60 * 1024));
+        let long = RequestHead {
+            method: Some(b"POST"),
+            content_type: Some(long_type.as_bytes()),
+            content_encoding: None,
+        };
+        let mut known = KnownRequests::new(4);
+        for i in 0..8 {
+            let body = format!(
+                r#"{{"query":"query {{ notifications(options: {{limit: {i}}}) {{ notifications {{ id }} }} }}"}}"#
+            );
+            let want = read_graphql_request(&long, body.as_bytes(), &|_| None);
+            assert!(matches!(want, RequestFacts::Plain(_)));
+            assert_eq!(known.facts(&long, body.as_bytes(), &|_| None), want);
+            let over = known.entries.iter().map(held).max().unwrap_or(0);
+            assert!(over <= MAX_KEPT_BYTES, "a kept request holds {over} bytes");
+        }
+        // A short head is kept as before.
+        let json = head("POST", Some("application/json"));
+        known.facts(&json, POLL, &|_| None);
+        assert!(known
+            .entries
+            .iter()
+            .any(|k| k.is(hash(&json, POLL), &json, POLL)));
     }
 
     #[test]
