@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 
 use super::{is_guarded_alias, persisted, FREE_FORM_KEYS};
+use crate::hashing::HashMap;
 use crate::json::{self, Object, Value};
 
 /// Facts from a GraphQL request that its response alone cannot tell. A client chooses the
@@ -170,7 +171,7 @@ fn scan(query: &str, variables: Option<&Object<'_>>, operation: Option<&str>) ->
         facts: QueryFacts::default(),
         aliased: false,
         webhooks: 0,
-        keys: Vec::new(),
+        keys: HashMap::default(),
         braces: 0,
         parens: 0,
         definition: None,
@@ -192,14 +193,25 @@ struct Scan<'t, 'a, 'v> {
     aliased: bool,
     /// `webhook(…)` fields of executed mutations and of fragments.
     webhooks: usize,
-    /// (key, field) of every field of any definition, at any depth: inline fragments put
-    /// fields of the root deeper, and a conservative reading costs only the id correction.
-    keys: Vec<(&'a str, &'a str)>,
+    /// Every key a field of any definition answers under, at any depth (inline fragments put
+    /// fields of the root deeper, and a conservative reading costs only the id correction).
+    /// A map, as a query within the 64 KiB read may hold hundreds of `notification` fields
+    /// and thousands of others: a list cost the square of that.
+    keys: HashMap<&'a str, Key>,
     braces: usize,
     parens: usize,
     definition: Option<Definition<'a>>,
     /// The previous token opened a definition, so a name now is that definition's name.
     expect_name: bool,
+}
+
+/// What the fields answering under one key are.
+#[derive(Default)]
+struct Key {
+    /// A field other than `notification` answers under it.
+    other: bool,
+    /// The key's entry in `QueryFacts::notification_fields`.
+    notification: Option<usize>,
 }
 
 impl<'a> Scan<'_, 'a, '_> {
@@ -260,7 +272,9 @@ impl<'a> Scan<'_, 'a, '_> {
         let toks = self.toks;
         let executed = self.definition.filter(|d| d.executed(self.operation));
         if let Some(key) = answer_key(toks, i) {
-            self.keys.push((key, name));
+            if name != "notification" {
+                self.keys.entry(key).or_default().other = true;
+            }
             // Only the operation that runs, or a fragment it may spread, answers archive rows.
             if name == "archivedNotifications" && executed.is_some() {
                 let keys = &mut self.facts.archived_keys;
@@ -280,12 +294,12 @@ impl<'a> Scan<'_, 'a, '_> {
         if !has_args || directive {
             return;
         }
-        let key = || alias(toks, i).unwrap_or_else(|| name.to_string());
+        let key = alias(toks, i).unwrap_or(name);
         match name {
             "notification" => {
                 let id = argument(toks, i + 1, "notificationId")
                     .and_then(|v| resolve(v, self.variables));
-                self.facts.note_notification(key(), id);
+                self.note_notification(key, id);
             }
             // A fragment's may run too (the mutation may spread it): it is one more.
             "webhook" if matches!(d.kind, OpKind::Mutation | OpKind::Fragment) => {
@@ -296,10 +310,26 @@ impl<'a> Scan<'_, 'a, '_> {
                     .and_then(|j| toks.get(j))
                     .is_none_or(|t| *t == Tok::Punct(b'@'));
                 if d.kind == OpKind::Mutation && self.braces == 1 && !directed {
-                    self.facts.webhook_key = Some(key());
+                    self.facts.webhook_key = Some(key.to_string());
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Remember a `notification` field; a second one under the same key with another (or an
+    /// unknown) id leaves that key's id unknown.
+    fn note_notification(&mut self, key: &'a str, id: Option<u64>) {
+        let fields = &mut self.facts.notification_fields;
+        let noted = &mut self.keys.entry(key).or_default().notification;
+        match noted.and_then(|at| fields.get_mut(at)) {
+            Some(field) if field.id != id => field.id = None,
+            Some(_) => {}
+            None => {
+                *noted = Some(fields.len());
+                let key = key.to_string();
+                fields.push(NotificationField { key, id });
+            }
         }
     }
 
@@ -316,11 +346,7 @@ impl<'a> Scan<'_, 'a, '_> {
         // the one that runs) does not surely hold the `notification` answer: its id is not
         // known.
         for field in &mut facts.notification_fields {
-            if self
-                .keys
-                .iter()
-                .any(|(k, f)| *k == field.key && *f != "notification")
-            {
+            if self.keys.get(field.key.as_str()).is_some_and(|k| k.other) {
                 field.id = None;
             }
         }
@@ -424,16 +450,6 @@ impl QueryFacts {
     pub fn archived(&self) -> bool {
         !self.archived_keys.is_empty()
     }
-
-    /// Remember a `notification` field; a second one under the same key with another (or an
-    /// unknown) id leaves that key's id unknown.
-    fn note_notification(&mut self, key: String, id: Option<u64>) {
-        match self.notification_fields.iter_mut().find(|f| f.key == key) {
-            Some(field) if field.id != id => field.id = None,
-            Some(_) => {}
-            None => self.notification_fields.push(NotificationField { key, id }),
-        }
-    }
 }
 
 /// Whether the `:` at `colon`, outside arguments, makes the answer's keys untrustworthy.
@@ -474,11 +490,11 @@ fn after_arguments(toks: &[Tok<'_>], open: usize) -> Option<usize> {
 
 /// `alias:` before the field at `field`, if any. Inside a selection set (outside arguments)
 /// `Name :` can only be an alias.
-fn alias(toks: &[Tok<'_>], field: usize) -> Option<String> {
+fn alias<'a>(toks: &[Tok<'a>], field: usize) -> Option<&'a str> {
     let colon = toks.get(field.checked_sub(1)?)?;
     let name = toks.get(field.checked_sub(2)?)?;
     match (name, colon) {
-        (Tok::Name(a), Tok::Punct(b':')) => Some((*a).to_string()),
+        (Tok::Name(a), Tok::Punct(b':')) => Some(*a),
         _ => None,
     }
 }
@@ -1127,6 +1143,46 @@ mod tests {
         assert_eq!(first_id(&facts(q)), Some(5));
         let q = "query { n: notification(notificationId: 5) { ...on n { id } ...n @n(if: true) { id } } }";
         assert_eq!(first_id(&facts(q)), Some(5));
+    }
+
+    /// A review: each `notification` field was compared with every other one and with every
+    /// field of the document, so reading a query cost the square of its size: one within the
+    /// 64 KiB read (900 such fields and 11,000 others, each poll made new by a comment)
+    /// took tens of ms of the worker's thread, against well under one for a query of the
+    /// same size without them. Reading costs the same order whichever field the aliases name.
+    #[test]
+    fn a_query_of_many_notification_fields_costs_what_its_size_does() {
+        let body = |field: &str| {
+            let mut q = String::from("query {");
+            for i in 0..4000 {
+                q.push_str(&format!(" n{i}: {field}(notificationId: {i}) {{ id }}"));
+            }
+            q.push_str(&" a".repeat(20_000));
+            q.push('}');
+            serde_json::to_vec(&json!({ "query": q })).unwrap()
+        };
+        let read = |body: &[u8]| {
+            (0..3)
+                .map(|_| {
+                    let started = std::time::Instant::now();
+                    let facts = graphql_request_facts(body);
+                    let took = started.elapsed();
+                    assert!(matches!(facts, RequestFacts::Plain(_)));
+                    took
+                })
+                .min()
+                .unwrap()
+        };
+        let (many, other) = (body("notification"), body("notifications"));
+        let facts = graphql_request_facts(&many);
+        let fields = &query(&facts).notification_fields;
+        assert_eq!(fields.len(), 4000);
+        assert!(fields
+            .iter()
+            .enumerate()
+            .all(|(i, f)| f.id == Some(i as u64)));
+        let (many, other) = (read(&many), read(&other));
+        assert!(many <= other * 3, "{many:?} against {other:?}");
     }
 
     /// A second review: `provider_Id: channelType` is camel-cased into the body's `providerId`.
