@@ -263,10 +263,15 @@ mod tests {
         // The key did not exist at the first read, so the first write (no CAS) wins.
         assert_eq!(out, Ok(Some(())));
         assert_eq!(calls, 1);
+        let mut calls = 0;
         let out = update(store, "k", |_| {
+            calls += 1;
             s.set("k", b"other", None).unwrap();
             Some((b"mine".to_vec(), ()))
         });
         assert_eq!(out, Err(StoreError::CasMismatch));
+        // Every retry was tried, and none of them wrote.
+        assert_eq!(calls, CAS_RETRIES);
+        assert_eq!(s.get("k").unwrap().unwrap().0, b"other");
     }
 }
