@@ -920,6 +920,18 @@ mod tests {
         );
         let back = EndpointState::decode(json.as_bytes()).unwrap();
         assert_eq!(back, s);
+        // Gone at one target, paused at it: the keys the state above leaves out.
+        let s = EndpointState {
+            gone: Some(7),
+            pause: Some(Pause {
+                until_ms: 20_000,
+                target: 7,
+            }),
+            ..EndpointState::default()
+        };
+        let json = String::from_utf8(s.encode()).unwrap();
+        assert_eq!(json, r#"{"g":7,"q":20000,"qt":7}"#);
+        assert_eq!(EndpointState::decode(json.as_bytes()).unwrap(), s);
         let back = EndpointState::decode(b"{}").unwrap();
         assert_eq!(back, EndpointState::default());
         let back = EndpointState::decode(br#"{"f":1,"o":null,"x":[],"l":[]}"#).unwrap();

@@ -1176,9 +1176,11 @@ mod tests {
         slot.held = true;
         slot.window_from_ms = Some(1);
         slot.extended_ms = 1_795_000;
+        slot.waiting_since_ms = Some(1_700_000_000_500);
         slot.paused_ms = 1_000;
+        slot.superseded = true;
         let full = Record::Used(slot);
-        let json = r#"{"s":"f","at":1700000000000,"c":1,"x":1795000,"pz":1000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}","g":3,"at":1800000001000},"hd":true,"g":1}"#;
+        let json = r#"{"s":"f","at":1700000000000,"c":1,"x":1795000,"w":1700000000500,"pz":1000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}","g":3,"at":1800000001000},"hd":true,"g":1,"sp":true}"#;
         let stored = format!("{json}\n{{\n  \"id\": 7\n}}");
         assert_eq!(String::from_utf8(full.encode()).unwrap(), stored);
         assert_eq!(Record::decode(Some(stored.as_bytes())), full);
@@ -1190,13 +1192,18 @@ mod tests {
         };
         assert_eq!(unwaited.successor.map(|q| q.at_ms), Some(0));
         // Before the retry window: not yet open, not extended.
-        let earlier = stored.replace(",\"c\":1,\"x\":1795000,\"pz\":1000", "");
+        let earlier = stored.replace(",\"c\":1,\"x\":1795000,\"w\":1700000000500,\"pz\":1000", "");
         let Record::Used(read) = Record::decode(Some(earlier.as_bytes())) else {
             panic!("unreadable");
         };
         assert_eq!(
-            (read.window_from_ms, read.extended_ms, read.paused_ms),
-            (None, 0, 0)
+            (
+                read.window_from_ms,
+                read.extended_ms,
+                read.waiting_since_ms,
+                read.paused_ms
+            ),
+            (None, 0, None, 0)
         );
 
         assert_eq!(Record::Free.encode(), b"-");

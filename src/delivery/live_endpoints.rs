@@ -365,6 +365,25 @@ mod tests {
         );
     }
 
+    /// The stored format, every key included (the pinned flow fixture has no `learn`).
+    #[test]
+    fn entries_keep_their_stored_format() {
+        let entry = Entry {
+            id: 1,
+            seen_ms: 3,
+            since_ms: 2,
+            source: 4,
+            learns: Some(5),
+            names: vec!["crm".into(), "q\"".into()],
+        };
+        let stored = r#"[{"id":1,"at":3,"since":2,"src":4,"learn":5,"names":["crm","q\""]}]"#;
+        assert_eq!(
+            String::from_utf8(encode(std::slice::from_ref(&entry))).unwrap(),
+            stored
+        );
+        assert_eq!(decode(Some(stored.as_bytes())), [entry]);
+    }
+
     /// Shared data the host refuses to read or write.
     struct Refusing;
 
