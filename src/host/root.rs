@@ -15,6 +15,7 @@ use super::shared_store::{ensure, SharedData};
 use super::succession::{self, Standing};
 use crate::config::{Config, Endpoint, Role};
 use crate::delivery::ledger::Ledger;
+use crate::delivery::live_endpoints;
 use crate::delivery::outcome::{envoy_local_reply, AttemptResponse, LOCAL_REPLY_MAX_BYTES};
 use crate::delivery::peers::{self, Rotation, PEERS_KEY};
 use crate::delivery::sender::{Dispatch, Io, Sender};
@@ -599,6 +600,8 @@ impl RootContext for Root {
             ensure(Registry::key(), b"");
         }
         ensure(PEERS_KEY, b"");
+        // Senders' first beats race to write it: a CAS needs the key to exist.
+        ensure(live_endpoints::KEY, b"");
         if config.role == Role::Observer {
             let print = config.delivery_fingerprint().to_string();
             let _ = hostcalls::set_shared_data(OBSERVED_CONFIG_KEY, Some(print.as_bytes()), None);
