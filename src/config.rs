@@ -2017,6 +2017,27 @@ mod tests {
                 r#", "deadLetter": {"url": "http://d/", "cluster": "d"}"#,
             ),
             base.replace("ROLE", r#", "retry": {"maxAttempts": 3}"#),
+            // Each part of an endpoint the sender reads: a review found that dropping any one
+            // of these from the fingerprint failed no test.
+            base.replace(r#""name": "crm""#, r#""name": "crm2""#),
+            base.replace(r#""cluster": "c","#, r#""cluster": "d","#),
+            base.replace(r#""cluster": "c","#, r#""cluster": "c", "maxInFlight": 8,"#),
+            base.replace(
+                r#""cluster": "c","#,
+                r#""cluster": "c", "circuitBreaker": {"failureThreshold": 9},"#,
+            ),
+            base.replace(
+                r#""cluster": "c","#,
+                r#""cluster": "c", "circuitBreaker": {"openMs": 1000},"#,
+            ),
+            base.replace(
+                r#""cluster": "c","#,
+                r#""cluster": "c", "retry": {"maxAttempts": 3},"#,
+            ),
+            base.replace(
+                r#""cluster": "c","#,
+                r#""cluster": "c", "secrets": ["whsec_AgMEBQYHCAkKCwwNDg8QERITFBUWFxgZ"],"#,
+            ),
             base.replace(
                 "ROLE",
                 r#", "learn": {"enabled": true, "cluster": "e", "allowHosts": ["a.example"]}"#,
@@ -2059,12 +2080,21 @@ mod tests {
             ))
         };
         assert_ne!(dead_letter("Bearer a"), dead_letter("Bearer b"));
+        assert_ne!(
+            print(r#""deadLetter": {"url": "http://d/", "cluster": "d"}"#),
+            print(r#""deadLetter": {"url": "http://d/", "cluster": "d", "timeoutMs": 1000}"#)
+        );
         let learn = |extra: &str| {
             with(&format!(
                 r#""learn": {{"enabled": true, "cluster": "e", "allowHosts": ["a.example"]{extra}}}"#
             ))
         };
         let base = learn("");
+        // The egress cluster every learned endpoint goes through.
+        let moved =
+            with(r#""learn": {"enabled": true, "cluster": "f", "allowHosts": ["a.example"]}"#);
+        assert_ne!(moved.delivery_fingerprint(), base.delivery_fingerprint());
+        assert_ne!(moved.learn_fingerprint(), base.learn_fingerprint());
         for extra in [
             r#", "allowPrivate": true"#,
             r#", "timeoutMs": 1000"#,
@@ -2260,6 +2290,11 @@ mod tests {
             ),
             (
                 r#""originalDstHeader": "host""#,
+                "learn.originalDstHeader: is set by the filter and cannot be configured",
+            ),
+            // README: not `webhook-*` either, whose signature headers it would forge.
+            (
+                r#""originalDstHeader": "webhook-signature""#,
                 "learn.originalDstHeader: is set by the filter and cannot be configured",
             ),
             (
@@ -2542,6 +2577,10 @@ mod tests {
             err(r#"{"endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}], "watch": {"graphqlPaths": ["/graphql?x=1"]}}"#),
             "watch.graphqlPaths[0]: must not hold a query or fragment: paths are matched without them"
         );
+        assert_eq!(
+            err(r#"{"endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}], "watch": {"restPathPrefixes": ["/notifications#x"]}}"#),
+            "watch.restPathPrefixes[0]: must not hold a query or fragment: paths are matched without them"
+        );
     }
 
     #[test]
@@ -2735,6 +2774,22 @@ mod tests {
         assert_eq!(url_err("http://h:65536/"), "endpoints[0].url: invalid port");
         assert_eq!(url_err("http://h:/"), "endpoints[0].url: invalid port");
         assert_eq!(url_err("http://h%41/"), "endpoints[0].url: invalid host");
+        // An IPv6 literal holds hex digits, `:` and `.` (a v4-mapped tail) and nothing else.
+        assert_eq!(url_err("http://[::g]/"), "endpoints[0].url: invalid host");
+        assert_eq!(
+            url_err("http://[fe80::1%25eth0]/"),
+            "endpoints[0].url: invalid host"
+        );
+        assert_eq!(url_err("http://[]/"), "endpoints[0].url: invalid host");
+        assert_eq!(
+            url_err("http://[::1]x/"),
+            "endpoints[0].url: unexpected characters after [IPv6] host"
+        );
+        // `:path` and `:authority` carry ASCII: a raw `é` must be percent-encoded.
+        assert_eq!(
+            url_err("http://h/café"),
+            "endpoints[0].url: must be ASCII (percent-encode other characters)"
+        );
         assert_eq!(
             url_err("http://h x/"),
             "endpoints[0].url: must not contain spaces or control characters"
