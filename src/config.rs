@@ -2773,6 +2773,8 @@ mod tests {
         assert_eq!(url_err("http://h:0/"), "endpoints[0].url: invalid port");
         assert_eq!(url_err("http://h:65536/"), "endpoints[0].url: invalid port");
         assert_eq!(url_err("http://h:/"), "endpoints[0].url: invalid port");
+        // Digits only: `u16::from_str` would take a sign.
+        assert_eq!(url_err("http://h:+80/"), "endpoints[0].url: invalid port");
         assert_eq!(url_err("http://h%41/"), "endpoints[0].url: invalid host");
         // An IPv6 literal holds hex digits, `:` and `.` (a v4-mapped tail) and nothing else.
         assert_eq!(url_err("http://[::g]/"), "endpoints[0].url: invalid host");
@@ -3495,7 +3497,8 @@ mod tests {
         }
     }
 
-    /// DNS's own bounds: a label of 63 characters is a hostname, one of 64 is not.
+    /// DNS's own bounds: a label of 63 characters is a hostname, one of 64 is not; likewise
+    /// a name of 253 characters and one of 254.
     #[test]
     fn host_patterns_take_labels_of_up_to_63_characters() {
         let longest = format!("{}.example.com", "a".repeat(63));
@@ -3505,6 +3508,16 @@ mod tests {
         );
         let too_long = format!("*.{}.example.com", "a".repeat(64));
         assert_eq!(HostPattern::parse(&too_long), Err(bad_pattern(&too_long)));
+        // And a name of up to 253 characters: four labels of 63 and their dots make 255.
+        let label = "a".repeat(63);
+        let longest_name = format!("{label}.{label}.{label}.{}", "a".repeat(61));
+        assert_eq!(longest_name.len(), 253);
+        assert!(HostPattern::parse(&longest_name).is_ok());
+        let too_long_name = format!("{longest_name}a");
+        assert_eq!(
+            HostPattern::parse(&too_long_name),
+            Err(bad_pattern(&too_long_name))
+        );
     }
 
     #[test]
@@ -3533,5 +3546,7 @@ mod tests {
         };
         let prints = [with(r#""a.b""#), with(r#""a.b:80""#), with(r#""a.b:*""#)];
         assert!(prints[0] != prints[1] && prints[1] != prints[2] && prints[0] != prints[2]);
+        // So is a wildcard: `*.a.b` allows other hosts than `a.b`.
+        assert_ne!(with(r#""*.a.b""#), prints[0]);
     }
 }
