@@ -9,6 +9,7 @@
 //! passed over only while `KnownEvents` still holds the observation: passing one over then
 //! answers exactly what `KnownEvents` would for the row read again.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 
 use crate::extract::WatchKind;
@@ -20,9 +21,15 @@ pub const PAGES: usize = 4;
 /// Larger pages are not kept: each VM holds at most `PAGES` times this.
 pub const MAX_PAGE_BYTES: usize = 256 * 1024;
 
-/// A row is looked up by its first bytes (in OsmoX, its id and the key after it), then
-/// compared whole. Shorter rows are not remembered: they cost little to read.
+/// A row is looked up by its first bytes (in OsmoX's REST answers, its id and the key after
+/// it; in GraphQL, whatever the query selects first), then compared whole. Shorter rows are not remembered: they cost little to read.
 const LEAD: usize = 16;
+
+/// Rows sharing a lead compared at most per look-up, besides the row after the last one
+/// found. Rows can share theirs (a GraphQL query that selects `channelType` first gives every
+/// row of channel 1 the same first 16 bytes), and comparing each with all of them cost the
+/// square of their number: a row not found in reach is read, which answers the same.
+const MAX_CANDIDATES: usize = 8;
 
 #[derive(Debug)]
 pub struct Page {
@@ -36,30 +43,51 @@ pub struct Page {
 impl Page {
     /// The rows of this page `knows` (by their observation's identity) as a [`SeenRows`].
     pub fn recall<K: Fn(u64) -> bool>(&self, knows: K) -> Recall<'_, K> {
-        Recall { page: self, knows }
+        Recall {
+            page: self,
+            knows,
+            next: Cell::new(0),
+        }
     }
 
     /// The row of this page at `depth` whose bytes `src` repeats from `start` on.
+    #[cfg(test)]
     fn find(&self, src: &[u8], start: usize, depth: usize) -> Option<SeenRow> {
+        self.find_after(src, start, depth, usize::MAX)
+            .map(|(_, row)| row)
+    }
+
+    /// `find`, trying the row at `next` first (a repeated page repeats its rows in order),
+    /// then up to `MAX_CANDIDATES` rows of the same lead; with the index of the row found.
+    fn find_after(
+        &self,
+        src: &[u8],
+        start: usize,
+        depth: usize,
+        next: usize,
+    ) -> Option<(usize, SeenRow)> {
         let lead = lead(src.get(start..)?)?;
-        let first = self.by_lead.partition_point(|(l, _)| *l < lead);
-        self.by_lead
-            .get(first..)?
-            .iter()
-            .take_while(|(l, _)| *l == lead)
-            .filter_map(|(_, i)| self.rows.get(*i))
-            .find(|r| {
-                let old = self.body.get(r.start..r.end).unwrap_or_default();
-                r.depth == depth
-                    && src
-                        .get(start..start + old.len())
-                        .is_some_and(|new| same_bytes(old, new))
-            })
-            .map(|r| SeenRow {
-                start,
-                end: start + (r.end - r.start),
-                ..*r
-            })
+        let repeats = |i: usize| {
+            let r = self.rows.get(i)?;
+            let old = self.body.get(r.start..r.end)?;
+            let new = src.get(start..start + old.len())?;
+            (r.depth == depth && same_bytes(old, new)).then_some((i, r))
+        };
+        let (i, r) = repeats(next).or_else(|| {
+            let first = self.by_lead.partition_point(|(l, _)| *l < lead);
+            self.by_lead
+                .get(first..)?
+                .iter()
+                .take_while(|(l, _)| *l == lead)
+                .take(MAX_CANDIDATES)
+                .find_map(|(_, i)| repeats(*i))
+        })?;
+        let row = SeenRow {
+            start,
+            end: start + (r.end - r.start),
+            ..*r
+        };
+        Some((i, row))
     }
 }
 
@@ -69,13 +97,15 @@ impl Page {
 pub struct Recall<'p, K> {
     page: &'p Page,
     knows: K,
+    /// The row after the last one found.
+    next: Cell<usize>,
 }
 
 impl<K: Fn(u64) -> bool> SeenRows for Recall<'_, K> {
     fn find(&self, src: &[u8], start: usize, depth: usize) -> Option<SeenRow> {
-        self.page
-            .find(src, start, depth)
-            .filter(|r| (self.knows)(r.identity))
+        let (i, row) = self.page.find_after(src, start, depth, self.next.get())?;
+        self.next.set(i + 1);
+        Some(row).filter(|r| (self.knows)(r.identity))
     }
 }
 
@@ -281,6 +311,58 @@ mod tests {
         let p = m.page(1).unwrap();
         assert_eq!(p.find(newer, 1, 1), None);
         assert_eq!(p.find(newer, 22, 1).map(|r| r.id), Some(2));
+    }
+
+    /// A review: rows that all share their lead were each compared with all the others,
+    /// the square of their number. A page repeated in order finds each at once, as the row
+    /// after the last found; out of order, only those within `MAX_CANDIDATES` of their lead's
+    /// first are found (the rest are read).
+    #[test]
+    fn rows_sharing_a_lead_are_found_in_order_and_compared_a_few_at_a_time() {
+        let row = |n: usize| format!(r#"{{"channelType":1,"n":{n}}}"#);
+        let page_of = |order: &[usize]| {
+            let mut body = String::from("[");
+            let mut rows = Vec::new();
+            for (k, n) in order.iter().enumerate() {
+                if k > 0 {
+                    body.push(',');
+                }
+                let start = body.len();
+                body.push_str(&row(*n));
+                let id = *n as u64;
+                let (end, depth, values) = (body.len(), 1, 2);
+                rows.push(SeenRow {
+                    start,
+                    end,
+                    depth,
+                    values,
+                    id,
+                    identity: id,
+                });
+            }
+            body.push(']');
+            (body.into_bytes(), rows)
+        };
+        let in_order: Vec<usize> = (0..100).collect();
+        let (body, rows) = page_of(&in_order);
+        let mut m = PageMemory::new();
+        m.remember(1, body.clone(), rows.clone());
+        let p = m.page(1).unwrap();
+        let found = |body: &[u8], rows: &[SeenRow]| {
+            let recall = p.recall(|_| true);
+            let got: Vec<u64> = rows
+                .iter()
+                .filter_map(|r| SeenRows::find(&recall, body, r.start, r.depth))
+                .map(|r| r.id)
+                .collect();
+            got
+        };
+        assert_eq!(found(&body, &rows), (0..100).collect::<Vec<u64>>());
+        let reversed: Vec<usize> = (0..100).rev().collect();
+        let (body, rows) = page_of(&reversed);
+        let got = found(&body, &rows);
+        assert!(!got.is_empty() && got.len() <= MAX_CANDIDATES, "{got:?}");
+        assert!(got.iter().all(|id| *id < MAX_CANDIDATES as u64), "{got:?}");
     }
 
     #[test]

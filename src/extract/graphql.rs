@@ -1155,7 +1155,9 @@ mod tests {
     fn a_query_of_many_notification_fields_reads_each_one() {
         let mut q = String::from("query {");
         for i in 0..4000 {
-            q.push_str(&format!(" n{i}: notification(notificationId: {i}) {{ id }}"));
+            q.push_str(&format!(
+                " n{i}: notification(notificationId: {i}) {{ id }}"
+            ));
         }
         q.push_str(&" a".repeat(20_000));
         q.push('}');
