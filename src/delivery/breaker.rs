@@ -188,6 +188,11 @@ pub struct BreakerPolicy {
     pub rate: Option<RatePolicy>,
 }
 
+/// How much older one VM's `now` may be than the one another VM last took a token at (each
+/// takes its time once per callback): a bucket full again beyond what its policy allows by
+/// more than this was not made so by that policy on this clock.
+const CLOCK_SLACK_US: u64 = 1_000_000;
+
 /// An endpoint's rate limit as its record applies it (the generic cell rate algorithm): one
 /// attempt every `interval_us`, and `burst` at once after a quiet spell. One timestamp in the
 /// record is its whole state, so every worker applies one bucket.
@@ -305,7 +310,21 @@ impl EndpointState {
         }
         if let Some(rate) = policy.rate {
             let now_us = now_ms.saturating_mul(1000);
-            let full_at = self.bucket_full_at_us.max(now_us);
+            // This policy never puts it further ahead than a whole bucket and one interval
+            // (give or take how much older one VM's `now` is than another's): a time beyond
+            // was kept under a slower or deeper one (a configuration raised the limit since)
+            // or before the clock stepped back, and would hold the endpoint until it came
+            // (refusals write nothing, so a clamp alone would hold it for good). Such a
+            // bucket counts as empty, its next token due now.
+            let furthest = now_us
+                .saturating_add(rate.tolerance_us())
+                .saturating_add(rate.interval_us)
+                .saturating_add(CLOCK_SLACK_US);
+            let full_at = if self.bucket_full_at_us > furthest {
+                now_us.saturating_add(rate.tolerance_us())
+            } else {
+                self.bucket_full_at_us.max(now_us)
+            };
             let from_us = full_at.saturating_sub(rate.tolerance_us());
             if now_us < from_us {
                 let until_ms = from_us.div_ceil(1000);
@@ -648,6 +667,70 @@ mod tests {
         assert_eq!(at(2, 6_000), Admit::Granted);
         assert_eq!(at(3, 60_000), Admit::Granted);
         assert_eq!(at(4, 60_000), Admit::Throttled { until_ms: 61_000 });
+    }
+
+    /// The stored time the bucket is full again can lie further ahead than the policy now
+    /// applied could ever put it: a configuration that raised the limit after a deep bucket
+    /// drained (one a second, bursts of 1,000: full again 1,000 s later), or a wall clock
+    /// stepped back. The bucket then counts as empty under the policy it has, its next token
+    /// due at once: a review found the endpoint stalled until the old time came (16 minutes;
+    /// an hour).
+    #[test]
+    fn a_bucket_full_again_beyond_the_policy_counts_as_empty() {
+        let policy = |per_second, burst| BreakerPolicy {
+            max_in_flight: 10_000,
+            rate: Some(RatePolicy::new(per_second, burst)),
+            ..POLICY
+        };
+        let t = 1_800_000_000_000;
+        let mut s = EndpointState::default();
+        let (slow, fast) = (policy(1, 1_000), policy(100, 100));
+        for slot in 0..1_000 {
+            assert_eq!(s.admit(A, slot, t, t + LEASE_MS, &slow), Admit::Granted);
+        }
+        assert_eq!(
+            s.admit(A, 1_000, t, t + LEASE_MS, &slow),
+            Admit::Throttled {
+                until_ms: t + 1_000
+            }
+        );
+        // Raised to 100 a second: one now, then one every 10 ms, as the new bucket runs.
+        assert_eq!(s.admit(A, 1_000, t, t + LEASE_MS, &fast), Admit::Granted);
+        assert_eq!(
+            s.admit(A, 1_001, t, t + LEASE_MS, &fast),
+            Admit::Throttled { until_ms: t + 10 }
+        );
+        assert_eq!(
+            s.admit(A, 1_001, t + 10, t + LEASE_MS, &fast),
+            Admit::Granted
+        );
+        // The clock stepped back an hour: the same, not the hour.
+        let back = t - 3_600_000;
+        assert_eq!(
+            s.admit(A, 1_002, back, back + LEASE_MS, &fast),
+            Admit::Granted
+        );
+        assert_eq!(
+            s.admit(A, 1_003, back, back + LEASE_MS, &fast),
+            Admit::Throttled {
+                until_ms: back + 10
+            }
+        );
+        // Under a policy that stays, a bucket emptied to its last token is not "beyond": the
+        // bound holds to the microsecond.
+        let mut s = EndpointState::default();
+        for slot in 0..100 {
+            assert_eq!(s.admit(A, slot, t, t + LEASE_MS, &fast), Admit::Granted);
+        }
+        assert_eq!(
+            s.admit(A, 100, t, t + LEASE_MS, &fast),
+            Admit::Throttled { until_ms: t + 10 }
+        );
+        // Nor when a VM asks with a `now` taken a while before the last token went.
+        assert_eq!(
+            s.admit(B, 100, t - 500, t + LEASE_MS, &fast),
+            Admit::Throttled { until_ms: t + 10 }
+        );
     }
 
     #[test]
