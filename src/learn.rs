@@ -1043,6 +1043,42 @@ mod tests {
         );
     }
 
+    /// The order that closes the race: every write of the map finds the record of each
+    /// endpoint it names already made (a VM may list the endpoint as soon as the map names
+    /// it, and take places on a record it would otherwise create after another VM's write).
+    #[test]
+    fn the_map_is_written_only_after_the_records_it_names() {
+        struct Watching {
+            inner: MemStore,
+            missing: std::cell::RefCell<Vec<String>>,
+        }
+        impl Store for Watching {
+            fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+                self.inner.get(key)
+            }
+            fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
+                if key == KEY {
+                    for e in decode(Some(value)) {
+                        let name = learned_name(e.p);
+                        if !matches!(self.inner.get(&breaker::key(&name)), Ok(Some(_))) {
+                            self.missing.borrow_mut().push(name);
+                        }
+                    }
+                }
+                self.inner.set(key, value, cas)
+            }
+        }
+        let store = Watching {
+            inner: MemStore::new(),
+            missing: std::cell::RefCell::new(Vec::new()),
+        };
+        let (reg, l) = (Registry::new(4), learn(false));
+        assert_eq!(reg.apply(&store, &upsert(7, A), &l), Ok(Change::Added));
+        assert_eq!(reg.apply(&store, &upsert(3, B), &l), Ok(Change::Added));
+        assert_eq!(reg.apply(&store, &upsert(7, B), &l), Ok(Change::Changed));
+        assert!(store.missing.borrow().is_empty(), "{:?}", store.missing);
+    }
+
     #[test]
     fn apply_refuses_urls_outside_the_policy_without_storing() {
         let store = MemStore::new();
