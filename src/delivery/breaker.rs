@@ -669,6 +669,40 @@ mod tests {
         assert_eq!(at(4, 60_000), Admit::Throttled { until_ms: 61_000 });
     }
 
+    /// Probes and retries take tokens too (README: "retries and probes too"): a half-open
+    /// circuit's probe waits for one, and a refused probe is no probe (the next admission
+    /// once a token is due is the probe, not `ProbeBusy`).
+    #[test]
+    fn a_half_open_probe_waits_for_a_token() {
+        let policy = BreakerPolicy {
+            failure_threshold: 1,
+            open_ms: 500,
+            rate: Some(RatePolicy::new(1, 1)),
+            ..POLICY
+        };
+        let mut s = EndpointState::default();
+        assert_eq!(s.admit(A, 1, 0, LEASE_MS, &policy), Admit::Granted);
+        s.record(A, 1, false, 10, &policy);
+        assert!(matches!(
+            s.admit(A, 2, 400, 400 + LEASE_MS, &policy),
+            Admit::Open { until_ms: 510, .. }
+        ));
+        // Half-open, but the one token of this second went at 0.
+        assert_eq!(
+            s.admit(A, 2, 600, 600 + LEASE_MS, &policy),
+            Admit::Throttled { until_ms: 1_000 }
+        );
+        assert_eq!(
+            s.admit(A, 2, 1_000, 1_000 + LEASE_MS, &policy),
+            Admit::Granted
+        );
+        assert_eq!(
+            s.admit(B, 3, 2_500, 2_500 + LEASE_MS, &policy),
+            Admit::ProbeBusy,
+            "that was the probe"
+        );
+    }
+
     /// The stored time the bucket is full again can lie further ahead than the policy now
     /// applied could ever put it: a configuration that raised the limit after a deep bucket
     /// drained (one a second, bursts of 1,000: full again 1,000 s later), or a wall clock
