@@ -5824,7 +5824,7 @@ mod random_histories {
             r#"{{
       "endpoints": [
         {{"name": "a", "url": "http://a.local/in", "cluster": "ca", "deliveryStatuses": [1,2,3,4,5,6],
-         "timeoutMs": 1000, "awaitResultMs": {await_ms}, "maxInFlight": {inflight},
+         "timeoutMs": 1000, "awaitResultMs": {await_ms}, "maxInFlight": {inflight},{rate}
          "circuitBreaker": {{"failureThreshold": {threshold}, "openMs": 300}},
          "retry": {{"maxAttempts": 4, "initialDelayMs": 100, "multiplier": 2.0, "maxDelayMs": 2000, "jitter": 0.2}}}},
         {{"name": "b", "url": "http://b.local/in", "cluster": "cb", "deliveryStatuses": [1,2,5,6],
@@ -5840,6 +5840,9 @@ mod random_histories {
             inflight = v.in_flight,
             threshold = v.threshold,
             pending = v.pending,
+            rate = v.rate.map_or(String::new(), |(per_second, burst)| format!(
+                r#" "rateLimit": {{"perSecond": {per_second}, "burst": {burst}}},"#
+            )),
         )
     }
 
@@ -5864,6 +5867,8 @@ mod random_histories {
         /// Endpoints may answer 410 Gone.
         gone: bool,
         notes: u64,
+        /// Endpoint `a`'s `rateLimit`: (perSecond, burst).
+        rate: Option<(u32, u32)>,
     }
 
     /// The states a notification walks through, in order.
@@ -6371,6 +6376,23 @@ mod random_histories {
             let max = if s.cluster == "ca" { 4 } else { 3 };
             assert!(*a <= max, "{} sent {a} times\n{}", s.webhook_id, ctx());
         }
+        // Endpoint `a`'s rate limit holds over every second, every VM's attempts together.
+        if let Some((per_second, burst)) = v.rate {
+            let mut at: Vec<u64> = sent
+                .iter()
+                .filter(|s| s.cluster == "ca")
+                .map(|s| s.at)
+                .collect();
+            at.sort_unstable();
+            for (i, t) in at.iter().enumerate() {
+                let in_second = at[i..].iter().filter(|u| **u < t + 1000).count();
+                assert!(
+                    in_second <= (burst + per_second) as usize,
+                    "{in_second} attempts to a in the second from {t}\n{}",
+                    ctx()
+                );
+            }
+        }
         // One attempt per pair on the wire at a time (but for one lost with its VM).
         for (i, a) in all.iter().enumerate() {
             if lost(a.token) || a.cluster == "dl" {
@@ -6495,6 +6517,7 @@ mod random_histories {
         drain: false,
         gone: false,
         notes: 4,
+        rate: None,
     };
 
     fn variants() -> Vec<Variant> {
@@ -6605,6 +6628,33 @@ mod random_histories {
                 races: true,
                 sender_races: true,
                 crash: true,
+                ..BASE
+            },
+            Variant {
+                rate: Some((5, 1)),
+                in_flight: 8,
+                ..BASE
+            },
+            Variant {
+                rate: Some((10, 3)),
+                races: true,
+                sender_races: true,
+                notes: 8,
+                ..BASE
+            },
+            Variant {
+                rate: Some((4, 2)),
+                threshold: 2,
+                retry_after: true,
+                crash: true,
+                await_ms: 300,
+                ..BASE
+            },
+            Variant {
+                rate: Some((20, 5)),
+                resize: Some(8),
+                drain: true,
+                races: true,
                 ..BASE
             },
         ]
