@@ -187,6 +187,9 @@ pub struct Learn {
     pub original_dst_header: Option<String>,
     /// How many providers' webhooks are remembered at most; bounds shared data.
     pub max_learned: usize,
+    /// Each learned endpoint's own bucket: a partner's receiver is no better protected
+    /// than a configured one.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Learn {
@@ -199,6 +202,9 @@ impl Learn {
         f.number(self.timeout_ms);
         f.text(self.original_dst_header.as_deref().unwrap_or(""));
         f.number(self.max_learned as u64);
+        let rate = self.rate_limit.map_or((0, 0), |r| (r.per_second, r.burst));
+        f.number(u64::from(rate.0));
+        f.number(u64::from(rate.1));
     }
 }
 
@@ -1150,6 +1156,7 @@ struct RawLearn {
     timeout_ms: Option<u64>,
     original_dst_header: Option<String>,
     max_learned: Option<u64>,
+    rate_limit: Option<RawRateLimit>,
 }
 
 impl RawLearn {
@@ -1162,6 +1169,7 @@ impl RawLearn {
             "timeoutMs",
             "originalDstHeader",
             "maxLearned",
+            "rateLimit",
         ];
         let mut raw = RawLearn::default();
         for (key, v) in fields(path, node, KNOWN)? {
@@ -1176,6 +1184,7 @@ impl RawLearn {
                 "timeoutMs" => raw.timeout_ms = Some(uint(p, v)?),
                 "originalDstHeader" => raw.original_dst_header = Some(string(p, v)?),
                 "maxLearned" => raw.max_learned = Some(uint(p, v)?),
+                "rateLimit" => raw.rate_limit = Some(RawRateLimit::read(p, v)?),
                 _ => {}
             }
         }
@@ -1730,6 +1739,10 @@ fn compile_learn(raw: RawLearn) -> Result<Option<Learn>, ConfigError> {
     let path = "learn.maxLearned";
     let max_learned = ranged(path, raw.max_learned, DEFAULT_MAX_LEARNED, 1, MAX_LEARNED)?;
     let timeout_ms = timeout("learn.timeoutMs", raw.timeout_ms)?;
+    let rate_limit = match raw.rate_limit {
+        Some(rate) => Some(rate.compile("learn.rateLimit")?),
+        None => None,
+    };
     if !raw.enabled.unwrap_or(false) {
         return Ok(None);
     }
@@ -1751,6 +1764,7 @@ fn compile_learn(raw: RawLearn) -> Result<Option<Learn>, ConfigError> {
         original_dst_header,
         max_learned: usize::try_from(max_learned)
             .map_err(|_| invalid(path, "does not fit this platform's usize"))?,
+        rate_limit,
     }))
 }
 
@@ -1807,6 +1821,35 @@ mod tests {
 
     fn endpoint_err(extra: &str) -> String {
         err(&endpoint(extra))
+    }
+
+    /// Learned endpoints take `learn.rateLimit`, checked like an endpoint's even while
+    /// learning is off.
+    #[test]
+    fn learned_endpoints_may_have_a_rate_limit() {
+        let learn = |rate: &str| {
+            format!(
+                r#"{{"learn": {{"enabled": true, "cluster": "egress", "allowHosts": ["h.example.com"]{rate}}}}}"#
+            )
+        };
+        let limit = |c: &Config| c.learn.as_ref().and_then(|l| l.rate_limit);
+        assert_eq!(limit(&parse(&learn(""))), None);
+        let limited = parse(&learn(r#", "rateLimit": {"perSecond": 7}"#));
+        let want = RateLimit {
+            per_second: 7,
+            burst: 7,
+        };
+        assert_eq!(limit(&limited), Some(want));
+        assert_ne!(
+            parse(&learn("")).delivery_fingerprint(),
+            limited.delivery_fingerprint()
+        );
+        let off = r#"{"endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}],
+            "learn": {"rateLimit": {"perSecond": 0}}}"#;
+        assert_eq!(
+            err(off),
+            "learn.rateLimit.perSecond: must be between 1 and 100000"
+        );
     }
 
     /// A bucket a second deep unless `burst` says otherwise; none unless asked for; and the
@@ -1967,6 +2010,7 @@ mod tests {
                 timeout_ms: 5000,
                 original_dst_header: None,
                 max_learned: 256,
+                rate_limit: None,
             }),
             tick_ms: 200,
             role: Role::Both,

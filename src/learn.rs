@@ -558,7 +558,7 @@ impl Registry {
                 retry: config.retry.clone(),
                 max_in_flight: MAX_IN_FLIGHT,
                 circuit: CIRCUIT,
-                rate_limit: None,
+                rate_limit: learn.rate_limit,
                 secrets: Vec::new(),
                 payload: Payload::Notification,
                 await_result_ms: crate::config::DEFAULT_AWAIT_RESULT_MS,
@@ -668,6 +668,7 @@ mod tests {
             timeout_ms: 7000,
             original_dst_header: None,
             max_learned: 256,
+            rate_limit: None,
         }
     }
 
@@ -1389,6 +1390,26 @@ mod tests {
         ] {
             assert_eq!(decode(Some(bad.as_bytes())), vec![], "{bad}");
         }
+    }
+
+    /// `learn.rateLimit` is every learned endpoint's own.
+    #[test]
+    fn learned_endpoints_take_the_learn_blocks_rate_limit() {
+        let config = config(
+            r#""allowHosts": ["hooks.example.com"], "rateLimit": {"perSecond": 3, "burst": 2}"#,
+        );
+        let l = config.learn.clone().unwrap();
+        let store = MemStore::new();
+        let reg = Registry::new(l.max_learned);
+        reg.apply(&store, &upsert(1, A), &l).unwrap();
+        reg.apply(&store, &upsert(2, A), &l).unwrap();
+        let limits: Vec<_> = reg
+            .endpoints(&store, &config)
+            .unwrap()
+            .iter()
+            .map(|e| e.rate_limit.map(|r| (r.per_second, r.burst)))
+            .collect();
+        assert_eq!(limits, [Some((3, 2)), Some((3, 2))]);
     }
 
     #[test]
