@@ -21,7 +21,10 @@ pub fn reseed(entropy: u64) {
     SEED.with(|s| s.set(mix(s.get(), entropy)));
 }
 
-/// One step of the hash: what `entropy` makes of `state`.
+/// One step of the hash: what `entropy` makes of `state`. Kept out of line: inlined into
+/// every map's hashing it took 4.6 KB of module, and the call costs less than that code did
+/// (measured under callgrind: 1.5k fewer instructions per steady poll, 1.4k per webhook).
+#[inline(never)]
 pub fn mix(state: u64, entropy: u64) -> u64 {
     // The full 128-bit product, its halves folded: a 64-bit product keeps only the low half,
     // which a flip of bit 63 changes in bit 63 alone, whatever the seed, so the next word
