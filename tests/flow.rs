@@ -6861,3 +6861,30 @@ fn waiting_for_the_rate_limit_does_not_use_up_the_retry_window() {
     assert_eq!(w.m(Metric::DeliveriesExpired), 0);
     assert_eq!(w.m(Metric::DeliveriesExhausted), 10);
 }
+
+/// A rate backlog costs each sender about one refusal a tick and one a reply (its held
+/// deliveries asking for the next token), not one per due delivery its sweep passes: a
+/// sender told the bucket is empty until a time passes over that endpoint's due deliveries
+/// until then. Before, the two senders' sweeps here claimed and gave back up to 64 due
+/// deliveries a tick each: 20,000 refusals and more for this backlog.
+#[test]
+fn a_rate_backlog_is_not_claimed_over_and_over_by_every_sweep() {
+    let json = ONE_ENDPOINT
+        .replace(
+            r#""headers""#,
+            r#""rateLimit": {"perSecond": 10, "burst": 1}, "headers""#,
+        )
+        .replace(r#""maxPending": 128"#, r#""maxPending": 512"#);
+    let mut w = World::new(&json, 2);
+    let ns: Vec<_> = (1..=200)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &ns[..100]);
+    w.observe(1, &ns[100..]);
+    let at = rate_limited_run(&mut w, 40_000, 200);
+    assert_eq!(at.len(), 200, "{at:?}");
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 200);
+    // 20 s of backlog: 10 ticks and 10 replies a second, two senders.
+    let refused = w.m(Metric::DeliveriesRateLimited);
+    assert!(refused <= 2_000, "{refused} refusals");
+}

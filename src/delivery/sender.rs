@@ -232,6 +232,11 @@ pub struct Sender {
     idle_skip: u32,
     /// Per endpoint name.
     spares: HashMap<String, Spare>,
+    /// Rate-limited endpoints whose bucket was empty when this sender last asked, with the
+    /// time its next token is due: until then its sweep and wake-ups pass over their due
+    /// deliveries (held ones are still tried, one refusal a tick), instead of claiming and
+    /// giving back each one it comes across.
+    throttled: Vec<(String, u64)>,
     /// Its root context is being replaced: it only awaits the replies it is owed, and leaves
     /// every new send to the senders that stay.
     closing: bool,
@@ -274,6 +279,13 @@ fn breaker_policy(e: &Endpoint) -> BreakerPolicy {
     }
 }
 
+/// Whether a sender was told (`throttled`) that `endpoint`'s bucket has no token until later.
+fn waits_for_rate(throttled: &[(String, u64)], endpoint: &str, now_ms: u64) -> bool {
+    throttled
+        .iter()
+        .any(|(e, until)| e == endpoint && now_ms < *until)
+}
+
 /// Whether a sender may keep places for later sends without asking the record: not under a
 /// rate limit, whose tokens only the record hands out, one per attempt.
 fn keeps_spares(e: &Endpoint) -> bool {
@@ -300,6 +312,7 @@ impl Sender {
             empty_windows: 0,
             idle_skip: 0,
             spares: HashMap::default(),
+            throttled: Vec::new(),
             closing: false,
             live: LiveEndpoints::default(),
             reports: Reports::default(),
@@ -397,6 +410,9 @@ impl Sender {
             }
         } else if s.at_ms > io.now_ms {
             self.schedule(s.at_ms, slot, endpoint_key(&s.endpoint));
+        } else if waits_for_rate(&self.throttled, &s.endpoint, io.now_ms) {
+            // Passed over for its endpoint's empty bucket: it waits with the held ones.
+            self.hold(slot, endpoint_key(&s.endpoint));
         }
     }
 
@@ -460,6 +476,7 @@ impl Sender {
             self.retry_held(config, endpoints, io, key, &mut budget);
         }
         self.return_idle_spares(io);
+        self.throttled.retain(|(_, until)| io.now_ms < *until);
     }
 
     /// Give back spare places not used since the last tick, so other VMs may use them.
@@ -542,10 +559,15 @@ impl Sender {
         // else the record shows is handled below, from what the claim saw.
         let mut seen = Record::Free;
         let handed_over = &self.handed_over;
+        let throttled = &self.throttled;
+        // Held deliveries (`lease_freed`) still ask: one refusal tells of the next token.
+        let waits = |endpoint: &str| !lease_freed && waits_for_rate(throttled, endpoint, now);
         let claimed = self.ledger.update(io.store, slot, |rec| {
             let due = match &rec {
                 Record::Used(x)
-                    if x.is_sendable(now, lease_freed) && !handed_over.contains(&x.endpoint) =>
+                    if x.is_sendable(now, lease_freed)
+                        && !handed_over.contains(&x.endpoint)
+                        && !waits(&x.endpoint) =>
                 {
                     endpoints.iter().find(|e| e.name == x.endpoint)
                 }
@@ -612,6 +634,8 @@ impl Sender {
                     Admit::Throttled { until_ms } => {
                         io.metrics
                             .add_for(&endpoint.name, Metric::DeliveriesRateLimited, 1);
+                        self.throttled.retain(|(e, _)| *e != endpoint.name);
+                        self.throttled.push((endpoint.name.clone(), until_ms));
                         (until_ms, Hold::Rate)
                     }
                     _ => (now + FULL_HOLD_MS, Hold::Probe),
