@@ -106,6 +106,17 @@ mod tests {
         assert_eq!(all_due(&mut d, 600), vec![(2, 7)]);
     }
 
+    /// 0 marks a slot as not scheduled: a slot scheduled for time 0 (already due) must still
+    /// come due, and once. (It is kept as 1: no real clock reads 0.)
+    #[test]
+    fn a_slot_scheduled_for_time_zero_comes_due_once() {
+        let mut d = Due::default();
+        d.schedule(0, 4, EndpointKey(7), 10);
+        d.schedule(0, 4, EndpointKey(7), 10);
+        assert_eq!(all_due(&mut d, 1), vec![(4, 7)]);
+        assert_eq!(all_due(&mut d, u64::MAX), vec![]);
+    }
+
     #[test]
     fn stale_entries_never_crowd_out_live_ones() {
         let mut d = Due::default();

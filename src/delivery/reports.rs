@@ -193,6 +193,25 @@ mod tests {
         assert_eq!(r.take_due(0), vec![report(1)]);
     }
 
+    /// A report waiting for a later try takes no place on the wire until it is due: the
+    /// reports of deliveries ending unsent may go meanwhile.
+    #[test]
+    fn a_report_waiting_for_a_later_try_leaves_the_wire_to_new_ones_until_due() {
+        let mut r = Reports::default();
+        for _ in 0..MAX_REPORTS_OUT - 1 {
+            r.sent();
+        }
+        assert!(r.failed(report(1), 0)); // due at 2 s
+        assert!(
+            r.has_room(RETRY_DELAYS_MS[0] - 1),
+            "not due yet: the last place is free"
+        );
+        assert!(
+            !r.has_room(RETRY_DELAYS_MS[0]),
+            "due: it takes the last place"
+        );
+    }
+
     /// Each report embeds its notification: what waits is bounded in bytes too.
     #[test]
     fn waiting_reports_are_bounded_in_bytes() {
