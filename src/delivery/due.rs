@@ -26,16 +26,30 @@ impl Due {
     pub fn schedule(&mut self, at_ms: u64, slot: u32, key: EndpointKey, slots: usize) {
         let i = slot as usize;
         if self.latest.len() <= i {
+            // Doubling, but never past the ledger's slots (a growing Vec may take twice).
+            let doubled = self.latest.capacity().max(8).saturating_mul(2);
+            let room = doubled.min(slots).max(i.saturating_add(1));
+            self.latest
+                .reserve_exact(room.saturating_sub(self.latest.len()));
             self.latest.resize(i + 1, 0);
         }
         if let Some(t) = self.latest.get_mut(i) {
             // 0 means "not scheduled": a time of 0 is already due, 1 is the same.
             *t = at_ms.max(1);
         }
-        if self.heap.len() >= slots.max(1).saturating_mul(2) {
+        let bound = slots.max(1).saturating_mul(2);
+        if self.heap.len() >= bound {
             let latest = &self.latest;
             self.heap
                 .retain(|Reverse((at, s, _))| latest.get(*s as usize) == Some(at));
+        }
+        if self.heap.len() == self.heap.capacity() {
+            // Doubling, but never past what the bound needs: a heap of 20,000 entries would
+            // otherwise hold room for 32,768.
+            let doubled = self.heap.capacity().max(4).saturating_mul(2);
+            let room = doubled.min(bound.saturating_add(1));
+            self.heap
+                .reserve_exact(room.saturating_sub(self.heap.len()));
         }
         self.heap.push(Reverse((at_ms.max(1), slot, key)));
     }
@@ -130,6 +144,33 @@ mod tests {
         }
         let due = all_due(&mut d, 2_000);
         assert_eq!(due.len(), slots);
+    }
+
+    /// README: "at most 56 bytes a ledger slot for the retries, open circuits and pauses it
+    /// waits on" (a heap entry is 24 bytes, at most two a slot, and 8 bytes a slot for its
+    /// latest time). That is what the memory holds, not only what is in use: grown by
+    /// doubling, the heap's room for 20,000 entries (10,000 slots, the default) was 32,768,
+    /// and `latest`'s for 10,000 slots 16,384: 92 bytes a slot.
+    #[test]
+    fn the_memory_held_stays_within_56_bytes_a_slot() {
+        let entry = std::mem::size_of::<Reverse<(u64, u32, EndpointKey)>>();
+        for slots in [1_000usize, 10_000, 100_000] {
+            let mut d = Due::default();
+            let mut worst = 0;
+            for round in 0..3u64 {
+                for s in 0..slots as u32 {
+                    d.schedule(1_000 + round, s, EndpointKey(1), slots);
+                    let held = d.heap.capacity() * entry + d.latest.capacity() * 8;
+                    worst = worst.max(held);
+                }
+            }
+            assert!(
+                worst <= 56 * slots + entry,
+                "{slots} slots: {worst} bytes, {} a slot",
+                worst as f64 / slots as f64
+            );
+            assert_eq!(all_due(&mut d, 2_000).len(), slots);
+        }
     }
 
     #[test]
