@@ -560,8 +560,10 @@ def test_backlog_of_20000_drains_and_admin_stays_responsive(osmox, make_tracking
         crm.wait_ok_ids(accepted, timeout=180)
         drain_s = time.monotonic() - t0
     finally:
-        polls = poller.stop()
-        control_polls = control_poller.stop()
+        try:
+            polls = poller.stop()
+        finally:  # a failed poller must not leave the other polling for up to 300 s
+            control_polls = control_poller.stop()
     control_worst = max((p[1] for p in control_polls), default=0.0)
     bad = [p for p in polls if (p[2], p[3]) != (200, "LIVE")]
     assert not bad, f"admin /ready failed while draining: {bad[:5]}"
