@@ -916,7 +916,8 @@ class EnvoyProcess:
         _LIVE[self.pid] = self
 
     def start(self, timeout: float = 20.0) -> "EnvoyProcess":
-        """Start and wait until admin /ready says LIVE and the listener accepts connections."""
+        """Start and wait until admin /ready says LIVE and Envoy lists its listener, which accepts
+        connections; a listener port another process took first is retried on fresh ports."""
         if self.filter_config is not None and not self.wasm_path.exists():
             raise EnvoyStartError(f"wasm module not found: {self.wasm_path} (run ./build.sh first)")
         last = ""
@@ -929,7 +930,10 @@ class EnvoyProcess:
             except EnvoyStartError as e:
                 last = str(e)
                 self.stop()
-                if "Address already in use" in last or "cannot bind" in last:
+                # Read once Envoy exited: its log is complete then, a just-rejected listener's
+                # line included.
+                log = self.logs()
+                if "Address already in use" in log or "cannot bind" in log:
                     continue  # port race with another process: try fresh ports
                 raise
         raise EnvoyStartError(last)
@@ -944,13 +948,23 @@ class EnvoyProcess:
             try:
                 r = request(self.admin_port, "GET", "/ready", timeout=1.0)
                 if r.status == 200 and r.body.strip() == b"LIVE":
-                    if self._listener_accepts():
+                    if self._listener_is_envoys() and self._listener_accepts():
                         return
+                    if self.use_lds and self.stat("listener_manager.lds.update_rejected", 0):
+                        # LIVE without its listener (e.g. another process bound the port
+                        # first, and that process's socket is what accepts connections).
+                        raise EnvoyStartError(f"envoy rejected its listener:\n{self.logs()[-6000:]}")
             except OSError:
                 pass
             if time.monotonic() >= deadline:
                 raise EnvoyStartError(f"envoy not LIVE with a listener after {timeout}s:\n{self.logs()[-6000:]}")
             time.sleep(0.05)
+
+    def _listener_is_envoys(self) -> bool:
+        """Envoy lists a listener on listener_port: a connection that is accepted could reach
+        another process that bound the port first."""
+        body = self.admin("GET", "/listeners", timeout=1.0).body.decode(errors="replace")
+        return any(line.strip().endswith(f":{self.listener_port}") for line in body.splitlines())
 
     def _listener_accepts(self) -> bool:
         try:

@@ -7,10 +7,12 @@ import concurrent.futures
 import gzip
 import http.client
 import os
+import socket
 import time
 
 import pytest
 
+import harness
 from harness import (CLOSE, Behaviour, EnvoyProcess, StubResponse, free_port, load_sample,
                      port_is_free, request, to_json_bytes)
 
@@ -129,6 +131,36 @@ def test_envoy_start_stop_clean(osmox, make_envoy):
         os.kill(pid, 0)
     assert port_is_free(lport) and port_is_free(aport)
     envoy.stop()  # idempotent
+
+
+@pytest.mark.parametrize("use_lds", [True, False], ids=["lds", "static"])
+def test_a_listener_port_taken_by_another_process_is_retried_on_fresh_ports(osmox, make_envoy, monkeypatch,
+                                                                           use_lds):
+    """Another process (say the other xdist worker's receiver) binds the port handed out for
+    the listener before Envoy does. With LDS, Envoy rejects its listener and still says LIVE,
+    and the other process's socket accepts connections: start() must not take that for
+    Envoy's listener, but try again on fresh ports."""
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen(8)
+    taken = other.getsockname()[1]
+    handed: list[int] = []
+    real_free_port = harness.free_port
+
+    def free_port_first_taken() -> int:
+        handed.append(taken if not handed else real_free_port())
+        return handed[-1]
+
+    monkeypatch.setattr(harness, "free_port", free_port_first_taken)
+    try:
+        envoy = make_envoy(osmox.port, use_lds=use_lds)
+        assert handed[0] == taken  # the first attempt did meet the taken port
+        assert envoy.listener_port != taken
+        assert f"{envoy.listener_port}" in envoy.admin("GET", "/listeners").body.decode()
+        osmox.set_response("GET", "/p", 200, body=b"via envoy")
+        assert envoy.client.get("/p").body == b"via envoy"
+    finally:
+        other.close()
 
 
 def test_envoy_process_is_session_leader(osmox, make_envoy):
