@@ -247,6 +247,9 @@ def main() -> int:
                     say(f"envoy exited with {envoy.exit_code}")
                     break
         return 0 if ok else 1
+    except BaseException:
+        ok = False  # keep the workdir: Envoy's log tells what went wrong
+        raise
     finally:
         envoy.stop()
         rcv.stop()
