@@ -916,11 +916,16 @@ def test_a_persisted_text_the_server_refused_is_not_kept(osmox, make_receiver, m
     envoy = start(make_envoy, osmox, filter_config([endpoint("crm", crm)], tick_ms=TICK_MS), {"crm": crm})
     junk = "\x01\x02\x03\x04"
     digest = hashlib.sha256(junk.encode()).hexdigest()
+    registration = {"query": junk, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}}
     osmox.set_json("POST", "/graphql", {"errors": [{"message": "Syntax Error: Unexpected character"}]}, status=400)
-    r = envoy.client.post("/graphql", {"query": junk, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}})
+    r = envoy.client.post("/graphql", registration)
     assert r.status == 400
-    crm.settle(0.5)
+    envoy.wait_metric("bodies_skipped_status", 1, timeout=EXPECT_S)  # the answer was read, and judged
     assert envoy.metric("persisted_queries_kept") == 0
+    # Control: the very same text, answered 2xx, is kept; its status alone kept it out above.
+    osmox.set_json("POST", "/graphql", {"data": {"notifications": {"notifications": []}}})
+    assert envoy.client.post("/graphql", registration).status == 200
+    envoy.wait_metric("persisted_queries_kept", 1, timeout=EXPECT_S)
 
 
 def test_graphql_requests_osmox_may_read_otherwise_are_not_read(osmox, make_receiver, make_envoy, filter_wasm):
