@@ -431,14 +431,20 @@ def test_max_attempts_exhausted_reports_dead_letter_and_warns(osmox, make_tracki
                    f"a warning naming {wid}")
 
 
-def test_dead_letter_tells_a_receiver_down_from_its_own_503(osmox, make_tracking, make_envoy, filter_wasm):
+def test_dead_letter_tells_a_receiver_down_from_its_own_503(osmox, make_tracking, make_envoy, filter_wasm, request):
     """Envoy answers a refused or closed connection with a 503 of its own: reports must say
     `transport error` there, and `HTTP 503` only where the receiver said so."""
-    from harness import free_port
+    import socket
     closer = make_tracking("closer", default=Behaviour(close=True))
     busy = make_tracking("busy", default=503)
     dlq = make_tracking("dlq")
-    down_port = free_port()
+    # Bound but not listening: connections are refused, and no other process (the other
+    # xdist worker's receivers) can take the port for the test's length, as it could a port
+    # free_port() handed out and released.
+    reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    request.addfinalizer(reserved.close)
+    reserved.bind((HOST, 0))
+    down_port = reserved.getsockname()[1]
     retry = {"maxAttempts": 2, "initialDelayMs": 100, "multiplier": 1.0, "maxDelayMs": 1000, "jitter": 0}
     cfg = config([
         {"name": "down", "url": f"http://{HOST}:{down_port}/hook", "cluster": "webhook_down", "retry": retry},
