@@ -1087,9 +1087,10 @@ class EnvoyProcess:
         """Wait until stat `name` (full name) is >= at_least; returns its value."""
         def check():
             v = self.stat(name, 0)
-            return v if isinstance(v, int) and v >= at_least else None
+            # In a tuple: a value of 0 that is reached is truthy to wait_until too.
+            return (v,) if isinstance(v, int) and v >= at_least else None
         try:
-            return wait_until(check, timeout, what=f"{name} >= {at_least}")
+            return wait_until(check, timeout, what=f"{name} >= {at_least}")[0]
         except TimeoutError as e:
             raise AssertionError(f"{e}; now {self.stat(name, None)!r}") from None
 

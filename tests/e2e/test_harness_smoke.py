@@ -163,6 +163,16 @@ def test_a_listener_port_taken_by_another_process_is_retried_on_fresh_ports(osmo
         other.close()
 
 
+def test_wait_stat_returns_a_value_already_reached_even_zero(osmox, make_envoy):
+    envoy = make_envoy(osmox.port, use_lds=False)
+    t0 = time.monotonic()
+    assert envoy.wait_stat("server.state", 0, timeout=2) == 0  # LIVE
+    assert envoy.wait_stat("server.concurrency", 1, timeout=2) == 2
+    assert time.monotonic() - t0 < 1.0
+    with pytest.raises(AssertionError, match="timed out"):
+        envoy.wait_stat("server.concurrency", 3, timeout=0.3)
+
+
 def test_envoy_process_is_session_leader(osmox, make_envoy):
     envoy = make_envoy(osmox.port)
     assert os.getsid(envoy.pid) == envoy.pid
