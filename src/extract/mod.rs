@@ -2170,6 +2170,20 @@ mod tests {
             let arena = json::Arena::new();
             let parsed = json::parse(row.as_bytes(), &arena).unwrap();
             let ours = webhook_body(parsed.as_object().unwrap(), 42);
+            // Read back through serde_json, a key written twice would merge unseen: each
+            // key is written once (the README's "a top-level key given twice is written once").
+            let ours_keys: Vec<Cow<'_, str>> = json::parse(ours.as_bytes(), &arena)
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .members()
+                .iter()
+                .map(|(k, _)| k.text())
+                .collect();
+            let mut unique = ours_keys.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), ours_keys.len(), "a key written twice: {ours}");
             let reread: Value = serde_json::from_str(&ours).unwrap();
             assert_eq!(
                 serde_json::to_string(&reread).unwrap(),
