@@ -1398,6 +1398,36 @@ mod tests {
         assert_eq!(run(WatchKind::Rest, body), Extracted::default());
     }
 
+    /// JSend has three statuses; only `"success"` carries data to read, and a string
+    /// `status` that is not JSend's (a health check's `"ok"`) makes no envelope to read either.
+    #[test]
+    fn rest_envelopes_other_than_success_yield_nothing() {
+        for status in ["error", "ok", "Success"] {
+            let body = format!(
+                r#"{{"status":"{status}","data":{{"notification":{{"id":1,"deliveryStatus":5}}}}}}"#
+            );
+            assert_eq!(
+                run(WatchKind::Rest, body.as_bytes()),
+                Extracted::default(),
+                "{status}"
+            );
+        }
+    }
+
+    /// A row that repeats a key is read by its last value, the one its body carries (the
+    /// identity and the body must not tell two stories).
+    #[test]
+    fn a_repeated_field_is_read_by_its_last_value_as_the_body_writes_it() {
+        let body =
+            br#"{"id":1,"delivery_status":1,"retry_count":0,"delivery_status":5,"retry_count":2}"#;
+        let x = run(WatchKind::Rest, body);
+        assert_eq!(summary(&x), [(1, 5, None, None, Some(2))]);
+        assert_eq!(
+            x.notifications[0].webhook_body(),
+            r#"{"id":1,"deliveryStatus":5,"retryCount":2}"#
+        );
+    }
+
     #[test]
     fn rest_v8_lists_yield_every_item() {
         let x = run(WatchKind::Rest, V8_LIST.as_bytes());
@@ -1860,6 +1890,19 @@ mod tests {
         assert_eq!(x.skipped_objects, 1, "only `x` is counted");
     }
 
+    /// An object's 10,000th member is searched and its 10,001st only counted, as for arrays.
+    #[test]
+    fn objects_are_searched_up_to_the_member_bound() {
+        let mut body = String::from("{");
+        for i in 0..MAX_MEMBERS - 1 {
+            body.push_str(&format!(r#""k{i}":{i},"#));
+        }
+        body.push_str(r#""y":{"id":1,"delivery_status":5},"z":{"id":2,"delivery_status":5}}"#);
+        let x = run(WatchKind::Rest, body.as_bytes());
+        assert_eq!(summary(&x), [(1, 5, None, None, None)]);
+        assert_eq!(x.skipped_objects, 1, "the 10,001st member is counted");
+    }
+
     /// A review: the GraphQL `data` object is searched up to the member bound too, and a
     /// notification answered past it is counted in `objects_skipped`, as README says of every
     /// object, rather than dropped without a trace (it also made such an answer idle for
@@ -2039,6 +2082,34 @@ mod tests {
         );
         assert!(missed.notifications.is_empty());
         assert_eq!(missed.skipped_objects, 1, "counted, not searched");
+    }
+
+    /// The depth bound counts from the REST body itself (its members are depth 1), and a
+    /// JSend envelope's `data` is one of those members: a row 16 levels below the body is
+    /// read, one 17 levels below only counted, with or without the envelope.
+    #[test]
+    fn rest_depth_bound_counts_from_the_body() {
+        let nest = |levels: usize| {
+            let mut v = json!({"id": 1, "delivery_status": 1});
+            for _ in 0..levels {
+                v = json!({ "x": v });
+            }
+            v
+        };
+        let cases = [
+            (nest(MAX_DEPTH), nest(MAX_DEPTH + 1)),
+            (
+                json!({"status": "success", "data": nest(MAX_DEPTH - 1)}),
+                json!({"status": "success", "data": nest(MAX_DEPTH)}),
+            ),
+        ];
+        for (shallow, deep) in cases {
+            let found = run(WatchKind::Rest, &serde_json::to_vec(&shallow).unwrap());
+            assert_eq!(found.notifications.len(), 1, "{shallow}");
+            let missed = run(WatchKind::Rest, &serde_json::to_vec(&deep).unwrap());
+            assert!(missed.notifications.is_empty(), "{deep}");
+            assert_eq!(missed.skipped_objects, 1, "counted, not searched: {deep}");
+        }
     }
 
     #[test]
