@@ -1353,6 +1353,35 @@ pub(crate) mod tests {
         let mut got = Vec::new();
         rows_in(&rows_of(&doc, &[rows[1].place]).unwrap(), &mut got);
         assert!(got[1].seen, "passed over at the bound");
+        // One value more: the seen row is read, and the document refused where `parse`
+        // refuses it.
+        let over = format!("[{first},{}]", second.replace("null}", "null,\"c\":0}"));
+        let want = parse(over.as_bytes()).unwrap_err().to_string();
+        assert!(want.starts_with("more values than"), "{want}");
+        let seen = SeenRow {
+            end: over.len() - 1,
+            values: rows[1].place.values + 1,
+            ..rows[1].place
+        };
+        assert!(over[seen.start..seen.end].ends_with(",\"c\":0}"));
+        assert_eq!(rows_of(&over, &[seen]).unwrap_err().to_string(), want);
+    }
+
+    /// A row said to end past the document is read, not trusted: the parse goes on as
+    /// `parse` would.
+    #[test]
+    fn a_seen_row_ending_past_the_document_is_read() {
+        let doc = r#"[{"a":1}]"#;
+        let mut rows = Vec::new();
+        rows_in(&rows_of(doc, &[]).unwrap(), &mut rows);
+        let beyond = SeenRow {
+            end: doc.len() + 8,
+            ..rows[0].place
+        };
+        let mut got = Vec::new();
+        rows_in(&rows_of(doc, &[beyond]).unwrap(), &mut got);
+        assert!(!got[0].seen);
+        assert_eq!(minified(&got[0].value), r#"{"a":1}"#);
     }
 
     /// Our tree as serde_json's, numbers read by serde_json from their source text.
