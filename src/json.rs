@@ -194,9 +194,10 @@ impl<'a> Value<'a> {
         }
     }
 
-    /// Any number as an `f64`: the nearest one when its digits fit (up to 38 significant
-    /// digits without exponent, or up to 2^53 scaled by at most 10^±22, which covers every
-    /// setting the filter reads), otherwise within a few units in the last place. Written here
+    /// Any number as an `f64`: the nearest one when its digits fit (an integer written out
+    /// in up to 38 digits, or up to 2^53 scaled by at most 10^±22, which covers every setting
+    /// the filter reads), otherwise within a few units in the last place: more digits than
+    /// 2^53 holds with a fraction (`126335531285517349.923`) are rounded twice. Written here
     /// rather than with `str::parse`, whose exact algorithm and tables cost 17 KB of wasm.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
@@ -2136,6 +2137,8 @@ pub(crate) mod tests {
             "2.2250738585072014e-308",
             "123456789012345678901234567890123456789012345",
             "0.1234567890123456789012345678901234567890123",
+            // 21 digits with a fraction: one unit in the last place off (as_f64's doc).
+            "126335531285517349.923",
             "6.02214076e23",
             "1e-300",
         ] {
