@@ -196,6 +196,13 @@ mod tests {
 
     /// `[{"i":N,"pad":"…"},…]` plus `tail`, and where each row lies.
     fn page(ids: &[u64], tail: &str) -> (Vec<u8>, Vec<SeenRow>) {
+        page_of(ids, tail, |id| {
+            format!("{{\"i\":{id},\"pad\":\"0123456789\"}}")
+        })
+    }
+
+    /// The rows `row` writes for `ids` (objects of two members), plus `tail`.
+    fn page_of(ids: &[u64], tail: &str, row: impl Fn(u64) -> String) -> (Vec<u8>, Vec<SeenRow>) {
         let mut body = String::from("[");
         let mut rows = Vec::new();
         for (k, id) in ids.iter().enumerate() {
@@ -203,7 +210,7 @@ mod tests {
                 body.push(',');
             }
             let start = body.len();
-            body.push_str(&format!("{{\"i\":{id},\"pad\":\"0123456789\"}}"));
+            body.push_str(&row(*id));
             rows.push(SeenRow {
                 start,
                 end: body.len(),
@@ -319,31 +326,9 @@ mod tests {
     /// first are found (the rest are read).
     #[test]
     fn rows_sharing_a_lead_are_found_in_order_and_compared_a_few_at_a_time() {
-        let row = |n: usize| format!(r#"{{"channelType":1,"n":{n}}}"#);
-        let page_of = |order: &[usize]| {
-            let mut body = String::from("[");
-            let mut rows = Vec::new();
-            for (k, n) in order.iter().enumerate() {
-                if k > 0 {
-                    body.push(',');
-                }
-                let start = body.len();
-                body.push_str(&row(*n));
-                let id = *n as u64;
-                let (end, depth, values) = (body.len(), 1, 2);
-                rows.push(SeenRow {
-                    start,
-                    end,
-                    depth,
-                    values,
-                    id,
-                    identity: id,
-                });
-            }
-            body.push(']');
-            (body.into_bytes(), rows)
-        };
-        let in_order: Vec<usize> = (0..100).collect();
+        let row = |n: u64| format!(r#"{{"channelType":1,"n":{n}}}"#);
+        let page_of = |order: &[u64]| page_of(order, "", row);
+        let in_order: Vec<u64> = (0..100).collect();
         let (body, rows) = page_of(&in_order);
         let mut m = PageMemory::new();
         m.remember(1, body.clone(), rows.clone());
@@ -358,7 +343,7 @@ mod tests {
             got
         };
         assert_eq!(found(&body, &rows), (0..100).collect::<Vec<u64>>());
-        let reversed: Vec<usize> = (0..100).rev().collect();
+        let reversed: Vec<u64> = (0..100).rev().collect();
         let (body, rows) = page_of(&reversed);
         let got = found(&body, &rows);
         assert!(!got.is_empty() && got.len() <= MAX_CANDIDATES, "{got:?}");
