@@ -6865,8 +6865,8 @@ fn waiting_for_the_rate_limit_does_not_use_up_the_retry_window() {
 /// A rate backlog costs each sender about one refusal a tick and one a reply (its held
 /// deliveries asking for the next token), not one per due delivery its sweep passes: a
 /// sender told the bucket is empty until a time passes over that endpoint's due deliveries
-/// until then. Before, the two senders' sweeps here claimed and gave back up to 64 due
-/// deliveries a tick each: 20,000 refusals and more for this backlog.
+/// until then. Before, the two senders' sweeps here claimed and gave back every due
+/// delivery they passed: 5,581 refusals for this backlog, against 862 now.
 #[test]
 fn a_rate_backlog_is_not_claimed_over_and_over_by_every_sweep() {
     let json = ONE_ENDPOINT
