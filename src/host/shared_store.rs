@@ -27,11 +27,10 @@ impl Store for SharedData {
 
 /// Create `key` with `value` unless it exists. Shared data has no atomic create, so this
 /// runs at configure time, before traffic: the main thread's VM configures before the
-/// workers' VMs are cloned, so in practice only it creates those keys. The one exception is
-/// a learned endpoint's breaker record (`Shared::endpoints`), created by whichever VM first
-/// rebuilds its endpoints after the registration: two VMs that do so at the same moment can
-/// both find it missing, and the second write would then reset what the first recorded in
-/// between (a narrow race, not seen).
+/// workers' VMs are cloned, so in practice only it creates those keys. A learned endpoint's
+/// breaker record is made by the VM that learns the registration, before the map names it
+/// (`learn::create_record`); `Shared::endpoints` calls this for it only as a fallback, when
+/// that write failed.
 pub fn ensure(key: &str, value: &[u8]) {
     if let Ok((_, None)) = hostcalls::get_shared_data(key) {
         let _ = hostcalls::set_shared_data(key, Some(value), None);
