@@ -202,9 +202,7 @@ impl Learn {
         f.number(self.timeout_ms);
         f.text(self.original_dst_header.as_deref().unwrap_or(""));
         f.number(self.max_learned as u64);
-        let rate = self.rate_limit.map_or((0, 0), |r| (r.per_second, r.burst));
-        f.number(u64::from(rate.0));
-        f.number(u64::from(rate.1));
+        f.rate(self.rate_limit);
     }
 }
 
@@ -507,9 +505,7 @@ impl Config {
             f.number(u64::from(e.max_in_flight));
             f.number(u64::from(e.circuit.failure_threshold));
             f.number(e.circuit.open_ms);
-            let rate = e.rate_limit.map_or((0, 0), |r| (r.per_second, r.burst));
-            f.number(u64::from(rate.0));
-            f.number(u64::from(rate.1));
+            f.rate(e.rate_limit);
             f.number(e.secrets.len() as u64);
             e.secrets.iter().for_each(|k| f.bytes(&k.digest()));
         }
@@ -566,6 +562,13 @@ impl Fingerprint {
             self.text(name);
             self.text(value);
         }
+    }
+
+    /// No limit writes what no limit can: a rate is at least 1.
+    fn rate(&mut self, limit: Option<RateLimit>) {
+        let (per_second, burst) = limit.map_or((0, 0), |r| (r.per_second, r.burst));
+        self.number(u64::from(per_second));
+        self.number(u64::from(burst));
     }
 
     fn retry(&mut self, r: &RetryPolicy) {
