@@ -1361,10 +1361,11 @@ impl RawEndpoint {
                     86_400_000,
                 )?,
             },
-            rate_limit: match self.rate_limit.take() {
-                Some(raw) => Some(raw.compile(&join(p, "rateLimit"))?),
-                None => None,
-            },
+            rate_limit: self
+                .rate_limit
+                .take()
+                .map(|raw| raw.compile(&join(p, "rateLimit")))
+                .transpose()?,
             secrets: compile_secrets(
                 p,
                 self.secret.take(),
@@ -1742,10 +1743,10 @@ fn compile_learn(raw: RawLearn) -> Result<Option<Learn>, ConfigError> {
     let path = "learn.maxLearned";
     let max_learned = ranged(path, raw.max_learned, DEFAULT_MAX_LEARNED, 1, MAX_LEARNED)?;
     let timeout_ms = timeout("learn.timeoutMs", raw.timeout_ms)?;
-    let rate_limit = match raw.rate_limit {
-        Some(rate) => Some(rate.compile("learn.rateLimit")?),
-        None => None,
-    };
+    let rate_limit = raw
+        .rate_limit
+        .map(|rate| rate.compile("learn.rateLimit"))
+        .transpose()?;
     if !raw.enabled.unwrap_or(false) {
         return Ok(None);
     }
