@@ -22,7 +22,8 @@ pub const PAGES: usize = 4;
 pub const MAX_PAGE_BYTES: usize = 256 * 1024;
 
 /// A row is looked up by its first bytes (in OsmoX's REST answers, its id and the key after
-/// it; in GraphQL, whatever the query selects first), then compared whole. Shorter rows are not remembered: they cost little to read.
+/// it; in GraphQL, whatever the query selects first), then compared whole. Shorter rows are
+/// not remembered: they cost little to read.
 const LEAD: usize = 16;
 
 /// Rows sharing a lead compared at most per look-up, besides the row after the last one
