@@ -9,7 +9,8 @@
 //! seconds, in one shared key, which endpoints its configuration has; a delivery is orphaned
 //! only when no configuration heard from lately has its endpoint. A configuration Envoy loads
 //! and throws away (its configuration check, a listener update it refused) says so once, and
-//! keeps its endpoints' deliveries for `STALE_MS` at most: it never stops another's sending.
+//! keeps its endpoints' deliveries until it goes stale at most: it never stops another's
+//! sending.
 
 use crate::config::Config;
 use crate::events::fnv1a64;
@@ -21,7 +22,8 @@ pub const KEY: &str = crate::shared_name!("config/live");
 /// How often a sender says which endpoints its configuration has.
 pub const BEAT_MS: u64 = 5_000;
 /// A configuration not heard from for this long keeps no delivery from being orphaned: its
-/// root contexts are gone (the old listener drained) or stuck.
+/// root contexts are gone (the old listener drained) or stuck. Longer for one whose ticks
+/// come further apart (see [`stale_after_ms`]).
 pub const STALE_MS: u64 = 30_000;
 /// Configurations listed at most; more live at once than any deployment updates in 30 s.
 const MAX_CONFIGS: usize = 64;
@@ -36,10 +38,27 @@ struct Entry {
     /// A hash of its configuration's text, as Envoy handed it over: two loads of one text
     /// are one configuration (a VM rebuilt after a crash), two texts are two.
     source: u64,
+    /// How long after `seen_ms` it is taken for gone: its beats come at its ticks.
+    stale_ms: u64,
     /// The learning policy's fingerprint; `None` without learning.
     learns: Option<u64>,
     /// The configured endpoints (learned ones are told by `learns`).
     names: Vec<String>,
+}
+
+impl Entry {
+    fn is_live(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.seen_ms) < self.stale_ms
+    }
+}
+
+/// How long a configuration ticking every `tick_ms` may go unheard before it is taken for
+/// gone. It says so at its first tick `BEAT_MS` after the last time, so one whose ticks come
+/// further apart than a few seconds is heard from less often; at a fixed `STALE_MS` one
+/// ticking every minute was taken for gone between its ticks, and another configuration's
+/// senders dropped its endpoints' retries as orphaned while its listener still drained.
+pub fn stale_after_ms(tick_ms: u64) -> u64 {
+    STALE_MS.max(tick_ms.saturating_add(BEAT_MS).saturating_mul(3))
 }
 
 /// One sender's side: when it next says what its configuration has.
@@ -70,7 +89,7 @@ impl LiveEndpoints {
         let _ = store::update(store, KEY, |current| {
             let mut entries: Vec<Entry> = decode(current)
                 .into_iter()
-                .filter(|e| now_ms.saturating_sub(e.seen_ms) < STALE_MS)
+                .filter(|e| e.is_live(now_ms))
                 .collect();
             let mut mine = mine.clone();
             if let Some(at) = entries.iter().position(|e| e.id == mine.id) {
@@ -102,7 +121,7 @@ pub fn kept_elsewhere(store: &dyn Store, config: &Config, endpoint: &str, now_ms
         Err(_) => return true,
     };
     entries.iter().any(|e| {
-        now_ms.saturating_sub(e.seen_ms) < STALE_MS
+        e.is_live(now_ms)
             && if learned {
                 e.learns.is_some() && e.learns != mine
             } else {
@@ -122,7 +141,7 @@ pub fn established(store: &dyn Store, source: u64, now_ms: u64) -> bool {
         .iter()
         .any(|e| {
             e.source == source
-                && now_ms.saturating_sub(e.seen_ms) < STALE_MS
+                && e.is_live(now_ms)
                 && e.since_ms.saturating_add(ESTABLISHED_MS) <= now_ms
         })
 }
@@ -133,7 +152,7 @@ pub fn first_heard(store: &dyn Store, source: u64, now_ms: u64) -> Option<u64> {
     let current = store.get(KEY).ok()?;
     decode(current.as_ref().map(|(v, _)| v.as_slice()))
         .iter()
-        .filter(|e| e.source == source && now_ms.saturating_sub(e.seen_ms) < STALE_MS)
+        .filter(|e| e.source == source && e.is_live(now_ms))
         .map(|e| e.since_ms)
         .min()
 }
@@ -157,6 +176,7 @@ fn entry_of(config: &Config, source: u64, now_ms: u64) -> Entry {
         seen_ms: now_ms,
         since_ms: now_ms,
         source,
+        stale_ms: stale_after_ms(config.tick_ms),
         learns,
         names,
     }
@@ -175,6 +195,12 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
         out.uint(e.since_ms);
         out.key("src");
         out.uint(e.source);
+        // Written only where it differs: builds of this format before it read every entry as
+        // `STALE_MS`, and the shipped layout stays as it was.
+        if e.stale_ms != STALE_MS {
+            out.key("stale");
+            out.uint(e.stale_ms);
+        }
         if let Some(policy) = e.learns {
             out.key("learn");
             out.uint(policy);
@@ -203,6 +229,7 @@ fn decode(bytes: Option<&[u8]>) -> Vec<Entry> {
                 seen_ms: 0,
                 since_ms: u64::MAX,
                 source: 0,
+                stale_ms: STALE_MS,
                 learns: None,
                 names: Vec::new(),
             };
@@ -212,6 +239,7 @@ fn decode(bytes: Option<&[u8]>) -> Vec<Entry> {
                     "at" => e.seen_ms = r.uint()?,
                     "since" => e.since_ms = r.uint()?,
                     "src" => e.source = r.uint()?,
+                    "stale" => e.stale_ms = r.uint()?,
                     "learn" => e.learns = Some(r.uint()?),
                     "names" => e.names = r.list(Reader::string)?,
                     _ => r.skip()?,
@@ -257,6 +285,37 @@ mod tests {
         // The new configuration's senders are gone: nobody keeps it.
         assert!(!kept_elsewhere(&store, &old, "ops", 1_000 + STALE_MS));
         assert!(!kept_elsewhere(&store, &old, "gone", 1_000));
+    }
+
+    /// A review: a configuration ticking every minute beats at its ticks, so at a fixed
+    /// `STALE_MS` it was taken for gone between them and another configuration's senders
+    /// dropped its endpoints' retries as orphaned.
+    #[test]
+    fn a_configuration_ticking_slowly_is_kept_between_its_ticks() {
+        let store = MemStore::new();
+        let old = config(&["crm"], None);
+        let json = r#"{"endpoints": [{"name": "ops", "url": "http://h/ops", "cluster": "c"}],
+            "tickMs": 60000}"#;
+        let slow = Config::from_json(json.as_bytes(), &|_| None).unwrap();
+        let mut beats = LiveEndpoints::default();
+        beats.beat(&store, &slow, 0);
+        // Its next ticks, a minute apart: heard from at each, never taken for gone.
+        for tick in 1..=3u64 {
+            assert!(kept_elsewhere(&store, &old, "ops", tick * 60_000 - 1));
+            beats.beat(&store, &slow, tick * 60_000);
+        }
+        // Silent for three of its periods (and beats) on: gone.
+        let last = 3 * 60_000;
+        let stale = stale_after_ms(60_000);
+        assert_eq!(stale, 3 * (60_000 + BEAT_MS));
+        assert!(kept_elsewhere(&store, &old, "ops", last + stale - 1));
+        assert!(!kept_elsewhere(&store, &old, "ops", last + stale));
+        // The default tick keeps the fixed bound, and the stored layout as it was.
+        assert_eq!(stale_after_ms(100), STALE_MS);
+        let fresh = MemStore::new();
+        LiveEndpoints::default().beat(&fresh, &old, 0);
+        let stored = fresh.get(KEY).unwrap().unwrap().0;
+        assert!(!String::from_utf8(stored).unwrap().contains("stale"));
     }
 
     #[test]
@@ -373,10 +432,12 @@ mod tests {
             seen_ms: 3,
             since_ms: 2,
             source: 4,
+            stale_ms: 6,
             learns: Some(5),
             names: vec!["crm".into(), "q\"".into()],
         };
-        let stored = r#"[{"id":1,"at":3,"since":2,"src":4,"learn":5,"names":["crm","q\""]}]"#;
+        let stored =
+            r#"[{"id":1,"at":3,"since":2,"src":4,"stale":6,"learn":5,"names":["crm","q\""]}]"#;
         assert_eq!(
             String::from_utf8(encode(std::slice::from_ref(&entry))).unwrap(),
             stored
