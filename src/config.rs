@@ -521,6 +521,23 @@ impl Config {
         crate::events::fnv1a64(&[&f.0])
     }
 
+    /// The `delivery_fingerprint` as observers publish it for a singleton sender: tagged with
+    /// how it was computed, since builds that compute it differently share one prefix of
+    /// shared data (a field added to it is no change of a stored layout).
+    pub fn published_fingerprint(&self) -> String {
+        format!("{FINGERPRINT_FORMAT}:{}", self.delivery_fingerprint())
+    }
+
+    /// The fingerprint in a value `published_fingerprint` wrote, if this build computes it
+    /// the same way: another build's print (or an older build's bare number) tells nothing
+    /// about drift, and taking it for one warned of a drift that was not there.
+    pub fn read_published_fingerprint(value: &[u8]) -> Option<u64> {
+        let text = std::str::from_utf8(value).ok()?;
+        let (format, print) = text.split_once(':')?;
+        (format.parse::<u32>().ok()? == FINGERPRINT_FORMAT).then_some(())?;
+        print.parse().ok()
+    }
+
     /// Tells apart learning policies: configurations whose policies differ may build different
     /// endpoints from the one shared map of learned registrations. `None` without learning.
     pub fn learn_fingerprint(&self) -> Option<u64> {
@@ -530,6 +547,10 @@ impl Config {
         Some(crate::events::fnv1a64(&[&f.0]))
     }
 }
+
+/// How `delivery_fingerprint` is computed; bump it whenever
+/// `the_delivery_fingerprint_is_pinned` has to change.
+const FINGERPRINT_FORMAT: u32 = 1;
 
 /// The bytes `delivery_fingerprint` hashes: each field length-prefixed or fixed-width, so
 /// that no two configurations write the same sequence.
@@ -2039,6 +2060,40 @@ mod tests {
 
     /// A singleton sender compares its fingerprint with the observers': equal across what only
     /// watching or ticking concerns, different for anything that changes a delivery.
+    /// A singleton sender of one build compares its fingerprint with the observers' of
+    /// another, under one prefix of shared data: a change to how it is computed must come with
+    /// a new `FINGERPRINT_FORMAT`, or the singleton warns of a drift that is not there.
+    #[test]
+    fn the_delivery_fingerprint_is_pinned() {
+        let config = parse(
+            r#"{"endpoints": [{"name": "crm", "url": "http://h/x", "cluster": "c",
+                "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "rateLimit": {"perSecond": 5}}],
+                "deadLetter": {"url": "http://d/x", "cluster": "d"}}"#,
+        );
+        let print = config.delivery_fingerprint();
+        assert_eq!(
+            print, 8_754_380_084_599_063_240,
+            "pinned; if it moved, bump FINGERPRINT_FORMAT"
+        );
+        let published = config.published_fingerprint();
+        assert_eq!(published, format!("{FINGERPRINT_FORMAT}:{print}"));
+        assert_eq!(
+            Config::read_published_fingerprint(published.as_bytes()),
+            Some(print)
+        );
+        // Another rule's print, an older build's bare number, or junk: nothing to compare.
+        let other = format!("{}:{print}", FINGERPRINT_FORMAT + 1);
+        for value in [
+            other.as_bytes(),
+            print.to_string().as_bytes(),
+            b"1:x",
+            b"",
+            b"\xff:1",
+        ] {
+            assert_eq!(Config::read_published_fingerprint(value), None, "{value:?}");
+        }
+    }
+
     #[test]
     fn the_delivery_fingerprint_follows_what_deliveries_depend_on() {
         let base = r#"{"endpoints": [{"name": "crm", "url": "http://h/x", "cluster": "c",

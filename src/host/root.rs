@@ -311,8 +311,7 @@ impl Root {
         let theirs = hostcalls::get_shared_data(OBSERVED_CONFIG_KEY)
             .ok()
             .and_then(|(value, _)| value)
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|v| v.parse::<u64>().ok());
+            .and_then(|v| Config::read_published_fingerprint(&v));
         let Some(theirs) = theirs else {
             return;
         };
@@ -603,7 +602,7 @@ impl RootContext for Root {
         // Senders' first beats race to write it: a CAS needs the key to exist.
         ensure(live_endpoints::KEY, b"");
         if config.role == Role::Observer {
-            let print = config.delivery_fingerprint().to_string();
+            let print = config.published_fingerprint();
             let _ = hostcalls::set_shared_data(OBSERVED_CONFIG_KEY, Some(print.as_bytes()), None);
         }
         // Every VM ticks: metrics are handed to Envoy on the tick, even where nothing is sent.
