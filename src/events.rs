@@ -344,6 +344,11 @@ pub enum Verdict {
         slots: Vec<Place>,
         generation: Generation,
         result_arrived: bool,
+        /// The deliveries it places wait for the result, as the first view's did: the SUCCESS
+        /// was seen without it and no view has shown it since, or this one shows it null (an
+        /// earlier view of the SUCCESS, taken in after one that had it). The memory is marked,
+        /// so the next view with the result gives it to them.
+        awaits_result: bool,
     },
     /// The state we already acted on.
     Duplicate,
@@ -424,8 +429,15 @@ impl Memory {
                     // Marked until the deliveries have it (`result_given`): a view seen again
                     // after a store error fills in what this one could not.
                     let result_arrived = seen.awaits_result && n.result == ResultView::Present;
-                    let changed = seen.merge(n);
-                    verdict = if seen.routed() == before && !result_arrived {
+                    let mut changed = seen.merge(n);
+                    let opened = seen.routed() != before;
+                    let awaits_result = n.result != ResultView::Present
+                        && (seen.awaits_result || n.awaits_result());
+                    if opened && awaits_result && !seen.awaits_result {
+                        seen.awaits_result = true;
+                        changed = true;
+                    }
+                    verdict = if !opened && !result_arrived {
                         Verdict::Duplicate
                     } else {
                         Verdict::Filled {
@@ -433,6 +445,7 @@ impl Memory {
                             slots: seen.held(),
                             generation: seen.generation,
                             result_arrived,
+                            awaits_result,
                         }
                     };
                     if !changed {
@@ -1160,6 +1173,7 @@ mod tests {
             slots: vec![],
             generation: Generation(1),
             result_arrived: true,
+            awaits_result: false,
         };
         assert_eq!(m.observe(&s, &view(Present, T2), 2).unwrap(), arrived);
         // Until the deliveries were given it (a store error may have left them without).
@@ -1283,6 +1297,53 @@ mod tests {
         assert_eq!(again.unwrap(), Verdict::Duplicate);
     }
 
+    /// A view that opens endpoints to a SUCCESS still without its result, as far as the filter
+    /// saw (the memory awaits it, or the view shows it null), holds their deliveries for it,
+    /// and marks the memory so that the next view with the result gives it to them.
+    #[test]
+    fn a_view_that_opens_endpoints_to_a_success_without_its_result_holds_them_for_it() {
+        use crate::osmox::ResultView::{NotSelected, Null, Present};
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        let view = |id, provider: Option<u64>, result, updated| Notification {
+            result,
+            provider_id: provider,
+            ..n(id, DeliveryStatus::Success, 0, 1, updated)
+        };
+        let opened = |v: &Notification, at| match m.observe(&s, v, at).unwrap() {
+            Verdict::Filled {
+                awaits_result,
+                result_arrived,
+                ..
+            } => (awaits_result, result_arrived),
+            other => panic!("{other:?}"),
+        };
+        // Seen with the result, not the provider; then a view from before OsmoX saved the
+        // result shows the provider, and `"result": null`.
+        assert_eq!(
+            m.observe(&s, &view(1, None, Present, T2), 0).unwrap(),
+            fresh(1)
+        );
+        assert_eq!(opened(&view(1, Some(7), Null, T1), 1), (true, false));
+        assert_eq!(opened(&view(1, Some(7), Present, T2), 2), (false, true));
+        // Seen null, not the provider; a view that did not select `result` shows it: what it
+        // opens waits as well.
+        assert_eq!(
+            m.observe(&s, &view(2, None, Null, T1), 0).unwrap(),
+            fresh(1)
+        );
+        assert_eq!(opened(&view(2, Some(7), NotSelected, T1), 1), (true, false));
+        // Once the result was given, such a view says nothing of it: nothing waits.
+        assert_eq!(
+            m.observe(&s, &view(3, None, Null, T1), 0).unwrap(),
+            fresh(1)
+        );
+        m.result_given(&s, 3, Generation::FIRST).unwrap();
+        assert_eq!(
+            opened(&view(3, Some(7), NotSelected, T1), 1),
+            (false, false)
+        );
+    }
+
     /// OsmoX moves `updatedOn` when it saves a SUCCESS's result. A client whose query did not
     /// select `providerId` saw the SUCCESS after that; another's answer from before it, with
     /// the provider, was taken in later. It is the same event (nothing follows SUCCESS), and
@@ -1307,6 +1368,7 @@ mod tests {
                 slots: vec![],
                 generation: Generation::FIRST,
                 result_arrived: false,
+                awaits_result: false,
             }
         );
         assert_eq!(m.observe(&s, &earlier, 2).unwrap(), Verdict::Duplicate);

@@ -117,6 +117,8 @@ struct Event {
     generation: Generation,
     /// Seen before only without its result, now with it.
     result_arrived: bool,
+    /// The deliveries placed now wait for the event's result.
+    awaits_result: bool,
 }
 
 /// Where a response's events are judged, their deliveries placed in the ledger, and taken
@@ -148,7 +150,8 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                 .iter()
                 .find(|p| p.endpoint == key)
                 .map(|p| p.slot);
-            match self.place(endpoint, n, body, previous, event.generation) {
+            let awaits = event.awaits_result;
+            match self.place(endpoint, n, body, previous, event.generation, awaits) {
                 Ok(Some(slot)) => {
                     placed.push(Place {
                         endpoint: key,
@@ -184,6 +187,7 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                     before: None,
                     generation,
                     result_arrived: false,
+                    awaits_result: n.awaits_result(),
                 })
             }
             Ok(Verdict::Filled {
@@ -191,6 +195,7 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                 slots,
                 generation,
                 result_arrived,
+                awaits_result,
             }) => {
                 self.metrics.add(Metric::EventsDuplicate, 1);
                 Some(Event {
@@ -198,6 +203,7 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                     before: Some(before),
                     generation,
                     result_arrived,
+                    awaits_result,
                 })
             }
             Ok(Verdict::Duplicate) => {
@@ -280,7 +286,8 @@ impl<S: Store + ?Sized> Recording<'_, S> {
     }
 
     /// Place `n`'s delivery to `endpoint` in the ledger, replacing the one still held in
-    /// `previous`. The slot it now holds, if any.
+    /// `previous`; with `awaits_result`, held for the event's result. The slot it now holds,
+    /// if any.
     fn place(
         &self,
         endpoint: &Endpoint,
@@ -288,13 +295,14 @@ impl<S: Store + ?Sized> Recording<'_, S> {
         body: &str,
         previous: Option<u32>,
         generation: Generation,
+        awaits_result: bool,
     ) -> Result<Option<u32>, Incomplete> {
         let id = webhook_id(n, &endpoint.name, generation);
         let body = endpoint.payload.body(n, body, self.now_ms).into_bytes();
         let mut fresh =
             Slot::new(&endpoint.name, n.id, &id, body, self.now_ms).of_generation(generation);
         // Held for a view with the result (`fill_in` sends it then), or until the wait ends.
-        let awaits = n.awaits_result() && endpoint.await_result_ms > 0;
+        let awaits = awaits_result && endpoint.await_result_ms > 0;
         if awaits {
             fresh.at_ms = self.now_ms.saturating_add(endpoint.await_result_ms);
         }
@@ -972,7 +980,7 @@ mod tests {
         let y = ledger.place(&store, None, later, 2).unwrap().slot();
         let n = seen("2026-01-01T00:00:01.000Z", "null");
         assert!(n.awaits_result());
-        let placed = recorded.place(endpoint, &n, "{}", Some(y), G1);
+        let placed = recorded.place(endpoint, &n, "{}", Some(y), G1, true);
         assert!(
             matches!(placed, Ok(None)),
             "not placed: a later event holds the slot"
@@ -983,7 +991,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Placed, it is counted.
-        let placed = recorded.place(endpoint, &n, "{}", None, G1);
+        let placed = recorded.place(endpoint, &n, "{}", None, G1, true);
         assert!(matches!(placed, Ok(Some(_))));
         assert_eq!(metrics.get(Metric::ResultsAwaited), 1);
     }

@@ -85,28 +85,40 @@ pub fn rfc3339_ms(ms: u64) -> String {
 
 /// A stored body (either form) with its notification's `result` set to `result` (minified
 /// JSON), every other member as stored: what a later view adds to a SUCCESS first seen
-/// without its result. `None` when the body is not an object.
+/// without its result. A body from a view that did not select `result` gets it last.
+/// `None` when the body is not an object.
 pub fn with_result(stored: &[u8], result: &str) -> Option<Vec<u8>> {
     let arena = json::Arena::new();
     let doc = json::parse(stored, &arena).ok()?;
     let body = doc.as_object()?;
-    let mut out = String::with_capacity(stored.len() + result.len());
+    let mut out = String::with_capacity(stored.len() + result.len() + 10);
     if Payload::is_envelope(body) {
         let data = body.get("data")?.as_object()?;
         write_members(&mut out, body, |out, key, value| match key {
-            "data" => write_members(out, data, |out, key, value| match key {
-                "result" => out.push_str(result),
-                _ => value.write(out),
-            }),
+            "data" => write_with_result(out, data, result),
             _ => value.write(out),
         });
     } else {
-        write_members(&mut out, body, |out, key, value| match key {
-            "result" => out.push_str(result),
-            _ => value.write(out),
-        });
+        write_with_result(&mut out, body, result);
     }
     Some(out.into_bytes())
+}
+
+/// A notification `obj` with `result` in place of its own, or added last.
+fn write_with_result(out: &mut String, obj: &Object<'_>, result: &str) {
+    write_members(out, obj, |out, key, value| match key {
+        "result" => out.push_str(result),
+        _ => value.write(out),
+    });
+    if obj.get("result").is_none() {
+        out.pop(); // the closing brace
+        if !obj.members().is_empty() {
+            out.push(',');
+        }
+        out.push_str("\"result\":");
+        out.push_str(result);
+        out.push('}');
+    }
 }
 
 /// `obj` with each member's value written by `value`, keys as they were.
@@ -202,7 +214,7 @@ mod tests {
     /// What a view with the result gives a stored body: the result, and nothing else (the
     /// view may have selected fewer fields; an envelope keeps its timestamp).
     #[test]
-    fn a_result_replaces_only_the_stored_result() {
+    fn a_result_replaces_only_the_stored_result_or_comes_last() {
         let result = r#"{"result":{"messageId":"m1"}}"#;
         let plain = br#"{"id":7,"data":{"to":"a\u00e9"},"result":null,"n":1.50}"#;
         assert_eq!(
@@ -213,6 +225,20 @@ mod tests {
         assert_eq!(
             String::from_utf8(with_result(wrapped, result).unwrap()).unwrap(),
             r#"{"type":"notification.success","timestamp":"2026-04-20T09:15:01.250Z","data":{"id":7,"result":{"result":{"messageId":"m1"}}}}"#
+        );
+        // A body from a view that did not select it gets it last.
+        assert_eq!(
+            String::from_utf8(with_result(br#"{"id":7,"providerId":1}"#, result).unwrap()).unwrap(),
+            r#"{"id":7,"providerId":1,"result":{"result":{"messageId":"m1"}}}"#
+        );
+        let wrapped = br#"{"type":"notification.success","timestamp":"2026-04-20T09:15:01.250Z","data":{"id":7}}"#;
+        assert_eq!(
+            String::from_utf8(with_result(wrapped, result).unwrap()).unwrap(),
+            r#"{"type":"notification.success","timestamp":"2026-04-20T09:15:01.250Z","data":{"id":7,"result":{"result":{"messageId":"m1"}}}}"#
+        );
+        assert_eq!(
+            String::from_utf8(with_result(b"{}", result).unwrap()).unwrap(),
+            r#"{"result":{"result":{"messageId":"m1"}}}"#
         );
         assert_eq!(with_result(b"[1]", result), None);
         assert_eq!(with_result(b"{", result), None);

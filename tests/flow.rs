@@ -6888,3 +6888,119 @@ fn a_rate_backlog_is_not_claimed_over_and_over_by_every_sweep() {
     let refused = w.m(Metric::DeliveriesRateLimited);
     assert!(refused <= 2_000, "{refused} refusals");
 }
+
+// ---------------------------------------------------------------------------------------------
+// A SUCCESS seen without its result, routed anew by a later view
+
+/// `all` takes every final state, `p1` only provider 1's, both waiting 1 s for a result.
+const ALL_AND_P1: &str = r#"{"endpoints": [
+    {"name": "all", "url": "http://h/a", "cluster": "all"},
+    {"name": "p1", "url": "http://h/b", "cluster": "p1", "providerIds": [1]}
+  ], "limits": {"maxPending": 128, "maxRemembered": 1024}}"#;
+
+/// What each endpoint (by cluster) was sent: its webhook-id and body, in order.
+fn sent_to(w: &World, cluster: &str) -> Vec<(String, String)> {
+    w.sent()
+        .iter()
+        .filter(|s| s.cluster == cluster)
+        .map(|s| (s.header("webhook-id").unwrap().to_string(), s.body.clone()))
+        .collect()
+}
+
+/// Answer every attempt 200 and let every wait end: nothing more may go out.
+fn settle_all(w: &mut World) {
+    let mut answered = 0;
+    w.answer_everything(200, &mut answered);
+    pass(w, 3_000);
+    w.sweep();
+    w.answer_everything(200, &mut answered);
+}
+
+/// A SUCCESS view without `providerId`.
+fn without_provider(n: Notification<'static>) -> Notification<'static> {
+    Notification {
+        provider_id: None,
+        ..n
+    }
+}
+
+/// The first view lacked the provider `p1` filters on; the view that shows the result shows it
+/// too: `p1` takes the event then, with the result, and `all`'s waiting delivery goes with it.
+#[test]
+fn a_view_with_the_result_and_a_new_field_gives_each_endpoint_one_webhook_with_it() {
+    let mut w = World::new(ALL_AND_P1, 1);
+    w.observe(0, &[without_provider(success_seen(1, None, A))]);
+    pass(&mut w, 300);
+    assert!(w.sent().is_empty(), "held for its result");
+    w.observe(0, &[success_seen(1, Some(RESULT), B)]);
+    assert_eq!(w.sent().len(), 2, "both at once");
+    settle_all(&mut w);
+    for cluster in ["all", "p1"] {
+        let sent = sent_to(&w, cluster);
+        assert_eq!(sent.len(), 1, "{cluster}: {sent:?}");
+        assert!(sent[0].1.contains(RESULT), "{cluster}: {}", sent[0].1);
+    }
+    assert_eq!(w.m(Metric::ResultsAwaited), 1);
+    assert_eq!(w.m(Metric::ResultsFilledIn), 1);
+}
+
+/// A view that did not select `result` but shows the provider opens `p1` while the event is
+/// known to lack its result (the first view showed it null): `p1`'s delivery waits for it as
+/// `all`'s does, and the view with the result, within the wait, reaches both.
+#[test]
+fn an_endpoint_opened_by_a_view_without_result_waits_for_the_result_the_event_lacks() {
+    use osmox_webhook_filter::osmox::ResultView;
+    let mut w = World::new(ALL_AND_P1, 1);
+    w.observe(0, &[without_provider(success_seen(1, None, A))]);
+    w.now += 50;
+    let no_result = Notification {
+        result: ResultView::NotSelected,
+        body: r#"{"id":1,"deliveryStatus":5,"providerId":1}"#.into(),
+        ..success_seen(1, None, A)
+    };
+    w.observe(0, &[no_result]);
+    pass(&mut w, 300);
+    assert!(
+        w.sent().is_empty(),
+        "both held for the result: {:?}",
+        w.sent()
+    );
+    w.observe(0, &[success_seen(1, Some(RESULT), B)]);
+    assert_eq!(w.sent().len(), 2, "both at once");
+    settle_all(&mut w);
+    let p1 = sent_to(&w, "p1");
+    assert_eq!(p1.len(), 1, "{p1:?}");
+    assert_eq!(
+        p1[0].1,
+        r#"{"id":1,"deliveryStatus":5,"providerId":1,"result":{"messageId":"m1"}}"#
+    );
+    let all = sent_to(&w, "all");
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(all[0].1.contains(RESULT), "{}", all[0].1);
+    assert_eq!(w.m(Metric::ResultsAwaited), 2);
+    assert_eq!(w.m(Metric::ResultsFilledIn), 2);
+}
+
+/// The first view showed the result but not the provider; a late view from before OsmoX saved
+/// the result shows the provider and `"result": null`, opening `p1`. Its delivery waits for a
+/// view with the result, and the next one gives it: it does not go without it at the wait's
+/// end while the result shows in every poll.
+#[test]
+fn an_endpoint_opened_by_an_earlier_view_without_the_result_gets_it_from_the_next_view() {
+    let mut w = World::new(ALL_AND_P1, 1);
+    w.observe(0, &[without_provider(success_seen(1, Some(RESULT), B))]);
+    assert_eq!(sent_to(&w, "all").len(), 1);
+    w.now += 50;
+    w.observe(0, &[success_seen(1, None, A)]);
+    pass(&mut w, 300);
+    assert!(sent_to(&w, "p1").is_empty(), "held for the result");
+    w.observe(0, &[success_seen(1, Some(RESULT), B)]);
+    let p1 = sent_to(&w, "p1");
+    assert_eq!(p1.len(), 1, "sent as soon as the result showed again");
+    assert!(p1[0].1.contains(RESULT), "{}", p1[0].1);
+    settle_all(&mut w);
+    assert_eq!(sent_to(&w, "p1").len(), 1);
+    assert_eq!(sent_to(&w, "all").len(), 1);
+    assert_eq!(w.m(Metric::ResultsAwaited), 1);
+    assert_eq!(w.m(Metric::ResultsFilledIn), 1);
+}
