@@ -198,6 +198,15 @@ impl Seen {
             .collect()
     }
 
+    /// The endpoints a delivery of the current event was placed for.
+    fn served(&self) -> Vec<EndpointKey> {
+        self.slots
+            .iter()
+            .filter(|h| h.generation == self.generation)
+            .map(|h| h.endpoint)
+            .collect()
+    }
+
     fn from(n: &Notification, now_ms: u64) -> Self {
         Seen {
             id: n.id,
@@ -344,6 +353,9 @@ pub enum Verdict {
         slots: Vec<Place>,
         generation: Generation,
         result_arrived: bool,
+        /// The endpoints a delivery of this very event was placed for: they have it, whatever
+        /// an update has made of their filters since.
+        served: Vec<EndpointKey>,
         /// The deliveries it places wait for the result, as the first view's did: the SUCCESS
         /// was seen without it and no view has shown it since, or this one shows it null (an
         /// earlier view of the SUCCESS, taken in after one that had it). The memory is marked,
@@ -445,6 +457,7 @@ impl Memory {
                             slots: seen.held(),
                             generation: seen.generation,
                             result_arrived,
+                            served: seen.served(),
                             awaits_result,
                         }
                     };
@@ -1173,6 +1186,7 @@ mod tests {
             slots: vec![],
             generation: Generation(1),
             result_arrived: true,
+            served: vec![],
             awaits_result: false,
         };
         assert_eq!(m.observe(&s, &view(Present, T2), 2).unwrap(), arrived);
@@ -1299,7 +1313,8 @@ mod tests {
 
     /// A view that opens endpoints to a SUCCESS still without its result, as far as the filter
     /// saw (the memory awaits it, or the view shows it null), holds their deliveries for it,
-    /// and marks the memory so that the next view with the result gives it to them.
+    /// and marks the memory so that the next view with the result gives it to them. `served`
+    /// names the endpoints already placed for the event.
     #[test]
     fn a_view_that_opens_endpoints_to_a_success_without_its_result_holds_them_for_it() {
         use crate::osmox::ResultView::{NotSelected, Null, Present};
@@ -1311,11 +1326,16 @@ mod tests {
         };
         let opened = |v: &Notification, at| match m.observe(&s, v, at).unwrap() {
             Verdict::Filled {
+                served,
                 awaits_result,
                 result_arrived,
                 ..
-            } => (awaits_result, result_arrived),
+            } => (served, awaits_result, result_arrived),
             other => panic!("{other:?}"),
+        };
+        let all = Place {
+            endpoint: EndpointKey(9),
+            slot: 4,
         };
         // Seen with the result, not the provider; then a view from before OsmoX saved the
         // result shows the provider, and `"result": null`.
@@ -1323,15 +1343,21 @@ mod tests {
             m.observe(&s, &view(1, None, Present, T2), 0).unwrap(),
             fresh(1)
         );
-        assert_eq!(opened(&view(1, Some(7), Null, T1), 1), (true, false));
-        assert_eq!(opened(&view(1, Some(7), Present, T2), 2), (false, true));
+        m.record_slots(&s, 1, Generation::FIRST, &[all]).unwrap();
+        let earlier = view(1, Some(7), Null, T1);
+        assert_eq!(opened(&earlier, 1), (vec![EndpointKey(9)], true, false));
+        let with_it = view(1, Some(7), Present, T2);
+        assert_eq!(opened(&with_it, 2), (vec![EndpointKey(9)], false, true));
         // Seen null, not the provider; a view that did not select `result` shows it: what it
         // opens waits as well.
         assert_eq!(
             m.observe(&s, &view(2, None, Null, T1), 0).unwrap(),
             fresh(1)
         );
-        assert_eq!(opened(&view(2, Some(7), NotSelected, T1), 1), (true, false));
+        assert_eq!(
+            opened(&view(2, Some(7), NotSelected, T1), 1),
+            (vec![], true, false)
+        );
         // Once the result was given, such a view says nothing of it: nothing waits.
         assert_eq!(
             m.observe(&s, &view(3, None, Null, T1), 0).unwrap(),
@@ -1340,7 +1366,20 @@ mod tests {
         m.result_given(&s, 3, Generation::FIRST).unwrap();
         assert_eq!(
             opened(&view(3, Some(7), NotSelected, T1), 1),
-            (false, false)
+            (vec![], false, false)
+        );
+        // An endpoint placed for an earlier event of the notification is not served this one.
+        let pending = n(4, DeliveryStatus::Pending, 0, 1, T1);
+        assert_eq!(m.observe(&s, &pending, 0).unwrap(), fresh(1));
+        m.record_slots(&s, 4, Generation::FIRST, &[all]).unwrap();
+        let success = view(4, None, Null, T2);
+        assert!(matches!(
+            m.observe(&s, &success, 1).unwrap(),
+            Verdict::New { .. }
+        ));
+        assert_eq!(
+            opened(&view(4, Some(7), Null, T2), 2),
+            (vec![], true, false)
         );
     }
 
@@ -1368,6 +1407,7 @@ mod tests {
                 slots: vec![],
                 generation: Generation::FIRST,
                 result_arrived: false,
+                served: vec![],
                 awaits_result: false,
             }
         );

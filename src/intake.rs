@@ -5,7 +5,9 @@
 
 use crate::config::{Config, Endpoint};
 use crate::delivery::ledger::{EventFor, FilledIn, Ledger, LedgerError, Placed, Slot, Withdrawn};
-use crate::events::{endpoint_key, fnv1a64, Generation, KnownEvents, Memory, Place, Verdict};
+use crate::events::{
+    endpoint_key, fnv1a64, EndpointKey, Generation, KnownEvents, Memory, Place, Verdict,
+};
 use crate::metrics::{Metric, Metrics};
 use crate::osmox::{DeliveryStatus, Notification};
 use crate::routing::{self, Routed};
@@ -117,6 +119,8 @@ struct Event {
     generation: Generation,
     /// Seen before only without its result, now with it.
     result_arrived: bool,
+    /// Endpoints that have this very event already (`Verdict::Filled`).
+    served: Vec<EndpointKey>,
     /// The deliveries placed now wait for the event's result.
     awaits_result: bool,
 }
@@ -143,8 +147,13 @@ impl<S: Store + ?Sized> Recording<'_, S> {
         let mut body = None;
         for endpoint in routing::route(endpoints, n, event.before) {
             routed = true;
-            let body = body.get_or_insert_with(|| n.webhook_body());
             let key = endpoint_key(&endpoint.name);
+            // Its filter, changed by an update since, passed over the view that gave it the
+            // event: a second delivery would repeat the event under another webhook-id.
+            if event.served.contains(&key) {
+                continue;
+            }
+            let body = body.get_or_insert_with(|| n.webhook_body());
             let previous = event
                 .previous
                 .iter()
@@ -187,6 +196,7 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                     before: None,
                     generation,
                     result_arrived: false,
+                    served: Vec::new(),
                     awaits_result: n.awaits_result(),
                 })
             }
@@ -195,6 +205,7 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                 slots,
                 generation,
                 result_arrived,
+                served,
                 awaits_result,
             }) => {
                 self.metrics.add(Metric::EventsDuplicate, 1);
@@ -203,6 +214,7 @@ impl<S: Store + ?Sized> Recording<'_, S> {
                     before: Some(before),
                     generation,
                     result_arrived,
+                    served,
                     awaits_result,
                 })
             }

@@ -7004,3 +7004,70 @@ fn an_endpoint_opened_by_an_earlier_view_without_the_result_gets_it_from_the_nex
     assert_eq!(w.m(Metric::ResultsAwaited), 1);
     assert_eq!(w.m(Metric::ResultsFilledIn), 1);
 }
+
+/// An endpoint an update adds between the view without the result and the view with it did
+/// not exist when the event was taken in: like any event seen again after the update, it is
+/// not delivered to it. The endpoint that was there gets its one webhook, with the result.
+#[test]
+fn an_endpoint_added_between_the_views_is_not_sent_the_event_taken_in_before() {
+    let mut w = World::new(
+        r#"{"endpoints": [{"name": "all", "url": "http://h/a", "cluster": "all"}],
+            "limits": {"maxPending": 128, "maxRemembered": 1024}}"#,
+        1,
+    );
+    w.observe(0, &[success_seen(1, None, A)]);
+    let v2 = Config::from_json(
+        r#"{"endpoints": [{"name": "all", "url": "http://h/a", "cluster": "all"},
+                          {"name": "late", "url": "http://h/l", "cluster": "late"}],
+            "limits": {"maxPending": 128, "maxRemembered": 1024}}"#
+            .as_bytes(),
+        &|_| None,
+    )
+    .unwrap();
+    for k in Sender::keys(&v2.endpoints) {
+        w.store.set(&k, b"{}", None).unwrap();
+    }
+    w.config = v2;
+    w.now += 100;
+    w.observe(0, &[success_seen(1, Some(RESULT), B)]);
+    settle_all(&mut w);
+    let all = sent_to(&w, "all");
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(all[0].1.contains(RESULT), "{}", all[0].1);
+    assert!(sent_to(&w, "late").is_empty());
+}
+
+/// An update gave `all` a provider filter between the view without the provider (which `all`
+/// took, unfiltered then, at once: it awaits no result) and the view with the provider and
+/// the result. `all` already has the event: the later view does not send it a second webhook
+/// under another webhook-id; the attempt's retry carries the result.
+#[test]
+fn an_endpoint_whose_filter_an_update_changed_is_not_sent_the_event_again() {
+    let mut w = World::new(
+        r#"{"endpoints": [{"name": "all", "url": "http://h/a", "cluster": "all", "awaitResultMs": 0,
+                           "retry": {"initialDelayMs": 1000, "jitter": 0.0}}],
+            "limits": {"maxPending": 128, "maxRemembered": 1024}}"#,
+        1,
+    );
+    w.observe(0, &[without_provider(success_seen(1, None, A))]);
+    let first = w.last();
+    let v2 = Config::from_json(
+        r#"{"endpoints": [{"name": "all", "url": "http://h/a", "cluster": "all", "awaitResultMs": 0,
+                           "retry": {"initialDelayMs": 1000, "jitter": 0.0}, "providerIds": [1]}],
+            "limits": {"maxPending": 128, "maxRemembered": 1024}}"#
+            .as_bytes(),
+        &|_| None,
+    )
+    .unwrap();
+    w.config = v2;
+    w.now += 100;
+    w.observe(0, &[success_seen(1, Some(RESULT), B)]);
+    w.reply(0, first.token, 503, None);
+    pass(&mut w, 2_000);
+    let all = sent_to(&w, "all");
+    assert_eq!(all.len(), 2, "the first attempt and its retry: {all:?}");
+    assert_eq!(all[0].0, all[1].0, "one webhook-id");
+    assert!(all[1].1.contains(RESULT), "{}", all[1].1);
+    settle_all(&mut w);
+    assert_eq!(sent_to(&w, "all").len(), 2);
+}
