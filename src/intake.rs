@@ -173,7 +173,7 @@ impl<S: Store + ?Sized> Recording<'_, S> {
             }
         }
         if event.result_arrived {
-            self.fill_in(endpoints, n, &event, intake);
+            self.fill_in(n, &event, intake);
         }
         // An event whose every delivery was dropped was routed: the drops are counted.
         if !routed && event.before.is_none() {
@@ -237,14 +237,9 @@ impl<S: Store + ?Sized> Recording<'_, S> {
 
     /// `n` shows the result its event's earlier views lacked: give it to the deliveries that
     /// still wait (the attempt on the wire keeps what it carries), and send those it held
-    /// back for it.
-    fn fill_in(
-        &self,
-        endpoints: &[Endpoint],
-        n: &Notification,
-        event: &Event,
-        intake: &mut Intake,
-    ) {
+    /// back for it. Every one the memory recorded, to endpoints this configuration lacks too
+    /// (an update removed one while the replaced configuration drains and still sends).
+    fn fill_in(&self, n: &Notification, event: &Event, intake: &mut Intake) {
         let Some(result) = n.result_json() else {
             return;
         };
@@ -258,14 +253,8 @@ impl<S: Store + ?Sized> Recording<'_, S> {
         };
         let mut stored = true;
         for place in &event.previous {
-            let Some(endpoint) = endpoints
-                .iter()
-                .find(|e| endpoint_key(&e.name) == place.endpoint)
-            else {
-                continue;
-            };
             let of = EventFor {
-                endpoint: &endpoint.name,
+                endpoint: place.endpoint,
                 notification: n.id,
                 generation: event.generation,
             };

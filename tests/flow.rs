@@ -7071,3 +7071,43 @@ fn an_endpoint_whose_filter_an_update_changed_is_not_sent_the_event_again() {
     settle_all(&mut w);
     assert_eq!(sent_to(&w, "all").len(), 2);
 }
+
+/// An update removed `p1` while its delivery waited for the result; the replaced configuration
+/// sends for it while its listener drains. The view with the result, taken in under the
+/// configuration in force, gives it the result as well.
+#[test]
+fn a_delivery_waiting_for_its_result_gets_it_after_an_update_removed_its_endpoint() {
+    let mut w = World::new(ALL_AND_P1, 2);
+    let v1 = w.config.clone();
+    w.senders[0].borrow_mut().announce(&w.store, &v1, 1, w.now);
+    w.observe(0, &[success_seen(1, None, A)]);
+    let v2 = Config::from_json(
+        r#"{"endpoints": [{"name": "all", "url": "http://h/a", "cluster": "all"}],
+            "limits": {"maxPending": 128, "maxRemembered": 1024}}"#
+            .as_bytes(),
+        &|_| None,
+    )
+    .unwrap();
+    let mut s = sender(&v2, 1);
+    s.announce(&w.store, &v2, 2, w.now);
+    *w.senders[1].borrow_mut() = s;
+    w.config = v2;
+    w.now += 100;
+    w.observe(1, &[success_seen(1, Some(RESULT), B)]);
+    // As the host does: what the configuration in force gives up goes to the one that has it.
+    let handed = w.senders[1].borrow_mut().take_handed();
+    assert_eq!(handed.len(), 1, "{handed:?}");
+    for (slot, _) in handed {
+        w.with(0, |s, _, io| s.wake(&v1, &v1.endpoints, io, slot));
+    }
+    assert_eq!(sent_to(&w, "p1").len(), 1, "sent at once, as `all`'s");
+    for _ in 0..20 {
+        w.now += 100;
+        tick_by(&w, 0, &v1);
+    }
+    for cluster in ["all", "p1"] {
+        let sent = sent_to(&w, cluster);
+        assert_eq!(sent.len(), 1, "{cluster}: {sent:?}");
+        assert!(sent[0].1.contains(RESULT), "{cluster}: {}", sent[0].1);
+    }
+}

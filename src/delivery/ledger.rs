@@ -12,7 +12,7 @@
 //! sweeps (and so delivers) what waits in the slots above it, and a sender loaded before a
 //! larger configuration sweeps as far as that one once it finds the cursor past its own end.
 
-use crate::events::{fnv1a64, Generation};
+use crate::events::{endpoint_key, fnv1a64, EndpointKey, Generation};
 use crate::record::{Out, Reader};
 use crate::store::{self, Store, StoreError};
 
@@ -457,10 +457,12 @@ pub enum FilledIn {
     OnTheWire,
 }
 
-/// A notification's event (by its generation) as delivered to one endpoint.
+/// A notification's event (by its generation) as delivered to one endpoint, by its key as
+/// the dedupe memory records it: an endpoint the configuration in force no longer has (an
+/// update removed it while the replaced one drains) is still told apart.
 #[derive(Debug, Clone, Copy)]
-pub struct EventFor<'a> {
-    pub endpoint: &'a str,
+pub struct EventFor {
+    pub endpoint: EndpointKey,
     pub notification: u64,
     pub generation: Generation,
 }
@@ -609,7 +611,7 @@ impl Ledger {
         &self,
         store: &S,
         slot: u32,
-        event: EventFor<'_>,
+        event: EventFor,
         fill: impl Fn(&[u8]) -> Option<Vec<u8>>,
         now_ms: u64,
     ) -> Result<Option<FilledIn>, StoreError> {
@@ -622,7 +624,7 @@ impl Ledger {
             let Record::Used(mut s) = rec else {
                 return None;
             };
-            if s.notification != notification || s.endpoint != endpoint {
+            if s.notification != notification || endpoint_key(&s.endpoint) != endpoint {
                 return None;
             }
             if s.generation == generation {
@@ -928,7 +930,7 @@ mod tests {
         let slot = l.place(&s, None, held, 0).unwrap().slot();
         let fill = |endpoint: &str, generation: Generation| {
             let event = EventFor {
-                endpoint,
+                endpoint: endpoint_key(endpoint),
                 notification: 1,
                 generation,
             };
@@ -1406,7 +1408,7 @@ mod tests {
             Placed::Queued(first)
         );
         let event = EventFor {
-            endpoint: "a",
+            endpoint: endpoint_key("a"),
             notification: 1,
             generation: Generation(2),
         };
