@@ -7111,3 +7111,70 @@ fn a_delivery_waiting_for_its_result_gets_it_after_an_update_removed_its_endpoin
         assert!(sent[0].1.contains(RESULT), "{cluster}: {}", sent[0].1);
     }
 }
+
+/// A webhook registration learned between the two views, as the host builds the endpoints at
+/// each response: the learned endpoint filters on its provider, so it takes the event only
+/// when a later view opens it (the first lacked the provider), once, with the result; an
+/// event whose first view already showed the provider was taken in before the endpoint
+/// existed, and is not sent to it.
+#[test]
+fn an_endpoint_learned_between_the_views_takes_only_what_a_later_view_opens_to_it() {
+    use osmox_webhook_filter::learn::Registry;
+    let mut w = World::new(
+        r#"{"endpoints": [{"name": "all", "url": "http://h/a", "cluster": "all"}],
+            "learn": {"enabled": true, "cluster": "egress", "allowHosts": ["hooks.example.com"]},
+            "limits": {"maxPending": 128, "maxRemembered": 1024}}"#,
+        1,
+    );
+    let endpoints = |w: &World| {
+        let mut all = w.config.endpoints.clone();
+        all.extend(Registry::new(8).endpoints(&w.store, &w.config).unwrap());
+        all
+    };
+    let observe = |w: &World, n: Notification| {
+        let all = endpoints(w);
+        let memory = Memory::new(w.config.limits.max_remembered);
+        let (store, metrics) = (&w.store, &w.metrics);
+        let got = intake::take_in(
+            None,
+            &w.config,
+            &all,
+            memory,
+            store,
+            metrics,
+            &[n],
+            w.now,
+            1,
+        );
+        for slot in got.wake {
+            w.with(0, |s, c, io| s.wake(c, &all, io, slot));
+        }
+    };
+    observe(&w, without_provider(success_seen(1, None, A)));
+    observe(&w, success_seen(2, None, A));
+    let learn = w.config.learn.clone().unwrap();
+    Registry::new(8)
+        .upsert(&w.store, 1, Some(9), "https://hooks.example.com/in", &learn)
+        .unwrap();
+    assert_eq!(endpoints(&w).len(), 2);
+    w.now += 100;
+    observe(&w, success_seen(1, Some(RESULT), B));
+    observe(&w, success_seen(2, Some(RESULT), B));
+    let all = endpoints(&w);
+    let mut answered = 0;
+    for _ in 0..30 {
+        w.answer_everything(200, &mut answered);
+        w.now += 100;
+        w.with(0, |s, c, io| s.tick(c, &all, io));
+    }
+    let learned = sent_to(&w, "egress");
+    assert_eq!(learned.len(), 1, "{learned:?}");
+    assert!(learned[0].0.starts_with("msg_1_5_"), "{}", learned[0].0);
+    assert!(learned[0].1.contains(RESULT), "{}", learned[0].1);
+    let to_all = sent_to(&w, "all");
+    assert_eq!(to_all.len(), 2, "{to_all:?}");
+    assert!(
+        to_all.iter().all(|(_, body)| body.contains(RESULT)),
+        "{to_all:?}"
+    );
+}
