@@ -600,10 +600,10 @@ fn a_gone_answer_disables_the_endpoint_and_each_later_delivery_is_reported() {
     assert_eq!(w.m(Metric::CircuitsOpened), 0);
     assert_eq!(w.m(Metric::DeadLettersSent), 7);
     assert_eq!(w.m(Metric::Pending), 0);
-    // The failed report is tried three times more, 2, 10 and 60 s after each failure, and
-    // then given up: counted once.
+    // The failed report is tried five times more, 2, 10, 60, 300 and 900 s after each
+    // failure, and then given up: counted once.
     let mut w = w;
-    for delay in [2_000, 10_000, 60_000] {
+    for delay in [2_000, 10_000, 60_000, 300_000, 900_000] {
         assert_eq!(w.m(Metric::DeadLettersFailed), 0);
         let before = w.sent().len();
         w.now += delay - 1;
@@ -619,11 +619,11 @@ fn a_gone_answer_disables_the_endpoint_and_each_later_delivery_is_reported() {
         assert!(again.body.contains(r#""notification":{"id":7"#));
         w.reply(0, again.token, 503, None);
     }
-    assert_eq!(w.m(Metric::DeadLettersSent), 10);
+    assert_eq!(w.m(Metric::DeadLettersSent), 12);
     assert_eq!(w.m(Metric::DeadLettersFailed), 1);
     w.now += 3_600_000;
     w.tick(0);
-    assert_eq!(w.m(Metric::DeadLettersSent), 10, "given up");
+    assert_eq!(w.m(Metric::DeadLettersSent), 12, "given up");
 }
 
 /// A success that was already on the wire when the endpoint answered 410 keeps no place for
