@@ -1,8 +1,9 @@
 """End-to-end test of everything at once on a real Envoy with two workers: concurrent polls of
 pages whose notifications move through two states, a receiver that fails every third request,
 one behind a rate limit, one that is down and then comes back (its circuit opens and closes),
-and a configuration update between the two states. The other tests each take one of these
-alone; here they share the ledger, the workers and the ticks.
+and a configuration update between the two states; and the same kind of burst with the
+workers' VMs crashing in the middle of it. The other tests each take one of these alone;
+here they share the ledger, the workers and the ticks.
 
 What must hold whatever the interleaving: every endpoint gets each notification's final
 state exactly once with a 2xx, signed with its own key; an earlier state is delivered at most
@@ -23,8 +24,8 @@ import time
 
 from standardwebhooks.webhooks import Webhook
 
-from harness import METRIC_PREFIX, endpoint, to_json_bytes
-from retry_helpers import BASE_MS, notification_row, notifications_page
+from harness import METRIC_PREFIX, Behaviour, endpoint, to_json_bytes
+from retry_helpers import BASE_MS, NOTIFICATIONS_QUERY, notification_row, notifications_page
 from test_endpoint_metrics import wait_counts
 from test_retries import make_tracking  # noqa: F401 (a fixture)
 from test_retries import (assert_one_ok_per_id, config, metrics, poll_page, serve_pages, start, summarize,
@@ -81,6 +82,19 @@ class DownAtFirst:
             return 503 if time.monotonic() - self.first < DOWN_S else 200
 
 
+def assert_one_body_per_webhook_id(name: str, answers):
+    bodies = collections.defaultdict(set)
+    for a in answers:
+        bodies[a.webhook_id].add(a.req.body)
+    assert all(len(b) == 1 for b in bodies.values()), f"{name}: one webhook-id, two bodies"
+
+
+def wait_final_states(receivers: dict, timeout: float):
+    for rcv in receivers.values():
+        rcv.wait_answers(lambda got: {a.json()["id"] for a in got if a.ok and a.json()["deliveryStatus"] != IN_PROGRESS}
+                         >= set(IDS), timeout=timeout, what="every final state with a 2xx")
+
+
 def test_every_feature_at_once_keeps_each_guarantee(osmox, make_tracking, make_envoy, filter_wasm):
     flaky = make_tracking("flaky", decide=lambda req, n: 503 if n % 3 == 1 else 200)
     limited = make_tracking("limited")
@@ -110,19 +124,14 @@ def test_every_feature_at_once_keeps_each_guarantee(osmox, make_tracking, make_e
     poll_all(envoy, final_pages)
     envoy.wait_metric("events_detected", 2 * len(IDS), timeout=10)
 
-    for rcv in receivers.values():
-        rcv.wait_answers(lambda got: {a.json()["id"] for a in got if a.ok and a.json()["deliveryStatus"] != IN_PROGRESS}
-                         >= set(IDS), timeout=30, what="every final state with a 2xx")
+    wait_final_states(receivers, timeout=30)
     time.sleep(1.5)  # stragglers: a repeat would come within this
 
     final = {nid: final_state(nid) for nid in IDS}
     for name, rcv in receivers.items():
         got = rcv.answers()
         assert_one_ok_per_id(got)
-        bodies = collections.defaultdict(set)
-        for a in got:
-            bodies[a.webhook_id].add(a.req.body)
-        assert all(len(b) == 1 for b in bodies.values()), f"{name}: one webhook-id, two bodies"
+        assert_one_body_per_webhook_id(name, got)
         ok = [a for a in got if a.ok]
         for a in ok:
             Webhook(keys[name]).verify(a.req.body, a.req.headers)  # raises if not signed with its key
@@ -162,4 +171,58 @@ def test_every_feature_at_once_keeps_each_guarantee(osmox, make_tracking, make_e
         wait_gauge(envoy, gauge, 0)
     m = metrics(envoy, "deliveries_dropped", "deliveries_exhausted", "deliveries_orphaned", "deliveries_expired",
                 "store_conflicts")
+    assert m == dict.fromkeys(m, 0), m
+
+
+def test_vm_crashes_in_the_middle_of_a_burst_lose_no_delivery(osmox, make_tracking, make_envoy, fault_wasm):
+    """Both workers' VMs trap, six times, while deliveries, retries and a rate-limited backlog
+    are under way (FAIL_RELOAD, as shipped): each reloaded VM finds in shared data what the
+    crashed ones owed. Every final state still reaches each endpoint with a 2xx (an attempt
+    whose reply died with its VM goes again once its claim lapses, with the same webhook-id
+    and body), and nothing is dropped, exhausted or expired."""
+    from test_delivery import FAULT_QUERY
+    # Answers that take a while: the crashes find attempts on the wire.
+    flaky = make_tracking("flaky", decide=lambda req, n: 503 if n % 3 == 1 else Behaviour(delay=0.3 * (n % 2)))
+    steady = make_tracking("steady", decide=lambda req, n: Behaviour(delay=0.2))
+    receivers = {"flaky": flaky, "steady": steady}
+    keys = {name: secret() for name in receivers}
+    cfg = config([
+        endpoint("flaky", flaky, secret=keys["flaky"], retry=FAST_RETRY, timeoutMs=1000,
+                 deliveryStatuses=["IN_PROGRESS", "SUCCESS", "FAILED"],
+                 circuitBreaker={"failureThreshold": 1000, "openMs": 1000}),
+        endpoint("steady", steady, secret=keys["steady"], retry=FAST_RETRY, timeoutMs=1000,
+                 rateLimit={"perSecond": 60, "burst": 10}),
+    ], limits={"maxPending": 4096})
+    reload = {"backoff": {"base_interval": "0.05s", "max_interval": "1s"}}
+    envoy = start(make_envoy, osmox, cfg, receivers, concurrency=2, wasm_path=fault_wasm,
+                  failure_policy="FAIL_RELOAD", reload_config=reload)
+    serve_pages(osmox, pages_of(lambda nid: IN_PROGRESS))
+    poll_all(envoy, pages_of(lambda nid: IN_PROGRESS))
+    final_pages = pages_of(final_state)
+    serve_pages(osmox, final_pages)
+    poll_all(envoy, final_pages, times=2)
+    crashes = 0
+    for _ in range(6):
+        time.sleep(0.15)
+        crashes += envoy.client.graphql(FAULT_QUERY).status == 503
+    assert crashes == 6
+    # Poll on (a request that meets a VM still reloading gets a 503, as the deploy guide says):
+    # what a crashed VM took in but had not recorded yet is seen again.
+    for offset in [o for o in final_pages for _ in range(4)]:
+        deadline = time.monotonic() + 10
+        while envoy.client.graphql(NOTIFICATIONS_QUERY, variables={"offset": offset}).status != 200:
+            assert time.monotonic() < deadline, "no VM watched again within 10 s"
+            time.sleep(0.02)
+    assert envoy.stats().get("wasm.osmox_webhook.vm_reload_success", 0) >= 1
+    # A claim whose VM died lapses `timeoutMs` + 10 s after it was taken.
+    wait_final_states(receivers, timeout=60)
+    for name, rcv in receivers.items():
+        got = rcv.answers()
+        assert_one_body_per_webhook_id(name, got)
+        for a in got:
+            if a.ok:
+                Webhook(keys[name]).verify(a.req.body, a.req.headers)
+    for gauge in ("pending", "in_flight"):
+        wait_gauge(envoy, gauge, 0, timeout=30)
+    m = metrics(envoy, "deliveries_dropped", "deliveries_exhausted", "deliveries_orphaned", "deliveries_expired")
     assert m == dict.fromkeys(m, 0), m

@@ -67,6 +67,8 @@ def serve_pages(osmox, pages: dict[int, bytes]):
     from harness import StubResponse
 
     def handler(req):
+        if not req.body:  # a request cut off when its stream was reset (a VM that trapped)
+            return StubResponse(400, [("Content-Type", "application/json")], b'{"errors":[{"message":"no body"}]}')
         offset = int(req.json().get("variables", {}).get("offset", 0))
         body = pages.get(offset)
         if body is None:
