@@ -2058,8 +2058,6 @@ mod tests {
         );
     }
 
-    /// A singleton sender compares its fingerprint with the observers': equal across what only
-    /// watching or ticking concerns, different for anything that changes a delivery.
     /// A singleton sender of one build compares its fingerprint with the observers' of
     /// another, under one prefix of shared data: a change to how it is computed must come with
     /// a new `FINGERPRINT_FORMAT`, or the singleton warns of a drift that is not there.
@@ -2094,6 +2092,8 @@ mod tests {
         }
     }
 
+    /// A singleton sender compares its fingerprint with the observers': equal across what only
+    /// watching or ticking concerns, different for anything that changes a delivery.
     #[test]
     fn the_delivery_fingerprint_follows_what_deliveries_depend_on() {
         let base = r#"{"endpoints": [{"name": "crm", "url": "http://h/x", "cluster": "c",
