@@ -25,21 +25,25 @@ pub const BEAT_MS: u64 = 5_000;
 /// root contexts are gone (the old listener drained) or stuck. Longer for one whose ticks
 /// come further apart (see [`stale_after_ms`]).
 pub const STALE_MS: u64 = 30_000;
-/// Configurations listed at most; more live at once than any deployment updates in 30 s.
+/// Configurations listed at most; more live at once than any deployment updates while an
+/// entry lives (30 s, 195 s at most).
 const MAX_CONFIGS: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     /// Tells configurations apart by what is kept here.
     id: u64,
+    /// When it was last heard from, put later by as much as its ticks let it go unheard
+    /// beyond `STALE_MS` (see [`stale_after_ms`]): every build of this prefix takes an entry
+    /// for gone `STALE_MS` after this, those from before the longer bound too, which rewrite
+    /// the record at their beats with the keys they know (a review found a bound kept in a
+    /// key of its own dropped by them, and the slow configuration taken for gone).
     seen_ms: u64,
     /// When it was first heard from.
     since_ms: u64,
     /// A hash of its configuration's text, as Envoy handed it over: two loads of one text
     /// are one configuration (a VM rebuilt after a crash), two texts are two.
     source: u64,
-    /// How long after `seen_ms` it is taken for gone: its beats come at its ticks.
-    stale_ms: u64,
     /// The learning policy's fingerprint; `None` without learning.
     learns: Option<u64>,
     /// The configured endpoints (learned ones are told by `learns`).
@@ -48,7 +52,7 @@ struct Entry {
 
 impl Entry {
     fn is_live(&self, now_ms: u64) -> bool {
-        now_ms.saturating_sub(self.seen_ms) < self.stale_ms
+        now_ms.saturating_sub(self.seen_ms) < STALE_MS
     }
 }
 
@@ -173,10 +177,9 @@ fn entry_of(config: &Config, source: u64, now_ms: u64) -> Entry {
     }
     Entry {
         id: fnv1a64(&parts),
-        seen_ms: now_ms,
+        seen_ms: now_ms.saturating_add(stale_after_ms(config.tick_ms).saturating_sub(STALE_MS)),
         since_ms: now_ms,
         source,
-        stale_ms: stale_after_ms(config.tick_ms),
         learns,
         names,
     }
@@ -195,12 +198,6 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
         out.uint(e.since_ms);
         out.key("src");
         out.uint(e.source);
-        // Written only where it differs: builds of this format before it read every entry as
-        // `STALE_MS`, and the shipped layout stays as it was.
-        if e.stale_ms != STALE_MS {
-            out.key("stale");
-            out.uint(e.stale_ms);
-        }
         if let Some(policy) = e.learns {
             out.key("learn");
             out.uint(policy);
@@ -229,7 +226,6 @@ fn decode(bytes: Option<&[u8]>) -> Vec<Entry> {
                 seen_ms: 0,
                 since_ms: u64::MAX,
                 source: 0,
-                stale_ms: STALE_MS,
                 learns: None,
                 names: Vec::new(),
             };
@@ -239,7 +235,6 @@ fn decode(bytes: Option<&[u8]>) -> Vec<Entry> {
                     "at" => e.seen_ms = r.uint()?,
                     "since" => e.since_ms = r.uint()?,
                     "src" => e.source = r.uint()?,
-                    "stale" => e.stale_ms = r.uint()?,
                     "learn" => e.learns = Some(r.uint()?),
                     "names" => e.names = r.list(Reader::string)?,
                     _ => r.skip()?,
@@ -310,12 +305,39 @@ mod tests {
         assert_eq!(stale, 3 * (60_000 + BEAT_MS));
         assert!(kept_elsewhere(&store, &old, "ops", last + stale - 1));
         assert!(!kept_elsewhere(&store, &old, "ops", last + stale));
-        // The default tick keeps the fixed bound, and the stored layout as it was.
+        // The default tick keeps the fixed bound.
         assert_eq!(stale_after_ms(100), STALE_MS);
-        let fresh = MemStore::new();
-        LiveEndpoints::default().beat(&fresh, &old, 0);
-        let stored = fresh.get(KEY).unwrap().unwrap().0;
-        assert!(!String::from_utf8(stored).unwrap().contains("stale"));
+    }
+
+    /// What a build of this prefix from before the per-entry bound does to the record at its
+    /// beat: entries unheard for `STALE_MS` go, and the rest are written back with the keys
+    /// it knows.
+    fn older_build_rewrites(store: &MemStore, now_ms: u64) {
+        let current = store.get(KEY).unwrap().map(|(v, _)| v);
+        let kept: Vec<Entry> = decode(current.as_deref())
+            .into_iter()
+            .filter(|e| now_ms.saturating_sub(e.seen_ms) < STALE_MS)
+            .collect();
+        store.set(KEY, &encode(&kept), None).unwrap();
+    }
+
+    /// A review: during a module update a build of the same prefix from before the bound
+    /// drains beside this one and rewrites the record at each of its beats; it dropped the
+    /// slow configuration's bound (or the entry), and this one's senders then took that
+    /// configuration for gone 30 s after its beat and dropped its endpoints' retries.
+    #[test]
+    fn a_slow_configuration_stays_live_through_an_older_builds_rewrites() {
+        let store = MemStore::new();
+        let old = config(&["crm"], None);
+        let json = r#"{"endpoints": [{"name": "ops", "url": "http://h/ops", "cluster": "c"}],
+            "tickMs": 60000}"#;
+        let slow = Config::from_json(json.as_bytes(), &|_| None).unwrap();
+        LiveEndpoints::default().beat(&store, &slow, 0);
+        for now in (5_000..60_000).step_by(5_000) {
+            older_build_rewrites(&store, now);
+            assert!(kept_elsewhere(&store, &old, "ops", now), "at {now}");
+        }
+        assert!(kept_elsewhere(&store, &old, "ops", 59_999));
     }
 
     #[test]
@@ -432,12 +454,10 @@ mod tests {
             seen_ms: 3,
             since_ms: 2,
             source: 4,
-            stale_ms: 6,
             learns: Some(5),
             names: vec!["crm".into(), "q\"".into()],
         };
-        let stored =
-            r#"[{"id":1,"at":3,"since":2,"src":4,"stale":6,"learn":5,"names":["crm","q\""]}]"#;
+        let stored = r#"[{"id":1,"at":3,"since":2,"src":4,"learn":5,"names":["crm","q\""]}]"#;
         assert_eq!(
             String::from_utf8(encode(std::slice::from_ref(&entry))).unwrap(),
             stored

@@ -336,7 +336,8 @@ impl Sender {
     /// Say which endpoints `config` has before its traffic starts: a delivery its HTTP
     /// contexts place could otherwise be found, before this sender's first tick, by another
     /// configuration's sweep and dropped as orphaned (a review). A configuration Envoy loads
-    /// and then throws away (its canary, a rejected update) only keeps deliveries for 30 s.
+    /// and then throws away (its canary, a rejected update) only keeps deliveries until its
+    /// entry goes stale (30 s, longer for a slow `tickMs`: `live_endpoints::stale_after_ms`).
     /// `source` hashes the configuration's text (`live_endpoints`).
     pub fn announce(&mut self, store: &dyn Store, config: &Config, source: u64, now_ms: u64) {
         self.live = LiveEndpoints::of_source(source);
