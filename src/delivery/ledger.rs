@@ -785,14 +785,12 @@ impl Ledger {
                 return None;
             }
             let start = read.filter(|s| *s < slots).unwrap_or(0);
-            let next = if start + count >= slots {
-                0
-            } else {
-                start + count
-            };
+            // Saturating: both numbers are shared data, and may lie near `u32::MAX`.
+            let end = start.saturating_add(count);
+            let next = if end >= slots { 0 } else { end };
             Some((next.to_string().into_bytes(), start))
         })?;
-        Ok(start.map(|start| start..(start + count).min(slots)))
+        Ok(start.map(|start| start..start.saturating_add(count).min(slots)))
     }
 }
 
@@ -1128,6 +1126,21 @@ mod tests {
         let (s, mut l) = ledger(10);
         let windows: Vec<_> = (0..4).map(|_| l.next_scan_window(&s, 4).unwrap()).collect();
         assert_eq!(windows, vec![0..4, 4..8, 8..10, 0..4]);
+    }
+
+    /// The mark and the cursor are shared data: a window that ends past `u32::MAX` ends at
+    /// the mark and wraps, as any last window does (it overflowed, a panic in a debug build).
+    #[test]
+    fn a_window_near_the_top_of_u32_wraps_without_overflowing() {
+        let (s, l) = ledger(10);
+        s.set(HIGH_WATER_KEY, u32::MAX.to_string().as_bytes(), None)
+            .unwrap();
+        s.set(SCAN_KEY, (u32::MAX - 2).to_string().as_bytes(), None)
+            .unwrap();
+        let mut l = l.sweeping_high_water(&s);
+        assert_eq!(l.swept(), u32::MAX);
+        let windows: Vec<_> = (0..2).map(|_| l.next_scan_window(&s, 4).unwrap()).collect();
+        assert_eq!(windows, vec![u32::MAX - 2..u32::MAX, 0..4]);
     }
 
     #[test]
