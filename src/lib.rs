@@ -11,6 +11,8 @@ pub mod config;
 pub mod delivery;
 pub mod events;
 pub mod extract;
+#[cfg(test)]
+mod fuzz;
 pub mod hashing;
 mod heapsort;
 pub mod intake;
