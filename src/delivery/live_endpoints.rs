@@ -282,6 +282,12 @@ mod tests {
         assert!(!kept_elsewhere(&store, &old, "gone", 1_000));
     }
 
+    fn ticking_every_minute(names: &[&str]) -> Config {
+        let mut c = config(names, None);
+        c.tick_ms = 60_000;
+        c
+    }
+
     /// A review: a configuration ticking every minute beats at its ticks, so at a fixed
     /// `STALE_MS` it was taken for gone between them and another configuration's senders
     /// dropped its endpoints' retries as orphaned.
@@ -289,9 +295,7 @@ mod tests {
     fn a_configuration_ticking_slowly_is_kept_between_its_ticks() {
         let store = MemStore::new();
         let old = config(&["crm"], None);
-        let json = r#"{"endpoints": [{"name": "ops", "url": "http://h/ops", "cluster": "c"}],
-            "tickMs": 60000}"#;
-        let slow = Config::from_json(json.as_bytes(), &|_| None).unwrap();
+        let slow = ticking_every_minute(&["ops"]);
         let mut beats = LiveEndpoints::default();
         beats.beat(&store, &slow, 0);
         // Its next ticks, a minute apart: heard from at each, never taken for gone.
@@ -329,9 +333,7 @@ mod tests {
     fn a_slow_configuration_stays_live_through_an_older_builds_rewrites() {
         let store = MemStore::new();
         let old = config(&["crm"], None);
-        let json = r#"{"endpoints": [{"name": "ops", "url": "http://h/ops", "cluster": "c"}],
-            "tickMs": 60000}"#;
-        let slow = Config::from_json(json.as_bytes(), &|_| None).unwrap();
+        let slow = ticking_every_minute(&["ops"]);
         LiveEndpoints::default().beat(&store, &slow, 0);
         for now in (5_000..60_000).step_by(5_000) {
             older_build_rewrites(&store, now);
