@@ -658,7 +658,7 @@ fn records() {
         let _ = Registry::new(4).endpoints(&store, &config);
         let learn = config.learn.as_ref().unwrap();
         let _ = Registry::new(4).upsert(&store, 2, Some(3), "https://hooks.example.com/b", learn);
-        let _ = peers::beat(&store, 8, T0 + 500);
+        let _ = peers::beat(&store, 8, T0 + 500, 100);
         let _ = live_endpoints::established(&store, 42, T0);
         let _ = live_endpoints::first_heard(&store, 42, T0);
         let _ = live_endpoints::kept_elsewhere(&store, &config, "crm", T0);

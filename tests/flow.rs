@@ -5691,7 +5691,7 @@ fn the_shared_data_format_is_pinned() {
     w.reply(0, sent[1].token, 503, None);
     w.reply(0, sent[2].token, 200, None);
     w.observe(0, &[note(1, DeliveryStatus::Success, B)]);
-    peers::beat(&w.store, 7, w.now).unwrap();
+    peers::beat(&w.store, 7, w.now, w.config.tick_ms).unwrap();
     LiveEndpoints::of_source(42).beat(&w.store, &w.config, w.now);
     let query = "query { notifications { id deliveryStatus } }";
     let hash: String = hmac_sha256::Hash::hash(query.as_bytes())

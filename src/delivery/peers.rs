@@ -56,19 +56,35 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
         .collect()
 }
 
-/// Say that sender `tag` is alive at `now_ms`, dropping the senders gone stale; returns
-/// the tags of every live sender, `tag` included, in the order they first appeared.
-pub fn beat<S: Store + ?Sized>(store: &S, tag: u32, now_ms: u64) -> Result<Vec<u32>, StoreError> {
+/// How long a sender ticking every `tick_ms` may go unheard before it is taken for gone.
+/// It says so at its first tick a `BEAT_MS` after the last time: at a fixed `STALE_MS`, one
+/// ticking every 10 s was taken for gone between its ticks, and the backlogged VMs handed it
+/// none of their wake-ups. Three ticks leave room for one that comes a little early.
+pub fn stale_after_ms(tick_ms: u64) -> u64 {
+    STALE_MS.max(tick_ms.saturating_mul(3))
+}
+
+/// Say that sender `tag`, ticking every `tick_ms`, is alive at `now_ms`, dropping the
+/// senders gone stale; returns the tags of every live sender, `tag` included, in the order
+/// they first appeared.
+///
+/// Its time is written later by what its ticks add beyond `STALE_MS`: every build of this
+/// prefix takes an entry for gone `STALE_MS` after its time, so older ones, which write the
+/// others' times back as they found them, keep a slow sender listed too.
+pub fn beat<S: Store + ?Sized>(
+    store: &S,
+    tag: u32,
+    now_ms: u64,
+    tick_ms: u64,
+) -> Result<Vec<u32>, StoreError> {
     let live = |e: &Entry| e.tag == tag || now_ms.saturating_sub(e.seen_ms) < STALE_MS;
+    let seen_ms = now_ms.saturating_add(stale_after_ms(tick_ms) - STALE_MS);
     let written = store::update(store, PEERS_KEY, |cur| {
         let mut entries: Vec<Entry> = decode(cur).into_iter().filter(live).collect();
         if let Some(e) = entries.iter_mut().find(|e| e.tag == tag) {
-            e.seen_ms = now_ms;
+            e.seen_ms = seen_ms;
         } else if entries.len() < MAX_PEERS {
-            entries.push(Entry {
-                tag,
-                seen_ms: now_ms,
-            });
+            entries.push(Entry { tag, seen_ms });
         }
         let tags = entries.iter().map(|e| e.tag).collect();
         Some((encode(&entries), tags))
@@ -123,48 +139,97 @@ mod tests {
     use super::*;
     use crate::store::MemStore;
 
+    /// A tick period at which `STALE_MS` holds.
+    const FAST: u64 = 100;
+
     #[test]
     fn every_live_sender_is_listed_in_the_order_it_came() {
         let store = MemStore::new();
-        assert_eq!(beat(&store, 7, 1_000).unwrap(), vec![7]);
-        assert_eq!(beat(&store, 9, 1_100).unwrap(), vec![7, 9]);
-        assert_eq!(beat(&store, 7, 1_900).unwrap(), vec![7, 9]);
+        assert_eq!(beat(&store, 7, 1_000, FAST).unwrap(), vec![7]);
+        assert_eq!(beat(&store, 9, 1_100, FAST).unwrap(), vec![7, 9]);
+        assert_eq!(beat(&store, 7, 1_900, FAST).unwrap(), vec![7, 9]);
     }
 
     #[test]
     fn a_sender_not_heard_from_goes_stale_and_is_dropped() {
         let store = MemStore::new();
-        beat(&store, 7, 0).unwrap();
-        beat(&store, 9, 1_000).unwrap();
+        beat(&store, 7, 0, FAST).unwrap();
+        beat(&store, 9, 1_000, FAST).unwrap();
         // 7 last beat at 0: still live just before STALE_MS, gone at it.
-        assert_eq!(beat(&store, 9, STALE_MS - 1).unwrap(), vec![7, 9]);
-        assert_eq!(beat(&store, 9, STALE_MS).unwrap(), vec![9]);
+        assert_eq!(beat(&store, 9, STALE_MS - 1, FAST).unwrap(), vec![7, 9]);
+        assert_eq!(beat(&store, 9, STALE_MS, FAST).unwrap(), vec![9]);
         // And it is gone from the stored list, not only from the answer.
         assert_eq!(
             decode(store.get(PEERS_KEY).unwrap().map(|(v, _)| v).as_deref()).len(),
             1
         );
         // A sender that comes back is listed again.
-        assert_eq!(beat(&store, 7, STALE_MS + 1).unwrap(), vec![9, 7]);
+        assert_eq!(beat(&store, 7, STALE_MS + 1, FAST).unwrap(), vec![9, 7]);
+    }
+
+    /// A sender says it is alive at its ticks: one ticking every 10 s was taken for gone
+    /// between them, and the backlogged VMs handed it no wake-ups.
+    #[test]
+    fn a_sender_ticking_slowly_stays_listed_between_its_ticks() {
+        let store = MemStore::new();
+        let tick = 10_000;
+        beat(&store, 7, 0, tick).unwrap();
+        // Just before three of its ticks have gone by unheard, it is still listed...
+        let stale = stale_after_ms(tick);
+        assert_eq!(stale, 3 * tick);
+        assert_eq!(beat(&store, 9, stale - 1, FAST).unwrap(), vec![7, 9]);
+        // ... and it goes at the third.
+        assert_eq!(beat(&store, 9, stale, FAST).unwrap(), vec![9]);
+        // Senders ticking faster than a beat keep the bound of `STALE_MS`.
+        assert_eq!(stale_after_ms(100), STALE_MS);
+        assert_eq!(stale_after_ms(1_000), STALE_MS);
+    }
+
+    /// Older builds of this prefix take a sender for gone `STALE_MS` after its time and
+    /// write the others' times back as they found them: the slow sender's later time keeps
+    /// it listed through their beats.
+    #[test]
+    fn a_slow_sender_stays_listed_through_an_older_builds_beats() {
+        let store = MemStore::new();
+        let tick = 10_000;
+        beat(&store, 7, 0, tick).unwrap();
+        let older_build = |now_ms: u64| {
+            store::update(&store, PEERS_KEY, |cur| {
+                let entries: Vec<Entry> = decode(cur)
+                    .into_iter()
+                    .filter(|e| e.tag == 9 || now_ms.saturating_sub(e.seen_ms) < STALE_MS)
+                    .collect();
+                Some((
+                    encode(&entries),
+                    entries.iter().map(|e| e.tag).collect::<Vec<_>>(),
+                ))
+            })
+            .unwrap()
+            .unwrap_or_default()
+        };
+        for now in [5_000, 15_000, 3 * tick - 1] {
+            assert!(older_build(now).contains(&7), "at {now}");
+        }
+        assert!(!older_build(3 * tick).contains(&7));
     }
 
     #[test]
     fn the_list_is_bounded() {
         let store = MemStore::new();
         for tag in 0..(MAX_PEERS as u32 + 10) {
-            beat(&store, tag, 5).unwrap();
+            beat(&store, tag, 5, FAST).unwrap();
         }
-        let tags = beat(&store, 1, 6).unwrap();
+        let tags = beat(&store, 1, 6, FAST).unwrap();
         assert_eq!(tags.len(), MAX_PEERS);
         // One more does not fit, and is not listed, but its beat is no error.
-        assert!(!beat(&store, 100_000, 7).unwrap().contains(&100_000));
+        assert!(!beat(&store, 100_000, 7, FAST).unwrap().contains(&100_000));
     }
 
     #[test]
     fn garbage_in_the_key_is_read_as_no_senders() {
         let store = MemStore::new();
         store.set(PEERS_KEY, b"not a list", None).unwrap();
-        assert_eq!(beat(&store, 3, 10).unwrap(), vec![3]);
+        assert_eq!(beat(&store, 3, 10, FAST).unwrap(), vec![3]);
     }
 
     #[test]

@@ -361,7 +361,12 @@ impl Root {
         }
         self.beat_at_ms = Some(now + peers::BEAT_MS);
         let (Ok(tags), Some(vm_id)) = (
-            peers::beat(&SharedData, vm_tag(self.context_id), now),
+            peers::beat(
+                &SharedData,
+                vm_tag(self.context_id),
+                now,
+                shared.config.tick_ms,
+            ),
             plugin_vm_id(),
         ) else {
             return;
