@@ -40,6 +40,8 @@ pub const MAX_GRAPHQL_REQUEST_BYTES: usize = 64 * 1024;
 /// stays well under the 1 GiB Envoy lets it have.
 const DEFAULT_MAX_BUFFERED_BYTES: u64 = 128 * 1024 * 1024;
 const DEFAULT_MAX_PENDING: u64 = 10_000;
+/// The most pending deliveries a configuration may keep: the ledger's slots.
+pub const MAX_PENDING_LIMIT: u32 = 1_000_000;
 const DEFAULT_MAX_REMEMBERED: u64 = 65_536;
 const DEFAULT_TICK_MS: u64 = 100;
 const MAX_NAME_LEN: usize = 64;
@@ -1726,7 +1728,7 @@ fn compile_limits(raw: Option<RawLimits>) -> Result<Limits, ConfigError> {
             raw.max_pending,
             DEFAULT_MAX_PENDING,
             1,
-            1_000_000,
+            MAX_PENDING_LIMIT.into(),
         )?,
         max_remembered: ranged_u32(
             "limits.maxRemembered",

@@ -12,6 +12,7 @@
 //! sweeps (and so delivers) what waits in the slots above it, and a sender loaded before a
 //! larger configuration sweeps as far as that one once it finds the cursor past its own end.
 
+use crate::config::MAX_PENDING_LIMIT;
 use crate::events::{endpoint_key, fnv1a64, EndpointKey, Generation};
 use crate::record::{Out, Reader};
 use crate::store::{self, Store, StoreError};
@@ -534,10 +535,7 @@ impl Ledger {
     pub fn sweeping_high_water<S: Store + ?Sized>(self, store: &S) -> Self {
         let slots = self.slots;
         let mark = store::update(store, HIGH_WATER_KEY, |cur| {
-            let old: u32 = cur
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
+            let old = cur.and_then(read_mark).unwrap_or(0);
             (old < slots).then(|| (slots.to_string().into_bytes(), slots))
         });
         let scan = match mark {
@@ -797,7 +795,14 @@ impl Ledger {
 /// The most slots any configuration had, as recorded in shared data.
 fn high_water<S: Store + ?Sized>(store: &S) -> Option<u32> {
     let (bytes, _) = store.get(HIGH_WATER_KEY).ok()??;
-    std::str::from_utf8(&bytes).ok()?.parse().ok()
+    read_mark(&bytes)
+}
+
+/// A mark above what any configuration may have was written by no sender of this prefix:
+/// taken as it is, sweeps near `u32::MAX` went through billions of empty slots.
+fn read_mark(bytes: &[u8]) -> Option<u32> {
+    let mark: u32 = std::str::from_utf8(bytes).ok()?.parse().ok()?;
+    Some(mark.min(MAX_PENDING_LIMIT))
 }
 
 #[cfg(test)]
@@ -1128,19 +1133,48 @@ mod tests {
         assert_eq!(windows, vec![0..4, 4..8, 8..10, 0..4]);
     }
 
-    /// The mark and the cursor are shared data: a window that ends past `u32::MAX` ends at
-    /// the mark and wraps, as any last window does (it overflowed, a panic in a debug build).
+    /// The mark is shared data: one above what any configuration may have is a bad write,
+    /// read as the most a configuration may have. Taken as it was, a mark near `u32::MAX` had
+    /// the sweeps go through four billion empty slots before they came back to the real ones.
     #[test]
-    fn a_window_near_the_top_of_u32_wraps_without_overflowing() {
+    fn a_mark_above_any_ledger_is_read_as_the_largest() {
         let (s, l) = ledger(10);
         s.set(HIGH_WATER_KEY, u32::MAX.to_string().as_bytes(), None)
             .unwrap();
-        s.set(SCAN_KEY, (u32::MAX - 2).to_string().as_bytes(), None)
+        let l = l.sweeping_high_water(&s);
+        assert_eq!(l.swept(), MAX_PENDING_LIMIT);
+        // Read afresh when a window finds the cursor past this ledger's end, too.
+        let (s, mut l) = ledger(10);
+        s.set(SCAN_KEY, b"20", None).unwrap();
+        s.set(HIGH_WATER_KEY, u32::MAX.to_string().as_bytes(), None)
             .unwrap();
+        assert_eq!(l.next_scan_window(&s, 4).unwrap(), 20..24);
+        assert_eq!(l.swept(), MAX_PENDING_LIMIT);
+    }
+
+    /// And the cursor is shared data: a window that ends past the mark ends at it and wraps,
+    /// as any last window does (near `u32::MAX` it overflowed, a panic in a debug build).
+    #[test]
+    fn a_window_past_the_mark_ends_there_and_wraps() {
+        let (s, l) = ledger(10);
+        s.set(
+            SCAN_KEY,
+            (MAX_PENDING_LIMIT - 2).to_string().as_bytes(),
+            None,
+        )
+        .unwrap();
+        s.set(
+            HIGH_WATER_KEY,
+            MAX_PENDING_LIMIT.to_string().as_bytes(),
+            None,
+        )
+        .unwrap();
         let mut l = l.sweeping_high_water(&s);
-        assert_eq!(l.swept(), u32::MAX);
         let windows: Vec<_> = (0..2).map(|_| l.next_scan_window(&s, 4).unwrap()).collect();
-        assert_eq!(windows, vec![u32::MAX - 2..u32::MAX, 0..4]);
+        assert_eq!(
+            windows,
+            vec![MAX_PENDING_LIMIT - 2..MAX_PENDING_LIMIT, 0..4]
+        );
     }
 
     #[test]
