@@ -525,12 +525,17 @@ impl Memory {
     /// events of one notification at once each place theirs without knowing the other's fresh
     /// slots, and whichever records second learns of them here. Ours, for an endpoint a later
     /// event holds; or the earlier event's, for an endpoint ours now holds elsewhere.
+    ///
+    /// With `awaiting_result`, the deliveries wait for the event's result: marked awaited
+    /// again if another worker gave it meanwhile to the deliveries it found (these not among
+    /// them), so the next view with the result gives it to these too.
     pub fn record_slots<S: Store + ?Sized>(
         &self,
         store: &S,
         id: u64,
         generation: Generation,
         slots: &[Place],
+        awaiting_result: bool,
     ) -> Result<Vec<Held>, StoreError> {
         let mut take_back = Vec::new();
         store::update(store, &self.key(id), |current| {
@@ -542,6 +547,10 @@ impl Memory {
                 return None;
             }
             let mut changed = false;
+            if awaiting_result && generation == seen.generation && !seen.awaits_result {
+                seen.awaits_result = true;
+                changed = true;
+            }
             for &Place { endpoint, slot } in slots {
                 let ours = Held {
                     endpoint,
@@ -1343,7 +1352,8 @@ mod tests {
             m.observe(&s, &view(1, None, Present, T2), 0).unwrap(),
             fresh(1)
         );
-        m.record_slots(&s, 1, Generation::FIRST, &[all]).unwrap();
+        m.record_slots(&s, 1, Generation::FIRST, &[all], false)
+            .unwrap();
         let earlier = view(1, Some(7), Null, T1);
         assert_eq!(opened(&earlier, 1), (vec![EndpointKey(9)], true, false));
         let with_it = view(1, Some(7), Present, T2);
@@ -1371,7 +1381,8 @@ mod tests {
         // An endpoint placed for an earlier event of the notification is not served this one.
         let pending = n(4, DeliveryStatus::Pending, 0, 1, T1);
         assert_eq!(m.observe(&s, &pending, 0).unwrap(), fresh(1));
-        m.record_slots(&s, 4, Generation::FIRST, &[all]).unwrap();
+        m.record_slots(&s, 4, Generation::FIRST, &[all], false)
+            .unwrap();
         let success = view(4, None, Null, T2);
         assert!(matches!(
             m.observe(&s, &success, 1).unwrap(),
@@ -1380,6 +1391,82 @@ mod tests {
         assert_eq!(
             opened(&view(4, Some(7), Null, T2), 2),
             (vec![], true, false)
+        );
+    }
+
+    /// Two workers at once: one takes in a view that opens `p1` to a SUCCESS seen without its
+    /// result; the other, the view with the result, which it gives to the deliveries it knows
+    /// of before the first has recorded `p1`'s. Recording a delivery that waits for the result
+    /// marks it awaited again, so the next view with the result gives it to `p1` too (which
+    /// went without it when its wait ended).
+    #[test]
+    fn a_delivery_recorded_waiting_after_the_result_was_given_gets_it_from_the_next_view() {
+        use crate::osmox::ResultView::{Null, Present};
+        let (s, m) = (MemStore::new(), Memory::new(1024));
+        let view = |provider: Option<u64>, result, updated| Notification {
+            result,
+            provider_id: provider,
+            ..n(1, DeliveryStatus::Success, 0, 1, updated)
+        };
+        let all = Place {
+            endpoint: EndpointKey(9),
+            slot: 4,
+        };
+        let p1 = Place {
+            endpoint: EndpointKey(10),
+            slot: 5,
+        };
+        assert_eq!(m.observe(&s, &view(None, Null, T1), 0).unwrap(), fresh(1));
+        m.record_slots(&s, 1, Generation::FIRST, &[all], true)
+            .unwrap();
+        // The first worker's view opens `p1`...
+        let opens = m.observe(&s, &view(Some(7), Null, T1), 1).unwrap();
+        assert!(
+            matches!(
+                opens,
+                Verdict::Filled {
+                    awaits_result: true,
+                    ..
+                }
+            ),
+            "{opens:?}"
+        );
+        // ... the second's gives the result to `all`, the one delivery it finds ...
+        let given = m.observe(&s, &view(None, Present, T2), 2).unwrap();
+        let Verdict::Filled {
+            slots,
+            result_arrived: true,
+            ..
+        } = given
+        else {
+            panic!("{given:?}");
+        };
+        assert_eq!(slots, vec![all]);
+        m.result_given(&s, 1, Generation::FIRST).unwrap();
+        // ... and then the first records `p1`'s, waiting.
+        m.record_slots(&s, 1, Generation::FIRST, &[p1], true)
+            .unwrap();
+        let next = m.observe(&s, &view(Some(7), Present, T2), 3).unwrap();
+        let Verdict::Filled {
+            slots,
+            result_arrived: true,
+            ..
+        } = next
+        else {
+            panic!("the next view with the result gives it: {next:?}");
+        };
+        assert_eq!(slots, vec![all, p1]);
+        m.result_given(&s, 1, Generation::FIRST).unwrap();
+        assert_eq!(
+            m.observe(&s, &view(Some(7), Present, T2), 4).unwrap(),
+            Verdict::Duplicate
+        );
+        // Recording a delivery that does not wait marks nothing.
+        m.record_slots(&s, 1, Generation::FIRST, &[p1], false)
+            .unwrap();
+        assert_eq!(
+            m.observe(&s, &view(Some(7), Present, T2), 5).unwrap(),
+            Verdict::Duplicate
         );
     }
 
@@ -1630,7 +1717,7 @@ mod tests {
         m.observe(&s, &n(7, DeliveryStatus::Failed, 0, 1, T1), 0)
             .unwrap();
         let first = Generation::FIRST;
-        let record = |slots: &[Place]| m.record_slots(&s, 7, first, slots).unwrap();
+        let record = |slots: &[Place]| m.record_slots(&s, 7, first, slots, false).unwrap();
         assert_eq!(record(&[at(11, 3), at(12, 4)]), vec![]);
         // The event moved to another slot for endpoint 11 (slot 3 went to another pair):
         // slot 3 is offered back, under this generation, which the ledger checks.
@@ -1661,18 +1748,27 @@ mod tests {
         // The later records first: the earlier's slot for that endpoint is to be taken back,
         // and one for an endpoint the later event does not take is kept.
         let (s, m) = both_observed();
-        assert_eq!(m.record_slots(&s, 7, late, &[at(11, 4)]).unwrap(), vec![]);
+        assert_eq!(
+            m.record_slots(&s, 7, late, &[at(11, 4)], false).unwrap(),
+            vec![]
+        );
         let found = m
-            .record_slots(&s, 7, early, &[at(11, 3), at(12, 5)])
+            .record_slots(&s, 7, early, &[at(11, 3), at(12, 5)], false)
             .unwrap();
         assert_eq!(found, vec![held(11, 3, 1)]);
         // The earlier records first: the later finds the earlier's slot.
         let (s, m) = both_observed();
-        assert_eq!(m.record_slots(&s, 7, early, &[at(11, 3)]).unwrap(), vec![]);
-        let found = m.record_slots(&s, 7, late, &[at(11, 4)]).unwrap();
+        assert_eq!(
+            m.record_slots(&s, 7, early, &[at(11, 3)], false).unwrap(),
+            vec![]
+        );
+        let found = m.record_slots(&s, 7, late, &[at(11, 4)], false).unwrap();
         assert_eq!(found, vec![held(11, 3, 1)]);
         // A notification the memory forgot records nothing.
-        assert_eq!(m.record_slots(&s, 8, early, &[at(11, 5)]).unwrap(), vec![]);
+        assert_eq!(
+            m.record_slots(&s, 8, early, &[at(11, 5)], false).unwrap(),
+            vec![]
+        );
     }
 
     /// Recording again what the memory holds (a later view of the same event) offers nothing
@@ -1683,8 +1779,14 @@ mod tests {
         m.observe(&s, &n(7, DeliveryStatus::Failed, 0, 1, T1), 0)
             .unwrap();
         let first = Generation::FIRST;
-        assert_eq!(m.record_slots(&s, 7, first, &[at(11, 3)]).unwrap(), vec![]);
-        assert_eq!(m.record_slots(&s, 7, first, &[at(11, 3)]).unwrap(), vec![]);
+        assert_eq!(
+            m.record_slots(&s, 7, first, &[at(11, 3)], false).unwrap(),
+            vec![]
+        );
+        assert_eq!(
+            m.record_slots(&s, 7, first, &[at(11, 3)], false).unwrap(),
+            vec![]
+        );
     }
 
     /// The earlier event recorded in the slot the later one holds for that endpoint (it was
@@ -1697,8 +1799,14 @@ mod tests {
         m.observe(&s, &n(7, DeliveryStatus::Success, 0, 1, T2), 1)
             .unwrap();
         let (early, late) = (Generation::FIRST, Generation(2));
-        assert_eq!(m.record_slots(&s, 7, late, &[at(11, 4)]).unwrap(), vec![]);
-        assert_eq!(m.record_slots(&s, 7, early, &[at(11, 4)]).unwrap(), vec![]);
+        assert_eq!(
+            m.record_slots(&s, 7, late, &[at(11, 4)], false).unwrap(),
+            vec![]
+        );
+        assert_eq!(
+            m.record_slots(&s, 7, early, &[at(11, 4)], false).unwrap(),
+            vec![]
+        );
     }
 
     /// Loses the CAS race of its first write, as when another worker wrote the key between
@@ -1735,9 +1843,12 @@ mod tests {
         m.observe(&s, &n(7, DeliveryStatus::Success, 0, 1, T2), 1)
             .unwrap();
         let (early, late) = (Generation::FIRST, Generation(2));
-        assert_eq!(m.record_slots(&s, 7, early, &[at(11, 3)]).unwrap(), vec![]);
+        assert_eq!(
+            m.record_slots(&s, 7, early, &[at(11, 3)], false).unwrap(),
+            vec![]
+        );
         s.1.set(true);
-        let found = m.record_slots(&s, 7, late, &[at(11, 4)]).unwrap();
+        let found = m.record_slots(&s, 7, late, &[at(11, 4)], false).unwrap();
         assert_eq!(found, vec![held(11, 3, 1)]);
     }
 
@@ -2183,9 +2294,13 @@ mod tests {
         }
         let newer = n(1, DeliveryStatus::Success, 0, 1, T3);
         assert_eq!(m.observe(&s, &newer, 100).unwrap(), fresh(1));
-        let old = m.record_slots(&s, 1, Generation(2), &[at(11, 3)]).unwrap();
+        let old = m
+            .record_slots(&s, 1, Generation(2), &[at(11, 3)], false)
+            .unwrap();
         assert_eq!(old, vec![]);
-        let new = m.record_slots(&s, 1, Generation(1), &[at(11, 4)]).unwrap();
+        let new = m
+            .record_slots(&s, 1, Generation(1), &[at(11, 4)], false)
+            .unwrap();
         assert_eq!(new, vec![], "the newer event keeps its slot");
         let kept = decode(s.get(&m.key(1)).unwrap().map(|(v, _)| v).as_deref());
         let entry = kept.iter().find(|e| e.id == 1).unwrap();

@@ -179,7 +179,13 @@ impl<S: Store + ?Sized> Recording<'_, S> {
         if !routed && event.before.is_none() {
             self.metrics.add(Metric::EventsUnrouted, 1);
         } else if !placed.is_empty() {
-            intake.complete &= self.settle(n.id, event.generation, &placed, &mut intake.wake);
+            intake.complete &= self.settle(
+                n.id,
+                event.generation,
+                event.awaits_result,
+                &placed,
+                &mut intake.wake,
+            );
         }
     }
 
@@ -344,18 +350,23 @@ impl<S: Store + ?Sized> Recording<'_, S> {
         }
     }
 
-    /// Record the slots of notification `id`'s event of `generation`, and free what two
-    /// workers taking in two of its events at once would otherwise send out of order: sent,
-    /// such a delivery could reach the receiver after the later event. One already on the
-    /// wire cannot be taken back. False on a store error.
+    /// Record the slots of notification `id`'s event of `generation` (`awaiting_result`:
+    /// its deliveries wait for its result), and free what two workers taking in two of its
+    /// events at once would otherwise send out of order: sent, such a delivery could reach
+    /// the receiver after the later event. One already on the wire cannot be taken back.
+    /// False on a store error.
     fn settle(
         &self,
         id: u64,
         generation: Generation,
+        awaiting_result: bool,
         slots: &[Place],
         wake: &mut Vec<u32>,
     ) -> bool {
-        let take_back = match self.memory.record_slots(self.store, id, generation, slots) {
+        let recorded = self
+            .memory
+            .record_slots(self.store, id, generation, slots, awaiting_result);
+        let take_back = match recorded {
             Ok(take_back) => take_back,
             Err(_) => {
                 self.metrics.add(Metric::StoreConflicts, 1);
@@ -716,6 +727,7 @@ mod tests {
         assert!(recorded.settle(
             504,
             Generation(1),
+            false,
             &[Place {
                 endpoint: key,
                 slot: y
@@ -728,6 +740,7 @@ mod tests {
         assert!(recorded.settle(
             504,
             Generation(2),
+            false,
             &[Place {
                 endpoint: key,
                 slot: z
@@ -895,6 +908,7 @@ mod tests {
         assert!(recorded.settle(
             504,
             Generation(1),
+            false,
             &[Place {
                 endpoint: key,
                 slot: y
@@ -913,6 +927,7 @@ mod tests {
         assert!(recorded.settle(
             504,
             Generation(2),
+            false,
             &[Place {
                 endpoint: key,
                 slot: z
