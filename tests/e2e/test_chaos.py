@@ -9,7 +9,8 @@ What must hold whatever the interleaving: every endpoint gets each notification'
 state exactly once with a 2xx, signed with its own key; an earlier state is delivered at most
 once, never after the final one, and is otherwise counted as superseded; one webhook-id always
 carries one body; the rate limit holds; nothing is dropped, exhausted or orphaned, and the
-gauges come back to zero.
+gauges come back to zero. And the same notifications polled at once through GraphQL and
+through REST v8's list, the REST answers caught before OsmoX saved each SUCCESS's result.
 
 Needs dist/osmox-webhook-filter.wasm (./build.sh).
 """
@@ -19,6 +20,8 @@ import base64
 import collections
 import concurrent.futures
 import os
+import random
+import re
 import threading
 import time
 
@@ -224,5 +227,117 @@ def test_vm_crashes_in_the_middle_of_a_burst_lose_no_delivery(osmox, make_tracki
                 Webhook(keys[name]).verify(a.req.body, a.req.headers)
     for gauge in ("pending", "in_flight"):
         wait_gauge(envoy, gauge, 0, timeout=30)
+    m = metrics(envoy, "deliveries_dropped", "deliveries_exhausted", "deliveries_orphaned", "deliveries_expired")
+    assert m == dict.fromkeys(m, 0), m
+
+
+# Longer than the default, so that a slow machine's polls still come within a SUCCESS's wait.
+AWAIT_MS = 5000
+
+
+def snake(row: dict) -> dict:
+    """A GraphQL row as REST v8 writes it: top-level keys in snake_case, values as they are."""
+    return {re.sub(r"(?<!^)([A-Z])", r"_\1", k).lower(): v for k, v in row.items()}
+
+
+def test_notifications_polled_through_graphql_and_rest_at_once_reach_each_endpoint_once(
+        osmox, make_tracking, make_envoy, filter_wasm):
+    """Two workers, two APIs, one set of notifications: GraphQL pages (camelCase) and REST v8
+    list pages (`GET /notifications?page=`, snake_case, no envelope) of the same rows, polled
+    concurrently. The REST pages show each SUCCESS as OsmoX saved it first, `"result": null`
+    and an earlier `updatedOn`; the GraphQL pages show it with its result. Whichever view a
+    worker takes in first, every endpoint gets each final state once, each SUCCESS with its
+    result, under one webhook-id and body, signed."""
+    from harness import StubResponse
+    flaky = make_tracking("flaky", decide=lambda req, n: 503 if n % 3 == 1 else 200)
+    steady = make_tracking("steady")
+    receivers = {"flaky": flaky, "steady": steady}
+    keys = {name: secret() for name in receivers}
+    cfg = config([
+        endpoint("flaky", flaky, secret=keys["flaky"], retry=FAST_RETRY, awaitResultMs=AWAIT_MS,
+                 deliveryStatuses=["IN_PROGRESS", "SUCCESS", "FAILED"],
+                 circuitBreaker={"failureThreshold": 1000, "openMs": 1000}),
+        endpoint("steady", steady, secret=keys["steady"], retry=FAST_RETRY, awaitResultMs=AWAIT_MS),
+    ])
+    envoy = start(make_envoy, osmox, cfg, receivers, concurrency=2)
+
+    def rows(state, for_rest: bool) -> list[list[dict]]:
+        out = []
+        for p in range(PAGES):
+            page = []
+            for nid in IDS[p * PER_PAGE:(p + 1) * PER_PAGE]:
+                s = state(nid)
+                updated = BASE_MS + nid + (10_000 if s != IN_PROGRESS else 0)
+                row = notification_row(nid, s, updated_ms=updated)
+                if for_rest and s == SUCCESS:  # saved before its result, which moved updatedOn
+                    row = notification_row(nid, s, updated_ms=updated - 50)
+                    row["result"] = None
+                page.append(snake(row) if for_rest else row)
+            out.append(page)
+        return out
+
+    def serve(state):
+        graphql = {p * PER_PAGE: to_json_bytes(notifications_page(page, total=len(IDS), offset=p * PER_PAGE))
+                   for p, page in enumerate(rows(state, False))}
+        rest = {p + 1: to_json_bytes({"items": page, "page_info": {
+            "page": p + 1, "limit": PER_PAGE, "total_items": len(IDS), "total_pages": PAGES,
+            "has_next": p + 1 < PAGES, "has_prev": p > 0}}) for p, page in enumerate(rows(state, True))}
+        serve_pages(osmox, graphql)
+
+        def rest_handler(req):
+            page = int(dict(q.split("=", 1) for q in req.query.split("&") if "=" in q).get("page", "1"))
+            body = rest.get(page)
+            if body is None:
+                return StubResponse(404, [("Content-Type", "application/json")], b"{}")
+            return StubResponse(200, [("Content-Type", "application/json")], body)
+
+        osmox.set_handler("GET", "/notifications", rest_handler)
+        return graphql, rest
+
+    def poll_both(graphql, rest, times: int):
+        """REST's first page alone first (its SUCCESSes are seen without their results first),
+        then every page of both, interleaved, on eight connections."""
+        calls = [("g", o) for o in graphql for _ in range(times)] + [("r", p) for p in rest for _ in range(times)]
+        random.Random(len(calls)).shuffle(calls)
+        calls.remove(("r", 1))
+        calls.remove(("g", 0))  # the same rows with their results: among the first calls
+        calls.insert(0, ("g", 0))
+        call(("r", 1), rest)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda c: call(c, rest), calls))
+
+    def call(c, rest):
+        if c[0] == "g":
+            poll_page(envoy, c[1])
+        else:
+            r = envoy.client.get(f"/notifications?page={c[1]}&limit={PER_PAGE}", timeout=30)
+            assert r.status == 200 and r.body == rest[c[1]], r.status
+
+    poll_both(*serve(lambda nid: IN_PROGRESS), times=3)
+    envoy.wait_metric("events_detected", len(IDS), timeout=10)
+    poll_both(*serve(final_state), times=4)
+    envoy.wait_metric("events_detected", 2 * len(IDS), timeout=10)
+
+    wait_final_states(receivers, timeout=30)
+    time.sleep(1.5)  # stragglers: a repeat, or a SUCCESS that went without its result, would come within this
+
+    for name, rcv in receivers.items():
+        got = rcv.answers()
+        assert_one_ok_per_id(got)
+        assert_one_body_per_webhook_id(name, got)
+        ok = [a for a in got if a.ok]
+        for a in ok:
+            Webhook(keys[name]).verify(a.req.body, a.req.headers)
+        delivered = collections.Counter((a.json()["id"], a.json()["deliveryStatus"]) for a in ok)
+        finals = {(nid, final_state(nid)): delivered[(nid, final_state(nid))] for nid in IDS}
+        assert set(finals.values()) == {1}, f"{name}: final states not delivered exactly once: " \
+            f"{ {k: v for k, v in finals.items() if v != 1} }; {summarize(got)}"
+        without = sorted(a.json()["id"] for a in ok if a.json()["deliveryStatus"] == SUCCESS and a.json()["result"] is None)
+        assert not without, f"{name}: SUCCESS webhooks without their result: {without}"
+        if name == "steady":
+            assert not [k for k in delivered if k[1] == IN_PROGRESS]
+    # REST's first page was seen first: each of its SUCCESSes waited, for each endpoint.
+    successes_first_seen_bare = sum(1 for nid in IDS[:PER_PAGE] if final_state(nid) == SUCCESS)
+    assert metrics(envoy, "results_awaited")["results_awaited"] >= 2 * successes_first_seen_bare
     m = metrics(envoy, "deliveries_dropped", "deliveries_exhausted", "deliveries_orphaned", "deliveries_expired")
     assert m == dict.fromkeys(m, 0), m
