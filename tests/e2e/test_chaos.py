@@ -10,7 +10,8 @@ state exactly once with a 2xx, signed with its own key; an earlier state is deli
 once, never after the final one, and is otherwise counted as superseded; one webhook-id always
 carries one body; the rate limit holds; nothing is dropped, exhausted or orphaned, and the
 gauges come back to zero. And the same notifications polled at once through GraphQL and
-through REST v8's list, the REST answers caught before OsmoX saved each SUCCESS's result.
+through REST v8's list, the REST answers caught before OsmoX saved each SUCCESS's result; and
+endpoints learned from OsmoX registrations, one moved to another receiver in the middle.
 
 Needs dist/osmox-webhook-filter.wasm (./build.sh).
 """
@@ -340,4 +341,104 @@ def test_notifications_polled_through_graphql_and_rest_at_once_reach_each_endpoi
     successes_first_seen_bare = sum(1 for nid in IDS[:PER_PAGE] if final_state(nid) == SUCCESS)
     assert metrics(envoy, "results_awaited")["results_awaited"] >= 2 * successes_first_seen_bare
     m = metrics(envoy, "deliveries_dropped", "deliveries_exhausted", "deliveries_orphaned", "deliveries_expired")
+    assert m == dict.fromkeys(m, 0), m
+
+
+def test_learned_endpoints_on_two_workers_move_with_their_registration(osmox, make_tracking, make_envoy, filter_wasm):
+    """Two providers' webhooks learned from registrations made through the proxy; a burst of
+    final states polled on two workers, provider 1's registration moved from A to C (which
+    fails one request in three) while the polls run. Each of provider 2's final states reaches
+    B once; each of provider 1's reaches A or C once with a 2xx, never both, and one webhook-id
+    carries one body across them. Learned endpoints are unsigned and take only final states."""
+    from harness import StubResponse
+    from test_security import learn_config, original_dst_cluster, register_answer, register_mutation
+    a, b = make_tracking("A"), make_tracking("B")
+    c = make_tracking("C", decide=lambda req, n: 503 if n % 3 == 1 else 200)
+    provider = {nid: 1 if nid % 2 else 2 for nid in IDS}
+    cfg = learn_config()
+    cfg["retry"] = FAST_RETRY  # learned endpoints' retry policy
+    envoy = make_envoy(osmox.port, cfg, extra_clusters=[original_dst_cluster()], concurrency=2)
+    registrations = {1: a.url("/osmox/status"), 2: b.url("/osmox/status")}
+    pages: dict[int, bytes] = {}
+
+    def handler(req):
+        doc = req.json() if req.body else {}
+        query = doc.get("query", "")
+        if query.startswith("mutation"):
+            pid = 1 if "providerId: 1" in query else 2
+            return StubResponse(200, [("Content-Type", "application/json")],
+                                to_json_bytes(register_answer(10 + pid, pid, registrations[pid])))
+        body = pages.get(int(doc.get("variables", {}).get("offset", 0)))
+        if body is None:
+            return StubResponse(404, [("Content-Type", "application/json")], b'{"errors":[{"message":"no page"}]}')
+        return StubResponse(200, [("Content-Type", "application/json")], body)
+
+    osmox.set_handler("POST", "/graphql", handler)
+
+    def register(pid: int):
+        r = envoy.client.graphql(register_mutation(pid, registrations[pid]))
+        assert r.status == 200, r.body[:300]
+
+    def serve(state):
+        for p in range(PAGES):
+            ids = IDS[p * PER_PAGE:(p + 1) * PER_PAGE]
+            rows = [notification_row(nid, state(nid), provider_id=provider[nid],
+                                     updated_ms=BASE_MS + nid + (10_000 if state(nid) != IN_PROGRESS else 0))
+                    for nid in ids]
+            pages[p * PER_PAGE] = to_json_bytes(notifications_page(rows, total=len(IDS), offset=p * PER_PAGE))
+
+    register(1)
+    register(2)
+    envoy.wait_metric("registrations_learned", 2, timeout=10)
+    serve(lambda nid: IN_PROGRESS)
+    poll_all(envoy, dict(pages), times=3)
+    envoy.wait_metric("events_detected", len(IDS), timeout=10)
+    serve(final_state)
+    # Provider 1 moves from A to C while the first two pages are polled; the last page is
+    # polled once the move is learned.
+    first, last = list(pages)[:-1], list(pages)[-1]
+    calls = [("poll", o) for o in first for _ in range(6)]
+    random.Random(7).shuffle(calls)
+    calls.insert(len(calls) // 3, ("move", 1))
+
+    def call(c_):
+        if c_[0] == "move":
+            registrations[1] = c.url("/osmox/moved")
+            register(1)
+        else:
+            poll_page(envoy, c_[1])
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(call, calls))
+    envoy.wait_metric("registrations_learned", 3, timeout=10)
+    poll_all(envoy, {last: pages[last]})
+    envoy.wait_metric("events_detected", 2 * len(IDS), timeout=10)
+
+    def ok_final(rcv) -> collections.Counter:
+        return collections.Counter(x.json()["id"] for x in rcv.answers() if x.ok)
+
+    ones = [nid for nid in IDS if provider[nid] == 1]
+    twos = [nid for nid in IDS if provider[nid] == 2]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if set(ok_final(a) + ok_final(c)) >= set(ones) and set(ok_final(b)) >= set(twos):
+            break
+        time.sleep(0.1)
+    time.sleep(1.5)  # stragglers: a repeat would come within this
+
+    got_b = ok_final(b)
+    assert dict(got_b) == dict.fromkeys(twos, 1), summarize(b.answers())
+    got_ac = ok_final(a) + ok_final(c)
+    assert dict(got_ac) == dict.fromkeys(ones, 1), f"A: {summarize(a.answers())}; C: {summarize(c.answers())}"
+    after_move = [nid for nid in IDS[last:] if provider[nid] == 1]
+    assert set(ok_final(c)) >= set(after_move), "the last page's, taken in after the move, went to C"
+    for rcv in (a, b, c):
+        for x in rcv.answers():
+            assert x.json()["deliveryStatus"] == final_state(x.json()["id"])
+            assert "webhook-signature" not in x.req.headers
+    assert_one_body_per_webhook_id("A and C", a.answers() + c.answers())
+    for gauge in ("pending", "in_flight"):
+        wait_gauge(envoy, gauge, 0)
+    m = metrics(envoy, "deliveries_dropped", "deliveries_exhausted", "deliveries_orphaned", "deliveries_expired",
+                "registrations_refused")
     assert m == dict.fromkeys(m, 0), m
