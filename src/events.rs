@@ -1416,6 +1416,15 @@ mod tests {
             endpoint: EndpointKey(10),
             slot: 5,
         };
+        // The deliveries a view that brings the result gives it to.
+        let given_to = |v: Verdict| match v {
+            Verdict::Filled {
+                slots,
+                result_arrived: true,
+                ..
+            } => slots,
+            other => panic!("no result given: {other:?}"),
+        };
         assert_eq!(m.observe(&s, &view(None, Null, T1), 0).unwrap(), fresh(1));
         m.record_slots(&s, 1, Generation::FIRST, &[all], true)
             .unwrap();
@@ -1433,29 +1442,14 @@ mod tests {
         );
         // ... the second's gives the result to `all`, the one delivery it finds ...
         let given = m.observe(&s, &view(None, Present, T2), 2).unwrap();
-        let Verdict::Filled {
-            slots,
-            result_arrived: true,
-            ..
-        } = given
-        else {
-            panic!("{given:?}");
-        };
-        assert_eq!(slots, vec![all]);
+        assert_eq!(given_to(given), vec![all]);
         m.result_given(&s, 1, Generation::FIRST).unwrap();
         // ... and then the first records `p1`'s, waiting.
         m.record_slots(&s, 1, Generation::FIRST, &[p1], true)
             .unwrap();
+        // The next view with the result gives it to both.
         let next = m.observe(&s, &view(Some(7), Present, T2), 3).unwrap();
-        let Verdict::Filled {
-            slots,
-            result_arrived: true,
-            ..
-        } = next
-        else {
-            panic!("the next view with the result gives it: {next:?}");
-        };
-        assert_eq!(slots, vec![all, p1]);
+        assert_eq!(given_to(next), vec![all, p1]);
         m.result_given(&s, 1, Generation::FIRST).unwrap();
         assert_eq!(
             m.observe(&s, &view(Some(7), Present, T2), 4).unwrap(),

@@ -93,6 +93,21 @@ def assert_one_body_per_webhook_id(name: str, answers):
     assert all(len(b) == 1 for b in bodies.values()), f"{name}: one webhook-id, two bodies"
 
 
+def assert_each_final_state_once(name: str, got, key: str) -> collections.Counter:
+    """One receiver's answers: one 2xx and one body per webhook-id, each 2xx signed with `key`,
+    each notification's final state delivered once. Returns the (id, state) pairs with a 2xx."""
+    assert_one_ok_per_id(got)
+    assert_one_body_per_webhook_id(name, got)
+    ok = [a for a in got if a.ok]
+    for a in ok:
+        Webhook(key).verify(a.req.body, a.req.headers)  # raises if not signed with its key
+    delivered = collections.Counter((a.json()["id"], a.json()["deliveryStatus"]) for a in ok)
+    finals = {(nid, final_state(nid)): delivered[(nid, final_state(nid))] for nid in IDS}
+    assert set(finals.values()) == {1}, f"{name}: final states not delivered exactly once: " \
+        f"{ {k: v for k, v in finals.items() if v != 1} }; {summarize(got)}"
+    return delivered
+
+
 def wait_final_states(receivers: dict, timeout: float):
     for rcv in receivers.values():
         rcv.wait_answers(lambda got: {a.json()["id"] for a in got if a.ok and a.json()["deliveryStatus"] != IN_PROGRESS}
@@ -131,19 +146,12 @@ def test_every_feature_at_once_keeps_each_guarantee(osmox, make_tracking, make_e
     wait_final_states(receivers, timeout=30)
     time.sleep(1.5)  # stragglers: a repeat would come within this
 
-    final = {nid: final_state(nid) for nid in IDS}
     for name, rcv in receivers.items():
         got = rcv.answers()
-        assert_one_ok_per_id(got)
-        assert_one_body_per_webhook_id(name, got)
-        ok = [a for a in got if a.ok]
-        for a in ok:
-            Webhook(keys[name]).verify(a.req.body, a.req.headers)  # raises if not signed with its key
-            assert a.req.headers.get("x-gen") in ("1", "2"), a.req.headers
-        delivered = collections.Counter((a.json()["id"], a.json()["deliveryStatus"]) for a in ok)
-        finals = {(nid, s): delivered[(nid, s)] for nid, s in final.items()}
-        assert set(finals.values()) == {1}, f"{name}: final states not delivered exactly once: " \
-            f"{ {k: v for k, v in finals.items() if v != 1} }; {summarize(got)}"
+        delivered = assert_each_final_state_once(name, got, keys[name])
+        for a in got:
+            if a.ok:
+                assert a.req.headers.get("x-gen") in ("1", "2"), a.req.headers
         earlier = {k: v for k, v in delivered.items() if k[1] == IN_PROGRESS}
         if name != "flaky":
             assert not earlier, f"{name} takes only final states: {earlier}"
@@ -324,16 +332,9 @@ def test_notifications_polled_through_graphql_and_rest_at_once_reach_each_endpoi
 
     for name, rcv in receivers.items():
         got = rcv.answers()
-        assert_one_ok_per_id(got)
-        assert_one_body_per_webhook_id(name, got)
-        ok = [a for a in got if a.ok]
-        for a in ok:
-            Webhook(keys[name]).verify(a.req.body, a.req.headers)
-        delivered = collections.Counter((a.json()["id"], a.json()["deliveryStatus"]) for a in ok)
-        finals = {(nid, final_state(nid)): delivered[(nid, final_state(nid))] for nid in IDS}
-        assert set(finals.values()) == {1}, f"{name}: final states not delivered exactly once: " \
-            f"{ {k: v for k, v in finals.items() if v != 1} }; {summarize(got)}"
-        without = sorted(a.json()["id"] for a in ok if a.json()["deliveryStatus"] == SUCCESS and a.json()["result"] is None)
+        delivered = assert_each_final_state_once(name, got, keys[name])
+        without = sorted(a.json()["id"] for a in got
+                         if a.ok and a.json()["deliveryStatus"] == SUCCESS and a.json()["result"] is None)
         assert not without, f"{name}: SUCCESS webhooks without their result: {without}"
         if name == "steady":
             assert not [k for k in delivered if k[1] == IN_PROGRESS]
