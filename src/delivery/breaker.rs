@@ -267,6 +267,7 @@ impl EndpointState {
         want: u32,
     ) -> (Admit, u32) {
         self.expire(now_ms);
+        self.bound_open(now_ms, policy);
         match self.gone {
             Some(target) if target == policy.target => return (Admit::Gone, 0),
             // The configuration moved the endpoint since: whatever answered 410 is not there.
@@ -400,6 +401,7 @@ impl EndpointState {
         now_ms: u64,
         policy: &BreakerPolicy,
     ) {
+        self.bound_open(now_ms, policy);
         let was_probe = self.probe.is_some_and(|p| p.slot == slot);
         self.release(sender, slot);
         if success {
@@ -474,6 +476,19 @@ impl EndpointState {
 
     pub fn consecutive_failures(&self) -> u32 {
         self.failures
+    }
+
+    /// A circuit open further ahead than `openMs` (give or take how much older one VM's `now`
+    /// is than another's) was not opened on this clock under this policy: the wall clock
+    /// stepped back since (or a configuration lowered `openMs`). Waiting for it would hold the
+    /// endpoint, and every delivery to it, for as long as the step: it is half-open now.
+    fn bound_open(&mut self, now_ms: u64, policy: &BreakerPolicy) {
+        let furthest = now_ms
+            .saturating_add(policy.open_ms)
+            .saturating_add(CLOCK_SLACK_US / 1000);
+        if self.open_until_ms.is_some_and(|until| until > furthest) {
+            self.open_until_ms = Some(now_ms);
+        }
     }
 
     fn expire(&mut self, now_ms: u64) {
@@ -878,6 +893,40 @@ mod tests {
         assert!(s.is_open(10_999));
         assert!(!s.is_open(11_000));
         assert_eq!(admit(&mut s, 9, 11_000), Admit::Granted);
+    }
+
+    /// The host's clock is the wall clock: stepped back (NTP, a resumed VM) while the circuit
+    /// was open, the circuit stayed open for the whole step, its deliveries held (new ones
+    /// too, scheduled for that time) and the endpoint given nothing for an hour. No circuit
+    /// opened on this clock lies further ahead than `openMs`: such a one is half-open now.
+    #[test]
+    fn a_clock_stepped_back_does_not_hold_the_circuit_open_for_the_step() {
+        const T: u64 = 1_800_000_000_000;
+        let back = T + 1_000 - 3_600_000;
+        let mut s = opened_at(T);
+        assert_eq!(admit(&mut s, 9, back), Admit::Granted, "the probe");
+        assert_eq!(admit(&mut s, 10, back), Admit::ProbeBusy);
+        // Its failure opens the circuit for `openMs` on this clock.
+        s.record(A, 9, false, back, &POLICY);
+        assert!(s.is_open(back));
+        assert_eq!(
+            admit(&mut s, 10, back),
+            Admit::Open {
+                until_ms: back + POLICY.open_ms,
+                announced: false
+            }
+        );
+        // A failure of an attempt that was out before the step opens nothing further.
+        let mut s = opened_at(T);
+        assert_eq!(admit(&mut s, 9, back), Admit::Granted, "the probe");
+        s.record(A, 7, false, back, &POLICY);
+        assert!(!s.is_open(back), "half-open still: the probe is out");
+        // Within `openMs` (give or take a second of another VM's `now`), the circuit holds.
+        let mut s = opened_at(T);
+        assert!(matches!(
+            admit(&mut s, 9, T - 500),
+            Admit::Open { until_ms, .. } if until_ms == T + POLICY.open_ms
+        ));
     }
 
     #[test]
