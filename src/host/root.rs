@@ -215,11 +215,16 @@ fn connection_id() -> Option<u64> {
     Some(u64::from_le_bytes(bytes.as_slice().try_into().ok()?))
 }
 
+/// The `vm_id` that names this filter's shared data and queues. A configuration without one
+/// has the empty `vm_id`: Envoy then hands back no bytes, which the SDK reads as no value,
+/// and taking that for "unknown" left observers unable to find a singleton sender's queue
+/// registered under the same empty `vm_id` (and every VM sending without peers).
 fn plugin_vm_id() -> Option<String> {
-    hostcalls::get_property(vec!["plugin_vm_id"])
-        .ok()
-        .flatten()
-        .and_then(|b| String::from_utf8(b).ok())
+    match hostcalls::get_property(vec!["plugin_vm_id"]) {
+        Ok(Some(b)) => String::from_utf8(b).ok(),
+        Ok(None) => Some(String::new()),
+        Err(_) => None,
+    }
 }
 
 /// The host's clock since 1970; `None` if the host has none to give.
