@@ -753,7 +753,7 @@ class EnvoyProcess:
                  buffer_limit_bytes: int | None = None, name: str = "envoy", cwd: Path | str | None = None,
                  bootstrap_extensions: Sequence[dict] = (), failure_policy: str = "FAIL_OPEN",
                  reload_config: Mapping[str, Any] | None = None, drain_time_s: int = 1,
-                 bootstrap_extra: Mapping[str, Any] | None = None):
+                 bootstrap_extra: Mapping[str, Any] | None = None, vm_id: str = VM_ID):
         self.workdir = Path(workdir)
         self.cwd = Path(cwd) if cwd else self.workdir  # Envoy's working directory
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -777,6 +777,8 @@ class EnvoyProcess:
         self.failure_policy = failure_policy
         self.reload_config = dict(reload_config or {})
         self.name = name
+        # "": left out of the filter's and the singleton's vm_config (Envoy's empty vm_id).
+        self.vm_id = vm_id
         self.listener_port = 0
         self.admin_port = 0
         self.proc: subprocess.Popen | None = None
@@ -799,14 +801,17 @@ class EnvoyProcess:
                 "root_id": ROOT_ID,
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                   "value": json.dumps(cfg)},
-                "vm_config": {"vm_id": VM_ID, "runtime": WASM_RUNTIME,
+                "vm_config": {**self.vm_id_field(), "runtime": WASM_RUNTIME,
                               "code": {"local": {"filename": str(self.wasm_path)}}},
             }}}
+
+    def vm_id_field(self) -> dict[str, str]:
+        return {"vm_id": self.vm_id} if self.vm_id else {}
 
     def wasm_filter(self, cfg: Mapping[str, Any] | str) -> dict:
         conf = cfg if isinstance(cfg, str) else json.dumps(cfg)
         vm: dict[str, Any] = {
-            "vm_id": VM_ID,
+            **self.vm_id_field(),
             "runtime": WASM_RUNTIME,
             "code": {"local": {"filename": str(self.wasm_path)}},
         }

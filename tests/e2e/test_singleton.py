@@ -39,6 +39,26 @@ def test_a_singleton_sender_delivers_what_observers_see(osmox, make_receiver, ma
     assert_no_more(crm, 3)
 
 
+def test_a_singleton_and_observers_without_a_vm_id_find_each_other(osmox, make_receiver, make_envoy, filter_wasm):
+    """A review: Envoy answers `plugin_vm_id` with no bytes when the configuration leaves
+    `vm_id` out, and the filter took that for "unknown": observers never resolved the queue the
+    singleton registered under the same empty `vm_id`, so deliveries waited for the sender's
+    next ledger sweep (a minute here, with `tickMs` 60000) and every minute an observer warned
+    that no sender had registered. The wake-up reaches the singleton: it sends at once."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=60_000)
+    envoy = singleton_envoy(make_envoy, osmox, cfg, {"crm": crm}, vm_id="")
+    assert "vm_id" not in envoy.wasm_filter(cfg)["typed_config"]["config"]["vm_config"]
+    osmox.set_json("POST", "/graphql", graphql_body(graphql_rows()))
+    poll_graphql(envoy)
+    got = crm.wait_for(3, EXPECT_S)
+    assert sorted(ids_statuses(got)) == [(1042, 5), (1044, 6), (1048, 5)]
+    envoy.stop()  # flushes its log
+    logs = envoy.logs()
+    assert all(f"{r.headers['webhook-id']}: delivered" in logs for r in got), "the log reached the end"
+    assert "no sender has registered" not in logs
+
+
 def test_gauges_never_wrap_below_zero_when_one_vm_raises_and_another_lowers(osmox, make_receiver, make_envoy,
                                                                            filter_wasm):
     """A review: an observer's `pending` +1 and the singleton's -1 reached Envoy in the order
