@@ -494,6 +494,29 @@ fn a_retry_after_widens_the_window_it_would_pass() {
     assert_eq!(w.m(Metric::DeliveriesExpired), 0);
 }
 
+/// A retry goes out at its sender's next tick after it is due, not at the due millisecond:
+/// with ticks (10 s here) longer than `timeoutMs` (1 s), that lateness used to spend the
+/// window (1 + 2 s of schedule and three 1 s timeouts) so that a receiver timing out on every
+/// attempt saw two of the three and the delivery expired. One tick per attempt is allowed.
+#[test]
+fn a_retry_sent_at_a_slow_tick_does_not_expire_before_its_last_attempt() {
+    let json = ONE_ENDPOINT
+        .replace(r#""timeoutMs": 5000"#, r#""timeoutMs": 1000"#)
+        .replace(r#""limits""#, r#""tickMs": 10000, "limits""#);
+    let mut w = World::new(&json, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    for attempt in 1..=3 {
+        assert_eq!(w.sent().len(), attempt, "attempt {attempt}");
+        w.now += 1_000;
+        w.reply(0, w.last().token, 504, None);
+        // The next tick, 10 s after the last.
+        w.now += 9_000;
+        w.tick(0);
+    }
+    assert_eq!(w.m(Metric::DeliveriesExpired), 0);
+    assert_eq!(w.m(Metric::DeliveriesExhausted), 1);
+}
+
 /// Each configured endpoint's own counters take only its own deliveries (a team reads its
 /// receiver's figures without the others'), while the totals take them all; every answered
 /// attempt's time goes to the endpoint's histogram.
@@ -3341,12 +3364,13 @@ fn a_state_come_back_to_goes_out_under_a_new_webhook_id() {
 
 /// A receiver down for hours, with the default policy and circuit breaker. While the circuit
 /// is open its deliveries wait without spending attempts; once their retry window (the
-/// schedule at full jitter, 762 s, and a 15 s timeout per attempt: 882 s) has passed, the next
+/// schedule at full jitter, 762 s, and a 15 s timeout and a 0.1 s tick per attempt: 882.8 s)
+/// has passed, the next
 /// refusal ends them, and a half-open probe's next retry is never scheduled past it, so a dead
 /// endpoint cannot keep them, and fill the ledger all endpoints share, for hours.
 #[test]
 fn an_open_circuit_holds_deliveries_no_longer_than_their_retry_window() {
-    let window = 762_000 + 8 * 15_000;
+    let window = 762_000 + 8 * (15_000 + 100);
     let (w, over_at) = fifty_to_a_failing_endpoint(FAILING, || (503, None));
     // The last refusal after the window comes within one `openMs` (30 s), and a tick.
     assert!(
@@ -4044,7 +4068,7 @@ fn a_delivery_held_through_a_long_pause_is_still_retried_after_it() {
 /// whole cap, and a paused delivery re-credited each time a place frees.
 #[test]
 fn a_short_pause_widens_held_windows_by_no_more_than_it_lasted() {
-    let window = 762_000 + 8 * 15_000;
+    let window = 762_000 + 8 * (15_000 + 100);
     let mut asked = false;
     let (_, over_at) =
         fifty_to_a_failing_endpoint(FAILING, || match std::mem::replace(&mut asked, true) {

@@ -612,7 +612,9 @@ impl Sender {
         let end = match self.admit(io, endpoint, slot, claim_lapses) {
             Admit::Granted => None,
             // Only an open circuit asks: no window arithmetic on the way of a send.
-            Admit::Open { .. } if retry_deadline(endpoint, &s).is_some_and(|d| now >= d) => {
+            Admit::Open { .. }
+                if retry_deadline(endpoint, &s, config.tick_ms).is_some_and(|d| now >= d) =>
+            {
                 Some(End::Expired)
             }
             Admit::Gone => Some(End::Gone),
@@ -1122,7 +1124,10 @@ impl Sender {
                         s.extended_ms = s
                             .extended_ms
                             .saturating_add(delay.saturating_sub(scheduled));
-                        Some((now.saturating_add(delay), retry_deadline(e, &s)?))
+                        Some((
+                            now.saturating_add(delay),
+                            retry_deadline(e, &s, config.tick_ms)?,
+                        ))
                     });
                     match next {
                         Some((at_ms, deadline)) if at_ms <= deadline => {
@@ -1412,13 +1417,15 @@ fn ended(s: &mut Slot, now_ms: u64) -> (Record, bool) {
     }
 }
 
-/// When a delivery's retry window closes: its policy's whole schedule and one timeout per
-/// attempt, from when it was taken in. An open circuit holds a delivery without spending its
-/// attempts only until then, and no retry (however long a `Retry-After` asks for) is
-/// scheduled after it: the window bounds how long a delivery occupies the ledger.
-fn retry_deadline(endpoint: &Endpoint, s: &Slot) -> Option<u64> {
+/// When a delivery's retry window closes: its policy's whole schedule, and one timeout and
+/// one tick per attempt (a retry goes out at its sender's first tick after it is due), from
+/// when it was taken in. An open circuit holds a delivery without spending its attempts only
+/// until then, and no retry (however long a `Retry-After` asks for) is scheduled after it:
+/// the window bounds how long a delivery occupies the ledger.
+fn retry_deadline(endpoint: &Endpoint, s: &Slot, tick_ms: u64) -> Option<u64> {
     let timeouts = endpoint
         .timeout_ms
+        .saturating_add(tick_ms)
         .saturating_mul(u64::from(endpoint.retry.max_attempts()));
     let from = s.window_from_ms?;
     Some(
