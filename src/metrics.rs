@@ -42,6 +42,7 @@ metrics! {
     SkippedBufferFull => "bodies_skipped_buffer_full", Counter;
     SkippedAliased => "bodies_skipped_aliased", Counter;
     SkippedNoQuery => "bodies_skipped_no_query", Counter;
+    StreamsUnlogged => "streams_unlogged", Counter;
     PersistedQueriesKept => "persisted_queries_kept", Counter;
     ObjectsSkipped => "objects_skipped", Counter;
     EventsDetected => "events_detected", Counter;

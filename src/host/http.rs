@@ -65,6 +65,8 @@ pub struct Watch {
     body: Body,
     /// The bytes of `request` and `body` taken from `BUFFERED`.
     held: usize,
+    /// `on_log` came.
+    logged: bool,
 }
 
 /// What the request's head says of a watched stream.
@@ -90,6 +92,7 @@ impl Watch {
             skipped: None,
             body: Body::Empty,
             held: 0,
+            logged: false,
         }
     }
 
@@ -562,7 +565,18 @@ fn request_header(name: &str) -> Option<String> {
     }
 }
 
-impl Context for Watch {}
+impl Context for Watch {
+    /// After `on_log`, but for a stream Envoy logs only once its context is gone (HTTP/3).
+    /// Neither the request's headers nor its `request.*` attributes can be read here (Envoy
+    /// answers BadArgument and NotFound; the SDK's header reader panics on the first), so
+    /// such a stream is only counted and reported.
+    fn on_done(&mut self) -> bool {
+        if !self.logged && self.responded {
+            self.shared.warn_unlogged(now_ms());
+        }
+        true
+    }
+}
 
 impl HttpContext for Watch {
     // No request- or response-headers callback: the module does not export them, so Envoy
@@ -640,6 +654,7 @@ impl HttpContext for Watch {
     }
 
     fn on_log(&mut self) {
+        self.logged = true;
         self.read_stream();
         self.let_go();
     }

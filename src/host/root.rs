@@ -26,6 +26,7 @@ use crate::extract::{persisted, KnownRequests};
 use crate::hashing::{self, Seeded};
 use crate::layout::{self, LaidOut};
 use crate::learn::Registry;
+use crate::metrics::{Metric, Metrics};
 use crate::page_memory::PageMemory;
 
 /// The queue HTTP contexts put filled slots on, registered by a singleton sender (observers
@@ -71,7 +72,27 @@ pub struct Shared {
     /// Configured plus learned endpoints, with the learned map's version they were built at.
     endpoints: RefCell<(Option<u32>, Rc<Vec<Endpoint>>)>,
     /// When this VM last warned that no sender takes its deliveries.
-    no_sender_warned_ms: Cell<Option<u64>>,
+    no_sender_warned: EveryMinute,
+    /// When this VM last warned of a stream it could not read (`warn_unlogged`).
+    unlogged_warned: EveryMinute,
+}
+
+/// A warning said at most once a minute per VM: what it reports goes on, and the metric
+/// beside it counts each time.
+#[derive(Default)]
+struct EveryMinute(Cell<Option<u64>>);
+
+impl EveryMinute {
+    fn due(&self, now_ms: u64) -> bool {
+        let due = self
+            .0
+            .get()
+            .is_none_or(|at| now_ms.saturating_sub(at) >= 60_000);
+        if due {
+            self.0.set(Some(now_ms));
+        }
+        due
+    }
 }
 
 impl Shared {
@@ -106,15 +127,23 @@ impl Shared {
     /// An observer whose deliveries no sender takes: say so, once a minute, rather than let
     /// `pending` grow in silence.
     pub fn warn_no_sender(&self, now_ms: u64) {
-        let due = self
-            .no_sender_warned_ms
-            .get()
-            .is_none_or(|at| now_ms.saturating_sub(at) >= 60_000);
-        if due {
-            self.no_sender_warned_ms.set(Some(now_ms));
+        if self.no_sender_warned.due(now_ms) {
             log::warn!(
                 "role \"{:?}\": no sender has registered the \"{QUEUE}\" queue under this vm_id; deliveries wait in the ledger. Run the bootstrap singleton sender with the same vm_id (README, deploy step 7) or use role \"both\"",
                 self.config.role
+            );
+        }
+    }
+
+    /// A stream on a watched route ended without Envoy's log callback, which is where the
+    /// filter learns the request's path: nothing it copied can be read. Envoy does this on
+    /// HTTP/3 listeners (it logs a QUIC stream only once the client acknowledged the last
+    /// bytes, after the filter's context is gone), so say how to deploy instead.
+    pub fn warn_unlogged(&self, now_ms: u64) {
+        self.metrics.add(Metric::StreamsUnlogged, 1);
+        if self.unlogged_warned.due(now_ms) {
+            log::warn!(
+                "a watched stream ended without Envoy's log callback, so the filter could not read it (an HTTP/3 listener?). Run the filter on HTTP/1.1 or HTTP/2 listeners (README, Limits); such streams count in streams_unlogged"
             );
         }
     }
@@ -679,7 +708,8 @@ impl RootContext for Root {
             pages: RefCell::new(PageMemory::new()),
             known: RefCell::new(KnownEvents::new(KNOWN_EVENTS)),
             requests: RefCell::new(KnownRequests::new(KNOWN_REQUESTS)),
-            no_sender_warned_ms: Cell::new(None),
+            no_sender_warned: EveryMinute::default(),
+            unlogged_warned: EveryMinute::default(),
         });
         if self.sender.is_some() {
             succession::join(self.context_id, &shared, source, now_ms());
