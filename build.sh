@@ -18,6 +18,7 @@ cd "$ROOT"
 TARGET=wasm32-wasip1
 CRATE_WASM=osmox_webhook_filter.wasm
 ARTEFACT=dist/osmox-webhook-filter.wasm
+ARTEFACT_HTTP3=dist/osmox-webhook-filter-http3.wasm
 VENV="$ROOT/.venv"
 REQUIREMENTS="$ROOT/tests/e2e/requirements.txt"
 
@@ -67,6 +68,10 @@ build() {
     python3 build/wasm_exports.py "$built" "$ARTEFACT.tmp"
     mv -f "$ARTEFACT.tmp" "$ARTEFACT"
     log "$ARTEFACT: $(size_of "$ARTEFACT") bytes"
+    # The same code for HTTP/3 listeners, with the request-headers callback kept (README, Limits).
+    python3 build/wasm_exports.py --http3 "$built" "$ARTEFACT_HTTP3.tmp"
+    mv -f "$ARTEFACT_HTTP3.tmp" "$ARTEFACT_HTTP3"
+    log "$ARTEFACT_HTTP3: $(size_of "$ARTEFACT_HTTP3") bytes"
     if command -v wasm-opt >/dev/null; then
         # Size report only; the artefact stays the cargo output.
         local tmp

@@ -11,6 +11,7 @@ shipped module is the linker's output with its export list trimmed: that code is
 it, unreachable (V8 compiles wasm functions lazily, so it costs bytes, not time).
 
     wasm_exports.py IN OUT          write IN with only FILTER_EXPORTS exported to OUT
+    wasm_exports.py --http3 IN OUT  the same with HTTP3_EXPORTS: the module for HTTP/3 listeners
     wasm_exports.py --list IN       print IN's export names, one per line
 
 A name in FILTER_EXPORTS that IN does not export is an error (the SDK changed), as is a
@@ -46,6 +47,10 @@ FILTER_EXPORTS = frozenset(
         "proxy_on_log",
     }
 )
+
+# The module for HTTP/3 listeners also keeps the request's head as it passes: Envoy ends a
+# QUIC stream without `on_log`, and in `on_done` no header can be read (src/host/http.rs).
+HTTP3_EXPORTS = FILTER_EXPORTS | {"proxy_on_request_headers"}
 
 MAGIC = b"\0asm\x01\0\0\0"
 EXPORT_SECTION = 7
@@ -138,12 +143,15 @@ def main(argv: list[str]) -> int:
             with open(argv[1], "rb") as f:
                 print("\n".join(export_names(f.read())))
             return 0
+        exports = FILTER_EXPORTS
+        if argv[:1] == ["--http3"]:
+            exports, argv = HTTP3_EXPORTS, argv[1:]
         if len(argv) != 2:
             print(__doc__.strip().splitlines()[0], file=sys.stderr)
-            print("usage: wasm_exports.py IN OUT | --list IN", file=sys.stderr)
+            print("usage: wasm_exports.py [--http3] IN OUT | --list IN", file=sys.stderr)
             return 2
         with open(argv[0], "rb") as f:
-            trimmed = keep_exports(f.read(), FILTER_EXPORTS)
+            trimmed = keep_exports(f.read(), exports)
         with open(argv[1], "wb") as f:
             f.write(trimmed)
         return 0

@@ -67,6 +67,16 @@ pub struct Watch {
     held: usize,
     /// `on_log` came.
     logged: bool,
+    /// The request's head as it passed, in the module built for HTTP/3 listeners, which
+    /// alone exports the request-headers callback (build/wasm_exports.py): there `on_log`
+    /// never comes and `on_done` can read no header.
+    passed: Option<PassedHead>,
+}
+
+/// What `on_http_request_headers` saw of the request, for a stream read in `on_done`.
+struct PassedHead {
+    path: Option<String>,
+    head: OwnedRequestHead,
 }
 
 /// What the request's head says of a watched stream.
@@ -93,6 +103,7 @@ impl Watch {
             body: Body::Empty,
             held: 0,
             logged: false,
+            passed: None,
         }
     }
 
@@ -112,6 +123,13 @@ impl Watch {
         let bytes = bytes.min(self.held);
         BUFFERED.with(|b| b.give_back(bytes));
         self.held -= bytes;
+    }
+
+    /// The stream is over: read it, then let its copies go.
+    fn finish(&mut self) {
+        self.logged = true;
+        self.read_stream();
+        self.let_go();
     }
 
     /// Drop the copied bodies and give their bytes back.
@@ -138,11 +156,15 @@ impl Watch {
     /// `on_log`: neither the header map nor the `request.*` attributes.)
     fn read_call(&self) -> Option<Call> {
         let config = &self.shared.config;
-        let path = request_header(":path")?;
+        let path = match &self.passed {
+            Some(passed) => passed.path.clone()?,
+            None => request_header(":path")?,
+        };
         // The method only when learning needs it: a GraphQL call is told apart by its body.
-        let method = match config.learn {
-            None => None,
-            Some(_) => Some(request_header(":method")?),
+        let method = match (&config.learn, &self.passed) {
+            (None, _) => None,
+            (Some(_), Some(passed)) => Some(text(passed.head.method.clone())?),
+            (Some(_), None) => Some(request_header(":method")?),
         };
         let watch = &config.watch;
         let mut kind = extract::classify(
@@ -194,6 +216,15 @@ impl Watch {
         }
     }
 
+    /// The request headers that tell how the server reads its body: as they passed, or
+    /// asked now.
+    fn request_head(&self) -> OwnedRequestHead {
+        match &self.passed {
+            Some(passed) => passed.head.clone(),
+            None => OwnedRequestHead::read(),
+        }
+    }
+
     /// Reading this stream's response while the stream is there to ask.
     fn reading<'a>(&'a self, head: &'a dyn Fn() -> OwnedRequestHead) -> Reading<'a> {
         Reading {
@@ -214,7 +245,7 @@ impl Watch {
             shared: self.shared.clone(),
             context_id: self.context_id,
             head: match call.kind {
-                WatchKind::Graphql => OwnedRequestHead::read(),
+                WatchKind::Graphql => self.request_head(),
                 WatchKind::Rest => OwnedRequestHead::default(),
             },
             status: status(),
@@ -288,19 +319,20 @@ impl Watch {
                     self.read_later(&call, body, &status);
                     return;
                 }
-                let reading = self.reading(&OwnedRequestHead::read);
+                let head = || self.request_head();
+                let reading = self.reading(&head);
                 reading.take_notifications(call.kind, &call.path, None, body, hash, &status);
             }
             return;
         }
         let body = body.join();
-        let facts = self
-            .reading(&OwnedRequestHead::read)
-            .request_facts(call.kind);
+        let head = || self.request_head();
+        let facts = self.reading(&head).request_facts(call.kind);
         self.learn_registration(&call, &facts, &body);
         if notifications {
             let body = Body::One(body);
-            let reading = self.reading(&OwnedRequestHead::read);
+            let head = || self.request_head();
+            let reading = self.reading(&head);
             reading.take_notifications(call.kind, &call.path, Some(facts), body, hash, &status);
         }
     }
@@ -312,7 +344,7 @@ impl Watch {
         // A REST delete names the webhook in its request body; nothing else needs it.
         let delete = call.kind == WatchKind::Rest && call.method.eq_ignore_ascii_case("DELETE");
         let request = (delete && self.request_complete)
-            .then(OwnedRequestHead::read)
+            .then(|| self.request_head())
             .filter(|head| extract::is_json_body(&head.view()))
             .map(|_| self.request.as_slice());
         let registration = extract::extract_registration(
@@ -527,15 +559,10 @@ struct OwnedRequestHead {
 
 impl OwnedRequestHead {
     fn read() -> Self {
-        let header = |name| {
-            hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-                .ok()
-                .flatten()
-        };
         OwnedRequestHead {
-            method: header(":method"),
-            content_type: header("content-type"),
-            content_encoding: header("content-encoding"),
+            method: request_header_bytes(":method"),
+            content_type: request_header_bytes("content-type"),
+            content_encoding: request_header_bytes("content-encoding"),
         }
     }
 
@@ -559,19 +586,32 @@ fn response_code() -> Option<u64> {
 /// Read as bytes: a client may send any byte above 0x7f in a header value (Envoy passes them
 /// on), and the SDK's text reading panics on what is not UTF-8, which would kill the VM.
 fn request_header(name: &str) -> Option<String> {
-    match hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name) {
-        Ok(Some(value)) => String::from_utf8(value).ok(),
-        _ => None,
-    }
+    text(request_header_bytes(name))
+}
+
+fn request_header_bytes(name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
+}
+
+fn text(value: Option<Vec<u8>>) -> Option<String> {
+    String::from_utf8(value?).ok()
 }
 
 impl Context for Watch {
     /// After `on_log`, but for a stream Envoy logs only once its context is gone (HTTP/3).
     /// Neither the request's headers nor its `request.*` attributes can be read here (Envoy
-    /// answers BadArgument and NotFound; the SDK's header reader panics on the first), so
-    /// such a stream is only counted and reported.
+    /// answers BadArgument and NotFound; the SDK's header reader panics on the first): the
+    /// stream is read from the head kept as it passed, or, without one (the module for
+    /// HTTP/1.1 and HTTP/2 does not ask for it), only counted and reported.
     fn on_done(&mut self) -> bool {
-        if !self.logged && self.responded {
+        if self.logged {
+            return true;
+        }
+        if self.passed.is_some() {
+            self.finish();
+        } else if self.responded {
             self.shared.warn_unlogged(now_ms());
         }
         true
@@ -579,9 +619,19 @@ impl Context for Watch {
 }
 
 impl HttpContext for Watch {
-    // No request- or response-headers callback: the module does not export them, so Envoy
-    // does not enter the VM for them (build/wasm_exports.py). What the request's head says
-    // is read in `on_log`, when it is needed at all.
+    // The module for HTTP/1.1 and HTTP/2 listeners exports no request- or response-headers
+    // callback, so Envoy does not enter the VM for them (build/wasm_exports.py): what the
+    // request's head says is read in `on_log`, when it is needed at all.
+
+    /// Only in the module for HTTP/3 listeners: keep what `on_done` will need. The path is
+    /// the client's, before any route's rewrite.
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        self.passed = Some(PassedHead {
+            path: request_header(":path"),
+            head: OwnedRequestHead::read(),
+        });
+        Action::Continue
+    }
 
     /// Trailers end a request whose last body chunk did not (gRPC-style clients over
     /// HTTP/2): its body is whole. Envoy calls this only for requests that have them.
@@ -653,10 +703,11 @@ impl HttpContext for Watch {
         Action::Continue
     }
 
+    /// The head kept as the request passed (HTTP/3 module) is not used here: what Envoy
+    /// reports now is what OsmoX was sent, a route's rewrite applied.
     fn on_log(&mut self) {
-        self.logged = true;
-        self.read_stream();
-        self.let_go();
+        self.passed = None;
+        self.finish();
     }
 }
 

@@ -647,6 +647,9 @@ class Bench:
         self.wasm_source = h.filter_wasm_path()
         self.wasm = self.work / "osmox-webhook-filter.wasm"
         shutil.copyfile(self.wasm_source, self.wasm)
+        # The module for HTTP/3 listeners (README, Limits), measured on HTTP/1.1 beside it.
+        self.wasm_http3 = self.work / "osmox-webhook-filter-http3.wasm"
+        shutil.copyfile(self.wasm_source.with_name(self.wasm_source.stem + "-http3.wasm"), self.wasm_http3)
         self.results: dict[str, Any] = {}
         self.envoys: list[Envoy] = []
         self.id_base = int(time.time()) * 1000  # fresh notification ids for this run
@@ -1386,7 +1389,8 @@ server.serve_forever()
         variants = [("plain", None, None, "shipped"), ("noop", ref, mode("noop"), "shipped"),
                     ("read", ref, mode("read"), "shipped"), ("forward", ref, mode("forward"), "shipped"),
                     ("filter", self.wasm, quiet_ticks, "shipped"),
-                    ("filter_singleton", self.wasm, quiet_ticks, SINGLETON)]
+                    ("filter_singleton", self.wasm, quiet_ticks, SINGLETON),
+                    ("filter_http3", self.wasm_http3, quiet_ticks, "shipped")]
         gql_headers = {"content-type": "application/json", "authorization": "Bearer bench"}
         scenarios = [
             ("s2", "GET", "/providers", None, {}),
@@ -1988,7 +1992,9 @@ def render(results: dict) -> str:
                 "queue and `dispatch_http_call`, fixed body, no parsing, no shared data, no signing (the least one "
                 "webhook per response can cost); all three in `tests/bench/reference_filter`. The filter runs as shipped "
                 "(*filter*: the HTTP filter alone, the worker sends) and in the singleton layout (*filter, singleton "
-                "sender*: sends from a bootstrap singleton on the main thread), both with `tickMs` 60000, so ticks do "
+                "sender*: sends from a bootstrap singleton on the main thread), and the module built for HTTP/3 "
+                "listeners (*filter, HTTP/3 module*: the same code with the request-headers callback exported, "
+                "which keeps the request's head as it passes; measured here over HTTP/1.1), all with `tickMs` 60000, so ticks do "
                 "not land in per-request figures (deliveries leave on the queue's wake-up); the tick is measured on "
                 "its own below.")
             add("")
@@ -1998,16 +2004,18 @@ def render(results: dict) -> str:
                       "s3v": "Steady polling, states unchanged, `total` moves (bytes differ: every page parsed)",
                       "s4": "GET /notifications/<n>: a new notification per response, one webhook each"}
             add("| Scenario | plain | do-nothing module | read-only module | forward-only module | filter | "
-                "filter, singleton sender | filter − plain | filter ÷ plain |")
-            add("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+                "filter, singleton sender | filter, HTTP/3 module | filter − plain | filter ÷ plain |")
+            add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for key, title in titles.items():
                 row = [pr.get(v, {}).get(key) for v in ("plain", "noop", "read", "forward", "filter")]
                 if None in row:
                     continue
                 plain, filt = row[0], row[4]
                 alone = pr.get("filter_singleton", {}).get(key)
+                http3 = pr.get("filter_http3", {}).get(key)
                 add(f"| {title} | " + " | ".join(f"{x:,}" for x in row) +
-                    f" | {f'{alone:,}' if alone else '–'} | {filt - plain:+,} | **{filt / plain:.2f}** |")
+                    f" | {f'{alone:,}' if alone else '–'} | {f'{http3:,}' if http3 else '–'}"
+                    f" | {filt - plain:+,} | **{filt / plain:.2f}** |")
             add("")
             tick = ins.get("filter_tick_per_s")
             if tick:

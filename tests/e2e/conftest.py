@@ -100,6 +100,17 @@ def filter_wasm() -> Path:
     return p
 
 
+@pytest.fixture(scope="session")
+def http3_wasm() -> Path:
+    """The module for HTTP/3 listeners (dist/osmox-webhook-filter-http3.wasm, or
+    $OSMOX_FILTER_HTTP3_WASM): the same code, the request-headers callback exported."""
+    p = Path(os.environ.get("OSMOX_FILTER_HTTP3_WASM",
+                            harness.REPO_ROOT / "dist" / "osmox-webhook-filter-http3.wasm")).resolve()
+    if not p.exists():
+        pytest.fail(f"HTTP/3 filter wasm not found at {p}: run ./build.sh first", pytrace=False)
+    return p
+
+
 def _build_wasm(what: str, crate_dir: Path, target: Path, name: str, *args: str) -> Path:
     """Build a wasm32 release module once into its own target dir, lock-protected against
     parallel xdist workers; fails the test (not skips it) when the build fails."""

@@ -1,8 +1,10 @@
 """The filter on an HTTP/3 (QUIC) listener, as an edge proxy may run it. Envoy logs a QUIC
 stream only once the client acknowledged its last bytes, after the filter's context is gone (a
 review raised the risk of the SDK's "invalid context_id" panic there; what happens instead is
-that the filter never gets `on_log`), so the filter cannot read such streams: the test pins
-that they pass through untouched and are reported, not silently dropped."""
+that the filter never gets `on_log`), and in `on_done` no header can be read. The module for
+HTTP/1.1 and HTTP/2 therefore cannot read such streams: they pass through untouched and are
+reported. The module built for HTTP/3 keeps the request's head as it passes and reads them in
+`on_done`."""
 from __future__ import annotations
 
 import datetime
@@ -10,8 +12,9 @@ import socket
 
 import h3client
 from harness import HOST, clusters_for, endpoint, filter_config, to_json_bytes
+from test_chaos import snake
 from test_delivery import (EXPECT_S, NOTIFICATIONS_QUERY, assert_no_more, graphql_body, graphql_rows,
-                           ids_statuses, poll_graphql)
+                           ids_statuses, poll_graphql, rows_by_id)
 
 
 def free_udp_port() -> int:
@@ -59,38 +62,48 @@ def quic_listener(envoy, cfg: dict, port: int, cert, key) -> dict:
     return lst
 
 
-def test_http3_streams_pass_through_untouched_and_are_reported_as_unread(osmox, make_receiver, make_envoy,
-                                                                        filter_wasm, tmp_path):
-    """Envoy 1.40 logs a QUIC stream only once the client acknowledged its last bytes, after
-    the filter's context is gone, and in `on_done`, the last callback the filter gets, neither
-    the request's headers nor its `request.*` attributes can be read: the filter cannot tell
-    what was asked, so it delivers nothing from an HTTP/3 listener (README, Limits). What must
-    hold: every answer reaches the client byte for byte, the VM survives (the SDK's header
-    reader panics on what Envoy answers there), and each such stream is counted in
-    `streams_unlogged` and reported at warn, not lost in silence. The same poll over the
-    HTTP/1.1 listener of the same Envoy is delivered, as the control."""
-    crm = make_receiver("crm")
-    cfg = filter_config([endpoint("crm", crm)])
-    envoy = make_envoy(osmox.port, cfg, clusters=clusters_for(cfg, {"crm": crm}))
+def h3_envoy(make_envoy, osmox, receivers: dict, cfg: dict, tmp_path, **kw):
+    """Envoy with the filter on its HTTP/1.1 listener and on a QUIC one; the UDP port."""
+    envoy = make_envoy(osmox.port, cfg, clusters=clusters_for(cfg, receivers), **kw)
     port = free_udp_port()
     cert, key = self_signed(tmp_path)
     envoy.write_lds(envoy.listener(cfg), quic_listener(envoy, cfg, port, cert, key))
-    served = osmox.set_json("POST", "/graphql", graphql_body(graphql_rows()))
-    request = to_json_bytes({"query": NOTIFICATIONS_QUERY})
-    headers = [("content-type", "application/json")]
+    return envoy, port
 
-    def poll():
-        return h3client.request(HOST, port, "POST", "/graphql", headers, request, timeout=EXPECT_S)
 
-    answers = []
-    for _ in range(50):  # the listener comes up once Envoy has read the LDS file
+def h3(port: int, method: str, path: str, body: bytes = b""):
+    headers = [("content-type", "application/json")] if body else []
+    return h3client.request(HOST, port, method, path, headers, body, timeout=EXPECT_S)
+
+
+def first_h3(port: int, method: str, path: str, body: bytes = b""):
+    """The first request, retried while the QUIC listener comes up (Envoy reads the LDS file
+    after it started)."""
+    for _ in range(50):
         try:
-            answers.append(poll())
-            break
+            return h3(port, method, path, body)
         except (TimeoutError, ConnectionError, OSError):
             continue
-    assert answers, "no HTTP/3 answer"
-    answers += [poll() for _ in range(4)]
+    raise AssertionError("no HTTP/3 answer")
+
+
+GRAPHQL_POLL = to_json_bytes({"query": NOTIFICATIONS_QUERY})
+EXPECTED = [(1042, 5), (1044, 6), (1048, 5)]
+
+
+def test_http3_streams_pass_through_untouched_and_are_reported_as_unread(osmox, make_receiver, make_envoy,
+                                                                        filter_wasm, tmp_path):
+    """The module for HTTP/1.1 and HTTP/2 on a QUIC listener: every answer reaches the client
+    byte for byte, the VM survives (the SDK's header reader panics on what Envoy answers in
+    `on_done`), and each stream is counted in `streams_unlogged` and reported at warn, not
+    lost in silence. The same poll over the HTTP/1.1 listener of the same Envoy is delivered,
+    as the control."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)])
+    envoy, port = h3_envoy(make_envoy, osmox, {"crm": crm}, cfg, tmp_path)
+    served = osmox.set_json("POST", "/graphql", graphql_body(graphql_rows()))
+    answers = [first_h3(port, "POST", "/graphql", GRAPHQL_POLL)]
+    answers += [h3(port, "POST", "/graphql", GRAPHQL_POLL) for _ in range(4)]
     assert [(r.status, r.body == served) for r in answers] == [(200, True)] * 5
     envoy.wait_metric("streams_unlogged", 5, timeout=EXPECT_S)
     assert_no_more(crm, 0)
@@ -100,5 +113,61 @@ def test_http3_streams_pass_through_untouched_and_are_reported_as_unread(osmox, 
     assert "without Envoy's log callback" in logs
     # The control: the same poll over HTTP/1.1.
     poll_graphql(envoy)
-    assert sorted(ids_statuses(crm.wait_for(3, EXPECT_S))) == [(1042, 5), (1044, 6), (1048, 5)]
+    assert sorted(ids_statuses(crm.wait_for(3, EXPECT_S))) == EXPECTED
     assert envoy.metric("streams_unlogged") == 5
+
+
+def test_the_http3_module_delivers_what_http3_clients_poll(osmox, make_receiver, make_envoy, http3_wasm, tmp_path):
+    """The module built for HTTP/3 listeners reads a QUIC stream in `on_done`, from the head
+    it kept as the request passed: GraphQL polls and a REST v8 read over HTTP/3 are
+    delivered once, their answers passed on byte for byte; on the HTTP/1.1 listener of the
+    same Envoy, where `on_log` comes first, a stream is read once, not twice."""
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)])
+    envoy, port = h3_envoy(make_envoy, osmox, {"crm": crm}, cfg, tmp_path, wasm_path=http3_wasm)
+    rows = graphql_rows()
+    served = osmox.set_json("POST", "/graphql", graphql_body(rows))
+    first = first_h3(port, "POST", "/graphql", GRAPHQL_POLL)
+    assert (first.status, first.body == served) == (200, True)
+    assert sorted(ids_statuses(crm.wait_for(3, EXPECT_S))) == EXPECTED
+    for _ in range(3):
+        again = h3(port, "POST", "/graphql", GRAPHQL_POLL)
+        assert (again.status, again.body == served) == (200, True)
+    poll_graphql(envoy)  # the same page over HTTP/1.1: known already
+    assert_no_more(crm, 3)
+    # A REST v8 read of a new state over HTTP/3.
+    moved = dict(rows_by_id()[1042], deliveryStatus=6, updatedOn="2026-04-20T10:00:00.000Z")
+    rest = osmox.set_json("GET", "/notifications/1042", snake(moved))
+    r = h3(port, "GET", "/notifications/1042")
+    assert (r.status, r.body == rest) == (200, True)
+    got = crm.wait_for(4, EXPECT_S)
+    assert (got[3].json()["id"], got[3].json()["deliveryStatus"]) == (1042, 6)
+    assert_no_more(crm, 4)
+    assert envoy.metric("streams_unlogged") == 0
+    logs = envoy.logs()
+    assert "panicked" not in logs and "failed: Uncaught" not in logs
+
+
+def test_the_http3_module_learns_registrations_made_over_http3(osmox, make_receiver, make_envoy, http3_wasm,
+                                                                tmp_path):
+    """Learning reads the method from the head kept as the request passed: a REST
+    registration over HTTP/3 is learned and delivers, and its delete, answered 204 with no
+    body, is learned too (a stream read in `on_done` whether or not its answer had a body)."""
+    from test_security import original_dst_cluster, learn_config, poll_rows, sample_row, v8_webhook_row
+    a = make_receiver("A")
+    cfg = learn_config()
+    envoy, port = h3_envoy(make_envoy, osmox, {}, cfg, tmp_path, wasm_path=http3_wasm,
+                           extra_clusters=[original_dst_cluster()])
+    url = a.url("/osmox/status")
+    osmox.set_json("POST", "/webhooks", v8_webhook_row(3, 1, url), status=201)
+    r = first_h3(port, "POST", "/webhooks", to_json_bytes({"providerId": 1, "webhookUrl": url}))
+    assert r.status == 201
+    envoy.wait_metric("registrations_learned", 1, timeout=EXPECT_S)
+    poll_rows(envoy, osmox, [sample_row(3501, 1, 5)])
+    assert ids_statuses(a.wait_for(1, EXPECT_S)) == [(3501, 5)]
+    osmox.set_response("DELETE", "/webhooks/3", 204, body=b"", content_type=None)
+    assert h3(port, "DELETE", "/webhooks/3").status == 204
+    envoy.wait_metric("registrations_removed", 1, timeout=EXPECT_S)
+    poll_rows(envoy, osmox, [sample_row(3502, 1, 5)])
+    envoy.wait_metric("events_unrouted", 1, timeout=EXPECT_S)
+    assert_no_more(a, 1)
