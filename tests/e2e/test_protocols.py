@@ -1,4 +1,9 @@
-"""The filter on an HTTP/3 (QUIC) listener, as an edge proxy may run it. Envoy logs a QUIC
+"""The filter under the downstream protocols other than the HTTP/1.1 the other tests speak.
+
+HTTP/2: clients multiplexing polls on one connection (here a front Envoy that speaks HTTP/2
+to the Envoy under test), read in `on_log` like HTTP/1.1.
+
+HTTP/3 (QUIC), as an edge proxy may run it. Envoy logs a QUIC
 stream only once the client acknowledged its last bytes, after the filter's context is gone (a
 review raised the risk of the SDK's "invalid context_id" panic there; what happens instead is
 that the filter never gets `on_log`), and in `on_done` no header can be read. The module for
@@ -7,6 +12,7 @@ reported. The module built for HTTP/3 keeps the request's head as it passes and 
 `on_done`."""
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import socket
 
@@ -89,6 +95,46 @@ def first_h3(port: int, method: str, path: str, body: bytes = b""):
 
 GRAPHQL_POLL = to_json_bytes({"query": NOTIFICATIONS_QUERY})
 EXPECTED = [(1042, 5), (1044, 6), (1048, 5)]
+
+
+def test_polls_multiplexed_over_http2_are_each_read_and_delivered(osmox, make_receiver, make_envoy, filter_wasm):
+    """A front Envoy pools the client's polls onto HTTP/2 connections to the Envoy under test:
+    concurrent streams on one connection, each read in its own `on_log`. Every page's
+    notifications reach the receiver once, and every answer is OsmoX's bytes."""
+    from test_retries import serve_pages
+    crm = make_receiver("crm")
+    cfg = filter_config([endpoint("crm", crm)])
+    envoy = make_envoy(osmox.port, cfg, clusters=clusters_for(cfg, {"crm": crm}))
+    front = make_envoy(envoy.listener_port, None, name="front", start=False)
+    plain_bootstrap = front.bootstrap
+
+    def bootstrap(c, use_lds):
+        b = plain_bootstrap(c, use_lds)
+        (upstream,) = [c for c in b["static_resources"]["clusters"] if c["name"] == "osmox"]
+        options = upstream["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        options["explicit_http_config"] = {"http2_protocol_options": {}}
+        return b
+
+    front.bootstrap = bootstrap
+    front.start()
+    base = graphql_rows()
+    pages = {offset: to_json_bytes(graphql_body([dict(r, id=r["id"] + 1000 * (offset + 1)) for r in base]))
+             for offset in range(8)}
+    serve_pages(osmox, pages)
+
+    def poll(offset: int) -> bool:
+        r = front.client.graphql(NOTIFICATIONS_QUERY, variables={"offset": offset}, timeout=EXPECT_S)
+        return r.status == 200 and r.body == pages[offset]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(poll, [o for o in pages for _ in range(3)]))
+    want = sorted((nid + 1000 * (offset + 1), status) for offset in pages for nid, status in EXPECTED)
+    assert sorted(ids_statuses(crm.wait_for(len(want), EXPECT_S))) == want
+    assert_no_more(crm, len(want))
+    assert envoy.stat("http.ingress.downstream_cx_http2_total", 0) >= 1
+    assert envoy.stat("http.ingress.downstream_rq_http2_total", 0) >= 3 * len(pages)
+    assert envoy.stat("http.ingress.downstream_rq_http1_total", 0) == 0
+    assert envoy.metric("streams_unlogged") == 0
 
 
 def test_http3_streams_pass_through_untouched_and_are_reported_as_unread(osmox, make_receiver, make_envoy,
