@@ -110,15 +110,20 @@ enum Target {
     Item(u64),
 }
 
-/// `…/webhooks` or `…/webhooks/<id>`, ignoring a trailing `/` and the query string.
+/// `…/webhooks` or `…/webhooks/<id>`, ignoring a trailing `/` and the query string, and the
+/// case of `webhooks`: OsmoX's Express routes ignore it (a call the filter did not watch
+/// could move or remove a webhook while its learned mapping stayed).
 fn webhooks_target(path: &str) -> Option<Target> {
     let mut segments = strip_query(path).trim_end_matches('/').rsplit('/');
     let last = segments.next()?;
-    if last == "webhooks" {
+    if last.eq_ignore_ascii_case("webhooks") {
         return Some(Target::Collection);
     }
     let id = last.parse().ok()?;
-    (segments.next()? == "webhooks").then_some(Target::Item(id))
+    segments
+        .next()?
+        .eq_ignore_ascii_case("webhooks")
+        .then_some(Target::Item(id))
 }
 
 /// A REST call that may change OsmoX's webhook table: worth watching when learning is on.
@@ -537,6 +542,40 @@ mod tests {
             &[br#"{"id": 3.5}"#, br#"{"id": -3.0}"#, br#"{"id": 1e300}"#],
             Some(Registration::Unread(Unread::DeleteId)),
         );
+    }
+
+    /// A review: OsmoX runs on Express, whose routing ignores case, so `PUT /api/v1/Webhooks`
+    /// moves a webhook (and `DELETE /API/V1/WEBHOOKS` removes one) as the lowercase path
+    /// does; the filter did not watch such calls, and kept delivering to the URL the
+    /// provider had left. A path OsmoX does not route is answered 404 and teaches nothing.
+    #[test]
+    fn webhook_routes_are_matched_as_express_matches_them_ignoring_case() {
+        for path in ["/api/v1/Webhooks", "/API/V1/WEBHOOKS/", "/webHooks/3"] {
+            for method in ["POST", "PUT", "PATCH", "DELETE"] {
+                assert!(is_webhook_route(method, path), "{method} {path}");
+            }
+        }
+        assert_eq!(
+            rest("PUT", "/api/v1/Webhooks", &v8_row(1)),
+            partner_upsert()
+        );
+        assert_eq!(
+            rest("DELETE", "/WEBHOOKS/7", &json!({})),
+            Some(Registration::Delete { webhook_id: 7 })
+        );
+        assert_collection_deletes_at("/api/v1/WEBHOOKS");
+    }
+
+    fn assert_collection_deletes_at(path: &str) {
+        let got = extract_registration(
+            WatchKind::Rest,
+            "DELETE",
+            path,
+            &RequestFacts::Unread,
+            Some(br#"{"id": 3}"#),
+            b"true",
+        );
+        assert_eq!(got, Some(Registration::Delete { webhook_id: 3 }), "{path}");
     }
 
     #[test]
