@@ -45,7 +45,19 @@ impl std::fmt::Display for Registration {
                     Some(id) => write!(f, "{id}")?,
                     None => f.write_str("(id unknown)")?,
                 }
-                write!(f, " at {webhook_url}")
+                // Its scheme and host only: a receiver may check a token in the path or
+                // query (README), which does not belong in Envoy's log.
+                match crate::config::split_scheme(webhook_url) {
+                    Some((scheme, rest)) => {
+                        let end = rest
+                            .bytes()
+                            .position(|b| matches!(b, b'/' | b'?' | b'#'))
+                            .unwrap_or(rest.len());
+                        let host = rest.get(..end).unwrap_or_default();
+                        write!(f, " at {scheme}://{host}/...")
+                    }
+                    None => f.write_str(" at a URL that is not absolute"),
+                }
             }
             Registration::Delete { webhook_id } => write!(f, "webhook {webhook_id} deleted"),
             Registration::Unread(Unread::GraphqlFields) => f.write_str(
@@ -305,6 +317,33 @@ mod tests {
             assert!(!is_webhook_route("DELETE", path), "{path}");
             assert_eq!(rest("DELETE", path, &json!({})), None, "{path}");
         }
+    }
+
+    /// A review: a learned registration was logged (at info) with its whole URL, and the
+    /// README has receivers of learned webhooks check a token in that URL, which then sat
+    /// in Envoy's log. The log names the host, which is what the policy judged.
+    #[test]
+    fn a_registration_is_logged_without_its_urls_path_or_query() {
+        let shown = |url: &str| {
+            Registration::Upsert {
+                provider_id: 1,
+                webhook_id: Some(3),
+                webhook_url: url.to_string(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            shown("https://hooks.example.com/t/S3CRET?token=S4CRET"),
+            "provider 1 webhook 3 at https://hooks.example.com/..."
+        );
+        assert_eq!(
+            shown("http://hooks.example.com:8080?token=S4CRET"),
+            "provider 1 webhook 3 at http://hooks.example.com:8080/..."
+        );
+        assert_eq!(
+            shown("https://hooks.example.com"),
+            "provider 1 webhook 3 at https://hooks.example.com/..."
+        );
     }
 
     #[test]
