@@ -135,15 +135,15 @@ impl Shared {
         }
     }
 
-    /// A stream on a watched route ended without Envoy's log callback, which is where the
-    /// filter learns the request's path: nothing it copied can be read. Envoy does this on
+    /// A stream on a watched route ended without Envoy's log callback, which is where this
+    /// module learns the request's path: nothing it copied can be read. Envoy does this on
     /// HTTP/3 listeners (it logs a QUIC stream only once the client acknowledged the last
-    /// bytes, after the filter's context is gone), so say how to deploy instead.
+    /// bytes, after the filter's context is gone), so say which module to deploy there.
     pub fn warn_unlogged(&self, now_ms: u64) {
         self.metrics.add(Metric::StreamsUnlogged, 1);
         if self.unlogged_warned.due(now_ms) {
             log::warn!(
-                "a watched stream ended without Envoy's log callback, so the filter could not read it (an HTTP/3 listener?). Run the filter on HTTP/1.1 or HTTP/2 listeners (README, Limits); such streams count in streams_unlogged"
+                "a watched stream ended without Envoy's log callback, so the filter could not read it (an HTTP/3 listener?). On HTTP/3 listeners run osmox-webhook-filter-http3.wasm (README, Limits); such streams count in streams_unlogged"
             );
         }
     }
