@@ -517,6 +517,37 @@ fn a_retry_sent_at_a_slow_tick_does_not_expire_before_its_last_attempt() {
     assert_eq!(w.m(Metric::DeliveriesExhausted), 1);
 }
 
+/// With `maxInFlight` 1, the place a success frees is kept as this sender's spare only while
+/// a send could use it: a receiver answering after more than the spare's 5 s of use left
+/// one the next send could not take, still counted in the record, so that send waited two
+/// ticks for the idle spare to go back (two `tickMs`, 20 s here). A review found it.
+#[test]
+fn a_slow_success_at_one_place_frees_it_for_the_next_send_at_once() {
+    let json = ONE_ENDPOINT
+        .replace(r#""headers""#, r#""maxInFlight": 1, "headers""#)
+        .replace(r#""limits""#, r#""tickMs": 10000, "limits""#);
+    let mut w = World::new(&json, 1);
+    w.observe(
+        0,
+        &[
+            note(1, DeliveryStatus::Success, A),
+            note(2, DeliveryStatus::Success, A),
+        ],
+    );
+    assert_eq!(w.sent().len(), 1, "one place");
+    w.now += 6_000;
+    w.reply(0, w.last().token, 200, None);
+    assert_eq!(
+        w.sent().len(),
+        2,
+        "the freed place went to the waiting delivery"
+    );
+    // And a fast answer keeps working as before.
+    w.now += 100;
+    w.reply(0, w.last().token, 200, None);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 2);
+}
+
 /// Each configured endpoint's own counters take only its own deliveries (a team reads its
 /// receiver's figures without the others'), while the totals take them all; every answered
 /// attempt's time goes to the endpoint's histogram.

@@ -820,6 +820,16 @@ impl Sender {
             spare.used = true;
             return Admit::Granted;
         }
+        if spare.count > 0 {
+            // Too near their end for this send's claim, yet counted in the record until
+            // then: with few places they would leave none to take below.
+            give_back(
+                io,
+                &endpoint.name,
+                self.id,
+                std::mem::take(&mut spare.count),
+            );
+        }
         let policy = breaker_policy(endpoint);
         let (sender, now, want) = (self.id, io.now_ms, block(endpoint));
         let until = lease_until.saturating_add(SPARE_MARGIN_MS);
@@ -858,8 +868,10 @@ impl Sender {
     ) {
         let spare = self.spares.entry(endpoint.name.clone()).or_default();
         let (sender, block) = (self.id, block(endpoint));
-        if success && spare.clean && spare.until_ms > io.now_ms && keeps_spares(endpoint) {
-            // Keep the place for the next send; give back only what exceeds a block.
+        let usable = spare.until_ms >= lease_until(io.now_ms, endpoint);
+        if success && spare.clean && usable && keeps_spares(endpoint) {
+            // Keep the place for a next send that can still use it (a slow answer's cannot:
+            // its claim would outlast the place); give back only what exceeds a block.
             spare.count += 1;
             spare.used = true;
             let excess = spare.count.saturating_sub(block);
