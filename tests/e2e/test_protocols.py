@@ -19,7 +19,7 @@ import socket
 import h3client
 from harness import HOST, clusters_for, endpoint, filter_config, to_json_bytes
 from test_chaos import snake
-from test_delivery import (EXPECT_S, NOTIFICATIONS_QUERY, assert_no_more, graphql_body, graphql_rows,
+from test_delivery import (EXPECT_S, NOTIFICATIONS_QUERY, _padded, assert_no_more, graphql_body, graphql_rows,
                            ids_statuses, poll_graphql, rows_by_id)
 
 
@@ -189,6 +189,15 @@ def test_the_http3_module_delivers_what_http3_clients_poll(osmox, make_receiver,
     got = crm.wait_for(4, EXPECT_S)
     assert (got[3].json()["id"], got[3].json()["deliveryStatus"]) == (1042, 6)
     assert_no_more(crm, 4)
+    # A page of 64 KiB or more, read at a tick after `on_done` hands it on.
+    big = _padded([dict(r, id=r["id"] + 50_000) for r in rows], 100)
+    served = osmox.set_json("POST", "/graphql", graphql_body(big))
+    assert len(served) > 100 * 1024
+    r = h3(port, "POST", "/graphql", GRAPHQL_POLL)
+    assert (r.status, r.body == served) == (200, True)
+    got = crm.wait_for(7, EXPECT_S)
+    assert sorted(ids_statuses(got[4:])) == [(nid + 50_000, status) for nid, status in EXPECTED]
+    assert_no_more(crm, 7)
     assert envoy.metric("streams_unlogged") == 0
     logs = envoy.logs()
     assert "panicked" not in logs and "failed: Uncaught" not in logs
