@@ -219,19 +219,17 @@ impl Watch {
     /// The request headers that tell how the server reads its body: as they passed, or
     /// asked now.
     fn request_head(&self) -> OwnedRequestHead {
-        match &self.passed {
-            Some(passed) => passed.head.clone(),
-            None => OwnedRequestHead::read(),
-        }
+        self.reading().head()
     }
 
-    /// Reading this stream's response while the stream is there to ask.
-    fn reading<'a>(&'a self, head: &'a dyn Fn() -> OwnedRequestHead) -> Reading<'a> {
+    /// Reading this stream's response while the stream is there to ask (or with the head
+    /// kept as it passed).
+    fn reading(&self) -> Reading<'_> {
         Reading {
             context_id: self.context_id,
             shared: &self.shared,
             request: &self.request,
-            head,
+            kept_head: self.passed.as_ref().map(|passed| &passed.head),
         }
     }
 
@@ -319,20 +317,17 @@ impl Watch {
                     self.read_later(&call, body, &status);
                     return;
                 }
-                let head = || self.request_head();
-                let reading = self.reading(&head);
+                let reading = self.reading();
                 reading.take_notifications(call.kind, &call.path, None, body, hash, &status);
             }
             return;
         }
         let body = body.join();
-        let head = || self.request_head();
-        let facts = self.reading(&head).request_facts(call.kind);
+        let facts = self.reading().request_facts(call.kind);
         self.learn_registration(&call, &facts, &body);
         if notifications {
             let body = Body::One(body);
-            let head = || self.request_head();
-            let reading = self.reading(&head);
+            let reading = self.reading();
             reading.take_notifications(call.kind, &call.path, Some(facts), body, hash, &status);
         }
     }
@@ -369,16 +364,22 @@ struct Reading<'a> {
     shared: &'a Shared,
     /// The request body.
     request: &'a [u8],
-    /// The request's head: read from the stream, or as read before it ended.
-    head: &'a dyn Fn() -> OwnedRequestHead,
+    /// The request's head as read before: `None` asks the stream, when it is needed.
+    kept_head: Option<&'a OwnedRequestHead>,
 }
 
 impl Reading<'_> {
+    fn head(&self) -> OwnedRequestHead {
+        self.kept_head
+            .cloned()
+            .unwrap_or_else(OwnedRequestHead::read)
+    }
+
     /// The request's facts under its head, read on the way to a parse (not on every poll:
     /// each header lookup costs).
     fn request_facts(&self, kind: WatchKind) -> RequestFacts {
         match kind {
-            WatchKind::Graphql => self.graphql_facts(&(self.head)().view()),
+            WatchKind::Graphql => self.graphql_facts(&self.head().view()),
             // No query to read; REST reading and learning never look at the facts.
             WatchKind::Rest => RequestFacts::Unread,
         }
@@ -463,7 +464,7 @@ impl Reading<'_> {
             recall.as_ref().map(|r| r as &dyn SeenRows),
             |found| known.borrow().knows_all(found),
             status,
-            head_unread.then_some(|| extract::is_json_post(&(self.head)().view())),
+            head_unread.then_some(|| extract::is_json_post(&self.head().view())),
             take,
         );
         drop(pages);
@@ -517,12 +518,11 @@ struct Later {
 impl Later {
     fn read(mut self) {
         let body = std::mem::take(&mut self.body);
-        let head = || self.head.clone();
         let reading = Reading {
             context_id: self.context_id,
             shared: &self.shared,
             request: &self.request,
-            head: &head,
+            kept_head: Some(&self.head),
         };
         let status = self.status;
         reading.take_notifications(self.kind, &self.path, None, body, None, &|| status);
