@@ -186,6 +186,8 @@ pub struct BreakerPolicy {
     /// Where the endpoint's webhooks go now (a hash of its cluster and URL).
     pub target: u64,
     pub rate: Option<RatePolicy>,
+    /// The longest pause a `Retry-After` may ask for (the endpoint's `maxDelayMs`).
+    pub max_pause_ms: u64,
 }
 
 /// How much older one VM's `now` may be than the one another VM last took a token at (each
@@ -267,7 +269,7 @@ impl EndpointState {
         want: u32,
     ) -> (Admit, u32) {
         self.expire(now_ms);
-        self.bound_open(now_ms, policy);
+        self.bound_waits(now_ms, policy);
         match self.gone {
             Some(target) if target == policy.target => return (Admit::Gone, 0),
             // The configuration moved the endpoint since: whatever answered 410 is not there.
@@ -401,7 +403,7 @@ impl EndpointState {
         now_ms: u64,
         policy: &BreakerPolicy,
     ) {
-        self.bound_open(now_ms, policy);
+        self.bound_waits(now_ms, policy);
         let was_probe = self.probe.is_some_and(|p| p.slot == slot);
         self.release(sender, slot);
         if success {
@@ -478,16 +480,24 @@ impl EndpointState {
         self.failures
     }
 
-    /// A circuit open further ahead than `openMs` (give or take how much older one VM's `now`
-    /// is than another's) was not opened on this clock under this policy: the wall clock
-    /// stepped back since (or a configuration lowered `openMs`). Waiting for it would hold the
-    /// endpoint, and every delivery to it, for as long as the step: it is half-open now.
-    fn bound_open(&mut self, now_ms: u64, policy: &BreakerPolicy) {
+    /// A circuit open further ahead than `openMs`, or a pause further ahead than its cap (give
+    /// or take how much older one VM's `now` is than another's), was not begun on this clock
+    /// under this policy: the wall clock stepped back since (or a configuration lowered the
+    /// bound). Waiting for it would hold the endpoint, and every delivery to it, for as long as
+    /// the step: the circuit is half-open now, and the pause ends by its cap from now.
+    fn bound_waits(&mut self, now_ms: u64, policy: &BreakerPolicy) {
+        let slack_ms = CLOCK_SLACK_US / 1000;
         let furthest = now_ms
             .saturating_add(policy.open_ms)
-            .saturating_add(CLOCK_SLACK_US / 1000);
+            .saturating_add(slack_ms);
         if self.open_until_ms.is_some_and(|until| until > furthest) {
             self.open_until_ms = Some(now_ms);
+        }
+        let capped = now_ms.saturating_add(policy.max_pause_ms);
+        if let Some(pause) = self.pause.as_mut() {
+            if pause.until_ms > capped.saturating_add(slack_ms) {
+                pause.until_ms = capped;
+            }
         }
     }
 
@@ -515,6 +525,7 @@ mod tests {
         max_in_flight: 2,
         target: 7,
         rate: None,
+        max_pause_ms: 120_000,
     };
     const LEASE_MS: u64 = 5_000;
     const A: u32 = 11;
@@ -603,6 +614,53 @@ mod tests {
             "half-open: the probe"
         );
         assert_eq!(admit(&mut s, 10, 50_000), Admit::ProbeBusy);
+    }
+
+    /// A pause is capped at `maxDelayMs` when asked for; one further ahead than the cap in force
+    /// (give or take a second) was asked on a wall clock since stepped back, or under a larger
+    /// cap an update lowered: it held the endpoint for the whole step. It ends by the cap now.
+    #[test]
+    fn a_pause_further_ahead_than_the_cap_ends_by_the_cap_from_now() {
+        const T: u64 = 1_800_000_000_000;
+        let cap = POLICY.max_pause_ms;
+        let back = T - 3_600_000;
+        let mut s = EndpointState::default();
+        s.hold_off(T, T + 60_000, &POLICY);
+        let bounded = Admit::Open {
+            until_ms: back + cap,
+            announced: true,
+        };
+        assert_eq!(
+            admit(&mut s, 1, back),
+            bounded,
+            "the clock stepped back an hour"
+        );
+        assert!(s.is_paused(back + cap - 1) && !s.is_paused(back + cap));
+        assert_eq!(admit(&mut s, 1, back + cap), Admit::Granted);
+        // A cap lowered since: the pause ends by the new cap.
+        let lowered = BreakerPolicy {
+            max_pause_ms: 5_000,
+            ..POLICY
+        };
+        let mut s = EndpointState::default();
+        s.hold_off(T, T + 60_000, &POLICY);
+        assert_eq!(
+            s.admit(A, 1, T + 1_000, T + 1_000 + LEASE_MS, &lowered),
+            Admit::Open {
+                until_ms: T + 6_000,
+                announced: true
+            }
+        );
+        // Within the cap, give or take another VM's older `now`, the pause holds as asked.
+        let mut s = EndpointState::default();
+        s.hold_off(T, T + cap, &POLICY);
+        assert_eq!(
+            admit(&mut s, 1, T - 500),
+            Admit::Open {
+                until_ms: T + cap,
+                announced: true
+            }
+        );
     }
 
     /// A review: a configuration that moves the endpoint elsewhere lifts the pause the old

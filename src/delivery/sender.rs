@@ -276,6 +276,7 @@ fn breaker_policy(e: &Endpoint) -> BreakerPolicy {
         max_in_flight: e.max_in_flight,
         target: fnv1a64(&[e.target.cluster.as_bytes(), url(&e.target).as_bytes()]),
         rate: e.rate_limit.map(|r| RatePolicy::new(r.per_second, r.burst)),
+        max_pause_ms: e.retry.max_delay_ms(),
     }
 }
 
