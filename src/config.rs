@@ -941,11 +941,17 @@ impl RawEndpoint {
         ];
         const IDS: &str = "an array of non-negative integers";
         // Elsewhere null means absent; here that would turn a secret a template failed to
-        // fill in into unsigned webhooks, silently.
+        // fill in into unsigned webhooks, or a filter into one that takes every provider's
+        // (or channel's) notifications, silently.
         if let Value::Object(obj) = node {
-            for key in ["secret", "secrets", "secretEnv"] {
+            for (key, why) in [
+                ("secret", "is null; omit it to send unsigned webhooks"),
+                ("secrets", "is null; omit it to send unsigned webhooks"),
+                ("secretEnv", "is null; omit it to send unsigned webhooks"),
+                ("providerIds", "is null; omit it to match any"),
+                ("channelTypes", "is null; omit it to match any"),
+            ] {
                 if matches!(obj.get(key), Some(Value::Null)) {
-                    let why = "is null; omit it to send unsigned webhooks";
                     return Err(invalid(join(path, key), why));
                 }
             }
@@ -2952,6 +2958,21 @@ mod tests {
         assert_eq!(
             endpoint_err(r#""channelTypes": []"#),
             "endpoints[0].channelTypes: must not be empty (omit it to match any)"
+        );
+    }
+
+    /// A review: a filter a template failed to fill in (`"providerIds": null`) was read as
+    /// absent, so the endpoint took every provider's notifications (their recipients and
+    /// contents) without a word, where `[]` is refused for that very reason.
+    #[test]
+    fn rejects_null_id_lists() {
+        assert_eq!(
+            endpoint_err(r#""providerIds": null"#),
+            "endpoints[0].providerIds: is null; omit it to match any"
+        );
+        assert_eq!(
+            endpoint_err(r#""channelTypes": null"#),
+            "endpoints[0].channelTypes: is null; omit it to match any"
         );
     }
 
