@@ -49,10 +49,13 @@ const MAX_CHANNEL_TYPE: u64 = 12;
 const DEFAULT_MAX_LEARNED: u64 = 256;
 const MAX_LEARNED: u64 = 10_000;
 
-/// Headers the filter sets itself, and hop-by-hop headers: letting configuration set them
-/// would corrupt the request or forge the signature headers.
-const RESERVED_HEADERS: [&str; 12] = [
+/// Headers the filter sets itself (or, for `content-encoding`, leaves out: the body goes
+/// unencoded, and a receiver told otherwise fails to decode every webhook), and hop-by-hop
+/// headers: letting configuration set them would corrupt the request or forge the signature
+/// headers.
+const RESERVED_HEADERS: [&str; 13] = [
     "content-type",
+    "content-encoding",
     "content-length",
     "host",
     "user-agent",
@@ -3286,6 +3289,25 @@ mod tests {
                 )
             );
         }
+    }
+
+    /// A review: a static `content-encoding` loaded, and then every receiver tried to decode
+    /// the plain JSON body by it (Express's body parser answers 400 or 415), so no webhook to
+    /// that endpoint could ever succeed.
+    #[test]
+    fn rejects_a_content_encoding() {
+        for name in ["content-encoding", "Content-Encoding"] {
+            assert_eq!(
+                endpoint_err(&format!(r#""headers": {{"{name}": "gzip"}}"#)),
+                format!(
+                    r#"endpoints[0].headers["{name}"]: is set by the filter and cannot be configured"#
+                )
+            );
+        }
+        assert_eq!(
+            err(r#"{"endpoints": [], "learn": {"originalDstHeader": "content-encoding"}}"#),
+            "learn.originalDstHeader: is set by the filter and cannot be configured"
+        );
     }
 
     /// Envoy's router obeys these on the webhook call: a review saw `x-envoy-retry-on` turn
