@@ -3475,7 +3475,7 @@ mod tests {
             ),
             (
                 r#"{"schedule": [1, 3600001]}"#,
-                "endpoints[0].retry.schedule: entry 1 must be between 1 and maxDelayMs",
+                "endpoints[0].retry.schedule: entry 1 (3600001) must be between 1 and maxDelayMs (3600000)",
             ),
         ] {
             assert_eq!(endpoint_err(&format!(r#""retry": {retry}"#)), msg);
@@ -3483,7 +3483,7 @@ mod tests {
         let ep = r#""endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}]"#;
         assert_eq!(
             err(&format!(r#"{{{ep}, "retry": {{"schedule": [0]}}}}"#)),
-            "retry.schedule: entry 0 must be between 1 and maxDelayMs"
+            "retry.schedule: entry 0 (0) must be between 1 and maxDelayMs (3600000)"
         );
     }
 

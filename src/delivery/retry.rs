@@ -33,12 +33,24 @@ pub enum RetryError {
     InitialDelay,
     Multiplier,
     MaxDelay,
-    MaxDelayBelowInitial { initial_delay_ms: u64 },
+    MaxDelayBelowInitial {
+        initial_delay_ms: u64,
+    },
     Jitter,
     ScheduleEmpty,
-    ScheduleTooLong { len: usize },
-    ScheduleEntry { index: usize },
-    ScheduleAttempts { expected: usize },
+    ScheduleTooLong {
+        len: usize,
+    },
+    /// The entry at `index` is 0 or beyond `max_delay_ms`: both named, as the default cap
+    /// (an hour) is not in the configuration being read.
+    ScheduleEntry {
+        index: usize,
+        delay_ms: u64,
+        max_delay_ms: u64,
+    },
+    ScheduleAttempts {
+        expected: usize,
+    },
 }
 
 /// `RetryPolicy::default()`'s values: configuration fills unset retry fields from these.
@@ -82,8 +94,14 @@ impl RetryError {
             RetryError::ScheduleTooLong { len } => {
                 format!("must have at most {MAX_SCHEDULE} entries, got {len}")
             }
-            RetryError::ScheduleEntry { index } => {
-                format!("entry {index} must be between 1 and maxDelayMs")
+            RetryError::ScheduleEntry {
+                index,
+                delay_ms,
+                max_delay_ms,
+            } => {
+                format!(
+                    "entry {index} ({delay_ms}) must be between 1 and maxDelayMs ({max_delay_ms})"
+                )
             }
             RetryError::ScheduleAttempts { expected } => {
                 format!("must equal the schedule length + 1 ({expected})")
@@ -141,8 +159,13 @@ impl RetryPolicy {
                         len: schedule.len(),
                     });
                 }
-                if let Some(index) = schedule.iter().position(|&d| d < 1 || d > max_delay_ms) {
-                    return Err(RetryError::ScheduleEntry { index });
+                let mut bad = schedule.iter().enumerate();
+                if let Some((index, &delay_ms)) = bad.find(|&(_, &d)| d < 1 || d > max_delay_ms) {
+                    return Err(RetryError::ScheduleEntry {
+                        index,
+                        delay_ms,
+                        max_delay_ms,
+                    });
                 }
             }
         }
@@ -555,11 +578,11 @@ mod tests {
         assert!(RetryPolicy::try_new(100, Backoff::Schedule(vec![1; 99]), 10, 0.0).is_ok());
         assert_eq!(
             err(4, Backoff::Schedule(vec![1, 0, 3]), 10, 0.0),
-            "schedule entry 1 must be between 1 and maxDelayMs"
+            "schedule entry 1 (0) must be between 1 and maxDelayMs (10)"
         );
         assert_eq!(
             err(4, Backoff::Schedule(vec![1, 2, 11]), 10, 0.0),
-            "schedule entry 2 must be between 1 and maxDelayMs"
+            "schedule entry 2 (11) must be between 1 and maxDelayMs (10)"
         );
         assert_eq!(
             err(3, Backoff::Schedule(vec![1, 2, 3]), 10, 0.0),
@@ -574,7 +597,15 @@ mod tests {
             RetryError::ScheduleAttempts { expected: 2 }.field(),
             "maxAttempts"
         );
-        assert_eq!(RetryError::ScheduleEntry { index: 0 }.field(), "schedule");
+        assert_eq!(
+            RetryError::ScheduleEntry {
+                index: 0,
+                delay_ms: 0,
+                max_delay_ms: 1
+            }
+            .field(),
+            "schedule"
+        );
     }
 
     /// Over many generated policies, small and huge: every delay lies within `maxDelayMs`
