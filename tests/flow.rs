@@ -284,6 +284,7 @@ fn an_event_is_posted_once_with_the_contract_headers() {
     assert_eq!(s.header(":method"), Some("POST"));
     assert_eq!(s.header(":path"), Some("/in?x=1"));
     assert_eq!(s.header(":authority"), Some("hooks.local:8080"));
+    assert_eq!(s.header(":scheme"), Some("http"));
     assert_eq!(s.header("content-type"), Some("application/json"));
     assert_eq!(s.header("x-team"), Some("crm"));
     assert_eq!(
@@ -5651,6 +5652,23 @@ fn a_dead_letter_report_names_the_endpoint_url_and_each_attempts_time_and_durati
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0]["at"], answered_at);
     assert_eq!(attempts[0]["durationMs"], 250);
+}
+
+/// A report is a request like a webhook: the dead-letter URL's scheme goes as `:scheme` too,
+/// rather than being left to what Envoy fills in (a review found it left out).
+#[test]
+fn a_dead_letter_report_is_posted_with_its_urls_pseudo_headers() {
+    let json = ONE_ENDPOINT.replace("http://dlq.local/dead", "https://dlq.local:8443/dead?k=1");
+    let w = World::new(&json, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    w.reply(0, w.last().token, 410, None);
+    let sent = w.sent();
+    let report = sent.iter().find(|s| s.cluster == "dlq").unwrap();
+    assert_eq!(report.header(":method"), Some("POST"));
+    assert_eq!(report.header(":scheme"), Some("https"));
+    assert_eq!(report.header(":authority"), Some("dlq.local:8443"));
+    assert_eq!(report.header(":path"), Some("/dead?k=1"));
+    assert_eq!(report.header("content-type"), Some("application/json"));
 }
 
 /// Only a closing sender is drained (its root context then tells Envoy it is done): one

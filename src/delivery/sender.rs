@@ -1366,6 +1366,7 @@ impl Sender {
             (":method", "POST"),
             (":path", &dl.target.path),
             (":authority", &dl.target.authority),
+            (":scheme", &dl.target.scheme),
             ("content-type", "application/json"),
             ("user-agent", crate::USER_AGENT),
         ];
