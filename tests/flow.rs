@@ -7251,3 +7251,60 @@ fn an_endpoint_learned_between_the_views_takes_only_what_a_later_view_opens_to_i
         "{to_all:?}"
     );
 }
+
+/// A dispatch Envoy refuses is a failed attempt, recorded at once; when the store refuses
+/// that record too (a write that kept losing its CAS race), the claim stays with nothing on
+/// the wire, and the sender that finds it lapsed counts a lost attempt out of `in_flight`:
+/// nothing had counted it in, so the gauge fell below zero (1.8e19 in Envoy's unsigned one).
+#[test]
+fn a_refused_dispatch_whose_record_the_store_refuses_keeps_in_flight_from_falling_below_zero() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    let n = note(1, DeliveryStatus::Success, A);
+    let wake = intake::take_in(
+        None,
+        &w.config,
+        &w.config.endpoints,
+        Memory::new(w.config.limits.max_remembered),
+        &w.store,
+        &w.metrics,
+        &[n],
+        w.now,
+        7,
+    )
+    .wake;
+    assert_eq!(wake.len(), 1);
+    {
+        // The claim is written; Envoy refuses the call; the record of that attempt is refused.
+        let refusing = RefusingLedgerWrites {
+            inner: &w.store,
+            allowed: std::cell::Cell::new(1),
+        };
+        let mut net = w.net.borrow_mut();
+        net.refuse = true;
+        let mut io = Io {
+            store: &refusing,
+            metrics: &w.metrics,
+            net: &mut *net,
+            now_ms: w.now,
+        };
+        w.senders[0]
+            .borrow_mut()
+            .wake(&w.config, &w.config.endpoints, &mut io, wake[0]);
+        net.refuse = false;
+    }
+    assert_eq!(w.m(Metric::DispatchErrors), 1);
+    assert!(w.sent().is_empty());
+    let mut answered = 0;
+    let mut lowest = 0;
+    for _ in 0..40 {
+        w.answer_everything(200, &mut answered);
+        lowest = lowest.min(w.m(Metric::InFlight));
+        w.now += 1_000;
+        w.sweep();
+        lowest = lowest.min(w.m(Metric::InFlight));
+    }
+    assert_eq!(lowest, 0, "in_flight fell below zero");
+    assert_eq!(w.m(Metric::InFlight), 0);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1, "delivered in the end");
+    assert_eq!(w.m(Metric::Pending), 0);
+}

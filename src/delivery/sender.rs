@@ -706,7 +706,11 @@ impl Sender {
                 );
                 self.record_breaker(io, endpoint, slot, false, None);
                 let attempt = Attempt::lost(slot, &s.webhook_id, Failure::NotDispatched);
-                self.finish(config, endpoints, io, attempt);
+                // Not recorded (the store refused the write): the claim stays, and the sender
+                // that finds it lapsed counts a lost attempt out of `in_flight`.
+                if !self.finish(config, endpoints, io, attempt) {
+                    claim_kept(io);
+                }
             }
         }
         Tried::Sent
