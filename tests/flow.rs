@@ -7252,6 +7252,32 @@ fn an_endpoint_learned_between_the_views_takes_only_what_a_later_view_opens_to_i
     );
 }
 
+/// The host's clock is the wall clock. A retry set for a second after a failed attempt,
+/// with the clock then stepped back an hour (NTP, a resumed VM), waited the whole hour: no
+/// policy puts a waiting delivery further ahead than its longest delay, open circuit or wait
+/// for a result, so one further ahead was set before the step, and is due now.
+#[test]
+fn a_clock_stepped_back_does_not_hold_a_retry_for_the_step() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 503, None);
+    assert_eq!(w.m(Metric::RetriesScheduled), 1);
+    // Half a second later the clock goes back an hour; the retry was a second and a half away.
+    w.now = T0 + 500 - 3_600_000;
+    w.sweep();
+    w.now += 2_000;
+    w.sweep();
+    assert_eq!(
+        w.sent().len(),
+        2,
+        "the retry waited for the hour of the step"
+    );
+    w.reply(0, w.last().token, 204, None);
+    w.reply(1, w.last().token, 204, None);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1);
+    assert_eq!((w.m(Metric::Pending), w.m(Metric::InFlight)), (0, 0));
+}
+
 /// A dispatch Envoy refuses is a failed attempt, recorded at once; when the store refuses
 /// that record too (a write that kept losing its CAS race), the claim stays with nothing on
 /// the wire, and the sender that finds it lapsed counts a lost attempt out of `in_flight`:

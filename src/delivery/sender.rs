@@ -27,6 +27,10 @@ use crate::store::{self, Store};
 const LEASE_MARGIN_MS: u64 = 10_000;
 /// How long a delivery refused by a full endpoint waits before it is tried again.
 const FULL_HOLD_MS: u64 = 200;
+/// How much further ahead than its policies allow a waiting delivery may be due before it is
+/// taken as set before the clock stepped back: a rate limit's next token (up to a second)
+/// and a second of how much older one VM's `now` is than another's (`furthest_wait_ms`).
+const STEPPED_SLACK_MS: u64 = 2_000;
 /// Held deliveries sent per tick at most.
 const HELD_PER_TICK: usize = 32;
 /// Entries a retry of held deliveries may read per send it asks for: held entries go stale
@@ -572,6 +576,16 @@ impl Sender {
                         && !waits(&x.endpoint) =>
                 {
                     endpoints.iter().find(|e| e.name == x.endpoint)
+                }
+                Record::Used(x)
+                    if x.state == State::Waiting
+                        && !handed_over.contains(&x.endpoint)
+                        && !waits(&x.endpoint) =>
+                {
+                    endpoints
+                        .iter()
+                        .find(|e| e.name == x.endpoint)
+                        .filter(|e| x.at_ms > now.saturating_add(furthest_wait_ms(e)))
                 }
                 _ => None,
             };
@@ -1460,6 +1474,21 @@ fn give_back(io: &mut Io, name: &str, sender: u32, n: u32) {
         state.give_back(sender, n);
         Some((state.encode(), ()))
     });
+}
+
+/// The furthest ahead `e`'s policies set a waiting delivery: its longest retry delay (a
+/// `Retry-After` is capped there), an open circuit or a pause (`openMs`), a wait for the
+/// event's result, or its rate limit's next token (within a second), give or take how much
+/// older one VM's `now` is than another's. A delivery due further ahead was set before the
+/// wall clock stepped back (NTP, a resumed machine), or under a configuration with longer
+/// waits: waiting for it would hold it for as long as the step, so it is due now.
+fn furthest_wait_ms(e: &Endpoint) -> u64 {
+    e.retry
+        .max_delay_ms()
+        .max(e.circuit.open_ms)
+        .max(e.await_result_ms)
+        .max(FULL_HOLD_MS)
+        .saturating_add(STEPPED_SLACK_MS)
 }
 
 /// When a claim made now lapses if its sender never reports back.
