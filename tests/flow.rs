@@ -7334,3 +7334,49 @@ fn a_refused_dispatch_whose_record_the_store_refuses_keeps_in_flight_from_fallin
     assert_eq!(w.m(Metric::DeliveriesSucceeded), 1, "delivered in the end");
     assert_eq!(w.m(Metric::Pending), 0);
 }
+
+/// A bootstrap singleton sender keeps the configuration Envoy started with; an LDS update
+/// raised the observers' `maxPending` (as the warning for a full ledger advises). Their
+/// deliveries go into slots past the singleton's, and when the wake-up is lost (the
+/// singleton's VM reloaded, its schedule with it), only the sweep finds them: it never
+/// swept past its own size, so they waited, counted pending, for good.
+#[test]
+fn a_singleton_sweeps_the_slots_of_observers_with_a_larger_ledger() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    let small = ONE_ENDPOINT.replace(r#""maxPending": 128"#, r#""maxPending": 4"#);
+    let small = Config::from_json(small.as_bytes(), &|_| None).unwrap();
+    // The singleton started first, with 4 slots; the observers' configuration has 128.
+    let singleton = Ledger::new(small.limits.max_pending).sweeping_high_water(&w.store);
+    *w.senders[0].borrow_mut() = Sender::new(1, singleton, 64);
+    let _observers = Ledger::new(w.config.limits.max_pending).sweeping_high_water(&w.store);
+    let ns: Vec<_> = (1..=8)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    let got = intake::take_in(
+        None,
+        &w.config,
+        &w.config.endpoints,
+        Memory::new(w.config.limits.max_remembered),
+        &w.store,
+        &w.metrics,
+        &ns,
+        w.now,
+        3,
+    );
+    assert!(got.wake.iter().any(|slot| *slot >= 4), "{:?}", got.wake);
+    // Nobody is woken for them: only the singleton's sweep can find them.
+    w.config = small;
+    for _ in 0..8 {
+        w.now += 1_000;
+        w.sweep();
+    }
+    assert_eq!(
+        w.sent().len(),
+        8,
+        "deliveries past the singleton's slots were never swept"
+    );
+    let mut answered = 0;
+    w.answer_everything(204, &mut answered);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 8);
+    assert_eq!(w.m(Metric::Pending), 0);
+}

@@ -531,7 +531,8 @@ impl Ledger {
     }
 
     /// Record this configuration's size in the high-water mark, and sweep up to the mark:
-    /// slots a larger earlier configuration filled are still delivered.
+    /// slots a larger earlier configuration filled are still delivered. Every configuration
+    /// records it, one that only observes too: the senders read it again once a pass.
     pub fn sweeping_high_water<S: Store + ?Sized>(self, store: &S) -> Self {
         let slots = self.slots;
         let mark = store::update(store, HIGH_WATER_KEY, |cur| {
@@ -759,6 +760,12 @@ impl Ledger {
         count: u32,
     ) -> Result<std::ops::Range<u32>, StoreError> {
         if let Some(window) = self.take_window(store, count, true)? {
+            if window.start == 0 {
+                // Once a pass: a configuration that only observes (beside a singleton sender,
+                // which no update reaches) may have raised the mark since, and sweeps nothing
+                // itself, so the cursor never shows it.
+                self.scan = self.scan.max(high_water(store).unwrap_or(0));
+            }
             return Ok(window);
         }
         self.scan = self.scan.max(high_water(store).unwrap_or(0));
@@ -893,6 +900,26 @@ mod tests {
             12,
             "the smaller learned the larger's size"
         );
+    }
+
+    /// A configuration that only observes (the HTTP filter beside a bootstrap singleton
+    /// sender, which an LDS update never reaches) raised `maxPending` after the sender
+    /// started: its deliveries go into slots past the sender's, and the sender, sweeping
+    /// alone, never found the cursor past its own end, so it never swept them (what waits
+    /// there for a sweep, a retry whose schedule a reloaded VM lost, waited for good).
+    #[test]
+    fn a_mark_raised_after_a_sender_started_is_swept_to() {
+        let (s, _) = ledger(12);
+        let mut sender = Ledger::new(4).sweeping_high_water(&s);
+        assert_eq!(sender.swept(), 4);
+        let _observer = Ledger::new(12).sweeping_high_water(&s);
+        let mut swept = [false; 12];
+        for _ in 0..8 {
+            for slot in sender.next_scan_window(&s, 4).unwrap() {
+                swept[slot as usize] = true;
+            }
+        }
+        assert_eq!(swept, [true; 12], "slots never swept: {swept:?}");
     }
 
     #[test]

@@ -631,6 +631,9 @@ impl RootContext for Root {
             );
         }
         lay_out(config.limits.max_pending, &memory, self.context_id);
+        // Every role records its ledger's size, an observer's too: the senders sweep as far
+        // as the largest, a bootstrap singleton (which no update reaches) as well.
+        let ledger = Ledger::new(config.limits.max_pending).sweeping_high_water(&SharedData);
         for key in Sender::keys(&config.endpoints) {
             ensure(&key, b"{}");
         }
@@ -657,7 +660,6 @@ impl RootContext for Root {
                 rotation = queue.map(Rotation::new);
                 self.beat_at_ms = Some(0);
             }
-            let ledger = Ledger::new(config.limits.max_pending).sweeping_high_water(&SharedData);
             let mut sender = Sender::new(sender_id(self.context_id), ledger, SCAN_PER_TICK);
             sender.announce(&SharedData, &config, source, now_ms());
             self.sender = Some(sender);
