@@ -19,7 +19,9 @@ use crate::signing::Secret;
 /// Svix's: a receiver that does its work before answering gets 15 s before the attempt
 /// counts as failed and the event goes again.
 const DEFAULT_TIMEOUT_MS: u64 = 15_000;
-const MAX_TIMEOUT_MS: u64 = 600_000;
+/// The longest `timeoutMs`: no claim lapses further ahead than it (and a margin) from when it
+/// was made.
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
 const DEFAULT_MAX_IN_FLIGHT: u64 = 64;
 const DEFAULT_FAILURE_THRESHOLD: u64 = 5;
 const DEFAULT_OPEN_MS: u64 = 30_000;

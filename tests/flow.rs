@@ -7380,3 +7380,45 @@ fn a_singleton_sweeps_the_slots_of_observers_with_a_larger_ledger() {
     assert_eq!(w.m(Metric::DeliveriesSucceeded), 8);
     assert_eq!(w.m(Metric::Pending), 0);
 }
+
+/// A claim lapses `timeoutMs` and ten seconds after it was made, so that another sender
+/// tries again what a sender that went away (its VM crashed) had on the wire. With the
+/// clock stepped back an hour after the claim, it lapsed only once the hour had passed again:
+/// no claim made on this clock lies further ahead than the longest `timeoutMs` and those ten
+/// seconds, so one further ahead lapses as if made now.
+#[test]
+fn a_claim_made_before_the_clock_stepped_back_lapses_without_the_step() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    assert_eq!(w.sent().len(), 1);
+    // VM 0 is gone with its attempt on the wire; the clock goes back an hour.
+    w.now = T0 + 100 - 3_600_000;
+    for _ in 0..20 {
+        w.now += 1_000;
+        for _ in 0..3 {
+            w.tick(1);
+        }
+    }
+    assert_eq!(w.m(Metric::DeliveriesFailed), 1, "the claim never lapsed");
+    assert_eq!(w.sent().len(), 2, "retried by VM 1");
+    w.reply(1, w.last().token, 204, None);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1);
+    assert_eq!((w.m(Metric::Pending), w.m(Metric::InFlight)), (0, 0));
+}
+
+/// While its sender is alive, such a claim is not taken from it: its reply still comes.
+#[test]
+fn a_claim_made_before_the_clock_stepped_back_is_not_tried_again_while_on_the_wire() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    let token = w.last().token;
+    w.now = T0 + 100 - 3_600_000;
+    w.sweep();
+    w.now += 4_000;
+    w.sweep();
+    assert_eq!(w.sent().len(), 1, "tried again while on the wire");
+    w.reply(0, token, 204, None);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1);
+    assert_eq!(w.m(Metric::DeliveriesFailed), 0);
+    assert_eq!((w.m(Metric::Pending), w.m(Metric::InFlight)), (0, 0));
+}

@@ -7,7 +7,7 @@
 
 use crate::hashing::HashMap;
 
-use crate::config::{Config, Endpoint, Target};
+use crate::config::{Config, Endpoint, Target, MAX_TIMEOUT_MS};
 use crate::delivery::breaker::{self, Admit, BreakerPolicy, EndpointState, RatePolicy};
 use crate::delivery::due::Due;
 use crate::delivery::held::Held;
@@ -789,12 +789,43 @@ impl Sender {
                     log::warn!("{}: claim lapsed, retrying", s.webhook_id);
                     io.metrics.add(Metric::InFlight, -1);
                 }
+            } else if !ours {
+                self.bound_claim(io, endpoints, slot, &s);
             }
             return;
         }
         if unknown && s.is_sendable(now, lease_freed) {
             self.orphan(io, slot, &s);
         }
+    }
+
+    /// A claim lapses no further ahead than the longest `timeoutMs` any configuration may
+    /// have and `LEASE_MARGIN_MS` after it was made: one further ahead was made before the
+    /// wall clock stepped back, and would keep an attempt whose sender went away from being
+    /// tried again for as long as the step. It lapses as if made now; a sender still awaiting
+    /// its reply (it came before the step) gets that reply before then.
+    fn bound_claim(&self, io: &mut Io, endpoints: &[Endpoint], slot: u32, s: &Slot) {
+        let furthest = io
+            .now_ms
+            .saturating_add(MAX_TIMEOUT_MS + LEASE_MARGIN_MS + STEPPED_SLACK_MS);
+        if s.at_ms <= furthest {
+            return;
+        }
+        let Some(endpoint) = endpoints.iter().find(|e| e.name == s.endpoint) else {
+            return;
+        };
+        let lapses = lease_until(io.now_ms, endpoint);
+        let _ = self.ledger.update(io.store, slot, |rec| match rec {
+            Record::Used(mut x)
+                if x.webhook_id == s.webhook_id
+                    && x.state == State::InFlight
+                    && x.at_ms == s.at_ms =>
+            {
+                x.at_ms = lapses;
+                Some((Record::Used(x), ()))
+            }
+            _ => None,
+        });
     }
 
     /// Drop a delivery whose endpoint no live configuration has, with any event queued behind
