@@ -14,7 +14,7 @@ import pytest
 
 import harness
 from harness import (CLOSE, Behaviour, EnvoyProcess, StubResponse, free_port, load_sample,
-                     port_is_free, request, to_json_bytes)
+                     port_is_free, request, to_json_bytes, wait_until)
 
 
 def test_plain_envoy_passes_bytes_through(osmox, make_envoy):
@@ -225,7 +225,9 @@ def test_probe_filter_lds_update(osmox, make_envoy, probe_wasm):
     with pytest.raises(AssertionError, match="rejected"):
         envoy.update_filter_config({"reject": True})
     assert envoy.stat("listener_manager.lds.update_rejected") == 1
-    assert "field `reject` is not allowed" in envoy.logs()
+    # The rejection is counted at once; the module's line reaches the log file at Envoy's
+    # next flush (--file-flush-interval-msec): wait for it.
+    wait_until(lambda: "field `reject` is not allowed" in envoy.logs(), 10, what="the refusal's log line")
     assert envoy.client.get("/a").status == 200
 
 
