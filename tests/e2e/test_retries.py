@@ -287,7 +287,9 @@ def test_a_retry_after_pauses_every_delivery_to_the_endpoint(osmox, make_trackin
     envoy = start(make_envoy, osmox, cfg, {"crm": crm})
     observe(envoy, osmox, [notification_row(3104, SUCCESS)])
     crm.wait_answers(lambda got: len(got) >= 1, timeout=EXPECT_S, what="the first attempt")
-    time.sleep(0.3)  # the 503 reaches the filter
+    # The receiver has the attempt before the filter has its 503: wait until the pause began
+    # (a fixed 0.3 s could end first on a loaded machine, and 3105 would go out unpaused).
+    envoy.wait_metric("endpoint_pauses", 1, timeout=EXPECT_S)
     observe(envoy, osmox, [notification_row(3105, SUCCESS)])
     crm.wait_ok_ids(2, timeout=EXPECT_S)
     got = settle(crm, 0.5)
