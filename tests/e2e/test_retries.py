@@ -1345,7 +1345,9 @@ def test_an_update_gives_up_and_counts_a_report_waiting_for_another_try(osmox, m
     envoy = start(make_envoy, osmox, cfg("v1"), {"crm": crm}, extra={"dead_letter": dlq}, concurrency=1)
     observe(envoy, osmox, [notification_row(4101, FAILED)])
     dlq.wait_for(1, EXPECT_S)          # the first try is answered 500: the next in 2 s
-    time.sleep(0.3)                    # the reply is in: nothing in flight
+    # The reply is in, nothing in flight: the sender says so once it read the 500 (a fixed
+    # 0.3 s could end first on a loaded machine, and the update would find it on the wire).
+    wait_log_lines(envoy, lambda line: "dead-letter report failed" in line, "the report's failed try")
     envoy.update_filter_config(cfg("v2"))
     time.sleep(3.0)                    # past when the 2 s retry would have gone
     m = metrics(envoy, "dead_letters_sent", "dead_letters_failed")
