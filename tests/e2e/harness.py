@@ -1144,40 +1144,59 @@ class EnvoyProcess:
 class EnvoyFromConfig(EnvoyProcess):
     """An Envoy started from a ready-made bootstrap text (e.g. envoy/envoy-demo.yaml with its
     ports rewritten). The caller supplies the listener and admin ports used in the text; the
-    process runs with cwd=workdir, so relative paths in the text resolve from there."""
+    process runs with cwd=workdir, so relative paths in the text resolve from there.
+
+    With `text_for(listener_port, admin_port)`, the text for other ports: a start that finds a
+    port taken by another process (handed out free, bound later) is retried on fresh ones."""
 
     def __init__(self, workdir: Path | str, config_text: str, listener_port: int, admin_port: int,
-                 concurrency: int = 2, name: str = "envoy", **kw):
+                 concurrency: int = 2, name: str = "envoy",
+                 text_for: Callable[[int, int], str] | None = None, **kw):
         super().__init__(workdir, 0, None, concurrency=concurrency, use_lds=False, name=name, **kw)
         self.config_text = config_text
         self._ports = (listener_port, admin_port)
+        self.text_for = text_for
 
     def _render(self, use_lds: bool):
         self.listener_port, self.admin_port = self._ports
         self.bootstrap_path.write_text(self.config_text)
 
     def start(self, timeout: float = 20.0) -> "EnvoyProcess":
-        self._render(False)
-        self._spawn()
-        try:
-            self._wait_live(timeout)
-        except EnvoyStartError:
-            self.stop()
-            raise
-        return self
+        for attempt in range(3):
+            self._render(False)
+            self._spawn()
+            try:
+                self._wait_live(timeout)
+                return self
+            except EnvoyStartError:
+                self.stop()
+                # Read once Envoy exited: its log is complete then.
+                log = self.logs()
+                taken = "Address already in use" in log or "cannot bind" in log
+                if self.text_for is None or not taken or attempt == 2:
+                    raise
+                self._ports = (free_port(), free_port())
+                self.config_text = self.text_for(*self._ports)
+        raise AssertionError("unreachable")
 
 
 def shipped_config_envoy(workdir: Path, wasm: Path, osmox_port: int, receiver_port: int) -> EnvoyFromConfig:
     """envoy/envoy-demo.yaml as shipped, its four ports rewritten (the listener and admin to
     free ones) and `wasm` placed at the relative path the file names; not started."""
+    shipped = (REPO_ROOT / "envoy" / "envoy-demo.yaml").read_text()
+
+    def text_for(lport: int, aport: int) -> str:
+        text = shipped
+        for old, new in (("port_value: 10000", f"port_value: {lport}"), ("port_value: 9901", f"port_value: {aport}"),
+                         ("port_value: 3000", f"port_value: {osmox_port}"),
+                         ("port_value: 8089", f"port_value: {receiver_port}")):
+            assert text.count(old) == 1, f"envoy/envoy-demo.yaml changed shape: {old!r}"
+            text = text.replace(old, new)
+        return text
+
     lport, aport = free_port(), free_port()
-    text = (REPO_ROOT / "envoy" / "envoy-demo.yaml").read_text()
-    for old, new in (("port_value: 10000", f"port_value: {lport}"), ("port_value: 9901", f"port_value: {aport}"),
-                     ("port_value: 3000", f"port_value: {osmox_port}"),
-                     ("port_value: 8089", f"port_value: {receiver_port}")):
-        assert text.count(old) == 1, f"envoy/envoy-demo.yaml changed shape: {old!r}"
-        text = text.replace(old, new)
+    text = text_for(lport, aport)
     (workdir / "dist").mkdir(parents=True)
     (workdir / "dist" / "osmox-webhook-filter.wasm").write_bytes(wasm.read_bytes())
-    return EnvoyFromConfig(workdir, text, lport, aport, name="shipped")
+    return EnvoyFromConfig(workdir, text, lport, aport, name="shipped", text_for=text_for)
 

@@ -163,6 +163,36 @@ def test_a_listener_port_taken_by_another_process_is_retried_on_fresh_ports(osmo
         other.close()
 
 
+def test_the_shipped_config_is_retried_on_fresh_ports_when_one_is_taken(osmox, make_receiver, tmp_path, monkeypatch,
+                                                                        probe_wasm):
+    """shipped_config_envoy hands out its listener and admin ports before Envoy binds them:
+    another process (the other xdist worker's receiver, a client's outgoing connection) may
+    take one in between. Envoy then refuses to start; start() must try fresh ports."""
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen(8)
+    taken = other.getsockname()[1]
+    handed: list[int] = []
+    real_free_port = harness.free_port
+
+    def free_port_first_taken() -> int:
+        handed.append(taken if not handed else real_free_port())
+        return handed[-1]
+
+    monkeypatch.setattr(harness, "free_port", free_port_first_taken)
+    rcv = make_receiver("demo")
+    envoy = harness.shipped_config_envoy(tmp_path / "demo", probe_wasm, osmox.port, rcv.port)
+    try:
+        envoy.start()
+        assert handed[0] == taken  # the first attempt did meet the taken port
+        assert taken not in (envoy.listener_port, envoy.admin_port)
+        osmox.set_response("GET", "/graphql", 200, body=b"{}")
+        assert envoy.client.get("/graphql").headers.get("x-probe-filter") == "1"
+    finally:
+        envoy.stop()
+        other.close()
+
+
 def test_wait_stat_returns_a_value_already_reached_even_zero(osmox, make_envoy):
     envoy = make_envoy(osmox.port, use_lds=False)
     t0 = time.monotonic()
