@@ -41,7 +41,7 @@ def osmox():
     try:
         yield stub
     finally:
-        stub.stop()
+        stub.stop(keep_port=False)
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def make_receiver():
         yield make
     finally:
         for r in made:
-            r.stop()
+            r.stop(keep_port=False)
 
 
 @pytest.fixture

@@ -177,11 +177,11 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, addr, handler, owner):
+    def __init__(self, addr, handler, owner, bind_and_activate: bool = True):
         self.owner = owner
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
-        super().__init__(addr, handler)
+        super().__init__(addr, handler, bind_and_activate)
 
     def process_request(self, request, client_address):
         with self._conns_lock:
@@ -215,10 +215,14 @@ class _ServerBase:
 
     def __init__(self, port: int = 0):
         # port 0: the OS picks one at the first start() (no race with other processes); a
-        # later start() after stop() binds the same port again.
+        # later start() after stop() listens on the same port again.
         self.port = port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # While stopped, the port stays bound (not listening: connections are refused), so no
+        # other process (the other xdist worker's servers, an outgoing connection's ephemeral
+        # port) can take it before start() listens on it again.
+        self._reserved: socket.socket | None = None
 
     def start(self, timeout: float = 5.0):
         if self._server is not None:
@@ -226,7 +230,16 @@ class _ServerBase:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self._server = _Server((HOST, self.port), self.handler_cls, self)
+                if self._reserved is not None:
+                    srv = _Server((HOST, self.port), self.handler_cls, self, bind_and_activate=False)
+                    srv.socket.close()
+                    srv.socket, self._reserved = self._reserved, None
+                    srv.server_address = srv.socket.getsockname()
+                    srv.server_name, srv.server_port = HOST, self.port
+                    srv.server_activate()
+                else:
+                    srv = _Server((HOST, self.port), self.handler_cls, self)
+                self._server = srv
                 self.port = self._server.server_address[1]
                 self._server.socket = self.wrap_listener(self._server.socket)
                 break
@@ -245,10 +258,13 @@ class _ServerBase:
         """The listening socket as served: a subclass may wrap it (TLS)."""
         return sock
 
-    def stop(self):
-        """Stop listening and drop open connections: afterwards the port refuses connections."""
+    def stop(self, keep_port: bool = True):
+        """Stop listening and drop open connections: afterwards the port refuses connections.
+        keep_port: hold the port (bound, not listening) for a later start(); else release it."""
         srv, self._server = self._server, None
         if srv is None:
+            if not keep_port:
+                self._release()
             return
         srv.shutdown()
         srv.server_close()
@@ -256,6 +272,23 @@ class _ServerBase:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._thread = None
+        if keep_port:
+            self._reserve()
+
+    def _reserve(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((HOST, self.port))
+        except OSError:
+            s.close()  # taken already: start() waits for it as before
+            return
+        self._reserved = s
+
+    def _release(self):
+        s, self._reserved = self._reserved, None
+        if s is not None:
+            s.close()
 
     @property
     def running(self) -> bool:
@@ -268,7 +301,7 @@ class _ServerBase:
         return self.start()
 
     def __exit__(self, *exc):
-        self.stop()
+        self.stop(keep_port=False)
 
 
 # --------------------------------------------------------------------------------------

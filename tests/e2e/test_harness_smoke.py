@@ -109,6 +109,26 @@ def test_receiver_stop_start_same_port(make_receiver):
     assert rcv.count() == 2
 
 
+def test_a_stopped_receiver_keeps_its_port_from_other_processes(make_receiver):
+    """A receiver stopped for a while (receiver-down tests) must get its port back at start():
+    the filter's cluster points there. While stopped it refuses connections, and another
+    socket (another process's bind, as another xdist worker's servers do) cannot take it."""
+    rcv = make_receiver("r")
+    port = rcv.port
+    rcv.stop()
+    with pytest.raises(ConnectionRefusedError):
+        request(port, "GET", "/", timeout=2)
+    other = socket.socket()
+    try:
+        with pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))
+    finally:
+        other.close()
+    rcv.start()
+    assert rcv.port == port
+    assert request(port, "GET", "/").status == 200
+
+
 def test_envoy_webhook_cluster_outage_statuses(osmox, make_receiver, make_envoy):
     """The webhook clusters exist with the sizes we asked for; a stopped receiver is refused."""
     rcv = make_receiver("crm")
