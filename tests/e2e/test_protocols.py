@@ -17,7 +17,7 @@ import datetime
 import socket
 
 import h3client
-from harness import HOST, clusters_for, endpoint, filter_config, to_json_bytes
+from harness import HOST, clusters_for, endpoint, filter_config, to_json_bytes, wait_until
 from test_chaos import snake
 from test_delivery import (EXPECT_S, NOTIFICATIONS_QUERY, _padded, assert_no_more, graphql_body, graphql_rows,
                            ids_statuses, poll_graphql, rows_by_id)
@@ -71,10 +71,20 @@ def quic_listener(envoy, cfg: dict, port: int, cert, key) -> dict:
 def h3_envoy(make_envoy, osmox, receivers: dict, cfg: dict, tmp_path, **kw):
     """Envoy with the filter on its HTTP/1.1 listener and on a QUIC one; the UDP port."""
     envoy = make_envoy(osmox.port, cfg, clusters=clusters_for(cfg, receivers), **kw)
-    port = free_udp_port()
     cert, key = self_signed(tmp_path)
-    envoy.write_lds(envoy.listener(cfg), quic_listener(envoy, cfg, port, cert, key))
-    return envoy, port
+    # The UDP port is free when picked, bound by Envoy later: another process may take it in
+    # between, and Envoy rejects the listener. Wait for Envoy's verdict; try a fresh port then.
+    for attempt in range(3):
+        port = free_udp_port()
+        rejected = envoy.stat("listener_manager.lds.update_rejected")
+        envoy.write_lds(envoy.listener(cfg), quic_listener(envoy, cfg, port, cert, key))
+        wait_until(lambda: (envoy.stat("listener_manager.total_listeners_active") >= 2
+                            or envoy.stat("listener_manager.lds.update_rejected") > rejected),
+                   15, what="Envoy's verdict on the QUIC listener")
+        if envoy.stat("listener_manager.lds.update_rejected") == rejected:
+            return envoy, port
+        assert attempt < 2, f"the QUIC listener was rejected three times:\n{envoy.logs()[-3000:]}"
+    raise AssertionError("unreachable")
 
 
 def h3(port: int, method: str, path: str, body: bytes = b""):
