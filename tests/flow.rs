@@ -785,6 +785,8 @@ fn exhausted_after_max_attempts_with_every_attempt_reported() {
     );
     let report = sent.iter().find(|s| s.cluster == "dlq").unwrap();
     let json: serde_json::Value = serde_json::from_str(&report.body).unwrap();
+    // README documents the report's type: a dead-letter consumer may switch on it.
+    assert_eq!(json["type"], "webhook.delivery.failed");
     assert_eq!(json["reason"], "exhausted");
     assert_eq!(json["attemptCount"], 3);
     assert_eq!(json["attempts"].as_array().unwrap().len(), 3);

@@ -1330,7 +1330,8 @@ impl Sender {
         }
     }
 
-    /// Report an abandoned delivery to the dead-letter endpoint (tried up to four times).
+    /// Report an abandoned delivery to the dead-letter endpoint (tried up to six times:
+    /// `reports::RETRY_DELAYS_MS`).
     fn dead_letter(
         &mut self,
         config: &Config,
