@@ -694,6 +694,22 @@ impl RootContext for Root {
                 e.target.cluster
             );
         }
+        // The other clusters the filter sends to: a typo there shows otherwise only as failed
+        // reports (after their 21 minutes of tries) or learned endpoints that never get a POST.
+        if let Some(dl) = &config.dead_letter {
+            let cluster = &dl.target.cluster;
+            log::info!(
+                "#{} dead-letter reports via cluster {cluster}",
+                self.context_id
+            );
+        }
+        if let Some(learn) = &config.learn {
+            let cluster = &learn.cluster;
+            log::info!(
+                "#{} learned endpoints via cluster {cluster}",
+                self.context_id
+            );
+        }
         let configured = Rc::new(config.endpoints.clone());
         let tick_period_ms = Cell::new(config.tick_ms);
         let metrics = EnvoyMetrics::define(&config.endpoints);

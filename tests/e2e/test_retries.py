@@ -347,6 +347,9 @@ def test_410_stops_at_once_and_reports_gone_without_secrets(osmox, make_tracking
     for needle in (secret, secret[len("whsec_"):], key.decode(), auth, "endpoint-token-must-not-leak"):
         assert needle not in raw, f"secret material {needle!r} in the dead-letter report"
     assert "webhook-signature" not in dl.headers and "authorization" not in dl.headers
+    # The log names the cluster reports go through, as it does each endpoint's.
+    wait_until(lambda: "dead-letter reports via cluster dead_letter" in envoy.logs(), EXPECT_S,
+               what="the dead-letter cluster logged at configure")
 
     m = metrics(envoy, "deliveries_gone", "dead_letters_sent", "retries_scheduled", "deliveries_exhausted",
                 "deliveries_sent", "endpoints_gone")

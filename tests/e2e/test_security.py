@@ -707,6 +707,8 @@ def test_learn_config_with_no_endpoints_and_original_dst_cluster_starts(osmox, m
     """`endpoints: []` is allowed with learning on (and refused without it)."""
     envoy = start_learning(make_envoy, osmox)
     assert envoy.metric("learned_endpoints") == 0
+    wait_until(lambda: "learned endpoints via cluster egress" in envoy.logs(), EXPECT_S,
+               what="the learn cluster logged at configure")
     bad = make_envoy(osmox.port, filter_config([], tick_ms=TICK_MS), use_lds=False, start=False, name="nolearn")
     log = bad.expect_start_failure(timeout=20)
     assert any("endpoints" in line for line in wasm_lines(log)), log[-3000:]
