@@ -23,6 +23,7 @@ import os
 import ssl
 import subprocess
 import threading
+import time
 import uuid
 
 import pytest
@@ -1184,3 +1185,61 @@ def test_a_persisted_registration_sent_with_request_trailers_is_kept(osmox, make
     with contextlib.suppress(AssertionError):  # should it never move, the assertion says why
         envoy.wait_metric("persisted_queries_kept", 1, timeout=EXPECT_S)
     assert envoy.metric("persisted_queries_kept") == 1, "a registration followed by trailers was not kept"
+
+
+def dfp_cluster(preresolve: list[tuple[str, int]], name: str = "egress") -> dict:
+    """A dynamic_forward_proxy cluster (HTTP/1.1), as the README's learn section advises for
+    hostnames; `preresolve` are the (host, port) pairs its DNS cache resolves at start."""
+    return {
+        "name": name,
+        "connect_timeout": "1s",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "cluster_type": {
+            "name": "envoy.clusters.dynamic_forward_proxy",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig",
+                # Plain HTTP on loopback; a real one keeps auto_sni and auto_san_validation.
+                "allow_insecure_cluster_options": True,
+                "dns_cache_config": {
+                    "name": f"{name}_dns", "dns_lookup_family": "V4_ONLY",
+                    "preresolve_hostnames": [{"address": h, "port_value": p} for h, p in preresolve],
+                },
+            },
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}},
+            }
+        },
+    }
+
+
+def test_a_learned_hostname_is_delivered_through_a_dynamic_forward_proxy_cluster(osmox, make_receiver, make_envoy,
+                                                                                 filter_wasm):
+    """README's route for learned hostnames: a `dynamic_forward_proxy` egress cluster, no
+    `originalDstHeader`. `localhost` stands for a partner's hostname (allowed with
+    `allowPrivate`, as every loopback name is refused without it). A host the cluster's DNS
+    cache preresolved takes the first attempt; Envoy refuses the first call to any other
+    (the cache only starts resolving it then), and the retry delivers, as README says."""
+    a, b = make_receiver("A"), make_receiver("B")
+    cfg = filter_config([], tick_ms=TICK_MS, learn={
+        "enabled": True, "cluster": "egress", "allowPrivate": True,
+        "allowHosts": [f"localhost:{a.port}", f"localhost:{b.port}"]})
+    envoy = make_envoy(osmox.port, cfg, extra_clusters=[dfp_cluster([("localhost", a.port)])])
+    register_graphql(envoy, osmox, 3, 1, f"http://localhost:{a.port}/osmox/status")
+    register_graphql(envoy, osmox, 4, 2, f"http://localhost:{b.port}/osmox/status")
+    envoy.wait_metric("registrations_learned", 2, timeout=EXPECT_S)
+    poll_rows(envoy, osmox, [sample_row(3101, 1, 5), sample_row(3102, 2, 5)])
+    (req,) = a.wait_for(1, EXPECT_S)
+    assert_learned_webhook(req)
+    assert req.headers["host"] == f"localhost:{a.port}"
+    assert ids_statuses([req]) == [(3101, 5)]
+    # The learned endpoint's default backoff: the retry comes about 5 s later.
+    (req,) = b.wait_for(1, EXPECT_S + 5)
+    assert_learned_webhook(req)
+    assert ids_statuses([req]) == [(3102, 5)]
+    refused = [line for line in wasm_lines(envoy.logs()) if "could not dispatch to cluster egress" in line]
+    assert len(refused) == 1 and "msg_3102_5_" in refused[0], refused
+    envoy.wait_metric("deliveries_succeeded", 2, timeout=EXPECT_S)
+    assert envoy.metric("deliveries_succeeded_after_retry") == 1
