@@ -86,13 +86,17 @@ impl<H: Sends> Succession<H> {
     /// `joining` was configured to send, and registered the VM's queue: it is in force here.
     /// A configuration an update brings clears what put another in force before, in every
     /// VM: connections taken before it was loaded say nothing of it. In a VM rebuilt after a
-    /// crash (while the others go on) nothing is an update: the record stays, its root
-    /// contexts follow it, and until it names one the configuration first heard from last is
-    /// in force here.
+    /// crash (while the others go on) no configuration live elsewhere is an update: the
+    /// record stays, its root contexts follow it, and until it names one the configuration
+    /// first heard from last is in force here. One not live elsewhere is an update there too.
     pub fn join(&mut self, store: &dyn Store, joining: Joining<H>, now_ms: u64) {
-        let rebuilt = *self
-            .rebuilt
-            .get_or_insert_with(|| live_endpoints::established(store, joining.source, now_ms));
+        // Told per configuration: an update that reaches a rebuilt VM later (or the new VMs
+        // of a module update, whose first configuration was live elsewhere) took the record
+        // of an earlier update for the newest, and put the replaced configuration in force
+        // until the new listener took a connection (a review).
+        let rebuilt = self.rebuilt != Some(false)
+            && live_endpoints::established(store, joining.source, now_ms);
+        self.rebuilt.get_or_insert(rebuilt);
         self.roots.retain(|r| r.id != joining.id);
         self.roots.push(Listed {
             id: joining.id,
@@ -640,6 +644,27 @@ mod tests {
         both_live(&store, 0);
         let vm = configured(&store, [1, 2], 40_000);
         assert!(vm.is_in_force(2));
+    }
+
+    /// A VM rebuilt after a crash (or a new VM of a module update, which finds its
+    /// configuration's text live elsewhere) treats its first configurations as loaded again;
+    /// an update that comes to it later is an update all the same: the configuration it
+    /// brings is in force at once, not the one a connection put in force before.
+    #[test]
+    fn an_update_after_a_rebuild_is_in_force_at_once() {
+        let store = MemStore::new();
+        both_live(&store, 0);
+        // An earlier update's connection put root context 1's configuration in force.
+        store.set(IN_FORCE_KEY, &encoded(9, 1), None).unwrap();
+        let mut vm = Succession::new();
+        vm.join(&store, joining(1, &["a"]), 40_000);
+        assert!(vm.is_in_force(1));
+        // The update, long after: root context 3's configuration, first heard from now.
+        LiveEndpoints::of_source(3000).beat(&store, &config("c"), 60_000);
+        vm.join(&store, joining(3, &["c"]), 60_000);
+        assert!(vm.is_in_force(3), "the update's configuration is in force");
+        vm.follow_store(&store);
+        assert!(vm.is_in_force(3), "and stays so at the next tick");
     }
 
     #[test]
