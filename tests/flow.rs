@@ -1600,6 +1600,53 @@ fn a_removed_endpoints_open_circuit_stops_counting_when_its_deliveries_are_orpha
     assert_eq!(w.m(Metric::CircuitsOpen), 0);
 }
 
+/// A review: an endpoint whose open circuit outlived its deliveries (they all ended: expired,
+/// exhausted), then removed by an update, stayed counted in `circuits_open` for good, since
+/// only orphaning one of its deliveries forgot the circuit, and none was left to orphan.
+#[test]
+fn a_removed_endpoints_open_circuit_stops_counting_once_no_configuration_has_it() {
+    use osmox_webhook_filter::delivery::live_endpoints::STALE_MS;
+    let mut w = World::new(
+        &ONE_ENDPOINT.replace(r#""maxAttempts": 3"#, r#""maxAttempts": 1"#),
+        2,
+    );
+    let v1 = w.config.clone();
+    for i in 0..6 {
+        w.observe(0, &[note(100 + i, DeliveryStatus::Success, A)]);
+    }
+    let mut answered = 0;
+    w.answer_everything(503, &mut answered);
+    w.sweep();
+    assert_eq!(w.m(Metric::Pending), 0, "every delivery ended");
+    assert_eq!(w.m(Metric::CircuitsOpen), 1);
+    // The update renames the endpoint: VM 1 gets the new configuration, VM 0 keeps the old
+    // one until its listener has drained.
+    let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
+    let v2 = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
+    for k in Sender::keys(&v2.endpoints) {
+        w.store.set(&k, b"{}", None).unwrap();
+    }
+    let mut newer = sender(&v2, 1);
+    newer.announce(&w.store, &v2, 2, w.now);
+    *w.senders[1].borrow_mut() = newer;
+    w.config = v2.clone();
+    w.now += 5_000;
+    tick_by(&w, 0, &v1);
+    tick_by(&w, 1, &v2);
+    assert_eq!(
+        w.m(Metric::CircuitsOpen),
+        1,
+        "the old configuration still has crm"
+    );
+    // The old listener drained: its root context closed, and it is heard from no more.
+    w.with(0, |s, _, io| s.close(io));
+    for _ in 0..(STALE_MS / 5_000 + 2) {
+        w.now += 5_000;
+        tick_by(&w, 1, &v2);
+    }
+    assert_eq!(w.m(Metric::CircuitsOpen), 0);
+}
+
 /// A configuration update leaves the replaced root contexts alive until the old listener has
 /// drained (600 s by default), sweeping the ledger with the old configuration: a review found
 /// them dropping as orphaned the retries of every endpoint only the new one has.

@@ -83,26 +83,37 @@ impl LiveEndpoints {
     }
 
     /// Say, at most every `BEAT_MS`, that `config`'s endpoints are live; forget the
-    /// configurations gone stale.
-    pub fn beat(&mut self, store: &dyn Store, config: &Config, now_ms: u64) {
+    /// configurations gone stale. The endpoints no live configuration has any more, that
+    /// only those listed (a removed endpoint's open circuit would otherwise stay counted in
+    /// `circuits_open` for good once its deliveries had all ended: a review).
+    pub fn beat(&mut self, store: &dyn Store, config: &Config, now_ms: u64) -> Vec<String> {
         if now_ms < self.next_beat_ms {
-            return;
+            return Vec::new();
         }
         self.next_beat_ms = now_ms.saturating_add(BEAT_MS);
         let mine = entry_of(config, self.source, now_ms);
-        let _ = store::update(store, KEY, |current| {
-            let mut entries: Vec<Entry> = decode(current)
-                .into_iter()
-                .filter(|e| e.is_live(now_ms))
-                .collect();
+        let gone = store::update(store, KEY, |current| {
+            let (mut entries, stale): (Vec<Entry>, Vec<Entry>) =
+                decode(current).into_iter().partition(|e| e.is_live(now_ms));
+            let mut gone: Vec<String> = Vec::new();
+            for name in stale.into_iter().flat_map(|e| e.names) {
+                let listed = |e: &Entry| e.names.contains(&name);
+                if !mine.names.contains(&name)
+                    && !entries.iter().any(listed)
+                    && !gone.contains(&name)
+                {
+                    gone.push(name);
+                }
+            }
             let mut mine = mine.clone();
             if let Some(at) = entries.iter().position(|e| e.id == mine.id) {
                 mine.since_ms = entries.remove(at).since_ms;
             }
             entries.truncate(MAX_CONFIGS - 1);
             entries.push(mine);
-            Some((encode(&entries), ()))
+            Some((encode(&entries), gone))
         });
+        gone.ok().flatten().unwrap_or_default()
     }
 }
 
@@ -280,6 +291,27 @@ mod tests {
         // The new configuration's senders are gone: nobody keeps it.
         assert!(!kept_elsewhere(&store, &old, "ops", 1_000 + STALE_MS));
         assert!(!kept_elsewhere(&store, &old, "gone", 1_000));
+    }
+
+    /// The endpoints only configurations gone stale listed are told once, at the beat that
+    /// forgets them; one another live configuration (or this one) has is not.
+    #[test]
+    fn a_beat_tells_the_endpoints_no_live_configuration_has_any_more() {
+        let store = MemStore::new();
+        let (old, other, new) = (
+            config(&["crm", "ops", "erp"], None),
+            config(&["erp"], None),
+            config(&["crm"], None),
+        );
+        let mut beats_old = LiveEndpoints::of_source(1);
+        let mut beats_other = LiveEndpoints::of_source(3);
+        let mut beats_new = LiveEndpoints::of_source(2);
+        assert!(beats_old.beat(&store, &old, 0).is_empty());
+        assert!(beats_new.beat(&store, &new, 0).is_empty());
+        beats_other.beat(&store, &other, STALE_MS - 1);
+        assert!(beats_new.beat(&store, &new, BEAT_MS).is_empty());
+        assert_eq!(beats_new.beat(&store, &new, STALE_MS), ["ops"]);
+        assert!(beats_new.beat(&store, &new, STALE_MS + BEAT_MS).is_empty());
     }
 
     fn ticking_every_minute(names: &[&str]) -> Config {
