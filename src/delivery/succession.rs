@@ -15,7 +15,7 @@
 //! senders live in the VM, so a VM with one pays nothing.
 
 use crate::delivery::live_endpoints;
-use crate::store::{Cas, Store};
+use crate::store::{self, Cas, Store};
 
 /// The connection that put a configuration in force and its `delivery_fingerprint`, 16
 /// bytes; empty until one was put in force since the last load.
@@ -97,6 +97,7 @@ impl<H: Sends> Succession<H> {
         let rebuilt = self.rebuilt != Some(false)
             && live_endpoints::established(store, joining.source, now_ms);
         self.rebuilt.get_or_insert(rebuilt);
+        let fingerprint = joining.fingerprint;
         self.roots.retain(|r| r.id != joining.id);
         self.roots.push(Listed {
             id: joining.id,
@@ -108,7 +109,14 @@ impl<H: Sends> Succession<H> {
         self.newest_connection = None;
         self.queue_holder = Some(joining.id);
         if !rebuilt {
-            let _ = store.set(IN_FORCE_KEY, b"", None);
+            // Unless it names this configuration already: another VM configured with this
+            // update saw it take a connection first. Cleared by a VM configured a moment
+            // later, that went unsaid, and a rollback then waited for the listener rolled
+            // back from to take another connection, which it no longer does (a review).
+            let _ = store::update(store, IN_FORCE_KEY, |current| {
+                let names_it = decode(current).is_some_and(|(_, f)| f == fingerprint);
+                (!names_it).then(|| (Vec::new(), ()))
+            });
             return;
         }
         // Oldest first heard first: the one in force last; between equals, the order of
@@ -665,6 +673,26 @@ mod tests {
         assert!(vm.is_in_force(3), "the update's configuration is in force");
         vm.follow_store(&store);
         assert!(vm.is_in_force(3), "and stays so at the next tick");
+    }
+
+    /// A review: the VMs are configured with an update one after another, and one configured
+    /// later cleared the record of the connection the update's configuration had taken in
+    /// another: a rollback then went unnoticed until the listener rolled back from drained.
+    #[test]
+    fn a_vm_configured_later_keeps_the_connection_the_update_took_elsewhere() {
+        let store = MemStore::new();
+        let mut b = Succession::new();
+        b.join(&store, joining(1, &["a", "x"]), 0);
+        let mut a = updated(&store);
+        a.saw_connection(&store, 2, || Some(10));
+        b.join(&store, joining(2, &["a", "b"]), 0);
+        assert_eq!(record(&store), Some((10, fingerprint(2))));
+        assert!(b.is_in_force(2));
+        // Envoy rolls back: the listener of root context 1's configuration takes connection 20.
+        a.saw_connection(&store, 1, || Some(20));
+        assert!(a.is_in_force(1));
+        b.follow_store(&store);
+        assert!(b.is_in_force(1));
     }
 
     #[test]
