@@ -16,6 +16,15 @@ pub const MAX_REPORTS_OUT: usize = 64;
 /// routine deploy.
 pub const RETRY_DELAYS_MS: [u64; 5] = [2_000, 10_000, 60_000, 300_000, 900_000];
 
+/// A waiting report due further ahead than the longest delay and a second was set before
+/// the wall clock stepped back: it is due now, rather than held for the step on top of its
+/// delay (and holding one of the `MAX_WAITING` places meanwhile).
+const MAX_AHEAD_MS: u64 = 900_000 + 1_000;
+
+fn is_due(at_ms: u64, now_ms: u64) -> bool {
+    at_ms <= now_ms || at_ms - now_ms > MAX_AHEAD_MS
+}
+
 /// Reports waiting for the wire or for another try; one more is given up at once.
 pub const MAX_WAITING: usize = 256;
 
@@ -43,7 +52,9 @@ pub struct Reports {
 impl Reports {
     /// Whether one more report may go on the wire now, after those already due.
     pub fn has_room(&self, now_ms: u64) -> bool {
-        let due = self.waiting.iter().filter(|(at, _)| *at <= now_ms).count();
+        let due = (self.waiting.iter())
+            .filter(|(at, _)| is_due(*at, now_ms))
+            .count();
         self.out + due < MAX_REPORTS_OUT
     }
 
@@ -94,7 +105,7 @@ impl Reports {
         let mut due = Vec::new();
         while self.out + due.len() < MAX_REPORTS_OUT {
             let next = (self.waiting.iter().enumerate())
-                .filter(|(_, (at, _))| *at <= now_ms)
+                .filter(|(_, (at, _))| is_due(*at, now_ms))
                 .min_by_key(|(_, (at, _))| *at)
                 .map(|(i, _)| i);
             let Some((_, report)) = next.and_then(|i| self.waiting.remove(i)) else {
@@ -214,6 +225,32 @@ mod tests {
             !r.has_room(RETRY_DELAYS_MS[0]),
             "due: it takes the last place"
         );
+    }
+
+    /// The host's clock is the wall clock: stepped back (NTP, a resumed machine) after a
+    /// report was set to wait, the report must not wait for the step on top of its delay,
+    /// filling the 256 places meanwhile so that later reports are given up unsent.
+    #[test]
+    fn a_clock_stepped_back_does_not_hold_a_waiting_report_for_the_step() {
+        let hour = 3_600_000;
+        let mut r = Reports::default();
+        for _ in 0..MAX_REPORTS_OUT - 1 {
+            r.sent();
+        }
+        assert!(r.failed(report(1), 10 * hour)); // due 2 s later
+        let now = 9 * hour; // the clock went back an hour
+        assert!(!r.has_room(now), "it is due: it takes the last place");
+        assert_eq!(r.take_due(now), vec![report(1)]);
+        for _ in 0..MAX_REPORTS_OUT - 1 {
+            r.answered();
+        }
+        // A report legitimately waiting its longest delay is not due early.
+        assert!(RETRY_DELAYS_MS.iter().all(|d| *d < MAX_AHEAD_MS));
+        let longest = RETRY_DELAYS_MS[RETRY_DELAYS_MS.len() - 1];
+        assert!(r.failed(report(5), 0));
+        assert!(r.take_due(0).is_empty());
+        assert!(r.take_due(longest - 1).is_empty());
+        assert_eq!(r.take_due(longest), vec![report(5)]);
     }
 
     /// Each report embeds its notification: what waits is bounded in bytes too.
