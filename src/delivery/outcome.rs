@@ -62,21 +62,25 @@ pub fn classify(response: &AttemptResponse) -> Outcome {
     }
 }
 
-/// The longest body `envoy_local_reply` needs to see; the host reads no more of a 503 or 504.
+/// The longest body `envoy_local_reply` needs to see; the host reads no more of a 502, 503 or
+/// 504.
 pub const LOCAL_REPLY_MAX_BYTES: usize = 512;
 
+/// The start of the body of Envoy's local reply to a reset before the response's headers.
+const RESET_BEFORE_HEADERS: &[u8] = b"upstream connect error or disconnect/reset before headers";
+
 /// What Envoy's own local reply to a webhook call says happened. Envoy answers a refused or
-/// closed connection, or a cluster with no host, with a 503 of its own, and its timeout with
-/// a 504: by status alone, "receiver down" would read as "receiver answered 503". Its bodies
-/// tell them apart.
+/// closed connection, or a cluster with no host, with a 503 of its own, a reset for a
+/// protocol error (a malformed response, or headers past its limits) with a 502, and its
+/// timeout with a 504: by status alone, "receiver down" would read as "receiver answered
+/// 503". Its bodies tell them apart.
 pub fn envoy_local_reply(status: u16, body: &[u8]) -> Option<Failure> {
     match status {
         504 if body == b"upstream request timeout" => Some(Failure::Timeout),
-        503 if body.starts_with(b"upstream connect error or disconnect/reset before headers")
-            || body == b"no healthy upstream" =>
-        {
+        503 if body.starts_with(RESET_BEFORE_HEADERS) || body == b"no healthy upstream" => {
             Some(Failure::Transport)
         }
+        502 if body.starts_with(RESET_BEFORE_HEADERS) => Some(Failure::Transport),
         _ => None,
     }
 }
@@ -243,10 +247,15 @@ mod tests {
     #[test]
     fn envoy_local_replies_are_told_from_the_endpoints_answers() {
         let refused = b"upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: delayed connect error: Connection refused";
-        let table: [(u16, &[u8], Option<Failure>); 7] = [
+        // Envoy's router answers a reset for a protocol error (a malformed response, or
+        // headers past its limits) with a 502 of its own.
+        let protocol = b"upstream connect error or disconnect/reset before headers. reset reason: protocol error";
+        let table: [(u16, &[u8], Option<Failure>); 9] = [
             (504, b"upstream request timeout", Some(Failure::Timeout)),
             (503, refused, Some(Failure::Transport)),
             (503, b"no healthy upstream", Some(Failure::Transport)),
+            (502, protocol, Some(Failure::Transport)),
+            (502, b"Bad Gateway", None),
             // The endpoint's own answers, with these statuses or these words.
             (503, b"upstream request timeout", None),
             (504, refused, None),

@@ -541,8 +541,9 @@ impl Context for Root {
                     }
                 }
             }
-            // Envoy's own replies for an endpoint it did not reach are short 503s and 504s.
-            if let Some(status @ (503 | 504)) = response.status {
+            // Envoy's own replies for an endpoint it did not reach, or whose answer it could
+            // not read, are short 502s, 503s and 504s.
+            if let Some(status @ 502..=504) = response.status {
                 if body_size <= LOCAL_REPLY_MAX_BYTES {
                     let body =
                         hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
