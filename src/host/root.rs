@@ -390,10 +390,10 @@ impl Root {
         let (Some(at), Some(shared)) = (self.beat_at_ms, &self.shared) else {
             return;
         };
-        if now < at {
+        if !peers::beat_due(at, now) {
             return;
         }
-        self.beat_at_ms = Some(now + peers::BEAT_MS);
+        self.beat_at_ms = Some(now.saturating_add(peers::BEAT_MS));
         let (Ok(tags), Some(vm_id)) = (
             peers::beat(
                 &SharedData,
