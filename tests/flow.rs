@@ -1119,6 +1119,45 @@ fn a_reply_to_a_claim_another_sender_finished_leaves_in_flight_alone() {
     assert_eq!(w.m(Metric::DeliveriesSucceeded), 0);
 }
 
+/// A reply that comes back after another sender finished its lapsed claim and the retry
+/// went out again (the claimant's VM stalled, or the wall clock jumped forward past the
+/// lease): it answers the first attempt, not the one now on the wire. Taken for the new
+/// attempt's, a late failure scheduled yet another retry while that attempt was on the wire,
+/// and the new attempt's own 2xx then found no attempt to end: the receiver got the webhook
+/// again, and with no attempts left the delivery would end as exhausted, and be dead-lettered,
+/// although delivered.
+#[test]
+fn a_late_reply_to_a_lapsed_claim_is_not_taken_for_the_retry_on_the_wire() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    let first = w.last().token;
+    w.now = T0 + 15_001;
+    w.sweep(); // VM 1 finds the claim lapsed and finishes it
+    assert_eq!(w.m(Metric::DeliveriesFailed), 1);
+    w.now += 1_000;
+    w.sweep(); // the retry goes out
+    assert_eq!(w.sent().len(), 2);
+    let second = w.last().token;
+    w.reply(0, first, 503, None); // the first attempt's answer, late
+    for vm in 0..2 {
+        w.reply(vm, second, 200, None);
+    }
+    assert_eq!(
+        w.m(Metric::DeliveriesSucceeded),
+        1,
+        "the retry was delivered"
+    );
+    assert_eq!(
+        w.m(Metric::DeliveriesFailed),
+        1,
+        "the late answer is not counted"
+    );
+    assert_eq!(w.m(Metric::InFlight), 0);
+    w.now += 60_000;
+    w.sweep();
+    assert_eq!(w.sent().len(), 2, "nothing more is sent");
+}
+
 #[test]
 fn a_reset_without_headers_and_an_envoy_timeout_are_retried() {
     let mut w = World::new(ONE_ENDPOINT, 1);

@@ -120,15 +120,44 @@ enum Call {
         endpoint: String,
         webhook_id: String,
         started_ms: u64,
+        claim: Claim,
     },
     /// A dead-letter report, kept to try again if this try fails.
     DeadLetter(Report),
+}
+
+/// Which claim of a delivery an attempt went out under. A reply can come after another
+/// sender found the claim lapsed (its VM stalled, or the wall clock jumped forward past the
+/// lease), counted the attempt lost and sent the retry, which shows the same `webhook_id` on
+/// the wire: the late reply must not end that retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Claim {
+    /// The attempts made before this one; finishing a lapsed claim counts one more.
+    attempts: u32,
+    /// When the claim lapses, as it set it; only `bound_claim` moves that, after the wall
+    /// clock stepped back.
+    lapses_ms: u64,
+}
+
+impl Claim {
+    fn of(s: &Slot) -> Self {
+        Claim {
+            attempts: s.attempts,
+            lapses_ms: s.at_ms,
+        }
+    }
+
+    /// Whether the on-the-wire slot `s` (of this attempt's `webhook_id`) is still this claim.
+    fn shown_by(&self, s: &Slot) -> bool {
+        s.attempts == self.attempts || s.at_ms == self.lapses_ms
+    }
 }
 
 /// One attempt's result, as `finish` records it.
 struct Attempt<'a> {
     slot: u32,
     webhook_id: &'a str,
+    claim: Claim,
     outcome: Outcome,
     retry_after_ms: Option<u64>,
     duration_ms: u64,
@@ -136,10 +165,11 @@ struct Attempt<'a> {
 
 impl<'a> Attempt<'a> {
     /// An attempt that got no reply: never dispatched, or its sender is gone.
-    fn lost(slot: u32, webhook_id: &'a str, why: Failure) -> Self {
+    fn lost(slot: u32, webhook_id: &'a str, claim: Claim, why: Failure) -> Self {
         Attempt {
             slot,
             webhook_id,
+            claim,
             outcome: Outcome::Retry(why),
             retry_after_ms: None,
             duration_ms: 0,
@@ -632,6 +662,11 @@ impl Sender {
             return Tried::Skipped { occupied: true };
         };
         let claim_lapses = lease_until(now, endpoint);
+        // As the claim wrote it: the same `now` and endpoint.
+        let claim = Claim {
+            attempts: s.attempts,
+            lapses_ms: claim_lapses,
+        };
         let end = match self.admit(io, endpoint, slot, claim_lapses) {
             Admit::Granted => None,
             // Only an open circuit asks: no window arithmetic on the way of a send.
@@ -716,6 +751,7 @@ impl Sender {
                         endpoint: endpoint.name.clone(),
                         webhook_id: s.webhook_id.clone(),
                         started_ms: now,
+                        claim,
                     },
                 );
             }
@@ -727,7 +763,7 @@ impl Sender {
                     endpoint.target.cluster
                 );
                 self.record_breaker(io, endpoint, slot, false, None);
-                let attempt = Attempt::lost(slot, &s.webhook_id, Failure::NotDispatched);
+                let attempt = Attempt::lost(slot, &s.webhook_id, claim, Failure::NotDispatched);
                 // Not recorded (the store refused the write): the claim stays, and the sender
                 // that finds it lapsed counts a lost attempt out of `in_flight`.
                 if !self.finish(config, endpoints, io, attempt) {
@@ -790,7 +826,7 @@ impl Sender {
             } else if lapsed {
                 // The sender that claimed it is gone (VM replaced or crashed): its reply will
                 // never come, so count the attempt as failed and go on.
-                let attempt = Attempt::lost(slot, &s.webhook_id, Failure::Transport);
+                let attempt = Attempt::lost(slot, &s.webhook_id, Claim::of(&s), Failure::Transport);
                 // Its sender counted it in flight and will never count it out; of the senders
                 // that come across the lapsed claim, the one that finishes it does.
                 if self.finish(config, endpoints, io, attempt) {
@@ -1094,13 +1130,14 @@ impl Sender {
             return;
         };
         let outcome = outcome::classify(response);
-        let (slot, endpoint, webhook_id, started_ms) = match call {
+        let (slot, endpoint, webhook_id, started_ms, claim) = match call {
             Call::Webhook {
                 slot,
                 endpoint,
                 webhook_id,
                 started_ms,
-            } => (slot, endpoint, webhook_id, started_ms),
+                claim,
+            } => (slot, endpoint, webhook_id, started_ms, claim),
             Call::DeadLetter(report) => {
                 self.reports.answered();
                 if let Outcome::Retry(failure) | Outcome::GiveUp(failure) = outcome {
@@ -1126,6 +1163,7 @@ impl Sender {
         let attempt = Attempt {
             slot,
             webhook_id: &webhook_id,
+            claim,
             outcome,
             retry_after_ms: retry_after,
             duration_ms: duration,
@@ -1151,6 +1189,7 @@ impl Sender {
         let Attempt {
             slot,
             webhook_id,
+            claim,
             ref outcome,
             retry_after_ms,
             duration_ms,
@@ -1167,7 +1206,7 @@ impl Sender {
             let Record::Used(mut s) = rec else {
                 return None;
             };
-            if s.webhook_id != webhook_id || s.state != State::InFlight {
+            if s.webhook_id != webhook_id || s.state != State::InFlight || !claim.shown_by(&s) {
                 return None;
             }
             s.attempts = s.attempts.saturating_add(1);
