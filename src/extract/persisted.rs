@@ -2,7 +2,7 @@
 //!
 //! Once the server has seen a query's text, a client may send the query by its SHA-256 alone.
 //! Without the text the filter cannot check aliases, so it keeps the texts it sees registered
-//! (sent with their hash, and answered 2xx) in shared data, where every worker can read them
+//! (sent with their hash, and not refused: `server_may_have_kept`) in shared data, where every worker can read them
 //! back by hash. The table is bounded: [`BUCKETS`] keys of at most [`MAX_BUCKET_BYTES`] as
 //! stored, most recent first, so a bucket that overflows forgets its oldest texts.
 
@@ -87,8 +87,23 @@ pub fn hash_of<'a>(request: &Object<'a>) -> Option<Cow<'a, str>> {
         .and_then(Value::as_str)
 }
 
-/// Keep the text a request body registers, under its hash; the caller has seen the server
-/// answer it 2xx (the server keeps only texts it could run). The hash must be the text's
+/// Whether the server may have kept the text a registration sent, by the status its answer
+/// was recorded with. Apollo Server keeps a text once it parsed and validated it, before it
+/// runs the operation: a 4xx refused it (no such parse, a hash or version it refuses), but
+/// a 5xx (the operation threw; Envoy timed OsmoX out) or no status at all (the client went
+/// before the answer) can follow a text kept. The server asks for a text only while it lacks
+/// it, so a text it kept and the filter did not leaves every poll that sends its hash unread
+/// until the server forgets it. Keeping one the server lacks costs a slot only: the text is
+/// bound to its hash by SHA-256, so the server can run no other under it.
+pub fn server_may_have_kept(status: Option<u64>) -> bool {
+    match status {
+        None | Some(0) => true,
+        Some(s) => (200..300).contains(&s) || (500..600).contains(&s),
+    }
+}
+
+/// Keep the text a request body registers, under its hash; the caller has seen an answer
+/// after which the server may have kept it (`server_may_have_kept`). The hash must be the text's
 /// SHA-256 in lowercase hex, as the server requires (it refuses a mismatch): otherwise a
 /// client could file an innocent text under the hash of a query that renames keys. Whether
 /// a text was newly kept.
@@ -193,6 +208,37 @@ mod tests {
         let hash = sha256_hex(query.as_bytes());
         let body = json!({"query": query, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}});
         (hash, serde_json::to_vec(&body).unwrap())
+    }
+
+    /// A review: Apollo Server keeps a text before it runs the operation, so an answer cut
+    /// short or failed after that (Envoy's 504, a resolver's throw, a client gone before the
+    /// answer) follows a text the server kept and will not ask for again: kept here too, or
+    /// every poll by its hash went unread. A refusal (4xx) keeps nothing, nor a redirect.
+    #[test]
+    fn a_text_is_kept_after_any_answer_but_a_refusal() {
+        for status in [
+            Some(200),
+            Some(204),
+            Some(299),
+            Some(500),
+            Some(503),
+            Some(504),
+        ] {
+            assert!(server_may_have_kept(status), "{status:?}");
+        }
+        assert!(server_may_have_kept(None), "no answer recorded");
+        assert!(server_may_have_kept(Some(0)), "no answer recorded");
+        for status in [
+            Some(100),
+            Some(302),
+            Some(400),
+            Some(404),
+            Some(413),
+            Some(429),
+            Some(600),
+        ] {
+            assert!(!server_may_have_kept(status), "{status:?}");
+        }
     }
 
     #[test]

@@ -203,14 +203,15 @@ impl Watch {
         self.request_complete && persisted::may_register(&self.request)
     }
 
-    /// Keep the text of a persisted query the server took (answered 2xx), so that later
-    /// requests sending its hash alone can be read. Apollo's server will not send it again
-    /// while it remembers it, so it matters whatever the answer's body.
+    /// Keep the text of a persisted query the server may have kept (it did not refuse it:
+    /// `persisted::server_may_have_kept`), so that later requests sending its hash alone can
+    /// be read. Apollo's server will not send it again while it remembers it, so it matters
+    /// whatever the answer's body.
     fn keep_persisted_text(&self, call: &Call, status: impl FnOnce() -> Option<u64>) {
         if call.kind != WatchKind::Graphql || !self.names_persisted() {
             return;
         }
-        let taken = extract::answered_2xx(status());
+        let taken = persisted::server_may_have_kept(status());
         if taken && persisted::remember(&SharedData, &self.request) {
             self.shared.metrics.add(Metric::PersistedQueriesKept, 1);
         }
