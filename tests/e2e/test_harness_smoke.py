@@ -153,13 +153,9 @@ def test_envoy_start_stop_clean(osmox, make_envoy):
     envoy.stop()  # idempotent
 
 
-@pytest.mark.parametrize("use_lds", [True, False], ids=["lds", "static"])
-def test_a_listener_port_taken_by_another_process_is_retried_on_fresh_ports(osmox, make_envoy, monkeypatch,
-                                                                           use_lds):
-    """Another process (say the other xdist worker's receiver) binds the port handed out for
-    the listener before Envoy does. With LDS, Envoy rejects its listener and still says LIVE,
-    and the other process's socket accepts connections: start() must not take that for
-    Envoy's listener, but try again on fresh ports."""
+def hand_out_a_taken_port_first(monkeypatch) -> tuple[socket.socket, int, list[int]]:
+    """Another process's listening socket, its port, and the ports `harness.free_port` hands
+    out from now on: that taken one first, then free ones. Close the socket when done."""
     other = socket.socket()
     other.bind(("127.0.0.1", 0))
     other.listen(8)
@@ -172,6 +168,17 @@ def test_a_listener_port_taken_by_another_process_is_retried_on_fresh_ports(osmo
         return handed[-1]
 
     monkeypatch.setattr(harness, "free_port", free_port_first_taken)
+    return other, taken, handed
+
+
+@pytest.mark.parametrize("use_lds", [True, False], ids=["lds", "static"])
+def test_a_listener_port_taken_by_another_process_is_retried_on_fresh_ports(osmox, make_envoy, monkeypatch,
+                                                                           use_lds):
+    """Another process (say the other xdist worker's receiver) binds the port handed out for
+    the listener before Envoy does. With LDS, Envoy rejects its listener and still says LIVE,
+    and the other process's socket accepts connections: start() must not take that for
+    Envoy's listener, but try again on fresh ports."""
+    other, taken, handed = hand_out_a_taken_port_first(monkeypatch)
     try:
         envoy = make_envoy(osmox.port, use_lds=use_lds)
         assert handed[0] == taken  # the first attempt did meet the taken port
@@ -188,18 +195,7 @@ def test_the_shipped_config_is_retried_on_fresh_ports_when_one_is_taken(osmox, m
     """shipped_config_envoy hands out its listener and admin ports before Envoy binds them:
     another process (the other xdist worker's receiver, a client's outgoing connection) may
     take one in between. Envoy then refuses to start; start() must try fresh ports."""
-    other = socket.socket()
-    other.bind(("127.0.0.1", 0))
-    other.listen(8)
-    taken = other.getsockname()[1]
-    handed: list[int] = []
-    real_free_port = harness.free_port
-
-    def free_port_first_taken() -> int:
-        handed.append(taken if not handed else real_free_port())
-        return handed[-1]
-
-    monkeypatch.setattr(harness, "free_port", free_port_first_taken)
+    other, taken, handed = hand_out_a_taken_port_first(monkeypatch)
     rcv = make_receiver("demo")
     envoy = harness.shipped_config_envoy(tmp_path / "demo", probe_wasm, osmox.port, rcv.port)
     try:
