@@ -13,6 +13,7 @@
 //! sending.
 
 use crate::config::Config;
+use crate::delivery::tick;
 use crate::events::fnv1a64;
 use crate::learn::{self, NAME_PREFIX};
 use crate::record::{Out, Reader};
@@ -85,9 +86,11 @@ impl LiveEndpoints {
     /// Say, at most every `BEAT_MS`, that `config`'s endpoints are live; forget the
     /// configurations gone stale. The endpoints no live configuration has any more, that
     /// only those listed (a removed endpoint's open circuit would otherwise stay counted in
-    /// `circuits_open` for good once its deliveries had all ended: a review).
+    /// `circuits_open` for good once its deliveries had all ended: a review). A next beat
+    /// further ahead than `BEAT_MS` was set before the wall clock stepped back: it is due now
+    /// (`tick::every_due`), rather than the sender going unheard for the step.
     pub fn beat(&mut self, store: &dyn Store, config: &Config, now_ms: u64) -> Vec<String> {
-        if now_ms < self.next_beat_ms {
+        if !tick::every_due(self.next_beat_ms, now_ms, BEAT_MS) {
             return Vec::new();
         }
         self.next_beat_ms = now_ms.saturating_add(BEAT_MS);
@@ -398,6 +401,33 @@ mod tests {
         assert_eq!(entries.len(), 1, "b went stale: {entries:?}");
         assert_eq!(entries[0].names, ["a"]);
         assert_eq!(entries[0].seen_ms, STALE_MS);
+    }
+
+    /// The host's clock is the wall clock: stepped back (NTP, a resumed machine) after a
+    /// beat, it put the next beat ahead by the step, and for that long the sender neither said
+    /// what its configuration has nor learned of the endpoints no live configuration has any
+    /// more (their open circuits stayed counted in `circuits_open`).
+    #[test]
+    fn beats_go_on_after_the_clock_steps_back() {
+        let store = MemStore::new();
+        let (a, old) = (config(&["a"], None), config(&["a", "ops"], None));
+        let hour = 3_600_000;
+        let mut beats = LiveEndpoints::of_source(1);
+        beats.beat(&store, &a, hour);
+        // The clock stepped back an hour; another configuration beats once and goes away.
+        let now = 1_000;
+        LiveEndpoints::of_source(2).beat(&store, &old, now);
+        // The next beat is due now, not in an hour...
+        beats.beat(&store, &a, now);
+        let entries = decode(store.get(KEY).unwrap().map(|v| v.0).as_deref());
+        let mine = entries.iter().find(|e| e.source == 1).unwrap();
+        assert_eq!(mine.seen_ms, now);
+        // ... the ones after it come a `BEAT_MS` apart again...
+        let before = store.get(KEY).unwrap();
+        assert!(beats.beat(&store, &a, now + BEAT_MS - 1).is_empty());
+        assert_eq!(store.get(KEY).unwrap(), before);
+        // ... and the endpoint only the one gone had is told once that one is stale.
+        assert_eq!(beats.beat(&store, &a, now + STALE_MS), ["ops"]);
     }
 
     #[test]

@@ -64,15 +64,6 @@ pub fn stale_after_ms(tick_ms: u64) -> u64 {
     STALE_MS.max(tick_ms.saturating_mul(3))
 }
 
-/// Whether a sender whose next beat was set for `next_at_ms` beats at `now_ms`. The host's
-/// clock is the wall clock: stepped back (NTP, a resumed machine), it would put the next
-/// beat further ahead than a beat ever is, and the sender would neither say it is alive nor
-/// learn of the others (a peer that died, or a new one) for as long as the step. Such a beat
-/// is taken as due now.
-pub fn beat_due(next_at_ms: u64, now_ms: u64) -> bool {
-    now_ms >= next_at_ms || next_at_ms - now_ms > BEAT_MS
-}
-
 /// Say that sender `tag`, ticking every `tick_ms`, is alive at `now_ms`, dropping the
 /// senders gone stale; returns the tags of every live sender, `tag` included, in the order
 /// they first appeared.
@@ -220,18 +211,6 @@ mod tests {
             assert!(older_build(now).contains(&7), "at {now}");
         }
         assert!(!older_build(3 * tick).contains(&7));
-    }
-
-    #[test]
-    fn beats_come_a_beat_apart_and_not_a_clock_step_apart() {
-        let hour = 3_600_000;
-        let next = hour + BEAT_MS; // set by a beat at 1 h
-        assert!(!beat_due(next, hour));
-        assert!(!beat_due(next, next - 1));
-        assert!(beat_due(next, next));
-        assert!(beat_due(next, next + 5_000));
-        // The clock stepped back an hour after that beat: the next is due now, not in an hour.
-        assert!(beat_due(next, 500));
     }
 
     #[test]

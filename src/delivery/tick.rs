@@ -30,6 +30,14 @@ pub fn plan(now_ms: u64, regular_at_ms: u64, tick_ms: u64) -> Tick {
     }
 }
 
+/// Whether work done every `period_ms`, whose next time was set for `next_at_ms` (its last
+/// time and `period_ms`), is due at `now_ms`. The host's clock is the wall clock: stepped
+/// back (NTP, a resumed machine), it would put the next time further ahead than a period
+/// ever is, and the work would wait for as long as the step. Such a time is taken as due now.
+pub fn every_due(next_at_ms: u64, now_ms: u64, period_ms: u64) -> bool {
+    now_ms >= next_at_ms || next_at_ms - now_ms > period_ms
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +75,18 @@ mod tests {
             Tick::Early { next_in_ms } => assert!(next_in_ms <= 200),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn periodic_work_comes_a_period_apart_and_not_a_clock_step_apart() {
+        let (hour, period) = (3_600_000, 1_000);
+        let next = hour + period; // set by the work done at 1 h
+        assert!(!every_due(next, hour, period));
+        assert!(!every_due(next, next - 1, period));
+        assert!(every_due(next, next, period));
+        assert!(every_due(next, next + 5_000, period));
+        // The clock stepped back an hour after that: the next is due now, not in an hour.
+        assert!(every_due(next, 500, period));
     }
 
     /// A host whose clock gives nothing (`now_ms` 0 at every tick) still ticks regularly.

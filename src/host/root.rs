@@ -338,10 +338,12 @@ impl Root {
         let Some(shared) = self.shared.as_ref() else {
             return;
         };
-        if shared.config.role != Role::Sender || now < self.drift_check_at_ms {
+        if shared.config.role != Role::Sender
+            || !tick::every_due(self.drift_check_at_ms, now, DRIFT_CHECK_MS)
+        {
             return;
         }
-        self.drift_check_at_ms = now + DRIFT_CHECK_MS;
+        self.drift_check_at_ms = now.saturating_add(DRIFT_CHECK_MS);
         let theirs = hostcalls::get_shared_data(OBSERVED_CONFIG_KEY)
             .ok()
             .and_then(|(value, _)| value)
@@ -390,7 +392,7 @@ impl Root {
         let (Some(at), Some(shared)) = (self.beat_at_ms, &self.shared) else {
             return;
         };
-        if !peers::beat_due(at, now) {
+        if !tick::every_due(at, now, peers::BEAT_MS) {
             return;
         }
         self.beat_at_ms = Some(now.saturating_add(peers::BEAT_MS));
