@@ -46,6 +46,8 @@ const DEFAULT_MAX_PENDING: u64 = 10_000;
 pub const MAX_PENDING_LIMIT: u32 = 1_000_000;
 const DEFAULT_MAX_REMEMBERED: u64 = 65_536;
 const DEFAULT_TICK_MS: u64 = 100;
+/// The slowest `tickMs` allowed (every build has had this bound).
+pub const MAX_TICK_MS: u64 = 60_000;
 const MAX_NAME_LEN: usize = 64;
 const MAX_CHANNEL_TYPE: u64 = 12;
 const DEFAULT_MAX_LEARNED: u64 = 256;
@@ -1298,7 +1300,7 @@ impl RawConfig {
             limits: compile_limits(self.limits)?,
             dead_letter: self.dead_letter.map(compile_dead_letter).transpose()?,
             learn,
-            tick_ms: ranged("tickMs", self.tick_ms, DEFAULT_TICK_MS, 10, 60_000)?,
+            tick_ms: ranged("tickMs", self.tick_ms, DEFAULT_TICK_MS, 10, MAX_TICK_MS)?,
             role: match self.role.as_deref() {
                 None | Some("both") => Role::Both,
                 Some("observer") => Role::Observer,

@@ -11,6 +11,7 @@
 //! and twice the clients' p99). The ledger stays the truth: a wake-up handed to a VM that
 //! died since is found by the sweep.
 
+use crate::config::MAX_TICK_MS;
 use crate::store::{self, Store, StoreError};
 
 /// The key that lists the live senders: 12 bytes per sender, its tag and when it last said
@@ -21,6 +22,11 @@ const ENTRY: usize = 12;
 pub const BEAT_MS: u64 = 1_000;
 /// A sender not heard from for this long is left out: its VM is gone or stuck.
 pub const STALE_MS: u64 = 3 * BEAT_MS;
+/// The furthest ahead of the clock a sender's time is written: by a sender at the slowest
+/// `tickMs` (see [`stale_after_ms`]; older builds of this prefix wrote their plain time), and
+/// a beat for the clock another thread read a moment after this one's. A time further ahead
+/// was written before the wall clock stepped back.
+pub const MAX_AHEAD_MS: u64 = 3 * MAX_TICK_MS - STALE_MS + BEAT_MS;
 /// Senders listed at most: more VMs than this means more workers than any machine here.
 pub const MAX_PEERS: usize = 256;
 
@@ -71,13 +77,21 @@ pub fn stale_after_ms(tick_ms: u64) -> u64 {
 /// Its time is written later by what its ticks add beyond `STALE_MS`: every build of this
 /// prefix takes an entry for gone `STALE_MS` after its time, so older ones, which write the
 /// others' times back as they found them, keep a slow sender listed too.
+///
+/// A sender whose time is further ahead than `MAX_AHEAD_MS` is taken for gone too: the
+/// wall clock stepped back since it beat, and one that died meanwhile stayed listed for as
+/// long as the step. One alive lists itself again at its next beat.
 pub fn beat<S: Store + ?Sized>(
     store: &S,
     tag: u32,
     now_ms: u64,
     tick_ms: u64,
 ) -> Result<Vec<u32>, StoreError> {
-    let live = |e: &Entry| e.tag == tag || now_ms.saturating_sub(e.seen_ms) < STALE_MS;
+    let live = |e: &Entry| {
+        e.tag == tag
+            || (now_ms.saturating_sub(e.seen_ms) < STALE_MS
+                && e.seen_ms.saturating_sub(now_ms) <= MAX_AHEAD_MS)
+    };
     let seen_ms = now_ms.saturating_add(stale_after_ms(tick_ms) - STALE_MS);
     let written = store::update(store, PEERS_KEY, |cur| {
         let mut entries: Vec<Entry> = decode(cur).into_iter().filter(live).collect();
@@ -211,6 +225,48 @@ mod tests {
             assert!(older_build(now).contains(&7), "at {now}");
         }
         assert!(!older_build(3 * tick).contains(&7));
+    }
+
+    /// The host's clock is the wall clock: stepped back (NTP, a resumed machine), it left
+    /// every sender's time ahead by the step, and one that died then stayed listed (handed
+    /// backlogged wake-ups, left to the sweep) until the step had passed, an hour for an
+    /// hour's step. No sender of any build writes its time further ahead than the slowest
+    /// tick lets it (`MAX_AHEAD_MS`): one further ahead is taken for gone.
+    #[test]
+    fn a_sender_that_died_before_the_clock_stepped_back_goes_stale() {
+        let hour = 3_600_000;
+        let store = MemStore::new();
+        beat(&store, 7, hour, FAST).unwrap();
+        beat(&store, 9, hour, FAST).unwrap();
+        // The clock stepped back an hour; 7 died meanwhile.
+        assert_eq!(beat(&store, 9, 1_000, FAST).unwrap(), vec![9]);
+        // One alive comes back at its next beat.
+        assert_eq!(beat(&store, 7, 1_100, FAST).unwrap(), vec![9, 7]);
+        // A step back within the bound holds a dead sender that long and `STALE_MS` at most.
+        let store = MemStore::new();
+        beat(&store, 7, hour, FAST).unwrap();
+        let back = hour - MAX_AHEAD_MS;
+        assert_eq!(beat(&store, 9, back, FAST).unwrap(), vec![7, 9]);
+        assert_eq!(beat(&store, 9, back + 1, FAST).unwrap(), vec![7, 9]);
+        assert_eq!(beat(&store, 9, hour + STALE_MS, FAST).unwrap(), vec![9]);
+    }
+
+    /// The bound keeps the slowest sender listed, as this build and the older ones of this
+    /// prefix write it (the latter its plain time), just as `STALE_MS` does.
+    #[test]
+    fn the_slowest_sender_stays_listed_under_the_bound() {
+        let slowest = 60_000;
+        assert!(stale_after_ms(slowest) - STALE_MS + BEAT_MS <= MAX_AHEAD_MS);
+        let store = MemStore::new();
+        beat(&store, 7, 10_000, slowest).unwrap();
+        // Read a moment before it wrote (another thread's clock read), and through its
+        // three ticks.
+        for now in [9_000, 10_000, 10_000 + 3 * slowest - 1] {
+            assert!(beat(&store, 9, now, FAST).unwrap().contains(&7), "at {now}");
+        }
+        assert!(!beat(&store, 9, 10_000 + 3 * slowest, FAST)
+            .unwrap()
+            .contains(&7));
     }
 
     #[test]
