@@ -23,7 +23,8 @@ pub enum Outcome {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    /// No response: reset, connect error.
+    /// No response: reset, connect error, or Envoy's refusal to send the call on (a cluster
+    /// with no healthy host, in maintenance mode, or dropping calls for overload).
     Transport,
     /// Envoy gave up waiting for the endpoint.
     Timeout,
@@ -62,22 +63,40 @@ pub fn classify(response: &AttemptResponse) -> Outcome {
     }
 }
 
-/// The longest body `envoy_local_reply` needs to see; the host reads no more of a 502, 503 or
-/// 504.
+/// The longest body `envoy_local_reply` needs to see; the host reads no more of an answer
+/// `may_be_envoy_local_reply`.
 pub const LOCAL_REPLY_MAX_BYTES: usize = 512;
 
 /// The start of the body of Envoy's local reply to a reset before the response's headers.
 const RESET_BEFORE_HEADERS: &[u8] = b"upstream connect error or disconnect/reset before headers";
 
+/// Whether an answer with `status` may be Envoy's own local reply: only then is its body
+/// read for `envoy_local_reply`.
+pub fn may_be_envoy_local_reply(status: u16) -> bool {
+    matches!(status, 408 | 502..=504)
+}
+
+/// The body of the router's local reply when a cluster's `max_stream_duration` ends the call.
+const MAX_STREAM_DURATION: &[u8] = b"upstream max stream duration reached";
+
 /// What Envoy's own local reply to a webhook call says happened. Envoy answers a refused or
-/// closed connection, or a cluster with no host, with a 503 of its own, a reset for a
-/// protocol error (a malformed response, or headers past its limits) with a 502, and its
-/// timeout with a 504: by status alone, "receiver down" would read as "receiver answered
-/// 503". Its bodies tell them apart.
+/// closed connection, a cluster with no host, or one in maintenance mode or dropping calls
+/// for overload (`drop_overloads`), with a 503 of its own, a reset for a protocol error (a
+/// malformed response, or headers past its limits) with a 502, its timeout with a 504, and
+/// a cluster's `max_stream_duration` with a 504 (a 408 if the request was not all sent):
+/// by status alone, "receiver down" would read as "receiver answered 503". Its bodies tell
+/// them apart.
 pub fn envoy_local_reply(status: u16, body: &[u8]) -> Option<Failure> {
     match status {
-        504 if body == b"upstream request timeout" => Some(Failure::Timeout),
-        503 if body.starts_with(RESET_BEFORE_HEADERS) || body == b"no healthy upstream" => {
+        504 if body == b"upstream request timeout" || body == MAX_STREAM_DURATION => {
+            Some(Failure::Timeout)
+        }
+        408 if body == MAX_STREAM_DURATION => Some(Failure::Timeout),
+        503 if body.starts_with(RESET_BEFORE_HEADERS)
+            || body == b"no healthy upstream"
+            || body == b"maintenance mode"
+            || body == b"drop overload" =>
+        {
             Some(Failure::Transport)
         }
         502 if body.starts_with(RESET_BEFORE_HEADERS) => Some(Failure::Transport),
@@ -250,20 +269,46 @@ mod tests {
         // Envoy's router answers a reset for a protocol error (a malformed response, or
         // headers past its limits) with a 502 of its own.
         let protocol = b"upstream connect error or disconnect/reset before headers. reset reason: protocol error";
-        let table: [(u16, &[u8], Option<Failure>); 9] = [
+        // A review: the router's answers for a cluster's `max_stream_duration` (408 before
+        // the request was all sent, 504 after), and for a cluster in maintenance mode or
+        // dropping for overload (503), were labelled as the endpoint's own.
+        let max_duration = b"upstream max stream duration reached";
+        let table: [(u16, &[u8], Option<Failure>); 16] = [
             (504, b"upstream request timeout", Some(Failure::Timeout)),
             (503, refused, Some(Failure::Transport)),
             (503, b"no healthy upstream", Some(Failure::Transport)),
             (502, protocol, Some(Failure::Transport)),
             (502, b"Bad Gateway", None),
+            (504, max_duration, Some(Failure::Timeout)),
+            (408, max_duration, Some(Failure::Timeout)),
+            (503, b"maintenance mode", Some(Failure::Transport)),
+            (503, b"drop overload", Some(Failure::Transport)),
             // The endpoint's own answers, with these statuses or these words.
             (503, b"upstream request timeout", None),
             (504, refused, None),
             (503, b"Service Unavailable", None),
             (504, b"", None),
+            (408, b"Request Timeout", None),
+            (503, max_duration, None),
+            (504, b"maintenance mode", None),
         ];
         for (status, body, expected) in table {
             assert_eq!(envoy_local_reply(status, body), expected, "{status}");
+            if expected.is_some() {
+                assert!(may_be_envoy_local_reply(status), "{status}");
+            }
+        }
+        // The verdict stays a retry, whoever answered.
+        for (status, body, _) in table {
+            let r = AttemptResponse {
+                local_failure: envoy_local_reply(status, body),
+                ..response(status)
+            };
+            assert!(matches!(classify(&r), Outcome::Retry(_)), "{status}");
+        }
+        // Other statuses are the endpoint's: their bodies are not read.
+        for status in [200, 400, 404, 410, 429, 500] {
+            assert!(!may_be_envoy_local_reply(status), "{status}");
         }
     }
 

@@ -16,7 +16,9 @@ use super::succession::{self, Standing};
 use crate::config::{Config, Endpoint, Role};
 use crate::delivery::ledger::Ledger;
 use crate::delivery::live_endpoints;
-use crate::delivery::outcome::{envoy_local_reply, AttemptResponse, LOCAL_REPLY_MAX_BYTES};
+use crate::delivery::outcome::{
+    envoy_local_reply, may_be_envoy_local_reply, AttemptResponse, LOCAL_REPLY_MAX_BYTES,
+};
 use crate::delivery::peers::{self, Rotation, PEERS_KEY};
 use crate::delivery::sender::{Dispatch, Io, Sender};
 use crate::delivery::tick::{self, Tick};
@@ -544,8 +546,8 @@ impl Context for Root {
                 }
             }
             // Envoy's own replies for an endpoint it did not reach, or whose answer it could
-            // not read, are short 502s, 503s and 504s.
-            if let Some(status @ 502..=504) = response.status {
+            // not read or wait for, are short 408s, 502s, 503s and 504s.
+            if let Some(status) = response.status.filter(|&s| may_be_envoy_local_reply(s)) {
                 if body_size <= LOCAL_REPLY_MAX_BYTES {
                     let body =
                         hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
