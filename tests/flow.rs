@@ -7366,6 +7366,37 @@ fn a_clock_stepped_back_does_not_hold_a_retry_for_the_step() {
     assert_eq!((w.m(Metric::Pending), w.m(Metric::InFlight)), (0, 0));
 }
 
+/// A pause (`Retry-After`) ending further ahead than `maxDelayMs` from now (a wall clock
+/// stepped back since it was asked for) ends `maxDelayMs` from now instead (README). The
+/// admission that bounded it was refused by that very pause and wrote nothing back, so
+/// every later one bounded it again from its own now: the pause always ended `maxDelayMs`
+/// ahead, and the endpoint got nothing until the hour of the step had passed.
+#[test]
+fn a_pause_bounded_after_the_clock_stepped_back_ends_within_its_cap() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    w.reply(0, w.last().token, 429, Some("30"));
+    assert_eq!(w.m(Metric::RetriesScheduled), 1);
+    // A second later the clock goes back an hour: the pause ends an hour and 29 s ahead.
+    w.now = T0 + 1_000 - 3_600_000;
+    let stepped = w.now;
+    while w.sent().len() < 2 && w.now < stepped + 180_000 {
+        w.now += 1_000;
+        w.sweep();
+    }
+    assert_eq!(w.sent().len(), 2, "the pause held the retry for the step");
+    // `maxDelayMs` (60 s) and the second of slack its bound allows.
+    assert!(
+        w.now <= stepped + 62_000,
+        "retried {} ms after the step",
+        w.now - stepped
+    );
+    w.reply(0, w.last().token, 204, None);
+    w.reply(1, w.last().token, 204, None);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1);
+    assert_eq!((w.m(Metric::Pending), w.m(Metric::InFlight)), (0, 0));
+}
+
 /// A dispatch Envoy refuses is a failed attempt, recorded at once; when the store refuses
 /// that record too (a write that kept losing its CAS race), the claim stays with nothing on
 /// the wire, and the sender that finds it lapsed counts a lost attempt out of `in_flight`:

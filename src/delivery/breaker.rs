@@ -269,7 +269,7 @@ impl EndpointState {
         want: u32,
     ) -> (Admit, u32) {
         self.expire(now_ms);
-        self.bound_waits(now_ms, policy);
+        let _ = self.bound_waits(now_ms, policy);
         match self.gone {
             Some(target) if target == policy.target => return (Admit::Gone, 0),
             // The configuration moved the endpoint since: whatever answered 410 is not there.
@@ -403,7 +403,7 @@ impl EndpointState {
         now_ms: u64,
         policy: &BreakerPolicy,
     ) {
-        self.bound_waits(now_ms, policy);
+        let _ = self.bound_waits(now_ms, policy);
         let was_probe = self.probe.is_some_and(|p| p.slot == slot);
         self.release(sender, slot);
         if success {
@@ -485,20 +485,28 @@ impl EndpointState {
     /// under this policy: the wall clock stepped back since (or a configuration lowered the
     /// bound). Waiting for it would hold the endpoint, and every delivery to it, for as long as
     /// the step: the circuit is half-open now, and the pause ends by its cap from now.
-    fn bound_waits(&mut self, now_ms: u64, policy: &BreakerPolicy) {
+    ///
+    /// True when it bounded either: the record must then be written back even when the
+    /// admission is refused (by that very pause), or the next one bounds it again from its
+    /// own `now`, and the pause never ends.
+    pub fn bound_waits(&mut self, now_ms: u64, policy: &BreakerPolicy) -> bool {
         let slack_ms = CLOCK_SLACK_US / 1000;
         let furthest = now_ms
             .saturating_add(policy.open_ms)
             .saturating_add(slack_ms);
+        let mut bounded = false;
         if self.open_until_ms.is_some_and(|until| until > furthest) {
             self.open_until_ms = Some(now_ms);
+            bounded = true;
         }
         let capped = now_ms.saturating_add(policy.max_pause_ms);
         if let Some(pause) = self.pause.as_mut() {
             if pause.until_ms > capped.saturating_add(slack_ms) {
                 pause.until_ms = capped;
+                bounded = true;
             }
         }
+        bounded
     }
 
     fn expire(&mut self, now_ms: u64) {

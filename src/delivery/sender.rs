@@ -930,10 +930,14 @@ impl Sender {
         let mut verdict = (Admit::Full, 0, false);
         let result = store::update(io.store, &breaker::key(&endpoint.name), |cur| {
             let mut state = decode_state(cur);
+            // A wait bounded here is written even when refused (by that very pause): left
+            // unwritten, the next admission would bound it again from its own `now`.
+            let bounded = state.bound_waits(now, &policy);
             let (admit, taken) = state.admit_up_to(sender, slot, now, until, &policy, want);
             verdict = (admit, taken, state.is_clean());
             match admit {
                 Admit::Granted => Some((state.encode(), ())),
+                _ if bounded => Some((state.encode(), ())),
                 _ => None,
             }
         });
