@@ -7397,6 +7397,74 @@ fn a_pause_bounded_after_the_clock_stepped_back_ends_within_its_cap() {
     assert_eq!((w.m(Metric::Pending), w.m(Metric::InFlight)), (0, 0));
 }
 
+/// A half-open circuit's probe is leased in the endpoint's record until its claim would
+/// lapse, so that a sender that died with it out does not hold the endpoint for good. Its VM
+/// died with the probe on the wire, and the clock stepped back an hour: the lease lay an hour
+/// ahead, and every other sender was told the probe was out (sending nothing to the endpoint)
+/// until that hour had passed again, though the lost attempt itself lapsed (README: claims
+/// lapse without the step). A lease further ahead than any configuration leases was taken
+/// before the step: it runs as if taken now.
+#[test]
+fn a_probe_lost_before_the_clock_stepped_back_does_not_hold_the_endpoint_for_the_step() {
+    let json = ONE_ENDPOINT.replace(
+        r#""headers""#,
+        r#""circuitBreaker": {"failureThreshold": 1, "openMs": 1000}, "headers""#,
+    );
+    let mut w = World::new(&json, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 503, None);
+    // The circuit is half-open a second later: VM 0 sends the probe, and dies with it out.
+    w.now += 1_000;
+    w.tick(0);
+    assert_eq!(w.sent().len(), 2, "the probe");
+    // The clock goes back an hour; VM 1 alone ticks for a minute.
+    w.now = T0 + 1_100 - 3_600_000;
+    for _ in 0..60 {
+        w.now += 1_000;
+        for _ in 0..3 {
+            w.tick(1);
+        }
+    }
+    assert_eq!(w.m(Metric::DeliveriesFailed), 2, "the probe's claim lapsed");
+    assert_eq!(
+        w.sent().len(),
+        3,
+        "the lost probe held the endpoint for the step"
+    );
+    w.reply(1, w.last().token, 204, None);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1);
+    assert_eq!((w.m(Metric::Pending), w.m(Metric::InFlight)), (0, 0));
+}
+
+/// A sender keeps a place its attempt freed as a spare, to send on without asking the
+/// endpoint's record, for as long as the record leases it to that sender. Taken before the
+/// clock stepped back an hour, the record holds it as if taken at the step (a lease further
+/// ahead than any configuration's), but the sender went on trusting it for the hour: sent on
+/// it uncounted, and another sender took the place the record no longer counted, three
+/// attempts on the wire to an endpoint of two places.
+#[test]
+fn a_spare_place_taken_before_the_clock_stepped_back_is_not_sent_on_for_the_step() {
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 2, "headers""#);
+    let mut w = World::new(&json, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 204, None);
+    // VM 0 keeps the freed place as a spare. The clock goes back an hour.
+    w.now = T0 + 100 - 3_600_000;
+    w.observe(1, &[note(2, DeliveryStatus::Success, A)]);
+    w.reply(1, w.last().token, 204, None);
+    assert_eq!(w.sent().len(), 2);
+    // Past the lease the record gave VM 0's place at the step, two deliveries each.
+    w.now += 21_000;
+    w.observe(1, &[note(3, DeliveryStatus::Success, A)]);
+    w.observe(0, &[note(4, DeliveryStatus::Success, A)]);
+    w.observe(1, &[note(5, DeliveryStatus::Success, A)]);
+    assert_eq!(
+        w.sent().len(),
+        4,
+        "more attempts on the wire than the endpoint's places"
+    );
+}
+
 /// A dispatch Envoy refuses is a failed attempt, recorded at once; when the store refuses
 /// that record too (a write that kept losing its CAS race), the claim stays with nothing on
 /// the wire, and the sender that finds it lapsed counts a lost attempt out of `in_flight`:

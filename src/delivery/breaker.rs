@@ -188,7 +188,13 @@ pub struct BreakerPolicy {
     pub rate: Option<RatePolicy>,
     /// The longest pause a `Retry-After` may ask for (the endpoint's `maxDelayMs`).
     pub max_pause_ms: u64,
+    /// How long a place (or the probe) taken now is held if its sender never reports back.
+    pub lease_ms: u64,
 }
+
+/// The furthest ahead any configuration leases a place or the probe: the longest
+/// `timeoutMs`, the claim's margin and the spare places' margin.
+pub const FURTHEST_LEASE_MS: u64 = crate::config::MAX_TIMEOUT_MS + 15_000;
 
 /// How much older one VM's `now` may be than the one another VM last took a token at (each
 /// takes its time once per callback): a bucket full again beyond what its policy allows by
@@ -506,6 +512,23 @@ impl EndpointState {
                 bounded = true;
             }
         }
+        // A place or probe leased further ahead than any configuration leases was taken before
+        // the clock stepped back: held as if taken now, not for the step (a sender that died
+        // with the probe out would hold the endpoint half-open, sending nothing, that long).
+        let leased = now_ms.saturating_add(policy.lease_ms);
+        let stale = |until_ms: u64| until_ms > now_ms + FURTHEST_LEASE_MS + slack_ms;
+        for h in &mut self.holders {
+            if stale(h.until_ms) {
+                h.until_ms = leased;
+                bounded = true;
+            }
+        }
+        if let Some(probe) = self.probe.as_mut() {
+            if stale(probe.until_ms) {
+                probe.until_ms = leased;
+                bounded = true;
+            }
+        }
         bounded
     }
 
@@ -534,6 +557,7 @@ mod tests {
         target: 7,
         rate: None,
         max_pause_ms: 120_000,
+        lease_ms: 16_000,
     };
     const LEASE_MS: u64 = 5_000;
     const A: u32 = 11;
@@ -959,6 +983,35 @@ mod tests {
         assert!(s.is_open(10_999));
         assert!(!s.is_open(11_000));
         assert_eq!(admit(&mut s, 9, 11_000), Admit::Granted);
+    }
+
+    /// Places taken, and the probe, are leased until the attempt's claim would lapse, so a
+    /// sender that went away with them frees them. Taken before the clock stepped back an
+    /// hour, they were held for the hour: the endpoint had no place (and, half-open, no
+    /// probe) for it. A lease further ahead than any configuration's was taken before the
+    /// step: it runs as if taken now, and `bound_waits` says so, for the record to be written.
+    #[test]
+    fn places_and_the_probe_taken_before_the_clock_stepped_back_lapse_without_the_step() {
+        const T: u64 = 1_800_000_000_000;
+        let lease = T + FURTHEST_LEASE_MS;
+        let mut s = EndpointState::default();
+        assert_eq!(s.admit(B, 1, T, lease, &POLICY), Admit::Granted);
+        assert_eq!(s.admit(B, 2, T, lease, &POLICY), Admit::Granted);
+        let back = T + 1_000 - 3_600_000;
+        assert_eq!(admit(&mut s, 3, back), Admit::Full, "held on this clock");
+        assert_eq!(admit(&mut s, 3, back + POLICY.lease_ms), Admit::Granted);
+        // Half-open, the probe of a sender gone before the step.
+        let mut s = opened_at(T);
+        let open = T + POLICY.open_ms;
+        assert_eq!(
+            s.admit(B, 9, open, open + FURTHEST_LEASE_MS, &POLICY),
+            Admit::Granted
+        );
+        let back = open - 3_600_000;
+        assert!(s.bound_waits(back, &POLICY), "bounded: to be written");
+        assert!(!s.bound_waits(back, &POLICY), "once");
+        assert_eq!(admit(&mut s, 10, back), Admit::ProbeBusy);
+        assert_eq!(admit(&mut s, 10, back + POLICY.lease_ms), Admit::Granted);
     }
 
     /// The host's clock is the wall clock: stepped back (NTP, a resumed VM) while the circuit

@@ -8,7 +8,9 @@
 use crate::hashing::HashMap;
 
 use crate::config::{Config, Endpoint, Target, MAX_TIMEOUT_MS};
-use crate::delivery::breaker::{self, Admit, BreakerPolicy, EndpointState, RatePolicy};
+use crate::delivery::breaker::{
+    self, Admit, BreakerPolicy, EndpointState, RatePolicy, FURTHEST_LEASE_MS,
+};
 use crate::delivery::due::Due;
 use crate::delivery::held::Held;
 use crate::delivery::ledger::{AttemptRecord, Ledger, Record, Slot, State};
@@ -314,6 +316,7 @@ fn breaker_policy(e: &Endpoint) -> BreakerPolicy {
         target: fnv1a64(&[e.target.cluster.as_bytes(), url(&e.target).as_bytes()]),
         rate: e.rate_limit.map(|r| RatePolicy::new(r.per_second, r.burst)),
         max_pause_ms: e.retry.max_delay_ms(),
+        lease_ms: lease_until(0, e).saturating_add(SPARE_MARGIN_MS),
     }
 }
 
@@ -907,6 +910,23 @@ impl Sender {
             // Lapsed in the record already (as a tick would find): kept, they would join the
             // places taken below, uncounted there.
             spare.count = 0;
+        }
+        if spare.until_ms
+            > io.now_ms
+                .saturating_add(FURTHEST_LEASE_MS + STEPPED_SLACK_MS)
+        {
+            // Taken before the wall clock stepped back: the record holds them as if taken at
+            // the step (`bound_waits`), not for as long as this sender believes; given back,
+            // to be taken again below with a lease on this clock.
+            if spare.count > 0 {
+                give_back(
+                    io,
+                    &endpoint.name,
+                    self.id,
+                    std::mem::take(&mut spare.count),
+                );
+            }
+            spare.until_ms = io.now_ms;
         }
         if spare.count > 0 && spare.clean && spare.until_ms >= lease_until && keeps_spares(endpoint)
         {
