@@ -516,7 +516,8 @@ impl EndpointState {
         // the clock stepped back: held as if taken now, not for the step (a sender that died
         // with the probe out would hold the endpoint half-open, sending nothing, that long).
         let leased = now_ms.saturating_add(policy.lease_ms);
-        let stale = |until_ms: u64| until_ms > now_ms + FURTHEST_LEASE_MS + slack_ms;
+        let furthest_lease = now_ms.saturating_add(FURTHEST_LEASE_MS + slack_ms);
+        let stale = |until_ms: u64| until_ms > furthest_lease;
         for h in &mut self.holders {
             if stale(h.until_ms) {
                 h.until_ms = leased;
