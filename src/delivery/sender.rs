@@ -916,16 +916,9 @@ impl Sender {
                 .saturating_add(FURTHEST_LEASE_MS + STEPPED_SLACK_MS)
         {
             // Taken before the wall clock stepped back: the record holds them as if taken at
-            // the step (`bound_waits`), not for as long as this sender believes; given back,
-            // to be taken again below with a lease on this clock.
-            if spare.count > 0 {
-                give_back(
-                    io,
-                    &endpoint.name,
-                    self.id,
-                    std::mem::take(&mut spare.count),
-                );
-            }
+            // the step (`bound_waits`), not for as long as this sender believes; too near
+            // their end for this send (below), they are given back, to be taken again with a
+            // lease on this clock.
             spare.until_ms = io.now_ms;
         }
         if spare.count > 0 && spare.clean && spare.until_ms >= lease_until && keeps_spares(endpoint)
