@@ -7,6 +7,8 @@
 
 use std::collections::VecDeque;
 
+use crate::delivery::tick;
+
 /// Reports one sender keeps on the wire at once (2,000 expiring together once sent 433 in
 /// one tick). One that finds the wire full waits its turn with those to be tried again.
 pub const MAX_REPORTS_OUT: usize = 64;
@@ -14,15 +16,16 @@ pub const MAX_REPORTS_OUT: usize = 64;
 /// Delays before the second to the sixth try (about 21 minutes in all); then the report is
 /// given up. Four tries over 72 s lost every report of a dead-letter receiver down for a
 /// routine deploy.
-pub const RETRY_DELAYS_MS: [u64; 5] = [2_000, 10_000, 60_000, 300_000, 900_000];
+pub const RETRY_DELAYS_MS: [u64; 5] = [2_000, 10_000, 60_000, 300_000, LONGEST_DELAY_MS];
+const LONGEST_DELAY_MS: u64 = 900_000;
 
 /// A waiting report due further ahead than the longest delay and a second was set before
 /// the wall clock stepped back: it is due now, rather than held for the step on top of its
 /// delay (and holding one of the `MAX_WAITING` places meanwhile).
-const MAX_AHEAD_MS: u64 = 900_000 + 1_000;
+const MAX_AHEAD_MS: u64 = LONGEST_DELAY_MS + 1_000;
 
 fn is_due(at_ms: u64, now_ms: u64) -> bool {
-    at_ms <= now_ms || at_ms - now_ms > MAX_AHEAD_MS
+    tick::every_due(at_ms, now_ms, MAX_AHEAD_MS)
 }
 
 /// Reports waiting for the wire or for another try; one more is given up at once.

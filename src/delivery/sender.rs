@@ -51,6 +51,8 @@ const RELEASE_PER_TICK: usize = 4096;
 const IDLE_EVERY: u32 = 10;
 /// Places taken beyond the asking attempt stay usable this long past its lease.
 const SPARE_MARGIN_MS: u64 = 5_000;
+// The breaker's bound on leases is the longest one this sender sets (`breaker_policy`).
+const _: () = assert!(FURTHEST_LEASE_MS == MAX_TIMEOUT_MS + LEASE_MARGIN_MS + SPARE_MARGIN_MS);
 
 /// What one round of retrying held deliveries may spend: sends, and ledger reads (held
 /// entries go stale when another sender delivers them; skipping those must not use up the
