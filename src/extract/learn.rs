@@ -45,18 +45,12 @@ impl std::fmt::Display for Registration {
                     Some(id) => write!(f, "{id}")?,
                     None => f.write_str("(id unknown)")?,
                 }
-                // Its scheme and host only: a receiver may check a token in the path or
-                // query (README), which does not belong in Envoy's log.
-                match crate::config::split_scheme(webhook_url) {
-                    Some((scheme, rest)) => {
-                        let end = rest
-                            .bytes()
-                            .position(|b| matches!(b, b'/' | b'?' | b'#'))
-                            .unwrap_or(rest.len());
-                        let host = rest.get(..end).unwrap_or_default();
-                        write!(f, " at {scheme}://{host}/...")
-                    }
-                    None => f.write_str(" at a URL that is not absolute"),
+                // Its scheme and host only, as the configuration's URL parser reads them: a
+                // receiver may check a token in the path or query (README), which does not
+                // belong in Envoy's log, and a URL it refuses (credentials in it) is not shown.
+                match crate::config::parse_url(webhook_url) {
+                    Ok((scheme, authority, _)) => write!(f, " at {scheme}://{authority}/..."),
+                    Err(_) => f.write_str(" at a URL the filter does not accept"),
                 }
             }
             Registration::Delete { webhook_id } => write!(f, "webhook {webhook_id} deleted"),
@@ -344,6 +338,9 @@ mod tests {
             shown("https://hooks.example.com"),
             "provider 1 webhook 3 at https://hooks.example.com/..."
         );
+        // Credentials in the authority are no more for the log than a token in the path.
+        let with_userinfo = shown("https://partner:S5CRET@hooks.example.com/t");
+        assert!(!with_userinfo.contains("S5CRET"), "{with_userinfo}");
     }
 
     #[test]
