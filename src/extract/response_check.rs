@@ -52,6 +52,10 @@ pub struct Ending {
     pub responded: bool,
     /// Why the answer's body stopped being copied.
     pub skipped: Option<Metric>,
+    /// A GraphQL call whose request body the VM had no room to copy: its query cannot be
+    /// read, so its answer cannot be either, for want of room as much as an answer refused
+    /// for room.
+    pub query_refused: bool,
 }
 
 /// What a watched call's finished stream calls for.
@@ -76,14 +80,17 @@ pub enum Verdict {
 /// (a delete's 204) still teaches, and a delete teaches from its path even when its answer
 /// was not copied.
 pub fn verdict(ending: &Ending, status: impl FnOnce() -> Option<u64>) -> Verdict {
+    let skipped = ending
+        .skipped
+        .or(ending.query_refused.then_some(Metric::SkippedBufferFull));
     if !ending.registration {
         if !ending.responded {
             return Verdict::Unanswered;
         }
         return Verdict::Answered {
-            skip: ending.skipped,
+            skip: skipped,
             learn: false,
-            notifications: ending.notifications && ending.skipped.is_none(),
+            notifications: ending.notifications && skipped.is_none(),
         };
     }
     let status = status();
@@ -98,9 +105,9 @@ pub fn verdict(ending: &Ending, status: impl FnOnce() -> Option<u64>) -> Verdict
         };
     }
     Verdict::Answered {
-        skip: ending.skipped,
+        skip: skipped,
         learn: true,
-        notifications: ending.notifications && ending.skipped.is_none(),
+        notifications: ending.notifications && skipped.is_none(),
     }
 }
 
@@ -212,6 +219,7 @@ mod tests {
                 notifications,
                 responded,
                 skipped,
+                query_refused: false,
             };
             let mut asked = 0;
             let got = verdict(&ending, || {
@@ -221,5 +229,42 @@ mod tests {
             assert_eq!(got, want, "{ending:?} status {status:?}");
             assert_eq!(asked, usize::from(registration), "{ending:?}: status asked");
         }
+    }
+
+    /// A GraphQL call whose request body the VM had no room to copy (`watch.maxBufferedBytes`)
+    /// cannot have its query read, so neither can its answer: counted where the room ran
+    /// out, as an answer refused for room is, not as a query the filter could not read
+    /// (`_no_query`, which points an operator at the clients' requests). A review found such
+    /// answers counted in `bodies_skipped_no_query`.
+    #[test]
+    fn a_graphql_answer_whose_request_found_no_room_counts_as_buffer_full() {
+        use Metric::{SkippedBufferFull, SkippedNotJson, SkippedStatus};
+        let refused = |registration, responded, skipped| Ending {
+            registration,
+            notifications: true,
+            responded,
+            skipped,
+            query_refused: true,
+        };
+        let answered = |skip, learn| Verdict::Answered {
+            skip: Some(skip),
+            learn,
+            notifications: false,
+        };
+        // A poll: not read, and its status not asked for it.
+        let poll = verdict(&refused(false, true, None), || panic!("status asked"));
+        assert_eq!(poll, answered(SkippedBufferFull, false));
+        // What the answer's own bytes said comes first.
+        let text = verdict(&refused(false, true, Some(SkippedNotJson)), || None);
+        assert_eq!(text, answered(SkippedNotJson, false));
+        assert_eq!(
+            verdict(&refused(false, false, None), || None),
+            Verdict::Unanswered
+        );
+        // A registration: judged by its status first, and taught from what can be read.
+        let taken = verdict(&refused(true, true, None), || Some(200));
+        assert_eq!(taken, answered(SkippedBufferFull, true));
+        let failed = verdict(&refused(true, true, None), || Some(500));
+        assert_eq!(failed, answered(SkippedStatus, false));
     }
 }

@@ -54,9 +54,9 @@ pub struct Watch {
     request: Vec<u8>,
     /// The whole request body is in `request`.
     request_complete: bool,
-    /// Part of the request body was not read (too large, or refused for room): what was read
-    /// is dropped and no more is.
-    request_gap: bool,
+    /// Part of the request body was not read, and why: what was read is dropped and no more
+    /// is.
+    request_gap: Option<Gap>,
     /// The response's first body chunk came.
     responded: bool,
     /// Why the response body stopped being copied: counted once the call is known to be
@@ -71,6 +71,16 @@ pub struct Watch {
     /// alone exports the request-headers callback (build/wasm_exports.py): there `on_log`
     /// never comes and `on_done` can read no header.
     passed: Option<PassedHead>,
+}
+
+/// Why part of a request body was not copied.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gap {
+    /// Past `MAX_GRAPHQL_REQUEST_BYTES`, or not handed over.
+    Unread,
+    /// Refused for room (`watch.maxBufferedBytes`): a GraphQL call's answer is then counted
+    /// as one refused for room, not as one whose query the filter cannot read.
+    NoRoom,
 }
 
 /// What `on_http_request_headers` saw of the request, for a stream read in `on_done`.
@@ -97,7 +107,7 @@ impl Watch {
             shared,
             request: Vec::new(),
             request_complete: false,
-            request_gap: false,
+            request_gap: None,
             responded: false,
             skipped: None,
             body: Body::Empty,
@@ -173,7 +183,7 @@ impl Watch {
             &watch.graphql_paths,
             &watch.rest_path_prefixes,
         );
-        let no_body = self.request.is_empty() && !self.request_gap;
+        let no_body = self.request.is_empty() && self.request_gap.is_none();
         if kind == Some(WatchKind::Graphql) && no_body {
             kind = None; // a GET, not a GraphQL call
         }
@@ -298,6 +308,7 @@ impl Watch {
             notifications: call.notifications,
             responded: self.responded,
             skipped: self.skipped,
+            query_refused: call.kind == WatchKind::Graphql && self.request_gap == Some(Gap::NoRoom),
         };
         let extract::Verdict::Answered {
             skip,
@@ -637,16 +648,17 @@ impl HttpContext for Watch {
     /// Trailers end a request whose last body chunk did not (gRPC-style clients over
     /// HTTP/2): its body is whole. Envoy calls this only for requests that have them.
     fn on_http_request_trailers(&mut self, _: usize) -> Action {
-        self.request_complete = !self.request_gap;
+        self.request_complete = self.request_gap.is_none();
         Action::Continue
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
-        if self.request_gap {
+        if self.request_gap.is_some() {
             return Action::Continue;
         }
         if size > 0 {
-            let fits = self.request.len() + size <= MAX_GRAPHQL_REQUEST_BYTES && self.hold(size);
+            let within = self.request.len() + size <= MAX_GRAPHQL_REQUEST_BYTES;
+            let fits = within && self.hold(size);
             let chunk = fits
                 .then(|| hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size))
                 .and_then(|r| r.ok().flatten());
@@ -662,7 +674,11 @@ impl HttpContext for Watch {
             match chunk {
                 Some(chunk) => self.request.extend_from_slice(&chunk),
                 None => {
-                    self.request_gap = true;
+                    self.request_gap = Some(if within && !fits {
+                        Gap::NoRoom
+                    } else {
+                        Gap::Unread
+                    });
                     let request = std::mem::take(&mut self.request);
                     self.give_back(request.len() + if fits { size } else { 0 });
                     return Action::Continue;
