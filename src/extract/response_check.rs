@@ -267,4 +267,23 @@ mod tests {
         let failed = verdict(&refused(true, true, None), || Some(500));
         assert_eq!(failed, answered(SkippedStatus, false));
     }
+
+    /// Brotli has no magic bytes: its first byte gives the window and the first block's
+    /// length, and a page of 64 KiB to 1 MiB compressed at its libraries' default window (22)
+    /// begins `[`. Such a body passes the first bytes' test, is copied, and is refused by the
+    /// parser: counted as malformed, as README (Limits) says, not as not JSON.
+    #[test]
+    fn a_brotli_page_can_begin_as_json_does() {
+        use crate::extract::{read, ExtractError, RequestFacts, WatchKind};
+        // The first bytes of a 231 KB GraphQL page compressed by brotli 1.2 at its defaults
+        // (quality 11, window 22); quality 4 and 5 begin alike.
+        const BROTLI: &[u8] = &[
+            0x5b, 0x17, 0x86, 0x93, 0x40, 0xd8, 0xc6, 0x38, 0x06, 0x13, 0x7c, 0xad, 0x08, 0xa6,
+            0x1b, 0x98,
+        ];
+        assert_eq!((sniff(BROTLI), sniff_whole(BROTLI)), (None, None));
+        let parsed = read(WatchKind::Rest, BROTLI, &RequestFacts::Unread, |_| ());
+        assert_eq!(parsed, Err(ExtractError::NotJson));
+        assert_eq!(ExtractError::NotJson.metric(), Metric::SkippedMalformed);
+    }
 }
