@@ -776,6 +776,7 @@ class EnvoyProcess:
     clusters: {cluster_name: port or Receiver} rendered as STATIC webhook clusters.
     use_lds: the listener comes from a watched file so `update_filter_config` can replace it.
     bootstrap_extra: more top-level bootstrap fields (e.g. `stats_config`).
+    filters_before: HTTP filters placed before the wasm filter (e.g. a `buffer` filter).
     """
 
     def __init__(self, workdir: Path | str, upstream_port: int, filter_config: Mapping[str, Any] | str | None = None,
@@ -786,7 +787,8 @@ class EnvoyProcess:
                  buffer_limit_bytes: int | None = None, name: str = "envoy", cwd: Path | str | None = None,
                  bootstrap_extensions: Sequence[dict] = (), failure_policy: str = "FAIL_OPEN",
                  reload_config: Mapping[str, Any] | None = None, drain_time_s: int = 1,
-                 bootstrap_extra: Mapping[str, Any] | None = None, vm_id: str = VM_ID):
+                 bootstrap_extra: Mapping[str, Any] | None = None, vm_id: str = VM_ID,
+                 filters_before: Sequence[dict] = ()):
         self.workdir = Path(workdir)
         self.cwd = Path(cwd) if cwd else self.workdir  # Envoy's working directory
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -807,6 +809,7 @@ class EnvoyProcess:
         self.buffer_limit_bytes = buffer_limit_bytes
         self.bootstrap_extensions = list(bootstrap_extensions)
         self.bootstrap_extra = copy.deepcopy(dict(bootstrap_extra or {}))
+        self.filters_before = copy.deepcopy(list(filters_before))
         self.failure_policy = failure_policy
         self.reload_config = dict(reload_config or {})
         self.name = name
@@ -866,7 +869,7 @@ class EnvoyProcess:
         }
 
     def listener(self, cfg: Mapping[str, Any] | str | None) -> dict:
-        http_filters = []
+        http_filters = list(self.filters_before)
         if cfg is not None:
             http_filters.append(self.wasm_filter(cfg))
         http_filters.append({"name": "envoy.filters.http.router", "typed_config": {

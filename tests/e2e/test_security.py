@@ -20,6 +20,7 @@ import copy
 import hashlib
 import json
 import os
+import socket
 import ssl
 import subprocess
 import threading
@@ -1243,3 +1244,55 @@ def test_a_learned_hostname_is_delivered_through_a_dynamic_forward_proxy_cluster
     assert len(refused) == 1 and "msg_3102_5_" in refused[0], refused
     envoy.wait_metric("deliveries_succeeded", 2, timeout=EXPECT_S)
     assert envoy.metric("deliveries_succeeded_after_retry") == 1
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["bare", "buffer_filter_in_front"])
+def test_slow_request_bodies_hold_no_copy_room_behind_a_buffer_filter(osmox, make_receiver, make_envoy,
+                                                                       filter_wasm, buffered):
+    """A client on a watched GraphQL path that sends most of a request body and then waits
+    holds what the filter copied of it (up to 64 KiB a request) within the VM's
+    `watch.maxBufferedBytes` until its stream ends, and answers that find no room are not
+    read (README Security, slow clients). With Envoy's `buffer` filter ahead of this one, the
+    filter sees a request body only once it is whole, so slow requests hold none of its room."""
+    crm = make_receiver("crm")
+    max_body = 4096
+    cfg = filter_config([endpoint("crm", crm)], tick_ms=TICK_MS,
+                        watch={"graphqlPaths": ["/graphql"], "restPathPrefixes": ["/notifications"],
+                               "maxBodyBytes": max_body, "maxBufferedBytes": 1 << 20})
+    before = [{"name": "envoy.filters.http.buffer", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+        "max_request_bytes": 1 << 20}}] if buffered else []
+    envoy = make_envoy(osmox.port, cfg, clusters=clusters_for(cfg, {"crm": crm}), concurrency=1,
+                       filters_before=before)
+    row = load_sample("rest-create-notification-response.v8.json")
+    row["delivery_status"] = 5
+    sent = osmox.set_json("GET", f"/notifications/{row['id']}", row)
+    assert len(sent) <= max_body
+
+    # Sixteen slow requests, each with 64 KiB of a body that never ends (the most the filter
+    # copies of a request): when the filter copies them, they take all of the VM's 1 MiB.
+    slow = []
+    received = "http.ingress.downstream_cx_rx_bytes_total"
+    with contextlib.ExitStack() as stack:
+        for body_bytes in [64 * 1024] * 16:
+            s = stack.enter_context(socket.create_connection((HOST, envoy.listener_port), timeout=10))
+            head = (f"POST /graphql HTTP/1.1\r\nhost: osmox\r\ncontent-type: application/json\r\n"
+                    f"content-length: {body_bytes + 1000}\r\n\r\n").encode()
+            s.sendall(head + b"{" + b" " * (body_bytes - 1))
+            slow.append(len(head) + body_bytes)
+            # Envoy counts bytes as it reads them and hands them to the filters in the same
+            # callback, on its one worker: once counted, they were offered to the filter.
+            envoy.wait_stat(received, sum(slow), timeout=EXPECT_S)
+        r = envoy.client.get(f"/notifications/{row['id']}")
+        assert r.status == 200 and r.body == sent
+        if buffered:
+            assert crm.wait_for(1, EXPECT_S)[0].json()["id"] == row["id"]
+            assert envoy.metric("bodies_skipped_buffer_full") == 0
+        else:
+            envoy.wait_metric("bodies_skipped_buffer_full", 1, timeout=EXPECT_S)
+            assert crm.settle(SETTLE_S) == []
+    # The slow requests are gone and their room given back: the same answer is read now.
+    if not buffered:
+        r = envoy.client.get(f"/notifications/{row['id']}")
+        assert r.status == 200 and r.body == sent
+        assert crm.wait_for(1, EXPECT_S)[0].json()["id"] == row["id"]
