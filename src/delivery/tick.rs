@@ -2,6 +2,8 @@
 //! forward for large bodies waiting to be read (`tick_soon` in the host) does only those
 //! reads, and the timer is then set for when the regular one is due.
 
+use std::cell::Cell;
+
 /// What one tick does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tick {
@@ -36,6 +38,29 @@ pub fn plan(now_ms: u64, regular_at_ms: u64, tick_ms: u64) -> Tick {
 /// ever is, and the work would wait for as long as the step. Such a time is taken as due now.
 pub fn every_due(next_at_ms: u64, now_ms: u64, period_ms: u64) -> bool {
     now_ms >= next_at_ms || next_at_ms - now_ms > period_ms
+}
+
+/// How often an `EveryMinute` warning may be said.
+const MINUTE_MS: u64 = 60_000;
+
+/// A warning said at most once a minute per VM: what it reports goes on, and the metric
+/// beside it counts each time. A minute by `every_due`: a wall clock stepped back after a
+/// warning would otherwise silence it for as long as the step.
+#[derive(Debug, Default)]
+pub struct EveryMinute(Cell<Option<u64>>);
+
+impl EveryMinute {
+    /// Whether to say it at `now_ms` (and, if so, that it was said then).
+    pub fn due(&self, now_ms: u64) -> bool {
+        let due = self
+            .0
+            .get()
+            .is_none_or(|at| every_due(at.saturating_add(MINUTE_MS), now_ms, MINUTE_MS));
+        if due {
+            self.0.set(Some(now_ms));
+        }
+        due
+    }
 }
 
 #[cfg(test)]
@@ -96,5 +121,30 @@ mod tests {
             panic!("the first tick is regular");
         };
         assert_eq!(plan(0, next_at_ms, 200), Tick::Regular { next_at_ms: 200 });
+    }
+
+    #[test]
+    fn a_warning_is_said_at_most_once_a_minute() {
+        let w = EveryMinute::default();
+        assert!(w.due(1_000));
+        assert!(!w.due(1_000));
+        assert!(!w.due(60_999));
+        assert!(w.due(61_000));
+        assert!(!w.due(61_001));
+    }
+
+    /// The host's clock is the wall clock: stepped back (NTP, a resumed machine) after a
+    /// warning, it silenced the warning for as long as the step (an hour's step, an hour of
+    /// streams counted in `streams_unlogged` without the line that says why), rather than a
+    /// minute.
+    #[test]
+    fn a_clock_stepped_back_does_not_silence_a_warning_for_the_step() {
+        const T: u64 = 1_764_000_000_000;
+        let w = EveryMinute::default();
+        assert!(w.due(T));
+        let back = T + 10_000 - 3_600_000;
+        assert!(w.due(back), "a minute on this clock is not an hour away");
+        assert!(!w.due(back + 1_000), "and then once a minute again");
+        assert!(w.due(back + 60_000));
     }
 }

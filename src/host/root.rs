@@ -21,7 +21,7 @@ use crate::delivery::outcome::{
 };
 use crate::delivery::peers::{self, Rotation, PEERS_KEY};
 use crate::delivery::sender::{Dispatch, Io, Sender};
-use crate::delivery::tick::{self, Tick};
+use crate::delivery::tick::{self, EveryMinute, Tick};
 use crate::delivery::wake;
 use crate::events::{KnownEvents, Memory, RecentResponses};
 use crate::extract::{persisted, KnownRequests};
@@ -77,24 +77,6 @@ pub struct Shared {
     no_sender_warned: EveryMinute,
     /// When this VM last warned of a stream it could not read (`warn_unlogged`).
     unlogged_warned: EveryMinute,
-}
-
-/// A warning said at most once a minute per VM: what it reports goes on, and the metric
-/// beside it counts each time.
-#[derive(Default)]
-struct EveryMinute(Cell<Option<u64>>);
-
-impl EveryMinute {
-    fn due(&self, now_ms: u64) -> bool {
-        let due = self
-            .0
-            .get()
-            .is_none_or(|at| now_ms.saturating_sub(at) >= 60_000);
-        if due {
-            self.0.set(Some(now_ms));
-        }
-        due
-    }
 }
 
 impl Shared {
