@@ -557,6 +557,36 @@ impl Config {
     }
 }
 
+/// A singleton sender's watch on the observers' published `delivery_fingerprint`: whether a
+/// look at it warrants the warning that they deliver differently. Each drift is said once,
+/// not at every look; one that comes back after the observers were in step again is a new
+/// drift.
+#[derive(Debug, Default)]
+pub struct DriftWatch {
+    /// The observers' fingerprint last warned about.
+    warned: Option<u64>,
+}
+
+impl DriftWatch {
+    /// Whether to warn, the singleton's own fingerprint being `ours` and the observers'
+    /// `theirs` (`None`: nothing this build can read).
+    pub fn warns(&mut self, ours: u64, theirs: Option<u64>) -> bool {
+        let Some(theirs) = theirs else {
+            return false;
+        };
+        if theirs == ours {
+            // Back in step: a later drift, even to a print warned about before, is new.
+            self.warned = None;
+            return false;
+        }
+        if self.warned == Some(theirs) {
+            return false;
+        }
+        self.warned = Some(theirs);
+        true
+    }
+}
+
 /// How `delivery_fingerprint` is computed; bump it whenever
 /// `the_delivery_fingerprint_is_pinned` has to change.
 const FINGERPRINT_FORMAT: u32 = 1;
@@ -2076,6 +2106,22 @@ mod tests {
     /// A singleton sender of one build compares its fingerprint with the observers' of
     /// another, under one prefix of shared data: a change to how it is computed must come with
     /// a new `FINGERPRINT_FORMAT`, or the singleton warns of a drift that is not there.
+    #[test]
+    fn a_drift_is_warned_once_and_again_when_it_comes_back() {
+        let (ours, x, y) = (1, 2, 3);
+        let mut w = DriftWatch::default();
+        assert!(!w.warns(ours, None), "nothing this build reads");
+        assert!(!w.warns(ours, Some(ours)));
+        assert!(w.warns(ours, Some(x)));
+        assert!(!w.warns(ours, Some(x)), "said once, not at every look");
+        assert!(w.warns(ours, Some(y)), "another drift");
+        // Observers rolled back to the singleton's configuration, then moved off it again:
+        // the earlier warning, a while ago, says nothing of this drift (a review found it
+        // went unwarned).
+        assert!(!w.warns(ours, Some(ours)));
+        assert!(w.warns(ours, Some(y)));
+    }
+
     #[test]
     fn the_delivery_fingerprint_is_pinned() {
         let config = parse(

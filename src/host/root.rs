@@ -13,7 +13,7 @@ use super::http::{read_later, Watch};
 use super::metrics::EnvoyMetrics;
 use super::shared_store::{ensure, SharedData};
 use super::succession::{self, Standing};
-use crate::config::{Config, Endpoint, Role};
+use crate::config::{Config, DriftWatch, Endpoint, Role};
 use crate::delivery::ledger::Ledger;
 use crate::delivery::live_endpoints;
 use crate::delivery::outcome::{
@@ -275,9 +275,9 @@ pub struct Root {
     /// Whether it said that, as a sender only, its HTTP contexts watch nothing.
     warned_inert: Cell<bool>,
     /// A singleton sender's check that the observers deliver by its configuration: when it
-    /// next looks, and the observers' fingerprint it last warned about.
+    /// next looks, and what it warned about.
     drift_check_at_ms: u64,
-    drift_warned: Option<u64>,
+    drift: DriftWatch,
     /// When the tick's own work is next due; ticks before then only read what waits.
     regular_tick_at_ms: u64,
 }
@@ -332,13 +332,12 @@ impl Root {
             .ok()
             .and_then(|(value, _)| value)
             .and_then(|v| Config::read_published_fingerprint(&v));
-        let Some(theirs) = theirs else {
-            return;
-        };
-        if theirs == shared.config.delivery_fingerprint() || self.drift_warned == Some(theirs) {
+        if !self
+            .drift
+            .warns(shared.config.delivery_fingerprint(), theirs)
+        {
             return;
         }
-        self.drift_warned = Some(theirs);
         log::warn!(
             "#{} the observers' configuration delivers differently from this singleton sender's (endpoints, their URLs, headers, policies or keys, the dead letter, or learning): an LDS update does not reach a bootstrap extension, so deliveries go by the configuration Envoy started with, and those for endpoints it lacks are dropped. Put the same configuration in the bootstrap and restart Envoy",
             self.context_id
@@ -355,7 +354,7 @@ impl Root {
             beat_at_ms: None,
             warned_inert: Cell::new(false),
             drift_check_at_ms: 0,
-            drift_warned: None,
+            drift: DriftWatch::default(),
             regular_tick_at_ms: 0,
         }
     }
