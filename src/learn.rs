@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::config::{CircuitPolicy, Config, Endpoint, Learn, Target};
-use crate::delivery::breaker;
+use crate::delivery::{breaker, sender};
 use crate::events::repeats_a_key;
 use crate::extract::Registration;
 use crate::metrics::{Metric, Metrics};
@@ -264,6 +264,15 @@ fn v4_from(hi: u16, lo: u16) -> Ipv4Addr {
     Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))
 }
 
+/// What a write of the map did.
+struct Modified {
+    change: Change,
+    /// How many mappings it added (negative: removed).
+    mappings: i64,
+    /// The providers whose mapping it ended.
+    ended: Vec<u64>,
+}
+
 /// One learned mapping, stored with short keys because the whole list is rewritten each time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
@@ -334,29 +343,36 @@ impl Registry {
     ) -> Result<Change, StoreError> {
         let result = self.applied(store, reg, learn);
         let counts: &[(Metric, i64)] = match &result {
-            Ok((Change::Added | Change::Changed, _)) => &[(Metric::RegistrationsLearned, 1)],
-            Ok((Change::Removed, _)) => &[(Metric::RegistrationsRemoved, 1)],
-            Ok((Change::Unchanged, _)) => &[],
-            Ok((Change::Refused(_), 0)) => &[(Metric::RegistrationsRefused, 1)],
-            Ok((Change::Refused(_), _)) => &[
-                (Metric::RegistrationsRefused, 1),
-                (Metric::RegistrationsRemoved, 1),
-            ],
-            Ok((Change::Full, _)) => &[(Metric::RegistrationsFull, 1)],
-            Ok((Change::Unread, _)) => &[(Metric::RegistrationsUnread, 1)],
+            Ok(m) => match (m.change, m.mappings) {
+                (Change::Added | Change::Changed, _) => &[(Metric::RegistrationsLearned, 1)],
+                (Change::Removed, _) => &[(Metric::RegistrationsRemoved, 1)],
+                (Change::Unchanged, _) => &[],
+                (Change::Refused(_), 0) => &[(Metric::RegistrationsRefused, 1)],
+                (Change::Refused(_), _) => &[
+                    (Metric::RegistrationsRefused, 1),
+                    (Metric::RegistrationsRemoved, 1),
+                ],
+                (Change::Full, _) => &[(Metric::RegistrationsFull, 1)],
+                (Change::Unread, _) => &[(Metric::RegistrationsUnread, 1)],
+            },
             Err(_) => &[(Metric::StoreConflicts, 1)],
         };
         for (metric, delta) in counts {
             metrics.add(*metric, *delta);
         }
-        // By the map's size, not by the change: a webhook row that moves to another provider
-        // takes the mapping of the one it left.
-        if let Ok((_, mappings)) = result {
-            if mappings != 0 {
-                metrics.add(Metric::LearnedEndpoints, mappings);
+        if let Ok(m) = &result {
+            // By the map's size, not by the change: a webhook row that moves to another
+            // provider takes the mapping of the one it left.
+            if m.mappings != 0 {
+                metrics.add(Metric::LearnedEndpoints, m.mappings);
+            }
+            // No configuration has an ended mapping's endpoint any more: a circuit left open
+            // on it would stay counted in `circuits_open` for good, no attempt ever closing it.
+            for provider in &m.ended {
+                sender::forget_circuit(store, metrics, &learned_name(*provider));
             }
         }
-        let result = result.map(|(change, _)| change);
+        let result = result.map(|m| m.change);
         match &result {
             Ok(Change::Refused(why)) => log::warn!("webhook registration not learned: {why}"),
             Ok(Change::Full) => {
@@ -375,16 +391,16 @@ impl Registry {
         reg: &Registration,
         learn: &Learn,
     ) -> Result<Change, StoreError> {
-        self.applied(store, reg, learn).map(|(change, _)| change)
+        self.applied(store, reg, learn).map(|m| m.change)
     }
 
-    /// `apply`, with how many mappings it added (or, negative, removed).
+    /// `apply`, with what it did to the map.
     fn applied<S: Store + ?Sized>(
         &self,
         store: &S,
         reg: &Registration,
         learn: &Learn,
-    ) -> Result<(Change, i64), StoreError> {
+    ) -> Result<Modified, StoreError> {
         match reg {
             Registration::Upsert {
                 provider_id,
@@ -392,7 +408,11 @@ impl Registry {
                 webhook_url,
             } => self.upserted(store, *provider_id, *webhook_id, webhook_url, learn),
             Registration::Delete { webhook_id } => self.remove(store, *webhook_id),
-            Registration::Unread(_) => Ok((Change::Unread, 0)),
+            Registration::Unread(_) => Ok(Modified {
+                change: Change::Unread,
+                mappings: 0,
+                ended: Vec::new(),
+            }),
         }
     }
 
@@ -408,7 +428,7 @@ impl Registry {
         learn: &Learn,
     ) -> Result<Change, StoreError> {
         self.upserted(store, provider_id, webhook_id, url, learn)
-            .map(|(change, _)| change)
+            .map(|m| m.change)
     }
 
     fn upserted<S: Store + ?Sized>(
@@ -418,19 +438,22 @@ impl Registry {
         webhook_id: Option<u64>,
         url: &str,
         learn: &Learn,
-    ) -> Result<(Change, i64), StoreError> {
+    ) -> Result<Modified, StoreError> {
         if let Err(refusal) = checked(url, learn) {
             // OsmoX took the registration: its webhook for the provider no longer goes to
             // the URL learned before, so neither may the filter's (a review found notifications
             // still sent to a URL its owner had moved away from).
             // The same goes for a webhook row that moved here from another provider.
-            let (_, mappings) = self.modify(store, |entries| {
+            let removed = self.modify(store, |entries| {
                 let before = entries.len();
                 entries
                     .retain(|e| e.p != provider_id && (webhook_id.is_none() || e.w != webhook_id));
                 (Change::Removed, entries.len() != before)
             })?;
-            return Ok((Change::Refused(refusal), mappings));
+            return Ok(Modified {
+                change: Change::Refused(refusal),
+                ..removed
+            });
         }
         self.modify(store, |entries| {
             let before = entries.len();
@@ -468,11 +491,11 @@ impl Registry {
     }
 
     /// Forget the mapping of webhook row `webhook_id`, if one is known.
-    pub fn remove<S: Store + ?Sized>(
+    fn remove<S: Store + ?Sized>(
         &self,
         store: &S,
         webhook_id: u64,
-    ) -> Result<(Change, i64), StoreError> {
+    ) -> Result<Modified, StoreError> {
         self.modify(store, |entries| {
             let before = entries.len();
             entries.retain(|e| e.w != Some(webhook_id));
@@ -484,27 +507,41 @@ impl Registry {
         })
     }
 
-    /// Rewrite the map with `f` (which says what changed, and whether to write): the change,
-    /// and how many mappings the write added (negative: removed).
+    /// Rewrite the map with `f` (which says what changed, and whether to write).
     fn modify<S: Store + ?Sized>(
         &self,
         store: &S,
         mut f: impl FnMut(&mut Vec<Entry>) -> (Change, bool),
-    ) -> Result<(Change, i64), StoreError> {
+    ) -> Result<Modified, StoreError> {
         let mut outcome = Change::Unchanged;
         let written = store::update(store, KEY, |current| {
             let mut entries = decode(current);
-            let before = entries.len();
+            let before: Vec<u64> = entries.iter().map(|e| e.p).collect();
             let (change, write) = f(&mut entries);
             outcome = change;
             if !write {
                 return None;
             }
             let mappings = i64::try_from(entries.len()).unwrap_or(i64::MAX)
-                - i64::try_from(before).unwrap_or(i64::MAX);
-            Some((encode(&entries), (change, mappings)))
+                - i64::try_from(before.len()).unwrap_or(i64::MAX);
+            let ended = before
+                .into_iter()
+                .filter(|p| entries.iter().all(|e| e.p != *p))
+                .collect();
+            Some((
+                encode(&entries),
+                Modified {
+                    change,
+                    mappings,
+                    ended,
+                },
+            ))
         })?;
-        Ok(written.unwrap_or((outcome, 0)))
+        Ok(written.unwrap_or(Modified {
+            change: outcome,
+            mappings: 0,
+            ended: Vec::new(),
+        }))
     }
 
     /// The learned endpoints, built fresh from the store: name `learned-<providerId>`, target
@@ -978,6 +1015,75 @@ mod tests {
         assert_eq!(m.get(Metric::LearnedEndpoints), 0);
         assert_eq!(m.get(Metric::RegistrationsRefused), 3);
         assert_eq!(m.get(Metric::RegistrationsRemoved), 2);
+    }
+
+    /// A review: a learned endpoint's circuit left open (its receiver died, its deliveries
+    /// all ended) stayed counted in `circuits_open` for good once its registration was
+    /// removed, since no attempt would ever close it; a removed configured endpoint's is
+    /// forgotten once no live configuration has it. A registration ends by a delete, by a
+    /// URL the policy refuses, or by its row moving to another provider: each forgets the
+    /// circuit of the endpoint it ends, and only that one.
+    #[test]
+    fn a_removed_registrations_open_circuit_is_no_longer_counted() {
+        use crate::delivery::breaker::EndpointState;
+        use crate::metrics::CountingMetrics;
+        let config = config(r#""allowHosts": ["hooks.example.com", "*.partner.example.com"]"#);
+        let l = config.learn.clone().unwrap();
+        let (store, m) = (MemStore::new(), CountingMetrics::default());
+        let reg = Registry::new(8);
+        let row = |p: u64, w: u64, url: &str| Registration::Upsert {
+            provider_id: p,
+            webhook_id: Some(w),
+            webhook_url: url.to_string(),
+        };
+        for (p, w) in [(1, 11), (2, 12), (3, 13), (4, 14)] {
+            assert_eq!(
+                reg.apply_counted(&store, &row(p, w, A), &l, &m),
+                Ok(Change::Added)
+            );
+        }
+        // Every circuit opened, counted by the senders that opened them.
+        for p in 1..=4 {
+            let key = breaker::key(&learned_name(p));
+            store.set(&key, br#"{"f":5,"o":1000}"#, None).unwrap();
+        }
+        m.add(Metric::CircuitsOpen, 4);
+        let tripped = |p: u64| {
+            let (value, _) = store.get(&breaker::key(&learned_name(p))).unwrap().unwrap();
+            EndpointState::decode(&value).unwrap().is_tripped()
+        };
+
+        let delete = Registration::Delete { webhook_id: 11 };
+        assert_eq!(
+            reg.apply_counted(&store, &delete, &l, &m),
+            Ok(Change::Removed)
+        );
+        assert!(!tripped(1));
+        assert_eq!(m.get(Metric::CircuitsOpen), 3);
+
+        let refused = row(2, 12, "http://169.254.169.254/");
+        assert!(matches!(
+            reg.apply_counted(&store, &refused, &l, &m),
+            Ok(Change::Refused(_))
+        ));
+        assert!(!tripped(2));
+        assert_eq!(m.get(Metric::CircuitsOpen), 2);
+
+        // Row 13 moves from provider 3 to provider 4, whose mapping stays (at its new URL).
+        assert_eq!(
+            reg.apply_counted(&store, &row(4, 13, B), &l, &m),
+            Ok(Change::Changed)
+        );
+        assert!(!tripped(3));
+        assert!(tripped(4), "an endpoint that stays keeps its circuit");
+        assert_eq!(m.get(Metric::CircuitsOpen), 1);
+
+        // Removed again, or never known: nothing more to forget.
+        assert_eq!(
+            reg.apply_counted(&store, &delete, &l, &m),
+            Ok(Change::Unchanged)
+        );
+        assert_eq!(m.get(Metric::CircuitsOpen), 1);
     }
 
     #[test]

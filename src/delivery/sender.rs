@@ -300,13 +300,19 @@ pub struct Sender {
 /// No live configuration has `endpoint` any more: a circuit left open on it would stay
 /// counted in `circuits_open` for good, since no attempt will ever close it (a review).
 fn forget_breaker(io: &mut Io, endpoint: &str) {
-    let forgot = store::update(io.store, &breaker::key(endpoint), |cur| {
+    forget_circuit(io.store, io.metrics, endpoint);
+}
+
+/// `forget_breaker`, for whoever ends an endpoint: of the VMs that find it tripped, the one
+/// whose write resets it counts it out.
+pub fn forget_circuit<S: Store + ?Sized>(store: &S, metrics: &dyn Metrics, endpoint: &str) {
+    let forgot = store::update(store, &breaker::key(endpoint), |cur| {
         decode_state(cur)
             .is_tripped()
             .then(|| (EndpointState::default().encode(), ()))
     });
     if matches!(forgot, Ok(Some(()))) {
-        io.metrics.add(Metric::CircuitsOpen, -1);
+        metrics.add(Metric::CircuitsOpen, -1);
     }
 }
 
