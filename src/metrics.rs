@@ -113,6 +113,27 @@ impl Metric {
 /// and per configured endpoint (`endpoint.<name>.attempt_duration_ms`).
 pub const ATTEMPT_DURATION: &str = "attempt_duration_ms";
 
+/// The ids Envoy gave this VM for the metrics it defined, by name. Envoy hands out a fresh
+/// id at every definition, even of a name defined before, and keeps an entry for each until
+/// the VM goes; every configuration a VM loads (a root context of its own) defines them all,
+/// so without this each update left the VM's whole set (51 ids, and 13 per endpoint) behind
+/// in Envoy for good.
+#[derive(Debug, Default)]
+pub struct DefinedIds(crate::hashing::HashMap<String, u32>);
+
+impl DefinedIds {
+    /// The id of the metric `name`: the one it was given before, or the one `define` gets
+    /// (a definition the host refused is asked for again next time).
+    pub fn id(&mut self, name: &str, define: impl FnOnce() -> Option<u32>) -> Option<u32> {
+        if let Some(id) = self.0.get(name) {
+            return Some(*id);
+        }
+        let id = define()?;
+        self.0.insert(name.to_string(), id);
+        Some(id)
+    }
+}
+
 /// Where the core reports metrics; the host maps it to proxy-wasm stats. A no-op in tests
 /// that do not care.
 pub trait Metrics {
@@ -278,6 +299,29 @@ mod tests {
             .and_then(|r| r.split('\'').next())
             .expect("the shipped config has a stats_tags regex");
         assert!(section.contains(&format!("(`{rule}`, tag")), "{rule}");
+    }
+
+    /// Envoy gives a fresh id (and keeps it) at every definition: a VM that loads another
+    /// configuration asks for the ids it was given already, not for new ones.
+    #[test]
+    fn a_metric_is_defined_once_per_vm() {
+        let mut ids = DefinedIds::default();
+        let asked = std::cell::Cell::new(0);
+        let define = |id| {
+            asked.set(asked.get() + 1);
+            id
+        };
+        assert_eq!(ids.id("pending", || define(Some(7))), Some(7));
+        assert_eq!(ids.id("pending", || define(Some(8))), Some(7));
+        assert_eq!(
+            ids.id("endpoint.crm.deliveries_sent", || define(Some(9))),
+            Some(9)
+        );
+        assert_eq!(asked.get(), 2);
+        // Refused: asked again next time.
+        assert_eq!(ids.id("in_flight", || define(None)), None);
+        assert_eq!(ids.id("in_flight", || define(Some(10))), Some(10));
+        assert_eq!(asked.get(), 4);
     }
 
     /// The host keeps its metric ids in a list indexed by `metric as usize`.

@@ -17,7 +17,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
 use crate::config::Endpoint;
-use crate::metrics::{Metric, MetricKind, Metrics, ATTEMPT_DURATION, PREFIX};
+use crate::metrics::{DefinedIds, Metric, MetricKind, Metrics, ATTEMPT_DURATION, PREFIX};
 
 #[derive(Default)]
 pub struct EnvoyMetrics {
@@ -40,13 +40,27 @@ struct EndpointMetrics {
     durations: Option<u32>,
 }
 
+thread_local! {
+    /// For the VM, whose every configuration defines the same metrics.
+    static DEFINED: RefCell<DefinedIds> = RefCell::new(DefinedIds::default());
+}
+
 fn define(kind: MetricType, name: &str) -> Option<u32> {
-    hostcalls::define_metric(kind, &format!("{PREFIX}{name}")).ok()
+    let name = format!("{PREFIX}{name}");
+    let define = || hostcalls::define_metric(kind, &name).ok();
+    DEFINED
+        .try_with(|d| match d.try_borrow_mut() {
+            Ok(mut d) => d.id(&name, define),
+            Err(_) => define(),
+        })
+        .ok()
+        .flatten()
 }
 
 impl EnvoyMetrics {
-    /// Define every metric once per root context (Envoy hands back the same stat for a name
-    /// defined again); a metric the host refuses becomes a no-op.
+    /// Every metric, defined once per VM (`DefinedIds`): a root context that configures
+    /// after another takes the ids that one was given. A metric the host refuses becomes a
+    /// no-op.
     pub fn define(endpoints: &[Endpoint]) -> Self {
         let ids: Vec<Option<u32>> = Metric::ALL
             .iter()
