@@ -220,13 +220,14 @@ pub fn read_rows<R>(
             if let Some(Value::Object(data)) = root.get("data") {
                 let keys = &query.archived_keys;
                 let everywhere = keys.len() > graphql::MAX_ARCHIVED_KEYS;
+                let fields = FieldsByKey::new(&query.notification_fields);
                 for (k, v) in data.members().iter().take(MAX_MEMBERS) {
                     // `archivedNotifications` is a root field: its answer is one of `data`'s.
                     found.archived = everywhere || keys.iter().any(|a| k.is(a));
                     // `notification(notificationId: N)` may answer an archived row under the
                     // archive's own id: N is the identity the caller asked about, and without
                     // it the answer is not delivered under a wrong id.
-                    match query.notification_fields.iter().find(|f| k.is(&f.key)) {
+                    match fields.get(*k) {
                         None => found.visit(v, 1, None),
                         Some(NotificationField { id: Some(id), .. }) => {
                             found.visit(v, 1, Some(*id));
@@ -259,6 +260,50 @@ pub fn read_rows<R>(
         skipped_objects: found.skipped,
         rows: found.rows,
     }))
+}
+
+/// A query's `notification` fields, found by the key of each member of `data`. A query may
+/// name hundreds of them beside thousands of other root fields (`__typename` aliases cost
+/// OsmoX nothing, and a fragment spread under `@skip(if: true)` runs none of its fields yet
+/// counts them): comparing every member with every field cost the product of the two. A few
+/// are looked through; more, through an index sorted by key, so an answer costs
+/// O(m log f).
+struct FieldsByKey<'q> {
+    fields: &'q [NotificationField],
+    /// Each field's key and index, sorted; only for many fields.
+    sorted: Option<Vec<(&'q str, usize)>>,
+}
+
+impl<'q> FieldsByKey<'q> {
+    /// Up to this many fields are looked through.
+    const LINEAR: usize = 16;
+
+    fn new(fields: &'q [NotificationField]) -> Self {
+        let sorted = (fields.len() > Self::LINEAR).then(|| {
+            let mut sorted: Vec<(&'q str, usize)> = fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.key.as_str(), i))
+                .collect();
+            crate::heapsort::sort(&mut sorted);
+            sorted
+        });
+        FieldsByKey { fields, sorted }
+    }
+
+    /// The first field answering under `key`.
+    fn get(&self, key: json::Str<'_>) -> Option<&'q NotificationField> {
+        let Some(sorted) = &self.sorted else {
+            return self.fields.iter().find(|f| key.is(&f.key));
+        };
+        let key = key.text();
+        // Equal keys sort by index: the first of them is the first field.
+        let at = sorted.partition_point(|(k, _)| *k < key.as_ref());
+        match sorted.get(at) {
+            Some((k, i)) if *k == key.as_ref() => self.fields.get(*i),
+            _ => None,
+        }
+    }
 }
 
 /// Read a watched answer, asking what costs a hostcall only when the answer calls for
@@ -1628,6 +1673,48 @@ mod tests {
             summary(&x),
             vec![(5, 5, None, None, None), (6, 6, None, None, None)]
         );
+    }
+
+    /// A fourth review: each member of `data` was compared with every `notification` field of
+    /// the query, so an answer cost the product of the two. A query within the 64 KiB read
+    /// can name about 900 such fields (in a fragment spread under `@skip(if: true)`, so
+    /// OsmoX runs none of them) beside 2,500 `__typename` aliases: every poll of it took
+    /// about 40 times what its answer cost to read without them (measured natively). Quadratic
+    /// work would take minutes here.
+    #[test]
+    fn many_members_against_many_notification_fields_cost_n_log_n() {
+        let n = 400_000;
+        let fields = (0..n)
+            .map(|i| NotificationField {
+                key: format!("n{i:06}"),
+                id: Some(i),
+            })
+            .collect();
+        let facts = RequestFacts::Plain(QueryFacts {
+            notification_fields: fields,
+            ..QueryFacts::default()
+        });
+        let mut body = String::from(r#"{"data":{"#);
+        for i in 0..MAX_MEMBERS - 3 {
+            body.push_str(&format!(r#""t{i:06}":"Query","#));
+        }
+        // A key written with an escape is the same key; one no field answers under is read
+        // by its own id.
+        body.push_str(r#""n\u003000007":{"id":9001,"deliveryStatus":5},"#);
+        body.push_str(r#""n399999":{"id":9002,"deliveryStatus":6},"#);
+        body.push_str(r#""n4":{"id":9003,"deliveryStatus":2}}}"#);
+        let start = std::time::Instant::now();
+        let x = extract(WatchKind::Graphql, body.as_bytes(), &facts).unwrap();
+        assert!(start.elapsed() < std::time::Duration::from_secs(20));
+        assert_eq!(
+            summary(&x),
+            vec![
+                (7, 5, None, None, None),
+                (399_999, 6, None, None, None),
+                (9003, 2, None, None, None)
+            ]
+        );
+        assert_eq!(x.skipped_objects, 0);
     }
 
     /// A review: aliases let a client forge a status (`deliveryStatus: channelType`) or walk
