@@ -177,12 +177,17 @@ impl<'a> Value<'a> {
     /// A number whose value is a whole one below 2^53, however it is written (`5`, `5.0`,
     /// `1.0E7`): what a JavaScript or GraphQL server that reads it as a double takes as an id.
     pub fn as_whole(&self) -> Option<u64> {
-        self.as_u64().or_else(|| {
-            let f = self.as_f64()?;
-            // Below 2^53 a double holds every whole number exactly, as the server's do.
-            let exact = (0.0..9_007_199_254_740_992.0).contains(&f) && f.fract() == 0.0;
-            exact.then_some(f as u64)
-        })
+        // Below 2^53 a double holds every whole number exactly, as the server's do; from there
+        // on the server rounds what it reads, and may look up another id than the text's.
+        const EXACT: u64 = 1 << 53;
+        match self.as_u64() {
+            Some(n) => (n < EXACT).then_some(n),
+            None => {
+                let f = self.as_f64()?;
+                let exact = (0.0..9_007_199_254_740_992.0).contains(&f) && f.fract() == 0.0;
+                exact.then_some(f as u64)
+            }
+        }
     }
 
     /// A number written as an integer that fits an `i64`, as serde_json's `as_i64`: `-0`
@@ -2089,6 +2094,23 @@ pub(crate) mod tests {
         }
         assert_eq!(ok("12345.5000000000000000000").as_whole(), None);
         assert_eq!(ok("9007199254740992.00000000000").as_whole(), None, "2^53");
+    }
+
+    /// A fourth review: a whole number written as an integer skipped the bound, so
+    /// `9007199254740993` was taken as itself, though a server that reads it as a double takes
+    /// it as 2^53 (the id it looks up), and 2^53 was taken written as an integer and refused
+    /// written with a point.
+    #[test]
+    fn a_whole_number_at_or_past_2_53_is_none_however_written() {
+        for src in [
+            "9007199254740992",
+            "9007199254740993",
+            "18446744073709551615",
+            "9007199254740993.0",
+        ] {
+            assert_eq!(ok(src).as_whole(), None, "{src}");
+        }
+        assert_eq!(ok("9007199254740991").as_whole(), Some((1 << 53) - 1));
     }
 
     #[test]

@@ -549,11 +549,11 @@ fn argument<'a>(toks: &[Tok<'a>], open: usize, name: &str) -> Option<ArgValue<'a
 
 fn resolve(value: ArgValue<'_>, variables: Option<&Object<'_>>) -> Option<u64> {
     match value {
-        ArgValue::Literal(s) => s.trim().parse().ok().or_else(|| {
-            // GraphQL's number syntax is JSON's.
+        // GraphQL's number syntax is JSON's; OsmoX's server reads the id as a double.
+        ArgValue::Literal(s) => {
             let arena = json::Arena::new();
-            json::parse(s.as_bytes(), &arena).ok()?.as_whole()
-        }),
+            json::parse(s.trim().as_bytes(), &arena).ok()?.as_whole()
+        }
         ArgValue::Variable(v) => match variables?.get(v)? {
             n @ Value::Number(_) => n.as_whole(),
             Value::String(s) => s.text().trim().parse().ok(),
@@ -744,6 +744,30 @@ mod tests {
             let literal = format!("{{ notification(notificationId: {id}) {{ id }} }}");
             assert_eq!(first_id(&facts(&literal)), want, "{literal}");
         }
+    }
+
+    /// A fourth review: an id written as an integer past 2^53 was taken as written, though
+    /// OsmoX's server reads it as a double and looks up another one (`9007199254740993` is
+    /// 2^53 to it): an answer under the wrong id. Such an id is not known.
+    #[test]
+    fn an_id_a_double_cannot_hold_is_not_known() {
+        let q = "query Get($id: Float!) { notification(notificationId: $id) { id } }";
+        for id in [
+            "9007199254740992",
+            "9007199254740993",
+            "18446744073709551615",
+        ] {
+            let body = format!(r#"{{"query":"{q}","variables":{{"id":{id}}}}}"#);
+            assert_eq!(
+                first_id(&graphql_request_facts(body.as_bytes())),
+                None,
+                "{id}"
+            );
+            let literal = format!("{{ notification(notificationId: {id}) {{ id }} }}");
+            assert_eq!(first_id(&facts(&literal)), None, "{literal}");
+        }
+        let literal = "{ notification(notificationId: 9007199254740991) { id } }";
+        assert_eq!(first_id(&facts(literal)), Some((1 << 53) - 1));
     }
 
     #[test]
