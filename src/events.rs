@@ -498,23 +498,43 @@ impl Memory {
         Ok(verdict)
     }
 
-    /// The deliveries of `id`'s event of `generation` were given the result its first views
-    /// lacked: later views need not give it again.
+    /// The deliveries of `id`'s event of `generation` in `given` were given the result its
+    /// first views lacked: once they are all the event's, later views need not give it
+    /// again. Otherwise the deliveries of the event not among them are returned, and the
+    /// memory stays marked: another worker recorded them after the verdict that named
+    /// `given` (a view that opened an endpoint, taken in at the same time), and cleared now,
+    /// they would wait out their time and go without the result every later view shows.
     pub fn result_given<S: Store + ?Sized>(
         &self,
         store: &S,
         id: u64,
         generation: Generation,
-    ) -> Result<(), StoreError> {
+        given: &[Place],
+    ) -> Result<Vec<Place>, StoreError> {
+        let mut missed = Vec::new();
         store::update(store, &self.key(id), |current| {
+            missed.clear(); // a lost CAS race runs this again
             let (index, mut seen) = find(current, id)?;
             if seen.generation != generation || !seen.awaits_result {
+                return None;
+            }
+            missed.extend(
+                seen.slots
+                    .iter()
+                    .filter(|h| h.generation == generation)
+                    .map(|h| Place {
+                        endpoint: h.endpoint,
+                        slot: h.slot,
+                    })
+                    .filter(|p| !given.contains(p)),
+            );
+            if !missed.is_empty() {
                 return None;
             }
             seen.awaits_result = false;
             Some((rewrite(current, Some(index), &seen), ()))
         })?;
-        Ok(())
+        Ok(missed)
     }
 
     /// Record which ledger slot holds the delivery of `id`'s event of `generation` to each
@@ -1201,7 +1221,7 @@ mod tests {
         assert_eq!(m.observe(&s, &view(Present, T2), 2).unwrap(), arrived);
         // Until the deliveries were given it (a store error may have left them without).
         assert_eq!(m.observe(&s, &view(Present, T2), 3).unwrap(), arrived);
-        m.result_given(&s, 1, Generation(1)).unwrap();
+        m.result_given(&s, 1, Generation(1), &[]).unwrap();
         assert_eq!(
             m.observe(&s, &view(Present, T2), 3).unwrap(),
             Verdict::Duplicate
@@ -1373,7 +1393,7 @@ mod tests {
             m.observe(&s, &view(3, None, Null, T1), 0).unwrap(),
             fresh(1)
         );
-        m.result_given(&s, 3, Generation::FIRST).unwrap();
+        m.result_given(&s, 3, Generation::FIRST, &[]).unwrap();
         assert_eq!(
             opened(&view(3, Some(7), NotSelected, T1), 1),
             (vec![], false, false)
@@ -1443,14 +1463,15 @@ mod tests {
         // ... the second's gives the result to `all`, the one delivery it finds ...
         let given = m.observe(&s, &view(None, Present, T2), 2).unwrap();
         assert_eq!(given_to(given), vec![all]);
-        m.result_given(&s, 1, Generation::FIRST).unwrap();
+        m.result_given(&s, 1, Generation::FIRST, &[all]).unwrap();
         // ... and then the first records `p1`'s, waiting.
         m.record_slots(&s, 1, Generation::FIRST, &[p1], true)
             .unwrap();
         // The next view with the result gives it to both.
         let next = m.observe(&s, &view(Some(7), Present, T2), 3).unwrap();
         assert_eq!(given_to(next), vec![all, p1]);
-        m.result_given(&s, 1, Generation::FIRST).unwrap();
+        m.result_given(&s, 1, Generation::FIRST, &[all, p1])
+            .unwrap();
         assert_eq!(
             m.observe(&s, &view(Some(7), Present, T2), 4).unwrap(),
             Verdict::Duplicate
@@ -2179,7 +2200,7 @@ mod tests {
         assert_eq!(m.observe(&s, &view(0, T1, Null), 0).unwrap(), fresh(1));
         assert_eq!(m.observe(&s, &view(1, T3, Null), 1).unwrap(), fresh(2));
         // A worker that took in the first event's result gives it to that event's deliveries.
-        m.result_given(&s, 1, Generation(1)).unwrap();
+        m.result_given(&s, 1, Generation(1), &[]).unwrap();
         assert!(matches!(
             m.observe(&s, &view(1, T4, Present), 2).unwrap(),
             Verdict::Filled {

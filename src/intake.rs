@@ -258,35 +258,59 @@ impl<S: Store + ?Sized> Recording<'_, S> {
             crate::payload::with_result(stored, &result).filter(|filled| filled != stored)
         };
         let mut stored = true;
-        for place in &event.previous {
-            let of = EventFor {
-                endpoint: place.endpoint,
-                notification: n.id,
-                generation: event.generation,
-            };
-            let filled = self
-                .ledger
-                .fill_in(self.store, place.slot, of, fill, self.now_ms);
-            match filled {
-                Ok(Some(FilledIn::DueNow)) => {
-                    self.metrics.add(Metric::ResultsFilledIn, 1);
-                    intake.wake.push(place.slot);
+        let mut given = event.previous.clone();
+        let mut to_fill = event.previous.clone();
+        // Deliveries another worker recorded for the event since its verdict (a view that
+        // opened an endpoint, taken in at the same time) are found when the memory is told,
+        // and given the result too. Each round finds only ones not given yet, and there is
+        // one per endpoint; a few rounds, then a view seen again finishes.
+        for _ in 0..4 {
+            for place in &to_fill {
+                let of = EventFor {
+                    endpoint: place.endpoint,
+                    notification: n.id,
+                    generation: event.generation,
+                };
+                let filled = self
+                    .ledger
+                    .fill_in(self.store, place.slot, of, fill, self.now_ms);
+                match filled {
+                    Ok(Some(FilledIn::DueNow)) => {
+                        self.metrics.add(Metric::ResultsFilledIn, 1);
+                        intake.wake.push(place.slot);
+                    }
+                    Ok(Some(FilledIn::Waiting)) => self.metrics.add(Metric::ResultsFilledIn, 1),
+                    // Its retries would carry it; one that succeeds carried none.
+                    Ok(Some(FilledIn::OnTheWire) | None) => {}
+                    Err(_) => stored = false,
                 }
-                Ok(Some(FilledIn::Waiting)) => self.metrics.add(Metric::ResultsFilledIn, 1),
-                // Its retries would carry it; one that succeeds carried none.
-                Ok(Some(FilledIn::OnTheWire) | None) => {}
-                Err(_) => stored = false,
+            }
+            // Only once every delivery has it: a view seen again after a store error fills
+            // in what this one could not.
+            if !stored {
+                break;
+            }
+            match self
+                .memory
+                .result_given(self.store, n.id, event.generation, &given)
+            {
+                Ok(missed) if missed.is_empty() => {
+                    to_fill.clear();
+                    break;
+                }
+                Ok(missed) => {
+                    given.extend_from_slice(&missed);
+                    to_fill = missed;
+                }
+                Err(_) => {
+                    stored = false;
+                    break;
+                }
             }
         }
-        // Only once every delivery has it: a view seen again after a store error fills in
-        // what this one could not.
-        if stored {
-            stored = self
-                .memory
-                .result_given(self.store, n.id, event.generation)
-                .is_ok();
-        }
-        if !stored {
+        // Still some the memory holds that this view did not give the result to: the memory
+        // stays marked, and the view must be asked about again.
+        if !stored || !to_fill.is_empty() {
             self.metrics.add(Metric::StoreConflicts, 1);
             intake.complete = false;
         }
@@ -1108,5 +1132,74 @@ mod tests {
         let third = take(&with);
         assert_eq!((third.wake.len(), third.complete), (0, true));
         assert_eq!(metrics.get(Metric::ResultsFilledIn), 1);
+    }
+
+    /// Two workers at once: one takes in the view with the SUCCESS's result and, while it
+    /// gives the result to the deliveries the memory named, the other takes in a view that
+    /// opens another endpoint (it adds `channelType`) and records a delivery held for the
+    /// result. A review found the first then told the memory the result was given, though
+    /// the second's delivery never had it: it went without it once its wait ran out, and
+    /// every later view with the result was a duplicate.
+    #[test]
+    fn a_delivery_recorded_while_the_result_is_given_gets_it_too() {
+        use crate::delivery::ledger::Record;
+        use crate::osmox::ResultView;
+        let config = Config::from_json(
+            br#"{"endpoints": [
+                {"name": "all", "url": "http://h/a", "cluster": "c", "awaitResultMs": 2500},
+                {"name": "sms", "url": "http://h/b", "cluster": "c", "awaitResultMs": 2500,
+                 "channelTypes": [1]}
+            ]}"#,
+            &|_| None,
+        )
+        .unwrap();
+        let (store, ledger, metrics) = laid_out();
+        let recorded = recording(&store, &ledger, &metrics);
+        let endpoints = &config.endpoints;
+        let mut first = seen("2026-04-20T09:15:02.318Z", "null");
+        first.channel_type = None;
+        first.body = r#"{"id":504,"deliveryStatus":5,"result":null}"#.into();
+        let mut intake = Intake::default();
+        recorded.take_in(endpoints, &first, &mut intake);
+        assert_eq!(intake.wake.len(), 1, "to `all`, held for the result");
+        // Worker one: the view with the result, judged...
+        let mut with = seen("2026-04-20T09:15:02.330Z", r#"{"messageId":"m"}"#);
+        with.channel_type = None;
+        let mut complete = true;
+        let event = recorded.judge(&with, &mut complete).unwrap();
+        assert!(event.result_arrived);
+        // ...while worker two takes in a view that opens `sms`, without the result.
+        let mut opens = seen("2026-04-20T09:15:02.330Z", "null");
+        opens.result = ResultView::NotSelected;
+        opens.body = r#"{"id":504,"deliveryStatus":5,"channelType":1}"#.into();
+        let mut second = Intake::default();
+        recorded.take_in(endpoints, &opens, &mut second);
+        assert_eq!(second.wake.len(), 1, "to `sms`, held for the result");
+        let sms = second.wake[0];
+        // Worker one gives the result.
+        let mut intake = Intake {
+            wake: Vec::new(),
+            complete: true,
+        };
+        recorded.fill_in(&with, &event, &mut intake);
+        let has_result = |slot: u32| {
+            let Record::Used(s) = ledger.read(&store, slot).unwrap() else {
+                panic!("slot {slot} went");
+            };
+            String::from_utf8(s.body)
+                .unwrap()
+                .contains(r#""messageId":"m""#)
+        };
+        assert!(
+            has_result(sms),
+            "the delivery to `sms` went without the result"
+        );
+        assert!(intake.complete && intake.wake.contains(&sms), "{intake:?}");
+        assert_eq!(metrics.get(Metric::ResultsFilledIn), 2);
+        // The memory was told once both had it: the view seen again gives nothing more.
+        let mut again = Intake::default();
+        recorded.take_in(endpoints, &with, &mut again);
+        assert_eq!(again.wake, Vec::<u32>::new());
+        assert_eq!(metrics.get(Metric::ResultsFilledIn), 2);
     }
 }
