@@ -2301,6 +2301,65 @@ mod tests {
         assert_eq!(config.dead_letter.map(|d| d.timeout_ms), Some(15_000));
     }
 
+    /// The JSON of each `configuration` (`value: |` block scalar) in a YAML text.
+    fn yaml_configurations(yaml: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut lines = yaml.lines().peekable();
+        while let Some(line) = lines.next() {
+            if !line.trim_end().ends_with("value: |") {
+                continue;
+            }
+            let indent = |l: &str| l.len() - l.trim_start().len();
+            let Some(first) = lines.peek().copied() else {
+                break;
+            };
+            let depth = indent(first);
+            let mut block = String::new();
+            while let Some(l) = lines.next_if(|l| l.trim().is_empty() || indent(l) >= depth) {
+                block.push_str(l.get(depth..).unwrap_or(""));
+                block.push('\n');
+            }
+            out.push(block);
+        }
+        out
+    }
+
+    /// What an operator copies: the shipped Envoy config's filter configuration, and the
+    /// README's singleton sender, whose `secretEnv` Envoy's environment supplies.
+    #[test]
+    fn the_shipped_configurations_load() {
+        let shipped = yaml_configurations(include_str!("../envoy/envoy-demo.yaml"));
+        assert_eq!(shipped.len(), 1, "the demo configures one filter");
+        let demo = Config::from_json(shipped[0].as_bytes(), &|_| None)
+            .unwrap_or_else(|e| panic!("envoy-demo.yaml's configuration is refused: {e}"));
+        let e = &demo.endpoints[0];
+        assert_eq!((e.name.as_str(), e.secrets.len()), ("demo", 1));
+        assert_eq!(
+            e.target,
+            target(
+                "webhook_demo",
+                "http",
+                "127.0.0.1:8089",
+                "/webhooks/osmox?src=demo"
+            )
+        );
+        assert_eq!(
+            e.delivery_statuses,
+            DeliveryStatus::ALL.into_iter().collect()
+        );
+        assert_eq!((e.timeout_ms, e.retry.max_attempts()), (5000, 5));
+        assert_eq!(demo.role, Role::Both);
+
+        let readme = yaml_configurations(include_str!("../README.md"));
+        assert_eq!(readme.len(), 1, "the README shows one YAML configuration");
+        let env = |name: &str| (name == "OSMOX_WEBHOOK_SECRET").then(|| S1.to_string());
+        let sender = Config::from_json(readme[0].as_bytes(), &env)
+            .unwrap_or_else(|e| panic!("the README's singleton sender is refused: {e}"));
+        assert_eq!(sender.role, Role::Sender);
+        assert_eq!(sender.endpoints[0].secrets.len(), 1);
+        assert_eq!(sender.endpoints[0].target.scheme, "https");
+    }
+
     #[test]
     fn minimal_config_gets_every_default() {
         let config = parse(&endpoint(""));
@@ -3292,6 +3351,157 @@ mod tests {
             ),
         ] {
             assert_eq!(err(&format!("{{{ep}, {extra}}}")), msg);
+        }
+    }
+
+    /// One past each README range end that `rejects_out_of_range_numbers` leaves out.
+    #[test]
+    fn rejects_one_past_the_other_range_ends() {
+        let ep = r#""endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}]"#;
+        let learn = r#""enabled": true, "cluster": "e", "allowHosts": ["a.b"]"#;
+        let schedule = vec!["1"; 100].join(", ");
+        for (extra, msg) in [
+            (
+                r#""retry": {"maxAttempts": 101}"#.to_string(),
+                "retry.maxAttempts: must be between 1 and 100",
+            ),
+            (
+                format!(r#""retry": {{"schedule": [{schedule}]}}"#),
+                "retry.schedule: must have at most 99 entries, got 100",
+            ),
+            (
+                r#""deadLetter": {"url": "http://d/", "cluster": "d", "timeoutMs": 600001}"#
+                    .to_string(),
+                "deadLetter.timeoutMs: must be between 1 and 600000",
+            ),
+            (
+                format!(r#""learn": {{{learn}, "timeoutMs": 0}}"#),
+                "learn.timeoutMs: must be between 1 and 600000",
+            ),
+            (
+                format!(
+                    r#""learn": {{{learn}, "rateLimit": {{"perSecond": 1, "burst": 100001}}}}"#
+                ),
+                "learn.rateLimit.burst: must be between 1 and 100000",
+            ),
+        ] {
+            assert_eq!(err(&format!("{{{ep}, {extra}}}")), msg, "{extra}");
+        }
+        assert_eq!(
+            endpoint_err(r#""rateLimit": {"perSecond": 1, "burst": 100001}"#),
+            "endpoints[0].rateLimit.burst: must be between 1 and 100000"
+        );
+    }
+
+    /// Every integer field refuses every other kind of value, naming its own path and the
+    /// kind, never the value.
+    #[test]
+    fn every_integer_field_names_its_path_when_given_another_kind() {
+        let in_endpoint = |f: &str| {
+            format!(r#"{{"endpoints": [{{"name": "a", "url": "http://h", "cluster": "c", {f}}}]}}"#)
+        };
+        let top = |f: &str| {
+            format!(r#"{{"endpoints": [{{"name": "a", "url": "http://h", "cluster": "c"}}], {f}}}"#)
+        };
+        let learn = r#""learn": {"enabled": true, "cluster": "e", "allowHosts": ["a.b"], "#;
+        let fields = [
+            (in_endpoint(r#""timeoutMs": $"#), "endpoints[0].timeoutMs"),
+            (
+                in_endpoint(r#""maxInFlight": $"#),
+                "endpoints[0].maxInFlight",
+            ),
+            (
+                in_endpoint(r#""awaitResultMs": $"#),
+                "endpoints[0].awaitResultMs",
+            ),
+            (
+                in_endpoint(r#""providerIds": [$]"#),
+                "endpoints[0].providerIds[0]",
+            ),
+            (
+                in_endpoint(r#""channelTypes": [1, $]"#),
+                "endpoints[0].channelTypes[1]",
+            ),
+            (
+                in_endpoint(r#""circuitBreaker": {"failureThreshold": $}"#),
+                "endpoints[0].circuitBreaker.failureThreshold",
+            ),
+            (
+                in_endpoint(r#""circuitBreaker": {"openMs": $}"#),
+                "endpoints[0].circuitBreaker.openMs",
+            ),
+            (
+                in_endpoint(r#""rateLimit": {"perSecond": $}"#),
+                "endpoints[0].rateLimit.perSecond",
+            ),
+            (
+                in_endpoint(r#""rateLimit": {"perSecond": 1, "burst": $}"#),
+                "endpoints[0].rateLimit.burst",
+            ),
+            (
+                in_endpoint(r#""retry": {"maxAttempts": $}"#),
+                "endpoints[0].retry.maxAttempts",
+            ),
+            (
+                in_endpoint(r#""retry": {"initialDelayMs": $}"#),
+                "endpoints[0].retry.initialDelayMs",
+            ),
+            (
+                in_endpoint(r#""retry": {"maxDelayMs": $}"#),
+                "endpoints[0].retry.maxDelayMs",
+            ),
+            (
+                in_endpoint(r#""retry": {"schedule": [1, 2, 3, $]}"#),
+                "endpoints[0].retry.schedule[3]",
+            ),
+            (top(r#""retry": {"schedule": [$]}"#), "retry.schedule[0]"),
+            (top(r#""watch": {"maxBodyBytes": $}"#), "watch.maxBodyBytes"),
+            (
+                top(r#""watch": {"maxBufferedBytes": $}"#),
+                "watch.maxBufferedBytes",
+            ),
+            (top(r#""limits": {"maxPending": $}"#), "limits.maxPending"),
+            (
+                top(r#""limits": {"maxRemembered": $}"#),
+                "limits.maxRemembered",
+            ),
+            (
+                top(r#""deadLetter": {"url": "http://d/", "cluster": "d", "timeoutMs": $}"#),
+                "deadLetter.timeoutMs",
+            ),
+            (
+                top(&format!(r#"{learn}"timeoutMs": $}}"#)),
+                "learn.timeoutMs",
+            ),
+            (
+                top(&format!(r#"{learn}"maxLearned": $}}"#)),
+                "learn.maxLearned",
+            ),
+            (
+                top(&format!(r#"{learn}"rateLimit": {{"perSecond": $}}}}"#)),
+                "learn.rateLimit.perSecond",
+            ),
+            (top(r#""tickMs": $"#), "tickMs"),
+        ];
+        let kinds = [
+            ("1.5", "a floating-point number"),
+            ("100.0", "a floating-point number"),
+            ("1e2", "a floating-point number"),
+            ("-1", "a negative integer"),
+            ("18446744073709551616", "an integer out of range"),
+            (r#""7""#, "a string"),
+            ("true", "a boolean"),
+            ("[]", "an array"),
+            ("{}", "an object"),
+        ];
+        for (template, path) in &fields {
+            for (value, kind) in kinds {
+                assert_eq!(
+                    err(&template.replace('$', value)),
+                    format!("{path}: expected a non-negative integer, got {kind}"),
+                    "{template} with {value}"
+                );
+            }
         }
     }
 
