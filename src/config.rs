@@ -7,8 +7,8 @@
 use std::fmt::{self, Write as _};
 
 use crate::delivery::retry::{
-    Backoff, RetryPolicy, DEFAULT_INITIAL_DELAY_MS, DEFAULT_JITTER, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_DELAY_MS, DEFAULT_MULTIPLIER,
+    Backoff, RetryError, RetryPolicy, DEFAULT_INITIAL_DELAY_MS, DEFAULT_JITTER,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_DELAY_MS, DEFAULT_MULTIPLIER,
 };
 use crate::events::{endpoint_key, repeats_a_key};
 use crate::json::{self, Value};
@@ -1642,8 +1642,19 @@ fn compile_retry(path: &str, raw: Option<RawRetry>) -> Result<RetryPolicy, Confi
     };
     // An out-of-range u64 becomes u32::MAX, which `try_new` rejects with the range message.
     let max_attempts = u32::try_from(max_attempts).unwrap_or(u32::MAX);
-    RetryPolicy::try_new(max_attempts, backoff, max_delay_ms, jitter)
-        .map_err(|e| invalid(join(path, e.field()), e.reason()))
+    // A delay out of range is named by its index, as a delay of the wrong type there is, so
+    // one element has one path whatever is wrong with it.
+    RetryPolicy::try_new(max_attempts, backoff, max_delay_ms, jitter).map_err(|e| match e {
+        RetryError::ScheduleEntry {
+            index: j,
+            delay_ms,
+            max_delay_ms,
+        } => invalid(
+            index(&join(path, "schedule"), j),
+            format!("must be between 1 and maxDelayMs ({max_delay_ms}), got {delay_ms}"),
+        ),
+        e => invalid(join(path, e.field()), e.reason()),
+    })
 }
 
 fn compile_secrets(
@@ -3690,6 +3701,45 @@ mod tests {
         assert!(!msg.contains("not-base64"), "{msg}");
     }
 
+    /// A delay out of range is named by its index, as a delay of the wrong type there is
+    /// (`every_integer_field_names_its_path_when_given_another_kind`), in the top-level
+    /// block and in an endpoint's, against that block's own `maxDelayMs`.
+    #[test]
+    fn a_schedule_entry_out_of_range_is_named_by_its_index() {
+        let ep = r#"{"name": "a", "url": "http://h", "cluster": "c"}"#;
+        let ep2 = r#"{"name": "a2", "url": "http://h", "cluster": "c"}"#;
+        let retry = r#""retry": {"schedule": [1, 2, 3, 7200000], "maxDelayMs": 7200000}"#;
+        for (config, msg) in [
+            (
+                format!(r#"{{"endpoints": [{ep}], "retry": {{"schedule": [1, 0]}}}}"#),
+                "retry.schedule[1]: must be between 1 and maxDelayMs (3600000), got 0",
+            ),
+            (
+                format!(
+                    r#"{{"endpoints": [{ep}, {ep2}, {{"name": "b", "url": "http://h", "cluster": "c",
+                         "retry": {{"schedule": [1, 2, 3, 3600001]}}}}], {retry}}}"#
+                ),
+                "endpoints[2].retry.schedule[3]: must be between 1 and maxDelayMs (3600000), \
+                 got 3600001",
+            ),
+            (
+                format!(
+                    r#"{{"endpoints": [{{"name": "b", "url": "http://h", "cluster": "c",
+                         "retry": {{"schedule": [5000], "maxDelayMs": 1000}}}}], {retry}}}"#
+                ),
+                "endpoints[0].retry.schedule[0]: must be between 1 and maxDelayMs (1000), \
+                 got 5000",
+            ),
+        ] {
+            assert_eq!(err(&config), msg);
+        }
+        // The endpoint's own cap lets its schedule go past the top-level one's.
+        let config = parse(&format!(
+            r#"{{"endpoints": [{{"name": "b", "url": "http://h", "cluster": "c", {retry}}}]}}"#
+        ));
+        assert_eq!(config.endpoints[0].retry.max_delay_ms(), 7_200_000);
+    }
+
     #[test]
     fn rejects_schedule_max_attempts_conflict() {
         assert_eq!(
@@ -3735,7 +3785,7 @@ mod tests {
             ),
             (
                 r#"{"schedule": [1, 3600001]}"#,
-                "endpoints[0].retry.schedule: entry 1 (3600001) must be between 1 and maxDelayMs (3600000)",
+                "endpoints[0].retry.schedule[1]: must be between 1 and maxDelayMs (3600000), got 3600001",
             ),
         ] {
             assert_eq!(endpoint_err(&format!(r#""retry": {retry}"#)), msg);
@@ -3743,7 +3793,7 @@ mod tests {
         let ep = r#""endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}]"#;
         assert_eq!(
             err(&format!(r#"{{{ep}, "retry": {{"schedule": [0]}}}}"#)),
-            "retry.schedule: entry 0 (0) must be between 1 and maxDelayMs (3600000)"
+            "retry.schedule[0]: must be between 1 and maxDelayMs (3600000), got 0"
         );
     }
 
