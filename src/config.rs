@@ -334,7 +334,17 @@ struct Quoted<'a>(&'a str);
 
 impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"")?;
+        write!(f, "\"{}\"", Escaped(self.0))
+    }
+}
+
+/// `Quoted` without the quotes: the escaped text alone, for a message that marks it
+/// otherwise (an unknown key, in backticks). A message is one line of Envoy's log, which a
+/// newline or a terminal sequence taken from the configuration must not break or forge.
+struct Escaped<'a>(&'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for c in self.0.chars() {
             match c {
                 '"' => f.write_str("\\\"")?,
@@ -347,7 +357,7 @@ impl fmt::Display for Quoted<'_> {
                 c => f.write_char(c)?,
             }
         }
-        f.write_str("\"")
+        Ok(())
     }
 }
 
@@ -803,7 +813,7 @@ fn fields<'a, 'j>(
             }
             return Err(ConfigError::Parse(format!(
                 "unknown field `{}`, expected one of {expected}{at}",
-                key.text()
+                Escaped(&key.text())
             )));
         };
         if seen.contains(&name) {
@@ -2678,6 +2688,18 @@ mod tests {
             "{msg}"
         );
         assert!(!msg.contains(" at "), "{msg}");
+    }
+
+    /// An unknown key is written escaped, as every other text a message quotes: an escaped
+    /// newline or terminal sequence in it must not reach Envoy's log as one.
+    #[test]
+    fn an_unknown_field_is_named_escaped() {
+        let msg = err(r#"{"endpoints": [], "tick\nMs\u001b[2J": 1}"#);
+        assert!(
+            msg.starts_with(r"configuration: unknown field `tick\nMs\u{1b}[2J`, expected one of"),
+            "{msg}"
+        );
+        assert!(!msg.contains(['\n', '\u{1b}']), "{msg}");
     }
 
     #[test]
