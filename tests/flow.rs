@@ -7510,6 +7510,44 @@ fn a_clock_stepped_back_does_not_hold_a_retry_for_the_step() {
     assert_eq!((w.m(Metric::Pending), w.m(Metric::InFlight)), (0, 0));
 }
 
+/// A singleton sender judges a delivery due further ahead than its endpoint's longest wait
+/// as set before the clock stepped back. The observers' `awaitResultMs` is theirs alone (not
+/// in the configuration fingerprint, so no drift is warned of): a sender whose own wait for
+/// the result was shorter, under short `maxDelayMs` and `openMs`, took an observer's
+/// delivery held a minute for its result as stepped, and sent it at once without the result
+/// (a review). No configuration holds a delivery for its result longer than the cap.
+#[test]
+fn a_sender_waiting_less_for_results_than_its_observers_does_not_cut_their_wait_short() {
+    let json = |await_ms: u64| {
+        format!(
+            r#"{{"endpoints": [{{"name": "all", "url": "http://h/a", "cluster": "all",
+                "awaitResultMs": {await_ms}, "circuitBreaker": {{"openMs": 5000}},
+                "retry": {{"initialDelayMs": 1000, "maxDelayMs": 5000, "jitter": 0.0}}}}],
+                "limits": {{"maxPending": 128, "maxRemembered": 1024}}}}"#
+        )
+    };
+    // The observers wait a minute for a result; the sender, for none.
+    let mut w = World::new(&json(60_000), 2);
+    let sending = Config::from_json(json(0).as_bytes(), &|_| None).unwrap();
+    w.observe(1, &[success_seen(1, None, A)]);
+    for _ in 0..100 {
+        w.now += 100;
+        tick_by(&w, 0, &sending);
+    }
+    assert!(
+        sent_to(&w, "all").is_empty(),
+        "sent before its result or its wait's end"
+    );
+    w.observe(1, &[success_seen(1, Some(RESULT), B)]);
+    for _ in 0..3 {
+        w.now += 100;
+        tick_by(&w, 0, &sending);
+    }
+    let sent = sent_to(&w, "all");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].1.contains(RESULT), "{}", sent[0].1);
+}
+
 /// A pause (`Retry-After`) ending further ahead than `maxDelayMs` from now (a wall clock
 /// stepped back since it was asked for) ends `maxDelayMs` from now instead (README). The
 /// admission that bounded it was refused by that very pause and wrote nothing back, so

@@ -7,7 +7,7 @@
 
 use crate::hashing::HashMap;
 
-use crate::config::{Config, Endpoint, Target, MAX_TIMEOUT_MS};
+use crate::config::{Config, Endpoint, Target, MAX_AWAIT_RESULT_MS, MAX_TIMEOUT_MS};
 use crate::delivery::breaker::{
     self, Admit, BreakerPolicy, EndpointState, RatePolicy, FURTHEST_LEASE_MS,
 };
@@ -1585,12 +1585,14 @@ fn give_back(io: &mut Io, name: &str, sender: u32, n: u32) {
 /// event's result, or its rate limit's next token (within a second), give or take how much
 /// older one VM's `now` is than another's. A delivery due further ahead was set before the
 /// wall clock stepped back (NTP, a resumed machine), or under a configuration with longer
-/// waits: waiting for it would hold it for as long as the step, so it is due now.
+/// waits: waiting for it would hold it for as long as the step, so it is due now. The wait
+/// for a result is the observer's (`awaitResultMs` is not in the fingerprint a singleton
+/// sender compares), so any up to its cap is taken as set by policy.
 fn furthest_wait_ms(e: &Endpoint) -> u64 {
     e.retry
         .max_delay_ms()
         .max(e.circuit.open_ms)
-        .max(e.await_result_ms)
+        .max(MAX_AWAIT_RESULT_MS)
         .max(FULL_HOLD_MS)
         .saturating_add(STEPPED_SLACK_MS)
 }
