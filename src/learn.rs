@@ -297,7 +297,8 @@ pub enum Change {
     Unchanged,
     /// The URL failed the policy; nothing was stored.
     Refused(Refusal),
-    /// A new provider did not fit in `capacity`; nothing was stored.
+    /// A new provider did not fit in `capacity`; its mapping was not stored (a row that
+    /// moved to it still left the provider it moved from).
     Full,
     /// The call did not say what it changed (`Registration::Unread`); nothing was stored.
     Unread,
@@ -352,7 +353,11 @@ impl Registry {
                     (Metric::RegistrationsRefused, 1),
                     (Metric::RegistrationsRemoved, 1),
                 ],
-                (Change::Full, _) => &[(Metric::RegistrationsFull, 1)],
+                (Change::Full, 0) => &[(Metric::RegistrationsFull, 1)],
+                (Change::Full, _) => &[
+                    (Metric::RegistrationsFull, 1),
+                    (Metric::RegistrationsRemoved, 1),
+                ],
                 (Change::Unread, _) => &[(Metric::RegistrationsUnread, 1)],
             },
             Err(_) => &[(Metric::StoreConflicts, 1)],
@@ -474,7 +479,10 @@ impl Registry {
                 return (change, write);
             }
             if entries.len() >= self.capacity {
-                return (Change::Full, false);
+                // The row still left the provider it moved from (a map filled under a larger
+                // `maxLearned` can be full even after that): OsmoX no longer sends that
+                // provider's notifications to its URL, so neither may the filter.
+                return (Change::Full, moved);
             }
             create_record(store, provider_id);
             let at = entries.partition_point(|e| e.p < provider_id);
@@ -1259,6 +1267,43 @@ mod tests {
             stored(&store),
             r#"[{"p":2,"w":3,"u":"https://hooks.example.com/a"}]"#
         );
+    }
+
+    /// A review: a map holding more than `capacity` (filled under a larger `maxLearned`, by
+    /// another listener or before an update lowered it) refused a row that moved to a new
+    /// provider as `Full` without writing the move, so the provider the row left kept its
+    /// mapping: its notifications still went to a URL OsmoX no longer sends them to.
+    #[test]
+    fn a_row_moved_to_a_provider_that_does_not_fit_still_leaves_the_first() {
+        use crate::metrics::CountingMetrics;
+        let (store, m) = (MemStore::new(), CountingMetrics::default());
+        let l = learn(false);
+        for (p, w) in [(1, 11), (2, 12), (3, 13)] {
+            assert_eq!(
+                Registry::new(3).upsert(&store, p, Some(w), A, &l),
+                Ok(Change::Added)
+            );
+        }
+        let moved = Registration::Upsert {
+            provider_id: 9,
+            webhook_id: Some(11),
+            webhook_url: B.to_string(),
+        };
+        assert_eq!(
+            Registry::new(2).apply_counted(&store, &moved, &l, &m),
+            Ok(Change::Full)
+        );
+        assert_eq!(
+            stored(&store),
+            r#"[{"p":2,"w":12,"u":"https://hooks.example.com/a"},{"p":3,"w":13,"u":"https://hooks.example.com/a"}]"#
+        );
+        assert_eq!(m.get(Metric::RegistrationsFull), 1);
+        assert_eq!(
+            m.get(Metric::RegistrationsRemoved),
+            1,
+            "as a refused move counts it"
+        );
+        assert_eq!(m.get(Metric::LearnedEndpoints), -1);
     }
 
     fn config(json_learn: &str) -> Config {
