@@ -2124,9 +2124,6 @@ mod tests {
         );
     }
 
-    /// A singleton sender of one build compares its fingerprint with the observers' of
-    /// another, under one prefix of shared data: a change to how it is computed must come with
-    /// a new `FINGERPRINT_FORMAT`, or the singleton warns of a drift that is not there.
     #[test]
     fn a_drift_is_warned_once_and_again_when_it_comes_back() {
         let (ours, x, y) = (1, 2, 3);
@@ -2143,6 +2140,9 @@ mod tests {
         assert!(w.warns(ours, Some(y)));
     }
 
+    /// A singleton sender of one build compares its fingerprint with the observers' of
+    /// another, under one prefix of shared data: a change to how it is computed must come with
+    /// a new `FINGERPRINT_FORMAT`, or the singleton warns of a drift that is not there.
     #[test]
     fn the_delivery_fingerprint_is_pinned() {
         let config = parse(
