@@ -725,7 +725,7 @@ mod tests {
     /// Jackson, Python) writes `5.0`, or `1.0E7` from ten million, and the server reads
     /// notification 5; the filter took N for unknown and skipped the answer.
     #[test]
-    fn a_whole_float_id_names_the_notification() {
+    fn an_id_names_the_notification_the_server_reads() {
         let q = "query Get($id: Float!) { notification(notificationId: $id) { id } }";
         for (id, want) in [
             ("5.0", Some(5)),
@@ -734,6 +734,13 @@ mod tests {
             ("5.5", None),
             ("5e-1", None),
             ("-5.0", None),
+            // Past 2^53 the server's double is not the id written (`9007199254740993` is
+            // 2^53 to it): a review found such ids taken as written, so an answer went under
+            // the wrong id. They are not known.
+            ("9007199254740991", Some((1 << 53) - 1)),
+            ("9007199254740992", None),
+            ("9007199254740993", None),
+            ("18446744073709551615", None),
         ] {
             let body = format!(r#"{{"query":"{q}","variables":{{"id":{id}}}}}"#);
             assert_eq!(
@@ -744,30 +751,6 @@ mod tests {
             let literal = format!("{{ notification(notificationId: {id}) {{ id }} }}");
             assert_eq!(first_id(&facts(&literal)), want, "{literal}");
         }
-    }
-
-    /// A fourth review: an id written as an integer past 2^53 was taken as written, though
-    /// OsmoX's server reads it as a double and looks up another one (`9007199254740993` is
-    /// 2^53 to it): an answer under the wrong id. Such an id is not known.
-    #[test]
-    fn an_id_a_double_cannot_hold_is_not_known() {
-        let q = "query Get($id: Float!) { notification(notificationId: $id) { id } }";
-        for id in [
-            "9007199254740992",
-            "9007199254740993",
-            "18446744073709551615",
-        ] {
-            let body = format!(r#"{{"query":"{q}","variables":{{"id":{id}}}}}"#);
-            assert_eq!(
-                first_id(&graphql_request_facts(body.as_bytes())),
-                None,
-                "{id}"
-            );
-            let literal = format!("{{ notification(notificationId: {id}) {{ id }} }}");
-            assert_eq!(first_id(&facts(&literal)), None, "{literal}");
-        }
-        let literal = "{ notification(notificationId: 9007199254740991) { id } }";
-        assert_eq!(first_id(&facts(literal)), Some((1 << 53) - 1));
     }
 
     #[test]
