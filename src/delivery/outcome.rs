@@ -142,12 +142,14 @@ const LONG_DAYS: [&str; 7] = [
 /// lets recipients be lenient there.
 fn parse_http_date(s: &str, now_secs: i64) -> Option<i64> {
     let parts: Vec<&str> = s.split_ascii_whitespace().collect();
-    let (year, month, day, time) = match parts.as_slice() {
+    // The year, or for RFC 850 its last two digits (placed once the time is read).
+    let (year, two_digit, month, day, time) = match parts.as_slice() {
         // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
         [wkday, day, month, year, time, "GMT"] => {
             DAYS.contains(&wkday.strip_suffix(',')?).then_some(())?;
             (
                 digits(year, 4, 4)?,
+                false,
                 month_number(month)?,
                 digits(day, 2, 2)?,
                 *time,
@@ -163,13 +165,14 @@ fn parse_http_date(s: &str, now_secs: i64) -> Option<i64> {
             let month = month_number(fields.next()?)?;
             let yy = digits(fields.next()?, 2, 2)?;
             fields.next().is_none().then_some(())?;
-            (full_year(yy, now_secs), month, day, *time)
+            (yy, true, month, day, *time)
         }
         // asctime: Sun Nov  6 08:49:37 1994
         [wkday, month, day, time, year] => {
             DAYS.contains(wkday).then_some(())?;
             (
                 digits(year, 4, 4)?,
+                false,
                 month_number(month)?,
                 digits(day, 1, 2)?,
                 *time,
@@ -178,11 +181,17 @@ fn parse_http_date(s: &str, now_secs: i64) -> Option<i64> {
         _ => return None,
     };
     let (h, m, sec) = parse_time(time)?;
+    let of_day = h * 3600 + m * 60 + sec;
+    let year = if two_digit {
+        full_year(year, (month, day, of_day), now_secs)
+    } else {
+        year
+    };
     if day == 0 || day > days_in_month(year, month) {
         return None;
     }
     let days = days_from_civil(i64::from(year), month, day);
-    Some(days * 86_400 + i64::from(h * 3600 + m * 60 + sec))
+    Some(days * 86_400 + i64::from(of_day))
 }
 
 fn parse_time(s: &str) -> Option<(u32, u32, u32)> {
@@ -208,12 +217,16 @@ fn month_number(s: &str) -> Option<u32> {
     u32::try_from(i + 1).ok()
 }
 
-/// RFC 9110: a two-digit year more than 50 years in the future is in the past century.
-fn full_year(yy: u32, now_secs: i64) -> u32 {
-    let (now_year, _, _) = civil_from_days(now_secs.div_euclid(86_400));
+/// RFC 9110: a two-digit year whose timestamp (`month`, `day`, seconds into the day) is
+/// more than 50 years in the future is in the past century. The whole timestamp counts, not
+/// the year alone: late in the year 50 years ahead, a date is already past that bound.
+fn full_year(yy: u32, (month, day, of_day): (u32, u32, u32), now_secs: i64) -> u32 {
+    let (now_year, now_month, now_day) = civil_from_days(now_secs.div_euclid(86_400));
+    let now_of_day = u32::try_from(now_secs.rem_euclid(86_400)).unwrap_or(0);
     let now_year = u32::try_from(now_year).unwrap_or(1970);
     let year = now_year - now_year % 100 + yy;
-    if year > now_year + 50 {
+    let fifty_ahead = (now_year.saturating_add(50), now_month, now_day, now_of_day);
+    if (year, month, day, of_day) > fifty_ahead {
         year.saturating_sub(100)
     } else {
         year
@@ -411,6 +424,30 @@ mod tests {
         assert_eq!(
             parse_http_date("Tuesday, 01-Jan-74 00:00:00 GMT", now),
             Some(days_from_civil(1974, 1, 1) * 86_400)
+        );
+    }
+
+    /// RFC 9110 §5.6.7 compares the timestamp, not its year, with 50 years from now: late in
+    /// the year 50 years ahead a date is already "more than 50 years in the future" and so
+    /// in the past century. Read as the future, it paused the endpoint for `maxDelayMs`.
+    #[test]
+    fn rfc850_dates_just_past_fifty_years_ahead_are_in_the_past_century() {
+        let now = 1_700_000_000; // 2023-11-14T22:13:20Z
+        let at = |y, m, d, secs| Some(days_from_civil(y, m, d) * 86_400 + secs);
+        for (date, expected) in [
+            ("Sunday, 31-Dec-73 00:00:00 GMT", at(1973, 12, 31, 0)),
+            ("Wednesday, 15-Nov-73 00:00:00 GMT", at(1973, 11, 15, 0)),
+            ("Tuesday, 14-Nov-73 22:13:21 GMT", at(1973, 11, 14, 80_001)),
+            // Exactly 50 years ahead is not more: kept.
+            ("Tuesday, 14-Nov-73 22:13:20 GMT", at(2073, 11, 14, 80_000)),
+            ("Tuesday, 14-Nov-73 22:13:19 GMT", at(2073, 11, 14, 79_999)),
+        ] {
+            assert_eq!(parse_http_date(date, now), expected, "{date}");
+        }
+        let now_ms = 1_700_000_000_000;
+        assert_eq!(
+            retry_after_ms(503, Some("Sunday, 31-Dec-73 00:00:00 GMT"), now_ms),
+            Some(0)
         );
     }
 
