@@ -551,6 +551,10 @@ impl Sender {
             }
             spare.used = false;
         }
+        // One lapsed holds nothing an entry made afresh would not (no place, and unusable for
+        // a send or a kept reply): forgotten, so the map does not grow with every endpoint
+        // this VM ever sent to (learned ones come and go).
+        self.spares.retain(|_, spare| spare.until_ms > now);
     }
 
     /// Send deliveries held for the endpoint `key` within `budget`, stopping at the first
@@ -1635,4 +1639,67 @@ fn send_webhook(io: &mut Io, e: &Endpoint, webhook_id: &str, body: &[u8]) -> Res
     headers.extend(e.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     io.net
         .dispatch(&e.target.cluster, &headers, body, e.timeout_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::CountingMetrics;
+    use crate::store::MemStore;
+
+    struct NoNet;
+
+    impl Dispatch for NoNet {
+        fn dispatch(
+            &mut self,
+            _: &str,
+            _: &[(&str, &str)],
+            _: &[u8],
+            _: u64,
+        ) -> Result<u32, String> {
+            Err("no network here".into())
+        }
+    }
+
+    /// A sender remembers spare places per endpoint name. Learned endpoints come and go
+    /// (`learned-<providerId>`, one per provider ever learned), so an entry must not outlive
+    /// the places it stands for: the map would grow with every endpoint this VM ever sent to.
+    #[test]
+    fn spare_places_are_forgotten_once_they_lapse() {
+        let json = r#"{
+          "endpoints": [{"name": "a", "url": "http://a.local/in", "cluster": "c", "timeoutMs": 1000},
+                        {"name": "b", "url": "http://b.local/in", "cluster": "c", "timeoutMs": 1000}],
+          "limits": {"maxPending": 64}
+        }"#;
+        let config = Config::from_json(json.as_bytes(), &|_| None).unwrap();
+        let store = MemStore::new();
+        let ledger = Ledger::new(config.limits.max_pending);
+        for (k, v) in ledger.keys() {
+            store.set(&k, v, None).unwrap();
+        }
+        for k in Sender::keys(&config.endpoints) {
+            store.set(&k, b"{}", None).unwrap();
+        }
+        let metrics = CountingMetrics::default();
+        let mut net = NoNet;
+        let mut sender = Sender::new(1, ledger, 64);
+        let now = 1_800_000_000_000;
+        let mut io = Io {
+            store: &store,
+            metrics: &metrics,
+            net: &mut net,
+            now_ms: now,
+        };
+        for (slot, e) in config.endpoints.iter().enumerate() {
+            let lease = lease_until(now, e);
+            assert_eq!(sender.admit(&mut io, e, slot as u32, lease), Admit::Granted);
+            sender.record_breaker(&mut io, e, slot as u32, true, None);
+        }
+        assert_eq!(sender.spares.len(), 2);
+        // Every place taken has lapsed in the records by then.
+        io.now_ms = now + FURTHEST_LEASE_MS + 1;
+        sender.tick(&config, &config.endpoints, &mut io);
+        sender.tick(&config, &config.endpoints, &mut io);
+        assert!(sender.spares.is_empty(), "{:?}", sender.spares);
+    }
 }
