@@ -374,8 +374,9 @@ impl Dispatch for Net {
 
 const T0: u64 = 1_800_000_000_000;
 
-/// A store laid out as `CONFIG` needs it.
-fn laid_out(config: &Config) -> MemStore {
+/// A store laid out as `config` needs it (the ledger's keys and each endpoint's records), as
+/// the host lays shared data out; for tests of the core elsewhere too.
+pub(crate) fn laid_out(config: &Config) -> MemStore {
     let store = MemStore::new();
     for (k, v) in Ledger::new(config.limits.max_pending).keys() {
         let _ = store.set(&k, v, None);

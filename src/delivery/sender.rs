@@ -1645,7 +1645,6 @@ fn send_webhook(io: &mut Io, e: &Endpoint, webhook_id: &str, body: &[u8]) -> Res
 mod tests {
     use super::*;
     use crate::metrics::CountingMetrics;
-    use crate::store::MemStore;
 
     struct NoNet;
 
@@ -1672,14 +1671,8 @@ mod tests {
           "limits": {"maxPending": 64}
         }"#;
         let config = Config::from_json(json.as_bytes(), &|_| None).unwrap();
-        let store = MemStore::new();
+        let store = crate::fuzz::laid_out(&config);
         let ledger = Ledger::new(config.limits.max_pending);
-        for (k, v) in ledger.keys() {
-            store.set(&k, v, None).unwrap();
-        }
-        for k in Sender::keys(&config.endpoints) {
-            store.set(&k, b"{}", None).unwrap();
-        }
         let metrics = CountingMetrics::default();
         let mut net = NoNet;
         let mut sender = Sender::new(1, ledger, 64);
