@@ -1275,6 +1275,44 @@ fn an_attempt_whose_endpoint_went_while_on_the_wire_is_orphaned_not_exhausted() 
     assert_eq!(w.sent().len(), 1);
 }
 
+/// An endpoint can leave this sender's list while its attempt is on the wire and still be
+/// another live configuration's (a learned one that another learning policy builds, or the
+/// list built while the learned map was unreadable). The failed attempt was dropped as
+/// orphaned, though no sender may drop a delivery another live configuration has: its
+/// claim is left to lapse, and a sender that has the endpoint retries it.
+#[test]
+fn an_attempt_whose_endpoint_another_configuration_has_is_retried_not_orphaned() {
+    use osmox_webhook_filter::delivery::live_endpoints::LiveEndpoints;
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    LiveEndpoints::of_source(7).beat(&w.store, &w.config, w.now);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    let token = w.last().token;
+    let failed = AttemptResponse {
+        num_headers: 3,
+        status: Some(503),
+        retry_after: None,
+        local_failure: None,
+    };
+    w.with(0, |s, c, io| s.on_response(c, &[], io, token, &failed));
+    assert_eq!(w.m(Metric::DeliveriesOrphaned), 0);
+    assert_eq!(w.m(Metric::Pending), 1);
+    for _ in 0..8 {
+        w.now += 15_000;
+        LiveEndpoints::of_source(7).beat(&w.store, &w.config, w.now);
+        w.sweep();
+    }
+    assert_eq!(w.m(Metric::DeliveriesOrphaned), 0);
+    assert_eq!(
+        w.sent().len(),
+        2,
+        "retried by the sender that has the endpoint"
+    );
+    w.reply(0, w.last().token, 200, None);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1);
+    assert_eq!(w.m(Metric::InFlight), 0);
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
 /// Notification 1's SUCCESS as an HTTP context configured by `config` takes it in: the
 /// slots to wake.
 fn placed_by(w: &World, config: &Config) -> intake::Intake {

@@ -1199,7 +1199,8 @@ impl Sender {
         };
         // Counted out of `in_flight` by whoever records the attempt: here, or, when the slot
         // no longer shows it (its claim lapsed and another sender finished or orphaned it, or
-        // recording failed and it will lapse), by that sender, which counts it out too.
+        // recording failed and it will lapse) or it is left to lapse for another live
+        // configuration's senders, by that sender, which counts it out too.
         if self.finish(config, endpoints, io, attempt) {
             io.metrics.add(Metric::InFlight, -1);
         }
@@ -1213,7 +1214,9 @@ impl Sender {
     }
 
     /// Record a finished attempt and decide what follows: done, retry later, or give up.
-    /// False when the slot no longer shows that attempt on the wire (another sender finished it).
+    /// False when the slot no longer shows that attempt on the wire (another sender finished
+    /// it), or when it is to be retried by another live configuration's senders, as its claim
+    /// lapses.
     fn finish(&mut self, config: &Config, endpoints: &[Endpoint], io: &mut Io, a: Attempt) -> bool {
         let Attempt {
             slot,
@@ -1251,7 +1254,14 @@ impl Sender {
                 },
                 Outcome::GiveUp(_) => End::Gone,
                 Outcome::Retry(_) if s.successor.is_some() || s.superseded => End::Superseded,
-                Outcome::Retry(_) if endpoint(&s.endpoint).is_none() => End::Orphaned,
+                Outcome::Retry(_) if endpoint(&s.endpoint).is_none() => {
+                    if live_endpoints::kept_elsewhere(store, config, &s.endpoint, now) {
+                        // Another live configuration has it: its senders retry it, by its
+                        // policy, once this claim lapses (`not_claimed` hands it to them).
+                        return None;
+                    }
+                    End::Orphaned
+                }
                 Outcome::Retry(_) => {
                     let seed = fnv1a64(&[s.webhook_id.as_bytes(), &s.attempts.to_le_bytes()]);
                     let next = endpoint(&s.endpoint).and_then(|e| {
