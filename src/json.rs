@@ -176,6 +176,9 @@ impl<'a> Value<'a> {
 
     /// A number whose value is a whole one below 2^53, however it is written (`5`, `5.0`,
     /// `1.0E7`): what a JavaScript or GraphQL server that reads it as a double takes as an id.
+    /// One written with a fraction and more significant digits than a double holds (near
+    /// 2^52) is read through `as_f64`'s rounding, which can differ from the server's exact
+    /// reading by one unit: far above any id OsmoX gives out.
     pub fn as_whole(&self) -> Option<u64> {
         // Below 2^53 a double holds every whole number exactly, as the server's do; from there
         // on the server rounds what it reads, and may look up another id than the text's.
