@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::rc::Rc;
 
 use crate::config::{CircuitPolicy, Config, Endpoint, Learn, Target};
 use crate::delivery::{breaker, sender};
@@ -637,6 +638,56 @@ pub fn is_registered(store: &dyn Store, endpoint: &str) -> bool {
             .any(|e| e.p == provider),
         // Unreadable: say yes, so that nothing is dropped on that account.
         Err(_) => true,
+    }
+}
+
+/// Configured plus learned endpoints, with the learned map's version they were built at:
+/// rebuilt only when the map changed.
+#[derive(Debug)]
+pub struct AllEndpoints {
+    built_at: Option<Cas>,
+    all: Rc<Vec<Endpoint>>,
+}
+
+impl AllEndpoints {
+    pub fn new(configured: Vec<Endpoint>) -> Self {
+        AllEndpoints {
+            built_at: None,
+            all: Rc::new(configured),
+        }
+    }
+
+    /// Every endpoint deliveries may go to, and whether the list was rebuilt just now (the
+    /// host then creates the breaker records of those it names). A read the host refuses
+    /// keeps the last list, and leaves the version unrecorded so that the next call reads
+    /// again: a list without the learned endpoints would have their deliveries orphaned.
+    pub fn current<S: Store + ?Sized>(
+        &mut self,
+        store: &S,
+        config: &Config,
+    ) -> (Rc<Vec<Endpoint>>, bool) {
+        let Some(learn) = &config.learn else {
+            return (self.all.clone(), false);
+        };
+        let registry = Registry::new(learn.max_learned);
+        let Ok(version) = registry.version(store) else {
+            return (self.all.clone(), false);
+        };
+        if self.built_at == version {
+            return (self.all.clone(), false);
+        }
+        let Ok(learned) = registry.endpoints(store, config) else {
+            return (self.all.clone(), false);
+        };
+        let mut all = config.endpoints.clone();
+        for e in learned {
+            if all.iter().all(|c| c.name != e.name) {
+                all.push(e);
+            }
+        }
+        self.all = Rc::new(all);
+        self.built_at = version;
+        (self.all.clone(), true)
     }
 }
 
@@ -1495,6 +1546,68 @@ mod tests {
         assert_eq!(reg.version(&store).unwrap(), v1);
         reg.apply(&store, &upsert(1, B), &l).unwrap();
         assert_ne!(reg.version(&store).unwrap(), v1);
+    }
+
+    /// A read of the map the host refuses must not be taken for the map: the endpoints it
+    /// leaves out would be orphaned, their deliveries dropped, until the map changed again.
+    #[test]
+    fn a_refused_read_of_the_map_keeps_the_learned_endpoints() {
+        /// Refuses reads of the map while `refuse` holds reads to refuse, one per read.
+        struct Refusing {
+            inner: MemStore,
+            refuse: std::cell::RefCell<std::collections::VecDeque<bool>>,
+        }
+        impl Store for Refusing {
+            fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+                if key == KEY && self.refuse.borrow_mut().pop_front() == Some(true) {
+                    return Err(StoreError::Host);
+                }
+                self.inner.get(key)
+            }
+            fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
+                self.inner.set(key, value, cas)
+            }
+        }
+        let config = config(r#""allowHosts": ["hooks.example.com"]"#);
+        let l = config.learn.clone().unwrap();
+        let reg = Registry::new(l.max_learned);
+        let store = Refusing {
+            inner: MemStore::new(),
+            refuse: std::cell::RefCell::new(std::collections::VecDeque::new()),
+        };
+        reg.apply(&store, &upsert(1, A), &l).unwrap();
+        let refuse = |reads: &[bool]| store.refuse.borrow_mut().extend(reads);
+        let names = |all: &AllEndpoints| -> Vec<String> {
+            all.all.iter().map(|e| e.name.clone()).collect()
+        };
+        let mut all = AllEndpoints::new(config.endpoints.clone());
+        // The version read, then the map's refused: nothing learned to build from yet.
+        refuse(&[false, true]);
+        all.current(&store, &config);
+        let (now, _) = all.current(&store, &config);
+        assert_eq!(
+            now.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["crm", "learned-1"],
+            "built again once the map reads"
+        );
+        reg.apply(&store, &upsert(2, A), &l).unwrap();
+        refuse(&[false, true]);
+        let (now, rebuilt) = all.current(&store, &config);
+        assert!(!rebuilt);
+        assert_eq!(names(&all), ["crm", "learned-1"], "the last list meanwhile");
+        assert_eq!(now.len(), 2);
+        // Neither read: the last list too, not the configured endpoints alone.
+        refuse(&[true]);
+        let (now, _) = all.current(&store, &config);
+        assert_eq!(now.len(), 2, "{:?}", names(&all));
+        let (now, rebuilt) = all.current(&store, &config);
+        assert!(rebuilt);
+        assert_eq!(
+            now.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["crm", "learned-1", "learned-2"]
+        );
+        let (_, rebuilt) = all.current(&store, &config);
+        assert!(!rebuilt, "rebuilt only when the map changed");
     }
 
     #[test]

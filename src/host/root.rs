@@ -27,7 +27,7 @@ use crate::events::{KnownEvents, Memory, RecentResponses};
 use crate::extract::{persisted, KnownRequests};
 use crate::hashing::{self, Seeded};
 use crate::layout::{self, LaidOut};
-use crate::learn::Registry;
+use crate::learn::{AllEndpoints, Registry};
 use crate::metrics::{Metric, Metrics};
 use crate::page_memory::PageMemory;
 
@@ -71,8 +71,8 @@ pub struct Shared {
     pub pages: RefCell<PageMemory>,
     pub known: RefCell<KnownEvents>,
     pub requests: RefCell<KnownRequests>,
-    /// Configured plus learned endpoints, with the learned map's version they were built at.
-    endpoints: RefCell<(Option<u32>, Rc<Vec<Endpoint>>)>,
+    /// Configured plus learned endpoints.
+    endpoints: RefCell<AllEndpoints>,
     /// When this VM last warned that no sender takes its deliveries.
     no_sender_warned: EveryMinute,
     /// When this VM last warned of a stream it could not read (`warn_unlogged`).
@@ -147,27 +147,15 @@ impl Shared {
 
     /// Every endpoint deliveries may go to; rebuilt only when the learned map changed.
     pub fn endpoints(&self) -> Rc<Vec<Endpoint>> {
-        let Some(learn) = &self.config.learn else {
-            return self.endpoints.borrow().1.clone();
-        };
-        let registry = Registry::new(learn.max_learned);
-        let version = registry.version(&SharedData).ok().flatten();
-        if self.endpoints.borrow().0 == version {
-            return self.endpoints.borrow().1.clone();
-        }
-        let mut all = self.config.endpoints.clone();
-        if let Ok(learned) = registry.endpoints(&SharedData, &self.config) {
-            for e in learned {
-                if all.iter().all(|c| c.name != e.name) {
-                    all.push(e);
-                }
+        let (all, rebuilt) = self
+            .endpoints
+            .borrow_mut()
+            .current(&SharedData, &self.config);
+        if rebuilt {
+            for key in Sender::keys(&all) {
+                ensure(&key, b"{}");
             }
         }
-        for key in Sender::keys(&all) {
-            ensure(&key, b"{}");
-        }
-        let all = Rc::new(all);
-        *self.endpoints.borrow_mut() = (version, all.clone());
         all
     }
 }
@@ -696,11 +684,10 @@ impl RootContext for Root {
                 self.context_id
             );
         }
-        let configured = Rc::new(config.endpoints.clone());
         let tick_period_ms = Cell::new(config.tick_ms);
         let metrics = EnvoyMetrics::define(&config.endpoints);
         let shared = Rc::new(Shared {
-            endpoints: RefCell::new((None, configured)),
+            endpoints: RefCell::new(AllEndpoints::new(config.endpoints.clone())),
             config,
             memory,
             metrics,
