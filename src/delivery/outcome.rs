@@ -219,18 +219,19 @@ fn month_number(s: &str) -> Option<u32> {
 
 /// RFC 9110: a two-digit year whose timestamp (`month`, `day`, seconds into the day) is
 /// more than 50 years in the future is in the past century. The whole timestamp counts, not
-/// the year alone: late in the year 50 years ahead, a date is already past that bound.
+/// the year alone: late in the year 50 years ahead, a date is already past that bound. So
+/// the year is the latest with those digits that is not past that bound, which late in a
+/// century is in the next one.
 fn full_year(yy: u32, (month, day, of_day): (u32, u32, u32), now_secs: i64) -> u32 {
     let (now_year, now_month, now_day) = civil_from_days(now_secs.div_euclid(86_400));
     let now_of_day = u32::try_from(now_secs.rem_euclid(86_400)).unwrap_or(0);
     let now_year = u32::try_from(now_year).unwrap_or(1970);
-    let year = now_year - now_year % 100 + yy;
     let fifty_ahead = (now_year.saturating_add(50), now_month, now_day, now_of_day);
-    if (year, month, day, of_day) > fifty_ahead {
-        year.saturating_sub(100)
-    } else {
-        year
-    }
+    let next_century = (now_year - now_year % 100).saturating_add(100 + yy);
+    [next_century, next_century.saturating_sub(100)]
+        .into_iter()
+        .find(|&year| (year, month, day, of_day) <= fifty_ahead)
+        .unwrap_or(next_century.saturating_sub(200))
 }
 
 #[cfg(test)]
@@ -448,6 +449,27 @@ mod tests {
         assert_eq!(
             retry_after_ms(503, Some("Sunday, 31-Dec-73 00:00:00 GMT"), now_ms),
             Some(0)
+        );
+    }
+
+    /// Near a century's end the nearest year with those digits is in the next century: read
+    /// in the current one, a date a day ahead was taken for one a hundred years back (a
+    /// review), and the pause the receiver asked for was not kept.
+    #[test]
+    fn rfc850_years_late_in_a_century_may_be_in_the_next() {
+        let now = days_from_civil(2099, 12, 31) * 86_400;
+        assert_eq!(
+            parse_http_date("Friday, 01-Jan-00 00:00:00 GMT", now),
+            Some(days_from_civil(2100, 1, 1) * 86_400)
+        );
+        assert_eq!(
+            parse_http_date("Thursday, 31-Dec-99 00:00:00 GMT", now),
+            Some(days_from_civil(2099, 12, 31) * 86_400)
+        );
+        // 2151 is more than 50 years ahead: this century's.
+        assert_eq!(
+            parse_http_date("Friday, 01-Jan-51 00:00:00 GMT", now),
+            Some(days_from_civil(2051, 1, 1) * 86_400)
         );
     }
 
