@@ -7,7 +7,8 @@
 //! numbers go through `json`'s lexer, so records and responses follow one grammar.
 //! Reading follows what the derived code accepted: unknown keys are skipped, an optional key
 //! may be absent or `null`, and a required key missing or any key of the wrong type makes the
-//! record unreadable (`None`).
+//! record unreadable (`None`). One difference: a key given twice is read twice, the last one
+//! standing (the derived code refused it); the writers never repeat a key.
 
 use std::borrow::Cow;
 
