@@ -48,6 +48,8 @@ struct FakeNet {
     refuse: bool,
     /// A cluster Envoy does not know: calls to it are refused.
     unknown_cluster: Option<&'static str>,
+    /// Clusters only signed endpoints post to: a request to one must carry a signature.
+    signed: Vec<String>,
 }
 
 impl Dispatch for FakeNet {
@@ -61,6 +63,11 @@ impl Dispatch for FakeNet {
         if self.refuse || self.unknown_cluster == Some(cluster) {
             return Err("BadArgument".into());
         }
+        let signed = headers.iter().any(|(k, _)| *k == "webhook-signature");
+        assert!(
+            signed || !self.signed.iter().any(|c| c == cluster),
+            "an unsigned request to {cluster}, which only signed endpoints post to"
+        );
         check_signature(headers, body);
         self.next += 1;
         self.sent.push(Sent {
@@ -105,6 +112,26 @@ fn check_signature(headers: &[(&str, &str)], body: &[u8]) {
     );
 }
 
+/// The clusters that only endpoints with a secret post to (not the dead letter's either).
+fn signed_clusters(config: &Config) -> Vec<String> {
+    let unsigned = |cluster: &str| {
+        config
+            .endpoints
+            .iter()
+            .any(|e| e.secrets.is_empty() && e.target.cluster == cluster)
+            || config
+                .dead_letter
+                .as_ref()
+                .is_some_and(|d| d.target.cluster == cluster)
+    };
+    config
+        .endpoints
+        .iter()
+        .filter(|e| !e.secrets.is_empty() && !unsigned(&e.target.cluster))
+        .map(|e| e.target.cluster.clone())
+        .collect()
+}
+
 /// One Envoy's worth of state: the shared store and metrics, and one sender per VM.
 struct World {
     config: Config,
@@ -144,11 +171,15 @@ impl World {
             .map(|_| RefCell::new(KnownEvents::new(1024)))
             .collect();
         let known = Some(known);
+        let net = RefCell::new(FakeNet {
+            signed: signed_clusters(&config),
+            ..FakeNet::default()
+        });
         World {
             config,
             store,
             metrics: CountingMetrics::default(),
-            net: RefCell::new(FakeNet::default()),
+            net,
             senders,
             known,
             now: T0,
