@@ -12,7 +12,7 @@
 //! keeps its endpoints' deliveries until it goes stale at most: it never stops another's
 //! sending.
 
-use crate::config::Config;
+use crate::config::{Config, MAX_TICK_MS};
 use crate::delivery::tick;
 use crate::events::fnv1a64;
 use crate::learn::{self, NAME_PREFIX};
@@ -26,6 +26,11 @@ pub const BEAT_MS: u64 = 5_000;
 /// root contexts are gone (the old listener drained) or stuck. Longer for one whose ticks
 /// come further apart (see [`stale_after_ms`]).
 pub const STALE_MS: u64 = 30_000;
+/// The furthest ahead of the clock an entry's time is written: by a configuration at the
+/// slowest `tickMs` (see [`stale_after_ms`]; older builds of this prefix wrote their plain
+/// time), and a beat for the clock another thread read a moment after this one's. A time
+/// further ahead was written before the wall clock stepped back.
+pub const MAX_AHEAD_MS: u64 = 3 * (MAX_TICK_MS + BEAT_MS) - STALE_MS + BEAT_MS;
 /// Configurations listed at most; more live at once than any deployment updates while an
 /// entry lives (30 s, 195 s at most).
 const MAX_CONFIGS: usize = 64;
@@ -54,6 +59,15 @@ struct Entry {
 impl Entry {
     fn is_live(&self, now_ms: u64) -> bool {
         now_ms.saturating_sub(self.seen_ms) < STALE_MS
+    }
+
+    /// Heard from no later than `MAX_AHEAD_MS` past `now_ms`: a time further ahead was written
+    /// before the wall clock stepped back, and held a configuration gone since live for as
+    /// long as the step. One alive says so again at its next beat.
+    fn held_at_most(mut self, now_ms: u64) -> Self {
+        self.seen_ms = self.seen_ms.min(now_ms.saturating_add(MAX_AHEAD_MS));
+        self.since_ms = self.since_ms.min(self.seen_ms);
+        self
     }
 }
 
@@ -88,7 +102,9 @@ impl LiveEndpoints {
     /// only those listed (a removed endpoint's open circuit would otherwise stay counted in
     /// `circuits_open` for good once its deliveries had all ended: a review). A next beat
     /// further ahead than `BEAT_MS` was set before the wall clock stepped back: it is due now
-    /// (`tick::every_due`), rather than the sender going unheard for the step.
+    /// (`tick::every_due`), rather than the sender going unheard for the step; another's time
+    /// further ahead than `MAX_AHEAD_MS` is held there, so a configuration gone across the step
+    /// goes stale that long after it at most.
     pub fn beat(&mut self, store: &dyn Store, config: &Config, now_ms: u64) -> Vec<String> {
         if !tick::every_due(self.next_beat_ms, now_ms, BEAT_MS) {
             return Vec::new();
@@ -96,8 +112,10 @@ impl LiveEndpoints {
         self.next_beat_ms = now_ms.saturating_add(BEAT_MS);
         let mine = entry_of(config, self.source, now_ms);
         let gone = store::update(store, KEY, |current| {
-            let (mut entries, stale): (Vec<Entry>, Vec<Entry>) =
-                decode(current).into_iter().partition(|e| e.is_live(now_ms));
+            let (mut entries, stale): (Vec<Entry>, Vec<Entry>) = decode(current)
+                .into_iter()
+                .map(|e| e.held_at_most(now_ms))
+                .partition(|e| e.is_live(now_ms));
             let mut gone: Vec<String> = Vec::new();
             for name in stale.into_iter().flat_map(|e| e.names) {
                 let listed = |e: &Entry| e.names.contains(&name);
@@ -428,6 +446,51 @@ mod tests {
         assert_eq!(store.get(KEY).unwrap(), before);
         // ... and the endpoint only the one gone had is told once that one is stale.
         assert_eq!(beats.beat(&store, &a, now + STALE_MS), ["ops"]);
+    }
+
+    /// A review: a configuration whose senders went before the wall clock stepped back kept
+    /// its time ahead by the step, so its endpoints' deliveries stayed in the ledger (neither
+    /// sent nor dropped as orphaned) and its open circuits counted, for as long as the step
+    /// (an hour for an hour's), not 30 s.
+    #[test]
+    fn a_configuration_gone_before_the_clock_stepped_back_goes_stale() {
+        let store = MemStore::new();
+        let (a, old) = (config(&["a"], None), config(&["a", "ops"], None));
+        let hour = 3_600_000;
+        let mut beats = LiveEndpoints::of_source(1);
+        beats.beat(&store, &a, hour);
+        LiveEndpoints::of_source(2).beat(&store, &old, hour);
+        // The clock steps back an hour; the old configuration's senders are gone.
+        let back = 1_000;
+        beats.beat(&store, &a, back);
+        assert!(kept_elsewhere(&store, &a, "ops", back));
+        // Held as if heard from at the step, as far ahead as any sender writes its time.
+        let gone_at = back + MAX_AHEAD_MS + STALE_MS;
+        let mut told = Vec::new();
+        for now in (back + BEAT_MS..=gone_at).step_by(BEAT_MS as usize) {
+            assert!(kept_elsewhere(&store, &a, "ops", now - 1), "at {now}");
+            told.extend(beats.beat(&store, &a, now));
+        }
+        assert!(!kept_elsewhere(&store, &a, "ops", gone_at));
+        assert_eq!(told, ["ops"]);
+    }
+
+    /// The bound keeps the slowest configuration live between its beats, as `STALE_MS` does.
+    #[test]
+    fn the_slowest_configuration_stays_live_under_the_bound() {
+        let slowest = ticking_every_minute(&["ops"]);
+        assert_eq!(slowest.tick_ms, crate::config::MAX_TICK_MS);
+        let store = MemStore::new();
+        let a = config(&["a"], None);
+        let mut beats = LiveEndpoints::of_source(1);
+        LiveEndpoints::of_source(2).beat(&store, &slowest, 10_000);
+        let last = 10_000 + stale_after_ms(slowest.tick_ms);
+        // Read a moment before it wrote (another thread's clock read), and up to its bound.
+        for now in [9_000, 10_000, last - 1] {
+            beats.beat(&store, &a, now);
+            assert!(kept_elsewhere(&store, &a, "ops", now), "at {now}");
+        }
+        assert!(!kept_elsewhere(&store, &a, "ops", last));
     }
 
     #[test]
