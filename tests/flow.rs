@@ -1755,6 +1755,49 @@ fn a_removed_endpoints_open_circuit_stops_counting_once_no_configuration_has_it(
     assert_eq!(w.m(Metric::CircuitsOpen), 0);
 }
 
+/// A review: Envoy configures every configuration it loads once in a VM it then throws away
+/// (its configuration check). That root context's announcement took the entries gone stale
+/// out of the record, and with them the endpoints no live configuration has any more, which
+/// only it was told and never forgot: a removed endpoint's open circuit stayed counted for
+/// good.
+#[test]
+fn a_configuration_checked_and_thrown_away_leaves_the_stale_endpoints_to_the_senders() {
+    use osmox_webhook_filter::delivery::live_endpoints::STALE_MS;
+    let mut w = World::new(
+        &ONE_ENDPOINT.replace(r#""maxAttempts": 3"#, r#""maxAttempts": 1"#),
+        2,
+    );
+    let v1 = w.config.clone();
+    for i in 0..6 {
+        w.observe(0, &[note(100 + i, DeliveryStatus::Success, A)]);
+    }
+    let mut answered = 0;
+    w.answer_everything(503, &mut answered);
+    w.sweep();
+    assert_eq!(w.m(Metric::CircuitsOpen), 1);
+    let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
+    let v2 = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
+    for k in Sender::keys(&v2.endpoints) {
+        w.store.set(&k, b"{}", None).unwrap();
+    }
+    let mut newer = sender(&v2, 1);
+    newer.announce(&w.store, &v2, 2, w.now);
+    *w.senders[1].borrow_mut() = newer;
+    w.config = v2.clone();
+    w.now += 5_000;
+    tick_by(&w, 0, &v1);
+    tick_by(&w, 1, &v2);
+    // The old listener drained; once its configuration is stale, Envoy checks another.
+    w.with(0, |s, _, io| s.close(io));
+    w.now += STALE_MS;
+    sender(&v2, 7).announce(&w.store, &v2, 3, w.now);
+    for _ in 0..3 {
+        w.now += 5_000;
+        tick_by(&w, 1, &v2);
+    }
+    assert_eq!(w.m(Metric::CircuitsOpen), 0);
+}
+
 /// A configuration update leaves the replaced root contexts alive until the old listener has
 /// drained (600 s by default), sweeping the ledger with the old configuration: a review found
 /// them dropping as orphaned the retries of every endpoint only the new one has.

@@ -97,6 +97,15 @@ impl LiveEndpoints {
         }
     }
 
+    /// Say, when configured, that `config`'s endpoints are live. The configurations gone
+    /// stale are left for the next beat to forget: Envoy configures each configuration once in
+    /// a VM it then throws away (its configuration check), and the endpoints no live
+    /// configuration has any more, told that root context, were forgotten by nobody (a review:
+    /// a removed endpoint's open circuit stayed counted).
+    pub fn announce(&mut self, store: &dyn Store, config: &Config, now_ms: u64) {
+        let _ = self.write(store, config, now_ms, false);
+    }
+
     /// Say, at most every `BEAT_MS`, that `config`'s endpoints are live; forget the
     /// configurations gone stale. The endpoints no live configuration has any more, that
     /// only those listed (a removed endpoint's open circuit would otherwise stay counted in
@@ -109,6 +118,18 @@ impl LiveEndpoints {
         if !tick::every_due(self.next_beat_ms, now_ms, BEAT_MS) {
             return Vec::new();
         }
+        self.write(store, config, now_ms, true)
+    }
+
+    /// Write `config`'s entry; with `forget`, take out the stale ones and return the
+    /// endpoints only they listed.
+    fn write(
+        &mut self,
+        store: &dyn Store,
+        config: &Config,
+        now_ms: u64,
+        forget: bool,
+    ) -> Vec<String> {
         self.next_beat_ms = now_ms.saturating_add(BEAT_MS);
         let mine = entry_of(config, self.source, now_ms);
         let gone = store::update(store, KEY, |current| {
@@ -116,19 +137,25 @@ impl LiveEndpoints {
                 .into_iter()
                 .map(|e| e.held_at_most(now_ms))
                 .partition(|e| e.is_live(now_ms));
-            let mut gone: Vec<String> = Vec::new();
-            for name in stale.into_iter().flat_map(|e| e.names) {
-                let listed = |e: &Entry| e.names.contains(&name);
-                if !mine.names.contains(&name)
-                    && !entries.iter().any(listed)
-                    && !gone.contains(&name)
-                {
-                    gone.push(name);
-                }
-            }
             let mut mine = mine.clone();
             if let Some(at) = entries.iter().position(|e| e.id == mine.id) {
                 mine.since_ms = entries.remove(at).since_ms;
+            }
+            let mut gone: Vec<String> = Vec::new();
+            for e in stale.into_iter().filter(|e| e.id != mine.id) {
+                if !forget {
+                    entries.push(e);
+                    continue;
+                }
+                for name in e.names {
+                    let listed = |e: &Entry| e.names.contains(&name);
+                    if !mine.names.contains(&name)
+                        && !entries.iter().any(listed)
+                        && !gone.contains(&name)
+                    {
+                        gone.push(name);
+                    }
+                }
             }
             entries.truncate(MAX_CONFIGS - 1);
             entries.push(mine);

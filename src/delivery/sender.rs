@@ -292,9 +292,6 @@ pub struct Sender {
     /// scheduled before an update, or by its sweep): the host passes them on to that one,
     /// which would otherwise find them only by its sweep.
     handed: Vec<(u32, String)>,
-    /// Endpoints no live configuration has any more, found when this sender announced
-    /// itself: their circuits are forgotten at its first tick.
-    unlisted: Vec<String>,
 }
 
 /// No live configuration has `endpoint` any more: a circuit left open on it would stay
@@ -367,7 +364,6 @@ impl Sender {
             reports: Reports::default(),
             handed_over: Vec::new(),
             handed: Vec::new(),
-            unlisted: Vec::new(),
         }
     }
 
@@ -391,7 +387,7 @@ impl Sender {
     /// `source` hashes the configuration's text (`live_endpoints`).
     pub fn announce(&mut self, store: &dyn Store, config: &Config, source: u64, now_ms: u64) {
         self.live = LiveEndpoints::of_source(source);
-        self.unlisted = self.live.beat(store, config, now_ms);
+        self.live.announce(store, config, now_ms);
     }
 
     /// Keys the sender needs created before traffic: one breaker record per endpoint.
@@ -490,9 +486,7 @@ impl Sender {
         if self.closing {
             return; // a window swept without sending would pass over what waits there
         }
-        let mut unlisted = std::mem::take(&mut self.unlisted);
-        unlisted.extend(self.live.beat(io.store, config, io.now_ms));
-        for endpoint in unlisted {
+        for endpoint in self.live.beat(io.store, config, io.now_ms) {
             forget_breaker(io, &endpoint);
         }
         // Reports already due go before the reports of deliveries this sweep ends.
