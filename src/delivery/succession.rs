@@ -21,6 +21,12 @@ use crate::store::{self, Cas, Store};
 /// bytes; empty until one was put in force since the last load.
 pub const IN_FORCE_KEY: &str = crate::shared_name!("config/in_force");
 
+/// Slots an inbox holds at most: what one tick wakes of them. A sender hands over what it
+/// finds at each pass of its sweep, so one ticking slower than it was handed the same slots
+/// again and again, and woke them all at its next tick. Those past it are handed over again
+/// at the next pass, or found by a sweep.
+const MAX_INBOX: usize = 1024;
+
 /// What the succession needs to know of a sender besides its place: the endpoints it sends
 /// for now (learned ones included, so asked each time).
 pub trait Sends {
@@ -236,7 +242,7 @@ impl<H: Sends> Succession<H> {
 
     /// `slot` was woken in `from` for `endpoint`, which `from` does not send for: hand it to
     /// the sender here that does (the newest with it: the others hand it over), for its next
-    /// tick. Without one it waits for a sweep.
+    /// tick, once, and `MAX_INBOX` at most. Without one it waits for a sweep.
     pub fn forward(&mut self, from: u32, slot: u32, endpoint: &str) {
         let target = self
             .roots
@@ -245,7 +251,9 @@ impl<H: Sends> Succession<H> {
             .filter(|r| r.id != from)
             .find(|r| r.sender.endpoint_names().iter().any(|n| n == endpoint));
         if let Some(target) = target {
-            target.inbox.push(slot);
+            if target.inbox.len() < MAX_INBOX && !target.inbox.contains(&slot) {
+                target.inbox.push(slot);
+            }
         }
     }
 
@@ -540,6 +548,26 @@ mod tests {
         vm.forward(2, 5, "x");
         assert_eq!(vm.take_inbox(3), vec![5]);
         assert_eq!(vm.take_inbox(1), Vec::<u32>::new());
+    }
+
+    /// A review: a sender hands over what its sweep finds due for another's endpoint at each
+    /// pass (an open circuit holds a backlog due), so one ticking slower than it (an update
+    /// that changed `tickMs`) was handed the same slots again and again, and woke them all at
+    /// its next tick: with a backlog, a minute's tick could take over a hundred thousand reads.
+    #[test]
+    fn an_inbox_holds_each_slot_once_and_a_tick_of_wake_ups_at_most() {
+        let store = MemStore::new();
+        let mut vm = updated(&store);
+        for _ in 0..600 {
+            for slot in 0..256 {
+                vm.forward(2, slot, "x");
+            }
+        }
+        assert_eq!(vm.take_inbox(1), (0..256).collect::<Vec<u32>>());
+        for slot in 0..100_000 {
+            vm.forward(2, slot, "x");
+        }
+        assert_eq!(vm.take_inbox(1).len(), MAX_INBOX);
     }
 
     #[test]
