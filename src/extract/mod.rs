@@ -26,7 +26,7 @@ pub use graphql::{
 };
 pub use known_requests::KnownRequests;
 pub use learn::{extract_registration, is_webhook_route, Registration, Unread};
-pub use response_check::{answered_2xx, sniff, sniff_whole, verdict, Ending, Verdict};
+pub use response_check::{answered_2xx, sniff, sniff_whole, verdict, Ending, FirstBytes, Verdict};
 
 /// How many levels below the walk's root (GraphQL `data`, the REST body) are searched.
 /// OsmoX nests rows two levels deep at most; the bound keeps hostile bodies cheap.

@@ -11,11 +11,12 @@
 
 use crate::metrics::Metric;
 
+const GZIP: &[u8] = &[0x1f, 0x8b];
+const ZSTD: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
 /// What a body's first bytes say of it: `Some` to skip it, counted there; `None` when it may
 /// be JSON, or nothing but whitespace has come yet.
 pub fn sniff(start: &[u8]) -> Option<Metric> {
-    const GZIP: &[u8] = &[0x1f, 0x8b];
-    const ZSTD: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
     if start.starts_with(GZIP) || start.starts_with(ZSTD) {
         return Some(Metric::SkippedEncoded);
     }
@@ -23,6 +24,65 @@ pub fn sniff(start: &[u8]) -> Option<Metric> {
     match start.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{' | b'[') | None => None,
         Some(_) => Some(Metric::SkippedNotJson),
+    }
+}
+
+/// A body's first bytes as its chunks come, until they say what [`sniff`] says of the whole:
+/// a chunk of blanks, or one shorter than a compression's magic number, decides nothing yet
+/// (a review: judging only the first chunk copied a blank-led HTML page whole, and counted
+/// a gzip body whose first chunk was one byte as not JSON).
+#[derive(Debug, Default)]
+pub struct FirstBytes {
+    /// The body's bytes so far, while they may begin a magic number.
+    start: [u8; 3],
+    held: usize,
+    /// Only blanks came so far.
+    blank: bool,
+    decided: bool,
+}
+
+impl FirstBytes {
+    /// What the body's first bytes say once `chunk` came after those before it: `Some` to
+    /// skip it (said once: later chunks say nothing), `None` while it may be JSON.
+    pub fn judge(&mut self, chunk: &[u8]) -> Option<Metric> {
+        if self.decided || chunk.is_empty() {
+            return None;
+        }
+        if self.blank {
+            // A magic number begins a body: after blanks, the first other byte decides.
+            let next = chunk.iter().find(|b| !b.is_ascii_whitespace())?;
+            self.decided = true;
+            return (!matches!(next, b'{' | b'[')).then_some(Metric::SkippedNotJson);
+        }
+        // The bytes held (a magic number's beginning) and the chunk's first, four at most.
+        let mut head = [0u8; 4];
+        let mut n = 0;
+        let held = self.start.iter().take(self.held);
+        for (slot, b) in head.iter_mut().zip(held.chain(chunk)) {
+            *slot = *b;
+            n += 1;
+        }
+        let head = head.get(..n).unwrap_or_default();
+        let may_begin = |magic: &[u8]| head.len() < magic.len() && magic.starts_with(head);
+        if may_begin(GZIP) || may_begin(ZSTD) {
+            // All of it is in `head`, shorter than a magic number: wait for the rest.
+            for (slot, b) in self.start.iter_mut().zip(head) {
+                *slot = *b;
+            }
+            self.held = head.len();
+            return None;
+        }
+        self.decided = true;
+        if self.held > 0 {
+            // Not blank: these bytes decide.
+            return sniff(head);
+        }
+        let said = sniff(chunk);
+        if said.is_none() && chunk.iter().all(u8::is_ascii_whitespace) {
+            self.decided = false;
+            self.blank = true;
+        }
+        said
     }
 }
 
@@ -136,6 +196,43 @@ mod tests {
         for (body, want) in cases {
             let shown = String::from_utf8_lossy(body);
             assert_eq!(sniff_whole(body), want, "{shown}");
+        }
+    }
+
+    /// A review: only a body's first chunk was judged. A first chunk of blanks (a newline
+    /// before an HTML error page) decided nothing, and the page was copied whole to be
+    /// counted by its status after all; a first chunk shorter than gzip's or zstd's magic
+    /// was counted `_not_json`, not `_encoded`. However a body is split, its first bytes
+    /// say what they say of it whole, and say it once.
+    #[test]
+    fn a_body_split_anywhere_is_judged_as_its_first_bytes_whole() {
+        let gzip: &[u8] = &[0x1f, 0x8b, 0x08, 0x00, 0x7b];
+        let zstd: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58];
+        let not_zstd: &[u8] = &[0x28, 0xb5, 0x2f, 0x00, 0x00];
+        let bodies: [&[u8]; 9] = [
+            b"{\"data\":{}}",
+            b"\r\n  [{\"id\":1}]",
+            gzip,
+            zstd,
+            not_zstd,
+            b"\n\n<html>bad gateway</html>",
+            b"(nope)",
+            b" \x1f\x8b\x08",
+            b"   ",
+        ];
+        for body in bodies {
+            let want = sniff(body);
+            // Every way to cut it in up to three chunks, empty ones included.
+            for a in 0..=body.len() {
+                for b in a..=body.len() {
+                    let chunks = [&body[..a], &body[a..b], &body[b..]];
+                    let mut first = FirstBytes::default();
+                    let said: Vec<Metric> = chunks.iter().filter_map(|c| first.judge(c)).collect();
+                    let shown = String::from_utf8_lossy(body);
+                    assert_eq!(said.first().copied(), want, "{shown:?} cut at {a}, {b}");
+                    assert!(said.len() <= 1, "{shown:?} cut at {a}, {b}: said {said:?}");
+                }
+            }
         }
     }
 

@@ -62,6 +62,8 @@ pub struct Watch {
     /// Why the response body stopped being copied: counted once the call is known to be
     /// watched (an unwatched stream shows in no metric).
     skipped: Option<Metric>,
+    /// What the response body's first bytes said, as its chunks came.
+    first_bytes: extract::FirstBytes,
     body: Body,
     /// The bytes of `request` and `body` taken from `BUFFERED`.
     held: usize,
@@ -110,6 +112,7 @@ impl Watch {
             request_gap: None,
             responded: false,
             skipped: None,
+            first_bytes: extract::FirstBytes::default(),
             body: Body::Empty,
             held: 0,
             logged: false,
@@ -709,12 +712,10 @@ impl HttpContext for Watch {
             self.skip(Metric::SkippedBufferFull);
             return Action::Continue;
         };
-        if self.body.is_empty() {
-            if let Some(why) = extract::sniff(&chunk) {
-                self.give_back(size);
-                self.skip(why);
-                return Action::Continue;
-            }
+        if let Some(why) = self.first_bytes.judge(&chunk) {
+            self.give_back(size);
+            self.skip(why);
+            return Action::Continue;
         }
         self.body.push(chunk);
         Action::Continue
