@@ -2,7 +2,8 @@
 //!
 //! std's SipHash keys come from `random_get` through code that also carries WASI's error
 //! names and their `Debug` formatting; this multiply-and-fold hash is smaller and quicker.
-//! Some keys come from traffic (notification ids, observation hashes), so the hash is
+//! Some keys come from traffic (notification ids, observation hashes, a GraphQL request's
+//! field names), so the hash is
 //! keyed: each map takes the seed its VM drew from the host's random source ([`reseed`]),
 //! which a sender that could pick keys would need to aim them at one bucket. The sets
 //! such keys go into are bounded anyway (a page's notifications, the known events).
