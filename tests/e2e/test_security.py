@@ -676,6 +676,24 @@ def test_a_skipped_registration_answer_counts_under_one_skip_reason(osmox, make_
     assert {m: envoy.metric(m) for m in SKIP_METRICS} == {m: int(m == want) for m in SKIP_METRICS}
 
 
+def test_a_gzip_body_whose_magic_is_split_across_chunks_is_counted_encoded(osmox, make_envoy, filter_wasm):
+    """A body's first bytes decide whether it is copied, whatever chunks they come in: a gzip
+    body whose first chunk is one byte of its magic is counted `_encoded` (a review found it
+    counted `_not_json`, as only the first chunk was looked at). The upstream sends all but
+    the last byte, then the last byte as a chunk of its own. Other splits (a blank first
+    chunk) are checked natively, in `extract::response_check`."""
+    envoy = start_learning(make_envoy, osmox)
+    release = threading.Event()
+    sent = osmox.set_response("POST", "/graphql", 200, body=b"\x1f\x8b", hold=release)
+    threading.Timer(0.5, release.set).start()
+    r = envoy.client.graphql(register_mutation(1, "http://127.0.0.1:9/osmox/status"))
+    assert (r.status, r.body) == (200, sent)
+    want = "bodies_skipped_encoded"
+    envoy.wait_metric("responses_watched", 1, timeout=EXPECT_S)
+    envoy.wait_metric(want, 1, timeout=EXPECT_S)
+    assert {m: envoy.metric(m) for m in SKIP_METRICS} == {m: int(m == want) for m in SKIP_METRICS}
+
+
 def test_a_compressed_rest_registration_answer_is_counted(osmox, make_envoy, filter_wasm):
     """A REST create OsmoX answers gzip-compressed cannot be learned (the filter does not
     decompress): `bodies_skipped_encoded` tells an operator why (a review found no metric
