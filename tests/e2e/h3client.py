@@ -59,12 +59,14 @@ class _Client(QuicConnectionProtocol):
         return H3Response(status, resp_headers, data)
 
 
-async def _one(host: str, port: int, method: str, path: str, headers, body: bytes, timeout: float) -> H3Response:
+async def _one(host: str, port: int, method: str, path: str, headers, body: bytes) -> H3Response:
     cfg = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, verify_mode=ssl.CERT_NONE, server_name="localhost")
     async with connect(host, port, configuration=cfg, create_protocol=_Client) as client:
-        return await asyncio.wait_for(client.request(method, f"localhost:{port}", path, headers, body), timeout)
+        return await client.request(method, f"localhost:{port}", path, headers, body)
 
 
 def request(host: str, port: int, method: str, path: str, headers: list[tuple[str, str]] = (),
             body: bytes = b"", timeout: float = 10.0) -> H3Response:
-    return asyncio.run(_one(host, port, method, path, list(headers), body, timeout))
+    """One request on a connection of its own; `timeout` bounds all of it, the handshake too
+    (left to aioquic, a connection that never comes up waits out its idle timeout)."""
+    return asyncio.run(asyncio.wait_for(_one(host, port, method, path, list(headers), body), timeout))

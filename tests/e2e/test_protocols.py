@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime
 import socket
+import time
 
 import h3client
 from harness import HOST, clusters_for, endpoint, filter_config, to_json_bytes, wait_until
@@ -95,11 +96,12 @@ def h3(port: int, method: str, path: str, body: bytes = b""):
 def first_h3(port: int, method: str, path: str, body: bytes = b""):
     """The first request, retried while the QUIC listener comes up (Envoy reads the LDS file
     after it started)."""
-    for _ in range(50):
+    deadline = time.monotonic() + 6 * EXPECT_S
+    while time.monotonic() < deadline:
         try:
             return h3(port, method, path, body)
         except (TimeoutError, ConnectionError, OSError):
-            continue
+            time.sleep(0.1)
     raise AssertionError("no HTTP/3 answer")
 
 

@@ -1155,32 +1155,33 @@ def h2c_post_with_trailers(port: int, path: str, body: bytes, trailers: dict[str
     def frame(kind, flags, stream, payload):
         return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
 
-    s = socket.create_connection((HOST, port), timeout=timeout)
-    head = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", f"{HOST}:{port}"),
-            ("content-type", "application/json"), ("content-length", str(len(body)))]
-    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"")
-              + frame(1, 0x4, 1, hpack(head))            # HEADERS, END_HEADERS
-              + frame(0, 0 if trailers else 0x1, 1, body)  # DATA, END_STREAM unless trailers follow
-              + (frame(1, 0x5, 1, hpack(trailers.items())) if trailers else b""))  # END_HEADERS | END_STREAM
-    got = b""
-    buf = b""
-    while True:
-        chunk = s.recv(65536)
-        assert chunk, "connection closed before the response ended"
-        buf += chunk
-        while len(buf) >= 9:
-            n = int.from_bytes(buf[:3], "big")
-            if len(buf) < 9 + n:
-                break
-            kind, flags, stream = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
-            payload, buf = buf[9:9 + n], buf[9 + n:]
-            if kind == 4 and not flags & 1:
-                s.sendall(frame(4, 1, 0, b""))  # SETTINGS ACK
-            if kind == 0 and stream == 1:
-                got += payload
-            if stream == 1 and kind in (0, 1) and flags & 1:
-                s.close()
-                return got
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        head = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", f"{HOST}:{port}"),
+                ("content-type", "application/json"), ("content-length", str(len(body)))]
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"")
+                  + frame(1, 0x4, 1, hpack(head))            # HEADERS, END_HEADERS
+                  + frame(0, 0 if trailers else 0x1, 1, body)  # DATA, END_STREAM unless trailers follow
+                  + (frame(1, 0x5, 1, hpack(trailers.items())) if trailers else b""))  # END_HEADERS | END_STREAM
+        got = b""
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            assert chunk, "connection closed before the response ended"
+            buf += chunk
+            while len(buf) >= 9:
+                n = int.from_bytes(buf[:3], "big")
+                if len(buf) < 9 + n:
+                    break
+                kind, flags, stream = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+                payload, buf = buf[9:9 + n], buf[9 + n:]
+                if kind == 4 and not flags & 1:
+                    s.sendall(frame(4, 1, 0, b""))  # SETTINGS ACK
+                if kind == 0 and stream == 1:
+                    got += payload
+                if stream == 1 and kind in (0, 1) and flags & 1:
+                    return got
+        raise AssertionError(f"the response did not end within {timeout} s")
 
 
 @pytest.mark.parametrize("trailers", [{}, {"x-trace": "1"}], ids=["control", "trailers"])
