@@ -74,13 +74,11 @@ def test_gauges_never_wrap_below_zero_when_one_vm_raises_and_another_lowers(osmo
         rows = [dict(r, id=r["id"] + 10_000 * n) for r in graphql_rows()]
         osmox.set_json("POST", "/graphql", graphql_body(rows))
         poll_graphql(envoy)
-        end = time.monotonic() + 0.6
-        while time.monotonic() < end:
+        for _ in range(40):  # a fixed number of looks, however fast the machine
             stats = envoy.stats()
             seen.extend(stats.get(name, 0) for name in names)
             time.sleep(0.005)
     crm.wait_for(3 * rounds, EXPECT_S)
-    assert len(seen) > 100
     # Three deliveries a round: neither gauge can truly exceed all of them.
     assert max(seen) <= 3 * rounds, sorted(set(seen))
 
