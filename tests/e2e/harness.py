@@ -41,6 +41,9 @@ WASM_RUNTIME = "envoy.wasm.runtime.v8"
 METRIC_PREFIX = "wasmcustom.osmox_webhook."
 # The filter flushes its counts to Envoy every tick; tests run with tickMs 50.
 METRIC_SETTLE_S = 0.25
+# The longest a receiver holds an answer on `Behaviour.hold`: a test that failed before
+# releasing it does not leave the server thread waiting for good.
+HOLD_MAX_S = 60.0
 METRICS = {
     "responses_watched": "responses_watched",
     "bodies_skipped_too_large": "bodies_skipped_too_large",
@@ -479,6 +482,9 @@ class Behaviour:
     delay: float = 0.0  # seconds to wait before answering (or closing)
     close: bool = False  # close the connection without answering
     body: bytes = b""
+    # Answer only once the test sets it (at most HOLD_MAX_S): how long an answer waits is then
+    # the test's to decide, not a guess at how fast the filter gets there.
+    hold: threading.Event | None = None
 
     @staticmethod
     def of(x: "Behaviour | int | Mapping[str, Any]") -> "Behaviour":
@@ -535,6 +541,8 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
         body = _read_body(self.rfile, self.headers)
         req = ReceivedRequest(time.time(), self.command, self.path, list(self.headers.items()), body)
         beh = rcv._record_and_pick(req)
+        if beh.hold is not None:
+            beh.hold.wait(HOLD_MAX_S)
         if beh.delay:
             time.sleep(beh.delay)
         if beh.close:
