@@ -738,10 +738,10 @@ def test_wake_ups_reach_the_configuration_in_force_once_the_replaced_one_is_gone
         osmox, make_tracking, make_envoy, filter_wasm):
     """A review: the replaced root context took the VM's delivery queue back as it closed, and
     was then deleted; every later wake-up went to nobody, and deliveries waited for the tick
-    (5 s here) of the configuration in force."""
+    (a minute here, far past the wait) of the configuration in force."""
     crm = make_tracking("crm")
     v1 = config([endpoint("crm", crm)])
-    v2 = filter_config([endpoint("crm", crm, headers={"x-team": "v2"})], tick_ms=5000, limits=dict(SMALL_LEDGER))
+    v2 = filter_config([endpoint("crm", crm, headers={"x-team": "v2"})], tick_ms=60_000, limits=dict(SMALL_LEDGER))
     envoy = start(make_envoy, osmox, v1, {"crm": crm}, drain_time_s=1, concurrency=1)
     envoy.update_filter_config(v2)
     seen = []
@@ -753,13 +753,9 @@ def test_wake_ups_reach_the_configuration_in_force_once_the_replaced_one_is_gone
         assert time.monotonic() < deadline, f"the replaced filter chain did not drain: {seen[-5:]}"
         time.sleep(0.05)
     time.sleep(0.5)  # its root context is deleted with it
-    delays = []
     for i in range(4):
-        t0 = time.monotonic()
         observe(envoy, osmox, [notification_row(9250 + i, SUCCESS)])
-        crm.wait_ok_ids(i + 1, timeout=EXPECT_S)
-        delays.append(time.monotonic() - t0)
-    assert max(delays) < 2.5, f"deliveries waited for the 5 s tick, not their wake-up: {delays}"
+        crm.wait_ok_ids(i + 1, timeout=EXPECT_S)  # by its wake-up: no tick comes within the wait
 
 
 def _keep_alive(envoy, osmox):
@@ -837,18 +833,15 @@ def test_after_a_rollback_every_vm_sends_by_the_configuration_rolled_back_to(
 def test_wake_ups_reach_the_configuration_in_force_after_an_update_envoy_rejects(
         osmox, make_tracking, make_envoy, filter_wasm, probe_wasm):
     """A review: the rejected configuration's root context took the VM's queue and left; the
-    serving one never took it back, and deliveries waited for its tick (5 s here)."""
+    serving one never took it back, and deliveries waited for its tick (a minute here, far past
+    the wait)."""
     crm = make_tracking("crm")
-    v1 = filter_config([endpoint("crm", crm)], tick_ms=5000, limits=dict(SMALL_LEDGER))
+    v1 = filter_config([endpoint("crm", crm)], tick_ms=60_000, limits=dict(SMALL_LEDGER))
     envoy = start(make_envoy, osmox, v1, {"crm": crm}, concurrency=1)
     _update_refused_by_another_filter(envoy, config([endpoint("crm", crm, headers={"x-team": "v2"})]), probe_wasm)
-    delays = []
     for i in range(4):
-        t0 = time.monotonic()
         observe(envoy, osmox, [notification_row(9500 + i, SUCCESS)])
-        crm.wait_ok_ids(i + 1, timeout=EXPECT_S)
-        delays.append(round(time.monotonic() - t0, 2))
-    assert max(delays) < 2.5, f"deliveries waited for the 5 s tick, not their wake-up: {delays}"
+        crm.wait_ok_ids(i + 1, timeout=EXPECT_S)  # by its wake-up: no tick comes within the wait
 
 
 def _poll_on(conn, osmox, rows):
