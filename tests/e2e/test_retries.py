@@ -26,6 +26,9 @@ TICK_MS = 50
 EXPECT_S = 10.0
 SETTLE_S = 1.5
 SMALL_LEDGER = {"maxPending": 512}
+# A ledger whose sweep (256 slots a tick per sender) takes minutes at tickMs 3000: a delivery
+# that waits for it is not sent within EXPECT_S, bar a slot just ahead of the cursor.
+SWEPT_SLOWLY = {"maxPending": 100_000}
 HOOK_PATH = "/hooks/osmox?src=edge"
 SUCCESS, FAILED, PENDING = 5, 6, 1
 
@@ -857,35 +860,34 @@ def test_an_endpoint_only_the_replaced_configuration_has_gets_its_wake_ups(
         osmox, make_tracking, make_envoy, filter_wasm):
     """A review: the VM's queue belongs to the configuration in force, which dropped the
     wake-ups of an endpoint only the replaced one has (its stream on an old keep-alive
-    connection queued them): that delivery waited for the replaced one's sweep of an idle,
-    default-sized ledger (15 s here)."""
+    connection queued them): that delivery waited for the replaced one's sweep of an idle
+    ledger. Handed to it, it goes at that one's next tick (3 s here); its sweeps, one window
+    of 256 slots a tick per sender, cover a 100,000-slot ledger in minutes, so one finds the
+    delivery within the wait only by the slim chance that the slot is near the cursor."""
     crm, legacy = make_tracking("crm"), make_tracking("legacy")
-    v1 = filter_config([endpoint("crm", crm), endpoint("legacy", legacy)], tick_ms=1000)
-    v2 = filter_config([endpoint("crm", crm, headers={"x-team": "v2"})], tick_ms=100)
+    v1 = filter_config([endpoint("crm", crm), endpoint("legacy", legacy)], tick_ms=3000, limits=SWEPT_SLOWLY)
+    v2 = filter_config([endpoint("crm", crm, headers={"x-team": "v2"})], tick_ms=3000, limits=SWEPT_SLOWLY)
     envoy = make_envoy(osmox.port, v1, clusters=clusters_for(v1, {"crm": crm, "legacy": legacy}),
                        drain_time_s=60, concurrency=1)
     old = _keep_alive(envoy, osmox)
     envoy.update_filter_config(v2)
-    time.sleep(2)  # both senders idle
-    t0 = time.monotonic()
     _poll_on(old, osmox, [notification_row(9950, SUCCESS)])
     crm.wait_ok_ids(1, timeout=EXPECT_S)
-    legacy.wait_ok_ids(1, timeout=20)
-    delay = time.monotonic() - t0
+    legacy.wait_ok_ids(1, timeout=EXPECT_S)
     old.close()
-    assert delay < 2.5, f"legacy's delivery waited {delay:.1f} s for a sweep"
 
 
 def test_two_listeners_sharing_a_vm_id_each_get_their_wake_ups(osmox, make_tracking, make_envoy, filter_wasm):
     """README deploy step 3: filters on several listeners may share a vm_id. Only one of their
     root contexts per VM holds the VM's queue; the other listener's deliveries waited for its
-    sweep (a review)."""
+    sweep (a review). Handed on, they go at the other's next tick (3 s here); its sweep of
+    this ledger takes minutes (SWEPT_SLOWLY)."""
     import copy
     import http.client
     from harness import free_port
     crm, ops = make_tracking("crm"), make_tracking("ops")
-    x = filter_config([endpoint("crm", crm)], tick_ms=1000)
-    y = filter_config([endpoint("ops", ops)], tick_ms=1000)
+    x = filter_config([endpoint("crm", crm)], tick_ms=3000, limits=SWEPT_SLOWLY)
+    y = filter_config([endpoint("ops", ops)], tick_ms=3000, limits=SWEPT_SLOWLY)
     clusters = clusters_for(filter_config([endpoint("crm", crm), endpoint("ops", ops)]), {"crm": crm, "ops": ops})
     envoy = make_envoy(osmox.port, x, clusters=clusters, concurrency=1)
     second = copy.deepcopy(envoy.listener(y))
@@ -905,17 +907,12 @@ def test_two_listeners_sharing_a_vm_id_each_get_their_wake_ups(osmox, make_track
         if envoy.stat("listener_manager.total_listeners_active") >= 2:
             break
         assert attempt < 2, f"the second listener was rejected three times:\n{envoy.logs()[-3000:]}"
-    time.sleep(2)  # both senders idle
-    delays = {}
-    for name, port, rcv, base in (("x", envoy.listener_port, crm, 9960), ("y", port_y, ops, 9970)):
+    for port, rcv, base in ((envoy.listener_port, crm, 9960), (port_y, ops, 9970)):
         for i in range(2):
             conn = http.client.HTTPConnection(HOST, port, timeout=5)
-            t0 = time.monotonic()
             _poll_on(conn, osmox, [notification_row(base + i, SUCCESS)])
             conn.close()
-            rcv.wait_ok_ids(i + 1, timeout=20)
-            delays[(name, i)] = round(time.monotonic() - t0, 2)
-    assert max(delays.values()) < 2.5, f"deliveries waited for a sweep: {delays}"
+            rcv.wait_ok_ids(i + 1, timeout=EXPECT_S)
 
 
 def _update_refused_by_another_filter(envoy, cfg, probe_wasm):
