@@ -1112,11 +1112,12 @@ def test_an_update_that_delivers_as_a_draining_configuration_does_is_put_in_forc
 def test_gauges_stay_true_when_a_vm_crashes_between_ticks(osmox, make_tracking, make_envoy, fault_wasm):
     """A review: with gauge falls handed to Envoy at the tick, a VM that crashed within one
     left `pending` and `in_flight` high for good. No tick comes within this test (tickMs
-    60000): each rise must reach Envoy as it happens (the receiver holds its answers a while),
-    and each fall too, or the crash takes it along. (A later review: handing both at the tick
-    passed the check of the falls alone, since nothing ever rose.)"""
+    60000): each rise must reach Envoy as it happens (the receiver holds its answers until the
+    gauges show them), and each fall too, or the crash takes it along. (A later review:
+    handing both at the tick passed the check of the falls alone, since nothing ever rose.)"""
     from test_delivery import FAULT_QUERY
-    crm = make_tracking("crm", decide=lambda req, n: Behaviour(delay=2.0))
+    release = threading.Event()
+    crm = make_tracking("crm", decide=lambda req, n: Behaviour(hold=release))
     cfg = filter_config([endpoint("crm", crm)], tick_ms=60000, limits={"maxPending": 512})
     reload = {"backoff": {"base_interval": "0.05s", "max_interval": "1s"}}
     envoy = make_envoy(osmox.port, cfg, clusters=clusters_for(cfg, {"crm": crm}), concurrency=1,
@@ -1134,7 +1135,10 @@ def test_gauges_stay_true_when_a_vm_crashes_between_ticks(osmox, make_tracking, 
             time.sleep(0.05)
         assert gauges == {"pending": value, "in_flight": value}, (value, gauges)
 
-    wait_gauges_at(5, timeout=1.5)  # the answers come after 2 s
+    try:
+        wait_gauges_at(5, timeout=EXPECT_S)  # no answer comes before this
+    finally:
+        release.set()
     crm.wait_ok_ids(5, timeout=EXPECT_S)
     wait_gauges_at(0, timeout=EXPECT_S)
     assert envoy.client.graphql(FAULT_QUERY).status == 503  # the worker's VM traps
