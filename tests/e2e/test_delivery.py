@@ -150,9 +150,9 @@ def test_rest_v8_create_delivers_one_camelcase_webhook(osmox, make_receiver, mak
     assert_no_more(other, 0, settle=0)
 
     envoy.wait_metric("deliveries_succeeded", 1, timeout=EXPECT_S)
-    assert envoy.metric("responses_watched") >= 1
-    assert envoy.metric("events_detected") >= 1
-    assert envoy.metric("deliveries_sent") >= 1
+    assert envoy.metric("responses_watched") == 1
+    assert envoy.metric("events_detected") == 1
+    assert envoy.metric("deliveries_sent") == 1
     assert envoy.metric("deliveries_failed") == 0
 
 

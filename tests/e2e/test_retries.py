@@ -346,7 +346,8 @@ def test_410_stops_at_once_and_reports_gone_without_secrets(osmox, make_tracking
     a = report["attempts"][0]
     assert set(a) >= {"at", "outcome", "durationMs"}
     assert "410" in str(a["outcome"]), a
-    assert isinstance(a["durationMs"], int) and a["durationMs"] >= 0
+    # No attempt outlasts its timeoutMs (15 s by default); 5 s more for a loaded worker.
+    assert isinstance(a["durationMs"], int) and 0 <= a["durationMs"] <= 15_000 + 5_000, a
     assert abs(a["at"] / 1000 - got[0].req.time) < 5, (a["at"], got[0].req.time)
 
     raw = dl.body.decode() + json.dumps(dl.headers_list)
@@ -401,7 +402,7 @@ def test_receiver_slower_than_timeout_is_retried_and_delivered(osmox, make_track
     assert gap >= 0.45, f"retry {gap:.3f}s after the first attempt: before timeout + delay"
     m = metrics(envoy, "retries_scheduled", "deliveries_failed", "deliveries_succeeded",
                 "deliveries_succeeded_after_retry")
-    assert m["retries_scheduled"] >= 1 and m["deliveries_failed"] >= 1, m
+    assert m["retries_scheduled"] == 1 and m["deliveries_failed"] == 1, m  # the one timed-out attempt
     assert m["deliveries_succeeded"] == 1 and m["deliveries_succeeded_after_retry"] == 1, m
     # the first attempt was classified as a timeout (the sender's debug line names the outcome)
     wait_log_lines(envoy, lambda line: first.webhook_id in line and "Timeout" in line,
