@@ -1702,8 +1702,11 @@ fn a_removed_endpoints_open_circuit_stops_counting_when_its_deliveries_are_orpha
     assert_eq!(w.m(Metric::CircuitsOpen), 1);
     let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
     w.config = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
-    w.now += 100_000;
-    w.sweep();
+    // The sender ticks on; the configuration that had crm is heard from no more.
+    for _ in 0..20 {
+        w.now += 5_000;
+        w.sweep();
+    }
     assert_eq!(w.m(Metric::Pending), 0);
     assert_eq!(w.m(Metric::CircuitsOpen), 0);
 }
@@ -1787,9 +1790,14 @@ fn a_configuration_checked_and_thrown_away_leaves_the_stale_endpoints_to_the_sen
     w.now += 5_000;
     tick_by(&w, 0, &v1);
     tick_by(&w, 1, &v2);
-    // The old listener drained; once its configuration is stale, Envoy checks another.
+    // The old listener drained; once its configuration is stale, before the new one's
+    // sender beats again, Envoy checks another.
     w.with(0, |s, _, io| s.close(io));
-    w.now += STALE_MS;
+    for _ in 1..STALE_MS / 5_000 {
+        w.now += 5_000;
+        tick_by(&w, 1, &v2);
+    }
+    w.now += 5_000;
     sender(&v2, 7).announce(&w.store, &v2, 3, w.now);
     for _ in 0..3 {
         w.now += 5_000;
@@ -1830,14 +1838,104 @@ fn a_replaced_configuration_drops_nothing_the_newer_one_has() {
         tick_by(&w, 1, &v2);
     }
     assert_eq!(w.last().cluster, "webhook_ops");
-    // Once no configuration that has the endpoint is heard from, it is orphaned.
+    // Once no configuration that has the endpoint is heard from, it is orphaned: the old
+    // configuration's sender ticks on, the new one's is gone.
     w.reply(1, w.last().token, 503, None);
-    w.now += STALE_MS + 5_000;
-    for _ in 0..4 {
-        tick_by(&w, 0, &v1);
+    for _ in 0..(STALE_MS + 5_000) / 5_000 {
+        w.now += 5_000;
+        for _ in 0..4 {
+            tick_by(&w, 0, &v1);
+        }
     }
     assert_eq!(w.m(Metric::DeliveriesOrphaned), 1);
     assert_eq!(w.m(Metric::Pending), 0);
+}
+
+/// Tick VM `vm` until its sweep has been over the whole ledger, idle or not (an idle sender
+/// sweeps one tick in ten).
+fn sweep_by(w: &World, vm: usize, config: &Config) {
+    let rounds = config.limits.max_pending.div_ceil(64) as usize + 1;
+    for _ in 0..rounds * 10 {
+        tick_by(w, vm, config);
+    }
+}
+
+/// A review: while two configurations live (the old listener drains after an update), the
+/// wall clock stepping forward (NTP, a machine resumed from suspend) by more than about 25 s
+/// let the first sender to tick after it take the other configuration for gone, before that
+/// one had a tick to say otherwise: it dropped the retry of the endpoint only the other has
+/// as orphaned.
+#[test]
+fn a_forward_clock_step_drops_no_retry_of_another_live_configuration() {
+    let (mut w, v1, v2) = worlds_of_an_update_adding_ops(2);
+    tick_by(&w, 0, &v1);
+    tick_by(&w, 1, &v2);
+    // The new configuration's HTTP contexts take in an event for both endpoints; ops fails.
+    w.observe(1, &[note(1, DeliveryStatus::Success, A)]);
+    for s in &w.sent() {
+        let status = if s.cluster == "webhook_ops" { 503 } else { 200 };
+        w.reply(1, s.token, status, None);
+    }
+    w.now += 1_000;
+    tick_by(&w, 0, &v1);
+    tick_by(&w, 1, &v2);
+    // The machine resumes from a minute's suspend; the old configuration's sender ticks first.
+    w.now += 60_000;
+    sweep_by(&w, 0, &v1);
+    assert_eq!(w.m(Metric::DeliveriesOrphaned), 0);
+    assert_eq!(w.m(Metric::Pending), 1);
+    // The new configuration's sender ticks next and sends the retry.
+    sweep_by(&w, 1, &v2);
+    assert_eq!(w.last().cluster, "webhook_ops");
+    assert_eq!(w.sent().len(), 3);
+    // Both tick on: neither takes the other for gone.
+    w.reply(1, w.last().token, 503, None);
+    for _ in 0..100 {
+        w.now += 1_000;
+        tick_by(&w, 0, &v1);
+        tick_by(&w, 1, &v2);
+    }
+    assert_eq!(w.m(Metric::DeliveriesOrphaned), 0);
+    assert_eq!(w.last().cluster, "webhook_ops");
+    assert!(w.sent().len() > 3, "retried again by the new configuration");
+}
+
+/// What the lag after a forward clock step keeps is kept `LAG_MS` at most: a configuration
+/// gone across the step (its listener drained) has its endpoints' deliveries dropped as
+/// orphaned and its open circuits forgotten by then, as they are without a step.
+#[test]
+fn a_configuration_gone_across_a_forward_clock_step_is_taken_for_gone_lag_ms_later_at_most() {
+    use osmox_webhook_filter::delivery::live_endpoints::LAG_MS;
+    let (mut w, v1, v2) = worlds_of_an_update_adding_ops(2);
+    tick_by(&w, 0, &v1);
+    tick_by(&w, 1, &v2);
+    // The new configuration takes in events; ops fails them all, and its circuit opens.
+    for i in 0..6 {
+        w.observe(1, &[note(100 + i, DeliveryStatus::Success, A)]);
+    }
+    for s in &w.sent() {
+        let status = if s.cluster == "webhook_ops" { 503 } else { 200 };
+        w.reply(1, s.token, status, None);
+    }
+    assert_eq!(w.m(Metric::CircuitsOpen), 1);
+    assert_eq!(w.m(Metric::Pending), 6);
+    w.now += 1_000;
+    tick_by(&w, 0, &v1);
+    tick_by(&w, 1, &v2);
+    // Its listener drains, and the machine is suspended for an hour.
+    w.with(1, |s, _, io| s.close(io));
+    w.now += 3_600_000;
+    let resumed = w.now;
+    sweep_by(&w, 0, &v1);
+    assert_eq!(w.m(Metric::DeliveriesOrphaned), 0, "could be a step");
+    while w.now < resumed + LAG_MS {
+        w.now += 1_000;
+        tick_by(&w, 0, &v1);
+    }
+    sweep_by(&w, 0, &v1);
+    assert_eq!(w.m(Metric::DeliveriesOrphaned), 6);
+    assert_eq!(w.m(Metric::Pending), 0);
+    assert_eq!(w.m(Metric::CircuitsOpen), 0);
 }
 
 /// A review: a configuration loaded before an update raised `maxPending` (its root context

@@ -80,20 +80,57 @@ pub fn stale_after_ms(tick_ms: u64) -> u64 {
     STALE_MS.max(tick_ms.saturating_add(BEAT_MS).saturating_mul(3))
 }
 
+/// How long a sender whose beat came late judges the others as of before (see
+/// [`LiveEndpoints::judged_at`]): every live configuration, at the slowest `tickMs`, has
+/// ticked since, and beaten (the step made its beat due).
+pub const LAG_MS: u64 = MAX_TICK_MS + 2 * BEAT_MS;
+
 /// One sender's side: when it next says what its configuration has.
 #[derive(Debug, Default)]
 pub struct LiveEndpoints {
     next_beat_ms: u64,
     /// Its configuration's `source` (see [`Entry`]).
     source: u64,
+    /// When it last wrote its entry.
+    wrote_ms: Option<u64>,
+    /// Until when, and by how much, it judges the others as of earlier, after a late write.
+    lag: Option<(u64, u64)>,
 }
 
 impl LiveEndpoints {
     /// For the configuration whose text hashes to `source`.
     pub fn of_source(source: u64) -> Self {
         LiveEndpoints {
-            next_beat_ms: 0,
             source,
+            ..LiveEndpoints::default()
+        }
+    }
+
+    /// The time at which to judge, at `now_ms`, which configurations are stale. The wall
+    /// clock stepping forward (NTP, a machine resumed from suspend) leaves every other
+    /// configuration unheard for the step, though none had a tick to say otherwise: judged by
+    /// the clock, the first sender to tick after it took them for gone and dropped their
+    /// endpoints' deliveries as orphaned (a review). A sender sees the step as its own write
+    /// coming later than its ticks let it (see [`LiveEndpoints::write`]; a stalled VM looks
+    /// the same, and is judged alike). Between its writes it cannot tell a step from time
+    /// gone by, so it judges `2 * BEAT_MS` after its last at most: every live configuration,
+    /// unheard since its last beat then, is still live (a slow `tickMs` leaves a sender's
+    /// wake-ups and replies between its ticks judging earlier, never its sweep).
+    pub fn judged_at(&self, now_ms: u64) -> u64 {
+        match self.wrote_ms {
+            Some(wrote) if now_ms > wrote.saturating_add(2 * BEAT_MS) => wrote
+                .saturating_sub(self.lag_at(wrote))
+                .saturating_add(2 * BEAT_MS),
+            _ => now_ms.saturating_sub(self.lag_at(now_ms)),
+        }
+    }
+
+    /// How far behind `at_ms` it judges: not before the late write either (the clock stepped
+    /// back since), or it would judge as of the step earlier for as long as the step back.
+    fn lag_at(&self, at_ms: u64) -> u64 {
+        match self.lag {
+            Some((until, by)) if (until.saturating_sub(LAG_MS)..until).contains(&at_ms) => by,
+            _ => 0,
         }
     }
 
@@ -122,7 +159,11 @@ impl LiveEndpoints {
     }
 
     /// Write `config`'s entry; with `forget`, take out the stale ones and return the
-    /// endpoints only they listed.
+    /// endpoints only they listed. A write later than `tickMs` + `2 * BEAT_MS` after the last
+    /// (due `BEAT_MS` on, at its first tick after, and a late tick's slack) finds the clock
+    /// stepped forward: it judges as of the latest it should have come, and for `LAG_MS`
+    /// after as of that much earlier, while the others beat again. A live configuration says
+    /// so meanwhile; one gone goes stale `LAG_MS` later at most. Steps add up while it lags.
     fn write(
         &mut self,
         store: &dyn Store,
@@ -130,13 +171,25 @@ impl LiveEndpoints {
         now_ms: u64,
         forget: bool,
     ) -> Vec<String> {
+        let due_in = config.tick_ms.saturating_add(2 * BEAT_MS);
+        let judged = match self.wrote_ms {
+            Some(wrote) if now_ms > wrote.saturating_add(due_in) => {
+                let judged = wrote
+                    .saturating_sub(self.lag_at(wrote))
+                    .saturating_add(due_in);
+                self.lag = Some((now_ms.saturating_add(LAG_MS), now_ms.saturating_sub(judged)));
+                judged
+            }
+            _ => now_ms.saturating_sub(self.lag_at(now_ms)),
+        };
+        self.wrote_ms = Some(now_ms);
         self.next_beat_ms = now_ms.saturating_add(BEAT_MS);
         let mine = entry_of(config, self.source, now_ms);
         let gone = store::update(store, KEY, |current| {
             let (mut entries, stale): (Vec<Entry>, Vec<Entry>) = decode(current)
                 .into_iter()
                 .map(|e| e.held_at_most(now_ms))
-                .partition(|e| e.is_live(now_ms));
+                .partition(|e| e.is_live(judged));
             let mut mine = mine.clone();
             if let Some(at) = entries.iter().position(|e| e.id == mine.id) {
                 mine.since_ms = entries.remove(at).since_ms;
@@ -357,7 +410,10 @@ mod tests {
         assert!(beats_old.beat(&store, &old, 0).is_empty());
         assert!(beats_new.beat(&store, &new, 0).is_empty());
         beats_other.beat(&store, &other, STALE_MS - 1);
-        assert!(beats_new.beat(&store, &new, BEAT_MS).is_empty());
+        // The new one beats on; the old one, unheard since 0, goes stale at `STALE_MS`.
+        for now in (BEAT_MS..STALE_MS).step_by(BEAT_MS as usize) {
+            assert!(beats_new.beat(&store, &new, now).is_empty());
+        }
         assert_eq!(beats_new.beat(&store, &new, STALE_MS), ["ops"]);
         assert!(beats_new.beat(&store, &new, STALE_MS + BEAT_MS).is_empty());
     }
@@ -441,7 +497,10 @@ mod tests {
             before,
             "a beat within BEAT_MS wrote"
         );
-        beats_a.beat(&store, &a, STALE_MS);
+        // A beats on; B, unheard since 0, goes stale at `STALE_MS`.
+        for now in (BEAT_MS..=STALE_MS).step_by(BEAT_MS as usize) {
+            beats_a.beat(&store, &a, now);
+        }
         let entries = decode(store.get(KEY).unwrap().map(|v| v.0).as_deref());
         assert_eq!(entries.len(), 1, "b went stale: {entries:?}");
         assert_eq!(entries[0].names, ["a"]);
@@ -472,6 +531,9 @@ mod tests {
         assert!(beats.beat(&store, &a, now + BEAT_MS - 1).is_empty());
         assert_eq!(store.get(KEY).unwrap(), before);
         // ... and the endpoint only the one gone had is told once that one is stale.
+        for at in (now + BEAT_MS..now + STALE_MS).step_by(BEAT_MS as usize) {
+            assert!(beats.beat(&store, &a, at).is_empty(), "at {at}");
+        }
         assert_eq!(beats.beat(&store, &a, now + STALE_MS), ["ops"]);
     }
 
@@ -500,6 +562,150 @@ mod tests {
         }
         assert!(!kept_elsewhere(&store, &a, "ops", gone_at));
         assert_eq!(told, ["ops"]);
+    }
+
+    /// Beat every `BEAT_MS` from `from` to `to`, both included; what the beats told, and when.
+    fn beat_through(
+        beats: &mut LiveEndpoints,
+        store: &MemStore,
+        config: &Config,
+        from: u64,
+        to: u64,
+    ) -> Vec<(u64, String)> {
+        let mut told = Vec::new();
+        for now in (from..=to).step_by(BEAT_MS as usize) {
+            told.extend(beats.beat(store, config, now).into_iter().map(|e| (now, e)));
+        }
+        told
+    }
+
+    /// A review: the wall clock stepping forward (NTP, a machine resumed from suspend) left
+    /// every other configuration unheard for the step, and the first sender to beat after it
+    /// took them for gone, though none had had a tick to say otherwise: their endpoints'
+    /// deliveries were dropped as orphaned and their open circuits forgotten.
+    #[test]
+    fn a_forward_clock_step_leaves_the_others_live_while_they_beat_again() {
+        let store = MemStore::new();
+        let (a, b) = (config(&["a"], None), config(&["a", "ops"], None));
+        let slow = ticking_every_minute(&["erp"]);
+        let (mut beats_a, mut beats_b, mut beats_slow) = (
+            LiveEndpoints::of_source(1),
+            LiveEndpoints::of_source(2),
+            LiveEndpoints::of_source(3),
+        );
+        beats_slow.beat(&store, &slow, 0);
+        for now in (0..=55_000).step_by(BEAT_MS as usize) {
+            beats_a.beat(&store, &a, now);
+            beats_b.beat(&store, &b, now);
+        }
+        // The clock steps forward an hour; `a` ticks first, then `b`, then the slow one.
+        let at = 55_000 + 3_600_000;
+        assert!(beats_a.beat(&store, &a, at).is_empty());
+        for name in ["ops", "erp"] {
+            assert!(kept_elsewhere(&store, &a, name, beats_a.judged_at(at)));
+        }
+        assert!(beats_a.judged_at(at) < at);
+        let mut told = Vec::new();
+        for now in (at..=at + 2 * LAG_MS).step_by(BEAT_MS as usize) {
+            if now == at + 60_000 {
+                told.extend(beats_slow.beat(&store, &slow, now - 1_000));
+            }
+            told.extend(beats_a.beat(&store, &a, now));
+            told.extend(beats_b.beat(&store, &b, now + 100));
+        }
+        // Once the lag is over, `a` judges by the clock again, and they are live by it.
+        assert!(told.is_empty(), "{told:?}");
+        assert_eq!(beats_a.judged_at(at + 2 * LAG_MS), at + 2 * LAG_MS);
+        for name in ["ops", "erp"] {
+            assert!(kept_elsewhere(&store, &a, name, at + 2 * LAG_MS));
+        }
+    }
+
+    /// What the lag keeps is kept `LAG_MS` at most: a configuration gone before the step (the
+    /// slowest, whose bound would keep it longest) is taken for gone then.
+    #[test]
+    fn a_configuration_gone_across_a_forward_clock_step_goes_stale_lag_ms_later_at_most() {
+        let store = MemStore::new();
+        let a = config(&["a"], None);
+        let slow = ticking_every_minute(&["a", "ops"]);
+        let mut beats = LiveEndpoints::of_source(1);
+        LiveEndpoints::of_source(2).beat(&store, &slow, 0);
+        beat_through(&mut beats, &store, &a, 0, 10_000);
+        // The clock steps forward an hour: without the step, the slow one would be live.
+        let at = 10_000 + 3_600_000;
+        let told = beat_through(&mut beats, &store, &a, at, at + LAG_MS);
+        assert_eq!(told, [(at + LAG_MS, "ops".to_string())]);
+        assert!(!kept_elsewhere(
+            &store,
+            &a,
+            "ops",
+            beats.judged_at(at + LAG_MS)
+        ));
+        // Steps come again and again: each judges later, and one gone goes stale all the same.
+        let fast = config(&["a", "erp"], None);
+        let mut beats = LiveEndpoints::of_source(1);
+        LiveEndpoints::of_source(3).beat(&store, &fast, 0);
+        let mut told = Vec::new();
+        for step in 0..=10u64 {
+            told.extend(beats.beat(&store, &a, step * 60_000));
+        }
+        assert_eq!(told, ["erp"]);
+        // A clock stepped back after the step ends the lag rather than lasting as long.
+        let mut beats = LiveEndpoints::of_source(1);
+        beats.beat(&store, &a, 3_600_000);
+        beats.beat(&store, &a, 2 * 3_600_000);
+        assert!(beats.judged_at(2 * 3_600_000 + 1) < 2 * 3_600_000);
+        beats.beat(&store, &a, 3_600_000 + 1_000);
+        assert_eq!(beats.judged_at(3_600_000 + 1_000), 3_600_000 + 1_000);
+    }
+
+    /// Between its ticks a sender cannot tell a step from time gone by: one ticking every
+    /// minute, woken (or replied to) after a 40 s step, took a configuration ticking every
+    /// 5 s, which had no tick since the step, for gone.
+    #[test]
+    fn a_slow_sender_between_its_ticks_takes_no_live_configuration_for_gone() {
+        let store = MemStore::new();
+        let slow = ticking_every_minute(&["a"]);
+        let mut other = config(&["ops"], None);
+        other.tick_ms = 5_000;
+        let mut beats = LiveEndpoints::of_source(1);
+        beats.beat(&store, &slow, 0);
+        let mut beats_other = LiveEndpoints::of_source(2);
+        beat_through(&mut beats_other, &store, &other, 0, 20_000);
+        // The clock steps 40 s forward at 21 s; a wake-up comes a second later.
+        let at = 22_000 + 40_000;
+        assert!(
+            !kept_elsewhere(&store, &slow, "ops", at),
+            "stale by the clock"
+        );
+        assert!(kept_elsewhere(&store, &slow, "ops", beats.judged_at(at)));
+    }
+
+    /// A sender whose ticks come as its `tickMs` says, the slowest included, judges by the
+    /// clock: a configuration gone is stale `STALE_MS` after it was last heard from.
+    #[test]
+    fn a_sender_ticking_as_configured_judges_by_the_clock() {
+        for tick_ms in [100, 1_000, MAX_TICK_MS] {
+            let store = MemStore::new();
+            let mut a = config(&["a"], None);
+            a.tick_ms = tick_ms;
+            let mut beats = LiveEndpoints::of_source(1);
+            let gone_at = 30 * 60_000;
+            let mut told = Vec::new();
+            for now in (0..=gone_at + 2 * STALE_MS).step_by(tick_ms as usize) {
+                if now <= gone_at {
+                    LiveEndpoints::of_source(2).beat(&store, &config(&["ops"], None), now);
+                }
+                told.extend(beats.beat(&store, &a, now).into_iter().map(|e| (now, e)));
+                assert_eq!(beats.judged_at(now), now, "tick {tick_ms} at {now}");
+                // Between its ticks, a slow one judges `2 * BEAT_MS` after its beat at most.
+                let at = now + tick_ms - 1;
+                let latest = at.min(now + 2 * BEAT_MS);
+                assert_eq!(beats.judged_at(at), latest, "tick {tick_ms} at {at}");
+            }
+            let stale = (gone_at + STALE_MS).div_ceil(BEAT_MS.max(tick_ms)) * BEAT_MS.max(tick_ms);
+            assert_eq!(told, [(stale, "ops".to_string())], "tick {tick_ms}");
+        }
     }
 
     /// The bound keeps the slowest configuration live between its beats, as `STALE_MS` does.

@@ -815,7 +815,9 @@ impl Sender {
         let unknown = endpoints.iter().all(|e| e.name != s.endpoint);
         // Another live configuration (the one an update brought, while this one's old listener
         // drains) may have the endpoint: its senders send the delivery, or end its lost attempt.
-        if unknown && live_endpoints::kept_elsewhere(io.store, config, &s.endpoint, now) {
+        // Judged as of before a forward clock step this sender's beats found (`judged_at`).
+        let judged = self.live.judged_at(now);
+        if unknown && live_endpoints::kept_elsewhere(io.store, config, &s.endpoint, judged) {
             // Told, when one lives in this VM (`take_handed`): its sweep may not come across
             // it while this one's takes its window each time (the cursor is shared).
             if s.is_sendable(now, lease_freed) || lapsed {
@@ -1221,6 +1223,7 @@ impl Sender {
             duration_ms,
         } = a;
         let now = io.now_ms;
+        let judged = self.live.judged_at(now);
         let store = io.store;
         let ledger = self.ledger;
         let label = match outcome {
@@ -1249,7 +1252,7 @@ impl Sender {
                 Outcome::GiveUp(_) => End::Gone,
                 Outcome::Retry(_) if s.successor.is_some() || s.superseded => End::Superseded,
                 Outcome::Retry(_) if endpoint(&s.endpoint).is_none() => {
-                    if live_endpoints::kept_elsewhere(store, config, &s.endpoint, now) {
+                    if live_endpoints::kept_elsewhere(store, config, &s.endpoint, judged) {
                         // Another live configuration has it: its senders retry it, by its
                         // policy, once this claim lapses (`not_claimed` hands it to them).
                         return None;
