@@ -1283,13 +1283,9 @@ fn a_removed_endpoint_drops_its_pending_deliveries() {
     assert_eq!(w.m(Metric::Pending), 0);
 }
 
-/// A learned endpoint can go while its attempt is on the wire. A review found the failed
-/// attempt then ended as exhausted after one try, and was dead-lettered so: it is orphaned,
-/// as one found by the sweep is.
-#[test]
-fn an_attempt_whose_endpoint_went_while_on_the_wire_is_orphaned_not_exhausted() {
-    let w = World::new(ONE_ENDPOINT, 1);
-    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+/// The last attempt fails with a 503 that reaches VM 0's sender with no endpoint listed, as
+/// when its endpoint left that sender's list while the attempt was on the wire.
+fn fail_the_last_attempt_without_its_endpoint(w: &World) {
     let token = w.last().token;
     let failed = AttemptResponse {
         num_headers: 3,
@@ -1298,6 +1294,16 @@ fn an_attempt_whose_endpoint_went_while_on_the_wire_is_orphaned_not_exhausted() 
         local_failure: None,
     };
     w.with(0, |s, c, io| s.on_response(c, &[], io, token, &failed));
+}
+
+/// A learned endpoint can go while its attempt is on the wire. A review found the failed
+/// attempt then ended as exhausted after one try, and was dead-lettered so: it is orphaned,
+/// as one found by the sweep is.
+#[test]
+fn an_attempt_whose_endpoint_went_while_on_the_wire_is_orphaned_not_exhausted() {
+    let w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    fail_the_last_attempt_without_its_endpoint(&w);
     assert_eq!(w.m(Metric::DeliveriesOrphaned), 1);
     assert_eq!(w.m(Metric::DeliveriesExhausted), 0);
     assert_eq!(w.m(Metric::Pending), 0);
@@ -1317,14 +1323,7 @@ fn an_attempt_whose_endpoint_another_configuration_has_is_retried_not_orphaned()
     let mut w = World::new(ONE_ENDPOINT, 1);
     LiveEndpoints::of_source(7).beat(&w.store, &w.config, w.now);
     w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
-    let token = w.last().token;
-    let failed = AttemptResponse {
-        num_headers: 3,
-        status: Some(503),
-        retry_after: None,
-        local_failure: None,
-    };
-    w.with(0, |s, c, io| s.on_response(c, &[], io, token, &failed));
+    fail_the_last_attempt_without_its_endpoint(&w);
     assert_eq!(w.m(Metric::DeliveriesOrphaned), 0);
     assert_eq!(w.m(Metric::Pending), 1);
     for _ in 0..8 {
@@ -1711,12 +1710,10 @@ fn a_removed_endpoints_open_circuit_stops_counting_when_its_deliveries_are_orpha
     assert_eq!(w.m(Metric::CircuitsOpen), 0);
 }
 
-/// A review: an endpoint whose open circuit outlived its deliveries (they all ended: expired,
-/// exhausted), then removed by an update, stayed counted in `circuits_open` for good, since
-/// only orphaning one of its deliveries forgot the circuit, and none was left to orphan.
-#[test]
-fn a_removed_endpoints_open_circuit_stops_counting_once_no_configuration_has_it() {
-    use osmox_webhook_filter::delivery::live_endpoints::STALE_MS;
+/// Every delivery to `crm` ended with its circuit open; then an update renames it `erp`: VM 1
+/// gets the new configuration, VM 0 keeps the old one until its listener has drained, and
+/// both have ticked once since.
+fn crm_open_then_renamed_by_an_update() -> (World, Config) {
     let mut w = World::new(
         &ONE_ENDPOINT.replace(r#""maxAttempts": 3"#, r#""maxAttempts": 1"#),
         2,
@@ -1730,8 +1727,6 @@ fn a_removed_endpoints_open_circuit_stops_counting_once_no_configuration_has_it(
     w.sweep();
     assert_eq!(w.m(Metric::Pending), 0, "every delivery ended");
     assert_eq!(w.m(Metric::CircuitsOpen), 1);
-    // The update renames the endpoint: VM 1 gets the new configuration, VM 0 keeps the old
-    // one until its listener has drained.
     let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
     let v2 = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
     for k in Sender::keys(&v2.endpoints) {
@@ -1744,6 +1739,16 @@ fn a_removed_endpoints_open_circuit_stops_counting_once_no_configuration_has_it(
     w.now += 5_000;
     tick_by(&w, 0, &v1);
     tick_by(&w, 1, &v2);
+    (w, v2)
+}
+
+/// A review: an endpoint whose open circuit outlived its deliveries (they all ended: expired,
+/// exhausted), then removed by an update, stayed counted in `circuits_open` for good, since
+/// only orphaning one of its deliveries forgot the circuit, and none was left to orphan.
+#[test]
+fn a_removed_endpoints_open_circuit_stops_counting_once_no_configuration_has_it() {
+    use osmox_webhook_filter::delivery::live_endpoints::STALE_MS;
+    let (mut w, v2) = crm_open_then_renamed_by_an_update();
     assert_eq!(
         w.m(Metric::CircuitsOpen),
         1,
@@ -1766,30 +1771,7 @@ fn a_removed_endpoints_open_circuit_stops_counting_once_no_configuration_has_it(
 #[test]
 fn a_configuration_checked_and_thrown_away_leaves_the_stale_endpoints_to_the_senders() {
     use osmox_webhook_filter::delivery::live_endpoints::STALE_MS;
-    let mut w = World::new(
-        &ONE_ENDPOINT.replace(r#""maxAttempts": 3"#, r#""maxAttempts": 1"#),
-        2,
-    );
-    let v1 = w.config.clone();
-    for i in 0..6 {
-        w.observe(0, &[note(100 + i, DeliveryStatus::Success, A)]);
-    }
-    let mut answered = 0;
-    w.answer_everything(503, &mut answered);
-    w.sweep();
-    assert_eq!(w.m(Metric::CircuitsOpen), 1);
-    let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
-    let v2 = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
-    for k in Sender::keys(&v2.endpoints) {
-        w.store.set(&k, b"{}", None).unwrap();
-    }
-    let mut newer = sender(&v2, 1);
-    newer.announce(&w.store, &v2, 2, w.now);
-    *w.senders[1].borrow_mut() = newer;
-    w.config = v2.clone();
-    w.now += 5_000;
-    tick_by(&w, 0, &v1);
-    tick_by(&w, 1, &v2);
+    let (mut w, v2) = crm_open_then_renamed_by_an_update();
     // The old listener drained; once its configuration is stale, before the new one's
     // sender beats again, Envoy checks another.
     w.with(0, |s, _, io| s.close(io));
