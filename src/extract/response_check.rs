@@ -20,11 +20,14 @@ pub fn sniff(start: &[u8]) -> Option<Metric> {
     if start.starts_with(GZIP) || start.starts_with(ZSTD) {
         return Some(Metric::SkippedEncoded);
     }
+    after_blanks(start).flatten()
+}
+
+/// What the first byte past any blanks says: `None` when there is none yet.
+fn after_blanks(bytes: &[u8]) -> Option<Option<Metric>> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace())?;
     // Every document extraction can use is an object or an array.
-    match start.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{' | b'[') | None => None,
-        Some(_) => Some(Metric::SkippedNotJson),
-    }
+    Some((!matches!(first, b'{' | b'[')).then_some(Metric::SkippedNotJson))
 }
 
 /// A body's first bytes as its chunks come, until they say what [`sniff`] says of the whole:
@@ -50,9 +53,9 @@ impl FirstBytes {
         }
         if self.blank {
             // A magic number begins a body: after blanks, the first other byte decides.
-            let next = chunk.iter().find(|b| !b.is_ascii_whitespace())?;
+            let said = after_blanks(chunk)?;
             self.decided = true;
-            return (!matches!(next, b'{' | b'[')).then_some(Metric::SkippedNotJson);
+            return said;
         }
         // The bytes held (a magic number's beginning) and the chunk's first, four at most.
         let mut head = [0u8; 4];
@@ -77,12 +80,13 @@ impl FirstBytes {
             // Not blank: these bytes decide.
             return sniff(head);
         }
-        let said = sniff(chunk);
-        if said.is_none() && chunk.iter().all(u8::is_ascii_whitespace) {
+        if after_blanks(chunk).is_none() {
+            // Blanks only (a magic number would have been a byte other than a blank).
             self.decided = false;
             self.blank = true;
+            return None;
         }
-        said
+        sniff(chunk)
     }
 }
 
