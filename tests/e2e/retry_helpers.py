@@ -31,7 +31,11 @@ class Answer:
 
     @property
     def ok(self) -> bool:
-        """Answered 2xx without closing the connection."""
+        """Answered 2xx without closing the connection.
+
+        Not whether the filter took it for a success: a `delay` past the endpoint's
+        `timeoutMs` makes the attempt a timeout there. A test that delays a 2xx checks
+        `deliveries_succeeded` too (the half-open probe test does)."""
         return 200 <= self.beh.status < 300 and not self.beh.close
 
     def json(self) -> Any:
