@@ -112,7 +112,9 @@ pub fn take_in<S: Store + ?Sized>(
 
 /// A notification's event as the dedupe memory judged it new (or newly filled in).
 struct Event {
-    /// Where the notification's previous event still waits, per endpoint.
+    /// Where the memory says the notification's deliveries wait, per endpoint: earlier
+    /// events', which this one replaces, and for an event seen before (`Verdict::Filled`)
+    /// this one's own too, which `fill_in` gives the result.
     previous: Vec<Place>,
     /// For an event seen before with less: how it was routed then.
     before: Option<Routed>,
