@@ -339,8 +339,9 @@ impl Generation {
 /// What an observation means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// A new state: deliver it. `slots` are the ledger slots of deliveries still held for
-    /// the previous event, per endpoint key.
+    /// A new state: deliver it. `slots` are the ledger slots of the notification's
+    /// deliveries still held, per endpoint key: the previous event's, or an older one's for
+    /// an endpoint the events since did not go to.
     New {
         slots: Vec<Place>,
         generation: Generation,

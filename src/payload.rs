@@ -86,7 +86,7 @@ pub fn rfc3339_ms(ms: u64) -> String {
 /// A stored body (either form) with its notification's `result` set to `result` (minified
 /// JSON), every other member as stored: what a later view adds to a SUCCESS first seen
 /// without its result. A body from a view that did not select `result` gets it last.
-/// `None` when the body is not an object.
+/// `None` when the body is not an object, or is an envelope whose `data` is not.
 pub fn with_result(stored: &[u8], result: &str) -> Option<Vec<u8>> {
     let arena = json::Arena::new();
     let doc = json::parse(stored, &arena).ok()?;
