@@ -185,18 +185,56 @@ fn rest(method: &str, path: &str, request: Option<&[u8]>, body: &[u8]) -> Option
 
 /// An integer a client sent, as OsmoX's database reads it: OsmoX passes a delete's `id`, and
 /// saves a create's `providerId` and echoes it, unconverted. JavaScript has read `3.0` as the
-/// number 3, and PostgreSQL takes a string of digits (spaces around it allowed) as that
-/// integer. A non-2xx answer already rules out what it refuses.
+/// number 3, and PostgreSQL reads a string as `pg_integer` does. A non-2xx answer already
+/// rules out what it refuses.
 fn stored_integer(id: &Value<'_>) -> Option<u64> {
     if let Some(id) = id.as_whole() {
         return Some(id);
     }
-    let text = id.as_str()?;
-    let digits = text.trim_ascii();
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    pg_integer(&id.as_str()?)
+}
+
+/// A non-negative integer as PostgreSQL's integer input reads text (`pg_strtoint32`): blanks
+/// (C's `isspace`, vertical tab included) around it, an optional `+`, then decimal digits or,
+/// from version 16, `0x`, `0o` or `0b` and digits of that base, with single `_` between
+/// digits. Accepting the later version's forms is safe: an older server refuses them, and
+/// its non-2xx answer teaches nothing.
+fn pg_integer(text: &str) -> Option<u64> {
+    let blank = |c: char| matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r');
+    let text = text.trim_matches(blank);
+    let text = text.strip_prefix('+').unwrap_or(text);
+    let prefixed = |lower: &str, upper: &str| {
+        text.strip_prefix(lower)
+            .or_else(|| text.strip_prefix(upper))
+    };
+    let (digits, radix) = if let Some(d) = prefixed("0x", "0X") {
+        (d, 16)
+    } else if let Some(d) = prefixed("0o", "0O") {
+        (d, 8)
+    } else if let Some(d) = prefixed("0b", "0B") {
+        (d, 2)
+    } else {
+        (text, 10)
+    };
+    // After a base prefix one `_` may come first (`0x_1f`); a decimal number starts with a digit.
+    let digits = match digits.strip_prefix('_') {
+        Some(rest) if radix != 10 => rest,
+        _ => digits,
+    };
+    let mut value: u64 = 0;
+    // Every part between separators holds a digit: no `_` at either end, none doubled.
+    for part in digits.split('_') {
+        if part.is_empty() {
+            return None;
+        }
+        for c in part.chars() {
+            let digit = c.to_digit(radix)?;
+            value = value
+                .checked_mul(u64::from(radix))?
+                .checked_add(u64::from(digit))?;
+        }
     }
-    digits.parse().ok()
+    Some(value)
 }
 
 /// A webhook row in either spelling.
@@ -560,6 +598,44 @@ mod tests {
             br#"{"id": "3a"}"#,
             br#"{"id": "-3"}"#,
             br#"{"id": "3 4"}"#,
+        ];
+        assert_collection_deletes(&refused, Some(Registration::Unread(Unread::DeleteId)));
+    }
+
+    /// A review: PostgreSQL's integer input takes a `+` sign, any C-locale blank around the
+    /// digits (a vertical tab too) and, from version 16, `0x`/`0o`/`0b` prefixes and `_`
+    /// between digits: each such `DELETE` removed webhook 3 while its mapping stayed, and the
+    /// filter went on delivering to the URL its owner had removed.
+    #[test]
+    fn rest_delete_of_the_collection_reads_the_id_as_postgresql_does() {
+        let three = Some(Registration::Delete { webhook_id: 3 });
+        assert_collection_deletes(
+            &[
+                br#"{"id": "+3"}"#,
+                br#"{"id": " +3\u000b"}"#,
+                br#"{"id": "\t\n\f\r3"}"#,
+                br#"{"id": "0x3"}"#,
+                br#"{"id": "0X_3"}"#,
+                br#"{"id": "0o3"}"#,
+                br#"{"id": "0b1_1"}"#,
+            ],
+            three,
+        );
+        let twelve = Some(Registration::Delete { webhook_id: 12 });
+        assert_collection_deletes(&[br#"{"id": "1_2"}"#, br#"{"id": "0xc"}"#], twelve);
+        // What PostgreSQL refuses, whose non-2xx answer never comes here anyway.
+        let refused: [&[u8]; 11] = [
+            br#"{"id": "+"}"#,
+            br#"{"id": "++3"}"#,
+            br#"{"id": "+ 3"}"#,
+            br#"{"id": "_3"}"#,
+            br#"{"id": "3_"}"#,
+            br#"{"id": "1__2"}"#,
+            br#"{"id": "0x"}"#,
+            br#"{"id": "0o8"}"#,
+            br#"{"id": "0b2"}"#,
+            br#"{"id": "3\u0000"}"#,
+            br#"{"id": "99999999999999999999999"}"#,
         ];
         assert_collection_deletes(&refused, Some(Registration::Unread(Unread::DeleteId)));
     }
