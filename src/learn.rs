@@ -329,13 +329,8 @@ impl Registry {
         KEY
     }
 
-    /// Apply a registration (after checking its URL). Upsert replaces the provider's URL (one
-    /// active webhook per provider). Delete removes the mapping whose webhook id matches.
-    ///
-    /// `Registration::Upsert` carries no webhook id yet, so mappings learned through here have
-    /// none and a later `Delete` cannot find them; [`Registry::upsert`] takes the id.
-    /// `apply`, counted in the learning metrics and logged: what the host calls for every
-    /// registration seen in traffic.
+    /// [`Registry::apply`], counted in the learning metrics and logged: what the host calls
+    /// for every registration seen in traffic.
     pub fn apply_counted<S: Store + ?Sized>(
         &self,
         store: &S,
@@ -391,6 +386,10 @@ impl Registry {
         result
     }
 
+    /// Apply a registration (after checking its URL). Upsert replaces the provider's URL (one
+    /// active webhook per provider) and remembers the webhook row's id when the answer
+    /// selected it ([`Registry::upsert`]); Delete removes the mapping whose webhook id matches,
+    /// so it cannot find one learned without an id.
     pub fn apply<S: Store + ?Sized>(
         &self,
         store: &S,
