@@ -1001,6 +1001,7 @@ mod tests {
         for unread in [
             crate::extract::Unread::GraphqlFields,
             crate::extract::Unread::DeleteId,
+            crate::extract::Unread::GraphqlErrors,
         ] {
             assert_eq!(
                 reg.apply_counted(&store, &Registration::Unread(unread), &l, &m),
@@ -1011,7 +1012,7 @@ mod tests {
         assert_eq!(m.get(Metric::RegistrationsLearned), 1);
         assert_eq!(m.get(Metric::RegistrationsRefused), 1);
         assert_eq!(m.get(Metric::RegistrationsRemoved), 1);
-        assert_eq!(m.get(Metric::RegistrationsUnread), 2);
+        assert_eq!(m.get(Metric::RegistrationsUnread), 3);
         assert_eq!(m.get(Metric::LearnedEndpoints), 0);
     }
 

@@ -29,6 +29,9 @@ pub enum Unread {
     GraphqlFields,
     /// A `DELETE /webhooks` whose body is not JSON naming the webhook's `id`.
     DeleteId,
+    /// A GraphQL answer with the webhook's row and `errors` beside it: another field of the
+    /// mutation failed, and OsmoX masks its errors, so whether the write held is not said.
+    GraphqlErrors,
 }
 
 /// For logs.
@@ -62,6 +65,11 @@ impl std::fmt::Display for Registration {
             Registration::Unread(Unread::DeleteId) => f.write_str(
                 "a webhook was removed by a DELETE /webhooks whose body is not JSON naming its id: \
                  its learned mapping, if any, stays until re-registered or Envoy restarts",
+            ),
+            Registration::Unread(Unread::GraphqlErrors) => f.write_str(
+                "a GraphQL webhook registration was answered with its row and `errors` beside \
+                 it: not learned, so the learned mapping may be out of date; register webhooks \
+                 in a mutation of their own",
             ),
         }
     }
@@ -102,11 +110,13 @@ fn graphql(facts: &RequestFacts, body: &[u8]) -> Option<Registration> {
         Some(Value::Array(errors)) => !errors.is_empty(),
         Some(_) => true,
     };
-    if failed {
-        return None;
-    }
     // Only the webhook field's own answer: any other field may hold what the client chose.
     let row = root.get("data")?.as_object()?.get(key)?.as_object()?;
+    // A row beside `errors` (a partial failure) teaches nothing either, but is told: the
+    // write may have held, and a mapping left out of date would go unseen (a review).
+    if failed {
+        return Some(Registration::Unread(Unread::GraphqlErrors));
+    }
     Some(from_row(row).unwrap_or(Registration::Unread(Unread::GraphqlFields)))
 }
 
@@ -408,9 +418,13 @@ mod tests {
         let only_null = br#"{"data":{"webhook":null}}"#;
         assert_eq!(gql(&mutation(), only_null), None);
         assert_eq!(gql(&mutation(), b"not json"), None);
-        // A review: errors beside a whole row (a partial failure) teach nothing either.
+        // A review: errors beside a whole row (a partial failure) teach nothing either; a
+        // later one: but they are told, as the write may have held.
         let errors_with_row = br#"{"errors":[{"message":"x"}],"data":{"webhook":{"id":3,"providerId":1,"webhookUrl":"https://hooks.partner.example.com/osmox/status","status":1}}}"#;
-        assert_eq!(gql(&mutation(), errors_with_row), None);
+        assert_eq!(
+            gql(&mutation(), errors_with_row),
+            Some(Registration::Unread(Unread::GraphqlErrors))
+        );
         let row = br#"{"data":{"webhook":{"id":3,"providerId":1,"webhookUrl":"https://hooks.partner.example.com/osmox/status","status":1}}}"#;
         assert_eq!(gql(&mutation(), row), partner_upsert());
     }
