@@ -75,8 +75,9 @@ impl std::fmt::Display for Registration {
     }
 }
 
-/// The registration a successful (2xx) webhook call made; the caller checks the HTTP status
-/// and that `path` is a watched REST route.
+/// The registration a successful (2xx) webhook call made; the caller checks the HTTP status.
+/// A REST `path` is any `…/webhooks[/<id>]`, watched or not (`is_webhook_route`): the
+/// filter's routes are OsmoX's.
 ///
 /// GraphQL: a query read whole that renames no key the filter reads, one directive-free
 /// `webhook(…)` field in the mutation's selection set (`QueryFacts::webhook_key`), and an
