@@ -607,7 +607,8 @@ FAILED_GRAPHQL = {
         "data": {"webhook": None}},
     "errors-null-data": lambda url: {
         "errors": [{"message": "Cannot read properties of undefined (reading 'protocol')"}], "data": None},
-    # Partial data next to errors: the write may not have happened, so nothing is learned.
+    # Partial data next to errors: the write may not have happened, so nothing is learned;
+    # but it may have, so the operator is told (`registrations_unread`).
     "errors-with-row": lambda url: dict(register_answer(3, 1, url),
                                         errors=[{"message": "Cannot read properties of undefined"}]),
 }
@@ -631,6 +632,7 @@ def test_failed_registration_teaches_nothing(osmox, make_receiver, make_envoy, f
     got = a.settle(SETTLE_S)
     assert envoy.metric("registrations_learned") == 0, "a failed registration was learned"
     assert envoy.metric("learned_endpoints") == 0
+    assert envoy.metric("registrations_unread") == (1 if case == "graphql-errors-with-row" else 0)
     assert got == [], f"a failed registration's URL got webhooks: {got!r}"
     assert envoy.metric("events_unrouted") == 1
 
