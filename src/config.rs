@@ -112,6 +112,18 @@ impl Role {
     }
 }
 
+/// As the configuration spells it: a log line that quotes a role (`role "observer": no
+/// sender ...`) must quote a value the configuration takes, and `"Observer"` is refused.
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Both => "both",
+            Role::Observer => "observer",
+            Role::Sender => "sender",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
     pub name: String,
@@ -2439,6 +2451,19 @@ mod tests {
             with("leader").unwrap_err().to_string(),
             r#"role: must be "both", "observer" or "sender""#
         );
+    }
+
+    /// Envoy's log showed `role "Observer": no sender ...` and `configured as Both`: names the
+    /// configuration refuses.
+    #[test]
+    fn a_role_is_shown_as_the_configuration_spells_it() {
+        for role in [Role::Both, Role::Observer, Role::Sender] {
+            let json = format!(
+                r#"{{"endpoints": [{{"name": "a", "url": "http://h/", "cluster": "c"}}], "role": "{role}"}}"#
+            );
+            let parsed = Config::from_json(json.as_bytes(), &|_| None).map(|c| c.role);
+            assert_eq!(parsed, Ok(role), "{role}");
+        }
     }
 
     /// What the root context reads of a role: only a sender watches nothing, only an observer

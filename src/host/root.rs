@@ -113,7 +113,7 @@ impl Shared {
     pub fn warn_no_sender(&self, now_ms: u64) {
         if self.no_sender_warned.due(now_ms) {
             log::warn!(
-                "role \"{:?}\": no sender has registered the \"{QUEUE}\" queue under this vm_id; deliveries wait in the ledger. Run the bootstrap singleton sender with the same vm_id (README, deploy step 7) or use role \"both\"",
+                "role \"{}\": no sender has registered the \"{QUEUE}\" queue under this vm_id; deliveries wait in the ledger. Run the bootstrap singleton sender with the same vm_id (README, deploy step 7) or use role \"both\"",
                 self.config.role
             );
         }
@@ -639,7 +639,7 @@ impl RootContext for Root {
             self.sender = Some(sender);
         }
         log::info!(
-            "#{} osmox-webhook-filter {} configured as {:?}: {} endpoints, {} pending deliveries max, {} notifications remembered",
+            "#{} osmox-webhook-filter {} configured as {}: {} endpoints, {} pending deliveries max, {} notifications remembered",
             self.context_id,
             env!("CARGO_PKG_VERSION"),
             config.role,
