@@ -103,6 +103,17 @@ pub enum Role {
 }
 
 impl Role {
+    const ALL: [Role; 3] = [Role::Both, Role::Observer, Role::Sender];
+
+    /// As the configuration spells it.
+    fn name(self) -> &'static str {
+        match self {
+            Role::Both => "both",
+            Role::Observer => "observer",
+            Role::Sender => "sender",
+        }
+    }
+
     pub fn observes(self) -> bool {
         self != Role::Sender
     }
@@ -116,11 +127,7 @@ impl Role {
 /// sender ...`) must quote a value the configuration takes, and `"Observer"` is refused.
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Both => "both",
-            Role::Observer => "observer",
-            Role::Sender => "sender",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -1354,15 +1361,15 @@ impl RawConfig {
             learn,
             tick_ms: ranged("tickMs", self.tick_ms, DEFAULT_TICK_MS, 10, MAX_TICK_MS)?,
             role: match self.role.as_deref() {
-                None | Some("both") => Role::Both,
-                Some("observer") => Role::Observer,
-                Some("sender") => Role::Sender,
-                Some(_) => {
-                    return Err(invalid(
-                        "role",
-                        "must be \"both\", \"observer\" or \"sender\"".to_string(),
-                    ))
-                }
+                None => Role::default(),
+                Some(name) => (Role::ALL.into_iter())
+                    .find(|r| r.name() == name)
+                    .ok_or_else(|| {
+                        invalid(
+                            "role",
+                            "must be \"both\", \"observer\" or \"sender\"".to_string(),
+                        )
+                    })?,
             },
         })
     }
@@ -2457,7 +2464,7 @@ mod tests {
     /// configuration refuses.
     #[test]
     fn a_role_is_shown_as_the_configuration_spells_it() {
-        for role in [Role::Both, Role::Observer, Role::Sender] {
+        for role in Role::ALL {
             let json = format!(
                 r#"{{"endpoints": [{{"name": "a", "url": "http://h/", "cluster": "c"}}], "role": "{role}"}}"#
             );
