@@ -764,13 +764,23 @@ def test_wake_ups_reach_the_configuration_in_force_once_the_replaced_one_is_gone
         crm.wait_ok_ids(i + 1, timeout=EXPECT_S)  # by its wake-up: no tick comes within the wait
 
 
-def _keep_alive(envoy, osmox):
-    """A connection to the listener, with one stream on it."""
+@pytest.fixture
+def keep_alive(osmox):
+    """`keep_alive(envoy)`: a connection to the listener, with one stream on it; every one
+    made is closed when the test ends, passed or failed."""
     import http.client
-    osmox.set_response("GET", "/x", 200, body=b"{}")
-    conn = http.client.HTTPConnection(HOST, envoy.listener_port, timeout=5)
-    _get_on(conn)
-    return conn
+    made = []
+
+    def connect(envoy):
+        osmox.set_response("GET", "/x", 200, body=b"{}")
+        conn = http.client.HTTPConnection(HOST, envoy.listener_port, timeout=5)
+        made.append(conn)
+        _get_on(conn)
+        return conn
+
+    yield connect
+    for conn in made:
+        conn.close()
 
 
 def _get_on(conn):
@@ -780,7 +790,7 @@ def _get_on(conn):
 
 
 def test_old_keep_alive_connections_do_not_hand_the_replaced_configuration_back(
-        osmox, make_tracking, make_envoy, filter_wasm):
+        osmox, make_tracking, make_envoy, filter_wasm, keep_alive):
     """A review: two keep-alive connections of the old listener (a, then b, both accepted before
     the update) each carried a stream after it; b's, newer than a's, put the replaced
     configuration back in force."""
@@ -790,7 +800,7 @@ def test_old_keep_alive_connections_do_not_hand_the_replaced_configuration_back(
         return config([endpoint("crm", crm, headers={"x-team": team})])
 
     envoy = start(make_envoy, osmox, cfg_with("v1"), {"crm": crm}, drain_time_s=60, concurrency=1)
-    a, b = _keep_alive(envoy, osmox), _keep_alive(envoy, osmox)
+    a, b = keep_alive(envoy), keep_alive(envoy)
     envoy.update_filter_config(cfg_with("v2"))
     _get_on(a)
     _get_on(b)
@@ -860,7 +870,7 @@ def _poll_on(conn, osmox, rows):
 
 
 def test_an_endpoint_only_the_replaced_configuration_has_gets_its_wake_ups(
-        osmox, make_tracking, make_envoy, filter_wasm):
+        osmox, make_tracking, make_envoy, filter_wasm, keep_alive):
     """A review: the VM's queue belongs to the configuration in force, which dropped the
     wake-ups of an endpoint only the replaced one has (its stream on an old keep-alive
     connection queued them): that delivery waited for the replaced one's sweep of an idle
@@ -872,7 +882,7 @@ def test_an_endpoint_only_the_replaced_configuration_has_gets_its_wake_ups(
     v2 = filter_config([endpoint("crm", crm, headers={"x-team": "v2"})], tick_ms=3000, limits=SWEPT_SLOWLY)
     envoy = make_envoy(osmox.port, v1, clusters=clusters_for(v1, {"crm": crm, "legacy": legacy}),
                        drain_time_s=60, concurrency=1)
-    old = _keep_alive(envoy, osmox)
+    old = keep_alive(envoy)
     envoy.update_filter_config(v2)
     _poll_on(old, osmox, [notification_row(9950, SUCCESS)])
     crm.wait_ok_ids(1, timeout=EXPECT_S)
@@ -986,7 +996,7 @@ def _crash_then_rebuild_old_last(envoy, old):
 
 
 def test_a_vm_reloaded_while_the_old_listener_drains_leaves_both_configurations_delivering(
-        osmox, make_tracking, make_envoy, fault_wasm):
+        osmox, make_tracking, make_envoy, fault_wasm, keep_alive):
     """A review of an earlier fix: a worker VM that crashed while the replaced listener drained
     was rebuilt with the old configuration too, which then took over from the new one: the new
     endpoint's deliveries were dropped as orphaned, and once the old listener had drained
@@ -1025,10 +1035,10 @@ def _crash_and_rebuild_during_the_drain(osmox, make_tracking, make_envoy, fault_
     reload = {"backoff": {"base_interval": "0.05s", "max_interval": "1s"}}
     envoy = make_envoy(osmox.port, v1, clusters=clusters_for(v2, {"crm": crm}), drain_time_s=60,
                        concurrency=1, wasm_path=fault_wasm, failure_policy="FAIL_RELOAD", reload_config=reload)
-    old = [_keep_alive(envoy, osmox) for _ in range(2)]
+    old = [keep_alive(envoy) for _ in range(2)]
     envoy.update_filter_config(v2)
     if new_listener_first:
-        _get_on(_keep_alive(envoy, osmox))  # the configuration in force takes a connection
+        _get_on(keep_alive(envoy))  # the configuration in force takes a connection
     time.sleep(11)
     _crash_then_rebuild_old_last(envoy, old)
     _poll_on(old[1], osmox, [notification_row(first_id + i, SUCCESS) for i in range(3)])
@@ -1059,7 +1069,7 @@ def test_a_vm_rebuilt_before_the_new_listener_took_a_stream_follows_the_newest_c
 
 
 def test_a_vm_rebuilt_after_an_update_that_delivers_as_a_draining_configuration_keeps_it_in_force(
-        osmox, make_tracking, make_envoy, fault_wasm):
+        osmox, make_tracking, make_envoy, fault_wasm, keep_alive):
     """A review: v1 -> v2 -> v1' (v1' changes only what observers use, so it delivers as v1
     does); the rebuilt VM ordered its root contexts by when configurations delivering as
     theirs were first heard from, took v1' for v1, and put v2 in force everywhere."""
@@ -1070,9 +1080,9 @@ def test_a_vm_rebuilt_after_an_update_that_delivers_as_a_draining_configuration_
     reload = {"backoff": {"base_interval": "0.05s", "max_interval": "1s"}}
     envoy = make_envoy(osmox.port, v1, clusters=clusters_for(v2, {"crm": crm}), drain_time_s=90,
                        concurrency=1, wasm_path=fault_wasm, failure_policy="FAIL_RELOAD", reload_config=reload)
-    on_v1 = _keep_alive(envoy, osmox)
+    on_v1 = keep_alive(envoy)
     envoy.update_filter_config(v2)
-    on_v2 = _keep_alive(envoy, osmox)
+    on_v2 = keep_alive(envoy)
     envoy.update_filter_config(v1b)
     time.sleep(11)
     _crash_then_rebuild_old_last(envoy, [on_v1, on_v2])
