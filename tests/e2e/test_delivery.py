@@ -933,7 +933,9 @@ def test_the_regular_tick_keeps_its_time_while_large_pages_bring_ticks_forward(
     would otherwise hold a retry (sent at a regular tick) for as long as they go on."""
     crm = make_receiver("crm")
     crm.script([Behaviour(503)])
-    retry = {"maxAttempts": 3, "initialDelayMs": 200, "multiplier": 1.0, "maxDelayMs": 200, "jitter": 0.0}
+    # Due 2 s after the first attempt: polls enough to hold it back come first even on a
+    # loaded machine (checked below).
+    retry = {"maxAttempts": 3, "initialDelayMs": 2000, "multiplier": 1.0, "maxDelayMs": 2000, "jitter": 0.0}
     cfg = filter_config([endpoint("crm", crm, retry=retry, deliveryStatuses=[5])], tick_ms=1_000)
     envoy = start(make_envoy, osmox, cfg, {"crm": crm})
     row = load_sample("rest-create-notification-response.v8.json")
