@@ -996,7 +996,7 @@ def _crash_then_rebuild_old_last(envoy, old):
 
 
 def test_a_vm_reloaded_while_the_old_listener_drains_leaves_both_configurations_delivering(
-        osmox, make_tracking, make_envoy, fault_wasm, keep_alive):
+        osmox, make_tracking, make_envoy, fault_wasm):
     """A review of an earlier fix: a worker VM that crashed while the replaced listener drained
     was rebuilt with the old configuration too, which then took over from the new one: the new
     endpoint's deliveries were dropped as orphaned, and once the old listener had drained
@@ -1023,8 +1023,8 @@ def test_a_vm_reloaded_while_the_old_listener_drains_leaves_both_configurations_
     assert envoy.metric("deliveries_orphaned") == 0
 
 
-def _crash_and_rebuild_during_the_drain(osmox, make_tracking, make_envoy, fault_wasm, *, new_listener_first: bool,
-                                       first_id: int):
+def _crash_and_rebuild_during_the_drain(osmox, make_tracking, make_envoy, fault_wasm, keep_alive, *,
+                                       new_listener_first: bool, first_id: int):
     """v1 -> v2 with a 60 s drain; 11 s on (past the time a configuration must have been live
     to count as loaded again) a stream of the old listener crashes the worker's VM; the new
     listener's traffic rebuilds it, then an old keep-alive connection's stream, which
@@ -1048,22 +1048,22 @@ def _crash_and_rebuild_during_the_drain(osmox, make_tracking, make_envoy, fault_
 
 
 def test_a_vm_rebuilt_during_the_drain_keeps_the_new_configuration_in_force(
-        osmox, make_tracking, make_envoy, fault_wasm):
+        osmox, make_tracking, make_envoy, fault_wasm, keep_alive):
     """A review: a worker VM rebuilt after a crash configures its root contexts in the order
     traffic reaches them; the old one, configured last, cleared the record of which is in
     force, and its stream on an old keep-alive connection put the old configuration in force
     in every VM."""
-    teams, got = _crash_and_rebuild_during_the_drain(osmox, make_tracking, make_envoy, fault_wasm,
+    teams, got = _crash_and_rebuild_during_the_drain(osmox, make_tracking, make_envoy, fault_wasm, keep_alive,
                                                      new_listener_first=True, first_id=9980)
     assert teams == ["v2"], f"attempts by the replaced configuration: x-team {teams}; {summarize(got)}"
 
 
 def test_a_vm_rebuilt_before_the_new_listener_took_a_stream_follows_the_newest_configuration(
-        osmox, make_tracking, make_envoy, fault_wasm):
+        osmox, make_tracking, make_envoy, fault_wasm, keep_alive):
     """A review: as above, but no stream reached the new listener before the crash, so no
     record names the configuration in force; the rebuilt VM's old root context, configured
     last, put the old configuration in force in every VM with its first stream."""
-    teams, got = _crash_and_rebuild_during_the_drain(osmox, make_tracking, make_envoy, fault_wasm,
+    teams, got = _crash_and_rebuild_during_the_drain(osmox, make_tracking, make_envoy, fault_wasm, keep_alive,
                                                      new_listener_first=False, first_id=9990)
     assert teams == ["v2"], f"attempts by the replaced configuration: x-team {teams}; {summarize(got)}"
 
