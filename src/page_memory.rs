@@ -708,4 +708,261 @@ mod tests {
         let page = |n: u32| PageMemory::key(WatchKind::Rest, false, &format!("/n?page={n}"), b"");
         assert_ne!(page(1), page(2), "REST pages differ by their query string");
     }
+
+    /// What `host::http` does with a watched answer (its host calls aside): skip it when its
+    /// bytes under its request were taken in before (`RecentResponses`), else read it with
+    /// the request's last page (`PageMemory`) and pass over what this VM took in
+    /// (`KnownEvents`). Over a list whose states move, answered to GraphQL polls (archive
+    /// rows, `notification(notificationId:)` fields, views without `updatedOn`) and REST ones,
+    /// with late answers replayed, `503`s, rows repeated, few or many known observations and
+    /// recent responses, and a ledger of 6 that drops most deliveries, it leaves the ledger
+    /// as a VM that reads every answer and asks the dedupe memory does. (The memory here
+    /// forgets nothing: what passing over does once it has, README, Detect.)
+    #[test]
+    fn the_shortcuts_place_what_reading_every_answer_does() {
+        use crate::config::Config;
+        use crate::delivery::ledger::Ledger;
+        use crate::events::{Memory, RecentResponses};
+        use crate::extract::{graphql_request_facts, read, read_lazily, RequestFacts};
+        use crate::intake::take_in;
+        use crate::metrics::{CountingMetrics, Metric};
+        use crate::store::{MemStore, Store};
+        use serde_json::{json, Value};
+        use std::cell::RefCell;
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let fields = "id providerId channelType deliveryStatus retryCount updatedOn result";
+        let graphql = |query: String| (WatchKind::Graphql, format!(r#"{{"query":"{query}"}}"#));
+        let requests = [
+            graphql(format!(
+                "{{ notifications {{ notifications {{ {fields} }} total }} }}"
+            )),
+            graphql(format!(
+                "{{ notifications {{ notifications {{ {fields} }} total }} \
+                 archivedNotifications {{ archivedNotifications {{ notificationId {fields} }} }} }}"
+            )),
+            graphql(format!(
+                "{{ a: notification(notificationId: 3) {{ {fields} }} \
+                 notifications {{ notifications {{ {fields} }} total }} \
+                 b: notification(notificationId: 4) {{ {fields} }} }}"
+            )),
+            graphql(
+                "{ notifications { notifications { id deliveryStatus retryCount providerId } } }"
+                    .to_string(),
+            ),
+            (WatchKind::Rest, String::new()),
+            (WatchKind::Rest, "x".to_string()),
+        ];
+        let (mut placed, mut passed_unread) = (0, 0);
+        for round in 0..24 {
+            let pending = [256, 6][round % 2];
+            let config = Config::from_json(
+                format!(
+                    r#"{{"endpoints": [
+                    {{"name": "all", "url": "http://h/a", "cluster": "c", "deliveryStatuses": [1,2,3,4,5,6]}},
+                    {{"name": "p3", "url": "http://h/b", "cluster": "c", "providerIds": [3], "testMode": "skip"}},
+                    {{"name": "ch1", "url": "http://h/c", "cluster": "c", "channelTypes": [1], "awaitResultMs": 5000}}],
+                    "limits": {{"maxPending": {pending}}}}}"#
+                )
+                .as_bytes(),
+                &|_| None,
+            )
+            .unwrap();
+            let endpoints = &config.endpoints;
+            let memory = Memory::new(1024);
+            let laid_out = || {
+                let store = MemStore::new();
+                for (k, v) in Ledger::new(config.limits.max_pending).keys() {
+                    store.set(&k, v, None).unwrap();
+                }
+                for k in memory.keys() {
+                    store.set(&k, b"", None).unwrap();
+                }
+                store
+            };
+            let (with, without) = (laid_out(), laid_out());
+            let (metrics, metrics_without) =
+                (CountingMetrics::default(), CountingMetrics::default());
+            let mut pages = PageMemory::new();
+            let mut recent = RecentResponses::new([256, 2][round / 2 % 2]);
+            let known = RefCell::new(KnownEvents::new([4, 16, 8192][round % 3]));
+            // Each notification's (status, retryCount, providerId, updatedOn, result, archived).
+            let mut state = vec![(1, 0, 3, 0, 0, false); 24];
+            let mut answered: Vec<(usize, Vec<u8>)> = Vec::new();
+            for step in 1..90u64 {
+                for _ in 0..rng.below(3) {
+                    let s = &mut state[rng.below(24)];
+                    if !s.5 {
+                        let status = if s.0 >= 5 && rng.below(3) > 0 {
+                            s.0
+                        } else {
+                            1 + rng.below(6) as u64
+                        };
+                        let provider = if rng.below(5) == 0 {
+                            3 + rng.below(2) as u64
+                        } else {
+                            s.2
+                        };
+                        let result = rng.below(3);
+                        *s = (
+                            status,
+                            s.1 + rng.below(2) as u64,
+                            provider,
+                            step,
+                            result,
+                            false,
+                        );
+                    }
+                }
+                let s = &mut state[rng.below(24)];
+                s.5 |= s.0 >= 5 && rng.below(8) == 0;
+                let r = rng.below(requests.len());
+                let (kind, request) = (requests[r].0, requests[r].1.as_bytes());
+                let facts = match kind {
+                    WatchKind::Graphql => graphql_request_facts(request),
+                    WatchKind::Rest => RequestFacts::Unread,
+                };
+                let row = |i: usize, archive: bool| {
+                    let (status, retry, provider, at, result, _) = state[i];
+                    let mut row = json!({"id": if archive { 1000 + i } else { i + 1 }});
+                    if archive {
+                        row["notificationId"] = json!(i + 1);
+                    }
+                    row["providerId"] = json!(provider);
+                    row["channelType"] = json!(1 + i % 2);
+                    row["deliveryStatus"] = json!(status);
+                    row["retryCount"] = json!(retry);
+                    row["updatedOn"] =
+                        json!(format!("2026-04-20T09:{:02}:{:02}.000Z", at / 60, at % 60));
+                    row["result"] = match (status, result) {
+                        (5, 1) => json!({"result": crate::osmox::TEST_MODE_RESULT}),
+                        (5, 2) => json!({"ok": true}),
+                        _ => Value::Null,
+                    };
+                    row
+                };
+                let late = (!answered.is_empty() && rng.below(6) == 0)
+                    .then(|| answered[rng.below(answered.len())].clone())
+                    .filter(|(to, _)| *to == r);
+                let body = match late {
+                    Some((_, body)) => body,
+                    None => {
+                        let offset = rng.below(8);
+                        let mut live: Vec<Value> = (offset..offset + 12)
+                            .filter(|i| !state[*i].5 || rng.below(4) == 0)
+                            .map(|i| row(i, false))
+                            .collect();
+                        if rng.below(6) == 0 && !live.is_empty() {
+                            let again = live[rng.below(live.len())].clone();
+                            live.insert(rng.below(live.len()), again);
+                        }
+                        let archived: Vec<Value> = (0..24)
+                            .filter(|i| state[*i].5)
+                            .map(|i| row(i, true))
+                            .collect();
+                        let list = json!({"notifications": live, "total": 24 + rng.below(2)});
+                        let page = match r {
+                            0 => json!({"data": {"notifications": list}}),
+                            1 => json!({"data": {"notifications": list,
+                                "archivedNotifications": {"archivedNotifications": archived}}}),
+                            2 => json!({"data": {"a": row(2, state[2].5), "notifications": list,
+                                "b": row(3, state[3].5)}}),
+                            // Views without `updatedOn` (nor `total`): a state that comes back
+                            // comes in the very bytes it came in before.
+                            3 => {
+                                for row in &mut live {
+                                    for key in ["updatedOn", "channelType", "result"] {
+                                        row.as_object_mut().unwrap().remove(key);
+                                    }
+                                }
+                                json!({"data": {"notifications": {"notifications": live}}})
+                            }
+                            _ => json!({"items": live, "total": 24 + rng.below(2)}),
+                        };
+                        if round % 4 >= 2 && rng.below(2) == 0 {
+                            serde_json::to_vec_pretty(&page).unwrap()
+                        } else {
+                            serde_json::to_vec(&page).unwrap()
+                        }
+                    }
+                };
+                answered.push((r, body.clone()));
+                let status = if rng.below(10) == 0 { 503 } else { 200 };
+                let now = step * 1000;
+                let hash = RecentResponses::hash(request, &[&body]);
+                if !recent.contains(hash) {
+                    let archived = matches!(&facts, RequestFacts::Plain(q) if q.archived());
+                    let key = PageMemory::key(kind, archived, "/q", request);
+                    let recall = pages
+                        .page(key)
+                        .map(|p| p.recall(|i| known.try_borrow().is_ok_and(|k| k.holds(i))));
+                    let taken = read_lazily(
+                        kind,
+                        &body,
+                        &facts,
+                        recall.as_ref().map(|r| r as &dyn SeenRows),
+                        |found| known.borrow().knows_all(found),
+                        || Some(status),
+                        None::<fn() -> bool>,
+                        |found| {
+                            passed_unread += found.seen_rows();
+                            let k = &mut known.borrow_mut();
+                            let n = &found.notifications;
+                            let intake = take_in(
+                                Some(k),
+                                &config,
+                                endpoints,
+                                memory,
+                                &with,
+                                &metrics,
+                                n,
+                                now,
+                                step,
+                            );
+                            let seen = intake.complete && crate::events::recognisable(n);
+                            (seen, intake.complete.then(|| found.rows_to_remember()))
+                        },
+                    );
+                    if let Ok((seen, rows)) = taken {
+                        if seen {
+                            recent.remember(hash);
+                        }
+                        if let Some(rows) = rows {
+                            pages.remember(key, body.clone(), rows);
+                        }
+                    }
+                }
+                if status == 200 {
+                    let _ = read(kind, &body, &facts, |found| {
+                        let n = &found.notifications;
+                        take_in(
+                            None,
+                            &config,
+                            endpoints,
+                            memory,
+                            &without,
+                            &metrics_without,
+                            n,
+                            now,
+                            step,
+                        )
+                    });
+                }
+                let ledger = |store: &MemStore| {
+                    let mut entries = store.entries();
+                    entries.retain(|(k, _)| !k.starts_with(crate::shared_name!("seen/")));
+                    entries
+                };
+                assert!(
+                    ledger(&with) == ledger(&without),
+                    "round {round} step {step}"
+                );
+            }
+            placed += metrics.get(Metric::Pending) + metrics.get(Metric::DeliveriesDropped);
+        }
+        assert!(placed > 1000, "deliveries placed or dropped: {placed}");
+        assert!(
+            passed_unread > 400,
+            "rows passed over unread: {passed_unread}"
+        );
+    }
 }
