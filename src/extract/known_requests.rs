@@ -18,7 +18,8 @@ const MAX_KEPT_BYTES: usize = 16 * 1024;
 
 #[derive(Debug)]
 pub struct KnownRequests {
-    /// Oldest first once full: the next one in goes in place of `entries[next]`.
+    /// In the order kept until full; from then on `entries[next]` is the oldest, and the next
+    /// one in takes its place.
     entries: Vec<Known>,
     next: usize,
     capacity: usize,
