@@ -218,8 +218,8 @@ impl Watch {
 
     /// Keep the text of a persisted query the server may have kept (it did not refuse it:
     /// `persisted::server_may_have_kept`), so that later requests sending its hash alone can
-    /// be read. Apollo's server will not send it again while it remembers it, so it matters
-    /// whatever the answer's body.
+    /// be read. A client sends the text only when the server asks for it, which it does not
+    /// while it remembers the text: so it matters whatever the answer's body.
     fn keep_persisted_text(&self, call: &Call, status: impl FnOnce() -> Option<u64>) {
         if call.kind != WatchKind::Graphql || !self.names_persisted() {
             return;
