@@ -1281,4 +1281,59 @@ mod tests {
         s.hold_off(1_000, 6_000, &moved);
         assert!(s.is_paused(5_999) && !s.is_paused(6_000));
     }
+
+    /// Mutation review: a circuit opened for exactly `openMs`, seen by a VM whose `now` is the
+    /// whole slack older, is within the bound: it stays open, not half-open.
+    #[test]
+    fn a_circuit_open_for_open_ms_holds_for_a_now_the_whole_slack_older() {
+        const T: u64 = 1_800_000_000_000;
+        let mut s = opened_at(T);
+        let older = T - CLOCK_SLACK_US / 1000;
+        assert!(!s.bound_waits(older, &POLICY), "nothing to bound");
+        assert_eq!(
+            admit(&mut s, 9, older),
+            Admit::Open {
+                until_ms: T + POLICY.open_ms,
+                announced: false
+            }
+        );
+    }
+
+    /// Mutation review: a pause of exactly the cap, seen by a VM whose `now` is the whole
+    /// slack older, holds as asked.
+    #[test]
+    fn a_pause_of_the_cap_holds_for_a_now_the_whole_slack_older() {
+        const T: u64 = 1_800_000_000_000;
+        let cap = POLICY.max_pause_ms;
+        let mut s = EndpointState::default();
+        s.hold_off(T, T + cap, &POLICY);
+        let older = T - CLOCK_SLACK_US / 1000;
+        assert!(!s.bound_waits(older, &POLICY), "nothing to bound");
+        assert_eq!(
+            admit(&mut s, 1, older),
+            Admit::Open {
+                until_ms: T + cap,
+                announced: true
+            }
+        );
+    }
+
+    /// Mutation review: places and the probe leased as far ahead as any configuration leases
+    /// them, seen by a VM whose `now` is the whole slack older, were not taken before a step
+    /// back: their leases stand, and the record needs no writing.
+    #[test]
+    fn leases_of_the_furthest_length_stand_for_a_now_the_whole_slack_older() {
+        const T: u64 = 1_800_000_000_000;
+        let open = T + POLICY.open_ms;
+        let mut s = opened_at(T);
+        assert_eq!(
+            s.admit(B, 9, open, open + FURTHEST_LEASE_MS, &POLICY),
+            Admit::Granted,
+            "the probe"
+        );
+        let leased = s.clone();
+        let older = open - CLOCK_SLACK_US / 1000;
+        assert!(!s.bound_waits(older, &POLICY), "nothing to bound");
+        assert_eq!(s, leased);
+    }
 }
