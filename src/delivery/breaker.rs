@@ -1336,4 +1336,25 @@ mod tests {
         assert!(!s.bound_waits(older, &POLICY), "nothing to bound");
         assert_eq!(s, leased);
     }
+
+    /// Mutation review: a bucket emptied to its last token at `t`, seen by a VM whose `now`
+    /// is the whole slack older, is at the bound, not beyond it: still empty.
+    #[test]
+    fn an_emptied_bucket_stays_empty_for_a_now_the_whole_slack_older() {
+        let policy = BreakerPolicy {
+            max_in_flight: 1_000,
+            rate: Some(RatePolicy::new(100, 100)),
+            ..POLICY
+        };
+        let t = 1_800_000_000_000;
+        let mut s = EndpointState::default();
+        for slot in 0..100 {
+            assert_eq!(s.admit(A, slot, t, t + LEASE_MS, &policy), Admit::Granted);
+        }
+        let older = t - CLOCK_SLACK_US / 1000;
+        assert_eq!(
+            s.admit(B, 100, older, t + LEASE_MS, &policy),
+            Admit::Throttled { until_ms: t + 10 }
+        );
+    }
 }
