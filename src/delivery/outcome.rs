@@ -515,6 +515,33 @@ mod tests {
         assert_eq!(retry_after_ms(429, None, 0), None);
     }
 
+    /// `Retry-After`'s RFC 850 years are placed from the time of the answer: in 2023 "73" is
+    /// 2073, a wait of about 49 years (capped later by `maxDelayMs`), not a date long past.
+    #[test]
+    fn retry_after_places_rfc850_years_from_the_time_of_the_answer() {
+        let now_ms = 1_700_000_000_000; // 2023-11-14T22:13:20Z
+        let at_ms = days_from_civil(2073, 1, 2) as u64 * 86_400_000;
+        assert_eq!(
+            retry_after_ms(429, Some("Monday, 02-Jan-73 00:00:00 GMT"), now_ms),
+            Some(at_ms - now_ms)
+        );
+    }
+
+    /// Minutes run to 59 and seconds to 60 (a leap second): a clock past them is not a date.
+    #[test]
+    fn minutes_and_seconds_past_their_range_are_not_a_date() {
+        for bad in [
+            "Sun, 06 Nov 1994 08:60:00 GMT",
+            "Sun, 06 Nov 1994 08:49:61 GMT",
+        ] {
+            assert_eq!(parse_http_date(bad, 0), None, "{bad}");
+        }
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:59:60 GMT", 0),
+            Some(RFC_EXAMPLE_SECS as i64 + 10 * 60 + 23)
+        );
+    }
+
     #[test]
     fn retry_after_is_ignored_except_on_429_and_503() {
         assert_eq!(retry_after_ms(500, Some("120"), 0), None);
