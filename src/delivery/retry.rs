@@ -671,6 +671,29 @@ mod tests {
         assert_eq!(delays(&p), vec![5, 8, 11, 17]);
     }
 
+    /// A delay that reaches `maxDelayMs` is `maxDelayMs` to the millisecond, even past 2^53 ms
+    /// where f64 no longer holds every integer and would round the cap down.
+    #[test]
+    fn a_delay_at_the_cap_is_the_cap_exactly() {
+        let cap = (1u64 << 53) + 1;
+        assert_eq!(
+            exp(2, cap, 2.0, cap, 0.0).next_delay_ms(1, None, 0.0),
+            Some(cap)
+        );
+        // Jitter 0.5 at unit 0.5 is a factor of exactly 1.
+        let p = RetryPolicy::try_new(2, Backoff::Schedule(vec![cap]), cap, 0.5).unwrap();
+        assert_eq!(p.next_delay_ms(1, None, 0.5), Some(cap));
+    }
+
+    /// The smallest cap, 1 ms, is a valid policy: "at least 1" includes 1.
+    #[test]
+    fn a_max_delay_of_one_ms_is_valid() {
+        let p = RetryPolicy::try_new(3, e(1, 2.0), 1, 0.0);
+        assert_eq!(p.map(|p| delays(&p)), Ok(vec![1, 1]));
+        let p = RetryPolicy::try_new(2, Backoff::Schedule(vec![1]), 1, 0.0);
+        assert_eq!(p.map(|p| delays(&p)), Ok(vec![1]));
+    }
+
     /// `maxDelayMs` bounds schedule entries inclusively: an entry equal to it is valid.
     #[test]
     fn a_schedule_entry_may_equal_max_delay() {
