@@ -1189,6 +1189,48 @@ fn a_late_reply_to_a_lapsed_claim_is_not_taken_for_the_retry_on_the_wire() {
     assert_eq!(w.sent().len(), 2, "nothing more is sent");
 }
 
+/// A reply that comes back after its delivery ended and the newer event queued behind it took
+/// the slot and went out: it answers the older event, not the one now on the wire (both are
+/// first attempts, so the claim alone does not tell them apart). Taken for the newer one's,
+/// a late 200 would end it as delivered before its receiver answered.
+#[test]
+fn a_late_reply_to_a_replaced_event_is_not_taken_for_the_newer_one_on_the_wire() {
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Pending, A)]);
+    let first = w.last();
+    w.observe(0, &[note(1, DeliveryStatus::Success, B)]);
+    assert_eq!(
+        w.sent().len(),
+        1,
+        "the newer event waits behind the attempt"
+    );
+    w.now = T0 + 15_001;
+    w.sweep(); // VM 1 finds the claim lapsed: the newer event takes the slot
+    assert_eq!(w.m(Metric::DeliveriesSuperseded), 1);
+    w.sweep();
+    assert_eq!(w.sent().len(), 2);
+    let second = w.last();
+    assert_ne!(second.header("webhook-id"), first.header("webhook-id"));
+    assert_eq!(second.body, r#"{"id":1,"deliveryStatus":5}"#);
+    w.reply(0, first.token, 200, None); // the older event's answer, late
+    assert_eq!(
+        w.m(Metric::DeliveriesSucceeded),
+        0,
+        "the late answer ends nothing"
+    );
+    assert_eq!(
+        w.m(Metric::InFlight),
+        1,
+        "the newer event is still on the wire"
+    );
+    for vm in 0..2 {
+        w.reply(vm, second.token, 200, None);
+    }
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 1);
+    assert_eq!(w.m(Metric::InFlight), 0);
+    assert_eq!(w.m(Metric::Pending), 0);
+}
+
 #[test]
 fn a_reset_without_headers_and_an_envoy_timeout_are_retried() {
     let mut w = World::new(ONE_ENDPOINT, 1);
