@@ -708,6 +708,103 @@ mod tests {
         }
     }
 
+    /// Another's time is held no further ahead than the slowest configuration writes its own
+    /// for a clock read a beat later: a looser bound kept one gone before the clock stepped
+    /// back live longer than it has to.
+    #[test]
+    fn another_time_is_held_as_far_ahead_as_the_slowest_configuration_writes_it() {
+        let store = MemStore::new();
+        let t = 100_000;
+        LiveEndpoints::of_source(2).beat(&store, &ticking_every_minute(&["ops"]), t + BEAT_MS);
+        LiveEndpoints::of_source(3).beat(&store, &ticking_every_minute(&["erp"]), t + BEAT_MS + 1);
+        LiveEndpoints::of_source(1).beat(&store, &config(&["a"], None), t);
+        let ahead = stale_after_ms(crate::config::MAX_TICK_MS) - STALE_MS + BEAT_MS;
+        let entries = decode(store.get(KEY).unwrap().map(|v| v.0).as_deref());
+        let seen = |source| entries.iter().find(|e| e.source == source).unwrap().seen_ms;
+        // As written, at the furthest ahead any configuration writes...
+        assert_eq!(seen(2), t + ahead);
+        // ... and one a millisecond further, held there.
+        assert_eq!(seen(3), t + ahead);
+    }
+
+    /// After a forward step a sender judges the others as of before it until they have
+    /// ticked again: the slowest one's first tick after the step may come a beat late.
+    #[test]
+    fn the_slowest_configuration_ticking_late_after_a_forward_clock_step_is_kept() {
+        let store = MemStore::new();
+        let a = config(&["a"], None);
+        let slow = ticking_every_minute(&["ops"]);
+        let (mut beats, mut beats_slow) =
+            (LiveEndpoints::of_source(1), LiveEndpoints::of_source(2));
+        beat_through(&mut beats, &store, &a, 0, 55_000);
+        beats_slow.beat(&store, &slow, 55_000);
+        // The clock steps forward an hour; the slow one's next tick comes a beat late.
+        let at = 55_000 + 3_600_000;
+        let late = at + slow.tick_ms + BEAT_MS;
+        let mut told = beat_through(&mut beats, &store, &a, at, late - 1);
+        told.extend(
+            beats_slow
+                .beat(&store, &slow, late)
+                .into_iter()
+                .map(|e| (late, e)),
+        );
+        told.extend(beat_through(
+            &mut beats,
+            &store,
+            &a,
+            late + 1,
+            at + 2 * LAG_MS,
+        ));
+        assert!(told.is_empty(), "{told:?}");
+        assert!(kept_elsewhere(
+            &store,
+            &a,
+            "ops",
+            beats.judged_at(at + 2 * LAG_MS)
+        ));
+    }
+
+    /// A write as late as its ticks let it come (`tickMs` + `2 * BEAT_MS` after the last) is no
+    /// clock step: taken for one, each such write after a step made the lag last on.
+    #[test]
+    fn a_write_as_late_as_its_ticks_let_it_come_ends_the_lag_on_time() {
+        let store = MemStore::new();
+        let a = config(&["a"], None);
+        let due_in = a.tick_ms + 2 * BEAT_MS;
+        let mut beats = LiveEndpoints::of_source(1);
+        beat_through(&mut beats, &store, &a, 0, 10_000);
+        let at = 10_000 + 3_600_000;
+        beats.beat(&store, &a, at);
+        assert!(beats.judged_at(at) < at);
+        let mut now = at;
+        while now + due_in < at + LAG_MS {
+            now += due_in;
+            beats.beat(&store, &a, now);
+            assert!(beats.judged_at(now) < now, "at {now}");
+        }
+        // The lag is over before the next write is due: by the clock, up to then.
+        assert!(now + 2 * BEAT_MS >= at + LAG_MS);
+        for t in [at + LAG_MS, now + 2 * BEAT_MS] {
+            assert_eq!(beats.judged_at(t), t, "at {t}");
+        }
+        let next = now + due_in;
+        beats.beat(&store, &a, next);
+        assert_eq!(beats.judged_at(next), next);
+    }
+
+    /// Between its writes a sender judges by the clock, up to `2 * BEAT_MS` after the last:
+    /// never later than the clock.
+    #[test]
+    fn between_its_writes_a_sender_judges_no_later_than_the_clock() {
+        let store = MemStore::new();
+        let mut beats = LiveEndpoints::of_source(1);
+        beats.beat(&store, &ticking_every_minute(&["a"]), 1_000);
+        for t in [1_000, 8_500, 1_000 + 2 * BEAT_MS - 1, 1_000 + 2 * BEAT_MS] {
+            assert_eq!(beats.judged_at(t), t, "at {t}");
+        }
+        assert_eq!(beats.judged_at(50_000), 1_000 + 2 * BEAT_MS);
+    }
+
     /// The bound keeps the slowest configuration live between its beats, as `STALE_MS` does.
     #[test]
     fn the_slowest_configuration_stays_live_under_the_bound() {
@@ -791,6 +888,19 @@ mod tests {
         );
         // Gone quiet: no longer live.
         assert!(!established(&store, 1, ESTABLISHED_MS + 1 + STALE_MS));
+    }
+
+    /// The record stays bounded however many configurations beat at once, and the one
+    /// writing is always in it.
+    #[test]
+    fn the_record_lists_max_configs_at_most() {
+        let store = MemStore::new();
+        for source in 0..(MAX_CONFIGS as u64 + 5) {
+            LiveEndpoints::of_source(source).beat(&store, &config(&["crm"], None), 0);
+        }
+        let entries = decode(store.get(KEY).unwrap().map(|v| v.0).as_deref());
+        assert_eq!(entries.len(), MAX_CONFIGS);
+        assert_eq!(entries.last().unwrap().source, MAX_CONFIGS as u64 + 4);
     }
 
     #[test]
