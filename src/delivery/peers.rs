@@ -269,6 +269,19 @@ mod tests {
             .contains(&7));
     }
 
+    /// A time further ahead than the slowest sender writes its own, for a clock read a beat
+    /// later, was written before the clock stepped back: a looser bound kept a sender that
+    /// died across the step listed longer than it has to.
+    #[test]
+    fn a_sender_further_ahead_than_the_slowest_writes_is_taken_for_gone() {
+        let slowest = crate::config::MAX_TICK_MS;
+        let store = MemStore::new();
+        let t = 100_000;
+        beat(&store, 7, t + BEAT_MS, slowest).unwrap();
+        beat(&store, 8, t + BEAT_MS + 1, slowest).unwrap();
+        assert_eq!(beat(&store, 9, t, FAST).unwrap(), vec![7, 9]);
+    }
+
     #[test]
     fn the_list_is_bounded() {
         let store = MemStore::new();
@@ -301,6 +314,20 @@ mod tests {
         firsts.sort_unstable();
         assert_eq!(firsts, own_first);
         assert_eq!(got[..3], got[3..]);
+    }
+
+    /// The peers are looked up again at every beat: the same peers keep the turn where it
+    /// stood, rather than sending it back to the own queue (which would take more than its
+    /// share of the wake-ups).
+    #[test]
+    fn refreshing_the_same_peers_keeps_the_turn() {
+        let mut r = Rotation::new(10);
+        r.set_peers([11, 12]);
+        assert_eq!(r.next_queue(true), (10, false));
+        assert_eq!(r.next_queue(true), (11, true));
+        r.set_peers([10, 11, 12]);
+        assert_eq!(r.next_queue(true), (12, true));
+        assert_eq!(r.next_queue(true), (10, false));
     }
 
     #[test]
