@@ -117,12 +117,19 @@ impl LiveEndpoints {
     /// unheard since its last beat then, is still live (a slow `tickMs` leaves a sender's
     /// wake-ups and replies between its ticks judging earlier, never its sweep).
     pub fn judged_at(&self, now_ms: u64) -> u64 {
-        match self.wrote_ms {
-            Some(wrote) if now_ms > wrote.saturating_add(2 * BEAT_MS) => wrote
+        self.latest_after_write(now_ms, 2 * BEAT_MS)
+            .unwrap_or_else(|| now_ms.saturating_sub(self.lag_at(now_ms)))
+    }
+
+    /// When `now_ms` is more than `within_ms` after its last write: that write's time (as
+    /// judged then) plus `within_ms`, the latest it could judge by.
+    fn latest_after_write(&self, now_ms: u64, within_ms: u64) -> Option<u64> {
+        let wrote = self.wrote_ms?;
+        (now_ms > wrote.saturating_add(within_ms)).then(|| {
+            wrote
                 .saturating_sub(self.lag_at(wrote))
-                .saturating_add(2 * BEAT_MS),
-            _ => now_ms.saturating_sub(self.lag_at(now_ms)),
-        }
+                .saturating_add(within_ms)
+        })
     }
 
     /// How far behind `at_ms` it judges: not before the late write either (the clock stepped
@@ -172,15 +179,12 @@ impl LiveEndpoints {
         forget: bool,
     ) -> Vec<String> {
         let due_in = config.tick_ms.saturating_add(2 * BEAT_MS);
-        let judged = match self.wrote_ms {
-            Some(wrote) if now_ms > wrote.saturating_add(due_in) => {
-                let judged = wrote
-                    .saturating_sub(self.lag_at(wrote))
-                    .saturating_add(due_in);
+        let judged = match self.latest_after_write(now_ms, due_in) {
+            Some(judged) => {
                 self.lag = Some((now_ms.saturating_add(LAG_MS), now_ms.saturating_sub(judged)));
                 judged
             }
-            _ => now_ms.saturating_sub(self.lag_at(now_ms)),
+            None => now_ms.saturating_sub(self.lag_at(now_ms)),
         };
         self.wrote_ms = Some(now_ms);
         self.next_beat_ms = now_ms.saturating_add(BEAT_MS);
