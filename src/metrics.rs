@@ -113,6 +113,11 @@ impl Metric {
 /// and per configured endpoint (`endpoint.<name>.attempt_duration_ms`).
 pub const ATTEMPT_DURATION: &str = "attempt_duration_ms";
 
+/// The histogram of how long after the filter took an event in its webhook was delivered,
+/// in milliseconds: what a receiver's owner waits, retries, holds and waits for a result
+/// included. In all, and per configured endpoint (`endpoint.<name>.delivery_delay_ms`).
+pub const DELIVERY_DELAY: &str = "delivery_delay_ms";
+
 /// The ids Envoy gave this VM for the metrics it defined, by name. Envoy hands out a fresh
 /// id at every definition, even of a name defined before, and keeps an entry for each until
 /// the VM goes; every configuration a VM loads (a root context of its own) defines them all,
@@ -150,6 +155,11 @@ pub trait Metrics {
     fn attempt_took(&self, endpoint: &str, ms: u64) {
         let _ = (endpoint, ms);
     }
+
+    /// A delivery to `endpoint` succeeded `ms` after its event was taken in.
+    fn delivered_after(&self, endpoint: &str, ms: u64) {
+        let _ = (endpoint, ms);
+    }
 }
 
 /// Counts into maps: for tests.
@@ -158,6 +168,7 @@ pub struct CountingMetrics {
     all: std::cell::RefCell<std::collections::HashMap<Metric, i64>>,
     per_endpoint: std::cell::RefCell<std::collections::HashMap<(String, Metric), i64>>,
     durations: std::cell::RefCell<Vec<(String, u64)>>,
+    delays: std::cell::RefCell<Vec<(String, u64)>>,
 }
 
 impl CountingMetrics {
@@ -174,6 +185,11 @@ impl CountingMetrics {
     /// The attempt durations recorded, in order.
     pub fn durations(&self) -> Vec<(String, u64)> {
         self.durations.borrow().clone()
+    }
+
+    /// The delivery delays recorded, in order.
+    pub fn delays(&self) -> Vec<(String, u64)> {
+        self.delays.borrow().clone()
     }
 }
 
@@ -192,6 +208,10 @@ impl Metrics for CountingMetrics {
 
     fn attempt_took(&self, endpoint: &str, ms: u64) {
         self.durations.borrow_mut().push((endpoint.to_string(), ms));
+    }
+
+    fn delivered_after(&self, endpoint: &str, ms: u64) {
+        self.delays.borrow_mut().push((endpoint.to_string(), ms));
     }
 }
 
@@ -220,6 +240,7 @@ mod tests {
         }
         assert_eq!(Metric::Pending.per_endpoint(), None);
         assert!(!Metric::ALL.iter().any(|m| m.name() == ATTEMPT_DURATION));
+        assert!(!Metric::ALL.iter().any(|m| m.name() == DELIVERY_DELAY));
     }
 
     #[test]
@@ -235,7 +256,7 @@ mod tests {
     }
 
     /// README's Metrics section is what dashboards are built from: its table names every
-    /// metric and no other, and its per-endpoint list is `PER_ENDPOINT` and the histogram.
+    /// metric and no other, and its per-endpoint list is `PER_ENDPOINT` and the histograms.
     #[test]
     fn readme_lists_every_metric_and_no_other() {
         let readme = include_str!("../README.md");
@@ -272,6 +293,7 @@ mod tests {
         }
         let mut code: Vec<String> = Metric::ALL.iter().map(|m| m.name().to_string()).collect();
         code.push(ATTEMPT_DURATION.to_string());
+        code.push(DELIVERY_DELAY.to_string());
         listed.sort_unstable();
         code.sort_unstable();
         assert_eq!(listed, code);
@@ -287,6 +309,7 @@ mod tests {
             .map(|m| m.name().to_string())
             .collect();
         code.push(ATTEMPT_DURATION.to_string());
+        code.push(DELIVERY_DELAY.to_string());
         listed.sort_unstable();
         code.sort_unstable();
         assert_eq!(listed, code);

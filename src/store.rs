@@ -21,7 +21,9 @@ pub type Cas = u32;
 /// learned registrations, the dedupe memory): a key added to a record whose readers skip
 /// keys they do not know, when losing it (an older build of this prefix writes the record
 /// back without it) costs nothing a user relies on. So far: the endpoint record's `r`, the
-/// rate limit's bucket, which an older build's write refills.
+/// rate limit's bucket, which an older build's write refills; a ledger slot's `ti` (and its
+/// queued event's), when the event was taken in, which costs only that delivery's sample of
+/// `delivery_delay_ms`.
 #[macro_export]
 macro_rules! shared_name {
     ($name:literal) => {

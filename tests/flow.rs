@@ -649,6 +649,39 @@ fn each_endpoint_counts_its_own_attempts_and_endings() {
     );
 }
 
+/// `delivery_delay_ms` is what a receiver's owner waits: from when the filter took the event
+/// in to its 2xx, retries included; a newer event queued behind an attempt on the wire counts
+/// from when it was taken in, not from when it took the slot; failed attempts record none.
+#[test]
+fn the_delivery_delay_runs_from_each_event_taken_in_to_its_success() {
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    w.now += 40;
+    w.reply(0, w.last().token, 503, None);
+    w.now += 1_000;
+    w.sweep();
+    w.now += 10;
+    w.reply(0, w.last().token, 200, None);
+
+    w.now = T0 + 2_000;
+    w.observe(0, &[note(2, DeliveryStatus::Pending, A)]);
+    let first = w.last();
+    w.now += 100;
+    w.observe(0, &[note(2, DeliveryStatus::InProgress, B)]);
+    w.now += 100;
+    w.observe(0, &[note(2, DeliveryStatus::Success, C)]);
+    w.now += 100;
+    w.reply(0, first.token, 200, None);
+    let promoted = w.last();
+    assert_eq!(promoted.body, r#"{"id":2,"deliveryStatus":5}"#);
+    w.now += 50;
+    w.reply(0, promoted.token, 200, None);
+
+    let crm = |ms| ("crm".to_string(), ms);
+    assert_eq!(w.metrics.delays(), [crm(1_050), crm(300), crm(150)]);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 3);
+}
+
 /// Standard Webhooks: a 410 says the endpoint wants no more webhooks from this source, so it
 /// is disabled, not retried and not sent later events; each of those ends as gone, reported
 /// without an attempt. (An earlier review: 410s must not trip the circuit breaker; and a

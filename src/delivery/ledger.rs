@@ -52,6 +52,8 @@ pub struct Successor {
     /// Not due before then: a SUCCESS placed to wait for its result keeps its wait when it
     /// queues behind an attempt (0: due when promoted).
     pub at_ms: u64,
+    /// As `Slot::taken_in_ms`, kept for when it takes the slot.
+    pub taken_in_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +88,9 @@ pub struct Slot {
     /// A later event of the notification was taken in by another worker while this one was
     /// on the wire: a failed attempt ends it rather than retry (`Ledger::withdraw`).
     pub superseded: bool,
+    /// When the filter took this event in, for `delivery_delay_ms`. `None` in a record an
+    /// older build wrote: that delivery goes unmeasured.
+    pub taken_in_ms: Option<u64>,
     /// The webhook body.
     pub body: Vec<u8>,
 }
@@ -115,6 +120,7 @@ impl Slot {
             held: false,
             generation: Generation::FIRST,
             superseded: false,
+            taken_in_ms: Some(now_ms),
             body,
         }
     }
@@ -204,17 +210,20 @@ impl Successor {
             out.key("at");
             out.uint(self.at_ms);
         }
+        write_taken_in(out, self.taken_in_ms);
         out.end_object();
     }
 
     fn read(r: &mut Reader) -> Option<Successor> {
         let (mut webhook_id, mut body, mut generation, mut at_ms) = (None, None, None, 0);
+        let mut taken_in_ms = None;
         r.object(|r, key| {
             match key {
                 "id" => webhook_id = Some(r.string()?),
                 "b" => body = Some(r.string()?),
                 "g" => generation = Some(Generation(r.uint32()?)),
                 "at" => at_ms = r.uint()?,
+                TAKEN_IN => taken_in_ms = Some(r.uint()?),
                 _ => r.skip()?,
             }
             Some(())
@@ -224,7 +233,20 @@ impl Successor {
             body: body?,
             generation: generation?,
             at_ms,
+            taken_in_ms,
         })
+    }
+}
+
+/// The key of `taken_in_ms`, in a slot's record and its successor's. Added to a format that
+/// older builds of the same prefix read: they skip it, and a record they write back loses
+/// it, which costs one delivery's sample of a histogram (`shared_name!`).
+const TAKEN_IN: &str = "ti";
+
+fn write_taken_in(out: &mut Out, taken_in_ms: Option<u64>) {
+    if let Some(ms) = taken_in_ms {
+        out.key(TAKEN_IN);
+        out.uint(ms);
     }
 }
 
@@ -281,6 +303,7 @@ impl Slot {
             out.key("sp");
             out.boolean(true);
         }
+        write_taken_in(out, self.taken_in_ms);
         out.end_object();
     }
 
@@ -289,7 +312,7 @@ impl Slot {
         let (mut webhook_id, mut attempts) = (None, None);
         let (mut history, mut successor, mut held, mut generation) = (None, None, None, None);
         let (mut superseded, mut window_from_ms, mut extended_ms) = (None, None, None);
-        let (mut waiting_since_ms, mut paused_ms) = (None, None);
+        let (mut waiting_since_ms, mut paused_ms, mut taken_in_ms) = (None, None, None);
         r.object(|r, key| {
             match key {
                 "s" => state = Some(State::read(r)?),
@@ -307,6 +330,7 @@ impl Slot {
                 "hd" => held = r.optional(Reader::boolean)?,
                 "g" => generation = Some(Generation(r.uint32()?)),
                 "sp" => superseded = r.optional(Reader::boolean)?,
+                TAKEN_IN => taken_in_ms = Some(r.uint()?),
                 _ => r.skip()?,
             }
             Some(())
@@ -329,6 +353,7 @@ impl Slot {
             held: held.unwrap_or(false),
             generation: generation?,
             superseded: superseded.unwrap_or(false),
+            taken_in_ms,
             body: Vec::new(),
         })
     }
@@ -710,6 +735,7 @@ impl Ledger {
                     body: String::from_utf8(fresh.body.clone()).unwrap_or_default(),
                     generation: fresh.generation,
                     at_ms: fresh.at_ms,
+                    taken_in_ms: fresh.taken_in_ms,
                 });
                 Some((Record::Used(s), placed))
             }
@@ -1032,6 +1058,7 @@ mod tests {
                 body: "new".into(),
                 generation: Generation::FIRST,
                 at_ms: 1,
+                taken_in_ms: Some(1),
             })
         );
         assert_eq!(slot.body, b"old");
@@ -1223,8 +1250,7 @@ mod tests {
     #[test]
     fn records_keep_their_stored_format() {
         let fresh = Record::Used(Slot::new("crm", 42, "w1", b"{\"id\":42}".to_vec(), 5));
-        let stored =
-            "{\"s\":\"w\",\"at\":5,\"ep\":\"crm\",\"n\":42,\"id\":\"w1\",\"a\":0,\"g\":1}\n{\"id\":42}";
+        let stored = "{\"s\":\"w\",\"at\":5,\"ep\":\"crm\",\"n\":42,\"id\":\"w1\",\"a\":0,\"g\":1,\"ti\":5}\n{\"id\":42}";
         assert_eq!(String::from_utf8(fresh.encode()).unwrap(), stored);
         assert_eq!(Record::decode(Some(stored.as_bytes())), fresh);
         // Without a generation: a record of the builds before the format prefix, unreadable.
@@ -1248,6 +1274,7 @@ mod tests {
             body: "{\"id\":7,\"note\":\"a\\tb\"}".into(),
             generation: Generation(3),
             at_ms: 1_800_000_001_000,
+            taken_in_ms: Some(1_800_000_000_000),
         });
         slot.held = true;
         slot.window_from_ms = Some(1);
@@ -1256,14 +1283,14 @@ mod tests {
         slot.paused_ms = 1_000;
         slot.superseded = true;
         let full = Record::Used(slot);
-        let json = r#"{"s":"f","at":1700000000000,"c":1,"x":1795000,"w":1700000000500,"pz":1000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}","g":3,"at":1800000001000},"hd":true,"g":1,"sp":true}"#;
+        let json = r#"{"s":"f","at":1700000000000,"c":1,"x":1795000,"w":1700000000500,"pz":1000,"ep":"ops.v2","n":7,"id":"msg_\"7\"","a":3,"h":[{"t":1,"o":"HTTP 503 é\n","d":12},{"t":2,"o":"HTTP 503 é\n","d":12}],"nx":{"id":"w2","b":"{\"id\":7,\"note\":\"a\\tb\"}","g":3,"at":1800000001000,"ti":1800000000000},"hd":true,"g":1,"sp":true,"ti":1700000000000}"#;
         let stored = format!("{json}\n{{\n  \"id\": 7\n}}");
         assert_eq!(String::from_utf8(full.encode()).unwrap(), stored);
         assert_eq!(Record::decode(Some(stored.as_bytes())), full);
         // A queued event without a due time (written so when it has none) is due when promoted.
-        let Record::Used(unwaited) = Record::decode(Some(
-            stored.replace(",\"at\":1800000001000}", "}").as_bytes(),
-        )) else {
+        let Record::Used(unwaited) =
+            Record::decode(Some(stored.replace(",\"at\":1800000001000", "").as_bytes()))
+        else {
             panic!("unreadable")
         };
         assert_eq!(unwaited.successor.map(|q| q.at_ms), Some(0));
@@ -1284,9 +1311,21 @@ mod tests {
 
         assert_eq!(Record::Free.encode(), b"-");
         // Unknown keys are ignored; an unreadable record is left alone.
-        let extra = r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","g":1,"a":0,"zz":[1]}"#;
+        let extra = r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","g":1,"a":0,"zz":[1],"ti":5}"#;
         let extra = format!("{extra}\n{{\"id\":42}}");
         assert_eq!(Record::decode(Some(extra.as_bytes())), fresh);
+        // Without `ti`, as a build before it wrote it (or wrote back what it read): read, but
+        // when it was taken in is not known, nor made up, for the delivery or its successor.
+        let older = extra.replace(",\"ti\":5", "");
+        let Record::Used(unmeasured) = Record::decode(Some(older.as_bytes())) else {
+            panic!("unreadable");
+        };
+        assert_eq!(unmeasured.taken_in_ms, None);
+        let older = r#"{"s":"f","at":5,"ep":"crm","n":42,"id":"w1","a":1,"nx":{"id":"w2","b":"{}","g":2},"g":1}"#;
+        let Record::Used(older) = Record::decode(Some(format!("{older}\n{{}}").as_bytes())) else {
+            panic!("unreadable");
+        };
+        assert_eq!(older.successor.map(|q| q.taken_in_ms), Some(None));
         // Without the body separator (the format before bodies moved into the record).
         let no_body = r#"{"s":"w","at":5,"ep":"crm","n":42,"id":"w1","g":1,"a":0}"#;
         assert_eq!(Record::decode(Some(no_body.as_bytes())), Record::Unreadable);
@@ -1379,6 +1418,7 @@ mod tests {
             body: any_string(rng),
             generation: Generation(any_u64(rng) as u32),
             at_ms: any_u64(rng),
+            taken_in_ms: (rng.below(2) == 0).then(|| any_u64(rng)),
         });
         let mut body = any_string(rng).into_bytes();
         if rng.below(4) == 0 {
@@ -1405,6 +1445,7 @@ mod tests {
             held: rng.below(2) == 0,
             generation: Generation(any_u64(rng) as u32),
             superseded: rng.below(2) == 0,
+            taken_in_ms: (rng.below(2) == 0).then(|| any_u64(rng)),
             body,
         }
     }

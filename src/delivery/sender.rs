@@ -1372,6 +1372,10 @@ impl Sender {
             End::Delivered { after_retry } => {
                 io.metrics
                     .add_for(&s.endpoint, Metric::DeliveriesSucceeded, 1);
+                if let Some(taken_in) = s.taken_in_ms {
+                    let ms = io.now_ms.saturating_sub(taken_in);
+                    io.metrics.delivered_after(&s.endpoint, ms);
+                }
                 if after_retry {
                     io.metrics
                         .add_for(&s.endpoint, Metric::DeliveredAfterRetry, 1);
@@ -1558,6 +1562,7 @@ fn ended(s: &mut Slot, now_ms: u64) -> (Record, bool) {
             let mut fresh = Slot::new(&s.endpoint, s.notification, &next.webhook_id, body, now_ms)
                 .of_generation(next.generation);
             fresh.at_ms = fresh.at_ms.max(next.at_ms);
+            fresh.taken_in_ms = next.taken_in_ms;
             (Record::Used(fresh), true)
         }
         None => (Record::Free, false),

@@ -17,7 +17,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
 use crate::config::Endpoint;
-use crate::metrics::{DefinedIds, Metric, MetricKind, Metrics, ATTEMPT_DURATION, PREFIX};
+use crate::metrics::{
+    DefinedIds, Metric, MetricKind, Metrics, ATTEMPT_DURATION, DELIVERY_DELAY, PREFIX,
+};
 
 #[derive(Default)]
 pub struct EnvoyMetrics {
@@ -27,6 +29,8 @@ pub struct EnvoyMetrics {
     unflushed: RefCell<Vec<i64>>,
     /// The attempt-duration histogram, in all.
     durations: Option<u32>,
+    /// The delivery-delay histogram, in all.
+    delays: Option<u32>,
     /// The configured endpoints' own metrics. Learned endpoints have none: their number is
     /// bounded only by `learn`, and Envoy keeps a stat's name until it restarts.
     endpoints: Vec<EndpointMetrics>,
@@ -38,6 +42,7 @@ struct EndpointMetrics {
     ids: Vec<Option<u32>>,
     unflushed: RefCell<Vec<i64>>,
     durations: Option<u32>,
+    delays: Option<u32>,
 }
 
 thread_local! {
@@ -85,6 +90,7 @@ impl EnvoyMetrics {
                         .collect(),
                     unflushed: RefCell::new(vec![0; Metric::PER_ENDPOINT.len()]),
                     durations: define(MetricType::Histogram, &of(ATTEMPT_DURATION)),
+                    delays: define(MetricType::Histogram, &of(DELIVERY_DELAY)),
                 }
             })
             .collect();
@@ -92,6 +98,7 @@ impl EnvoyMetrics {
             ids,
             unflushed,
             durations: define(MetricType::Histogram, ATTEMPT_DURATION),
+            delays: define(MetricType::Histogram, DELIVERY_DELAY),
             endpoints,
         }
     }
@@ -144,13 +151,21 @@ impl Metrics for EnvoyMetrics {
         }
     }
 
-    /// Recorded at once: a histogram takes values, not deltas, so there is nothing to add up.
     fn attempt_took(&self, endpoint: &str, ms: u64) {
-        if let Some(id) = self.durations {
-            let _ = hostcalls::record_metric(id, ms);
-        }
-        if let Some(id) = self.endpoint(endpoint).and_then(|e| e.durations) {
-            let _ = hostcalls::record_metric(id, ms);
-        }
+        let own = self.endpoint(endpoint).and_then(|e| e.durations);
+        record(self.durations, own, ms);
+    }
+
+    fn delivered_after(&self, endpoint: &str, ms: u64) {
+        let own = self.endpoint(endpoint).and_then(|e| e.delays);
+        record(self.delays, own, ms);
+    }
+}
+
+/// Recorded at once, in all and for the endpoint: a histogram takes values, not deltas, so
+/// there is nothing to add up.
+fn record(all: Option<u32>, own: Option<u32>, ms: u64) {
+    for id in [all, own].into_iter().flatten() {
+        let _ = hostcalls::record_metric(id, ms);
     }
 }

@@ -137,7 +137,8 @@ def show_stats(envoy: EnvoyFromConfig):
     say("\n--- filter stats (admin /stats, " + METRIC_PREFIX + "*) ---")
     found = False
     for k in sorted(stats):
-        # Counters and gauges; histograms (attempt_duration_ms) are in /stats/prometheus.
+        # Counters and gauges; histograms (attempt_duration_ms, delivery_delay_ms) are in
+        # /stats/prometheus.
         if k.startswith(METRIC_PREFIX) and isinstance(stats[k], int):
             found = True
             say(f"  {k[len(METRIC_PREFIX):]:44} {stats[k]}")

@@ -1,6 +1,6 @@
 """End-to-end tests of the per-endpoint metrics: each configured endpoint's own counters and
-attempt-duration histogram, in `/stats` and, with the tag rule the deploy guide gives, as a
-Prometheus `endpoint` label.
+histograms (attempt duration, delivery delay), in `/stats` and, with the tag rule the deploy
+guide gives, as a Prometheus `endpoint` label.
 
 Needs dist/osmox-webhook-filter.wasm (./build.sh).
 """
@@ -36,16 +36,19 @@ def wait_counts(envoy, want: dict[str, int], timeout: float = EXPECT_S) -> dict[
         time.sleep(0.1)
 
 
-def test_each_endpoint_counts_its_own_attempts_and_their_durations(osmox, make_receiver, make_envoy,
-                                                                   filter_wasm):
+def test_each_endpoint_counts_its_own_attempts_durations_and_delays(osmox, make_receiver,
+                                                                    make_envoy, filter_wasm):
     crm, billing = make_receiver("crm"), make_receiver("billing")
     crm.script([503])  # the first attempt to crm fails; its retry and the rest succeed
     # A name with a dot: the tag rule must keep it whole.
     cfg = filter_config([endpoint("crm", crm, retry=RETRY),
                          endpoint("billing.v2", billing, cluster="webhook_billing", retry=RETRY)],
                         tick_ms=50)
+    # Buckets of the deploy's choosing for the delivery delay (README, Metrics).
+    delay_buckets = {"match": {"suffix": "delivery_delay_ms"}, "buckets": [100, 3600000, 86400000]}
     envoy = start(make_envoy, osmox, cfg, {"crm": crm, "billing.v2": billing},
-                  bootstrap_extra={"stats_config": {"stats_tags": shipped_stats_tags()},
+                  bootstrap_extra={"stats_config": {"stats_tags": shipped_stats_tags(),
+                                                    "histogram_bucket_settings": [delay_buckets]},
                                    "stats_flush_on_admin": True})
     observe(envoy, osmox, [notification_row(3100, SUCCESS), notification_row(3101, SUCCESS)])
     crm.wait_for(3, EXPECT_S)
@@ -83,3 +86,13 @@ def test_each_endpoint_counts_its_own_attempts_and_their_durations(osmox, make_r
     assert samples.get('osmox_webhook_endpoint_attempt_duration_ms_count{endpoint="crm"}') == "3", prom
     assert samples.get('osmox_webhook_endpoint_attempt_duration_ms_count{endpoint="billing.v2"}') == "2", prom
     assert samples.get("osmox_webhook_attempt_duration_ms_count{}") == "5", prom
+    # The delivery delay: one sample per webhook delivered, none for the failed attempt. crm's
+    # first delivery waited for its retry, 200 ms after the 503, so at most one of its two
+    # delays is within 100 ms.
+    delay = "osmox_webhook_endpoint_delivery_delay_ms"
+    assert samples.get(f'{delay}_count{{endpoint="crm"}}') == "2", prom
+    assert samples.get(f'{delay}_count{{endpoint="billing.v2"}}') == "2", prom
+    assert samples.get("osmox_webhook_delivery_delay_ms_count{}") == "4", prom
+    within_100 = samples.get(f'{delay}_bucket{{endpoint="crm",le="100"}}')
+    assert within_100 in ("0", "1"), prom
+    assert samples.get(f'{delay}_bucket{{endpoint="crm",le="86400000"}}') == "2", prom
