@@ -198,6 +198,22 @@ impl AttemptRecord {
 }
 
 impl Successor {
+    /// What the slot holds once the delivery `ahead` of this event ends: this event, due at
+    /// `at_ms`, untried, taken in when it was.
+    pub fn into_slot(self, ahead: &Slot, at_ms: u64) -> Slot {
+        let body = self.body.into_bytes();
+        let mut slot = Slot::new(
+            &ahead.endpoint,
+            ahead.notification,
+            &self.webhook_id,
+            body,
+            at_ms,
+        )
+        .of_generation(self.generation);
+        slot.taken_in_ms = self.taken_in_ms;
+        slot
+    }
+
     fn write(&self, out: &mut Out) {
         out.begin_object();
         out.key("id");
@@ -609,10 +625,8 @@ impl Ledger {
             Record::Used(mut s) if s.state == State::Waiting => match s.successor.take() {
                 None => Some((Record::Free, Some(Withdrawn::Freed(s.webhook_id)))),
                 Some(next) => {
-                    let body = next.body.into_bytes();
                     let at = next.at_ms;
-                    let fresh = Slot::new(&s.endpoint, s.notification, &next.webhook_id, body, at)
-                        .of_generation(next.generation);
+                    let fresh = next.into_slot(&s, at);
                     let out = Withdrawn::Replaced(s.webhook_id);
                     Some((Record::Used(fresh), Some(out)))
                 }
@@ -1160,6 +1174,38 @@ mod tests {
             ("three", &b"three"[..], Generation(3))
         );
         assert!(now.is_due(5) && now.successor.is_none() && now.attempts == 0);
+    }
+
+    /// A queued event that takes the slot keeps when it was taken in (for
+    /// `delivery_delay_ms`), whatever its due time: a SUCCESS waiting for its result is due
+    /// later than it was taken in.
+    #[test]
+    fn a_queued_event_taking_the_slot_keeps_when_it_was_taken_in() {
+        let (s, l) = ledger(8);
+        let x = l
+            .place(&s, None, Slot::new("a", 1, "one", b"1".to_vec(), 5), 0)
+            .unwrap()
+            .slot();
+        on_the_wire(&l, &s, x);
+        let mut two = Slot::new("a", 1, "two", b"2".to_vec(), 7).of_generation(Generation(2));
+        two.at_ms = 9;
+        assert_eq!(l.place(&s, Some(x), two, 1).unwrap(), Placed::Queued(x));
+        l.update(&s, x, |rec| match rec {
+            Record::Used(mut slot) => {
+                slot.state = State::Waiting;
+                Some((Record::Used(slot), ()))
+            }
+            _ => None,
+        })
+        .unwrap();
+        let first = |s: &Slot| s.generation == Generation::FIRST;
+        let taken = l.withdraw(&s, x, first).unwrap();
+        assert_eq!(taken, Some(Withdrawn::Replaced("one".into())));
+        let now = used(&l, &s, x);
+        assert_eq!(
+            (now.webhook_id.as_str(), now.at_ms, now.taken_in_ms),
+            ("two", 9, Some(7))
+        );
     }
 
     #[test]

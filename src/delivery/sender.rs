@@ -1558,12 +1558,8 @@ impl Sender {
 fn ended(s: &mut Slot, now_ms: u64) -> (Record, bool) {
     match s.successor.take() {
         Some(next) => {
-            let body = next.body.into_bytes();
-            let mut fresh = Slot::new(&s.endpoint, s.notification, &next.webhook_id, body, now_ms)
-                .of_generation(next.generation);
-            fresh.at_ms = fresh.at_ms.max(next.at_ms);
-            fresh.taken_in_ms = next.taken_in_ms;
-            (Record::Used(fresh), true)
+            let at = now_ms.max(next.at_ms);
+            (Record::Used(next.into_slot(s, at)), true)
         }
         None => (Record::Free, false),
     }
