@@ -64,6 +64,8 @@ INSTR_IDLE_S = 10.0
 INSTR_SETTLE_S = 20.0
 MARKDOWN = REPO / "BENCHMARKS.md"
 METRIC = "wasmcustom.osmox_webhook."
+# Envoy's default `stats_flush_interval`: histograms show what was recorded before the last flush.
+STATS_FLUSH_S = 5.0
 
 UNDER_TEST_CONCURRENCY = 2
 BURST = 10000  # events per delivery-throughput burst
@@ -190,6 +192,25 @@ def stats(env: h.EnvoyProcess, regex: str) -> dict[str, int]:
             except ValueError:
                 pass
     return out
+
+
+def histogram_quantiles(env: h.EnvoyProcess, name: str) -> dict[str, float] | None:
+    """Envoy's cumulative quantiles of histogram `name` (full name), as of its last stats
+    flush: {"p50": ..., "p99": ..., "p100": ...}; None when it has no values yet."""
+    query = "/stats?format=json&filter=" + urllib.parse.quote("^" + re.escape(name) + "$")
+    r = h.request(env.admin_port, "GET", query, timeout=10)
+    for entry in json.loads(r.body).get("stats", []):
+        hist = entry.get("histograms")
+        if not hist:
+            continue
+        for q in hist.get("computed_quantiles", []):
+            if q.get("name") != name:
+                continue
+            values = [v.get("cumulative") for v in q.get("values", [])]
+            if any(v is None for v in values):
+                return None
+            return {f"p{qq:g}": v for qq, v in zip(hist.get("supported_quantiles", []), values)}
+    return None
 
 
 def metrics(env: h.EnvoyProcess) -> dict[str, int]:
@@ -1029,6 +1050,10 @@ class Bench:
                 f"{delivered / max(t_end, 1e-9):.0f}/s (peak 1 s: {bursts[-1]['peak_1s_webhooks']})")
             self.wait_idle(d)
         out["bursts"] = bursts
+        # The filter's own view of the same deliveries: `delivery_delay_ms`, each event taken
+        # in to its 2xx, over all the bursts (Envoy computes quantiles at its stats flush).
+        time.sleep(STATS_FLUSH_S + 0.5)
+        out["delay_histogram"] = histogram_quantiles(d, METRIC + "delivery_delay_ms")
         out["webhooks_per_s"] = median([b["webhooks_per_s"] for b in bursts if not b.get("cold")])
         after = [b["after_feed_webhooks_per_s"] for b in bursts if not b.get("cold") and b["after_feed_webhooks_per_s"]]
         out["after_feed_webhooks_per_s"] = median(after) if after else None
@@ -1887,6 +1912,11 @@ def render(results: dict) -> str:
                        if b.get("after_feed_webhooks_per_s") else "") + "); "
                     f"Envoy CPU {b['under_test_cpu_s']} s; dropped {md.get('deliveries_dropped', 0)}, "
                     f"failed {md.get('deliveries_failed', 0)} |")
+            hq = dl.get("delay_histogram")
+            if hq:
+                add(f"| The filter's own `delivery_delay_ms` over the {len(dl.get('bursts', []))} bursts (event taken in → "
+                    f"its 2xx; Envoy's quantiles, whole ms recorded) | p50 {hq.get('p50', 0):,.1f} ms, "
+                    f"p90 {hq.get('p90', 0):,.1f} ms, p99 {hq.get('p99', 0):,.1f} ms, max {hq.get('p100', 0):,.1f} ms |")
             o = dl.get("outage")
             if o:
                 md = o.get("metrics_delta", {})
