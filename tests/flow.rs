@@ -6999,6 +6999,15 @@ mod random_histories {
             "{}",
             ctx()
         );
+        // One `delivery_delay_ms` sample per delivery that succeeded, none longer than the
+        // history and its clock step: each counts from its own event's intake, whichever slot,
+        // sender or promotion it went through.
+        let delays = metrics.delays();
+        let succeeded = metrics.get(Metric::DeliveriesSucceeded);
+        assert_eq!(delays.len() as i64, succeeded, "{}", ctx());
+        let longest = w.mono() - 1_800_000_000_000 + v.step.unsigned_abs();
+        let over = delays.iter().find(|(_, ms)| *ms > longest);
+        assert!(over.is_none(), "{over:?} > {longest} ms\n{}", ctx());
     }
 
     const BASE: Variant = Variant {
