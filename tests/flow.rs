@@ -852,6 +852,7 @@ fn exhausted_after_max_attempts_with_every_attempt_reported() {
     // README documents the report's type: a dead-letter consumer may switch on it.
     assert_eq!(json["type"], "webhook.delivery.failed");
     assert_eq!(json["reason"], "exhausted");
+    assert_eq!(json["detectedAt"], T0);
     assert_eq!(json["attemptCount"], 3);
     assert_eq!(json["attempts"].as_array().unwrap().len(), 3);
     assert_eq!(w.m(Metric::DeliveriesExhausted), 1);

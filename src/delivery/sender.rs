@@ -1443,6 +1443,11 @@ impl Sender {
         report.string(reason);
         report.key("webhookId");
         report.string(&s.webhook_id);
+        report.key("detectedAt");
+        match s.taken_in_ms {
+            Some(ms) => report.uint(ms),
+            None => report.null(),
+        }
         report.key("endpoint");
         report.begin_object();
         report.key("name");

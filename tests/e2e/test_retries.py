@@ -440,6 +440,9 @@ def test_max_attempts_exhausted_reports_dead_letter_and_warns(osmox, make_tracki
     assert all("500" in str(a["outcome"]) for a in report["attempts"]), report["attempts"]
     ats = [a["at"] for a in report["attempts"]]
     assert ats == sorted(ats) and ats[2] - ats[0] >= 400, ats
+    # Taken in before its first attempt went out, by the same clock.
+    first_sent = ats[0] - report["attempts"][0]["durationMs"]
+    assert isinstance(report["detectedAt"], int) and report["detectedAt"] <= first_sent, report
     assert ordered(report["notification"]) == ordered(row)
 
     m = metrics(envoy, "deliveries_exhausted", "dead_letters_sent", "deliveries_failed", "retries_scheduled",
