@@ -975,9 +975,18 @@ mod tests {
 
     /// As a sender's claim leaves it.
     fn on_the_wire(l: &Ledger, s: &MemStore, slot: u32) {
+        set_state(l, s, slot, State::InFlight);
+    }
+
+    /// Given back unsent: waiting again.
+    fn given_back(l: &Ledger, s: &MemStore, slot: u32) {
+        set_state(l, s, slot, State::Waiting);
+    }
+
+    fn set_state(l: &Ledger, s: &MemStore, slot: u32, state: State) {
         l.update(s, slot, |rec| match rec {
             Record::Used(mut slot) => {
-                slot.state = State::InFlight;
+                slot.state = state;
                 Some((Record::Used(slot), ()))
             }
             _ => None,
@@ -1158,14 +1167,7 @@ mod tests {
         assert_eq!(used(&l, &s, y), before);
         // Given back unsent (waiting again), the event queued behind it: that one takes the
         // slot, rather than go out after the one taken back.
-        l.update(&s, y, |rec| match rec {
-            Record::Used(mut slot) => {
-                slot.state = State::Waiting;
-                Some((Record::Used(slot), ()))
-            }
-            _ => None,
-        })
-        .unwrap();
+        given_back(&l, &s, y);
         let taken = l.withdraw(&s, y, first).unwrap();
         assert_eq!(taken, Some(Withdrawn::Replaced("two".into())));
         let now = used(&l, &s, y);
@@ -1190,14 +1192,7 @@ mod tests {
         let mut two = Slot::new("a", 1, "two", b"2".to_vec(), 7).of_generation(Generation(2));
         two.at_ms = 9;
         assert_eq!(l.place(&s, Some(x), two, 1).unwrap(), Placed::Queued(x));
-        l.update(&s, x, |rec| match rec {
-            Record::Used(mut slot) => {
-                slot.state = State::Waiting;
-                Some((Record::Used(slot), ()))
-            }
-            _ => None,
-        })
-        .unwrap();
+        given_back(&l, &s, x);
         let first = |s: &Slot| s.generation == Generation::FIRST;
         let taken = l.withdraw(&s, x, first).unwrap();
         assert_eq!(taken, Some(Withdrawn::Replaced("one".into())));
