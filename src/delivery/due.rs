@@ -37,11 +37,15 @@ impl Due {
         let number = self.next_number();
         let i = slot as usize;
         if self.latest.len() <= i {
-            // Doubling, but never past the ledger's slots (a growing Vec may take twice).
-            let doubled = self.latest.capacity().max(8).saturating_mul(2);
-            let room = doubled.min(slots).max(i.saturating_add(1));
-            self.latest
-                .reserve_exact(room.saturating_sub(self.latest.len()));
+            // Doubling when full, never past the ledger's slots (a growing Vec may take
+            // twice). Doubled whenever it grew by a slot, it held room for all of 100,000
+            // slots once 14 of them were scheduled.
+            if self.latest.capacity() <= i {
+                let doubled = self.latest.capacity().max(8).saturating_mul(2);
+                let room = doubled.min(slots).max(i.saturating_add(1));
+                self.latest
+                    .reserve_exact(room.saturating_sub(self.latest.len()));
+            }
             self.latest.resize(i + 1, 0);
         }
         if let Some(n) = self.latest.get_mut(i) {
@@ -238,6 +242,24 @@ mod tests {
             );
             assert_eq!(all_due(&mut d, 2_000).len(), slots);
         }
+    }
+
+    /// The room held grows with what is scheduled, not with the ledger: a VM with a large
+    /// ledger and a few retries holds room for a few entries, not for twice the slots.
+    #[test]
+    fn a_few_schedulings_hold_room_for_a_few_entries() {
+        let mut d = Due::default();
+        let slots = 100_000;
+        for s in 0..5 {
+            d.schedule(1_000, s, EndpointKey(1), slots);
+        }
+        assert!(d.heap.capacity() <= 16, "room for {}", d.heap.capacity());
+        assert!(
+            d.latest.capacity() <= 16,
+            "room for {}",
+            d.latest.capacity()
+        );
+        assert_eq!(all_due(&mut d, 1_000).len(), 5);
     }
 
     /// Numbers are used up after 2^32 schedulings; a stale entry whose number came round again
