@@ -142,6 +142,8 @@ mod tests {
         d.schedule(300, 3, EndpointKey(7), 10);
         d.schedule(100, 1, EndpointKey(7), 10);
         d.schedule(200, 2, EndpointKey(8), 10);
+        // What the bounds below are told by.
+        assert_eq!((d.len(), d.is_empty()), (3, false));
         assert_eq!(all_due(&mut d, 250), vec![(1, 7), (2, 8)]);
         assert_eq!(all_due(&mut d, 299), vec![]);
         assert_eq!(all_due(&mut d, 300), vec![(3, 7)]);

@@ -91,4 +91,19 @@ mod tests {
         h.push(999_999);
         assert_eq!(drain(&mut h), vec![999_999, 1]);
     }
+
+    /// One bit a slot: holding the largest ledger's last slot takes its 125 kB of bits, not
+    /// the 512 MB a word a slot would (a VM's memory is not that large).
+    #[test]
+    fn holding_a_slot_takes_a_bit_a_slot() {
+        let mut h = Held::default();
+        let last = crate::config::MAX_PENDING_LIMIT - 1;
+        h.push(last);
+        let bytes = h.queued.capacity() * std::mem::size_of::<u64>();
+        assert!(
+            bytes <= crate::config::MAX_PENDING_LIMIT as usize / 8 + 8,
+            "{bytes} bytes"
+        );
+        assert_eq!(drain(&mut h), vec![last]);
+    }
 }
