@@ -5201,6 +5201,67 @@ impl Store for CountingReads<'_> {
     }
 }
 
+/// Told an endpoint's bucket is empty until its next token, a sender claims none of the
+/// deliveries due there before it, though another endpoint's bucket empties meanwhile, and
+/// its sweeps do not claim them over and over: each would be a claim written and given back,
+/// and a refusal counted. The held ones ask the record once a tick.
+#[test]
+fn throttled_endpoints_due_deliveries_are_not_claimed_over_and_over_before_their_tokens() {
+    let json = r#"{"endpoints": [
+        {"name": "a", "url": "http://h/a", "cluster": "a", "rateLimit": {"perSecond": 1, "burst": 1}},
+        {"name": "b", "url": "http://h/b", "cluster": "b", "rateLimit": {"perSecond": 1, "burst": 1}}
+      ], "limits": {"maxPending": 128, "maxRemembered": 1024}}"#;
+    let mut w = World::new(json, 1);
+    let ns: Vec<_> = (1..=20)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &ns);
+    assert_eq!(w.sent().len(), 2, "each bucket's one token goes at once");
+    let refused = w.m(Metric::DeliveriesRateLimited);
+    assert_eq!(
+        refused, 2,
+        "one refusal for each endpoint tells of its next token"
+    );
+    // Within the second before the next tokens: two whole ledger sweeps.
+    for _ in 0..8 {
+        w.now += 100;
+        w.tick(0);
+    }
+    assert_eq!(w.sent().len(), 2);
+    let more = w.m(Metric::DeliveriesRateLimited) - refused;
+    assert!(
+        more <= 16,
+        "{more} refusals in 8 ticks: more than one an endpoint a tick"
+    );
+}
+
+/// Places another VM's replies free go to this sender's held deliveries at its next tick,
+/// `HELD_PER_TICK` of them at most: a tick's cost stays bounded whatever the backlog.
+#[test]
+fn one_tick_sends_a_bounded_number_of_held_deliveries_whatever_the_places_free() {
+    let json = ONE_ENDPOINT
+        .replace(r#""headers""#, r#""maxInFlight": 48, "headers""#)
+        .replace(r#""maxPending": 128"#, r#""maxPending": 512"#);
+    let mut w = World::new(&json, 2);
+    let ns: Vec<_> = (1..=148)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(1, &ns[..48]);
+    assert_eq!(w.sent().len(), 48);
+    w.observe(0, &ns[48..]);
+    assert_eq!(
+        w.sent().len(),
+        48,
+        "no place is free: VM 0 holds its deliveries"
+    );
+    w.answer_everything(200, &mut 0);
+    assert_eq!(w.m(Metric::DeliveriesSucceeded), 48);
+    // Before the held deliveries come due for the sweep: only held ones go.
+    w.now += 100;
+    w.tick(0);
+    assert_eq!(w.sent().len(), 48 + 32);
+}
+
 /// Two reviews: with a held queue per endpoint, a tick retried each endpoint's queue up to
 /// its own budget, so many endpoints holding stale entries (deliveries another VM sent)
 /// made one tick read the ledger endpoints × 512 times. A tick's work must stay bounded
