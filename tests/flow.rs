@@ -7848,6 +7848,31 @@ fn a_clock_stepped_back_does_not_hold_a_retry_for_the_step() {
     assert_eq!((w.m(Metric::Pending), w.m(Metric::InFlight)), (0, 0));
 }
 
+/// The bound of the test above: a retry due as far ahead as its endpoint's longest wait (here
+/// `maxDelayMs` and the cap on `awaitResultMs`, a minute) and 2 s of slack may be one that
+/// policy set: it is waited for. A millisecond further, it was set before the clock stepped
+/// back, and goes now.
+#[test]
+fn a_retry_due_just_as_far_ahead_as_the_longest_wait_is_waited_for() {
+    use osmox_webhook_filter::delivery::ledger::Record;
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 503, None);
+    let ledger = Ledger::new(w.config.limits.max_pending);
+    let due = (0..w.config.limits.max_pending)
+        .find_map(|i| match ledger.read(&w.store, i).unwrap() {
+            Record::Used(s) => Some(s.at_ms),
+            _ => None,
+        })
+        .unwrap();
+    w.now = due - 62_000;
+    w.sweep();
+    assert_eq!(w.sent().len(), 1, "sent before its due time");
+    w.now -= 1;
+    w.sweep();
+    assert_eq!(w.sent().len(), 2, "the retry waited for the step");
+}
+
 /// A singleton sender judges a delivery due further ahead than its endpoint's longest wait
 /// as set before the clock stepped back. The observers' `awaitResultMs` is theirs alone (not
 /// in the configuration fingerprint, so no drift is warned of): a sender whose own wait for
