@@ -1757,6 +1757,84 @@ fn orphaning_a_lapsed_claim_does_not_free_the_retry_another_configuration_schedu
     assert_eq!(w.m(Metric::DeliveriesOrphaned), 0);
 }
 
+/// A sender whose configuration lacks the endpoint reads a due retry and finds it orphaned;
+/// before its free reads the slot again, a newer event of the notification takes the slot,
+/// due the very millisecond the retry was: the free matches on the delivery, not on its due
+/// time, so the newer event is not dropped with the retry it replaced.
+#[test]
+fn orphaning_a_retry_does_not_drop_the_newer_event_that_replaced_it_due_the_same_millisecond() {
+    use osmox_webhook_filter::delivery::ledger::Record;
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    let with_crm = w.config.clone();
+    w.observe(0, &[note(1, DeliveryStatus::Pending, A)]);
+    w.reply(0, w.last().token, 503, None);
+    let ledger = Ledger::new(w.config.limits.max_pending);
+    let slot = (0..w.config.limits.max_pending)
+        .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(_)))
+        .unwrap();
+    let Record::Used(retry) = ledger.read(&w.store, slot).unwrap() else {
+        unreachable!()
+    };
+    // Due now: what the newer event placed now is due at too.
+    w.now = retry.at_ms;
+    let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
+    w.config = Config::from_json(renamed.as_bytes(), &|_| None).unwrap();
+    let w = &w;
+    let key = format!(shared_name!("q/m/{}"), slot);
+    // VM 1's claim reads the slot; at its free's read, a worker with crm's configuration
+    // takes in the newer event.
+    let store = HookAt::new(
+        &w.store,
+        |k| k == key,
+        2,
+        || {
+            intake::take_in(
+                None,
+                &with_crm,
+                &with_crm.endpoints,
+                Memory::new(with_crm.limits.max_remembered),
+                &w.store,
+                &w.metrics,
+                &[note(1, DeliveryStatus::Success, B)],
+                w.now,
+                7,
+            );
+        },
+    );
+    {
+        let mut net = w.net.borrow_mut();
+        let mut io = Io {
+            store: &store,
+            metrics: &w.metrics,
+            net: &mut *net,
+            now_ms: w.now,
+        };
+        let c = &w.config;
+        w.senders[1]
+            .borrow_mut()
+            .wake(c, &c.endpoints, &mut io, slot);
+    }
+    let Record::Used(newer) = ledger.read(&w.store, slot).unwrap() else {
+        panic!("the newer event was dropped with the retry it replaced");
+    };
+    assert_eq!((newer.state, newer.at_ms), (retry.state, retry.at_ms));
+    assert_ne!(newer.webhook_id, retry.webhook_id);
+    assert_eq!(w.m(Metric::DeliveriesOrphaned), 0);
+    assert_eq!(w.m(Metric::Pending), 1);
+    // A sender with crm sends it.
+    let mut crm = sender(&with_crm, 5);
+    let mut net = w.net.borrow_mut();
+    let mut io = Io {
+        store: &w.store,
+        metrics: &w.metrics,
+        net: &mut *net,
+        now_ms: w.now,
+    };
+    crm.wake(&with_crm, &with_crm.endpoints, &mut io, slot);
+    drop(net);
+    assert_eq!(w.last().body, r#"{"id":1,"deliveryStatus":5}"#);
+}
+
 /// A review: `circuits_open` falls only when an attempt closes the circuit, so one left open
 /// on an endpoint that was then removed stayed counted for good.
 #[test]
