@@ -2236,6 +2236,21 @@ fn breaker_record(w: &World) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
+/// While the breaker is clean, a sender takes places in blocks and sends on its spare ones
+/// without a round trip on the breaker record: the second of two webhooks leaves it as the
+/// first wrote it.
+#[test]
+fn a_spare_place_sends_without_writing_the_breaker_record() {
+    // maxInFlight 16: places are taken two at a time.
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 16, "headers""#);
+    let w = World::new(&json, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    let taken = breaker_record(&w);
+    w.observe(0, &[note(2, DeliveryStatus::Success, A)]);
+    assert_eq!(w.sent().len(), 2);
+    assert_eq!(breaker_record(&w), taken);
+}
+
 #[test]
 fn spare_places_never_exceed_max_in_flight_across_senders_and_go_back_when_idle() {
     // maxInFlight 16: places are taken two at a time.
@@ -4006,6 +4021,23 @@ fn a_spare_place_whose_lease_ends_first_is_not_reused() {
     assert!(
         on_wire <= 16,
         "{on_wire} attempts on the wire with maxInFlight 16"
+    );
+}
+
+/// A spare place too near its end for a send's claim is given back before the send asks the
+/// record: with one place, it would leave none, and hold the send until it lapsed.
+#[test]
+fn a_spare_place_too_near_its_end_is_given_back_to_the_send_that_cannot_use_it() {
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 1, "headers""#);
+    let mut w = World::new(&json, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 204, None); // the place stays spare until T0 + 20 s
+    w.now += 6_000; // a claim made now would outlast it
+    w.observe(0, &[note(2, DeliveryStatus::Success, A)]);
+    assert_eq!(
+        w.sent().len(),
+        2,
+        "the send waited for a spare it could not use"
     );
 }
 
@@ -8086,6 +8118,24 @@ fn a_spare_place_taken_before_the_clock_stepped_back_is_not_sent_on_for_the_step
         4,
         "more attempts on the wire than the endpoint's places"
     );
+}
+
+/// The bound of the test above: spare places ending as far ahead as the longest lease any
+/// configuration sets (`MAX_TIMEOUT_MS` and 15 s) and 2 s of slack may be this clock's:
+/// they are sent on, with no round trip on the breaker record.
+#[test]
+fn a_spare_place_ending_just_as_far_ahead_as_the_longest_lease_is_sent_on() {
+    use osmox_webhook_filter::config::MAX_TIMEOUT_MS;
+    // maxInFlight 16: places are taken two at a time.
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 16, "headers""#);
+    let mut w = World::new(&json, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    let taken = breaker_record(&w);
+    // The spare ends 20 s after T0: the 5 s timeout, 10 s of margin and 5 s.
+    w.now = T0 + 20_000 - (MAX_TIMEOUT_MS + 15_000 + 2_000);
+    w.observe(0, &[note(2, DeliveryStatus::Success, A)]);
+    assert_eq!(w.sent().len(), 2);
+    assert_eq!(breaker_record(&w), taken);
 }
 
 /// A dispatch Envoy refuses is a failed attempt, recorded at once; when the store refuses
