@@ -4326,6 +4326,25 @@ fn an_announced_maintenance_holds_every_delivery_to_the_endpoint_until_it_ends()
     assert_eq!(w.m(Metric::CircuitsOpened), 0);
 }
 
+/// Two attempts on the wire both answered with a `Retry-After`: one pause of the endpoint,
+/// counted once.
+#[test]
+fn answers_asking_for_a_pause_already_in_force_count_it_once() {
+    let w = World::new(ONE_ENDPOINT, 1);
+    w.observe(
+        0,
+        &[
+            note(1, DeliveryStatus::Success, A),
+            note(2, DeliveryStatus::Success, A),
+        ],
+    );
+    let sent = w.sent();
+    assert_eq!(sent.len(), 2);
+    w.reply(0, sent[0].token, 503, Some("30"));
+    w.reply(0, sent[1].token, 503, Some("30"));
+    assert_eq!(w.m(Metric::EndpointPauses), 1);
+}
+
 /// A review: a receiver that answers every attempt with `503 Retry-After: 60` asks for
 /// pause after pause. What pauses add to a held delivery's window is bounded (by the longest
 /// pause one answer may ask, `maxDelayMs`), so its deliveries still end within hours at most.
