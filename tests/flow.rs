@@ -972,6 +972,57 @@ fn max_in_flight_holds_the_rest_until_a_lease_frees() {
     assert_eq!(w.sent().len(), 5);
 }
 
+/// The stored record of the one delivery waiting in the ledger: compared before and after
+/// some ticks, it tells whether a sweep claimed the delivery (and gave it back) meanwhile.
+fn the_waiting_record(w: &World) -> Vec<u8> {
+    use osmox_webhook_filter::delivery::ledger::{Record, State};
+    let ledger = Ledger::new(w.config.limits.max_pending);
+    let slot = (0..w.config.limits.max_pending)
+        .find(|&i| {
+            matches!(ledger.read(&w.store, i).unwrap(), Record::Used(s) if s.state == State::Waiting)
+        })
+        .expect("a delivery waits");
+    let key = format!(shared_name!("q/m/{}"), slot);
+    w.store.get(&key).unwrap().unwrap().0
+}
+
+/// Tick VM 0 `w.now += ms` later, three times: a whole ledger's sweep (128 slots, 64 a
+/// window). Whether that left the waiting delivery's record as it was.
+fn sweeps_pass_over_the_waiting_record(w: &mut World, ms: u64) -> bool {
+    let before = the_waiting_record(w);
+    w.now += ms;
+    for _ in 0..3 {
+        w.tick(0);
+    }
+    the_waiting_record(w) == before
+}
+
+/// A delivery refused a place waits with the sender that holds it, which tries it again as
+/// places free: while the endpoint stays full, other senders' sweeps pass it over until its
+/// hold ends (200 ms), rather than claim it and give it back, a ledger and a breaker record
+/// write each time; then they try it too.
+#[test]
+fn a_delivery_refused_a_place_is_not_claimed_again_by_sweeps_before_its_hold_ends() {
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 1, "headers""#);
+    let mut w = World::new(&json, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.observe(1, &[note(2, DeliveryStatus::Success, A)]);
+    assert_eq!(
+        w.sent().len(),
+        1,
+        "the one place is taken: VM 1 holds its delivery"
+    );
+    assert!(
+        sweeps_pass_over_the_waiting_record(&mut w, 100),
+        "VM 0's sweep claimed the delivery within its hold"
+    );
+    assert!(
+        !sweeps_pass_over_the_waiting_record(&mut w, 100),
+        "once its hold ends, a sweep tries it"
+    );
+    assert_eq!(w.sent().len(), 1, "still full");
+}
+
 /// A burst far beyond `maxInFlight` (the delivery benchmark's shape: 10,000 events at once)
 /// goes out as fast as replies come back: every refused delivery waits in the sender's
 /// memory for a place, none is left for the slow ledger sweep.
@@ -1121,6 +1172,36 @@ fn an_open_circuit_holds_deliveries_and_probes_with_one() {
     w.sweep();
     assert_eq!(w.sent().len(), before + 3, "closed again: the rest go");
     assert_eq!(w.m(Metric::CircuitsOpen), 0);
+}
+
+/// A delivery refused while the half-open circuit's probe is out waits with the sender that
+/// holds it: other senders' sweeps pass it over until its hold ends (200 ms), rather than
+/// claim it and give it back each time; then they try it too.
+#[test]
+fn a_delivery_refused_while_the_probe_is_out_is_not_claimed_again_by_sweeps_before_its_hold_ends() {
+    let json = ONE_ENDPOINT.replace(
+        r#""headers""#,
+        r#""circuitBreaker": {"failureThreshold": 1, "openMs": 1000}, "headers""#,
+    );
+    let mut w = World::new(&json, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 500, None);
+    assert_eq!(w.m(Metric::CircuitsOpened), 1);
+    // The retry (1 s) is the probe once the circuit is half-open (1 s).
+    w.now += 1_000;
+    w.tick(0);
+    assert_eq!(w.sent().len(), 2, "the probe");
+    w.observe(1, &[note(2, DeliveryStatus::Success, A)]);
+    assert_eq!(w.sent().len(), 2, "refused while the probe is out");
+    assert!(
+        sweeps_pass_over_the_waiting_record(&mut w, 100),
+        "VM 0's sweep claimed the delivery within its hold"
+    );
+    assert!(
+        !sweeps_pass_over_the_waiting_record(&mut w, 100),
+        "once its hold ends, a sweep tries it"
+    );
+    assert_eq!(w.sent().len(), 2, "the probe is still out");
 }
 
 /// A claim lost with its VM lapses only once the request timeout (5 s) and the lease margin
@@ -4697,6 +4778,37 @@ fn reports_on_the_wire_stay_within_max_reports_out() {
         out <= 64,
         "{out} dead-letter reports on the wire at once (MAX_REPORTS_OUT = 64)"
     );
+}
+
+/// A delivery that would end unsent while 64 dead-letter reports are out waits for room
+/// (200 ms at a time): the sweeps before then pass it over rather than claim it, find no
+/// room and give it back each time; then they try it again.
+#[test]
+fn a_delivery_ending_unsent_without_room_for_its_report_is_not_claimed_again_before_its_hold_ends()
+{
+    let mut w = World::new(ONE_ENDPOINT, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Failed, A)]);
+    w.reply(0, w.last().token, 410, None); // gone: its report is out
+    for id in 2..=64 {
+        w.observe(0, &[note(id, DeliveryStatus::Failed, A)]); // gone unsent: a report each
+    }
+    let out = |w: &World| w.sent().iter().filter(|s| s.cluster == "dlq").count();
+    assert_eq!(
+        out(&w),
+        64,
+        "MAX_REPORTS_OUT reports on the wire, none answered"
+    );
+    w.observe(0, &[note(65, DeliveryStatus::Failed, A)]);
+    assert_eq!(out(&w), 64, "no room for its report: it waits");
+    assert!(
+        sweeps_pass_over_the_waiting_record(&mut w, 100),
+        "a sweep claimed the delivery within its hold"
+    );
+    assert!(
+        !sweeps_pass_over_the_waiting_record(&mut w, 100),
+        "once its hold ends, a sweep tries it"
+    );
+    assert_eq!(w.m(Metric::DeliveriesGone), 64, "still no room");
 }
 
 /// Notification 1 failed: "a" took it, "b" answered 410, and the dead-letter endpoint
