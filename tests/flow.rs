@@ -3321,6 +3321,83 @@ fn two_senders_finding_one_lapsed_claim_count_it_out_once() {
     );
 }
 
+/// The slot of notification `id`'s delivery.
+fn the_used_slot_of(w: &World, id: u64) -> u32 {
+    use osmox_webhook_filter::delivery::ledger::Record;
+    let ledger = Ledger::new(w.config.limits.max_pending);
+    (0..w.config.limits.max_pending)
+        .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(s) if s.notification == id))
+        .expect("a delivery of the notification")
+}
+
+/// VM 0 claims a delivery and stalls before it gives the claim back (the endpoint is full):
+/// meanwhile the claim lapses, and VM 1 counts its attempt lost and schedules the retry.
+/// VM 0's give-back finds the slot no longer its claim and leaves VM 1's retry as it was,
+/// rather than make it due (and sendable) at its own hold, before the backoff.
+#[test]
+fn a_claim_given_back_after_it_lapsed_leaves_the_retry_another_sender_scheduled() {
+    use osmox_webhook_filter::delivery::ledger::{Record, State};
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 1, "headers""#);
+    let mut w = World::new(&json, 3);
+    w.observe(2, &[note(9, DeliveryStatus::Success, A)]); // VM 2 takes the one place
+    w.observe(1, &[note(1, DeliveryStatus::Success, A)]); // refused: VM 1 holds it
+    assert_eq!(w.sent().len(), 1);
+    w.now += 200; // its hold is over
+    let w = &w;
+    let slot = the_used_slot_of(w, 1);
+    let ledger = Ledger::new(w.config.limits.max_pending);
+    let key = format!(shared_name!("q/m/{}"), slot);
+    let retry = RefCell::new(Vec::new());
+    let other_net = RefCell::new(FakeNet::default());
+    // At VM 0's give-back (its second read of the slot), VM 1 finds the claim lapsed.
+    let store = HookAt::new(
+        &w.store,
+        |k| k == key,
+        2,
+        || {
+            let mut net = other_net.borrow_mut();
+            let mut io = Io {
+                store: &w.store,
+                metrics: &w.metrics,
+                net: &mut *net,
+                now_ms: w.now + 15_001,
+            };
+            let c = &w.config;
+            w.senders[1]
+                .borrow_mut()
+                .wake(c, &c.endpoints, &mut io, slot);
+            *retry.borrow_mut() = w.store.get(&key).unwrap().unwrap().0;
+        },
+    );
+    {
+        let mut net = w.net.borrow_mut();
+        let mut io = Io {
+            store: &store,
+            metrics: &w.metrics,
+            net: &mut *net,
+            now_ms: w.now,
+        };
+        let c = &w.config;
+        w.senders[0]
+            .borrow_mut()
+            .wake(c, &c.endpoints, &mut io, slot);
+    }
+    let Record::Used(s) = ledger.read(&w.store, slot).unwrap() else {
+        panic!("the delivery left the ledger");
+    };
+    assert_eq!(
+        (s.state, s.attempts),
+        (State::Waiting, 1),
+        "VM 1 counted the lapsed claim's attempt lost and scheduled its retry"
+    );
+    assert_eq!(
+        w.store.get(&key).unwrap().unwrap().0,
+        *retry.borrow(),
+        "VM 0's late give-back rewrote the retry VM 1 scheduled"
+    );
+    assert_eq!(w.sent().len(), 1);
+}
+
 // ======== review 4 (ordering) ========
 
 fn bodies_for(w: &World, id: u64) -> Vec<String> {
