@@ -7850,6 +7850,32 @@ fn a_rate_backlog_is_not_claimed_over_and_over_by_every_sweep() {
     assert!(refused <= 2_000, "{refused} refusals");
 }
 
+/// A delivery woken while its sender knows the bucket is empty waits with the held ones at
+/// once: the next reply that finds tokens sends it with them, not a tick later.
+#[test]
+fn a_delivery_passed_over_for_an_empty_bucket_goes_with_the_held_ones_on_the_next_reply() {
+    let json = ONE_ENDPOINT.replace(
+        r#""headers""#,
+        r#""rateLimit": {"perSecond": 1, "burst": 2}, "headers""#,
+    );
+    let mut w = World::new(&json, 1);
+    w.observe(
+        0,
+        &[
+            note(1, DeliveryStatus::Success, A),
+            note(2, DeliveryStatus::Success, A),
+        ],
+    );
+    assert_eq!(w.sent().len(), 2, "the burst goes at once");
+    w.observe(0, &[note(3, DeliveryStatus::Success, A)]); // refused a token: held
+    w.observe(0, &[note(4, DeliveryStatus::Success, A)]); // passed over: the bucket is empty
+    assert_eq!(w.sent().len(), 2);
+    assert_eq!(w.m(Metric::DeliveriesRateLimited), 1, "told once");
+    w.now += 2_000; // two tokens
+    w.reply(0, w.sent()[0].token, 200, None);
+    assert_eq!(w.sent().len(), 4, "both waiting deliveries go on the reply");
+}
+
 // ---------------------------------------------------------------------------------------------
 // A SUCCESS seen without its result, routed anew by a later view
 
