@@ -2446,6 +2446,29 @@ fn spare_places_used_since_the_last_tick_stay_and_a_quiet_tick_gives_them_back()
     assert_eq!(breaker_record(&w), "{}", "a quiet tick gives them back");
 }
 
+/// A sender whose spare places all went back asks nothing more of the breaker record at its
+/// ticks: a quiet VM's tick costs no round trip on the record every VM's sends write.
+#[test]
+fn ticks_without_spare_places_leave_the_breaker_record_unwritten() {
+    // maxInFlight 16: places are taken two at a time.
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 16, "headers""#);
+    let w = World::new(&json, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 200, None);
+    w.tick(0);
+    w.tick(0);
+    assert_eq!(breaker_record(&w), "{}", "a quiet tick gave them back");
+    let written = || w.store.get(shared_name!("ep/crm")).unwrap().unwrap().1;
+    let before = written();
+    w.tick(0);
+    w.tick(0);
+    assert_eq!(
+        written(),
+        before,
+        "a tick with no spare place wrote the record"
+    );
+}
+
 /// Another VM's failures reach a sender only when it next asks the record; once they have,
 /// places left from a clean block must not outrun the breaker (here: a second probe).
 #[test]
