@@ -8523,6 +8523,37 @@ fn a_claim_made_before_the_clock_stepped_back_lapses_without_the_step() {
     assert_eq!((w.m(Metric::Pending), w.m(Metric::InFlight)), (0, 0));
 }
 
+/// One VM's `now` may run a little behind another's (`STEPPED_SLACK_MS`): a claim made on a
+/// clock a second ahead, with the longest `timeoutMs`, is not taken for one made before a
+/// step back. It lapses when its sender set, not a second sooner.
+#[test]
+fn a_claim_made_on_a_clock_a_second_ahead_lapses_when_its_sender_set() {
+    let json = ONE_ENDPOINT.replace(r#""timeoutMs": 5000"#, r#""timeoutMs": 600000"#);
+    let mut w = World::new(&json, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]); // lapses at T0 + 610 s
+    assert_eq!(w.sent().len(), 1);
+    // VM 0 is gone with its attempt on the wire; VM 1's clock runs a second behind.
+    let sweep_by_vm1 = |w: &mut World, at: u64| {
+        w.now = at;
+        for _ in 0..3 {
+            w.tick(1);
+        }
+    };
+    sweep_by_vm1(&mut w, T0 - 1_000);
+    sweep_by_vm1(&mut w, T0 + 609_500);
+    assert_eq!(
+        w.m(Metric::DeliveriesFailed),
+        0,
+        "lapsed before its sender's lease ended"
+    );
+    sweep_by_vm1(&mut w, T0 + 610_001);
+    assert_eq!(
+        w.m(Metric::DeliveriesFailed),
+        1,
+        "lapsed at its lease's end"
+    );
+}
+
 /// While its sender is alive, such a claim is not taken from it: its reply still comes.
 #[test]
 fn a_claim_made_before_the_clock_stepped_back_is_not_tried_again_while_on_the_wire() {
