@@ -1708,4 +1708,35 @@ mod tests {
         sender.tick(&config, &config.endpoints, &mut io);
         assert!(sender.spares.is_empty(), "{:?}", sender.spares);
     }
+
+    /// An entry goes the very tick its places lapse (`return_spares` counts them gone from
+    /// then on), not one later.
+    #[test]
+    fn spare_places_are_forgotten_the_moment_they_lapse() {
+        let json = r#"{
+          "endpoints": [{"name": "a", "url": "http://a.local/in", "cluster": "c", "timeoutMs": 1000}],
+          "limits": {"maxPending": 64}
+        }"#;
+        let config = Config::from_json(json.as_bytes(), &|_| None).unwrap();
+        let store = crate::fuzz::laid_out(&config);
+        let metrics = CountingMetrics::default();
+        let mut net = NoNet;
+        let mut sender = Sender::new(1, Ledger::new(config.limits.max_pending), 64);
+        let now = 1_800_000_000_000;
+        let mut io = Io {
+            store: &store,
+            metrics: &metrics,
+            net: &mut net,
+            now_ms: now,
+        };
+        let e = &config.endpoints[0];
+        let lease = lease_until(now, e);
+        assert_eq!(sender.admit(&mut io, e, 0, lease), Admit::Granted);
+        io.now_ms = lease + SPARE_MARGIN_MS - 1;
+        sender.tick(&config, &config.endpoints, &mut io);
+        assert_eq!(sender.spares.len(), 1, "kept while its places last");
+        io.now_ms += 1;
+        sender.tick(&config, &config.endpoints, &mut io);
+        assert!(sender.spares.is_empty(), "{:?}", sender.spares);
+    }
 }
