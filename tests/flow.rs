@@ -8554,6 +8554,65 @@ fn a_claim_made_on_a_clock_a_second_ahead_lapses_when_its_sender_set() {
     );
 }
 
+/// VM 1's clock stepped back an hour: it finds VM 0's claim lying an hour ahead and bounds
+/// it. Before its write, VM 0's late reply (a 503) schedules the retry, due the very
+/// millisecond the claim would have lapsed. The bound matches on the claim, not on its lapse
+/// time: the retry is left as VM 0 set it.
+#[test]
+fn bounding_a_claim_leaves_the_retry_that_replaced_it_due_the_same_millisecond() {
+    use osmox_webhook_filter::delivery::ledger::{Record, State};
+    let mut w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    let token = w.last().token;
+    let slot = the_used_slot_of(&w, 1);
+    let ledger = Ledger::new(w.config.limits.max_pending);
+    let Record::Used(claim) = ledger.read(&w.store, slot).unwrap() else {
+        unreachable!()
+    };
+    // A reply a second before the claim lapses: the 1 s backoff makes the retry due then.
+    w.now = claim.at_ms - 1_000;
+    let w = &w;
+    let key = format!(shared_name!("q/m/{}"), slot);
+    let retry = RefCell::new(Vec::new());
+    // At VM 1's write of the bound (its second read of the slot), VM 0's reply comes.
+    let store = HookAt::new(
+        &w.store,
+        |k| k == key,
+        2,
+        || {
+            w.reply(0, token, 503, None);
+            *retry.borrow_mut() = w.store.get(&key).unwrap().unwrap().0;
+        },
+    );
+    let other_net = RefCell::new(FakeNet::default());
+    {
+        let mut net = other_net.borrow_mut();
+        let mut io = Io {
+            store: &store,
+            metrics: &w.metrics,
+            net: &mut *net,
+            now_ms: T0 + 100 - 3_600_000,
+        };
+        let c = &w.config;
+        w.senders[1]
+            .borrow_mut()
+            .wake(c, &c.endpoints, &mut io, slot);
+    }
+    let Record::Used(s) = ledger.read(&w.store, slot).unwrap() else {
+        panic!("the delivery left the ledger");
+    };
+    assert_eq!(
+        (s.state, s.attempts, s.at_ms),
+        (State::Waiting, 1, claim.at_ms),
+        "VM 0 scheduled the retry, due as the claim would have lapsed"
+    );
+    assert_eq!(
+        w.store.get(&key).unwrap().unwrap().0,
+        *retry.borrow(),
+        "VM 1's bound rewrote the retry VM 0 scheduled"
+    );
+}
+
 /// While its sender is alive, such a claim is not taken from it: its reply still comes.
 #[test]
 fn a_claim_made_before_the_clock_stepped_back_is_not_tried_again_while_on_the_wire() {
