@@ -3353,26 +3353,15 @@ fn the_used_slot_of(w: &World, id: u64) -> u32 {
         .expect("a delivery of the notification")
 }
 
-/// VM 0 claims a delivery and stalls before it gives the claim back (the endpoint is full):
+/// VM 0 wakes for `slot` and stalls between its claim and its next write to the slot:
 /// meanwhile the claim lapses, and VM 1 counts its attempt lost and schedules the retry.
-/// VM 0's give-back finds the slot no longer its claim and leaves VM 1's retry as it was,
-/// rather than make it due (and sendable) at its own hold, before the backoff.
-#[test]
-fn a_claim_given_back_after_it_lapsed_leaves_the_retry_another_sender_scheduled() {
+/// Returns the retry's record as VM 1 wrote it.
+fn vm0_stalls_while_its_claim_lapses(w: &World, slot: u32) -> Vec<u8> {
     use osmox_webhook_filter::delivery::ledger::{Record, State};
-    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 1, "headers""#);
-    let mut w = World::new(&json, 3);
-    w.observe(2, &[note(9, DeliveryStatus::Success, A)]); // VM 2 takes the one place
-    w.observe(1, &[note(1, DeliveryStatus::Success, A)]); // refused: VM 1 holds it
-    assert_eq!(w.sent().len(), 1);
-    w.now += 200; // its hold is over
-    let w = &w;
-    let slot = the_used_slot_of(w, 1);
-    let ledger = Ledger::new(w.config.limits.max_pending);
     let key = format!(shared_name!("q/m/{}"), slot);
     let retry = RefCell::new(Vec::new());
     let other_net = RefCell::new(FakeNet::default());
-    // At VM 0's give-back (its second read of the slot), VM 1 finds the claim lapsed.
+    // At VM 0's second read of the slot, VM 1 finds the claim lapsed.
     let store = HookAt::new(
         &w.store,
         |k| k == key,
@@ -3392,19 +3381,21 @@ fn a_claim_given_back_after_it_lapsed_leaves_the_retry_another_sender_scheduled(
             *retry.borrow_mut() = w.store.get(&key).unwrap().unwrap().0;
         },
     );
-    {
-        let mut net = w.net.borrow_mut();
-        let mut io = Io {
-            store: &store,
-            metrics: &w.metrics,
-            net: &mut *net,
-            now_ms: w.now,
-        };
-        let c = &w.config;
-        w.senders[0]
-            .borrow_mut()
-            .wake(c, &c.endpoints, &mut io, slot);
-    }
+    let mut net = w.net.borrow_mut();
+    let mut io = Io {
+        store: &store,
+        metrics: &w.metrics,
+        net: &mut *net,
+        now_ms: w.now,
+    };
+    let c = &w.config;
+    w.senders[0]
+        .borrow_mut()
+        .wake(c, &c.endpoints, &mut io, slot);
+    drop(net);
+    let retry = retry.take();
+    assert!(!retry.is_empty(), "VM 1 came across the lapsed claim");
+    let ledger = Ledger::new(w.config.limits.max_pending);
     let Record::Used(s) = ledger.read(&w.store, slot).unwrap() else {
         panic!("the delivery left the ledger");
     };
@@ -3413,12 +3404,60 @@ fn a_claim_given_back_after_it_lapsed_leaves_the_retry_another_sender_scheduled(
         (State::Waiting, 1),
         "VM 1 counted the lapsed claim's attempt lost and scheduled its retry"
     );
+    retry
+}
+
+/// VM 0 claims a delivery and stalls before it gives the claim back (the endpoint is full).
+/// Its give-back finds the slot no longer its claim and leaves VM 1's retry as it was,
+/// rather than make it due (and sendable) at its own hold, before the backoff.
+#[test]
+fn a_claim_given_back_after_it_lapsed_leaves_the_retry_another_sender_scheduled() {
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 1, "headers""#);
+    let mut w = World::new(&json, 3);
+    w.observe(2, &[note(9, DeliveryStatus::Success, A)]); // VM 2 takes the one place
+    w.observe(1, &[note(1, DeliveryStatus::Success, A)]); // refused: VM 1 holds it
+    assert_eq!(w.sent().len(), 1);
+    w.now += 200; // its hold is over
+    let slot = the_used_slot_of(&w, 1);
+    let retry = vm0_stalls_while_its_claim_lapses(&w, slot);
+    let key = format!(shared_name!("q/m/{}"), slot);
     assert_eq!(
         w.store.get(&key).unwrap().unwrap().0,
-        *retry.borrow(),
+        retry,
         "VM 0's late give-back rewrote the retry VM 1 scheduled"
     );
     assert_eq!(w.sent().len(), 1);
+}
+
+/// VM 0 claims a delivery to an endpoint gone (410) and stalls before it ends it unsent. Its
+/// ending finds the slot no longer its claim and leaves VM 1's retry to end by itself.
+#[test]
+fn a_delivery_ended_unsent_after_its_claim_lapsed_leaves_the_retry_another_sender_scheduled() {
+    let w = World::new(ONE_ENDPOINT, 2);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.reply(0, w.last().token, 410, None); // gone
+    assert_eq!(w.m(Metric::DeliveriesGone), 1);
+    let placed = intake::take_in(
+        None,
+        &w.config,
+        &w.config.endpoints,
+        Memory::new(w.config.limits.max_remembered),
+        &w.store,
+        &w.metrics,
+        &[note(2, DeliveryStatus::Success, A)],
+        w.now,
+        1,
+    );
+    assert_eq!(placed.wake.len(), 1);
+    let retry = vm0_stalls_while_its_claim_lapses(&w, placed.wake[0]);
+    let key = format!(shared_name!("q/m/{}"), placed.wake[0]);
+    assert_eq!(
+        w.store.get(&key).unwrap().unwrap().0,
+        retry,
+        "VM 0's late ending took the retry VM 1 scheduled"
+    );
+    assert_eq!(w.m(Metric::DeliveriesGone), 1);
+    assert_eq!(w.m(Metric::Pending), 1);
 }
 
 // ======== review 4 (ordering) ========
