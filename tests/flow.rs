@@ -1602,15 +1602,6 @@ fn an_endpoint_handed_over_to_a_newer_configuration_goes_out_by_it_alone() {
     assert_eq!(w.m(Metric::Pending), 0);
 }
 
-/// The one slot in use.
-fn the_used_slot(w: &World, config: &Config) -> u32 {
-    use osmox_webhook_filter::delivery::ledger::Record;
-    let ledger = Ledger::new(config.limits.max_pending);
-    (0..config.limits.max_pending)
-        .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(_)))
-        .unwrap()
-}
-
 /// Forty seconds in which VM 0's sender (configured by `sweeper`) sweeps the window that
 /// holds `slot` each time (the shared cursor set there: 128 slots, 64 a window), what it
 /// hands on is woken in VM 1's (configured by `taker`), as the host forwards within a VM,
@@ -1655,7 +1646,7 @@ fn a_lapsed_claim_the_replaced_configuration_sweeps_is_passed_to_the_newer_one()
     // VM 2 sends, then crashes with the attempt on the wire.
     w.observe(2, &[note(1, DeliveryStatus::Success, A)]);
     assert_eq!(w.sent().len(), 1);
-    let slot = the_used_slot(&w, &v1);
+    let slot = the_used_slot_of(&w, 1);
     // VM 0 stands for the replaced root context, which hands crm over; VM 1 for the new one.
     w.senders[0].borrow_mut().hand_over(vec!["crm".to_string()]);
     let mut newer = sender(&v2, 1);
@@ -1689,7 +1680,7 @@ fn a_lapsed_claim_for_an_endpoint_only_an_older_configuration_has_is_passed_to_i
             w.reply(2, s.token, 200, None);
         }
     }
-    let slot = the_used_slot(&w, &v1);
+    let slot = the_used_slot_of(&w, 1);
     // An update back to v1: VM 0 (v1) is in force, VM 1 (v2) drains and hands crm over.
     w.senders[0].borrow_mut().announce(&w.store, &v1, 1, w.now);
     w.senders[1].borrow_mut().hand_over(vec!["crm".to_string()]);

@@ -1673,22 +1673,34 @@ mod tests {
         }
     }
 
+    /// A configuration of one-second endpoints of these names, and a store laid out for it.
+    fn endpoints_named(names: &[&str]) -> (Config, crate::store::MemStore) {
+        let endpoints: Vec<String> = names
+            .iter()
+            .map(|n| {
+                format!(
+                    r#"{{"name": "{n}", "url": "http://{n}.local/in", "cluster": "c", "timeoutMs": 1000}}"#
+                )
+            })
+            .collect();
+        let json = format!(
+            r#"{{"endpoints": [{}], "limits": {{"maxPending": 64}}}}"#,
+            endpoints.join(",")
+        );
+        let config = Config::from_json(json.as_bytes(), &|_| None).unwrap();
+        let store = crate::fuzz::laid_out(&config);
+        (config, store)
+    }
+
     /// A sender remembers spare places per endpoint name. Learned endpoints come and go
     /// (`learned-<providerId>`, one per provider ever learned), so an entry must not outlive
     /// the places it stands for: the map would grow with every endpoint this VM ever sent to.
     #[test]
     fn spare_places_are_forgotten_once_they_lapse() {
-        let json = r#"{
-          "endpoints": [{"name": "a", "url": "http://a.local/in", "cluster": "c", "timeoutMs": 1000},
-                        {"name": "b", "url": "http://b.local/in", "cluster": "c", "timeoutMs": 1000}],
-          "limits": {"maxPending": 64}
-        }"#;
-        let config = Config::from_json(json.as_bytes(), &|_| None).unwrap();
-        let store = crate::fuzz::laid_out(&config);
-        let ledger = Ledger::new(config.limits.max_pending);
+        let (config, store) = endpoints_named(&["a", "b"]);
         let metrics = CountingMetrics::default();
         let mut net = NoNet;
-        let mut sender = Sender::new(1, ledger, 64);
+        let mut sender = Sender::new(1, Ledger::new(config.limits.max_pending), 64);
         let now = 1_800_000_000_000;
         let mut io = Io {
             store: &store,
@@ -1713,12 +1725,7 @@ mod tests {
     /// then on), not one later.
     #[test]
     fn spare_places_are_forgotten_the_moment_they_lapse() {
-        let json = r#"{
-          "endpoints": [{"name": "a", "url": "http://a.local/in", "cluster": "c", "timeoutMs": 1000}],
-          "limits": {"maxPending": 64}
-        }"#;
-        let config = Config::from_json(json.as_bytes(), &|_| None).unwrap();
-        let store = crate::fuzz::laid_out(&config);
+        let (config, store) = endpoints_named(&["a"]);
         let metrics = CountingMetrics::default();
         let mut net = NoNet;
         let mut sender = Sender::new(1, Ledger::new(config.limits.max_pending), 64);
