@@ -1546,6 +1546,8 @@ pub(crate) mod tests {
             b"{",
             b"}",
             b"[",
+            // Cut off after an element: `deep` too must say a list, not an object, is open.
+            b"[1",
             b"[1,]",
             b"[,1]",
             b"[1 2]",
