@@ -2186,6 +2186,8 @@ pub(crate) mod tests {
             "90482347418739900000000000000000000000",
             "12345000000000000000000.00000000000",
             "0.000001",
+            // A subnormal: 10^320 is infinite, so it is scaled in steps, not flushed to zero.
+            "1e-320",
         ] {
             let want: f64 = src.parse().unwrap();
             let got = ok(src).as_f64().unwrap();
