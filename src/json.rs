@@ -789,11 +789,14 @@ impl<'a> Decimal<'a> {
                 used += 1;
             }
             // Zeros after the point change nothing but can make `m` too large to be exact
-            // (`12345.000000000000000000`): drop them while it is, so that such a number
-            // takes the exact path when the rest fits, and a whole one stays whole. Only
-            // down to the point: an integer's own zeros would trade `m`'s one rounding for
-            // a scaling's two.
-            while m > 1 << 53 && m.is_multiple_of(10) && used > self.point {
+            // (`12345.000000000000000000`), or its scale past 10^-22 (`1.0e-22`): drop them
+            // while either is, so that such a number takes the exact path when the rest
+            // fits, and a whole one stays whole. Only down to the point: an integer's own
+            // zeros would trade `m`'s one rounding for a scaling's two.
+            while (m > 1 << 53 || self.point.saturating_sub(used) < -22)
+                && m.is_multiple_of(10)
+                && used > self.point
+            {
                 m /= 10;
                 used -= 1;
             }
@@ -2186,6 +2189,9 @@ pub(crate) mod tests {
             "90482347418739900000000000000000000000",
             "12345000000000000000000.00000000000",
             "0.000001",
+            // Only 1 × 10^-22: the trailing zero must not push it past the exact scaling.
+            "1.0e-22",
+            "0.00000000000000000000010",
             // A subnormal: 10^320 is infinite, so it is scaled in steps, not flushed to zero.
             "1e-320",
         ] {
