@@ -1841,12 +1841,8 @@ fn orphaning_a_retry_does_not_drop_the_newer_event_that_replaced_it_due_the_same
     w.observe(0, &[note(1, DeliveryStatus::Pending, A)]);
     w.reply(0, w.last().token, 503, None);
     let ledger = Ledger::new(w.config.limits.max_pending);
-    let slot = (0..w.config.limits.max_pending)
-        .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(_)))
-        .unwrap();
-    let Record::Used(retry) = ledger.read(&w.store, slot).unwrap() else {
-        unreachable!()
-    };
+    let slot = the_used_slot_of(&w, 1);
+    let retry = the_delivery_in(&w, slot);
     // Due now: what the newer event placed now is due at too.
     w.now = retry.at_ms;
     let renamed = ONE_ENDPOINT.replace(r#""name": "crm""#, r#""name": "erp""#);
@@ -3274,13 +3270,9 @@ fn two_senders_find_a_lapsed_claim(
     meanwhile: impl FnOnce(&mut World),
     between: impl Fn(&World, &mut Io, u32),
 ) -> u32 {
-    use osmox_webhook_filter::delivery::ledger::Record;
     w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
     assert_eq!(w.m(Metric::InFlight), 1);
-    let ledger = Ledger::new(w.config.limits.max_pending);
-    let slot = (0..w.config.limits.max_pending)
-        .find(|&i| matches!(ledger.read(&w.store, i).unwrap(), Record::Used(_)))
-        .unwrap();
+    let slot = the_used_slot_of(w, 1);
     w.senders[0] = RefCell::new(sender(&w.config, 99)); // VM 0 crashed mid-flight
     meanwhile(w);
     let w = &*w;
@@ -3335,6 +3327,15 @@ fn two_senders_finding_one_lapsed_claim_count_it_out_once() {
     );
 }
 
+/// The delivery in `slot`, which must still be in the ledger.
+fn the_delivery_in(w: &World, slot: u32) -> osmox_webhook_filter::delivery::ledger::Slot {
+    use osmox_webhook_filter::delivery::ledger::Record;
+    match Ledger::new(w.config.limits.max_pending).read(&w.store, slot) {
+        Ok(Record::Used(s)) => s,
+        other => panic!("the delivery left the ledger: {other:?}"),
+    }
+}
+
 /// The slot of notification `id`'s delivery.
 fn the_used_slot_of(w: &World, id: u64) -> u32 {
     use osmox_webhook_filter::delivery::ledger::Record;
@@ -3348,7 +3349,7 @@ fn the_used_slot_of(w: &World, id: u64) -> u32 {
 /// meanwhile the claim lapses, and VM 1 counts its attempt lost and schedules the retry.
 /// Returns the retry's record as VM 1 wrote it.
 fn vm0_stalls_while_its_claim_lapses(w: &World, slot: u32) -> Vec<u8> {
-    use osmox_webhook_filter::delivery::ledger::{Record, State};
+    use osmox_webhook_filter::delivery::ledger::State;
     let key = format!(shared_name!("q/m/{}"), slot);
     let retry = RefCell::new(Vec::new());
     let other_net = RefCell::new(FakeNet::default());
@@ -3386,10 +3387,7 @@ fn vm0_stalls_while_its_claim_lapses(w: &World, slot: u32) -> Vec<u8> {
     drop(net);
     let retry = retry.take();
     assert!(!retry.is_empty(), "VM 1 came across the lapsed claim");
-    let ledger = Ledger::new(w.config.limits.max_pending);
-    let Record::Used(s) = ledger.read(&w.store, slot).unwrap() else {
-        panic!("the delivery left the ledger");
-    };
+    let s = the_delivery_in(w, slot);
     assert_eq!(
         (s.state, s.attempts),
         (State::Waiting, 1),
@@ -8590,15 +8588,12 @@ fn a_claim_made_on_a_clock_a_second_ahead_lapses_when_its_sender_set() {
 /// time: the retry is left as VM 0 set it.
 #[test]
 fn bounding_a_claim_leaves_the_retry_that_replaced_it_due_the_same_millisecond() {
-    use osmox_webhook_filter::delivery::ledger::{Record, State};
+    use osmox_webhook_filter::delivery::ledger::State;
     let mut w = World::new(ONE_ENDPOINT, 2);
     w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
     let token = w.last().token;
     let slot = the_used_slot_of(&w, 1);
-    let ledger = Ledger::new(w.config.limits.max_pending);
-    let Record::Used(claim) = ledger.read(&w.store, slot).unwrap() else {
-        unreachable!()
-    };
+    let claim = the_delivery_in(&w, slot);
     // A reply a second before the claim lapses: the 1 s backoff makes the retry due then.
     w.now = claim.at_ms - 1_000;
     let w = &w;
@@ -8628,9 +8623,7 @@ fn bounding_a_claim_leaves_the_retry_that_replaced_it_due_the_same_millisecond()
             .borrow_mut()
             .wake(c, &c.endpoints, &mut io, slot);
     }
-    let Record::Used(s) = ledger.read(&w.store, slot).unwrap() else {
-        panic!("the delivery left the ledger");
-    };
+    let s = the_delivery_in(w, slot);
     assert_eq!(
         (s.state, s.attempts, s.at_ms),
         (State::Waiting, 1, claim.at_ms),
