@@ -107,7 +107,7 @@ mod tests {
     use super::*;
 
     /// Asserts that `ids`, hashed, fill 64 buckets evenly (100 each, give or take 50).
-    fn spread_evenly(ids: impl Iterator<Item = u64>) {
+    fn spread_evenly<T: std::hash::Hash>(ids: impl Iterator<Item = T>) {
         let s = Seeded::default();
         let mut buckets = [0u32; 64];
         for id in ids {
@@ -132,6 +132,13 @@ mod tests {
     fn keys_that_differ_only_high_up_spread_too() {
         // Ids 2^40 apart: one multiply and fold would put them all in one of 64 buckets.
         spread_evenly((0..6400u64).map(|id| id << 40));
+    }
+
+    #[test]
+    fn keys_shorter_than_a_word_spread_by_every_byte() {
+        // Ids as text: what is left after the whole words counts byte by byte, not by its
+        // length or first byte alone.
+        spread_evenly((0..6400u32).map(|id| id.to_string()));
     }
 
     #[test]
