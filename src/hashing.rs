@@ -135,10 +135,27 @@ mod tests {
     }
 
     #[test]
+    fn call_ids_spread_too() {
+        // A sender's calls are keyed by the host's u32 call ids, which go through `write_u32`.
+        spread_evenly(0..6400u32);
+    }
+
+    #[test]
     fn keys_shorter_than_a_word_spread_by_every_byte() {
         // Ids as text: what is left after the whole words counts byte by byte, not by its
         // length or first byte alone.
         spread_evenly((0..6400u32).map(|id| id.to_string()));
+    }
+
+    #[test]
+    fn bytes_and_sizes_are_hashed_too() {
+        // No map is keyed by them yet (a bool hashes as a byte, a slice's length as a size);
+        // one that were would have every key in one bucket without them.
+        let s = Seeded::default();
+        let bytes: std::collections::HashSet<u64> = (0..=u8::MAX).map(|b| s.hash_one(b)).collect();
+        assert_eq!(bytes.len(), 256);
+        let sizes: std::collections::HashSet<u64> = (0..256usize).map(|n| s.hash_one(n)).collect();
+        assert_eq!(sizes.len(), 256);
     }
 
     #[test]
