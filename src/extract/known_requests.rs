@@ -277,6 +277,31 @@ mod tests {
         assert!(known.entries.is_empty());
     }
 
+    /// The README's bound: a request is kept when its body and head come to at most 16 KiB
+    /// together, so a poll with a query of some KiB is not read anew each time.
+    #[test]
+    fn a_request_of_16_kib_head_included_is_kept_and_one_byte_more_is_not() {
+        let bound = 16 * 1024;
+        let json = head("POST", Some("application/json"));
+        let head_len = "POST".len() + "application/json".len();
+        let query = r#"{"query":"query { notifications { notifications { id } } }""#;
+        let body = |len: usize| format!("{query}{}}}", " ".repeat(len - query.len() - 1));
+        let mut known = KnownRequests::new(4);
+        let over = body(bound - head_len + 1);
+        assert!(matches!(
+            known.facts(&json, over.as_bytes(), &|_| None),
+            RequestFacts::Plain(_)
+        ));
+        assert!(known.entries.is_empty(), "one byte over the bound");
+        let at = body(bound - head_len);
+        assert_eq!(at.len() + head_len, bound);
+        assert!(matches!(
+            known.facts(&json, at.as_bytes(), &|_| None),
+            RequestFacts::Plain(_)
+        ));
+        assert_eq!(known.entries.len(), 1, "at the bound: kept");
+    }
+
     /// What a kept request holds: its body and its head's values.
     fn held(k: &Known) -> usize {
         let len = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
