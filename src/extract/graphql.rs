@@ -1174,6 +1174,9 @@ mod tests {
         assert_eq!(first_id(&facts(q)), Some(5));
         let q = "query { n: notification(notificationId: 5) { ...on n { id } ...n @n(if: true) { id } } }";
         assert_eq!(first_id(&facts(q)), Some(5));
+        // Nor does an argument's enum value, though `n: ACTIVE` reads like an alias.
+        let q = "query { n: notification(notificationId: 5) { id } notifications(n: ACTIVE) { total } }";
+        assert_eq!(first_id(&facts(q)), Some(5));
     }
 
     /// A review: each `notification` field was compared with every other one and with every
