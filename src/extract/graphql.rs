@@ -834,6 +834,11 @@ mod tests {
         // Without a name both are in view, asking two ids under one key (OsmoX runs neither).
         let f = facts_with(json!({"query": q, "operationName": null}));
         assert_eq!(first_id(&f), None);
+        // A subscription is an operation too, not a nameless query that always runs.
+        let q = "query A { notifications { total } } \
+                 subscription B { notification(notificationId: 2) { id } }";
+        let f = facts_with(json!({"query": q, "operationName": "A"}));
+        assert!(query(&f).notification_fields.is_empty(), "B does not run");
     }
 
     /// Braces inside arguments are input objects, not selection sets: after an operation
