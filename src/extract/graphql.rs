@@ -816,6 +816,12 @@ mod tests {
             query(&facts(q)).notification_fields,
             vec![field("a", Some(1)), field("b", Some(2))]
         );
+        // One key asking for the same id twice (OsmoX merges the two) keeps it.
+        let q = "{ n: notification(notificationId: 1) { id } n: notification(notificationId: 1) { deliveryStatus } }";
+        assert_eq!(
+            query(&facts(q)).notification_fields,
+            vec![field("n", Some(1))]
+        );
         // One key asking for two ids (OsmoX refuses that) or an unknown one: no id.
         let q = "{ n: notification(notificationId: 1) { id } n: notification(notificationId: 2) { id } }";
         assert_eq!(query(&facts(q)).notification_fields, vec![field("n", None)]);
