@@ -1047,6 +1047,8 @@ mod tests {
             "mutation { webhook(createWebhookInput: {providerId: 1}) { id } ...F } fragment F on Mutation { w: webhook(createWebhookInput: {providerId: 1}) { id } }",
             "mutation { a: webhook(createWebhookInput: {providerId: 1}) { id } b: webhook(createWebhookInput: {providerId: 2}) { id } }",
             "mutation { webhook(createWebhookInput: {providerId: 1}",
+            // A stray `(` in the arguments (no valid document) still leaves the directive seen.
+            "mutation { webhook(createWebhookInput: {providerId: (1)}) @skip(if: true) { id } }",
         ] {
             assert_eq!(query(&facts(q)).webhook_key, None, "{q}");
         }
