@@ -700,6 +700,13 @@ mod tests {
         let f = facts("query { notification(x: [) { id } other(y: 1] notificationId: 5) { id } }");
         assert_eq!(first_key(&f), Some("notification"));
         assert_eq!(first_id(&f), None);
+        // Nor past its `)` when a later list closes a bracket it never opened.
+        let f = facts("query { notification(x: 1) { id } other(] notificationId: 5) { id } }");
+        assert_eq!(first_key(&f), Some("notification"));
+        assert_eq!(first_id(&f), None);
+        // And it ends where the scan's count closes it, not at a nested `(`'s `)`.
+        let f = facts("query { notification(x: (1) notificationId: 5) { id } }");
+        assert_eq!(first_id(&f), Some(5));
     }
 
     #[test]
