@@ -936,6 +936,10 @@ mod tests {
         ] {
             assert_eq!(query(&facts(q)).webhook_key, None, "{q}");
         }
+        // Nor is it a second one beside a mutation's: only mutations' and fragments' count.
+        let q = "query Q { webhook(id: 1) { id } } \
+                 mutation M { webhook(createWebhookInput: {providerId: 1}) { id } }";
+        assert_eq!(query(&facts(q)).webhook_key.as_deref(), Some("webhook"));
     }
 
     #[test]
