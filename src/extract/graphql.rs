@@ -713,6 +713,9 @@ mod tests {
     fn tokens_may_be_spread_over_lines() {
         let f = facts("query\n{\n  notification\n  (\n notificationId\n :\n 7\n )\n { id }\n}");
         assert_eq!(first_id(&f), Some(7));
+        // A byte-order mark is ignored between any two tokens, as GraphQL's lexer ignores it.
+        let f = facts("query { notification\u{feff}(notificationId: 7) { id } }");
+        assert_eq!(first_id(&f), Some(7));
     }
 
     #[test]
