@@ -787,6 +787,9 @@ mod tests {
         assert_eq!(facts(q), plain());
         let q = r#"{ notifications(options: {search: "a \" }) { total } notification(notificationId: 5) { id } "}) { total } }"#;
         assert_eq!(facts(q), plain());
+        // A block string may span lines, which an ordinary one may not.
+        let q = "{ notifications(options: {search: \"\"\"\n) { id } notification(notificationId: 5) { id } x(y: \n\"\"\"}) { total } }";
+        assert_eq!(facts(q), plain());
     }
 
     #[test]
