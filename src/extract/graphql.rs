@@ -788,8 +788,12 @@ mod tests {
         let q = r#"{ notifications(options: {search: "a \" }) { total } notification(notificationId: 5) { id } "}) { total } }"#;
         assert_eq!(facts(q), plain());
         // What follows a block string is read, whatever quotes and backslashes it held.
-        let q = r#"{ notifications(options: {search: """a "b" \c"""}) { total } notification(notificationId: 5) { id } }"#;
-        assert_eq!(first_id(&facts(q)), Some(5));
+        for q in [
+            r#"{ notifications(options: {search: """a "b" \c"""}) { total } notification(notificationId: 5) { id } }"#,
+            r#"{ notifications(options: {search: """a \""" b"""}) { total } notification(notificationId: 5) { id } }"#,
+        ] {
+            assert_eq!(first_id(&facts(q)), Some(5), "{q}");
+        }
         // A block string may span lines, which an ordinary one may not.
         let q = "{ notifications(options: {search: \"\"\"\n) { id } notification(notificationId: 5) { id } x(y: \n\"\"\"}) { total } }";
         assert_eq!(facts(q), plain());
