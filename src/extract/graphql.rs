@@ -787,8 +787,10 @@ mod tests {
         assert_eq!(facts(q), plain());
         let q = r#"{ notifications(options: {search: "a \" }) { total } notification(notificationId: 5) { id } "}) { total } }"#;
         assert_eq!(facts(q), plain());
-        // What follows a block string is read, whatever quotes and backslashes it held.
+        // What follows a block string, or an ordinary one that held an escape, is read,
+        // whatever quotes and backslashes it held.
         for q in [
+            r#"{ notifications(options: {search: "a\"b"}) { total } notification(notificationId: 5) { id } }"#,
             r#"{ notifications(options: {search: """a "b" \c"""}) { total } notification(notificationId: 5) { id } }"#,
             r#"{ notifications(options: {search: """a \""" b"""}) { total } notification(notificationId: 5) { id } }"#,
         ] {
