@@ -213,6 +213,27 @@ mod tests {
         assert_eq!(s.get("k").unwrap().unwrap().0, b"b");
     }
 
+    /// What tests and benchmarks read off a `MemStore`: a key written again is counted once,
+    /// and its bytes are its last value's and its name's (what Envoy would keep in memory).
+    #[test]
+    fn a_mem_store_counts_each_key_once_with_its_name_and_last_value() {
+        let s = MemStore::new();
+        assert!(s.is_empty());
+        assert_eq!((s.len(), s.bytes()), (0, 0));
+        s.set("kb", b"abc", None).unwrap();
+        s.set("a", b"", None).unwrap();
+        s.set("kb", b"abcd", None).unwrap();
+        assert!(!s.is_empty());
+        assert_eq!((s.len(), s.bytes()), (2, 2 + 4 + 1));
+        assert_eq!(
+            s.entries(),
+            [
+                ("a".to_string(), vec![]),
+                ("kb".to_string(), b"abcd".to_vec())
+            ]
+        );
+    }
+
     #[test]
     fn update_retries_until_it_wins() {
         let s = MemStore::new();
