@@ -255,6 +255,24 @@ mod tests {
         assert_eq!(m.get_for("crm", Metric::DeliveriesSuperseded), 0);
     }
 
+    /// A `Metrics` that keeps no per-endpoint counts (the flow tests' threaded one) still
+    /// counts, through `add_for`'s default, every delivery in all.
+    #[test]
+    fn add_for_counts_in_all_where_nothing_is_kept_per_endpoint() {
+        struct TotalsOnly(CountingMetrics);
+        impl Metrics for TotalsOnly {
+            fn add(&self, metric: Metric, delta: i64) {
+                self.0.add(metric, delta);
+            }
+        }
+        let m = TotalsOnly(CountingMetrics::default());
+        m.add_for("crm", Metric::DeliveriesSent, 2);
+        m.add_for("crm", Metric::DeliveriesSuperseded, 1);
+        assert_eq!(m.0.get(Metric::DeliveriesSent), 2);
+        assert_eq!(m.0.get(Metric::DeliveriesSuperseded), 1);
+        assert_eq!(m.0.get_for("crm", Metric::DeliveriesSent), 0);
+    }
+
     /// README's Metrics section is what dashboards are built from: its table names every
     /// metric and no other, and its per-endpoint list is `PER_ENDPOINT` and the histograms.
     #[test]
