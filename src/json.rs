@@ -770,8 +770,8 @@ impl<'a> Decimal<'a> {
             match limit.next() {
                 Some(l) if d != l => return d > l,
                 Some(_) => {}
-                None if d != b'0' => return true,
-                None => {}
+                // Equal to the limit so far and longer: at least the limit, which rounds up.
+                None => return true,
             }
         }
         // Equal so far: the limit itself rounds up; a shorter value is below it.
