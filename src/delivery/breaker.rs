@@ -1259,6 +1259,7 @@ mod tests {
         assert_eq!(s.admit_up_to(B, 3, 0, LEASE_MS, &policy, 4).0, Admit::Full);
         s.give_back(A, 3);
         assert_eq!(s.in_flight(0), 2);
+        assert!(s.is_clean(), "places out count no failure");
         s.record(A, 1, false, 0, &policy);
         assert!(!s.is_clean());
         assert_eq!(
