@@ -1138,6 +1138,46 @@ mod tests {
         assert_eq!(metrics.get(Metric::ResultsFilledIn), 1);
     }
 
+    /// A SUCCESS awaiting its result that no endpoint took: the view with the result has no
+    /// delivery to give it to, but the memory stays marked until it is told, so a store
+    /// error telling it leaves the response incomplete, to be asked about again.
+    #[test]
+    fn a_result_the_memory_could_not_be_told_of_leaves_the_response_incomplete() {
+        let config = Config::from_json(
+            br#"{"endpoints": [{"name": "failures", "url": "http://h/a", "cluster": "c",
+                "deliveryStatuses": [6]}]}"#,
+            &|_| None,
+        )
+        .unwrap();
+        let store = Watched::laid_out(&config);
+        let metrics = crate::metrics::CountingMetrics::default();
+        let take = |n: &Notification| {
+            take_in(
+                None,
+                &config,
+                &config.endpoints,
+                Memory::new(config.limits.max_remembered),
+                &store,
+                &metrics,
+                std::slice::from_ref(n),
+                1_000,
+                7,
+            )
+        };
+        let first = take(&seen("2026-04-20T09:15:02.318Z", "null"));
+        assert_eq!((first.wake.len(), first.complete), (0, true));
+        assert_eq!(metrics.get(Metric::EventsUnrouted), 1);
+        let with = seen("2026-04-20T09:15:02.330Z", r#"{"messageId":"m"}"#);
+        // The verdict's read succeeds; telling the memory the result was given does not.
+        store.memory_reads_left.set(Some(1));
+        let got = take(&with);
+        assert_eq!((got.wake.len(), got.complete), (0, false));
+        assert_eq!(metrics.get(Metric::StoreConflicts), 1);
+        store.memory_reads_left.set(None);
+        let again = take(&with);
+        assert_eq!((again.wake.len(), again.complete), (0, true));
+    }
+
     /// Two workers at once: one takes in the view with the SUCCESS's result and, while it
     /// gives the result to the deliveries the memory named, the other takes in a view that
     /// opens another endpoint (it adds `channelType`) and records a delivery held for the
