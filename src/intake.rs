@@ -970,6 +970,75 @@ mod tests {
         assert_eq!(metrics.get(Metric::DeliveriesSuperseded), 0);
     }
 
+    /// As above, but the first's delivery was on the wire when the third came, so the third
+    /// queued behind it, and the attempt was then given back unsent. Taking back the first
+    /// leaves the third in its slot, due: a sender is woken for it.
+    #[test]
+    fn taking_back_an_earlier_event_wakes_a_sender_for_the_later_one_queued_behind_it() {
+        use crate::delivery::ledger::{Record, State};
+        let (store, ledger, metrics) = laid_out();
+        let recorded = recording(&store, &ledger, &metrics);
+        let at = |status, time: &str| Notification {
+            delivery_status: status,
+            ..seen(time, "null")
+        };
+        for n in [
+            at(DeliveryStatus::InProgress, "2026-01-01T00:00:01.000Z"),
+            at(
+                DeliveryStatus::AwaitingConfirmation,
+                "2026-01-01T00:00:02.000Z",
+            ),
+            at(DeliveryStatus::Success, "2026-01-01T00:00:03.000Z"),
+        ] {
+            recorded.memory.observe(&store, &n, 0).unwrap();
+        }
+        let key = endpoint_key("crm");
+        let slot = |id: &str, g: u32| {
+            Slot::new("crm", 504, id, b"{}".to_vec(), 0).of_generation(Generation(g))
+        };
+        let set_state = |slot: u32, state: State| {
+            ledger
+                .update(&store, slot, |rec| match rec {
+                    Record::Used(mut s) => {
+                        s.state = state;
+                        Some((Record::Used(s), ()))
+                    }
+                    _ => None,
+                })
+                .unwrap();
+        };
+        let mut wake = Vec::new();
+        let y = ledger
+            .place(&store, None, slot("first", 1), 1)
+            .unwrap()
+            .slot();
+        let first = [Place {
+            endpoint: key,
+            slot: y,
+        }];
+        assert!(recorded.settle(504, Generation(1), false, &first, &mut wake));
+        set_state(y, State::InFlight);
+        let third = ledger.place(&store, Some(y), slot("third", 3), 3).unwrap();
+        assert_eq!(third, Placed::Queued(y));
+        set_state(y, State::Waiting);
+        let z = ledger
+            .place(&store, None, slot("second", 2), 2)
+            .unwrap()
+            .slot();
+        wake.push(z);
+        let second = [Place {
+            endpoint: key,
+            slot: z,
+        }];
+        assert!(recorded.settle(504, Generation(2), false, &second, &mut wake));
+        match ledger.read(&store, y).unwrap() {
+            Record::Used(s) => assert_eq!(s.webhook_id, "third"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(wake, vec![z, y]);
+        assert_eq!(metrics.get(Metric::DeliveriesSuperseded), 1);
+    }
+
     /// The event was judged and placed, but where its delivery waits could not be recorded:
     /// the response is not complete, so the VM does not learn it and asks again when the same
     /// view comes back.
