@@ -905,6 +905,20 @@ mod tests {
         }
     }
 
+    /// The probes are splitmix64's outputs, as its reference gives them (seed 1234567, and
+    /// seed 0): the spread `ALLOC_PROBES` was measured with. A mixer that shifts or combines
+    /// a step wrongly still fills the ledger above, but spreads worse.
+    #[test]
+    fn probes_are_spread_by_splitmix64() {
+        let gamma = 0x9e37_79b9_7f4a_7c15_u64;
+        assert_eq!(mix(1_234_567), 6_457_827_717_110_365_317);
+        assert_eq!(
+            mix(1_234_567_u64.wrapping_add(gamma)),
+            3_203_168_211_198_807_973
+        );
+        assert_eq!(mix(0), 0xe220_a839_7b1d_cdaf);
+    }
+
     #[test]
     fn a_smaller_ledger_still_sweeps_the_slots_a_larger_one_filled() {
         let (s, big) = ledger(10);
