@@ -932,6 +932,20 @@ mod tests {
         assert_eq!(windows, vec![0..4, 4..8, 8..10]);
     }
 
+    /// Every worker of every configuration records its size at start: the mark is written
+    /// only to raise it, so one already as high (or higher) is read, not written again.
+    #[test]
+    fn a_mark_already_as_high_is_not_written_again() {
+        let (s, _) = ledger(10);
+        assert_eq!(Ledger::new(10).sweeping_high_water(&s).swept(), 10);
+        let (_, cas) = s.get(HIGH_WATER_KEY).unwrap().unwrap();
+        for slots in [10, 4] {
+            assert_eq!(Ledger::new(slots).sweeping_high_water(&s).swept(), 10);
+            let (mark, now) = s.get(HIGH_WATER_KEY).unwrap().unwrap();
+            assert_eq!((mark.as_slice(), now), (&b"10"[..], cas), "{slots} slots");
+        }
+    }
+
     /// Two configurations sweep one ledger: one loaded before an update (or on another
     /// listener of the `vm_id`) raised `maxPending`, one after. Their windows together still
     /// cover every slot of the larger: the smaller must not keep sending the shared cursor
