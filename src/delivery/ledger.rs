@@ -905,6 +905,20 @@ mod tests {
         }
     }
 
+    /// Callers that pass one seed for every event still spread them, by each delivery's id:
+    /// whatever the seed's bits, or the events would all probe the same 64 slots.
+    #[test]
+    fn events_placed_with_one_seed_are_spread_by_their_ids() {
+        for seed in [0, u64::MAX] {
+            let (s, l) = ledger(1000);
+            for i in 0..200u64 {
+                let fresh = Slot::new("a", i, &format!("w{i}"), b"x".to_vec(), 0);
+                l.place(&s, None, fresh, seed)
+                    .unwrap_or_else(|e| panic!("event {i} refused, seed {seed:#x}: {e:?}"));
+            }
+        }
+    }
+
     /// The probes are splitmix64's outputs, as its reference gives them (seed 1234567, and
     /// seed 0): the spread `ALLOC_PROBES` was measured with. A mixer that shifts or combines
     /// a step wrongly still fills the ledger above, but spreads worse.
