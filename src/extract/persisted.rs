@@ -476,6 +476,27 @@ mod tests {
         assert!(bytes.len() <= MAX_BUCKET_BYTES, "{} bytes", bytes.len());
     }
 
+    /// A bucket whose stored form comes to exactly its bound is within it: no text is
+    /// forgotten to make room that was not needed.
+    #[test]
+    fn a_bucket_filled_to_exactly_its_bound_keeps_every_text() {
+        let store = laid_out();
+        let padded = |head: String, len: usize| format!("{head}{}", "x".repeat(len - head.len()));
+        let a = padded("query A { notifications { id } } #".into(), 8_100);
+        let (ha, body_a) = registration(&a);
+        // `[["<hash>","<text>"],["<hash>","<text>"]]`: 145 bytes besides the two texts.
+        let rest = MAX_BUCKET_BYTES - 145 - a.len();
+        let b = (0..)
+            .map(|i| padded(format!("query B{i} {{ notifications {{ id }} }} #"), rest))
+            .find(|t| key(&sha256_hex(t.as_bytes())) == key(&ha))
+            .unwrap();
+        assert!(remember(&store, &body_a));
+        assert!(remember(&store, &registration(&b).1));
+        let (bytes, _) = store.get(&key(&ha)).unwrap().unwrap();
+        assert_eq!(bytes.len(), MAX_BUCKET_BYTES);
+        assert_eq!(recall(&store, &ha).as_deref(), Some(a.as_str()));
+    }
+
     /// Mutation review: texts spread over all the buckets, so the table keeps far more than
     /// one bucket's `MAX_TEXTS`.
     #[test]
