@@ -167,6 +167,7 @@ mod tests {
         let whole = body(&[b"{\"data\":{\"n\":[1,2,3]}}"]);
         let split = body(&[b"{\"da", b"", b"ta\":{\"n\":[1,", b"2,3]}}"]);
         assert_eq!(split.len(), whole.len());
+        assert!(!split.is_empty() && !whole.is_empty());
         assert_eq!(split.hash(b"q"), whole.hash(b"q"));
         assert_ne!(split.hash(b"other query"), whole.hash(b"q"));
         assert_eq!(split.join(), b"{\"data\":{\"n\":[1,2,3]}}");
@@ -207,6 +208,17 @@ mod tests {
         );
         assert_eq!(b.hash(b"q"), body(&[&whole]).hash(b"q"));
         assert_eq!(b.join(), whole);
+    }
+
+    /// `SMALL` itself is not small: a copy gathered from small chunks stays under
+    /// `2 * SMALL`, and a chunk of `SMALL` bytes is kept apart from a small neighbour,
+    /// whichever comes first.
+    #[test]
+    fn a_chunk_of_small_bytes_is_kept_apart() {
+        let full = vec![7u8; SMALL];
+        assert_eq!(body(&[&full, b"x"]).pieces(), 2);
+        assert_eq!(body(&[b"x", &full]).pieces(), 2);
+        assert_eq!(body(&[&full[1..], b"x"]).pieces(), 1);
     }
 
     /// Chunks of every size, mixed, keep their order, their hash and their length.
