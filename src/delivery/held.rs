@@ -67,7 +67,7 @@ mod tests {
         for s in [5, 900, 5, 63, 64, 900, 0] {
             h.push(s);
         }
-        assert_eq!(h.len(), 5);
+        assert_eq!((h.len(), h.is_empty()), (5, false));
         assert_eq!(drain(&mut h), vec![5, 900, 63, 64, 0]);
         assert!(h.is_empty());
     }
