@@ -321,6 +321,17 @@ mod tests {
         assert_eq!(Reader::document(deep.as_bytes(), Reader::skip), None);
         let ok = "[".repeat(100) + &"]".repeat(100);
         assert_eq!(Reader::document(ok.as_bytes(), Reader::skip), Some(()));
+        // The bound at the value: one inside `MAX_DEPTH` arrays is read, one level more is not.
+        let nested = |n: usize| "[".repeat(n) + "1" + &"]".repeat(n);
+        let limit = MAX_DEPTH as usize;
+        assert_eq!(
+            Reader::document(nested(limit).as_bytes(), Reader::skip),
+            Some(())
+        );
+        assert_eq!(
+            Reader::document(nested(limit + 1).as_bytes(), Reader::skip),
+            None
+        );
     }
 
     #[test]
