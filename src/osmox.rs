@@ -77,10 +77,6 @@ impl StatusSet {
     pub fn contains(self, s: DeliveryStatus) -> bool {
         self.0 & (1 << s.code()) != 0
     }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
 }
 
 impl FromIterator<DeliveryStatus> for StatusSet {
