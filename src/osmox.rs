@@ -338,3 +338,25 @@ mod timestamp_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod webhook_body_tests {
+    use super::WebhookBody;
+    use crate::json::{parse, Arena};
+
+    /// A row's text also depends on the notification's id, so two rows are equal only as the
+    /// same object of the same parse, never for holding the same members.
+    #[test]
+    fn written_bodies_compare_by_text_and_rows_by_identity() {
+        let text = r#"{"id":1}"#;
+        assert_eq!(WebhookBody::from(text), WebhookBody::from(text.to_owned()));
+        assert_ne!(WebhookBody::from(text), WebhookBody::from(r#"{"id":2}"#));
+        let arena = Arena::new();
+        let one = parse(text.as_bytes(), &arena).unwrap();
+        let same = parse(text.as_bytes(), &arena).unwrap();
+        let row = WebhookBody::Row(one.as_object().unwrap());
+        assert_eq!(row, WebhookBody::Row(one.as_object().unwrap()));
+        assert_ne!(row, WebhookBody::Row(same.as_object().unwrap()));
+        assert_ne!(row, WebhookBody::from(text));
+    }
+}
