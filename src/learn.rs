@@ -871,14 +871,23 @@ mod tests {
             ("hooks.example.com/osmox", Err(Refusal::BadUrl)),
             ("http://example.256/", Err(Refusal::BadUrl)),
             ("http://256.0.0.1/", Err(Refusal::BadUrl)),
+            // inet_aton takes at most four parts: a fifth, even a zero, is no address.
+            ("http://1.2.3.4.0/", Err(Refusal::BadUrl)),
+            ("http://1.2.3.4.5.6/", Err(Refusal::BadUrl)),
             ("http://[zz::1]/", Err(Refusal::BadUrl)),
             ("", Err(Refusal::BadUrl)),
         ];
         for (url, expected) in cases {
             assert_eq!(&check_url(url, &strict), expected, "{url}");
         }
-        let long = format!("https://hooks.example.com/{}", "a".repeat(MAX_URL_LEN));
-        assert_eq!(check_url(&long, &strict), Err(Refusal::BadUrl));
+        // The bound is on the whole URL, at the byte.
+        let prefix = "https://hooks.example.com/";
+        let longest = format!("{prefix}{}", "a".repeat(MAX_URL_LEN - prefix.len()));
+        assert!(check_url(&longest, &strict).is_ok());
+        assert_eq!(
+            check_url(&format!("{longest}a"), &strict),
+            Err(Refusal::BadUrl)
+        );
     }
 
     #[test]
