@@ -844,6 +844,12 @@ mod tests {
             ("http://[::808:808]/", Err(Refusal::NotAllowedHost)),
             ("http://[64:ff9b::808:808]/", Err(Refusal::NotAllowedHost)),
             ("http://[2002:808:808::]/", Err(Refusal::NotAllowedHost)),
+            // Only those exact prefixes embed one: a segment off, 127.0.0.1 in the last 32
+            // bits is an ordinary IPv6 address (a mutation audit: unpinned).
+            ("http://[0:0:1::7f00:1]/", Err(Refusal::NotAllowedHost)),
+            ("http://[::1:0:7f00:1]/", Err(Refusal::NotAllowedHost)),
+            ("http://[1::7f00:1]/", Err(Refusal::NotAllowedHost)),
+            ("http://[64:1::7f00:1]/", Err(Refusal::NotAllowedHost)),
             ("http://[ff02::1]/", Err(Refusal::PrivateAddress)),
             ("http://224.0.0.1/", Err(Refusal::PrivateAddress)),
             ("http://[2606:4700::1]/", Err(Refusal::NotAllowedHost)),
