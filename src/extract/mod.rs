@@ -1892,6 +1892,25 @@ mod tests {
         }
     }
 
+    /// A page whose every row was taken in before holds no notification to read, yet it is
+    /// idle as one of passed-over notifications is: read unasked, whatever its status.
+    #[test]
+    fn a_page_of_only_rows_seen_before_is_read_unasked() {
+        let body = br#"{"items":[{"id":1,"delivery_status":5}]}"#;
+        let seen = all_seen(WatchKind::Rest, body);
+        let got = read_lazily(
+            WatchKind::Rest,
+            body,
+            &plain(),
+            Some(&json::Listed(&seen)),
+            |ns| ns.is_empty(),
+            || -> Option<u64> { panic!("the status was asked") },
+            None::<fn() -> bool>,
+            |x| (x.notifications.len(), x.seen_rows()),
+        );
+        assert_eq!(got, Ok((0, 1)));
+    }
+
     #[test]
     fn malformed_json_is_an_error() {
         assert_eq!(
