@@ -2160,6 +2160,24 @@ mod tests {
         assert_eq!((taken, passed), (0, 40));
     }
 
+    /// A row read whole enough to be known on sight is remembered under its observation's
+    /// identity, which a later page's row of the same bytes is passed over as; a thinner
+    /// row is not remembered, since its identity is not known.
+    #[test]
+    fn a_row_read_whole_is_remembered_under_its_observations_identity() {
+        let body = br#"{"items":[{"id":3,"delivery_status":5,"provider_id":1,"channel_type":1,"retry_count":0,"updated_on":"2026-04-20T09:16:45.310Z"},{"id":4,"delivery_status":2}]}"#;
+        let (identity, remembered) = read(WatchKind::Rest, body, &plain(), |x| {
+            (
+                KnownEvents::identity(&x.notifications[0]),
+                x.rows_to_remember(),
+            )
+        })
+        .unwrap();
+        let identity = identity.expect("the first row is whole");
+        let remembered: Vec<(u64, u64)> = remembered.iter().map(|r| (r.id, r.identity)).collect();
+        assert_eq!(remembered, [(3, identity)]);
+    }
+
     /// A seen row inside a notification's payload is not one of the page's rows, and the
     /// webhook body carries it as it was written.
     #[test]
