@@ -1567,6 +1567,14 @@ mod tests {
             x.notifications[0].webhook_body(),
             r#"{"id":1042,"providerId":1,"channelType":1,"deliveryStatus":5,"retryCount":0,"updatedOn":"2026-04-20T09:15:06.912Z"}"#
         );
+        // REST v8 spells it `notification_id`, and names the notification by it too.
+        let body = br#"{"items":[{"id":9001,"notification_id":1042,"delivery_status":5}]}"#;
+        let x = run(WatchKind::Rest, body);
+        assert_eq!(summary(&x), vec![(1042, 5, None, None, None)]);
+        assert_eq!(
+            x.notifications[0].webhook_body(),
+            r#"{"id":1042,"deliveryStatus":5}"#
+        );
     }
 
     #[test]
