@@ -1256,6 +1256,9 @@ mod tests {
             "applicationId",
             "createdOn",
             "providerChainId",
+            // Read by the filter though not sent: guarded in every spelling too.
+            "notification_Id",
+            "webhook_Url",
         ] {
             let q =
                 format!("{{ notifications {{ notifications {{ id {alias}: channelType }} }} }}");
