@@ -2244,7 +2244,8 @@ mod tests {
 
     /// The depth bound counts from the REST body itself (its members are depth 1), and a
     /// JSend envelope's `data` is one of those members: a row 16 levels below the body is
-    /// read, one 17 levels below only counted, with or without the envelope.
+    /// read, one 17 levels below only counted, with or without the envelope, whether the
+    /// levels are objects or arrays.
     #[test]
     fn rest_depth_bound_counts_from_the_body() {
         let nest = |levels: usize| {
@@ -2254,8 +2255,17 @@ mod tests {
             }
             v
         };
+        // An array is a level as an object is.
+        let in_arrays = |levels: usize| {
+            let mut v = json!({"id": 1, "delivery_status": 1});
+            for _ in 1..levels {
+                v = json!([v]);
+            }
+            json!({ "x": v })
+        };
         let cases = [
             (nest(MAX_DEPTH), nest(MAX_DEPTH + 1)),
+            (in_arrays(MAX_DEPTH), in_arrays(MAX_DEPTH + 1)),
             (
                 json!({"status": "success", "data": nest(MAX_DEPTH - 1)}),
                 json!({"status": "success", "data": nest(MAX_DEPTH)}),
