@@ -322,25 +322,20 @@ mod tests {
         let ok = "[".repeat(100) + &"]".repeat(100);
         assert_eq!(Reader::document(ok.as_bytes(), Reader::skip), Some(()));
         // The bound, at the value: inside `MAX_DEPTH` arrays or objects it is read; deeper, not.
-        let nested = |n: usize| "[".repeat(n) + "1" + &"]".repeat(n);
+        let nestings: [fn(usize) -> String; 2] = [
+            |n| "[".repeat(n) + "1" + &"]".repeat(n),
+            |n| r#"{"k":"#.repeat(n) + "1" + &"}".repeat(n),
+        ];
         let limit = MAX_DEPTH as usize;
-        let in_objects = |n: usize| r#"{"k":"#.repeat(n) + "1" + &"}".repeat(n);
-        assert_eq!(
-            Reader::document(in_objects(limit).as_bytes(), Reader::skip),
-            Some(())
-        );
-        assert_eq!(
-            Reader::document(in_objects(limit + 1).as_bytes(), Reader::skip),
-            None
-        );
-        assert_eq!(
-            Reader::document(nested(limit).as_bytes(), Reader::skip),
-            Some(())
-        );
-        assert_eq!(
-            Reader::document(nested(limit + 1).as_bytes(), Reader::skip),
-            None
-        );
+        for nested in nestings {
+            let skip = |n| Reader::document(nested(n).as_bytes(), Reader::skip);
+            assert_eq!(
+                (skip(limit), skip(limit + 1)),
+                (Some(()), None),
+                "{}",
+                nested(1)
+            );
+        }
     }
 
     #[test]
