@@ -726,6 +726,50 @@ mod tests {
         }
     }
 
+    /// Taking in `n` alone, to every endpoint of `config`, with a fresh VM's memory.
+    fn take_one(
+        config: &Config,
+        store: &impl Store,
+        metrics: &crate::metrics::CountingMetrics,
+        n: &Notification,
+    ) -> Intake {
+        take_in(
+            None,
+            config,
+            &config.endpoints,
+            Memory::new(config.limits.max_remembered),
+            store,
+            metrics,
+            std::slice::from_ref(n),
+            1_000,
+            7,
+        )
+    }
+
+    /// A delivery to "crm" of notification 504's event of generation `g`.
+    fn crm_slot(id: &str, g: u32) -> Slot {
+        Slot::new("crm", 504, id, b"{}".to_vec(), 0).of_generation(Generation(g))
+    }
+
+    /// The memory has seen notification 504 go IN_PROGRESS, AWAITING_CONFIRMATION and
+    /// SUCCESS: the events of generations 1, 2 and 3.
+    fn three_events_seen(recorded: &Recording<'_, MemStore>) {
+        for (status, time) in [
+            (DeliveryStatus::InProgress, "2026-01-01T00:00:01.000Z"),
+            (
+                DeliveryStatus::AwaitingConfirmation,
+                "2026-01-01T00:00:02.000Z",
+            ),
+            (DeliveryStatus::Success, "2026-01-01T00:00:03.000Z"),
+        ] {
+            let n = Notification {
+                delivery_status: status,
+                ..seen(time, "null")
+            };
+            recorded.memory.observe(recorded.store, &n, 0).unwrap();
+        }
+    }
+
     /// Two workers take in IN_PROGRESS (generation 1) and SUCCESS (2) at once. IN_PROGRESS
     /// is placed and recorded in a fresh slot first; SUCCESS, which knew nothing of that slot,
     /// learns of it when it records its own and takes it back before it goes out.
@@ -742,9 +786,8 @@ mod tests {
         }
         let key = endpoint_key("crm");
         let place = |id: &str, g: u32| {
-            let slot = Slot::new("crm", 504, id, b"{}".to_vec(), 0).of_generation(Generation(g));
             ledger
-                .place(&store, None, slot, u64::from(g))
+                .place(&store, None, crm_slot(id, g), u64::from(g))
                 .unwrap()
                 .slot()
         };
@@ -908,27 +951,11 @@ mod tests {
         use crate::delivery::ledger::Record;
         let (store, ledger, metrics) = laid_out();
         let recorded = recording(&store, &ledger, &metrics);
-        let at = |status, time: &str| Notification {
-            delivery_status: status,
-            ..seen(time, "null")
-        };
-        for n in [
-            at(DeliveryStatus::InProgress, "2026-01-01T00:00:01.000Z"),
-            at(
-                DeliveryStatus::AwaitingConfirmation,
-                "2026-01-01T00:00:02.000Z",
-            ),
-            at(DeliveryStatus::Success, "2026-01-01T00:00:03.000Z"),
-        ] {
-            recorded.memory.observe(&store, &n, 0).unwrap();
-        }
+        three_events_seen(&recorded);
         let key = endpoint_key("crm");
-        let slot = |id: &str, g: u32| {
-            Slot::new("crm", 504, id, b"{}".to_vec(), 0).of_generation(Generation(g))
-        };
         let mut wake = Vec::new();
         let y = ledger
-            .place(&store, None, slot("first", 1), 1)
+            .place(&store, None, crm_slot("first", 1), 1)
             .unwrap()
             .slot();
         assert!(recorded.settle(
@@ -942,11 +969,13 @@ mod tests {
             &mut wake
         ));
         // The third, knowing the first's slot, replaces it there.
-        let third = ledger.place(&store, Some(y), slot("third", 3), 3).unwrap();
+        let third = ledger
+            .place(&store, Some(y), crm_slot("third", 3), 3)
+            .unwrap();
         assert_eq!(third.held_slot(), Some(y));
         // The second knew of no slot, and took a fresh one.
         let z = ledger
-            .place(&store, None, slot("second", 2), 2)
+            .place(&store, None, crm_slot("second", 2), 2)
             .unwrap()
             .slot();
         assert_ne!(y, z);
@@ -978,24 +1007,8 @@ mod tests {
         use crate::delivery::ledger::{Record, State};
         let (store, ledger, metrics) = laid_out();
         let recorded = recording(&store, &ledger, &metrics);
-        let at = |status, time: &str| Notification {
-            delivery_status: status,
-            ..seen(time, "null")
-        };
-        for n in [
-            at(DeliveryStatus::InProgress, "2026-01-01T00:00:01.000Z"),
-            at(
-                DeliveryStatus::AwaitingConfirmation,
-                "2026-01-01T00:00:02.000Z",
-            ),
-            at(DeliveryStatus::Success, "2026-01-01T00:00:03.000Z"),
-        ] {
-            recorded.memory.observe(&store, &n, 0).unwrap();
-        }
+        three_events_seen(&recorded);
         let key = endpoint_key("crm");
-        let slot = |id: &str, g: u32| {
-            Slot::new("crm", 504, id, b"{}".to_vec(), 0).of_generation(Generation(g))
-        };
         let set_state = |slot: u32, state: State| {
             ledger
                 .update(&store, slot, |rec| match rec {
@@ -1009,7 +1022,7 @@ mod tests {
         };
         let mut wake = Vec::new();
         let y = ledger
-            .place(&store, None, slot("first", 1), 1)
+            .place(&store, None, crm_slot("first", 1), 1)
             .unwrap()
             .slot();
         let first = [Place {
@@ -1018,11 +1031,13 @@ mod tests {
         }];
         assert!(recorded.settle(504, Generation(1), false, &first, &mut wake));
         set_state(y, State::InFlight);
-        let third = ledger.place(&store, Some(y), slot("third", 3), 3).unwrap();
+        let third = ledger
+            .place(&store, Some(y), crm_slot("third", 3), 3)
+            .unwrap();
         assert_eq!(third, Placed::Queued(y));
         set_state(y, State::Waiting);
         let z = ledger
-            .place(&store, None, slot("second", 2), 2)
+            .place(&store, None, crm_slot("second", 2), 2)
             .unwrap()
             .slot();
         wake.push(z);
@@ -1087,7 +1102,7 @@ mod tests {
         let endpoint = &config.endpoints[0];
         let (store, ledger, metrics) = laid_out();
         let recorded = recording(&store, &ledger, &metrics);
-        let later = Slot::new("crm", 504, "later", b"{}".to_vec(), 0).of_generation(Generation(2));
+        let later = crm_slot("later", 2);
         let y = ledger.place(&store, None, later, 2).unwrap().slot();
         let n = seen("2026-01-01T00:00:01.000Z", "null");
         assert!(n.awaits_result());
@@ -1122,19 +1137,7 @@ mod tests {
             store.set(&k, v, None).unwrap();
         }
         let metrics = crate::metrics::CountingMetrics::default();
-        let take = |n: &Notification| {
-            take_in(
-                None,
-                &config,
-                &config.endpoints,
-                Memory::new(config.limits.max_remembered),
-                &store,
-                &metrics,
-                std::slice::from_ref(n),
-                1_000,
-                7,
-            )
-        };
+        let take = |n: &Notification| take_one(&config, &store, &metrics, n);
         assert_eq!(
             take(&seen("2026-04-20T09:15:02.318Z", "null")).wake.len(),
             1
@@ -1166,19 +1169,7 @@ mod tests {
         .unwrap();
         let store = Watched::laid_out(&config);
         let metrics = crate::metrics::CountingMetrics::default();
-        let take = |n: &Notification| {
-            take_in(
-                None,
-                &config,
-                &config.endpoints,
-                Memory::new(config.limits.max_remembered),
-                &store,
-                &metrics,
-                std::slice::from_ref(n),
-                1_000,
-                7,
-            )
-        };
+        let take = |n: &Notification| take_one(&config, &store, &metrics, n);
         let held = take(&seen("2026-04-20T09:15:02.318Z", "null")).wake;
         assert_eq!((held.len(), metrics.get(Metric::ResultsAwaited)), (1, 1));
         let with = seen("2026-04-20T09:15:02.330Z", r#"{"messageId":"m"}"#);
@@ -1220,19 +1211,7 @@ mod tests {
         .unwrap();
         let store = Watched::laid_out(&config);
         let metrics = crate::metrics::CountingMetrics::default();
-        let take = |n: &Notification| {
-            take_in(
-                None,
-                &config,
-                &config.endpoints,
-                Memory::new(config.limits.max_remembered),
-                &store,
-                &metrics,
-                std::slice::from_ref(n),
-                1_000,
-                7,
-            )
-        };
+        let take = |n: &Notification| take_one(&config, &store, &metrics, n);
         let first = take(&seen("2026-04-20T09:15:02.318Z", "null"));
         assert_eq!((first.wake.len(), first.complete), (0, true));
         assert_eq!(metrics.get(Metric::EventsUnrouted), 1);
