@@ -3915,7 +3915,8 @@ mod tests {
         );
     }
 
-    /// The least `maxBufferedBytes` takes is exactly a whole body and a GraphQL request.
+    /// The least `maxBufferedBytes` takes is exactly a whole body and a GraphQL request, of
+    /// 64 KiB: one byte less is refused.
     #[test]
     fn max_buffered_bytes_may_hold_just_a_body_and_a_request() {
         let config = parse(
@@ -3923,6 +3924,11 @@ mod tests {
                 "watch": {"maxBodyBytes": 983040, "maxBufferedBytes": 1048576}}"#,
         );
         assert_eq!(config.watch.max_buffered_bytes, 983_040 + 64 * 1024);
+        assert_eq!(
+            err(r#"{"endpoints": [{"name": "a", "url": "http://h", "cluster": "c"}],
+                "watch": {"maxBodyBytes": 983041, "maxBufferedBytes": 1048576}}"#),
+            "watch.maxBufferedBytes: must hold watch.maxBodyBytes and a GraphQL request (64 KiB) besides"
+        );
     }
 
     #[test]
