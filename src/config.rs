@@ -2858,6 +2858,19 @@ mod tests {
         assert_eq!(explicit.endpoints[0].payload, Payload::Notification);
     }
 
+    /// Sorted by the lowercase name, not as given: uppercase sorts before lowercase, so
+    /// `B-Two` and `C-Three` came before `a-one` until lowercased.
+    #[test]
+    fn header_names_are_lowercased_and_sorted_as_lowercased() {
+        let config = parse(&endpoint(
+            r#""headers": {"B-Two": "2", "C-Three": "3", "a-one": "1"}"#,
+        ));
+        let names: Vec<&str> = (config.endpoints[0].headers.iter())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(names, ["a-one", "b-two", "c-three"]);
+    }
+
     #[test]
     fn a_tab_in_a_header_value_passes_and_a_query_in_a_path_does_not() {
         let tab = parse(&endpoint(r#""headers": {"x-d": "a\tb"}"#));
