@@ -2997,6 +2997,21 @@ mod tests {
         );
     }
 
+    /// Two names with one 64-bit key (FNV-1a, found by a rho search) would share a ledger
+    /// slot: the second is refused, naming the first, not just any other endpoint.
+    #[test]
+    fn names_sharing_a_64_bit_key_are_refused() {
+        assert_eq!(endpoint_key("K8p1v24iPRA"), endpoint_key("2oo_nUOI7hG"));
+        let json = r#"{"endpoints": [
+            {"name": "crm", "url": "http://h/", "cluster": "c"},
+            {"name": "K8p1v24iPRA", "url": "http://h/", "cluster": "c"},
+            {"name": "2oo_nUOI7hG", "url": "http://h/", "cluster": "c"}]}"#;
+        assert_eq!(
+            err(json),
+            r#"endpoints[2].name: "2oo_nUOI7hG" has the same 64-bit key as endpoints[1] ("K8p1v24iPRA"): rename one"#
+        );
+    }
+
     #[test]
     fn rejects_bad_endpoint_names() {
         let msg = "endpoints[0].name: must be 1-64 characters of [A-Za-z0-9_.-]";
