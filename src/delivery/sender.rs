@@ -1692,6 +1692,16 @@ mod tests {
         (config, store)
     }
 
+    /// Shared data has no atomic create (`ensure`, at configure time): every endpoint's
+    /// breaker record must be among the keys made before traffic, or the first CAS on it
+    /// writes unchecked and VMs taking their first places overwrite each other.
+    #[test]
+    fn the_keys_made_before_traffic_are_every_endpoint_s_breaker_record() {
+        let (config, _) = endpoints_named(&["a", "b"]);
+        let keys: Vec<String> = Sender::keys(&config.endpoints).collect();
+        assert_eq!(keys, [breaker::key("a"), breaker::key("b")]);
+    }
+
     /// A sender remembers spare places per endpoint name. Learned endpoints come and go
     /// (`learned-<providerId>`, one per provider ever learned), so an entry must not outlive
     /// the places it stands for: the map would grow with every endpoint this VM ever sent to.
