@@ -549,6 +549,32 @@ fn a_retry_sent_at_a_slow_tick_does_not_expire_before_its_last_attempt() {
     assert_eq!(w.m(Metric::DeliveriesExhausted), 1);
 }
 
+/// The host asks a sender whether deliveries wait in it for a place (`backlogged`: the VM then
+/// takes the other senders' queues in turn) and whether it is closing (it then takes no
+/// wake-ups from its queue).
+#[test]
+fn a_sender_says_it_is_backlogged_while_deliveries_wait_in_it_for_a_place() {
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 1, "headers""#);
+    let w = World::new(&json, 1);
+    let backlogged = || w.senders[0].borrow().backlogged();
+    assert!(!backlogged());
+    w.observe(
+        0,
+        &[
+            note(1, DeliveryStatus::Success, A),
+            note(2, DeliveryStatus::Success, A),
+        ],
+    );
+    assert_eq!(w.sent().len(), 1, "one place");
+    assert!(backlogged(), "the second waits for the place");
+    w.reply(0, w.last().token, 200, None);
+    assert_eq!(w.sent().len(), 2);
+    assert!(!backlogged(), "the freed place sent it");
+    assert!(!w.senders[0].borrow().is_closing());
+    w.with(0, |s, _, io| s.close(io));
+    assert!(w.senders[0].borrow().is_closing());
+}
+
 /// With `maxInFlight` 1, the place a success frees is kept as this sender's spare only while
 /// a send could use it: a receiver answering after more than the spare's 5 s of use left
 /// one the next send could not take, still counted in the record, so that send waited two
@@ -2453,6 +2479,51 @@ fn ticks_without_spare_places_leave_the_breaker_record_unwritten() {
         written(),
         before,
         "a tick with no spare place wrote the record"
+    );
+}
+
+/// A delivery refused a place asks the record again at each tick; a refusal writes nothing
+/// there (nor does the empty hand of spares it came with): every VM's sends write that record,
+/// and a backlog waiting at a full endpoint would contend with them at every try.
+#[test]
+fn a_delivery_refused_a_place_leaves_the_breaker_record_unwritten() {
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 1, "headers""#);
+    let mut w = World::new(&json, 1);
+    w.observe(
+        0,
+        &[
+            note(1, DeliveryStatus::Success, A),
+            note(2, DeliveryStatus::Success, A),
+        ],
+    );
+    assert_eq!(w.sent().len(), 1, "one place");
+    let written = || w.store.get(shared_name!("ep/crm")).unwrap().unwrap().1;
+    let before = written();
+    for _ in 0..2 {
+        w.now += 100;
+        w.tick(0);
+    }
+    assert_eq!(w.sent().len(), 1, "still full");
+    assert_eq!(written(), before, "a refusal wrote the record");
+}
+
+/// A success keeps its place as a spare; with fewer spares than a block left, it keeps that
+/// one, not a whole block: spares the record does not hold send past `maxInFlight`.
+#[test]
+fn a_success_keeps_no_more_spare_places_than_the_record_holds() {
+    // maxInFlight 16: places are taken two at a time.
+    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 16, "headers""#);
+    let w = World::new(&json, 1);
+    let notes: Vec<_> = (1..=18)
+        .map(|i| note(i, DeliveryStatus::Success, A))
+        .collect();
+    w.observe(0, &notes);
+    assert_eq!(w.sent().len(), 16, "every place taken, none spare");
+    w.reply(0, w.sent()[0].token, 200, None);
+    let on_wire = w.sent().len() - 1;
+    assert_eq!(
+        on_wire, 16,
+        "the freed place sent one held delivery, and only one"
     );
 }
 
@@ -6356,6 +6427,31 @@ fn an_endpoint_answering_gone_twice_is_counted_gone_once() {
     assert_eq!(w.m(Metric::EndpointsGone), 1);
 }
 
+/// A 410 closes the breaker as a live receiver's answer: an attempt that was on the wire when
+/// the circuit opened, answered gone, counts that circuit out of `circuits_open`.
+#[test]
+fn a_gone_answer_to_an_open_circuit_counts_it_closed() {
+    let json = ONE_ENDPOINT.replace(
+        r#""headers""#,
+        r#""maxInFlight": 8, "circuitBreaker": {"failureThreshold": 1, "openMs": 10000}, "headers""#,
+    );
+    let w = World::new(&json, 1);
+    w.observe(
+        0,
+        &[
+            note(1, DeliveryStatus::Success, A),
+            note(2, DeliveryStatus::Success, A),
+        ],
+    );
+    let sent = w.sent();
+    assert_eq!(sent.len(), 2);
+    w.reply(0, sent[0].token, 503, None);
+    assert_eq!(w.m(Metric::CircuitsOpen), 1);
+    w.reply(0, sent[1].token, 410, None);
+    assert_eq!(w.m(Metric::EndpointsGone), 1);
+    assert_eq!(w.m(Metric::CircuitsOpen), 0);
+}
+
 /// A dead-letter receiver that answers 410 Gone has not taken the report: like any other
 /// failure, the report is tried again (2 s later), not dropped as if delivered.
 #[test]
@@ -7925,6 +8021,35 @@ fn a_delivery_passed_over_for_an_empty_bucket_goes_with_the_held_ones_on_the_nex
     w.now += 2_000; // two tokens
     w.reply(0, w.sent()[0].token, 200, None);
     assert_eq!(w.sent().len(), 4, "both waiting deliveries go on the reply");
+}
+
+/// A sender passes over an empty bucket's deliveries until its next token is due, and not at
+/// that very millisecond: a delivery woken then goes at once, not with the next tick.
+#[test]
+fn a_delivery_woken_when_the_next_token_is_due_goes_at_once() {
+    let json = ONE_ENDPOINT.replace(
+        r#""headers""#,
+        r#""rateLimit": {"perSecond": 1, "burst": 1}, "headers""#,
+    );
+    let mut w = World::new(&json, 1);
+    w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
+    w.observe(0, &[note(2, DeliveryStatus::Success, A)]); // refused: the next token is at 1 s
+    assert_eq!(w.m(Metric::DeliveriesRateLimited), 1);
+    w.now = T0 + 999;
+    w.observe(0, &[note(3, DeliveryStatus::Success, A)]); // passed over: the bucket is empty
+    assert_eq!(w.sent().len(), 1);
+    w.now = T0 + 1_000;
+    w.observe(0, &[note(4, DeliveryStatus::Success, A)]);
+    assert_eq!(
+        w.sent().len(),
+        2,
+        "the token due now went to the woken delivery"
+    );
+    assert_eq!(
+        w.m(Metric::DeliveriesRateLimited),
+        1,
+        "nothing asked before its token"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
