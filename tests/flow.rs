@@ -2487,15 +2487,7 @@ fn ticks_without_spare_places_leave_the_breaker_record_unwritten() {
 /// and a backlog waiting at a full endpoint would contend with them at every try.
 #[test]
 fn a_delivery_refused_a_place_leaves_the_breaker_record_unwritten() {
-    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 1, "headers""#);
-    let mut w = World::new(&json, 1);
-    w.observe(
-        0,
-        &[
-            note(1, DeliveryStatus::Success, A),
-            note(2, DeliveryStatus::Success, A),
-        ],
-    );
+    let mut w = two_events_with(r#""maxInFlight": 1"#);
     assert_eq!(w.sent().len(), 1, "one place");
     let written = || w.store.get(shared_name!("ep/crm")).unwrap().unwrap().1;
     let before = written();
@@ -6406,11 +6398,9 @@ fn each_retry_of_a_delivery_draws_its_own_jitter() {
     );
 }
 
-/// Two attempts on the wire when an endpoint goes: both end as gone, but the endpoint went
-/// once, so it is counted once.
-#[test]
-fn an_endpoint_answering_gone_twice_is_counted_gone_once() {
-    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 8, "headers""#);
+/// One endpoint with `settings` added, and two events for it taken in.
+fn two_events_with(settings: &str) -> World {
+    let json = ONE_ENDPOINT.replace(r#""headers""#, &format!(r#"{settings}, "headers""#));
     let w = World::new(&json, 1);
     w.observe(
         0,
@@ -6419,8 +6409,22 @@ fn an_endpoint_answering_gone_twice_is_counted_gone_once() {
             note(2, DeliveryStatus::Success, A),
         ],
     );
+    w
+}
+
+/// Two events' attempts on the wire to one endpoint with `settings` added.
+fn two_on_the_wire(settings: &str) -> (World, Vec<Sent>) {
+    let w = two_events_with(settings);
     let sent = w.sent();
     assert_eq!(sent.len(), 2);
+    (w, sent)
+}
+
+/// Two attempts on the wire when an endpoint goes: both end as gone, but the endpoint went
+/// once, so it is counted once.
+#[test]
+fn an_endpoint_answering_gone_twice_is_counted_gone_once() {
+    let (w, sent) = two_on_the_wire(r#""maxInFlight": 8"#);
     w.reply(0, sent[0].token, 410, None);
     w.reply(0, sent[1].token, 410, None);
     assert_eq!(w.m(Metric::DeliveriesGone), 2);
@@ -6431,20 +6435,9 @@ fn an_endpoint_answering_gone_twice_is_counted_gone_once() {
 /// the circuit opened, answered gone, counts that circuit out of `circuits_open`.
 #[test]
 fn a_gone_answer_to_an_open_circuit_counts_it_closed() {
-    let json = ONE_ENDPOINT.replace(
-        r#""headers""#,
-        r#""maxInFlight": 8, "circuitBreaker": {"failureThreshold": 1, "openMs": 10000}, "headers""#,
+    let (w, sent) = two_on_the_wire(
+        r#""maxInFlight": 8, "circuitBreaker": {"failureThreshold": 1, "openMs": 10000}"#,
     );
-    let w = World::new(&json, 1);
-    w.observe(
-        0,
-        &[
-            note(1, DeliveryStatus::Success, A),
-            note(2, DeliveryStatus::Success, A),
-        ],
-    );
-    let sent = w.sent();
-    assert_eq!(sent.len(), 2);
     w.reply(0, sent[0].token, 503, None);
     assert_eq!(w.m(Metric::CircuitsOpen), 1);
     w.reply(0, sent[1].token, 410, None);
@@ -6492,15 +6485,7 @@ fn successful_attempts_are_not_counted_as_failed() {
 /// due, even with no tick in between.
 #[test]
 fn a_report_due_again_goes_before_a_new_one() {
-    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 8, "headers""#);
-    let mut w = World::new(&json, 1);
-    w.observe(
-        0,
-        &[
-            note(1, DeliveryStatus::Success, A),
-            note(2, DeliveryStatus::Success, A),
-        ],
-    );
+    let mut w = two_events_with(r#""maxInFlight": 8"#);
     let sent = w.sent();
     assert_eq!(sent.len(), 2);
     w.reply(0, sent[0].token, 410, None);
