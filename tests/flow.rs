@@ -554,17 +554,10 @@ fn a_retry_sent_at_a_slow_tick_does_not_expire_before_its_last_attempt() {
 /// wake-ups from its queue).
 #[test]
 fn a_sender_says_it_is_backlogged_while_deliveries_wait_in_it_for_a_place() {
-    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 1, "headers""#);
-    let w = World::new(&json, 1);
+    let w = one_endpoint_with(r#""maxInFlight": 1"#);
     let backlogged = || w.senders[0].borrow().backlogged();
     assert!(!backlogged());
-    w.observe(
-        0,
-        &[
-            note(1, DeliveryStatus::Success, A),
-            note(2, DeliveryStatus::Success, A),
-        ],
-    );
+    w.observe(0, &notes(1..3, DeliveryStatus::Success));
     assert_eq!(w.sent().len(), 1, "one place");
     assert!(backlogged(), "the second waits for the place");
     w.reply(0, w.last().token, 200, None);
@@ -981,12 +974,7 @@ fn racing_senders_make_exactly_one_attempt_per_delivery() {
 
 #[test]
 fn max_in_flight_holds_the_rest_until_a_lease_frees() {
-    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 2, "headers""#);
-    let w = World::new(&json, 1);
-    let ns: Vec<_> = (1..=5)
-        .map(|i| note(i, DeliveryStatus::Success, A))
-        .collect();
-    w.observe(0, &ns);
+    let w = events_with(r#""maxInFlight": 2"#, 5);
     assert_eq!(w.sent().len(), 2);
     let first = w.sent()[0].token;
     w.reply(0, first, 200, None);
@@ -2487,7 +2475,7 @@ fn ticks_without_spare_places_leave_the_breaker_record_unwritten() {
 /// and a backlog waiting at a full endpoint would contend with them at every try.
 #[test]
 fn a_delivery_refused_a_place_leaves_the_breaker_record_unwritten() {
-    let mut w = two_events_with(r#""maxInFlight": 1"#);
+    let mut w = events_with(r#""maxInFlight": 1"#, 2);
     assert_eq!(w.sent().len(), 1, "one place");
     let written = || w.store.get(shared_name!("ep/crm")).unwrap().unwrap().1;
     let before = written();
@@ -2504,12 +2492,7 @@ fn a_delivery_refused_a_place_leaves_the_breaker_record_unwritten() {
 #[test]
 fn a_success_keeps_no_more_spare_places_than_the_record_holds() {
     // maxInFlight 16: places are taken two at a time.
-    let json = ONE_ENDPOINT.replace(r#""headers""#, r#""maxInFlight": 16, "headers""#);
-    let w = World::new(&json, 1);
-    let notes: Vec<_> = (1..=18)
-        .map(|i| note(i, DeliveryStatus::Success, A))
-        .collect();
-    w.observe(0, &notes);
+    let w = events_with(r#""maxInFlight": 16"#, 18);
     assert_eq!(w.sent().len(), 16, "every place taken, none spare");
     w.reply(0, w.sent()[0].token, 200, None);
     let on_wire = w.sent().len() - 1;
@@ -6398,23 +6381,22 @@ fn each_retry_of_a_delivery_draws_its_own_jitter() {
     );
 }
 
-/// One endpoint with `settings` added, and two events for it taken in.
-fn two_events_with(settings: &str) -> World {
+/// One VM and one endpoint with `settings` added.
+fn one_endpoint_with(settings: &str) -> World {
     let json = ONE_ENDPOINT.replace(r#""headers""#, &format!(r#"{settings}, "headers""#));
-    let w = World::new(&json, 1);
-    w.observe(
-        0,
-        &[
-            note(1, DeliveryStatus::Success, A),
-            note(2, DeliveryStatus::Success, A),
-        ],
-    );
+    World::new(&json, 1)
+}
+
+/// One endpoint with `settings` added, and `count` SUCCESS events for it taken in.
+fn events_with(settings: &str, count: u64) -> World {
+    let w = one_endpoint_with(settings);
+    w.observe(0, &notes(1..count + 1, DeliveryStatus::Success));
     w
 }
 
 /// Two events' attempts on the wire to one endpoint with `settings` added.
 fn two_on_the_wire(settings: &str) -> (World, Vec<Sent>) {
-    let w = two_events_with(settings);
+    let w = events_with(settings, 2);
     let sent = w.sent();
     assert_eq!(sent.len(), 2);
     (w, sent)
@@ -6485,9 +6467,7 @@ fn successful_attempts_are_not_counted_as_failed() {
 /// due, even with no tick in between.
 #[test]
 fn a_report_due_again_goes_before_a_new_one() {
-    let mut w = two_events_with(r#""maxInFlight": 8"#);
-    let sent = w.sent();
-    assert_eq!(sent.len(), 2);
+    let (mut w, sent) = two_on_the_wire(r#""maxInFlight": 8"#);
     w.reply(0, sent[0].token, 410, None);
     let first_report = w.last();
     assert_eq!(first_report.cluster, "dlq");
@@ -8012,11 +7992,7 @@ fn a_delivery_passed_over_for_an_empty_bucket_goes_with_the_held_ones_on_the_nex
 /// that very millisecond: a delivery woken then goes at once, not with the next tick.
 #[test]
 fn a_delivery_woken_when_the_next_token_is_due_goes_at_once() {
-    let json = ONE_ENDPOINT.replace(
-        r#""headers""#,
-        r#""rateLimit": {"perSecond": 1, "burst": 1}, "headers""#,
-    );
-    let mut w = World::new(&json, 1);
+    let mut w = one_endpoint_with(r#""rateLimit": {"perSecond": 1, "burst": 1}"#);
     w.observe(0, &[note(1, DeliveryStatus::Success, A)]);
     w.observe(0, &[note(2, DeliveryStatus::Success, A)]); // refused: the next token is at 1 s
     assert_eq!(w.m(Metric::DeliveriesRateLimited), 1);
