@@ -1144,6 +1144,12 @@ def test_config_update_takes_effect(osmox, make_receiver, make_envoy, filter_was
     crm.wait_for(1, EXPECT_S)
     (req,) = assert_no_more(crm, 1)
     assert ids_statuses([req]) == [(990005, 6)]
+    # The replaced configuration had no webhook on the wire, so it owes no reply and must close
+    # with its filter chain: only a reply would end one that said it awaited some.
+    wait_until(lambda: envoy.stat("listener_manager.total_filter_chains_draining") == 0, EXPECT_S,
+               what="the replaced filter chain drained")
+    time.sleep(0.5)  # its root context is deleted with it
+    assert "configuration replaced: awaiting" not in envoy.logs()
 
 
 def test_an_update_awaits_the_replies_owed_to_the_configuration_it_replaces(
